@@ -1,0 +1,226 @@
+//! A broadcast: the tracks of one live stream, and whether its publisher is
+//! there. Producers and consumers are handed out by the [`super::Registry`].
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::registry::RegistryInner;
+use super::track::{Retention, TrackConsumer, TrackProducer, TrackShared};
+use super::{StreamPath, TrackInfo};
+
+/// What the publisher said about its stream (RTMP `onMetaData`). Hints only:
+/// packagers trust the media itself first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BroadcastMeta {
+    pub frame_rate: Option<f64>,
+    pub video_bitrate_kbps: Option<u32>,
+    pub audio_bitrate_kbps: Option<u32>,
+    pub encoder: Option<String>,
+    /// `Some(false)` when the publisher declared no audio (or no video).
+    pub has_audio: Option<bool>,
+    pub has_video: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BroadcastStatus {
+    /// A publisher is attached; `session` counts reconnects from 0.
+    Live { session: u32 },
+    /// The publisher of `session` left; a new one may take over until the
+    /// grace period ends.
+    Interrupted { session: u32 },
+    /// Over for good. Tracks are closed.
+    Ended,
+}
+
+pub(crate) struct BroadcastState {
+    pub(crate) tracks: Vec<Arc<TrackShared>>,
+    pub(crate) status: BroadcastStatus,
+    pub(crate) meta: BroadcastMeta,
+}
+
+pub(crate) struct BroadcastShared {
+    pub(crate) path: StreamPath,
+    /// Unique per broadcast in this process: a broadcast that ends and a new
+    /// one on the same path have different ids.
+    pub(crate) id: u64,
+    retention: Retention,
+    state: Mutex<BroadcastState>,
+    changed: watch::Sender<u64>,
+}
+
+impl BroadcastShared {
+    pub(crate) fn new(path: StreamPath, id: u64, retention: Retention) -> Arc<BroadcastShared> {
+        Arc::new(BroadcastShared {
+            path,
+            id,
+            retention,
+            state: Mutex::new(BroadcastState {
+                tracks: Vec::new(),
+                status: BroadcastStatus::Live { session: 0 },
+                meta: BroadcastMeta::default(),
+            }),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, BroadcastState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Ends the broadcast: tracks close, consumers drain and stop.
+    pub(crate) fn end(&self) {
+        let tracks = {
+            let mut st = self.lock();
+            st.status = BroadcastStatus::Ended;
+            st.tracks.clone()
+        };
+        for t in tracks {
+            t.close();
+        }
+        self.notify();
+    }
+
+    pub(crate) fn consumer(self: &Arc<Self>) -> BroadcastConsumer {
+        BroadcastConsumer {
+            changed: self.changed.subscribe(),
+            shared: self.clone(),
+        }
+    }
+}
+
+/// Held by the publisher. Dropping it interrupts the broadcast; the registry
+/// ends it if nobody takes over within the grace period.
+pub struct BroadcastProducer {
+    shared: Arc<BroadcastShared>,
+    session: u32,
+    registry: Weak<RegistryInner>,
+}
+
+impl BroadcastProducer {
+    pub(crate) fn new(
+        shared: Arc<BroadcastShared>,
+        session: u32,
+        registry: Weak<RegistryInner>,
+    ) -> Self {
+        BroadcastProducer {
+            shared,
+            session,
+            registry,
+        }
+    }
+
+    pub fn path(&self) -> &StreamPath {
+        &self.shared.path
+    }
+
+    /// Which publisher session this is (0 for the first, +1 per reconnect).
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// A producer for the named track: the existing track when a reconnecting
+    /// publisher resumes it, or a new one.
+    pub fn track(&mut self, info: TrackInfo) -> TrackProducer {
+        let mut st = self.shared.lock();
+        if let Some(t) = st.tracks.iter().find(|t| t.info == info) {
+            return TrackProducer::new(t.clone(), self.session, self.session > 0);
+        }
+        let t = TrackShared::new(info, self.shared.retention.clone());
+        st.tracks.push(t.clone());
+        drop(st);
+        self.shared.notify();
+        TrackProducer::new(t, self.session, false)
+    }
+
+    pub fn set_meta(&mut self, meta: BroadcastMeta) {
+        self.shared.lock().meta = meta;
+        self.shared.notify();
+    }
+
+    /// A consumer of this same broadcast.
+    pub fn consumer(&self) -> BroadcastConsumer {
+        self.shared.consumer()
+    }
+}
+
+impl Drop for BroadcastProducer {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.lock();
+            if st.status == (BroadcastStatus::Live { session: self.session }) {
+                st.status = BroadcastStatus::Interrupted {
+                    session: self.session,
+                };
+            }
+        }
+        self.shared.notify();
+        match self.registry.upgrade() {
+            Some(registry) => registry.interrupted(&self.shared, self.session),
+            None => self.shared.end(),
+        }
+    }
+}
+
+/// Watches one broadcast and subscribes to its tracks.
+#[derive(Clone)]
+pub struct BroadcastConsumer {
+    shared: Arc<BroadcastShared>,
+    changed: watch::Receiver<u64>,
+}
+
+/// What [`BroadcastConsumer::update`] saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BroadcastUpdate {
+    pub status: BroadcastStatus,
+    pub tracks: Vec<TrackInfo>,
+    pub meta: BroadcastMeta,
+}
+
+impl BroadcastConsumer {
+    pub fn path(&self) -> &StreamPath {
+        &self.shared.path
+    }
+
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    pub fn snapshot(&self) -> BroadcastUpdate {
+        let st = self.shared.lock();
+        BroadcastUpdate {
+            status: st.status,
+            tracks: st.tracks.iter().map(|t| t.info.clone()).collect(),
+            meta: st.meta.clone(),
+        }
+    }
+
+    pub fn status(&self) -> BroadcastStatus {
+        self.shared.lock().status
+    }
+
+    /// Subscribes to a track from its newest keyframe. `max_lag` makes the
+    /// consumer jump to the newest group when it falls further behind than
+    /// that (real-time consumers); `None` only skips what retention evicted.
+    pub fn subscribe(&self, name: &str, max_lag: Option<Duration>) -> Option<TrackConsumer> {
+        let st = self.shared.lock();
+        st.tracks
+            .iter()
+            .find(|t| t.info.name == name)
+            .map(|t| t.subscribe(max_lag))
+    }
+
+    /// Waits until something about the broadcast changes (a track appears,
+    /// the publisher leaves or returns, metadata), then returns the new state.
+    pub async fn update(&mut self) -> BroadcastUpdate {
+        // The sender lives as long as the shared state we hold, so this only
+        // returns on a real change.
+        let _ = self.changed.changed().await;
+        self.snapshot()
+    }
+}

@@ -1,0 +1,165 @@
+//! The registry of live broadcasts: at most one publisher per path, a grace
+//! period for reconnects, and announcements for services that start work per
+//! broadcast (packagers, recorders).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::broadcast::{BroadcastConsumer, BroadcastProducer, BroadcastShared, BroadcastStatus};
+use super::track::Retention;
+use super::StreamPath;
+
+/// Announcements buffered per listener before it must resync with
+/// [`Registry::list`] (it sees `RecvError::Lagged`).
+const ANNOUNCE_CAPACITY: usize = 256;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("stream {0} already has a publisher")]
+    AlreadyPublishing(StreamPath),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+pub(crate) struct RegistryInner {
+    streams: Mutex<HashMap<StreamPath, Arc<BroadcastShared>>>,
+    grace: Duration,
+    retention: Retention,
+    announce: broadcast::Sender<BroadcastConsumer>,
+    next_id: AtomicU64,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl RegistryInner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<StreamPath, Arc<BroadcastShared>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The publisher of `session` left: end the broadcast unless another
+    /// publisher takes over within the grace period.
+    pub(crate) fn interrupted(self: &Arc<Self>, shared: &Arc<BroadcastShared>, session: u32) {
+        if self.grace.is_zero() || self.shutting_down.load(Ordering::Acquire) {
+            self.end_if_interrupted(shared, session);
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let registry = Arc::downgrade(self);
+                let shared = shared.clone();
+                let grace = self.grace;
+                handle.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if let Some(registry) = registry.upgrade() {
+                        registry.end_if_interrupted(&shared, session);
+                    } else {
+                        shared.end();
+                    }
+                });
+            }
+            Err(_) => self.end_if_interrupted(shared, session),
+        }
+    }
+
+    fn end_if_interrupted(&self, shared: &Arc<BroadcastShared>, session: u32) {
+        let mut streams = self.lock();
+        if shared.lock().status != (BroadcastStatus::Interrupted { session }) {
+            return; // a new publisher took over
+        }
+        if streams
+            .get(&shared.path)
+            .is_some_and(|s| Arc::ptr_eq(s, shared))
+        {
+            streams.remove(&shared.path);
+        }
+        drop(streams);
+        tracing::info!(stream = %shared.path, "broadcast ended");
+        shared.end();
+    }
+}
+
+/// Shared handle to the registry; cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<RegistryInner>,
+}
+
+impl Registry {
+    /// `grace`: how long an interrupted broadcast waits for its publisher to
+    /// come back before it ends.
+    pub fn new(grace: Duration, retention: Retention) -> Registry {
+        Registry {
+            inner: Arc::new(RegistryInner {
+                streams: Mutex::new(HashMap::new()),
+                grace,
+                retention,
+                announce: broadcast::Sender::new(ANNOUNCE_CAPACITY),
+                next_id: AtomicU64::new(1),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Becomes the publisher of `path`: a new broadcast, or the continuation
+    /// of an interrupted one. Refused while another publisher is live.
+    pub fn publish(&self, path: StreamPath) -> Result<BroadcastProducer, PublishError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
+        let mut streams = self.inner.lock();
+        if let Some(shared) = streams.get(&path) {
+            let mut st = shared.lock();
+            match st.status {
+                BroadcastStatus::Live { .. } => return Err(PublishError::AlreadyPublishing(path)),
+                BroadcastStatus::Interrupted { session } => {
+                    let session = session + 1;
+                    st.status = BroadcastStatus::Live { session };
+                    drop(st);
+                    shared.notify();
+                    tracing::info!(stream = %path, session, "publisher resumed the broadcast");
+                    return Ok(BroadcastProducer::new(
+                        shared.clone(),
+                        session,
+                        Arc::downgrade(&self.inner),
+                    ));
+                }
+                BroadcastStatus::Ended => {} // replaced below
+            }
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = BroadcastShared::new(path.clone(), id, self.inner.retention.clone());
+        streams.insert(path, shared.clone());
+        drop(streams);
+        // No listener is fine: nobody wants to know yet.
+        let _ = self.inner.announce.send(shared.consumer());
+        Ok(BroadcastProducer::new(shared, 0, Arc::downgrade(&self.inner)))
+    }
+
+    /// The broadcast at `path`, live or waiting for its publisher.
+    pub fn get(&self, path: &StreamPath) -> Option<BroadcastConsumer> {
+        self.inner.lock().get(path).map(|s| s.consumer())
+    }
+
+    pub fn list(&self) -> Vec<BroadcastConsumer> {
+        self.inner.lock().values().map(|s| s.consumer()).collect()
+    }
+
+    /// New broadcasts, as they are created. A listener that falls more than
+    /// `ANNOUNCE_CAPACITY` behind gets `Lagged` and should resync with `list`.
+    pub fn announcements(&self) -> broadcast::Receiver<BroadcastConsumer> {
+        self.inner.announce.subscribe()
+    }
+
+    /// Refuses new publishers and ends every broadcast: consumers drain what
+    /// is buffered and see the end.
+    pub fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let all: Vec<_> = self.inner.lock().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.end();
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Deterministic scenario tests of the bus: no sleeps, no clocks; reads use
+//! `try_next`, which never waits.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::media::{AacConfig, AvcConfig, CodecConfig};
+
+fn video_config() -> CodecConfig {
+    CodecConfig::H264(
+        AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap(),
+    )
+}
+
+fn audio_config() -> CodecConfig {
+    CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap())
+}
+
+fn frame(ms: i64, keyframe: bool, size: usize) -> Frame {
+    Frame {
+        dts: MediaTime::from_millis(ms),
+        pts: MediaTime::from_millis(ms),
+        keyframe,
+        data: Bytes::from(vec![0u8; size]),
+        wallclock: SystemTime::UNIX_EPOCH,
+        received: Instant::now(),
+    }
+}
+
+fn path(s: &str) -> StreamPath {
+    StreamPath::new("app", s).unwrap()
+}
+
+fn video() -> TrackInfo {
+    TrackInfo {
+        name: "video".into(),
+        kind: TrackKind::Video,
+    }
+}
+
+/// Writes `gops` GOPs of `len` frames, 33 ms apart, starting at `start_ms`.
+fn write_gops(p: &mut TrackProducer, start_ms: i64, gops: usize, len: usize, size: usize) -> i64 {
+    let mut t = start_ms;
+    for _ in 0..gops {
+        for i in 0..len {
+            p.write(frame(t, i == 0, size), i == 0).unwrap();
+            t += 33;
+        }
+    }
+    t
+}
+
+fn next_frame(c: &mut TrackConsumer) -> FrameEvent {
+    match c.try_next() {
+        TryNext::Event(TrackEvent::Frame(f)) => f,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new(Duration::ZERO, Retention::default())
+}
+
+#[test]
+fn late_joiner_starts_at_newest_keyframe() {
+    let reg = registry();
+    let mut b = reg.publish(path("late")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    write_gops(&mut v, 0, 3, 10, 100);
+    // Two frames into a fourth GOP.
+    v.write(frame(990, true, 100), true).unwrap();
+    v.write(frame(1023, false, 100), false).unwrap();
+
+    let mut c = b.consumer().subscribe("video", None).unwrap();
+    let first = next_frame(&mut c);
+    assert!(first.group_start && first.frame.keyframe);
+    assert_eq!(first.frame.dts, MediaTime::from_millis(990));
+    assert_eq!(first.group.sequence, 3);
+    assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(1023));
+    assert!(matches!(c.try_next(), TryNext::Pending));
+    assert_eq!(c.dropped(), 0);
+}
+
+#[test]
+fn slow_consumer_skips_to_next_keyframe_and_counts_drops() {
+    let reg = Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(3600),
+            max_groups: 4,
+            max_bytes: usize::MAX,
+        },
+    );
+    let mut b = reg.publish(path("slow")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 10), true).unwrap();
+    let mut slow = b.consumer().subscribe("video", None).unwrap();
+    assert_eq!(next_frame(&mut slow).frame.dts, MediaTime::from_millis(0));
+
+    // The publisher writes 20 GOPs while the consumer reads nothing: no
+    // write blocks, and the track holds no more than 4 groups.
+    for i in 1..10 {
+        v.write(frame(i * 33, false, 10), false).unwrap();
+    }
+    write_gops(&mut v, 330, 20, 10, 10);
+    assert_eq!(slow.retained().0, 4);
+    assert_eq!(slow.retained().1, 4 * 10 * 10);
+
+    // The consumer resumes at the oldest retained keyframe, having lost
+    // frames 1..=9 of GOP 0 and GOPs 1..=16 entirely.
+    let f = next_frame(&mut slow);
+    assert!(f.group_start && f.frame.keyframe);
+    assert_eq!(f.group.sequence, 17);
+    assert_eq!(f.dropped, 9 + 16 * 10);
+    assert_eq!(slow.dropped(), 169);
+    // Then it reads on without further loss.
+    for _ in 0..39 {
+        assert_eq!(next_frame(&mut slow).dropped, 0);
+    }
+    assert!(matches!(slow.try_next(), TryNext::Pending));
+}
+
+#[test]
+fn real_time_consumer_jumps_to_newest_group_when_lagging() {
+    let reg = registry();
+    let mut b = reg.publish(path("lag")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 10), true).unwrap();
+    let mut rt = b.consumer().subscribe("video", Some(Duration::from_millis(500))).unwrap();
+    let mut all = b.consumer().subscribe("video", None).unwrap();
+    assert_eq!(next_frame(&mut rt).frame.dts, MediaTime::from_millis(0));
+    assert_eq!(next_frame(&mut all).frame.dts, MediaTime::from_millis(0));
+    // 3 more GOPs of 10 frames (~330 ms each): 1 s ahead of both readers.
+    for i in 1..10 {
+        v.write(frame(i * 33, false, 10), false).unwrap();
+    }
+    write_gops(&mut v, 330, 3, 10, 10);
+
+    let f = next_frame(&mut rt);
+    assert_eq!(f.group.sequence, 3, "jumped to the newest GOP");
+    assert_eq!(f.dropped, 9 + 2 * 10);
+    // The unbounded-lag consumer reads everything in order.
+    for i in 1..40 {
+        let f = next_frame(&mut all);
+        assert_eq!(f.frame.dts, MediaTime::from_millis(i * 33));
+        assert_eq!(f.dropped, 0);
+    }
+}
+
+#[test]
+fn oversized_open_group_is_truncated_and_readers_wait_for_next_keyframe() {
+    let reg = Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(3600),
+            max_groups: 16,
+            max_bytes: 1000,
+        },
+    );
+    let mut b = reg.publish(path("big")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 100), true).unwrap();
+    let mut c = b.consumer().subscribe("video", None).unwrap();
+    assert!(next_frame(&mut c).group_start);
+    // A GOP that never ends: 50 frames of 100 bytes, budget 1000.
+    for i in 1..50 {
+        v.write(frame(i * 33, false, 100), false).unwrap();
+    }
+    assert!(c.retained().1 <= 1000);
+    // The head of the group is gone, so the rest is undecodable: nothing is
+    // delivered until the next keyframe.
+    assert!(matches!(c.try_next(), TryNext::Pending));
+    v.write(frame(50 * 33, true, 100), true).unwrap();
+    let f = next_frame(&mut c);
+    assert!(f.group_start);
+    assert_eq!(f.frame.dts, MediaTime::from_millis(1650));
+    assert_eq!(c.dropped(), 49);
+    // A late joiner also starts at the intact group.
+    let mut late = b.consumer().subscribe("video", None).unwrap();
+    assert_eq!(next_frame(&mut late).frame.dts, MediaTime::from_millis(1650));
+}
+
+#[test]
+fn group_must_start_with_keyframe_and_needs_config() {
+    let reg = registry();
+    let mut b = reg.publish(path("rules")).unwrap();
+    let mut v = b.track(video());
+    assert_eq!(v.write(frame(0, true, 1), true), Err(WriteError::NoConfig));
+    v.set_config(video_config());
+    assert_eq!(v.write(frame(0, false, 1), false), Err(WriteError::GroupWithoutKeyframe));
+    v.write(frame(0, true, 1), true).unwrap();
+    v.write(frame(33, false, 1), false).unwrap();
+    // A configuration change forces a new group.
+    v.set_config(audio_config());
+    assert_eq!(v.write(frame(66, false, 1), false), Err(WriteError::GroupWithoutKeyframe));
+}
+
+#[test]
+fn second_publisher_is_refused_and_first_is_untouched() {
+    let reg = registry();
+    let mut first = reg.publish(path("dup")).unwrap();
+    let mut v = first.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 1), true).unwrap();
+    assert_eq!(
+        reg.publish(path("dup")).err(),
+        Some(PublishError::AlreadyPublishing(path("dup")))
+    );
+    let mut c = first.consumer().subscribe("video", None).unwrap();
+    v.write(frame(33, false, 1), false).unwrap();
+    assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(0));
+    assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(33));
+    assert!(matches!(first.consumer().status(), BroadcastStatus::Live { session: 0 }));
+}
+
+/// Runs on tokio's paused clock: the 10 s grace period passes instantly and
+/// deterministically.
+#[tokio::test(start_paused = true)]
+async fn reconnect_within_grace_continues_with_discontinuity() {
+    {
+        let reg = Registry::new(Duration::from_secs(10), Retention::default());
+        let mut b = reg.publish(path("blip")).unwrap();
+        let bc = b.consumer();
+        let mut v = b.track(video());
+        v.set_config(video_config());
+        v.write(frame(0, true, 1), true).unwrap();
+        v.write(frame(33, false, 1), false).unwrap();
+        let mut c = bc.subscribe("video", None).unwrap();
+        next_frame(&mut c);
+        next_frame(&mut c);
+
+        drop(v);
+        drop(b);
+        assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Interrupted)));
+        assert!(matches!(c.try_next(), TryNext::Pending));
+        assert_eq!(bc.status(), BroadcastStatus::Interrupted { session: 0 });
+
+        // The publisher comes back with timestamps restarting at 0.
+        let mut b2 = reg.publish(path("blip")).unwrap();
+        assert_eq!(b2.session(), 1);
+        let mut v2 = b2.track(video());
+        v2.set_config(video_config());
+        v2.write(frame(0, true, 1), true).unwrap();
+        let f = next_frame(&mut c);
+        assert!(f.group.discontinuity && f.group_start);
+        assert_eq!(f.group.session, 1);
+        assert_eq!(f.group.sequence, 1);
+
+        // Gone again, and this time the grace period runs out.
+        drop(v2);
+        drop(b2);
+        assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Interrupted)));
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(bc.status(), BroadcastStatus::Ended);
+        assert!(matches!(c.try_next(), TryNext::Closed));
+        assert!(reg.get(&path("blip")).is_none());
+        // A new publisher now starts a new broadcast.
+        let b3 = reg.publish(path("blip")).unwrap();
+        assert_ne!(b3.consumer().id(), bc.id());
+        assert_eq!(b3.session(), 0);
+    }
+}
+
+#[test]
+fn end_without_grace_closes_consumers_after_draining() {
+    let reg = registry();
+    let mut b = reg.publish(path("end")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 1), true).unwrap();
+    let mut c = b.consumer().subscribe("video", None).unwrap();
+    drop(v);
+    drop(b);
+    assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Frame(_))));
+    assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Interrupted)));
+    assert!(matches!(c.try_next(), TryNext::Closed));
+}
+
+#[test]
+fn audio_groups_are_single_frames_and_window_bounds_them() {
+    let reg = Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(1),
+            max_groups: 1024,
+            max_bytes: usize::MAX,
+        },
+    );
+    let mut b = reg.publish(path("audio")).unwrap();
+    let mut a = b.track(TrackInfo {
+        name: "audio".into(),
+        kind: TrackKind::Audio,
+    });
+    a.set_config(audio_config());
+    for i in 0..200 {
+        a.write(frame(i * 23, true, 5), true).unwrap();
+    }
+    let c = b.consumer().subscribe("audio", None).unwrap();
+    // 1 s of 23 ms frames: 44 groups (0..=43 * 23 ms = 989 ms back).
+    assert_eq!(c.retained().0, 44);
+}
+
+#[tokio::test]
+async fn async_next_wakes_on_write() {
+    let reg = registry();
+    let mut b = reg.publish(path("wake")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    let bc = b.consumer();
+    let mut c = bc.subscribe("video", None).unwrap();
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(TrackEvent::Frame(_)) = c.next().await {
+            n += 1;
+        }
+        n
+    });
+    for i in 0..5 {
+        v.write(frame(i * 33, i == 0, 1), i == 0).unwrap();
+        tokio::task::yield_now().await;
+    }
+    drop(v);
+    drop(b);
+    assert_eq!(reader.await.unwrap(), 5);
+}

@@ -1,0 +1,9 @@
+//! streamd: a live media server. RTMP in; LL-HLS (and later WebRTC) out.
+//!
+//! The data flow reads from the module names: [`ingest`] turns publishers'
+//! bytes into frames on the [`bus`]; packagers such as [`llhls`] subscribe to
+//! the bus and serve viewers over [`http`].
+
+pub mod bus;
+pub mod media;
+pub mod time;
