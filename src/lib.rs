@@ -5,5 +5,9 @@
 //! the bus and serve viewers over [`http`].
 
 pub mod bus;
+pub mod config;
+pub mod ingest;
 pub mod media;
+pub mod ratelimit;
+pub mod shutdown;
 pub mod time;

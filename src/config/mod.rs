@@ -1,0 +1,274 @@
+//! streamd's configuration: one serde tree read from TOML.
+//!
+//! Every section has defaults that run out of the box (`streamd` with no
+//! `--config` uses them), unknown keys are errors that name the key, and
+//! [`Config::validate`] names the key of any value out of range. The shipped
+//! `config/streamd.toml` documents each key and is parsed by a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub bus: BusConfig,
+    pub llhls: LlhlsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Where publishers connect. Port 0 picks a free port (logged at start).
+    pub listen: SocketAddr,
+    /// Connections beyond this are closed at accept.
+    pub max_connections: usize,
+    /// A client must finish the RTMP handshake within this time.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: ([0, 0, 0, 0], 1935).into(),
+            max_connections: 1000,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The one HTTP listener: LL-HLS now; WebRTC signalling, the API and the
+    /// console later. Port 0 picks a free port (logged at start).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: ([0, 0, 0, 0], 3333).into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// How long a stream whose publisher dropped waits for it to come back
+    /// before it ends. Viewers see a pause, then the stream continues.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
+    /// Media kept per track for consumers that fall behind.
+    #[serde(with = "humantime_serde")]
+    pub retention_window: Duration,
+    /// Hard cap on buffered bytes per track.
+    pub retention_max_bytes: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            reconnect_grace: Duration::from_secs(10),
+            retention_window: Duration::from_secs(10),
+            retention_max_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlhlsConfig {
+    /// Aim for partial segments of about this duration. The advertised
+    /// PART-TARGET is the nearest whole number of frames at or below it.
+    #[serde(with = "humantime_serde")]
+    pub part_target: Duration,
+    /// A segment ends at the first keyframe at least this far into it.
+    #[serde(with = "humantime_serde")]
+    pub segment_target: Duration,
+    /// Complete segments listed in each media playlist.
+    pub segments_kept: usize,
+    /// Origins allowed by CORS: `["*"]`, or a list such as
+    /// `["https://example.com"]`.
+    pub cors_origins: Vec<String>,
+    /// How long a finished stream's playlists (with EXT-X-ENDLIST) stay
+    /// available so players see the end.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for LlhlsConfig {
+    fn default() -> Self {
+        LlhlsConfig {
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(1),
+            segments_kept: 10,
+            cors_origins: vec!["*".to_owned()],
+            linger: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.rtmp.max_connections == 0 {
+            return invalid("rtmp.max_connections", "must be at least 1".into());
+        }
+        if self.rtmp.handshake_timeout.is_zero() {
+            return invalid("rtmp.handshake_timeout", "must be more than 0".into());
+        }
+        if self.rtmp.idle_timeout < Duration::from_secs(1) {
+            return invalid("rtmp.idle_timeout", "must be at least 1s".into());
+        }
+        if self.bus.retention_window < Duration::from_secs(1) {
+            return invalid("bus.retention_window", "must be at least 1s".into());
+        }
+        if self.bus.retention_max_bytes < 1 << 20 {
+            return invalid("bus.retention_max_bytes", "must be at least 1 MiB".into());
+        }
+        let l = &self.llhls;
+        if !(Duration::from_millis(50)..=Duration::from_secs(5)).contains(&l.part_target) {
+            return invalid(
+                "llhls.part_target",
+                format!("must be between 50ms and 5s, got {:?}", l.part_target),
+            );
+        }
+        if l.segment_target < l.part_target || l.segment_target > Duration::from_secs(60) {
+            return invalid(
+                "llhls.segment_target",
+                format!(
+                    "must be between llhls.part_target and 60s, got {:?}",
+                    l.segment_target
+                ),
+            );
+        }
+        if !(3..=1000).contains(&l.segments_kept) {
+            return invalid(
+                "llhls.segments_kept",
+                format!("must be between 3 and 1000, got {}", l.segments_kept),
+            );
+        }
+        if l.cors_origins.is_empty() {
+            return invalid("llhls.cors_origins", "must list \"*\" or at least one origin".into());
+        }
+        for origin in &l.cors_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && origin.bytes().all(|b| b.is_ascii_graphic()));
+            if !ok {
+                return invalid(
+                    "llhls.cors_origins",
+                    format!("{origin:?} is not \"*\" or an origin like \"https://example.com\""),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no configs in {}", dir.display());
+        // The documented file states the defaults, so a reader can trust it.
+        let shipped = Config::load(&dir.join("streamd.toml")).unwrap();
+        assert_eq!(shipped, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[llhls]\npart_targte = \"200ms\"\n").unwrap_err();
+        assert!(err.to_string().contains("part_targte"), "{err}");
+        let err = Config::parse("[rtmpp]\n").unwrap_err();
+        assert!(err.to_string().contains("rtmpp"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[llhls]\npart_target = \"10ms\"", "llhls.part_target"),
+            ("[llhls]\nsegment_target = \"100ms\"", "llhls.segment_target"),
+            ("[llhls]\nsegments_kept = 1", "llhls.segments_kept"),
+            ("[llhls]\ncors_origins = [\"example.com\"]", "llhls.cors_origins"),
+            ("[rtmp]\nmax_connections = 0", "rtmp.max_connections"),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let err = Config::parse("[rtmp]\nlisten = \"nonsense\"").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn port_zero_is_accepted() {
+        let c = Config::parse("[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(c.rtmp.listen.port(), 0);
+    }
+}

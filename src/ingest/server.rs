@@ -1,0 +1,304 @@
+//! The RTMP listener: one task per connection, each a thin shell that reads
+//! the socket, feeds [`RtmpConnection`], writes its output and hands media to
+//! [`TagIngest`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::rtmp::{RtmpConnection, RtmpError, RtmpEvent};
+use super::tags::{Arrival, IngestError, Notice, TagIngest};
+use crate::bus::{BroadcastMeta, PublishError, Registry, StreamPath};
+use crate::config::RtmpConfig;
+use crate::ratelimit::LogLimiter;
+use crate::shutdown::Shutdown;
+
+const READ_BUFFER: usize = 64 * 1024;
+/// A peer that does not take our (small) responses within this time is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RtmpServer {
+    listener: TcpListener,
+    registry: Registry,
+    config: RtmpConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Rtmp(#[from] RtmpError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error("write timed out")]
+    WriteTimeout,
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("publish refused: {0}")]
+    Refused(String),
+}
+
+impl RtmpServer {
+    /// Binds the listener. Port 0 picks a free port: see [`Self::local_addr`].
+    pub async fn bind(config: RtmpConfig, registry: Registry) -> std::io::Result<RtmpServer> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(RtmpServer {
+            listener,
+            registry,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `shutdown`; then waits for connection tasks
+    /// to finish (they stop on the same signal).
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut refuse_log = LogLimiter::new(Duration::from_secs(10));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.wait() => break,
+                a = self.listener.accept() => a,
+            };
+            // Reap finished connection tasks so the set stays small.
+            while tasks.try_join_next().is_some() {}
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "rtmp accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                if let Some(suppressed) = refuse_log.check(Instant::now()) {
+                    tracing::warn!(%peer, suppressed, max = self.config.max_connections,
+                        "rtmp connection refused: too many connections");
+                }
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let registry = self.registry.clone();
+            let config = self.config.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    metrics::gauge!("streamd_rtmp_connections").increment(1.0);
+                    match handle(stream, registry, &config, shutdown).await {
+                        Ok(()) => tracing::debug!("rtmp connection closed"),
+                        Err(e) => tracing::warn!(error = %e, "rtmp connection closed"),
+                    }
+                    metrics::gauge!("streamd_rtmp_connections").decrement(1.0);
+                    drop(permit);
+                }
+                .instrument(tracing::info_span!("rtmp", %peer)),
+            );
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Publishing {
+    ingest: TagIngest,
+    path: StreamPath,
+    corrupt_log: LogLimiter,
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    registry: Registry,
+    config: &RtmpConfig,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionError> {
+    let mut conn = RtmpConnection::new();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut publishing: Option<Publishing> = None;
+    let started = tokio::time::Instant::now();
+    loop {
+        // While handshaking, the deadline is absolute; afterwards it is the
+        // idle timeout per read.
+        let deadline = if conn.is_handshaking() {
+            started + config.handshake_timeout
+        } else {
+            tokio::time::Instant::now() + config.idle_timeout
+        };
+        let read = tokio::select! {
+            _ = shutdown.wait() => {
+                if let Some(p) = &publishing {
+                    tracing::info!(stream = %p.path, "closing publisher: server shutting down");
+                }
+                return Ok(());
+            }
+            r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
+        };
+        let n = match read {
+            Err(_) if conn.is_handshaking() => {
+                return Err(ConnectionError::HandshakeTimeout(config.handshake_timeout));
+            }
+            Err(_) => return Err(ConnectionError::Idle(config.idle_timeout)),
+            Ok(Ok(0)) => {
+                if let Some(p) = &publishing {
+                    tracing::info!(stream = %p.path, stats = ?p.ingest.stats(), "publisher disconnected");
+                }
+                return Ok(());
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e.into()),
+        };
+        metrics::counter!("streamd_rtmp_received_bytes_total").increment(n as u64);
+        let out = conn.feed(&buf[..n])?;
+        send(&mut stream, &out.send).await?;
+        for event in out.events {
+            on_event(event, &mut conn, &mut stream, &registry, &mut publishing).await?;
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), ConnectionError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes))
+        .await
+        .map_err(|_| ConnectionError::WriteTimeout)??;
+    Ok(())
+}
+
+async fn on_event(
+    event: RtmpEvent,
+    conn: &mut RtmpConnection,
+    stream: &mut TcpStream,
+    registry: &Registry,
+    publishing: &mut Option<Publishing>,
+) -> Result<(), ConnectionError> {
+    match event {
+        RtmpEvent::Connected { app } => tracing::debug!(app = %app.chars().take(64).collect::<String>(), "rtmp connect"),
+        RtmpEvent::PublishRequested {
+            request_id,
+            app,
+            stream: name,
+            query: _,
+        } => {
+            if let Some(p) = publishing {
+                let msg = format!("this connection already publishes {}", p.path);
+                let bytes = conn.reject(request_id, "NetStream.Publish.BadName", &msg)?;
+                send(stream, &bytes).await?;
+                return Err(ConnectionError::Refused(msg));
+            }
+            let path = match StreamPath::new(&app, &name) {
+                Ok(p) => p,
+                Err(e) => {
+                    let msg = format!("invalid stream name: {e}");
+                    let bytes = conn.reject(request_id, "NetStream.Publish.BadName", &msg)?;
+                    send(stream, &bytes).await?;
+                    return Err(ConnectionError::Refused(msg));
+                }
+            };
+            match registry.publish(path.clone()) {
+                Ok(producer) => {
+                    let bytes = conn.accept(request_id)?;
+                    send(stream, &bytes).await?;
+                    tracing::info!(stream = %path, session = producer.session(), "publishing");
+                    metrics::gauge!("streamd_rtmp_publishers").increment(1.0);
+                    *publishing = Some(Publishing {
+                        ingest: TagIngest::new(producer),
+                        path,
+                        corrupt_log: LogLimiter::new(Duration::from_secs(5)),
+                    });
+                }
+                Err(e @ PublishError::AlreadyPublishing(_)) => {
+                    let msg = e.to_string();
+                    tracing::warn!(stream = %path, "refusing a second publisher: {msg}; the first one continues");
+                    let bytes = conn.reject(request_id, "NetStream.Publish.BadName", &msg)?;
+                    send(stream, &bytes).await?;
+                    return Err(ConnectionError::Refused(msg));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let bytes = conn.reject(request_id, "NetStream.Publish.Failed", &msg)?;
+                    send(stream, &bytes).await?;
+                    return Err(ConnectionError::Refused(msg));
+                }
+            }
+        }
+        RtmpEvent::PublishFinished => {
+            if let Some(p) = publishing.take() {
+                tracing::info!(stream = %p.path, stats = ?p.ingest.stats(), "publisher stopped");
+            }
+        }
+        RtmpEvent::PlayRefused { stream: name } => {
+            tracing::info!(stream = %name.chars().take(64).collect::<String>(), "refused RTMP play request");
+        }
+        RtmpEvent::Metadata(m) => {
+            if let Some(p) = publishing {
+                p.ingest.metadata(BroadcastMeta {
+                    frame_rate: m.video_frame_rate.map(f64::from).filter(|f| f.is_finite() && *f > 0.0),
+                    video_bitrate_kbps: m.video_bitrate_kbps,
+                    audio_bitrate_kbps: m.audio_bitrate_kbps,
+                    encoder: m.encoder.map(|e| e.chars().take(128).collect()),
+                    has_video: m.video_codec_id.map(|_| true),
+                    has_audio: m.audio_codec_id.map(|_| true),
+                });
+            }
+        }
+        RtmpEvent::Video { data, timestamp } => {
+            if let Some(p) = publishing {
+                let notice = p.ingest.video(data, timestamp, Arrival::now())?;
+                log_notice(p, notice);
+            }
+        }
+        RtmpEvent::Audio { data, timestamp } => {
+            if let Some(p) = publishing {
+                let notice = p.ingest.audio(data, timestamp, Arrival::now())?;
+                log_notice(p, notice);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn log_notice(p: &mut Publishing, notice: Option<Notice>) {
+    let Some(notice) = notice else { return };
+    let stream = &p.path;
+    match notice {
+        Notice::FrameBeforeConfig(kind) => {
+            if let Some(suppressed) = p.corrupt_log.check(Instant::now()) {
+                tracing::warn!(%stream, kind = kind.as_str(), suppressed, "dropping frames sent before their sequence header");
+            }
+        }
+        Notice::WaitingForKeyframe => {
+            tracing::info!(%stream, "video does not start with a keyframe: dropping frames until one arrives")
+        }
+        Notice::KeyframeAfterDrops { dropped } => {
+            tracing::info!(%stream, dropped, "keyframe arrived; video starts here")
+        }
+        Notice::CorruptFrame(e) => {
+            if let Some(suppressed) = p.corrupt_log.check(Instant::now()) {
+                tracing::warn!(%stream, error = %e, suppressed, "dropped a corrupt video frame; resuming at the next keyframe");
+            }
+        }
+        Notice::ConfigChanged { kind, description } => {
+            tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
+        }
+        Notice::EmptyAudioFrame => {}
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        metrics::gauge!("streamd_rtmp_publishers").decrement(1.0);
+    }
+}

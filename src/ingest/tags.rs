@@ -1,0 +1,385 @@
+//! From FLV tags to bus frames, for one publisher.
+//!
+//! Sans-IO: the caller passes each tag's payload, its RTMP timestamp and the
+//! time it arrived; this turns them into frames on the broadcast's tracks.
+//! It owns the decisions a publisher's stream needs:
+//! - 32-bit millisecond timestamps are unwrapped; PTS = DTS + composition offset;
+//! - nothing is published before a sequence header, and video starts (and
+//!   restarts after a corrupt frame) at a keyframe;
+//! - every video frame's NAL lengths are checked before it goes on the bus;
+//! - a new sequence header with different parameters starts a new group.
+//!
+//! Fatal problems (an undecodable sequence header, an unsupported codec) are
+//! [`IngestError`]s: the connection should close. Recoverable ones are
+//! [`Notice`]s for the log.
+
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::flv::{self, AudioTag, FlvError, VideoTag};
+use crate::bus::{BroadcastMeta, BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
+use crate::media::{AacConfig, AacError, AvcConfig, CodecConfig, H264Error};
+use crate::time::{MediaTime, RtmpTimestampUnwrapper};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Flv(#[from] FlvError),
+    #[error("bad AVC sequence header: {0}")]
+    Avc(#[from] H264Error),
+    #[error("bad AAC sequence header: {0}")]
+    Aac(#[from] AacError),
+}
+
+/// Something worth a log line that does not end the stream.
+#[derive(Debug, PartialEq)]
+pub enum Notice {
+    /// A frame arrived before its track's sequence header and was dropped.
+    FrameBeforeConfig(TrackKind),
+    /// Video frames are being dropped until a keyframe arrives.
+    WaitingForKeyframe,
+    /// A keyframe arrived after `dropped` frames were discarded waiting for it.
+    KeyframeAfterDrops { dropped: u64 },
+    /// A video frame's NAL units lie about their lengths; it was dropped and
+    /// video resumes at the next keyframe.
+    CorruptFrame(H264Error),
+    /// A new sequence header changed the track's parameters.
+    ConfigChanged { kind: TrackKind, description: String },
+    /// An empty audio frame was ignored.
+    EmptyAudioFrame,
+}
+
+/// The arrival time of a tag, read once by the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    pub wallclock: SystemTime,
+    pub instant: Instant,
+}
+
+impl Arrival {
+    pub fn now() -> Arrival {
+        Arrival {
+            wallclock: SystemTime::now(),
+            instant: Instant::now(),
+        }
+    }
+}
+
+/// Counters for one publisher session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub dropped_frames: u64,
+    pub corrupt_frames: u64,
+}
+
+pub struct TagIngest {
+    broadcast: BroadcastProducer,
+    video: Option<TrackProducer>,
+    audio: Option<TrackProducer>,
+    video_clock: RtmpTimestampUnwrapper,
+    audio_clock: RtmpTimestampUnwrapper,
+    /// Video is dropped until a keyframe (at start, after a corrupt frame).
+    need_keyframe: bool,
+    dropped_waiting: u64,
+    stats: IngestStats,
+}
+
+pub const VIDEO_TRACK: &str = "video";
+pub const AUDIO_TRACK: &str = "audio";
+
+impl TagIngest {
+    pub fn new(broadcast: BroadcastProducer) -> TagIngest {
+        TagIngest {
+            broadcast,
+            video: None,
+            audio: None,
+            video_clock: RtmpTimestampUnwrapper::new(),
+            audio_clock: RtmpTimestampUnwrapper::new(),
+            need_keyframe: true,
+            dropped_waiting: 0,
+            stats: IngestStats::default(),
+        }
+    }
+
+    pub fn broadcast(&self) -> &BroadcastProducer {
+        &self.broadcast
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    pub fn metadata(&mut self, meta: BroadcastMeta) {
+        self.broadcast.set_meta(meta);
+    }
+
+    pub fn video(
+        &mut self,
+        payload: Bytes,
+        rtmp_ts: u32,
+        at: Arrival,
+    ) -> Result<Option<Notice>, IngestError> {
+        match flv::parse_video(payload)? {
+            VideoTag::SequenceHeader(raw) => {
+                let config = AvcConfig::parse(raw)?;
+                let track = self.video.get_or_insert_with(|| {
+                    self.broadcast.track(TrackInfo {
+                        name: VIDEO_TRACK.into(),
+                        kind: TrackKind::Video,
+                    })
+                });
+                let description = format!(
+                    "{} {}x{}",
+                    config.codec_string(),
+                    config.info.width,
+                    config.info.height
+                );
+                let changed = track.config().is_some_and(|c| **c != CodecConfig::H264(config.clone()));
+                track.set_config(CodecConfig::H264(config));
+                if changed {
+                    // The new parameters apply from the next keyframe.
+                    self.need_keyframe = true;
+                    return Ok(Some(Notice::ConfigChanged {
+                        kind: TrackKind::Video,
+                        description,
+                    }));
+                }
+                Ok(None)
+            }
+            VideoTag::Frame {
+                keyframe,
+                cts_ms,
+                data,
+            } => {
+                let dts = self.video_clock.unwrap(rtmp_ts);
+                let Some(track) = self.video.as_mut() else {
+                    self.stats.dropped_frames += 1;
+                    return Ok(Some(Notice::FrameBeforeConfig(TrackKind::Video)));
+                };
+                let Some(CodecConfig::H264(config)) = track.config().map(|c| &**c) else {
+                    unreachable!("the video track gets its config when it is created");
+                };
+                if let Some(Err(e)) = config.nalus(&data).find(|n| n.is_err()) {
+                    self.stats.corrupt_frames += 1;
+                    self.need_keyframe = true;
+                    return Ok(Some(Notice::CorruptFrame(e)));
+                }
+                if self.need_keyframe && !keyframe {
+                    self.stats.dropped_frames += 1;
+                    self.dropped_waiting += 1;
+                    return Ok((self.dropped_waiting == 1).then_some(Notice::WaitingForKeyframe));
+                }
+                let frame = Frame {
+                    dts,
+                    pts: dts.add(MediaTime::from_millis(i64::from(cts_ms))),
+                    keyframe,
+                    data,
+                    wallclock: at.wallclock,
+                    received: at.instant,
+                };
+                // The checks above make the write's preconditions hold: a
+                // config is set and a new group starts at a keyframe.
+                if track.write(frame, keyframe).is_err() {
+                    self.stats.dropped_frames += 1;
+                    return Ok(None);
+                }
+                self.stats.video_frames += 1;
+                let mut notice = None;
+                if self.need_keyframe {
+                    self.need_keyframe = false;
+                    if self.dropped_waiting > 0 {
+                        notice = Some(Notice::KeyframeAfterDrops {
+                            dropped: std::mem::take(&mut self.dropped_waiting),
+                        });
+                    }
+                }
+                Ok(notice)
+            }
+            VideoTag::EndOfSequence | VideoTag::Ignored => Ok(None),
+        }
+    }
+
+    pub fn audio(
+        &mut self,
+        payload: Bytes,
+        rtmp_ts: u32,
+        at: Arrival,
+    ) -> Result<Option<Notice>, IngestError> {
+        match flv::parse_audio(payload)? {
+            AudioTag::SequenceHeader(raw) => {
+                let config = AacConfig::parse(raw)?;
+                let track = self.audio.get_or_insert_with(|| {
+                    self.broadcast.track(TrackInfo {
+                        name: AUDIO_TRACK.into(),
+                        kind: TrackKind::Audio,
+                    })
+                });
+                let description = format!(
+                    "{} {} Hz {} ch",
+                    config.codec_string(),
+                    config.sample_rate,
+                    config.channels
+                );
+                let changed = track.config().is_some_and(|c| **c != CodecConfig::Aac(config.clone()));
+                track.set_config(CodecConfig::Aac(config));
+                Ok(changed.then_some(Notice::ConfigChanged {
+                    kind: TrackKind::Audio,
+                    description,
+                }))
+            }
+            AudioTag::Frame(data) => {
+                let dts = self.audio_clock.unwrap(rtmp_ts);
+                let Some(track) = self.audio.as_mut() else {
+                    self.stats.dropped_frames += 1;
+                    return Ok(Some(Notice::FrameBeforeConfig(TrackKind::Audio)));
+                };
+                if data.is_empty() {
+                    return Ok(Some(Notice::EmptyAudioFrame));
+                }
+                let frame = Frame {
+                    dts,
+                    pts: dts,
+                    keyframe: true,
+                    data,
+                    wallclock: at.wallclock,
+                    received: at.instant,
+                };
+                // Every AAC frame is its own group: a late joiner starts at
+                // the newest frame.
+                if track.write(frame, true).is_err() {
+                    self.stats.dropped_frames += 1;
+                    return Ok(None);
+                }
+                self.stats.audio_frames += 1;
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::{Registry, Retention, StreamPath, TrackEvent, TryNext};
+    use crate::media::h264::tests::AVCC_320X240;
+
+    fn setup() -> (Registry, TagIngest) {
+        let reg = Registry::new(Duration::ZERO, Retention::default());
+        let b = reg.publish(StreamPath::new("app", "s").unwrap()).unwrap();
+        (reg, TagIngest::new(b))
+    }
+
+    fn seq_header() -> Bytes {
+        let mut v = vec![0x17, 0, 0, 0, 0];
+        v.extend_from_slice(AVCC_320X240);
+        Bytes::from(v)
+    }
+
+    fn video_frame(keyframe: bool, cts: u8, nal: &[u8]) -> Bytes {
+        let mut v = vec![if keyframe { 0x17 } else { 0x27 }, 1, 0, 0, cts];
+        v.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        v.extend_from_slice(nal);
+        Bytes::from(v)
+    }
+
+    fn read_all(ingest: &TagIngest, track: &str) -> Vec<crate::bus::FrameEvent> {
+        let mut c = ingest.broadcast().consumer().subscribe(track, None).unwrap();
+        let mut out = vec![];
+        while let TryNext::Event(TrackEvent::Frame(f)) = c.try_next() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn starts_at_keyframe_with_composition_offsets() {
+        let (_reg, mut ing) = setup();
+        let at = Arrival::now();
+        assert_eq!(
+            ing.video(video_frame(true, 0, &[0x65]), 0, at).unwrap(),
+            Some(Notice::FrameBeforeConfig(TrackKind::Video))
+        );
+        assert_eq!(ing.video(seq_header(), 0, at).unwrap(), None);
+        assert_eq!(
+            ing.video(video_frame(false, 0, &[0x41]), 10, at).unwrap(),
+            Some(Notice::WaitingForKeyframe)
+        );
+        assert_eq!(ing.video(video_frame(false, 0, &[0x41]), 20, at).unwrap(), None);
+        assert_eq!(
+            ing.video(video_frame(true, 66, &[0x65]), 33, at).unwrap(),
+            Some(Notice::KeyframeAfterDrops { dropped: 2 })
+        );
+        ing.video(video_frame(false, 100, &[0x41]), 66, at).unwrap();
+        let frames = read_all(&ing, VIDEO_TRACK);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].frame.dts, MediaTime::from_millis(33));
+        assert_eq!(frames[0].frame.pts, MediaTime::from_millis(99));
+        assert_eq!(frames[1].frame.pts, MediaTime::from_millis(166));
+        assert_eq!(ing.stats().dropped_frames, 3);
+    }
+
+    #[test]
+    fn corrupt_frame_is_dropped_and_video_resumes_at_keyframe() {
+        let (_reg, mut ing) = setup();
+        let at = Arrival::now();
+        ing.video(seq_header(), 0, at).unwrap();
+        ing.video(video_frame(true, 0, &[0x65]), 0, at).unwrap();
+        let mut lying = video_frame(false, 0, &[0x41]).to_vec();
+        lying[8] = 200; // NAL length 200, 1 byte present
+        assert!(matches!(
+            ing.video(Bytes::from(lying), 33, at).unwrap(),
+            Some(Notice::CorruptFrame(H264Error::NalLength { claimed: 200, .. }))
+        ));
+        assert_eq!(
+            ing.video(video_frame(false, 0, &[0x41]), 66, at).unwrap(),
+            Some(Notice::WaitingForKeyframe)
+        );
+        ing.video(video_frame(true, 0, &[0x65]), 99, at).unwrap();
+        let frames = read_all(&ing, VIDEO_TRACK);
+        let dts: Vec<_> = frames.iter().map(|f| f.frame.dts.ticks()).collect();
+        // A late joiner starts at the newest keyframe.
+        assert_eq!(dts, vec![99]);
+        assert_eq!(ing.stats().corrupt_frames, 1);
+    }
+
+    #[test]
+    fn lying_sequence_header_is_fatal() {
+        let (_reg, mut ing) = setup();
+        let mut bad = seq_header().to_vec();
+        bad[5 + 7] = 0xff; // SPS length
+        assert!(matches!(
+            ing.video(Bytes::from(bad), 0, Arrival::now()),
+            Err(IngestError::Avc(H264Error::AvccParameterSetLength { .. }))
+        ));
+        assert!(matches!(
+            ing.audio(Bytes::from_static(&[0xaf, 0, 0x16, 0x90]), 0, Arrival::now()),
+            Err(IngestError::Aac(AacError::SampleRateIndex(13)))
+        ));
+    }
+
+    #[test]
+    fn audio_frames_and_timestamp_wrap() {
+        let (_reg, mut ing) = setup();
+        let at = Arrival::now();
+        assert_eq!(
+            ing.audio(Bytes::from_static(&[0xaf, 1, 1]), u32::MAX - 45, at).unwrap(),
+            Some(Notice::FrameBeforeConfig(TrackKind::Audio))
+        );
+        ing.audio(Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), 0, at).unwrap();
+        ing.audio(Bytes::from_static(&[0xaf, 1, 1]), u32::MAX - 22, at).unwrap();
+        ing.audio(Bytes::from_static(&[0xaf, 1, 2]), 0, at).unwrap();
+        ing.audio(Bytes::from_static(&[0xaf, 1, 3]), 23, at).unwrap();
+        let mut c = ing.broadcast().consumer().subscribe(AUDIO_TRACK, None).unwrap();
+        // Late joiner: the newest audio frame only.
+        let TryNext::Event(TrackEvent::Frame(f)) = c.try_next() else {
+            panic!()
+        };
+        assert_eq!(f.frame.dts.ticks(), i64::from(u32::MAX) + 24);
+        assert_eq!(ing.stats().audio_frames, 3);
+    }
+}
