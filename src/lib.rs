@@ -2,12 +2,15 @@
 //!
 //! The data flow reads from the module names: [`ingest`] turns publishers'
 //! bytes into frames on the [`bus`]; packagers such as [`llhls`] subscribe to
-//! the bus and serve viewers over [`http`].
+//! the bus and serve viewers over [`http`]. [`server`] wires them together.
 
 pub mod bus;
 pub mod config;
+pub mod http;
 pub mod ingest;
+pub mod llhls;
 pub mod media;
 pub mod ratelimit;
+pub mod server;
 pub mod shutdown;
 pub mod time;

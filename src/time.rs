@@ -193,13 +193,24 @@ mod tests {
         // 1 ms = 44.1 samples -> 44
         assert_eq!(MediaTime::from_millis(1).rescale(audio).ticks(), 44);
         // 23.2199 ms of samples (1024 @ 44.1k) -> 23 ms
-        assert_eq!(MediaTime::new(1024, audio).rescale(Timescale::MILLIS).ticks(), 23);
-        assert_eq!(MediaTime::from_millis(-3).rescale(Timescale::MPEG).ticks(), -270);
+        assert_eq!(
+            MediaTime::new(1024, audio)
+                .rescale(Timescale::MILLIS)
+                .ticks(),
+            23
+        );
+        assert_eq!(
+            MediaTime::from_millis(-3).rescale(Timescale::MPEG).ticks(),
+            -270
+        );
     }
 
     #[test]
     fn compares_across_timescales() {
-        assert_eq!(MediaTime::from_millis(1000), MediaTime::new(90_000, Timescale::MPEG));
+        assert_eq!(
+            MediaTime::from_millis(1000),
+            MediaTime::new(90_000, Timescale::MPEG)
+        );
         assert!(MediaTime::from_millis(1) > MediaTime::new(89, Timescale::MPEG));
         let d = MediaTime::from_millis(1500).sub(MediaTime::new(45_000, Timescale::MPEG));
         assert_eq!(d.ticks(), 1000);

@@ -153,7 +153,11 @@ impl Drop for BroadcastProducer {
     fn drop(&mut self) {
         {
             let mut st = self.shared.lock();
-            if st.status == (BroadcastStatus::Live { session: self.session }) {
+            if st.status
+                == (BroadcastStatus::Live {
+                    session: self.session,
+                })
+            {
                 st.status = BroadcastStatus::Interrupted {
                     session: self.session,
                 };

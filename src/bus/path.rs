@@ -11,7 +11,9 @@ pub enum PathError {
     Empty { what: &'static str },
     #[error("{what} name is longer than {MAX_NAME_LEN} bytes")]
     TooLong { what: &'static str },
-    #[error("{what} name {name:?} may only contain letters, digits, '_', '-' and '.', and may not start with '.'")]
+    #[error(
+        "{what} name {name:?} may only contain letters, digits, '_', '-' and '.', and may not start with '.'"
+    )]
     Invalid { what: &'static str, name: String },
 }
 
@@ -80,7 +82,9 @@ mod tests {
 
     #[test]
     fn rejects_hostile_names() {
-        for bad in ["", "..", ".", ".hidden", "a/b", "a\\b", "a b", "é", "a%2e", "x\0"] {
+        for bad in [
+            "", "..", ".", ".hidden", "a/b", "a\\b", "a b", "é", "a%2e", "x\0",
+        ] {
             assert!(StreamPath::new("app", bad).is_err(), "{bad:?}");
             assert!(StreamPath::new(bad, "s").is_err(), "{bad:?}");
         }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::StreamPath;
 use super::broadcast::{BroadcastConsumer, BroadcastProducer, BroadcastShared, BroadcastStatus};
 use super::track::Retention;
-use super::StreamPath;
 
 /// Announcements buffered per listener before it must resync with
 /// [`Registry::list`] (it sees `RecvError::Lagged`).
@@ -135,7 +135,11 @@ impl Registry {
         drop(streams);
         // No listener is fine: nobody wants to know yet.
         let _ = self.inner.announce.send(shared.consumer());
-        Ok(BroadcastProducer::new(shared, 0, Arc::downgrade(&self.inner)))
+        Ok(BroadcastProducer::new(
+            shared,
+            0,
+            Arc::downgrade(&self.inner),
+        ))
     }
 
     /// The broadcast at `path`, live or waiting for its publisher.

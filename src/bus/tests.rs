@@ -131,7 +131,10 @@ fn real_time_consumer_jumps_to_newest_group_when_lagging() {
     let mut v = b.track(video());
     v.set_config(video_config());
     v.write(frame(0, true, 10), true).unwrap();
-    let mut rt = b.consumer().subscribe("video", Some(Duration::from_millis(500))).unwrap();
+    let mut rt = b
+        .consumer()
+        .subscribe("video", Some(Duration::from_millis(500)))
+        .unwrap();
     let mut all = b.consumer().subscribe("video", None).unwrap();
     assert_eq!(next_frame(&mut rt).frame.dts, MediaTime::from_millis(0));
     assert_eq!(next_frame(&mut all).frame.dts, MediaTime::from_millis(0));
@@ -183,7 +186,10 @@ fn oversized_open_group_is_truncated_and_readers_wait_for_next_keyframe() {
     assert_eq!(c.dropped(), 49);
     // A late joiner also starts at the intact group.
     let mut late = b.consumer().subscribe("video", None).unwrap();
-    assert_eq!(next_frame(&mut late).frame.dts, MediaTime::from_millis(1650));
+    assert_eq!(
+        next_frame(&mut late).frame.dts,
+        MediaTime::from_millis(1650)
+    );
 }
 
 #[test]
@@ -193,12 +199,18 @@ fn group_must_start_with_keyframe_and_needs_config() {
     let mut v = b.track(video());
     assert_eq!(v.write(frame(0, true, 1), true), Err(WriteError::NoConfig));
     v.set_config(video_config());
-    assert_eq!(v.write(frame(0, false, 1), false), Err(WriteError::GroupWithoutKeyframe));
+    assert_eq!(
+        v.write(frame(0, false, 1), false),
+        Err(WriteError::GroupWithoutKeyframe)
+    );
     v.write(frame(0, true, 1), true).unwrap();
     v.write(frame(33, false, 1), false).unwrap();
     // A configuration change forces a new group.
     v.set_config(audio_config());
-    assert_eq!(v.write(frame(66, false, 1), false), Err(WriteError::GroupWithoutKeyframe));
+    assert_eq!(
+        v.write(frame(66, false, 1), false),
+        Err(WriteError::GroupWithoutKeyframe)
+    );
 }
 
 #[test]
@@ -216,7 +228,10 @@ fn second_publisher_is_refused_and_first_is_untouched() {
     v.write(frame(33, false, 1), false).unwrap();
     assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(0));
     assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(33));
-    assert!(matches!(first.consumer().status(), BroadcastStatus::Live { session: 0 }));
+    assert!(matches!(
+        first.consumer().status(),
+        BroadcastStatus::Live { session: 0 }
+    ));
 }
 
 /// Runs on tokio's paused clock: the 10 s grace period passes instantly and
@@ -237,7 +252,10 @@ async fn reconnect_within_grace_continues_with_discontinuity() {
 
         drop(v);
         drop(b);
-        assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Interrupted)));
+        assert!(matches!(
+            c.try_next(),
+            TryNext::Event(TrackEvent::Interrupted)
+        ));
         assert!(matches!(c.try_next(), TryNext::Pending));
         assert_eq!(bc.status(), BroadcastStatus::Interrupted { session: 0 });
 
@@ -255,7 +273,10 @@ async fn reconnect_within_grace_continues_with_discontinuity() {
         // Gone again, and this time the grace period runs out.
         drop(v2);
         drop(b2);
-        assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Interrupted)));
+        assert!(matches!(
+            c.try_next(),
+            TryNext::Event(TrackEvent::Interrupted)
+        ));
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert_eq!(bc.status(), BroadcastStatus::Ended);
         assert!(matches!(c.try_next(), TryNext::Closed));
@@ -278,7 +299,10 @@ fn end_without_grace_closes_consumers_after_draining() {
     drop(v);
     drop(b);
     assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Frame(_))));
-    assert!(matches!(c.try_next(), TryNext::Event(TrackEvent::Interrupted)));
+    assert!(matches!(
+        c.try_next(),
+        TryNext::Event(TrackEvent::Interrupted)
+    ));
     assert!(matches!(c.try_next(), TryNext::Closed));
 }
 

@@ -198,7 +198,10 @@ impl Config {
             );
         }
         if l.cors_origins.is_empty() {
-            return invalid("llhls.cors_origins", "must list \"*\" or at least one origin".into());
+            return invalid(
+                "llhls.cors_origins",
+                "must list \"*\" or at least one origin".into(),
+            );
         }
         for origin in &l.cors_origins {
             let ok = origin == "*"
@@ -254,9 +257,15 @@ mod tests {
     fn bad_values_name_their_key() {
         for (text, key) in [
             ("[llhls]\npart_target = \"10ms\"", "llhls.part_target"),
-            ("[llhls]\nsegment_target = \"100ms\"", "llhls.segment_target"),
+            (
+                "[llhls]\nsegment_target = \"100ms\"",
+                "llhls.segment_target",
+            ),
             ("[llhls]\nsegments_kept = 1", "llhls.segments_kept"),
-            ("[llhls]\ncors_origins = [\"example.com\"]", "llhls.cors_origins"),
+            (
+                "[llhls]\ncors_origins = [\"example.com\"]",
+                "llhls.cors_origins",
+            ),
             ("[rtmp]\nmax_connections = 0", "rtmp.max_connections"),
         ] {
             let err = Config::parse(text).unwrap_err();
@@ -268,7 +277,8 @@ mod tests {
 
     #[test]
     fn port_zero_is_accepted() {
-        let c = Config::parse("[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"").unwrap();
+        let c = Config::parse("[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"")
+            .unwrap();
         assert_eq!(c.rtmp.listen.port(), 0);
     }
 }

@@ -164,7 +164,10 @@ pub fn parse_audio(data: Bytes) -> Result<AudioTag, FlvError> {
     let first = *data.first().ok_or(FlvError::Empty("audio"))?;
     let format = first >> 4;
     if format != 10 {
-        return Err(FlvError::AudioFormat(format, AUDIO_FORMATS[usize::from(format)]));
+        return Err(FlvError::AudioFormat(
+            format,
+            AUDIO_FORMATS[usize::from(format)],
+        ));
     }
     if data.len() < 2 {
         return Err(FlvError::Truncated {
@@ -204,13 +207,20 @@ mod tests {
         let inter = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xdf, 9]);
         assert!(matches!(
             parse_video(inter),
-            Ok(VideoTag::Frame { keyframe: false, cts_ms: -33, .. })
+            Ok(VideoTag::Frame {
+                keyframe: false,
+                cts_ms: -33,
+                ..
+            })
         ));
         assert_eq!(
             parse_video(Bytes::from_static(&[0x17, 2, 0, 0, 0])),
             Ok(VideoTag::EndOfSequence)
         );
-        assert_eq!(parse_video(Bytes::from_static(&[0x57, 0])), Ok(VideoTag::Ignored));
+        assert_eq!(
+            parse_video(Bytes::from_static(&[0x57, 0])),
+            Ok(VideoTag::Ignored)
+        );
     }
 
     #[test]
@@ -232,7 +242,11 @@ mod tests {
         let coded_x = Bytes::from_static(&[0xa3, b'a', b'v', b'c', b'1', 7]);
         assert!(matches!(
             parse_video(coded_x),
-            Ok(VideoTag::Frame { keyframe: false, cts_ms: 0, .. })
+            Ok(VideoTag::Frame {
+                keyframe: false,
+                cts_ms: 0,
+                ..
+            })
         ));
         let hevc = Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 1]);
         assert_eq!(parse_video(hevc), Err(FlvError::VideoFourCc("hvc1".into())));
@@ -241,7 +255,10 @@ mod tests {
     #[test]
     fn video_errors() {
         assert_eq!(parse_video(Bytes::new()), Err(FlvError::Empty("video")));
-        assert_eq!(parse_video(Bytes::from_static(&[0x12, 0])), Err(FlvError::VideoCodec(2)));
+        assert_eq!(
+            parse_video(Bytes::from_static(&[0x12, 0])),
+            Err(FlvError::VideoCodec(2))
+        );
         assert!(matches!(
             parse_video(Bytes::from_static(&[0x17, 1, 0])),
             Err(FlvError::Truncated { got: 3, .. })

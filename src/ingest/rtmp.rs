@@ -40,7 +40,9 @@ pub enum RtmpError {
 #[derive(Debug, PartialEq)]
 pub enum RtmpEvent {
     /// `connect` was accepted for this application name.
-    Connected { app: String },
+    Connected {
+        app: String,
+    },
     /// The client wants to publish `stream` (the publish name up to any `?`)
     /// in `app`. Answer with [`RtmpConnection::accept`] or
     /// [`RtmpConnection::reject`].
@@ -55,10 +57,18 @@ pub enum RtmpEvent {
     PublishFinished,
     /// The client asked to play; streamd does not serve RTMP playback, and
     /// has already refused it.
-    PlayRefused { stream: String },
+    PlayRefused {
+        stream: String,
+    },
     Metadata(StreamMetadata),
-    Video { data: Bytes, timestamp: u32 },
-    Audio { data: Bytes, timestamp: u32 },
+    Video {
+        data: Bytes,
+        timestamp: u32,
+    },
+    Audio {
+        data: Bytes,
+        timestamp: u32,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -180,7 +190,11 @@ impl RtmpConnection {
         Ok(send)
     }
 
-    fn apply(&mut self, results: Vec<ServerSessionResult>, out: &mut Output) -> Result<(), RtmpError> {
+    fn apply(
+        &mut self,
+        results: Vec<ServerSessionResult>,
+        out: &mut Output,
+    ) -> Result<(), RtmpError> {
         let mut pending = std::collections::VecDeque::from(results);
         while let Some(result) = pending.pop_front() {
             match result {
@@ -213,7 +227,10 @@ impl RtmpConnection {
             return Err(RtmpError::Closed);
         };
         match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 if app_name.is_empty() || app_name.len() > 256 {
                     return Err(RtmpError::BadApp);
                 }
@@ -255,24 +272,25 @@ impl RtmpConnection {
                     )
                 })?
                 .map_err(|e| RtmpError::Protocol(e.to_string()))?;
-                out.events.push(RtmpEvent::PlayRefused { stream: stream_key });
+                out.events
+                    .push(RtmpEvent::PlayRefused { stream: stream_key });
                 return Ok(Some(results));
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
                 out.events.push(RtmpEvent::Metadata(metadata))
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                out.events.push(RtmpEvent::Video {
-                    data,
-                    timestamp: timestamp.value,
-                })
-            }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                out.events.push(RtmpEvent::Audio {
-                    data,
-                    timestamp: timestamp.value,
-                })
-            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => out.events.push(RtmpEvent::Video {
+                data,
+                timestamp: timestamp.value,
+            }),
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => out.events.push(RtmpEvent::Audio {
+                data,
+                timestamp: timestamp.value,
+            }),
             ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
                 // releaseStream, FCPublish, FCUnpublish and friends need no answer.
                 tracing::debug!(command = %command_name.chars().take(64).collect::<String>(), "RTMP command");

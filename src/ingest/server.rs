@@ -185,7 +185,9 @@ async fn on_event(
     publishing: &mut Option<Publishing>,
 ) -> Result<(), ConnectionError> {
     match event {
-        RtmpEvent::Connected { app } => tracing::debug!(app = %app.chars().take(64).collect::<String>(), "rtmp connect"),
+        RtmpEvent::Connected { app } => {
+            tracing::debug!(app = %app.chars().take(64).collect::<String>(), "rtmp connect")
+        }
         RtmpEvent::PublishRequested {
             request_id,
             app,
@@ -245,7 +247,10 @@ async fn on_event(
         RtmpEvent::Metadata(m) => {
             if let Some(p) = publishing {
                 p.ingest.metadata(BroadcastMeta {
-                    frame_rate: m.video_frame_rate.map(f64::from).filter(|f| f.is_finite() && *f > 0.0),
+                    frame_rate: m
+                        .video_frame_rate
+                        .map(f64::from)
+                        .filter(|f| f.is_finite() && *f > 0.0),
                     video_bitrate_kbps: m.video_bitrate_kbps,
                     audio_bitrate_kbps: m.audio_bitrate_kbps,
                     encoder: m.encoder.map(|e| e.chars().take(128).collect()),

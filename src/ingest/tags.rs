@@ -45,7 +45,10 @@ pub enum Notice {
     /// video resumes at the next keyframe.
     CorruptFrame(H264Error),
     /// A new sequence header changed the track's parameters.
-    ConfigChanged { kind: TrackKind, description: String },
+    ConfigChanged {
+        kind: TrackKind,
+        description: String,
+    },
     /// An empty audio frame was ignored.
     EmptyAudioFrame,
 }
@@ -137,7 +140,9 @@ impl TagIngest {
                     config.info.width,
                     config.info.height
                 );
-                let changed = track.config().is_some_and(|c| **c != CodecConfig::H264(config.clone()));
+                let changed = track
+                    .config()
+                    .is_some_and(|c| **c != CodecConfig::H264(config.clone()));
                 track.set_config(CodecConfig::H264(config));
                 if changed {
                     // The new parameters apply from the next keyframe.
@@ -223,7 +228,9 @@ impl TagIngest {
                     config.sample_rate,
                     config.channels
                 );
-                let changed = track.config().is_some_and(|c| **c != CodecConfig::Aac(config.clone()));
+                let changed = track
+                    .config()
+                    .is_some_and(|c| **c != CodecConfig::Aac(config.clone()));
                 track.set_config(CodecConfig::Aac(config));
                 Ok(changed.then_some(Notice::ConfigChanged {
                     kind: TrackKind::Audio,
@@ -288,7 +295,11 @@ mod tests {
     }
 
     fn read_all(ingest: &TagIngest, track: &str) -> Vec<crate::bus::FrameEvent> {
-        let mut c = ingest.broadcast().consumer().subscribe(track, None).unwrap();
+        let mut c = ingest
+            .broadcast()
+            .consumer()
+            .subscribe(track, None)
+            .unwrap();
         let mut out = vec![];
         while let TryNext::Event(TrackEvent::Frame(f)) = c.try_next() {
             out.push(f);
@@ -309,7 +320,10 @@ mod tests {
             ing.video(video_frame(false, 0, &[0x41]), 10, at).unwrap(),
             Some(Notice::WaitingForKeyframe)
         );
-        assert_eq!(ing.video(video_frame(false, 0, &[0x41]), 20, at).unwrap(), None);
+        assert_eq!(
+            ing.video(video_frame(false, 0, &[0x41]), 20, at).unwrap(),
+            None
+        );
         assert_eq!(
             ing.video(video_frame(true, 66, &[0x65]), 33, at).unwrap(),
             Some(Notice::KeyframeAfterDrops { dropped: 2 })
@@ -333,7 +347,10 @@ mod tests {
         lying[8] = 200; // NAL length 200, 1 byte present
         assert!(matches!(
             ing.video(Bytes::from(lying), 33, at).unwrap(),
-            Some(Notice::CorruptFrame(H264Error::NalLength { claimed: 200, .. }))
+            Some(Notice::CorruptFrame(H264Error::NalLength {
+                claimed: 200,
+                ..
+            }))
         ));
         assert_eq!(
             ing.video(video_frame(false, 0, &[0x41]), 66, at).unwrap(),
@@ -357,7 +374,11 @@ mod tests {
             Err(IngestError::Avc(H264Error::AvccParameterSetLength { .. }))
         ));
         assert!(matches!(
-            ing.audio(Bytes::from_static(&[0xaf, 0, 0x16, 0x90]), 0, Arrival::now()),
+            ing.audio(
+                Bytes::from_static(&[0xaf, 0, 0x16, 0x90]),
+                0,
+                Arrival::now()
+            ),
             Err(IngestError::Aac(AacError::SampleRateIndex(13)))
         ));
     }
@@ -367,14 +388,22 @@ mod tests {
         let (_reg, mut ing) = setup();
         let at = Arrival::now();
         assert_eq!(
-            ing.audio(Bytes::from_static(&[0xaf, 1, 1]), u32::MAX - 45, at).unwrap(),
+            ing.audio(Bytes::from_static(&[0xaf, 1, 1]), u32::MAX - 45, at)
+                .unwrap(),
             Some(Notice::FrameBeforeConfig(TrackKind::Audio))
         );
-        ing.audio(Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), 0, at).unwrap();
-        ing.audio(Bytes::from_static(&[0xaf, 1, 1]), u32::MAX - 22, at).unwrap();
+        ing.audio(Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), 0, at)
+            .unwrap();
+        ing.audio(Bytes::from_static(&[0xaf, 1, 1]), u32::MAX - 22, at)
+            .unwrap();
         ing.audio(Bytes::from_static(&[0xaf, 1, 2]), 0, at).unwrap();
-        ing.audio(Bytes::from_static(&[0xaf, 1, 3]), 23, at).unwrap();
-        let mut c = ing.broadcast().consumer().subscribe(AUDIO_TRACK, None).unwrap();
+        ing.audio(Bytes::from_static(&[0xaf, 1, 3]), 23, at)
+            .unwrap();
+        let mut c = ing
+            .broadcast()
+            .consumer()
+            .subscribe(AUDIO_TRACK, None)
+            .unwrap();
         // Late joiner: the newest audio frame only.
         let TryNext::Event(TrackEvent::Frame(f)) = c.try_next() else {
             panic!()

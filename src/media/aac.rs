@@ -41,7 +41,9 @@ impl AacConfig {
         let mut r = BitReader::new(&raw);
         let mut object_type = read_object_type(&mut r)?;
         let sample_rate = read_sample_rate(&mut r)?;
-        let channels = r.bits(4).ok_or(AacError::Truncated("channelConfiguration"))? as u8;
+        let channels = r
+            .bits(4)
+            .ok_or(AacError::Truncated("channelConfiguration"))? as u8;
         if object_type == 5 || object_type == 29 {
             // Explicit SBR/PS: the extension rate, then the core object type.
             read_sample_rate(&mut r)?;
@@ -63,7 +65,11 @@ impl AacConfig {
             None => return Err(AacError::Truncated("audioObjectType")),
         };
         Ok(AacConfig {
-            object_type: if signalled == 31 { object_type } else { signalled },
+            object_type: if signalled == 31 {
+                object_type
+            } else {
+                signalled
+            },
             sample_rate,
             channels,
             samples_per_frame,
@@ -119,14 +125,20 @@ mod tests {
     fn parses_ffmpeg_aac_with_sync_extension() {
         // What ffmpeg's native AAC encoder writes for mono 44.1 kHz.
         let cfg = AacConfig::parse(Bytes::from_static(&[0x12, 0x08, 0x56, 0xe5, 0x00])).unwrap();
-        assert_eq!((cfg.object_type, cfg.sample_rate, cfg.channels), (2, 44_100, 1));
+        assert_eq!(
+            (cfg.object_type, cfg.sample_rate, cfg.channels),
+            (2, 44_100, 1)
+        );
     }
 
     #[test]
     fn parses_lc_mono_48k_960() {
         // type 2, index 3 (48k), channels 1, frameLengthFlag 1
         let cfg = AacConfig::parse(Bytes::from_static(&[0x11, 0x8c])).unwrap();
-        assert_eq!((cfg.sample_rate, cfg.channels, cfg.samples_per_frame), (48_000, 1, 960));
+        assert_eq!(
+            (cfg.sample_rate, cfg.channels, cfg.samples_per_frame),
+            (48_000, 1, 960)
+        );
     }
 
     #[test]

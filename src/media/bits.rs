@@ -120,7 +120,10 @@ mod tests {
 
     #[test]
     fn strips_emulation_prevention() {
-        assert_eq!(nal_to_rbsp(&[0, 0, 3, 1, 0, 0, 3, 0]), vec![0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            nal_to_rbsp(&[0, 0, 3, 1, 0, 0, 3, 0]),
+            vec![0, 0, 1, 0, 0, 0]
+        );
         assert_eq!(nal_to_rbsp(&[1, 0, 3]), vec![1, 0, 3]);
     }
 }

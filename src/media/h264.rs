@@ -36,7 +36,9 @@ pub enum H264Error {
     SpsNalType(u8),
     #[error("SPS picture size {width}x{height} is out of range")]
     SpsDimensions { width: u32, height: u32 },
-    #[error("NAL unit length {claimed} at offset {offset} exceeds the {available} bytes left in the frame")]
+    #[error(
+        "NAL unit length {claimed} at offset {offset} exceeds the {available} bytes left in the frame"
+    )]
     NalLength {
         offset: usize,
         claimed: usize,
@@ -80,15 +82,12 @@ impl AvcConfig {
         for index in 0..num_sps {
             sps.push(take_parameter_set(&raw, &mut pos, "SPS", index)?);
         }
-        let num_pps = usize::from(
-            *d.get(pos)
-                .ok_or(H264Error::AvccParameterSetLength {
-                    what: "PPS count",
-                    index: 0,
-                    claimed: 1,
-                    available: 0,
-                })?,
-        );
+        let num_pps = usize::from(*d.get(pos).ok_or(H264Error::AvccParameterSetLength {
+            what: "PPS count",
+            index: 0,
+            claimed: 1,
+            available: 0,
+        })?);
         pos += 1;
         let mut pps = Vec::with_capacity(num_pps);
         for index in 0..num_pps {
@@ -257,7 +256,11 @@ impl SpsInfo {
         let crop_h = (crop_t + crop_b) * crop_unit_y;
         let width = full_w.checked_sub(crop_w).unwrap_or(0);
         let height = full_h.checked_sub(crop_h).unwrap_or(0);
-        if width == 0 || height == 0 || width > u64::from(MAX_DIMENSION) || height > u64::from(MAX_DIMENSION) {
+        if width == 0
+            || height == 0
+            || width > u64::from(MAX_DIMENSION)
+            || height > u64::from(MAX_DIMENSION)
+        {
             return Err(H264Error::SpsDimensions {
                 width: width.min(u64::from(u32::MAX)) as u32,
                 height: height.min(u64::from(u32::MAX)) as u32,
@@ -286,7 +289,9 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), H264Error
     let mut next = 8i32;
     for _ in 0..size {
         if next != 0 {
-            let delta = r.se().ok_or(H264Error::SpsMalformed("scaling list delta"))?;
+            let delta = r
+                .se()
+                .ok_or(H264Error::SpsMalformed("scaling list delta"))?;
             next = (last + delta + 256).rem_euclid(256);
         }
         if next != 0 {
@@ -482,10 +487,16 @@ pub(crate) mod tests {
         );
         let mut raw = AVCC_320X240.to_vec();
         raw[0] = 0;
-        assert_eq!(AvcConfig::parse(Bytes::from(raw)), Err(H264Error::AvccVersion(0)));
+        assert_eq!(
+            AvcConfig::parse(Bytes::from(raw)),
+            Err(H264Error::AvccVersion(0))
+        );
         let mut raw = AVCC_320X240.to_vec();
         raw[4] = 0xfe; // length size 3
-        assert_eq!(AvcConfig::parse(Bytes::from(raw)), Err(H264Error::AvccLengthSize));
+        assert_eq!(
+            AvcConfig::parse(Bytes::from(raw)),
+            Err(H264Error::AvccLengthSize)
+        );
     }
 
     #[test]
@@ -500,7 +511,10 @@ pub(crate) mod tests {
     #[test]
     fn rejects_non_sps_nal() {
         assert_eq!(SpsInfo::parse(&[0x68, 0xeb]), Err(H264Error::SpsNalType(8)));
-        assert!(matches!(SpsInfo::parse(&[0x67, 0x64]), Err(H264Error::SpsMalformed(_))));
+        assert!(matches!(
+            SpsInfo::parse(&[0x67, 0x64]),
+            Err(H264Error::SpsMalformed(_))
+        ));
     }
 
     #[test]
@@ -510,7 +524,10 @@ pub(crate) mod tests {
         assert_eq!(nalus, vec![&[0x65, 0xaa][..], &[0x41][..]]);
         let lying = [0, 0, 0, 9, 0x65];
         let mut it = Nalus::new(&lying, 4);
-        assert!(matches!(it.next(), Some(Err(H264Error::NalLength { claimed: 9, .. }))));
+        assert!(matches!(
+            it.next(),
+            Some(Err(H264Error::NalLength { claimed: 9, .. }))
+        ));
         assert!(it.next().is_none());
     }
 }

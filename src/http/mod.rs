@@ -1,0 +1,86 @@
+//! The one HTTP listener: LL-HLS now; WebRTC signalling, the API and the
+//! console later. CORS, metrics and health live here; each part of the data
+//! flow contributes its routes.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, Method};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::shutdown::Shutdown;
+
+/// The process-wide Prometheus recorder (one per process, shared by every
+/// server a test starts).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first, in which
+            // case ours just renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+pub fn cors(origins: &[String]) -> CorsLayer {
+    let origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers(tower_http::cors::Any)
+        .max_age(Duration::from_secs(86_400))
+}
+
+/// Adds the server-wide routes and layers to the data-flow routes.
+pub fn app(routes: Router, cors_origins: &[String]) -> Router {
+    let metrics = metrics_handle();
+    routes
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .route("/healthz", get(|| std::future::ready("ok\n")))
+        .layer(cors(cors_origins))
+}
+
+pub struct HttpServer {
+    listener: TcpListener,
+}
+
+impl HttpServer {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<HttpServer> {
+        Ok(HttpServer {
+            listener: TcpListener::bind(addr).await?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, then lets requests in flight finish.
+    pub async fn run(self, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+    }
+}

@@ -1,0 +1,364 @@
+//! CMAF (fragmented MP4) boxes for one track, written with mp4-atom: the
+//! init segment (`ftyp` + `moov`) and media fragments (`moof` + `mdat`).
+//!
+//! Sans-IO and allocation-light: a fragment is one buffer holding the `moof`
+//! and the samples' bytes, copied once.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use mp4_atom::{
+    Audio, Avc1, Avcc, Codec, Dinf, Dref, DrefEntry, Encode, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf,
+    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf,
+    Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+};
+
+use crate::media::{AacConfig, AvcConfig, CodecConfig};
+
+/// Every CMAF track streamd writes is alone in its file, as track 1.
+pub const TRACK_ID: u32 = 1;
+
+/// `sample_depends_on = 2` (an I-frame: depends on nothing).
+const FLAGS_SYNC: u32 = 0x0200_0000;
+/// `sample_depends_on = 1`, `sample_is_non_sync_sample = 1`.
+const FLAGS_NON_SYNC: u32 = 0x0101_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CmafError {
+    #[error("mp4 encoding failed: {0}")]
+    Encode(#[from] mp4_atom::Error),
+    #[error("fragment of {0} bytes does not fit a 32-bit box")]
+    TooLarge(usize),
+    #[error("sample decode time {0} is negative")]
+    NegativeTime(i64),
+}
+
+/// One sample of a fragment, in the track's timescale.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub duration: u32,
+    /// PTS - DTS.
+    pub composition_offset: i32,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// The init segment for a track with timescale `timescale`.
+pub fn init_segment(config: &CodecConfig, timescale: u32) -> Result<Bytes, CmafError> {
+    let (codec, handler, name, width, height, vmhd, smhd) = match config {
+        CodecConfig::H264(avc) => (
+            Codec::Avc1(avc1(avc)),
+            b"vide",
+            "streamd video",
+            avc.info.width,
+            avc.info.height,
+            Some(Vmhd::default()),
+            None,
+        ),
+        CodecConfig::Aac(aac) => (
+            Codec::Mp4a(mp4a(aac)),
+            b"soun",
+            "streamd audio",
+            0,
+            0,
+            None,
+            Some(Smhd::default()),
+        ),
+    };
+    let trak = Trak {
+        tkhd: Tkhd {
+            track_id: TRACK_ID,
+            enabled: true,
+            in_movie: true,
+            volume: if config.is_video() {
+                0.into()
+            } else {
+                mp4_atom::FixedPoint::new(1, 0)
+            },
+            width: mp4_atom::FixedPoint::new(u16::try_from(width).unwrap_or(u16::MAX), 0),
+            height: mp4_atom::FixedPoint::new(u16::try_from(height).unwrap_or(u16::MAX), 0),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd {
+                timescale,
+                language: "und".into(),
+                ..Default::default()
+            },
+            hdlr: Hdlr {
+                handler: handler.into(),
+                name: name.into(),
+            },
+            minf: Minf {
+                vmhd,
+                smhd,
+                dinf: Dinf {
+                    dref: Dref {
+                        entries: vec![DrefEntry::Url(Url::default())],
+                    },
+                },
+                stbl: Stbl {
+                    stsd: Stsd {
+                        codecs: vec![codec],
+                    },
+                    stts: Stts::default(),
+                    stsc: Stsc::default(),
+                    stsz: Stsz::default(),
+                    stco: Some(Stco::default()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    };
+    let moov = Moov {
+        mvhd: Mvhd {
+            timescale: 1000,
+            rate: mp4_atom::FixedPoint::new(1, 0),
+            volume: mp4_atom::FixedPoint::new(1, 0),
+            next_track_id: TRACK_ID + 1,
+            ..Default::default()
+        },
+        mvex: Some(Mvex {
+            mehd: None,
+            trex: vec![Trex {
+                track_id: TRACK_ID,
+                default_sample_description_index: 1,
+                default_sample_duration: 0,
+                default_sample_size: 0,
+                default_sample_flags: 0,
+            }],
+        }),
+        trak: vec![trak],
+        ..Default::default()
+    };
+    let ftyp = Ftyp {
+        major_brand: b"iso6".into(),
+        minor_version: 0,
+        compatible_brands: vec![b"iso6".into(), b"cmfc".into(), b"mp41".into()],
+    };
+    let mut out = Vec::with_capacity(1024);
+    ftyp.encode(&mut out)?;
+    moov.encode(&mut out)?;
+    Ok(Bytes::from(out))
+}
+
+fn avc1(avc: &AvcConfig) -> Avc1 {
+    // The avcC record goes in verbatim when mp4-atom can read it back (it
+    // keeps the high-profile extension); otherwise from the parameter sets.
+    let avcc = decode_avcc(&avc.raw).unwrap_or_else(|| Avcc {
+        configuration_version: 1,
+        avc_profile_indication: avc.profile,
+        profile_compatibility: avc.compatibility,
+        avc_level_indication: avc.level,
+        length_size: avc.nal_length_size,
+        sequence_parameter_sets: avc.sps.iter().map(|s| s.to_vec()).collect(),
+        picture_parameter_sets: avc.pps.iter().map(|s| s.to_vec()).collect(),
+        ext: None,
+    });
+    Avc1 {
+        visual: Visual {
+            data_reference_index: 1,
+            width: u16::try_from(avc.info.width).unwrap_or(u16::MAX),
+            height: u16::try_from(avc.info.height).unwrap_or(u16::MAX),
+            ..Default::default()
+        },
+        avcc,
+        ..Default::default()
+    }
+}
+
+fn decode_avcc(raw: &[u8]) -> Option<Avcc> {
+    use mp4_atom::Decode;
+    let mut boxed = Vec::with_capacity(raw.len() + 8);
+    boxed.extend_from_slice(&u32::try_from(raw.len() + 8).ok()?.to_be_bytes());
+    boxed.extend_from_slice(b"avcC");
+    boxed.extend_from_slice(raw);
+    Avcc::decode(&mut boxed.as_slice()).ok()
+}
+
+fn mp4a(aac: &AacConfig) -> Mp4a {
+    use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
+    let asc = &aac.raw;
+    Mp4a {
+        audio: Audio {
+            data_reference_index: 1,
+            channel_count: u16::from(aac.channels.max(1)),
+            sample_size: 16,
+            sample_rate: mp4_atom::FixedPoint::new(u16::try_from(aac.sample_rate).unwrap_or(0), 0),
+        },
+        esds: mp4_atom::Esds {
+            es_desc: EsDescriptor {
+                es_id: 1,
+                depends_on_es_id: None,
+                url: None,
+                ocr_es_id: None,
+                stream_priority: 0,
+                dec_config: DecoderConfig {
+                    object_type_indication: 0x40, // MPEG-4 Audio
+                    stream_type: 0x05,            // audio
+                    up_stream: 0,
+                    buffer_size_db: Default::default(),
+                    max_bitrate: 0,
+                    avg_bitrate: 0,
+                    dec_specific: Some(DecoderSpecific {
+                        profile: asc.first().map(|b| b >> 3).unwrap_or(2),
+                        freq_index: 0,
+                        chan_conf: aac.channels,
+                        raw: asc.to_vec(),
+                    }),
+                },
+                sl_config: SLConfig {},
+            },
+        },
+        btrt: None,
+        taic: None,
+    }
+}
+
+/// A `moof` + `mdat` holding `samples`, whose first sample decodes at
+/// `base_decode_time` (track timescale).
+pub fn fragment(
+    sequence: u32,
+    base_decode_time: i64,
+    samples: &[Sample],
+) -> Result<Bytes, CmafError> {
+    let base =
+        u64::try_from(base_decode_time).map_err(|_| CmafError::NegativeTime(base_decode_time))?;
+    let payload: usize = samples.iter().map(|s| s.data.len()).sum();
+    let entries = samples
+        .iter()
+        .map(|s| TrunEntry {
+            duration: Some(s.duration),
+            size: Some(s.data.len() as u32),
+            flags: Some(if s.keyframe {
+                FLAGS_SYNC
+            } else {
+                FLAGS_NON_SYNC
+            }),
+            cts: Some(i64::from(s.composition_offset)),
+        })
+        .collect();
+    let mut moof = Moof {
+        mfhd: Mfhd {
+            sequence_number: sequence,
+        },
+        traf: vec![Traf {
+            tfhd: Tfhd {
+                track_id: TRACK_ID,
+                default_base_is_moof: true,
+                ..Default::default()
+            },
+            tfdt: Some(Tfdt {
+                base_media_decode_time: base,
+            }),
+            trun: vec![Trun {
+                data_offset: Some(0),
+                samples: TrunSamples::Explicit(entries),
+            }],
+            ..Default::default()
+        }],
+    };
+    // The data offset counts from the start of the moof to the first sample
+    // byte; the moof's size does not depend on the offset's value.
+    let mut head = Vec::with_capacity(128 + samples.len() * 16);
+    moof.encode(&mut head)?;
+    let offset = head.len() + 8;
+    moof.traf[0].trun[0].data_offset =
+        Some(i32::try_from(offset).map_err(|_| CmafError::TooLarge(offset))?);
+    head.clear();
+    moof.encode(&mut head)?;
+
+    let mdat_size = payload + 8;
+    let mdat_size32 = u32::try_from(mdat_size).map_err(|_| CmafError::TooLarge(mdat_size))?;
+    let mut out = BytesMut::with_capacity(head.len() + mdat_size);
+    out.put_slice(&head);
+    out.put_u32(mdat_size32);
+    out.put_slice(b"mdat");
+    for s in samples {
+        out.put_slice(&s.data);
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mp4_atom::{Any, Decode};
+
+    fn avc() -> CodecConfig {
+        CodecConfig::H264(
+            AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn init_segment_round_trips() {
+        let init = init_segment(&avc(), 90_000).unwrap();
+        let mut buf = &init[..];
+        let ftyp = Any::decode(&mut buf).unwrap();
+        assert!(matches!(ftyp, Any::Ftyp(_)));
+        let Any::Moov(moov) = Any::decode(&mut buf).unwrap() else {
+            panic!("no moov")
+        };
+        assert!(buf.is_empty());
+        let trak = &moov.trak[0];
+        assert_eq!(trak.mdia.mdhd.timescale, 90_000);
+        let Codec::Avc1(avc1) = &trak.mdia.minf.stbl.stsd.codecs[0] else {
+            panic!("not avc1")
+        };
+        assert_eq!((avc1.visual.width, avc1.visual.height), (320, 240));
+        assert_eq!(avc1.avcc.avc_profile_indication, 0x64);
+        assert!(avc1.avcc.ext.is_some(), "high-profile extension kept");
+        assert_eq!(moov.mvex.unwrap().trex[0].track_id, TRACK_ID);
+
+        let aac = CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap());
+        let init = init_segment(&aac, 44_100).unwrap();
+        let mut buf = &init[..];
+        Any::decode(&mut buf).unwrap();
+        let Any::Moov(moov) = Any::decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        let Codec::Mp4a(mp4a) = &moov.trak[0].mdia.minf.stbl.stsd.codecs[0] else {
+            panic!("not mp4a")
+        };
+        assert_eq!(mp4a.audio.channel_count, 2);
+        let dec = mp4a.esds.es_desc.dec_config.dec_specific.as_ref().unwrap();
+        assert_eq!(dec.raw, vec![0x12, 0x10]);
+    }
+
+    #[test]
+    fn fragment_points_at_its_samples() {
+        let samples = vec![
+            Sample {
+                duration: 3000,
+                composition_offset: 6000,
+                keyframe: true,
+                data: Bytes::from_static(b"first"),
+            },
+            Sample {
+                duration: 3000,
+                composition_offset: -3000,
+                keyframe: false,
+                data: Bytes::from_static(b"second!"),
+            },
+        ];
+        let frag = fragment(7, 900_000, &samples).unwrap();
+        let mut buf = &frag[..];
+        let Any::Moof(moof) = Any::decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        let traf = &moof.traf[0];
+        assert_eq!(moof.mfhd.sequence_number, 7);
+        assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, 900_000);
+        let offset = traf.trun[0].data_offset.unwrap() as usize;
+        assert_eq!(&frag[offset..offset + 5], b"first");
+        assert_eq!(&frag[offset + 5..], b"second!");
+        let e: Vec<_> = traf.trun[0].samples.iter().collect();
+        assert_eq!(e[1].cts, Some(-3000));
+        assert_eq!(e[0].flags, Some(FLAGS_SYNC));
+        assert!(matches!(
+            fragment(1, -1, &samples),
+            Err(CmafError::NegativeTime(-1))
+        ));
+    }
+}

@@ -1,0 +1,496 @@
+//! LL-HLS over HTTP: `GET /{app}/{stream}/llhls.m3u8` and the files beside
+//! it, all served from memory.
+//!
+//! - Blocking playlist reload: `_HLS_msn`/`_HLS_part` requests wait for that
+//!   part (400 when too far ahead, 503 after three target durations).
+//! - Delta updates: `_HLS_skip=YES` (or `v2`) gives `EXT-X-SKIP`.
+//! - The part named by the preload hint, and the next few, are held until
+//!   they exist.
+//! - Cache lifetimes follow the spec's CDN guidance (rfc8216bis §B.1).
+//!
+//! File names are parsed strictly; anything else is 404. Nothing here
+//! touches the filesystem, so `..` and friends are just names that do not
+//! match.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::stream;
+
+use super::store::{OutputState, Outputs, StreamOutput};
+use crate::bus::{Registry, StreamPath, TrackKind};
+
+/// How long a request for a stream that exists but has no complete segment
+/// yet is held before a 503.
+const READY_WAIT: Duration = Duration::from_secs(6);
+/// How long to wait for a just-announced stream's packager to appear.
+const STARTING_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct LlhlsHttp {
+    pub outputs: Arc<Outputs>,
+    pub registry: Registry,
+}
+
+pub fn routes(state: LlhlsHttp) -> Router {
+    Router::new()
+        .route("/{app}/{stream}/{file}", get(serve))
+        .with_state(state)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum File {
+    Master,
+    Media { track: String },
+    Init { track: String, id: u32 },
+    Segment { track: String, msn: u64 },
+    Part { track: String, msn: u64, index: u32 },
+}
+
+fn parse_file(file: &str, instance: &str) -> Option<File> {
+    if file == "llhls.m3u8" {
+        return Some(File::Master);
+    }
+    let (stem, ext) = file.rsplit_once('.')?;
+    let mut fields = stem.split('_');
+    let track = fields.next().filter(|t| is_track_name(t))?.to_owned();
+    if fields.next()? != instance {
+        return None;
+    }
+    let rest: Vec<&str> = fields.collect();
+    match (ext, rest.as_slice()) {
+        ("m3u8", []) => Some(File::Media { track }),
+        ("mp4", [init]) => Some(File::Init {
+            track,
+            id: number(init.strip_prefix("init")?)?,
+        }),
+        ("m4s", [msn]) => Some(File::Segment {
+            track,
+            msn: number(msn)?,
+        }),
+        ("m4s", [msn, index]) => Some(File::Part {
+            track,
+            msn: number(msn)?,
+            index: number(index)?,
+        }),
+        _ => None,
+    }
+}
+
+fn is_track_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Digits only (no sign, no spaces), within the type's range.
+fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Directives {
+    msn: Option<u64>,
+    part: Option<u32>,
+    skip: bool,
+}
+
+fn parse_directives(query: Option<&str>) -> Result<Directives, String> {
+    let mut d = Directives::default();
+    let Some(query) = query else { return Ok(d) };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "_HLS_msn" => {
+                d.msn = Some(number(value).ok_or_else(|| format!("invalid _HLS_msn {value:.32?}"))?)
+            }
+            "_HLS_part" => {
+                d.part =
+                    Some(number(value).ok_or_else(|| format!("invalid _HLS_part {value:.32?}"))?)
+            }
+            "_HLS_skip" => match value {
+                "YES" | "v2" => d.skip = true,
+                _ => return Err(format!("invalid _HLS_skip {value:.32?}")),
+            },
+            _ => {} // tokens and cache busters are not ours to judge
+        }
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return Err("_HLS_part requires _HLS_msn".into());
+    }
+    Ok(d)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    metrics::counter!("streamd_llhls_errors_total", "status" => status.as_str().to_owned())
+        .increment(1);
+    let mut r = (status, message.into()).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn with_headers(mut r: Response, content_type: &'static str, max_age: u64) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+fn media_type(kind: TrackKind) -> &'static str {
+    match kind {
+        TrackKind::Video => "video/mp4",
+        TrackKind::Audio => "audio/mp4",
+    }
+}
+
+/// Waits until `check` gives a value, the output changes no more, or the
+/// deadline passes.
+async fn wait_for<T>(
+    out: &StreamOutput,
+    deadline: tokio::time::Instant,
+    mut check: impl FnMut(&OutputState) -> Option<T>,
+) -> Option<T> {
+    let mut rx = out.subscribe();
+    loop {
+        rx.borrow_and_update();
+        if let Some(v) = check(&out.lock()) {
+            return Some(v);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return check(&out.lock()),
+        }
+    }
+}
+
+async fn find_output(state: &LlhlsHttp, path: &StreamPath) -> Option<Arc<StreamOutput>> {
+    if let Some(o) = state.outputs.get(path) {
+        return Some(o);
+    }
+    state.registry.get(path)?;
+    // The broadcast exists and its packager is starting.
+    let mut rx = state.outputs.subscribe();
+    let deadline = tokio::time::Instant::now() + STARTING_WAIT;
+    loop {
+        rx.borrow_and_update();
+        if let Some(o) = state.outputs.get(path) {
+            return Some(o);
+        }
+        if !matches!(
+            tokio::time::timeout_at(deadline, rx.changed()).await,
+            Ok(Ok(()))
+        ) {
+            return state.outputs.get(path);
+        }
+    }
+}
+
+async fn serve(
+    State(state): State<LlhlsHttp>,
+    Path((app, stream, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(path) = StreamPath::new(&app, &stream) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    let directives = match parse_directives(query.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(out) = find_output(&state, &path).await else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    let Some(file) = parse_file(&file, &out.instance) else {
+        return error(StatusCode::NOT_FOUND, "no such file");
+    };
+    // Nothing is served before the first complete segment: until then the
+    // target duration and part target are unknown.
+    if wait_for(&out, tokio::time::Instant::now() + READY_WAIT, |st| {
+        st.ready().then_some(())
+    })
+    .await
+    .is_none()
+    {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "stream is starting");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    match file {
+        File::Master => master(&out),
+        File::Media { track } => media(&out, &track, directives).await,
+        File::Init { track, id } => init(&out, &track, id),
+        File::Segment { track, msn } => segment(&out, &track, msn).await,
+        File::Part { track, msn, index } => part(&out, &track, msn, index).await,
+    }
+}
+
+fn master(out: &StreamOutput) -> Response {
+    let st = out.lock();
+    let td = StreamOutput::stream_target_duration(&st);
+    let body = out.master_playlist(&st);
+    with_headers(body.into_response(), PLAYLIST_TYPE, td / 2)
+}
+
+fn rendition(st: &OutputState, track: &str) -> Option<(usize, u64, TrackKind)> {
+    let i = st.rendition_index(track)?;
+    Some((i, st.target_duration(i), st.renditions[i].kind))
+}
+
+async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
+    let Some((index, td, _)) = rendition(&out.lock(), track) else {
+        return error(StatusCode::NOT_FOUND, "no such rendition");
+    };
+    let blocking = d.msn.is_some();
+    if let Some(msn) = d.msn {
+        {
+            let st = out.lock();
+            let r = &st.renditions[index];
+            if !st.ended {
+                let last_msn = r.last_msn().unwrap_or(0);
+                if msn > last_msn.saturating_add(2) {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("_HLS_msn {msn} is beyond the live edge ({last_msn})"),
+                    );
+                }
+                if let (Some(p), Some(pt)) = (d.part, r.part_target) {
+                    let limit = if pt < 1.0 {
+                        (3.0 / pt).floor() as u32
+                    } else {
+                        3
+                    };
+                    let (lm, lp) = r.last_part().unwrap_or((last_msn, 0));
+                    let ahead = if msn > lm {
+                        p.saturating_add(1)
+                    } else if msn == lm {
+                        p.saturating_sub(lp)
+                    } else {
+                        0
+                    };
+                    if ahead > limit {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("_HLS_part {p} is beyond the advance part limit"),
+                        );
+                    }
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * td);
+        let ready = wait_for(out, deadline, |st| {
+            (st.ended || st.renditions[index].has(msn, d.part)).then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the requested part did not appear in time",
+            );
+        }
+    }
+    let st = out.lock();
+    let td = st.target_duration(index);
+    let Some(body) = out.media_playlist(&st, index, d.skip) else {
+        return error(StatusCode::NOT_FOUND, "no such rendition");
+    };
+    let max_age = if blocking && !st.ended {
+        6 * td
+    } else {
+        td / 2
+    };
+    with_headers(body.into_response(), PLAYLIST_TYPE, max_age)
+}
+
+fn init(out: &StreamOutput, track: &str, id: u32) -> Response {
+    let st = out.lock();
+    let Some((index, td, kind)) = rendition(&st, track) else {
+        return error(StatusCode::NOT_FOUND, "no such rendition");
+    };
+    match st.renditions[index].init(id) {
+        Some(bytes) => with_headers(bytes.clone().into_response(), media_type(kind), 6 * td),
+        None => error(StatusCode::NOT_FOUND, "no such init segment"),
+    }
+}
+
+enum Lookup {
+    Found(Vec<Bytes>),
+    NotYet,
+    Never(&'static str),
+}
+
+fn body_of(chunks: Vec<Bytes>) -> (Body, usize) {
+    let len = chunks.iter().map(|c| c.len()).sum();
+    let body = Body::from_stream(stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    (body, len)
+}
+
+async fn serve_lookup(
+    out: &StreamOutput,
+    track: &str,
+    lookup: impl Fn(&OutputState, usize) -> Lookup,
+) -> Response {
+    let Some((index, td, kind)) = rendition(&out.lock(), track) else {
+        return error(StatusCode::NOT_FOUND, "no such rendition");
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * td);
+    let found = wait_for(out, deadline, |st| match lookup(st, index) {
+        Lookup::NotYet if !st.ended => None,
+        Lookup::NotYet => Some(Err("the stream ended")),
+        Lookup::Found(c) => Some(Ok(c)),
+        Lookup::Never(why) => Some(Err(why)),
+    })
+    .await;
+    match found {
+        Some(Ok(chunks)) => {
+            let (body, len) = body_of(chunks);
+            let mut r = with_headers(body.into_response(), media_type(kind), 6 * td);
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            r
+        }
+        Some(Err(why)) => error(StatusCode::NOT_FOUND, why),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "not available in time"),
+    }
+}
+
+async fn segment(out: &StreamOutput, track: &str, msn: u64) -> Response {
+    serve_lookup(out, track, |st, index| {
+        let r = &st.renditions[index];
+        match r.segment(msn) {
+            Some(s) if s.is_complete() => {
+                Lookup::Found(s.parts.iter().map(|p| p.data.clone()).collect())
+            }
+            Some(_) => Lookup::NotYet,
+            None if r.last_msn().is_some_and(|last| msn == last + 1) => Lookup::NotYet,
+            None => Lookup::Never("no such segment"),
+        }
+    })
+    .await
+}
+
+async fn part(out: &StreamOutput, track: &str, msn: u64, index: u32) -> Response {
+    serve_lookup(out, track, |st, i| {
+        let r = &st.renditions[i];
+        // Hold requests for the hinted part and a few beyond it (the spec's
+        // advance part limit); anything further is a 404.
+        let limit = r.part_target.map_or(3, |pt| {
+            if pt < 1.0 {
+                (3.0 / pt).floor() as u32
+            } else {
+                3
+            }
+        });
+        match r.segment(msn) {
+            Some(s) => match s.parts.get(index as usize) {
+                Some(p) => Lookup::Found(vec![p.data.clone()]),
+                None if s.is_complete() => Lookup::Never("no such part"),
+                None if index <= s.parts.len() as u32 + limit => Lookup::NotYet,
+                None => Lookup::Never("part is too far ahead"),
+            },
+            None if r.last_msn().is_some_and(|last| msn == last + 1) && index <= limit => {
+                Lookup::NotYet
+            }
+            None => Lookup::Never("no such part"),
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_names_strictly() {
+        let i = "0badcafe";
+        assert_eq!(parse_file("llhls.m3u8", i), Some(File::Master));
+        assert_eq!(
+            parse_file("video_0badcafe.m3u8", i),
+            Some(File::Media {
+                track: "video".into()
+            })
+        );
+        assert_eq!(
+            parse_file("audio_0badcafe_init2.mp4", i),
+            Some(File::Init {
+                track: "audio".into(),
+                id: 2
+            })
+        );
+        assert_eq!(
+            parse_file("video_0badcafe_17.m4s", i),
+            Some(File::Segment {
+                track: "video".into(),
+                msn: 17
+            })
+        );
+        assert_eq!(
+            parse_file("video_0badcafe_17_3.m4s", i),
+            Some(File::Part {
+                track: "video".into(),
+                msn: 17,
+                index: 3
+            })
+        );
+        for bad in [
+            "..",
+            "../etc/passwd",
+            "video_deadbeef.m3u8",
+            "video_0badcafe_-1.m4s",
+            "video_0badcafe_1_-2.m4s",
+            "video_0badcafe_99999999999999999999999.m4s",
+            "Video_0badcafe.m3u8",
+            "video_0badcafe_1_2_3.m4s",
+            "video_0badcafe.mp4",
+            "video_0badcafe_initx.mp4",
+            "video_0badcafe_+1.m4s",
+            "video_0badcafe_1.ts",
+            "",
+        ] {
+            assert_eq!(parse_file(bad, i), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_directives() {
+        assert_eq!(parse_directives(None), Ok(Directives::default()));
+        assert_eq!(
+            parse_directives(Some("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES&token=x")),
+            Ok(Directives {
+                msn: Some(5),
+                part: Some(2),
+                skip: true
+            })
+        );
+        for bad in [
+            "_HLS_msn=-1",
+            "_HLS_msn=1e3",
+            "_HLS_msn=",
+            "_HLS_part=1",
+            "_HLS_msn=1&_HLS_part=x",
+            "_HLS_skip=NO",
+            "_HLS_msn=99999999999999999999999",
+        ] {
+            assert!(parse_directives(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

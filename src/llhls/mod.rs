@@ -1,0 +1,21 @@
+//! LL-HLS: CMAF parts and segments from the bus, served from memory.
+//!
+//! - [`cmaf`]: init segments and `moof`+`mdat` fragments (mp4-atom);
+//! - [`segmenter`]: one track into parts and segments (sans-IO);
+//! - [`packager`]: one broadcast's tracks on one timeline, audio aligned to
+//!   video (sans-IO);
+//! - [`playlist`]: the playlist model and writer;
+//! - [`store`]: the in-memory output of every stream;
+//! - [`service`]: one packager task per broadcast;
+//! - [`http`]: the URLs, blocking reload, delta updates and caching.
+//!
+//! Designed for N renditions: the transcoder adds video tracks to the same
+//! broadcast and each becomes a variant of the master playlist.
+
+pub mod cmaf;
+pub mod http;
+pub mod packager;
+pub mod playlist;
+pub mod segmenter;
+pub mod service;
+pub mod store;

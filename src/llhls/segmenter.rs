@@ -1,0 +1,514 @@
+//! Cuts one track into LL-HLS partial segments and segments.
+//!
+//! Sans-IO: samples in (already on the track's output timeline), parts and
+//! segment boundaries out. The caller decides where segments may start (a
+//! video keyframe past the segment target, or the leader's boundary for a
+//! follower track); this decides where parts end.
+//!
+//! A sample's duration is only known when the next sample arrives, so the
+//! newest sample is held back (one frame of latency). A part closes as soon
+//! as the next sample is predicted not to fit, so it is servable the moment
+//! its last sample's duration is known.
+//!
+//! The part target is a whole number of frames: LL-HLS requires every part
+//! (but a segment's last, or an independent one) to last at least 85% of
+//! PART-TARGET and at most PART-TARGET, which only frame-aligned targets can
+//! meet at every frame rate.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::cmaf::{self, Sample};
+use crate::media::CodecConfig;
+
+/// Parts get `n` frames, `n = floor(configured / frame + PART_ROUNDING)`, so
+/// a configured 200 ms at a measured 34 ms frame (29.97 fps rounded to ms)
+/// still gives 6 frames.
+const PART_ROUNDING: f64 = 0.15;
+
+/// One sample on its way in.
+#[derive(Clone, Debug)]
+pub struct InSample {
+    /// Decode time in the track's output timescale.
+    pub dts: i64,
+    pub composition_offset: i32,
+    pub keyframe: bool,
+    pub data: Bytes,
+    /// Wall-clock time of this sample (for EXT-X-PROGRAM-DATE-TIME).
+    pub program_date_time: SystemTime,
+    /// When ingest received it.
+    pub received: Instant,
+    /// The caller decided this sample starts a new segment.
+    pub starts_segment: bool,
+    /// ...and that segment follows a discontinuity (publisher reconnect,
+    /// codec change).
+    pub discontinuity: bool,
+    /// The decoder configuration in force for this sample.
+    pub config: Arc<CodecConfig>,
+    /// The MSN to give the segment this sample starts, when the caller
+    /// aligns numbering with another track; `None` continues this track's.
+    pub msn: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum SegmenterOutput {
+    SegmentStart {
+        msn: u64,
+        discontinuity: bool,
+        /// Wall-clock time of the segment's first sample.
+        program_date_time: SystemTime,
+        /// A new init segment, when the decoder configuration changed.
+        init: Option<Bytes>,
+        /// The decode time of the first sample, in the track's timescale.
+        start: i64,
+    },
+    Part {
+        msn: u64,
+        index: u32,
+        /// In the track's timescale.
+        duration: i64,
+        independent: bool,
+        data: Bytes,
+        /// When ingest received each sample in the part.
+        received: Vec<Instant>,
+    },
+    SegmentEnd {
+        msn: u64,
+        duration: i64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmenterError {
+    #[error("decode time went from {previous} to {next}; dropped the sample")]
+    NonMonotonic { previous: i64, next: i64 },
+    #[error(transparent)]
+    Cmaf(#[from] cmaf::CmafError),
+}
+
+struct OpenSegment {
+    msn: u64,
+    start: i64,
+    parts: u32,
+}
+
+pub struct Segmenter {
+    timescale: u32,
+    configured_part: f64,
+    /// Known frame duration (from the stream's parameters), in ticks.
+    frame_hint: Option<i64>,
+    /// The advertised PART-TARGET in ticks, fixed once known.
+    part_target: Option<i64>,
+    next_msn: u64,
+    next_fragment: u32,
+    segment: Option<OpenSegment>,
+    part: Vec<Sample>,
+    part_received: Vec<Instant>,
+    part_start: i64,
+    part_duration: i64,
+    pending: Option<InSample>,
+    last_duration: Option<i64>,
+    last_dts: Option<i64>,
+    config: Option<Arc<CodecConfig>>,
+    /// The end of the last sample written.
+    end: Option<i64>,
+}
+
+impl Segmenter {
+    pub fn new(timescale: u32, configured_part: std::time::Duration) -> Segmenter {
+        Segmenter {
+            timescale,
+            configured_part: configured_part.as_secs_f64(),
+            frame_hint: None,
+            part_target: None,
+            next_msn: 0,
+            next_fragment: 1,
+            segment: None,
+            part: Vec::new(),
+            part_received: Vec::new(),
+            part_start: 0,
+            part_duration: 0,
+            pending: None,
+            last_duration: None,
+            last_dts: None,
+            config: None,
+            end: None,
+        }
+    }
+
+    pub fn timescale(&self) -> u32 {
+        self.timescale
+    }
+
+    /// Tells the segmenter the frame duration when the stream states it
+    /// (AAC frame size, H.264 VUI timing, onMetaData frame rate).
+    pub fn set_frame_duration(&mut self, ticks: i64) {
+        if ticks > 0 && self.frame_hint.is_none() {
+            self.frame_hint = Some(ticks);
+        }
+    }
+
+    /// PART-TARGET in seconds, once known.
+    pub fn part_target_secs(&self) -> Option<f64> {
+        self.part_target
+            .map(|t| t as f64 / f64::from(self.timescale))
+    }
+
+    /// The MSN of the open segment, or of the next one.
+    pub fn current_msn(&self) -> u64 {
+        self.segment.as_ref().map_or(self.next_msn, |s| s.msn)
+    }
+
+    pub fn has_open_segment(&self) -> bool {
+        self.segment.is_some() || self.pending.is_some()
+    }
+
+    /// Start time of the open segment (or of the held sample that will open one).
+    pub fn open_segment_start(&self) -> Option<i64> {
+        self.segment.as_ref().map(|s| s.start).or_else(|| {
+            self.pending
+                .as_ref()
+                .filter(|p| p.starts_segment)
+                .map(|p| p.dts)
+        })
+    }
+
+    /// The decode time of the newest sample taken in.
+    pub fn last_dts(&self) -> Option<i64> {
+        self.last_dts
+    }
+
+    /// Where the track will end if flushed now, on the output timeline (the
+    /// held sample counted with its estimated duration).
+    pub fn end_estimate(&self) -> Option<i64> {
+        match &self.pending {
+            Some(p) => Some(p.dts + self.estimated_duration()),
+            None => self.end,
+        }
+    }
+
+    fn estimated_duration(&self) -> i64 {
+        self.last_duration
+            .or(self.frame_hint)
+            .unwrap_or(i64::from(self.timescale) / 30)
+            .max(1)
+    }
+
+    fn fix_part_target(&mut self, frame: i64) -> i64 {
+        if let Some(t) = self.part_target {
+            return t;
+        }
+        let frame = self.frame_hint.unwrap_or(frame).max(1);
+        let frame_secs = frame as f64 / f64::from(self.timescale);
+        let n = ((self.configured_part / frame_secs) + PART_ROUNDING)
+            .floor()
+            .max(1.0) as i64;
+        // Slack for timestamp jitter (ms-rounded input), a quarter frame.
+        let target = n * frame + frame / 4;
+        self.part_target = Some(target);
+        target
+    }
+
+    /// Takes a sample. `out` receives what became final.
+    pub fn push(
+        &mut self,
+        mut sample: InSample,
+        out: &mut Vec<SegmenterOutput>,
+    ) -> Result<(), SegmenterError> {
+        if let Some(prev) = self.last_dts
+            && sample.dts <= prev
+            && !sample.discontinuity
+        {
+            return Err(SegmenterError::NonMonotonic {
+                previous: prev,
+                next: sample.dts,
+            });
+        }
+        self.last_dts = Some(sample.dts);
+        match self.pending.take() {
+            Some(p) => {
+                let duration = (sample.dts - p.dts).max(1);
+                self.append(p, duration, out)?;
+                if sample.starts_segment {
+                    self.close_segment(out)?;
+                }
+            }
+            None => {
+                // First sample, or the first after a flush: it opens a segment.
+                sample.starts_segment = true;
+            }
+        }
+        self.pending = Some(sample);
+        Ok(())
+    }
+
+    /// Writes out the held sample (its duration estimated) and closes the
+    /// open part and segment: the publisher left, or the stream ended.
+    pub fn flush(&mut self, out: &mut Vec<SegmenterOutput>) -> Result<(), SegmenterError> {
+        if let Some(p) = self.pending.take() {
+            let duration = self.estimated_duration();
+            self.append(p, duration, out)?;
+        }
+        self.close_segment(out)
+    }
+
+    fn append(
+        &mut self,
+        s: InSample,
+        duration: i64,
+        out: &mut Vec<SegmenterOutput>,
+    ) -> Result<(), SegmenterError> {
+        let target = self.fix_part_target(duration);
+        if s.starts_segment {
+            self.close_segment(out)?;
+            let init = if self.config.as_ref() != Some(&s.config) {
+                self.config = Some(s.config.clone());
+                Some(cmaf::init_segment(&s.config, self.timescale)?)
+            } else {
+                None
+            };
+            let msn = s.msn.unwrap_or(self.next_msn).max(self.next_msn);
+            self.next_msn = msn + 1;
+            self.segment = Some(OpenSegment {
+                msn,
+                start: s.dts,
+                parts: 0,
+            });
+            out.push(SegmenterOutput::SegmentStart {
+                msn,
+                discontinuity: s.discontinuity,
+                program_date_time: s.program_date_time,
+                init,
+                start: s.dts,
+            });
+        }
+        if !self.part.is_empty() && self.part_duration + duration > target {
+            self.close_part(out)?;
+        }
+        if self.part.is_empty() {
+            self.part_start = s.dts;
+        }
+        self.part.push(Sample {
+            duration: u32::try_from(duration).unwrap_or(u32::MAX),
+            composition_offset: s.composition_offset,
+            keyframe: s.keyframe,
+            data: s.data,
+        });
+        self.part_received.push(s.received);
+        self.part_duration += duration;
+        self.last_duration = Some(duration);
+        self.end = Some(s.dts + duration);
+        // Close now if the next sample (about as long as this one) would not
+        // fit: the part is servable without waiting for that sample.
+        if self.part_duration + duration > target {
+            self.close_part(out)?;
+        }
+        Ok(())
+    }
+
+    fn close_part(&mut self, out: &mut Vec<SegmenterOutput>) -> Result<(), SegmenterError> {
+        if self.part.is_empty() {
+            return Ok(());
+        }
+        let Some(segment) = self.segment.as_mut() else {
+            unreachable!("samples are only appended inside an open segment");
+        };
+        let data = cmaf::fragment(self.next_fragment, self.part_start, &self.part)?;
+        self.next_fragment = self.next_fragment.wrapping_add(1);
+        out.push(SegmenterOutput::Part {
+            msn: segment.msn,
+            index: segment.parts,
+            duration: self.part_duration,
+            independent: self.part[0].keyframe,
+            data,
+            received: std::mem::take(&mut self.part_received),
+        });
+        segment.parts += 1;
+        self.part.clear();
+        self.part_duration = 0;
+        Ok(())
+    }
+
+    fn close_segment(&mut self, out: &mut Vec<SegmenterOutput>) -> Result<(), SegmenterError> {
+        self.close_part(out)?;
+        if let Some(seg) = self.segment.take() {
+            let end = self.end.unwrap_or(seg.start);
+            out.push(SegmenterOutput::SegmentEnd {
+                msn: seg.msn,
+                duration: end - seg.start,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::media::AvcConfig;
+
+    fn config() -> Arc<CodecConfig> {
+        Arc::new(CodecConfig::H264(
+            AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap(),
+        ))
+    }
+
+    fn sample(dts: i64, keyframe: bool, starts: bool, cfg: &Arc<CodecConfig>) -> InSample {
+        InSample {
+            dts,
+            composition_offset: 0,
+            keyframe,
+            data: Bytes::from_static(&[1, 2, 3]),
+            program_date_time: SystemTime::UNIX_EPOCH,
+            received: Instant::now(),
+            starts_segment: starts,
+            discontinuity: false,
+            config: cfg.clone(),
+            msn: None,
+        }
+    }
+
+    /// 30 fps in 90 kHz from millisecond timestamps (33/34 ms steps).
+    fn dts_30fps(i: i64) -> i64 {
+        (i * 1000 / 30) * 90
+    }
+
+    #[test]
+    fn parts_are_whole_frames_within_target() {
+        let cfg = config();
+        let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+        let mut out = vec![];
+        // 2 s of 30 fps video, keyframe every 30 frames, 1 s segments.
+        for i in 0..61 {
+            let key = i % 30 == 0;
+            seg.push(sample(dts_30fps(i), key, key && i > 0, &cfg), &mut out)
+                .unwrap();
+        }
+        let target = seg.part_target_secs().unwrap();
+        // 6 frames of ~33 ms (measured from the first step, 33 ms) plus a
+        // quarter-frame of slack.
+        assert!((0.2..0.21).contains(&target), "{target}");
+        let parts: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegmenterOutput::Part {
+                    msn,
+                    index,
+                    duration,
+                    independent,
+                    ..
+                } => Some((*msn, *index, *duration, *independent)),
+                _ => None,
+            })
+            .collect();
+        // Two complete segments of 5 parts each (30 frames = 5 x 6).
+        assert_eq!(parts.iter().filter(|p| p.0 == 0).count(), 5);
+        assert_eq!(parts.iter().filter(|p| p.0 == 1).count(), 5);
+        for (msn, index, duration, independent) in &parts {
+            let secs = *duration as f64 / 90_000.0;
+            assert!(secs <= target, "part {msn}.{index} {secs}");
+            assert!(secs >= 0.85 * target, "part {msn}.{index} {secs}");
+            assert_eq!(*independent, *index == 0);
+        }
+        let ends: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegmenterOutput::SegmentEnd { msn, duration } => Some((*msn, *duration)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, vec![(0, 90_000), (1, 90_000)]);
+    }
+
+    #[test]
+    fn part_closes_when_its_last_frame_duration_is_known() {
+        let cfg = config();
+        let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+        let mut out = vec![];
+        for i in 0..6 {
+            seg.push(sample(dts_30fps(i), i == 0, false, &cfg), &mut out)
+                .unwrap();
+        }
+        // Frames 0..=4 are in the open part, frame 5 is held.
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, SegmenterOutput::Part { .. }))
+        );
+        // Frame 6 arrives: frame 5's duration is known, the part is full.
+        seg.push(sample(dts_30fps(6), false, false, &cfg), &mut out)
+            .unwrap();
+        assert!(matches!(
+            out.last(),
+            Some(SegmenterOutput::Part { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn flush_closes_everything_and_next_sample_opens_a_segment() {
+        let cfg = config();
+        let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+        let mut out = vec![];
+        for i in 0..4 {
+            seg.push(sample(dts_30fps(i), i == 0, false, &cfg), &mut out)
+                .unwrap();
+        }
+        seg.flush(&mut out).unwrap();
+        let Some(SegmenterOutput::SegmentEnd { msn: 0, duration }) = out.last() else {
+            panic!("{out:?}")
+        };
+        // Steps of 33, 33, 34 ms; the held 4th frame is given the last
+        // known duration (34 ms).
+        assert_eq!(*duration, 9000 + 3060);
+        out.clear();
+        let mut s = sample(0, true, false, &cfg);
+        s.discontinuity = true;
+        seg.push(s, &mut out).unwrap();
+        seg.push(sample(3000, false, false, &cfg), &mut out)
+            .unwrap();
+        assert!(matches!(
+            out.first(),
+            Some(SegmenterOutput::SegmentStart {
+                msn: 1,
+                discontinuity: true,
+                init: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn backwards_timestamps_are_refused() {
+        let cfg = config();
+        let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+        let mut out = vec![];
+        seg.push(sample(9000, true, false, &cfg), &mut out).unwrap();
+        assert!(matches!(
+            seg.push(sample(9000, false, false, &cfg), &mut out),
+            Err(SegmenterError::NonMonotonic { .. })
+        ));
+    }
+
+    #[test]
+    fn audio_parts_at_44k() {
+        let cfg = config(); // the codec does not matter to the cutting
+        let mut seg = Segmenter::new(44_100, Duration::from_millis(200));
+        seg.set_frame_duration(1024);
+        let mut out = vec![];
+        for i in 0..100 {
+            seg.push(sample(i * 1024, true, false, &cfg), &mut out)
+                .unwrap();
+        }
+        let target = seg.part_target_secs().unwrap();
+        // 8 frames of 23.2 ms.
+        assert!((target - (8.0 * 1024.0 + 256.0) / 44_100.0).abs() < 1e-9);
+        for o in &out {
+            if let SegmenterOutput::Part { duration, .. } = o {
+                assert_eq!(*duration, 8 * 1024);
+            }
+        }
+    }
+}

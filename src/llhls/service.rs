@@ -1,0 +1,249 @@
+//! Starts a packager for every broadcast the registry announces, and runs
+//! each one: bus events in, [`StreamPackager`] in the middle, the stream's
+//! [`StreamOutput`] updated as parts complete.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream, SelectAll};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::packager::{PackagerNotice, StreamPackager};
+use super::playlist::Rendition;
+use super::segmenter::SegmenterOutput;
+use super::store::{Outputs, StreamOutput};
+use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, TrackEvent, TrackKind};
+use crate::config::LlhlsConfig;
+use crate::media::CodecConfig;
+use crate::ratelimit::LogLimiter;
+use crate::shutdown::Shutdown;
+use crate::time::Timescale;
+
+/// Runs until `shutdown`: one packager task per broadcast.
+pub async fn run(
+    registry: Registry,
+    outputs: Arc<Outputs>,
+    config: LlhlsConfig,
+    shutdown: Shutdown,
+) {
+    let mut announcements = registry.announcements();
+    let mut tasks = JoinSet::new();
+    let mut running: HashSet<u64> = HashSet::new();
+    let start = |b: BroadcastConsumer,
+                 tasks: &mut JoinSet<u64>,
+                 running: &mut HashSet<u64>,
+                 stop: &Shutdown| {
+        if running.insert(b.id()) {
+            let span = tracing::info_span!("llhls", stream = %b.path());
+            tasks.spawn(package(b, outputs.clone(), config.clone(), stop.clone()).instrument(span));
+        }
+    };
+    for b in registry.list() {
+        start(b, &mut tasks, &mut running, &shutdown);
+    }
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            a = announcements.recv() => match a {
+                Ok(b) => start(b, &mut tasks, &mut running, &shutdown),
+                Err(RecvError::Lagged(_)) => {
+                    for b in registry.list() {
+                        start(b, &mut tasks, &mut running, &shutdown);
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(id) = done {
+                    running.remove(&id);
+                }
+            }
+        }
+    }
+    // Broadcasts end at shutdown, so packagers finish; give them a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.shutdown().await;
+}
+
+type Events = SelectAll<BoxStream<'static, (String, TrackEvent)>>;
+
+fn track_events(
+    name: String,
+    consumer: crate::bus::TrackConsumer,
+) -> BoxStream<'static, (String, TrackEvent)> {
+    stream::unfold((name, consumer), |(name, mut c)| async move {
+        let ev = c.next().await?;
+        Some(((name.clone(), ev), (name, c)))
+    })
+    .boxed()
+}
+
+struct Packaging {
+    output: Arc<StreamOutput>,
+    packager: StreamPackager,
+    /// Bus track name -> packager track index.
+    tracks: HashMap<String, usize>,
+    kinds: HashMap<String, TrackKind>,
+    notice_log: LogLimiter,
+    segments_kept: usize,
+}
+
+impl Packaging {
+    fn subscribe_new(&mut self, broadcast: &BroadcastConsumer, events: &mut Events) {
+        let snap = broadcast.snapshot();
+        self.packager.set_frame_rate_hint(snap.meta.frame_rate);
+        for info in snap.tracks {
+            if self.kinds.contains_key(&info.name) {
+                continue;
+            }
+            let Some(consumer) = broadcast.subscribe(&info.name, None) else {
+                continue;
+            };
+            self.kinds.insert(info.name.clone(), info.kind);
+            // Video tracks join the packager now (their timescale is fixed),
+            // so the first one leads before any audio is processed. Audio
+            // joins at its first frame, when its sample rate is known.
+            if info.kind == TrackKind::Video {
+                self.add(&info.name, TrackKind::Video, Timescale::MPEG);
+            }
+            events.push(track_events(info.name, consumer));
+        }
+    }
+
+    fn add(&mut self, name: &str, kind: TrackKind, timescale: Timescale) -> usize {
+        let idx = self.packager.add_track(kind, timescale);
+        self.tracks.insert(name.to_owned(), idx);
+        let rendition = Rendition::new(name.to_owned(), kind, timescale.hz(), self.segments_kept);
+        self.output.update(|st| st.renditions.push(rendition));
+        idx
+    }
+
+    fn apply(
+        &mut self,
+        result: Result<Vec<super::packager::Output>, super::segmenter::SegmenterError>,
+    ) {
+        let outputs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "packaging failed for a frame");
+                return;
+            }
+        };
+        for n in self.packager.take_notices() {
+            if let Some(suppressed) = self.notice_log.check(Instant::now()) {
+                match n {
+                    PackagerNotice::NonMonotonic { .. } => {
+                        tracing::warn!(
+                            suppressed,
+                            "dropped a frame whose decode time went backwards"
+                        )
+                    }
+                    PackagerNotice::AudioAhead { .. } => {
+                        tracing::warn!(
+                            suppressed,
+                            "dropped an audio frame to keep audio in sync with its timestamps"
+                        )
+                    }
+                }
+            }
+        }
+        if outputs.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let packager = &self.packager;
+        self.output.update(|st| {
+            for o in outputs {
+                let Some(r) = st.renditions.get_mut(o.track) else {
+                    continue;
+                };
+                if r.part_target.is_none() {
+                    r.part_target = packager.segmenter(o.track).part_target_secs();
+                }
+                if let SegmenterOutput::Part { received, .. } = &o.output {
+                    for at in received {
+                        metrics::histogram!("streamd_llhls_ingest_to_part_seconds")
+                            .record(now.duration_since(*at).as_secs_f64());
+                    }
+                }
+                let config: Option<CodecConfig> = packager.config(o.track).map(|c| (**c).clone());
+                r.apply(o.output, config.as_ref());
+            }
+        });
+    }
+}
+
+async fn package(
+    broadcast: BroadcastConsumer,
+    outputs: Arc<Outputs>,
+    config: LlhlsConfig,
+    mut shutdown: Shutdown,
+) -> u64 {
+    let id = broadcast.id();
+    let instance = format!("{:08x}", rand::random::<u32>());
+    let output = Arc::new(StreamOutput::new(broadcast.path().clone(), instance));
+    outputs.insert(output.clone());
+    tracing::info!(instance = %output.instance, "packaging LL-HLS");
+
+    let mut p = Packaging {
+        output: output.clone(),
+        packager: StreamPackager::new(config.part_target, config.segment_target),
+        tracks: HashMap::new(),
+        kinds: HashMap::new(),
+        notice_log: LogLimiter::new(Duration::from_secs(5)),
+        segments_kept: config.segments_kept,
+    };
+    let mut events: Events = SelectAll::new();
+    let mut watch = broadcast.clone();
+    p.subscribe_new(&broadcast, &mut events);
+    let mut ended = broadcast.status() == BroadcastStatus::Ended;
+    while !(ended && events.is_empty()) {
+        tokio::select! {
+            update = watch.update(), if !ended => {
+                ended = update.status == BroadcastStatus::Ended;
+                p.subscribe_new(&broadcast, &mut events);
+            }
+            item = events.next(), if !events.is_empty() => {
+                let Some((name, event)) = item else { continue };
+                let idx = match p.tracks.get(&name) {
+                    Some(i) => *i,
+                    None => {
+                        let TrackEvent::Frame(f) = &event else { continue };
+                        let scale = match &*f.group.config {
+                            CodecConfig::Aac(a) => Timescale::new(a.sample_rate).unwrap_or(Timescale::MILLIS),
+                            CodecConfig::H264(_) => Timescale::MPEG,
+                        };
+                        let kind = p.kinds.get(&name).copied().unwrap_or(TrackKind::Audio);
+                        p.add(&name, kind, scale)
+                    }
+                };
+                let result = match event {
+                    TrackEvent::Frame(f) => p.packager.push(idx, f),
+                    TrackEvent::Interrupted => {
+                        tracing::info!(track = %name, "publisher gone; holding the playlist open for a reconnect");
+                        p.packager.interrupt(idx)
+                    }
+                };
+                p.apply(result);
+            }
+        }
+    }
+    let result = p.packager.finish();
+    p.apply(result);
+    output.update(|st| st.ended = true);
+    tracing::info!(linger = ?config.linger, "stream ended; playlists end with EXT-X-ENDLIST");
+    tokio::select! {
+        _ = tokio::time::sleep(config.linger) => {}
+        _ = shutdown.wait() => {}
+    }
+    outputs.remove(&output);
+    id
+}

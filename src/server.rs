@@ -1,0 +1,103 @@
+//! Wiring: binds every listener, starts every service, stops them in order.
+//! `main` and the end-to-end tests both start streamd through [`Server`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::bus::{Registry, Retention};
+use crate::config::Config;
+use crate::http::HttpServer;
+use crate::ingest::RtmpServer;
+use crate::llhls::http::LlhlsHttp;
+use crate::llhls::store::Outputs;
+use crate::shutdown::Shutdown;
+
+pub struct Server {
+    config: Config,
+    registry: Registry,
+    outputs: Arc<Outputs>,
+    rtmp: RtmpServer,
+    http: HttpServer,
+}
+
+impl Server {
+    /// Binds the RTMP and HTTP listeners (port 0 picks free ports) and logs
+    /// the bound addresses.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let registry = Registry::new(
+            config.bus.reconnect_grace,
+            Retention {
+                window: config.bus.retention_window,
+                max_bytes: config.bus.retention_max_bytes,
+                ..Retention::default()
+            },
+        );
+        let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.rtmp.listen)
+            })?;
+        let http = HttpServer::bind(config.http.listen).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen for HTTP on {}: {e}", config.http.listen)
+        })?;
+        tracing::info!(addr = %rtmp.local_addr()?, "rtmp listening");
+        tracing::info!(addr = %http.local_addr()?, "http listening");
+        Ok(Server {
+            config,
+            registry,
+            outputs: Arc::new(Outputs::default()),
+            rtmp,
+            http,
+        })
+    }
+
+    pub fn rtmp_addr(&self) -> SocketAddr {
+        self.rtmp
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Runs until `shutdown`: stops taking publishers, ends every stream
+    /// (players get EXT-X-ENDLIST), then lets HTTP requests in flight finish.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Server {
+            config,
+            registry,
+            outputs,
+            rtmp,
+            http,
+        } = self;
+        let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
+        let llhls_task = tokio::spawn(crate::llhls::service::run(
+            registry.clone(),
+            outputs.clone(),
+            config.llhls.clone(),
+            shutdown.clone(),
+        ));
+        let routes = crate::llhls::http::routes(LlhlsHttp {
+            outputs,
+            registry: registry.clone(),
+        });
+        let app = crate::http::app(routes, &config.llhls.cors_origins);
+        let http_task = tokio::spawn(http.run(app, shutdown.clone()));
+
+        let mut s = shutdown;
+        s.wait().await;
+        tracing::info!("shutting down");
+        let _ = rtmp_task.await;
+        registry.shutdown();
+        let _ = llhls_task.await;
+        http_task.await??;
+        Ok(())
+    }
+}
