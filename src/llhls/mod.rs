@@ -19,3 +19,6 @@ pub mod playlist;
 pub mod segmenter;
 pub mod service;
 pub mod store;
+
+#[cfg(test)]
+mod tests;

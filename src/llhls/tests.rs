@@ -1,0 +1,434 @@
+//! Scenario tests of the packager and playlists on simulated streams: frames
+//! are built in memory with exact timestamps; no sockets, no clocks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use m3u8_parser::m3u8::playlist::Playlist;
+use m3u8_parser::m3u8::tags::Tag;
+
+use super::packager::{Output, StreamPackager};
+use super::playlist::{self, MediaContext, Rendition, RenditionReport, names};
+use super::segmenter::SegmenterOutput;
+use crate::bus::{Frame, FrameEvent, GroupInfo, TrackKind};
+use crate::media::{AacConfig, AvcConfig, CodecConfig};
+use crate::time::{MediaTime, Timescale};
+
+fn avc() -> Arc<CodecConfig> {
+    Arc::new(CodecConfig::H264(
+        AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap(),
+    ))
+}
+
+fn aac() -> Arc<CodecConfig> {
+    Arc::new(CodecConfig::Aac(
+        AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap(),
+    ))
+}
+
+fn event(
+    ms: i64,
+    keyframe: bool,
+    config: &Arc<CodecConfig>,
+    session: u32,
+    wall: SystemTime,
+) -> FrameEvent {
+    FrameEvent {
+        frame: Frame {
+            dts: MediaTime::from_millis(ms),
+            pts: MediaTime::from_millis(ms + if keyframe { 0 } else { 66 }),
+            keyframe,
+            data: Bytes::from(vec![0u8; 100]),
+            wallclock: wall + Duration::from_millis(ms as u64),
+            received: Instant::now(),
+        },
+        group: Arc::new(GroupInfo {
+            sequence: 0,
+            config: config.clone(),
+            discontinuity: false,
+            session,
+        }),
+        group_start: keyframe,
+        dropped: 0,
+    }
+}
+
+/// Feeds `secs` of 30 fps video (GOP 1 s) and 44.1 kHz AAC, interleaved by
+/// time as RTMP delivers them, starting at input time `start_ms`.
+fn feed(
+    p: &mut StreamPackager,
+    v: usize,
+    a: usize,
+    start_ms: i64,
+    secs: i64,
+    session: u32,
+    out: &mut Vec<Output>,
+) {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (vc, ac) = (avc(), aac());
+    let frames = secs * 30;
+    let mut ai = 0i64;
+    for i in 0..frames {
+        let vt = start_ms + i * 1000 / 30;
+        loop {
+            let at = start_ms + ai * 1024 * 1000 / 44_100;
+            if at > vt {
+                break;
+            }
+            out.extend(p.push(a, event(at, true, &ac, session, wall)).unwrap());
+            ai += 1;
+        }
+        out.extend(
+            p.push(v, event(vt, i % 30 == 0, &vc, session, wall))
+                .unwrap(),
+        );
+    }
+}
+
+fn starts(out: &[Output], track: usize) -> Vec<(u64, i64, bool)> {
+    out.iter()
+        .filter(|o| o.track == track)
+        .filter_map(|o| match &o.output {
+            SegmenterOutput::SegmentStart {
+                msn,
+                start,
+                discontinuity,
+                ..
+            } => Some((*msn, *start, *discontinuity)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn new_packager() -> (StreamPackager, usize, usize) {
+    let mut p = StreamPackager::new(Duration::from_millis(200), Duration::from_secs(1));
+    let v = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let a = p.add_track(TrackKind::Audio, Timescale::new(44_100).unwrap());
+    (p, v, a)
+}
+
+#[test]
+fn audio_segments_follow_video_boundaries_and_numbers() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 0, 6, 0, &mut out);
+    let vs = starts(&out, v);
+    let as_ = starts(&out, a);
+    assert!(vs.len() >= 5, "{vs:?}");
+    assert_eq!(vs.len(), as_.len(), "video {vs:?} audio {as_:?}");
+    for ((vm, vt, _), (am, at, _)) in vs.iter().zip(&as_) {
+        assert_eq!(vm, am);
+        let video_s = *vt as f64 / 90_000.0;
+        let audio_s = *at as f64 / 44_100.0;
+        // Audio starts at its first frame at or after the video boundary.
+        assert!(
+            audio_s >= video_s - 1e-9 && audio_s - video_s < 1024.0 / 44_100.0,
+            "{video_s} {audio_s}"
+        );
+    }
+}
+
+#[test]
+fn reconnect_continues_the_timeline_with_a_discontinuity() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 5000, 3, 0, &mut out);
+    out.extend(p.interrupt(v).unwrap());
+    out.extend(p.interrupt(a).unwrap());
+    let first = out.len();
+    // The publisher returns; its timestamps restart at 0.
+    feed(&mut p, v, a, 0, 3, 1, &mut out);
+    let before = starts(&out[..first], v);
+    let after = starts(&out[first..], v);
+    let (last_msn, _, _) = *before.last().unwrap();
+    let (msn, start, disc) = after[0];
+    assert_eq!(msn, last_msn + 1);
+    assert!(disc, "first segment after a reconnect is a discontinuity");
+    // Continuous: the new session starts where the old one ended (3 s after
+    // the first session's 5 s start), not back at 0.
+    let end_of_first = 5.0 + 3.0;
+    let start_s = start as f64 / 90_000.0;
+    assert!((start_s - end_of_first).abs() < 0.05, "{start_s}");
+    let audio_after = starts(&out[first..], a);
+    assert_eq!(audio_after[0].0, msn);
+    assert!(audio_after[0].2);
+}
+
+#[test]
+fn codec_change_starts_a_segment_with_a_new_init() {
+    let (mut p, v, _a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let vc = avc();
+    let mut out = vec![];
+    for i in 0..20 {
+        out.extend(p.push(v, event(i * 33, i == 0, &vc, 0, wall)).unwrap());
+    }
+    // Same SPS bytes but a different profile byte: a new configuration.
+    let CodecConfig::H264(mut changed) = (*vc).clone() else {
+        unreachable!()
+    };
+    changed.level = 0x1f;
+    let changed = Arc::new(CodecConfig::H264(changed));
+    out.extend(p.push(v, event(20 * 33, true, &changed, 0, wall)).unwrap());
+    out.extend(p.push(v, event(21 * 33, false, &changed, 0, wall)).unwrap());
+    let s: Vec<_> = out
+        .iter()
+        .filter_map(|o| match &o.output {
+            SegmenterOutput::SegmentStart {
+                msn,
+                init,
+                discontinuity,
+                ..
+            } => Some((*msn, init.is_some(), *discontinuity)),
+            _ => None,
+        })
+        .collect();
+    // Cut at 660 ms, before the 1 s target, because the parameters changed.
+    assert_eq!(s, vec![(0, true, false), (1, true, true)]);
+}
+
+#[test]
+fn audio_before_the_first_video_keyframe_is_dropped() {
+    let (mut p, v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let (vc, ac) = (avc(), aac());
+    let mut out = vec![];
+    for i in 0..10 {
+        out.extend(p.push(a, event(i * 23, true, &ac, 0, wall)).unwrap());
+    }
+    out.extend(p.push(v, event(150, true, &vc, 0, wall)).unwrap());
+    out.extend(p.push(a, event(230, true, &ac, 0, wall)).unwrap());
+    out.extend(p.push(v, event(183, false, &vc, 0, wall)).unwrap());
+    out.extend(p.push(v, event(216, false, &vc, 0, wall)).unwrap());
+    out.extend(p.push(v, event(250, false, &vc, 0, wall)).unwrap());
+    out.extend(p.push(a, event(253, true, &ac, 0, wall)).unwrap());
+    let audio = starts(&out, a);
+    // Audio's first segment starts at its first frame at or after 150 ms.
+    let first = audio[0].1 as f64 / 44_100.0;
+    assert!((0.150..0.175).contains(&first), "{first}");
+}
+
+/// Builds a rendition by running the packager, as the service does.
+fn rendition_from(
+    out: &[Output],
+    track: usize,
+    kind: TrackKind,
+    timescale: u32,
+    kept: usize,
+    part_target: f64,
+) -> Rendition {
+    let mut r = Rendition::new(
+        if kind == TrackKind::Video {
+            "video"
+        } else {
+            "audio"
+        }
+        .into(),
+        kind,
+        timescale,
+        kept,
+    );
+    r.part_target = Some(part_target);
+    for o in out.iter().filter(|o| o.track == track) {
+        let copy = match &o.output {
+            SegmenterOutput::SegmentStart {
+                msn,
+                discontinuity,
+                program_date_time,
+                init,
+                start,
+            } => SegmenterOutput::SegmentStart {
+                msn: *msn,
+                discontinuity: *discontinuity,
+                program_date_time: *program_date_time,
+                init: init.clone(),
+                start: *start,
+            },
+            SegmenterOutput::Part {
+                msn,
+                index,
+                duration,
+                independent,
+                data,
+                received,
+            } => SegmenterOutput::Part {
+                msn: *msn,
+                index: *index,
+                duration: *duration,
+                independent: *independent,
+                data: data.clone(),
+                received: received.clone(),
+            },
+            SegmenterOutput::SegmentEnd { msn, duration } => SegmenterOutput::SegmentEnd {
+                msn: *msn,
+                duration: *duration,
+            },
+        };
+        r.apply(copy, Some(&avc()));
+    }
+    r
+}
+
+fn segments(text: &str) -> Vec<(u64, String)> {
+    let pl = Playlist::from_reader(text.as_bytes()).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    pl.media_segments()
+        .into_iter()
+        .map(|s| (s.sequence, s.uri.clone()))
+        .collect()
+}
+
+#[test]
+fn playlists_parse_and_delta_updates_match_the_full_playlist() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 0, 20, 0, &mut out);
+    let pt = p.segmenter(v).part_target_secs().unwrap();
+    let r = rendition_from(&out, v, TrackKind::Video, 90_000, 12, pt);
+    let reports = [RenditionReport {
+        uri: "audio_x.m3u8".into(),
+        last_msn: 19,
+        last_part: 2,
+    }];
+    let ctx = |skip| MediaContext {
+        instance: "x",
+        part_hold_back: 3.0 * pt,
+        reports: &reports,
+        ended: false,
+        skip,
+    };
+    let full = playlist::render_media(&r, &ctx(false));
+    let delta = playlist::render_media(&r, &ctx(true));
+    let pl = Playlist::from_reader(full.as_bytes()).unwrap();
+    if let Err(errors) = pl.validate() {
+        panic!("full playlist invalid: {errors:?}\n{full}");
+    }
+    let full_segs = segments(&full);
+    assert_eq!(full_segs.len(), 12);
+    // The delta skips the segments more than 6 target durations (6 s) from
+    // the end and lists the rest with the same numbers.
+    let skipped: usize = delta
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(skipped, 12 - 6);
+    let delta_uris: Vec<_> = delta
+        .lines()
+        .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let full_tail: Vec<_> = full_segs[skipped..]
+        .iter()
+        .map(|(_, u)| u.clone())
+        .collect();
+    assert_eq!(delta_uris, full_tail);
+    assert!(delta.contains("#EXT-X-VERSION:9"));
+
+    // LL-HLS rules on the full playlist.
+    let tags = &pl.tags;
+    let part_target = tags.iter().find_map(|t| match t {
+        Tag::ExtXPartInf {
+            part_target_duration,
+        } => Some(*part_target_duration),
+        _ => None,
+    });
+    let part_target = part_target.expect("EXT-X-PART-INF");
+    let parts: Vec<_> = full
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .collect();
+    assert!(!parts.is_empty());
+    for l in &parts {
+        let d: f64 = l["#EXT-X-PART:DURATION=".len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(d <= part_target, "{l}");
+    }
+    let hint = full
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))
+        .unwrap();
+    let (msn, part) = r.next_part().unwrap();
+    assert!(
+        hint.contains(&names::part("video", "x", msn, part)),
+        "{hint}"
+    );
+    assert!(full.contains("#EXT-X-RENDITION-REPORT:URI=\"audio_x.m3u8\",LAST-MSN=19,LAST-PART=2"));
+}
+
+#[test]
+fn discontinuity_sequence_counts_from_the_first_listed_segment() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 0, 3, 0, &mut out);
+    out.extend(p.interrupt(v).unwrap());
+    out.extend(p.interrupt(a).unwrap());
+    feed(&mut p, v, a, 0, 4, 1, &mut out);
+    let pt = p.segmenter(v).part_target_secs().unwrap();
+    let ctx = MediaContext {
+        instance: "x",
+        part_hold_back: 0.6,
+        reports: &[],
+        ended: false,
+        skip: false,
+    };
+    // Keep 4 segments: the playlist holds seg 2 (session 0) then the
+    // discontinuity.
+    let r = rendition_from(&out, v, TrackKind::Video, 90_000, 4, pt);
+    let text = playlist::render_media(&r, &ctx);
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0"), "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    // Keep 3: the first listed segment is the one after the discontinuity.
+    let r = rendition_from(&out, v, TrackKind::Video, 90_000, 3, pt);
+    let text = playlist::render_media(&r, &ctx);
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 0);
+}
+
+#[test]
+fn master_playlist_describes_the_stream() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 0, 3, 0, &mut out);
+    let pt = p.segmenter(v).part_target_secs().unwrap();
+    let mut vr = rendition_from(&out, v, TrackKind::Video, 90_000, 10, pt);
+    vr.config = Some((*avc()).clone());
+    let mut ar = rendition_from(&out, a, TrackKind::Audio, 44_100, 10, pt);
+    ar.config = Some((*aac()).clone());
+    let text = playlist::render_master(&[&vr, &ar], "x");
+    let pl = Playlist::from_reader(text.as_bytes()).unwrap();
+    if let Err(errors) = pl.validate() {
+        panic!("master invalid: {errors:?}\n{text}");
+    }
+    let inf = pl
+        .tags
+        .iter()
+        .find_map(|t| match t {
+            Tag::ExtXStreamInf {
+                bandwidth,
+                codecs,
+                resolution,
+                frame_rate,
+                audio,
+                ..
+            } => Some((
+                *bandwidth,
+                codecs.clone(),
+                resolution.clone(),
+                *frame_rate,
+                audio.clone(),
+            )),
+            _ => None,
+        })
+        .unwrap();
+    assert!(inf.0 > 0);
+    assert_eq!(inf.1.as_deref(), Some("avc1.64000d,mp4a.40.2"));
+    assert_eq!(inf.2.as_deref(), Some("320x240"));
+    assert!((inf.3.unwrap() - 30.0).abs() < 0.1, "{:?}", inf.3);
+    assert_eq!(inf.4.as_deref(), Some("audio"));
+}
