@@ -1,0 +1,279 @@
+//! Shared test harness: a real server on port 0, a real ffmpeg publisher, an
+//! HTTP client, and log capture so tests can assert the log lines a user
+//! would read.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::StatusCode;
+use hyper::header::HeaderMap;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use streamd::config::Config;
+use streamd::server::Server;
+use streamd::shutdown::{self, ShutdownTrigger};
+use tokio::process::{Child, Command};
+
+pub struct TestServer {
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub registry: streamd::bus::Registry,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts streamd on loopback port 0 with `tweak` applied to the defaults.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+        let server = Server::bind(config).await.expect("bind");
+        let (rtmp, http) = (server.rtmp_addr(), server.http_addr());
+        let registry = server.registry().clone();
+        let (trigger, stop) = shutdown::channel();
+        let task = tokio::spawn(server.run(stop));
+        TestServer {
+            rtmp,
+            http,
+            registry,
+            trigger,
+            task,
+        }
+    }
+
+    pub fn rtmp_url(&self, app: &str, stream: &str) -> String {
+        format!("rtmp://{}/{app}/{stream}", self.rtmp)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("server stops within 20 s")
+            .expect("server task")
+            .expect("server run");
+    }
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Response {
+    request("GET", url, &[]).await
+}
+
+/// Polls `url` until `ok` accepts the response.
+pub async fn poll(url: &str, timeout: Duration, ok: impl Fn(&Response) -> bool) -> Response {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = get(url).await;
+        if ok(&r) {
+            return r;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{url} never became ready: {} {}", r.status, r.text());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the test publisher sends.
+pub struct Publish<'a> {
+    pub url: &'a str,
+    pub seconds: u32,
+    pub size: &'a str,
+    /// Keyframe interval in frames (30 fps).
+    pub gop: u32,
+    /// Also write exactly what was published to this FLV file.
+    pub copy_to: Option<&'a Path>,
+}
+
+impl Publish<'_> {
+    /// testsrc2 at 30 fps and a 44.1 kHz sine, H.264 (x264 veryfast: High
+    /// profile with B-frames, as OBS sends by default) and AAC, in real time.
+    pub fn spawn(&self) -> Child {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={}:rate=30", self.size),
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", &self.seconds.to_string()])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ])
+            // tee does not ask encoders for global headers; the FLV muxer needs them.
+            .args(["-flags:v", "+global_header", "-flags:a", "+global_header"])
+            .args([
+                "-g",
+                &self.gop.to_string(),
+                "-keyint_min",
+                &self.gop.to_string(),
+                "-sc_threshold",
+                "0",
+            ])
+            .args(["-b:v", "500k", "-c:a", "aac", "-b:a", "64k", "-ac", "2"])
+            .args(["-map", "0:v", "-map", "1:a"]);
+        match self.copy_to {
+            Some(path) => {
+                cmd.args([
+                    "-f",
+                    "tee",
+                    &format!("[f=flv]{}|[f=flv]{}", self.url, path.display()),
+                ]);
+            }
+            None => {
+                cmd.args(["-f", "flv", self.url]);
+            }
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ffmpeg is installed (see README)")
+    }
+}
+
+/// The stderr of a finished child, as text.
+pub async fn finish(child: Child) -> (std::process::ExitStatus, String) {
+    let out = child.wait_with_output().await.expect("wait");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Captures this thread's log lines (use a current-thread runtime so the
+/// server's tasks log on the same thread).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_env_filter("streamd=debug,info")
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until a log line contains all of `needles`.
+    pub async fn wait_for(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .text()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line.to_owned();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no log line with {needles:?} in:\n{}", self.text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// The media playlist URIs named in a master playlist.
+pub fn media_playlists(master: &str) -> Vec<String> {
+    master
+        .lines()
+        .filter_map(|l| {
+            if let Some(i) = l.find("URI=\"") {
+                let rest = &l[i + 5..];
+                return rest.split('"').next().map(str::to_owned);
+            }
+            (!l.starts_with('#') && l.ends_with(".m3u8")).then(|| l.to_owned())
+        })
+        .collect()
+}
+
+/// Runs a command and returns (success, stdout, stderr).
+pub async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
