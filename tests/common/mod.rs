@@ -3,6 +3,8 @@
 //! would read.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod rtmp;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;

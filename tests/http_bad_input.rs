@@ -1,0 +1,99 @@
+//! Hostile LL-HLS requests: each gets a 4xx at once (nothing is held, no
+//! file is touched) and the stream keeps being served.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends a request line exactly as written (no client-side normalisation
+/// of `..`) and returns the status code.
+async fn raw_status(addr: std::net::SocketAddr, target: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_hls_requests_get_4xx_and_change_nothing() {
+    let server = TestServer::start(|_| {}).await;
+    let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "w").await;
+    let master = poll(
+        &server.url("/live/w/llhls.m3u8"),
+        Duration::from_secs(10),
+        |r| r.status == 200,
+    )
+    .await;
+    let video = media_playlists(&master.text())
+        .into_iter()
+        .find(|u| u.starts_with("video"))
+        .unwrap();
+    let stem = video.trim_end_matches(".m3u8").to_owned();
+
+    let cases: Vec<(String, u16)> = vec![
+        ("/live/../../etc/passwd".into(), 404),
+        ("/../../../etc/passwd".into(), 404),
+        ("/live/w/../../../etc/passwd".into(), 404),
+        ("/live/%2e%2e/llhls.m3u8".into(), 404),
+        ("/%2e%2e/%2e%2e/etc%2fpasswd".into(), 404),
+        ("/live/w/..%2f..%2fetc%2fpasswd".into(), 404),
+        ("/live/w/%00.m3u8".into(), 404),
+        ("/live/w/llhls.m3u8/..".into(), 404),
+        (format!("/live/w/{video}?_HLS_msn=99999999999"), 400),
+        (
+            format!("/live/w/{video}?_HLS_msn=18446744073709551615"),
+            400,
+        ),
+        (
+            format!("/live/w/{video}?_HLS_msn=18446744073709551616"),
+            400,
+        ),
+        (format!("/live/w/{video}?_HLS_msn=-1"), 400),
+        (format!("/live/w/{video}?_HLS_msn=1&_HLS_part=-2"), 400),
+        (
+            format!("/live/w/{video}?_HLS_msn=1&_HLS_part=4294967296"),
+            400,
+        ),
+        (format!("/live/w/{video}?_HLS_part=1"), 400),
+        (format!("/live/w/{video}?_HLS_skip=maybe"), 400),
+        (format!("/live/w/{stem}_-1.m4s"), 404),
+        (format!("/live/w/{stem}_1_-1.m4s"), 404),
+        (format!("/live/w/{stem}_18446744073709551615_0.m4s"), 404),
+        (format!("/live/w/{stem}_99999999.m4s"), 404),
+        (format!("/live/w/{stem}_0_4294967295.m4s"), 404),
+        (format!("/live/w/{stem}_init99.mp4"), 404),
+        ("/live/w/video_00000000.m3u8".into(), 404),
+        ("/live/nosuch/llhls.m3u8".into(), 404),
+        (format!("/live/w/{}", "a".repeat(8000)), 404),
+    ];
+    for (target, want) in &cases {
+        let started = Instant::now();
+        let got = raw_status(server.http, target).await;
+        assert_eq!(got, *want, "GET {target}");
+        // Refusals are immediate: none of these waits like a blocking request.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "GET {target} was held"
+        );
+    }
+    // Something far too long for any server is refused too (431/414/400).
+    let huge = format!("/live/w/{}", "b".repeat(100_000));
+    let status = raw_status(server.http, &huge).await;
+    assert!((400..500).contains(&status) || status == 0, "{status}");
+
+    // Still serving.
+    let r = get(&server.url(&format!("/live/w/{video}"))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("#EXT-X-PART:"));
+    server.stop().await;
+}
