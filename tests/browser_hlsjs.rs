@@ -1,0 +1,81 @@
+//! hls.js, in headless Chromium, plays a stream published by ffmpeg.
+//!
+//! Needs Chromium and the npm packages in tests/browser (the README's test
+//! command installs both).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn browser_dir() -> &'static Path {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
+    assert!(
+        dir.join("node_modules/hls.js").exists()
+            && dir.join("node_modules/playwright-core").exists(),
+        "browser test tools missing: run `npm ci --prefix tests/browser` (the README's test command does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium missing: apt-get install chromium"
+    );
+    dir
+}
+
+#[tokio::test]
+async fn hlsjs_plays_with_low_latency() {
+    let dir = browser_dir();
+    let server = TestServer::start(|_| {}).await;
+    let url = server.rtmp_url("live", "browser");
+    let publisher = Publish {
+        url: &url,
+        seconds: 60,
+        size: "320x240",
+        gop: 30,
+        copy_to: None,
+    }
+    .spawn();
+    let master = server.url("/live/browser/llhls.m3u8");
+    poll(&master, Duration::from_secs(15), |r| r.status == 200).await;
+
+    let (ok, out, err) = run(
+        "node",
+        &[dir.join("hlsjs.mjs").to_str().unwrap(), &master, "8"],
+    )
+    .await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    eprintln!("hls.js: {result}");
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let advanced = result["advanced"].as_f64().unwrap();
+    assert!(
+        advanced >= 5.0,
+        "playback advanced only {advanced} s in 8 s: {result}"
+    );
+    assert!(result["decodedFrames"].as_u64().unwrap() > 100, "{result}");
+    assert_eq!(result["audioTracks"].as_u64(), Some(1), "{result}");
+    // The page measures glass-to-glass latency from PROGRAM-DATE-TIME: it
+    // must be there and make sense (the benchmark reports its value).
+    let latencies: Vec<f64> = result["latencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    assert!(latencies.len() >= 20, "{result}");
+    assert!(
+        latencies.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{latencies:?}"
+    );
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "glass-to-glass latency: median {:.3} s",
+        sorted[sorted.len() / 2]
+    );
+    drop(publisher);
+    server.stop().await;
+}

@@ -1,0 +1,117 @@
+//! The `streamd` binary itself: configuration, logged addresses, signals.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamd");
+
+/// The address logged after `what listening addr=`.
+fn logged_addr(line: &str, what: &str) -> Option<String> {
+    let rest = line.split(&format!("{what} listening")).nth(1)?;
+    Some(
+        rest.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn runs_on_port_zero_logs_addresses_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut rtmp, mut http) = (None, None);
+    while rtmp.is_none() || http.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("addresses are logged at start")
+            .unwrap()
+            .expect("streamd exited early");
+        let plain: String = strip_ansi(&line);
+        rtmp = rtmp.or(logged_addr(&plain, "rtmp"));
+        http = http.or(logged_addr(&plain, "http"));
+    }
+    let (rtmp, http) = (rtmp.unwrap(), http.unwrap());
+    assert!(
+        rtmp.starts_with("127.0.0.1:") && !rtmp.ends_with(":0"),
+        "{rtmp}"
+    );
+    let health = common::get(&format!("http://{http}/healthz")).await;
+    assert_eq!(health.status, 200);
+    let metrics = common::get(&format!("http://{http}/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    tokio::net::TcpStream::connect(&rtmp)
+        .await
+        .expect("rtmp port accepts");
+
+    // SIGTERM: a graceful exit with status 0.
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops within 10 s")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn unknown_config_key_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[llhls]\npart_targett = \"200ms\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("part_targett"), "{stderr}");
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
