@@ -93,18 +93,6 @@ impl MediaTime {
         self.ticks as f64 / f64::from(self.scale.0)
     }
 
-    /// `self - other`, in `self`'s timescale.
-    pub fn sub(self, other: MediaTime) -> MediaTime {
-        let other = other.rescale(self.scale);
-        MediaTime::new(self.ticks.saturating_sub(other.ticks), self.scale)
-    }
-
-    /// `self + other`, in `self`'s timescale.
-    pub fn add(self, other: MediaTime) -> MediaTime {
-        let other = other.rescale(self.scale);
-        MediaTime::new(self.ticks.saturating_add(other.ticks), self.scale)
-    }
-
     /// The span as a [`Duration`]; negative spans are zero.
     pub fn to_duration(self) -> Duration {
         if self.ticks <= 0 {
@@ -124,6 +112,26 @@ impl MediaTime {
         let a = i128::from(self.ticks) * i128::from(other.scale.0);
         let b = i128::from(other.ticks) * i128::from(self.scale.0);
         a.cmp(&b)
+    }
+}
+
+/// `a - b` is in `a`'s timescale (`b` is rescaled first); saturating.
+impl std::ops::Sub for MediaTime {
+    type Output = MediaTime;
+
+    fn sub(self, other: MediaTime) -> MediaTime {
+        let other = other.rescale(self.scale);
+        MediaTime::new(self.ticks.saturating_sub(other.ticks), self.scale)
+    }
+}
+
+/// `a + b` is in `a`'s timescale (`b` is rescaled first); saturating.
+impl std::ops::Add for MediaTime {
+    type Output = MediaTime;
+
+    fn add(self, other: MediaTime) -> MediaTime {
+        let other = other.rescale(self.scale);
+        MediaTime::new(self.ticks.saturating_add(other.ticks), self.scale)
     }
 }
 
@@ -212,7 +220,7 @@ mod tests {
             MediaTime::new(90_000, Timescale::MPEG)
         );
         assert!(MediaTime::from_millis(1) > MediaTime::new(89, Timescale::MPEG));
-        let d = MediaTime::from_millis(1500).sub(MediaTime::new(45_000, Timescale::MPEG));
+        let d = MediaTime::from_millis(1500) - MediaTime::new(45_000, Timescale::MPEG);
         assert_eq!(d.ticks(), 1000);
         assert_eq!(d.to_duration(), Duration::from_secs(1));
         assert_eq!(MediaTime::from_millis(-5).to_duration(), Duration::ZERO);

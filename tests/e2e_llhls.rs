@@ -242,8 +242,7 @@ async fn publish_and_play_back_llhls() {
         let delta = get(&format!("{video_url}?_HLS_skip=YES")).await.text();
         let last = |t: &str| {
             t.lines()
-                .filter(|l| l.starts_with("#EXT-X-PART:"))
-                .last()
+                .rfind(|l| l.starts_with("#EXT-X-PART:"))
                 .map(str::to_owned)
         };
         if last(&full) == last(&delta) {

@@ -14,12 +14,7 @@ use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn start() -> (
-    TestServer,
-    Logs,
-    tracing::subscriber::DefaultGuard,
-    tokio::task::JoinHandle<()>,
-) {
+async fn start() -> (TestServer, Logs, CaptureGuard, tokio::task::JoinHandle<()>) {
     let (logs, guard) = Logs::capture();
     let server = TestServer::start(|c| {
         c.rtmp.handshake_timeout = Duration::from_secs(1);
@@ -46,8 +41,7 @@ async fn witness_still_served(server: &TestServer) {
     let before = get(&url).await.text();
     let last_part = |t: &str| {
         t.lines()
-            .filter(|l| l.starts_with("#EXT-X-PART:"))
-            .last()
+            .rfind(|l| l.starts_with("#EXT-X-PART:"))
             .map(str::to_owned)
     };
     let was = last_part(&before);

@@ -255,7 +255,7 @@ fn evict(st: &mut TrackState, retention: &Retention) {
     let window = MediaTime::from_duration(retention.window, newest_start.timescale());
     while st.groups.len() > 1 {
         let front = &st.groups[0];
-        let too_old = newest_start.sub(front.start_dts) > window;
+        let too_old = newest_start - front.start_dts > window;
         if !(too_old || st.groups.len() > retention.max_groups || st.bytes > retention.max_bytes) {
             break;
         }
@@ -429,7 +429,7 @@ impl TrackConsumer {
                         .or(Some(g.start_dts))
                 });
                 if let Some(at) = at {
-                    let lag = newest.start_dts.sub(at);
+                    let lag = newest.start_dts - at;
                     if lag > MediaTime::from_duration(max_lag, lag.timescale()) {
                         dropped += newest.first_number - cur.number;
                         cur = Cursor {

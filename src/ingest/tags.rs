@@ -179,7 +179,7 @@ impl TagIngest {
                 }
                 let frame = Frame {
                     dts,
-                    pts: dts.add(MediaTime::from_millis(i64::from(cts_ms))),
+                    pts: dts + MediaTime::from_millis(i64::from(cts_ms)),
                     keyframe,
                     data,
                     wallclock: at.wallclock,

@@ -202,7 +202,7 @@ impl StreamPackager {
                         })
                         .max()
                         .unwrap_or(MediaTime::zero(Timescale::MILLIS));
-                    end.rescale(ev.frame.dts.timescale()).sub(ev.frame.dts)
+                    end.rescale(ev.frame.dts.timescale()) - ev.frame.dts
                 }
             };
             self.session = Some(Session {
@@ -215,7 +215,7 @@ impl StreamPackager {
             .session
             .as_ref()
             .map_or(MediaTime::zero(Timescale::MILLIS), |s| s.offset);
-        ev.frame.dts.add(offset)
+        ev.frame.dts + offset
     }
 
     /// The wall-clock time of a sample at output time `time`, ingested at
@@ -225,7 +225,7 @@ impl StreamPackager {
             return wallclock;
         };
         if let Some((w0, t0)) = session.anchor {
-            let delta = time.sub(t0);
+            let delta = time - t0;
             let derived = if delta.ticks() >= 0 {
                 w0.checked_add(delta.to_duration())
             } else {
@@ -261,7 +261,7 @@ impl StreamPackager {
     fn release_held(&mut self, all: bool, out: &mut Vec<Output>) -> Result<(), SegmenterError> {
         while let Some(&(_, _, time)) = self.held.front() {
             let newest = self.held.back().map_or(time, |h| h.2);
-            let overdue = newest.sub(time) > MediaTime::from_duration(MAX_HOLD, newest.timescale());
+            let overdue = newest - time > MediaTime::from_duration(MAX_HOLD, newest.timescale());
             if !(all || overdue || self.leader_at().is_some_and(|at| time <= at)) {
                 return Ok(());
             }
@@ -347,7 +347,7 @@ impl StreamPackager {
             }
             t.audio_next = Some(dts + frame);
         }
-        let composition_offset = ev.frame.pts.sub(ev.frame.dts).rescale(scale).ticks();
+        let composition_offset = (ev.frame.pts - ev.frame.dts).rescale(scale).ticks();
 
         let opening = t.idle || !t.segmenter.has_open_segment();
         let elapsed = t.segmenter.open_segment_start().map_or(0, |s| dts - s);

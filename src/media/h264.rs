@@ -254,8 +254,8 @@ impl SpsInfo {
         let full_h = height_map_units * 16 * field_factor;
         let crop_w = (crop_l + crop_r) * crop_unit_x;
         let crop_h = (crop_t + crop_b) * crop_unit_y;
-        let width = full_w.checked_sub(crop_w).unwrap_or(0);
-        let height = full_h.checked_sub(crop_h).unwrap_or(0);
+        let width = full_w.saturating_sub(crop_w);
+        let height = full_h.saturating_sub(crop_h);
         if width == 0
             || height == 0
             || width > u64::from(MAX_DIMENSION)

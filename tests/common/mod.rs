@@ -196,19 +196,40 @@ pub async fn finish(child: Child) -> (std::process::ExitStatus, String) {
 
 /// Captures this thread's log lines (use a current-thread runtime so the
 /// server's tasks log on the same thread).
+///
+/// One global subscriber serves the whole test process and writes each
+/// event to the buffer of the thread that logged it. (Thread-local
+/// subscribers would not do: tracing caches per-callsite interest
+/// globally, so a test without one could silence another's.)
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops capturing on this thread when dropped.
+pub struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
 impl Logs {
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    pub fn capture() -> (Logs, CaptureGuard) {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(ThreadWriter)
+                .with_ansi(false)
+                .with_env_filter("streamd=debug,info")
+                .try_init();
+        });
         let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_env_filter("streamd=debug,info")
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (logs, guard)
+        CURRENT.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        (logs, CaptureGuard)
     }
 
     pub fn text(&self) -> String {
@@ -234,9 +255,16 @@ impl Logs {
     }
 }
 
-impl std::io::Write for Logs {
+/// Writes to the capturing thread's buffer, or nowhere.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CURRENT.with(|c| {
+            if let Some(logs) = c.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -244,10 +272,10 @@ impl std::io::Write for Logs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadWriter {
+    type Writer = ThreadWriter;
+    fn make_writer(&'a self) -> ThreadWriter {
+        ThreadWriter
     }
 }
 

@@ -177,7 +177,7 @@ impl RtmpClient {
             if n == 0 {
                 return Err(std::io::ErrorKind::ConnectionAborted.into());
             }
-            let events = self.feed(&buf[..n].to_vec()).await?;
+            let events = self.feed(&buf[..n]).await?;
             if events.iter().any(&want) {
                 return Ok(());
             }

@@ -1,0 +1,181 @@
+//! Ingest throughput: the RTMP chunk stream of a real publish (recorded
+//! once, in memory) through `RtmpConnection`, and FLV tags through
+//! `TagIngest` onto the bus. Reported in MB/s of input.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use streamd::bus::{Registry, Retention, StreamPath};
+use streamd::ingest::rtmp::{RtmpConnection, RtmpEvent};
+use streamd::ingest::tags::{Arrival, TagIngest};
+
+struct Tag {
+    kind: u8,
+    ts: u32,
+    body: Bytes,
+}
+
+fn fixture() -> Vec<Tag> {
+    let d = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/clip-160x120-2s.flv"
+    ))
+    .unwrap();
+    let mut pos = 13;
+    let mut tags = vec![];
+    while pos + 11 <= d.len() {
+        let size = u32::from_be_bytes([0, d[pos + 1], d[pos + 2], d[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([d[pos + 7], d[pos + 4], d[pos + 5], d[pos + 6]]);
+        tags.push(Tag {
+            kind: d[pos],
+            ts,
+            body: Bytes::copy_from_slice(&d[pos + 11..pos + 11 + size]),
+        });
+        pos += 11 + size + 4;
+    }
+    tags
+}
+
+/// Runs the handshake between a client and `server` in memory; returns the
+/// bytes the server sent once it completed (to feed to the client session).
+fn handshake(server: &mut RtmpConnection) -> Vec<u8> {
+    let mut hs = Handshake::new(PeerType::Client);
+    let c0c1 = hs.generate_outbound_p0_and_p1().unwrap();
+    let s = server.feed(&c0c1).unwrap().send;
+    let (c2, rest) = match hs.process_bytes(&s).unwrap() {
+        HandshakeProcessResult::Completed {
+            response_bytes,
+            remaining_bytes,
+        } => (response_bytes, remaining_bytes),
+        HandshakeProcessResult::InProgress { response_bytes } => (response_bytes, vec![]),
+    };
+    let mut to_client = rest;
+    to_client.extend(server.feed(&c2).unwrap().send);
+    to_client
+}
+
+fn packets(results: Vec<ClientSessionResult>) -> Vec<u8> {
+    results
+        .into_iter()
+        .filter_map(|r| match r {
+            ClientSessionResult::OutboundResponse(p) => Some(p.bytes),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Records what a publishing client sends after the handshake: connect,
+/// publish, then `rounds` loops of the fixture's tags.
+fn record_publish(rounds: u32) -> Vec<u8> {
+    let mut server = RtmpConnection::new();
+    let to_client = handshake(&mut server);
+    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let mut recorded = vec![];
+    let exchange = |bytes: Vec<u8>,
+                    server: &mut RtmpConnection,
+                    client: &mut ClientSession,
+                    recorded: &mut Vec<u8>| {
+        recorded.extend_from_slice(&bytes);
+        let out = server.feed(&bytes).unwrap();
+        let mut reply = out.send;
+        for e in out.events {
+            if let RtmpEvent::PublishRequested { request_id, .. } = e {
+                reply.extend(server.accept(request_id).unwrap());
+            }
+        }
+        let results = client.handle_input(&reply).unwrap();
+        packets(results)
+    };
+    let _ = client.handle_input(&to_client).unwrap();
+    let connect = packets(vec![client.request_connection("live".into()).unwrap()]);
+    let mut pending = exchange(connect, &mut server, &mut client, &mut recorded);
+    while !pending.is_empty() {
+        pending = exchange(pending, &mut server, &mut client, &mut recorded);
+    }
+    let publish = packets(vec![
+        client
+            .request_publishing("bench".into(), PublishRequestType::Live)
+            .unwrap(),
+    ]);
+    let mut pending = exchange(publish, &mut server, &mut client, &mut recorded);
+    while !pending.is_empty() {
+        pending = exchange(pending, &mut server, &mut client, &mut recorded);
+    }
+    let tags = fixture();
+    for round in 0..rounds {
+        for t in &tags {
+            let ts = RtmpTimestamp::new(t.ts + round * 2000);
+            let r = match t.kind {
+                9 => client.publish_video_data(t.body.clone(), ts, false),
+                8 => client.publish_audio_data(t.body.clone(), ts, false),
+                _ => continue,
+            };
+            recorded.extend(packets(vec![r.unwrap()]));
+        }
+    }
+    recorded
+}
+
+fn rtmp_chunk_stream(c: &mut Criterion) {
+    let recorded = record_publish(10);
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Bytes(recorded.len() as u64));
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("rtmp_chunk_stream", |b| {
+        b.iter(|| {
+            let mut server = RtmpConnection::new();
+            handshake(&mut server);
+            let mut events = 0;
+            for chunk in recorded.chunks(64 * 1024) {
+                let out = server.feed(chunk).unwrap();
+                for e in out.events {
+                    if let RtmpEvent::PublishRequested { request_id, .. } = e {
+                        server.accept(request_id).unwrap();
+                    }
+                    events += 1;
+                }
+            }
+            events
+        })
+    });
+    g.finish();
+}
+
+fn flv_tags_to_bus(c: &mut Criterion) {
+    let tags = fixture();
+    let bytes: usize = tags.iter().map(|t| t.body.len()).sum();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("flv_tags_to_bus", |b| {
+        let registry = Registry::new(Duration::ZERO, Retention::default());
+        let mut round = 0u32;
+        let mut ingest = TagIngest::new(
+            registry
+                .publish(StreamPath::new("live", "bench").unwrap())
+                .unwrap(),
+        );
+        let at = Arrival::now();
+        b.iter(|| {
+            for t in &tags {
+                let ts = t.ts + round * 2000;
+                let _ = match t.kind {
+                    9 => ingest.video(t.body.clone(), ts, at).unwrap(),
+                    8 => ingest.audio(t.body.clone(), ts, at).unwrap(),
+                    _ => None,
+                };
+            }
+            round += 1;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rtmp_chunk_stream, flv_tags_to_bus);
+criterion_main!(benches);

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the tests need (apt packages, the npm players) and runs the
+# whole suite: formatting and lint gates, unit, scenario and end-to-end
+# tests (real ffmpeg, ffprobe, hls.js in headless Chromium), and the
+# benchmarks once each as a smoke test. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+install_test_deps
+ensure_rust
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets
