@@ -1,1 +1,504 @@
-fn main() {}
+//! LL-HLS load run against the real `streamd` binary, side by side with a
+//! baseline origin: nginx serving ffmpeg's own (standard) HLS output of the
+//! same publish.
+//!
+//! `cargo bench --bench llhls_load` measures, with one 720p publish:
+//! - ingest-to-part latency (RTMP tag arrival to its part being servable),
+//!   p50/p99, and how fast held playlist requests wake once their part
+//!   exists (from streamd's /metrics);
+//! - glass-to-glass latency with hls.js in headless Chromium, median over
+//!   20 s, for streamd's LL-HLS and for the baseline's HLS;
+//! - memory (RSS) and CPU with 200 concurrent blocking playlist clients on
+//!   streamd, and 200 clients polling the baseline.
+//!
+//! Needs nginx (`apt-get install nginx-light`), ffmpeg, Chromium and the
+//! npm tools in tests/browser. Run by `cargo test` (no `--bench`), it does a
+//! short smoke run of the client loop against streamd only.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+type Http = Client<HttpConnector, Empty<Bytes>>;
+
+struct Plan {
+    full: bool,
+    clients: usize,
+    seconds: u64,
+    size: &'static str,
+    bitrate: &'static str,
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let plan = if full {
+        Plan {
+            full,
+            clients: 200,
+            seconds: 20,
+            size: "1280x720",
+            bitrate: "2500k",
+        }
+    } else {
+        Plan {
+            full,
+            clients: 10,
+            seconds: 3,
+            size: "160x120",
+            bitrate: "200k",
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(plan));
+}
+
+async fn get(http: &Http, url: &str) -> Result<(u16, Bytes), String> {
+    let req = hyper::Request::get(url)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let resp = http.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Resident memory (kB) and CPU time (s) of the processes `pids`.
+fn usage(pids: &[u32], ticks_per_sec: f64) -> (u64, f64) {
+    let mut rss = 0;
+    let mut cpu = 0.0;
+    for pid in pids {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            rss += s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the ")" of the command name; utime and stime are
+            // fields 14 and 15 of the whole line.
+            let rest = s.rsplit_once(')').map_or("", |r| r.1);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            cpu += t / ticks_per_sec;
+        }
+    }
+    (rss, cpu)
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+#[derive(Default)]
+struct LoadStats {
+    ok: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Sampled {
+    rss_before_kb: u64,
+    rss_peak_kb: u64,
+    rss_avg_kb: u64,
+    cpu_s: f64,
+}
+
+/// Runs `load` while sampling the processes' memory and CPU.
+async fn sampled<F: std::future::Future<Output = ()>>(pids: Vec<u32>, load: F) -> Sampled {
+    let ticks = clock_ticks().await;
+    let (rss_before_kb, cpu0) = usage(&pids, ticks);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let pids = pids.clone();
+        tokio::spawn(async move {
+            let mut samples = vec![];
+            while !stop.load(Ordering::Relaxed) {
+                samples.push(usage(&pids, ticks).0);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            samples
+        })
+    };
+    load.await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    let (_, cpu1) = usage(&pids, ticks);
+    Sampled {
+        rss_before_kb,
+        rss_peak_kb: samples.iter().copied().max().unwrap_or(0),
+        rss_avg_kb: samples.iter().sum::<u64>() / samples.len().max(1) as u64,
+        cpu_s: cpu1 - cpu0,
+    }
+}
+
+async fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().await.ok();
+    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// An LL-HLS player's playlist loop: blocking reloads for the part after the
+/// newest one, forever until `until`.
+async fn llhls_client(http: Http, playlist: String, until: Instant, stats: Arc<LoadStats>) {
+    let mut next: Option<String> = None;
+    while Instant::now() < until {
+        let url = match &next {
+            Some(q) => format!("{playlist}?{q}"),
+            None => playlist.clone(),
+        };
+        match get(&http, &url).await {
+            Ok((200, body)) => {
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+                let text = String::from_utf8_lossy(&body);
+                next = text
+                    .lines()
+                    .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))
+                    .and_then(|l| {
+                        let uri = l.split("URI=\"").nth(1)?.split('"').next()?;
+                        let f: Vec<&str> = uri.trim_end_matches(".m4s").split('_').collect();
+                        Some(format!("_HLS_msn={}&_HLS_part={}", f.get(2)?, f.get(3)?))
+                    });
+            }
+            _ => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                next = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A standard HLS player's loop: reload every half target duration.
+async fn polling_client(http: Http, playlist: String, until: Instant, stats: Arc<LoadStats>) {
+    while Instant::now() < until {
+        match get(&http, &playlist).await {
+            Ok((200, _)) => stats.ok.fetch_add(1, Ordering::Relaxed),
+            _ => stats.errors.fetch_add(1, Ordering::Relaxed),
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn run_clients<F, Fut>(n: usize, seconds: u64, make: F) -> (u64, u64)
+where
+    F: Fn(Http, Instant, Arc<LoadStats>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let http: Http = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(n)
+        .build_http();
+    let stats = Arc::new(LoadStats::default());
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(make(http.clone(), until, stats.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        stats.ok.load(Ordering::Relaxed),
+        stats.errors.load(Ordering::Relaxed),
+    )
+}
+
+/// The value of `name{quantile="q"}` in Prometheus text.
+fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
+    let key = format!("{name}{{quantile=\"{q}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+}
+
+async fn hlsjs_latency(url: &str, seconds: u32) -> Option<(f64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hlsjs.mjs");
+    let out = Command::new("node")
+        .arg(script)
+        .arg(url)
+        .arg(seconds.to_string())
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    let mut l: Vec<f64> = v["latencies"]
+        .as_array()?
+        .iter()
+        .filter_map(|x| x.as_f64())
+        .collect();
+    if l.is_empty() {
+        return None;
+    }
+    l.sort_by(f64::total_cmp);
+    Some((l[l.len() / 2], v["advanced"].as_f64().unwrap_or(0.0)))
+}
+
+async fn start_streamd(dir: &Path) -> (Child, String, String) {
+    let config = dir.join("streamd.toml");
+    std::fs::write(
+        &config,
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("streamd binary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut rtmp, mut http) = (None, None);
+    while rtmp.is_none() || http.is_none() {
+        let line = lines.next_line().await.unwrap().expect("streamd exited");
+        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
+            if line.contains(what)
+                && let Some(a) = line.split("addr=").nth(1)
+            {
+                *slot = a.split_whitespace().next().map(str::to_owned);
+            }
+        }
+    }
+    // Keep draining the log so streamd never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, rtmp.unwrap(), http.unwrap())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_nginx(dir: &Path, root: &Path) -> (Child, u16) {
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  types {{ application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }}\n  \
+             client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{ add_header Cache-Control no-cache; add_header Access-Control-Allow-Origin *; }}\n  }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            tmp = dir.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    (child, port)
+}
+
+fn publish(rtmp: &str, hls_dir: Option<&PathBuf>, plan: &Plan) -> Child {
+    let url = format!("rtmp://{rtmp}/live/load");
+    let out = match hls_dir {
+        Some(d) => format!(
+            "[f=flv]{url}|[f=hls:hls_time=1:hls_list_size=10:hls_segment_type=fmp4:hls_flags=delete_segments+program_date_time+independent_segments]{}/index.m3u8",
+            d.display()
+        ),
+        None => format!("[f=flv]{url}"),
+    };
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={}:rate=30", plan.size),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t", "600", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-b:v",
+            plan.bitrate,
+            "-maxrate",
+            plan.bitrate,
+            "-bufsize",
+            plan.bitrate,
+        ])
+        .args([
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-flags:v",
+            "+global_header",
+        ])
+        .args([
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-flags:a",
+            "+global_header",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+        ])
+        .args(["-f", "tee", &out])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg")
+}
+
+async fn wait_ok(http: &Http, url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = get(http, url).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{url} not ready");
+}
+
+async fn run(plan: Plan) {
+    let dir = std::env::temp_dir().join(format!("streamd-load-{}", std::process::id()));
+    let hls_dir = dir.join("hls");
+    std::fs::create_dir_all(&hls_dir).unwrap();
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+
+    let (streamd, rtmp, http_addr) = start_streamd(&dir).await;
+    let streamd_pid = streamd.id().unwrap();
+    let nginx = if plan.full {
+        Some(start_nginx(&dir, &hls_dir).await)
+    } else {
+        None
+    };
+    let _publisher = publish(&rtmp, plan.full.then_some(&hls_dir), &plan);
+    let master = format!("http://{http_addr}/live/load/llhls.m3u8");
+    wait_ok(&http, &master, Duration::from_secs(20)).await;
+    let (_, body) = get(&http, &master).await.unwrap();
+    let video = String::from_utf8_lossy(&body)
+        .lines()
+        .find(|l| l.starts_with("video_"))
+        .unwrap()
+        .to_owned();
+    let playlist = format!("http://{http_addr}/live/load/{video}");
+    let baseline = nginx
+        .as_ref()
+        .map(|(_, port)| format!("http://127.0.0.1:{port}/index.m3u8"));
+    if let Some(b) = &baseline {
+        wait_ok(&http, b, Duration::from_secs(20)).await;
+    }
+    // Let both origins fill their playlists.
+    tokio::time::sleep(Duration::from_secs(if plan.full { 8 } else { 1 })).await;
+
+    let mut report =
+        serde_json::json!({ "publish": format!("{} {} 30 fps, 1 s GOP", plan.size, plan.bitrate) });
+    if plan.full {
+        let ours = hlsjs_latency(&master, 20).await;
+        let theirs = hlsjs_latency(baseline.as_ref().unwrap(), 20).await;
+        report["hlsjs_glass_to_glass_median_s"] = serde_json::json!({ "streamd_llhls": ours.map(|l| l.0), "baseline_ffmpeg_hls_nginx": theirs.map(|l| l.0) });
+        if let (Some(a), Some(b)) = (ours, theirs) {
+            report["hlsjs_latency_ratio_baseline_over_streamd"] = serde_json::json!(b.0 / a.0);
+        }
+    }
+
+    let clients = plan.clients;
+    let seconds = plan.seconds;
+    let pl = playlist.clone();
+    let mut result = (0, 0);
+    let load = sampled(vec![streamd_pid], async {
+        result = run_clients(clients, seconds, move |h, until, stats| {
+            llhls_client(h, pl.clone(), until, stats)
+        })
+        .await;
+    })
+    .await;
+    report["streamd_blocking_clients"] = serde_json::json!({
+        "clients": clients, "seconds": seconds, "responses_ok": result.0, "errors": result.1,
+        "rss_before_mb": load.rss_before_kb as f64 / 1024.0, "rss_peak_mb": load.rss_peak_kb as f64 / 1024.0,
+        "rss_avg_mb": load.rss_avg_kb as f64 / 1024.0, "cpu_seconds": load.cpu_s,
+        "rss_per_client_kb": (load.rss_peak_kb.saturating_sub(load.rss_before_kb)) as f64 / clients as f64,
+    });
+    assert!(result.0 > 0, "no successful playlist responses");
+    assert_eq!(result.1, 0, "playlist requests failed under load");
+
+    if let (Some((nginx, _)), Some(b)) = (&nginx, &baseline) {
+        let pids = children_of(nginx.id().unwrap());
+        let b = b.clone();
+        let mut base_result = (0, 0);
+        let base = sampled(pids, async {
+            base_result = run_clients(clients, seconds, move |h, until, stats| {
+                polling_client(h, b.clone(), until, stats)
+            })
+            .await;
+        })
+        .await;
+        report["baseline_polling_clients"] = serde_json::json!({
+            "clients": clients, "seconds": seconds, "responses_ok": base_result.0, "errors": base_result.1,
+            "rss_before_mb": base.rss_before_kb as f64 / 1024.0, "rss_peak_mb": base.rss_peak_kb as f64 / 1024.0,
+            "cpu_seconds": base.cpu_s,
+        });
+        report["rss_peak_ratio_streamd_over_nginx"] =
+            serde_json::json!(load.rss_peak_kb as f64 / base.rss_peak_kb.max(1) as f64);
+    }
+
+    let (_, metrics) = get(&http, &format!("http://{http_addr}/metrics"))
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    let q = |name: &str, q: &str| quantile(&metrics, name, q).map(|v| (v * 1e4).round() / 10.0);
+    report["ingest_to_part_ms"] = serde_json::json!({
+        "p50": q("streamd_llhls_ingest_to_part_seconds", "0.5"),
+        "p99": q("streamd_llhls_ingest_to_part_seconds", "0.99"),
+        "max": q("streamd_llhls_ingest_to_part_seconds", "1"),
+    });
+    report["blocking_wake_ms"] = serde_json::json!({
+        "p50": q("streamd_llhls_blocking_wake_seconds", "0.5"),
+        "p99": q("streamd_llhls_blocking_wake_seconds", "0.99"),
+    });
+    let text = serde_json::to_string_pretty(&report).unwrap();
+    println!("{text}");
+    if plan.full {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/llhls_load.json");
+        std::fs::write(&out, &text).unwrap();
+        println!("written to {}", out.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,7 +17,10 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Colours only on a terminal: logs that go to files or a container
+    // runtime stay plain text.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

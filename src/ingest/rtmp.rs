@@ -118,40 +118,43 @@ impl RtmpConnection {
     fn feed_inner(&mut self, input: &[u8]) -> Result<Output, RtmpError> {
         debug_assert!(input.len() <= MAX_FEED);
         let mut out = Output::default();
-        let mut input = input.to_vec();
         if let State::Handshaking(hs) = &mut self.state {
-            let result = guarded("handshake", || hs.process_bytes(&input))?
+            let result = guarded("handshake", || hs.process_bytes(input))?
                 .map_err(|e| RtmpError::Handshake(e.to_string()))?;
-            match result {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    out.send.extend_from_slice(&response_bytes);
-                    return Ok(out);
-                }
+            let (response, remaining) = match result {
+                HandshakeProcessResult::InProgress { response_bytes } => (response_bytes, None),
                 HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
-                } => {
-                    out.send.extend_from_slice(&response_bytes);
-                    let (session, initial) = guarded("session start", || {
-                        ServerSession::new(ServerSessionConfig::new())
-                    })?
-                    .map_err(|e| RtmpError::Protocol(e.to_string()))?;
-                    self.state = State::Session(Box::new(session));
-                    self.apply(initial, &mut out)?;
-                    input = remaining_bytes;
-                }
-            }
+                } => (response_bytes, Some(remaining_bytes)),
+            };
+            out.send.extend_from_slice(&response);
+            let Some(remaining) = remaining else {
+                return Ok(out);
+            };
+            let (session, initial) = guarded("session start", || {
+                ServerSession::new(ServerSessionConfig::new())
+            })?
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            self.state = State::Session(Box::new(session));
+            self.apply(initial, &mut out)?;
+            self.session_input(&remaining, &mut out)?;
+            return Ok(out);
         }
+        self.session_input(input, &mut out)?;
+        Ok(out)
+    }
+
+    fn session_input(&mut self, input: &[u8], out: &mut Output) -> Result<(), RtmpError> {
         let State::Session(session) = &mut self.state else {
             return Err(RtmpError::Closed);
         };
         if input.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
-        let results = guarded("chunk stream", || session.handle_input(&input))?
+        let results = guarded("chunk stream", || session.handle_input(input))?
             .map_err(|e| RtmpError::Protocol(e.to_string()))?;
-        self.apply(results, &mut out)?;
-        Ok(out)
+        self.apply(results, out)
     }
 
     /// Accepts a publish request: the peer gets `NetStream.Publish.Start`.
@@ -307,9 +310,27 @@ impl RtmpConnection {
     }
 }
 
+thread_local! {
+    /// Set while a guarded call runs, so the panic hook stays quiet about
+    /// panics `guarded` turns into errors (they are logged as such).
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs a call into rml_rtmp, turning a panic on hostile input into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, RtmpError> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
+    GUARDED.with(|g| g.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(false));
+    result.map_err(|panic| {
         let msg = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -317,4 +338,46 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, RtmpError> {
             .unwrap_or_else(|| "panic".to_owned());
         RtmpError::Internal(format!("{what}: {msg}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's C0+C1, then its C2 echoing the server's S1.
+    fn handshake(conn: &mut RtmpConnection) {
+        let mut c0c1 = vec![3u8];
+        c0c1.extend_from_slice(&[0u8; 1536]);
+        let s = conn.feed(&c0c1).unwrap().send;
+        assert_eq!(s.len(), 1 + 1536 * 2);
+        conn.feed(&s[1..1 + 1536]).unwrap();
+        assert!(!conn.is_handshaking());
+    }
+
+    #[test]
+    fn bad_version_byte_fails_the_handshake() {
+        let mut conn = RtmpConnection::new();
+        assert!(matches!(
+            conn.feed(b"GET / HTTP/1.1"),
+            Err(RtmpError::Handshake(_))
+        ));
+        assert!(matches!(conn.feed(&[3]), Err(RtmpError::Closed)));
+    }
+
+    #[test]
+    fn parser_panic_becomes_an_error_for_this_connection() {
+        let mut conn = RtmpConnection::new();
+        handshake(&mut conn);
+        // A 300-byte message's first 128-byte chunk (the default chunk
+        // size), then a new 10-byte message on another chunk stream:
+        // rml_rtmp subtracts 128 from 10.
+        let mut first = vec![0x04, 0, 0, 0, 0, 0x01, 0x2c, 9, 1, 0, 0, 0];
+        first.extend_from_slice(&[0u8; 128]);
+        conn.feed(&first).unwrap();
+        let second = [
+            0x05, 0, 0, 0, 0, 0, 10, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert!(matches!(conn.feed(&second), Err(RtmpError::Internal(_))));
+        assert!(matches!(conn.feed(&[0]), Err(RtmpError::Closed)));
+    }
 }

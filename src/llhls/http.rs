@@ -294,15 +294,24 @@ async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * td);
+        let mut waited = false;
         let ready = wait_for(out, deadline, |st| {
-            (st.ended || st.renditions[index].has(msn, d.part)).then_some(())
+            let ok = st.ended || st.renditions[index].has(msn, d.part);
+            waited |= !ok;
+            ok.then(|| st.updated_at())
         })
         .await;
-        if ready.is_none() {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the requested part did not appear in time",
-            );
+        match ready {
+            None => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the requested part did not appear in time",
+                );
+            }
+            // How long a held request took to wake after its part appeared.
+            Some(Some(at)) if waited => metrics::histogram!("streamd_llhls_blocking_wake_seconds")
+                .record(at.elapsed().as_secs_f64()),
+            Some(_) => {}
         }
     }
     let st = out.lock();

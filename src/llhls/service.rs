@@ -174,8 +174,13 @@ impl Packaging {
                             .record(now.duration_since(*at).as_secs_f64());
                     }
                 }
-                let config: Option<CodecConfig> = packager.config(o.track).map(|c| (**c).clone());
-                r.apply(o.output, config.as_ref());
+                // Only a segment start with a new init segment needs the
+                // configuration (for the master playlist's CODECS).
+                let config = match &o.output {
+                    SegmenterOutput::SegmentStart { init: Some(_), .. } => packager.config(o.track),
+                    _ => None,
+                };
+                r.apply(o.output, config.map(|c| &**c));
             }
         });
     }

@@ -20,6 +20,9 @@ pub struct OutputState {
     /// The broadcast is over: playlists end with EXT-X-ENDLIST.
     pub ended: bool,
     version: u64,
+    /// When the state last changed (to measure how fast blocked requests
+    /// are answered).
+    updated_at: Option<std::time::Instant>,
 }
 
 impl OutputState {
@@ -55,6 +58,10 @@ impl OutputState {
     pub fn version(&self) -> u64 {
         self.version
     }
+
+    pub fn updated_at(&self) -> Option<std::time::Instant> {
+        self.updated_at
+    }
 }
 
 pub struct StreamOutput {
@@ -87,6 +94,7 @@ impl StreamOutput {
             let mut st = self.lock();
             f(&mut st);
             st.version += 1;
+            st.updated_at = Some(std::time::Instant::now());
             st.version
         };
         self.changed.send_replace(version);
