@@ -177,5 +177,139 @@ fn flv_tags_to_bus(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, rtmp_chunk_stream, flv_tags_to_bus);
+/// A 2-minute 720p 2.5 Mbps FLV for the side-by-side run with ffmpeg
+/// (made once, kept in target/).
+fn big_flv() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let clip = dir.join("bench-720p-30s.flv");
+    let big = dir.join("bench-720p-120s.flv");
+    if !big.exists() {
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new("ffmpeg")
+                .args(args)
+                .status()
+                .map(|s| s.success());
+            assert!(matches!(ok, Ok(true)), "ffmpeg {args:?}");
+        };
+        run(&[
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "2500k",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            clip.to_str().unwrap(),
+        ]);
+        run(&[
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            big.to_str().unwrap(),
+        ]);
+    }
+    big
+}
+
+/// The same 720p file through streamd's tag path and through ffmpeg's FLV
+/// demuxer (`-c copy -f null`), in one run. Only under `cargo bench`.
+fn flv_side_by_side(c: &mut Criterion) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let path = big_flv();
+    let data = std::fs::read(&path).unwrap();
+    let mut tags = vec![];
+    let mut pos = 13;
+    while pos + 11 <= data.len() {
+        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
+        tags.push(Tag {
+            kind: data[pos],
+            ts,
+            body: Bytes::copy_from_slice(&data[pos + 11..pos + 11 + size]),
+        });
+        pos += 11 + size + 4;
+    }
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(20);
+    g.bench_function("flv_720p_120s_to_bus", |b| {
+        b.iter(|| {
+            let registry = Registry::new(Duration::ZERO, Retention::default());
+            let mut ingest = TagIngest::new(
+                registry
+                    .publish(StreamPath::new("live", "bench").unwrap())
+                    .unwrap(),
+            );
+            let at = Arrival::now();
+            for t in &tags {
+                let _ = match t.kind {
+                    9 => ingest.video(t.body.clone(), t.ts, at).unwrap(),
+                    8 => ingest.audio(t.body.clone(), t.ts, at).unwrap(),
+                    _ => None,
+                };
+            }
+        })
+    });
+    g.finish();
+    // ffmpeg, best of 5 (process start included; a 1-second file gives it).
+    let time = |p: &std::path::Path, args: &[&str]| {
+        (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let ok = std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-i", p.to_str().unwrap()])
+                    .args(args)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+                t.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let full = time(&path, &["-c", "copy", "-f", "null", "-"]);
+    let start = time(&path, &["-t", "0.04", "-c", "copy", "-f", "null", "-"]);
+    let mb = data.len() as f64 / (1024.0 * 1024.0);
+    println!(
+        "baseline ffmpeg -c copy -f null on the same {mb:.1} MiB: {:.1} ms ({:.0} MiB/s), {:.1} ms of it process start ({:.0} MiB/s without)",
+        full.as_secs_f64() * 1e3,
+        mb / full.as_secs_f64(),
+        start.as_secs_f64() * 1e3,
+        mb / (full - start.min(full)).as_secs_f64().max(1e-6),
+    );
+}
+
+criterion_group!(
+    benches,
+    rtmp_chunk_stream,
+    flv_tags_to_bus,
+    flv_side_by_side
+);
 criterion_main!(benches);
