@@ -182,7 +182,7 @@ impl RtmpTimestampUnwrapper {
     pub fn unwrap(&mut self, ts: u32) -> MediaTime {
         let extended = match self.last {
             None => i64::from(ts),
-            Some((raw, ext)) => ext + i64::from(ts.wrapping_sub(raw) as i32),
+            Some((raw, ext)) => ext.saturating_add(i64::from(ts.wrapping_sub(raw) as i32)),
         };
         self.last = Some((ts, extended));
         MediaTime::from_millis(extended)

@@ -353,3 +353,60 @@ async fn async_next_wakes_on_write() {
     drop(b);
     assert_eq!(reader.await.unwrap(), 5);
 }
+
+#[test]
+fn frames_added_to_a_skipped_headless_group_are_counted() {
+    let reg = Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(3600),
+            max_groups: 16,
+            max_bytes: 1000,
+        },
+    );
+    let mut b = reg.publish(path("headless")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 100), true).unwrap();
+    let mut c = b.consumer().subscribe("video", None).unwrap();
+    assert!(next_frame(&mut c).group_start);
+    for i in 1..20 {
+        v.write(frame(i * 33, false, 100), false).unwrap();
+    }
+    // The head is gone: the consumer gives up on this group...
+    assert!(matches!(c.try_next(), TryNext::Pending));
+    // ...which keeps growing after that.
+    for i in 20..30 {
+        v.write(frame(i * 33, false, 100), false).unwrap();
+    }
+    v.write(frame(30 * 33, true, 100), true).unwrap();
+    let f = next_frame(&mut c);
+    assert!(f.group_start);
+    // Frames 1..=29 were never delivered: all counted.
+    assert_eq!(f.dropped, 29);
+    assert_eq!(c.dropped(), 29);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_session_does_not_interrupt_the_new_one() {
+    let reg = Registry::new(Duration::from_secs(10), Retention::default());
+    let mut b = reg.publish(path("stale")).unwrap();
+    let mut old = b.track(video());
+    old.set_config(video_config());
+    old.write(frame(0, true, 1), true).unwrap();
+    let mut c = b.consumer().subscribe("video", None).unwrap();
+    next_frame(&mut c);
+    // The broadcast is interrupted while the old track producer lingers.
+    drop(b);
+    let mut b2 = reg.publish(path("stale")).unwrap();
+    let mut new = b2.track(video());
+    new.set_config(video_config());
+    new.write(frame(0, true, 1), true).unwrap();
+    drop(old);
+    let f = next_frame(&mut c);
+    assert_eq!(f.group.session, 1);
+    new.write(frame(33, false, 1), false).unwrap();
+    // The new session's group stays open: no interruption reported.
+    assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(33));
+    assert!(matches!(c.try_next(), TryNext::Pending));
+}

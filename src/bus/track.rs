@@ -57,12 +57,6 @@ struct GroupSlot {
     start_dts: MediaTime,
 }
 
-impl GroupSlot {
-    fn end_index(&self) -> u64 {
-        self.first_index + self.frames.len() as u64
-    }
-}
-
 struct TrackState {
     groups: VecDeque<GroupSlot>,
     bytes: usize,
@@ -107,11 +101,14 @@ impl TrackShared {
         self.notify.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// The producer is gone: finish the open group, marking the interruption.
-    pub(crate) fn interrupt(&self) {
+    /// The producer of `session` is gone: finish its open group, marking
+    /// the interruption. A group another session already started is left
+    /// alone.
+    pub(crate) fn interrupt(&self, session: u32) {
         let mut st = self.lock();
         if let Some(last) = st.groups.back_mut()
             && !last.complete
+            && last.info.session == session
         {
             last.complete = true;
             last.interrupted = true;
@@ -243,7 +240,7 @@ impl TrackProducer {
 
 impl Drop for TrackProducer {
     fn drop(&mut self) {
-        self.track.interrupt();
+        self.track.interrupt(self.session);
     }
 }
 
@@ -398,22 +395,24 @@ impl TrackConsumer {
                     }
                 }
             };
+            // `cur.number` is the first frame this consumer has neither read
+            // nor counted as dropped; skips leave it there, and the frames in
+            // between are counted when the consumer enters a group.
+            //
             // Evicted from under us: jump to the oldest intact group start.
             if cur.sequence < front.info.sequence {
                 let Some(g) = st.groups.iter().find(|g| g.first_index == 0) else {
-                    dropped += st.frames_written - cur.number;
                     self.cursor = Some(Cursor {
                         sequence: newest.info.sequence + 1,
                         index: 0,
-                        number: st.frames_written,
+                        number: cur.number,
                     });
                     return (self.idle(st), dropped);
                 };
-                dropped += g.first_number - cur.number;
                 cur = Cursor {
                     sequence: g.info.sequence,
                     index: 0,
-                    number: g.first_number,
+                    number: cur.number,
                 };
             }
             // Too far behind the live edge for this consumer: jump to the newest
@@ -431,11 +430,10 @@ impl TrackConsumer {
                 if let Some(at) = at {
                     let lag = newest.start_dts - at;
                     if lag > MediaTime::from_duration(max_lag, lag.timescale()) {
-                        dropped += newest.first_number - cur.number;
                         cur = Cursor {
                             sequence: newest.info.sequence,
                             index: 0,
-                            number: newest.first_number,
+                            number: cur.number,
                         };
                     }
                 }
@@ -445,14 +443,17 @@ impl TrackConsumer {
                 self.cursor = Some(cur);
                 return (self.idle(st), dropped);
             };
+            if cur.index == 0 && cur.number < g.first_number {
+                dropped += g.first_number - cur.number;
+                cur.number = g.first_number;
+            }
             if cur.index < g.first_index {
                 // This open group lost its head (over the byte budget): the
                 // rest cannot be decoded; wait for the next group.
-                dropped += g.end_index() - cur.index;
                 self.cursor = Some(Cursor {
                     sequence: cur.sequence + 1,
                     index: 0,
-                    number: g.first_number + g.end_index(),
+                    number: cur.number,
                 });
                 continue;
             }

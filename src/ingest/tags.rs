@@ -79,9 +79,11 @@ pub struct IngestStats {
 }
 
 pub struct TagIngest {
-    broadcast: BroadcastProducer,
+    // Fields drop in order: the tracks finish their groups before the
+    // broadcast is marked interrupted (which lets a new publisher in).
     video: Option<TrackProducer>,
     audio: Option<TrackProducer>,
+    broadcast: BroadcastProducer,
     video_clock: RtmpTimestampUnwrapper,
     audio_clock: RtmpTimestampUnwrapper,
     /// Video is dropped until a keyframe (at start, after a corrupt frame).

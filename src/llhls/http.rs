@@ -243,14 +243,14 @@ async fn serve(
 
 fn master(out: &StreamOutput) -> Response {
     let st = out.lock();
-    let td = StreamOutput::stream_target_duration(&st);
+    let td = st.target_duration();
     let body = out.master_playlist(&st);
     with_headers(body.into_response(), PLAYLIST_TYPE, td / 2)
 }
 
 fn rendition(st: &OutputState, track: &str) -> Option<(usize, u64, TrackKind)> {
     let i = st.rendition_index(track)?;
-    Some((i, st.target_duration(i), st.renditions[i].kind))
+    Some((i, st.target_duration(), st.renditions[i].kind))
 }
 
 async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
@@ -315,7 +315,7 @@ async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
         }
     }
     let st = out.lock();
-    let td = st.target_duration(index);
+    let td = st.target_duration();
     let Some(body) = out.media_playlist(&st, index, d.skip) else {
         return error(StatusCode::NOT_FOUND, "no such rendition");
     };

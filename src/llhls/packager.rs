@@ -4,22 +4,34 @@
 //! Sans-IO. It owns the decisions that span tracks:
 //! - **One output timeline.** Input timestamps are shifted by one offset per
 //!   publisher session, chosen so that a reconnecting publisher's timestamps
-//!   (which restart at 0) continue where the last session ended; every track
-//!   shares it, so A/V sync survives the reconnect.
-//! - **Audio by sample count.** AAC frame times are counted in samples at the
-//!   track's own rate (exact), re-anchored on a gap, and frames running more
-//!   than two frames ahead of their timestamps are dropped, so audio cannot
-//!   drift from video.
-//! - **Aligned segments.** The first video track leads: its keyframes decide
-//!   segment boundaries. Audio is held until video has reached its time, then
-//!   cut at the leader's boundaries with the leader's media sequence numbers,
-//!   so `audio 17` and `video 17` cover the same time.
+//!   (which restart at 0) continue after the last session; every track
+//!   shares it, so A/V sync survives the reconnect. A jump inside a session
+//!   (a paused encoder, a reset clock) is folded out of the timeline the
+//!   same way.
+//! - **Audio by sample count.** AAC frame times are counted in samples
+//!   (exact), re-anchored on a gap, and frames running more than two frames
+//!   ahead of their timestamps are dropped, so audio cannot drift from video.
+//! - **Aligned, contiguous segments.** The first video track leads: its
+//!   keyframes decide segment boundaries. Audio is held until video has
+//!   reached its time, then cut at the leader's boundaries. Every track's
+//!   media sequence numbers are contiguous; a follower takes the leader's
+//!   number for its first segment and then cuts at each next boundary, so
+//!   `audio 17` and `video 17` cover the same time.
+//! - **One target duration, never exceeded.** It is fixed from the first
+//!   segment (at least the segment target, at most [`MAX_TARGET_DURATION`])
+//!   and shared by every playlist. A track whose keyframes are further apart
+//!   is cut without one before a segment would round above it, and so is a
+//!   segment over [`MAX_SEGMENT_BYTES`]: memory stays bounded whatever the
+//!   publisher sends.
+//!
+//! Nothing here fails: a frame that cannot be packaged is dropped with a
+//! [`PackagerNotice`], and other tracks carry on.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::segmenter::{InSample, Segmenter, SegmenterError, SegmenterOutput};
+use super::segmenter::{InSample, Segmenter, SegmenterOutput};
 use crate::bus::{FrameEvent, TrackKind};
 use crate::media::CodecConfig;
 use crate::time::{MediaTime, Timescale};
@@ -27,6 +39,24 @@ use crate::time::{MediaTime, Timescale};
 /// Audio held for the leader beyond this span of media is released anyway
 /// (video stalled or absent).
 const MAX_HOLD: Duration = Duration::from_millis(1000);
+/// ...and beyond this many frames, whatever their timestamps say.
+const MAX_HELD_FRAMES: usize = 1024;
+/// The longest target duration: a source with keyframes further apart gets
+/// segments cut between keyframes.
+pub const MAX_TARGET_DURATION: u64 = 10;
+/// A segment is cut (at any frame) before it holds more than this.
+pub const MAX_SEGMENT_BYTES: usize = 32 << 20;
+/// A reconnecting publisher's frames start this far after the last session
+/// ended, so its tracks' slightly different first timestamps all land after
+/// every track's end.
+const RECONNECT_GAP: Duration = Duration::from_secs(1);
+/// A forward step larger than this inside one session is a jump, folded out.
+const MAX_FORWARD_STEP: Duration = Duration::from_secs(5);
+/// A backward step larger than this inside one session is a clock reset.
+const MAX_BACKWARD_STEP: Duration = Duration::from_secs(1);
+/// A derived wall-clock time further than this from the ingest clock moves
+/// the anchor (the publisher paused or burst without reconnecting).
+const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Output {
@@ -34,11 +64,15 @@ pub struct Output {
     pub output: SegmenterOutput,
 }
 
-/// Things worth a (rate-limited) log line.
-#[derive(Debug, PartialEq, Eq)]
+/// A dropped frame or a repaired timeline, worth a (rate-limited) log line.
+#[derive(Debug, PartialEq)]
 pub enum PackagerNotice {
-    NonMonotonic { track: usize },
+    /// A frame was dropped: its time went backwards, or it could not be written.
+    Dropped { track: usize, reason: String },
+    /// An audio frame was dropped to keep audio in sync with its timestamps.
     AudioAhead { track: usize },
+    /// The publisher's timestamps jumped; the gap was folded out.
+    TimestampJump { track: usize, seconds: f64 },
 }
 
 struct Track {
@@ -48,7 +82,8 @@ struct Track {
     session: Option<u32>,
     /// Next expected audio decode time (ticks), for sample counting.
     audio_next: Option<i64>,
-    samples_per_frame: i64,
+    /// One AAC frame in this track's ticks.
+    audio_frame: i64,
     /// The track is flushed (publisher gone) and waits for a new session.
     idle: bool,
 }
@@ -62,9 +97,14 @@ struct Session {
     anchor: Option<(SystemTime, MediaTime)>,
 }
 
-/// A derived wall-clock time further than this from the ingest clock moves
-/// the anchor (the publisher paused or burst without reconnecting).
-const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(1);
+/// A leader segment start: followers cut at the same time, with the same
+/// number and discontinuity.
+#[derive(Clone, Copy, Debug)]
+struct Boundary {
+    msn: u64,
+    time: MediaTime,
+    discontinuity: bool,
+}
 
 pub struct StreamPackager {
     part_target: Duration,
@@ -72,10 +112,10 @@ pub struct StreamPackager {
     frame_rate_hint: Option<f64>,
     tracks: Vec<Track>,
     leader: Option<usize>,
-    /// The leader's segment starts: (msn, output time), oldest first.
-    boundaries: VecDeque<(u64, MediaTime)>,
+    boundaries: VecDeque<Boundary>,
     session: Option<Session>,
     held: VecDeque<(usize, FrameEvent, MediaTime)>,
+    target_duration: Option<u64>,
     notices: Vec<PackagerNotice>,
 }
 
@@ -90,6 +130,7 @@ impl StreamPackager {
             boundaries: VecDeque::new(),
             session: None,
             held: VecDeque::new(),
+            target_duration: None,
             notices: Vec::new(),
         }
     }
@@ -108,7 +149,7 @@ impl StreamPackager {
             config: None,
             session: None,
             audio_next: None,
-            samples_per_frame: 1024,
+            audio_frame: 1024,
             idle: false,
         });
         if kind == TrackKind::Video && self.leader.is_none() {
@@ -126,84 +167,136 @@ impl StreamPackager {
         &self.tracks[track].segmenter
     }
 
+    /// EXT-X-TARGETDURATION for every playlist of the stream, once the first
+    /// segment is complete.
+    pub fn target_duration(&self) -> Option<u64> {
+        self.target_duration
+    }
+
+    #[cfg(test)]
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
     pub fn take_notices(&mut self) -> Vec<PackagerNotice> {
         std::mem::take(&mut self.notices)
     }
 
     /// Takes one frame of `track`.
-    pub fn push(&mut self, track: usize, ev: FrameEvent) -> Result<Vec<Output>, SegmenterError> {
+    pub fn push(&mut self, track: usize, ev: FrameEvent) -> Vec<Output> {
         let mut out = Vec::new();
-        let time = self.output_time(&ev);
-        if Some(track) != self.leader
-            && self.leader.is_some()
-            && self.tracks[track].kind == TrackKind::Audio
-        {
+        let time = self.output_time(track, &ev);
+        let follows = self.follows(track);
+        if follows {
             self.held.push_back((track, ev, time));
-            self.release_held(false, &mut out)?;
+            self.release_held(false, &mut out);
         } else {
-            let is_leader = Some(track) == self.leader;
-            self.process(track, ev, time, &mut out)?;
-            if is_leader {
-                self.release_held(false, &mut out)?;
+            self.process(track, ev, time, &mut out);
+            if Some(track) == self.leader {
+                self.release_held(false, &mut out);
             }
         }
-        Ok(out)
+        self.fix_target_duration(&out);
+        out
     }
 
     /// The publisher left: write out what each track holds.
-    pub fn interrupt(&mut self, track: usize) -> Result<Vec<Output>, SegmenterError> {
+    pub fn interrupt(&mut self, track: usize) -> Vec<Output> {
         let mut out = Vec::new();
         if Some(track) == self.leader {
             // Audio waiting for video that will not come: let it through.
-            self.release_held(true, &mut out)?;
+            self.release_held(true, &mut out);
         }
-        self.flush_track(track, &mut out)?;
-        Ok(out)
+        self.flush_track(track, &mut out);
+        out
     }
 
     /// The broadcast ended: flush every track.
-    pub fn finish(&mut self) -> Result<Vec<Output>, SegmenterError> {
+    pub fn finish(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
-        self.release_held(true, &mut out)?;
+        self.release_held(true, &mut out);
         for t in 0..self.tracks.len() {
-            self.flush_track(t, &mut out)?;
+            self.flush_track(t, &mut out);
         }
-        Ok(out)
+        out
     }
 
-    fn flush_track(&mut self, track: usize, out: &mut Vec<Output>) -> Result<(), SegmenterError> {
+    fn follows(&self, track: usize) -> bool {
+        self.leader.is_some_and(|l| l != track) && self.tracks[track].kind == TrackKind::Audio
+    }
+
+    /// Fixes the target duration from the first segment of the leader (or
+    /// of any track when there is no leader) that ended at a cut, not at a
+    /// flush: a publisher that drops after a moment must not fix it.
+    fn fix_target_duration(&mut self, out: &[Output]) {
+        if self.target_duration.is_some() {
+            return;
+        }
+        for o in out {
+            if let SegmenterOutput::SegmentEnd { duration, .. } = o.output
+                && self.leader.is_none_or(|l| l == o.track)
+            {
+                let secs = duration as f64 / f64::from(self.tracks[o.track].segmenter.timescale());
+                let min = self.segment_target.as_secs_f64().ceil().max(1.0) as u64;
+                let max = MAX_TARGET_DURATION.max(min);
+                self.target_duration = Some((secs.round() as u64).clamp(min, max));
+                return;
+            }
+        }
+    }
+
+    /// The longest a segment may grow (in ticks of `scale`) before it is cut
+    /// without a keyframe: its duration must round to at most the target.
+    fn segment_cap(&self, scale: Timescale) -> i64 {
+        let td = self.target_duration.unwrap_or_else(|| {
+            MAX_TARGET_DURATION.max(self.segment_target.as_secs_f64().ceil() as u64)
+        });
+        let secs = td as f64 + 0.49;
+        (secs * f64::from(scale.hz())) as i64
+    }
+
+    fn flush_track(&mut self, track: usize, out: &mut Vec<Output>) {
         let t = &mut self.tracks[track];
         if t.idle {
-            return Ok(());
+            return;
         }
         t.idle = true;
         t.audio_next = None;
         let mut o = Vec::new();
-        t.segmenter.flush(&mut o)?;
+        let result = t.segmenter.flush(&mut o);
         out.extend(o.into_iter().map(|output| Output { track, output }));
-        Ok(())
+        if let Err(e) = result {
+            self.notices.push(PackagerNotice::Dropped {
+                track,
+                reason: e.to_string(),
+            });
+        }
     }
 
-    /// Maps a frame's decode time onto the output timeline, starting a new
-    /// session mapping at the first frame of each publisher session.
-    fn output_time(&mut self, ev: &FrameEvent) -> MediaTime {
+    /// The furthest any track got, on the output timeline.
+    fn timeline_end(&self) -> Option<MediaTime> {
+        self.tracks
+            .iter()
+            .filter_map(|t| {
+                let s = &t.segmenter;
+                s.end_estimate().map(|e| MediaTime::new(e, timescale_of(s)))
+            })
+            .max()
+    }
+
+    /// Maps a frame's decode time onto the output timeline: a new mapping at
+    /// the first frame of each publisher session, and a corrected one when
+    /// the timestamps jump inside a session.
+    fn output_time(&mut self, track: usize, ev: &FrameEvent) -> MediaTime {
         let session = ev.group.session;
+        let input = ev.frame.dts;
         if self.session.as_ref().is_none_or(|s| s.id != session) {
-            let offset = match &self.session {
-                None => MediaTime::zero(Timescale::MILLIS),
-                Some(_) => {
-                    // Continue right after the furthest any track got.
-                    let end = self
-                        .tracks
-                        .iter()
-                        .filter_map(|t| {
-                            let s = &t.segmenter;
-                            s.end_estimate().map(|e| MediaTime::new(e, timescale_of(s)))
-                        })
-                        .max()
-                        .unwrap_or(MediaTime::zero(Timescale::MILLIS));
-                    end.rescale(ev.frame.dts.timescale()) - ev.frame.dts
+            let offset = match (&self.session, self.timeline_end()) {
+                (Some(_), Some(end)) => {
+                    let gap = MediaTime::from_duration(RECONNECT_GAP, end.timescale());
+                    (end + gap).rescale(input.timescale()) - input
                 }
+                _ => MediaTime::zero(input.timescale()),
             };
             self.session = Some(Session {
                 id: session,
@@ -211,11 +304,36 @@ impl StreamPackager {
                 anchor: None,
             });
         }
-        let offset = self
-            .session
-            .as_ref()
-            .map_or(MediaTime::zero(Timescale::MILLIS), |s| s.offset);
-        ev.frame.dts + offset
+        let Some(s) = self.session.as_mut() else {
+            unreachable!("set above");
+        };
+        let time = input + s.offset;
+        // A jump within the session: only judged against this track's own
+        // progress in this session.
+        let t = &self.tracks[track];
+        if t.idle || t.session != Some(session) {
+            return time;
+        }
+        let (Some(last), Some(end)) = (t.segmenter.last_dts(), t.segmenter.end_estimate()) else {
+            return time;
+        };
+        let scale = timescale_of(&t.segmenter);
+        let last = MediaTime::new(last, scale);
+        let end = MediaTime::new(end, scale);
+        let forward = time > end + MediaTime::from_duration(MAX_FORWARD_STEP, scale);
+        let backward = time + MediaTime::from_duration(MAX_BACKWARD_STEP, scale) < last;
+        if !(forward || backward) {
+            return time;
+        }
+        // Continue right where this track ends; every track shares the
+        // correction, as they share the clock that jumped.
+        let correction = end.rescale(input.timescale()) - time.rescale(input.timescale());
+        s.offset = s.offset + correction;
+        self.notices.push(PackagerNotice::TimestampJump {
+            track,
+            seconds: (time - end).as_secs_f64(),
+        });
+        input + s.offset
     }
 
     /// The wall-clock time of a sample at output time `time`, ingested at
@@ -257,16 +375,17 @@ impl StreamPackager {
     }
 
     /// Processes held follower frames the leader has caught up with (all of
-    /// them when `all`, or when the hold grew past `MAX_HOLD`).
-    fn release_held(&mut self, all: bool, out: &mut Vec<Output>) -> Result<(), SegmenterError> {
+    /// them when `all`, or when the hold grew past its bounds).
+    fn release_held(&mut self, all: bool, out: &mut Vec<Output>) {
         while let Some(&(_, _, time)) = self.held.front() {
             let newest = self.held.back().map_or(time, |h| h.2);
-            let overdue = newest - time > MediaTime::from_duration(MAX_HOLD, newest.timescale());
+            let overdue = newest - time > MediaTime::from_duration(MAX_HOLD, newest.timescale())
+                || self.held.len() > MAX_HELD_FRAMES;
             if !(all || overdue || self.leader_at().is_some_and(|at| time <= at)) {
-                return Ok(());
+                return;
             }
             let Some((track, ev, time)) = self.held.pop_front() else {
-                return Ok(());
+                return;
             };
             // At the start of a session, audio from before the leader's first
             // keyframe is dropped so both tracks start together.
@@ -280,26 +399,18 @@ impl StreamPackager {
             {
                 continue;
             }
-            self.process(track, ev, time, out)?;
+            self.process(track, ev, time, out);
         }
-        Ok(())
     }
 
-    fn process(
-        &mut self,
-        track: usize,
-        ev: FrameEvent,
-        time: MediaTime,
-        out: &mut Vec<Output>,
-    ) -> Result<(), SegmenterError> {
+    fn process(&mut self, track: usize, ev: FrameEvent, time: MediaTime, out: &mut Vec<Output>) {
         let session = ev.group.session;
         let program_date_time = self.program_date_time(ev.frame.wallclock, time);
-        let target_duration = self.segment_target;
         let frame_rate_hint = self.frame_rate_hint;
         let is_leader = Some(track) == self.leader;
-        let follows =
-            self.leader.is_some() && !is_leader && self.tracks[track].kind == TrackKind::Audio;
+        let follows = self.follows(track);
         let leader_msn = self.leader.map(|l| self.tracks[l].segmenter.current_msn());
+        let cap = self.segment_cap(timescale_of(&self.tracks[track].segmenter));
         let boundary = self.passed_boundary(track, time);
         let t = &mut self.tracks[track];
         let scale = timescale_of(&t.segmenter);
@@ -310,9 +421,13 @@ impl StreamPackager {
             t.config = Some(ev.group.config.clone());
             match &*ev.group.config {
                 CodecConfig::Aac(a) => {
-                    t.samples_per_frame = i64::from(a.samples_per_frame);
-                    t.segmenter
-                        .set_frame_duration(i64::from(a.samples_per_frame));
+                    // One AAC frame in this track's ticks (the timescale was
+                    // fixed by the first configuration; a later one may have
+                    // another sample rate).
+                    let ticks = i64::from(a.samples_per_frame) * i64::from(scale.hz())
+                        / i64::from(a.sample_rate.max(1));
+                    t.audio_frame = ticks.max(1);
+                    t.segmenter.set_frame_duration(t.audio_frame);
                 }
                 CodecConfig::H264(v) => {
                     if let Some(fps) = v.info.frame_rate.or(frame_rate_hint) {
@@ -324,46 +439,58 @@ impl StreamPackager {
         }
         // A new publisher session, or new codec parameters, is a discontinuity.
         let restart = t.session.is_some_and(|s| s != session);
-        let discontinuity = restart || (new_config && had_config);
+        let mut discontinuity = restart || (new_config && had_config);
         t.session = Some(session);
 
         // Decode time on this track's timescale.
         let mut dts = time.rescale(scale).ticks();
         if t.kind == TrackKind::Audio {
-            let frame = t.samples_per_frame;
+            let frame = t.audio_frame;
             match t.audio_next {
                 Some(next) if !discontinuity && !t.idle => {
-                    if dts < next - 2 * frame {
+                    if dts < next.saturating_sub(2 * frame) {
                         // The timestamps say this frame is early: the counted
                         // timeline ran ahead. Drop it to stay in sync.
                         self.notices.push(PackagerNotice::AudioAhead { track });
-                        return Ok(());
+                        return;
                     }
-                    if dts <= next + frame {
+                    if dts <= next.saturating_add(frame) {
                         dts = next;
                     }
                 }
                 _ => {}
             }
-            t.audio_next = Some(dts + frame);
+            t.audio_next = Some(dts.saturating_add(frame));
         }
         let composition_offset = (ev.frame.pts - ev.frame.dts).rescale(scale).ticks();
 
         let opening = t.idle || !t.segmenter.has_open_segment();
-        let elapsed = t.segmenter.open_segment_start().map_or(0, |s| dts - s);
-        let target = MediaTime::from_duration(target_duration, scale).ticks();
+        let open_start = t.segmenter.open_segment_start();
+        // Cut before the segment would round above the target duration, or
+        // grow past the byte cap, keyframe or not.
+        let too_long = open_start.is_some_and(|s| {
+            dts.saturating_sub(s)
+                .saturating_add(t.segmenter.frame_estimate())
+                > cap
+        });
+        let too_big = t.segmenter.open_bytes() + ev.frame.data.len() > MAX_SEGMENT_BYTES;
+        let forced = !opening && (too_long || too_big);
+        // Half a frame of tolerance: a GOP of 0.99 s meets a 1 s target.
+        let elapsed = open_start.map_or(0, |s| dts - s) + t.segmenter.frame_estimate() / 2;
+        let target = MediaTime::from_duration(self.segment_target, scale).ticks();
         let mut msn = None;
         let starts_segment = if !follows {
-            ev.frame.keyframe && (opening || discontinuity || elapsed >= target)
+            forced || (ev.frame.keyframe && (opening || discontinuity || elapsed >= target))
         } else if opening || discontinuity {
+            // A follower's first segment takes the leader's number; later
+            // ones continue its own (numbers never skip).
             msn = leader_msn;
             true
         } else if let Some(b) = boundary {
-            msn = Some(b);
+            discontinuity |= b.discontinuity;
             true
         } else {
-            // The leader stalled: do not let one audio segment grow forever.
-            elapsed >= (3 * target).max(i64::from(scale.hz()) * 10)
+            forced
         };
         t.idle = false;
 
@@ -380,36 +507,38 @@ impl StreamPackager {
             msn,
         };
         let mut o = Vec::new();
-        match t.segmenter.push(sample, &mut o) {
-            Ok(()) => {}
-            Err(SegmenterError::NonMonotonic { .. }) => {
-                self.notices.push(PackagerNotice::NonMonotonic { track });
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-        if is_leader && t.segmenter.open_segment_start() == Some(dts) {
+        let result = t.segmenter.push(sample, &mut o);
+        if let Err(e) = result {
+            self.notices.push(PackagerNotice::Dropped {
+                track,
+                reason: e.to_string(),
+            });
+        } else if is_leader && t.segmenter.open_segment_start() == Some(dts) {
             // This sample opens the leader's next segment: followers cut there.
             let msn = t.segmenter.current_msn();
-            if self.boundaries.back().is_none_or(|b| b.0 < msn) {
-                self.boundaries.push_back((msn, MediaTime::new(dts, scale)));
+            if self.boundaries.back().is_none_or(|b| b.msn < msn) {
+                self.boundaries.push_back(Boundary {
+                    msn,
+                    time: MediaTime::new(dts, scale),
+                    discontinuity: discontinuity && !restart,
+                });
                 while self.boundaries.len() > 64 {
                     self.boundaries.pop_front();
                 }
             }
         }
         out.extend(o.into_iter().map(|output| Output { track, output }));
-        Ok(())
     }
 
-    /// For a follower at `time`: the MSN of a leader boundary it has passed.
-    fn passed_boundary(&self, track: usize, time: MediaTime) -> Option<u64> {
-        let current = self.tracks[track].segmenter.current_msn();
+    /// For a follower at `time`: the leader boundary that starts its next
+    /// segment, if `time` has reached it.
+    fn passed_boundary(&self, track: usize, time: MediaTime) -> Option<Boundary> {
+        let next = self.tracks[track].segmenter.current_msn() + 1;
         self.boundaries
             .iter()
-            .rev()
-            .find(|(msn, start)| *msn > current && *start <= time)
-            .map(|(msn, _)| *msn)
+            .find(|b| b.msn == next)
+            .filter(|b| b.time <= time)
+            .copied()
     }
 }
 

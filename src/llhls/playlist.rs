@@ -21,6 +21,10 @@ use crate::media::CodecConfig;
 pub const SKIP_TARGET_DURATIONS: f64 = 6.0;
 /// Parts are listed for the last three target durations (the spec's rule).
 pub const PART_TARGET_DURATIONS: f64 = 3.0;
+/// Complete segments beyond this many bytes per rendition are evicted early
+/// (a very high bitrate publisher cannot make a playlist hold unbounded
+/// memory); at least one complete segment is always kept.
+pub const MAX_RENDITION_BYTES: usize = 256 << 20;
 
 #[derive(Debug)]
 pub struct Part {
@@ -65,8 +69,13 @@ pub struct Rendition {
     /// Init segments still referenced, by id.
     pub inits: Vec<(u32, Bytes)>,
     next_init_id: u32,
-    /// The longest segment ever, for EXT-X-TARGETDURATION (never decreases).
+    /// The longest segment ever.
     pub max_segment: f64,
+    /// A segment was cut without a keyframe (the source's keyframes are
+    /// further apart than the target duration allows).
+    pub non_independent_segments: bool,
+    /// Payload bytes held, all segments.
+    bytes: usize,
     pub config: Option<CodecConfig>,
     pub peak_bps: f64,
     total_bytes: u64,
@@ -87,6 +96,8 @@ impl Rendition {
             inits: Vec::new(),
             next_init_id: 0,
             max_segment: 0.0,
+            non_independent_segments: false,
+            bytes: 0,
             config: None,
             peak_bps: 0.0,
             total_bytes: 0,
@@ -137,8 +148,12 @@ impl Rendition {
             } => {
                 let duration = secs(duration);
                 if let Some(seg) = self.segments.back_mut().filter(|s| s.msn == msn) {
+                    if seg.parts.is_empty() && !independent {
+                        self.non_independent_segments = true;
+                    }
                     seg.frames += received.len() as u32;
                     seg.bytes += data.len();
+                    self.bytes += data.len();
                     seg.parts.push(Part {
                         duration,
                         independent,
@@ -164,9 +179,13 @@ impl Rendition {
     }
 
     fn evict(&mut self) {
-        let complete = self.segments.iter().filter(|s| s.is_complete()).count();
-        for _ in self.segments_kept..complete {
-            self.segments.pop_front();
+        let mut complete = self.segments.iter().filter(|s| s.is_complete()).count();
+        while complete > self.segments_kept || (complete > 1 && self.bytes > MAX_RENDITION_BYTES) {
+            let Some(old) = self.segments.pop_front() else {
+                break;
+            };
+            self.bytes -= old.bytes;
+            complete -= 1;
             // EXT-X-DISCONTINUITY-SEQUENCE numbers the first segment listed;
             // a segment after a discontinuity is one higher than the segment
             // before it, so the count moves when such a segment becomes first
@@ -183,10 +202,6 @@ impl Rendition {
 
     pub fn has_complete_segment(&self) -> bool {
         self.segments.iter().any(|s| s.is_complete())
-    }
-
-    pub fn target_duration(&self) -> u64 {
-        (self.max_segment.round() as u64).max(1)
     }
 
     pub fn average_bps(&self) -> f64 {
@@ -226,10 +241,12 @@ impl Rendition {
         })
     }
 
+    /// Segment `msn`. Numbers are contiguous, so this is an index; the
+    /// number is checked anyway.
     pub fn segment(&self, msn: u64) -> Option<&Segment> {
         let first = self.segments.front()?.msn;
         let i = usize::try_from(msn.checked_sub(first)?).ok()?;
-        self.segments.get(i)
+        self.segments.get(i).filter(|s| s.msn == msn)
     }
 
     /// Does the playlist hold part `part` of segment `msn` (a part index
@@ -285,6 +302,8 @@ pub struct RenditionReport {
 
 pub struct MediaContext<'a> {
     pub instance: &'a str,
+    /// EXT-X-TARGETDURATION, the same for every playlist of the stream.
+    pub target_duration: u64,
     pub part_hold_back: f64,
     pub reports: &'a [RenditionReport],
     pub ended: bool,
@@ -299,7 +318,7 @@ fn ceil_ms(secs: f64) -> f64 {
 }
 
 pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
-    let td = r.target_duration();
+    let td = ctx.target_duration;
     let part_target = ceil_ms(r.part_target.unwrap_or(0.0));
     let skip_until = SKIP_TARGET_DURATIONS * td as f64;
     let mut o = String::with_capacity(4096);
@@ -419,7 +438,9 @@ pub fn render_master(renditions: &[&Rendition], instance: &str) -> String {
     let mut o = String::with_capacity(1024);
     let _ = writeln!(o, "#EXTM3U");
     let _ = writeln!(o, "#EXT-X-VERSION:6");
-    let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
+    if renditions.iter().all(|r| !r.non_independent_segments) {
+        let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
+    }
     let audio: Vec<_> = renditions
         .iter()
         .filter(|r| r.kind == TrackKind::Audio && r.has_complete_segment())

@@ -47,8 +47,9 @@ pub struct InSample {
     pub discontinuity: bool,
     /// The decoder configuration in force for this sample.
     pub config: Arc<CodecConfig>,
-    /// The MSN to give the segment this sample starts, when the caller
-    /// aligns numbering with another track; `None` continues this track's.
+    /// The MSN for the first segment this track ever opens, when the caller
+    /// aligns numbering with another track. Later segments are always
+    /// numbered one more than the last: numbers never skip.
     pub msn: Option<u64>,
 }
 
@@ -84,6 +85,8 @@ pub enum SegmenterOutput {
 pub enum SegmenterError {
     #[error("decode time went from {previous} to {next}; dropped the sample")]
     NonMonotonic { previous: i64, next: i64 },
+    #[error("decode time {0} is negative; dropped the sample")]
+    NegativeTime(i64),
     #[error(transparent)]
     Cmaf(#[from] cmaf::CmafError),
 }
@@ -114,6 +117,10 @@ pub struct Segmenter {
     config: Option<Arc<CodecConfig>>,
     /// The end of the last sample written.
     end: Option<i64>,
+    /// A segment has been opened (its MSN fixed the numbering).
+    numbered: bool,
+    /// Payload bytes in the open segment.
+    open_bytes: usize,
 }
 
 impl Segmenter {
@@ -135,6 +142,8 @@ impl Segmenter {
             last_dts: None,
             config: None,
             end: None,
+            numbered: false,
+            open_bytes: 0,
         }
     }
 
@@ -184,7 +193,7 @@ impl Segmenter {
     /// held sample counted with its estimated duration).
     pub fn end_estimate(&self) -> Option<i64> {
         match &self.pending {
-            Some(p) => Some(p.dts + self.estimated_duration()),
+            Some(p) => Some(p.dts.saturating_add(self.estimated_duration())),
             None => self.end,
         }
     }
@@ -196,11 +205,36 @@ impl Segmenter {
             .max(1)
     }
 
-    fn fix_part_target(&mut self, frame: i64) -> i64 {
+    /// Payload bytes of the open segment, the held sample included.
+    pub fn open_bytes(&self) -> usize {
+        self.open_bytes + self.pending.as_ref().map_or(0, |p| p.data.len())
+    }
+
+    /// The duration the next sample is expected to have, in ticks.
+    pub fn frame_estimate(&self) -> i64 {
+        self.estimated_duration()
+    }
+
+    /// Whether this track has opened a segment yet.
+    pub fn numbered(&self) -> bool {
+        self.numbered
+    }
+
+    fn fix_part_target(&mut self, measured: i64) -> i64 {
         if let Some(t) = self.part_target {
             return t;
         }
-        let frame = self.frame_hint.unwrap_or(frame).max(1);
+        // Without a stated frame duration, trust the first step only if it
+        // looks like one (1/240 s to 1/5 s); a stalled start would otherwise
+        // fix a huge PART-TARGET for the whole stream.
+        let scale = i64::from(self.timescale);
+        let plausible = (scale / 240).max(1)..=scale / 5;
+        let frame = match self.frame_hint {
+            Some(f) => f,
+            None if plausible.contains(&measured) => measured,
+            None => (scale / 30).max(1),
+        }
+        .max(1);
         let frame_secs = frame as f64 / f64::from(self.timescale);
         let n = ((self.configured_part / frame_secs) + PART_ROUNDING)
             .floor()
@@ -211,25 +245,38 @@ impl Segmenter {
         target
     }
 
-    /// Takes a sample. `out` receives what became final.
+    /// Takes a sample. `out` receives what became final. A refused sample
+    /// (negative or backwards decode time) changes nothing.
     pub fn push(
         &mut self,
         mut sample: InSample,
         out: &mut Vec<SegmenterOutput>,
     ) -> Result<(), SegmenterError> {
-        if let Some(prev) = self.last_dts
-            && sample.dts <= prev
-            && !sample.discontinuity
+        if sample.dts < 0 {
+            return Err(SegmenterError::NegativeTime(sample.dts));
+        }
+        // Decode times only go forward: past the held sample, and after a
+        // flush past the end of what was written.
+        let floor = match &self.pending {
+            Some(p) => Some(p.dts + 1),
+            None => self.end,
+        };
+        if let Some(floor) = floor
+            && sample.dts < floor
         {
             return Err(SegmenterError::NonMonotonic {
-                previous: prev,
+                previous: floor,
                 next: sample.dts,
             });
         }
         self.last_dts = Some(sample.dts);
         match self.pending.take() {
             Some(p) => {
-                let duration = (sample.dts - p.dts).max(1);
+                // A sample never lasts longer than a part: across a gap in
+                // the input the next sample starts a new part at its own
+                // decode time.
+                let step = sample.dts - p.dts;
+                let duration = step.min(self.fix_part_target(step)).max(1);
                 self.append(p, duration, out)?;
                 if sample.starts_segment {
                     self.close_segment(out)?;
@@ -269,13 +316,18 @@ impl Segmenter {
             } else {
                 None
             };
-            let msn = s.msn.unwrap_or(self.next_msn).max(self.next_msn);
+            let msn = match (self.numbered, s.msn) {
+                (false, Some(first)) => first,
+                _ => self.next_msn,
+            };
+            self.numbered = true;
             self.next_msn = msn + 1;
             self.segment = Some(OpenSegment {
                 msn,
                 start: s.dts,
                 parts: 0,
             });
+            self.open_bytes = 0;
             out.push(SegmenterOutput::SegmentStart {
                 msn,
                 discontinuity: s.discontinuity,
@@ -297,6 +349,7 @@ impl Segmenter {
             data: s.data,
         });
         self.part_received.push(s.received);
+        self.open_bytes += self.part.last().map_or(0, |p| p.data.len());
         self.part_duration += duration;
         self.last_duration = Some(duration);
         self.end = Some(s.dts + duration);
@@ -315,8 +368,18 @@ impl Segmenter {
         let Some(segment) = self.segment.as_mut() else {
             unreachable!("samples are only appended inside an open segment");
         };
-        let data = cmaf::fragment(self.next_fragment, self.part_start, &self.part)?;
+        let data = cmaf::fragment(self.next_fragment, self.part_start, &self.part);
         self.next_fragment = self.next_fragment.wrapping_add(1);
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                // Drop what cannot be written rather than retry it forever.
+                self.part.clear();
+                self.part_received.clear();
+                self.part_duration = 0;
+                return Err(e.into());
+            }
+        };
         out.push(SegmenterOutput::Part {
             msn: segment.msn,
             index: segment.parts,
@@ -464,10 +527,16 @@ mod tests {
         // known duration (34 ms).
         assert_eq!(*duration, 9000 + 3060);
         out.clear();
-        let mut s = sample(0, true, false, &cfg);
+        // After a flush nothing may start before what was written...
+        assert!(matches!(
+            seg.push(sample(0, true, false, &cfg), &mut out),
+            Err(SegmenterError::NonMonotonic { .. })
+        ));
+        // ...and the next session continues after it.
+        let mut s = sample(20_000, true, false, &cfg);
         s.discontinuity = true;
         seg.push(s, &mut out).unwrap();
-        seg.push(sample(3000, false, false, &cfg), &mut out)
+        seg.push(sample(23_000, false, false, &cfg), &mut out)
             .unwrap();
         assert!(matches!(
             out.first(),
@@ -510,5 +579,70 @@ mod tests {
                 assert_eq!(*duration, 8 * 1024);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::media::AvcConfig;
+
+    fn sample(dts: i64, keyframe: bool) -> InSample {
+        InSample {
+            dts,
+            composition_offset: 0,
+            keyframe,
+            data: Bytes::from_static(&[1]),
+            program_date_time: SystemTime::UNIX_EPOCH,
+            received: Instant::now(),
+            starts_segment: false,
+            discontinuity: false,
+            config: Arc::new(CodecConfig::H264(
+                AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240))
+                    .unwrap(),
+            )),
+            msn: None,
+        }
+    }
+
+    #[test]
+    fn a_gap_does_not_make_a_part_longer_than_the_target() {
+        let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+        seg.set_frame_duration(3000);
+        let mut out = vec![];
+        // Frames 0..3, a 2 s hole, frames again.
+        for dts in [0, 3000, 6000, 186_000, 189_000, 192_000, 195_000] {
+            seg.push(sample(dts, dts == 0), &mut out).unwrap();
+        }
+        seg.flush(&mut out).unwrap();
+        let target = seg.part_target.unwrap();
+        let mut starts = vec![];
+        for o in &out {
+            if let SegmenterOutput::Part { duration, data, .. } = o {
+                assert!(*duration <= target, "{duration} > {target}");
+                let mut buf = &data[..];
+                let mp4_atom::Any::Moof(moof) =
+                    <mp4_atom::Any as mp4_atom::Decode>::decode(&mut buf).unwrap()
+                else {
+                    panic!()
+                };
+                starts.push(moof.traf[0].tfdt.as_ref().unwrap().base_media_decode_time);
+            }
+        }
+        // The part after the hole starts at its true decode time.
+        assert!(starts.contains(&186_000), "{starts:?}");
+    }
+
+    #[test]
+    fn an_implausible_first_step_does_not_fix_the_part_target() {
+        let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+        let mut out = vec![];
+        // No frame rate known; the first two frames are 5 s apart.
+        seg.push(sample(0, true), &mut out).unwrap();
+        seg.push(sample(450_000, false), &mut out).unwrap();
+        let t = seg.part_target_secs().unwrap();
+        assert!((0.19..0.22).contains(&t), "{t}");
     }
 }

@@ -2,7 +2,7 @@
 //! each one: bus events in, [`StreamPackager`] in the middle, the stream's
 //! [`StreamOutput`] updated as parts complete.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,15 +32,32 @@ pub async fn run(
 ) {
     let mut announcements = registry.announcements();
     let mut tasks = JoinSet::new();
-    let mut running: HashSet<u64> = HashSet::new();
+    // Packager task -> (broadcast id, its output), so a task that dies is
+    // forgotten and its output withdrawn.
+    let mut running: HashMap<tokio::task::Id, (u64, Arc<StreamOutput>)> = HashMap::new();
     let start = |b: BroadcastConsumer,
-                 tasks: &mut JoinSet<u64>,
-                 running: &mut HashSet<u64>,
+                 tasks: &mut JoinSet<()>,
+                 running: &mut HashMap<tokio::task::Id, (u64, Arc<StreamOutput>)>,
                  stop: &Shutdown| {
-        if running.insert(b.id()) {
-            let span = tracing::info_span!("llhls", stream = %b.path());
-            tasks.spawn(package(b, outputs.clone(), config.clone(), stop.clone()).instrument(span));
+        if running.values().any(|(id, _)| *id == b.id()) {
+            return;
         }
+        let instance = format!("{:08x}", rand::random::<u32>());
+        let output = Arc::new(StreamOutput::new(b.path().clone(), instance));
+        outputs.insert(output.clone());
+        let span = tracing::info_span!("llhls", stream = %b.path());
+        let id = b.id();
+        let task = tasks.spawn(
+            package(
+                b,
+                output.clone(),
+                outputs.clone(),
+                config.clone(),
+                stop.clone(),
+            )
+            .instrument(span),
+        );
+        running.insert(task.id(), (id, output));
     };
     for b in registry.list() {
         start(b, &mut tasks, &mut running, &shutdown);
@@ -58,10 +75,18 @@ pub async fn run(
                 }
                 Err(RecvError::Closed) => break,
             },
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(id) = done {
-                    running.remove(&id);
-                }
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an LL-HLS packager task failed; its stream is withdrawn");
+                        if let Some((_, output)) = running.get(&e.id()) {
+                            outputs.remove(output);
+                        }
+                        e.id()
+                    }
+                };
+                running.remove(&id);
             }
         }
     }
@@ -126,33 +151,32 @@ impl Packaging {
         idx
     }
 
-    fn apply(
-        &mut self,
-        result: Result<Vec<super::packager::Output>, super::segmenter::SegmenterError>,
-    ) {
-        let outputs = match result {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, "packaging failed for a frame");
-                return;
-            }
-        };
+    fn apply(&mut self, outputs: Vec<super::packager::Output>) {
         for n in self.packager.take_notices() {
-            if let Some(suppressed) = self.notice_log.check(Instant::now()) {
-                match n {
-                    PackagerNotice::NonMonotonic { .. } => {
-                        tracing::warn!(
-                            suppressed,
-                            "dropped a frame whose decode time went backwards"
-                        )
-                    }
-                    PackagerNotice::AudioAhead { .. } => {
-                        tracing::warn!(
-                            suppressed,
-                            "dropped an audio frame to keep audio in sync with its timestamps"
-                        )
-                    }
+            let kind = match &n {
+                PackagerNotice::Dropped { .. } => "dropped",
+                PackagerNotice::AudioAhead { .. } => "audio_ahead",
+                PackagerNotice::TimestampJump { .. } => "timestamp_jump",
+            };
+            metrics::counter!("streamd_llhls_packager_events_total", "kind" => kind).increment(1);
+            let Some(suppressed) = self.notice_log.check(Instant::now()) else {
+                continue;
+            };
+            match n {
+                PackagerNotice::Dropped { track, reason } => {
+                    tracing::warn!(track, %reason, suppressed, "dropped a frame")
                 }
+                PackagerNotice::AudioAhead { track } => tracing::warn!(
+                    track,
+                    suppressed,
+                    "dropped an audio frame to keep audio in sync with its timestamps"
+                ),
+                PackagerNotice::TimestampJump { track, seconds } => tracing::warn!(
+                    track,
+                    seconds,
+                    suppressed,
+                    "the publisher's timestamps jumped; the gap is folded out of the stream"
+                ),
             }
         }
         if outputs.is_empty() {
@@ -161,6 +185,9 @@ impl Packaging {
         let now = Instant::now();
         let packager = &self.packager;
         self.output.update(|st| {
+            if st.target_duration.is_none() {
+                st.target_duration = packager.target_duration();
+            }
             for o in outputs {
                 let Some(r) = st.renditions.get_mut(o.track) else {
                     continue;
@@ -188,14 +215,11 @@ impl Packaging {
 
 async fn package(
     broadcast: BroadcastConsumer,
+    output: Arc<StreamOutput>,
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
     mut shutdown: Shutdown,
-) -> u64 {
-    let id = broadcast.id();
-    let instance = format!("{:08x}", rand::random::<u32>());
-    let output = Arc::new(StreamOutput::new(broadcast.path().clone(), instance));
-    outputs.insert(output.clone());
+) {
     tracing::info!(instance = %output.instance, "packaging LL-HLS");
 
     let mut p = Packaging {
@@ -250,5 +274,4 @@ async fn package(
         _ = shutdown.wait() => {}
     }
     outputs.remove(&output);
-    id
 }

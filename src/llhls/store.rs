@@ -19,6 +19,9 @@ pub struct OutputState {
     pub renditions: Vec<Rendition>,
     /// The broadcast is over: playlists end with EXT-X-ENDLIST.
     pub ended: bool,
+    /// EXT-X-TARGETDURATION of every playlist, fixed by the packager once
+    /// the first segment is complete.
+    pub target_duration: Option<u64>,
     version: u64,
     /// When the state last changed (to measure how fast blocked requests
     /// are answered).
@@ -26,14 +29,30 @@ pub struct OutputState {
 }
 
 impl OutputState {
-    /// Ready to serve: some rendition has a complete segment, and every
-    /// rendition that has started has one (so the master lists them all).
+    /// Ready to serve: the target duration is fixed, the leading rendition
+    /// (the first video one, else the first) has a complete segment, and so
+    /// has every other rendition that started — unless the leader is three
+    /// segments ahead, when a stalled rendition is left out of the master
+    /// rather than holding the stream back.
     pub fn ready(&self) -> bool {
-        self.renditions.iter().any(|r| r.has_complete_segment())
-            && self
-                .renditions
-                .iter()
-                .all(|r| r.segments.is_empty() || r.has_complete_segment())
+        let Some(leading) = self.leading() else {
+            return false;
+        };
+        let complete = |r: &Rendition| r.segments.iter().filter(|s| s.is_complete()).count();
+        self.target_duration.is_some()
+            && complete(leading) >= 1
+            && (complete(leading) >= 3
+                || self
+                    .renditions
+                    .iter()
+                    .all(|r| r.segments.is_empty() || r.has_complete_segment()))
+    }
+
+    fn leading(&self) -> Option<&Rendition> {
+        self.renditions
+            .iter()
+            .find(|r| r.kind == TrackKind::Video)
+            .or(self.renditions.first())
     }
 
     /// PART-HOLD-BACK: three times the longest part target of the stream.
@@ -49,10 +68,8 @@ impl OutputState {
         self.renditions.iter().position(|r| r.name == name)
     }
 
-    pub fn target_duration(&self, index: usize) -> u64 {
-        self.renditions
-            .get(index)
-            .map_or(1, |r| r.target_duration())
+    pub fn target_duration(&self) -> u64 {
+        self.target_duration.unwrap_or(1)
     }
 
     pub fn version(&self) -> u64 {
@@ -132,6 +149,7 @@ impl StreamOutput {
             r,
             &MediaContext {
                 instance: &self.instance,
+                target_duration: st.target_duration(),
                 part_hold_back: st.part_hold_back(),
                 reports: &reports,
                 ended: st.ended,
@@ -146,16 +164,6 @@ impl StreamOutput {
     pub fn master_playlist(&self, st: &OutputState) -> Bytes {
         let renditions: Vec<&Rendition> = st.renditions.iter().collect();
         Bytes::from(playlist::render_master(&renditions, &self.instance))
-    }
-
-    /// The target duration that governs the stream's timing (its first
-    /// video rendition's, else its first rendition's).
-    pub fn stream_target_duration(st: &OutputState) -> u64 {
-        st.renditions
-            .iter()
-            .find(|r| r.kind == TrackKind::Video)
-            .or(st.renditions.first())
-            .map_or(1, |r| r.target_duration())
     }
 }
 

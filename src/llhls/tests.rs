@@ -76,13 +76,10 @@ fn feed(
             if at > vt {
                 break;
             }
-            out.extend(p.push(a, event(at, true, &ac, session, wall)).unwrap());
+            out.extend(p.push(a, event(at, true, &ac, session, wall)));
             ai += 1;
         }
-        out.extend(
-            p.push(v, event(vt, i % 30 == 0, &vc, session, wall))
-                .unwrap(),
-        );
+        out.extend(p.push(v, event(vt, i % 30 == 0, &vc, session, wall)));
     }
 }
 
@@ -134,8 +131,8 @@ fn reconnect_continues_the_timeline_with_a_discontinuity() {
     let (mut p, v, a) = new_packager();
     let mut out = vec![];
     feed(&mut p, v, a, 5000, 3, 0, &mut out);
-    out.extend(p.interrupt(v).unwrap());
-    out.extend(p.interrupt(a).unwrap());
+    out.extend(p.interrupt(v));
+    out.extend(p.interrupt(a));
     let first = out.len();
     // The publisher returns; its timestamps restart at 0.
     feed(&mut p, v, a, 0, 3, 1, &mut out);
@@ -145,11 +142,11 @@ fn reconnect_continues_the_timeline_with_a_discontinuity() {
     let (msn, start, disc) = after[0];
     assert_eq!(msn, last_msn + 1);
     assert!(disc, "first segment after a reconnect is a discontinuity");
-    // Continuous: the new session starts where the old one ended (3 s after
-    // the first session's 5 s start), not back at 0.
+    // The new session continues after the old one's end (3 s after its 5 s
+    // start) plus the 1 s reconnect gap, not back at 0.
     let end_of_first = 5.0 + 3.0;
     let start_s = start as f64 / 90_000.0;
-    assert!((start_s - end_of_first).abs() < 0.05, "{start_s}");
+    assert!((start_s - (end_of_first + 1.0)).abs() < 0.05, "{start_s}");
     let audio_after = starts(&out[first..], a);
     assert_eq!(audio_after[0].0, msn);
     assert!(audio_after[0].2);
@@ -162,7 +159,7 @@ fn codec_change_starts_a_segment_with_a_new_init() {
     let vc = avc();
     let mut out = vec![];
     for i in 0..20 {
-        out.extend(p.push(v, event(i * 33, i == 0, &vc, 0, wall)).unwrap());
+        out.extend(p.push(v, event(i * 33, i == 0, &vc, 0, wall)));
     }
     // Same SPS bytes but a different profile byte: a new configuration.
     let CodecConfig::H264(mut changed) = (*vc).clone() else {
@@ -170,8 +167,8 @@ fn codec_change_starts_a_segment_with_a_new_init() {
     };
     changed.level = 0x1f;
     let changed = Arc::new(CodecConfig::H264(changed));
-    out.extend(p.push(v, event(20 * 33, true, &changed, 0, wall)).unwrap());
-    out.extend(p.push(v, event(21 * 33, false, &changed, 0, wall)).unwrap());
+    out.extend(p.push(v, event(20 * 33, true, &changed, 0, wall)));
+    out.extend(p.push(v, event(21 * 33, false, &changed, 0, wall)));
     let s: Vec<_> = out
         .iter()
         .filter_map(|o| match &o.output {
@@ -195,14 +192,14 @@ fn audio_before_the_first_video_keyframe_is_dropped() {
     let (vc, ac) = (avc(), aac());
     let mut out = vec![];
     for i in 0..10 {
-        out.extend(p.push(a, event(i * 23, true, &ac, 0, wall)).unwrap());
+        out.extend(p.push(a, event(i * 23, true, &ac, 0, wall)));
     }
-    out.extend(p.push(v, event(150, true, &vc, 0, wall)).unwrap());
-    out.extend(p.push(a, event(230, true, &ac, 0, wall)).unwrap());
-    out.extend(p.push(v, event(183, false, &vc, 0, wall)).unwrap());
-    out.extend(p.push(v, event(216, false, &vc, 0, wall)).unwrap());
-    out.extend(p.push(v, event(250, false, &vc, 0, wall)).unwrap());
-    out.extend(p.push(a, event(253, true, &ac, 0, wall)).unwrap());
+    out.extend(p.push(v, event(150, true, &vc, 0, wall)));
+    out.extend(p.push(a, event(230, true, &ac, 0, wall)));
+    out.extend(p.push(v, event(183, false, &vc, 0, wall)));
+    out.extend(p.push(v, event(216, false, &vc, 0, wall)));
+    out.extend(p.push(v, event(250, false, &vc, 0, wall)));
+    out.extend(p.push(a, event(253, true, &ac, 0, wall)));
     let audio = starts(&out, a);
     // Audio's first segment starts at its first frame at or after 150 ms.
     let first = audio[0].1 as f64 / 44_100.0;
@@ -292,6 +289,7 @@ fn playlists_parse_and_delta_updates_match_the_full_playlist() {
     }];
     let ctx = |skip| MediaContext {
         instance: "x",
+        target_duration: 1,
         part_hold_back: 3.0 * pt,
         reports: &reports,
         ended: false,
@@ -366,12 +364,13 @@ fn discontinuity_sequence_counts_from_the_first_listed_segment() {
     let (mut p, v, a) = new_packager();
     let mut out = vec![];
     feed(&mut p, v, a, 0, 3, 0, &mut out);
-    out.extend(p.interrupt(v).unwrap());
-    out.extend(p.interrupt(a).unwrap());
+    out.extend(p.interrupt(v));
+    out.extend(p.interrupt(a));
     feed(&mut p, v, a, 0, 4, 1, &mut out);
     let pt = p.segmenter(v).part_target_secs().unwrap();
     let ctx = MediaContext {
         instance: "x",
+        target_duration: 1,
         part_hold_back: 0.6,
         reports: &[],
         ended: false,
@@ -431,4 +430,319 @@ fn master_playlist_describes_the_stream() {
     assert_eq!(inf.2.as_deref(), Some("320x240"));
     assert!((inf.3.unwrap() - 30.0).abs() < 0.1, "{:?}", inf.3);
     assert_eq!(inf.4.as_deref(), Some("audio"));
+}
+
+// Regression tests for hostile or broken sources: each names the defect it
+// guards against.
+
+fn ends(out: &[Output], track: usize, timescale: f64) -> Vec<(u64, f64)> {
+    out.iter()
+        .filter(|o| o.track == track)
+        .filter_map(|o| match &o.output {
+            SegmenterOutput::SegmentEnd { msn, duration } => {
+                Some((*msn, *duration as f64 / timescale))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn parts(out: &[Output], track: usize, timescale: f64) -> Vec<(u64, u32, f64, bool)> {
+    out.iter()
+        .filter(|o| o.track == track)
+        .filter_map(|o| match &o.output {
+            SegmenterOutput::Part {
+                msn,
+                index,
+                duration,
+                independent,
+                ..
+            } => Some((*msn, *index, *duration as f64 / timescale, *independent)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Feeds video at 30 fps from `start_ms` for `ms`, keyframes per `key`, with
+/// audio interleaved.
+fn feed_custom(
+    p: &mut StreamPackager,
+    (v, a): (usize, usize),
+    start_ms: i64,
+    ms: i64,
+    key: impl Fn(i64) -> bool,
+    out: &mut Vec<Output>,
+) {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (vc, ac) = (avc(), aac());
+    let mut ai = 0i64;
+    let mut i = 0i64;
+    while i * 1000 / 30 < ms {
+        let vt = start_ms + i * 1000 / 30;
+        loop {
+            let at = start_ms + ai * 1024 * 1000 / 44_100;
+            if at > vt {
+                break;
+            }
+            out.extend(p.push(a, event(at, true, &ac, 0, wall)));
+            ai += 1;
+        }
+        out.extend(p.push(v, event(vt, key(i), &vc, 0, wall)));
+        i += 1;
+    }
+}
+
+#[test]
+fn segments_are_cut_without_keyframes_before_they_exceed_the_target_duration() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    // One keyframe, then 35 s of inter frames (intra refresh, or hostile).
+    feed_custom(&mut p, (v, a), 0, 35_000, |i| i == 0, &mut out);
+    assert_eq!(p.target_duration(), Some(10));
+    let video = ends(&out, v, 90_000.0);
+    assert!(video.len() >= 3, "{video:?}");
+    for (msn, d) in &video {
+        assert!(d.round() <= 10.0, "segment {msn} lasts {d}");
+    }
+    // Cut segments do not start with a keyframe, and say so.
+    let vp = parts(&out, v, 90_000.0);
+    assert!(vp.iter().any(|p| p.1 == 0 && !p.3));
+    let mut r = rendition_from(&out, v, TrackKind::Video, 90_000, 10, 0.21);
+    r.config = Some((*avc()).clone());
+    let master = playlist::render_master(&[&r], "x");
+    assert!(!master.contains("EXT-X-INDEPENDENT-SEGMENTS"), "{master}");
+}
+
+#[test]
+fn a_longer_gop_later_is_cut_to_the_fixed_target_duration() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    // 1 s GOPs fix the target duration at 1; then the source switches to 4 s.
+    feed_custom(&mut p, (v, a), 0, 5_000, |i| i % 30 == 0, &mut out);
+    assert_eq!(p.target_duration(), Some(1));
+    feed_custom(&mut p, (v, a), 5_000, 12_000, |i| i % 120 == 0, &mut out);
+    for (msn, d) in ends(&out, v, 90_000.0)
+        .iter()
+        .chain(&ends(&out, a, 44_100.0))
+    {
+        assert!(d.round() <= 1.0, "segment {msn} lasts {d}");
+    }
+}
+
+#[test]
+fn audio_media_sequence_numbers_never_skip() {
+    let (mut p, v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let (vc, ac) = (avc(), aac());
+    let mut out = vec![];
+    // 8 s of video; audio stops for 3 s in the middle.
+    let mut ai = 0i64;
+    for i in 0..240i64 {
+        let vt = i * 1000 / 30;
+        loop {
+            let at = ai * 1024 * 1000 / 44_100;
+            if at > vt {
+                break;
+            }
+            if !(2000..5000).contains(&at) {
+                out.extend(p.push(a, event(at, true, &ac, 0, wall)));
+            }
+            ai += 1;
+        }
+        out.extend(p.push(v, event(vt, i % 30 == 0, &vc, 0, wall)));
+    }
+    let audio: Vec<u64> = starts(&out, a).iter().map(|s| s.0).collect();
+    for w in audio.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "audio numbers skip: {audio:?}");
+    }
+    // Having caught up, audio segments line up with video's again.
+    let video = starts(&out, v);
+    let last_audio = starts(&out, a).last().copied().unwrap();
+    let same = video.iter().find(|s| s.0 == last_audio.0).unwrap();
+    assert!((same.1 as f64 / 90_000.0 - last_audio.1 as f64 / 44_100.0).abs() < 0.03);
+}
+
+#[test]
+fn reconnect_with_skewed_first_timestamps_keeps_both_tracks_going() {
+    let (mut p, v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let (vc, ac) = (avc(), aac());
+    let mut out = vec![];
+    // A first session of 80 ms, then a reconnect whose video starts at
+    // 200 ms and audio at 0 ms, video arriving first.
+    for i in 0..3 {
+        out.extend(p.push(v, event(i * 33, i == 0, &vc, 0, wall)));
+        out.extend(p.push(a, event(i * 23, true, &ac, 0, wall)));
+    }
+    out.extend(p.interrupt(v));
+    out.extend(p.interrupt(a));
+    let before = out.len();
+    for i in 0..90 {
+        out.extend(p.push(v, event(200 + i * 33, i % 30 == 0, &vc, 1, wall)));
+        for j in 0..2 {
+            out.extend(p.push(a, event((i * 2 + j) * 23, true, &ac, 1, wall)));
+        }
+    }
+    let after = &out[before..];
+    assert!(
+        ends(after, v, 90_000.0).len() >= 2,
+        "video stalled: {:?} {:?}",
+        p.take_notices(),
+        starts(after, v)
+    );
+    assert!(parts(after, a, 44_100.0).len() >= 10, "audio stalled");
+    assert!(
+        !p.take_notices().iter().any(|n| matches!(n, super::packager::PackagerNotice::Dropped { reason, .. } if reason.contains("negative"))),
+    );
+}
+
+#[test]
+fn held_audio_is_bounded_when_video_never_comes() {
+    let (mut p, _v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let ac = aac();
+    // A video track exists but sends nothing; audio timestamps never move.
+    let mut out = vec![];
+    for _ in 0..5000 {
+        out.extend(p.push(a, event(0, true, &ac, 0, wall)));
+    }
+    assert!(p.held_len() <= 1025, "{}", p.held_len());
+}
+
+#[test]
+fn timestamp_jumps_inside_a_session_are_folded_out() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed_custom(&mut p, (v, a), 0, 3_000, |i| i % 30 == 0, &mut out);
+    // The encoder's clock jumps 60 s ahead, then back to 0.
+    feed_custom(&mut p, (v, a), 63_000, 3_000, |i| i % 30 == 0, &mut out);
+    feed_custom(&mut p, (v, a), 0, 3_000, |i| i % 30 == 0, &mut out);
+    out.extend(p.finish());
+    assert_eq!(p.target_duration(), Some(1));
+    let video = ends(&out, v, 90_000.0);
+    assert!(video.len() >= 7, "{video:?}");
+    for (msn, d) in &video {
+        assert!(*d < 1.5, "segment {msn} lasts {d}");
+    }
+    let target = p.segmenter(v).part_target_secs().unwrap();
+    for (msn, i, d, _) in parts(&out, v, 90_000.0) {
+        assert!(d <= target, "part {msn}.{i} lasts {d}");
+    }
+    let jumps = p
+        .take_notices()
+        .into_iter()
+        .filter(|n| matches!(n, super::packager::PackagerNotice::TimestampJump { .. }))
+        .count();
+    assert_eq!(jumps, 2);
+    // The output timeline is continuous: about 9 s of media in 9 s.
+    let total: f64 = video.iter().map(|s| s.1).sum();
+    assert!((total - 9.0).abs() < 0.5, "{total}");
+}
+
+#[test]
+fn a_leader_codec_change_is_a_discontinuity_for_audio_too() {
+    let (mut p, v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let ac = aac();
+    let vc = avc();
+    let CodecConfig::H264(mut changed) = (*vc).clone() else {
+        unreachable!()
+    };
+    changed.level = 0x1f;
+    let changed = Arc::new(CodecConfig::H264(changed));
+    let mut out = vec![];
+    let mut ai = 0;
+    for i in 0..90i64 {
+        let vt = i * 1000 / 30;
+        while ai * 1024 * 1000 / 44_100 <= vt {
+            out.extend(p.push(a, event(ai * 1024 * 1000 / 44_100, true, &ac, 0, wall)));
+            ai += 1;
+        }
+        let cfg = if i >= 45 { &changed } else { &vc };
+        out.extend(p.push(v, event(vt, i % 30 == 0 || i == 45, cfg, 0, wall)));
+    }
+    let vd: Vec<u64> = starts(&out, v)
+        .iter()
+        .filter(|s| s.2)
+        .map(|s| s.0)
+        .collect();
+    let ad: Vec<u64> = starts(&out, a)
+        .iter()
+        .filter(|s| s.2)
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(vd.len(), 1);
+    assert_eq!(vd, ad, "audio marks the same segment as a discontinuity");
+}
+
+#[test]
+fn an_audio_sample_rate_change_keeps_audio_in_sync() {
+    let mut p = StreamPackager::new(Duration::from_millis(200), Duration::from_secs(1));
+    let a = p.add_track(TrackKind::Audio, Timescale::new(44_100).unwrap());
+    let wall = SystemTime::UNIX_EPOCH;
+    let a44 = aac();
+    // LC, 48 kHz, stereo.
+    let a48 = Arc::new(CodecConfig::Aac(
+        AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap(),
+    ));
+    let mut out = vec![];
+    for i in 0..200i64 {
+        out.extend(p.push(a, event(i * 1024 * 1000 / 44_100, true, &a44, 0, wall)));
+    }
+    let base = 200 * 1024 * 1000 / 44_100;
+    for i in 0..400i64 {
+        out.extend(p.push(
+            a,
+            event(base + i * 1024 * 1000 / 48_000, true, &a48, 0, wall),
+        ));
+    }
+    let notices = p.take_notices();
+    assert!(notices.is_empty(), "{notices:?}");
+}
+
+#[test]
+fn a_stalled_audio_track_does_not_keep_the_stream_unready() {
+    use super::store::OutputState;
+    let (mut p, v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH;
+    let (vc, ac) = (avc(), aac());
+    let mut out = vec![];
+    // Two audio frames, then only video.
+    out.extend(p.push(a, event(0, true, &ac, 0, wall)));
+    out.extend(p.push(a, event(23, true, &ac, 0, wall)));
+    for i in 0..130 {
+        out.extend(p.push(v, event(i * 33, i % 30 == 0, &vc, 0, wall)));
+    }
+    let mut st = OutputState::default();
+    st.renditions
+        .push(rendition_from(&out, v, TrackKind::Video, 90_000, 10, 0.21));
+    st.renditions
+        .push(rendition_from(&out, a, TrackKind::Audio, 44_100, 10, 0.2));
+    st.target_duration = p.target_duration();
+    assert!(!st.renditions[1].has_complete_segment());
+    assert!(st.ready(), "video is 3 segments ahead: audio is left out");
+    // While video has a single segment, the stream waits for audio's.
+    let one_segment: Vec<_> = out
+        .into_iter()
+        .take_while(|o| !matches!(o.output, SegmenterOutput::SegmentEnd { msn: 1, .. }))
+        .collect();
+    let mut st = OutputState::default();
+    st.renditions.push(rendition_from(
+        &one_segment,
+        v,
+        TrackKind::Video,
+        90_000,
+        10,
+        0.21,
+    ));
+    st.renditions.push(rendition_from(
+        &one_segment,
+        a,
+        TrackKind::Audio,
+        44_100,
+        10,
+        0.2,
+    ));
+    st.target_duration = Some(1);
+    assert!(!st.ready());
 }
