@@ -21,12 +21,9 @@ struct Tag {
     body: Bytes,
 }
 
-fn fixture() -> Vec<Tag> {
-    let d = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/clip-160x120-2s.flv"
-    ))
-    .unwrap();
+/// The audio and video tags of an FLV file.
+fn read_tags(path: &std::path::Path) -> (Vec<Tag>, usize) {
+    let d = std::fs::read(path).unwrap();
     let mut pos = 13;
     let mut tags = vec![];
     while pos + 11 <= d.len() {
@@ -39,7 +36,15 @@ fn fixture() -> Vec<Tag> {
         });
         pos += 11 + size + 4;
     }
-    tags
+    (tags, d.len())
+}
+
+fn fixture() -> Vec<Tag> {
+    read_tags(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/clip-160x120-2s.flv"
+    )))
+    .0
 }
 
 /// Runs the handshake between a client and `server` in memory; returns the
@@ -242,21 +247,9 @@ fn flv_side_by_side(c: &mut Criterion) {
         return;
     }
     let path = big_flv();
-    let data = std::fs::read(&path).unwrap();
-    let mut tags = vec![];
-    let mut pos = 13;
-    while pos + 11 <= data.len() {
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
-        tags.push(Tag {
-            kind: data[pos],
-            ts,
-            body: Bytes::copy_from_slice(&data[pos + 11..pos + 11 + size]),
-        });
-        pos += 11 + size + 4;
-    }
+    let (tags, file_len) = read_tags(&path);
     let mut g = c.benchmark_group("ingest");
-    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.throughput(Throughput::Bytes(file_len as u64));
     g.sample_size(20);
     g.bench_function("flv_720p_120s_to_bus", |b| {
         b.iter(|| {
@@ -296,7 +289,7 @@ fn flv_side_by_side(c: &mut Criterion) {
     };
     let full = time(&path, &["-c", "copy", "-f", "null", "-"]);
     let start = time(&path, &["-t", "0.04", "-c", "copy", "-f", "null", "-"]);
-    let mb = data.len() as f64 / (1024.0 * 1024.0);
+    let mb = file_len as f64 / (1024.0 * 1024.0);
     println!(
         "baseline ffmpeg -c copy -f null on the same {mb:.1} MiB: {:.1} ms ({:.0} MiB/s), {:.1} ms of it process start ({:.0} MiB/s without)",
         full.as_secs_f64() * 1e3,

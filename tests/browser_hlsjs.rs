@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 
@@ -28,17 +27,9 @@ fn browser_dir() -> &'static Path {
 async fn hlsjs_plays_with_low_latency() {
     let dir = browser_dir();
     let server = TestServer::start(|_| {}).await;
-    let url = server.rtmp_url("live", "browser");
-    let publisher = Publish {
-        url: &url,
-        seconds: 60,
-        size: "320x240",
-        gop: 30,
-        copy_to: None,
-    }
-    .spawn();
+    let publisher = server.publish("live", "browser", 60, "320x240");
     let master = server.url("/live/browser/llhls.m3u8");
-    poll(&master, Duration::from_secs(15), |r| r.status == 200).await;
+    server.master_when_ready("live", "browser").await;
 
     let (ok, out, err) = run(
         "node",

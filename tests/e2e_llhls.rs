@@ -23,16 +23,6 @@ struct Media {
     reports: Vec<(String, u64, u32)>,
 }
 
-fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let i = line.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &line[i..];
-    if let Some(q) = rest.strip_prefix('"') {
-        q.split('"').next()
-    } else {
-        rest.split(',').next()
-    }
-}
-
 /// `{track}_{instance}_{msn}_{index}.m4s` -> (msn, index)
 fn part_numbers(uri: &str) -> (u64, u32) {
     let stem = uri.trim_end_matches(".m4s");
@@ -90,13 +80,7 @@ fn check_rules(m: &Media) {
         text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL="),
         "{text}"
     );
-    let phb: f64 = attr(
-        text.lines().find(|l| l.contains("PART-HOLD-BACK")).unwrap(),
-        "PART-HOLD-BACK",
-    )
-    .unwrap()
-    .parse()
-    .unwrap();
+    let phb = number_attr(text, "PART-HOLD-BACK");
     assert!(
         phb >= 2.0 * m.part_target,
         "PART-HOLD-BACK {phb} < 2 x {}",
@@ -188,13 +172,7 @@ async fn publish_and_play_back_llhls() {
     assert!(text.contains("CODECS=\"avc1.64"), "{text}");
     assert!(text.contains(",mp4a.40.2\""), "{text}");
     assert!(text.contains("RESOLUTION=320x240"), "{text}");
-    let fps: f64 = attr(
-        text.lines().find(|l| l.contains("FRAME-RATE")).unwrap(),
-        "FRAME-RATE",
-    )
-    .unwrap()
-    .parse()
-    .unwrap();
+    let fps = number_attr(&text, "FRAME-RATE");
     assert!((fps - 30.0).abs() < 0.5, "{fps}");
     let playlists = media_playlists(&text);
     assert_eq!(playlists.len(), 2, "{text}");
@@ -398,29 +376,8 @@ async fn reconnecting_publisher_continues_the_playlist() {
         c.bus.reconnect_grace = Duration::from_secs(3);
     })
     .await;
-    let url = server.rtmp_url("live", "blip");
-    let publish = || {
-        Publish {
-            url: &url,
-            seconds: 30,
-            size: "160x120",
-            gop: 30,
-            copy_to: None,
-        }
-        .spawn()
-    };
-    let mut first = publish();
-    let master = poll(
-        &server.url("/live/blip/llhls.m3u8"),
-        Duration::from_secs(15),
-        |r| r.status == 200,
-    )
-    .await;
-    let video_uri = media_playlists(&master.text())
-        .into_iter()
-        .find(|u| u.starts_with("video"))
-        .unwrap();
-    let video_url = server.url(&format!("/live/blip/{video_uri}"));
+    let mut first = server.publish("live", "blip", 30, "160x120");
+    let video_url = server.video_playlist("live", "blip").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = parse_media(&get(&video_url).await.text());
 
@@ -439,7 +396,7 @@ async fn reconnecting_publisher_continues_the_playlist() {
         assert!(!r.text().contains("#EXT-X-ENDLIST"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let second = publish();
+    let second = server.publish("live", "blip", 30, "160x120");
     logs.wait_for(
         &["publisher resumed the broadcast"],
         Duration::from_secs(10),
@@ -470,45 +427,13 @@ async fn reconnecting_publisher_continues_the_playlist() {
 async fn several_streams_live_and_a_second_publisher_is_refused() {
     let (logs, _guard) = Logs::capture();
     let server = TestServer::start(|_| {}).await;
-    let (a, b) = (server.rtmp_url("live", "a"), server.rtmp_url("other", "b"));
-    let pa = Publish {
-        url: &a,
-        seconds: 30,
-        size: "160x120",
-        gop: 30,
-        copy_to: None,
-    }
-    .spawn();
-    let pb = Publish {
-        url: &b,
-        seconds: 30,
-        size: "160x120",
-        gop: 30,
-        copy_to: None,
-    }
-    .spawn();
-    poll(
-        &server.url("/live/a/llhls.m3u8"),
-        Duration::from_secs(15),
-        |r| r.status == 200,
-    )
-    .await;
-    poll(
-        &server.url("/other/b/llhls.m3u8"),
-        Duration::from_secs(15),
-        |r| r.status == 200,
-    )
-    .await;
+    let pa = server.publish("live", "a", 30, "160x120");
+    let pb = server.publish("other", "b", 30, "160x120");
+    server.master_when_ready("live", "a").await;
+    server.master_when_ready("other", "b").await;
 
     // A second publisher on /live/a is refused with an RTMP error...
-    let intruder = Publish {
-        url: &a,
-        seconds: 5,
-        size: "160x120",
-        gop: 30,
-        copy_to: None,
-    }
-    .spawn();
+    let intruder = server.publish("live", "a", 5, "160x120");
     let (status, stderr) = finish(intruder).await;
     assert!(!status.success(), "the second publisher must fail");
     assert!(
@@ -522,17 +447,11 @@ async fn several_streams_live_and_a_second_publisher_is_refused() {
     .await;
 
     // ...and the first one is untouched: its playlist keeps growing.
-    let master = get(&server.url("/live/a/llhls.m3u8")).await.text();
-    let video_uri = media_playlists(&master)
-        .into_iter()
-        .find(|u| u.starts_with("video"))
-        .unwrap();
-    let video_url = server.url(&format!("/live/a/{video_uri}"));
-    let before = parse_media(&get(&video_url).await.text()).parts.len()
-        + parse_media(&get(&video_url).await.text()).segments.len() * 100;
+    let video_url = server.video_playlist("live", "a").await;
+    let newest = |m: &Media| m.parts.last().map(|p| p.4.clone());
+    let before = newest(&parse_media(&get(&video_url).await.text()));
     let after = poll(&video_url, Duration::from_secs(5), |r| {
-        let m = parse_media(&r.text());
-        m.parts.len() + m.segments.len() * 100 > before
+        newest(&parse_media(&r.text())) != before
     })
     .await;
     assert!(!after.text().contains("#EXT-X-DISCONTINUITY\n"));
@@ -546,17 +465,9 @@ async fn cors_preflight_and_cache_headers() {
         c.llhls.cors_origins = vec!["https://player.example".into()];
     })
     .await;
-    let url = server.rtmp_url("live", "cors");
-    let p = Publish {
-        url: &url,
-        seconds: 30,
-        size: "160x120",
-        gop: 30,
-        copy_to: None,
-    }
-    .spawn();
+    let p = server.publish("live", "cors", 30, "160x120");
     let master_url = server.url("/live/cors/llhls.m3u8");
-    poll(&master_url, Duration::from_secs(15), |r| r.status == 200).await;
+    server.master_when_ready("live", "cors").await;
 
     let pre = request(
         "OPTIONS",

@@ -51,6 +51,25 @@ async fn witness_still_served(server: &TestServer) {
     .await;
 }
 
+/// The server closed `stream` with a log line holding `needles`, and the
+/// witness is still served.
+async fn closed_cleanly(
+    server: &TestServer,
+    logs: &Logs,
+    stream: &mut TcpStream,
+    needles: &[&str],
+) -> String {
+    assert!(
+        rtmp::closed_by_server(stream, WAIT).await,
+        "connection left open"
+    );
+    let mut all = vec!["rtmp connection closed"];
+    all.extend_from_slice(needles);
+    let line = logs.wait_for(&all, WAIT).await;
+    witness_still_served(server).await;
+    line
+}
+
 /// A raw RTMP message in one chunk with a full (type 0) header.
 fn chunk(csid: u8, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
@@ -70,9 +89,7 @@ async fn garbage_on_the_rtmp_port() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    assert!(rtmp::closed_by_server(&mut s, WAIT).await);
-    logs.wait_for(&["rtmp connection closed", "RTMP handshake failed"], WAIT)
-        .await;
+    closed_cleanly(&server, &logs, &mut s, &["RTMP handshake failed"]).await;
     // A valid version byte, then noise.
     let mut s = TcpStream::connect(server.rtmp).await.unwrap();
     let mut noise = vec![3u8];
@@ -84,8 +101,7 @@ async fn garbage_on_the_rtmp_port() {
         noise.push(x as u8);
     }
     let _ = s.write_all(&noise).await;
-    assert!(rtmp::closed_by_server(&mut s, WAIT).await);
-    witness_still_served(&server).await;
+    closed_cleanly(&server, &logs, &mut s, &[]).await;
     server.stop().await;
 }
 
@@ -97,16 +113,13 @@ async fn truncated_handshake() {
     let mut partial = vec![3u8];
     partial.extend_from_slice(&[0u8; 512]);
     s.write_all(&partial).await.unwrap();
-    assert!(rtmp::closed_by_server(&mut s, WAIT).await);
-    logs.wait_for(
-        &[
-            "rtmp connection closed",
-            "handshake not completed within 1s",
-        ],
-        WAIT,
+    closed_cleanly(
+        &server,
+        &logs,
+        &mut s,
+        &["handshake not completed within 1s"],
     )
     .await;
-    witness_still_served(&server).await;
     server.stop().await;
 }
 
@@ -118,24 +131,25 @@ async fn huge_chunk_size() {
     c.send_raw(&chunk(2, 1, 0, &0xffff_ffffu32.to_be_bytes()))
         .await
         .unwrap();
-    assert!(c.closed_by_server(WAIT).await);
-    logs.wait_for(
-        &[
-            "rtmp connection closed",
-            "RTMP protocol error",
-            "not encoded in an expected format",
-        ],
-        WAIT,
+    closed_cleanly(
+        &server,
+        &logs,
+        &mut c.stream,
+        &["RTMP protocol error", "not encoded in an expected format"],
     )
     .await;
 
-    // The maximum itself is legal: a publisher using it still works.
-    let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    c.send_raw(&chunk(2, 1, 0, &0x7fff_ffffu32.to_be_bytes()))
+    // The maximum itself is legal: a publisher that uses it is packaged.
+    let mut c = RtmpClient::connect_with_chunk_size(server.rtmp, "live", 0x7fff_ffff)
         .await
         .unwrap();
-    witness_still_served(&server).await;
+    c.publish("bigchunks").await.unwrap();
+    for t in rtmp::fixture() {
+        c.send(&t).await.unwrap();
+    }
     drop(c);
+    server.master_when_ready("live", "bigchunks").await;
+    witness_still_served(&server).await;
     server.stop().await;
 }
 
@@ -149,16 +163,13 @@ async fn malformed_amf() {
     c.send_raw(&chunk(3, 20, 0, &[0x02, 0x00, 0x07, b'p', b'u']))
         .await
         .unwrap();
-    assert!(c.closed_by_server(WAIT).await);
-    logs.wait_for(
-        &[
-            "rtmp connection closed",
-            "RTMP parser failed on malformed input",
-        ],
-        WAIT,
+    closed_cleanly(
+        &server,
+        &logs,
+        &mut c.stream,
+        &["RTMP parser failed on malformed input"],
     )
     .await;
-    witness_still_served(&server).await;
     server.stop().await;
 }
 
@@ -175,16 +186,13 @@ async fn interleaved_chunks_that_break_the_chunk_parser() {
     first.truncate(12 + 4096);
     c.send_raw(&first).await.unwrap();
     c.send_raw(&chunk(5, 9, 1, &[0u8; 10])).await.unwrap();
-    assert!(c.closed_by_server(WAIT).await);
-    logs.wait_for(
-        &[
-            "rtmp connection closed",
-            "RTMP parser failed on malformed input",
-        ],
-        WAIT,
+    closed_cleanly(
+        &server,
+        &logs,
+        &mut c.stream,
+        &["RTMP parser failed on malformed input"],
     )
     .await;
-    witness_still_served(&server).await;
     server.stop().await;
 }
 
@@ -206,12 +214,8 @@ async fn avc_sequence_header_that_lies_about_its_lengths() {
     })
     .await
     .unwrap();
-    assert!(c.closed_by_server(WAIT).await);
-    let line = logs
-        .wait_for(&["rtmp connection closed", "bad AVC sequence header"], WAIT)
-        .await;
+    let line = closed_cleanly(&server, &logs, &mut c.stream, &["bad AVC sequence header"]).await;
     assert!(line.contains("SPS #0 claims 255 bytes"), "{line}");
-    witness_still_served(&server).await;
     server.stop().await;
 }
 

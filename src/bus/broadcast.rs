@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::registry::RegistryInner;
-use super::track::{Retention, TrackConsumer, TrackProducer, TrackShared};
+use super::track::{Retention, StartAt, TrackConsumer, TrackProducer, TrackShared};
 use super::{StreamPath, TrackInfo};
 
 /// What the publisher said about its stream (RTMP `onMetaData`). Hints only:
@@ -208,15 +208,26 @@ impl BroadcastConsumer {
         self.shared.lock().status
     }
 
-    /// Subscribes to a track from its newest keyframe. `max_lag` makes the
-    /// consumer jump to the newest group when it falls further behind than
-    /// that (real-time consumers); `None` only skips what retention evicted.
+    /// Subscribes to a track from its newest keyframe (a live viewer).
+    /// `max_lag` makes the consumer jump to the newest group when it falls
+    /// further behind than that (real-time consumers); `None` only skips
+    /// what retention evicted.
     pub fn subscribe(&self, name: &str, max_lag: Option<Duration>) -> Option<TrackConsumer> {
+        self.subscribe_at(name, StartAt::Newest, max_lag)
+    }
+
+    /// Subscribes from the newest or the oldest keyframe held.
+    pub fn subscribe_at(
+        &self,
+        name: &str,
+        start: StartAt,
+        max_lag: Option<Duration>,
+    ) -> Option<TrackConsumer> {
         let st = self.shared.lock();
         st.tracks
             .iter()
             .find(|t| t.info.name == name)
-            .map(|t| t.subscribe(max_lag))
+            .map(|t| t.subscribe(start, max_lag))
     }
 
     /// Waits until something about the broadcast changes (a track appears,

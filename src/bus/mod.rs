@@ -32,7 +32,7 @@ pub use broadcast::{
 pub use path::{PathError, StreamPath};
 pub use registry::{PublishError, Registry};
 pub use track::{
-    FrameEvent, Retention, TrackConsumer, TrackEvent, TrackProducer, TryNext, WriteError,
+    FrameEvent, Retention, StartAt, TrackConsumer, TrackEvent, TrackProducer, TryNext, WriteError,
 };
 
 use crate::media::CodecConfig;

@@ -63,6 +63,18 @@ fn registry() -> Registry {
     Registry::new(Duration::ZERO, Retention::default())
 }
 
+/// Tracks hold at most `max_bytes` (and no time or count limit bites).
+fn byte_budget_registry(max_bytes: usize) -> Registry {
+    Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(3600),
+            max_groups: 16,
+            max_bytes,
+        },
+    )
+}
+
 #[test]
 fn late_joiner_starts_at_newest_keyframe() {
     let reg = registry();
@@ -157,14 +169,7 @@ fn real_time_consumer_jumps_to_newest_group_when_lagging() {
 
 #[test]
 fn oversized_open_group_is_truncated_and_readers_wait_for_next_keyframe() {
-    let reg = Registry::new(
-        Duration::ZERO,
-        Retention {
-            window: Duration::from_secs(3600),
-            max_groups: 16,
-            max_bytes: 1000,
-        },
-    );
+    let reg = byte_budget_registry(1000);
     let mut b = reg.publish(path("big")).unwrap();
     let mut v = b.track(video());
     v.set_config(video_config());
@@ -356,14 +361,7 @@ async fn async_next_wakes_on_write() {
 
 #[test]
 fn frames_added_to_a_skipped_headless_group_are_counted() {
-    let reg = Registry::new(
-        Duration::ZERO,
-        Retention {
-            window: Duration::from_secs(3600),
-            max_groups: 16,
-            max_bytes: 1000,
-        },
-    );
+    let reg = byte_budget_registry(1000);
     let mut b = reg.publish(path("headless")).unwrap();
     let mut v = b.track(video());
     v.set_config(video_config());
@@ -409,4 +407,23 @@ async fn a_stale_session_does_not_interrupt_the_new_one() {
     // The new session's group stays open: no interruption reported.
     assert_eq!(next_frame(&mut c).frame.dts, MediaTime::from_millis(33));
     assert!(matches!(c.try_next(), TryNext::Pending));
+}
+
+#[test]
+fn a_packager_can_start_at_the_oldest_keyframe_held() {
+    let reg = registry();
+    let mut b = reg.publish(path("oldest")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    // A burst of three GOPs before anyone subscribes.
+    write_gops(&mut v, 0, 3, 10, 10);
+    let bc = b.consumer();
+    let mut live = bc.subscribe("video", None).unwrap();
+    let mut packager = bc.subscribe_at("video", StartAt::Oldest, None).unwrap();
+    assert_eq!(next_frame(&mut live).group.sequence, 2);
+    let f = next_frame(&mut packager);
+    assert_eq!(
+        (f.group.sequence, f.frame.dts),
+        (0, MediaTime::from_millis(0))
+    );
 }

@@ -128,8 +128,13 @@ impl TrackShared {
         self.wake();
     }
 
-    pub(crate) fn subscribe(self: &Arc<Self>, max_lag: Option<Duration>) -> TrackConsumer {
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        start: StartAt,
+        max_lag: Option<Duration>,
+    ) -> TrackConsumer {
         TrackConsumer {
+            start,
             changed: self.notify.subscribe(),
             track: self.clone(),
             cursor: None,
@@ -277,6 +282,16 @@ fn evict(st: &mut TrackState, retention: &Retention) {
     }
 }
 
+/// Where a new consumer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the newest keyframe: a viewer joining live.
+    Newest,
+    /// At the oldest keyframe still held: a packager or recorder that must
+    /// not miss what was published before it subscribed.
+    Oldest,
+}
+
 /// What a consumer reads.
 #[derive(Clone, Debug)]
 pub enum TrackEvent {
@@ -308,6 +323,7 @@ struct Cursor {
 /// purpose: a new consumer is a new late joiner (`Track::subscribe`).
 pub struct TrackConsumer {
     track: Arc<TrackShared>,
+    start: StartAt,
     changed: watch::Receiver<u64>,
     cursor: Option<Cursor>,
     interrupt_reported: Option<u64>,
@@ -384,8 +400,14 @@ impl TrackConsumer {
             let mut cur = match self.cursor {
                 Some(c) => c,
                 None => {
-                    // Late joiner: the newest group whose keyframe is still held.
-                    match st.groups.iter().rev().find(|g| g.first_index == 0) {
+                    // A new consumer: the newest (or oldest) group whose
+                    // keyframe is still held.
+                    let intact = |g: &&GroupSlot| g.first_index == 0;
+                    let first = match self.start {
+                        StartAt::Newest => st.groups.iter().rev().find(intact),
+                        StartAt::Oldest => st.groups.iter().find(intact),
+                    };
+                    match first {
                         Some(g) => Cursor {
                             sequence: g.info.sequence,
                             index: 0,

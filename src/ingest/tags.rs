@@ -130,31 +130,24 @@ impl TagIngest {
         match flv::parse_video(payload)? {
             VideoTag::SequenceHeader(raw) => {
                 let config = AvcConfig::parse(raw)?;
-                let track = self.video.get_or_insert_with(|| {
-                    self.broadcast.track(TrackInfo {
-                        name: VIDEO_TRACK.into(),
-                        kind: TrackKind::Video,
-                    })
-                });
                 let description = format!(
                     "{} {}x{}",
                     config.codec_string(),
                     config.info.width,
                     config.info.height
                 );
-                let changed = track
-                    .config()
-                    .is_some_and(|c| **c != CodecConfig::H264(config.clone()));
-                track.set_config(CodecConfig::H264(config));
-                if changed {
+                let notice = set_config(
+                    &mut self.video,
+                    &mut self.broadcast,
+                    TrackKind::Video,
+                    CodecConfig::H264(config),
+                    description,
+                );
+                if notice.is_some() {
                     // The new parameters apply from the next keyframe.
                     self.need_keyframe = true;
-                    return Ok(Some(Notice::ConfigChanged {
-                        kind: TrackKind::Video,
-                        description,
-                    }));
                 }
-                Ok(None)
+                Ok(notice)
             }
             VideoTag::Frame {
                 keyframe,
@@ -218,26 +211,19 @@ impl TagIngest {
         match flv::parse_audio(payload)? {
             AudioTag::SequenceHeader(raw) => {
                 let config = AacConfig::parse(raw)?;
-                let track = self.audio.get_or_insert_with(|| {
-                    self.broadcast.track(TrackInfo {
-                        name: AUDIO_TRACK.into(),
-                        kind: TrackKind::Audio,
-                    })
-                });
                 let description = format!(
                     "{} {} Hz {} ch",
                     config.codec_string(),
                     config.sample_rate,
                     config.channels
                 );
-                let changed = track
-                    .config()
-                    .is_some_and(|c| **c != CodecConfig::Aac(config.clone()));
-                track.set_config(CodecConfig::Aac(config));
-                Ok(changed.then_some(Notice::ConfigChanged {
-                    kind: TrackKind::Audio,
+                Ok(set_config(
+                    &mut self.audio,
+                    &mut self.broadcast,
+                    TrackKind::Audio,
+                    CodecConfig::Aac(config),
                     description,
-                }))
+                ))
             }
             AudioTag::Frame(data) => {
                 let dts = self.audio_clock.unwrap(rtmp_ts);
@@ -267,6 +253,30 @@ impl TagIngest {
             }
         }
     }
+}
+
+/// Applies a sequence header: creates the track on the first one, and says
+/// when a later one changes the parameters.
+fn set_config(
+    slot: &mut Option<TrackProducer>,
+    broadcast: &mut BroadcastProducer,
+    kind: TrackKind,
+    config: CodecConfig,
+    description: String,
+) -> Option<Notice> {
+    let name = match kind {
+        TrackKind::Video => VIDEO_TRACK,
+        TrackKind::Audio => AUDIO_TRACK,
+    };
+    let track = slot.get_or_insert_with(|| {
+        broadcast.track(TrackInfo {
+            name: name.into(),
+            kind,
+        })
+    });
+    let changed = track.config().is_some_and(|c| **c != config);
+    track.set_config(config);
+    changed.then_some(Notice::ConfigChanged { kind, description })
 }
 
 #[cfg(test)]

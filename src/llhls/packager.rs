@@ -218,6 +218,9 @@ impl StreamPackager {
         for t in 0..self.tracks.len() {
             self.flush_track(t, &mut out);
         }
+        // A stream that ended before its first cut still gets a target
+        // duration, so its (ended) playlists can be served.
+        self.fix_target_duration(&out);
         out
     }
 

@@ -16,7 +16,7 @@ use super::packager::{PackagerNotice, StreamPackager};
 use super::playlist::Rendition;
 use super::segmenter::SegmenterOutput;
 use super::store::{Outputs, StreamOutput};
-use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, TrackEvent, TrackKind};
+use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, StartAt, TrackEvent, TrackKind};
 use crate::config::LlhlsConfig;
 use crate::media::CodecConfig;
 use crate::ratelimit::LogLimiter;
@@ -129,7 +129,9 @@ impl Packaging {
             if self.kinds.contains_key(&info.name) {
                 continue;
             }
-            let Some(consumer) = broadcast.subscribe(&info.name, None) else {
+            // From the oldest keyframe held: a publisher may have sent a
+            // burst before this packager subscribed.
+            let Some(consumer) = broadcast.subscribe_at(&info.name, StartAt::Oldest, None) else {
                 continue;
             };
             self.kinds.insert(info.name.clone(), info.kind);

@@ -60,6 +60,34 @@ impl TestServer {
         format!("http://{}{path}", self.http)
     }
 
+    /// Publishes a test stream (ffmpeg, 30 fps, 1 s GOP) for `seconds`.
+    pub fn publish(&self, app: &str, stream: &str, seconds: u32, size: &str) -> Child {
+        Publish {
+            url: &self.rtmp_url(app, stream),
+            seconds,
+            size,
+            gop: 30,
+            copy_to: None,
+        }
+        .spawn()
+    }
+
+    /// The master playlist of `app/stream`, once it is served.
+    pub async fn master_when_ready(&self, app: &str, stream: &str) -> Response {
+        let url = self.url(&format!("/{app}/{stream}/llhls.m3u8"));
+        poll(&url, Duration::from_secs(15), |r| r.status == 200).await
+    }
+
+    /// The URL of the video media playlist of a ready stream.
+    pub async fn video_playlist(&self, app: &str, stream: &str) -> String {
+        let master = self.master_when_ready(app, stream).await;
+        let video = media_playlists(&master.text())
+            .into_iter()
+            .find(|u| u.starts_with("video"))
+            .expect("a video rendition");
+        self.url(&format!("/{app}/{stream}/{video}"))
+    }
+
     pub async fn stop(self) {
         self.trigger.trigger();
         tokio::time::timeout(Duration::from_secs(20), self.task)
@@ -277,6 +305,28 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadWriter {
     fn make_writer(&'a self) -> ThreadWriter {
         ThreadWriter
     }
+}
+
+/// The value of attribute `name` in a playlist tag line (quotes removed).
+pub fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let i = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &line[i..];
+    if let Some(q) = rest.strip_prefix('"') {
+        q.split('"').next()
+    } else {
+        rest.split(',').next()
+    }
+}
+
+/// The number in attribute `name` on the first line of `text` that has it.
+pub fn number_attr(text: &str, name: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"));
+    attr(line, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("bad {name} in {line}"))
 }
 
 /// The media playlist URIs named in a master playlist.

@@ -92,9 +92,20 @@ pub struct RtmpClient {
 impl RtmpClient {
     /// Handshakes and connects to `app`.
     pub async fn connect(addr: SocketAddr, app: &str) -> std::io::Result<RtmpClient> {
+        Self::connect_with_chunk_size(addr, app, ClientSessionConfig::new().chunk_size).await
+    }
+
+    /// Connects, announcing (and then using) `chunk_size` for what it sends.
+    pub async fn connect_with_chunk_size(
+        addr: SocketAddr,
+        app: &str,
+        chunk_size: u32,
+    ) -> std::io::Result<RtmpClient> {
         let mut stream = TcpStream::connect(addr).await?;
         let leftover = handshake(&mut stream).await?;
-        let (session, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+        let mut config = ClientSessionConfig::new();
+        config.chunk_size = chunk_size;
+        let (session, initial) = ClientSession::new(config).unwrap();
         let mut c = RtmpClient { stream, session };
         c.send_results(initial).await?;
         c.feed(&leftover).await?;
