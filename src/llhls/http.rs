@@ -24,6 +24,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::stream;
 
+use super::playlist::advance_part_limit;
 use super::store::{OutputState, Outputs, StreamOutput};
 use crate::bus::{Registry, StreamPath, TrackKind};
 
@@ -271,11 +272,7 @@ async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
                     );
                 }
                 if let (Some(p), Some(pt)) = (d.part, r.part_target) {
-                    let limit = if pt < 1.0 {
-                        (3.0 / pt).floor() as u32
-                    } else {
-                        3
-                    };
+                    let limit = advance_part_limit(pt);
                     let (lm, lp) = r.last_part().unwrap_or((last_msn, 0));
                     let ahead = if msn > lm {
                         p.saturating_add(1)
@@ -401,13 +398,7 @@ async fn part(out: &StreamOutput, track: &str, msn: u64, index: u32) -> Response
         let r = &st.renditions[i];
         // Hold requests for the hinted part and a few beyond it (the spec's
         // advance part limit); anything further is a 404.
-        let limit = r.part_target.map_or(3, |pt| {
-            if pt < 1.0 {
-                (3.0 / pt).floor() as u32
-            } else {
-                3
-            }
-        });
+        let limit = r.part_target.map_or(3, advance_part_limit);
         match r.segment(msn) {
             Some(s) => match s.parts.get(index as usize) {
                 Some(p) => Lookup::Found(vec![p.data.clone()]),

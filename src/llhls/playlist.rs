@@ -21,6 +21,17 @@ use crate::media::CodecConfig;
 pub const SKIP_TARGET_DURATIONS: f64 = 6.0;
 /// Parts are listed for the last three target durations (the spec's rule).
 pub const PART_TARGET_DURATIONS: f64 = 3.0;
+/// The spec's Advance Part Limit: how many parts past the newest a client
+/// may ask for (three, or three seconds' worth when parts are shorter than
+/// a second).
+pub fn advance_part_limit(part_target: f64) -> u32 {
+    if part_target < 1.0 {
+        (3.0 / part_target).floor() as u32
+    } else {
+        3
+    }
+}
+
 /// Complete segments beyond this many bytes per rendition are evicted early
 /// (a very high bitrate publisher cannot make a playlist hold unbounded
 /// memory); at least one complete segment is always kept.
@@ -69,8 +80,6 @@ pub struct Rendition {
     /// Init segments still referenced, by id.
     pub inits: Vec<(u32, Bytes)>,
     next_init_id: u32,
-    /// The longest segment ever.
-    pub max_segment: f64,
     /// A segment was cut without a keyframe (the source's keyframes are
     /// further apart than the target duration allows).
     pub non_independent_segments: bool,
@@ -95,7 +104,6 @@ impl Rendition {
             discontinuity_sequence: 0,
             inits: Vec::new(),
             next_init_id: 0,
-            max_segment: 0.0,
             non_independent_segments: false,
             bytes: 0,
             config: None,
@@ -165,7 +173,6 @@ impl Rendition {
                 let duration = secs(duration);
                 if let Some(seg) = self.segments.back_mut().filter(|s| s.msn == msn) {
                     seg.duration = Some(duration);
-                    self.max_segment = self.max_segment.max(duration);
                     if duration > 0.0 {
                         self.peak_bps = self.peak_bps.max(seg.bytes as f64 * 8.0 / duration);
                         self.total_bytes += seg.bytes as u64;

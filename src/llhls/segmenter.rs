@@ -215,11 +215,6 @@ impl Segmenter {
         self.estimated_duration()
     }
 
-    /// Whether this track has opened a segment yet.
-    pub fn numbered(&self) -> bool {
-        self.numbered
-    }
-
     fn fix_part_target(&mut self, measured: i64) -> i64 {
         if let Some(t) = self.part_target {
             return t;

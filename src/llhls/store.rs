@@ -72,10 +72,6 @@ impl OutputState {
         self.target_duration.unwrap_or(1)
     }
 
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
     pub fn updated_at(&self) -> Option<std::time::Instant> {
         self.updated_at
     }
@@ -206,13 +202,5 @@ impl Outputs {
     /// Fires whenever an output is added.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
