@@ -261,7 +261,7 @@ async fn start_streamd(dir: &Path) -> (Child, String, String) {
     let config = dir.join("streamd.toml");
     std::fs::write(
         &config,
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[transcode]\nenabled = false\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))

@@ -1,8 +1,9 @@
 //! streamd: a live media server. RTMP in; LL-HLS (and later WebRTC) out.
 //!
 //! The data flow reads from the module names: [`ingest`] turns publishers'
-//! bytes into frames on the [`bus`]; packagers such as [`llhls`] subscribe to
-//! the bus and serve viewers over [`http`]. [`server`] wires them together.
+//! bytes into frames on the [`bus`]; [`transcode`] reads them and writes the
+//! ABR ladder and Opus back to the bus; packagers such as [`llhls`]
+//! subscribe to the bus and serve viewers over [`http`]. [`server`] wires them together.
 
 pub mod bus;
 pub mod config;
@@ -14,3 +15,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
 pub mod time;
+pub mod transcode;

@@ -11,11 +11,13 @@ use crate::ingest::RtmpServer;
 use crate::llhls::http::LlhlsHttp;
 use crate::llhls::store::Outputs;
 use crate::shutdown::Shutdown;
+use crate::transcode::Transcoders;
 
 pub struct Server {
     config: Config,
     registry: Registry,
     outputs: Arc<Outputs>,
+    transcoders: Arc<Transcoders>,
     rtmp: RtmpServer,
     http: HttpServer,
 }
@@ -46,6 +48,7 @@ impl Server {
             config,
             registry,
             outputs: Arc::new(Outputs::default()),
+            transcoders: Arc::new(Transcoders::default()),
             rtmp,
             http,
         })
@@ -67,6 +70,11 @@ impl Server {
         &self.registry
     }
 
+    /// Keyframe requests to running transcoders.
+    pub fn transcoders(&self) -> &Arc<Transcoders> {
+        &self.transcoders
+    }
+
     /// Runs until `shutdown`: stops taking publishers, ends every stream
     /// (players get EXT-X-ENDLIST), then lets HTTP requests in flight finish.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -74,14 +82,22 @@ impl Server {
             config,
             registry,
             outputs,
+            transcoders,
             rtmp,
             http,
         } = self;
         let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
+        let transcode_task = tokio::spawn(crate::transcode::service::run(
+            registry.clone(),
+            config.transcode.clone(),
+            transcoders,
+            shutdown.clone(),
+        ));
         let llhls_task = tokio::spawn(crate::llhls::service::run(
             registry.clone(),
             outputs.clone(),
             config.llhls.clone(),
+            config.transcode.clone(),
             shutdown.clone(),
         ));
         let routes = crate::llhls::http::routes(LlhlsHttp {
@@ -96,6 +112,7 @@ impl Server {
         tracing::info!("shutting down");
         let _ = rtmp_task.await;
         registry.shutdown();
+        let _ = transcode_task.await;
         let _ = llhls_task.await;
         http_task.await??;
         Ok(())

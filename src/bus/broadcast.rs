@@ -230,6 +230,26 @@ impl BroadcastConsumer {
             .map(|t| t.subscribe(start, max_lag))
     }
 
+    /// A producer for a track derived from this broadcast (a transcoder's
+    /// output), written on behalf of publisher session `session`: the
+    /// existing track of that name (whose first group in a later session
+    /// then carries a discontinuity), or a new one. `None` once the broadcast
+    /// has ended.
+    pub fn derived_track(&self, info: TrackInfo, session: u32) -> Option<TrackProducer> {
+        let mut st = self.shared.lock();
+        if st.status == BroadcastStatus::Ended {
+            return None;
+        }
+        if let Some(t) = st.tracks.iter().find(|t| t.info.name == info.name) {
+            return Some(TrackProducer::new(t.clone(), session, session > 0));
+        }
+        let t = TrackShared::new(info, self.shared.retention.clone());
+        st.tracks.push(t.clone());
+        drop(st);
+        self.shared.notify();
+        Some(TrackProducer::new(t, session, false))
+    }
+
     /// Waits until something about the broadcast changes (a track appears,
     /// the publisher leaves or returns, metadata), then returns the new state.
     pub async fn update(&mut self) -> BroadcastUpdate {

@@ -81,9 +81,45 @@ impl TrackKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackInfo {
-    /// Unique within the broadcast; `[a-z0-9]+` so it can name files.
+    /// Unique within the broadcast; `[a-z0-9_-]+` so it can name files.
     pub name: String,
     pub kind: TrackKind,
+    pub role: TrackRole,
+}
+
+impl TrackInfo {
+    /// A track as the publisher sent it.
+    pub fn source(name: &str, kind: TrackKind) -> TrackInfo {
+        TrackInfo {
+            name: name.to_owned(),
+            kind,
+            role: TrackRole::Source,
+        }
+    }
+}
+
+/// What a track is for, so each consumer picks the tracks it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrackRole {
+    /// As the publisher sent it.
+    Source,
+    /// A rung of the transcoding ladder (or the source passed through as one).
+    Rendition(RenditionInfo),
+    /// Audio re-encoded for WebRTC (Opus).
+    WebRtcAudio,
+}
+
+/// A video rendition of the ladder, as players are told about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenditionInfo {
+    /// The configured bitrate (bits per second), the VBV maximum.
+    pub bitrate: u32,
+    pub width: u32,
+    pub height: u32,
+    /// The source passed through instead of an encode.
+    pub bypass: bool,
+    /// No B-frames: WebRTC can carry it.
+    pub webrtc_safe: bool,
 }
 
 #[cfg(test)]

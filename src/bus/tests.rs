@@ -34,10 +34,7 @@ fn path(s: &str) -> StreamPath {
 }
 
 fn video() -> TrackInfo {
-    TrackInfo {
-        name: "video".into(),
-        kind: TrackKind::Video,
-    }
+    TrackInfo::source("video", TrackKind::Video)
 }
 
 /// Writes `gops` GOPs of `len` frames, 33 ms apart, starting at `start_ms`.
@@ -322,10 +319,7 @@ fn audio_groups_are_single_frames_and_window_bounds_them() {
         },
     );
     let mut b = reg.publish(path("audio")).unwrap();
-    let mut a = b.track(TrackInfo {
-        name: "audio".into(),
-        kind: TrackKind::Audio,
-    });
+    let mut a = b.track(TrackInfo::source("audio", TrackKind::Audio));
     a.set_config(audio_config());
     for i in 0..200 {
         a.write(frame(i * 23, true, 5), true).unwrap();

@@ -268,12 +268,7 @@ fn set_config(
         TrackKind::Video => VIDEO_TRACK,
         TrackKind::Audio => AUDIO_TRACK,
     };
-    let track = slot.get_or_insert_with(|| {
-        broadcast.track(TrackInfo {
-            name: name.into(),
-            kind,
-        })
-    });
+    let track = slot.get_or_insert_with(|| broadcast.track(TrackInfo::source(name, kind)));
     let changed = track.config().is_some_and(|c| **c != config);
     track.set_config(config);
     changed.then_some(Notice::ConfigChanged { kind, description })

@@ -29,6 +29,8 @@ pub enum CmafError {
     TooLarge(usize),
     #[error("sample decode time {0} is negative")]
     NegativeTime(i64),
+    #[error("{0} is not carried in LL-HLS")]
+    Unsupported(&'static str),
 }
 
 /// One sample of a fragment, in the track's timescale.
@@ -62,6 +64,7 @@ pub fn init_segment(config: &CodecConfig, timescale: u32) -> Result<Bytes, CmafE
             None,
             Some(Smhd::default()),
         ),
+        CodecConfig::Opus(_) => return Err(CmafError::Unsupported("Opus")),
     };
     let trak = Trak {
         tkhd: Tkhd {

@@ -12,8 +12,9 @@
 //!   (exact), re-anchored on a gap, and frames running more than two frames
 //!   ahead of their timestamps are dropped, so audio cannot drift from video.
 //! - **Aligned, contiguous segments.** The first video track leads: its
-//!   keyframes decide segment boundaries. Audio is held until video has
-//!   reached its time, then cut at the leader's boundaries. Every track's
+//!   group starts (keyframes) decide segment boundaries. Every other track
+//!   (audio, and the other rungs of a transcoded ladder) is held until the
+//!   leader has reached its time, then cut at the leader's boundaries. Every track's
 //!   media sequence numbers are contiguous; a follower takes the leader's
 //!   number for its first segment and then cuts at each next boundary, so
 //!   `audio 17` and `video 17` cover the same time.
@@ -224,8 +225,10 @@ impl StreamPackager {
         out
     }
 
+    /// Every track but the leader follows it: audio, and the other rungs of
+    /// a transcoded ladder (whose IDRs sit at the leader's boundaries).
     fn follows(&self, track: usize) -> bool {
-        self.leader.is_some_and(|l| l != track) && self.tracks[track].kind == TrackKind::Audio
+        self.leader.is_some_and(|l| l != track)
     }
 
     /// Fixes the target duration from the first segment of the leader (or
@@ -432,6 +435,7 @@ impl StreamPackager {
                     t.audio_frame = ticks.max(1);
                     t.segmenter.set_frame_duration(t.audio_frame);
                 }
+                CodecConfig::Opus(_) => {}
                 CodecConfig::H264(v) => {
                     if let Some(fps) = v.info.frame_rate.or(frame_rate_hint) {
                         t.segmenter
@@ -482,8 +486,19 @@ impl StreamPackager {
         let elapsed = open_start.map_or(0, |s| dts - s) + t.segmenter.frame_estimate() / 2;
         let target = MediaTime::from_duration(self.segment_target, scale).ticks();
         let mut msn = None;
+        if follows && t.kind == TrackKind::Video && (opening || discontinuity) && !ev.frame.keyframe
+        {
+            // A video follower starts at a keyframe, like the leader.
+            self.notices.push(PackagerNotice::Dropped {
+                track,
+                reason: "waiting for a keyframe to start".into(),
+            });
+            return;
+        }
         let starts_segment = if !follows {
-            forced || (ev.frame.keyframe && (opening || discontinuity || elapsed >= target))
+            // Groups start at the source's keyframes, or at a transcoded
+            // ladder's aligned IDRs (not at an on-demand one).
+            forced || (ev.group_start && (opening || discontinuity || elapsed >= target))
         } else if opening || discontinuity {
             // A follower's first segment takes the leader's number; later
             // ones continue its own (numbers never skip).

@@ -87,6 +87,8 @@ pub struct Rendition {
     bytes: usize,
     pub config: Option<CodecConfig>,
     pub peak_bps: f64,
+    /// The ladder's configured bitrate for a transcoded rung.
+    pub configured_bps: Option<u64>,
     total_bytes: u64,
     total_secs: f64,
     total_frames: u64,
@@ -108,6 +110,7 @@ impl Rendition {
             bytes: 0,
             config: None,
             peak_bps: 0.0,
+            configured_bps: None,
             total_bytes: 0,
             total_secs: 0.0,
             total_frames: 0,
@@ -484,10 +487,13 @@ pub fn render_master(renditions: &[&Rendition], instance: &str) -> String {
         if let Some(a) = &audio_codec {
             codecs = format!("{codecs},{a}");
         }
+        // A rung's configured rate is its VBV maximum: the measured peak
+        // over a short stretch may not have reached it yet.
+        let peak = v.peak_bps.max(v.configured_bps.unwrap_or(0) as f64);
         let _ = write!(
             o,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{codecs}\"",
-            (v.peak_bps + audio_peak).ceil() as u64,
+            (peak + audio_peak).ceil() as u64,
             (v.average_bps() + audio_avg).ceil() as u64,
         );
         if let Some(CodecConfig::H264(c)) = &v.config {

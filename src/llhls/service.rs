@@ -16,8 +16,11 @@ use super::packager::{PackagerNotice, StreamPackager};
 use super::playlist::Rendition;
 use super::segmenter::SegmenterOutput;
 use super::store::{Outputs, StreamOutput};
-use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, StartAt, TrackEvent, TrackKind};
-use crate::config::LlhlsConfig;
+use crate::bus::{
+    BroadcastConsumer, BroadcastStatus, Registry, StartAt, TrackEvent, TrackInfo, TrackKind,
+    TrackRole,
+};
+use crate::config::{LlhlsConfig, TranscodeConfig};
 use crate::media::CodecConfig;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
@@ -28,6 +31,7 @@ pub async fn run(
     registry: Registry,
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
+    transcode: TranscodeConfig,
     shutdown: Shutdown,
 ) {
     let mut announcements = registry.announcements();
@@ -47,12 +51,14 @@ pub async fn run(
         outputs.insert(output.clone());
         let span = tracing::info_span!("llhls", stream = %b.path());
         let id = b.id();
+        let transcoded = transcode.enabled_for(b.path().app());
         let task = tasks.spawn(
             package(
                 b,
                 output.clone(),
                 outputs.clone(),
                 config.clone(),
+                transcoded,
                 stop.clone(),
             )
             .instrument(span),
@@ -117,8 +123,11 @@ struct Packaging {
     /// Bus track name -> packager track index.
     tracks: HashMap<String, usize>,
     kinds: HashMap<String, TrackKind>,
+    infos: HashMap<String, TrackInfo>,
     notice_log: LogLimiter,
     segments_kept: usize,
+    /// Serve the ladder's rungs rather than the source video.
+    transcoded: bool,
 }
 
 impl Packaging {
@@ -126,7 +135,7 @@ impl Packaging {
         let snap = broadcast.snapshot();
         self.packager.set_frame_rate_hint(snap.meta.frame_rate);
         for info in snap.tracks {
-            if self.kinds.contains_key(&info.name) {
+            if self.kinds.contains_key(&info.name) || !self.wanted(&info) {
                 continue;
             }
             // From the oldest keyframe held: a publisher may have sent a
@@ -135,6 +144,7 @@ impl Packaging {
                 continue;
             };
             self.kinds.insert(info.name.clone(), info.kind);
+            self.infos.insert(info.name.clone(), info.clone());
             // Video tracks join the packager now (their timescale is fixed),
             // so the first one leads before any audio is processed. Audio
             // joins at its first frame, when its sample rate is known.
@@ -145,10 +155,25 @@ impl Packaging {
         }
     }
 
+    /// LL-HLS carries the publisher's AAC, and either the ladder's rungs or
+    /// (when the app does not transcode) the source video.
+    fn wanted(&self, info: &TrackInfo) -> bool {
+        match (&info.role, info.kind) {
+            (TrackRole::Source, TrackKind::Audio) => true,
+            (TrackRole::Source, TrackKind::Video) => !self.transcoded,
+            (TrackRole::Rendition(_), TrackKind::Video) => self.transcoded,
+            _ => false,
+        }
+    }
+
     fn add(&mut self, name: &str, kind: TrackKind, timescale: Timescale) -> usize {
         let idx = self.packager.add_track(kind, timescale);
         self.tracks.insert(name.to_owned(), idx);
-        let rendition = Rendition::new(name.to_owned(), kind, timescale.hz(), self.segments_kept);
+        let mut rendition =
+            Rendition::new(name.to_owned(), kind, timescale.hz(), self.segments_kept);
+        if let Some(TrackRole::Rendition(r)) = self.infos.get(name).map(|i| &i.role) {
+            rendition.configured_bps = Some(u64::from(r.bitrate));
+        }
         self.output.update(|st| st.renditions.push(rendition));
         idx
     }
@@ -220,17 +245,20 @@ async fn package(
     output: Arc<StreamOutput>,
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
+    transcoded: bool,
     mut shutdown: Shutdown,
 ) {
-    tracing::info!(instance = %output.instance, "packaging LL-HLS");
+    tracing::info!(instance = %output.instance, transcoded, "packaging LL-HLS");
 
     let mut p = Packaging {
         output: output.clone(),
         packager: StreamPackager::new(config.part_target, config.segment_target),
         tracks: HashMap::new(),
         kinds: HashMap::new(),
+        infos: HashMap::new(),
         notice_log: LogLimiter::new(Duration::from_secs(5)),
         segments_kept: config.segments_kept,
+        transcoded,
     };
     let mut events: Events = SelectAll::new();
     let mut watch = broadcast.clone();
@@ -250,7 +278,7 @@ async fn package(
                         let TrackEvent::Frame(f) = &event else { continue };
                         let scale = match &*f.group.config {
                             CodecConfig::Aac(a) => Timescale::new(a.sample_rate).unwrap_or(Timescale::MILLIS),
-                            CodecConfig::H264(_) => Timescale::MPEG,
+                            CodecConfig::H264(_) | CodecConfig::Opus(_) => Timescale::MPEG,
                         };
                         let kind = p.kinds.get(&name).copied().unwrap_or(TrackKind::Audio);
                         p.add(&name, kind, scale)

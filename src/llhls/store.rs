@@ -31,21 +31,23 @@ pub struct OutputState {
 impl OutputState {
     /// Ready to serve: the target duration is fixed, the leading rendition
     /// (the first video one, else the first) has a complete segment, and so
-    /// has every other rendition that started — unless the leader is three
-    /// segments ahead, when a stalled rendition is left out of the master
-    /// rather than holding the stream back.
+    /// has every other video rendition and every audio one that started —
+    /// unless the leader is three segments ahead, when a stalled rendition
+    /// is left out of the master rather than holding the stream back.
     pub fn ready(&self) -> bool {
         let Some(leading) = self.leading() else {
             return false;
         };
         let complete = |r: &Rendition| r.segments.iter().filter(|s| s.is_complete()).count();
+        // Video renditions are known from the start (the ladder's rungs all
+        // at once); audio only once its first frame arrived.
         self.target_duration.is_some()
             && complete(leading) >= 1
             && (complete(leading) >= 3
-                || self
-                    .renditions
-                    .iter()
-                    .all(|r| r.segments.is_empty() || r.has_complete_segment()))
+                || self.renditions.iter().all(|r| {
+                    r.has_complete_segment()
+                        || (r.kind == TrackKind::Audio && r.segments.is_empty())
+                }))
     }
 
     fn leading(&self) -> Option<&Rendition> {

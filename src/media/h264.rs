@@ -373,6 +373,87 @@ fn skip_hrd(r: &mut BitReader<'_>) -> Option<()> {
 }
 
 /// The NAL unit type of a NAL unit (its first byte's low 5 bits).
+/// Splits an Annex-B byte stream (NAL units behind 3- or 4-byte start codes,
+/// as encoders write them) into NAL units, without their start codes.
+pub fn annexb_nalus(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push((i, i + 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (n, &(_, begin)) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).map_or(data.len(), |&(code, _)| code);
+        // A 4-byte start code's leading zero (and trailing_zero_8bits)
+        // belong to neither NAL unit.
+        while end > begin && data[end - 1] == 0 {
+            end -= 1;
+        }
+        if end > begin {
+            out.push(&data[begin..end]);
+        }
+    }
+    out
+}
+
+/// Annex-B to AVCC (4-byte lengths), dropping parameter sets, AUDs and SEI
+/// that belong out of band, so a frame carries only its slices.
+pub fn annexb_to_avcc(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    for nal in annexb_nalus(data) {
+        if matches!(nal_type(nal), Some(NAL_SPS | NAL_PPS | NAL_AUD)) {
+            continue;
+        }
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+    out
+}
+
+impl AvcConfig {
+    /// Builds the avcC record for these parameter sets (an encoder's
+    /// out-of-band headers), with 4-byte NAL lengths.
+    pub fn from_parameter_sets(sps: &[&[u8]], pps: &[&[u8]]) -> Result<AvcConfig, H264Error> {
+        let first = sps.first().ok_or(H264Error::AvccMissing("SPS"))?;
+        if first.len() < 4 {
+            return Err(H264Error::SpsMalformed("header"));
+        }
+        let mut raw = vec![
+            1,
+            first[1],
+            first[2],
+            first[3],
+            0xff,
+            0xe0 | sps.len() as u8,
+        ];
+        for s in sps {
+            raw.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            raw.extend_from_slice(s);
+        }
+        raw.push(pps.len() as u8);
+        for p in pps {
+            raw.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            raw.extend_from_slice(p);
+        }
+        AvcConfig::parse(Bytes::from(raw))
+    }
+
+    /// The parameter sets in Annex-B form, as a decoder's extradata.
+    pub fn annexb_parameter_sets(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in self.sps.iter().chain(&self.pps) {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(n);
+        }
+        out
+    }
+}
+
 pub fn nal_type(nal: &[u8]) -> Option<u8> {
     nal.first().map(|b| b & 0x1f)
 }
@@ -380,6 +461,7 @@ pub fn nal_type(nal: &[u8]) -> Option<u8> {
 pub const NAL_IDR: u8 = 5;
 pub const NAL_SPS: u8 = 7;
 pub const NAL_PPS: u8 = 8;
+pub const NAL_AUD: u8 = 9;
 
 /// Iterates the NAL units of a frame in AVCC form (each prefixed by its
 /// big-endian length). Yields an error, then stops, if a length lies.
@@ -529,5 +611,26 @@ pub(crate) mod tests {
             Some(Err(H264Error::NalLength { claimed: 9, .. }))
         ));
         assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn annexb_round_trips_through_avcc_and_parameter_sets() {
+        let cfg = AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap();
+        let sps: Vec<&[u8]> = cfg.sps.iter().map(|b| &b[..]).collect();
+        let pps: Vec<&[u8]> = cfg.pps.iter().map(|b| &b[..]).collect();
+        let rebuilt = AvcConfig::from_parameter_sets(&sps, &pps).unwrap();
+        assert_eq!(rebuilt.info, cfg.info);
+        assert_eq!(rebuilt.codec_string(), cfg.codec_string());
+
+        // An access unit as x264 writes it: AUD, SPS, PPS behind 4-byte start
+        // codes, then two slices behind 3-byte ones, one ending in zeros.
+        let mut au = vec![0, 0, 0, 1, 0x09, 0xf0];
+        au.extend_from_slice(&cfg.annexb_parameter_sets());
+        au.extend_from_slice(&[0, 0, 1, 0x65, 0xaa, 0xbb, 0, 0, 1, 0x65, 0xcc, 0x00, 0x00]);
+        let avcc = annexb_to_avcc(&au);
+        let nals: Vec<&[u8]> = Nalus::new(&avcc, 4).map(|n| n.unwrap()).collect();
+        assert_eq!(nals, vec![&[0x65, 0xaa, 0xbb][..], &[0x65, 0xcc][..]]);
+        assert!(annexb_nalus(&[0, 0, 0, 0]).is_empty());
+        assert!(annexb_to_avcc(&[1, 2, 3]).is_empty());
     }
 }

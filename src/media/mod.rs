@@ -1,12 +1,14 @@
 //! Codec-level knowledge shared by ingest, packagers and (later) transcoding:
-//! H.264 and AAC configuration records, parsed from untrusted bytes.
+//! H.264, AAC and Opus configuration records, parsed from untrusted bytes.
 
 pub mod aac;
 mod bits;
 pub mod h264;
+pub mod opus;
 
 pub use aac::{AacConfig, AacError};
 pub use h264::{AvcConfig, H264Error};
+pub use opus::OpusConfig;
 
 /// The decoder configuration of a track. It travels with every group on the
 /// bus, so a consumer notices a mid-stream change (new SPS, new sample rate)
@@ -15,6 +17,8 @@ pub use h264::{AvcConfig, H264Error};
 pub enum CodecConfig {
     H264(AvcConfig),
     Aac(AacConfig),
+    /// Only produced by the transcoder, for WebRTC; LL-HLS carries AAC.
+    Opus(OpusConfig),
 }
 
 impl CodecConfig {
@@ -23,6 +27,7 @@ impl CodecConfig {
         match self {
             CodecConfig::H264(c) => c.codec_string(),
             CodecConfig::Aac(c) => c.codec_string(),
+            CodecConfig::Opus(_) => "opus".to_owned(),
         }
     }
 

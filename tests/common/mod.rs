@@ -26,6 +26,7 @@ pub struct TestServer {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
     pub registry: streamd::bus::Registry,
+    transcoders: std::sync::Arc<streamd::transcode::Transcoders>,
     trigger: ShutdownTrigger,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -36,17 +37,22 @@ impl TestServer {
         let mut config = Config::default();
         config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
         config.http.listen = "127.0.0.1:0".parse().unwrap();
+        // Packaging tests serve the source as published; the transcoding
+        // tests turn the ladder on (with small rungs: two cores).
+        config.transcode.enabled = false;
         tweak(&mut config);
         config.validate().expect("test config is valid");
         let server = Server::bind(config).await.expect("bind");
         let (rtmp, http) = (server.rtmp_addr(), server.http_addr());
         let registry = server.registry().clone();
+        let transcoders = server.transcoders().clone();
         let (trigger, stop) = shutdown::channel();
         let task = tokio::spawn(server.run(stop));
         TestServer {
             rtmp,
             http,
             registry,
+            transcoders,
             trigger,
             task,
         }
@@ -86,6 +92,10 @@ impl TestServer {
             .find(|u| u.starts_with("video"))
             .expect("a video rendition");
         self.url(&format!("/{app}/{stream}/{video}"))
+    }
+
+    pub fn transcoders(&self) -> &std::sync::Arc<streamd::transcode::Transcoders> {
+        &self.transcoders
     }
 
     pub async fn stop(self) {

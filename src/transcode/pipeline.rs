@@ -1,0 +1,753 @@
+//! The threads of one stream's transcoder: decode, one per rung, audio.
+//! They are plain OS threads (FFmpeg calls block), fed through bounded
+//! channels, and they end when their input channel closes, after draining
+//! their encoders: dropping a [`Pipeline`] joins nothing, [`Pipeline::close`]
+//! does.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use ffmpeg_next as ff;
+use tokio::sync::mpsc;
+
+use super::PlannedRung;
+use super::codec::{AudioTranscoder, EncoderParams, VideoDecoder, VideoEncoder, frame_ref};
+use crate::bus::{BroadcastConsumer, Frame, FrameEvent, TrackInfo, TrackProducer};
+use crate::media::CodecConfig;
+use crate::ratelimit::LogLimiter;
+use crate::time::{MediaTime, Timescale};
+
+/// Pictures queued per rung before the decode thread starts dropping.
+const RUNG_QUEUE: usize = 4;
+/// Packets queued for the decode thread before the reader skips a GOP.
+pub(super) const DECODE_QUEUE: usize = 90;
+/// AAC frames queued for the audio thread before the reader drops one.
+pub(super) const AUDIO_QUEUE: usize = 200;
+/// On-demand keyframes are at most this often per rung.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Counts a live FFmpeg context or thread in a gauge while it exists.
+pub(super) struct Live(&'static str);
+
+impl Live {
+    pub(super) fn new(gauge: &'static str) -> Live {
+        metrics::gauge!(gauge).increment(1.0);
+        Live(gauge)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
+fn dropped(stage: &'static str, n: u64) {
+    metrics::counter!("streamd_transcode_dropped_frames_total", "stage" => stage).increment(n);
+}
+
+/// Asks one rung for a keyframe (WebRTC: a new viewer, a PLI).
+#[derive(Debug, Default)]
+pub struct RungControl {
+    requested: AtomicBool,
+}
+
+impl RungControl {
+    /// The rung makes its next picture an IDR, unless it made one less than
+    /// a second ago (then the first picture a second after it).
+    pub fn request_keyframe(&self) {
+        self.requested.store(true, Ordering::Release);
+    }
+}
+
+/// The keyframe controls of every running transcoder, by broadcast id and
+/// track name.
+#[derive(Default)]
+pub struct Transcoders {
+    controls: Mutex<HashMap<(u64, String), Arc<RungControl>>>,
+}
+
+impl Transcoders {
+    /// Requests a keyframe on `track` of broadcast `broadcast_id`; false if
+    /// no encoder runs for it (a bypassed rung, say).
+    pub fn request_keyframe(&self, broadcast_id: u64, track: &str) -> bool {
+        let controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
+        match controls.get(&(broadcast_id, track.to_owned())) {
+            Some(c) => {
+                c.request_keyframe();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn register(&self, broadcast_id: u64, track: &str) -> Arc<RungControl> {
+        let mut controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
+        controls
+            .entry((broadcast_id, track.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    pub(super) fn unregister(&self, broadcast_id: u64) {
+        let mut controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
+        controls.retain(|(id, _), _| *id != broadcast_id);
+    }
+}
+
+/// Where the decode thread puts segment boundaries.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Boundaries {
+    /// Every interval of PTS from the session's first picture.
+    Every(Duration),
+    /// At the source's keyframes (the top rung bypasses: the others align
+    /// with it).
+    SourceKeyframes,
+}
+
+pub(super) enum VideoIn {
+    Frame(FrameEvent),
+    Interrupted,
+}
+
+pub(super) enum AudioIn {
+    Frame(FrameEvent),
+    Interrupted,
+}
+
+enum RungIn {
+    Picture(Picture),
+    Interrupted,
+}
+
+struct Picture {
+    picture: ff::frame::Video,
+    pts: i64,
+    boundary: bool,
+    session: u32,
+    wallclock: SystemTime,
+    received: Instant,
+}
+
+/// What every thread of a stream shares.
+#[derive(Clone)]
+pub(super) struct StreamContext {
+    pub broadcast: BroadcastConsumer,
+    /// The source's timescale: rung frames keep the source's timestamps.
+    pub timescale: Timescale,
+    pub frame_rate: f64,
+    pub boundaries: Boundaries,
+}
+
+/// A running stream transcoder's threads and inputs.
+pub(super) struct Pipeline {
+    pub video: Option<mpsc::Sender<VideoIn>>,
+    pub audio: Option<mpsc::Sender<AudioIn>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub fn new() -> Pipeline {
+        Pipeline {
+            video: None,
+            audio: None,
+            threads: Vec::new(),
+        }
+    }
+
+    /// Starts the decode thread and one thread per encoded rung.
+    /// `producers` are the rungs' bus tracks, created by the caller so they
+    /// appear on the bus in ladder order.
+    pub fn start_video(
+        &mut self,
+        ctx: StreamContext,
+        rungs: Vec<(PlannedRung, TrackProducer, Arc<RungControl>)>,
+    ) -> std::io::Result<()> {
+        let mut links = Vec::new();
+        for (rung, producer, control) in rungs {
+            let (tx, rx) = sync_channel(RUNG_QUEUE);
+            let inflight = Arc::new(AtomicUsize::new(0));
+            let link_inflight = inflight.clone();
+            let ctx = ctx.clone();
+            let name = format!("streamd-x264-{}", rung.config.name);
+            self.threads.push(
+                std::thread::Builder::new().name(name).spawn(move || {
+                    RungWorker::new(rung, producer, control, ctx, inflight).run(rx)
+                })?,
+            );
+            links.push(RungLink {
+                tx,
+                inflight: link_inflight,
+            });
+        }
+        let (tx, rx) = mpsc::channel(DECODE_QUEUE);
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("streamd-decode".into())
+                .spawn(move || Decoder::new(ctx, links).run(rx))?,
+        );
+        self.video = Some(tx);
+        Ok(())
+    }
+
+    pub fn start_audio(
+        &mut self,
+        broadcast: BroadcastConsumer,
+        bitrate: u32,
+    ) -> std::io::Result<()> {
+        let (tx, rx) = mpsc::channel(AUDIO_QUEUE);
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("streamd-opus".into())
+                .spawn(move || audio_thread(rx, broadcast, bitrate))?,
+        );
+        self.audio = Some(tx);
+        Ok(())
+    }
+
+    /// Closes the inputs and waits for every thread to drain and exit.
+    pub fn close(mut self) {
+        self.video = None;
+        self.audio = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+struct RungLink {
+    tx: SyncSender<RungIn>,
+    inflight: Arc<AtomicUsize>,
+}
+
+/// Decodes the source once and hands every picture to every rung.
+struct Decoder {
+    ctx: StreamContext,
+    rungs: Vec<RungLink>,
+    decoder: Option<(VideoDecoder, Arc<CodecConfig>)>,
+    session: Option<u32>,
+    /// Next boundary PTS (Every), or None: the next picture is one.
+    next_boundary: Option<i64>,
+    /// A boundary picture was dropped: the next one sent carries it.
+    boundary_pending: bool,
+    /// Source keyframe PTS not yet decoded (SourceKeyframes).
+    keyframes: VecDeque<i64>,
+    /// Ingest times by PTS, for pictures in flight in the decoder.
+    times: VecDeque<(i64, SystemTime, Instant)>,
+    last_pts: Option<i64>,
+    /// After a decode error: skip to the next keyframe.
+    skipping: bool,
+    log: LogLimiter,
+    _live: Live,
+}
+
+impl Decoder {
+    fn new(ctx: StreamContext, rungs: Vec<RungLink>) -> Decoder {
+        Decoder {
+            ctx,
+            rungs,
+            decoder: None,
+            session: None,
+            next_boundary: None,
+            boundary_pending: false,
+            keyframes: VecDeque::new(),
+            times: VecDeque::new(),
+            last_pts: None,
+            skipping: false,
+            log: LogLimiter::new(Duration::from_secs(5)),
+            _live: Live::new("streamd_transcode_decoders"),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<VideoIn>) {
+        while let Some(input) = rx.blocking_recv() {
+            match input {
+                VideoIn::Frame(ev) => self.frame(ev),
+                VideoIn::Interrupted => {
+                    self.drain();
+                    for r in &self.rungs {
+                        let _ = r.tx.send(RungIn::Interrupted);
+                    }
+                }
+            }
+        }
+        self.drain();
+    }
+
+    /// Ends the current decoder: its held pictures go out, and the next
+    /// picture starts a new boundary grid.
+    fn drain(&mut self) {
+        if let Some((mut d, _)) = self.decoder.take() {
+            for p in d.drain() {
+                self.emit(p);
+            }
+        }
+        self.next_boundary = None;
+        self.keyframes.clear();
+        self.times.clear();
+        self.last_pts = None;
+    }
+
+    fn frame(&mut self, ev: FrameEvent) {
+        let CodecConfig::H264(avc) = &*ev.group.config else {
+            return;
+        };
+        let session = ev.group.session;
+        if self.session != Some(session) {
+            self.drain();
+            self.session = Some(session);
+        }
+        if self
+            .decoder
+            .as_ref()
+            .is_none_or(|(_, c)| **c != *ev.group.config)
+        {
+            // New parameters (a resolution change, say): a fresh decoder,
+            // and a boundary at its first picture.
+            self.drain();
+            if !ev.frame.keyframe {
+                return;
+            }
+            let time_base = ff::Rational::new(1, self.ctx.timescale.hz() as i32);
+            match VideoDecoder::new(avc, time_base) {
+                Ok(d) => {
+                    self.decoder = Some((d, ev.group.config.clone()));
+                    self.skipping = false;
+                }
+                Err(e) => {
+                    if let Some(suppressed) = self.log.check(Instant::now()) {
+                        tracing::error!(error = %e, suppressed, "cannot decode the source video");
+                    }
+                    return;
+                }
+            }
+        }
+        if self.skipping {
+            if !ev.frame.keyframe {
+                dropped("decode", 1);
+                return;
+            }
+            self.skipping = false;
+        }
+        let pts = ev.frame.pts.ticks();
+        let dts = ev.frame.dts.ticks();
+        if ev.frame.keyframe {
+            self.keyframes.push_back(pts);
+            if self.keyframes.len() > 64 {
+                self.keyframes.pop_front();
+            }
+        }
+        self.times
+            .push_back((pts, ev.frame.wallclock, ev.frame.received));
+        if self.times.len() > 64 {
+            self.times.pop_front();
+        }
+        let Some((d, _)) = self.decoder.as_mut() else {
+            return;
+        };
+        if let Err(e) = d.send(&ev.frame.data, pts, dts, ev.frame.keyframe) {
+            dropped("decode", 1);
+            self.skipping = true;
+            if let Some(suppressed) = self.log.check(Instant::now()) {
+                tracing::warn!(error = %e, suppressed, "corrupt source video; continuing at the next keyframe");
+            }
+            return;
+        }
+        while let Some(p) = self.decoder.as_mut().and_then(|(d, _)| d.receive()) {
+            self.emit(p);
+        }
+    }
+
+    fn emit(&mut self, picture: ff::frame::Video) {
+        let Some(pts) = picture.timestamp().or(picture.pts()) else {
+            return;
+        };
+        if self.last_pts.is_some_and(|l| pts <= l) {
+            dropped("decode", 1);
+            return;
+        }
+        self.last_pts = Some(pts);
+        let (wallclock, received) = match self.times.iter().position(|t| t.0 == pts) {
+            Some(i) => {
+                let t = self.times[i];
+                self.times.remove(i);
+                (t.1, t.2)
+            }
+            None => (SystemTime::now(), Instant::now()),
+        };
+        let mut boundary = match self.ctx.boundaries {
+            Boundaries::Every(interval) => {
+                let step = MediaTime::from_duration(interval, self.ctx.timescale)
+                    .ticks()
+                    .max(1);
+                match self.next_boundary {
+                    None => {
+                        self.next_boundary = Some(pts + step);
+                        true
+                    }
+                    Some(next) if pts >= next => {
+                        // The next multiple of the interval after this one.
+                        let behind = (pts - next) / step + 1;
+                        self.next_boundary = Some(next + behind * step);
+                        true
+                    }
+                    Some(_) => false,
+                }
+            }
+            Boundaries::SourceKeyframes => {
+                let first = self.next_boundary.is_none();
+                self.next_boundary = Some(pts);
+                let key = match self.keyframes.iter().position(|&k| k == pts) {
+                    Some(i) => {
+                        self.keyframes.drain(..=i);
+                        true
+                    }
+                    None => false,
+                };
+                first || key
+            }
+        };
+        boundary |= std::mem::take(&mut self.boundary_pending);
+        // Every rung gets the picture, or none does: dropping for all keeps
+        // the rungs' pictures (and so their segments) identical.
+        if self
+            .rungs
+            .iter()
+            .any(|r| r.inflight.load(Ordering::Acquire) >= RUNG_QUEUE)
+        {
+            self.boundary_pending = boundary;
+            dropped("encode", 1);
+            if let Some(suppressed) = self.log.check(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "the encoders are behind; dropping pictures (the ladder costs more CPU than this machine has)"
+                );
+            }
+            return;
+        }
+        let session = self.session.unwrap_or(0);
+        for r in &self.rungs {
+            r.inflight.fetch_add(1, Ordering::AcqRel);
+            let msg = RungIn::Picture(Picture {
+                picture: frame_ref(&picture),
+                pts,
+                boundary,
+                session,
+                wallclock,
+                received,
+            });
+            if r.tx.send(msg).is_err() {
+                r.inflight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// One rung: scale, encode, publish.
+struct RungWorker {
+    rung: PlannedRung,
+    info: TrackInfo,
+    ctx: StreamContext,
+    control: Arc<RungControl>,
+    inflight: Arc<AtomicUsize>,
+    encoder: Option<(VideoEncoder, Live)>,
+    producer: Option<TrackProducer>,
+    session: Option<u32>,
+    /// Per picture in the encoder: (pts, boundary, wallclock, received).
+    pending: VecDeque<(i64, bool, SystemTime, Instant)>,
+    last_kept: Option<i64>,
+    last_keyframe: Option<i64>,
+    log: LogLimiter,
+    out: Vec<super::codec::EncodedFrame>,
+}
+
+impl RungWorker {
+    fn new(
+        rung: PlannedRung,
+        producer: TrackProducer,
+        control: Arc<RungControl>,
+        ctx: StreamContext,
+        inflight: Arc<AtomicUsize>,
+    ) -> RungWorker {
+        RungWorker {
+            info: producer.info().clone(),
+            session: None,
+            producer: Some(producer),
+            rung,
+            ctx,
+            control,
+            inflight,
+            encoder: None,
+            pending: VecDeque::new(),
+            last_kept: None,
+            last_keyframe: None,
+            log: LogLimiter::new(Duration::from_secs(5)),
+            out: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<RungIn>) {
+        while let Ok(input) = rx.recv() {
+            match input {
+                RungIn::Picture(p) => {
+                    self.picture(p);
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                }
+                RungIn::Interrupted => {
+                    self.finish();
+                    // Dropping the producer marks the interruption on the bus.
+                    self.producer = None;
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some((mut e, _live)) = self.encoder.take() {
+            let mut out = std::mem::take(&mut self.out);
+            e.finish(&mut out);
+            self.publish(&mut out);
+            self.out = out;
+        }
+        self.pending.clear();
+        self.last_kept = None;
+    }
+
+    fn picture(&mut self, p: Picture) {
+        if self.session != Some(p.session) {
+            self.finish();
+            if self.session.is_some() {
+                self.producer = None;
+            }
+            self.session = Some(p.session);
+        }
+        if self.producer.is_none() {
+            self.producer = self
+                .ctx
+                .broadcast
+                .derived_track(self.info.clone(), p.session);
+            if self.producer.is_none() {
+                return; // the broadcast ended
+            }
+        }
+        let scale = self.ctx.timescale.hz() as f64;
+        // Frame-rate cap: boundaries are always kept, so rungs stay aligned.
+        let max_fps = self.rung.config.max_fps;
+        if max_fps > 0.0
+            && !p.boundary
+            && let Some(last) = self.last_kept
+            && ((p.pts - last) as f64) < 0.9 * scale / max_fps
+        {
+            return;
+        }
+        self.last_kept = Some(p.pts);
+
+        let (w, h) = if self.rung.bypass {
+            (self.rung.width, self.rung.height)
+        } else {
+            super::fit(
+                (p.picture.width(), p.picture.height()),
+                (self.rung.config.width, self.rung.config.height),
+            )
+        };
+        let mut boundary = p.boundary;
+        if self
+            .encoder
+            .as_ref()
+            .is_some_and(|(e, _)| (e.params.width, e.params.height) != (w, h))
+        {
+            // The source changed size: a new encoder (and SPS) for this rung.
+            self.finish();
+            self.last_kept = Some(p.pts);
+        }
+        if self.encoder.is_none() {
+            let fps = self
+                .ctx
+                .frame_rate
+                .min(if max_fps > 0.0 { max_fps } else { f64::MAX });
+            let params = EncoderParams {
+                width: w,
+                height: h,
+                bitrate: self.rung.config.bitrate_kbps * 1000,
+                preset: self.rung.config.preset.clone(),
+                profile: self.rung.config.profile.clone(),
+                threads: self.rung.config.threads,
+                frame_rate: rational_fps(fps),
+                time_base: ff::Rational::new(1, self.ctx.timescale.hz() as i32),
+                gop: (fps * 10.0).ceil() as u32,
+            };
+            match VideoEncoder::new(params) {
+                Ok(e) => {
+                    if let Some(producer) = self.producer.as_mut() {
+                        producer.set_config(CodecConfig::H264(e.config.clone()));
+                    }
+                    self.encoder = Some((e, Live::new("streamd_transcode_encoders")));
+                    boundary = true;
+                }
+                Err(e) => {
+                    if let Some(suppressed) = self.log.check(Instant::now()) {
+                        tracing::error!(rung = %self.rung.config.name, error = %e, suppressed, "cannot start the encoder");
+                    }
+                    return;
+                }
+            }
+        }
+        let mut force = boundary;
+        if self.control.requested.load(Ordering::Acquire) {
+            let min_gap =
+                MediaTime::from_duration(KEYFRAME_REQUEST_INTERVAL, self.ctx.timescale).ticks();
+            if boundary || self.last_keyframe.is_none_or(|k| p.pts - k >= min_gap) {
+                force = true;
+                self.control.requested.store(false, Ordering::Release);
+            }
+        }
+        if force {
+            self.last_keyframe = Some(p.pts);
+        }
+        self.pending
+            .push_back((p.pts, boundary, p.wallclock, p.received));
+        if self.pending.len() > 64 {
+            self.pending.pop_front();
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let result = match self.encoder.as_mut() {
+            Some((e, _)) => e.encode(&p.picture, p.pts, force, &mut out),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            if let Some(suppressed) = self.log.check(Instant::now()) {
+                tracing::warn!(rung = %self.rung.config.name, error = %e, suppressed, "encoding failed; restarting the encoder");
+            }
+            self.finish();
+        }
+        self.publish(&mut out);
+        self.out = out;
+    }
+
+    fn publish(&mut self, out: &mut Vec<super::codec::EncodedFrame>) {
+        for f in out.drain(..) {
+            let (boundary, wallclock, received) =
+                match self.pending.iter().position(|p| p.0 == f.pts) {
+                    Some(i) => {
+                        let p = self.pending[i];
+                        self.pending.drain(..=i);
+                        (p.1, p.2, p.3)
+                    }
+                    None => (false, SystemTime::now(), Instant::now()),
+                };
+            let Some(producer) = self.producer.as_mut() else {
+                continue;
+            };
+            let frame = Frame {
+                dts: MediaTime::new(f.dts, self.ctx.timescale),
+                pts: MediaTime::new(f.pts, self.ctx.timescale),
+                keyframe: f.keyframe,
+                data: f.data,
+                wallclock,
+                received,
+            };
+            // A group per boundary IDR; an on-demand IDR stays inside its
+            // group so segments line up across rungs.
+            if producer.write(frame, boundary && f.keyframe).is_err() {
+                dropped("encode", 1);
+            }
+        }
+    }
+}
+
+fn rational_fps(fps: f64) -> ff::Rational {
+    let fps = if fps.is_finite() && fps >= 1.0 {
+        fps
+    } else {
+        30.0
+    };
+    // 29.97 and friends as n/1001, others to the millisecond.
+    let ntsc = fps * 1001.0 / 1000.0;
+    if (ntsc - ntsc.round()).abs() < 0.01 && (fps - fps.round()).abs() > 0.01 {
+        ff::Rational::new((ntsc.round() as i32) * 1000, 1001)
+    } else {
+        ff::Rational::new((fps * 1000.0).round() as i32, 1000)
+    }
+}
+
+/// AAC → Opus for one stream, across publisher sessions.
+fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, bitrate: u32) {
+    let _live = Live::new("streamd_transcode_audio");
+    let info = TrackInfo {
+        name: "opus".into(),
+        kind: crate::bus::TrackKind::Audio,
+        role: crate::bus::TrackRole::WebRtcAudio,
+    };
+    let mut transcoder: Option<(AudioTranscoder, Arc<CodecConfig>)> = None;
+    let mut producer: Option<TrackProducer> = None;
+    let mut session = None;
+    let mut log = LogLimiter::new(Duration::from_secs(5));
+    let mut out = Vec::new();
+    let scale = Timescale::new(crate::media::OpusConfig::CLOCK_RATE).unwrap_or(Timescale::MPEG);
+    while let Some(input) = rx.blocking_recv() {
+        let ev = match input {
+            AudioIn::Frame(ev) => ev,
+            AudioIn::Interrupted => {
+                transcoder = None;
+                producer = None;
+                continue;
+            }
+        };
+        let CodecConfig::Aac(aac) = &*ev.group.config else {
+            continue;
+        };
+        if session != Some(ev.group.session) {
+            transcoder = None;
+            producer = None;
+            session = Some(ev.group.session);
+        }
+        if transcoder
+            .as_ref()
+            .is_none_or(|(_, c)| **c != *ev.group.config)
+        {
+            match AudioTranscoder::new(aac, bitrate) {
+                Ok(t) => transcoder = Some((t, ev.group.config.clone())),
+                Err(e) => {
+                    if let Some(suppressed) = log.check(Instant::now()) {
+                        tracing::error!(error = %e, suppressed, "cannot transcode audio to Opus");
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some((t, _)) = transcoder.as_mut() else {
+            continue;
+        };
+        if producer.is_none() {
+            producer = broadcast.derived_track(info.clone(), ev.group.session);
+        }
+        let Some(p) = producer.as_mut() else {
+            break; // the broadcast ended
+        };
+        p.set_config(CodecConfig::Opus(t.config.clone()));
+        let pts48 = ev.frame.pts.rescale(scale).ticks();
+        if let Err(e) = t.push(&ev.frame.data, pts48, &mut out) {
+            dropped("audio", 1);
+            if let Some(suppressed) = log.check(Instant::now()) {
+                tracing::warn!(error = %e, suppressed, "corrupt source audio frame dropped");
+            }
+        }
+        for packet in out.drain(..) {
+            let time = MediaTime::new(packet.pts, scale);
+            let frame = Frame {
+                dts: time,
+                pts: time,
+                keyframe: true,
+                data: packet.data,
+                wallclock: ev.frame.wallclock,
+                received: ev.frame.received,
+            };
+            let _ = p.write(frame, true);
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! The transcoding ladder end to end: real ffmpeg publishes, streamd decodes
+//! once and encodes the rungs (libx264) and Opus (libopus), and the output
+//! is checked on the bus, in LL-HLS with ffprobe, and decoded.
+//!
+//! The ladders here are small (360p and below, 15 fps sources): the machine
+//! has two cores. The full 1080p ladder is measured by `benches/transcode.rs`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::rtmp::{RtmpClient, Tag, read_flv};
+use common::*;
+use ffmpeg_next as ff;
+use streamd::bus::{BroadcastConsumer, FrameEvent, StartAt, TrackEvent, TrackRole};
+use streamd::config::{Config, RungConfig};
+use streamd::media::CodecConfig;
+
+/// Transcoding tests take most of both cores: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn rung(name: &str, w: u32, h: u32, kbps: u32) -> RungConfig {
+    RungConfig {
+        preset: "superfast".into(),
+        ..RungConfig::new(name, w, h, kbps)
+    }
+}
+
+/// A ladder whose top rung is larger than the 720p source (so skipped).
+fn small_ladder(c: &mut Config) {
+    c.transcode.enabled = true;
+    c.transcode.ladder = vec![
+        rung("1080p", 1920, 1080, 4500),
+        rung("360p", 640, 360, 600),
+        rung("240p", 426, 240, 300),
+    ];
+    c.bus.reconnect_grace = Duration::from_secs(1);
+    c.llhls.linger = Duration::from_secs(60);
+}
+
+/// Encodes a test source to an FLV file: testsrc2 with temporal noise (so
+/// the rungs' encoders have to work for their bitrate), a sine, H.264 High
+/// with B-frames and the given keyframe interval.
+async fn make_source(path: &Path, size: &str, fps: u32, seconds: u32, gop: u32, noise: bool) {
+    let vf = if noise {
+        "noise=alls=25:allf=t"
+    } else {
+        "null"
+    };
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate={fps}"),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            &seconds.to_string(),
+            "-vf",
+            vf,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "superfast",
+            "-bf",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            &gop.to_string(),
+            "-keyint_min",
+            &gop.to_string(),
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "3000k",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-ac",
+            "2",
+            "-f",
+            "flv",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "ffmpeg could not make the test source: {err}");
+}
+
+/// Everything a track carried, collected from the bus.
+#[derive(Default)]
+struct Collected {
+    frames: Vec<FrameEvent>,
+}
+
+impl Collected {
+    fn keyframes(&self) -> Vec<i64> {
+        self.frames
+            .iter()
+            .filter(|f| f.frame.keyframe)
+            .map(|f| f.frame.pts.ticks())
+            .collect()
+    }
+    fn group_starts(&self) -> Vec<i64> {
+        self.frames
+            .iter()
+            .filter(|f| f.group_start)
+            .map(|f| f.frame.pts.ticks())
+            .collect()
+    }
+    fn pts(&self) -> Vec<i64> {
+        self.frames.iter().map(|f| f.frame.pts.ticks()).collect()
+    }
+}
+
+/// Subscribes (from the oldest frame) to every track of the broadcast as it
+/// appears, until the broadcast ends.
+async fn collect(b: BroadcastConsumer) -> BTreeMap<String, (TrackRole, Collected)> {
+    let mut out: BTreeMap<String, (TrackRole, Collected)> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut watch = b.clone();
+    loop {
+        let snap = b.snapshot();
+        for info in snap.tracks {
+            if out.contains_key(&info.name) {
+                continue;
+            }
+            let Some(mut c) = b.subscribe_at(&info.name, StartAt::Oldest, None) else {
+                continue;
+            };
+            out.insert(info.name.clone(), (info.role.clone(), Collected::default()));
+            let name = info.name.clone();
+            tasks.spawn(async move {
+                let mut frames = Vec::new();
+                while let Some(ev) = c.next().await {
+                    if let TrackEvent::Frame(f) = ev {
+                        frames.push(f);
+                    }
+                }
+                (name, frames)
+            });
+        }
+        if snap.status == streamd::bus::BroadcastStatus::Ended {
+            break;
+        }
+        watch.update().await;
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (name, frames) = r.unwrap();
+        if let Some(entry) = out.get_mut(&name) {
+            entry.1.frames = frames;
+        }
+    }
+    out
+}
+
+async fn wait_broadcast(server: &TestServer, app: &str, stream: &str) -> BroadcastConsumer {
+    let path = streamd::bus::StreamPath::new(app, stream).unwrap();
+    for _ in 0..300 {
+        if let Some(b) = server.registry.get(&path) {
+            return b;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{path} never appeared on the bus");
+}
+
+fn publish_file(
+    server: &TestServer,
+    app: &str,
+    stream: &str,
+    file: &Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", &server.rtmp_url(app, stream)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg is installed")
+}
+
+/// ffprobe's frames of a media playlist: (pts, picture type, keyframe).
+async fn probe_frames(url: &str) -> Vec<(i64, String, bool)> {
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=pts,pict_type,key_frame",
+            "-of",
+            "csv=p=0",
+            url,
+        ],
+    )
+    .await;
+    assert!(ok, "ffprobe {url}: {err}");
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some((
+                f.get(1)?.parse().ok()?,
+                f.get(2)?.to_string(),
+                *f.first()? == "1",
+            ))
+        })
+        .collect()
+}
+
+/// ffprobe's (width, height) and the video bitrate from packet sizes.
+async fn probe_stream(url: &str) -> (u32, u32, f64) {
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height:packet=pts_time,size",
+            "-of",
+            "json",
+            url,
+        ],
+    )
+    .await;
+    assert!(ok, "ffprobe {url}: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["streams"][0];
+    let packets = v["packets"].as_array().unwrap();
+    let times: Vec<f64> = packets
+        .iter()
+        .filter_map(|p| p["pts_time"].as_str()?.parse().ok())
+        .collect();
+    let bytes: u64 = packets
+        .iter()
+        .filter_map(|p| p["size"].as_str()?.parse::<u64>().ok())
+        .sum();
+    let first = times.iter().copied().fold(f64::MAX, f64::min);
+    let last = times.iter().copied().fold(f64::MIN, f64::max);
+    let frame = (last - first) / (times.len().max(2) - 1) as f64;
+    let secs = last - first + frame;
+    (
+        s["width"].as_u64().unwrap() as u32,
+        s["height"].as_u64().unwrap() as u32,
+        bytes as f64 * 8.0 / secs,
+    )
+}
+
+fn decode_opus(frames: &[FrameEvent]) -> usize {
+    ff::init().unwrap();
+    let CodecConfig::Opus(cfg) = &*frames[0].group.config else {
+        panic!("not Opus: {:?}", frames[0].group.config);
+    };
+    let codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
+    let mut ctx = ff::codec::Context::new_with_codec(codec);
+    let head = cfg.head();
+    unsafe {
+        let p = ctx.as_mut_ptr();
+        let buf = ff::ffi::av_mallocz(head.len() + 64).cast::<u8>();
+        std::ptr::copy_nonoverlapping(head.as_ptr(), buf, head.len());
+        (*p).extradata = buf;
+        (*p).extradata_size = head.len() as i32;
+    }
+    let mut dec = ctx.decoder().audio().unwrap();
+    let mut samples = 0;
+    let mut frame = ff::frame::Audio::empty();
+    for f in frames {
+        dec.send_packet(&ff::Packet::copy(&f.frame.data))
+            .expect("every Opus packet decodes");
+        while dec.receive_frame(&mut frame).is_ok() {
+            assert_eq!(frame.rate(), 48_000);
+            assert_eq!(frame.channels(), 2);
+            samples += frame.samples();
+        }
+    }
+    samples
+}
+
+fn transcoder_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|c| {
+            c.starts_with("streamd-x264")
+                || c.starts_with("streamd-decode")
+                || c.starts_with("streamd-opus")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn ladder_is_aligned_exact_and_decodes() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.flv");
+    // 720p with B-frames and an 8 s keyframe interval (OBS's default), 12 s.
+    make_source(&source, "1280x720", 15, 12, 120, true).await;
+
+    let server = TestServer::start(small_ladder).await;
+    let publisher = publish_file(&server, "live", "ladder", &source);
+    let broadcast = wait_broadcast(&server, "live", "ladder").await;
+    let collector = tokio::spawn(collect(broadcast));
+
+    let master = server.master_when_ready("live", "ladder").await.text();
+    let (status, err) = finish(publisher).await;
+    assert!(status.success(), "publisher failed: {err}");
+    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("the broadcast ends after the grace period")
+        .unwrap();
+
+    // The master lists the rungs that fit the source, largest first, with
+    // the real codec, resolution, frame rate and the shared AAC group.
+    let variants: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+        .collect();
+    assert_eq!(variants.len(), 2, "{master}");
+    assert_eq!(attr(variants[0], "RESOLUTION"), Some("640x360"), "{master}");
+    assert_eq!(attr(variants[1], "RESOLUTION"), Some("426x240"), "{master}");
+    for v in &variants {
+        assert!(attr(v, "CODECS").unwrap().starts_with("avc1.64"), "{v}");
+        assert!(attr(v, "CODECS").unwrap().contains("mp4a.40.2"), "{v}");
+        assert_eq!(attr(v, "FRAME-RATE"), Some("15.000"), "{v}");
+        assert_eq!(attr(v, "AUDIO"), Some("audio"), "{v}");
+    }
+    assert!(
+        number_attr(variants[0], "BANDWIDTH") >= 600_000.0,
+        "{master}"
+    );
+    assert!(!master.contains("1080p"), "{master}");
+    let playlists = media_playlists(&master);
+    assert!(
+        playlists.iter().any(|p| p.starts_with("audio_")),
+        "{master}"
+    );
+
+    // On the bus: every rung has exactly the source's timestamps...
+    let source_video = &tracks["video"].1;
+    let r360 = &tracks["360p"].1;
+    let r240 = &tracks["240p"].1;
+    assert!(matches!(tracks["360p"].0, TrackRole::Rendition(ref r) if r.webrtc_safe && !r.bypass));
+    assert!(!tracks.contains_key("1080p"));
+    assert!(
+        source_video.frames.len() >= 170,
+        "{}",
+        source_video.frames.len()
+    );
+    let mut src_pts = source_video.pts();
+    src_pts.sort();
+    assert_eq!(
+        r360.pts(),
+        src_pts,
+        "360p frames are the source's, in order"
+    );
+    assert_eq!(
+        r240.pts(),
+        src_pts,
+        "240p frames are the source's, in order"
+    );
+    // ... with no reordering (no B-frames: DTS == PTS) ...
+    for f in r360.frames.iter().chain(&r240.frames) {
+        assert_eq!(f.frame.dts, f.frame.pts);
+    }
+    // ... and IDRs every 2 s from the start, identical across rungs,
+    // although the source has one keyframe in 8 s.
+    let starts = r360.group_starts();
+    assert_eq!(starts, r240.group_starts());
+    assert_eq!(r360.keyframes(), starts, "no keyframes but the boundaries");
+    assert_eq!(r240.keyframes(), starts);
+    let first = src_pts[0];
+    let expected: Vec<i64> = (0..6).map(|k| first + k * 2000).collect();
+    assert_eq!(starts, expected, "IDRs at 2 s multiples (ms)");
+    assert_eq!(source_video.keyframes().len(), 2);
+
+    // Opus: exists, decodes, and keeps the AAC's timing within one frame
+    // from start to end.
+    let opus = &tracks["opus"].1;
+    assert_eq!(tracks["opus"].0, TrackRole::WebRtcAudio);
+    let samples = decode_opus(&opus.frames);
+    let aac = &tracks["audio"].1;
+    let CodecConfig::Opus(cfg) = &*opus.frames[0].group.config else {
+        unreachable!()
+    };
+    let aac_secs = aac.frames.len() as f64 * 1024.0 / 44_100.0;
+    let opus_secs = samples as f64 / 48_000.0;
+    assert!(
+        (opus_secs - aac_secs).abs() < 0.05,
+        "Opus {opus_secs} s vs AAC {aac_secs} s"
+    );
+    let to48 = |f: &FrameEvent| {
+        f.frame
+            .pts
+            .rescale(streamd::time::Timescale::new(48_000).unwrap())
+            .ticks()
+    };
+    let start_offset = to48(&opus.frames[0]) + i64::from(cfg.pre_skip) - to48(&aac.frames[0]);
+    let opus_end = to48(opus.frames.last().unwrap()) + 960;
+    let aac_end = to48(aac.frames.last().unwrap()) + 1024 * 48_000 / 44_100;
+    let end_offset = opus_end - aac_end;
+    assert!(
+        start_offset.abs() <= 960,
+        "Opus starts {start_offset} samples off"
+    );
+    assert!(
+        (end_offset - start_offset).abs() <= 960,
+        "A/V drift: {start_offset} samples at the start, {end_offset} at the end"
+    );
+
+    // In LL-HLS: each rung decodes at its size, near its bitrate, without
+    // B-frames, and with the same keyframes as its sibling.
+    let mut key_lists = Vec::new();
+    for (name, (w, h, kbps)) in [("360p", (640, 360, 600.0)), ("240p", (426, 240, 300.0))] {
+        let url = server.url(&format!(
+            "/live/ladder/{}",
+            playlists.iter().find(|p| p.starts_with(name)).unwrap()
+        ));
+        let (pw, ph, bps) = probe_stream(&url).await;
+        assert_eq!((pw, ph), (w, h), "{name}");
+        let ratio = bps / (kbps * 1000.0);
+        eprintln!("{name}: {:.0} kbps ({ratio:.2} of target)", bps / 1000.0);
+        assert!(
+            (0.75..=1.25).contains(&ratio),
+            "{name}: {bps} bps vs {kbps} kbps"
+        );
+        let frames = probe_frames(&url).await;
+        assert!(frames.len() >= 170, "{name}: {} frames", frames.len());
+        assert!(frames.iter().all(|f| f.1 != "B"), "{name} has B-frames");
+        key_lists.push(
+            frames
+                .iter()
+                .filter(|f| f.2)
+                .map(|f| f.0)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(key_lists[0], key_lists[1], "keyframes differ across rungs");
+    assert_eq!(key_lists[0].len(), 6);
+
+    // Nothing left running: the threads and FFmpeg contexts are gone.
+    let metrics = get(&server.url("/metrics")).await.text();
+    for _ in 0..50 {
+        if transcoder_threads() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(transcoder_threads(), 0, "transcoder threads leaked");
+    for gauge in ["streamd_transcode_encoders", "streamd_transcode_decoders"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(gauge))
+            .unwrap_or_else(|| panic!("{gauge} missing: {metrics}"));
+        assert!(line.ends_with(" 0"), "{line}");
+    }
+    server.stop().await;
+}
+
+/// Shifts a file's tags to start at `offset` ms, without its script tag.
+fn shifted(tags: Vec<Tag>, offset: u32) -> Vec<Tag> {
+    tags.into_iter()
+        .filter(|t| t.kind == 8 || t.kind == 9)
+        .map(|mut t| {
+            t.timestamp += offset;
+            t
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn resolution_change_mid_stream_reconfigures_and_keyframes_on_request() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.flv");
+    let b = dir.path().join("b.flv");
+    make_source(&a, "640x360", 15, 4, 30, false).await;
+    // 4:3 after 16:9: every rung's size changes, so every encoder restarts.
+    make_source(&b, "320x240", 15, 4, 30, false).await;
+    let mut tags = shifted(read_flv(&a), 0);
+    let offset = tags.last().unwrap().timestamp + 67;
+    tags.extend(shifted(read_flv(&b), offset));
+
+    let server = TestServer::start(small_ladder).await;
+    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    client.publish("change").await.unwrap();
+    let broadcast = wait_broadcast(&server, "live", "change").await;
+    let id = broadcast.id();
+    let collector = tokio::spawn(collect(broadcast));
+    // Real time, as a publisher sends; ask for a keyframe on one rung
+    // (twice: the second is within the same second and coalesces).
+    let started = tokio::time::Instant::now();
+    let mut requested = false;
+    for t in &tags {
+        tokio::time::sleep_until(started + Duration::from_millis(u64::from(t.timestamp))).await;
+        client.send(t).await.unwrap();
+        if !requested && t.timestamp > 1300 {
+            requested = true;
+            assert!(server.transcoders().request_keyframe(id, "240p"));
+            assert!(server.transcoders().request_keyframe(id, "240p"));
+            assert!(!server.transcoders().request_keyframe(id, "1080p"));
+        }
+    }
+    drop(client);
+    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("the broadcast ends")
+        .unwrap();
+
+    for name in ["360p", "240p"] {
+        let frames = &tracks[name].1.frames;
+        let sizes: Vec<(u32, u32)> = frames
+            .iter()
+            .filter(|f| f.group_start)
+            .map(|f| match &*f.group.config {
+                CodecConfig::H264(c) => (c.info.width, c.info.height),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let expected = if name == "360p" {
+            [(640, 360), (480, 360)]
+        } else {
+            [(426, 240), (320, 240)]
+        };
+        assert_eq!(sizes.first(), Some(&expected[0]), "{name}: {sizes:?}");
+        assert_eq!(sizes.last(), Some(&expected[1]), "{name}: {sizes:?}");
+        // Frames from both halves made it through.
+        assert!(frames.len() >= 110, "{name}: {} frames", frames.len());
+    }
+    // The on-demand keyframe: one IDR inside a group on 240p only.
+    let inside = |name: &str| {
+        tracks[name]
+            .1
+            .frames
+            .iter()
+            .filter(|f| f.frame.keyframe && !f.group_start)
+            .count()
+    };
+    assert_eq!(inside("240p"), 1, "one on-demand keyframe on 240p");
+    assert_eq!(inside("360p"), 0);
+
+    // Still playable end to end: every rung's playlist has a discontinuity
+    // and a new init segment at the change, and each run of segments
+    // decodes cleanly with its init segment. (ffmpeg's HLS reader keeps the
+    // first init's parameter sets, so it is fed each run as one file.)
+    let master = server.master_when_ready("live", "change").await.text();
+    for p in media_playlists(&master)
+        .iter()
+        .filter(|p| !p.starts_with("audio"))
+    {
+        let url = server.url(&format!("/live/change/{p}"));
+        let playlist = get(&url).await.text();
+        assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+        let mut runs: Vec<Vec<u8>> = Vec::new();
+        for line in playlist.lines() {
+            if let Some(map) = line.strip_prefix("#EXT-X-MAP:URI=") {
+                let init =
+                    get(&server.url(&format!("/live/change/{}", map.trim_matches('"')))).await;
+                assert_eq!(init.status, 200);
+                runs.push(init.body.to_vec());
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let seg = get(&server.url(&format!("/live/change/{line}"))).await;
+                assert_eq!(seg.status, 200, "{line}");
+                runs.last_mut()
+                    .expect("a map before segments")
+                    .extend_from_slice(&seg.body);
+            }
+        }
+        assert_eq!(runs.len(), 2, "{playlist}");
+        let mut decoded = 0;
+        for (i, run_bytes) in runs.iter().enumerate() {
+            let file = dir.path().join(format!("{p}-{i}.mp4"));
+            std::fs::write(&file, run_bytes).unwrap();
+            let (ok, out, err) = run(
+                "ffprobe",
+                &[
+                    "-v",
+                    "error",
+                    "-count_frames",
+                    "-select_streams",
+                    "v:0",
+                    "-show_entries",
+                    "stream=width,height,nb_read_frames",
+                    "-of",
+                    "csv=p=0",
+                    file.to_str().unwrap(),
+                ],
+            )
+            .await;
+            assert!(
+                ok && err.trim().is_empty(),
+                "{p} run {i} does not decode cleanly: {err}"
+            );
+            let f: Vec<u64> = out.trim().split(',').map(|x| x.parse().unwrap()).collect();
+            decoded += f[2];
+        }
+        assert!(decoded >= 110, "{p}: {decoded} frames");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_can_turn_transcoding_off() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| {
+        small_ladder(c);
+        c.transcode.apps.insert(
+            "raw".into(),
+            streamd::config::AppTranscodeConfig { enabled: false },
+        );
+    })
+    .await;
+    let publisher = server.publish("raw", "s", 3, "320x240");
+    let master = server.master_when_ready("raw", "s").await.text();
+    let b = wait_broadcast(&server, "raw", "s").await;
+    let names: Vec<String> = b.snapshot().tracks.into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["video", "audio"], "no rungs, no Opus");
+    assert!(
+        media_playlists(&master)
+            .iter()
+            .any(|p| p.starts_with("video_")),
+        "{master}"
+    );
+    let _ = finish(publisher).await;
+    server.stop().await;
+}
