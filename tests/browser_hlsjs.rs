@@ -70,3 +70,65 @@ async fn hlsjs_plays_with_low_latency() {
     drop(publisher);
     server.stop().await;
 }
+
+/// hls.js plays the transcoded ladder and follows forced level switches
+/// (as its ABR controller would make them) without an error or a stall.
+#[tokio::test]
+async fn hlsjs_switches_between_ladder_rungs() {
+    let dir = browser_dir();
+    let server = TestServer::start(|c| {
+        c.transcode.enabled = true;
+        c.transcode.ladder = [
+            ("360p", 640, 360, 600),
+            ("240p", 426, 240, 300),
+            ("144p", 256, 144, 150),
+        ]
+        .into_iter()
+        .map(|(n, w, h, k)| streamd::config::RungConfig {
+            preset: "superfast".into(),
+            ..streamd::config::RungConfig::new(n, w, h, k)
+        })
+        .collect();
+    })
+    .await;
+    let publisher = server.publish("live", "abr", 60, "640x360");
+    let master = server.url("/live/abr/llhls.m3u8");
+    server.master_when_ready("live", "abr").await;
+
+    let (ok, out, err) = run(
+        "node",
+        &[
+            dir.join("hlsjs.mjs").to_str().unwrap(),
+            &master,
+            "12",
+            "switch",
+        ],
+    )
+    .await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    eprintln!("hls.js: {result}");
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let heights: Vec<u64> = result["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["height"].as_u64().unwrap())
+        .collect();
+    // hls.js orders levels by bandwidth, lowest first.
+    assert_eq!(heights, vec![144, 240, 360], "{result}");
+    let mut switched: Vec<u64> = result["switched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    switched.sort();
+    switched.dedup();
+    assert_eq!(switched, vec![0, 1, 2], "every level was played: {result}");
+    assert!(result["advanced"].as_f64().unwrap() >= 10.0, "{result}");
+    assert_eq!(result["stalls"].as_u64(), Some(0), "{result}");
+    drop(publisher);
+    server.stop().await;
+}

@@ -649,3 +649,64 @@ async fn an_app_can_turn_transcoding_off() {
     let _ = finish(publisher).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn corrupt_video_is_survived() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(small_ladder).await;
+    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    client.publish("corrupt").await.unwrap();
+    let broadcast = wait_broadcast(&server, "live", "corrupt").await;
+    let collector = tokio::spawn(collect(broadcast));
+    // The 160x120 fixture twice; in the first pass, every video frame
+    // between 0.5 s and 1 s has its slice data replaced by garbage (its NAL
+    // lengths still add up, so ingest passes it on to the decoder).
+    let fixture = common::rtmp::fixture();
+    let span = fixture.last().unwrap().timestamp + 33;
+    let mut tags = shifted(fixture.clone(), 0);
+    tags.extend(shifted(fixture, span));
+    let mut corrupted = 0;
+    for t in tags.iter_mut() {
+        if t.kind == 9 && t.body.len() > 12 && t.body[1] == 1 && (500..1000).contains(&t.timestamp)
+        {
+            let mut body = t.body.to_vec();
+            for (i, b) in body[10..].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+            }
+            t.body = body.into();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 10);
+    let started = tokio::time::Instant::now();
+    for t in &tags {
+        tokio::time::sleep_until(started + Duration::from_millis(u64::from(t.timestamp))).await;
+        client.send(t).await.unwrap();
+    }
+    drop(client);
+    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("the broadcast ends")
+        .unwrap();
+    // The fixture is below every rung: one rung at its size.
+    let rung = &tracks["240p"].1;
+    let source = &tracks["video"].1;
+    let last_source = source.pts().into_iter().max().unwrap();
+    let last_rung = rung.pts().into_iter().max().unwrap();
+    assert!(
+        last_source - last_rung <= 100,
+        "the rung stopped at {last_rung} ms, the source went on to {last_source} ms"
+    );
+    // The second pass came through whole.
+    let second: Vec<i64> = rung
+        .pts()
+        .into_iter()
+        .filter(|&p| p >= i64::from(span))
+        .collect();
+    assert!(
+        second.len() >= 55,
+        "{} frames after the corruption",
+        second.len()
+    );
+    server.stop().await;
+}

@@ -3,7 +3,11 @@
 // glass-to-glass latency (Date.now() - hls.playingDate, where playingDate
 // comes from EXT-X-PROGRAM-DATE-TIME stamped at ingest), stalls and errors.
 //
-// usage: node hlsjs.mjs URL SECONDS
+// usage: node hlsjs.mjs URL SECONDS [switch]
+//
+// With `switch`, the level is forced to the next one every 2 s (hls.nextLevel:
+// at the next fragment boundary, as an ABR controller would), and the levels
+// actually switched to are reported.
 
 import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
@@ -13,7 +17,7 @@ import http from 'node:http';
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
 let pageServer;
-const [url, secondsArg] = process.argv.slice(2);
+const [url, secondsArg, mode] = process.argv.slice(2);
 const seconds = Number(secondsArg || 10);
 if (!url) {
   console.error('usage: node hlsjs.mjs URL SECONDS');
@@ -55,7 +59,7 @@ try {
   pageServer = server;
   await page.goto(`http://127.0.0.1:${server.address().port}/`);
   const result = await page.evaluate(
-    async ({ url, seconds }) => {
+    async ({ url, seconds, mode }) => {
       const video = document.getElementById('v');
       const hls = new Hls({ lowLatencyMode: true });
       const errors = [];
@@ -64,6 +68,8 @@ try {
         if (d.fatal) errors.push(`${d.type}/${d.details}`);
       });
       video.addEventListener('waiting', () => stalls++);
+      const switched = [];
+      hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => switched.push(d.level));
       hls.loadSource(url);
       hls.attachMedia(video);
       await new Promise((resolve, reject) => {
@@ -80,8 +86,15 @@ try {
       stalls = 0;
       const latencies = [];
       const end = performance.now() + seconds * 1000;
+      let nextSwitch = performance.now() + 2000;
+      switched.length = 0;
       while (performance.now() < end) {
         await new Promise((r) => setTimeout(r, 250));
+        if (mode === 'switch' && performance.now() >= nextSwitch && hls.levels.length > 1) {
+          const current = hls.currentLevel < 0 ? 0 : hls.currentLevel;
+          hls.nextLevel = (current + 1) % hls.levels.length;
+          nextSwitch = performance.now() + 2000;
+        }
         const date = hls.playingDate;
         if (date && !video.paused) latencies.push((Date.now() - date.getTime()) / 1000);
       }
@@ -95,12 +108,13 @@ try {
         stalls,
         errors,
         levels,
+        switched,
         audioTracks: hls.audioTracks.length,
         decodedFrames: video.getVideoPlaybackQuality().totalVideoFrames,
         droppedFrames: video.getVideoPlaybackQuality().droppedVideoFrames,
       };
     },
-    { url, seconds },
+    { url, seconds, mode },
   );
   result.console = logs.slice(-20);
   console.log(JSON.stringify(result));
