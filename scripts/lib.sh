@@ -21,9 +21,12 @@ apt_install() {
     fi
 }
 
-# What building and running streamd needs.
+# What building and running streamd needs: the FFmpeg libraries it links
+# (with libx264 and libopus) and their headers, and clang for bindgen.
 install_runtime_deps() {
-    apt_install ca-certificates curl build-essential pkg-config ffmpeg
+    apt_install ca-certificates curl build-essential pkg-config ffmpeg \
+        libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev \
+        libswscale-dev libswresample-dev libavutil-dev clang libclang-dev
 }
 
 # What the test suite needs besides: Chromium for the player tests, Node.js

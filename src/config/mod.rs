@@ -175,7 +175,8 @@ pub struct RungConfig {
     /// (H.264, no larger than the box, no higher bitrate). Top rung only.
     #[serde(default)]
     pub bypass: bool,
-    /// x264 threads for this rung (0: x264 decides).
+    /// x264 threads for this rung (0: one per core for the largest encoded
+    /// rung, one for the others).
     #[serde(default)]
     pub threads: usize,
 }

@@ -166,7 +166,16 @@ impl Segmenter {
     }
 
     /// The MSN of the open segment, or of the next one.
+    /// The number of the segment the newest sample belongs to: the held
+    /// sample's when it opens a segment (it is only written out once the
+    /// next one gives its duration), else the open segment's.
     pub fn current_msn(&self) -> u64 {
+        if let Some(p) = self.pending.as_ref().filter(|p| p.starts_segment) {
+            return match (self.numbered, p.msn) {
+                (false, Some(first)) => first,
+                _ => self.next_msn,
+            };
+        }
         self.segment.as_ref().map_or(self.next_msn, |s| s.msn)
     }
 

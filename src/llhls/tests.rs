@@ -746,3 +746,60 @@ fn a_stalled_audio_track_does_not_keep_the_stream_unready() {
     st.target_duration = Some(1);
     assert!(!st.ready());
 }
+
+/// Transcoded rungs: the largest leads, the others follow its boundaries
+/// (same numbers, same times, same parts); an on-demand IDR inside a group
+/// (a WebRTC keyframe request) does not cut a segment on its rung, and a
+/// rung that starts late joins at the leader's segment number.
+#[test]
+fn ladder_rungs_follow_the_leading_rung() {
+    let mut p = StreamPackager::new(Duration::from_millis(200), Duration::from_secs(1));
+    let top = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let mid = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let low = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let vc = avc();
+    let mut out = vec![];
+    // 6 s at 30 fps, no reordering, IDR groups every 2 s; `mid` has an
+    // on-demand IDR at 3.0 s, inside its group; `low` starts at 2 s.
+    for i in 0..180i64 {
+        let ms = i * 1000 / 30;
+        let boundary = i % 60 == 0;
+        for (track, keyframe, group_start) in [
+            (low, boundary, boundary),
+            (mid, boundary || i == 90, boundary),
+            (top, boundary, boundary),
+        ] {
+            if track == low && i < 60 {
+                continue;
+            }
+            let mut ev = event(ms, keyframe, &vc, 0, wall);
+            ev.frame.pts = ev.frame.dts;
+            ev.group_start = group_start;
+            out.extend(p.push(track, ev));
+        }
+    }
+    out.extend(p.finish());
+    let (t, m, l) = (starts(&out, top), starts(&out, mid), starts(&out, low));
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert_eq!(
+        m, t,
+        "mid follows top exactly (no cut at its on-demand IDR)"
+    );
+    assert_eq!(
+        l,
+        t[1..].to_vec(),
+        "low joins at the leader's second segment"
+    );
+    let parts = |track: usize| -> Vec<i64> {
+        out.iter()
+            .filter(|o| o.track == track)
+            .filter_map(|o| match &o.output {
+                SegmenterOutput::Part { duration, .. } => Some(*duration),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(parts(mid), parts(top), "parts line up across rungs");
+    assert_eq!(p.target_duration(), Some(2));
+}

@@ -34,6 +34,7 @@ pub mod service;
 use crate::config::RungConfig;
 
 pub use pipeline::{RungControl, Transcoders};
+pub use service::OfflineLadder;
 
 /// A rung as it will be encoded for one source.
 #[derive(Clone, Debug, PartialEq)]

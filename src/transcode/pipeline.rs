@@ -141,6 +141,8 @@ pub(super) struct StreamContext {
     pub timescale: Timescale,
     pub frame_rate: f64,
     pub boundaries: Boundaries,
+    /// Wait for the encoders instead of dropping pictures (offline runs).
+    pub lossless: bool,
 }
 
 /// A running stream transcoder's threads and inputs.
@@ -414,10 +416,11 @@ impl Decoder {
         boundary |= std::mem::take(&mut self.boundary_pending);
         // Every rung gets the picture, or none does: dropping for all keeps
         // the rungs' pictures (and so their segments) identical.
-        if self
-            .rungs
-            .iter()
-            .any(|r| r.inflight.load(Ordering::Acquire) >= RUNG_QUEUE)
+        if !self.ctx.lossless
+            && self
+                .rungs
+                .iter()
+                .any(|r| r.inflight.load(Ordering::Acquire) >= RUNG_QUEUE)
         {
             self.boundary_pending = boundary;
             dropped("encode", 1);

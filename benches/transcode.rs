@@ -1,0 +1,422 @@
+//! Transcoding throughput: streamd's ladder (decode once, every rung on its
+//! own thread) against the ffmpeg CLI running the same ladder (one decode,
+//! `split` + `scale` in a filter graph, the same libx264 settings), on the
+//! same file, in one run. Both run as fast as they can (no `-re`), video
+//! only, and are reported as x realtime, CPU seconds per media second and
+//! peak RSS.
+//!
+//! Then: how many 720p sources one machine transcodes at once in real
+//! time (each through the default ladder: 720p, 480p, 360p).
+//!
+//! `cargo bench --bench transcode` runs it all (1080p30 inputs, about two
+//! minutes). Without `--bench` (as `cargo test` runs it) it is a smoke run
+//! on a tiny input that checks both sides produce every frame.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use streamd::bus::{
+    BroadcastConsumer, Registry, Retention, StartAt, StreamPath, TrackEvent, TryNext,
+};
+use streamd::config::{RungConfig, TranscodeConfig};
+use streamd::ingest::tags::{Arrival, TagIngest};
+use streamd::transcode::OfflineLadder;
+
+struct Tag {
+    kind: u8,
+    ts: u32,
+    body: Bytes,
+}
+
+fn read_flv(path: &Path) -> Vec<Tag> {
+    let d = std::fs::read(path).unwrap();
+    let mut pos = 13;
+    let mut tags = vec![];
+    while pos + 11 <= d.len() {
+        let size = u32::from_be_bytes([0, d[pos + 1], d[pos + 2], d[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([d[pos + 7], d[pos + 4], d[pos + 5], d[pos + 6]]);
+        if pos + 11 + size > d.len() {
+            break;
+        }
+        tags.push(Tag {
+            kind: d[pos],
+            ts,
+            body: Bytes::copy_from_slice(&d[pos + 11..pos + 11 + size]),
+        });
+        pos += 11 + size + 4;
+    }
+    tags
+}
+
+/// A test input, made once and kept in target/.
+fn input(name: &str, size: &str, seconds: u32, noisy: bool) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(format!("bench-transcode-{name}.flv"));
+    if !path.exists() {
+        let vf = if noisy {
+            "noise=alls=20:allf=t"
+        } else {
+            "null"
+        };
+        let ok = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=30"))
+            .args(["-t", &seconds.to_string(), "-vf", vf])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "8000k"])
+            .args(["-g", "60", "-pix_fmt", "yuv420p", "-f", "flv"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ffmpeg could not make {}", path.display());
+    }
+    path
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    wall: f64,
+    cpu: f64,
+    peak_rss_mb: f64,
+}
+
+fn rusage(who: i32) -> f64 {
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(who, &mut r) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(r.ru_utime) + t(r.ru_stime)
+}
+
+fn status_kb(pid: &str, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+fn ladder(rungs: &[(&str, u32, u32, u32)], preset: &str) -> TranscodeConfig {
+    // BENCH_THREADS=2,1,1,1 sets x264 threads per rung (default: the
+    // shipped default).
+    let threads: Vec<usize> = std::env::var("BENCH_THREADS")
+        .map(|v| v.split(',').filter_map(|t| t.parse().ok()).collect())
+        .unwrap_or_default();
+    TranscodeConfig {
+        ladder: rungs
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, w, h, k))| {
+                let mut r = RungConfig {
+                    preset: preset.into(),
+                    ..RungConfig::new(n, w, h, k)
+                };
+                if let Some(t) = threads.get(i) {
+                    r.threads = *t;
+                }
+                r
+            })
+            .collect(),
+        ..TranscodeConfig::default()
+    }
+}
+
+const FULL_LADDER: &[(&str, u32, u32, u32)] = &[
+    ("1080p", 1920, 1080, 4500),
+    ("720p", 1280, 720, 2500),
+    ("480p", 854, 480, 1200),
+    ("360p", 640, 360, 600),
+];
+
+/// The file's video on a bus of its own, as the transcoder would read it.
+fn load(
+    path: &Path,
+    name: &str,
+) -> (
+    Registry,
+    BroadcastConsumer,
+    Vec<streamd::bus::FrameEvent>,
+    f64,
+) {
+    let registry = Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(3600),
+            max_groups: 1 << 20,
+            max_bytes: 1 << 32,
+        },
+    );
+    let producer = registry
+        .publish(StreamPath::new("bench", name).unwrap())
+        .unwrap();
+    let consumer = producer.consumer();
+    let mut ingest = TagIngest::new(producer);
+    let at = Arrival::now();
+    let mut last = 0;
+    for t in read_flv(path) {
+        if t.kind == 9 {
+            ingest.video(t.body, t.ts, at).unwrap();
+            last = t.ts;
+        }
+    }
+    let mut c = consumer
+        .subscribe_at("video", StartAt::Oldest, None)
+        .unwrap();
+    let mut events = Vec::new();
+    while let TryNext::Event(TrackEvent::Frame(f)) = c.try_next() {
+        events.push(f);
+    }
+    let media = (last as f64 + 1000.0 / 30.0) / 1000.0;
+    // Keep the publisher alive (its drop would interrupt the broadcast).
+    std::mem::forget(ingest);
+    (registry, consumer, events, media)
+}
+
+fn frames_on(b: &BroadcastConsumer, track: &str) -> usize {
+    let mut c = b.subscribe_at(track, StartAt::Oldest, None).unwrap();
+    let mut n = 0;
+    while let TryNext::Event(TrackEvent::Frame(_)) = c.try_next() {
+        n += 1;
+    }
+    n
+}
+
+/// streamd's ladder over the file, in this process.
+fn run_streamd(path: &Path, config: &TranscodeConfig) -> (Measure, f64) {
+    let (_registry, consumer, events, media) = load(path, "one");
+    let frames = events.len();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss0 = status_kb("self", "VmRSS:");
+    let cpu0 = rusage(libc::RUSAGE_SELF);
+    let t0 = Instant::now();
+    let mut l = OfflineLadder::new(consumer.clone(), config.clone());
+    for ev in events {
+        l.push_video(ev);
+    }
+    l.finish();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = rusage(libc::RUSAGE_SELF) - cpu0;
+    let peak = status_kb("self", "VmHWM:") - rss0;
+    for info in consumer
+        .snapshot()
+        .tracks
+        .iter()
+        .filter(|t| t.name != "video")
+    {
+        let n = frames_on(&consumer, &info.name);
+        assert_eq!(
+            n, frames,
+            "streamd rung {} encoded {n} of {frames} frames",
+            info.name
+        );
+    }
+    (
+        Measure {
+            wall,
+            cpu,
+            peak_rss_mb: peak / 1024.0,
+        },
+        media,
+    )
+}
+
+/// The ffmpeg CLI's ladder over the same file: one process, one decode,
+/// split + scale, four libx264 encoders with the settings streamd uses.
+fn run_ffmpeg(
+    path: &Path,
+    rungs: &[(&str, u32, u32, u32)],
+    preset: &str,
+    frames: usize,
+) -> Measure {
+    let n = rungs.len();
+    let mut graph = format!("[0:v]split={n}");
+    for i in 0..n {
+        graph.push_str(&format!("[s{i}]"));
+    }
+    for (i, (_, w, h, _)) in rungs.iter().enumerate() {
+        graph.push_str(&format!(
+            ";[s{i}]scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:flags=bilinear[v{i}]"
+        ));
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-filter_complex", &graph]);
+    for (i, (_, _, _, kbps)) in rungs.iter().enumerate() {
+        let rate = format!("{kbps}k");
+        cmd.args([
+            "-map",
+            &format!("[v{i}]"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            preset,
+        ])
+        .args([
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "high",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate, "-bf", "0",
+        ])
+        .args(["-g", "300", "-x264-params", "scenecut=0:open-gop=0"])
+        .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
+        .args(["-f", "framemd5"])
+        .arg(out_dir.path().join(format!("{i}.md5")));
+    }
+    let cpu0 = rusage(libc::RUSAGE_CHILDREN);
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().expect("ffmpeg");
+    let pid = child.id().to_string();
+    let mut peak: f64 = 0.0;
+    loop {
+        peak = peak.max(status_kb(&pid, "VmHWM:"));
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "ffmpeg ladder failed");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = rusage(libc::RUSAGE_CHILDREN) - cpu0;
+    // framemd5 lists each encoded packet: every output got every frame.
+    for i in 0..n {
+        let list = std::fs::read_to_string(out_dir.path().join(format!("{i}.md5"))).unwrap();
+        let packets = list.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(
+            packets, frames,
+            "ffmpeg output {i}: {packets} packets for {frames} frames"
+        );
+    }
+    Measure {
+        wall,
+        cpu,
+        peak_rss_mb: peak / 1024.0,
+    }
+}
+
+/// Runs per side in the full benchmark.
+const REPEAT: usize = 3;
+
+/// The run with the median wall time.
+fn median(mut runs: Vec<Measure>) -> Measure {
+    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    runs[runs.len() / 2]
+}
+
+fn report(what: &str, m: Measure, media: f64) {
+    println!(
+        "{what:<34} {:>6.2}x realtime  {:>5.2} CPU-s per media-s  peak RSS {:>6.1} MB",
+        media / m.wall,
+        m.cpu / media,
+        m.peak_rss_mb
+    );
+}
+
+/// N 720p streams transcoded at once, each on its own thread: the per
+/// stream x realtime (at least 1.0 means the machine holds N live).
+fn concurrent(path: &Path, config: &TranscodeConfig, n: usize) -> f64 {
+    let loaded: Vec<_> = (0..n).map(|i| load(path, &format!("s{i}"))).collect();
+    let media = loaded[0].3;
+    let t0 = Instant::now();
+    let threads: Vec<_> = loaded
+        .into_iter()
+        .map(|(registry, consumer, events, _)| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _registry = registry;
+                let mut l = OfflineLadder::new(consumer, config);
+                for ev in events {
+                    l.push_video(ev);
+                }
+                l.finish();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    media / t0.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        // Smoke run: both sides, a tiny input, every frame out.
+        let rungs = &[("180p", 320, 180, 300), ("90p", 160, 90, 100)];
+        let path = input("smoke", "320x180", 2, false);
+        let config = ladder(rungs, "ultrafast");
+        let (m, media) = run_streamd(&path, &config);
+        report("smoke: streamd", m, media);
+        let frames = read_flv(&path)
+            .iter()
+            .filter(|t| t.kind == 9 && t.body[1] == 1)
+            .count();
+        let f = run_ffmpeg(&path, rungs, "ultrafast", frames);
+        report("smoke: ffmpeg CLI", f, media);
+        return;
+    }
+
+    println!("The 4-rung ladder (1080p 4.5M, 720p 2.5M, 480p 1.2M, 360p 600k) on 10 s of 1080p30:");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    for (name, noisy, preset) in [
+        ("pattern", false, "veryfast"),
+        ("pattern", false, "superfast"),
+        ("noisy", true, "veryfast"),
+    ] {
+        if !only.is_empty() && only != format!("{name}-{preset}") {
+            continue;
+        }
+        let path = input(&format!("1080p-{name}"), "1920x1080", 10, noisy);
+        let frames = read_flv(&path)
+            .iter()
+            .filter(|t| t.kind == 9 && t.body[1] == 1)
+            .count();
+        let config = ladder(FULL_LADDER, preset);
+        // Alternating runs, medians: the machine's speed drifts by 5-10%.
+        let mut fs = Vec::new();
+        let mut ss = Vec::new();
+        let mut media = 0.0;
+        for _ in 0..REPEAT {
+            fs.push(run_ffmpeg(&path, FULL_LADDER, preset, frames));
+            let (s, m) = run_streamd(&path, &config);
+            ss.push(s);
+            media = m;
+        }
+        let (f, s) = (median(fs), median(ss));
+        report(&format!("{name} {preset}: ffmpeg CLI"), f, media);
+        report(&format!("{name} {preset}: streamd"), s, media);
+        println!(
+            "{:<34} {:>6.2}x the CLI's throughput\n",
+            format!("{name} {preset}: streamd/ffmpeg"),
+            f.wall / s.wall
+        );
+    }
+
+    if !only.is_empty() {
+        return;
+    }
+    println!("Concurrent 720p30 sources (noisy), each through 720p + 480p + 360p, veryfast:");
+    let path = input("720p-noisy", "1280x720", 10, true);
+    let config = ladder(FULL_LADDER, "veryfast");
+    for n in 1..=4 {
+        let x = concurrent(&path, &config, n);
+        println!(
+            "{n} stream(s): {x:.2}x realtime each{}",
+            if x >= 1.0 { "" } else { "  (not real time)" }
+        );
+        if x < 1.0 {
+            break;
+        }
+    }
+}
