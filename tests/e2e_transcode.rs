@@ -710,3 +710,105 @@ async fn corrupt_video_is_survived() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn top_rung_bypasses_a_fitting_source() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| {
+        small_ladder(c);
+        c.transcode.ladder = vec![
+            RungConfig {
+                bypass: true,
+                ..rung("360p", 640, 360, 1000)
+            },
+            rung("240p", 426, 240, 300),
+        ];
+    })
+    .await;
+    // 640x360 at 500 kbps (declared in onMetaData), with B-frames.
+    let publisher = server.publish("live", "bypass", 4, "640x360");
+    let broadcast = wait_broadcast(&server, "live", "bypass").await;
+    let collector = tokio::spawn(collect(broadcast));
+    let (status, err) = finish(publisher).await;
+    assert!(status.success(), "{err}");
+    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    let TrackRole::Rendition(info) = &tracks["360p"].0 else {
+        panic!("360p is not a rendition");
+    };
+    assert!(info.bypass);
+    assert!(!info.webrtc_safe, "the source has B-frames");
+    let source = &tracks["video"].1.frames;
+    let bypassed = &tracks["360p"].1.frames;
+    assert_eq!(bypassed.len(), source.len());
+    assert!(
+        bypassed
+            .iter()
+            .zip(source)
+            .all(|(b, s)| b.frame.data == s.frame.data && b.frame.pts == s.frame.pts),
+        "the bypassed rung is the source, frame for frame"
+    );
+    // The encoded rung keys where the source does, so segments line up.
+    assert_eq!(
+        tracks["240p"].1.group_starts(),
+        tracks["video"].1.group_starts()
+    );
+    assert!(matches!(&tracks["240p"].0, TrackRole::Rendition(r) if r.webrtc_safe && !r.bypass));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_the_encoders_cannot_take_is_skipped_not_queued() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(small_ladder).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("burst.flv");
+    make_source(&file, "640x360", 30, 10, 30, false).await;
+    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    client.publish("burst").await.unwrap();
+    let broadcast = wait_broadcast(&server, "live", "burst").await;
+    let collector = tokio::spawn(collect(broadcast));
+    let dropped = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("streamd_transcode_dropped_frames_total{stage=\"input\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = dropped(&get(&server.url("/metrics")).await.text());
+    // 7 s of video sent as fast as the socket takes it (far faster than two
+    // rungs can be encoded), then the last 3 s in real time. The publisher
+    // is never slowed down, and the transcoder skips ahead and catches up.
+    let tags = shifted(read_flv(&file), 0);
+    let sent = tokio::time::Instant::now();
+    for t in tags.iter().filter(|t| t.timestamp < 7000) {
+        client.send(t).await.unwrap();
+    }
+    let send_time = sent.elapsed();
+    let resume = tokio::time::Instant::now();
+    for t in tags.iter().filter(|t| t.timestamp >= 7000) {
+        tokio::time::sleep_until(resume + Duration::from_millis(u64::from(t.timestamp - 7000)))
+            .await;
+        client.send(t).await.unwrap();
+    }
+    drop(client);
+    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    let after = dropped(&get(&server.url("/metrics")).await.text());
+    assert!(
+        send_time < Duration::from_secs(5),
+        "ingest was held back: {send_time:?}"
+    );
+    assert!(after > before, "no input drops counted");
+    let source = tracks["video"].1.pts();
+    let rung = tracks["360p"].1.pts();
+    assert!(rung.len() < source.len(), "nothing was skipped");
+    assert!(
+        source.iter().max().unwrap() - rung.iter().max().unwrap() <= 100,
+        "the rung did not catch up with the source"
+    );
+    server.stop().await;
+}
