@@ -349,6 +349,104 @@ fn concurrent(path: &Path, config: &TranscodeConfig, n: usize) -> f64 {
     media / t0.elapsed().as_secs_f64()
 }
 
+/// What a live run of the real binary showed.
+struct Live {
+    cpu_percent: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    dropped: f64,
+    peak_rss_mb: f64,
+}
+
+/// The streamd binary, with transcoding on or off, while ffmpeg publishes
+/// `input` in real time (`-re`, looped): CPU, ingest-to-servable-part
+/// latency (the `received` time travels through the transcoder), drops and
+/// peak RSS over `seconds` after a 5 s warm-up.
+fn live(transcode: bool, input: &Path, seconds: u64) -> Live {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[transcode]\nenabled = {transcode}\n"
+        ),
+    )
+    .unwrap();
+    let mut streamd = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("streamd binary");
+    let mut lines = std::io::BufReader::new(streamd.stdout.take().unwrap()).lines();
+    let (mut rtmp, mut http) = (None, None);
+    while rtmp.is_none() || http.is_none() {
+        let line = lines.next().expect("streamd exited").unwrap();
+        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
+            if line.contains(what)
+                && let Some(a) = line.split("addr=").nth(1)
+            {
+                *slot = a.split_whitespace().next().map(str::to_owned);
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (rtmp, http) = (rtmp.unwrap(), http.unwrap());
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
+        .arg(input)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &format!("rtmp://{rtmp}/live/bench"),
+        ])
+        .spawn()
+        .expect("ffmpeg");
+    let pid = streamd.id().to_string();
+    let ticks = || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat; after the ")"
+        // (field 3 is first) they are at 11 and 12, in ticks of 1/100 s.
+        let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        field(11) + field(12)
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    let t0 = ticks();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu_percent = (ticks() - t0) / seconds as f64;
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("http://{http}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let result = Live {
+        cpu_percent,
+        p50_ms: value("streamd_llhls_ingest_to_part_seconds{quantile=\"0.5\"}") * 1000.0,
+        p99_ms: value("streamd_llhls_ingest_to_part_seconds{quantile=\"0.99\"}") * 1000.0,
+        dropped: value("streamd_transcode_dropped_frames_total") + 0.0,
+        peak_rss_mb: status_kb(&pid, "VmHWM:") / 1024.0,
+    };
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let _ = streamd.kill();
+    let _ = streamd.wait();
+    result
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if !full {
@@ -403,6 +501,19 @@ fn main() {
         );
     }
 
+    if !only.is_empty() && only != "live" {
+        return;
+    }
+    println!("Live: the streamd binary, ffmpeg -re publishing the noisy 1080p30 file, 20 s:");
+    let path = input("1080p-noisy", "1920x1080", 10, true);
+    for transcode in [false, true] {
+        let l = live(transcode, &path, 20);
+        println!(
+            "transcode={transcode:<5}  CPU {:>5.0}% (of 200%)  ingest->part p50 {:>4.0} ms p99 {:>4.0} ms  dropped {}  peak RSS {:.0} MB",
+            l.cpu_percent, l.p50_ms, l.p99_ms, l.dropped, l.peak_rss_mb
+        );
+    }
+    println!();
     if !only.is_empty() {
         return;
     }
