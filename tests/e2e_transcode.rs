@@ -500,7 +500,8 @@ async fn resolution_change_mid_stream_reconfigures_and_keyframes_on_request() {
     let a = dir.path().join("a.flv");
     let b = dir.path().join("b.flv");
     make_source(&a, "640x360", 15, 4, 30, false).await;
-    // 4:3 after 16:9: every rung's size changes, so every encoder restarts.
+    // 4:3 and smaller after 16:9: every rung's size changes, so every
+    // encoder restarts.
     make_source(&b, "320x240", 15, 4, 30, false).await;
     let mut tags = shifted(read_flv(&a), 0);
     let offset = tags.last().unwrap().timestamp + 67;
@@ -542,8 +543,10 @@ async fn resolution_change_mid_stream_reconfigures_and_keyframes_on_request() {
                 other => panic!("{other:?}"),
             })
             .collect();
+        // 360p's box would upscale 320x240 to 480x360: rungs never exceed
+        // the source, so both rungs are 320x240 after the change.
         let expected = if name == "360p" {
-            [(640, 360), (480, 360)]
+            [(640, 360), (320, 240)]
         } else {
             [(426, 240), (320, 240)]
         };
@@ -810,5 +813,49 @@ async fn a_burst_the_encoders_cannot_take_is_skipped_not_queued() {
         source.iter().max().unwrap() - rung.iter().max().unwrap() <= 100,
         "the rung did not catch up with the source"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_clock_reset_inside_a_session_keeps_the_ladder_going() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(small_ladder).await;
+    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    client.publish("reset").await.unwrap();
+    let broadcast = wait_broadcast(&server, "live", "reset").await;
+    let collector = tokio::spawn(collect(broadcast));
+    // The fixture twice in one session, its timestamps restarting at 0 the
+    // second time (an encoder restarted without reconnecting).
+    let fixture = shifted(common::rtmp::fixture(), 0);
+    let started = tokio::time::Instant::now();
+    for pass in 0..2u64 {
+        for t in &fixture {
+            let at = pass * 2100 + u64::from(t.timestamp);
+            tokio::time::sleep_until(started + Duration::from_millis(at)).await;
+            client.send(t).await.unwrap();
+        }
+    }
+    drop(client);
+    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    let source = &tracks["video"].1.frames;
+    let rung = &tracks["240p"].1.frames;
+    // Both passes are encoded: as many rung frames as source frames, less
+    // at most what the decoder held when the clock went back.
+    assert!(
+        rung.len() + 3 >= source.len(),
+        "{} of {} frames",
+        rung.len(),
+        source.len()
+    );
+    // The second pass starts a new group at its first keyframe.
+    let restarts = rung
+        .iter()
+        .zip(rung.iter().skip(1))
+        .filter(|(a, b)| b.frame.pts < a.frame.pts)
+        .count();
+    assert_eq!(restarts, 1);
     server.stop().await;
 }

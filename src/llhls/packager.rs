@@ -504,7 +504,13 @@ impl StreamPackager {
             // ones continue its own (numbers never skip).
             msn = leader_msn;
             true
-        } else if let Some(b) = boundary {
+        } else if let Some(b) = boundary
+            && (t.kind == TrackKind::Audio || ev.group_start)
+        {
+            // A video follower (another rung) cuts at its own IDR for the
+            // boundary, which may come a frame or two after the leader's
+            // keyframe decode time (a bypassed leader with B-frames): never
+            // on the P-frames in between.
             discontinuity |= b.discontinuity;
             true
         } else {

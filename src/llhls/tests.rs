@@ -803,3 +803,40 @@ fn ladder_rungs_follow_the_leading_rung() {
     assert_eq!(parts(mid), parts(top), "parts line up across rungs");
     assert_eq!(p.target_duration(), Some(2));
 }
+
+/// A bypassed top rung with B-frames leads: its boundaries are at its
+/// keyframes' decode times, before the encoded rungs' IDRs (at the same
+/// presentation time). The encoded rungs cut at their IDRs, never on the
+/// P-frames just before.
+#[test]
+fn encoded_rungs_cut_at_their_idr_behind_a_reordering_leader() {
+    let mut p = StreamPackager::new(Duration::from_millis(200), Duration::from_secs(1));
+    let top = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let low = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let vc = avc();
+    let mut out = vec![];
+    for i in 0..180i64 {
+        let ms = i * 1000 / 30;
+        let boundary = i % 60 == 0;
+        // The leader's keyframes have pts = dts + 66 (reordering).
+        let mut lead = event(ms, boundary, &vc, 0, wall);
+        lead.frame.pts = MediaTime::from_millis(ms + 66);
+        out.extend(p.push(top, lead));
+        // The encoded rung: no reordering, its frames at the source's pts.
+        let mut ev = event(ms + 66, boundary, &vc, 0, wall);
+        ev.frame.pts = ev.frame.dts;
+        out.extend(p.push(low, ev));
+    }
+    out.extend(p.finish());
+    let t = starts(&out, top);
+    let l = starts(&out, low);
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert_eq!(
+        l.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        (0..3)
+            .map(|k| (k as u64, (k * 2000 + 66) * 90))
+            .collect::<Vec<_>>(),
+        "the encoded rung's segments start at its IDRs, with the leader's numbers"
+    );
+}

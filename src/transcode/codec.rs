@@ -315,8 +315,8 @@ pub struct OpusPacket {
 }
 
 /// AAC in, Opus 48 kHz stereo out, with exact sample accounting: the caller
-/// gives each AAC frame's time, and output times count samples from an
-/// anchor that only moves when the input really jumps.
+/// gives each AAC frame's time, output times count samples from an anchor,
+/// gaps are filled with silence and only a real jump moves the anchor.
 pub struct AudioTranscoder {
     decoder: ff::decoder::Audio,
     resampler: Option<(
@@ -333,11 +333,9 @@ pub struct AudioTranscoder {
     expected: Option<i64>,
     frame_size: usize,
     last_pts: Option<i64>,
+    /// One AAC frame in 48 kHz ticks.
+    aac_frame: i64,
 }
-
-/// Input more than this far from its expected time (48 kHz ticks, 100 ms)
-/// re-anchors the output clock.
-const AUDIO_JUMP: i64 = 4_800;
 
 impl AudioTranscoder {
     pub fn new(aac: &AacConfig, bitrate: u32) -> Result<AudioTranscoder, CodecError> {
@@ -386,6 +384,9 @@ impl AudioTranscoder {
             expected: None,
             frame_size,
             last_pts: None,
+            aac_frame: (i64::from(aac.samples_per_frame) * i64::from(OpusConfig::CLOCK_RATE)
+                / i64::from(aac.sample_rate.max(1)))
+            .max(1),
         })
     }
 
@@ -403,16 +404,29 @@ impl AudioTranscoder {
             .map_err(ff_err("decoding AAC"))?;
         let mut decoded = ff::frame::Audio::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
-            // Where this input belongs: its own timestamp, unless it is
-            // within the jump tolerance of where the count says it should be
-            // (then the count wins: timestamps in ms round, samples do not).
+            // Where this input belongs. Within 1.5 AAC frames of where the
+            // sample count says, the count wins (millisecond timestamps
+            // round; samples do not). Later than that, up to a second, is
+            // a gap (dropped or missing frames): it is filled with silence
+            // so what follows keeps its time. Anything else re-anchors.
+            let tolerance = self.aac_frame * 3 / 2;
             let start = match self.expected {
-                Some(e) if (pts48 - e).abs() <= AUDIO_JUMP => e,
+                Some(e) if (pts48 - e).abs() <= tolerance => e,
+                Some(e) if pts48 > e && pts48 - e <= i64::from(OpusConfig::CLOCK_RATE) => {
+                    if self.fifo_start.is_none() {
+                        self.fifo_start = Some(e);
+                    }
+                    let gap = (pts48 - e) as usize;
+                    self.fifo.resize(self.fifo.len() + gap * 2, 0.0);
+                    pts48
+                }
                 _ => {
-                    // A jump (or the start): drop the partial frame and
-                    // re-anchor at this input.
                     self.fifo.clear();
                     self.fifo_start = None;
+                    if self.last_pts.is_some_and(|l| pts48 <= l) {
+                        // The source's clock went back: a new timeline.
+                        self.last_pts = None;
+                    }
                     pts48
                 }
             };

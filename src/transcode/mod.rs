@@ -65,8 +65,9 @@ pub fn fit(src: (u32, u32), bx: (u32, u32)) -> (u32, u32) {
 /// - the top rung bypasses when it allows it and the source fits it;
 /// - rungs larger than the source are skipped, and so are rungs that would
 ///   come out the same size as a larger one;
-/// - a source smaller than every rung still gets the smallest one, at the
-///   source's size, so there is always an encoded (WebRTC-safe) rendition.
+/// - a source smaller than every rung (or than every rung but a bypassed
+///   one) still gets the smallest rung, at the source's size, so there is
+///   always an encoded (WebRTC-safe) rendition.
 pub fn plan(
     width: u32,
     height: u32,
@@ -98,7 +99,8 @@ pub fn plan(
             bypass,
         });
     }
-    if out.is_empty()
+    // Always one encoded (WebRTC-safe, keyframe-on-request) rendition.
+    if !out.iter().any(|r| !r.bypass)
         && let Some(last) = ladder.last()
     {
         let even_box = ((width & !1).max(2), (height & !1).max(2));
@@ -111,6 +113,17 @@ pub fn plan(
         });
     }
     out
+}
+
+/// A rung's size for a `src` picture: fitted into its box, but never larger
+/// than the source (no upscaling; a shrunk source gives smaller rungs).
+pub fn rung_size(src: (u32, u32), bx: (u32, u32)) -> (u32, u32) {
+    let (w, h) = fit(src, bx);
+    if w > src.0 || h > src.1 {
+        fit(src, ((src.0 & !1).max(2), (src.1 & !1).max(2)))
+    } else {
+        (w, h)
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +149,9 @@ mod tests {
         assert_eq!(fit((1000, 563), (640, 360)), (640, 360));
         assert_eq!(fit((1921, 1081), (640, 360)), (640, 360));
         assert_eq!(fit((1, 1), (640, 360)), (360, 360));
+        assert_eq!(rung_size((1280, 720), (640, 360)), (640, 360));
+        assert_eq!(rung_size((320, 240), (640, 360)), (320, 240));
+        assert_eq!(rung_size((321, 241), (1920, 1080)), (320, 240));
     }
 
     #[test]
@@ -165,6 +181,12 @@ mod tests {
         assert_eq!(
             names(&p[1..]),
             vec![("480p", 854, 480, false), ("360p", 640, 360, false)]
+        );
+        // A bypassed source below every other rung: one encoded rung too.
+        let small = plan(400, 224, Some(500), &ladder);
+        assert_eq!(
+            names(&small),
+            vec![("1080p", 400, 224, true), ("360p", 400, 224, false)]
         );
         // Too much bitrate, or none declared: encoded.
         assert!(!plan(1920, 1080, Some(6000), &ladder)[0].bypass);

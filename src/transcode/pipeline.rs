@@ -26,8 +26,10 @@ use crate::time::{MediaTime, Timescale};
 /// stream's first picture dropped two pictures; with 8, none. The queues
 /// hold references to the same decoded pictures, not copies.
 const RUNG_QUEUE: usize = 8;
-/// Packets queued for the decode thread before the reader skips a GOP.
-pub(super) const DECODE_QUEUE: usize = 90;
+/// Packets queued for the decode thread before the reader skips a GOP:
+/// about a second at 30 fps, within the second LL-HLS holds audio for the
+/// leading rung (so audio segments still line up with video).
+pub(super) const DECODE_QUEUE: usize = 30;
 /// AAC frames queued for the audio thread before the reader drops one.
 pub(super) const AUDIO_QUEUE: usize = 200;
 /// On-demand keyframes are at most this often per rung.
@@ -125,6 +127,9 @@ pub(super) enum AudioIn {
 enum RungIn {
     Picture(Picture),
     Interrupted,
+    /// The source's clock went back: drain the encoder, start a new one
+    /// (and a new group) at the next picture.
+    Reset,
 }
 
 struct Picture {
@@ -244,6 +249,8 @@ struct Decoder {
     /// Ingest times by PTS, for pictures in flight in the decoder.
     times: VecDeque<(i64, SystemTime, Instant)>,
     last_pts: Option<i64>,
+    /// The newest input decode time, to see the source's clock go back.
+    last_dts: Option<i64>,
     /// After a decode error: skip to the next keyframe.
     skipping: bool,
     log: LogLimiter,
@@ -262,6 +269,7 @@ impl Decoder {
             keyframes: VecDeque::new(),
             times: VecDeque::new(),
             last_pts: None,
+            last_dts: None,
             skipping: false,
             log: LogLimiter::new(Duration::from_secs(5)),
             _live: Live::new("streamd_transcode_decoders"),
@@ -305,7 +313,26 @@ impl Decoder {
         if self.session != Some(session) {
             self.drain();
             self.session = Some(session);
+            self.last_dts = None;
         }
+        let pts = ev.frame.pts.ticks();
+        let dts = ev.frame.dts.ticks();
+        let back = MediaTime::from_duration(Duration::from_secs(1), self.ctx.timescale).ticks();
+        if self.last_dts.is_some_and(|l| dts + back < l) {
+            // The publisher's clock went back (an encoder restart without a
+            // reconnect): a new timeline for the decoder and every encoder.
+            self.drain();
+            for r in &self.rungs {
+                let _ = r.tx.send(RungIn::Reset);
+            }
+            if let Some(suppressed) = self.log.check(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "the source's timestamps went back; restarting the encoders"
+                );
+            }
+        }
+        self.last_dts = Some(dts);
         if self
             .decoder
             .as_ref()
@@ -338,8 +365,6 @@ impl Decoder {
             }
             self.skipping = false;
         }
-        let pts = ev.frame.pts.ticks();
-        let dts = ev.frame.dts.ticks();
         if ev.frame.keyframe {
             self.keyframes.push_back(pts);
             if self.keyframes.len() > 64 {
@@ -508,6 +533,7 @@ impl RungWorker {
                     // Dropping the producer marks the interruption on the bus.
                     self.producer = None;
                 }
+                RungIn::Reset => self.finish(),
             }
         }
         self.finish();
@@ -556,7 +582,7 @@ impl RungWorker {
         let (w, h) = if self.rung.bypass {
             (self.rung.width, self.rung.height)
         } else {
-            super::fit(
+            super::rung_size(
                 (p.picture.width(), p.picture.height()),
                 (self.rung.config.width, self.rung.config.height),
             )
