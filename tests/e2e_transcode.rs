@@ -328,6 +328,48 @@ async fn ladder_is_aligned_exact_and_decodes() {
     let collector = tokio::spawn(collect(broadcast));
 
     let master = server.master_when_ready("live", "ladder").await.text();
+    // While live: segments and parts line up across rungs (the same
+    // numbers, segment and part durations), seen with a blocking reload of
+    // the same part on both.
+    let layout = |playlist: &str| -> Vec<String> {
+        let lines: Vec<String> = playlist
+            .lines()
+            .filter(|l| {
+                l.starts_with("#EXTINF")
+                    || l.starts_with("#EXT-X-PART:")
+                    || l.starts_with("#EXT-X-MEDIA-SEQUENCE")
+            })
+            .map(|l| match l.find(",URI=") {
+                Some(i) => l[..i].to_owned(),
+                None => l.to_owned(),
+            })
+            .collect();
+        // Complete segments only: the open one may differ by a part.
+        let last = lines
+            .iter()
+            .rposition(|l| l.starts_with("#EXTINF"))
+            .unwrap_or(0);
+        lines[..=last].to_vec()
+    };
+    let mut layouts = Vec::new();
+    for p in media_playlists(&master)
+        .iter()
+        .filter(|p| !p.starts_with("audio"))
+    {
+        let url = server.url(&format!("/live/ladder/{p}?_HLS_msn=3&_HLS_part=1"));
+        layouts.push(layout(&get(&url).await.text()));
+    }
+    assert_eq!(layouts.len(), 2);
+    assert!(
+        layouts[0]
+            .iter()
+            .filter(|l| l.starts_with("#EXT-X-PART:"))
+            .count()
+            >= 10,
+        "{:?}",
+        layouts[0]
+    );
+    assert_eq!(layouts[0], layouts[1], "rungs' segments and parts differ");
     let (status, err) = finish(publisher).await;
     assert!(status.success(), "publisher failed: {err}");
     let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
