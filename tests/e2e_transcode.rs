@@ -470,8 +470,11 @@ async fn ladder_is_aligned_exact_and_decodes() {
         start_offset.abs() <= 960,
         "Opus starts {start_offset} samples off"
     );
+    // At the end, Opus ends after the AAC by the silence that pads its last
+    // partial frame (and the encoder's flushed lookahead), at most two
+    // frames; a drift would show as more, or as Opus ending early.
     assert!(
-        (end_offset - start_offset).abs() <= 960,
+        (0..=2 * 960).contains(&(end_offset - start_offset)),
         "A/V drift: {start_offset} samples at the start, {end_offset} at the end"
     );
 

@@ -521,6 +521,19 @@ impl AudioTranscoder {
         Ok(())
     }
 
+    /// Encodes what is left (the last partial frame, padded with silence,
+    /// and the encoder's lookahead). The transcoder is done after this.
+    pub fn finish(&mut self, out: &mut Vec<OpusPacket>) {
+        if !self.fifo.is_empty() {
+            let n = self.frame_size * 2;
+            let len = self.fifo.len().div_ceil(n) * n;
+            self.fifo.resize(len, 0.0);
+            let _ = self.encode_ready(out);
+        }
+        let _ = self.encoder.send_eof();
+        self.receive(out);
+    }
+
     fn receive(&mut self, out: &mut Vec<OpusPacket>) {
         let mut packet = ff::Packet::empty();
         while self.encoder.receive_packet(&mut packet).is_ok() {

@@ -725,6 +725,10 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
         let ev = match input {
             AudioIn::Frame(ev) => ev,
             AudioIn::Interrupted => {
+                if let (Some((t, _)), Some(p)) = (transcoder.as_mut(), producer.as_mut()) {
+                    t.finish(&mut out);
+                    write_opus(p, &mut out, scale, SystemTime::now(), Instant::now());
+                }
                 transcoder = None;
                 producer = None;
                 continue;
@@ -769,17 +773,31 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
                 tracing::warn!(error = %e, suppressed, "corrupt source audio frame dropped");
             }
         }
-        for packet in out.drain(..) {
-            let time = MediaTime::new(packet.pts, scale);
-            let frame = Frame {
-                dts: time,
-                pts: time,
-                keyframe: true,
-                data: packet.data,
-                wallclock: ev.frame.wallclock,
-                received: ev.frame.received,
-            };
-            let _ = p.write(frame, true);
-        }
+        write_opus(p, &mut out, scale, ev.frame.wallclock, ev.frame.received);
+    }
+    if let (Some((t, _)), Some(p)) = (transcoder.as_mut(), producer.as_mut()) {
+        t.finish(&mut out);
+        write_opus(p, &mut out, scale, SystemTime::now(), Instant::now());
+    }
+}
+
+fn write_opus(
+    p: &mut TrackProducer,
+    out: &mut Vec<super::codec::OpusPacket>,
+    scale: Timescale,
+    wallclock: SystemTime,
+    received: Instant,
+) {
+    for packet in out.drain(..) {
+        let time = MediaTime::new(packet.pts, scale);
+        let frame = Frame {
+            dts: time,
+            pts: time,
+            keyframe: true,
+            data: packet.data,
+            wallclock,
+            received,
+        };
+        let _ = p.write(frame, true);
     }
 }
