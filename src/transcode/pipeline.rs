@@ -801,3 +801,88 @@ fn write_opus(
         let _ = p.write(frame, true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::TryRecvError;
+
+    use super::*;
+    use crate::bus::{Registry, Retention, StreamPath};
+
+    fn picture(pts: i64) -> ff::frame::Video {
+        let mut f = ff::frame::Video::new(ff::format::Pixel::YUV420P, 16, 16);
+        f.set_pts(Some(pts));
+        f
+    }
+
+    fn next(rx: &Receiver<RungIn>) -> Option<(i64, bool)> {
+        match rx.try_recv() {
+            Ok(RungIn::Picture(p)) => Some((p.pts, p.boundary)),
+            Ok(_) => panic!("not a picture"),
+            Err(TryRecvError::Empty) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// When one rung is behind, the picture is dropped for every rung, and
+    /// a boundary that fell on it moves to the next picture sent, so the
+    /// rungs keep identical pictures and aligned IDRs.
+    #[test]
+    fn behind_encoders_drop_for_every_rung_and_keep_the_boundary() {
+        let registry = Registry::new(Duration::ZERO, Retention::default());
+        let producer = registry
+            .publish(StreamPath::new("t", "drop").unwrap())
+            .unwrap();
+        let ctx = StreamContext {
+            broadcast: producer.consumer(),
+            timescale: Timescale::MILLIS,
+            frame_rate: 30.0,
+            boundaries: Boundaries::Every(Duration::from_secs(2)),
+            lossless: false,
+        };
+        let (tx1, rx1) = sync_channel(RUNG_QUEUE);
+        let (tx2, rx2) = sync_channel(RUNG_QUEUE);
+        let (in1, in2) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut d = Decoder::new(
+            ctx,
+            vec![
+                RungLink {
+                    tx: tx1,
+                    inflight: in1.clone(),
+                },
+                RungLink {
+                    tx: tx2,
+                    inflight: in2.clone(),
+                },
+            ],
+        );
+        d.session = Some(0);
+        d.emit(picture(0));
+        d.emit(picture(1967));
+        assert_eq!((next(&rx1), next(&rx2)), (Some((0, true)), Some((0, true))));
+        assert_eq!(
+            (next(&rx1), next(&rx2)),
+            (Some((1967, false)), Some((1967, false)))
+        );
+        // Rung 2's queue is full: the boundary picture at 2 s goes to nobody.
+        in2.store(RUNG_QUEUE, Ordering::Release);
+        d.emit(picture(2000));
+        assert_eq!((next(&rx1), next(&rx2)), (None, None));
+        // It caught up: the next picture carries the boundary, to both.
+        in2.store(0, Ordering::Release);
+        d.emit(picture(2033));
+        assert_eq!(
+            (next(&rx1), next(&rx2)),
+            (Some((2033, true)), Some((2033, true)))
+        );
+        d.emit(picture(2067));
+        assert_eq!(
+            (next(&rx1), next(&rx2)),
+            (Some((2067, false)), Some((2067, false)))
+        );
+        // Pictures going backwards in a run are dropped, not sent.
+        d.emit(picture(2050));
+        assert_eq!((next(&rx1), next(&rx2)), (None, None));
+        drop(producer);
+    }
+}
