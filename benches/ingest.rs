@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -15,29 +14,10 @@ use streamd::bus::{Registry, Retention, StreamPath};
 use streamd::ingest::rtmp::{RtmpConnection, RtmpEvent};
 use streamd::ingest::tags::{Arrival, TagIngest};
 
-struct Tag {
-    kind: u8,
-    ts: u32,
-    body: Bytes,
-}
+#[path = "common/flv.rs"]
+mod flv;
 
-/// The audio and video tags of an FLV file.
-fn read_tags(path: &std::path::Path) -> (Vec<Tag>, usize) {
-    let d = std::fs::read(path).unwrap();
-    let mut pos = 13;
-    let mut tags = vec![];
-    while pos + 11 <= d.len() {
-        let size = u32::from_be_bytes([0, d[pos + 1], d[pos + 2], d[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([d[pos + 7], d[pos + 4], d[pos + 5], d[pos + 6]]);
-        tags.push(Tag {
-            kind: d[pos],
-            ts,
-            body: Bytes::copy_from_slice(&d[pos + 11..pos + 11 + size]),
-        });
-        pos += 11 + size + 4;
-    }
-    (tags, d.len())
-}
+use flv::{Tag, read_tags};
 
 fn fixture() -> Vec<Tag> {
     read_tags(std::path::Path::new(concat!(

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use streamd::bus::{
     BroadcastConsumer, Registry, Retention, StartAt, StreamPath, TrackEvent, TryNext,
 };
@@ -24,30 +23,11 @@ use streamd::config::{RungConfig, TranscodeConfig};
 use streamd::ingest::tags::{Arrival, TagIngest};
 use streamd::transcode::OfflineLadder;
 
-struct Tag {
-    kind: u8,
-    ts: u32,
-    body: Bytes,
-}
+#[path = "common/flv.rs"]
+mod flv;
 
-fn read_flv(path: &Path) -> Vec<Tag> {
-    let d = std::fs::read(path).unwrap();
-    let mut pos = 13;
-    let mut tags = vec![];
-    while pos + 11 <= d.len() {
-        let size = u32::from_be_bytes([0, d[pos + 1], d[pos + 2], d[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([d[pos + 7], d[pos + 4], d[pos + 5], d[pos + 6]]);
-        if pos + 11 + size > d.len() {
-            break;
-        }
-        tags.push(Tag {
-            kind: d[pos],
-            ts,
-            body: Bytes::copy_from_slice(&d[pos + 11..pos + 11 + size]),
-        });
-        pos += 11 + size + 4;
-    }
-    tags
+fn read_flv(path: &Path) -> Vec<flv::Tag> {
+    flv::read_tags(path).0
 }
 
 /// A test input, made once and kept in target/.
