@@ -103,8 +103,8 @@ pub fn plan(
     if !out.iter().any(|r| !r.bypass)
         && let Some(last) = ladder.last()
     {
-        let even_box = ((width & !1).max(2), (height & !1).max(2));
-        let (w, h) = fit((width, height), even_box);
+        // The rung's size for this source, as its encoder thread computes it.
+        let (w, h) = rung_size((width, height), (last.width, last.height));
         out.push(PlannedRung {
             config: last.clone(),
             width: w,

@@ -51,7 +51,7 @@ impl Drop for Live {
     }
 }
 
-fn dropped(stage: &'static str, n: u64) {
+pub(super) fn dropped(stage: &'static str, n: u64) {
     metrics::counter!("streamd_transcode_dropped_frames_total", "stage" => stage).increment(n);
 }
 

@@ -13,7 +13,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::pipeline::{AudioIn, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn};
+use super::pipeline::{
+    AudioIn, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn, dropped,
+};
 use super::{PlannedRung, plan};
 use crate::bus::{
     BroadcastConsumer, BroadcastStatus, FrameEvent, Registry, RenditionInfo, StartAt, TrackEvent,
@@ -148,6 +150,26 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(
+        broadcast: BroadcastConsumer,
+        config: TranscodeConfig,
+        transcoders: Arc<Transcoders>,
+        lossless: bool,
+    ) -> Reader {
+        Reader {
+            broadcast,
+            config,
+            transcoders,
+            pipeline: Pipeline::new(),
+            planned: false,
+            audio_started: false,
+            bypass: None,
+            skipping: false,
+            log: LogLimiter::new(Duration::from_secs(5)),
+            lossless,
+        }
+    }
+
     fn start_video(&mut self, ev: &FrameEvent) {
         let CodecConfig::H264(avc) = &*ev.group.config else {
             if let Some(suppressed) = self.log.check(Instant::now()) {
@@ -260,8 +282,7 @@ impl Reader {
         };
         if self.skipping {
             if !ev.group_start {
-                metrics::counter!("streamd_transcode_dropped_frames_total", "stage" => "input")
-                    .increment(1);
+                dropped("input", 1);
                 return;
             }
             self.skipping = false;
@@ -270,8 +291,7 @@ impl Reader {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.skipping = true;
-                metrics::counter!("streamd_transcode_dropped_frames_total", "stage" => "input")
-                    .increment(1);
+                dropped("input", 1);
                 if let Some(suppressed) = self.log.check(Instant::now()) {
                     tracing::warn!(
                         suppressed,
@@ -308,8 +328,7 @@ impl Reader {
         if let Some(tx) = &self.pipeline.audio
             && let Err(TrySendError::Full(_)) = tx.try_send(AudioIn::Frame(ev))
         {
-            metrics::counter!("streamd_transcode_dropped_frames_total", "stage" => "audio")
-                .increment(1);
+            dropped("audio", 1);
         }
     }
 }
@@ -351,18 +370,7 @@ async fn transcode(
     transcoders: Arc<Transcoders>,
 ) {
     let _live = super::pipeline::Live::new("streamd_transcode_streams");
-    let mut reader = Reader {
-        broadcast: broadcast.clone(),
-        config,
-        transcoders,
-        pipeline: Pipeline::new(),
-        planned: false,
-        audio_started: false,
-        bypass: None,
-        skipping: false,
-        log: LogLimiter::new(Duration::from_secs(5)),
-        lossless: false,
-    };
+    let mut reader = Reader::new(broadcast.clone(), config, transcoders, false);
     let mut events: Events = SelectAll::new();
     let mut subscribed: HashSet<TrackKind> = HashSet::new();
     let subscribe = |events: &mut Events, subscribed: &mut HashSet<TrackKind>| {
@@ -414,18 +422,7 @@ impl OfflineLadder {
     pub fn new(broadcast: BroadcastConsumer, config: TranscodeConfig) -> OfflineLadder {
         super::codec::init();
         OfflineLadder {
-            reader: Reader {
-                broadcast,
-                config,
-                transcoders: Arc::new(Transcoders::default()),
-                pipeline: Pipeline::new(),
-                planned: false,
-                audio_started: false,
-                bypass: None,
-                skipping: false,
-                log: LogLimiter::new(Duration::from_secs(5)),
-                lossless: true,
-            },
+            reader: Reader::new(broadcast, config, Arc::new(Transcoders::default()), true),
         }
     }
 
