@@ -128,8 +128,8 @@ impl Collected {
 
 /// Subscribes (from the oldest frame) to every track of the broadcast as it
 /// appears, until the broadcast ends.
-async fn collect(b: BroadcastConsumer) -> BTreeMap<String, (TrackRole, Collected)> {
-    let mut out: BTreeMap<String, (TrackRole, Collected)> = BTreeMap::new();
+async fn collect(b: BroadcastConsumer) -> Tracks {
+    let mut out: Tracks = BTreeMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut watch = b.clone();
     loop {
@@ -200,6 +200,55 @@ fn publish_file(
         .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg is installed")
+}
+
+type Tracks = BTreeMap<String, (TrackRole, Collected)>;
+
+/// Every track of `live/{stream}`, collected from the bus (see [`collect`])
+/// until the broadcast ends.
+struct Collector {
+    task: tokio::task::JoinHandle<Tracks>,
+    broadcast_id: u64,
+}
+
+impl Collector {
+    async fn start(server: &TestServer, stream: &str) -> Collector {
+        let b = wait_broadcast(server, "live", stream).await;
+        Collector {
+            broadcast_id: b.id(),
+            task: tokio::spawn(collect(b)),
+        }
+    }
+
+    async fn finish(self) -> Tracks {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the broadcast ends (after the grace period) within 30 s")
+            .unwrap()
+    }
+}
+
+/// A scripted RTMP publisher on `live/{stream}`, and a collector for it.
+async fn publish_raw(server: &TestServer, stream: &str) -> (RtmpClient, Collector) {
+    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    client.publish(stream).await.unwrap();
+    let collector = Collector::start(server, stream).await;
+    (client, collector)
+}
+
+/// Sends each tag at `started + offset_ms + its timestamp`, as a publisher
+/// sends in real time.
+async fn send_paced<'a>(
+    client: &mut RtmpClient,
+    tags: impl IntoIterator<Item = &'a Tag>,
+    started: tokio::time::Instant,
+    offset_ms: u64,
+) {
+    for t in tags {
+        let at = offset_ms + u64::from(t.timestamp);
+        tokio::time::sleep_until(started + Duration::from_millis(at)).await;
+        client.send(t).await.unwrap();
+    }
 }
 
 /// ffprobe's frames of a media playlist: (pts, picture type, keyframe).
@@ -324,8 +373,7 @@ async fn ladder_is_aligned_exact_and_decodes() {
 
     let server = TestServer::start(small_ladder).await;
     let publisher = publish_file(&server, "live", "ladder", &source);
-    let broadcast = wait_broadcast(&server, "live", "ladder").await;
-    let collector = tokio::spawn(collect(broadcast));
+    let collector = Collector::start(&server, "ladder").await;
 
     let master = server.master_when_ready("live", "ladder").await.text();
     // While live: segments and parts line up across rungs (the same
@@ -372,10 +420,7 @@ async fn ladder_is_aligned_exact_and_decodes() {
     assert_eq!(layouts[0], layouts[1], "rungs' segments and parts differ");
     let (status, err) = finish(publisher).await;
     assert!(status.success(), "publisher failed: {err}");
-    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
-        .await
-        .expect("the broadcast ends after the grace period")
-        .unwrap();
+    let tracks = collector.finish().await;
 
     // The master lists the rungs that fit the source, largest first, with
     // the real codec, resolution, frame rate and the shared AAC group.
@@ -553,30 +598,19 @@ async fn resolution_change_mid_stream_reconfigures_and_keyframes_on_request() {
     tags.extend(shifted(read_flv(&b), offset));
 
     let server = TestServer::start(small_ladder).await;
-    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    client.publish("change").await.unwrap();
-    let broadcast = wait_broadcast(&server, "live", "change").await;
-    let id = broadcast.id();
-    let collector = tokio::spawn(collect(broadcast));
-    // Real time, as a publisher sends; ask for a keyframe on one rung
-    // (twice: the second is within the same second and coalesces).
+    let (mut client, collector) = publish_raw(&server, "change").await;
+    let id = collector.broadcast_id;
+    // Real time, as a publisher sends; after 1.3 s, ask for a keyframe on
+    // one rung (twice: the second is within the same second and coalesces).
     let started = tokio::time::Instant::now();
-    let mut requested = false;
-    for t in &tags {
-        tokio::time::sleep_until(started + Duration::from_millis(u64::from(t.timestamp))).await;
-        client.send(t).await.unwrap();
-        if !requested && t.timestamp > 1300 {
-            requested = true;
-            assert!(server.transcoders().request_keyframe(id, "240p"));
-            assert!(server.transcoders().request_keyframe(id, "240p"));
-            assert!(!server.transcoders().request_keyframe(id, "1080p"));
-        }
-    }
+    let (before, after): (Vec<&Tag>, Vec<&Tag>) = tags.iter().partition(|t| t.timestamp <= 1300);
+    send_paced(&mut client, before, started, 0).await;
+    assert!(server.transcoders().request_keyframe(id, "240p"));
+    assert!(server.transcoders().request_keyframe(id, "240p"));
+    assert!(!server.transcoders().request_keyframe(id, "1080p"));
+    send_paced(&mut client, after, started, 0).await;
     drop(client);
-    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
-        .await
-        .expect("the broadcast ends")
-        .unwrap();
+    let tracks = collector.finish().await;
 
     for name in ["360p", "240p"] {
         let frames = &tracks[name].1.frames;
@@ -702,10 +736,7 @@ async fn an_app_can_turn_transcoding_off() {
 async fn corrupt_video_is_survived() {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start(small_ladder).await;
-    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    client.publish("corrupt").await.unwrap();
-    let broadcast = wait_broadcast(&server, "live", "corrupt").await;
-    let collector = tokio::spawn(collect(broadcast));
+    let (mut client, collector) = publish_raw(&server, "corrupt").await;
     // The 160x120 fixture twice; in the first pass, every video frame
     // between 0.5 s and 1 s has its slice data replaced by garbage (its NAL
     // lengths still add up, so ingest passes it on to the decoder).
@@ -726,16 +757,9 @@ async fn corrupt_video_is_survived() {
         }
     }
     assert!(corrupted > 10);
-    let started = tokio::time::Instant::now();
-    for t in &tags {
-        tokio::time::sleep_until(started + Duration::from_millis(u64::from(t.timestamp))).await;
-        client.send(t).await.unwrap();
-    }
+    send_paced(&mut client, &tags, tokio::time::Instant::now(), 0).await;
     drop(client);
-    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
-        .await
-        .expect("the broadcast ends")
-        .unwrap();
+    let tracks = collector.finish().await;
     // The fixture is below every rung: one rung at its size.
     let rung = &tracks["240p"].1;
     let source = &tracks["video"].1;
@@ -775,14 +799,10 @@ async fn top_rung_bypasses_a_fitting_source() {
     .await;
     // 640x360 at 500 kbps (declared in onMetaData), with B-frames.
     let publisher = server.publish("live", "bypass", 4, "640x360");
-    let broadcast = wait_broadcast(&server, "live", "bypass").await;
-    let collector = tokio::spawn(collect(broadcast));
+    let collector = Collector::start(&server, "bypass").await;
     let (status, err) = finish(publisher).await;
     assert!(status.success(), "{err}");
-    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
-        .await
-        .unwrap()
-        .unwrap();
+    let tracks = collector.finish().await;
     let TrackRole::Rendition(info) = &tracks["360p"].0 else {
         panic!("360p is not a rendition");
     };
@@ -814,10 +834,7 @@ async fn a_burst_the_encoders_cannot_take_is_skipped_not_queued() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("burst.flv");
     make_source(&file, "640x360", 30, 10, 30, false).await;
-    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    client.publish("burst").await.unwrap();
-    let broadcast = wait_broadcast(&server, "live", "burst").await;
-    let collector = tokio::spawn(collect(broadcast));
+    let (mut client, collector) = publish_raw(&server, "burst").await;
     let dropped = |text: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with("streamd_transcode_dropped_frames_total{stage=\"input\"}"))
@@ -834,17 +851,17 @@ async fn a_burst_the_encoders_cannot_take_is_skipped_not_queued() {
         client.send(t).await.unwrap();
     }
     let send_time = sent.elapsed();
-    let resume = tokio::time::Instant::now();
-    for t in tags.iter().filter(|t| t.timestamp >= 7000) {
-        tokio::time::sleep_until(resume + Duration::from_millis(u64::from(t.timestamp - 7000)))
-            .await;
-        client.send(t).await.unwrap();
-    }
+    // The rest from where the burst ended, in real time from there.
+    let resume = tokio::time::Instant::now() - Duration::from_millis(7000);
+    send_paced(
+        &mut client,
+        tags.iter().filter(|t| t.timestamp >= 7000),
+        resume,
+        0,
+    )
+    .await;
     drop(client);
-    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
-        .await
-        .unwrap()
-        .unwrap();
+    let tracks = collector.finish().await;
     let after = dropped(&get(&server.url("/metrics")).await.text());
     assert!(
         send_time < Duration::from_secs(5),
@@ -865,26 +882,16 @@ async fn a_burst_the_encoders_cannot_take_is_skipped_not_queued() {
 async fn a_clock_reset_inside_a_session_keeps_the_ladder_going() {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start(small_ladder).await;
-    let mut client = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    client.publish("reset").await.unwrap();
-    let broadcast = wait_broadcast(&server, "live", "reset").await;
-    let collector = tokio::spawn(collect(broadcast));
+    let (mut client, collector) = publish_raw(&server, "reset").await;
     // The fixture twice in one session, its timestamps restarting at 0 the
     // second time (an encoder restarted without reconnecting).
     let fixture = shifted(common::rtmp::fixture(), 0);
     let started = tokio::time::Instant::now();
     for pass in 0..2u64 {
-        for t in &fixture {
-            let at = pass * 2100 + u64::from(t.timestamp);
-            tokio::time::sleep_until(started + Duration::from_millis(at)).await;
-            client.send(t).await.unwrap();
-        }
+        send_paced(&mut client, &fixture, started, pass * 2100).await;
     }
     drop(client);
-    let tracks = tokio::time::timeout(Duration::from_secs(30), collector)
-        .await
-        .unwrap()
-        .unwrap();
+    let tracks = collector.finish().await;
     let source = &tracks["video"].1.frames;
     let rung = &tracks["240p"].1.frames;
     // Both passes are encoded: as many rung frames as source frames, less
