@@ -23,6 +23,21 @@ fn browser_dir() -> &'static Path {
     dir
 }
 
+/// Runs hlsjs.mjs on `master` with `args` (seconds, mode); its report,
+/// which must show no fatal hls.js error.
+async fn play(dir: &Path, master: &str, args: &[&str]) -> serde_json::Value {
+    let script = dir.join("hlsjs.mjs");
+    let mut argv = vec![script.to_str().unwrap(), master];
+    argv.extend_from_slice(args);
+    let (ok, out, err) = run("node", &argv).await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    eprintln!("hls.js: {result}");
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    result
+}
+
 #[tokio::test]
 async fn hlsjs_plays_with_low_latency() {
     let dir = browser_dir();
@@ -31,16 +46,7 @@ async fn hlsjs_plays_with_low_latency() {
     let master = server.url("/live/browser/llhls.m3u8");
     server.master_when_ready("live", "browser").await;
 
-    let (ok, out, err) = run(
-        "node",
-        &[dir.join("hlsjs.mjs").to_str().unwrap(), &master, "8"],
-    )
-    .await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {out}"));
-    eprintln!("hls.js: {result}");
-    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let result = play(dir, &master, &["8"]).await;
     let advanced = result["advanced"].as_f64().unwrap();
     assert!(
         advanced >= 5.0,
@@ -95,21 +101,7 @@ async fn hlsjs_switches_between_ladder_rungs() {
     let master = server.url("/live/abr/llhls.m3u8");
     server.master_when_ready("live", "abr").await;
 
-    let (ok, out, err) = run(
-        "node",
-        &[
-            dir.join("hlsjs.mjs").to_str().unwrap(),
-            &master,
-            "12",
-            "switch",
-        ],
-    )
-    .await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {out}"));
-    eprintln!("hls.js: {result}");
-    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let result = play(dir, &master, &["12", "switch"]).await;
     let heights: Vec<u64> = result["levels"]
         .as_array()
         .unwrap()
