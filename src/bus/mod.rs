@@ -19,6 +19,7 @@
 mod broadcast;
 mod path;
 mod registry;
+mod supervise;
 mod track;
 
 use std::sync::Arc;

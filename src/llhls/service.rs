@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream, SelectAll};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::packager::{PackagerNotice, StreamPackager};
@@ -34,74 +32,37 @@ pub async fn run(
     transcode: TranscodeConfig,
     shutdown: Shutdown,
 ) {
-    let mut announcements = registry.announcements();
-    let mut tasks = JoinSet::new();
-    // Packager task -> (broadcast id, its output), so a task that dies is
-    // forgotten and its output withdrawn.
-    let mut running: HashMap<tokio::task::Id, (u64, Arc<StreamOutput>)> = HashMap::new();
-    let start = |b: BroadcastConsumer,
-                 tasks: &mut JoinSet<()>,
-                 running: &mut HashMap<tokio::task::Id, (u64, Arc<StreamOutput>)>,
-                 stop: &Shutdown| {
-        if running.values().any(|(id, _)| *id == b.id()) {
-            return;
-        }
-        let instance = format!("{:08x}", rand::random::<u32>());
-        let output = Arc::new(StreamOutput::new(b.path().clone(), instance));
-        outputs.insert(output.clone());
-        let span = tracing::info_span!("llhls", stream = %b.path());
-        let id = b.id();
-        let transcoded = transcode.enabled_for(b.path().app());
-        let task = tasks.spawn(
-            package(
-                b,
-                output.clone(),
-                outputs.clone(),
-                config.clone(),
-                transcoded,
-                stop.clone(),
-            )
-            .instrument(span),
-        );
-        running.insert(task.id(), (id, output));
-    };
-    for b in registry.list() {
-        start(b, &mut tasks, &mut running, &shutdown);
-    }
-    let mut stop = shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = stop.wait() => break,
-            a = announcements.recv() => match a {
-                Ok(b) => start(b, &mut tasks, &mut running, &shutdown),
-                Err(RecvError::Lagged(_)) => {
-                    for b in registry.list() {
-                        start(b, &mut tasks, &mut running, &shutdown);
-                    }
-                }
-                Err(RecvError::Closed) => break,
+    registry
+        .for_each_broadcast(
+            shutdown.clone(),
+            // Broadcasts end at shutdown, so packagers finish; a moment.
+            Duration::from_secs(2),
+            |b| {
+                let instance = format!("{:08x}", rand::random::<u32>());
+                let output = Arc::new(StreamOutput::new(b.path().clone(), instance));
+                outputs.insert(output.clone());
+                let span = tracing::info_span!("llhls", stream = %b.path());
+                let transcoded = transcode.enabled_for(b.path().app());
+                let task = package(
+                    b,
+                    output.clone(),
+                    outputs.clone(),
+                    config.clone(),
+                    transcoded,
+                    shutdown.clone(),
+                )
+                .instrument(span);
+                Some((task, output))
             },
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => {
-                        tracing::error!(error = %e, "an LL-HLS packager task failed; its stream is withdrawn");
-                        if let Some((_, output)) = running.get(&e.id()) {
-                            outputs.remove(output);
-                        }
-                        e.id()
-                    }
-                };
-                running.remove(&id);
-            }
-        }
-    }
-    // Broadcasts end at shutdown, so packagers finish; give them a moment.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.shutdown().await;
+            |output, error| {
+                // A task that ends on its own has withdrawn its output.
+                if let Some(e) = error {
+                    tracing::error!(error = %e, "an LL-HLS packager task failed; its stream is withdrawn");
+                    outputs.remove(&output);
+                }
+            },
+        )
+        .await;
 }
 
 type Events = SelectAll<BoxStream<'static, (String, TrackEvent)>>;

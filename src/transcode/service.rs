@@ -2,15 +2,13 @@
 //! feeds it from the bus: the reader task below, then the threads of
 //! [`super::pipeline`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream, SelectAll};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::pipeline::{
@@ -34,59 +32,28 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     super::codec::init();
-    let mut announcements = registry.announcements();
-    let mut tasks = JoinSet::new();
-    let mut running: HashSet<u64> = HashSet::new();
-    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
-    let start = |b: BroadcastConsumer,
-                 tasks: &mut JoinSet<()>,
-                 running: &mut HashSet<u64>,
-                 ids: &mut HashMap<tokio::task::Id, u64>| {
-        if !config.enabled_for(b.path().app()) || !running.insert(b.id()) {
-            return;
-        }
-        let span = tracing::info_span!("transcode", stream = %b.path());
-        let id = b.id();
-        let task = tasks.spawn(transcode(b, config.clone(), transcoders.clone()).instrument(span));
-        ids.insert(task.id(), id);
-    };
-    for b in registry.list() {
-        start(b, &mut tasks, &mut running, &mut ids);
-    }
-    let mut stop = shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = stop.wait() => break,
-            a = announcements.recv() => match a {
-                Ok(b) => start(b, &mut tasks, &mut running, &mut ids),
-                Err(RecvError::Lagged(_)) => {
-                    for b in registry.list() {
-                        start(b, &mut tasks, &mut running, &mut ids);
-                    }
+    registry
+        .for_each_broadcast(
+            shutdown,
+            // Broadcasts end at shutdown; transcoders drain their encoders.
+            Duration::from_secs(5),
+            |b| {
+                if !config.enabled_for(b.path().app()) {
+                    return None;
                 }
-                Err(RecvError::Closed) => break,
+                let span = tracing::info_span!("transcode", stream = %b.path());
+                let id = b.id();
+                let task = transcode(b, config.clone(), transcoders.clone()).instrument(span);
+                Some((task, id))
             },
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let task = match done {
-                    Ok((task, ())) => task,
-                    Err(e) => {
-                        tracing::error!(error = %e, "a transcoder task failed");
-                        e.id()
-                    }
-                };
-                if let Some(id) = ids.remove(&task) {
-                    running.remove(&id);
-                    transcoders.unregister(id);
+            |id, error| {
+                if let Some(e) = error {
+                    tracing::error!(error = %e, "a transcoder task failed");
                 }
-            }
-        }
-    }
-    // Broadcasts end at shutdown; transcoders drain their encoders and stop.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.shutdown().await;
+                transcoders.unregister(id);
+            },
+        )
+        .await;
 }
 
 type Events = SelectAll<BoxStream<'static, (TrackKind, TrackEvent)>>;
