@@ -15,6 +15,8 @@
 //! npm tools in tests/browser. Run by `cargo test` (no `--bench`), it does a
 //! short smoke run of the client loop against streamd only.
 
+#[path = "common/proc.rs"]
+mod proc;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -83,26 +85,8 @@ async fn get(http: &Http, url: &str) -> Result<(u16, Bytes), String> {
 
 /// Resident memory (kB) and CPU time (s) of the processes `pids`.
 fn usage(pids: &[u32], ticks_per_sec: f64) -> (u64, f64) {
-    let mut rss = 0;
-    let mut cpu = 0.0;
-    for pid in pids {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            rss += s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // Fields after the ")" of the command name; utime and stime are
-            // fields 14 and 15 of the whole line.
-            let rest = s.rsplit_once(')').map_or("", |r| r.1);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let t: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-                + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            cpu += t / ticks_per_sec;
-        }
-    }
+    let rss = pids.iter().map(|pid| proc::status_kb(pid, "VmRSS:")).sum();
+    let cpu = pids.iter().map(proc::cpu_ticks).sum::<f64>() / ticks_per_sec;
     (rss, cpu)
 }
 

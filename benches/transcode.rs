@@ -25,6 +25,8 @@ use streamd::transcode::OfflineLadder;
 
 #[path = "common/flv.rs"]
 mod flv;
+#[path = "common/proc.rs"]
+mod proc;
 
 fn read_flv(path: &Path) -> Vec<flv::Tag> {
     flv::read_tags(path).0
@@ -71,14 +73,7 @@ fn rusage(who: i32) -> f64 {
 }
 
 fn status_kb(pid: &str, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0.0)
+    proc::status_kb(pid, key) as f64
 }
 
 fn ladder(rungs: &[(&str, u32, u32, u32)], preset: &str) -> TranscodeConfig {
@@ -388,15 +383,7 @@ fn live(transcode: bool, input: &Path, seconds: u64) -> Live {
         .spawn()
         .expect("ffmpeg");
     let pid = streamd.id().to_string();
-    let ticks = || -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat; after the ")"
-        // (field 3 is first) they are at 11 and 12, in ticks of 1/100 s.
-        let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-        field(11) + field(12)
-    };
+    let ticks = || proc::cpu_ticks(&pid);
     std::thread::sleep(Duration::from_secs(5));
     let t0 = ticks();
     std::thread::sleep(Duration::from_secs(seconds));

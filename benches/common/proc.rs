@@ -1,0 +1,29 @@
+//! What /proc says about a process, for the benches that measure streamd
+//! and its baselines side by side. `pid` may be a number or "self".
+
+use std::fmt::Display;
+
+/// A `/proc/PID/status` value in kB (`VmRSS:`, `VmHWM:`), 0 if unknown.
+pub fn status_kb(pid: impl Display, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time in clock ticks (utime and stime, fields 14 and
+/// 15 of `/proc/PID/stat`), 0 if unknown.
+pub fn cpu_ticks(pid: impl Display) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the ")" of the command name start at field 3.
+    let rest = s.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    field(11) + field(12)
+}
