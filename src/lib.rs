@@ -1,9 +1,10 @@
-//! streamd: a live media server. RTMP in; LL-HLS (and later WebRTC) out.
+//! streamd: a live media server. RTMP in; LL-HLS and WebRTC out.
 //!
 //! The data flow reads from the module names: [`ingest`] turns publishers'
 //! bytes into frames on the [`bus`]; [`transcode`] reads them and writes the
-//! ABR ladder and Opus back to the bus; packagers such as [`llhls`]
-//! subscribe to the bus and serve viewers over [`http`]. [`server`] wires them together.
+//! ABR ladder and Opus back to the bus; [`llhls`] packages the bus for HTTP
+//! and [`webrtc`] sends it to browsers over RTP, both reached through
+//! [`http`]. [`server`] wires them together.
 
 pub mod bus;
 pub mod config;
@@ -16,3 +17,4 @@ pub mod server;
 pub mod shutdown;
 pub mod time;
 pub mod transcode;
+pub mod webrtc;

@@ -12,6 +12,7 @@ use crate::llhls::http::LlhlsHttp;
 use crate::llhls::store::Outputs;
 use crate::shutdown::Shutdown;
 use crate::transcode::Transcoders;
+use crate::webrtc::WebRtcServer;
 
 pub struct Server {
     config: Config,
@@ -20,6 +21,7 @@ pub struct Server {
     transcoders: Arc<Transcoders>,
     rtmp: RtmpServer,
     http: HttpServer,
+    webrtc: Option<WebRtcServer>,
 }
 
 impl Server {
@@ -44,13 +46,20 @@ impl Server {
         })?;
         tracing::info!(addr = %rtmp.local_addr()?, "rtmp listening");
         tracing::info!(addr = %http.local_addr()?, "http listening");
+        let transcoders = Arc::new(Transcoders::default());
+        let webrtc = if config.webrtc.enabled {
+            Some(WebRtcServer::bind(config.webrtc.clone(), transcoders.clone()).await?)
+        } else {
+            None
+        };
         Ok(Server {
             config,
             registry,
             outputs: Arc::new(Outputs::default()),
-            transcoders: Arc::new(Transcoders::default()),
+            transcoders,
             rtmp,
             http,
+            webrtc,
         })
     }
 
@@ -64,6 +73,11 @@ impl Server {
         self.http
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The WebRTC UDP socket's address, when WebRTC is enabled.
+    pub fn webrtc_addr(&self) -> Option<SocketAddr> {
+        self.webrtc.as_ref().map(|w| w.local_addr())
     }
 
     pub fn registry(&self) -> &Registry {
@@ -85,6 +99,7 @@ impl Server {
             transcoders,
             rtmp,
             http,
+            webrtc,
         } = self;
         let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
         let transcode_task = tokio::spawn(crate::transcode::service::run(
@@ -100,10 +115,23 @@ impl Server {
             config.transcode.clone(),
             shutdown.clone(),
         ));
-        let routes = crate::llhls::http::routes(LlhlsHttp {
+        let mut routes = crate::llhls::http::routes(LlhlsHttp {
             outputs,
             registry: registry.clone(),
         });
+        let mut webrtc_task = None;
+        if let Some(webrtc) = webrtc {
+            let signalling = crate::webrtc::ws::Signalling {
+                sfu: webrtc.sfu(),
+                registry: registry.clone(),
+                config: config.webrtc.clone(),
+            };
+            routes = routes.layer(axum::middleware::from_fn_with_state(
+                signalling,
+                crate::webrtc::ws::intercept,
+            ));
+            webrtc_task = Some(tokio::spawn(webrtc.into_engine().run(shutdown.clone())));
+        }
         let app = crate::http::app(routes, &config.llhls.cors_origins);
         let http_task = tokio::spawn(http.run(app, shutdown.clone()));
 
@@ -114,6 +142,9 @@ impl Server {
         registry.shutdown();
         let _ = transcode_task.await;
         let _ = llhls_task.await;
+        if let Some(t) = webrtc_task {
+            let _ = t.await;
+        }
         http_task.await??;
         Ok(())
     }

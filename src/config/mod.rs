@@ -33,6 +33,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub llhls: LlhlsConfig,
     pub transcode: TranscodeConfig,
+    pub webrtc: WebRtcConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -130,6 +131,49 @@ impl Default for LlhlsConfig {
             segments_kept: 10,
             cors_origins: vec!["*".to_owned()],
             linger: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// Serve WebRTC playback (signalling on the HTTP listener).
+    pub enabled: bool,
+    /// The one UDP socket every viewer's media goes through. Port 0 picks a
+    /// free port (logged at start).
+    pub udp_listen: SocketAddr,
+    /// Addresses put in the ICE candidates offered to viewers: IPs, or
+    /// `"*"` for every address of this host's interfaces. The environment
+    /// variable `STREAMD_HOST_IP` (or OME's `OME_HOST_IP`), a comma
+    /// separated list, replaces this.
+    pub candidate_ips: Vec<String>,
+    /// A viewer that sends no STUN for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub ice_timeout: Duration,
+    /// WebSocket ping interval.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A viewer starts on the largest rendition at or below this bitrate,
+    /// then adapts to its bandwidth.
+    pub start_bitrate_kbps: u32,
+    /// Viewers beyond this many are refused (503 in the signalling).
+    pub max_viewers: usize,
+    /// Video RTP packets each viewer keeps for retransmission on NACK.
+    pub nack_buffer_packets: usize,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        WebRtcConfig {
+            enabled: true,
+            udp_listen: ([0, 0, 0, 0], 10000).into(),
+            candidate_ips: vec!["*".to_owned()],
+            ice_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(20),
+            start_bitrate_kbps: 2500,
+            max_viewers: 10_000,
+            nack_buffer_packets: 512,
         }
     }
 }
@@ -334,7 +378,61 @@ impl Config {
                 );
             }
         }
-        self.validate_transcode()
+        self.validate_transcode()?;
+        self.validate_webrtc()
+    }
+
+    fn validate_webrtc(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let w = &self.webrtc;
+        for ip in &w.candidate_ips {
+            if ip != "*" && ip.parse::<std::net::IpAddr>().is_err() {
+                return invalid(
+                    "webrtc.candidate_ips",
+                    format!("{ip:?} is not an IP address or \"*\""),
+                );
+            }
+        }
+        if w.enabled && w.candidate_ips.is_empty() {
+            return invalid(
+                "webrtc.candidate_ips",
+                "must list at least one IP or \"*\"".into(),
+            );
+        }
+        if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&w.ice_timeout) {
+            return invalid(
+                "webrtc.ice_timeout",
+                format!("must be between 2s and 300s, got {:?}", w.ice_timeout),
+            );
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&w.ping_interval) {
+            return invalid(
+                "webrtc.ping_interval",
+                format!("must be between 1s and 300s, got {:?}", w.ping_interval),
+            );
+        }
+        if !(50..=100_000).contains(&w.start_bitrate_kbps) {
+            return invalid(
+                "webrtc.start_bitrate_kbps",
+                format!(
+                    "must be between 50 and 100000, got {}",
+                    w.start_bitrate_kbps
+                ),
+            );
+        }
+        if w.max_viewers == 0 {
+            return invalid("webrtc.max_viewers", "must be at least 1".into());
+        }
+        if !(64..=16_384).contains(&w.nack_buffer_packets) {
+            return invalid(
+                "webrtc.nack_buffer_packets",
+                format!(
+                    "must be between 64 and 16384, got {}",
+                    w.nack_buffer_packets
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn validate_transcode(&self) -> Result<(), ConfigError> {
@@ -507,6 +605,11 @@ mod tests {
                 "[transcode]\nkeyframe_interval = \"100ms\"",
                 "transcode.keyframe_interval",
             ),
+            (
+                "[webrtc]\ncandidate_ips = [\"my-host\"]",
+                "webrtc.candidate_ips",
+            ),
+            ("[webrtc]\nice_timeout = \"1s\"", "webrtc.ice_timeout"),
         ] {
             let err = Config::parse(text).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");

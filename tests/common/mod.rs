@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod rtmp;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +26,8 @@ use tokio::process::{Child, Command};
 pub struct TestServer {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    /// The WebRTC UDP socket (loopback, port 0).
+    pub webrtc: Option<SocketAddr>,
     pub registry: streamd::bus::Registry,
     transcoders: std::sync::Arc<streamd::transcode::Transcoders>,
     trigger: ShutdownTrigger,
@@ -40,10 +43,12 @@ impl TestServer {
         // Packaging tests serve the source as published; the transcoding
         // tests turn the ladder on (with small rungs: two cores).
         config.transcode.enabled = false;
+        config.webrtc.udp_listen = "127.0.0.1:0".parse().unwrap();
         tweak(&mut config);
         config.validate().expect("test config is valid");
         let server = Server::bind(config).await.expect("bind");
         let (rtmp, http) = (server.rtmp_addr(), server.http_addr());
+        let webrtc = server.webrtc_addr();
         let registry = server.registry().clone();
         let transcoders = server.transcoders().clone();
         let (trigger, stop) = shutdown::channel();
@@ -51,6 +56,7 @@ impl TestServer {
         TestServer {
             rtmp,
             http,
+            webrtc,
             registry,
             transcoders,
             trigger,
@@ -64,6 +70,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// The OME signalling URL of `path` (`/app/stream`).
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.http)
     }
 
     /// Publishes a test stream (ffmpeg, 30 fps, 1 s GOP) for `seconds`.

@@ -1,0 +1,208 @@
+//! WebRTC playback, as OvenMediaEngine serves it: OvenPlayer opens
+//! `ws://host:3333/{app}/{stream}[/{playlist}]`, gets an offer, answers, and
+//! media flows over one UDP socket shared by every viewer.
+//!
+//! - [`signal`]: OME's signalling messages (sans-IO: text in, messages out).
+//! - [`ws`]: the WebSocket shell around them, on the HTTP listener.
+//! - [`sfu`]: the engine, one task owning the socket and every viewer's
+//!   str0m `Rtc` (ICE-lite, no task per viewer).
+//! - [`feed`] and [`packetize`]: each rendition packetised once, shared by
+//!   all its viewers.
+//! - [`candidates`]: which addresses are offered to browsers.
+//!
+//! Only WebRTC-safe renditions (no B-frames) and the transcoder's Opus
+//! track are served; WebRTC carries neither AAC nor B-frames well.
+
+pub mod candidates;
+pub mod feed;
+pub mod packetize;
+pub mod sfu;
+pub mod signal;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+
+use crate::bus::{BroadcastUpdate, TrackKind, TrackRole};
+use crate::config::WebRtcConfig;
+use crate::transcode::Transcoders;
+pub use sfu::{Engine, Sfu, SfuError};
+
+/// A video rendition a viewer can watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendition {
+    /// As players see it (`720p`).
+    pub name: String,
+    /// The bus track carrying it.
+    pub track: String,
+    /// Bits per second (configured; 0 if unknown).
+    pub bitrate: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What a stream offers over WebRTC: its renditions, largest first, and
+/// the Opus track if there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPlan {
+    pub renditions: Vec<Rendition>,
+    pub audio: Option<String>,
+}
+
+impl StreamPlan {
+    /// The WebRTC-safe renditions of a broadcast. A stream that is not
+    /// transcoded offers its source video as the one rendition `source`
+    /// (the publisher must then avoid B-frames, as with OME).
+    pub fn of(update: &BroadcastUpdate) -> Option<StreamPlan> {
+        let mut renditions: Vec<Rendition> = update
+            .tracks
+            .iter()
+            .filter_map(|t| match &t.role {
+                TrackRole::Rendition(r) if t.kind == TrackKind::Video && r.webrtc_safe => {
+                    Some(Rendition {
+                        name: t.name.clone(),
+                        track: t.name.clone(),
+                        bitrate: r.bitrate,
+                        width: r.width,
+                        height: r.height,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let transcoded = update
+            .tracks
+            .iter()
+            .any(|t| matches!(t.role, TrackRole::Rendition(_)));
+        if !transcoded
+            && let Some(t) = update
+                .tracks
+                .iter()
+                .find(|t| t.kind == TrackKind::Video && t.role == TrackRole::Source)
+        {
+            renditions.push(Rendition {
+                name: "source".into(),
+                track: t.name.clone(),
+                bitrate: 0,
+                width: 0,
+                height: 0,
+            });
+        }
+        renditions.sort_by_key(|r| std::cmp::Reverse(r.bitrate));
+        let audio = update
+            .tracks
+            .iter()
+            .find(|t| t.role == TrackRole::WebRtcAudio)
+            .map(|t| t.name.clone());
+        (!renditions.is_empty()).then_some(StreamPlan { renditions, audio })
+    }
+}
+
+/// The bound UDP socket and the engine driving it.
+pub struct WebRtcServer {
+    engine: Engine,
+    sfu: Sfu,
+    local: SocketAddr,
+}
+
+impl WebRtcServer {
+    /// Binds `udp_listen` and works out the candidates to offer (logged,
+    /// since a wrong one is the most common reason WebRTC plays nothing).
+    pub async fn bind(
+        config: WebRtcConfig,
+        transcoders: Arc<Transcoders>,
+    ) -> anyhow::Result<WebRtcServer> {
+        let socket = UdpSocket::bind(config.udp_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind WebRTC UDP {}: {e}", config.udp_listen))?;
+        candidates::tune_socket(&socket);
+        let local = socket.local_addr()?;
+        let ips = candidates::resolve(&config.candidate_ips, local, candidates::env_override())?;
+        let addrs: Vec<SocketAddr> = ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, local.port()))
+            .collect();
+        tracing::info!(
+            udp = %local,
+            candidates = ?addrs,
+            "webrtc listening; browsers are offered these ICE candidates (set webrtc.candidate_ips or STREAMD_HOST_IP if they are not reachable)"
+        );
+        let (engine, sfu) = Engine::new(config, socket, addrs, transcoders)?;
+        Ok(WebRtcServer { engine, sfu, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn sfu(&self) -> Sfu {
+        self.sfu.clone()
+    }
+
+    pub fn into_engine(self) -> Engine {
+        self.engine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{BroadcastMeta, BroadcastStatus, RenditionInfo, TrackInfo};
+
+    fn rung(name: &str, bitrate: u32, safe: bool) -> TrackInfo {
+        TrackInfo {
+            name: name.into(),
+            kind: TrackKind::Video,
+            role: TrackRole::Rendition(RenditionInfo {
+                bitrate,
+                width: 0,
+                height: 0,
+                bypass: !safe,
+                webrtc_safe: safe,
+            }),
+        }
+    }
+
+    fn update(tracks: Vec<TrackInfo>) -> BroadcastUpdate {
+        BroadcastUpdate {
+            status: BroadcastStatus::Live { session: 0 },
+            tracks,
+            meta: BroadcastMeta::default(),
+        }
+    }
+
+    #[test]
+    fn plan_offers_safe_renditions_largest_first_and_opus() {
+        let u = update(vec![
+            TrackInfo::source("video", TrackKind::Video),
+            TrackInfo::source("audio", TrackKind::Audio),
+            rung("360p", 600_000, true),
+            rung("1080p", 4_500_000, false),
+            rung("720p", 2_500_000, true),
+            TrackInfo {
+                name: "opus".into(),
+                kind: TrackKind::Audio,
+                role: TrackRole::WebRtcAudio,
+            },
+        ]);
+        let p = StreamPlan::of(&u).unwrap();
+        let names: Vec<&str> = p.renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["720p", "360p"]);
+        assert_eq!(p.audio.as_deref(), Some("opus"));
+    }
+
+    #[test]
+    fn untranscoded_stream_offers_its_source_without_audio() {
+        let u = update(vec![
+            TrackInfo::source("video", TrackKind::Video),
+            TrackInfo::source("audio", TrackKind::Audio),
+        ]);
+        let p = StreamPlan::of(&u).unwrap();
+        assert_eq!(p.renditions[0].name, "source");
+        assert_eq!(p.renditions[0].track, "video");
+        assert_eq!(p.audio, None);
+        assert_eq!(StreamPlan::of(&update(vec![])), None);
+    }
+}

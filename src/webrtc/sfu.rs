@@ -1,0 +1,1199 @@
+//! The SFU: one task owns the UDP socket and every viewer's str0m [`Rtc`].
+//!
+//! - Datagrams are routed to a viewer by the ICE ufrag of a STUN request
+//!   (verified by str0m's HMAC check), then by the remote address that
+//!   request came from. Nothing else is accepted from an unknown address.
+//! - Each rendition's frames are packetised once, by a feed task per track
+//!   ([`super::feed`]); the engine writes the shared payloads into every
+//!   viewer of that rendition (per viewer: RTP header, SRTP, send).
+//! - Viewers never get a task: their timers live in one heap.
+//! - A viewer whose queue backs up skips video to the next keyframe; a
+//!   viewer that sends no STUN for `ice_timeout` is dropped. Neither
+//!   affects anyone else, and the publisher never waits for the engine
+//!   (feeds read the bus with a lag bound).
+//!
+//! The engine never blocks: sends that would block are dropped (UDP), and
+//! signalling talks to it through a bounded command channel.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
+use super::{Rendition, StreamPlan};
+use crate::bus::BroadcastConsumer;
+use crate::config::WebRtcConfig;
+use crate::ratelimit::LogLimiter;
+use crate::shutdown::Shutdown;
+use crate::transcode::Transcoders;
+
+/// A viewer's number, unique for the engine's life (it is also the `id` of
+/// OME's signalling).
+pub type ViewerId = u32;
+
+const VIDEO_PT: u8 = 102;
+const VIDEO_RTX_PT: u8 = 103;
+/// The profile-level-id offered: constrained baseline 3.1, what every
+/// browser accepts. With `level-asymmetry-allowed=1` a browser decodes
+/// the ladder's High profile streams at any level, as OME relies on.
+const VIDEO_PROFILE_LEVEL: u32 = 0x42e01f;
+/// Bitrate assumed for the Opus track when choosing a rendition.
+const AUDIO_BPS: u64 = 128_000;
+/// A viewer whose oldest unsent packet is older than this skips video to
+/// the next keyframe.
+const MAX_QUEUE_AGE: Duration = Duration::from_millis(500);
+/// Keyframe requests per viewer: at most one per this (the encoder
+/// coalesces across viewers to one per second per rung).
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Remote addresses remembered per viewer (ICE may try several).
+const MAX_ADDRS: usize = 8;
+/// ABR: the estimate must stay below the current rendition's need this
+/// long before stepping down, and above the next one's (with margin) this
+/// long before stepping up.
+const ABR_DOWN_AFTER: Duration = Duration::from_secs(2);
+const ABR_UP_AFTER: Duration = Duration::from_secs(6);
+const ABR_UP_MARGIN: f64 = 1.3;
+/// Bounded control channels.
+const COMMANDS: usize = 1024;
+const MEDIA: usize = 512;
+/// Notifications buffered per viewer for its signalling socket.
+pub const VIEWER_EVENTS: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("the server has too many WebRTC viewers")]
+    Full,
+    #[error("invalid SDP: {0}")]
+    BadSdp(String),
+    #[error("the answer does not accept H.264 video")]
+    NoH264,
+    #[error("no such session")]
+    NoSession,
+    #[error("the answer was already given")]
+    AlreadyAnswered,
+    #[error("unknown rendition {0:?}")]
+    UnknownRendition(String),
+    #[error("WebRTC error: {0}")]
+    Rtc(String),
+    #[error("the WebRTC engine has stopped")]
+    Stopped,
+}
+
+/// Why the engine let a viewer go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    StreamEnded,
+    IceTimeout,
+    AnswerTimeout,
+    Error(String),
+    Shutdown,
+}
+
+/// What the engine tells a viewer's signalling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewerEvent {
+    RenditionChanged { name: String, auto: bool },
+    Closed(CloseReason),
+}
+
+/// The offer for a new viewer.
+#[derive(Debug)]
+pub struct Joined {
+    pub viewer: ViewerId,
+    pub sdp: String,
+    /// `a=candidate` values, also in the SDP.
+    pub candidates: Vec<String>,
+    /// The mid of the first m-line (where the candidates apply).
+    pub mid: String,
+    /// The rendition the viewer starts on, and whether it adapts.
+    pub rendition: String,
+    pub auto: bool,
+}
+
+/// What a viewer asks to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Rendition(String),
+}
+
+pub struct JoinRequest {
+    pub broadcast: BroadcastConsumer,
+    pub plan: StreamPlan,
+    /// A rendition named by the URL's playlist segment: pinned, no ABR.
+    pub pinned: Option<String>,
+    pub events: mpsc::Sender<ViewerEvent>,
+}
+
+enum Command {
+    Join(JoinRequest, oneshot::Sender<Result<Joined, SfuError>>),
+    Answer(ViewerId, String, oneshot::Sender<Result<(), SfuError>>),
+    Change(ViewerId, Choice, oneshot::Sender<Result<(), SfuError>>),
+    Leave(ViewerId),
+}
+
+/// Signalling's handle on the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    candidates: Arc<Vec<SocketAddr>>,
+}
+
+impl Sfu {
+    /// The addresses offered as host candidates.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> Result<Joined, SfuError> {
+        self.ask(|tx| Command::Join(request, tx)).await
+    }
+
+    pub async fn answer(&self, viewer: ViewerId, sdp: String) -> Result<(), SfuError> {
+        self.ask(|tx| Command::Answer(viewer, sdp, tx)).await
+    }
+
+    pub async fn change(&self, viewer: ViewerId, choice: Choice) -> Result<(), SfuError> {
+        self.ask(|tx| Command::Change(viewer, choice, tx)).await
+    }
+
+    /// The viewer's signalling is gone (stop, or the socket closed).
+    pub async fn leave(&self, viewer: ViewerId) {
+        let _ = self.commands.send(Command::Leave(viewer)).await;
+    }
+}
+
+/// Sequence numbers and timestamps of one outgoing RTP stream of a viewer:
+/// continuous across rendition switches (one timeline) and across publisher
+/// reconnects (re-anchored after the last sent timestamp).
+struct RtpClock {
+    seq: u64,
+    offset: i64,
+    last: Option<i64>,
+    session: u32,
+    /// Ticks a step forward is assumed to take at a re-anchor.
+    step: i64,
+    /// A jump further than this (either way) re-anchors too.
+    max_jump: i64,
+}
+
+impl RtpClock {
+    fn new(seq: u16, step: i64, hz: i64) -> RtpClock {
+        RtpClock {
+            seq: u64::from(seq),
+            offset: 0,
+            last: None,
+            session: 0,
+            step,
+            max_jump: 10 * hz,
+        }
+    }
+
+    /// The RTP timestamp for a frame at `ts` of publisher `session`.
+    fn map(&mut self, ts: i64, session: u32) -> u32 {
+        let mapped = match self.last {
+            None => {
+                self.session = session;
+                ts
+            }
+            Some(last) => {
+                let mapped = ts + self.offset;
+                if session != self.session || mapped < last || mapped > last + self.max_jump {
+                    self.session = session;
+                    self.offset = last + self.step - ts;
+                    last + self.step
+                } else {
+                    mapped
+                }
+            }
+        };
+        self.last = Some(mapped);
+        mapped as u32
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.seq;
+        self.seq += 1;
+        s
+    }
+}
+
+#[derive(Default)]
+struct Abr {
+    estimate: Option<u64>,
+    below_since: Option<Instant>,
+    above_since: Option<Instant>,
+}
+
+impl Abr {
+    /// The rendition to move to, if the estimate has stayed clear of the
+    /// current one long enough. Renditions go largest first.
+    fn decide(&mut self, renditions: &[Rendition], current: usize, now: Instant) -> Option<usize> {
+        let est = self.estimate?;
+        let need = |i: usize| u64::from(renditions[i].bitrate) + AUDIO_BPS;
+        if current + 1 < renditions.len() && est < need(current) {
+            self.above_since = None;
+            let since = *self.below_since.get_or_insert(now);
+            if now.duration_since(since) >= ABR_DOWN_AFTER {
+                self.below_since = None;
+                return Some(current + 1);
+            }
+        } else if current > 0 && est as f64 > need(current - 1) as f64 * ABR_UP_MARGIN {
+            self.below_since = None;
+            let since = *self.above_since.get_or_insert(now);
+            if now.duration_since(since) >= ABR_UP_AFTER {
+                self.above_since = None;
+                return Some(current - 1);
+            }
+        } else {
+            self.below_since = None;
+            self.above_since = None;
+        }
+        None
+    }
+}
+
+struct Viewer {
+    broadcast: u64,
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    video_mid: Mid,
+    audio_mid: Option<Mid>,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    events: mpsc::Sender<ViewerEvent>,
+    current: usize,
+    target: Option<usize>,
+    auto: bool,
+    /// Video waits for a keyframe (start, or after a skip).
+    need_keyframe: bool,
+    /// Ask the encoder for one (join, PLI/FIR, skip).
+    keyframe_wanted: bool,
+    video: RtpClock,
+    audio: RtpClock,
+    created: Instant,
+    last_stun: Instant,
+    last_keyframe_request: Option<Instant>,
+    abr: Abr,
+    /// The earliest timer in the heap for this viewer.
+    scheduled: Option<Instant>,
+}
+
+struct Stream {
+    plan: StreamPlan,
+    viewers: Vec<ViewerId>,
+    feeds: Vec<AbortHandle>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        for f in &self.feeds {
+            f.abort();
+        }
+    }
+}
+
+/// Counters flushed to metrics once a second.
+#[derive(Default)]
+struct Counters {
+    packets: u64,
+    bytes: u64,
+    send_dropped: u64,
+    keyframe_skips: u64,
+}
+
+/// Everything a viewer's `drive` needs besides the viewer.
+struct Io<'a> {
+    socket: &'a UdpSocket,
+    counters: &'a mut Counters,
+    timers: &'a mut BinaryHeap<Reverse<(Instant, ViewerId)>>,
+    send_log: &'a mut LogLimiter,
+}
+
+pub struct Engine {
+    config: WebRtcConfig,
+    socket: UdpSocket,
+    candidates: Arc<Vec<SocketAddr>>,
+    template: RtcConfig,
+    transcoders: Arc<Transcoders>,
+    commands: mpsc::Receiver<Command>,
+    media_tx: mpsc::Sender<FeedMsg>,
+    media_rx: mpsc::Receiver<FeedMsg>,
+    viewers: HashMap<ViewerId, Viewer>,
+    by_ufrag: HashMap<String, ViewerId>,
+    by_addr: HashMap<SocketAddr, ViewerId>,
+    streams: HashMap<u64, Stream>,
+    timers: BinaryHeap<Reverse<(Instant, ViewerId)>>,
+    next_id: ViewerId,
+    counters: Counters,
+    send_log: LogLimiter,
+}
+
+impl Engine {
+    /// An engine on `socket`, offering `candidates`; and the handle
+    /// signalling uses to reach it.
+    pub fn new(
+        config: WebRtcConfig,
+        socket: UdpSocket,
+        candidates: Vec<SocketAddr>,
+        transcoders: Arc<Transcoders>,
+    ) -> Result<(Engine, Sfu), SfuError> {
+        let provider = str0m::crypto::from_feature_flags();
+        // One certificate for every viewer: generating a key per viewer
+        // would cost milliseconds of CPU per join.
+        let cert: DtlsCert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| SfuError::Rtc("cannot generate a DTLS certificate".into()))?;
+        let mut template = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_dtls_cert(cert)
+            .set_send_buffer_video(config.nack_buffer_packets)
+            .set_send_buffer_audio(64)
+            .enable_bwe(Some(Bitrate::kbps(u64::from(config.start_bitrate_kbps))));
+        template.codec_config().add_h264(
+            VIDEO_PT.into(),
+            Some(VIDEO_RTX_PT.into()),
+            true,
+            VIDEO_PROFILE_LEVEL,
+        );
+        let (commands_tx, commands) = mpsc::channel(COMMANDS);
+        let (media_tx, media_rx) = mpsc::channel(MEDIA);
+        let candidates = Arc::new(candidates);
+        let sfu = Sfu {
+            commands: commands_tx,
+            candidates: candidates.clone(),
+        };
+        Ok((
+            Engine {
+                config,
+                socket,
+                candidates,
+                template,
+                transcoders,
+                commands,
+                media_tx,
+                media_rx,
+                viewers: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_addr: HashMap::new(),
+                streams: HashMap::new(),
+                timers: BinaryHeap::new(),
+                next_id: 1,
+                counters: Counters::default(),
+                send_log: LogLimiter::new(Duration::from_secs(10)),
+            },
+            sfu,
+        ))
+    }
+
+    /// Runs until `shutdown`, then closes every viewer.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let mut buf = vec![0u8; 2048];
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(cmd) = self.commands.recv() => {
+                    self.on_command(cmd, Instant::now());
+                }
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, src)) = r {
+                        self.on_datagram(&buf[..n], src, Instant::now());
+                        // Drain what else is waiting before the next select.
+                        for _ in 0..64 {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => self.on_datagram(&buf[..n], src, Instant::now()),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                Some(msg) = self.media_rx.recv() => {
+                    self.on_media(msg, Instant::now());
+                    for _ in 0..16 {
+                        match self.media_rx.try_recv() {
+                            Ok(msg) => self.on_media(msg, Instant::now()),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = housekeeping.tick() => self.housekeeping(Instant::now()),
+            }
+            self.fire_timers(Instant::now());
+        }
+        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
+        for id in ids {
+            self.remove(id, CloseReason::Shutdown);
+        }
+        self.streams.clear();
+    }
+
+    fn io(&mut self) -> (&mut HashMap<ViewerId, Viewer>, Io<'_>) {
+        (
+            &mut self.viewers,
+            Io {
+                socket: &self.socket,
+                counters: &mut self.counters,
+                timers: &mut self.timers,
+                send_log: &mut self.send_log,
+            },
+        )
+    }
+
+    fn on_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Join(req, reply) => {
+                let _ = reply.send(self.join(req, now));
+            }
+            Command::Answer(id, sdp, reply) => {
+                let _ = reply.send(self.answer(id, &sdp, now));
+            }
+            Command::Change(id, choice, reply) => {
+                let _ = reply.send(self.change(id, choice, now));
+            }
+            Command::Leave(id) => {
+                if let Some(v) = self.viewers.get_mut(&id) {
+                    // Polite: RTCP BYE and DTLS close_notify go out first.
+                    let _ = v.rtc.close();
+                    let (viewers, mut io) = self.io();
+                    if let Some(v) = viewers.get_mut(&id) {
+                        drive(id, v, &mut io, now);
+                    }
+                }
+                self.forget(id);
+            }
+        }
+    }
+
+    fn join(&mut self, req: JoinRequest, now: Instant) -> Result<Joined, SfuError> {
+        if self.viewers.len() >= self.config.max_viewers {
+            return Err(SfuError::Full);
+        }
+        let broadcast_id = req.broadcast.id();
+        let stream = self.streams.entry(broadcast_id).or_insert_with(|| {
+            let feeds = super::feed::start(&req.broadcast, &req.plan, &self.media_tx);
+            Stream {
+                plan: req.plan.clone(),
+                viewers: Vec::new(),
+                feeds,
+            }
+        });
+        let renditions = &stream.plan.renditions;
+        let (current, auto) = match &req.pinned {
+            Some(name) => match renditions.iter().position(|r| &r.name == name) {
+                Some(i) => (i, false),
+                None => return Err(SfuError::UnknownRendition(name.clone())),
+            },
+            None => (
+                start_rendition(renditions, self.config.start_bitrate_kbps),
+                true,
+            ),
+        };
+
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let creds = IceCreds {
+            ufrag: random_token(8),
+            pass: random_token(24),
+        };
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = self
+            .template
+            .clone()
+            .set_local_ice_credentials(creds)
+            .build(now);
+        let mut candidates = Vec::new();
+        for addr in self.candidates.iter() {
+            let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
+            candidates.push(c.to_sdp_string());
+            rtc.add_local_candidate(c);
+        }
+        let stream_id = format!("streamd-{broadcast_id}");
+        let mut api = rtc.sdp_api();
+        let video_mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some(stream_id.clone()),
+            Some("video".into()),
+            None,
+        );
+        let audio_mid = stream.plan.audio.is_some().then(|| {
+            api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(stream_id.clone()),
+                Some("audio".into()),
+                None,
+            )
+        });
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| SfuError::Rtc("no offer to make".into()))?;
+        let rendition = renditions[current].name.clone();
+        stream.viewers.push(id);
+        self.by_ufrag.insert(ufrag.clone(), id);
+        let mut viewer = Viewer {
+            broadcast: broadcast_id,
+            rtc,
+            pending: Some(pending),
+            connected: false,
+            video_mid,
+            audio_mid,
+            ufrag,
+            addrs: Vec::new(),
+            events: req.events,
+            current,
+            target: None,
+            auto,
+            need_keyframe: true,
+            keyframe_wanted: false,
+            video: RtpClock::new(rand::random(), 3000, 90_000),
+            audio: RtpClock::new(rand::random(), 960, 48_000),
+            created: now,
+            last_stun: now,
+            last_keyframe_request: None,
+            abr: Abr::default(),
+            scheduled: None,
+        };
+        let (_, mut io) = self.io();
+        drive(id, &mut viewer, &mut io, now);
+        self.viewers.insert(id, viewer);
+        metrics::gauge!("streamd_webrtc_viewers").set(self.viewers.len() as f64);
+        tracing::debug!(viewer = id, %rendition, "webrtc viewer offered");
+        Ok(Joined {
+            viewer: id,
+            sdp: offer.to_sdp_string(),
+            candidates,
+            mid: video_mid.to_string(),
+            rendition,
+            auto,
+        })
+    }
+
+    fn answer(&mut self, id: ViewerId, sdp: &str, now: Instant) -> Result<(), SfuError> {
+        let v = self.viewers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        let pending = v.pending.take().ok_or(SfuError::AlreadyAnswered)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()));
+        let result = answer.and_then(|a| {
+            v.rtc
+                .sdp_api()
+                .accept_answer(pending, a)
+                .map_err(|e| SfuError::BadSdp(e.to_string()))
+        });
+        let result = result.and_then(|()| {
+            let h264 = v
+                .rtc
+                .media(v.video_mid)
+                .is_some_and(|m| m.remote_pts().contains(&Pt::from(VIDEO_PT)));
+            if h264 { Ok(()) } else { Err(SfuError::NoH264) }
+        });
+        if let Err(e) = result {
+            self.forget(id);
+            return Err(e);
+        }
+        v.last_stun = now;
+        let (viewers, mut io) = self.io();
+        if let Some(v) = viewers.get_mut(&id) {
+            drive(id, v, &mut io, now);
+        }
+        Ok(())
+    }
+
+    fn change(&mut self, id: ViewerId, choice: Choice, now: Instant) -> Result<(), SfuError> {
+        let v = self.viewers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        let stream = self.streams.get(&v.broadcast).ok_or(SfuError::NoSession)?;
+        let renditions = &stream.plan.renditions;
+        match choice {
+            Choice::Auto => {
+                v.auto = true;
+                notify(
+                    v,
+                    ViewerEvent::RenditionChanged {
+                        name: renditions[v.target.unwrap_or(v.current)].name.clone(),
+                        auto: true,
+                    },
+                );
+            }
+            Choice::Rendition(name) => {
+                let i = renditions
+                    .iter()
+                    .position(|r| r.name == name)
+                    .ok_or(SfuError::UnknownRendition(name))?;
+                v.auto = false;
+                switch_to(v, i, renditions, &self.transcoders, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+        let stun = data.first().is_some_and(|b| *b < 2);
+        let id = if stun {
+            StunMessage::parse(data)
+                .ok()
+                .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
+                .and_then(|local| self.by_ufrag.get(&local).copied())
+        } else {
+            self.by_addr.get(&src).copied()
+        };
+        let Some(id) = id else { return };
+        let destination = destination_for(&self.candidates, src);
+        let Ok(receive) = Receive::new(Protocol::Udp, src, destination, data) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let Some(v) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        if !v.rtc.accepts(&input) {
+            return;
+        }
+        if stun {
+            v.last_stun = now;
+            if !v.addrs.contains(&src) && v.addrs.len() < MAX_ADDRS {
+                v.addrs.push(src);
+                self.by_addr.insert(src, id);
+            }
+        }
+        if let Err(e) = v.rtc.handle_input(input) {
+            tracing::debug!(viewer = id, error = %e, "webrtc input refused");
+            self.remove(id, CloseReason::Error(e.to_string()));
+            return;
+        }
+        let (viewers, mut io) = self.io();
+        if let Some(v) = viewers.get_mut(&id) {
+            drive(id, v, &mut io, now);
+        }
+        self.after_drive(id, now);
+    }
+
+    fn on_media(&mut self, msg: FeedMsg, now: Instant) {
+        let Some(stream) = self.streams.get(&msg.broadcast) else {
+            return;
+        };
+        let frame = match msg.kind {
+            FeedMsgKind::Frame(f) => f,
+            FeedMsgKind::Ended => {
+                let ids = stream.viewers.clone();
+                for id in ids {
+                    self.remove(id, CloseReason::StreamEnded);
+                }
+                self.streams.remove(&msg.broadcast);
+                return;
+            }
+        };
+        let audio_feed = stream.plan.renditions.len();
+        let ids = stream.viewers.clone();
+        for id in ids {
+            let Some(stream) = self.streams.get(&msg.broadcast) else {
+                return;
+            };
+            let renditions = &stream.plan.renditions;
+            let Self {
+                viewers,
+                socket,
+                counters,
+                timers,
+                send_log,
+                ..
+            } = self;
+            let Some(v) = viewers.get_mut(&id) else {
+                continue;
+            };
+            if !v.connected {
+                continue;
+            }
+            let wrote = if msg.feed == audio_feed {
+                write_audio(v, &frame)
+            } else {
+                if v.target == Some(msg.feed) && frame.keyframe {
+                    v.current = msg.feed;
+                    v.target = None;
+                    v.need_keyframe = false;
+                    notify(
+                        v,
+                        ViewerEvent::RenditionChanged {
+                            name: renditions[msg.feed].name.clone(),
+                            auto: v.auto,
+                        },
+                    );
+                }
+                write_video(v, msg.feed, &frame, counters, now)
+            };
+            if wrote {
+                let mut io = Io {
+                    socket,
+                    counters,
+                    timers,
+                    send_log,
+                };
+                drive(id, v, &mut io, now);
+                self.after_drive(id, now);
+            }
+        }
+    }
+
+    /// Applies what `drive` left for the engine: keyframe requests go to
+    /// the encoder; a dead Rtc is removed.
+    fn after_drive(&mut self, id: ViewerId, now: Instant) {
+        let Some(v) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        if !v.rtc.is_alive() {
+            self.remove(id, CloseReason::Error("the connection closed".into()));
+            return;
+        }
+        if v.keyframe_wanted
+            && let Some(stream) = self.streams.get(&v.broadcast)
+        {
+            let r = v.target.unwrap_or(v.current);
+            request_keyframe(v, &stream.plan.renditions[r], &self.transcoders, now);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let (viewers, mut io) = self.io();
+            let Some(v) = viewers.get_mut(&id) else {
+                continue;
+            };
+            if v.scheduled != Some(t) {
+                continue; // superseded by an earlier timer
+            }
+            v.scheduled = None;
+            if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                self.remove(id, CloseReason::Error("timer failed".into()));
+                continue;
+            }
+            drive(id, v, &mut io, now);
+            self.after_drive(id, now);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let timeout = self.config.ice_timeout;
+        let mut expired = Vec::new();
+        let mut switches = Vec::new();
+        for (id, v) in &mut self.viewers {
+            if v.pending.is_some() && now.duration_since(v.created) > timeout {
+                expired.push((*id, CloseReason::AnswerTimeout));
+            } else if v.pending.is_none() && now.duration_since(v.last_stun) > timeout {
+                expired.push((*id, CloseReason::IceTimeout));
+            } else if v.auto
+                && v.connected
+                && let Some(stream) = self.streams.get(&v.broadcast)
+            {
+                let current = v.target.unwrap_or(v.current);
+                if let Some(next) = v.abr.decide(&stream.plan.renditions, current, now) {
+                    switches.push((*id, next));
+                }
+            }
+        }
+        for (id, reason) in expired {
+            tracing::debug!(viewer = id, ?reason, "webrtc viewer timed out");
+            self.remove(id, reason);
+        }
+        for (id, next) in switches {
+            let Some(v) = self.viewers.get_mut(&id) else {
+                continue;
+            };
+            let Some(stream) = self.streams.get(&v.broadcast) else {
+                continue;
+            };
+            switch_to(v, next, &stream.plan.renditions, &self.transcoders, now);
+            let renditions = &stream.plan.renditions;
+            // Let the estimator probe towards the next rendition up.
+            let min = u64::from(renditions[next].bitrate) + AUDIO_BPS;
+            let desired = next
+                .checked_sub(1)
+                .map_or(min, |up| u64::from(renditions[up].bitrate) + AUDIO_BPS);
+            v.rtc.bwe().set_bitrate(
+                Bitrate::bps(min),
+                Bitrate::bps((desired as f64 * ABR_UP_MARGIN) as u64),
+            );
+            let (viewers, mut io) = self.io();
+            if let Some(v) = viewers.get_mut(&id) {
+                drive(id, v, &mut io, now);
+            }
+        }
+        let c = std::mem::take(&mut self.counters);
+        metrics::counter!("streamd_webrtc_sent_packets_total").increment(c.packets);
+        metrics::counter!("streamd_webrtc_sent_bytes_total").increment(c.bytes);
+        metrics::counter!("streamd_webrtc_send_dropped_total").increment(c.send_dropped);
+        metrics::counter!("streamd_webrtc_keyframe_skips_total").increment(c.keyframe_skips);
+        metrics::gauge!("streamd_webrtc_viewers").set(self.viewers.len() as f64);
+    }
+
+    /// Closes a viewer's session and tells its signalling why.
+    fn remove(&mut self, id: ViewerId, reason: CloseReason) {
+        if let Some(v) = self.viewers.get(&id) {
+            let _ = v.events.try_send(ViewerEvent::Closed(reason));
+        }
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: ViewerId) {
+        let Some(mut v) = self.viewers.remove(&id) else {
+            return;
+        };
+        v.rtc.disconnect();
+        self.by_ufrag.remove(&v.ufrag);
+        for a in &v.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        if let Some(s) = self.streams.get_mut(&v.broadcast) {
+            s.viewers.retain(|x| *x != id);
+            if s.viewers.is_empty() {
+                self.streams.remove(&v.broadcast);
+            }
+        }
+        metrics::gauge!("streamd_webrtc_viewers").set(self.viewers.len() as f64);
+    }
+}
+
+/// Polls the viewer's Rtc until it has nothing more to do now: sends its
+/// datagrams, handles its events, schedules its next timer.
+fn drive(id: ViewerId, v: &mut Viewer, io: &mut Io<'_>, now: Instant) {
+    // Writes only go out once time is fed again; bound the rounds so a
+    // misbehaving state cannot spin.
+    for _ in 0..4 {
+        let next = loop {
+            match v.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    match io.socket.try_send_to(&t.contents, t.destination) {
+                        Ok(n) => {
+                            io.counters.packets += 1;
+                            io.counters.bytes += n as u64;
+                        }
+                        Err(e) => {
+                            io.counters.send_dropped += 1;
+                            if let Some(n) = io.send_log.check(now) {
+                                tracing::warn!(error = %e, dropped = n, "webrtc send failed");
+                            }
+                        }
+                    }
+                }
+                Ok(Output::Event(e)) => on_event(id, v, e, now),
+                Ok(Output::Timeout(t)) => break Some(t),
+                Err(e) => {
+                    tracing::debug!(viewer = id, error = %e, "webrtc session failed");
+                    v.rtc.disconnect();
+                    break None;
+                }
+            }
+        };
+        let Some(next) = next else { return };
+        if next > now {
+            if v.scheduled.is_none_or(|s| next < s || s <= now) {
+                v.scheduled = Some(next);
+                io.timers.push(Reverse((next, id)));
+            }
+            return;
+        }
+        if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+            v.rtc.disconnect();
+            return;
+        }
+    }
+    // Still due: come back on the next loop turn.
+    v.scheduled = Some(now);
+    io.timers.push(Reverse((now, id)));
+}
+
+fn on_event(id: ViewerId, v: &mut Viewer, e: Event, _now: Instant) {
+    match e {
+        Event::Connected => {
+            tracing::debug!(viewer = id, "webrtc viewer connected");
+            v.connected = true;
+            v.need_keyframe = true;
+            v.keyframe_wanted = true;
+        }
+        Event::IceConnectionStateChange(s) => {
+            tracing::debug!(viewer = id, state = ?s, "webrtc ice state");
+        }
+        Event::KeyframeRequest(r) if r.mid == v.video_mid => {
+            v.keyframe_wanted = true;
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            v.abr.estimate = Some(estimate.as_u64());
+        }
+        _ => {}
+    }
+}
+
+/// Asks the rendition's encoder for a keyframe, at most once per
+/// [`KEYFRAME_REQUEST_INTERVAL`] per viewer (the encoder coalesces further).
+fn request_keyframe(v: &mut Viewer, r: &Rendition, transcoders: &Transcoders, now: Instant) {
+    v.keyframe_wanted = false;
+    if v.last_keyframe_request
+        .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+    {
+        return;
+    }
+    v.last_keyframe_request = Some(now);
+    transcoders.request_keyframe(v.broadcast, &r.track);
+}
+
+/// Starts a switch to rendition `to`: it takes effect at that rendition's
+/// next keyframe, which is requested now.
+fn switch_to(
+    v: &mut Viewer,
+    to: usize,
+    renditions: &[Rendition],
+    transcoders: &Transcoders,
+    now: Instant,
+) {
+    if to == v.current {
+        v.target = None;
+        notify(
+            v,
+            ViewerEvent::RenditionChanged {
+                name: renditions[to].name.clone(),
+                auto: v.auto,
+            },
+        );
+        return;
+    }
+    v.target = Some(to);
+    v.last_keyframe_request = None;
+    request_keyframe(v, &renditions[to], transcoders, now);
+}
+
+fn notify(v: &Viewer, e: ViewerEvent) {
+    // A signalling socket that is this far behind misses a notification;
+    // the media is unaffected.
+    let _ = v.events.try_send(e);
+}
+
+/// Writes one video frame of rendition `feed`, if it is the viewer's.
+fn write_video(
+    v: &mut Viewer,
+    feed: usize,
+    frame: &RtpFrame,
+    counters: &mut Counters,
+    now: Instant,
+) -> bool {
+    if v.current != feed {
+        return false;
+    }
+    let mut api = v.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
+        return false;
+    };
+    let backed_up = tx
+        .queue_info()
+        .and_then(|q| q.first_unsent())
+        .is_some_and(|t| now.saturating_duration_since(t) > MAX_QUEUE_AGE);
+    if backed_up && !v.need_keyframe {
+        v.need_keyframe = true;
+        counters.keyframe_skips += 1;
+    }
+    if v.need_keyframe {
+        if !frame.keyframe || backed_up {
+            if !backed_up {
+                v.keyframe_wanted = true;
+            }
+            return false;
+        }
+        v.need_keyframe = false;
+    }
+    let ts = v.video.map(frame.ts, frame.session);
+    let mut api = v.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
+        return false;
+    };
+    for p in &frame.payloads {
+        let seq = v.video.next_seq();
+        tx.write_rtp(
+            RtpWrite::new(
+                VIDEO_PT.into(),
+                seq.into(),
+                ts,
+                frame.wallclock,
+                p.data.clone(),
+            )
+            .marker(p.marker)
+            .nackable(true),
+        );
+    }
+    true
+}
+
+fn write_audio(v: &mut Viewer, frame: &RtpFrame) -> bool {
+    let Some(mid) = v.audio_mid else {
+        return false;
+    };
+    let ts = v.audio.map(frame.ts, frame.session);
+    let mut api = v.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    for p in &frame.payloads {
+        let seq = v.audio.next_seq();
+        tx.write_rtp(
+            RtpWrite::new(
+                super::feed::OPUS_PT.into(),
+                seq.into(),
+                ts,
+                frame.wallclock,
+                p.data.clone(),
+            )
+            .marker(p.marker),
+        );
+    }
+    true
+}
+
+/// The largest rendition within `kbps`, else the smallest.
+fn start_rendition(renditions: &[Rendition], kbps: u32) -> usize {
+    let limit = u64::from(kbps) * 1000;
+    renditions
+        .iter()
+        .position(|r| u64::from(r.bitrate) <= limit)
+        .unwrap_or(renditions.len().saturating_sub(1))
+}
+
+/// The advertised address a datagram from `src` was most likely sent to
+/// (str0m matches STUN to a local candidate by it): one of the same family
+/// and the same loopback-ness, else the first.
+fn destination_for(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
+    candidates
+        .iter()
+        .find(|c| c.is_ipv4() == src.is_ipv4() && c.ip().is_loopback() == src.ip().is_loopback())
+        .or_else(|| candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()))
+        .or(candidates.first())
+        .copied()
+        .unwrap_or(src)
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> Vec<Rendition> {
+        [("720p", 2_500_000), ("480p", 1_200_000), ("360p", 600_000)]
+            .into_iter()
+            .map(|(n, b)| Rendition {
+                name: n.into(),
+                track: n.into(),
+                bitrate: b,
+                width: 0,
+                height: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rtp_clock_is_continuous_across_sessions_and_switches() {
+        let mut c = RtpClock::new(100, 3000, 90_000);
+        assert_eq!(c.map(9000, 0), 9000);
+        assert_eq!(c.map(12000, 0), 12000);
+        // The publisher came back, its clock restarted at 0.
+        assert_eq!(c.map(0, 1), 15000);
+        assert_eq!(c.map(3000, 1), 18000);
+        // A jump back within a session re-anchors too.
+        assert_eq!(c.map(0, 1), 21000);
+        assert_eq!(c.next_seq(), 100);
+        assert_eq!(c.next_seq(), 101);
+    }
+
+    #[test]
+    fn start_rendition_fits_the_start_bitrate() {
+        let l = ladder();
+        assert_eq!(start_rendition(&l, 2500), 0);
+        assert_eq!(start_rendition(&l, 2000), 1);
+        assert_eq!(start_rendition(&l, 100), 2);
+    }
+
+    #[test]
+    fn abr_steps_down_and_up_with_hysteresis() {
+        let l = ladder();
+        let t0 = Instant::now();
+        let mut abr = Abr {
+            estimate: Some(1_000_000),
+            ..Abr::default()
+        };
+        assert_eq!(abr.decide(&l, 0, t0), None);
+        assert_eq!(abr.decide(&l, 0, t0 + Duration::from_secs(1)), None);
+        assert_eq!(abr.decide(&l, 0, t0 + Duration::from_secs(2)), Some(1));
+        // Plenty of room above 480p: up only after a sustained surplus.
+        abr.estimate = Some(4_000_000);
+        let t1 = t0 + Duration::from_secs(3);
+        assert_eq!(abr.decide(&l, 1, t1), None);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(5)), None);
+        // A dip resets the wait.
+        abr.estimate = Some(2_000_000);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(5)), None);
+        abr.estimate = Some(4_000_000);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(6)), None);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(12)), Some(0));
+        // At the top nothing moves.
+        assert_eq!(abr.decide(&l, 0, t1 + Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn destination_prefers_a_matching_candidate() {
+        let c: Vec<SocketAddr> = vec![
+            "10.0.0.5:10000".parse().unwrap(),
+            "127.0.0.1:10000".parse().unwrap(),
+        ];
+        assert_eq!(destination_for(&c, "127.0.0.1:5000".parse().unwrap()), c[1]);
+        assert_eq!(
+            destination_for(&c, "192.168.1.9:5000".parse().unwrap()),
+            c[0]
+        );
+    }
+}

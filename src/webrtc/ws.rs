@@ -1,0 +1,331 @@
+//! The signalling WebSocket: `ws://host:3333/{app}/{stream}[/{playlist}]`
+//! on the HTTP listener. A request with `Upgrade: websocket` on such a path
+//! is taken here; anything else goes on to LL-HLS and the rest.
+//!
+//! One task per socket, a thin shell: frames in, [`signal::parse`], the
+//! engine asked, messages out. Errors are sent as OME sends them
+//! (`{"code","error"}`) and the socket is closed. A socket that never asks
+//! for an offer, or never answers it, is closed after `ice_timeout`.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
+use super::signal::{self, ClientMessage, SignalError};
+use super::{Sfu, SfuError, StreamPlan};
+use crate::bus::{BroadcastStatus, Registry, StreamPath};
+use crate::config::WebRtcConfig;
+
+/// Largest signalling frame accepted (an SDP answer is a few KiB).
+const MAX_MESSAGE: usize = 64 << 10;
+/// How long `request_offer` waits for a just-published stream's
+/// renditions to appear.
+const PLAN_WAIT: Duration = Duration::from_secs(3);
+/// Close a socket that has received nothing (not even a pong) for this
+/// many ping intervals, as OME does.
+const SILENT_PINGS: u32 = 3;
+
+#[derive(Clone)]
+pub struct Signalling {
+    pub sfu: Sfu,
+    pub registry: Registry,
+    pub config: WebRtcConfig,
+}
+
+/// Middleware: WebSocket upgrades on `/{app}/{stream}[/{playlist}]` become
+/// signalling sessions.
+pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) -> Response {
+    if !is_websocket(req.headers()) {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().trim_start_matches('/').to_owned();
+    let segments: Vec<&str> = path.split('/').collect();
+    let (app, stream, playlist) = match segments.as_slice() {
+        [app, stream] => (*app, *stream, None),
+        [app, stream, playlist] if !playlist.is_empty() => (*app, *stream, Some(*playlist)),
+        _ => return next.run(req).await,
+    };
+    let Ok(path) = StreamPath::new(app, stream) else {
+        return (StatusCode::NOT_FOUND, "no such stream\n").into_response();
+    };
+    let playlist = playlist.map(str::to_owned);
+    let (mut parts, _body) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
+            Session::new(s, path, playlist).run(socket).await;
+            metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
+        })
+}
+
+fn is_websocket(h: &HeaderMap) -> bool {
+    h.get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+struct Session {
+    s: Signalling,
+    path: StreamPath,
+    playlist: Option<String>,
+    viewer: Option<ViewerId>,
+    answered: bool,
+    plan: Option<StreamPlan>,
+    /// The rendition the viewer started on.
+    start: Option<String>,
+}
+
+/// What the session does after a client frame.
+enum Next_ {
+    Continue,
+    Close,
+}
+
+impl Session {
+    fn new(s: Signalling, path: StreamPath, playlist: Option<String>) -> Session {
+        Session {
+            s,
+            path,
+            playlist,
+            viewer: None,
+            answered: false,
+            plan: None,
+            start: None,
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let (events_tx, mut events) = mpsc::channel(super::sfu::VIEWER_EVENTS);
+        let ping_every = self.s.config.ping_interval;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut silent_pings = 0u32;
+        // Until answered: a deadline for the offer/answer exchange.
+        let handshake = tokio::time::sleep(self.s.config.ice_timeout);
+        tokio::pin!(handshake);
+        loop {
+            tokio::select! {
+                frame = socket.recv() => {
+                    let Some(Ok(frame)) = frame else { break };
+                    silent_pings = 0;
+                    let text = match frame {
+                        Message::Text(t) => t,
+                        Message::Binary(_) => {
+                            self.fail(&mut socket, SignalError::new(400, "Invalid JSON")).await;
+                            break;
+                        }
+                        Message::Close(_) => break,
+                        _ => continue, // ping/pong
+                    };
+                    match self.on_text(&text, &events_tx, &mut socket).await {
+                        Ok(Next_::Continue) => {}
+                        Ok(Next_::Close) => break,
+                        Err(e) => {
+                            tracing::debug!(stream = %self.path, error = %e, "webrtc signalling error");
+                            self.fail(&mut socket, e).await;
+                            break;
+                        }
+                    }
+                }
+                Some(event) = events.recv() => match event {
+                    ViewerEvent::RenditionChanged { name, auto } => {
+                        if self.answered && !send(&mut socket, signal::rendition_changed_json(&name, auto)).await {
+                            break;
+                        }
+                    }
+                    ViewerEvent::Closed(reason) => {
+                        tracing::debug!(stream = %self.path, ?reason, "webrtc viewer closed");
+                        if reason != CloseReason::Shutdown {
+                            self.viewer = None; // the engine already forgot it
+                        }
+                        break;
+                    }
+                },
+                _ = ping.tick() => {
+                    silent_pings += 1;
+                    if silent_pings > SILENT_PINGS {
+                        break;
+                    }
+                    if socket.send(Message::Ping("streamd".into())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = &mut handshake, if !self.answered => {
+                    self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
+                    break;
+                }
+            }
+        }
+        if let Some(id) = self.viewer.take() {
+            self.s.sfu.leave(id).await;
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    }
+
+    async fn fail(&self, socket: &mut WebSocket, e: SignalError) {
+        let _ = socket.send(Message::Text(e.json().into())).await;
+    }
+
+    async fn on_text(
+        &mut self,
+        text: &str,
+        events: &mpsc::Sender<ViewerEvent>,
+        socket: &mut WebSocket,
+    ) -> Result<Next_, SignalError> {
+        match signal::parse(text, self.viewer)? {
+            ClientMessage::RequestOffer => {
+                if self.viewer.is_some() {
+                    return Err(SignalError::new(400, "An offer was already made"));
+                }
+                let joined = self.offer(events.clone()).await?;
+                self.viewer = Some(joined.viewer);
+                let msg = signal::offer_json(joined.viewer, &joined.sdp, &joined.candidates);
+                if !send(socket, msg).await {
+                    return Ok(Next_::Close);
+                }
+            }
+            ClientMessage::Answer { sdp } => {
+                let id = self
+                    .viewer
+                    .ok_or_else(|| SignalError::new(400, "Invalid ID"))?;
+                if self.answered {
+                    return Err(SignalError::new(400, "The answer was already given"));
+                }
+                match self.s.sfu.answer(id, sdp).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.viewer = None; // the engine dropped it
+                        return Err(match e {
+                            SfuError::BadSdp(m) => {
+                                SignalError::new(400, format!("Could not parse SDP: {m:.200}"))
+                            }
+                            SfuError::NoH264 => {
+                                SignalError::new(400, "The answer does not accept H.264 video")
+                            }
+                            SfuError::Stopped => SignalError::new(503, "Server is shutting down"),
+                            other => SignalError::new(403, format!("Forbidden: {other}")),
+                        });
+                    }
+                }
+                self.answered = true;
+                let plan = self.plan.as_ref().expect("an offer was made");
+                let name = self.playlist.as_deref().unwrap_or("webrtc_default");
+                let auto = self.pinned().is_none();
+                if !send(
+                    socket,
+                    signal::playlist_json(name, auto, &plan.renditions, plan.audio.is_some()),
+                )
+                .await
+                {
+                    return Ok(Next_::Close);
+                }
+                let start = self.start.clone().unwrap_or_default();
+                if !send(socket, signal::rendition_changed_json(&start, auto)).await {
+                    return Ok(Next_::Close);
+                }
+            }
+            ClientMessage::Candidate | ClientMessage::Pong => {}
+            ClientMessage::ChangeRendition { rendition, auto } => {
+                let id = self
+                    .viewer
+                    .ok_or_else(|| SignalError::new(400, "Invalid ID"))?;
+                if !self.answered {
+                    return Ok(Next_::Continue); // as OME: a no-op before the answer
+                }
+                let choice = match (rendition, auto) {
+                    (_, Some(true)) => Choice::Auto,
+                    (Some(name), _) => Choice::Rendition(name),
+                    (None, _) => return Ok(Next_::Continue),
+                };
+                match self.s.sfu.change(id, choice).await {
+                    // An unknown rendition is ignored, as OME does.
+                    Ok(()) | Err(SfuError::UnknownRendition(_)) => {}
+                    Err(SfuError::NoSession) => return Ok(Next_::Close),
+                    Err(e) => return Err(SignalError::new(403, format!("Forbidden: {e}"))),
+                }
+            }
+            ClientMessage::Stop => return Ok(Next_::Close),
+        }
+        Ok(Next_::Continue)
+    }
+
+    /// A rendition named by the URL's playlist segment.
+    fn pinned(&self) -> Option<&str> {
+        let plan = self.plan.as_ref()?;
+        let p = self.playlist.as_deref()?;
+        plan.renditions.iter().any(|r| r.name == p).then_some(p)
+    }
+
+    async fn offer(
+        &mut self,
+        events: mpsc::Sender<ViewerEvent>,
+    ) -> Result<super::sfu::Joined, SignalError> {
+        let not_found = || SignalError::new(404, "Cannot create offer");
+        let mut broadcast = self.s.registry.get(&self.path).ok_or_else(not_found)?;
+        // A stream that just started may not have its renditions (or its
+        // Opus track) yet: wait a little for them, then take what exists.
+        let deadline = tokio::time::Instant::now() + PLAN_WAIT;
+        let mut update = broadcast.snapshot();
+        let plan = loop {
+            if update.status == BroadcastStatus::Ended {
+                return Err(not_found());
+            }
+            let plan = StreamPlan::of(&update);
+            let complete = plan.as_ref().is_some_and(|p| {
+                p.audio.is_some() || update.meta.has_audio == Some(false) || !transcoding(&update)
+            });
+            if complete {
+                break plan;
+            }
+            match tokio::time::timeout_at(deadline, broadcast.update()).await {
+                Ok(u) => update = u,
+                Err(_) => break plan,
+            }
+        }
+        .ok_or_else(not_found)?;
+        self.plan = Some(plan.clone());
+        let pinned = self.pinned().map(str::to_owned);
+        let joined = self
+            .s
+            .sfu
+            .join(JoinRequest {
+                broadcast,
+                plan,
+                pinned,
+                events,
+            })
+            .await
+            .map_err(|e| match e {
+                SfuError::Full => SignalError::new(503, "Too many viewers"),
+                SfuError::Stopped => SignalError::new(503, "Server is shutting down"),
+                _ => not_found(),
+            })?;
+        self.start = Some(joined.rendition.clone());
+        tracing::info!(stream = %self.path, viewer = joined.viewer, rendition = %joined.rendition, "webrtc viewer joined");
+        Ok(joined)
+    }
+}
+
+/// Whether the broadcast is transcoded (it then gets an Opus track soon).
+fn transcoding(update: &crate::bus::BroadcastUpdate) -> bool {
+    update
+        .tracks
+        .iter()
+        .any(|t| matches!(t.role, crate::bus::TrackRole::Rendition(_)))
+}
+
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    socket.send(Message::Text(text.into())).await.is_ok()
+}

@@ -1,0 +1,246 @@
+//! A WebRTC viewer for tests and the load tool: str0m as a client (full
+//! ICE, DTLS, SRTP, as a browser does them), speaking OME's signalling over
+//! a real WebSocket, on its own loopback UDP socket.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use str0m::change::SdpOffer;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the viewer saw.
+#[derive(Debug, Clone)]
+pub enum ViewerEvent {
+    /// ICE and DTLS are up.
+    Connected,
+    /// A depacketised video frame (Annex B), or, in RTP mode, one packet.
+    Video {
+        data: Vec<u8>,
+        keyframe: bool,
+        rtp_time: u64,
+        at: Instant,
+    },
+    Audio {
+        data: Vec<u8>,
+        rtp_time: u64,
+    },
+    /// An RTP packet (RTP mode only): sequence number and payload size.
+    Rtp {
+        video: bool,
+        seq: u64,
+        bytes: usize,
+        marker: bool,
+    },
+    /// A signalling message from the server.
+    Signal(Value),
+    /// The server closed the signalling socket.
+    Closed,
+}
+
+pub struct Viewer {
+    ws: Ws,
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pub id: i64,
+    pub offer: Value,
+    video_mid: Option<Mid>,
+    buf: Vec<u8>,
+    ws_open: bool,
+}
+
+/// The error the server answered `request_offer` with.
+#[derive(Debug)]
+pub struct Refused(pub Value);
+
+impl Viewer {
+    /// Connects to `url`, asks for an offer and answers it. `rtp_mode`
+    /// skips depacketising (the load tool counts packets instead).
+    pub async fn connect(url: &str, rtp_mode: bool) -> Result<Viewer, Refused> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("signalling socket connects");
+        send(&mut ws, json!({"command": "request_offer"})).await;
+        let offer = next_json(&mut ws).await.ok_or(Refused(Value::Null))?;
+        if offer.get("error").is_some() {
+            return Err(Refused(offer));
+        }
+        assert_eq!(offer["command"], "offer", "{offer}");
+        let id = offer["id"].as_i64().expect("offer id");
+        let sdp = offer["sdp"]["sdp"].as_str().expect("offer sdp");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(rtp_mode)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
+            .expect("offer accepted");
+        send(
+            &mut ws,
+            json!({"command": "answer", "id": id, "peer_id": 0,
+                   "sdp": {"type": "answer", "sdp": answer.to_sdp_string()}}),
+        )
+        .await;
+        // Trickle our candidate as a browser would (the server ignores it).
+        send(
+            &mut ws,
+            json!({"command": "candidate", "id": id, "peer_id": 0,
+                   "candidates": [{"candidate": Candidate::host(local, "udp").unwrap().to_sdp_string(),
+                                   "sdpMLineIndex": 0}]}),
+        )
+        .await;
+        Ok(Viewer {
+            ws,
+            rtc,
+            socket,
+            local,
+            id,
+            offer,
+            video_mid: None,
+            buf: vec![0; 2048],
+            ws_open: true,
+        })
+    }
+
+    /// Sends a signalling message.
+    pub async fn signal(&mut self, v: Value) {
+        send(&mut self.ws, v).await;
+    }
+
+    /// Asks the server for a keyframe (PLI).
+    pub fn request_keyframe(&mut self) {
+        let Some(mid) = self.video_mid else { return };
+        if let Some(mut w) = self.rtc.writer(mid) {
+            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Runs the connection, handing each event to `f`, until `f` returns
+    /// true (then true) or `timeout` passes (then false).
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&ViewerEvent) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Drain str0m.
+            let wake = loop {
+                match self.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => {
+                        let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    }
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Event(e)) => {
+                        if let Some(ev) = self.convert(e)
+                            && f(&ev)
+                        {
+                            return true;
+                        }
+                    }
+                    Err(e) => panic!("webrtc client failed: {e}"),
+                }
+            };
+            let wake = tokio::time::Instant::from_std(wake).min(deadline);
+            tokio::select! {
+                r = self.socket.recv_from(&mut self.buf) => {
+                    let (n, src) = r.expect("udp recv");
+                    let now = Instant::now();
+                    if let Ok(recv) = Receive::new(Protocol::Udp, src, self.local, &self.buf[..n]) {
+                        let _ = self.rtc.handle_input(Input::Receive(now, recv));
+                    }
+                }
+                m = self.ws.next(), if self.ws_open => {
+                    let ev = match m {
+                        Some(Ok(Message::Text(t))) => ViewerEvent::Signal(serde_json::from_str(&t).expect("server sends JSON")),
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            self.ws_open = false;
+                            ViewerEvent::Closed
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    if f(&ev) {
+                        return true;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+    }
+
+    fn convert(&mut self, e: Event) -> Option<ViewerEvent> {
+        match e {
+            Event::Connected => Some(ViewerEvent::Connected),
+            Event::MediaAdded(m) if m.kind == MediaKind::Video => {
+                self.video_mid = Some(m.mid);
+                None
+            }
+            Event::MediaData(d) => {
+                let video = Some(d.mid) == self.video_mid;
+                let rtp_time = d.time.numer();
+                Some(if video {
+                    ViewerEvent::Video {
+                        keyframe: d.is_keyframe(),
+                        data: d.data.to_vec(),
+                        rtp_time,
+                        at: d.network_time,
+                    }
+                } else {
+                    ViewerEvent::Audio {
+                        data: d.data.to_vec(),
+                        rtp_time,
+                    }
+                })
+            }
+            Event::RtpPacket(p) => Some(ViewerEvent::Rtp {
+                video: p.header.payload_type != 111.into(),
+                seq: *p.seq_no,
+                bytes: p.payload.len(),
+                marker: p.header.marker,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Sends `stop` and closes, as OvenPlayer does.
+    pub async fn stop(mut self) {
+        send(&mut self.ws, json!({"command": "stop", "id": self.id})).await;
+        let _ = self.ws.close(None).await;
+    }
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("signalling send");
+}
+
+/// The next JSON text frame, or `None` when the socket closes.
+pub async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("JSON")),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}

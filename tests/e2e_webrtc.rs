@@ -1,0 +1,333 @@
+//! WebRTC playback end to end: ffmpeg publishes, the ladder transcodes, and
+//! a str0m client speaks OME's signalling, completes ICE/DTLS/SRTP against
+//! the server's one UDP socket, and decodes what arrives with FFmpeg.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::webrtc::{Viewer, ViewerEvent};
+use common::*;
+use ffmpeg_next as ff;
+use serde_json::{Value, json};
+use streamd::config::{Config, RungConfig};
+use streamd::media::OpusConfig;
+
+/// Transcoding takes most of both cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Two small rungs, and a keyframe interval far longer than any test
+/// wait: a prompt keyframe can only come from a request.
+fn ladder(c: &mut Config) {
+    c.transcode.enabled = true;
+    c.transcode.keyframe_interval = Duration::from_secs(10);
+    c.transcode.ladder = vec![
+        RungConfig {
+            preset: "superfast".into(),
+            ..RungConfig::new("360p", 640, 360, 600)
+        },
+        RungConfig {
+            preset: "superfast".into(),
+            ..RungConfig::new("180p", 320, 180, 250)
+        },
+    ];
+    c.webrtc.start_bitrate_kbps = 1000;
+}
+
+/// Publishes `seconds` of a 640x360 source whose own GOP is 10 s.
+fn publish(server: &TestServer, stream: &str, seconds: u32) -> tokio::process::Child {
+    Publish {
+        url: &server.rtmp_url("live", stream),
+        seconds,
+        size: "640x360",
+        gop: 300,
+        copy_to: None,
+    }
+    .spawn()
+}
+
+/// Waits until the stream's renditions and Opus track exist.
+async fn wait_ready(server: &TestServer, stream: &str) {
+    let path = streamd::bus::StreamPath::new("live", stream).unwrap();
+    for _ in 0..300 {
+        if let Some(b) = server.registry.get(&path) {
+            let tracks = b.snapshot().tracks;
+            if tracks.iter().any(|t| t.name == "opus") && tracks.iter().any(|t| t.name == "180p") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never got its renditions");
+}
+
+struct H264 {
+    dec: ff::decoder::Video,
+    frame: ff::frame::Video,
+}
+
+impl H264 {
+    fn new() -> H264 {
+        ff::init().unwrap();
+        let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
+        let ctx = ff::codec::Context::new_with_codec(codec);
+        H264 {
+            dec: ctx.decoder().video().unwrap(),
+            frame: ff::frame::Video::empty(),
+        }
+    }
+
+    /// Decodes one Annex-B access unit; the sizes of the pictures out.
+    fn decode(&mut self, au: &[u8]) -> Vec<(u32, u32)> {
+        self.dec
+            .send_packet(&ff::Packet::copy(au))
+            .expect("every access unit decodes");
+        let mut out = Vec::new();
+        while self.dec.receive_frame(&mut self.frame).is_ok() {
+            out.push((self.frame.width(), self.frame.height()));
+        }
+        out
+    }
+}
+
+struct Opus {
+    dec: ff::decoder::Audio,
+    frame: ff::frame::Audio,
+}
+
+impl Opus {
+    fn new() -> Opus {
+        ff::init().unwrap();
+        let codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
+        let mut ctx = ff::codec::Context::new_with_codec(codec);
+        let head = OpusConfig {
+            channels: 2,
+            pre_skip: 312,
+            input_sample_rate: 48_000,
+        }
+        .head();
+        // Safety: extradata is an av_malloc'd buffer owned by the context
+        // (freed with it), padded as FFmpeg requires.
+        unsafe {
+            let p = ctx.as_mut_ptr();
+            let buf = ff::ffi::av_mallocz(head.len() + 64).cast::<u8>();
+            std::ptr::copy_nonoverlapping(head.as_ptr(), buf, head.len());
+            (*p).extradata = buf;
+            (*p).extradata_size = head.len() as i32;
+        }
+        Opus {
+            dec: ctx.decoder().audio().unwrap(),
+            frame: ff::frame::Audio::empty(),
+        }
+    }
+
+    fn decode(&mut self, packet: &[u8]) -> usize {
+        self.dec
+            .send_packet(&ff::Packet::copy(packet))
+            .expect("every Opus packet decodes");
+        let mut samples = 0;
+        while self.dec.receive_frame(&mut self.frame).is_ok() {
+            assert_eq!(self.frame.channels(), 2);
+            samples += self.frame.samples();
+        }
+        samples
+    }
+}
+
+fn notification<'a>(ev: &'a ViewerEvent, kind: &str) -> Option<&'a Value> {
+    match ev {
+        ViewerEvent::Signal(v) if v["command"] == "notification" && v["type"] == kind => {
+            Some(&v["message"])
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plays_decodes_switches_and_starts_on_a_requested_keyframe() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(ladder).await;
+    let mut publisher = publish(&server, "cam", 40);
+    wait_ready(&server, "cam").await;
+    // Join a stream already running (the encoders made their first IDR
+    // at the start, and give at most one a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut viewer = Viewer::connect(&server.ws_url("/live/cam"), false)
+        .await
+        .expect("an offer");
+    let sdp = viewer.offer["sdp"]["sdp"].as_str().unwrap().to_owned();
+    assert!(sdp.contains("a=ice-lite"), "{sdp}");
+    assert!(sdp.contains("packetization-mode=1"), "{sdp}");
+    assert!(sdp.contains("profile-level-id=42e01f"), "{sdp}");
+    assert!(sdp.to_lowercase().contains("opus/48000/2"), "{sdp}");
+    let candidate = viewer.offer["candidates"][0]["candidate"].as_str().unwrap();
+    assert!(
+        candidate.contains(&format!("127.0.0.1 {}", server.webrtc.unwrap().port())),
+        "{candidate}"
+    );
+
+    // Join: playlist, then the starting rendition, then media.
+    let mut playlist = None;
+    let mut started = None;
+    let mut connected_at = None;
+    let mut first_keyframe = None;
+    let mut h264 = H264::new();
+    let mut opus = Opus::new();
+    let (mut pictures, mut samples) = (Vec::new(), 0);
+    let mut last_video_ts = None;
+    let ok = viewer
+        .run_until(Duration::from_secs(20), |ev| {
+            if let Some(m) = notification(ev, "playlist") {
+                playlist = Some(m.clone());
+            }
+            if let Some(m) = notification(ev, "rendition_changed") {
+                assert!(
+                    playlist.is_some(),
+                    "playlist comes first (OvenPlayer needs it)"
+                );
+                started = Some(m["rendition_name"].as_str().unwrap().to_owned());
+            }
+            match ev {
+                ViewerEvent::Connected => connected_at = Some(Instant::now()),
+                ViewerEvent::Video {
+                    data,
+                    keyframe,
+                    rtp_time,
+                    ..
+                } => {
+                    if first_keyframe.is_none() {
+                        assert!(keyframe, "video starts at a keyframe");
+                        first_keyframe = Some(Instant::now());
+                    }
+                    last_video_ts = Some(*rtp_time);
+                    pictures.extend(h264.decode(data));
+                }
+                ViewerEvent::Audio { data, .. } => samples += opus.decode(data),
+                ViewerEvent::Closed => panic!("signalling closed early"),
+                _ => {}
+            }
+            pictures.len() >= 60 && samples >= 48_000
+        })
+        .await;
+    assert!(
+        ok,
+        "60 pictures and 1 s of audio: got {} and {samples}",
+        pictures.len()
+    );
+    let playlist = playlist.expect("playlist notification");
+    let names: Vec<&str> = playlist["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["360p", "180p"]);
+    assert_eq!(playlist["auto"], true);
+    // start_bitrate_kbps = 1000 picks the largest rung within it.
+    assert_eq!(started.as_deref(), Some("360p"));
+    assert!(pictures.iter().all(|p| *p == (640, 360)), "{pictures:?}");
+    let wait = first_keyframe.unwrap() - connected_at.expect("connected");
+    println!("first keyframe {wait:?} after DTLS completed");
+    // The rungs' own keyframes are 10 s apart: this one was requested.
+    assert!(
+        wait < Duration::from_secs(5),
+        "first keyframe after {wait:?}"
+    );
+
+    // Switch to 180p: the notification, then 320x180 pictures.
+    viewer
+        .signal(json!({"command": "change_rendition", "id": viewer.id, "rendition_name": "180p", "auto": false}))
+        .await;
+    let mut changed = false;
+    let mut small = 0;
+    let mut ts_backwards = false;
+    let ok = viewer
+        .run_until(Duration::from_secs(15), |ev| {
+            if let Some(m) = notification(ev, "rendition_changed") {
+                assert_eq!(m["rendition_name"], "180p");
+                assert_eq!(m["auto"], false);
+                changed = true;
+            }
+            if let ViewerEvent::Video { data, rtp_time, .. } = ev {
+                if last_video_ts.is_some_and(|l| *rtp_time < l) {
+                    ts_backwards = true;
+                }
+                last_video_ts = Some(*rtp_time);
+                for p in h264.decode(data) {
+                    if p == (320, 180) {
+                        small += 1;
+                    } else {
+                        assert_eq!(small, 0, "no 360p after the switch");
+                    }
+                }
+            }
+            changed && small >= 30
+        })
+        .await;
+    assert!(ok, "switched: notified {changed}, {small} small pictures");
+    assert!(!ts_backwards, "RTP time continues across the switch");
+
+    viewer.stop().await;
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_blip_keeps_viewers_and_its_end_closes_them() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| {
+        ladder(c);
+        c.bus.reconnect_grace = Duration::from_secs(5);
+    })
+    .await;
+    let first = publish(&server, "blip", 4);
+    wait_ready(&server, "blip").await;
+    let mut viewer = Viewer::connect(&server.ws_url("/live/blip"), false)
+        .await
+        .expect("an offer");
+    let mut h264 = H264::new();
+    let mut seen: Vec<u64> = Vec::new();
+    let ok = viewer
+        .run_until(Duration::from_secs(10), |ev| {
+            if let ViewerEvent::Video { data, rtp_time, .. } = ev {
+                h264.decode(data);
+                seen.push(*rtp_time);
+            }
+            seen.len() >= 20
+        })
+        .await;
+    assert!(ok, "video before the blip");
+    let (status, _) = finish(first).await;
+    assert!(status.success());
+    // The publisher is back within the grace period: same viewer, no new
+    // offer, time goes on.
+    let before = seen.len();
+    let second = publish(&server, "blip", 4);
+    let mut closed = false;
+    viewer
+        .run_until(Duration::from_secs(25), |ev| {
+            match ev {
+                ViewerEvent::Video { data, rtp_time, .. } => {
+                    h264.decode(data);
+                    seen.push(*rtp_time);
+                }
+                ViewerEvent::Closed => closed = true,
+                _ => {}
+            }
+            closed
+        })
+        .await;
+    assert!(
+        seen.len() > before + 20,
+        "video after the blip: {} frames",
+        seen.len() - before
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] > w[0]),
+        "RTP time only moves forward across the reconnect"
+    );
+    assert!(closed, "the signalling socket closes when the stream ends");
+    let _ = finish(second).await;
+    server.stop().await;
+}
