@@ -30,6 +30,8 @@ const PLAN_WAIT: Duration = Duration::from_secs(3);
 /// Close a socket that has received nothing (not even a pong) for this
 /// many ping intervals, as OME does.
 const SILENT_PINGS: u32 = 3;
+/// How long a closing socket waits for the client's Close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Signalling {
@@ -147,9 +149,12 @@ impl Session {
                     }
                     ViewerEvent::Closed(reason) => {
                         tracing::debug!(stream = %self.path, ?reason, "webrtc viewer closed");
-                        if reason != CloseReason::Shutdown {
-                            self.viewer = None; // the engine already forgot it
+                        self.viewer = None; // the engine already forgot it
+                        if reason == CloseReason::AnswerTimeout {
+                            self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
                         }
+                        // Otherwise (stream ended, ICE timeout) the socket
+                        // just closes, as OME does.
                         break;
                     }
                 },
@@ -171,7 +176,19 @@ impl Session {
         if let Some(id) = self.viewer.take() {
             self.s.sfu.leave(id).await;
         }
-        let _ = socket.send(Message::Close(None)).await;
+        // The closing handshake: wait (briefly) for the client's Close, so
+        // an error sent just before reaches a client that reads late (a
+        // plain TCP close could reset the connection and lose it).
+        if socket.send(Message::Close(None)).await.is_ok() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     async fn fail(&self, socket: &mut WebSocket, e: SignalError) {

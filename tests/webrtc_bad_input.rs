@@ -1,0 +1,240 @@
+//! Bad signalling gets OME's error (`{"code","error"}`, then the socket
+//! closes) or a timeout, and leaves nothing behind: no viewer, no socket.
+
+mod common;
+
+use std::time::Duration;
+
+use common::webrtc::{Viewer, next_json, send};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use str0m::Rtc;
+use str0m::change::SdpOffer;
+use tokio_tungstenite::tungstenite::Message;
+
+/// These tests read process-wide gauges: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn connect(url: &str) -> common::webrtc::Ws {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("signalling socket connects")
+        .0
+}
+
+/// The error frame, then the end of the socket.
+async fn expect_error(ws: &mut common::webrtc::Ws, code: u16, message: &str) {
+    let v = tokio::time::timeout(Duration::from_secs(10), next_json(ws))
+        .await
+        .expect("an answer in time")
+        .expect("an error frame before the close");
+    assert_eq!(v["code"], code, "{v}");
+    let text = v["error"].as_str().unwrap();
+    assert!(text.starts_with(message), "{v}");
+    let end = tokio::time::timeout(Duration::from_secs(10), next_json(ws))
+        .await
+        .expect("the server closes");
+    assert!(end.is_none(), "nothing after the error: {end:?}");
+}
+
+/// A metric's value from /metrics (0 when absent).
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = get(&server.url("/metrics")).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn publishing(server: &TestServer, stream: &str) -> tokio::process::Child {
+    let p = server.publish("live", stream, 60, "320x180");
+    server.master_when_ready("live", stream).await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_get_omes_errors() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|_| {}).await;
+    let url = server.ws_url("/live/cam");
+
+    let mut ws = connect(&url).await;
+    send_text(&mut ws, "this is not json").await;
+    expect_error(&mut ws, 400, "Invalid JSON").await;
+
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "dance"})).await;
+    expect_error(&mut ws, 400, "Invalid ID").await;
+
+    // Candidates for a session that does not exist.
+    let mut ws = connect(&url).await;
+    send(
+        &mut ws,
+        json!({"command": "candidate", "id": 12345, "peer_id": 0, "candidates": []}),
+    )
+    .await;
+    expect_error(&mut ws, 400, "Invalid ID").await;
+
+    // An unknown stream.
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    expect_error(&mut ws, 404, "Cannot create offer").await;
+
+    // Hostile paths are not streams: no upgrade at all.
+    for path in ["/..%2F../cam", "/live/%00", "/live/cam/x/y"] {
+        let refused = tokio_tungstenite::connect_async(server.ws_url(path)).await;
+        assert!(refused.is_err(), "{path} was upgraded");
+    }
+
+    // The HTTP routes are untouched by the WebSocket handler.
+    assert_eq!(get(&server.url("/live/cam")).await.status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_answers_are_refused_and_forgotten() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|_| {}).await;
+    let mut publisher = publishing(&server, "cam").await;
+    let url = server.ws_url("/live/cam");
+
+    // The right command with the wrong id.
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    let offer = next_json(&mut ws).await.unwrap();
+    let id = offer["id"].as_i64().unwrap();
+    send(
+        &mut ws,
+        json!({"command": "answer", "id": id + 1, "peer_id": 0, "sdp": {"type": "answer", "sdp": "v=0"}}),
+    )
+    .await;
+    expect_error(&mut ws, 400, "Invalid ID").await;
+
+    // An unknown command with the right id; then garbage SDP.
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    let id = next_json(&mut ws).await.unwrap()["id"].clone();
+    send(&mut ws, json!({"command": "dance", "id": id})).await;
+    expect_error(&mut ws, 400, "Unknown command: dance").await;
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    let id = next_json(&mut ws).await.unwrap()["id"].clone();
+    send(
+        &mut ws,
+        json!({"command": "answer", "id": id, "sdp": {"type": "answer", "sdp": "not sdp"}}),
+    )
+    .await;
+    expect_error(&mut ws, 400, "Could not parse SDP").await;
+
+    // A client that cannot take H.264.
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    let offer = next_json(&mut ws).await.unwrap();
+    let mut rtc = Rtc::builder()
+        .clear_codecs()
+        .enable_vp8(true)
+        .build(std::time::Instant::now());
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(SdpOffer::from_sdp_string(offer["sdp"]["sdp"].as_str().unwrap()).unwrap())
+        .unwrap();
+    send(
+        &mut ws,
+        json!({"command": "answer", "id": offer["id"], "sdp": {"type": "answer", "sdp": answer.to_sdp_string()}}),
+    )
+    .await;
+    expect_error(&mut ws, 400, "The answer does not accept H.264").await;
+
+    // Every refused session was dropped; a good viewer still plays.
+    assert_eq!(metric(&server, "streamd_webrtc_viewers").await, 0.0);
+    let mut viewer = Viewer::connect(&url, false).await.expect("an offer");
+    let got_video = viewer
+        .run_until(Duration::from_secs(10), |ev| {
+            matches!(ev, common::webrtc::ViewerEvent::Video { .. })
+        })
+        .await;
+    assert!(got_video);
+    viewer.stop().await;
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sockets_that_never_answer_time_out_and_leak_nothing() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| {
+        c.webrtc.ice_timeout = Duration::from_secs(2);
+        c.webrtc.ping_interval = Duration::from_secs(1);
+    })
+    .await;
+    let mut publisher = publishing(&server, "cam").await;
+    let url = server.ws_url("/live/cam");
+    let sockets_before = metric(&server, "streamd_webrtc_signalling_sockets").await;
+
+    // 500 that never speak, 500 that ask for an offer and never answer.
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        let mut ws = connect(&url).await;
+        if i % 2 == 1 {
+            send(&mut ws, json!({"command": "request_offer"})).await;
+        }
+        idle.push(ws);
+    }
+    // The server still serves a real viewer meanwhile.
+    let mut viewer = Viewer::connect(&url, false).await.expect("an offer");
+    assert!(
+        viewer
+            .run_until(Duration::from_secs(10), |ev| matches!(
+                ev,
+                common::webrtc::ViewerEvent::Video { .. }
+            ))
+            .await
+    );
+    assert!(metric(&server, "streamd_webrtc_viewers").await >= 1.0);
+
+    // Each of the thousand gets its offer (if it asked), pings, then 408
+    // and the close.
+    let mut pinged = 0;
+    for (i, mut ws) in idle.into_iter().enumerate() {
+        let mut last: Option<Value> = None;
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(m) = ws.next().await {
+                match m {
+                    Ok(Message::Text(t)) => last = Some(serde_json::from_str(&t).unwrap()),
+                    Ok(Message::Ping(_)) => pinged += 1,
+                    Ok(Message::Close(_)) => break,
+                    Err(e) => panic!("socket {i}: {e} after {last:?}"),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "socket {i} was never closed");
+        let last = last.unwrap_or_else(|| panic!("socket {i} got no error"));
+        assert_eq!(last["code"], 408, "{last}");
+    }
+    assert!(pinged > 0, "WebSocket pings are sent");
+    // Only the real viewer is left.
+    assert_eq!(metric(&server, "streamd_webrtc_viewers").await, 1.0);
+    viewer.stop().await;
+    for _ in 0..100 {
+        if metric(&server, "streamd_webrtc_viewers").await == 0.0
+            && metric(&server, "streamd_webrtc_signalling_sockets").await == sockets_before
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&server, "streamd_webrtc_viewers").await, 0.0);
+    assert_eq!(
+        metric(&server, "streamd_webrtc_signalling_sockets").await,
+        sockets_before
+    );
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
+
+async fn send_text(ws: &mut common::webrtc::Ws, text: &str) {
+    use futures_util::SinkExt;
+    ws.send(Message::Text(text.into())).await.unwrap();
+}
