@@ -1,0 +1,343 @@
+//! WebRTC fan-out load tool: N viewers against the real `streamd` binary.
+//!
+//! Each viewer is a str0m client on its own UDP socket that speaks OME's
+//! signalling and does the real ICE, DTLS and SRTP key exchange, then
+//! receives the media. To keep the load generator cheap (it shares the two
+//! cores with the server), media packets are counted from their RTP
+//! headers (in the clear in SRTP) and not decrypted; STUN, DTLS and RTCP
+//! still go through str0m, so consent checks keep the sessions alive.
+//!
+//! `cargo bench --bench webrtc_load` ramps viewers on one 600 kbps and one
+//! 2.5 Mbps rendition (the source passed through, no B-frames, video only)
+//! and prints, per step: server CPU seconds per viewer-second, egress
+//! Mbit/s, server RSS per viewer, and packet loss seen by the viewers. The
+//! ramp stops when loss passes 1% or delivery falls below 95% of the
+//! published rate: that step's count is the ceiling.
+//!
+//! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
+
+#[path = "common/proc.rs"]
+mod proc;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use str0m::change::SdpOffer;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Output, Rtc};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UdpSocket;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Rendition {
+    name: &'static str,
+    size: &'static str,
+    kbps: u32,
+}
+
+#[derive(Default)]
+struct Totals {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    lost: AtomicU64,
+    connected: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let renditions = [
+        Rendition {
+            name: "600 kbps 360p",
+            size: "640x360",
+            kbps: 600,
+        },
+        Rendition {
+            name: "2.5 Mbps 720p",
+            size: "1280x720",
+            kbps: 2500,
+        },
+    ];
+    if full {
+        for r in &renditions {
+            rt.block_on(ramp(r, &[50, 200, 400, 800, 1200, 1600, 2000, 2500], 8));
+        }
+    } else {
+        rt.block_on(ramp(
+            &Rendition {
+                name: "smoke 160x120",
+                size: "160x120",
+                kbps: 200,
+            },
+            &[4],
+            2,
+        ));
+    }
+}
+
+async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, rtmp, http, pid) = start_streamd(dir.path()).await;
+    let mut publisher = publish(&format!("rtmp://{rtmp}/live/load"), r);
+    let ws = format!("ws://{http}/live/load");
+    wait_ready(&format!("http://{http}/live/load/llhls.m3u8")).await;
+    let ticks = clock_ticks().await;
+    let totals = Arc::new(Totals::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut viewers = 0;
+    println!("\n== {} ==", r.name);
+    println!(
+        "{:>7} {:>16} {:>12} {:>14} {:>10} {:>10}",
+        "viewers", "cpu s/viewer-s", "egress Mb/s", "RSS/viewer kB", "loss %", "delivered"
+    );
+    let rss_base = proc::status_kb(pid, "VmRSS:");
+    for &target in steps {
+        while viewers < target {
+            let (ws, totals, stop) = (ws.clone(), totals.clone(), stop.clone());
+            tokio::spawn(async move {
+                if viewer(&ws, totals.clone(), stop).await.is_err() {
+                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            viewers += 1;
+            if viewers % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Let every viewer connect and reach a keyframe.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (totals.connected.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed))
+            < viewers as u64
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (p0, b0, l0) = (
+            totals.packets.load(Ordering::Relaxed),
+            totals.bytes.load(Ordering::Relaxed),
+            totals.lost.load(Ordering::Relaxed),
+        );
+        let cpu0 = proc::cpu_ticks(pid);
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = (proc::cpu_ticks(pid) - cpu0) / ticks;
+        let packets = totals.packets.load(Ordering::Relaxed) - p0;
+        let bytes = totals.bytes.load(Ordering::Relaxed) - b0;
+        let lost = totals.lost.load(Ordering::Relaxed) - l0;
+        let connected = totals.connected.load(Ordering::Relaxed).max(1);
+        let rss = proc::status_kb(pid, "VmRSS:");
+        let loss = 100.0 * lost as f64 / (packets + lost).max(1) as f64;
+        let egress = bytes as f64 * 8.0 / secs / 1e6;
+        let expected = f64::from(r.kbps) / 1000.0 * connected as f64;
+        let delivered = egress / expected;
+        println!(
+            "{:>7} {:>16.6} {:>12.1} {:>14.1} {:>10.3} {:>9.0}%",
+            connected,
+            cpu / (connected as f64 * secs),
+            egress,
+            rss.saturating_sub(rss_base) as f64 / connected as f64,
+            loss,
+            delivered * 100.0,
+        );
+        let failed = totals.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            println!("        ({failed} viewers failed to connect)");
+        }
+        if loss > 1.0 || delivered < 0.95 {
+            println!("        ceiling: packets late or lost at {connected} viewers");
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = publisher.kill().await;
+    let _ = server.kill().await;
+}
+
+/// One viewer: signalling, handshake, then counting media until `stop`.
+async fn viewer(url: &str, totals: Arc<Totals>, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(json!({"command": "request_offer"})))
+        .await
+        .map_err(|e| e.to_string())?;
+    let offer: Value = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                break serde_json::from_str(&t).map_err(|e| e.to_string())?;
+            }
+            Some(Ok(_)) => continue,
+            _ => return Err("no offer".into()),
+        }
+    };
+    let sdp = offer["sdp"]["sdp"].as_str().ok_or("no sdp")?;
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = socket.local_addr().unwrap();
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    ws.send(send(
+        json!({"command": "answer", "id": offer["id"], "peer_id": 0,
+                        "sdp": {"type": "answer", "sdp": answer.to_sdp_string()}}),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    // Keep the signalling socket read (pings) without blocking media.
+    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+
+    let mut buf = vec![0u8; 2048];
+    let mut last_seq: Option<u16> = None;
+    let mut connected = false;
+    while !stop.load(Ordering::Relaxed) {
+        let wake = loop {
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Event(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let wake = tokio::time::Instant::from_std(wake)
+            .min(tokio::time::Instant::now() + Duration::from_millis(500));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, src) = r.map_err(|e| e.to_string())?;
+                let d = &buf[..n];
+                // SRTP media: version 2, a payload type that is not RTCP.
+                if n >= 12 && d[0] >> 6 == 2 && !(72..=76).contains(&(d[1] & 0x7f)) {
+                    let seq = u16::from_be_bytes([d[2], d[3]]);
+                    if d[1] & 0x7f == 102 {
+                        if !connected {
+                            connected = true;
+                            totals.connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(prev) = last_seq {
+                            let gap = seq.wrapping_sub(prev);
+                            if (2..1000).contains(&gap) {
+                                totals.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+                            }
+                        }
+                        last_seq = Some(seq);
+                    }
+                    totals.packets.fetch_add(1, Ordering::Relaxed);
+                    totals.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    continue;
+                }
+                if let Ok(recv) = Receive::new(Protocol::Udp, src, local, d) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_ready(url: &str) {
+    for _ in 0..200 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+            .output()
+            .await;
+        if out.is_ok_and(|o| o.stdout == b"200") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+async fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().await.ok();
+    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn publish(url: &str, r: &Rendition) -> Child {
+    let rate = format!("{}k", r.kbps);
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={}:rate=30", r.size),
+        ])
+        .args([
+            "-t",
+            "900",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
+        .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
+        .args(["-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg")
+}
+
+/// streamd with the source passed through (no ladder: the fan-out is what
+/// is measured), WebRTC on loopback port 0.
+async fn start_streamd(dir: &std::path::Path) -> (Child, String, String, u32) {
+    let config = dir.join("streamd.toml");
+    std::fs::write(
+        &config,
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[transcode]\nenabled = false\n\
+         [webrtc]\nudp_listen = \"127.0.0.1:0\"\nmax_viewers = 100000\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("streamd binary");
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut rtmp, mut http) = (None, None);
+    while rtmp.is_none() || http.is_none() {
+        let line = lines.next_line().await.unwrap().expect("streamd exited");
+        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
+            if line.contains(what)
+                && let Some(a) = line.split("addr=").nth(1)
+            {
+                *slot = a.split_whitespace().next().map(str::to_owned);
+            }
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, rtmp.unwrap(), http.unwrap(), pid)
+}
