@@ -96,8 +96,14 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
     let mut viewers = 0;
     println!("\n== {} ==", r.name);
     println!(
-        "{:>7} {:>16} {:>12} {:>14} {:>10} {:>10}",
-        "viewers", "cpu s/viewer-s", "egress Mb/s", "RSS/viewer kB", "loss %", "delivered"
+        "{:>7} {:>16} {:>12} {:>14} {:>10} {:>10} {:>12}",
+        "viewers",
+        "cpu s/viewer-s",
+        "egress Mb/s",
+        "RSS/viewer kB",
+        "loss %",
+        "delivered",
+        "loadgen cpu"
     );
     let rss_base = proc::status_kb(pid, "VmRSS:");
     for &target in steps {
@@ -128,10 +134,12 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
             totals.lost.load(Ordering::Relaxed),
         );
         let cpu0 = proc::cpu_ticks(pid);
+        let gen0 = proc::cpu_ticks("self");
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let secs = t0.elapsed().as_secs_f64();
         let cpu = (proc::cpu_ticks(pid) - cpu0) / ticks;
+        let gen_cpu = (proc::cpu_ticks("self") - gen0) / ticks / secs;
         let packets = totals.packets.load(Ordering::Relaxed) - p0;
         let bytes = totals.bytes.load(Ordering::Relaxed) - b0;
         let lost = totals.lost.load(Ordering::Relaxed) - l0;
@@ -142,13 +150,14 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         let expected = f64::from(r.kbps) / 1000.0 * connected as f64;
         let delivered = egress / expected;
         println!(
-            "{:>7} {:>16.6} {:>12.1} {:>14.1} {:>10.3} {:>9.0}%",
+            "{:>7} {:>16.6} {:>12.1} {:>14.1} {:>10.3} {:>9.0}% {:>11.0}%",
             connected,
             cpu / (connected as f64 * secs),
             egress,
             rss.saturating_sub(rss_base) as f64 / connected as f64,
             loss,
             delivered * 100.0,
+            gen_cpu * 100.0,
         );
         let failed = totals.failed.load(Ordering::Relaxed);
         if failed > 0 {

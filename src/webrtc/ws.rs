@@ -62,7 +62,12 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
+    // Signalling is a few small frames per viewer: small buffers (the
+    // defaults, 128 KiB each way, would dominate a viewer's memory).
     upgrade
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(4 << 10)
+        .max_write_buffer_size(MAX_MESSAGE * 2)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
