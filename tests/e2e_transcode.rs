@@ -322,21 +322,10 @@ async fn probe_stream(url: &str) -> (u32, u32, f64) {
 }
 
 fn decode_opus(frames: &[FrameEvent]) -> usize {
-    ff::init().unwrap();
     let CodecConfig::Opus(cfg) = &*frames[0].group.config else {
         panic!("not Opus: {:?}", frames[0].group.config);
     };
-    let codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
-    let mut ctx = ff::codec::Context::new_with_codec(codec);
-    let head = cfg.head();
-    unsafe {
-        let p = ctx.as_mut_ptr();
-        let buf = ff::ffi::av_mallocz(head.len() + 64).cast::<u8>();
-        std::ptr::copy_nonoverlapping(head.as_ptr(), buf, head.len());
-        (*p).extradata = buf;
-        (*p).extradata_size = head.len() as i32;
-    }
-    let mut dec = ctx.decoder().audio().unwrap();
+    let mut dec = opus_decoder(cfg);
     let mut samples = 0;
     let mut frame = ff::frame::Audio::empty();
     for f in frames {

@@ -97,26 +97,12 @@ struct Opus {
 
 impl Opus {
     fn new() -> Opus {
-        ff::init().unwrap();
-        let codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
-        let mut ctx = ff::codec::Context::new_with_codec(codec);
-        let head = OpusConfig {
-            channels: 2,
-            pre_skip: 312,
-            input_sample_rate: 48_000,
-        }
-        .head();
-        // Safety: extradata is an av_malloc'd buffer owned by the context
-        // (freed with it), padded as FFmpeg requires.
-        unsafe {
-            let p = ctx.as_mut_ptr();
-            let buf = ff::ffi::av_mallocz(head.len() + 64).cast::<u8>();
-            std::ptr::copy_nonoverlapping(head.as_ptr(), buf, head.len());
-            (*p).extradata = buf;
-            (*p).extradata_size = head.len() as i32;
-        }
         Opus {
-            dec: ctx.decoder().audio().unwrap(),
+            dec: opus_decoder(&OpusConfig {
+                channels: 2,
+                pre_skip: 312,
+                input_sample_rate: 48_000,
+            }),
             frame: ff::frame::Audio::empty(),
         }
     }

@@ -378,3 +378,22 @@ pub async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An FFmpeg Opus decoder set up with `config`'s OpusHead as extradata.
+pub fn opus_decoder(config: &streamd::media::OpusConfig) -> ffmpeg_next::decoder::Audio {
+    use ffmpeg_next as ff;
+    ff::init().unwrap();
+    let codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
+    let mut ctx = ff::codec::Context::new_with_codec(codec);
+    let head = config.head();
+    // Safety: extradata is an av_malloc'd buffer owned by the context
+    // (freed with it), padded as FFmpeg requires.
+    unsafe {
+        let p = ctx.as_mut_ptr();
+        let buf = ff::ffi::av_mallocz(head.len() + 64).cast::<u8>();
+        std::ptr::copy_nonoverlapping(head.as_ptr(), buf, head.len());
+        (*p).extradata = buf;
+        (*p).extradata_size = head.len() as i32;
+    }
+    ctx.decoder().audio().unwrap()
+}
