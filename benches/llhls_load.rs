@@ -17,6 +17,8 @@
 
 #[path = "common/proc.rs"]
 mod proc;
+#[path = "common/streamd.rs"]
+mod streamd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -28,7 +30,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 type Http = Client<HttpConnector, Empty<Bytes>>;
@@ -113,7 +114,7 @@ struct Sampled {
 
 /// Runs `load` while sampling the processes' memory and CPU.
 async fn sampled<F: std::future::Future<Output = ()>>(pids: Vec<u32>, load: F) -> Sampled {
-    let ticks = clock_ticks().await;
+    let ticks = streamd::clock_ticks().await;
     let (rss_before_kb, cpu0) = usage(&pids, ticks);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -138,12 +139,6 @@ async fn sampled<F: std::future::Future<Output = ()>>(pids: Vec<u32>, load: F) -
         rss_avg_kb: samples.iter().sum::<u64>() / samples.len().max(1) as u64,
         cpu_s: cpu1 - cpu0,
     }
-}
-
-async fn clock_ticks() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().await.ok();
-    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// An LL-HLS player's playlist loop: blocking reloads for the part after the
@@ -239,40 +234,6 @@ async fn hlsjs_latency(url: &str, seconds: u32) -> Option<(f64, f64)> {
     }
     l.sort_by(f64::total_cmp);
     Some((l[l.len() / 2], v["advanced"].as_f64().unwrap_or(0.0)))
-}
-
-async fn start_streamd(dir: &Path) -> (Child, String, String) {
-    let config = dir.join("streamd.toml");
-    std::fs::write(
-        &config,
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[transcode]\nenabled = false\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
-        .arg("--config")
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("streamd binary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut rtmp, mut http) = (None, None);
-    while rtmp.is_none() || http.is_none() {
-        let line = lines.next_line().await.unwrap().expect("streamd exited");
-        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
-            if line.contains(what)
-                && let Some(a) = line.split("addr=").nth(1)
-            {
-                *slot = a.split_whitespace().next().map(str::to_owned);
-            }
-        }
-    }
-    // Keep draining the log so streamd never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, rtmp.unwrap(), http.unwrap())
 }
 
 fn free_port() -> u16 {
@@ -386,7 +347,12 @@ async fn run(plan: Plan) {
     std::fs::create_dir_all(&hls_dir).unwrap();
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
 
-    let (streamd, rtmp, http_addr) = start_streamd(&dir).await;
+    let streamd::Streamd {
+        child: streamd,
+        rtmp,
+        http: http_addr,
+        ..
+    } = streamd::start(&dir, "[transcode]\nenabled = false\n").await;
     let streamd_pid = streamd.id().unwrap();
     let nginx = if plan.full {
         Some(start_nginx(&dir, &hls_dir).await)

@@ -18,6 +18,8 @@
 
 #[path = "common/proc.rs"]
 mod proc;
+#[path = "common/streamd.rs"]
+mod streamd;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -29,7 +31,6 @@ use serde_json::{Value, json};
 use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -86,11 +87,22 @@ fn main() {
 
 async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, rtmp, http, pid) = start_streamd(dir.path()).await;
+    // The source passed through (no ladder: the fan-out is what is
+    // measured), WebRTC on loopback port 0.
+    let streamd::Streamd {
+        child: mut server,
+        pid,
+        rtmp,
+        http,
+    } = streamd::start(
+        dir.path(),
+        "[transcode]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\nmax_viewers = 100000\n",
+    )
+    .await;
     let mut publisher = publish(&format!("rtmp://{rtmp}/live/load"), r);
     let ws = format!("ws://{http}/live/load");
     wait_ready(&format!("http://{http}/live/load/llhls.m3u8")).await;
-    let ticks = clock_ticks().await;
+    let ticks = streamd::clock_ticks().await;
     let totals = Arc::new(Totals::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut viewers = 0;
@@ -278,12 +290,6 @@ async fn wait_ready(url: &str) {
     panic!("{url} never became ready");
 }
 
-async fn clock_ticks() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().await.ok();
-    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 fn publish(url: &str, r: &Rendition) -> Child {
     let rate = format!("{}k", r.kbps);
     Command::new("ffmpeg")
@@ -312,41 +318,4 @@ fn publish(url: &str, r: &Rendition) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg")
-}
-
-/// streamd with the source passed through (no ladder: the fan-out is what
-/// is measured), WebRTC on loopback port 0.
-async fn start_streamd(dir: &std::path::Path) -> (Child, String, String, u32) {
-    let config = dir.join("streamd.toml");
-    std::fs::write(
-        &config,
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[transcode]\nenabled = false\n\
-         [webrtc]\nudp_listen = \"127.0.0.1:0\"\nmax_viewers = 100000\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
-        .arg("--config")
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("streamd binary");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut rtmp, mut http) = (None, None);
-    while rtmp.is_none() || http.is_none() {
-        let line = lines.next_line().await.unwrap().expect("streamd exited");
-        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
-            if line.contains(what)
-                && let Some(a) = line.split("addr=").nth(1)
-            {
-                *slot = a.split_whitespace().next().map(str::to_owned);
-            }
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, rtmp.unwrap(), http.unwrap(), pid)
 }

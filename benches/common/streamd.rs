@@ -1,0 +1,66 @@
+//! The real `streamd` binary for the load benches: started on loopback
+//! port 0 with a config, its bound addresses read from its log.
+#![allow(dead_code)] // each bench uses a subset
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The RTMP and HTTP listeners of a running streamd.
+pub struct Streamd {
+    pub child: Child,
+    pub pid: u32,
+    pub rtmp: String,
+    pub http: String,
+}
+
+/// Starts streamd with `extra` appended to a config that puts RTMP and
+/// HTTP on loopback port 0.
+pub async fn start(dir: &Path, extra: &str) -> Streamd {
+    let config = dir.join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!("[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("streamd binary");
+    let pid = child.id().expect("a running child has a pid");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut rtmp, mut http) = (None, None);
+    while rtmp.is_none() || http.is_none() {
+        let line = lines.next_line().await.unwrap().expect("streamd exited");
+        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
+            if line.contains(what)
+                && let Some(a) = line.split("addr=").nth(1)
+            {
+                *slot = a.split_whitespace().next().map(str::to_owned);
+            }
+        }
+    }
+    // Keep draining the log so streamd never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Streamd {
+        child,
+        pid,
+        rtmp: rtmp.unwrap(),
+        http: http.unwrap(),
+    }
+}
+
+/// Clock ticks per second, for /proc CPU times.
+pub async fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().await.ok();
+    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
