@@ -1042,10 +1042,6 @@ fn write_video(
         v.need_keyframe = false;
     }
     let ts = v.video.map(frame.ts, frame.session);
-    let mut api = v.rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
-        return false;
-    };
     for p in &frame.payloads {
         let seq = v.video.next_seq();
         tx.write_rtp(
