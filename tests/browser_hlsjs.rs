@@ -9,6 +9,12 @@ use std::path::Path;
 
 use common::*;
 
+/// One browser test at a time: each runs Chromium next to a publisher and a
+/// server (the ladder test transcodes), and two of them on two cores starve
+/// each other (a CI run saw hls.js stall behind a buffer hole it did not
+/// skip while the ladder test ran beside it).
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn browser_dir() -> &'static Path {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
     assert!(
@@ -40,6 +46,7 @@ async fn play(dir: &Path, master: &str, args: &[&str]) -> serde_json::Value {
 
 #[tokio::test]
 async fn hlsjs_plays_with_low_latency() {
+    let _one = ONE_BROWSER.lock().await;
     let dir = browser_dir();
     let server = TestServer::start(|_| {}).await;
     let publisher = server.publish("live", "browser", 60, "320x240");
@@ -81,6 +88,7 @@ async fn hlsjs_plays_with_low_latency() {
 /// (as its ABR controller would make them) without an error or a stall.
 #[tokio::test]
 async fn hlsjs_switches_between_ladder_rungs() {
+    let _one = ONE_BROWSER.lock().await;
     let dir = browser_dir();
     let server = TestServer::start(|c| {
         c.transcode.enabled = true;

@@ -9,14 +9,12 @@
 // at the next fragment boundary, as an ABR controller would), and the levels
 // actually switched to are reported.
 
-import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
+import { openPage } from './chromium.mjs';
 
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
-let pageServer;
 const [url, secondsArg, mode] = process.argv.slice(2);
 const seconds = Number(secondsArg || 10);
 if (!url) {
@@ -24,50 +22,36 @@ if (!url) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
+const { page, logs, close } = await openPage({
+  html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>',
+  scripts: { '/hls.min.js': hlsSource },
 });
 try {
-  const page = await browser.newPage();
-  const logs = [];
-  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
-  // The player page is served from its own loopback HTTP server, as a
-  // site would serve it: another origin than streamd (so CORS is
-  // exercised), and a real loopback address (Chromium's Local Network
-  // Access lets a loopback page reach loopback servers).
-  const server = http.createServer((req, res) => {
-    if (req.url === '/hls.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(hlsSource);
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' });
-      res.end('<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>');
-    }
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  pageServer = server;
-  await page.goto(`http://127.0.0.1:${server.address().port}/`);
   const result = await page.evaluate(
     async ({ url, seconds, mode }) => {
       const video = document.getElementById('v');
       const hls = new Hls({ lowLatencyMode: true });
       const errors = [];
+      // Non-fatal errors hls.js recovered from, kept to explain a stall.
+      const warnings = [];
       let stalls = 0;
       hls.on(Hls.Events.ERROR, (_e, d) => {
-        if (d.fatal) errors.push(`${d.type}/${d.details}`);
+        const what = `${d.type}/${d.details} ${d.response?.code ?? ''} ${d.frag?.relurl ?? d.context?.url ?? ''}`;
+        if (d.fatal) errors.push(what);
+        else if (warnings.length < 20) warnings.push(`${(performance.now() / 1000).toFixed(2)} ${what}`);
       });
       video.addEventListener('waiting', () => stalls++);
+      // The last loader events, to explain a stall when one happens.
+      const trail = [];
+      const note = (what) => {
+        trail.push(`${(performance.now() / 1000).toFixed(2)} ${what}`);
+        if (trail.length > 40) trail.shift();
+      };
+      const fragName = (d) => `${d.frag?.type} ${d.frag?.sn}${d.part ? '.' + d.part.index : ''}`;
+      hls.on(Hls.Events.FRAG_LOADING, (_e, d) => note(`loading ${fragName(d)}`));
+      hls.on(Hls.Events.FRAG_BUFFERED, (_e, d) => note(`buffered ${fragName(d)}`));
+      hls.on(Hls.Events.LEVEL_UPDATED, (_e, d) => note(`level ${d.details?.endSN}.${d.details?.endPart?.index ?? ''}`));
+      hls.on(Hls.Events.AUDIO_TRACK_UPDATED ?? 'audioTrackUpdated', (_e, d) => note(`audio ${d.details?.endSN}.${d.details?.endPart?.index ?? ''}`));
       const switched = [];
       hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => switched.push(d.level));
       hls.loadSource(url);
@@ -110,6 +94,10 @@ try {
         levels,
         switched,
         audioTracks: hls.audioTracks.length,
+        warnings,
+        trail: stalls ? trail : [],
+        buffered: Array.from({ length: video.buffered.length }, (_, i) => [video.buffered.start(i), video.buffered.end(i)]),
+        currentTime: video.currentTime,
         decodedFrames: video.getVideoPlaybackQuality().totalVideoFrames,
         droppedFrames: video.getVideoPlaybackQuality().droppedVideoFrames,
       };
@@ -119,6 +107,5 @@ try {
   result.console = logs.slice(-20);
   console.log(JSON.stringify(result));
 } finally {
-  await browser.close();
-  pageServer?.close();
+  await close();
 }
