@@ -147,6 +147,13 @@ async fn plays_decodes_switches_and_starts_on_a_requested_keyframe() {
     assert!(sdp.contains("packetization-mode=1"), "{sdp}");
     assert!(sdp.contains("profile-level-id=42e01f"), "{sdp}");
     assert!(sdp.to_lowercase().contains("opus/48000/2"), "{sdp}");
+    // Stereo said in the fmtp, or browsers decode the Opus as mono.
+    assert!(
+        sdp.lines().any(|l| l.starts_with("a=fmtp:111 ")
+            && l.contains("stereo=1")
+            && l.contains("sprop-stereo=1")),
+        "{sdp}"
+    );
     let candidate = viewer.offer["candidates"][0]["candidate"].as_str().unwrap();
     assert!(
         candidate.contains(&format!("127.0.0.1 {}", server.webrtc.unwrap().port())),

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
+use str0m::format::{Codec, FormatParams};
 use str0m::ice::StunMessage;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
@@ -376,7 +377,6 @@ impl Engine {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
             .set_dtls_cert(cert)
             .set_send_buffer_video(config.nack_buffer_packets)
             .set_send_buffer_audio(64)
@@ -386,6 +386,23 @@ impl Engine {
             Some(VIDEO_RTX_PT.into()),
             true,
             VIDEO_PROFILE_LEVEL,
+        );
+        // The transcoder's Opus is stereo: say so (RFC 7587 stereo and
+        // sprop-stereo), or a browser decodes it as mono. OvenPlayer copies
+        // these into its answer only when the offer has them.
+        template.codec_config().add_config(
+            super::feed::OPUS_PT.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            FormatParams {
+                min_p_time: Some(10),
+                use_inband_fec: Some(true),
+                stereo: Some(true),
+                sprop_stereo: Some(true),
+                ..Default::default()
+            },
         );
         let (commands_tx, commands) = mpsc::channel(COMMANDS);
         let (media_tx, media_rx) = mpsc::channel(MEDIA);
