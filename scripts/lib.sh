@@ -30,12 +30,21 @@ install_runtime_deps() {
 }
 
 # What the test suite needs besides: Chromium for the player tests, Node.js
-# to drive it.
+# to drive it, iproute2 for their loopback-only network namespace, and
+# Python for aiortc (an independent WebRTC client).
 install_test_deps() {
     install_runtime_deps
-    apt_install chromium
+    apt_install chromium iproute2 python3 python3-venv
     command -v node >/dev/null 2>&1 || apt_install nodejs npm
     command -v npm >/dev/null 2>&1 || apt_install npm
+}
+
+# aiortc and websockets, pinned, in the tests' own virtualenv
+# (tests/python/.venv): Debian's Python refuses system-wide pip installs.
+install_python_test_deps() {
+    local venv=tests/python/.venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 }
 
 ensure_rust() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (apt packages, the npm players) and runs the
 # whole suite: formatting and lint gates, unit, scenario and end-to-end
-# tests (real ffmpeg, ffprobe, hls.js in headless Chromium), and the
+# tests (real ffmpeg, ffprobe, hls.js and OvenPlayer in headless Chromium, aiortc), and the
 # benchmarks once each as a smoke test. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 install_test_deps
 ensure_rust
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+install_python_test_deps
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

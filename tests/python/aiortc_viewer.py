@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Plays an OME-style WebRTC stream with aiortc, an independent WebRTC stack
+(Python: aioice, pylibsrtp, PyAV decoders), and prints one JSON line.
+
+usage: python3 aiortc_viewer.py WS_URL SECONDS [RENDITION]
+  e.g. python3 aiortc_viewer.py ws://127.0.0.1:3333/live/cam 10
+       python3 aiortc_viewer.py ws://127.0.0.1:3333/live/cam 10 180p
+
+It speaks OvenPlayer's signalling: request_offer -> offer {id, peer_id, sdp,
+candidates} -> answer {id, peer_id:0, sdp:{type, sdp}}; decodes every video
+and audio frame it receives for SECONDS (counted from the WebSocket opening);
+with RENDITION, sends change_rendition {rendition_name: RENDITION, auto:false}
+half-way through; then sends {command:'stop', id} and closes.
+
+Report: {video_frames, sizes, audio_frames, notifications, errors, ...}.
+The exit code is 0 whether or not media arrived (judge the JSON); nonzero
+only if the script itself fails. Requirements: requirements.txt next to this
+file (pip install -r tests/python/requirements.txt).
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+# aioice gathers host candidates from every interface but skips loopback;
+# the server is on loopback, so offer exactly 127.0.0.1.
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+
+
+async def run(ws_url, seconds, rendition):
+    t0 = time.monotonic()
+
+    def ms():
+        return round((time.monotonic() - t0) * 1000)
+
+    report = {
+        "video_frames": 0,
+        "sizes": {},
+        "key_frames": 0,
+        "key_frame_ms": [],
+        "audio_frames": 0,
+        "audio_samples": 0,
+        "audio_format": None,
+        "first_video_ms": None,
+        "first_audio_ms": None,
+        "offer_ms": None,
+        "connected_ms": None,
+        "ice_states": [],
+        "connection_states": [],
+        "tracks": [],
+        "size_changes": [],
+        "notifications": [],
+        "server_messages": [],
+        "errors": [],
+        "ws_close": None,
+        "seconds": seconds,
+    }
+    pc = None
+    consumers = []
+    session_id = None
+
+    async def consume(track):
+        kind = track.kind
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            except Exception as e:  # decoder or transport trouble
+                report["errors"].append(f"{kind} recv: {type(e).__name__}: {e}")
+                return
+            if kind == "video":
+                report["video_frames"] += 1
+                if report["first_video_ms"] is None:
+                    report["first_video_ms"] = ms()
+                size = f"{frame.width}x{frame.height}"
+                if not report["size_changes"] or report["size_changes"][-1]["size"] != size:
+                    report["size_changes"].append({"t": ms(), "size": size, "frame": report["video_frames"]})
+                report["sizes"][size] = report["sizes"].get(size, 0) + 1
+                if getattr(frame, "key_frame", False):
+                    report["key_frames"] += 1
+                    report["key_frame_ms"].append(ms())
+            else:
+                report["audio_frames"] += 1
+                report["audio_samples"] += frame.samples
+                if report["first_audio_ms"] is None:
+                    report["first_audio_ms"] = ms()
+                    report["audio_format"] = {
+                        "rate": frame.sample_rate,
+                        "layout": frame.layout.name,
+                        "format": frame.format.name,
+                        "samples_per_frame": frame.samples,
+                    }
+
+    async with connect(ws_url, open_timeout=10, max_size=None) as ws:
+        report["ws_open_ms"] = ms()
+        await ws.send(json.dumps({"command": "request_offer"}))
+        deadline = t0 + seconds
+        switched = rendition is None
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if not switched and session_id is not None and now >= t0 + seconds / 2:
+                switched = True
+                await ws.send(
+                    json.dumps({"command": "change_rendition", "id": session_id, "rendition_name": rendition, "auto": False})
+                )
+                report["change_rendition_sent_ms"] = ms()
+            timeout = deadline - now
+            if not switched:
+                timeout = min(timeout, max(0.05, t0 + seconds / 2 - now))
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=timeout)
+            except asyncio.TimeoutError:
+                continue
+            except Exception as e:
+                report["errors"].append(f"websocket closed early: {type(e).__name__}: {e}")
+                report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason}
+                break
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                report["errors"].append(f"non-JSON message: {raw[:200]!r}")
+                continue
+            if isinstance(msg, dict) and msg.get("error"):
+                report["errors"].append(f"server error: {json.dumps(msg)[:300]}")
+                continue
+            cmd = msg.get("command") if isinstance(msg, dict) else None
+            if cmd == "offer":
+                report["offer_ms"] = ms()
+                session_id = msg["id"]
+                report["offer"] = {k: v for k, v in msg.items() if k != "sdp"}
+                pc = RTCPeerConnection()
+
+                @pc.on("track")
+                def on_track(track):
+                    report["tracks"].append({"t": ms(), "kind": track.kind})
+                    consumers.append(asyncio.ensure_future(consume(track)))
+
+                @pc.on("iceconnectionstatechange")
+                def on_ice():
+                    report["ice_states"].append({"t": ms(), "state": pc.iceConnectionState})
+
+                @pc.on("connectionstatechange")
+                def on_conn():
+                    report["connection_states"].append({"t": ms(), "state": pc.connectionState})
+                    if pc.connectionState == "connected" and report["connected_ms"] is None:
+                        report["connected_ms"] = ms()
+
+                sdp = msg["sdp"]
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"]))
+                # OME puts its candidates only in `candidates`; add any the
+                # SDP does not already carry.
+                added = 0
+                for c in msg.get("candidates") or []:
+                    line = c.get("candidate") or ""
+                    if not line:
+                        continue
+                    body = line.split(":", 1)[1] if line.startswith("candidate:") else line
+                    if ("a=candidate:" + body) in sdp["sdp"]:
+                        continue
+                    cand = candidate_from_sdp(body)
+                    cand.sdpMid = c.get("sdpMid")
+                    cand.sdpMLineIndex = c.get("sdpMLineIndex", 0)
+                    await pc.addIceCandidate(cand)
+                    added += 1
+                report["offer_candidates_added"] = added
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(answer)
+                await ws.send(
+                    json.dumps(
+                        {
+                            "command": "answer",
+                            "id": session_id,
+                            "peer_id": 0,
+                            "sdp": {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp},
+                        }
+                    )
+                )
+                report["answer_ms"] = ms()
+            elif cmd == "notification":
+                report["notifications"].append({"t": ms(), "type": msg.get("type"), "message": msg.get("message")})
+            else:
+                report["server_messages"].append({"t": ms(), "msg": msg})
+
+        if session_id is not None and report["ws_close"] is None:
+            await ws.send(json.dumps({"command": "stop", "id": session_id}))
+            # Anything the server says after stop (it should say nothing
+            # and may close).
+            try:
+                while True:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
+                    report["server_messages"].append({"t": ms(), "after_stop": True, "msg": raw[:300]})
+            except asyncio.TimeoutError:
+                pass
+            except Exception:
+                report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason, "by": "server after stop"}
+    if report["ws_close"] is None:
+        report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason, "by": "client"}
+
+    if pc is not None:
+        await pc.close()
+    for c in consumers:
+        c.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    report["elapsed_ms"] = ms()
+    # Compact the playlist: it is large and the Rust side only needs names.
+    for n in report["notifications"]:
+        m = n.get("message")
+        if n["type"] == "playlist" and isinstance(m, dict):
+            n["renditions"] = [
+                {
+                    "name": r.get("name"),
+                    "video": (r.get("video_track") or {}).get("video", {}).get("codec"),
+                    "width": (r.get("video_track") or {}).get("video", {}).get("width"),
+                    "height": (r.get("video_track") or {}).get("video", {}).get("height"),
+                    "audio": (r.get("audio_track") or {}).get("audio", {}).get("codec"),
+                }
+                for r in m.get("renditions") or []
+            ]
+            n["message"] = {k: v for k, v in m.items() if k != "renditions"}
+    return report
+
+
+def main():
+    if len(sys.argv) < 3:
+        print("usage: python3 aiortc_viewer.py WS_URL SECONDS [RENDITION]", file=sys.stderr)
+        sys.exit(2)
+    ws_url = sys.argv[1]
+    seconds = float(sys.argv[2])
+    rendition = sys.argv[3] if len(sys.argv) > 3 else None
+    try:
+        report = asyncio.run(run(ws_url, seconds, rendition))
+    except (OSError, asyncio.TimeoutError, WebSocketException) as e:
+        # Could not reach the server at all: still a report, not a crash.
+        report = {"video_frames": 0, "sizes": {}, "audio_frames": 0, "notifications": [], "errors": [f"connect: {type(e).__name__}: {e}"]}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

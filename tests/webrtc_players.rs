@@ -1,0 +1,202 @@
+//! Independent WebRTC players against streamd's OME signalling: the real,
+//! unmodified OvenPlayer (npm `ovenplayer`) in headless Chromium, and
+//! aiortc (Python: its own ICE, DTLS, SRTP and decoders).
+//!
+//! Needs Chromium, the npm packages in tests/browser and the virtualenv in
+//! tests/python/.venv (the README's test command installs all three), and
+//! root or user namespaces for `unshare -n`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use streamd::config::{Config, RungConfig};
+
+/// Transcoding plus a player take most of both cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// The last line of `out`, parsed: the players' scripts print their report
+/// there.
+fn report(out: &str, err: &str) -> Value {
+    serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{out}\n{err}"))
+}
+
+/// OvenPlayer plays `ws://…/live/cam` in Chromium: video frames decoded
+/// keep rising, Opus audio arrives, the playlist's renditions appear as
+/// OvenPlayer's quality levels, and ICE ran over the loopback host
+/// candidates.
+///
+/// Chromium's WebRTC and streamd run in a loopback-only network namespace
+/// (netns.sh starts streamd, an ffmpeg publisher and ovenplayer.mjs in it),
+/// so no traffic leaves the host and the fixed ports are free.
+#[tokio::test]
+async fn ovenplayer_plays_webrtc_in_chromium() {
+    let _one = SERIAL.lock().await;
+    let browser = tests_dir().join("browser");
+    assert!(
+        browser.join("node_modules/ovenplayer").exists()
+            && browser.join("node_modules/playwright-core").exists(),
+        "browser test tools missing: run `npm ci --prefix tests/browser` (the README's test command does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium missing: apt-get install chromium"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        r#"
+[rtmp]
+listen = "127.0.0.1:1935"
+[http]
+listen = "127.0.0.1:3333"
+[webrtc]
+udp_listen = "127.0.0.1:10000"
+candidate_ips = ["127.0.0.1"]
+[transcode]
+enabled = true
+[[transcode.ladder]]
+name = "360p"
+width = 640
+height = 360
+bitrate_kbps = 600
+preset = "superfast"
+[[transcode.ladder]]
+name = "180p"
+width = 320
+height = 180
+bitrate_kbps = 250
+preset = "superfast"
+"#,
+    )
+    .unwrap();
+    // Without root, a user namespace maps us to root inside it.
+    let unshare = if unsafe { libc::geteuid() } == 0 {
+        "-n"
+    } else {
+        "-rn"
+    };
+    let netns = browser.join("netns.sh");
+    let (_, out, err) = run(
+        "unshare",
+        &[
+            unshare,
+            "bash",
+            netns.to_str().unwrap(),
+            env!("CARGO_BIN_EXE_streamd"),
+            config.to_str().unwrap(),
+            "ws://127.0.0.1:3333/live/cam",
+            "10",
+        ],
+    )
+    .await;
+    let r = report(&out, &err);
+    eprintln!("OvenPlayer: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(r["playing"], true, "{r}\n{err}");
+    // Decoded frames keep rising over the run: at least ~5 s of 30 fps.
+    let frames: Vec<u64> = r["framesDecoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let last = *frames.last().unwrap();
+    assert!(last >= 150, "{frames:?}");
+    let half = frames[frames.len() / 2];
+    assert!(last > half && half > 0, "frames stopped rising: {frames:?}");
+    assert!(r["audioPacketsReceived"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["videoCodec"], "video/H264", "{r}");
+    assert_eq!(r["audioCodec"], "audio/opus", "{r}");
+    // OME's playlist notification became OvenPlayer's quality levels.
+    let levels = r["qualityLevels"].as_array().expect("quality levels");
+    assert_eq!(levels.len(), 2, "{r}");
+    let pair = r["candidatePair"]["remote"].as_str().unwrap_or("");
+    assert!(pair.starts_with("127.0.0.1:10000/udp host"), "{r}");
+}
+
+/// The interpreter of the tests' virtualenv (aiortc and websockets).
+fn python() -> PathBuf {
+    let python = tests_dir().join("python/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc missing: python3 -m venv tests/python/.venv && tests/python/.venv/bin/pip install -r tests/python/requirements.txt (the README's test command does)"
+    );
+    python
+}
+
+fn ladder(c: &mut Config) {
+    c.transcode.enabled = true;
+    c.transcode.ladder = vec![
+        RungConfig {
+            preset: "superfast".into(),
+            ..RungConfig::new("360p", 640, 360, 600)
+        },
+        RungConfig {
+            preset: "superfast".into(),
+            ..RungConfig::new("180p", 320, 180, 250)
+        },
+    ];
+    c.webrtc.start_bitrate_kbps = 1000;
+}
+
+/// aiortc completes OME's signalling (request_offer, offer with separate
+/// candidates, answer), decodes H.264 and Opus, and follows a
+/// change_rendition to 180p half-way.
+#[tokio::test]
+async fn aiortc_plays_and_switches_rendition() {
+    let _one = SERIAL.lock().await;
+    let python = python();
+    let server = TestServer::start(ladder).await;
+    let publisher = server.publish("live", "py", 60, "640x360");
+    server.master_when_ready("live", "py").await;
+    // The Opus track comes with the transcoder's first audio.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let script = tests_dir().join("python/aiortc_viewer.py");
+    let url = server.ws_url("/live/py");
+    let (ok, out, err) = run(
+        python.to_str().unwrap(),
+        &[script.to_str().unwrap(), &url, "8", "180p"],
+    )
+    .await;
+    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
+    let r = report(&out, &err);
+    eprintln!("aiortc: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    // 8 s at 30 fps, minus connection set-up.
+    assert!(r["video_frames"].as_u64().unwrap() >= 120, "{r}");
+    assert!(r["audio_frames"].as_u64().unwrap() >= 200, "{r}");
+    assert_eq!(r["audio_format"]["rate"], 48000, "{r}");
+    assert_eq!(r["audio_format"]["layout"], "stereo", "{r}");
+    // Started on 360p (the start bitrate fits it), then only 180p after
+    // the switch.
+    let sizes: Vec<&str> = r["size_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["size"].as_str())
+        .collect();
+    assert_eq!(sizes, ["640x360", "320x180"], "{r}");
+    let kinds: Vec<&str> = r["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["type"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["playlist", "rendition_changed", "rendition_changed"],
+        "{r}"
+    );
+    drop(publisher);
+    server.stop().await;
+}
