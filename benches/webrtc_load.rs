@@ -14,6 +14,9 @@
 //! ramp stops when loss passes 1% or delivery falls below 95% of the
 //! published rate: that step's count is the ceiling.
 //!
+//! `WEBRTC_LOAD_STEPS=400,800` ramps through those counts only, and
+//! `WEBRTC_LOAD_SECONDS=30` measures each step that long (8 s by default).
+//!
 //! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
 
 #[path = "common/proc.rs"]
@@ -69,8 +72,17 @@ fn main() {
         },
     ];
     if full {
+        // WEBRTC_LOAD_STEPS=400,800 runs only those counts.
+        let steps: Vec<usize> = std::env::var("WEBRTC_LOAD_STEPS")
+            .ok()
+            .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![50, 200, 400, 800, 1200, 1600, 2000, 2500]);
+        let seconds = std::env::var("WEBRTC_LOAD_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8);
         for r in &renditions {
-            rt.block_on(ramp(r, &[50, 200, 400, 800, 1200, 1600, 2000, 2500], 8));
+            rt.block_on(ramp(r, &steps, seconds));
         }
     } else {
         rt.block_on(ramp(

@@ -130,7 +130,12 @@ impl Server {
                 signalling,
                 crate::webrtc::ws::intercept,
             ));
-            webrtc_task = Some(tokio::spawn(webrtc.into_engine().run(shutdown.clone())));
+            let engines: Vec<_> = webrtc
+                .into_engines()
+                .into_iter()
+                .map(|e| tokio::spawn(e.run(shutdown.clone())))
+                .collect();
+            webrtc_task = Some(futures_util::future::join_all(engines));
         }
         let app = crate::http::app(routes, &config.llhls.cors_origins);
         let http_task = tokio::spawn(http.run(app, shutdown.clone()));

@@ -324,3 +324,37 @@ async fn a_publisher_blip_keeps_viewers_and_its_end_closes_them() {
     let _ = finish(second).await;
     server.stop().await;
 }
+
+/// Viewers are spread over the media engines, each on its own UDP port,
+/// and play whichever engine they land on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_are_spread_over_the_engines() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| c.webrtc.engines = 2).await;
+    let mut publisher = server.publish("live", "spread", 60, "320x180");
+    server.master_when_ready("live", "spread").await;
+    let url = server.ws_url("/live/spread");
+    let port = |v: &Viewer| {
+        let c = v.offer["candidates"][0]["candidate"].as_str().unwrap();
+        c.split_whitespace().nth(5).unwrap().to_owned()
+    };
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let mut viewer = Viewer::connect(&url, false).await.expect("an offer");
+        ports.push(port(&viewer));
+        assert!(
+            viewer
+                .run_until(Duration::from_secs(10), |ev| matches!(
+                    ev,
+                    ViewerEvent::Video { keyframe: true, .. }
+                ))
+                .await,
+            "viewer on port {} got no keyframe",
+            ports.last().unwrap()
+        );
+        viewer.stop().await;
+    }
+    assert_ne!(ports[0], ports[1], "{ports:?}");
+    let _ = publisher.kill().await;
+    server.stop().await;
+}

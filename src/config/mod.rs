@@ -140,9 +140,14 @@ impl Default for LlhlsConfig {
 pub struct WebRtcConfig {
     /// Serve WebRTC playback (signalling on the HTTP listener).
     pub enabled: bool,
-    /// The one UDP socket every viewer's media goes through. Port 0 picks a
-    /// free port (logged at start).
+    /// The UDP socket of the first media engine. Each engine (one event
+    /// loop on its own socket, see `engines`) takes the next port: open
+    /// `port ..= port + engines - 1` (as OME's 10000-10004). Port 0 gives
+    /// every engine a free port (logged at start).
     pub udp_listen: SocketAddr,
+    /// Media engines, each driving its share of the viewers on its own
+    /// socket and thread of work; 0 = one per CPU core.
+    pub engines: usize,
     /// Addresses put in the ICE candidates offered to viewers: IPs, or
     /// `"*"` for every address of this host's interfaces. The environment
     /// variable `STREAMD_HOST_IP` (or OME's `OME_HOST_IP`), a comma
@@ -163,11 +168,22 @@ pub struct WebRtcConfig {
     pub nack_buffer_packets: usize,
 }
 
+impl WebRtcConfig {
+    /// `engines`, with 0 resolved to the number of CPU cores.
+    pub fn engine_count(&self) -> usize {
+        match self.engines {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 impl Default for WebRtcConfig {
     fn default() -> Self {
         WebRtcConfig {
             enabled: true,
             udp_listen: ([0, 0, 0, 0], 10000).into(),
+            engines: 0,
             candidate_ips: vec!["*".to_owned()],
             ice_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(20),
@@ -385,6 +401,21 @@ impl Config {
     fn validate_webrtc(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let w = &self.webrtc;
+        if w.engines > 64 {
+            return invalid("webrtc.engines", format!("{} is more than 64", w.engines));
+        }
+        if w.udp_listen.port() != 0
+            && usize::from(w.udp_listen.port()) + w.engine_count() - 1 > usize::from(u16::MAX)
+        {
+            return invalid(
+                "webrtc.udp_listen",
+                format!(
+                    "port {} + {} engines runs past 65535",
+                    w.udp_listen.port(),
+                    w.engine_count()
+                ),
+            );
+        }
         for ip in &w.candidate_ips {
             if ip != "*" && ip.parse::<std::net::IpAddr>().is_err() {
                 return invalid(

@@ -118,17 +118,27 @@ fn interface_addresses() -> Vec<IpAddr> {
 pub fn tune_socket(socket: &tokio::net::UdpSocket) {
     use std::os::fd::AsRawFd;
     let size: libc::c_int = 8 << 20;
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // Safety: a valid socket fd and a c_int option value of the
-        // stated size. Failure only leaves the default size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+    // The FORCE options pass net.core.{w,r}mem_max (they need
+    // CAP_NET_ADMIN); without it the plain ones are capped at that maximum.
+    for (force, opt) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    ] {
+        let set = |opt| {
+            // Safety: a valid socket fd and a c_int option value of the
+            // stated size. Failure only leaves the default size.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                ) == 0
+            }
+        };
+        if !set(force) {
+            set(opt);
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod feed;
 pub mod packetize;
 pub mod sfu;
 pub mod signal;
+pub mod udp;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -102,47 +103,72 @@ impl StreamPlan {
 
 /// The bound UDP socket and the engine driving it.
 pub struct WebRtcServer {
-    engine: Engine,
+    engines: Vec<Engine>,
     sfu: Sfu,
-    local: SocketAddr,
+    local: Vec<SocketAddr>,
 }
 
 impl WebRtcServer {
-    /// Binds `udp_listen` and works out the candidates to offer (logged,
-    /// since a wrong one is the most common reason WebRTC plays nothing).
+    /// Binds a UDP socket per engine (`udp_listen`, then the next ports)
+    /// and works out the candidates each offers (logged, since a wrong one
+    /// is the most common reason WebRTC plays nothing).
     pub async fn bind(
         config: WebRtcConfig,
         transcoders: Arc<Transcoders>,
     ) -> anyhow::Result<WebRtcServer> {
-        let socket = UdpSocket::bind(config.udp_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot bind WebRTC UDP {}: {e}", config.udp_listen))?;
-        candidates::tune_socket(&socket);
-        let local = socket.local_addr()?;
-        let ips = candidates::resolve(&config.candidate_ips, local, candidates::env_override())?;
-        let addrs: Vec<SocketAddr> = ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, local.port()))
-            .collect();
-        tracing::info!(
-            udp = %local,
-            candidates = ?addrs,
-            "webrtc listening; browsers are offered these ICE candidates (set webrtc.candidate_ips or STREAMD_HOST_IP if they are not reachable)"
-        );
-        let (engine, sfu) = Engine::new(config, socket, addrs, transcoders)?;
-        Ok(WebRtcServer { engine, sfu, local })
+        let count = config.engine_count();
+        let mut sockets = Vec::with_capacity(count);
+        let mut local = Vec::with_capacity(count);
+        for k in 0..count {
+            let mut addr = config.udp_listen;
+            if addr.port() != 0 {
+                addr.set_port(addr.port() + k as u16); // validated: no overflow
+            }
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind WebRTC UDP {addr}: {e}"))?;
+            candidates::tune_socket(&socket);
+            let bound = socket.local_addr()?;
+            let ips =
+                candidates::resolve(&config.candidate_ips, bound, candidates::env_override())?;
+            let addrs: Vec<SocketAddr> = ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, bound.port()))
+                .collect();
+            tracing::info!(
+                engine = k,
+                udp = %bound,
+                candidates = ?addrs,
+                "webrtc listening; browsers are offered these ICE candidates (set webrtc.candidate_ips or STREAMD_HOST_IP if they are not reachable)"
+            );
+            sockets.push((socket, addrs));
+            local.push(bound);
+        }
+        let (engines, sfu) = Engine::start(config, sockets, transcoders)?;
+        Ok(WebRtcServer {
+            engines,
+            sfu,
+            local,
+        })
     }
 
+    /// The first engine's UDP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.local[0]
+    }
+
+    /// Every engine's UDP address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
     }
 
     pub fn sfu(&self) -> Sfu {
         self.sfu.clone()
     }
 
-    pub fn into_engine(self) -> Engine {
-        self.engine
+    /// The engines, each to be run on its own task.
+    pub fn into_engines(self) -> Vec<Engine> {
+        self.engines
     }
 }
 

@@ -19,6 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
+use super::udp::{Flushed, SendQueue};
 use super::{Rendition, StreamPlan};
 use crate::bus::BroadcastConsumer;
 use crate::config::WebRtcConfig;
@@ -150,43 +152,49 @@ enum Command {
 /// Signalling's handle on the engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Sfu {
-    commands: mpsc::Sender<Command>,
-    candidates: Arc<Vec<SocketAddr>>,
+    /// Each engine's command queue; engine `k` numbers its viewers
+    /// `k (mod engines)`, so a viewer id says which engine has it.
+    engines: Arc<[mpsc::Sender<Command>]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl Sfu {
-    /// The addresses offered as host candidates.
-    pub fn candidates(&self) -> &[SocketAddr] {
-        &self.candidates
+    fn engine(&self, viewer: ViewerId) -> &mpsc::Sender<Command> {
+        &self.engines[viewer as usize % self.engines.len()]
     }
 
     async fn ask<T>(
         &self,
+        engine: &mpsc::Sender<Command>,
         make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
     ) -> Result<T, SfuError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| SfuError::Stopped)?;
+        engine.send(make(tx)).await.map_err(|_| SfuError::Stopped)?;
         rx.await.map_err(|_| SfuError::Stopped)?
     }
 
+    /// Offers a new viewer a session, on the engines in turn.
     pub async fn join(&self, request: JoinRequest) -> Result<Joined, SfuError> {
-        self.ask(|tx| Command::Join(request, tx)).await
+        let k = self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len();
+        self.ask(&self.engines[k], |tx| Command::Join(request, tx))
+            .await
     }
 
     pub async fn answer(&self, viewer: ViewerId, sdp: String) -> Result<(), SfuError> {
-        self.ask(|tx| Command::Answer(viewer, sdp, tx)).await
+        self.ask(self.engine(viewer), |tx| Command::Answer(viewer, sdp, tx))
+            .await
     }
 
     pub async fn change(&self, viewer: ViewerId, choice: Choice) -> Result<(), SfuError> {
-        self.ask(|tx| Command::Change(viewer, choice, tx)).await
+        self.ask(self.engine(viewer), |tx| {
+            Command::Change(viewer, choice, tx)
+        })
+        .await
     }
 
     /// The viewer's signalling is gone (stop, or the socket closed).
     pub async fn leave(&self, viewer: ViewerId) {
-        let _ = self.commands.send(Command::Leave(viewer)).await;
+        let _ = self.engine(viewer).send(Command::Leave(viewer)).await;
     }
 }
 
@@ -327,7 +335,18 @@ struct Counters {
     packets: u64,
     bytes: u64,
     send_dropped: u64,
+    /// Send system calls (packets / calls is the batching factor).
+    send_calls: u64,
     keyframe_skips: u64,
+}
+
+impl Counters {
+    fn sent(&mut self, f: Flushed) {
+        self.packets += f.packets;
+        self.bytes += f.bytes;
+        self.send_dropped += f.dropped;
+        self.send_calls += f.calls;
+    }
 }
 
 /// Everything a viewer's `drive` needs besides the viewer.
@@ -335,7 +354,7 @@ struct Io<'a> {
     socket: &'a UdpSocket,
     counters: &'a mut Counters,
     timers: &'a mut BinaryHeap<Reverse<(Instant, ViewerId)>>,
-    send_log: &'a mut LogLimiter,
+    queue: &'a mut SendQueue,
 }
 
 pub struct Engine {
@@ -353,19 +372,64 @@ pub struct Engine {
     streams: HashMap<u64, Stream>,
     timers: BinaryHeap<Reverse<(Instant, ViewerId)>>,
     next_id: ViewerId,
+    /// Engines in all: this one's ids step by it (see Sfu::engine).
+    id_step: ViewerId,
+    /// Viewers on every engine (for max_viewers and the gauge).
+    total: Arc<AtomicUsize>,
     counters: Counters,
     send_log: LogLimiter,
+    /// Datagrams produced while handling one event, sent together.
+    queue: SendQueue,
 }
 
 impl Engine {
-    /// An engine on `socket`, offering `candidates`; and the handle
-    /// signalling uses to reach it.
-    pub fn new(
+    /// An engine per socket (each offering its candidates), and the handle
+    /// signalling uses to reach them.
+    pub fn start(
         config: WebRtcConfig,
-        socket: UdpSocket,
-        candidates: Vec<SocketAddr>,
+        sockets: Vec<(UdpSocket, Vec<SocketAddr>)>,
         transcoders: Arc<Transcoders>,
-    ) -> Result<(Engine, Sfu), SfuError> {
+    ) -> Result<(Vec<Engine>, Sfu), SfuError> {
+        let template = Self::template(&config)?;
+        let count = sockets.len().max(1) as ViewerId;
+        let total = Arc::new(AtomicUsize::new(0));
+        let mut engines = Vec::new();
+        let mut links = Vec::new();
+        for (index, (socket, candidates)) in sockets.into_iter().enumerate() {
+            let (commands_tx, commands) = mpsc::channel(COMMANDS);
+            let (media_tx, media_rx) = mpsc::channel(MEDIA);
+            links.push(commands_tx);
+            engines.push(Engine {
+                config: config.clone(),
+                socket,
+                candidates: Arc::new(candidates),
+                template: template.clone(),
+                transcoders: transcoders.clone(),
+                commands,
+                media_tx,
+                media_rx,
+                viewers: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_addr: HashMap::new(),
+                streams: HashMap::new(),
+                timers: BinaryHeap::new(),
+                next_id: index as ViewerId + count,
+                id_step: count,
+                total: total.clone(),
+                counters: Counters::default(),
+                send_log: LogLimiter::new(Duration::from_secs(10)),
+                queue: SendQueue::new(),
+            });
+        }
+        let sfu = Sfu {
+            engines: links.into(),
+            next: Arc::default(),
+        };
+        Ok((engines, sfu))
+    }
+
+    /// What every viewer's Rtc starts from.
+    fn template(config: &WebRtcConfig) -> Result<RtcConfig, SfuError> {
         let provider = str0m::crypto::from_feature_flags();
         // One certificate for every viewer: generating a key per viewer
         // would cost milliseconds of CPU per join.
@@ -404,34 +468,7 @@ impl Engine {
                 ..Default::default()
             },
         );
-        let (commands_tx, commands) = mpsc::channel(COMMANDS);
-        let (media_tx, media_rx) = mpsc::channel(MEDIA);
-        let candidates = Arc::new(candidates);
-        let sfu = Sfu {
-            commands: commands_tx,
-            candidates: candidates.clone(),
-        };
-        Ok((
-            Engine {
-                config,
-                socket,
-                candidates,
-                template,
-                transcoders,
-                commands,
-                media_tx,
-                media_rx,
-                viewers: HashMap::new(),
-                by_ufrag: HashMap::new(),
-                by_addr: HashMap::new(),
-                streams: HashMap::new(),
-                timers: BinaryHeap::new(),
-                next_id: 1,
-                counters: Counters::default(),
-                send_log: LogLimiter::new(Duration::from_secs(10)),
-            },
-            sfu,
-        ))
+        Ok(template)
     }
 
     /// Runs until `shutdown`, then closes every viewer.
@@ -475,12 +512,26 @@ impl Engine {
                 _ = housekeeping.tick() => self.housekeeping(Instant::now()),
             }
             self.fire_timers(Instant::now());
+            self.flush(Instant::now());
         }
         let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
         for id in ids {
             self.remove(id, CloseReason::Shutdown);
         }
+        self.flush(Instant::now());
         self.streams.clear();
+    }
+
+    /// Sends what handling the last event queued.
+    fn flush(&mut self, now: Instant) {
+        let flushed = self.queue.flush(&self.socket);
+        self.counters.sent(flushed);
+        if flushed.dropped > 0
+            && let Some(n) = self.send_log.check(now)
+        {
+            let e = std::io::Error::from_raw_os_error(flushed.error.unwrap_or(0));
+            tracing::warn!(error = %e, dropped = n, "webrtc send failed");
+        }
     }
 
     fn io(&mut self) -> (&mut HashMap<ViewerId, Viewer>, Io<'_>) {
@@ -490,7 +541,7 @@ impl Engine {
                 socket: &self.socket,
                 counters: &mut self.counters,
                 timers: &mut self.timers,
-                send_log: &mut self.send_log,
+                queue: &mut self.queue,
             },
         )
     }
@@ -521,7 +572,7 @@ impl Engine {
     }
 
     fn join(&mut self, req: JoinRequest, now: Instant) -> Result<Joined, SfuError> {
-        if self.viewers.len() >= self.config.max_viewers {
+        if self.total.load(Ordering::Relaxed) >= self.config.max_viewers {
             return Err(SfuError::Full);
         }
         let broadcast_id = req.broadcast.id();
@@ -546,7 +597,10 @@ impl Engine {
         };
 
         let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id = match self.next_id.checked_add(self.id_step) {
+            Some(n) => n,
+            None => self.id_step + id % self.id_step,
+        };
         let creds = IceCreds {
             ufrag: random_token(8),
             pass: random_token(24),
@@ -613,7 +667,8 @@ impl Engine {
         let (_, mut io) = self.io();
         drive(id, &mut viewer, &mut io, now);
         self.viewers.insert(id, viewer);
-        metrics::gauge!("streamd_webrtc_viewers").set(self.viewers.len() as f64);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("streamd_webrtc_viewers").increment(1.0);
         tracing::debug!(viewer = id, %rendition, "webrtc viewer offered");
         Ok(Joined {
             viewer: id,
@@ -749,7 +804,7 @@ impl Engine {
                 socket,
                 counters,
                 timers,
-                send_log,
+                queue,
                 ..
             } = self;
             let Some(v) = viewers.get_mut(&id) else {
@@ -780,7 +835,7 @@ impl Engine {
                     socket,
                     counters,
                     timers,
-                    send_log,
+                    queue,
                 };
                 drive(id, v, &mut io, now);
                 self.after_drive(id, now);
@@ -879,8 +934,8 @@ impl Engine {
         metrics::counter!("streamd_webrtc_sent_packets_total").increment(c.packets);
         metrics::counter!("streamd_webrtc_sent_bytes_total").increment(c.bytes);
         metrics::counter!("streamd_webrtc_send_dropped_total").increment(c.send_dropped);
+        metrics::counter!("streamd_webrtc_send_calls_total").increment(c.send_calls);
         metrics::counter!("streamd_webrtc_keyframe_skips_total").increment(c.keyframe_skips);
-        metrics::gauge!("streamd_webrtc_viewers").set(self.viewers.len() as f64);
     }
 
     /// Closes a viewer's session and tells its signalling why.
@@ -908,7 +963,8 @@ impl Engine {
                 self.streams.remove(&v.broadcast);
             }
         }
-        metrics::gauge!("streamd_webrtc_viewers").set(self.viewers.len() as f64);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("streamd_webrtc_viewers").decrement(1.0);
     }
 }
 
@@ -921,18 +977,8 @@ fn drive(id: ViewerId, v: &mut Viewer, io: &mut Io<'_>, now: Instant) {
         let next = loop {
             match v.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    match io.socket.try_send_to(&t.contents, t.destination) {
-                        Ok(n) => {
-                            io.counters.packets += 1;
-                            io.counters.bytes += n as u64;
-                        }
-                        Err(e) => {
-                            io.counters.send_dropped += 1;
-                            if let Some(n) = io.send_log.check(now) {
-                                tracing::warn!(error = %e, dropped = n, "webrtc send failed");
-                            }
-                        }
-                    }
+                    let flushed = io.queue.push(io.socket, t.destination, &t.contents);
+                    io.counters.sent(flushed);
                 }
                 Ok(Output::Event(e)) => on_event(id, v, e, now),
                 Ok(Output::Timeout(t)) => break Some(t),
