@@ -1,6 +1,8 @@
-//! Feeds: one task per track a WebRTC stream serves. Each reads the bus,
-//! packetises every frame once and hands it to the engine, shared by all
-//! of that rendition's viewers.
+//! Feeds: one task per track a WebRTC stream serves, per media engine with
+//! viewers of it. Each reads the bus, packetises every frame once and hands
+//! it to its engine, shared by all of that engine's viewers of the
+//! rendition (so a frame is packetised at most once per core, whatever the
+//! audience).
 //!
 //! A feed reads with a lag bound: when the engine falls behind, the feed
 //! waits, the bus skips it to a newer keyframe, and the publisher never
