@@ -108,7 +108,7 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         http,
     } = streamd::start(
         dir.path(),
-        "[transcode]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\nmax_viewers = 100000\n",
+        "[transcode]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\nmax_viewers = 100000\n",
     )
     .await;
     let mut publisher = publish(&format!("rtmp://{rtmp}/live/load"), r);

@@ -80,6 +80,11 @@ impl Server {
         self.webrtc.as_ref().map(|w| w.local_addr())
     }
 
+    /// The WebRTC ICE-TCP listener, if on.
+    pub fn webrtc_tcp_addr(&self) -> Option<SocketAddr> {
+        self.webrtc.as_ref().and_then(|w| w.tcp_addr())
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -130,12 +135,7 @@ impl Server {
                 signalling,
                 crate::webrtc::ws::intercept,
             ));
-            let engines: Vec<_> = webrtc
-                .into_engines()
-                .into_iter()
-                .map(|e| tokio::spawn(e.run(shutdown.clone())))
-                .collect();
-            webrtc_task = Some(futures_util::future::join_all(engines));
+            webrtc_task = Some(tokio::spawn(webrtc.run(shutdown.clone())));
         }
         let app = crate::http::app(routes, &config.llhls.cors_origins);
         let http_task = tokio::spawn(http.run(app, shutdown.clone()));

@@ -28,7 +28,8 @@ async fn runs_on_port_zero_logs_addresses_and_stops_on_sigterm() {
     let config = dir.path().join("streamd.toml");
     std::fs::write(
         &config,
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)

@@ -238,3 +238,62 @@ async fn send_text(ws: &mut common::webrtc::Ws, text: &str) {
     use futures_util::SinkExt;
     ws.send(Message::Text(text.into())).await.unwrap();
 }
+
+/// The ICE-TCP port takes only ICE: a connection whose first packet is not
+/// a STUN request for one of our viewers, or that ends mid-frame, is closed,
+/// and viewers keep playing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_connections_that_are_not_ice_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|_| {}).await;
+    let mut publisher = publishing(&server, "tcp").await;
+    let tcp = server.webrtc_tcp.expect("ICE-TCP is on by default");
+
+    // A STUN binding request naming engine 99, which does not exist.
+    let mut stun = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x0c]);
+    stun.extend_from_slice(b"99zzzzzz:abc");
+    let framed = |p: &[u8]| {
+        let mut f = (p.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(p);
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not STUN", framed(b"GET / HTTP/1.1\r\n\r\n")),
+        ("STUN for no engine of ours", framed(&stun)),
+        ("a frame cut short", vec![0xff, 0xff, 1, 2, 3]),
+        ("an empty frame", vec![0, 0]),
+    ];
+    for (what, bytes) in cases {
+        let mut c = tokio::net::TcpStream::connect(tcp).await.unwrap();
+        c.write_all(&bytes).await.unwrap();
+        if what == "a frame cut short" {
+            c.shutdown().await.unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after 5 s"));
+        assert!(matches!(n, Ok(0) | Err(_)), "{what}: got {n:?}");
+    }
+
+    // Signalling and UDP playback are unaffected.
+    let mut viewer = Viewer::connect(&server.ws_url("/live/tcp"), false)
+        .await
+        .expect("an offer");
+    let sdp = viewer.offer["sdp"]["sdp"].as_str().unwrap().to_owned();
+    assert!(sdp.contains("tcptype passive"), "{sdp}");
+    assert!(
+        viewer
+            .run_until(Duration::from_secs(10), |ev| matches!(
+                ev,
+                common::webrtc::ViewerEvent::Video { .. }
+            ))
+            .await
+    );
+    viewer.stop().await;
+    let _ = publisher.kill().await;
+    server.stop().await;
+}

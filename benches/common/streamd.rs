@@ -16,13 +16,20 @@ pub struct Streamd {
     pub http: String,
 }
 
-/// Starts streamd with `extra` appended to a config that puts RTMP and
-/// HTTP on loopback port 0.
+/// Starts streamd with `extra` appended to a config that puts RTMP, HTTP
+/// and (unless `extra` has a `[webrtc]` table) WebRTC on loopback port 0.
 pub async fn start(dir: &Path, extra: &str) -> Streamd {
     let config = dir.join("streamd.toml");
+    let webrtc = if extra.contains("[webrtc]") {
+        ""
+    } else {
+        "[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n"
+    };
     std::fs::write(
         &config,
-        format!("[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}"),
+        format!(
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{webrtc}{extra}"
+        ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))

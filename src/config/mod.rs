@@ -148,6 +148,13 @@ pub struct WebRtcConfig {
     /// Media engines, each driving its share of the viewers on its own
     /// socket and thread of work; 0 = one per CPU core.
     pub engines: usize,
+    /// Also offer a passive ICE-TCP candidate (RFC 6544), for viewers whose
+    /// network blocks UDP; `?transport=tcp` on the signalling URL offers
+    /// it alone.
+    pub ice_tcp: bool,
+    /// The ICE-TCP listener (OME's TURN port by default, so existing
+    /// firewall rules for 3478/tcp keep working).
+    pub tcp_listen: SocketAddr,
     /// Addresses put in the ICE candidates offered to viewers: IPs, or
     /// `"*"` for every address of this host's interfaces. The environment
     /// variable `STREAMD_HOST_IP` (or OME's `OME_HOST_IP`), a comma
@@ -184,6 +191,8 @@ impl Default for WebRtcConfig {
             enabled: true,
             udp_listen: ([0, 0, 0, 0], 10000).into(),
             engines: 0,
+            ice_tcp: true,
+            tcp_listen: ([0, 0, 0, 0], 3478).into(),
             candidate_ips: vec!["*".to_owned()],
             ice_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(20),

@@ -18,16 +18,19 @@ pub mod feed;
 pub mod packetize;
 pub mod sfu;
 pub mod signal;
+pub mod tcp;
 pub mod udp;
 pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
 
 use crate::bus::{BroadcastUpdate, TrackKind, TrackRole};
 use crate::config::WebRtcConfig;
+use crate::shutdown::Shutdown;
 use crate::transcode::Transcoders;
 pub use sfu::{Engine, Sfu, SfuError};
 
@@ -106,6 +109,8 @@ pub struct WebRtcServer {
     engines: Vec<Engine>,
     sfu: Sfu,
     local: Vec<SocketAddr>,
+    /// The ICE-TCP listener and each engine's queue for its connections.
+    tcp: Option<(TcpListener, Vec<mpsc::Sender<tcp::TcpEvent>>)>,
 }
 
 impl WebRtcServer {
@@ -144,12 +149,34 @@ impl WebRtcServer {
             sockets.push((socket, addrs));
             local.push(bound);
         }
-        let (engines, sfu) = Engine::start(config, sockets, transcoders)?;
+        let mut tcp_candidates = Vec::new();
+        let mut listener = None;
+        if config.ice_tcp {
+            let l = TcpListener::bind(config.tcp_listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot bind WebRTC ICE-TCP {}: {e}", config.tcp_listen)
+            })?;
+            let bound = l.local_addr()?;
+            let ips =
+                candidates::resolve(&config.candidate_ips, bound, candidates::env_override())?;
+            tcp_candidates = ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, bound.port()))
+                .collect();
+            tracing::info!(tcp = %bound, candidates = ?tcp_candidates, "webrtc ICE-TCP listening");
+            listener = Some(l);
+        }
+        let started = Engine::start(config, sockets, tcp_candidates, transcoders)?;
         Ok(WebRtcServer {
-            engines,
-            sfu,
+            engines: started.engines,
+            sfu: started.sfu,
             local,
+            tcp: listener.map(|l| (l, started.tcp)),
         })
+    }
+
+    /// The ICE-TCP listener's address, if on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The first engine's UDP address.
@@ -166,9 +193,18 @@ impl WebRtcServer {
         self.sfu.clone()
     }
 
-    /// The engines, each to be run on its own task.
-    pub fn into_engines(self) -> Vec<Engine> {
-        self.engines
+    /// Runs the engines, each on its own task, and the ICE-TCP listener,
+    /// until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut tasks: Vec<_> = self
+            .engines
+            .into_iter()
+            .map(|e| tokio::spawn(e.run(shutdown.clone())))
+            .collect();
+        if let Some((listener, links)) = self.tcp {
+            tasks.push(tokio::spawn(tcp::serve(listener, links, shutdown)));
+        }
+        futures_util::future::join_all(tasks).await;
     }
 }
 

@@ -22,13 +22,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
+use super::tcp::TcpEvent;
 use super::udp::{Flushed, SendQueue};
 use super::{Rendition, StreamPlan};
 use crate::bus::BroadcastConsumer;
@@ -139,6 +141,8 @@ pub struct JoinRequest {
     pub plan: StreamPlan,
     /// A rendition named by the URL's playlist segment: pinned, no ABR.
     pub pinned: Option<String>,
+    /// Offer only ICE-TCP candidates (OvenPlayer's `?transport=tcp`).
+    pub tcp_only: bool,
     pub events: mpsc::Sender<ViewerEvent>,
 }
 
@@ -296,7 +300,7 @@ struct Viewer {
     video_mid: Mid,
     audio_mid: Option<Mid>,
     ufrag: String,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<(Protocol, SocketAddr)>,
     events: mpsc::Sender<ViewerEvent>,
     current: usize,
     target: Option<usize>,
@@ -355,6 +359,7 @@ struct Io<'a> {
     counters: &'a mut Counters,
     timers: &'a mut BinaryHeap<Reverse<(Instant, ViewerId)>>,
     queue: &'a mut SendQueue,
+    tcp: &'a HashMap<SocketAddr, mpsc::Sender<Bytes>>,
 }
 
 pub struct Engine {
@@ -368,7 +373,15 @@ pub struct Engine {
     media_rx: mpsc::Receiver<FeedMsg>,
     viewers: HashMap<ViewerId, Viewer>,
     by_ufrag: HashMap<String, ViewerId>,
-    by_addr: HashMap<SocketAddr, ViewerId>,
+    /// Remote addresses learnt from verified STUN, per transport.
+    by_addr: HashMap<(Protocol, SocketAddr), ViewerId>,
+    /// ICE-TCP connections' write queues, by remote address.
+    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_rx: mpsc::Receiver<TcpEvent>,
+    /// The passive TCP candidates offered (empty: no ICE-TCP).
+    tcp_candidates: Arc<Vec<SocketAddr>>,
+    /// This engine's number (in its viewers' ufrags).
+    index: usize,
     streams: HashMap<u64, Stream>,
     timers: BinaryHeap<Reverse<(Instant, ViewerId)>>,
     next_id: ViewerId,
@@ -382,14 +395,28 @@ pub struct Engine {
     queue: SendQueue,
 }
 
+/// What `Engine::start` makes.
+pub struct Started {
+    pub engines: Vec<Engine>,
+    pub sfu: Sfu,
+    /// Each engine's queue for its ICE-TCP connections.
+    pub tcp: Vec<mpsc::Sender<TcpEvent>>,
+}
+
 impl Engine {
     /// An engine per socket (each offering its candidates), and the handle
     /// signalling uses to reach them.
+    /// With `tcp_candidates`, viewers are also offered those passive
+    /// ICE-TCP candidates; the listener hands connections to the engines
+    /// through the senders returned.
     pub fn start(
         config: WebRtcConfig,
         sockets: Vec<(UdpSocket, Vec<SocketAddr>)>,
+        tcp_candidates: Vec<SocketAddr>,
         transcoders: Arc<Transcoders>,
-    ) -> Result<(Vec<Engine>, Sfu), SfuError> {
+    ) -> Result<Started, SfuError> {
+        let tcp_candidates = Arc::new(tcp_candidates);
+        let mut tcp_links = Vec::new();
         let template = Self::template(&config)?;
         let count = sockets.len().max(1) as ViewerId;
         let total = Arc::new(AtomicUsize::new(0));
@@ -398,7 +425,9 @@ impl Engine {
         for (index, (socket, candidates)) in sockets.into_iter().enumerate() {
             let (commands_tx, commands) = mpsc::channel(COMMANDS);
             let (media_tx, media_rx) = mpsc::channel(MEDIA);
+            let (tcp_tx, tcp_rx) = mpsc::channel(MEDIA);
             links.push(commands_tx);
+            tcp_links.push(tcp_tx);
             engines.push(Engine {
                 config: config.clone(),
                 socket,
@@ -411,6 +440,10 @@ impl Engine {
                 viewers: HashMap::new(),
                 by_ufrag: HashMap::new(),
                 by_addr: HashMap::new(),
+                tcp_conns: HashMap::new(),
+                tcp_rx,
+                tcp_candidates: tcp_candidates.clone(),
+                index,
                 streams: HashMap::new(),
                 timers: BinaryHeap::new(),
                 next_id: index as ViewerId + count,
@@ -425,7 +458,11 @@ impl Engine {
             engines: links.into(),
             next: Arc::default(),
         };
-        Ok((engines, sfu))
+        Ok(Started {
+            engines,
+            sfu,
+            tcp: tcp_links,
+        })
     }
 
     /// What every viewer's Rtc starts from.
@@ -489,16 +526,17 @@ impl Engine {
                 }
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r {
-                        self.on_datagram(&buf[..n], src, Instant::now());
+                        self.on_packet(Protocol::Udp, &buf[..n], src, Instant::now());
                         // Drain what else is waiting before the next select.
                         for _ in 0..64 {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => self.on_datagram(&buf[..n], src, Instant::now()),
+                                Ok((n, src)) => self.on_packet(Protocol::Udp, &buf[..n], src, Instant::now()),
                                 Err(_) => break,
                             }
                         }
                     }
                 }
+                Some(ev) = self.tcp_rx.recv() => self.on_tcp(ev, Instant::now()),
                 Some(msg) = self.media_rx.recv() => {
                     self.on_media(msg, Instant::now());
                     for _ in 0..16 {
@@ -542,6 +580,7 @@ impl Engine {
                 counters: &mut self.counters,
                 timers: &mut self.timers,
                 queue: &mut self.queue,
+                tcp: &self.tcp_conns,
             },
         )
     }
@@ -602,7 +641,7 @@ impl Engine {
             None => self.id_step + id % self.id_step,
         };
         let creds = IceCreds {
-            ufrag: random_token(8),
+            ufrag: super::tcp::ufrag_for(self.index, &random_token(6)),
             pass: random_token(24),
         };
         let ufrag = creds.ufrag.clone();
@@ -612,8 +651,24 @@ impl Engine {
             .set_local_ice_credentials(creds)
             .build(now);
         let mut candidates = Vec::new();
-        for addr in self.candidates.iter() {
-            let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
+        let rtc_error = |e: str0m::error::IceError| SfuError::Rtc(e.to_string());
+        // UDP first (browsers prefer it by priority), then ICE-TCP; a viewer
+        // that asked for TCP (`?transport=tcp`) gets TCP only.
+        let tcp_only = req.tcp_only && !self.tcp_candidates.is_empty();
+        if !tcp_only {
+            for addr in self.candidates.iter() {
+                let c = Candidate::host(*addr, "udp").map_err(rtc_error)?;
+                candidates.push(c.to_sdp_string());
+                rtc.add_local_candidate(c);
+            }
+        }
+        for addr in self.tcp_candidates.iter() {
+            let c = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(rtc_error)?;
             candidates.push(c.to_sdp_string());
             rtc.add_local_candidate(c);
         }
@@ -736,7 +791,21 @@ impl Engine {
         Ok(())
     }
 
-    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+    fn on_tcp(&mut self, ev: TcpEvent, now: Instant) {
+        match ev {
+            TcpEvent::Opened { remote, writer } => {
+                self.tcp_conns.insert(remote, writer);
+            }
+            TcpEvent::Packet { remote, data } => self.on_packet(Protocol::Tcp, &data, remote, now),
+            TcpEvent::Closed { remote } => {
+                // The viewer, if it had no other path, times out (ICE).
+                self.tcp_conns.remove(&remote);
+                self.by_addr.remove(&(Protocol::Tcp, remote));
+            }
+        }
+    }
+
+    fn on_packet(&mut self, proto: Protocol, data: &[u8], src: SocketAddr, now: Instant) {
         let stun = data.first().is_some_and(|b| *b < 2);
         let id = if stun {
             StunMessage::parse(data)
@@ -744,11 +813,15 @@ impl Engine {
                 .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
                 .and_then(|local| self.by_ufrag.get(&local).copied())
         } else {
-            self.by_addr.get(&src).copied()
+            self.by_addr.get(&(proto, src)).copied()
         };
         let Some(id) = id else { return };
-        let destination = destination_for(&self.candidates, src);
-        let Ok(receive) = Receive::new(Protocol::Udp, src, destination, data) else {
+        let candidates = match proto {
+            Protocol::Tcp => &self.tcp_candidates,
+            _ => &self.candidates,
+        };
+        let destination = destination_for(candidates, src);
+        let Ok(receive) = Receive::new(proto, src, destination, data) else {
             return;
         };
         let input = Input::Receive(now, receive);
@@ -760,9 +833,9 @@ impl Engine {
         }
         if stun {
             v.last_stun = now;
-            if !v.addrs.contains(&src) && v.addrs.len() < MAX_ADDRS {
-                v.addrs.push(src);
-                self.by_addr.insert(src, id);
+            if !v.addrs.contains(&(proto, src)) && v.addrs.len() < MAX_ADDRS {
+                v.addrs.push((proto, src));
+                self.by_addr.insert((proto, src), id);
             }
         }
         if let Err(e) = v.rtc.handle_input(input) {
@@ -805,6 +878,7 @@ impl Engine {
                 counters,
                 timers,
                 queue,
+                tcp_conns,
                 ..
             } = self;
             let Some(v) = viewers.get_mut(&id) else {
@@ -836,6 +910,7 @@ impl Engine {
                     counters,
                     timers,
                     queue,
+                    tcp: tcp_conns,
                 };
                 drive(id, v, &mut io, now);
                 self.after_drive(id, now);
@@ -976,6 +1051,18 @@ fn drive(id: ViewerId, v: &mut Viewer, io: &mut Io<'_>, now: Instant) {
     for _ in 0..4 {
         let next = loop {
             match v.rtc.poll_output() {
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    let sent = io
+                        .tcp
+                        .get(&t.destination)
+                        .is_some_and(|w| w.try_send(Bytes::copy_from_slice(&t.contents)).is_ok());
+                    if sent {
+                        io.counters.packets += 1;
+                        io.counters.bytes += t.contents.len() as u64;
+                    } else {
+                        io.counters.send_dropped += 1;
+                    }
+                }
                 Ok(Output::Transmit(t)) => {
                     let flushed = io.queue.push(io.socket, t.destination, &t.contents);
                     io.counters.sent(flushed);

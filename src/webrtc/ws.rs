@@ -57,6 +57,11 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         return (StatusCode::NOT_FOUND, "no such stream\n").into_response();
     };
     let playlist = playlist.map(str::to_owned);
+    // OvenPlayer's `?transport=tcp`: offer the ICE-TCP candidate alone.
+    let tcp_only = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.eq_ignore_ascii_case("transport=tcp"))
+    });
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -72,7 +77,7 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
-            Session::new(s, path, playlist).run(socket).await;
+            Session::new(s, path, playlist, tcp_only).run(socket).await;
             metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
         })
 }
@@ -92,6 +97,8 @@ struct Session {
     plan: Option<StreamPlan>,
     /// The rendition the viewer started on.
     start: Option<String>,
+    /// `?transport=tcp`: offer only the ICE-TCP candidate.
+    tcp_only: bool,
 }
 
 /// What the session does after a client frame.
@@ -101,11 +108,12 @@ enum Next_ {
 }
 
 impl Session {
-    fn new(s: Signalling, path: StreamPath, playlist: Option<String>) -> Session {
+    fn new(s: Signalling, path: StreamPath, playlist: Option<String>, tcp_only: bool) -> Session {
         Session {
             s,
             path,
             playlist,
+            tcp_only,
             viewer: None,
             answered: false,
             plan: None,
@@ -326,6 +334,7 @@ impl Session {
                 broadcast,
                 plan,
                 pinned,
+                tcp_only: self.tcp_only,
                 events,
             })
             .await

@@ -28,6 +28,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// The WebRTC UDP socket (loopback, port 0).
     pub webrtc: Option<SocketAddr>,
+    /// The WebRTC ICE-TCP listener (loopback, port 0).
+    pub webrtc_tcp: Option<SocketAddr>,
     pub registry: streamd::bus::Registry,
     transcoders: std::sync::Arc<streamd::transcode::Transcoders>,
     trigger: ShutdownTrigger,
@@ -44,11 +46,13 @@ impl TestServer {
         // tests turn the ladder on (with small rungs: two cores).
         config.transcode.enabled = false;
         config.webrtc.udp_listen = "127.0.0.1:0".parse().unwrap();
+        config.webrtc.tcp_listen = "127.0.0.1:0".parse().unwrap();
         tweak(&mut config);
         config.validate().expect("test config is valid");
         let server = Server::bind(config).await.expect("bind");
         let (rtmp, http) = (server.rtmp_addr(), server.http_addr());
         let webrtc = server.webrtc_addr();
+        let webrtc_tcp = server.webrtc_tcp_addr();
         let registry = server.registry().clone();
         let transcoders = server.transcoders().clone();
         let (trigger, stop) = shutdown::channel();
@@ -57,6 +61,7 @@ impl TestServer {
             rtmp,
             http,
             webrtc,
+            webrtc_tcp,
             registry,
             transcoders,
             trigger,

@@ -1,0 +1,211 @@
+//! ICE-TCP (RFC 6544): a passive TCP host candidate beside the UDP ones,
+//! for viewers whose network blocks UDP. The browser connects to it and
+//! ICE, DTLS and SRTP run over the connection, each packet framed as RFC
+//! 4571 says (a two-byte big-endian length before it).
+//!
+//! One listener serves every engine. A connection's first packet must be a
+//! STUN binding request; its USERNAME names our ICE ufrag, whose first two
+//! characters say which engine has that viewer (see `ufrag_for`). From
+//! then on the connection's packets go to that engine, and the engine's
+//! packets for it come back through a bounded queue: a viewer that cannot
+//! keep up loses packets (NACK and keyframes recover), it never holds the
+//! engine.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use str0m::ice::StunMessage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::shutdown::Shutdown;
+
+/// A connection must show its STUN request within this time.
+const FIRST_PACKET: Duration = Duration::from_secs(10);
+/// Packets waiting to be written to one connection.
+const WRITE_QUEUE: usize = 1024;
+
+/// What a connection tells its engine.
+#[derive(Debug)]
+pub enum TcpEvent {
+    /// A connection that named one of this engine's ufrags; `writer`
+    /// takes packets for it (unframed).
+    Opened {
+        remote: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
+    Packet {
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
+    Closed {
+        remote: SocketAddr,
+    },
+}
+
+/// A ufrag for engine `engine`'s viewer: two digits naming the engine,
+/// then `token`.
+pub fn ufrag_for(engine: usize, token: &str) -> String {
+    format!("{:02}{token}", engine % 100)
+}
+
+/// The engine a ufrag (as `ufrag_for` made it) belongs to.
+pub fn engine_of(ufrag: &str) -> Option<usize> {
+    ufrag.get(..2)?.parse().ok()
+}
+
+/// Accepts connections until `shutdown`, each handled on its own task.
+pub async fn serve(
+    listener: TcpListener,
+    engines: Vec<mpsc::Sender<TcpEvent>>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, remote, engines.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "webrtc tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one RFC 4571 frame; None at a clean end of stream.
+async fn read_frame(
+    r: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<()>> {
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
+    r.read_exact(buf).await?;
+    Ok(Some(()))
+}
+
+/// The engine a connection's first packet is for: a STUN message whose
+/// USERNAME starts with one of our ufrags.
+fn route(first: &[u8], engines: usize) -> Option<usize> {
+    let msg = StunMessage::parse(first).ok()?;
+    let (local, _) = msg.split_username()?;
+    engine_of(local).filter(|k| *k < engines)
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    engines: Vec<mpsc::Sender<TcpEvent>>,
+    mut shutdown: Shutdown,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = Vec::with_capacity(1500);
+    let first = tokio::time::timeout(FIRST_PACKET, read_frame(&mut rd, &mut buf)).await;
+    if !matches!(first, Ok(Ok(Some(())))) {
+        return;
+    }
+    let Some(k) = route(&buf, engines.len()) else {
+        tracing::debug!(%remote, "webrtc tcp: first packet is not STUN for a viewer of ours");
+        return;
+    };
+    let engine = &engines[k];
+    let (writer, mut outgoing) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    if engine
+        .send(TcpEvent::Opened { remote, writer })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = async move {
+        let mut frame = Vec::with_capacity(1600);
+        while let Some(p) = outgoing.recv().await {
+            frame.clear();
+            let Ok(len) = u16::try_from(p.len()) else {
+                continue;
+            };
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(&p);
+            // Whatever else is queued goes out in the same write.
+            while frame.len() < 64 * 1024 {
+                let Ok(p) = outgoing.try_recv() else { break };
+                let Ok(len) = u16::try_from(p.len()) else {
+                    continue;
+                };
+                frame.extend_from_slice(&len.to_be_bytes());
+                frame.extend_from_slice(&p);
+            }
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    let read = async {
+        let mut data = std::mem::take(&mut buf);
+        loop {
+            let packet = TcpEvent::Packet {
+                remote,
+                data: std::mem::take(&mut data),
+            };
+            if engine.send(packet).await.is_err() {
+                return;
+            }
+            match read_frame(&mut rd, &mut data).await {
+                Ok(Some(())) => {}
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.wait() => {}
+        _ = write => {}
+        _ = read => {}
+    }
+    let _ = engine.send(TcpEvent::Closed { remote }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ufrags_name_their_engine() {
+        let u = ufrag_for(3, "abcdef");
+        assert_eq!(u, "03abcdef");
+        assert_eq!(engine_of(&u), Some(3));
+        assert_eq!(engine_of("x"), None);
+        assert_eq!(engine_of("ab12"), None);
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_whole_and_eof_is_clean() {
+        let data: Vec<u8> = [0u8, 3, 1, 2, 3, 0, 1, 9].to_vec();
+        let mut r = &data[..];
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut r, &mut buf).await.unwrap().is_some());
+        assert_eq!(buf, [1, 2, 3]);
+        assert!(read_frame(&mut r, &mut buf).await.unwrap().is_some());
+        assert_eq!(buf, [9]);
+        assert!(read_frame(&mut r, &mut buf).await.unwrap().is_none());
+        // A frame cut short is an error, not a short packet.
+        let mut r = &[0u8, 5, 1][..];
+        assert!(read_frame(&mut r, &mut buf).await.is_err());
+    }
+
+    #[test]
+    fn only_stun_for_a_known_engine_is_routed() {
+        assert_eq!(route(b"not stun at all", 2), None);
+        assert_eq!(route(&[], 2), None);
+    }
+}
