@@ -111,6 +111,7 @@ pub struct WebRtcServer {
     local: Vec<SocketAddr>,
     /// The ICE-TCP listener and each engine's queue for its connections.
     tcp: Option<(TcpListener, Vec<mpsc::Sender<tcp::TcpEvent>>)>,
+    max_viewers: usize,
 }
 
 impl WebRtcServer {
@@ -165,12 +166,14 @@ impl WebRtcServer {
             tracing::info!(tcp = %bound, candidates = ?tcp_candidates, "webrtc ICE-TCP listening");
             listener = Some(l);
         }
+        let max_viewers = config.max_viewers;
         let started = Engine::start(config, sockets, tcp_candidates, transcoders)?;
         Ok(WebRtcServer {
             engines: started.engines,
             sfu: started.sfu,
             local,
             tcp: listener.map(|l| (l, started.tcp)),
+            max_viewers,
         })
     }
 
@@ -202,7 +205,12 @@ impl WebRtcServer {
             .map(|e| tokio::spawn(e.run(shutdown.clone())))
             .collect();
         if let Some((listener, links)) = self.tcp {
-            tasks.push(tokio::spawn(tcp::serve(listener, links, shutdown)));
+            tasks.push(tokio::spawn(tcp::serve(
+                listener,
+                links,
+                self.max_viewers,
+                shutdown,
+            )));
         }
         futures_util::future::join_all(tasks).await;
     }

@@ -12,13 +12,14 @@
 //! engine.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use str0m::ice::StunMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::shutdown::Shutdown;
 
@@ -56,19 +57,30 @@ pub fn engine_of(ufrag: &str) -> Option<usize> {
     ufrag.get(..2)?.parse().ok()
 }
 
-/// Accepts connections until `shutdown`, each handled on its own task.
+/// Accepts connections until `shutdown`, each handled on its own task; at
+/// most `max` at once (more are closed at once).
 pub async fn serve(
     listener: TcpListener,
     engines: Vec<mpsc::Sender<TcpEvent>>,
+    max: usize,
     mut shutdown: Shutdown,
 ) {
+    let slots = Arc::new(Semaphore::new(max));
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!(%remote, "webrtc tcp: too many connections");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, remote, engines.clone(), shutdown.clone()));
+                    let (engines, shutdown) = (engines.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        connection(stream, remote, engines, shutdown).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "webrtc tcp accept failed");
