@@ -14,14 +14,20 @@ host=$(hostname -I 2>/dev/null | awk '{print $1}')
 host=${host:-127.0.0.1}
 cat <<MSG
 
-streamd is starting (Ctrl-C stops it). With the default configuration:
+streamd is starting (Ctrl-C stops it). With the default configuration
+publishing needs a stream created through the API (state in ./data):
 
+  API token        TOKEN=\$(./target/release/streamd token)
+  Create a stream  curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
+                     -d '{"name":"My stream"}' http://$host:3333/api/streams
+                   (answers its "id" and "streamKey")
   Publish (OBS)    Server:      rtmp://$host:1935/live
-                   Stream key:  mystream
+                   Stream key:  the streamKey
   Publish (ffmpeg) ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine \\
-                     -c:v libx264 -preset veryfast -g 30 -c:a aac -f flv rtmp://$host:1935/live/mystream
-  Play (LL-HLS)    http://$host:3333/live/mystream/llhls.m3u8
-                   ffplay http://$host:3333/live/mystream/llhls.m3u8
+                     -c:v libx264 -preset veryfast -g 30 -bf 0 -c:a aac -f flv "rtmp://$host:1935/live/ID?key=KEY"
+  Play (LL-HLS)    http://$host:3333/live/ID/llhls.m3u8
+  Play (WebRTC)    OvenPlayer, source ws://$host:3333/live/ID
+  API reference    http://$host:3333/api/openapi.json
   Metrics          http://$host:3333/metrics
 
 MSG

@@ -6,6 +6,8 @@
 //! and [`webrtc`] sends it to browsers over RTP, both reached through
 //! [`http`]. [`server`] wires them together.
 
+pub mod api;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod media;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod time;
 pub mod transcode;
 pub mod webrtc;

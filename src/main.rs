@@ -1,5 +1,6 @@
 //! `streamd [--config FILE]`: wires the configuration, logging and signals to
-//! [`streamd::server::Server`].
+//! [`streamd::server::Server`]. `streamd token` prints an API token signed
+//! with the configured (or generated) secret.
 
 use std::path::PathBuf;
 
@@ -12,25 +13,55 @@ use streamd::server::Server;
 struct Cli {
     /// A TOML configuration file (see config/streamd.toml). Without it,
     /// streamd runs on its built-in defaults.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print a JWT for the REST API (Authorization: Bearer ...), signed
+    /// with JWT_SECRET, [auth] jwt_secret or the generated secret.
+    Token {
+        /// How long it is valid (e.g. 1h, 30d).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Who it is for (the `sub` claim).
+        #[arg(long, default_value = "admin")]
+        subject: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    // Colours only on a terminal: logs that go to files or a container
-    // runtime stay plain text.
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    // Colours only on a terminal: logs that go to files or a container
+    // runtime stay plain text. `token` prints the token alone on stdout.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if cli.command.is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init();
+    }
     let config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if let Some(Command::Token { ttl, subject }) = cli.command {
+        config.validate()?;
+        let secret = streamd::auth::secret(&config.auth, &config.database.data_dir)?;
+        let auth = streamd::auth::Auth::new(&secret, config.auth.clone());
+        println!("{}", auth.mint(&subject, None, None, ttl));
+        return Ok(());
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let server = Server::bind(config).await?;

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::api::{Api, ViewerCounts};
+use crate::auth::{Access, Auth};
 use crate::bus::{Registry, Retention};
 use crate::config::Config;
 use crate::http::HttpServer;
@@ -11,11 +13,13 @@ use crate::ingest::RtmpServer;
 use crate::llhls::http::LlhlsHttp;
 use crate::llhls::store::Outputs;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::transcode::Transcoders;
 use crate::webrtc::WebRtcServer;
 
 pub struct Server {
     config: Config,
+    access: Arc<Access>,
     registry: Registry,
     outputs: Arc<Outputs>,
     transcoders: Arc<Transcoders>,
@@ -36,7 +40,18 @@ impl Server {
                 ..Retention::default()
             },
         );
-        let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone())
+        let secret = crate::auth::secret(&config.auth, &config.database.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot read or create the JWT secret: {e}"))?;
+        let db_url = config.database.resolved_url();
+        let store = Store::open(&db_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database ({}): {e}", redact(&db_url)))?;
+        tracing::info!(database = %redact(&db_url), "database ready");
+        let access = Arc::new(Access {
+            store,
+            auth: Auth::new(&secret, config.auth.clone()),
+        });
+        let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone(), access.clone())
             .await
             .map_err(|e| {
                 anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.rtmp.listen)
@@ -54,6 +69,7 @@ impl Server {
         };
         Ok(Server {
             config,
+            access,
             registry,
             outputs: Arc::new(Outputs::default()),
             transcoders,
@@ -85,6 +101,11 @@ impl Server {
         self.webrtc.as_ref().and_then(|w| w.tcp_addr())
     }
 
+    /// The database and tokens (tests mint tokens with it).
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -99,6 +120,7 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Server {
             config,
+            access,
             registry,
             outputs,
             transcoders,
@@ -123,13 +145,24 @@ impl Server {
         let mut routes = crate::llhls::http::routes(LlhlsHttp {
             outputs,
             registry: registry.clone(),
+            access: access.clone(),
         });
+        let viewers = Arc::new(ViewerCounts::default());
+        // The API's routes, then the signalling layer over all of them (it
+        // also answers WebSocket upgrades no route matches).
+        routes = routes.merge(crate::api::routes(Api {
+            access: access.clone(),
+            registry: registry.clone(),
+            viewers: viewers.clone(),
+        }));
         let mut webrtc_task = None;
         if let Some(webrtc) = webrtc {
             let signalling = crate::webrtc::ws::Signalling {
                 sfu: webrtc.sfu(),
                 registry: registry.clone(),
                 config: config.webrtc.clone(),
+                access: access.clone(),
+                viewers: viewers.clone(),
             };
             routes = routes.layer(axum::middleware::from_fn_with_state(
                 signalling,
@@ -152,5 +185,17 @@ impl Server {
         }
         http_task.await??;
         Ok(())
+    }
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }

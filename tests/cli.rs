@@ -28,8 +28,12 @@ async fn runs_on_port_zero_logs_addresses_and_stops_on_sigterm() {
     let config = dir.path().join("streamd.toml");
     std::fs::write(
         &config,
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n",
+        format!(
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+             [database]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -115,4 +119,40 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// `streamd token` mints an API token with the secret it generates (once)
+/// in the data directory, and the same secret signs the next one.
+#[tokio::test]
+async fn token_subcommand_signs_with_a_generated_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mint = || async {
+        let out = Command::new(BIN)
+            .args(["token", "--ttl", "1h", "--config"])
+            .arg(&config)
+            .env_remove("JWT_SECRET")
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let first = mint().await;
+    assert_eq!(first.split('.').count(), 3, "{first}");
+    let secret = std::fs::read_to_string(dir.path().join("data/jwt_secret")).unwrap();
+    assert!(secret.len() >= 32);
+    let second = mint().await;
+    let auth = streamd::auth::Auth::new(&secret, Default::default());
+    for t in [&first, &second] {
+        assert_eq!(auth.check_api(Some(t)).unwrap().sub, "admin");
+    }
 }

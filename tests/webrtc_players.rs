@@ -52,7 +52,10 @@ async fn ovenplayer(ws_url: &str, seconds: u32) -> Value {
     let config = dir.path().join("streamd.toml");
     std::fs::write(
         &config,
-        r#"
+        format!(
+            "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n",
+            dir.path().join("data").display()
+        ) + r#"
 [rtmp]
 listen = "127.0.0.1:1935"
 [http]

@@ -34,6 +34,81 @@ pub struct Config {
     pub llhls: LlhlsConfig,
     pub transcode: TranscodeConfig,
     pub webrtc: WebRtcConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Where streamd keeps its state: the SQLite database (unless `url`
+    /// says otherwise) and a generated JWT secret (if none is given).
+    pub data_dir: PathBuf,
+    /// `postgres://user:pass@host/db` when several nodes share state;
+    /// empty: SQLite at `{data_dir}/streamd.db`.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            data_dir: PathBuf::from("data"),
+            url: String::new(),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The database URL, SQLite in the data directory by default.
+    pub fn resolved_url(&self) -> String {
+        if self.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("streamd.db").display()
+            )
+        } else {
+            self.url.clone()
+        }
+    }
+}
+
+/// Who may publish.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishPolicy {
+    /// Only streams created through the API, with their key or a publish
+    /// token.
+    Key,
+    /// Any name (as OME without access control); streams created through
+    /// the API still need their key.
+    Open,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret of every token (API, publish, playback). The
+    /// `JWT_SECRET` environment variable overrides it; with neither, one is
+    /// generated into `{data_dir}/jwt_secret` at first start.
+    pub jwt_secret: String,
+    pub publish: PublishPolicy,
+    /// Lifetime of playback tokens minted by the API (at most).
+    #[serde(with = "humantime_serde")]
+    pub playback_token_ttl: Duration,
+    /// The application streams created through the API live in
+    /// (`rtmp://host:1935/{app}/{id}`).
+    pub app: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: String::new(),
+            publish: PublishPolicy::Key,
+            playback_token_ttl: Duration::from_secs(3600),
+            app: "live".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -348,6 +423,25 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if crate::bus::StreamPath::new(&self.auth.app, "x").is_err() {
+            return invalid(
+                "auth.app",
+                format!("{:?} is not a valid app name", self.auth.app),
+            );
+        }
+        if self.auth.playback_token_ttl < Duration::from_secs(10) {
+            return invalid("auth.playback_token_ttl", "must be at least 10s".into());
+        }
+        if !self.database.url.is_empty()
+            && !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+            && !self.database.url.starts_with("sqlite:")
+        {
+            return invalid(
+                "database.url",
+                "must be postgres://…, sqlite:… or empty (SQLite in data_dir)".into(),
+            );
+        }
         if self.rtmp.max_connections == 0 {
             return invalid("rtmp.max_connections", "must be at least 1".into());
         }

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::rtmp::{RtmpConnection, RtmpError, RtmpEvent};
 use super::tags::{Arrival, IngestError, Notice, TagIngest};
+use crate::auth::Access;
 use crate::bus::{BroadcastMeta, PublishError, Registry, StreamPath};
 use crate::config::RtmpConfig;
 use crate::ratelimit::LogLimiter;
@@ -25,6 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RtmpServer {
     listener: TcpListener,
     registry: Registry,
+    access: Arc<Access>,
     config: RtmpConfig,
 }
 
@@ -48,11 +50,16 @@ enum ConnectionError {
 
 impl RtmpServer {
     /// Binds the listener. Port 0 picks a free port: see [`Self::local_addr`].
-    pub async fn bind(config: RtmpConfig, registry: Registry) -> std::io::Result<RtmpServer> {
+    pub async fn bind(
+        config: RtmpConfig,
+        registry: Registry,
+        access: Arc<Access>,
+    ) -> std::io::Result<RtmpServer> {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(RtmpServer {
             listener,
             registry,
+            access,
             config,
         })
     }
@@ -92,12 +99,13 @@ impl RtmpServer {
             };
             let _ = stream.set_nodelay(true);
             let registry = self.registry.clone();
+            let access = self.access.clone();
             let config = self.config.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(
                 async move {
                     metrics::gauge!("streamd_rtmp_connections").increment(1.0);
-                    match handle(stream, registry, &config, shutdown).await {
+                    match handle(stream, registry, &access, &config, shutdown).await {
                         Ok(()) => tracing::debug!("rtmp connection closed"),
                         Err(e) => tracing::warn!(error = %e, "rtmp connection closed"),
                     }
@@ -120,6 +128,7 @@ struct Publishing {
 async fn handle(
     mut stream: TcpStream,
     registry: Registry,
+    access: &Access,
     config: &RtmpConfig,
     mut shutdown: Shutdown,
 ) -> Result<(), ConnectionError> {
@@ -162,7 +171,15 @@ async fn handle(
         let out = conn.feed(&buf[..n])?;
         send(&mut stream, &out.send).await?;
         for event in out.events {
-            on_event(event, &mut conn, &mut stream, &registry, &mut publishing).await?;
+            on_event(
+                event,
+                &mut conn,
+                &mut stream,
+                &registry,
+                access,
+                &mut publishing,
+            )
+            .await?;
         }
     }
 }
@@ -182,6 +199,7 @@ async fn on_event(
     conn: &mut RtmpConnection,
     stream: &mut TcpStream,
     registry: &Registry,
+    access: &Access,
     publishing: &mut Option<Publishing>,
 ) -> Result<(), ConnectionError> {
     match event {
@@ -192,7 +210,7 @@ async fn on_event(
             request_id,
             app,
             stream: name,
-            query: _,
+            query,
         } => {
             if let Some(p) = publishing {
                 let msg = format!("this connection already publishes {}", p.path);
@@ -200,6 +218,19 @@ async fn on_event(
                 send(stream, &bytes).await?;
                 return Err(ConnectionError::Refused(msg));
             }
+            // The key (or publish token) decides, and may name the stream
+            // (OBS's key field holding the key alone).
+            let name = match access.publish(&app, &name, query.as_deref()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let shown: String = name.chars().take(64).collect();
+                    let msg = format!("publish to {app}/{shown} refused: {e}");
+                    tracing::warn!("{msg}");
+                    let bytes = conn.reject(request_id, "NetStream.Publish.Unauthorized", &msg)?;
+                    send(stream, &bytes).await?;
+                    return Err(ConnectionError::Refused(msg));
+                }
+            };
             let path = match StreamPath::new(&app, &name) {
                 Ok(p) => p,
                 Err(e) => {

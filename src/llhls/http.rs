@@ -38,6 +38,7 @@ const STARTING_WAIT: Duration = Duration::from_secs(2);
 pub struct LlhlsHttp {
     pub outputs: Arc<Outputs>,
     pub registry: Registry,
+    pub access: Arc<crate::auth::Access>,
 }
 
 pub fn routes(state: LlhlsHttp) -> Router {
@@ -214,6 +215,18 @@ async fn serve(
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    // A private stream needs a playback token (`?token=`); it is verified
+    // once, then found in the session cache for every later request.
+    let token = crate::auth::token_param(query.as_deref());
+    if let Err(e) = state.access.playback(&path, token).await {
+        use crate::auth::AuthError;
+        let status = match e {
+            AuthError::Missing => StatusCode::UNAUTHORIZED,
+            AuthError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        };
+        return error(status, e.to_string());
+    }
     let Some(out) = find_output(&state, &path).await else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
@@ -234,12 +247,59 @@ async fn serve(
         return r;
     }
     match file {
-        File::Master => master(&out),
-        File::Media { track } => media(&out, &track, directives).await,
+        File::Master => with_token(master(&out), token).await,
+        File::Media { track } => with_token(media(&out, &track, directives).await, token).await,
         File::Init { track, id } => init(&out, &track, id),
         File::Segment { track, msn } => segment(&out, &track, msn).await,
         File::Part { track, msn, index } => part(&out, &track, msn, index).await,
     }
+}
+
+/// A playlist whose every URI carries `token`, so a player's next
+/// requests (which it builds from these URIs) are let through too.
+async fn with_token(r: Response, token: Option<&str>) -> Response {
+    let Some(token) = token else { return r };
+    if r.status() != StatusCode::OK {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "playlist too large");
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let body = tokenize_playlist(&text, token);
+    let mut r = Response::from_parts(parts, Body::from(body));
+    r.headers_mut().remove(header::CONTENT_LENGTH);
+    r
+}
+
+/// `text` with `token=...` added to every URI line and `URI="..."`.
+fn tokenize_playlist(text: &str, token: &str) -> String {
+    let add = |uri: &str| {
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        format!("{uri}{sep}token={token}")
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        if line.is_empty() {
+        } else if !line.starts_with('#') {
+            out.push_str(&add(line));
+        } else if let Some(at) = line.find("URI=\"") {
+            let start = at + 5;
+            match line[start..].find('"') {
+                Some(len) => {
+                    out.push_str(&line[..start]);
+                    out.push_str(&add(&line[start..start + len]));
+                    out.push_str(&line[start + len..]);
+                }
+                None => out.push_str(line),
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn master(out: &StreamOutput) -> Response {
@@ -468,6 +528,16 @@ mod tests {
         ] {
             assert_eq!(parse_file(bad, i), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn playlists_carry_the_token_on_every_uri() {
+        let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init_v_1.mp4\"\n#EXT-X-PART:DURATION=0.2,URI=\"v_3_0.m4s\"\n#EXTINF:1.0,\nv_2.m4s\n#EXT-X-RENDITION-REPORT:URI=\"a.m3u8\",LAST-MSN=3\nv.m3u8?x=1\n";
+        let t = tokenize_playlist(text, "T");
+        assert_eq!(
+            t,
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init_v_1.mp4?token=T\"\n#EXT-X-PART:DURATION=0.2,URI=\"v_3_0.m4s?token=T\"\n#EXTINF:1.0,\nv_2.m4s?token=T\n#EXT-X-RENDITION-REPORT:URI=\"a.m3u8?token=T\",LAST-MSN=3\nv.m3u8?x=1&token=T\n"
+        );
     }
 
     #[test]

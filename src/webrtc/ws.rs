@@ -7,6 +7,7 @@
 //! (`{"code","error"}`) and the socket is closed. A socket that never asks
 //! for an offer, or never answers it, is closed after `ice_timeout`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -19,6 +20,8 @@ use tokio::sync::mpsc;
 use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
+use crate::api::ViewerCounts;
+use crate::auth::Access;
 use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
 
@@ -38,6 +41,8 @@ pub struct Signalling {
     pub sfu: Sfu,
     pub registry: Registry,
     pub config: WebRtcConfig,
+    pub access: Arc<Access>,
+    pub viewers: Arc<ViewerCounts>,
 }
 
 /// Middleware: WebSocket upgrades on `/{app}/{stream}[/{playlist}]` become
@@ -62,6 +67,7 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         q.split('&')
             .any(|kv| kv.eq_ignore_ascii_case("transport=tcp"))
     });
+    let token = crate::auth::token_param(req.uri().query()).map(str::to_owned);
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -77,7 +83,9 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
-            Session::new(s, path, playlist, tcp_only).run(socket).await;
+            Session::new(s, path, playlist, tcp_only, token)
+                .run(socket)
+                .await;
             metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
         })
 }
@@ -99,6 +107,10 @@ struct Session {
     start: Option<String>,
     /// `?transport=tcp`: offer only the ICE-TCP candidate.
     tcp_only: bool,
+    /// `?token=`: a playback token (a private stream needs one).
+    token: Option<String>,
+    /// Counted in the stream's viewers (after the answer).
+    counted: bool,
 }
 
 /// What the session does after a client frame.
@@ -108,12 +120,20 @@ enum Next_ {
 }
 
 impl Session {
-    fn new(s: Signalling, path: StreamPath, playlist: Option<String>, tcp_only: bool) -> Session {
+    fn new(
+        s: Signalling,
+        path: StreamPath,
+        playlist: Option<String>,
+        tcp_only: bool,
+        token: Option<String>,
+    ) -> Session {
         Session {
             s,
             path,
             playlist,
             tcp_only,
+            token,
+            counted: false,
             viewer: None,
             answered: false,
             plan: None,
@@ -189,6 +209,9 @@ impl Session {
         if let Some(id) = self.viewer.take() {
             self.s.sfu.leave(id).await;
         }
+        if self.counted {
+            self.s.viewers.remove(&self.path);
+        }
         // The closing handshake: wait (briefly) for the client's Close, so
         // an error sent just before reaches a client that reads late (a
         // plain TCP close could reset the connection and lose it).
@@ -250,6 +273,8 @@ impl Session {
                     }
                 }
                 self.answered = true;
+                self.s.viewers.add(&self.path);
+                self.counted = true;
                 let plan = self.plan.as_ref().expect("an offer was made");
                 let name = self.playlist.as_deref().unwrap_or("webrtc_default");
                 let auto = self.pinned().is_none();
@@ -303,6 +328,17 @@ impl Session {
         events: mpsc::Sender<ViewerEvent>,
     ) -> Result<super::sfu::Joined, SignalError> {
         let not_found = || SignalError::new(404, "Cannot create offer");
+        // A private stream without a valid playback token is refused as
+        // OME refuses a denied one.
+        if let Err(e) = self
+            .s
+            .access
+            .playback(&self.path, self.token.as_deref())
+            .await
+        {
+            tracing::info!(stream = %self.path, error = %e, "webrtc playback refused");
+            return Err(not_found());
+        }
         let mut broadcast = self.s.registry.get(&self.path).ok_or_else(not_found)?;
         // A stream that just started may not have its renditions (or its
         // Opus track) yet: wait a little for them, then take what exists.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use hyper::header::HeaderMap;
 use hyper_util::client::legacy::Client;
@@ -32,9 +32,16 @@ pub struct TestServer {
     pub webrtc_tcp: Option<SocketAddr>,
     pub registry: streamd::bus::Registry,
     transcoders: std::sync::Arc<streamd::transcode::Transcoders>,
+    /// The database and tokens.
+    pub access: std::sync::Arc<streamd::auth::Access>,
     trigger: ShutdownTrigger,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The data directory (SQLite), removed when the server is dropped.
+    _data: tempfile::TempDir,
 }
+
+/// The JWT secret test servers use.
+pub const TEST_SECRET: &str = "streamd-test-secret";
 
 impl TestServer {
     /// Starts streamd on loopback port 0 with `tweak` applied to the defaults.
@@ -47,6 +54,12 @@ impl TestServer {
         config.transcode.enabled = false;
         config.webrtc.udp_listen = "127.0.0.1:0".parse().unwrap();
         config.webrtc.tcp_listen = "127.0.0.1:0".parse().unwrap();
+        // Most tests publish to names of their choosing; the access tests
+        // turn the key policy back on.
+        config.auth.publish = streamd::config::PublishPolicy::Open;
+        config.auth.jwt_secret = TEST_SECRET.into();
+        let data = tempfile::tempdir().expect("a data directory");
+        config.database.data_dir = data.path().to_owned();
         tweak(&mut config);
         config.validate().expect("test config is valid");
         let server = Server::bind(config).await.expect("bind");
@@ -55,6 +68,7 @@ impl TestServer {
         let webrtc_tcp = server.webrtc_tcp_addr();
         let registry = server.registry().clone();
         let transcoders = server.transcoders().clone();
+        let access = server.access().clone();
         let (trigger, stop) = shutdown::channel();
         let task = tokio::spawn(server.run(stop));
         TestServer {
@@ -64,8 +78,10 @@ impl TestServer {
             webrtc_tcp,
             registry,
             transcoders,
+            access,
             trigger,
             task,
+            _data: data,
         }
     }
 
@@ -141,15 +157,25 @@ impl Response {
 }
 
 pub async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    request_with(method, url, headers, Bytes::new()).await
+}
+
+/// `request` with a body.
+pub async fn request_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let resp = client
-        .request(req.body(Empty::new()).unwrap())
+        .request(req.body(Full::new(body.into())).unwrap())
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -1,0 +1,410 @@
+//! The REST API under `/api`: the seed backend's stream management, JSON in
+//! and out, `Authorization: Bearer <JWT>` on every route but the OpenAPI
+//! document. Errors are `{"error": "...", "status": N}` with a 4xx/5xx.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Access, AuthError};
+use crate::bus::{Registry, StreamPath};
+use crate::store::{StoreError, StreamRecord};
+
+/// Largest request body taken (a stream's fields are far smaller).
+const MAX_BODY: usize = 16 * 1024;
+const MAX_NAME: usize = 128;
+const MAX_DESCRIPTION: usize = 2048;
+
+/// WebRTC viewers per stream, kept by the signalling sessions.
+#[derive(Default)]
+pub struct ViewerCounts(Mutex<HashMap<String, usize>>);
+
+impl ViewerCounts {
+    pub fn add(&self, path: &StreamPath) {
+        *self
+            .0
+            .lock()
+            .expect("counts lock")
+            .entry(path.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn remove(&self, path: &StreamPath) {
+        let mut m = self.0.lock().expect("counts lock");
+        let key = path.to_string();
+        if let Some(n) = m.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&key);
+            }
+        }
+    }
+
+    pub fn get(&self, path: &str) -> usize {
+        self.0
+            .lock()
+            .expect("counts lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub access: Arc<Access>,
+    pub registry: Registry,
+    pub viewers: Arc<ViewerCounts>,
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.1, "status": self.0.as_u16()});
+        let mut r = (self.0, Json(body)).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "api storage error");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage unavailable".into(),
+        )
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such stream".into())
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub fn routes(api: Api) -> Router {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/streams", post(create).get(list))
+        .route("/api/streams/{id}", get(show).delete(remove))
+        .route("/api/streams/{id}/key", get(key))
+        .route("/api/streams/{id}/key:rotate", post(rotate))
+        .route("/api/streams/{id}/playback", get(playback))
+        .route("/api/tokens/playback", post(mint_playback))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// The caller's bearer token, checked.
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<()> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    api.access
+        .auth
+        .check_api(bearer)
+        .map(|_| ())
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+/// A JSON body, with a clear 400 for what does not parse or fit.
+fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    match b {
+        Ok(Json(v)) => Ok(v),
+        Err(JsonRejection::BytesRejection(_)) => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {MAX_BODY} bytes"),
+        )),
+        Err(e) => Err(bad(e.body_text())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewStream {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    is_private: bool,
+}
+
+fn view(api: &Api, r: &StreamRecord) -> Value {
+    let path = format!("{}/{}", r.app, r.id);
+    let live = StreamPath::new(&r.app, &r.id)
+        .ok()
+        .and_then(|p| api.registry.get(&p))
+        .is_some();
+    let mut v = serde_json::to_value(r).expect("a record serialises");
+    v["live"] = live.into();
+    v["viewers"] = api.viewers.get(&path).into();
+    v
+}
+
+async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    b: std::result::Result<Json<NewStream>, JsonRejection>,
+) -> Result<Response> {
+    authorize(&api, &headers)?;
+    let n = body(b)?;
+    let name = n.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(bad(format!("name must be 1 to {MAX_NAME} characters")));
+    }
+    if n.description.chars().count() > MAX_DESCRIPTION {
+        return Err(bad(format!(
+            "description must be at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+    if name.chars().any(char::is_control)
+        || n.description.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(bad(
+            "name and description must not contain control characters",
+        ));
+    }
+    let app = api.access.auth.config().app.clone();
+    let (r, key) = api
+        .access
+        .store
+        .create(&app, name, &n.description, n.is_private)
+        .await?;
+    let mut v = view(&api, &r);
+    v["streamKey"] = key.into();
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn list(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let all = api.access.store.list().await?;
+    Ok(Json(Value::Array(
+        all.iter().map(|r| view(&api, r)).collect(),
+    )))
+}
+
+async fn show(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    Ok(Json(view(&api, &r)))
+}
+
+async fn remove(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    authorize(&api, &headers)?;
+    if api.access.store.delete(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found())
+    }
+}
+
+async fn key(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let key = api.access.store.key(&id).await?.ok_or_else(not_found)?;
+    Ok(Json(
+        json!({"id": r.id, "streamKey": key, "obs": obs(&api, &headers, &r, &key)}),
+    ))
+}
+
+async fn rotate(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let key = api
+        .access
+        .store
+        .rotate_key(&id)
+        .await?
+        .ok_or_else(not_found)?;
+    tracing::info!(stream = %r.id, "stream key rotated");
+    Ok(Json(
+        json!({"id": r.id, "streamKey": key, "obs": obs(&api, &headers, &r, &key)}),
+    ))
+}
+
+/// The host the client reached us by (for URLs it can use), without a
+/// port; defaults to localhost.
+fn host(headers: &HeaderMap) -> String {
+    let h = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    // Only what a host may contain: no injection into the URLs we build.
+    if h.chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    {
+        h.to_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+/// OBS's settings for a stream: server and key.
+fn obs(api: &Api, headers: &HeaderMap, r: &StreamRecord, key: &str) -> Value {
+    let _ = api;
+    let host = host(headers);
+    let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host.as_str()
+        }
+    });
+    json!({
+        "server": format!("rtmp://{bare}:1935/{}", r.app),
+        "streamKey": key,
+        "url": format!("rtmp://{bare}:1935/{}/{}?key={key}", r.app, r.id),
+    })
+}
+
+async fn playback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let host = host(&headers);
+    let token = r.is_private.then(|| {
+        api.access.auth.mint(
+            "",
+            Some("playback"),
+            Some(&format!("{}/{}", r.app, r.id)),
+            api.access.auth.config().playback_token_ttl,
+        )
+    });
+    let q = token
+        .as_ref()
+        .map(|t| format!("?token={t}"))
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "id": r.id,
+        "webrtc": format!("ws://{host}/{}/{}{q}", r.app, r.id),
+        "llhls": format!("http://{host}/{}/{}/llhls.m3u8{q}", r.app, r.id),
+        "token": token,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TokenRequest {
+    stream_id: String,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+async fn mint_playback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    b: std::result::Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let t = body(b)?;
+    let r = api
+        .access
+        .store
+        .get(&t.stream_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let max = api.access.auth.config().playback_token_ttl;
+    let ttl = t
+        .ttl_seconds
+        .map_or(max, |s| Duration::from_secs(s).min(max));
+    if ttl.is_zero() {
+        return Err(bad("ttlSeconds must be more than 0"));
+    }
+    let token = api.access.auth.mint(
+        "",
+        Some("playback"),
+        Some(&format!("{}/{}", r.app, r.id)),
+        ttl,
+    );
+    Ok(Json(
+        json!({"token": token, "streamId": r.id, "expiresIn": ttl.as_secs()}),
+    ))
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError(StatusCode::UNAUTHORIZED, e.to_string())
+    }
+}
+
+async fn openapi() -> Json<Value> {
+    let stream = json!({"$ref": "#/components/schemas/Stream"});
+    let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9]{12}$"}}]);
+    let ok = |schema: Value| json!({"description": "OK", "content": {"application/json": {"schema": schema}}});
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "streamd API", "version": env!("CARGO_PKG_VERSION")},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/streams": {
+                "post": {"summary": "Create a stream", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewStream"}}}},
+                         "responses": {"201": ok(stream.clone()), "400": error, "401": error}},
+                "get": {"summary": "List streams with live status and viewers", "responses": {"200": ok(json!({"type": "array", "items": stream})), "401": error}}
+            },
+            "/api/streams/{id}": {
+                "parameters": id,
+                "get": {"summary": "A stream", "responses": {"200": ok(stream.clone()), "401": error, "404": error}},
+                "delete": {"summary": "Delete a stream", "responses": {"204": {"description": "deleted"}, "401": error, "404": error}}
+            },
+            "/api/streams/{id}/key": {"parameters": id, "get": {"summary": "The stream key and OBS settings", "responses": {"200": ok(json!({"$ref": "#/components/schemas/Key"})), "401": error, "404": error}}},
+            "/api/streams/{id}/key:rotate": {"parameters": id, "post": {"summary": "A new stream key; the old one stops working", "responses": {"200": ok(json!({"$ref": "#/components/schemas/Key"})), "401": error, "404": error}}},
+            "/api/streams/{id}/playback": {"parameters": id, "get": {"summary": "WebRTC and LL-HLS URLs (with a playback token for a private stream)", "responses": {"200": ok(json!({"type": "object", "properties": {"webrtc": {"type": "string"}, "llhls": {"type": "string"}, "token": {"type": "string", "nullable": true}}})), "401": error, "404": error}}},
+            "/api/tokens/playback": {"post": {"summary": "A short-lived playback token", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["streamId"], "properties": {"streamId": {"type": "string"}, "ttlSeconds": {"type": "integer"}}}}}},
+                                    "responses": {"200": ok(json!({"type": "object", "properties": {"token": {"type": "string"}, "expiresIn": {"type": "integer"}}})), "400": error, "401": error, "404": error}}}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {
+                "NewStream": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "maxLength": MAX_NAME}, "description": {"type": "string"}, "isPrivate": {"type": "boolean"}}},
+                "Stream": {"type": "object", "properties": {"id": {"type": "string"}, "app": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"}, "isPrivate": {"type": "boolean"}, "createdAt": {"type": "integer"}, "live": {"type": "boolean"}, "viewers": {"type": "integer"}, "streamKey": {"type": "string"}}},
+                "Key": {"type": "object", "properties": {"id": {"type": "string"}, "streamKey": {"type": "string"}, "obs": {"type": "object"}}},
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}}
+            }
+        }
+    }))
+}

@@ -1,0 +1,340 @@
+//! The streams streamd manages: SQLite by default (a file in the data
+//! directory), Postgres when several nodes share state. One code path for
+//! both through sqlx's `Any` driver: portable SQL only (TEXT and BIGINT
+//! columns, `$n` placeholders, times as epoch milliseconds).
+//!
+//! Migrations are a numbered list applied at start, each once, recorded
+//! in `streamd_schema`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Schema changes, in order. Never edit one that has shipped: add another.
+const MIGRATIONS: &[&str] = &["CREATE TABLE streams (
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        is_private BIGINT NOT NULL,
+        stream_key TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL
+    )"];
+
+/// How long a looked-up stream is trusted before asking the database
+/// again (other nodes may change it).
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+}
+
+/// A managed stream, as the API shows it (the key is asked for apart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRecord {
+    pub id: String,
+    pub app: String,
+    pub name: String,
+    pub description: String,
+    pub is_private: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// When a lookup was made, and what it found.
+type Cached = (Instant, Option<StreamRecord>);
+
+pub struct Store {
+    pool: AnyPool,
+    /// (app, id) -> the record (None: no such stream), and when it was read.
+    cache: Mutex<HashMap<(String, String), Cached>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `len` random characters from `alphabet`.
+pub fn random_string(len: usize, alphabet: &[u8]) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A stream id: 12 lowercase letters and digits (a valid stream name).
+fn new_id() -> String {
+    random_string(12, ID_ALPHABET)
+}
+
+/// A stream key: `sk_` and 32 letters and digits (190 bits).
+fn new_key() -> String {
+    format!("sk_{}", random_string(32, KEY_ALPHABET))
+}
+
+/// Whether `s` has the shape of a stream id (anything else cannot be one,
+/// and is refused before the database is asked).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| ID_ALPHABET.contains(&b))
+}
+
+fn record(row: &AnyRow) -> Result<StreamRecord, sqlx::Error> {
+    Ok(StreamRecord {
+        id: row.try_get("id")?,
+        app: row.try_get("app")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        is_private: row.try_get::<i64, _>("is_private")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, app, name, description, is_private, created_at";
+
+impl Store {
+    /// Opens (creating if need be) the database at `url` and brings its
+    /// schema up to date. A SQLite file's directory is created too.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if url.starts_with("sqlite") { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        let store = Store {
+            pool,
+            cache: Mutex::default(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS streamd_schema (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let done: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM streamd_schema")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("v")
+            .ok();
+        let done = done.unwrap_or(0) as usize;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO streamd_schema (version) VALUES ($1)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version = i + 1, "database schema migrated");
+        }
+        Ok(())
+    }
+
+    /// Creates a stream in `app`; returns it and its key.
+    pub async fn create(
+        &self,
+        app: &str,
+        name: &str,
+        description: &str,
+        is_private: bool,
+    ) -> Result<(StreamRecord, String), StoreError> {
+        let r = StreamRecord {
+            id: new_id(),
+            app: app.to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            is_private,
+            created_at: now_ms(),
+        };
+        let key = new_key();
+        sqlx::query(
+            "INSERT INTO streams (id, app, name, description, is_private, stream_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.id)
+        .bind(&r.app)
+        .bind(&r.name)
+        .bind(&r.description)
+        .bind(i64::from(r.is_private))
+        .bind(&key)
+        .bind(r.created_at)
+        .execute(&self.pool)
+        .await?;
+        self.forget(&r.app, &r.id);
+        Ok((r, key))
+    }
+
+    pub async fn list(&self) -> Result<Vec<StreamRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM streams ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
+        if !is_id(id) {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM streams WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(record).transpose()?)
+    }
+
+    /// The stream `app/id`, from a cache at most a few seconds old: what
+    /// media requests ask, many times a second.
+    pub async fn lookup(&self, app: &str, id: &str) -> Result<Option<StreamRecord>, StoreError> {
+        if !is_id(id) {
+            return Ok(None);
+        }
+        let key = (app.to_owned(), id.to_owned());
+        if let Some((at, r)) = self.cache.lock().expect("cache lock").get(&key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(r.clone());
+        }
+        let r = self.get(id).await?.filter(|r| r.app == app);
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() > 100_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        }
+        cache.insert(key, (Instant::now(), r.clone()));
+        Ok(r)
+    }
+
+    fn forget(&self, app: &str, id: &str) {
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .remove(&(app.to_owned(), id.to_owned()));
+    }
+
+    /// Deletes a stream; false if there was none.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(r) = self.get(id).await? else {
+            return Ok(false);
+        };
+        let done = sqlx::query("DELETE FROM streams WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.forget(&r.app, id);
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<String>, StoreError> {
+        if !is_id(id) {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT stream_key FROM streams WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("stream_key")).transpose()?)
+    }
+
+    /// Gives a stream a new key (the old one stops working for new
+    /// publishes); None if there is no such stream.
+    pub async fn rotate_key(&self, id: &str) -> Result<Option<String>, StoreError> {
+        if !is_id(id) {
+            return Ok(None);
+        }
+        let key = new_key();
+        let done = sqlx::query("UPDATE streams SET stream_key = $1 WHERE id = $2")
+            .bind(&key)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok((done.rows_affected() > 0).then_some(key))
+    }
+
+    /// The stream whose key is `key`.
+    pub async fn by_key(&self, key: &str) -> Result<Option<StreamRecord>, StoreError> {
+        if !key.starts_with("sk_") || key.len() > 64 {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM streams WHERE stream_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(record).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/s/streamd.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn creates_lists_rotates_and_deletes() {
+        let (_dir, s) = store().await;
+        let (a, key) = s.create("live", "A", "first", false).await.unwrap();
+        let (b, _) = s
+            .create("live", "B'; DROP TABLE streams; --", "", true)
+            .await
+            .unwrap();
+        assert!(is_id(&a.id) && key.starts_with("sk_"));
+        assert_eq!(s.list().await.unwrap().len(), 2);
+        assert_eq!(s.get(&b.id).await.unwrap().unwrap().name, b.name);
+        assert_eq!(s.key(&a.id).await.unwrap(), Some(key.clone()));
+        assert_eq!(s.by_key(&key).await.unwrap(), Some(a.clone()));
+        let new = s.rotate_key(&a.id).await.unwrap().unwrap();
+        assert_ne!(new, key);
+        assert_eq!(s.by_key(&key).await.unwrap(), None);
+        assert!(s.lookup("live", &b.id).await.unwrap().unwrap().is_private);
+        assert_eq!(s.lookup("other", &b.id).await.unwrap(), None);
+        assert!(s.delete(&a.id).await.unwrap());
+        assert!(!s.delete(&a.id).await.unwrap());
+        assert_eq!(s.lookup("live", &a.id).await.unwrap(), None);
+        assert_eq!(s.get("../etc/passwd").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn migrations_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/streamd.db?mode=rwc", dir.path().display());
+        let s = Store::open(&url).await.unwrap();
+        s.create("live", "kept", "", false).await.unwrap();
+        drop(s);
+        let s = Store::open(&url).await.unwrap();
+        assert_eq!(s.list().await.unwrap().len(), 1);
+    }
+}
