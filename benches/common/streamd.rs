@@ -17,7 +17,8 @@ pub struct Streamd {
 }
 
 /// Starts streamd with `extra` appended to a config that puts RTMP, HTTP
-/// and (unless `extra` has a `[webrtc]` table) WebRTC on loopback port 0.
+/// and (unless `extra` has a `[webrtc]` table) WebRTC on loopback port 0,
+/// lets any name publish, and keeps its database in `dir`.
 pub async fn start(dir: &Path, extra: &str) -> Streamd {
     let config = dir.join("streamd.toml");
     let webrtc = if extra.contains("[webrtc]") {
@@ -25,10 +26,16 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
     } else {
         "[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n"
     };
+    // Open publishing (the load runs pick their stream names), and the
+    // database in the run's directory.
+    let state = format!(
+        "[auth]\npublish = \"open\"\n[database]\ndata_dir = \"{}\"\n",
+        dir.join("data").display()
+    );
     std::fs::write(
         &config,
         format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{webrtc}{extra}"
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{webrtc}{state}{extra}"
         ),
     )
     .unwrap();
