@@ -20,4 +20,5 @@ pub mod shutdown;
 pub mod store;
 pub mod time;
 pub mod transcode;
+pub mod webhooks;
 pub mod webrtc;

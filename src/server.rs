@@ -20,6 +20,8 @@ use crate::webrtc::WebRtcServer;
 pub struct Server {
     config: Config,
     access: Arc<Access>,
+    /// The webhook signing key.
+    hook_secret: String,
     registry: Registry,
     outputs: Arc<Outputs>,
     transcoders: Arc<Transcoders>,
@@ -51,6 +53,11 @@ impl Server {
             store,
             auth: Auth::new(&secret, config.auth.clone()),
         });
+        let hook_secret = if config.webhooks.secret.is_empty() {
+            secret
+        } else {
+            config.webhooks.secret.clone()
+        };
         let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone(), access.clone())
             .await
             .map_err(|e| {
@@ -70,6 +77,7 @@ impl Server {
         Ok(Server {
             config,
             access,
+            hook_secret,
             registry,
             outputs: Arc::new(Outputs::default()),
             transcoders,
@@ -121,6 +129,7 @@ impl Server {
         let Server {
             config,
             access,
+            hook_secret,
             registry,
             outputs,
             transcoders,
@@ -148,6 +157,13 @@ impl Server {
             access: access.clone(),
         });
         let viewers = Arc::new(ViewerCounts::default());
+        crate::webhooks::start(
+            config.webhooks.clone(),
+            hook_secret,
+            registry.clone(),
+            viewers.clone(),
+            shutdown.clone(),
+        );
         // The API's routes, then the signalling layer over all of them (it
         // also answers WebSocket upgrades no route matches).
         routes = routes.merge(crate::api::routes(Api {

@@ -36,6 +36,41 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Where stream events are POSTed (http:// or https://); none: off.
+    pub urls: Vec<String>,
+    /// HMAC-SHA256 key of the `X-Streamd-Signature` header; empty: the
+    /// JWT secret.
+    pub secret: String,
+    /// Tries per delivery (the first and the retries).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled each time (at most 60 s).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// A receiver that has not answered in this time has failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often changed viewer counts are sent.
+    #[serde(with = "humantime_serde")]
+    pub viewers_interval: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            urls: Vec::new(),
+            secret: String::new(),
+            attempts: 5,
+            retry_backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+            viewers_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -427,6 +462,22 @@ impl Config {
             return invalid(
                 "auth.app",
                 format!("{:?} is not a valid app name", self.auth.app),
+            );
+        }
+        for url in &self.webhooks.urls {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<axum::http::Uri>().is_err()
+            {
+                return invalid("webhooks.urls", format!("{url:?} is not an http(s) URL"));
+            }
+        }
+        if self.webhooks.attempts == 0 {
+            return invalid("webhooks.attempts", "must be at least 1".into());
+        }
+        if self.webhooks.timeout.is_zero() || self.webhooks.viewers_interval.is_zero() {
+            return invalid(
+                "webhooks.timeout",
+                "timeout and viewers_interval must be more than 0".into(),
             );
         }
         if self.auth.playback_token_ttl < Duration::from_secs(10) {
