@@ -47,6 +47,14 @@ install_python_test_deps() {
     "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 }
 
+# The web console: OvenPlayer and hls.js from npm, built into web/dist
+# (served by streamd at /).
+build_console() {
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    npm ci --prefix web --no-audit --no-fund --loglevel=error
+    npm run --prefix web --silent build
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
         export PATH="$HOME/.cargo/bin:$PATH"

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 install_runtime_deps
 ensure_rust
+build_console
 cargo build --release --locked
 
 host=$(hostname -I 2>/dev/null | awk '{print $1}')
@@ -17,6 +18,7 @@ cat <<MSG
 streamd is starting (Ctrl-C stops it). With the default configuration
 publishing needs a stream created through the API (state in ./data):
 
+  Console          http://$host:3333/  (paste the API token below)
   API token        TOKEN=\$(./target/release/streamd token)
   Create a stream  curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
                      -d '{"name":"My stream"}' http://$host:3333/api/streams

@@ -11,6 +11,7 @@ install_test_deps
 ensure_rust
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 install_python_test_deps
+build_console
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

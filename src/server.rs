@@ -137,6 +137,7 @@ impl Server {
             http,
             webrtc,
         } = self;
+        let rtmp_port = rtmp.local_addr().map_or(1935, |a| a.port());
         let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
         let transcode_task = tokio::spawn(crate::transcode::service::run(
             registry.clone(),
@@ -170,7 +171,9 @@ impl Server {
             access: access.clone(),
             registry: registry.clone(),
             viewers: viewers.clone(),
+            rtmp_port,
         }));
+        routes = crate::http::console(routes, &config.http.web_dir);
         let mut webrtc_task = None;
         if let Some(webrtc) = webrtc {
             let signalling = crate::webrtc::ws::Signalling {

@@ -92,7 +92,10 @@ async fn streams_are_created_listed_keyed_rotated_and_deleted() {
 
     let (s, k) = api.call("GET", &format!("/streams/{id}/key"), None).await;
     assert_eq!((s, k["streamKey"].as_str()), (200, Some(key.as_str())));
-    assert_eq!(k["obs"]["server"], format!("rtmp://127.0.0.1:1935/live"));
+    assert_eq!(
+        k["obs"]["server"],
+        format!("rtmp://127.0.0.1:{}/live", server.rtmp.port())
+    );
     let (s, r) = api
         .call("POST", &format!("/streams/{id}/key:rotate"), None)
         .await;

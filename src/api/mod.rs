@@ -64,6 +64,8 @@ pub struct Api {
     pub access: Arc<Access>,
     pub registry: Registry,
     pub viewers: Arc<ViewerCounts>,
+    /// The RTMP port publishers reach (for OBS settings).
+    pub rtmp_port: u16,
 }
 
 pub struct ApiError(StatusCode, String);
@@ -282,7 +284,7 @@ fn host(headers: &HeaderMap) -> String {
 
 /// OBS's settings for a stream: server and key.
 fn obs(api: &Api, headers: &HeaderMap, r: &StreamRecord, key: &str) -> Value {
-    let _ = api;
+    let port = api.rtmp_port;
     let host = host(headers);
     let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
         if p.chars().all(|c| c.is_ascii_digit()) {
@@ -292,9 +294,9 @@ fn obs(api: &Api, headers: &HeaderMap, r: &StreamRecord, key: &str) -> Value {
         }
     });
     json!({
-        "server": format!("rtmp://{bare}:1935/{}", r.app),
+        "server": format!("rtmp://{bare}:{port}/{}", r.app),
         "streamKey": key,
-        "url": format!("rtmp://{bare}:1935/{}/{}?key={key}", r.app, r.id),
+        "url": format!("rtmp://{bare}:{port}/{}/{}?key={key}", r.app, r.id),
     })
 }
 

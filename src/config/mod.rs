@@ -175,15 +175,19 @@ impl Default for RtmpConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// The one HTTP listener: LL-HLS now; WebRTC signalling, the API and the
-    /// console later. Port 0 picks a free port (logged at start).
+    /// The one HTTP listener: LL-HLS, WebRTC signalling, the API and the
+    /// console. Port 0 picks a free port (logged at start).
     pub listen: SocketAddr,
+    /// The built web console (`npm --prefix web ci && npm --prefix web run
+    /// build`), served at `/`.
+    pub web_dir: PathBuf,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: ([0, 0, 0, 0], 3333).into(),
+            web_dir: PathBuf::from("web/dist"),
         }
     }
 }

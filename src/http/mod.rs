@@ -1,17 +1,20 @@
-//! The one HTTP listener: LL-HLS now; WebRTC signalling, the API and the
-//! console later. CORS, metrics and health live here; each part of the data
+//! The one HTTP listener: LL-HLS, WebRTC signalling, the API and the web
+//! console. CORS, metrics and health live here; each part of the data
 //! flow contributes its routes.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method};
+use axum::response::Html;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
 
 use crate::shutdown::Shutdown;
 
@@ -50,6 +53,17 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(86_400))
 }
 
+/// The web console (files in `web_dir`) for every path no route takes.
+pub fn console(routes: Router, web_dir: &Path) -> Router {
+    if web_dir.join("index.html").is_file() {
+        tracing::info!(dir = %web_dir.display(), "web console at /");
+        routes.fallback_service(ServeDir::new(web_dir))
+    } else {
+        tracing::warn!(dir = %web_dir.display(), "web console not built (npm --prefix web ci && npm --prefix web run build)");
+        routes.route("/", get(|| std::future::ready(Html(NOT_BUILT))))
+    }
+}
+
 /// Adds the server-wide routes and layers to the data-flow routes.
 pub fn app(routes: Router, cors_origins: &[String]) -> Router {
     let metrics = metrics_handle();
@@ -61,6 +75,11 @@ pub fn app(routes: Router, cors_origins: &[String]) -> Router {
         .route("/healthz", get(|| std::future::ready("ok\n")))
         .layer(cors(cors_origins))
 }
+
+const NOT_BUILT: &str = "<!doctype html><title>streamd</title><p>streamd is running. \
+The web console is not built: run <code>npm --prefix web ci &amp;&amp; npm --prefix web run build</code> \
+(scripts/run.sh does), or set <code>[http] web_dir</code>. The API is at <code>/api</code> \
+(<a href=\"/api/openapi.json\">OpenAPI</a>).</p>";
 
 pub struct HttpServer {
     listener: TcpListener,

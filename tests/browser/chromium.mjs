@@ -25,13 +25,13 @@ const FLAGS = [
 ];
 
 /// Opens `html` (with `scripts`: URL path -> JavaScript source) in a fresh
-/// Chromium. `webrtc` grants camera/microphone permission, as if the user
+/// Chromium, or `url` when given (a page streamd serves itself). `webrtc` grants camera/microphone permission, as if the user
 /// had once allowed them on the player's site (the page never uses them):
 /// without it Chromium hides its host candidates behind mDNS names, and in
 /// a loopback-only network namespace, where no mDNS responder can run, it
 /// gathers nothing and ICE never starts. `init` runs in the page before any
 /// of its scripts. Returns { page, logs, version, close }.
-export async function openPage({ html, scripts = {}, webrtc = false, init }) {
+export async function openPage({ html, url, scripts = {}, webrtc = false, init }) {
   const userDataDir = mkdtempSync(join(tmpdir(), 'streamd-chromium-'));
   let context;
   let server;
@@ -54,6 +54,10 @@ export async function openPage({ html, scripts = {}, webrtc = false, init }) {
     page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`.slice(0, 500)));
     page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`.slice(0, 500)));
     if (init) await page.addInitScript(init);
+    if (url) {
+      await page.goto(url);
+      return { page, logs, version: context.browser()?.version() ?? null, close };
+    }
     server = http.createServer((req, res) => {
       const js = scripts[req.url];
       if (js !== undefined) {

@@ -16,7 +16,10 @@
 #
 # Environment:
 #   RTMP_URL   where the publisher pushes (default rtmp://127.0.0.1:1935/live/cam;
-#              must match CONFIG's [rtmp] listen and the app/stream of WS_URL)
+#              must match CONFIG's [rtmp] listen and the app/stream of WS_URL);
+#              "none": no publisher (the player script publishes itself), and
+#              readiness is WS_URL's /healthz
+#   PLAYER     the script run with WS_URL SECONDS (default ovenplayer.mjs)
 #   RUST_LOG   passed to streamd (e.g. streamd=debug)
 #   NODE       node binary (default: node)
 #   STREAMD_LOG_OUT  if set, streamd's log is copied to this file at the end
@@ -37,6 +40,7 @@ CONFIG=$2
 WS_URL=$3
 SECONDS_ARG=$4
 RTMP_URL=${RTMP_URL:-rtmp://127.0.0.1:1935/live/cam}
+PLAYER=${PLAYER:-ovenplayer.mjs}
 NODE=${NODE:-node}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -90,6 +94,9 @@ start_publisher() {
 
 # ws://host:port/app/stream[?query] -> http://host:port/app/stream/llhls.m3u8
 HLS_URL=$(printf '%s' "$WS_URL" | sed -E 's#^ws(s?)://#http\1://#; s#\?.*$##; s#/+$##')/llhls.m3u8
+if [ "$RTMP_URL" = none ]; then
+  HLS_URL=$(printf '%s' "$WS_URL" | sed -E 's#^(https?://[^/]+).*#\1#')/healthz
+fi
 
 ready=0
 deadline=$(( $(date +%s) + 20 ))
@@ -98,7 +105,7 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
     echo "netns.sh: streamd exited early" >&2
     break
   fi
-  if [ -z "$FFMPEG_PID" ] || ! kill -0 "$FFMPEG_PID" 2>/dev/null; then
+  if [ "$RTMP_URL" != none ] && { [ -z "$FFMPEG_PID" ] || ! kill -0 "$FFMPEG_PID" 2>/dev/null; }; then
     start_publisher
   fi
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$HLS_URL")
@@ -115,10 +122,10 @@ if [ "$ready" != 1 ]; then
 fi
 
 start=$(date +%s%N)
-OUT=$("$NODE" "$HERE/ovenplayer.mjs" "$WS_URL" "$SECONDS_ARG")
+OUT=$("$NODE" "$HERE/$PLAYER" "$WS_URL" "$SECONDS_ARG")
 rc=$?
 end=$(date +%s%N)
-echo "netns.sh: node ovenplayer.mjs exited $rc after $(( (end - start) / 1000000 )) ms" >&2
+echo "netns.sh: node $PLAYER exited $rc after $(( (end - start) / 1000000 )) ms" >&2
 
 REPORT=$(printf '%s\n' "$OUT" | tail -n 1)
 if [ "$rc" != 0 ] || ! printf '%s' "$REPORT" | grep -q '"playing":true'; then

@@ -1,0 +1,151 @@
+//! The web console in headless Chromium: a user pastes a token, creates a
+//! stream through the page, publishes to the key it shows, and watches it
+//! in the console's OvenPlayer, over WebRTC, or over LL-HLS when WebRTC
+//! fails.
+//!
+//! Needs the console built (`npm --prefix web ci && npm --prefix web run
+//! build`), Chromium and tests/browser's npm packages: the README's test
+//! command provides all three.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use streamd::config::PublishPolicy;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn web_dir() -> PathBuf {
+    let dir = repo().join("web/dist");
+    assert!(
+        dir.join("index.html").exists() && dir.join("vendor/ovenplayer.js").exists(),
+        "the console is not built: npm --prefix web ci && npm --prefix web run build"
+    );
+    dir
+}
+
+fn api_token() -> String {
+    let auth = streamd::auth::Auth::new(TEST_SECRET, Default::default());
+    auth.mint("console-test", None, None, Duration::from_secs(600))
+}
+
+fn report(out: &str, err: &str) -> Value {
+    serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{out}\n{err}"))
+}
+
+/// In a loopback-only namespace (Chromium's WebRTC needs it), streamd
+/// serves the console; the user creates a stream, publishes with the shown
+/// key, and the console plays it over WebRTC.
+#[tokio::test]
+async fn console_creates_a_stream_and_plays_it_over_webrtc() {
+    let _one = SERIAL.lock().await;
+    let web = web_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[rtmp]
+listen = "127.0.0.1:1935"
+[http]
+listen = "127.0.0.1:3333"
+web_dir = "{}"
+[webrtc]
+udp_listen = "127.0.0.1:10000"
+tcp_listen = "127.0.0.1:3478"
+candidate_ips = ["127.0.0.1"]
+[transcode]
+enabled = false
+[database]
+data_dir = "{}"
+[auth]
+jwt_secret = "{TEST_SECRET}"
+publish = "key"
+"#,
+            web.display(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let unshare = if unsafe { libc::geteuid() } == 0 {
+        "-n"
+    } else {
+        "-rn"
+    };
+    let netns = repo().join("tests/browser/netns.sh");
+    let token = api_token();
+    let out = tokio::process::Command::new("unshare")
+        .args([unshare, "bash", netns.to_str().unwrap()])
+        .arg(env!("CARGO_BIN_EXE_streamd"))
+        .arg(&config)
+        .args(["http://127.0.0.1:3333", "8"])
+        .env("PLAYER", "console.mjs")
+        .env("RTMP_URL", "none")
+        .env("STREAMD_TOKEN", &token)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let r = report(&stdout, &stderr);
+    eprintln!("console: {r}");
+    assert_eq!(r["live"], true, "{r}");
+    assert!(r["keyShown"].as_str().unwrap().starts_with("sk_"), "{r}");
+    assert_eq!(r["source"], "WebRTC", "{r}\n{stderr}");
+    assert_eq!(r["state"], "playing", "{r}");
+    assert!(r["advanced"].as_f64().unwrap() >= 3.0, "{r}");
+    assert_eq!(r["width"], 640, "{r}");
+}
+
+/// With WebRTC off (its signalling answers 404), the console's OvenPlayer
+/// falls back to LL-HLS by itself and plays.
+#[tokio::test]
+async fn console_falls_back_to_llhls_when_webrtc_fails() {
+    let _one = SERIAL.lock().await;
+    let web = web_dir();
+    let server = TestServer::start(|c| {
+        c.http.web_dir = web.clone();
+        c.webrtc.enabled = false;
+        c.auth.publish = PublishPolicy::Key;
+    })
+    .await;
+    let script = repo().join("tests/browser/console.mjs");
+    let base = server.url("");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([&base, "10"])
+        .env("STREAMD_TOKEN", api_token())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let r = report(&stdout, &stderr);
+    eprintln!("console: {r}");
+    assert_eq!(r["live"], true, "{r}");
+    assert_eq!(r["source"], "LL-HLS", "{r}");
+    assert_eq!(r["state"], "playing", "{r}");
+    assert!(r["advanced"].as_f64().unwrap() >= 2.0, "{r}");
+    // It tried WebRTC first, then moved on by itself.
+    let tried: Vec<&str> = r["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(tried, ["WebRTC", "LL-HLS"], "{r}");
+    server.stop().await;
+}
