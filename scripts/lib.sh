@@ -55,6 +55,38 @@ build_console() {
     npm run --prefix web --silent build
 }
 
+# A throwaway Postgres for the storage tests (tests/postgres.rs): its own
+# cluster in a temporary directory on 127.0.0.1:55432, stopped and removed
+# when the calling script exits. Exports STREAMD_TEST_POSTGRES.
+start_test_postgres() {
+    apt_install postgresql
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    local dir
+    dir=$(mktemp -d /tmp/streamd-pg.XXXXXX)
+    # Postgres will not run as root: as root, run it as the postgres user.
+    local as=()
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+        as=(runuser -u postgres --)
+    fi
+    "${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U streamd >/dev/null
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+        -o "-p 55432 -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
+    PG_DIR=$dir
+    trap 'stop_test_postgres' EXIT
+    export STREAMD_TEST_POSTGRES="postgres://streamd@127.0.0.1:55432/postgres"
+}
+
+stop_test_postgres() {
+    if [ -n "${PG_DIR:-}" ]; then
+        "${PG_STOP[@]}" >/dev/null 2>&1 || true
+        rm -rf "$PG_DIR"
+        PG_DIR=
+    fi
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
         export PATH="$HOME/.cargo/bin:$PATH"

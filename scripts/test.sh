@@ -12,6 +12,7 @@ ensure_rust
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 install_python_test_deps
 build_console
+start_test_postgres
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
