@@ -52,6 +52,8 @@ impl Server {
         let access = Arc::new(Access {
             store,
             auth: Auth::new(&secret, config.auth.clone()),
+            admission: crate::auth::admission::Admission::new(config.admission.clone())
+                .map(Arc::new),
         });
         let hook_secret = if config.webhooks.secret.is_empty() {
             secret

@@ -94,3 +94,114 @@ async fn stream_events_are_signed_and_retried() {
     }
     server.stop().await;
 }
+
+/// OME's AdmissionWebhooks: the backend is asked (signed as OME signs)
+/// before a publish or a play opens, its refusal holds for RTMP, WebRTC and
+/// LL-HLS, its new_url moves a publish, and it hears `closing`.
+#[tokio::test]
+async fn an_ome_admission_backend_decides() {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/admission",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let sig = headers
+                        .get("x-ome-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    assert_eq!(
+                        sig,
+                        streamd::auth::admission::signature(b"ome-secret", &body)
+                    );
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    let url = v["request"]["url"].as_str().unwrap_or("").to_owned();
+                    seen.lock().unwrap().push(v);
+                    let answer = if url.contains("/deny") {
+                        serde_json::json!({"allowed": false, "reason": "not on the list"})
+                    } else if url.contains("/redirect") {
+                        serde_json::json!({"allowed": true, "new_url": "rtmp://elsewhere/live/renamed"})
+                    } else {
+                        serde_json::json!({"allowed": true, "lifetime": 60000})
+                    };
+                    axum::Json(answer)
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer::start(|c| {
+        c.admission.url = format!("http://{addr}/admission");
+        c.admission.secret = "ome-secret".into();
+    })
+    .await;
+
+    // RTMP: refused, moved, allowed.
+    let (status, err) = finish(server.publish("live", "deny", 1, "160x120")).await;
+    assert!(!status.success(), "a refused publish went through: {err}");
+    let mut moved = server.publish("live", "redirect", 30, "160x120");
+    let r = poll(
+        &server.url("/live/renamed/llhls.m3u8"),
+        Duration::from_secs(15),
+        |r| r.status == 200,
+    )
+    .await;
+    assert_eq!(r.status, 200, "the publish was not moved to live/renamed");
+    // Playback: WebRTC and LL-HLS of a stream the backend denies.
+    let url_deny = server.ws_url("/live/deny");
+    match common::webrtc::Viewer::connect(&url_deny, false).await {
+        Err(common::webrtc::Refused(e)) => assert_eq!(e["code"], 404, "{e}"),
+        Ok(_) => panic!("a denied WebRTC viewer got an offer"),
+    }
+    assert_eq!(get(&server.url("/live/deny/llhls.m3u8")).await.status, 403);
+    // Allowed LL-HLS: asked once per client and stream, then cached.
+    for _ in 0..3 {
+        assert_eq!(
+            get(&server.url("/live/renamed/llhls.m3u8")).await.status,
+            200
+        );
+    }
+    let _ = moved.kill().await;
+    let _ = moved.wait().await;
+    // The backend hears the admitted publish close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline
+        && !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|v| v["request"]["status"] == "closing")
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let closing: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["request"]["status"] == "closing")
+        .collect();
+    assert_eq!(closing.len(), 1, "{seen:?}");
+    assert_eq!(closing[0]["request"]["protocol"], "rtmp");
+    assert_eq!(closing[0]["request"]["direction"], "incoming");
+    let llhls_asks = seen
+        .iter()
+        .filter(|v| {
+            v["request"]["protocol"] == "llhls"
+                && v["request"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/renamed/"))
+        })
+        .count();
+    assert_eq!(
+        llhls_asks, 1,
+        "LL-HLS asks once per client and stream: {seen:?}"
+    );
+    for v in &seen {
+        assert!(v["client"]["address"].is_string(), "{v}");
+        assert!(v["request"]["time"].as_u64().is_some(), "{v}");
+    }
+    server.stop().await;
+}

@@ -9,6 +9,8 @@
 //!   tokens already verified, so a signature is verified once per token,
 //!   not per request.
 
+pub mod admission;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -273,6 +275,8 @@ impl Auth {
 pub struct Access {
     pub store: Store,
     pub auth: Auth,
+    /// OME's AdmissionWebhooks, when configured.
+    pub admission: Option<std::sync::Arc<admission::Admission>>,
 }
 
 impl Access {

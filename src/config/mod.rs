@@ -37,6 +37,31 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub webhooks: WebhookConfig,
+    pub admission: AdmissionConfig,
+}
+
+/// OME's AdmissionWebhooks (see OME-COMPAT.md): a backend that decides who
+/// may publish and play.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// The backend's URL; empty: off.
+    pub url: String,
+    /// The HMAC-SHA1 key of `X-OME-Signature`.
+    pub secret: String,
+    /// An answer later than this denies.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            url: String::new(),
+            secret: String::new(),
+            timeout: Duration::from_secs(3),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -474,6 +499,16 @@ impl Config {
             {
                 return invalid("webhooks.urls", format!("{url:?} is not an http(s) URL"));
             }
+        }
+        if !self.admission.url.is_empty()
+            && (!(self.admission.url.starts_with("http://")
+                || self.admission.url.starts_with("https://"))
+                || self.admission.url.parse::<axum::http::Uri>().is_err())
+        {
+            return invalid(
+                "admission.url",
+                format!("{:?} is not an http(s) URL", self.admission.url),
+            );
         }
         if self.webhooks.attempts == 0 {
             return invalid("webhooks.attempts", "must be at least 1".into());

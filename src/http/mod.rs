@@ -98,8 +98,12 @@ impl HttpServer {
 
     /// Serves until `shutdown`, then lets requests in flight finish.
     pub async fn run(self, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await
+        // Handlers see the peer's address (admission webhooks report it).
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
     }
 }

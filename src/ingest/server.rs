@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::rtmp::{RtmpConnection, RtmpError, RtmpEvent};
 use super::tags::{Arrival, IngestError, Notice, TagIngest};
-use crate::auth::Access;
+use crate::auth::{Access, admission};
 use crate::bus::{BroadcastMeta, PublishError, Registry, StreamPath};
 use crate::config::RtmpConfig;
 use crate::ratelimit::LogLimiter;
@@ -123,6 +123,42 @@ struct Publishing {
     ingest: TagIngest,
     path: StreamPath,
     corrupt_log: LogLimiter,
+    /// Held for its drop, which tells the admission backend the publish
+    /// ended.
+    _admitted: Option<Admitted>,
+}
+
+/// A publish an admission backend let open.
+struct Admitted {
+    admission: Arc<admission::Admission>,
+    url: String,
+    peer: Option<SocketAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission.closing(&admission::Request {
+            direction: admission::Direction::Incoming,
+            protocol: "rtmp",
+            url: &self.url,
+            client: self.peer,
+            real_ip: None,
+            user_agent: None,
+        });
+    }
+}
+
+/// The app and stream an admission `new_url` names (its last two path
+/// segments), if valid.
+fn app_and_stream(url: &str) -> Option<(String, String)> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let mut segments = path.rsplit('/').filter(|s| !s.is_empty());
+    let stream = segments.next()?;
+    let app = segments.next()?;
+    StreamPath::new(app, stream)
+        .ok()
+        .map(|_| (app.to_owned(), stream.to_owned()))
 }
 
 async fn handle(
@@ -231,6 +267,50 @@ async fn on_event(
                     return Err(ConnectionError::Refused(msg));
                 }
             };
+            // An OME admission backend may refuse, or send elsewhere.
+            let mut admitted = None;
+            let (app, name) = match &access.admission {
+                None => (app, name),
+                Some(adm) => {
+                    let local = stream.local_addr().ok();
+                    let url = format!(
+                        "rtmp://{}/{app}/{name}",
+                        local.map_or("localhost".into(), |a| a.to_string())
+                    );
+                    let request = admission::Request {
+                        direction: admission::Direction::Incoming,
+                        protocol: "rtmp",
+                        url: &url,
+                        client: stream.peer_addr().ok(),
+                        real_ip: None,
+                        user_agent: None,
+                    };
+                    match adm.opening(&request).await {
+                        admission::Decision::Allowed { new_url, .. } => {
+                            let peer = stream.peer_addr().ok();
+                            admitted = Some(Admitted {
+                                admission: adm.clone(),
+                                url: url.clone(),
+                                peer,
+                            });
+                            match new_url.as_deref().and_then(app_and_stream) {
+                                Some((a, n)) => (a, n),
+                                None => (app, name),
+                            }
+                        }
+                        admission::Decision::Denied(reason) => {
+                            let msg = format!(
+                                "publish to {app}/{name} refused by the admission webhook: {reason:.200}"
+                            );
+                            tracing::warn!("{msg}");
+                            let bytes =
+                                conn.reject(request_id, "NetStream.Publish.Unauthorized", &msg)?;
+                            send(stream, &bytes).await?;
+                            return Err(ConnectionError::Refused(msg));
+                        }
+                    }
+                }
+            };
             let path = match StreamPath::new(&app, &name) {
                 Ok(p) => p,
                 Err(e) => {
@@ -250,6 +330,7 @@ async fn on_event(
                         ingest: TagIngest::new(producer),
                         path,
                         corrupt_log: LogLimiter::new(Duration::from_secs(5)),
+                        _admitted: admitted,
                     });
                 }
                 Err(e @ PublishError::AlreadyPublishing(_)) => {

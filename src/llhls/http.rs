@@ -207,6 +207,7 @@ async fn serve(
     State(state): State<LlhlsHttp>,
     Path((app, stream, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
+    req: axum::extract::Request,
 ) -> Response {
     let Ok(path) = StreamPath::new(&app, &stream) else {
         return error(StatusCode::NOT_FOUND, "no such stream");
@@ -226,6 +227,35 @@ async fn serve(
             _ => StatusCode::FORBIDDEN,
         };
         return error(status, e.to_string());
+    }
+    // An OME admission backend, asked once per client and stream.
+    if let Some(adm) = &state.access.admission {
+        let client = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let url = format!(
+            "http://{}{}",
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost"),
+            req.uri()
+        );
+        let r = crate::auth::admission::Request {
+            direction: crate::auth::admission::Direction::Outgoing,
+            protocol: "llhls",
+            url: &url,
+            client,
+            real_ip: crate::auth::admission::real_ip(req.headers()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|h| h.to_str().ok()),
+        };
+        if !adm.llhls(&r, &path.to_string()).await {
+            return error(StatusCode::FORBIDDEN, "refused by the admission webhook");
+        }
     }
     let Some(out) = find_output(&state, &path).await else {
         return error(StatusCode::NOT_FOUND, "no such stream");

@@ -34,7 +34,7 @@ const QUEUE: usize = 1024;
 /// Deliveries in flight, at most.
 const IN_FLIGHT: usize = 32;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Where events are handed in (cheap to clone; never blocks).
 #[derive(Clone)]
@@ -66,7 +66,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-fn client() -> HttpsClient {
+pub(crate) fn client() -> HttpsClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()

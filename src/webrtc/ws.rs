@@ -21,7 +21,7 @@ use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
 use crate::api::ViewerCounts;
-use crate::auth::Access;
+use crate::auth::{Access, admission};
 use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
 
@@ -68,6 +68,27 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
             .any(|kv| kv.eq_ignore_ascii_case("transport=tcp"))
     });
     let token = crate::auth::token_param(req.uri().query()).map(str::to_owned);
+    // What an admission backend is told about this viewer.
+    let client = Client {
+        url: format!(
+            "ws://{}{}",
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost"),
+            req.uri()
+        ),
+        addr: req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0),
+        real_ip: crate::auth::admission::real_ip(req.headers()).map(str::to_owned),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+    };
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -83,7 +104,7 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
-            Session::new(s, path, playlist, tcp_only, token)
+            Session::new(s, path, playlist, tcp_only, token, client)
                 .run(socket)
                 .await;
             metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
@@ -111,6 +132,30 @@ struct Session {
     token: Option<String>,
     /// Counted in the stream's viewers (after the answer).
     counted: bool,
+    client: Client,
+    /// An admission backend let this viewer in (and is told when it goes).
+    admitted: bool,
+}
+
+/// Who the viewer is, for an admission backend.
+struct Client {
+    url: String,
+    addr: Option<std::net::SocketAddr>,
+    real_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Client {
+    fn request(&self) -> admission::Request<'_> {
+        admission::Request {
+            direction: admission::Direction::Outgoing,
+            protocol: "webrtc",
+            url: &self.url,
+            client: self.addr,
+            real_ip: self.real_ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
 }
 
 /// What the session does after a client frame.
@@ -126,6 +171,7 @@ impl Session {
         playlist: Option<String>,
         tcp_only: bool,
         token: Option<String>,
+        client: Client,
     ) -> Session {
         Session {
             s,
@@ -133,6 +179,8 @@ impl Session {
             playlist,
             tcp_only,
             token,
+            client,
+            admitted: false,
             counted: false,
             viewer: None,
             answered: false,
@@ -211,6 +259,11 @@ impl Session {
         }
         if self.counted {
             self.s.viewers.remove(&self.path);
+        }
+        if self.admitted
+            && let Some(adm) = &self.s.access.admission
+        {
+            adm.closing(&self.client.request());
         }
         // The closing handshake: wait (briefly) for the client's Close, so
         // an error sent just before reaches a client that reads late (a
@@ -338,6 +391,17 @@ impl Session {
         {
             tracing::info!(stream = %self.path, error = %e, "webrtc playback refused");
             return Err(not_found());
+        }
+        if !self.admitted
+            && let Some(adm) = &self.s.access.admission
+        {
+            match adm.opening(&self.client.request()).await {
+                admission::Decision::Allowed { .. } => self.admitted = true,
+                admission::Decision::Denied(reason) => {
+                    tracing::info!(stream = %self.path, %reason, "webrtc playback refused by the admission webhook");
+                    return Err(not_found());
+                }
+            }
         }
         let mut broadcast = self.s.registry.get(&self.path).ok_or_else(not_found)?;
         // A stream that just started may not have its renditions (or its

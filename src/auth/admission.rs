@@ -1,0 +1,223 @@
+//! OME's AdmissionWebhooks, so an existing OME backend keeps deciding who
+//! may publish and play: before a session opens, streamd POSTs
+//!
+//! `{"client":{"address","port","real_ip","user_agent"},
+//!   "request":{"direction":"incoming|outgoing","protocol":"rtmp|webrtc|llhls",
+//!              "status":"opening|closing","url","time"}}`
+//!
+//! signed `X-OME-Signature: base64url(HMAC-SHA1(secret, body))`, and obeys
+//! `{"allowed":bool,"new_url":"...","lifetime":ms,"reason":"..."}`. A
+//! `closing` notification follows the end of an admitted session (its
+//! answer is ignored). An unreachable or malformed answer denies (OME
+//! does the same), and is logged.
+//!
+//! LL-HLS asks once per client address and stream; the answer is kept for
+//! its `lifetime` (or a minute), so parts cost no webhook call.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::AdmissionConfig;
+
+/// How long an LL-HLS admission is kept when the answer gives no lifetime.
+const DEFAULT_KEEP: Duration = Duration::from_secs(60);
+/// Cached LL-HLS answers kept at most.
+const MAX_CACHED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+/// Who asks for what.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub direction: Direction,
+    /// `rtmp`, `webrtc` or `llhls`.
+    pub protocol: &'a str,
+    pub url: &'a str,
+    pub client: Option<SocketAddr>,
+    pub real_ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// The backend's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allowed {
+        /// Where to go instead (OME's `new_url`).
+        new_url: Option<String>,
+        /// How long the session may last (not enforced beyond LL-HLS's cache).
+        lifetime: Option<Duration>,
+    },
+    Denied(String),
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    allowed: bool,
+    #[serde(default)]
+    new_url: Option<String>,
+    #[serde(default)]
+    lifetime: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub struct Admission {
+    config: AdmissionConfig,
+    client: crate::webhooks::HttpsClient,
+    llhls: Mutex<HashMap<(String, String), (Instant, bool)>>,
+}
+
+/// The client's own address as a proxy reports it (X-Forwarded-For's
+/// first entry, or X-Real-IP).
+pub fn real_ip(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// OME's signature of `body`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
+    URL_SAFE_NO_PAD.encode(hmac::sign(&key, body).as_ref())
+}
+
+impl Admission {
+    /// None when no webhook URL is configured.
+    pub fn new(config: AdmissionConfig) -> Option<Admission> {
+        (!config.url.is_empty()).then(|| Admission {
+            config,
+            client: crate::webhooks::client(),
+            llhls: Mutex::default(),
+        })
+    }
+
+    fn body(&self, r: &Request<'_>, status: &str) -> String {
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        json!({
+            "client": {
+                "address": r.client.map(|a| a.ip().to_string()),
+                "port": r.client.map(|a| a.port()),
+                "real_ip": r.real_ip.or(None).map(str::to_owned).or_else(|| r.client.map(|a| a.ip().to_string())),
+                "user_agent": r.user_agent,
+            },
+            "request": {
+                "direction": match r.direction { Direction::Incoming => "incoming", Direction::Outgoing => "outgoing" },
+                "protocol": r.protocol,
+                "status": status,
+                "url": r.url,
+                "time": time,
+            }
+        })
+        .to_string()
+    }
+
+    async fn post(&self, body: String) -> Result<Answer, String> {
+        let sig = signature(self.config.secret.as_bytes(), body.as_bytes());
+        let req = hyper::Request::post(&self.config.url)
+            .header("content-type", "application/json")
+            .header("x-ome-signature", sig)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let r = tokio::time::timeout(self.config.timeout, self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("HTTP {}", r.status()));
+        }
+        let bytes = tokio::time::timeout(self.config.timeout, r.into_body().collect())
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if bytes.len() > 64 * 1024 {
+            return Err("answer too large".into());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad answer: {e}"))
+    }
+
+    /// Asks whether `r` may open.
+    pub async fn opening(&self, r: &Request<'_>) -> Decision {
+        match self.post(self.body(r, "opening")).await {
+            Ok(a) if a.allowed => Decision::Allowed {
+                new_url: a.new_url.filter(|u| !u.is_empty()),
+                lifetime: a.lifetime.filter(|l| *l > 0).map(Duration::from_millis),
+            },
+            Ok(a) => Decision::Denied(a.reason.unwrap_or_else(|| "denied".into())),
+            Err(e) => {
+                tracing::warn!(url = %self.config.url, error = %e, "admission webhook failed: denying");
+                Decision::Denied(format!("admission webhook failed: {e}"))
+            }
+        }
+    }
+
+    /// Tells the backend an admitted session ended (fire and forget).
+    pub fn closing(self: &std::sync::Arc<Self>, r: &Request<'_>) {
+        let body = self.body(r, "closing");
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.post(body).await;
+        });
+    }
+
+    /// LL-HLS: asked once per client address and stream, then cached.
+    pub async fn llhls(&self, r: &Request<'_>, stream: &str) -> bool {
+        let key = (
+            r.client.map(|a| a.ip().to_string()).unwrap_or_default(),
+            stream.to_owned(),
+        );
+        if let Some((until, allowed)) = self.llhls.lock().expect("cache lock").get(&key)
+            && Instant::now() < *until
+        {
+            return *allowed;
+        }
+        let (allowed, keep) = match self.opening(r).await {
+            Decision::Allowed { lifetime, .. } => (true, lifetime.unwrap_or(DEFAULT_KEEP)),
+            Decision::Denied(_) => (false, Duration::from_secs(5)),
+        };
+        let mut cache = self.llhls.lock().expect("cache lock");
+        if cache.len() >= MAX_CACHED {
+            let now = Instant::now();
+            cache.retain(|_, (until, _)| *until > now);
+        }
+        cache.insert(key, (Instant::now() + keep, allowed));
+        allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_base64url_hmac_sha1() {
+        // RFC 2202 test case 2: effcdf6ae5eb2fa2d27416d5f184df9c259a7c79.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            URL_SAFE_NO_PAD.encode([
+                0xef, 0xfc, 0xdf, 0x6a, 0xe5, 0xeb, 0x2f, 0xa2, 0xd2, 0x74, 0x16, 0xd5, 0xf1, 0x84,
+                0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79
+            ])
+        );
+    }
+}
