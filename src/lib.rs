@@ -14,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod llhls;
 pub mod media;
+pub mod random;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;

@@ -18,10 +18,7 @@ async fn database() -> Option<String> {
         return None;
     };
     sqlx::any::install_default_drivers();
-    let name = format!(
-        "streamd_{}",
-        streamd::store::random_string(10, b"abcdefghij")
-    );
+    let name = format!("streamd_{}", streamd::random::string(10, b"abcdefghij"));
     let mut admin = sqlx::AnyConnection::connect(&url)
         .await
         .expect("the test Postgres accepts connections");

@@ -96,10 +96,7 @@ pub fn secret(config: &AuthConfig, data_dir: &Path) -> std::io::Result<String> {
         Err(e) => return Err(e),
     }
     std::fs::create_dir_all(data_dir)?;
-    let s = crate::store::random_string(
-        48,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-    );
+    let s = crate::random::string(48, crate::random::ALPHANUMERIC);
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;

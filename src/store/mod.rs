@@ -65,26 +65,19 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// `len` random characters from `alphabet`.
-pub fn random_string(len: usize, alphabet: &[u8]) -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-        .collect()
-}
-
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A stream id: 12 lowercase letters and digits (a valid stream name).
 fn new_id() -> String {
-    random_string(12, ID_ALPHABET)
+    crate::random::string(12, ID_ALPHABET)
 }
 
 /// A stream key: `sk_` and 32 letters and digits (190 bits).
 fn new_key() -> String {
-    format!("sk_{}", random_string(32, KEY_ALPHABET))
+    format!(
+        "sk_{}",
+        crate::random::string(32, crate::random::ALPHANUMERIC)
+    )
 }
 
 /// Whether `s` has the shape of a stream id (anything else cannot be one,

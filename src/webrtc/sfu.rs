@@ -641,8 +641,11 @@ impl Engine {
             None => self.id_step + id % self.id_step,
         };
         let creds = IceCreds {
-            ufrag: super::tcp::ufrag_for(self.index, &random_token(6)),
-            pass: random_token(24),
+            ufrag: super::tcp::ufrag_for(
+                self.index,
+                &crate::random::string(6, crate::random::ALPHANUMERIC),
+            ),
+            pass: crate::random::string(24, crate::random::ALPHANUMERIC),
         };
         let ufrag = creds.ufrag.clone();
         let mut rtc = self
@@ -1254,15 +1257,6 @@ fn destination_for(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
         .or(candidates.first())
         .copied()
         .unwrap_or(src)
-}
-
-fn random_token(len: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 #[cfg(test)]
