@@ -265,27 +265,10 @@ async fn rotate(
     ))
 }
 
-/// The host the client reached us by (for URLs it can use), without a
-/// port; defaults to localhost.
-fn host(headers: &HeaderMap) -> String {
-    let h = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    // Only what a host may contain: no injection into the URLs we build.
-    if h.chars()
-        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-    {
-        h.to_owned()
-    } else {
-        "localhost".into()
-    }
-}
-
 /// OBS's settings for a stream: server and key.
 fn obs(api: &Api, headers: &HeaderMap, r: &StreamRecord, key: &str) -> Value {
     let port = api.rtmp_port;
-    let host = host(headers);
+    let host = crate::http::request_host(headers);
     let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
         if p.chars().all(|c| c.is_ascii_digit()) {
             h
@@ -307,7 +290,7 @@ async fn playback(
 ) -> Result<Json<Value>> {
     authorize(&api, &headers)?;
     let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
-    let host = host(&headers);
+    let host = crate::http::request_host(&headers);
     let token = r.is_private.then(|| {
         api.access.auth.mint(
             "",

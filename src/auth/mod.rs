@@ -225,14 +225,7 @@ impl Auth {
         query: Option<&str>,
     ) -> Result<String, AuthError> {
         let storage = |e: crate::store::StoreError| AuthError::Storage(e.to_string());
-        let param = |k: &str| {
-            query.and_then(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .find(|(key, _)| *key == k)
-                    .map(|(_, v)| v)
-            })
-        };
+        let param = |k: &str| query_param(query, k);
         if name.starts_with("sk_") {
             let r = store.by_key(name).await.map_err(storage)?;
             return match r {
@@ -304,13 +297,18 @@ impl Access {
     }
 }
 
-/// The `token` parameter of a query string.
-pub fn token_param(query: Option<&str>) -> Option<&str> {
+/// The value of `key` in a query string (`a=1&key=value`).
+pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "token")
+        .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
+}
+
+/// The `token` parameter of a query string.
+pub fn token_param(query: Option<&str>) -> Option<&str> {
+    query_param(query, "token")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -53,6 +53,23 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(86_400))
 }
 
+/// The host a client reached us by (its Host header), for URLs we hand
+/// back or report; `localhost` if absent or holding anything a host name
+/// and port cannot (no injection into the URLs built from it).
+pub fn request_host(headers: &axum::http::HeaderMap) -> String {
+    let h = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    if h.chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    {
+        h.to_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
 /// The web console (files in `web_dir`) for every path no route takes.
 pub fn console(routes: Router, web_dir: &Path) -> Router {
     if web_dir.join("index.html").is_file() {

@@ -236,10 +236,7 @@ async fn serve(
             .map(|c| c.0);
         let url = format!(
             "http://{}{}",
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost"),
+            crate::http::request_host(req.headers()),
             req.uri()
         );
         let r = crate::auth::admission::Request {

@@ -63,19 +63,14 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
     };
     let playlist = playlist.map(str::to_owned);
     // OvenPlayer's `?transport=tcp`: offer the ICE-TCP candidate alone.
-    let tcp_only = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv.eq_ignore_ascii_case("transport=tcp"))
-    });
+    let tcp_only = crate::auth::query_param(req.uri().query(), "transport")
+        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
     let token = crate::auth::token_param(req.uri().query()).map(str::to_owned);
     // What an admission backend is told about this viewer.
     let client = Client {
         url: format!(
             "ws://{}{}",
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost"),
+            crate::http::request_host(req.headers()),
             req.uri()
         ),
         addr: req
