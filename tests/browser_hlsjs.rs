@@ -37,8 +37,7 @@ async fn play(dir: &Path, master: &str, args: &[&str]) -> serde_json::Value {
     argv.extend_from_slice(args);
     let (ok, out, err) = run("node", &argv).await;
     assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    let result = report(&out, &err);
     eprintln!("hls.js: {result}");
     assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
     result

@@ -36,11 +36,6 @@ fn api_token() -> String {
     auth.mint("console-test", None, None, Duration::from_secs(600))
 }
 
-fn report(out: &str, err: &str) -> Value {
-    serde_json::from_str(out.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("no report ({e}):\n{out}\n{err}"))
-}
-
 /// In a loopback-only namespace (Chromium's WebRTC needs it), streamd
 /// serves the console; the user creates a stream, publishes with the shown
 /// key, and the console plays it over WebRTC.
@@ -76,29 +71,18 @@ publish = "key"
         ),
     )
     .unwrap();
-    let unshare = if unsafe { libc::geteuid() } == 0 {
-        "-n"
-    } else {
-        "-rn"
-    };
-    let netns = repo().join("tests/browser/netns.sh");
     let token = api_token();
-    let out = tokio::process::Command::new("unshare")
-        .args([unshare, "bash", netns.to_str().unwrap()])
-        .arg(env!("CARGO_BIN_EXE_streamd"))
-        .arg(&config)
-        .args(["http://127.0.0.1:3333", "8"])
-        .env("PLAYER", "console.mjs")
-        .env("RTMP_URL", "none")
-        .env("STREAMD_TOKEN", &token)
-        .output()
-        .await
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let r = report(&stdout, &stderr);
+    let (r, stderr) = in_netns(
+        &config,
+        "http://127.0.0.1:3333",
+        8,
+        &[
+            ("PLAYER", "console.mjs"),
+            ("RTMP_URL", "none"),
+            ("STREAMD_TOKEN", &token),
+        ],
+    )
+    .await;
     eprintln!("console: {r}");
     assert_eq!(r["live"], true, "{r}");
     assert!(r["keyShown"].as_str().unwrap().starts_with("sk_"), "{r}");

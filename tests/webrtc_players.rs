@@ -22,13 +22,6 @@ fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
-/// The last line of `out`, parsed: the players' scripts print their report
-/// there.
-fn report(out: &str, err: &str) -> Value {
-    serde_json::from_str(out.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("no report ({e}):\n{out}\n{err}"))
-}
-
 /// Runs OvenPlayer on `ws_url` for `seconds` in Chromium, with streamd
 /// transcoding a published stream; OvenPlayer's report, checked to show
 /// it playing: decoded frames rising, Opus received, no error, and OME's
@@ -81,27 +74,7 @@ preset = "superfast"
 "#,
     )
     .unwrap();
-    // Without root, a user namespace maps us to root inside it.
-    let unshare = if unsafe { libc::geteuid() } == 0 {
-        "-n"
-    } else {
-        "-rn"
-    };
-    let netns = browser.join("netns.sh");
-    let (_, out, err) = run(
-        "unshare",
-        &[
-            unshare,
-            "bash",
-            netns.to_str().unwrap(),
-            env!("CARGO_BIN_EXE_streamd"),
-            config.to_str().unwrap(),
-            ws_url,
-            &seconds.to_string(),
-        ],
-    )
-    .await;
-    let r = report(&out, &err);
+    let (r, err) = in_netns(&config, ws_url, seconds, &[]).await;
     eprintln!("OvenPlayer: {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
     assert_eq!(r["playing"], true, "{r}\n{err}");

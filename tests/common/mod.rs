@@ -428,3 +428,44 @@ pub fn opus_decoder(config: &streamd::media::OpusConfig) -> ffmpeg_next::decoder
     }
     ctx.decoder().audio().unwrap()
 }
+
+/// A player script's report: the last line of its stdout, as JSON.
+pub fn report(out: &str, err: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{out}\n{err}"))
+}
+
+/// Runs tests/browser/netns.sh in a new loopback-only network namespace
+/// (Chromium's WebRTC needs one): the streamd binary with `config`, and a
+/// player script on `url` for `seconds` (`env` picks it and its inputs:
+/// PLAYER, RTMP_URL, …). The script's report and netns.sh's stderr.
+pub async fn in_netns(
+    config: &Path,
+    url: &str,
+    seconds: u32,
+    env: &[(&str, &str)],
+) -> (serde_json::Value, String) {
+    // Without root, a user namespace maps us to root inside it.
+    let unshare = if unsafe { libc::geteuid() } == 0 {
+        "-n"
+    } else {
+        "-rn"
+    };
+    let netns = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/netns.sh");
+    let out = Command::new("unshare")
+        .args([unshare, "bash"])
+        .arg(&netns)
+        .arg(env!("CARGO_BIN_EXE_streamd"))
+        .arg(config)
+        .args([url, &seconds.to_string()])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("unshare runs");
+    let (out, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    (report(&out, &err), err)
+}
