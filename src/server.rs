@@ -154,12 +154,13 @@ impl Server {
             config.transcode.clone(),
             shutdown.clone(),
         ));
+        let viewers = Arc::new(ViewerCounts::default());
         let mut routes = crate::llhls::http::routes(LlhlsHttp {
             outputs,
             registry: registry.clone(),
             access: access.clone(),
+            viewers: viewers.clone(),
         });
-        let viewers = Arc::new(ViewerCounts::default());
         crate::webhooks::start(
             config.webhooks.clone(),
             hook_secret,

@@ -299,6 +299,17 @@ async fn publishing_needs_the_current_key() {
     assert_eq!(r.status, 200);
     let (_, shown) = api.call("GET", &format!("/streams/{id}"), None).await;
     assert_eq!(shown["live"], true, "{shown}");
+    // Two LL-HLS players (two browsers) polling a media playlist count as
+    // two viewers; a third request from the first is the same viewer.
+    let media = media_playlists(&r.text());
+    let media_url = server.url(&format!("/live/{id}/{}", media[0]));
+    for ua in ["player-a", "player-b", "player-a"] {
+        let m = request("GET", &media_url, &[("user-agent", ua)]).await;
+        assert_eq!(m.status, 200);
+    }
+    let (_, shown) = api.call("GET", &format!("/streams/{id}"), None).await;
+    assert_eq!(shown["viewersByProtocol"]["llhls"], 2, "{shown}");
+    assert_eq!(shown["viewers"], 2, "{shown}");
     let _ = publisher.kill().await;
 
     // OBS style: the key alone as the stream name, in the stream's app.

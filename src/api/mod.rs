@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -24,14 +24,34 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_NAME: usize = 128;
 const MAX_DESCRIPTION: usize = 2048;
 
-/// WebRTC viewers per stream, kept by the signalling sessions.
+/// How long an LL-HLS player counts as watching after its last playlist
+/// request (players reload playlists every part, blocking, so a live one is
+/// seen several times a second).
+const HLS_SEEN: Duration = Duration::from_secs(10);
+/// LL-HLS players tracked at most.
+const MAX_HLS: usize = 200_000;
+
+/// Viewers per stream: WebRTC sessions (counted by signalling after the
+/// answer) and LL-HLS players (a client address and user agent that
+/// fetched a media playlist in the last few seconds: HLS has no session, so
+/// players behind one address with one browser count once).
 #[derive(Default)]
-pub struct ViewerCounts(Mutex<HashMap<String, usize>>);
+pub struct ViewerCounts {
+    webrtc: Mutex<HashMap<String, usize>>,
+    hls: Mutex<HlsSeen>,
+}
+
+#[derive(Default)]
+struct HlsSeen {
+    /// (stream, client) -> last playlist request.
+    seen: HashMap<(String, u64), Instant>,
+    pruned: Option<Instant>,
+}
 
 impl ViewerCounts {
     pub fn add(&self, path: &StreamPath) {
         *self
-            .0
+            .webrtc
             .lock()
             .expect("counts lock")
             .entry(path.to_string())
@@ -39,7 +59,7 @@ impl ViewerCounts {
     }
 
     pub fn remove(&self, path: &StreamPath) {
-        let mut m = self.0.lock().expect("counts lock");
+        let mut m = self.webrtc.lock().expect("counts lock");
         let key = path.to_string();
         if let Some(n) = m.get_mut(&key) {
             *n = n.saturating_sub(1);
@@ -49,13 +69,49 @@ impl ViewerCounts {
         }
     }
 
-    pub fn get(&self, path: &str) -> usize {
-        self.0
+    /// An LL-HLS player (`client`: a hash of its address and user agent)
+    /// fetched a media playlist of `path`.
+    pub fn hls_seen(&self, path: &StreamPath, client: u64) {
+        let now = Instant::now();
+        let mut h = self.hls.lock().expect("counts lock");
+        if h.pruned
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
+            || h.seen.len() >= MAX_HLS
+        {
+            h.seen.retain(|_, t| now.duration_since(*t) < HLS_SEEN);
+            h.pruned = Some(now);
+            if h.seen.len() >= MAX_HLS {
+                return; // full of live players: stop tracking new ones
+            }
+        }
+        h.seen.insert((path.to_string(), client), now);
+    }
+
+    /// WebRTC viewers of `path` (`app/stream`).
+    pub fn webrtc(&self, path: &str) -> usize {
+        self.webrtc
             .lock()
             .expect("counts lock")
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// LL-HLS players of `path` seen lately.
+    pub fn hls(&self, path: &str) -> usize {
+        let now = Instant::now();
+        self.hls
+            .lock()
+            .expect("counts lock")
+            .seen
+            .iter()
+            .filter(|((p, _), t)| p == path && now.duration_since(**t) < HLS_SEEN)
+            .count()
+    }
+
+    /// Every viewer of `path`.
+    pub fn get(&self, path: &str) -> usize {
+        self.webrtc(path) + self.hls(path)
     }
 }
 
@@ -165,6 +221,10 @@ fn view(api: &Api, r: &StreamRecord) -> Value {
     let mut v = serde_json::to_value(r).expect("a record serialises");
     v["live"] = live.into();
     v["viewers"] = api.viewers.get(&path).into();
+    v["viewersByProtocol"] = json!({
+        "webrtc": api.viewers.webrtc(&path),
+        "llhls": api.viewers.hls(&path),
+    });
     v
 }
 

@@ -39,6 +39,7 @@ pub struct LlhlsHttp {
     pub outputs: Arc<Outputs>,
     pub registry: Registry,
     pub access: Arc<crate::auth::Access>,
+    pub viewers: Arc<crate::api::ViewerCounts>,
 }
 
 pub fn routes(state: LlhlsHttp) -> Router {
@@ -273,6 +274,9 @@ async fn serve(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
+    if matches!(file, File::Media { .. }) {
+        state.viewers.hls_seen(&path, client_key(&req));
+    }
     match file {
         File::Master => with_token(master(&out), token).await,
         File::Media { track } => with_token(media(&out, &track, directives).await, token).await,
@@ -280,6 +284,23 @@ async fn serve(
         File::Segment { track, msn } => segment(&out, &track, msn).await,
         File::Part { track, msn, index } => part(&out, &track, msn, index).await,
     }
+}
+
+/// Who is asking, for the viewer count: a hash of the peer address (or
+/// the address a proxy forwards) and the user agent.
+fn client_key(req: &axum::extract::Request) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    crate::auth::admission::real_ip(req.headers()).hash(&mut h);
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .hash(&mut h);
+    req.headers()
+        .get(header::USER_AGENT)
+        .map(|v| v.as_bytes())
+        .hash(&mut h);
+    h.finish()
 }
 
 /// A playlist whose every URI carries `token`, so a player's next

@@ -2,7 +2,8 @@
 //!
 //! Events: `stream.started`, `stream.stopped` (when a broadcast ends for
 //! good, after the reconnect grace), and `stream.viewers` (a stream's
-//! WebRTC viewer count, when it changed, at most every `viewers_interval`).
+//! viewer count, WebRTC and LL-HLS, when it changed, at most every
+//! `viewers_interval`).
 //!
 //! Each request carries `X-Streamd-Signature: sha256=<hex HMAC-SHA256 of
 //! the body>` under `[webhooks] secret`, plus `X-Streamd-Event` and
