@@ -123,6 +123,8 @@ async fn an_ome_admission_backend_decides() {
                     seen.lock().unwrap().push(v);
                     let answer = if url.contains("/deny") {
                         serde_json::json!({"allowed": false, "reason": "not on the list"})
+                    } else if url.contains("short") {
+                        serde_json::json!({"allowed": true, "lifetime": 1500})
                     } else if url.contains("/redirect") {
                         serde_json::json!({"allowed": true, "new_url": "rtmp://elsewhere/live/renamed"})
                     } else {
@@ -165,16 +167,39 @@ async fn an_ome_admission_backend_decides() {
             200
         );
     }
+    // A lifetime ends the session: a WebRTC viewer's socket is closed...
+    let mut short = common::webrtc::Viewer::connect(&server.ws_url("/live/renamed?short=1"), false)
+        .await
+        .expect("an admitted viewer gets an offer");
+    let started = tokio::time::Instant::now();
+    assert!(
+        short
+            .run_until(Duration::from_secs(10), |ev| matches!(
+                ev,
+                common::webrtc::ViewerEvent::Closed
+            ))
+            .await,
+        "the viewer outlived its admission lifetime"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    // ...and an RTMP publish is cut (ffmpeg would run 30 s).
+    let cut = server.publish("live", "short", 30, "160x120");
+    let (status, _) = tokio::time::timeout(Duration::from_secs(15), finish(cut))
+        .await
+        .expect("the publish was cut at its lifetime");
+    assert!(!status.success());
     let _ = moved.kill().await;
     let _ = moved.wait().await;
     // The backend hears the admitted publish close.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline
-        && !seen
+        && seen
             .lock()
             .unwrap()
             .iter()
-            .any(|v| v["request"]["status"] == "closing")
+            .filter(|v| v["request"]["status"] == "closing")
+            .count()
+            < 3
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -183,9 +208,21 @@ async fn an_ome_admission_backend_decides() {
         .iter()
         .filter(|v| v["request"]["status"] == "closing")
         .collect();
-    assert_eq!(closing.len(), 1, "{seen:?}");
-    assert_eq!(closing[0]["request"]["protocol"], "rtmp");
-    assert_eq!(closing[0]["request"]["direction"], "incoming");
+    // The admitted RTMP publishes (moved, short) and the short WebRTC viewer.
+    let protocols: Vec<&str> = closing
+        .iter()
+        .filter_map(|v| v["request"]["protocol"].as_str())
+        .collect();
+    assert_eq!(
+        protocols.iter().filter(|p| **p == "rtmp").count(),
+        2,
+        "{seen:?}"
+    );
+    assert_eq!(
+        protocols.iter().filter(|p| **p == "webrtc").count(),
+        1,
+        "{seen:?}"
+    );
     let llhls_asks = seen
         .iter()
         .filter(|v| {

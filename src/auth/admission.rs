@@ -58,7 +58,8 @@ pub enum Decision {
     Allowed {
         /// Where to go instead (OME's `new_url`).
         new_url: Option<String>,
-        /// How long the session may last (not enforced beyond LL-HLS's cache).
+        /// How long the session may last: an RTMP publish or a WebRTC
+        /// viewer is closed then; LL-HLS asks again then.
         lifetime: Option<Duration>,
     },
     Denied(String),

@@ -133,6 +133,8 @@ struct Admitted {
     admission: Arc<admission::Admission>,
     url: String,
     peer: Option<SocketAddr>,
+    /// When the backend's `lifetime` runs out.
+    until: Option<tokio::time::Instant>,
 }
 
 impl Drop for Admitted {
@@ -180,11 +182,21 @@ async fn handle(
         } else {
             tokio::time::Instant::now() + config.idle_timeout
         };
+        // An admission backend's `lifetime` ends the publish.
+        let until = publishing
+            .as_ref()
+            .and_then(|p| p._admitted.as_ref())
+            .and_then(|a| a.until);
         let read = tokio::select! {
             _ = shutdown.wait() => {
                 if let Some(p) = &publishing {
                     tracing::info!(stream = %p.path, "closing publisher: server shutting down");
                 }
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(until.unwrap_or(deadline)), if until.is_some() => {
+                let path = publishing.as_ref().map(|p| p.path.to_string()).unwrap_or_default();
+                tracing::info!(stream = %path, "closing publisher: its admission lifetime is over");
                 return Ok(());
             }
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
@@ -286,12 +298,13 @@ async fn on_event(
                         user_agent: None,
                     };
                     match adm.opening(&request).await {
-                        admission::Decision::Allowed { new_url, .. } => {
+                        admission::Decision::Allowed { new_url, lifetime } => {
                             let peer = stream.peer_addr().ok();
                             admitted = Some(Admitted {
                                 admission: adm.clone(),
                                 url: url.clone(),
                                 peer,
+                                until: lifetime.map(|l| tokio::time::Instant::now() + l),
                             });
                             match new_url.as_deref().and_then(app_and_stream) {
                                 Some((a, n)) => (a, n),

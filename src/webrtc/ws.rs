@@ -130,6 +130,8 @@ struct Session {
     client: Client,
     /// An admission backend let this viewer in (and is told when it goes).
     admitted: bool,
+    /// When the backend's `lifetime` for this viewer runs out.
+    admitted_until: Option<tokio::time::Instant>,
 }
 
 /// Who the viewer is, for an admission backend.
@@ -176,6 +178,7 @@ impl Session {
             token,
             client,
             admitted: false,
+            admitted_until: None,
             counted: false,
             viewer: None,
             answered: false,
@@ -242,6 +245,10 @@ impl Session {
                     if socket.send(Message::Ping("streamd".into())).await.is_err() {
                         break;
                     }
+                }
+                _ = tokio::time::sleep_until(self.admitted_until.unwrap_or_else(tokio::time::Instant::now)), if self.admitted_until.is_some() => {
+                    tracing::info!(stream = %self.path, "webrtc viewer closed: its admission lifetime is over");
+                    break;
                 }
                 _ = &mut handshake, if !self.answered => {
                     self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
@@ -391,7 +398,10 @@ impl Session {
             && let Some(adm) = &self.s.access.admission
         {
             match adm.opening(&self.client.request()).await {
-                admission::Decision::Allowed { .. } => self.admitted = true,
+                admission::Decision::Allowed { lifetime, .. } => {
+                    self.admitted = true;
+                    self.admitted_until = lifetime.map(|l| tokio::time::Instant::now() + l);
+                }
                 admission::Decision::Denied(reason) => {
                     tracing::info!(stream = %self.path, %reason, "webrtc playback refused by the admission webhook");
                     return Err(not_found());
