@@ -301,9 +301,7 @@ async fn key(
     authorize(&api, &headers)?;
     let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
     let key = api.access.store.key(&id).await?.ok_or_else(not_found)?;
-    Ok(Json(
-        json!({"id": r.id, "streamKey": key, "obs": obs(&api, &headers, &r, &key)}),
-    ))
+    Ok(Json(key_view(&api, &headers, &r, &key)))
 }
 
 async fn rotate(
@@ -320,9 +318,12 @@ async fn rotate(
         .await?
         .ok_or_else(not_found)?;
     tracing::info!(stream = %r.id, "stream key rotated");
-    Ok(Json(
-        json!({"id": r.id, "streamKey": key, "obs": obs(&api, &headers, &r, &key)}),
-    ))
+    Ok(Json(key_view(&api, &headers, &r, &key)))
+}
+
+/// What the key routes answer: the key and the OBS settings using it.
+fn key_view(api: &Api, headers: &HeaderMap, r: &StreamRecord, key: &str) -> Value {
+    json!({"id": r.id, "streamKey": key, "obs": obs(api, headers, r, key)})
 }
 
 /// OBS's settings for a stream: server and key.
