@@ -422,14 +422,7 @@ async fn private_streams_need_a_playback_token_for_that_stream() {
     )
     .await
     .expect("a token for the stream is accepted");
-    assert!(
-        viewer
-            .run_until(Duration::from_secs(10), |ev| matches!(
-                ev,
-                common::webrtc::ViewerEvent::Video { .. }
-            ))
-            .await
-    );
+    assert!(viewer.plays().await);
     viewer.stop().await;
     let _ = pa.kill().await;
     let _ = pb.kill().await;

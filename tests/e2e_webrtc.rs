@@ -10,7 +10,7 @@ use common::webrtc::{Viewer, ViewerEvent};
 use common::*;
 use ffmpeg_next as ff;
 use serde_json::{Value, json};
-use streamd::config::{Config, RungConfig};
+use streamd::config::Config;
 use streamd::media::OpusConfig;
 
 /// Transcoding takes most of both cores: one test at a time.
@@ -19,19 +19,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Two small rungs, and a keyframe interval far longer than any test
 /// wait: a prompt keyframe can only come from a request.
 fn ladder(c: &mut Config) {
-    c.transcode.enabled = true;
+    common::webrtc::small_ladder(c);
     c.transcode.keyframe_interval = Duration::from_secs(10);
-    c.transcode.ladder = vec![
-        RungConfig {
-            preset: "superfast".into(),
-            ..RungConfig::new("360p", 640, 360, 600)
-        },
-        RungConfig {
-            preset: "superfast".into(),
-            ..RungConfig::new("180p", 320, 180, 250)
-        },
-    ];
-    c.webrtc.start_bitrate_kbps = 1000;
 }
 
 /// Publishes `seconds` of a 640x360 source whose own GOP is 10 s.

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use streamd::config::{Config, RungConfig};
 
 /// Transcoding plus a player take most of both cores: one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -126,21 +125,6 @@ fn python() -> PathBuf {
     python
 }
 
-fn ladder(c: &mut Config) {
-    c.transcode.enabled = true;
-    c.transcode.ladder = vec![
-        RungConfig {
-            preset: "superfast".into(),
-            ..RungConfig::new("360p", 640, 360, 600)
-        },
-        RungConfig {
-            preset: "superfast".into(),
-            ..RungConfig::new("180p", 320, 180, 250)
-        },
-    ];
-    c.webrtc.start_bitrate_kbps = 1000;
-}
-
 /// aiortc completes OME's signalling (request_offer, offer with separate
 /// candidates, answer), decodes H.264 and Opus, and follows a
 /// change_rendition to 180p half-way.
@@ -148,7 +132,7 @@ fn ladder(c: &mut Config) {
 async fn aiortc_plays_and_switches_rendition() {
     let _one = SERIAL.lock().await;
     let python = python();
-    let server = TestServer::start(ladder).await;
+    let server = TestServer::start(common::webrtc::small_ladder).await;
     let publisher = server.publish("live", "py", 60, "640x360");
     server.master_when_ready("live", "py").await;
     // The Opus track comes with the transcoder's first audio.

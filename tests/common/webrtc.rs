@@ -129,6 +129,14 @@ impl Viewer {
         }
     }
 
+    /// Whether video arrives within 10 s.
+    pub async fn plays(&mut self) -> bool {
+        self.run_until(Duration::from_secs(10), |ev| {
+            matches!(ev, ViewerEvent::Video { .. })
+        })
+        .await
+    }
+
     /// Runs the connection, handing each event to `f`, until `f` returns
     /// true (then true) or `timeout` passes (then false).
     pub async fn run_until(
@@ -243,4 +251,22 @@ pub async fn next_json(ws: &mut Ws) -> Option<Value> {
             Ok(_) => continue,
         }
     }
+}
+
+/// The WebRTC tests' ladder: two small superfast rungs (360p, 180p) and a
+/// start bitrate that picks 360p. Transcoding takes most of both cores.
+pub fn small_ladder(c: &mut streamd::config::Config) {
+    use streamd::config::RungConfig;
+    c.transcode.enabled = true;
+    c.transcode.ladder = vec![
+        RungConfig {
+            preset: "superfast".into(),
+            ..RungConfig::new("360p", 640, 360, 600)
+        },
+        RungConfig {
+            preset: "superfast".into(),
+            ..RungConfig::new("180p", 320, 180, 250)
+        },
+    ];
+    c.webrtc.start_bitrate_kbps = 1000;
 }
