@@ -190,6 +190,13 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<()> {
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
+/// The stream `id`, for a caller whose token is checked first (401
+/// before 404: no probing for ids without a token).
+async fn authorized_stream(api: &Api, headers: &HeaderMap, id: &str) -> Result<StreamRecord> {
+    authorize(api, headers)?;
+    api.access.store.get(id).await?.ok_or_else(not_found)
+}
+
 /// A JSON body, with a clear 400 for what does not parse or fit.
 fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
     match b {
@@ -275,8 +282,7 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    authorize(&api, &headers)?;
-    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let r = authorized_stream(&api, &headers, &id).await?;
     Ok(Json(view(&api, &r)))
 }
 
@@ -298,8 +304,7 @@ async fn key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    authorize(&api, &headers)?;
-    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let r = authorized_stream(&api, &headers, &id).await?;
     let key = api.access.store.key(&id).await?.ok_or_else(not_found)?;
     Ok(Json(key_view(&api, &headers, &r, &key)))
 }
@@ -309,8 +314,7 @@ async fn rotate(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    authorize(&api, &headers)?;
-    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let r = authorized_stream(&api, &headers, &id).await?;
     let key = api
         .access
         .store
@@ -349,8 +353,7 @@ async fn playback(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    authorize(&api, &headers)?;
-    let r = api.access.store.get(&id).await?.ok_or_else(not_found)?;
+    let r = authorized_stream(&api, &headers, &id).await?;
     let host = crate::http::request_host(&headers);
     let token = r.is_private.then(|| {
         api.access.auth.mint(
