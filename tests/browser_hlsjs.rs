@@ -15,20 +15,6 @@ use common::*;
 /// skip while the ladder test ran beside it).
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn browser_dir() -> &'static Path {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        dir.join("node_modules/hls.js").exists()
-            && dir.join("node_modules/playwright-core").exists(),
-        "browser test tools missing: run `npm ci --prefix tests/browser` (the README's test command does)"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "chromium missing: apt-get install chromium"
-    );
-    dir
-}
-
 /// Runs hlsjs.mjs on `master` with `args` (seconds, mode); its report,
 /// which must show no fatal hls.js error.
 async fn play(dir: &Path, master: &str, args: &[&str]) -> serde_json::Value {

@@ -23,6 +23,7 @@ fn repo() -> &'static Path {
 }
 
 fn web_dir() -> PathBuf {
+    browser_dir();
     let dir = repo().join("web/dist");
     assert!(
         dir.join("index.html").exists() && dir.join("vendor/ovenplayer.js").exists(),

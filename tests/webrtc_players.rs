@@ -30,16 +30,7 @@ fn tests_dir() -> PathBuf {
 /// (netns.sh starts streamd, an ffmpeg publisher and ovenplayer.mjs in it),
 /// so no traffic leaves the host and the fixed ports are free.
 async fn ovenplayer(ws_url: &str, seconds: u32) -> Value {
-    let browser = tests_dir().join("browser");
-    assert!(
-        browser.join("node_modules/ovenplayer").exists()
-            && browser.join("node_modules/playwright-core").exists(),
-        "browser test tools missing: run `npm ci --prefix tests/browser` (the README's test command does)"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "chromium missing: apt-get install chromium"
-    );
+    browser_dir();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("streamd.toml");
     std::fs::write(

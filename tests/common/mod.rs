@@ -469,3 +469,20 @@ pub async fn in_netns(
     );
     (report(&out, &err), err)
 }
+
+/// tests/browser, once its npm packages (the players and playwright-core)
+/// and Chromium are checked to be there, with a clear message if not.
+pub fn browser_dir() -> &'static Path {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
+    assert!(
+        ["hls.js", "ovenplayer", "playwright-core"]
+            .iter()
+            .all(|p| dir.join("node_modules").join(p).exists()),
+        "browser test tools missing: run `npm ci --prefix tests/browser` (the README's test command does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium missing: apt-get install chromium"
+    );
+    dir
+}
