@@ -14,6 +14,9 @@ install_python_test_deps
 build_console
 start_test_postgres
 
+# A fresh clone gains nothing from incremental state; it only costs disk.
+export CARGO_INCREMENTAL=0
+
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
