@@ -257,6 +257,12 @@ impl RtpClock {
     }
 }
 
+#[derive(Clone)]
+struct Templates {
+    plain: RtcConfig,
+    estimating: RtcConfig,
+}
+
 #[derive(Default)]
 struct Abr {
     estimate: Option<u64>,
@@ -366,7 +372,10 @@ pub struct Engine {
     config: WebRtcConfig,
     socket: UdpSocket,
     candidates: Arc<Vec<SocketAddr>>,
-    template: RtcConfig,
+    /// What every viewer's Rtc starts from: `plain` for viewers that stay
+    /// on one rendition, `estimating` (TWCC bandwidth estimation and the
+    /// pacer it needs) for viewers on automatic ABR.
+    templates: Templates,
     transcoders: Arc<Transcoders>,
     commands: mpsc::Receiver<Command>,
     media_tx: mpsc::Sender<FeedMsg>,
@@ -417,7 +426,7 @@ impl Engine {
     ) -> Result<Started, SfuError> {
         let tcp_candidates = Arc::new(tcp_candidates);
         let mut tcp_links = Vec::new();
-        let template = Self::template(&config)?;
+        let templates = Self::templates(&config)?;
         let count = sockets.len().max(1) as ViewerId;
         let total = Arc::new(AtomicUsize::new(0));
         let mut engines = Vec::new();
@@ -432,7 +441,7 @@ impl Engine {
                 config: config.clone(),
                 socket,
                 candidates: Arc::new(candidates),
-                template: template.clone(),
+                templates: templates.clone(),
                 transcoders: transcoders.clone(),
                 commands,
                 media_tx,
@@ -465,8 +474,9 @@ impl Engine {
         })
     }
 
-    /// What every viewer's Rtc starts from.
-    fn template(config: &WebRtcConfig) -> Result<RtcConfig, SfuError> {
+    /// What every viewer's Rtc starts from, without and with bandwidth
+    /// estimation.
+    fn templates(config: &WebRtcConfig) -> Result<Templates, SfuError> {
         let provider = str0m::crypto::from_feature_flags();
         // One certificate for every viewer: generating a key per viewer
         // would cost milliseconds of CPU per join.
@@ -480,8 +490,7 @@ impl Engine {
             .clear_codecs()
             .set_dtls_cert(cert)
             .set_send_buffer_video(config.nack_buffer_packets)
-            .set_send_buffer_audio(64)
-            .enable_bwe(Some(Bitrate::kbps(u64::from(config.start_bitrate_kbps))));
+            .set_send_buffer_audio(64);
         template.codec_config().add_h264(
             VIDEO_PT.into(),
             Some(VIDEO_RTX_PT.into()),
@@ -505,7 +514,13 @@ impl Engine {
                 ..Default::default()
             },
         );
-        Ok(template)
+        let estimating = template
+            .clone()
+            .enable_bwe(Some(Bitrate::kbps(u64::from(config.start_bitrate_kbps))));
+        Ok(Templates {
+            plain: template,
+            estimating,
+        })
     }
 
     /// Runs until `shutdown`, then closes every viewer.
@@ -648,11 +663,17 @@ impl Engine {
             pass: crate::random::string(24, crate::random::ALPHANUMERIC),
         };
         let ufrag = creds.ufrag.clone();
-        let mut rtc = self
-            .template
-            .clone()
-            .set_local_ice_credentials(creds)
-            .build(now);
+        // Bandwidth estimation (TWCC feedback, the delay estimator and the
+        // pacer that releases packets at the estimated rate) costs a viewer
+        // about half again its CPU (benches/README.md), so only a viewer
+        // whose automatic ABR can act on it gets one.
+        let estimating = auto && renditions.len() > 1;
+        let template = if estimating {
+            &self.templates.estimating
+        } else {
+            &self.templates.plain
+        };
+        let mut rtc = template.clone().set_local_ice_credentials(creds).build(now);
         let mut candidates = Vec::new();
         let rtc_error = |e: str0m::error::IceError| SfuError::Rtc(e.to_string());
         // UDP first (browsers prefer it by priority), then ICE-TCP; a viewer
@@ -773,6 +794,9 @@ impl Engine {
         let renditions = &stream.plan.renditions;
         match choice {
             Choice::Auto => {
+                // A viewer that joined pinned (or on a stream of one
+                // rendition) has no bandwidth estimate: it holds its
+                // rendition, as a player's "auto" on such a stream would.
                 v.auto = true;
                 notify(
                     v,
