@@ -42,6 +42,11 @@ struct Rendition {
     name: &'static str,
     size: &'static str,
     kbps: u32,
+    /// Viewers on automatic ABR: the stream is transcoded into this
+    /// rendition and a small one below it, so every viewer runs str0m's
+    /// bandwidth estimation (TWCC) and pacer. Otherwise the source is
+    /// passed through as the one rendition and viewers have no estimator.
+    abr: bool,
 }
 
 #[derive(Default)]
@@ -64,11 +69,19 @@ fn main() {
             name: "600 kbps 360p",
             size: "640x360",
             kbps: 600,
+            abr: false,
+        },
+        Rendition {
+            name: "600 kbps 360p, automatic ABR (bandwidth estimation)",
+            size: "640x360",
+            kbps: 600,
+            abr: true,
         },
         Rendition {
             name: "2.5 Mbps 720p",
             size: "1280x720",
             kbps: 2500,
+            abr: false,
         },
     ];
     if full {
@@ -90,6 +103,7 @@ fn main() {
                 name: "smoke 160x120",
                 size: "160x120",
                 kbps: 200,
+                abr: false,
             },
             &[4],
             2,
@@ -100,7 +114,17 @@ fn main() {
 async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
     let dir = tempfile::tempdir().unwrap();
     // The source passed through (no ladder: the fan-out is what is
-    // measured), WebRTC on loopback port 0.
+    // measured), or for ABR two cheap rungs; WebRTC on loopback port 0.
+    let transcode = if r.abr {
+        format!(
+            "[transcode]\nenabled = true\nopus = false\n\
+             [[transcode.ladder]]\nname = \"top\"\nwidth = 640\nheight = 360\nbitrate_kbps = {}\npreset = \"ultrafast\"\n\
+             [[transcode.ladder]]\nname = \"low\"\nwidth = 160\nheight = 90\nbitrate_kbps = 150\npreset = \"ultrafast\"\n",
+            r.kbps
+        )
+    } else {
+        "[transcode]\nenabled = false\n".to_owned()
+    };
     let streamd::Streamd {
         child: mut server,
         pid,
@@ -108,7 +132,11 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         http,
     } = streamd::start(
         dir.path(),
-        "[transcode]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\nmax_viewers = 100000\n",
+        &format!(
+            "{transcode}[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+             max_viewers = 100000\nstart_bitrate_kbps = {}\n",
+            r.kbps + 400
+        ),
     )
     .await;
     let mut publisher = publish(&format!("rtmp://{rtmp}/live/load"), r);
@@ -130,6 +158,13 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         "loadgen cpu"
     );
     let rss_base = proc::status_kb(pid, "VmRSS:");
+    // What the server spends with no viewer (ingest, and the encoders in
+    // the ABR run) is not fan-out: measured first, subtracted below.
+    let idle0 = proc::cpu_ticks(pid);
+    let idle_t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = (proc::cpu_ticks(pid) - idle0) / ticks / idle_t.elapsed().as_secs_f64();
+    println!("   idle {:>16.3} cores (subtracted)", idle);
     for &target in steps {
         while viewers < target {
             let (ws, totals, stop) = (ws.clone(), totals.clone(), stop.clone());
@@ -162,7 +197,7 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let secs = t0.elapsed().as_secs_f64();
-        let cpu = (proc::cpu_ticks(pid) - cpu0) / ticks;
+        let cpu = ((proc::cpu_ticks(pid) - cpu0) / ticks - idle * secs).max(0.0);
         let gen_cpu = (proc::cpu_ticks("self") - gen0) / ticks / secs;
         let packets = totals.packets.load(Ordering::Relaxed) - p0;
         let bytes = totals.bytes.load(Ordering::Relaxed) - b0;
