@@ -281,14 +281,7 @@ fn publish(rtmp: &str, hls_dir: Option<&PathBuf>, plan: &Plan) -> Child {
         ),
         None => format!("[f=flv]{url}"),
     };
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={}:rate=30", plan.size),
-        ])
+    streamd::test_pattern(plan.size)
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args([
             "-t", "600", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
@@ -324,8 +317,6 @@ fn publish(rtmp: &str, hls_dir: Option<&PathBuf>, plan: &Plan) -> Child {
             "1:a",
         ])
         .args(["-f", "tee", &out])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg")
 }

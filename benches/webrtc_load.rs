@@ -339,14 +339,7 @@ async fn wait_ready(url: &str) {
 
 fn publish(url: &str, r: &Rendition) -> Child {
     let rate = format!("{}k", r.kbps);
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={}:rate=30", r.size),
-        ])
+    streamd::test_pattern(r.size)
         .args([
             "-t",
             "900",
@@ -360,9 +353,7 @@ fn publish(url: &str, r: &Rendition) -> Child {
         .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
         .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
         .args(["-f", "flv", url])
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg")
 }

@@ -78,3 +78,20 @@ pub async fn clock_ticks() -> f64 {
     out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// An ffmpeg publisher reading a 30 fps `testsrc2` picture of `size` in
+/// real time (`-re`), quiet, its output killed with the handle; the caller
+/// adds any further input, the encoding and the output.
+pub fn test_pattern(size: &str) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
