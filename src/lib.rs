@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod connlimit;
 pub mod http;
 pub mod ingest;
 pub mod llhls;

@@ -15,10 +15,17 @@ use tokio::net::TcpStream;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start() -> (TestServer, Logs, CaptureGuard, tokio::task::JoinHandle<()>) {
+    start_with(|_| {}).await
+}
+
+async fn start_with(
+    tweak: impl FnOnce(&mut streamd::config::Config),
+) -> (TestServer, Logs, CaptureGuard, tokio::task::JoinHandle<()>) {
     let (logs, guard) = Logs::capture();
     let server = TestServer::start(|c| {
         c.rtmp.handshake_timeout = Duration::from_secs(1);
         c.rtmp.idle_timeout = Duration::from_secs(2);
+        tweak(c);
     })
     .await;
     let witness = rtmp::spawn_witness(server.rtmp, "live", "witness").await;
@@ -135,7 +142,7 @@ async fn huge_chunk_size() {
         &server,
         &logs,
         &mut c.stream,
-        &["RTMP protocol error", "not encoded in an expected format"],
+        &["RTMP chunk stream", "set chunk size to 4294967295"],
     )
     .await;
 
@@ -157,9 +164,7 @@ async fn huge_chunk_size() {
 async fn malformed_amf() {
     let (server, logs, _g, _w) = start().await;
     let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    // An AMF0 command whose first string claims 7 bytes but has 2. The AMF
-    // decoder (rml_amf0) panics on it; streamd turns that into an error for
-    // this connection.
+    // An AMF0 command whose first string claims 7 bytes but has 2.
     c.send_raw(&chunk(3, 20, 0, &[0x02, 0x00, 0x07, b'p', b'u']))
         .await
         .unwrap();
@@ -167,30 +172,174 @@ async fn malformed_amf() {
         &server,
         &logs,
         &mut c.stream,
-        &["RTMP parser failed on malformed input"],
+        &["malformed AMF0 in a type 20 message", "string cut short"],
     )
     .await;
     server.stop().await;
 }
 
+/// The attack the hardening issue opens with: one unauthenticated 35 KB
+/// AMF0 command, objects nested 5,000 deep, used to overflow the stack and
+/// abort the whole process. Sent before `connect` (right after the
+/// handshake) and after it.
 #[tokio::test(flavor = "current_thread")]
-async fn interleaved_chunks_that_break_the_chunk_parser() {
-    // rml_rtmp computes `message_length - bytes_received` unchecked when a
-    // new message header arrives mid-message; streamd turns its panic into
-    // an error for this connection only.
+async fn deeply_nested_amf_closes_only_its_connection() {
     let (server, logs, _g, _w) = start().await;
+    let mut payload = vec![0x02, 0, 7];
+    payload.extend_from_slice(b"connect");
+    payload.push(0x00);
+    payload.extend_from_slice(&1f64.to_be_bytes());
+    for _ in 0..5000 {
+        payload.extend_from_slice(&[0x03, 0x00, 0x01, b'a']);
+    }
+    let mut message = chunk(2, 1, 0, &65_536u32.to_be_bytes());
+    message.extend_from_slice(&chunk(3, 20, 0, &payload));
+    assert!(message.len() > 20_000);
+
+    let mut s = TcpStream::connect(server.rtmp).await.unwrap();
+    rtmp::handshake(&mut s).await.unwrap();
+    s.write_all(&message).await.unwrap();
+    closed_cleanly(&server, &logs, &mut s, &["nest deeper than 16 levels"]).await;
+
     let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    // The test client negotiated 4096-byte chunks: a 5000-byte message
-    // spans two, and only the first is sent before another message starts.
-    let mut first = chunk(4, 9, 1, &[0u8; 5000]);
-    first.truncate(12 + 4096);
-    c.send_raw(&first).await.unwrap();
-    c.send_raw(&chunk(5, 9, 1, &[0u8; 10])).await.unwrap();
+    c.send_raw(&message).await.unwrap();
     closed_cleanly(
         &server,
         &logs,
         &mut c.stream,
-        &["RTMP parser failed on malformed input"],
+        &["nest deeper than 16 levels"],
+    )
+    .await;
+    server.stop().await;
+}
+
+/// A command header that claims a megabyte is refused at the header, before
+/// its body arrives; a video header that claims more than the media limit
+/// likewise.
+#[tokio::test(flavor = "current_thread")]
+async fn oversized_messages_are_refused_at_their_header() {
+    let (server, logs, _g, _w) = start().await;
+    for (type_id, len, needle) in [
+        (
+            20u8,
+            1u32 << 20,
+            "message type 20 of 1048576 bytes is over the 65536-byte limit",
+        ),
+        (
+            9,
+            0xff_ffff,
+            "message type 9 of 16777215 bytes is over the 8388608-byte limit",
+        ),
+    ] {
+        let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+        let mut header = vec![4u8, 0, 0, 0];
+        header.extend_from_slice(&len.to_be_bytes()[1..]);
+        header.push(type_id);
+        header.extend_from_slice(&1u32.to_le_bytes());
+        c.send_raw(&header).await.unwrap();
+        closed_cleanly(&server, &logs, &mut c.stream, &[needle]).await;
+    }
+    server.stop().await;
+}
+
+/// A connection that never asks to publish is closed at the publish
+/// deadline, even while it keeps sending (pings).
+#[tokio::test(flavor = "current_thread")]
+async fn connection_that_never_publishes_is_closed() {
+    let (server, logs, _g, _w) = start_with(|c| {
+        c.rtmp.publish_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    let keep_busy = async {
+        let mut ping = vec![0u8, 6];
+        ping.extend_from_slice(&[0, 0, 0, 1]);
+        loop {
+            if c.send_raw(&chunk(2, 4, 0, &ping)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, keep_busy).await.unwrap();
+    logs.wait_for(
+        &["rtmp connection closed", "no publish request within 2s"],
+        WAIT,
+    )
+    .await;
+    witness_still_served(&server).await;
+    server.stop().await;
+}
+
+/// One address may hold `max_connections_per_ip` connections; more are
+/// closed at accept and counted, and the witness (the same address) keeps
+/// publishing.
+#[tokio::test(flavor = "current_thread")]
+async fn connections_per_address_are_capped() {
+    let (server, logs, _g, _w) = start_with(|c| {
+        c.rtmp.max_connections_per_ip = 4;
+    })
+    .await;
+    // The witness holds one; three more fit.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(RtmpClient::connect(server.rtmp, "live").await.unwrap());
+    }
+    let mut extra = TcpStream::connect(server.rtmp).await.unwrap();
+    assert!(rtmp::closed_by_server(&mut extra, WAIT).await);
+    logs.wait_for(
+        &[
+            "rtmp connection refused",
+            "too many connections from this address (4 open)",
+        ],
+        WAIT,
+    )
+    .await;
+    witness_still_served(&server).await;
+    // Freed slots are usable again.
+    drop(held.pop());
+    let c = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(c) = RtmpClient::connect(server.rtmp, "live").await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
+    drop(c);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn interleaved_chunks_and_interrupted_messages() {
+    let (server, logs, _g, _w) = start().await;
+    let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    // The test client negotiated 4096-byte chunks: a 5000-byte message
+    // spans two. Another chunk stream's message between them is legal
+    // interleaving (rml_rtmp's parser used to panic on its unchecked
+    // arithmetic here): the connection stays open.
+    let mut first = chunk(4, 9, 1, &[0u8; 5000]);
+    let rest = first.split_off(12 + 4096);
+    c.send_raw(&first).await.unwrap();
+    c.send_raw(&chunk(5, 9, 1, &[0u8; 10])).await.unwrap();
+    let mut continuation = vec![0xc0 | 4];
+    continuation.extend_from_slice(&rest);
+    c.send_raw(&continuation).await.unwrap();
+    assert!(
+        !c.closed_by_server(Duration::from_secs(1)).await,
+        "interleaving closed the connection"
+    );
+    // A full header on the same chunk stream in the middle of a message is
+    // not: the message would be lost.
+    c.send_raw(&first).await.unwrap();
+    c.send_raw(&chunk(4, 9, 1, &[0u8; 10])).await.unwrap();
+    closed_cleanly(
+        &server,
+        &logs,
+        &mut c.stream,
+        &["a new message header (type 0) on chunk stream 4 interrupts a message with 904 bytes missing"],
     )
     .await;
     server.stop().await;
@@ -283,7 +432,10 @@ async fn stream_that_starts_without_a_keyframe() {
 async fn invalid_stream_names_are_refused() {
     let (server, logs, _g, _w) = start().await;
     let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
-    assert!(c.publish("../../etc/passwd").await.is_err());
+    match c.publish("../../etc/passwd").await {
+        Err(rtmp::PublishError::Refused(code)) => assert_eq!(code, "NetStream.Publish.BadName"),
+        other => panic!("not refused with a status: {other:?}"),
+    }
     logs.wait_for(&["publish refused", "invalid stream name"], WAIT)
         .await;
     witness_still_served(&server).await;

@@ -178,9 +178,15 @@ pub struct RtmpConfig {
     pub listen: SocketAddr,
     /// Connections beyond this are closed at accept.
     pub max_connections: usize,
+    /// Connections from one client address beyond this are closed at accept.
+    pub max_connections_per_ip: usize,
     /// A client must finish the RTMP handshake within this time.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A client must ask to publish within this time of connecting (RTMP
+    /// serves publishers only).
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
     /// A connection that sends nothing for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -191,7 +197,9 @@ impl Default for RtmpConfig {
         RtmpConfig {
             listen: ([0, 0, 0, 0], 1935).into(),
             max_connections: 1000,
+            max_connections_per_ip: 32,
             handshake_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
         }
     }
@@ -535,8 +543,17 @@ impl Config {
         if self.rtmp.max_connections == 0 {
             return invalid("rtmp.max_connections", "must be at least 1".into());
         }
+        if self.rtmp.max_connections_per_ip == 0 {
+            return invalid("rtmp.max_connections_per_ip", "must be at least 1".into());
+        }
         if self.rtmp.handshake_timeout.is_zero() {
             return invalid("rtmp.handshake_timeout", "must be more than 0".into());
+        }
+        if self.rtmp.publish_timeout < self.rtmp.handshake_timeout {
+            return invalid(
+                "rtmp.publish_timeout",
+                "must be at least rtmp.handshake_timeout".into(),
+            );
         }
         if self.rtmp.idle_timeout < Duration::from_secs(1) {
             return invalid("rtmp.idle_timeout", "must be at least 1s".into());
@@ -809,6 +826,11 @@ mod tests {
                 "llhls.cors_origins",
             ),
             ("[rtmp]\nmax_connections = 0", "rtmp.max_connections"),
+            (
+                "[rtmp]\nmax_connections_per_ip = 0",
+                "rtmp.max_connections_per_ip",
+            ),
+            ("[rtmp]\npublish_timeout = \"1s\"", "rtmp.publish_timeout"),
             (
                 "[[transcode.ladder]]\nname = \"Big\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600",
                 "transcode.ladder.name",

@@ -1,6 +1,7 @@
 //! Ingest: publishers' bytes in, frames on the bus out.
 //!
-//! - [`rtmp`]: the RTMP protocol core (handshake, chunks, commands), sans-IO;
+//! - [`rtmp`]: the RTMP protocol core (handshake, chunks, AMF0, commands),
+//!   sans-IO and bounded;
 //! - [`flv`]: FLV audio/video tag bodies;
 //! - [`tags`]: FLV tags to bus frames (timestamps, keyframes, configs);
 //! - [`server`]: the TCP listener and one task per connection.

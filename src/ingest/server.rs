@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::rtmp::{RtmpConnection, RtmpError, RtmpEvent};
@@ -16,6 +15,7 @@ use super::tags::{Arrival, IngestError, Notice, TagIngest};
 use crate::auth::{Access, admission};
 use crate::bus::{BroadcastMeta, PublishError, Registry, StreamPath};
 use crate::config::RtmpConfig;
+use crate::connlimit::ConnectionLimit;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
@@ -38,6 +38,8 @@ enum ConnectionError {
     Ingest(#[from] IngestError),
     #[error("handshake not completed within {0:?}")]
     HandshakeTimeout(Duration),
+    #[error("no publish request within {0:?} of connecting")]
+    PublishTimeout(Duration),
     #[error("no data for {0:?}")]
     Idle(Duration),
     #[error("write timed out")]
@@ -71,7 +73,10 @@ impl RtmpServer {
     /// Accepts connections until `shutdown`; then waits for connection tasks
     /// to finish (they stop on the same signal).
     pub async fn run(self, mut shutdown: Shutdown) {
-        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let limit = ConnectionLimit::new(
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
+        );
         let mut tasks = tokio::task::JoinSet::new();
         let mut refuse_log = LogLimiter::new(Duration::from_secs(10));
         loop {
@@ -90,12 +95,15 @@ impl RtmpServer {
                     continue;
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                if let Some(suppressed) = refuse_log.check(Instant::now()) {
-                    tracing::warn!(%peer, suppressed, max = self.config.max_connections,
-                        "rtmp connection refused: too many connections");
+            let permit = match limit.try_acquire(peer.ip()) {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics::counter!("streamd_rtmp_refused_connections_total").increment(1);
+                    if let Some(suppressed) = refuse_log.check(Instant::now()) {
+                        tracing::warn!(%peer, suppressed, "rtmp connection refused: {e}");
+                    }
+                    continue;
                 }
-                continue;
             };
             let _ = stream.set_nodelay(true);
             let registry = self.registry.clone();
@@ -176,11 +184,20 @@ async fn handle(
     let started = tokio::time::Instant::now();
     loop {
         // While handshaking, the deadline is absolute; afterwards it is the
-        // idle timeout per read.
-        let deadline = if conn.is_handshaking() {
-            started + config.handshake_timeout
+        // idle timeout per read, and until a publish, the publish deadline.
+        let idle = tokio::time::Instant::now() + config.idle_timeout;
+        let (deadline, timeout) = if conn.is_handshaking() {
+            (
+                started + config.handshake_timeout,
+                ConnectionError::HandshakeTimeout(config.handshake_timeout),
+            )
+        } else if publishing.is_none() && started + config.publish_timeout < idle {
+            (
+                started + config.publish_timeout,
+                ConnectionError::PublishTimeout(config.publish_timeout),
+            )
         } else {
-            tokio::time::Instant::now() + config.idle_timeout
+            (idle, ConnectionError::Idle(config.idle_timeout))
         };
         // An admission backend's `lifetime` ends the publish.
         let until = publishing
@@ -202,10 +219,7 @@ async fn handle(
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
         };
         let n = match read {
-            Err(_) if conn.is_handshaking() => {
-                return Err(ConnectionError::HandshakeTimeout(config.handshake_timeout));
-            }
-            Err(_) => return Err(ConnectionError::Idle(config.idle_timeout)),
+            Err(_) => return Err(timeout),
             Ok(Ok(0)) => {
                 if let Some(p) = &publishing {
                     tracing::info!(stream = %p.path, stats = ?p.ingest.stats(), "publisher disconnected");
@@ -372,15 +386,12 @@ async fn on_event(
         RtmpEvent::Metadata(m) => {
             if let Some(p) = publishing {
                 p.ingest.metadata(BroadcastMeta {
-                    frame_rate: m
-                        .video_frame_rate
-                        .map(f64::from)
-                        .filter(|f| f.is_finite() && *f > 0.0),
+                    frame_rate: m.frame_rate,
                     video_bitrate_kbps: m.video_bitrate_kbps,
                     audio_bitrate_kbps: m.audio_bitrate_kbps,
-                    encoder: m.encoder.map(|e| e.chars().take(128).collect()),
-                    has_video: m.video_codec_id.map(|_| true),
-                    has_audio: m.audio_codec_id.map(|_| true),
+                    encoder: m.encoder,
+                    has_video: m.declares_video.then_some(true),
+                    has_audio: m.declares_audio.then_some(true),
                 });
             }
         }

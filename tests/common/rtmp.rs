@@ -84,6 +84,20 @@ pub async fn handshake(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Why a publish did not start.
+#[derive(Debug)]
+pub enum PublishError {
+    /// The server answered with this `onStatus` code (level `error`).
+    Refused(String),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for PublishError {
+    fn from(e: std::io::Error) -> Self {
+        PublishError::Io(e)
+    }
+}
+
 pub struct RtmpClient {
     pub stream: TcpStream,
     session: ClientSession,
@@ -116,15 +130,29 @@ impl RtmpClient {
         Ok(c)
     }
 
-    /// Asks to publish; `Err` when the server refuses (closes the connection).
-    pub async fn publish(&mut self, stream_key: &str) -> std::io::Result<()> {
+    /// Asks to publish. A refusal is `Err(Refused(status code))`; a
+    /// connection closed without one, or any other failure, is `Err(Io)`.
+    pub async fn publish(&mut self, stream_key: &str) -> Result<(), PublishError> {
         let r = self
             .session
             .request_publishing(stream_key.to_owned(), PublishRequestType::Live)
             .unwrap();
         self.send_results(vec![r]).await?;
-        self.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
-            .await
+        let mut refused = None;
+        let accepted = self
+            .wait_for(|e| match e {
+                ClientSessionEvent::PublishRequestAccepted => true,
+                ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                    refused = Some(code.clone());
+                    true
+                }
+                _ => false,
+            })
+            .await;
+        match (refused, accepted) {
+            (Some(code), _) => Err(PublishError::Refused(code)),
+            (None, r) => Ok(r?),
+        }
     }
 
     pub async fn send(&mut self, tag: &Tag) -> std::io::Result<()> {
@@ -178,7 +206,7 @@ impl RtmpClient {
 
     async fn wait_for(
         &mut self,
-        want: impl Fn(&ClientSessionEvent) -> bool,
+        mut want: impl FnMut(&ClientSessionEvent) -> bool,
     ) -> std::io::Result<()> {
         let mut buf = vec![0u8; 8192];
         loop {
@@ -189,7 +217,7 @@ impl RtmpClient {
                 return Err(std::io::ErrorKind::ConnectionAborted.into());
             }
             let events = self.feed(&buf[..n]).await?;
-            if events.iter().any(&want) {
+            if events.iter().any(&mut want) {
                 return Ok(());
             }
         }
