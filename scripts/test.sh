@@ -2,7 +2,8 @@
 # Installs what the tests need (apt packages, the npm players) and runs the
 # whole suite: formatting and lint gates, unit, scenario and end-to-end
 # tests (real ffmpeg, ffprobe, hls.js and OvenPlayer in headless Chromium, aiortc), and the
-# benchmarks once each as a smoke test. CI runs exactly this (.ci/run).
+# benchmarks once each as a smoke test, and each fuzz target briefly. CI runs
+# exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,5 +19,11 @@ start_test_postgres
 export CARGO_INCREMENTAL=0
 
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
+
+# The fuzz targets: built with coverage instrumentation (stable toolchain)
+# and run briefly from their seeds; a crash fails the run. Long campaigns:
+# bash fuzz/run.sh all SECONDS (benches/README.md has the figures).
+bash fuzz/run.sh all 15

@@ -1,0 +1,19 @@
+//! Codec configuration a publisher sends: avcC (then its SPS, and the NAL
+//! units of a frame split with its length size) and AAC's AudioSpecificConfig.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use streamd::media::aac::AacConfig;
+use streamd::media::h264::{AvcConfig, SpsInfo, annexb_nalus};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = AacConfig::parse(Bytes::copy_from_slice(data));
+    let _ = SpsInfo::parse(data);
+    let _ = annexb_nalus(data);
+    if let Ok(config) = AvcConfig::parse(Bytes::copy_from_slice(data)) {
+        for nal in config.nalus(data).flatten() {
+            let _ = SpsInfo::parse(nal);
+        }
+    }
+});

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpora (fuzz/corpus/TARGET/*) from the test
+fixture (tests/fixtures/clip-160x120-2s.flv): a publisher's chunk stream as
+ffmpeg sends it after the handshake, its AMF0 commands and metadata, its FLV
+tag bodies and codec configurations, and OME signalling messages. Run it
+again after changing it; the output is deterministic."""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "clip-160x120-2s.flv")
+
+
+def amf_str(s):
+    b = s.encode()
+    return b"\x02" + struct.pack(">H", len(b)) + b
+
+
+def amf_num(n):
+    return b"\x00" + struct.pack(">d", n)
+
+
+def amf_obj(props, marker=b"\x03"):
+    out = marker
+    for k, v in props:
+        out += struct.pack(">H", len(k)) + k.encode() + v
+    return out + b"\x00\x00\x09"
+
+
+def chunks(csid, ts, type_id, sid, payload, size):
+    out = bytes([csid]) + ts.to_bytes(3, "big") + len(payload).to_bytes(3, "big")
+    out += bytes([type_id]) + struct.pack("<I", sid)
+    for i in range(0, max(len(payload), 1), size):
+        if i:
+            out += bytes([0xC0 | csid])
+        out += payload[i : i + size]
+    return out
+
+
+def flv_tags(path):
+    d = open(path, "rb").read()
+    pos = struct.unpack(">I", d[5:9])[0] + 4
+    tags = []
+    while pos + 11 <= len(d):
+        kind = d[pos]
+        size = int.from_bytes(d[pos + 1 : pos + 4], "big")
+        ts = int.from_bytes(d[pos + 4 : pos + 7], "big") | (d[pos + 7] << 24)
+        body = d[pos + 11 : pos + 11 + size]
+        tags.append((kind, ts, body))
+        pos += 11 + size + 4
+    return tags
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+tags = flv_tags(FIXTURE)
+connect = amf_str("connect") + amf_num(1) + amf_obj(
+    [("app", amf_str("live")), ("type", amf_str("nonprivate")),
+     ("flashVer", amf_str("FMLE/3.0 (compatible; Lavf61.7.100)")),
+     ("tcUrl", amf_str("rtmp://127.0.0.1:1935/live"))])
+create = amf_str("createStream") + amf_num(4) + b"\x05"
+publish = amf_str("publish") + amf_num(5) + b"\x05" + amf_str("cam?key=sk_1") + amf_str("live")
+meta = amf_str("@setDataFrame") + amf_str("onMetaData") + amf_obj(
+    [("width", amf_num(160)), ("height", amf_num(120)), ("framerate", amf_num(30)),
+     ("videocodecid", amf_num(7)), ("audiocodecid", amf_num(10)),
+     ("encoder", amf_str("Lavf61.7.100"))], marker=b"\x08\x00\x00\x00\x06")
+write("amf0", "connect", connect)
+write("amf0", "publish", publish)
+write("amf0", "metadata", meta)
+write("amf0", "result", amf_str("_result") + amf_num(1) + amf_obj(
+    [("fmsVer", amf_str("FMS/3,0,1,123"))]) + b"\x0a\x00\x00\x00\x02\x05\x06" + b"\x0b" + struct.pack(">d", 1.5e12) + b"\x00\x00")
+
+for size, name in [(128, "publish-128"), (4096, "publish-4096")]:
+    s = b""
+    if size != 128:
+        s += chunks(2, 0, 1, 0, struct.pack(">I", size), 128)
+    s += chunks(3, 0, 20, 0, connect, size)
+    s += chunks(2, 0, 5, 0, struct.pack(">I", 2500000), size)
+    s += chunks(3, 0, 20, 0, amf_str("releaseStream") + amf_num(2) + b"\x05" + amf_str("cam"), size)
+    s += chunks(3, 0, 20, 0, create, size)
+    s += chunks(8, 0, 20, 1, publish, size)
+    s += chunks(4, 0, 18, 1, meta, size)
+    for kind, ts, body in tags[:12]:
+        s += chunks(6 if kind == 9 else 4, ts, kind, 1, body, size)
+    s += chunks(3, 0, 20, 0, amf_str("deleteStream") + amf_num(6) + b"\x05" + amf_num(1), size)
+    write("rtmp_session", name, b"\x80" + s)  # first byte: feed in pieces of 128
+    write("rtmp_chunk", name, s)
+
+video = [b for k, _, b in tags if k == 9]
+audio = [b for k, _, b in tags if k == 8]
+write("flv_tags", "avc-sequence-header", video[0])
+write("flv_tags", "avc-keyframe", video[1][:2000])
+write("flv_tags", "avc-inter", video[2][:2000])
+write("flv_tags", "aac-sequence-header", audio[0])
+write("flv_tags", "aac-frame", audio[1])
+write("codec_config", "avcC", video[0][5:])
+avcc = video[0][5:]
+sps_len = struct.unpack(">H", avcc[6:8])[0]
+write("codec_config", "sps", avcc[8 : 8 + sps_len])
+write("codec_config", "aac-asc", audio[0][2:])
+
+answer = {"command": "answer", "id": 1, "peer_id": 0, "sdp": {"type": "answer", "sdp": (
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:active\r\n"
+    "a=rtcp-mux\r\na=rtpmap:96 H264/90000\r\n"
+    "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:active\r\n"
+    "a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n")}}
+for name, msg in [
+    ("request_offer", {"command": "request_offer"}),
+    ("answer", answer),
+    ("candidate", {"command": "candidate", "id": 1, "candidates": [
+        {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMLineIndex": 0}]}),
+    ("change_rendition", {"command": "change_rendition", "id": 1, "rendition_name": "480p", "auto": False}),
+    ("stop", {"command": "stop", "id": 1}),
+]:
+    write("signalling", name, json.dumps(msg).encode())
