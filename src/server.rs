@@ -65,7 +65,7 @@ impl Server {
             .map_err(|e| {
                 anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.rtmp.listen)
             })?;
-        let http = HttpServer::bind(config.http.listen).await.map_err(|e| {
+        let http = HttpServer::bind(config.http.clone()).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for HTTP on {}: {e}", config.http.listen)
         })?;
         tracing::info!(addr = %rtmp.local_addr()?, "rtmp listening");

@@ -97,3 +97,34 @@ async fn hostile_hls_requests_get_4xx_and_change_nothing() {
     assert!(r.text().contains("#EXT-X-PART:"));
     server.stop().await;
 }
+
+/// Shutdown waits for requests in flight only until `http.shutdown_timeout`:
+/// a request whose body stops halfway does not hold the server up.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_does_not_wait_for_a_half_sent_request() {
+    let (logs, _guard) = Logs::capture();
+    let server = TestServer::start(|c| {
+        c.http.shutdown_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let token = server
+        .access
+        .auth
+        .mint("test", None, None, Duration::from_secs(600));
+    let mut s = TcpStream::connect(server.http).await.unwrap();
+    let head = format!(
+        "POST /api/streams HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The request is in flight (its handler reads the body) before the stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("shutdown hung on a half-sent request");
+    logs.wait_for(
+        &["closing http connections still open at the shutdown deadline"],
+        Duration::from_secs(1),
+    )
+    .await;
+}

@@ -38,24 +38,7 @@ async fn start_with(
 
 /// The witness stream is still live and advancing.
 async fn witness_still_served(server: &TestServer) {
-    let master = get(&server.url("/live/witness/llhls.m3u8")).await;
-    assert_eq!(master.status, 200);
-    let video = media_playlists(&master.text())
-        .into_iter()
-        .find(|u| u.starts_with("video"))
-        .unwrap();
-    let url = server.url(&format!("/live/witness/{video}"));
-    let before = get(&url).await.text();
-    let last_part = |t: &str| {
-        t.lines()
-            .rfind(|l| l.starts_with("#EXT-X-PART:"))
-            .map(str::to_owned)
-    };
-    let was = last_part(&before);
-    poll(&url, WAIT, |r| {
-        r.status == 200 && last_part(&r.text()) != was
-    })
-    .await;
+    stream_advances(server, "live", "witness", WAIT).await;
 }
 
 /// The server closed `stream` with a log line holding `needles`, and the

@@ -214,6 +214,21 @@ pub struct HttpConfig {
     /// The built web console (`npm --prefix web ci && npm --prefix web run
     /// build`), served at `/`.
     pub web_dir: PathBuf,
+    /// Connections beyond this are closed at accept.
+    pub max_connections: usize,
+    /// Connections from one client address beyond this are closed at
+    /// accept (players behind one NAT share an address; behind a reverse
+    /// proxy every client does: raise it there).
+    pub max_connections_per_ip: usize,
+    /// A request's headers must arrive within this time of the connection
+    /// opening or the previous response ending; an idle keep-alive
+    /// connection is closed after it too.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// At shutdown, requests in flight get this long to finish; then their
+    /// connections are closed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -221,6 +236,10 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: ([0, 0, 0, 0], 3333).into(),
             web_dir: PathBuf::from("web/dist"),
+            max_connections: 10_000,
+            max_connections_per_ip: 500,
+            header_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -542,6 +561,15 @@ impl Config {
         }
         if self.rtmp.max_connections == 0 {
             return invalid("rtmp.max_connections", "must be at least 1".into());
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections", "must be at least 1".into());
+        }
+        if self.http.max_connections_per_ip == 0 {
+            return invalid("http.max_connections_per_ip", "must be at least 1".into());
+        }
+        if self.http.header_timeout < Duration::from_millis(100) {
+            return invalid("http.header_timeout", "must be at least 100ms".into());
         }
         if self.rtmp.max_connections_per_ip == 0 {
             return invalid("rtmp.max_connections_per_ip", "must be at least 1".into());

@@ -8,14 +8,24 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, Method};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Method, Request};
 use axum::response::Html;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::Instant;
 use tokio::net::TcpListener;
+use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
+use crate::config::HttpConfig;
+use crate::connlimit::ConnectionLimit;
+use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
 /// The process-wide Prometheus recorder (one per process, shared by every
@@ -98,14 +108,21 @@ The web console is not built: run <code>npm --prefix web ci &amp;&amp; npm --pre
 (scripts/run.sh does), or set <code>[http] web_dir</code>. The API is at <code>/api</code> \
 (<a href=\"/api/openapi.json\">OpenAPI</a>).</p>";
 
+/// The HTTP listener. Its own accept loop rather than `axum::serve`, for
+/// what a server exposed to the internet needs: connection caps (total and
+/// per address), a deadline for every request's headers (which also closes
+/// idle keep-alive connections), and a shutdown that waits for requests in
+/// flight only so long.
 pub struct HttpServer {
     listener: TcpListener,
+    config: HttpConfig,
 }
 
 impl HttpServer {
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<HttpServer> {
+    pub async fn bind(config: HttpConfig) -> std::io::Result<HttpServer> {
         Ok(HttpServer {
-            listener: TcpListener::bind(addr).await?,
+            listener: TcpListener::bind(config.listen).await?,
+            config,
         })
     }
 
@@ -113,14 +130,86 @@ impl HttpServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown`, then lets requests in flight finish.
-    pub async fn run(self, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
-        // Handlers see the peer's address (admission webhooks report it).
-        axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    /// Serves until `shutdown`; then lets requests in flight finish for up
+    /// to `shutdown_timeout`, and closes what is left.
+    pub async fn run(self, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
+        let limit = ConnectionLimit::new(
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
+        );
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout)
+            .max_headers(100);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut refuse_log = LogLimiter::new(Duration::from_secs(10));
+        let mut stop = shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait() => break,
+                a = self.listener.accept() => a,
+            };
+            while tasks.try_join_next().is_some() {}
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let permit = match limit.try_acquire(peer.ip()) {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics::counter!("streamd_http_refused_connections_total").increment(1);
+                    if let Some(suppressed) = refuse_log.check(Instant::now()) {
+                        tracing::warn!(%peer, suppressed, "http connection refused: {e}");
+                    }
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                // Handlers see the peer's address (admission webhooks
+                // report it; viewer counts use it).
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().call(req)
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut stop = shutdown.clone();
+            tasks.spawn(async move {
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = stop.wait() => {
+                        // Finish the request in flight, take no more.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "http connection ended");
+                }
+                drop(permit);
+            });
+        }
+        let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = tasks.len(),
+                timeout = ?self.config.shutdown_timeout,
+                "closing http connections still open at the shutdown deadline"
+            );
+            tasks.shutdown().await;
+        }
+        Ok(())
     }
 }

@@ -190,6 +190,29 @@ pub async fn get(url: &str) -> Response {
     request("GET", url, &[]).await
 }
 
+/// `app/stream` is served over LL-HLS and its video playlist gains a part
+/// within `timeout`.
+pub async fn stream_advances(server: &TestServer, app: &str, stream: &str, timeout: Duration) {
+    let master = get(&server.url(&format!("/{app}/{stream}/llhls.m3u8"))).await;
+    assert_eq!(master.status, 200, "{app}/{stream} is not served");
+    let video = media_playlists(&master.text())
+        .into_iter()
+        .find(|u| u.starts_with("video"))
+        .expect("a video playlist");
+    let url = server.url(&format!("/{app}/{stream}/{video}"));
+    let before = get(&url).await.text();
+    let last_part = |t: &str| {
+        t.lines()
+            .rfind(|l| l.starts_with("#EXT-X-PART:"))
+            .map(str::to_owned)
+    };
+    let was = last_part(&before);
+    poll(&url, timeout, |r| {
+        r.status == 200 && last_part(&r.text()) != was
+    })
+    .await;
+}
+
 /// Polls `url` until `ok` accepts the response.
 pub async fn poll(url: &str, timeout: Duration, ok: impl Fn(&Response) -> bool) -> Response {
     let deadline = tokio::time::Instant::now() + timeout;
