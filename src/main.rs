@@ -1,6 +1,7 @@
 //! `streamd [--config FILE]`: wires the configuration, logging and signals to
 //! [`streamd::server::Server`]. `streamd token` prints an API token signed
-//! with the configured (or generated) secret.
+//! with the configured (or generated) secret; `streamd webhook-secret` the
+//! key webhooks are signed with.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,10 @@ enum Command {
         #[arg(long, default_value = "admin")]
         subject: String,
     },
+    /// Print the key webhook signatures are made with (X-Streamd-Signature),
+    /// for the receiver: `[webhooks] secret`, or the key derived from the
+    /// JWT secret. It cannot mint tokens.
+    WebhookSecret,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,12 +60,21 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(Command::Token { ttl, subject }) = cli.command {
-        config.validate()?;
-        let secret = streamd::auth::secret(&config.auth, &config.database.data_dir)?;
-        let auth = streamd::auth::Auth::new(&secret, config.auth.clone());
-        println!("{}", auth.mint(&subject, None, None, ttl));
-        return Ok(());
+    match cli.command {
+        Some(Command::Token { ttl, subject }) => {
+            config.validate()?;
+            let secret = streamd::auth::secret(&config.auth, &config.database.data_dir)?;
+            let auth = streamd::auth::Auth::new(&secret, config.auth.clone());
+            println!("{}", auth.mint_api(&subject, ttl));
+            return Ok(());
+        }
+        Some(Command::WebhookSecret) => {
+            config.validate()?;
+            let secret = streamd::auth::secret(&config.auth, &config.database.data_dir)?;
+            println!("{}", streamd::auth::webhook_key(&config.webhooks, &secret));
+            return Ok(());
+        }
+        None => {}
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -42,8 +42,21 @@ impl Server {
                 ..Retention::default()
             },
         );
+        if config.database.url.is_empty() {
+            crate::auth::private_dir(&config.database.data_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the data directory {}: {e}",
+                    config.database.data_dir.display()
+                )
+            })?;
+        }
         let secret = crate::auth::secret(&config.auth, &config.database.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot read or create the JWT secret: {e}"))?;
+        if config.webhooks.secret == secret {
+            anyhow::bail!(
+                "webhooks.secret must not be the JWT secret: a webhook receiver could mint tokens with it"
+            );
+        }
         let db_url = config.database.resolved_url();
         let store = Store::open(&db_url)
             .await
@@ -55,11 +68,7 @@ impl Server {
             admission: crate::auth::admission::Admission::new(config.admission.clone())
                 .map(Arc::new),
         });
-        let hook_secret = if config.webhooks.secret.is_empty() {
-            secret
-        } else {
-            config.webhooks.secret.clone()
-        };
+        let hook_secret = crate::auth::webhook_key(&config.webhooks, &secret);
         let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone(), access.clone())
             .await
             .map_err(|e| {

@@ -27,10 +27,27 @@ fn token(secret: &str, exp_offset: i64) -> String {
         + exp_offset) as u64;
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &json!({"sub": "tester", "exp": exp}),
+        &json!({"sub": "tester", "exp": exp, "scope": "api"}),
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
+}
+
+/// An API token with `header`, HMAC-SHA256-signed with `key` whatever the
+/// header says.
+fn forged(header: &str, key: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = json!({"sub": "forger", "exp": exp, "scope": "api"});
+    let input = format!("{}.{}", b64.encode(header), b64.encode(claims.to_string()));
+    let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
+    let sig = aws_lc_rs::hmac::sign(&k, input.as_bytes());
+    format!("{input}.{}", b64.encode(sig.as_ref()))
 }
 
 struct Client {
@@ -145,7 +162,49 @@ async fn the_api_needs_a_valid_token() {
                 Duration::from_secs(60),
             )),
         ),
+        (
+            "a publish token",
+            Some(server.access.auth.mint(
+                "",
+                Some("publish"),
+                Some("live/x"),
+                Duration::from_secs(60),
+            )),
+        ),
+        (
+            "a token without the api scope (auth.api_tokens = \"scoped\")",
+            Some(
+                server
+                    .access
+                    .auth
+                    .mint("", None, None, Duration::from_secs(60)),
+            ),
+        ),
+        (
+            "alg none",
+            Some(forged(r#"{"alg":"none","typ":"JWT"}"#, TEST_SECRET)),
+        ),
+        (
+            "RS256 in the header",
+            Some(forged(r#"{"alg":"RS256","typ":"JWT"}"#, TEST_SECRET)),
+        ),
+        (
+            "signed with the webhook key",
+            Some(forged(
+                r#"{"alg":"HS256","typ":"JWT"}"#,
+                &streamd::auth::derive_key(TEST_SECRET, "webhooks"),
+            )),
+        ),
     ];
+    // The control: the same forger, honest header and key, is accepted.
+    let honest = forged(r#"{"alg":"HS256","typ":"JWT"}"#, TEST_SECRET);
+    let r = request(
+        "GET",
+        &url,
+        &[("authorization", &format!("Bearer {honest}"))],
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     for (what, t) in cases {
         let bearer = t.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = bearer

@@ -159,4 +159,20 @@ async fn token_subcommand_signs_with_a_generated_secret() {
     for t in [&first, &second] {
         assert_eq!(auth.check_api(Some(t)).unwrap().sub, "admin");
     }
+    // The webhook key a receiver is given: derived, not the JWT secret, and
+    // useless for minting API tokens.
+    let out = Command::new(BIN)
+        .args(["webhook-secret", "--config"])
+        .arg(&config)
+        .env_remove("JWT_SECRET")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let hook = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(hook, streamd::auth::derive_key(&secret, "webhooks"));
+    assert_ne!(hook, secret);
+    let by_hook = streamd::auth::Auth::new(&hook, Default::default())
+        .mint_api("receiver", Duration::from_secs(60));
+    assert!(auth.check_api(Some(&by_hook)).is_err());
 }

@@ -34,7 +34,7 @@ fn web_dir() -> PathBuf {
 
 fn api_token() -> String {
     let auth = streamd::auth::Auth::new(TEST_SECRET, Default::default());
-    auth.mint("console-test", None, None, Duration::from_secs(600))
+    auth.mint_api("console-test", Duration::from_secs(600))
 }
 
 /// In a loopback-only namespace (Chromium's WebRTC needs it), streamd

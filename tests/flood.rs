@@ -92,7 +92,7 @@ async fn slowloris_and_idle_sockets_leave_the_stream_and_api_served() {
     let api_token = server
         .access
         .auth
-        .mint("flood-test", None, None, Duration::from_secs(600));
+        .mint_api("flood-test", Duration::from_secs(600));
     let bearer = format!("Bearer {api_token}");
     let api_answers = || async {
         let r = request(

@@ -110,7 +110,7 @@ async fn shutdown_does_not_wait_for_a_half_sent_request() {
     let token = server
         .access
         .auth
-        .mint("test", None, None, Duration::from_secs(600));
+        .mint_api("test", Duration::from_secs(600));
     let mut s = TcpStream::connect(server.http).await.unwrap();
     let head = format!(
         "POST /api/streams HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\

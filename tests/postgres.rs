@@ -62,7 +62,7 @@ async fn the_api_works_on_postgres() {
         server
             .access
             .auth
-            .mint("t", None, None, std::time::Duration::from_secs(60))
+            .mint_api("t", std::time::Duration::from_secs(60))
     );
     let headers = [
         ("authorization", bearer.as_str()),

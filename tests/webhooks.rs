@@ -34,7 +34,11 @@ async fn stream_events_are_signed_and_retried() {
                         .get("x-streamd-signature")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    let valid = sig == streamd::webhooks::signature(b"hook-secret", &body);
+                    let valid = sig
+                        == streamd::webhooks::signature(
+                            b"hook-secret-0123456789abcdef0123456789",
+                            &body,
+                        );
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let event = v["event"].as_str().unwrap_or("").to_owned();
                     let mut r = received.lock().unwrap();
@@ -54,7 +58,7 @@ async fn stream_events_are_signed_and_retried() {
 
     let server = TestServer::start(|c| {
         c.webhooks.urls = vec![format!("http://{addr}/hook")];
-        c.webhooks.secret = "hook-secret".into();
+        c.webhooks.secret = "hook-secret-0123456789abcdef0123456789".into();
         c.webhooks.retry_backoff = Duration::from_millis(100);
         c.bus.reconnect_grace = Duration::from_secs(1);
     })

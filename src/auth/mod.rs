@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::bus::StreamPath;
-use crate::config::{AuthConfig, PublishPolicy};
+use crate::config::{ApiTokens, AuthConfig, MIN_SECRET_LEN, PublishPolicy, WebhookConfig};
 use crate::store::{Store, StreamRecord};
 
 /// Verified playback tokens kept at most (then the expired are dropped,
@@ -60,7 +60,14 @@ pub struct Claims {
     /// `app/id` of the stream a publish or playback token is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
+
+/// The scope of API tokens.
+pub const API_SCOPE: &str = "api";
 
 pub struct Auth {
     encoding: EncodingKey,
@@ -78,37 +85,102 @@ fn now_secs() -> u64 {
 }
 
 /// The secret: `JWT_SECRET`, else the config's, else one generated once
-/// into `{data_dir}/jwt_secret` (readable by the owner only).
+/// into `{data_dir}/jwt_secret` (readable by the owner only, in a data
+/// directory only the owner can enter). A secret under
+/// [`MIN_SECRET_LEN`] bytes is refused.
 pub fn secret(config: &AuthConfig, data_dir: &Path) -> std::io::Result<String> {
+    let short = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} must be at least {MIN_SECRET_LEN} bytes"),
+        )
+    };
     if let Ok(s) = std::env::var("JWT_SECRET")
         && !s.is_empty()
     {
+        if s.len() < MIN_SECRET_LEN {
+            return Err(short("JWT_SECRET"));
+        }
         return Ok(s);
     }
     if !config.jwt_secret.is_empty() {
+        if config.jwt_secret.len() < MIN_SECRET_LEN {
+            return Err(short("auth.jwt_secret"));
+        }
         return Ok(config.jwt_secret.clone());
     }
+    private_dir(data_dir)?;
     let path = data_dir.join("jwt_secret");
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
-        Ok(_) => {}
+        Ok(s) if s.trim().len() >= MIN_SECRET_LEN => return Ok(s.trim().to_owned()),
+        Ok(_) => return Err(short(&path.display().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
     let s = crate::random::string(48, crate::random::ALPHANUMERIC);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+    write_new_private(&path, s.as_bytes())?;
+    // Another process may have written it first: everyone uses that one.
+    let s = std::fs::read_to_string(&path)?.trim().to_owned();
+    tracing::warn!(path = %path.display(), "no JWT_SECRET given: generated one (mint an API token with `streamd token`)");
+    Ok(s)
+}
+
+/// Creates `dir` if need be and makes it the owner's alone (0700).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `bytes` to `path` whole or not at all: a 0600 temporary file in
+/// the same directory, synced, then linked into place (which fails if
+/// `path` exists, so a concurrent writer's file is kept), and the directory
+/// synced.
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("secret"),
+        crate::random::string(8, crate::random::ALPHANUMERIC)
+    ));
+    let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)?;
-        f.write_all(s.as_bytes())?;
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// The key webhooks are signed with: `[webhooks] secret`, else one derived
+/// from the JWT secret (never the JWT secret itself).
+pub fn webhook_key(config: &WebhookConfig, root: &str) -> String {
+    if config.secret.is_empty() {
+        derive_key(root, "webhooks")
+    } else {
+        config.secret.clone()
     }
-    tracing::warn!(path = %path.display(), "no JWT_SECRET given: generated one (mint an API token with `streamd token`)");
-    Ok(s)
+}
+
+/// A key for `purpose` derived from the root secret (HMAC-SHA256, hex): it
+/// reveals nothing about the root, so its holder cannot mint tokens.
+pub fn derive_key(root: &str, purpose: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, root.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, format!("streamd {purpose} key v1").as_bytes());
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Auth {
@@ -117,6 +189,18 @@ impl Auth {
         validation.leeway = 5;
         validation.validate_exp = true;
         validation.required_spec_claims = ["exp".to_owned()].into();
+        // Only HS256 (the default list): `alg: none` and public-key
+        // algorithms are refused before any claim is read.
+        if config.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&config.audience]);
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+        if !config.issuer.is_empty() {
+            validation.set_issuer(&[&config.issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
         Auth {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -145,6 +229,8 @@ impl Auth {
             iat: Some(now),
             scope: scope.map(str::to_owned),
             stream: stream.map(str::to_owned),
+            aud: Some(self.config.audience.clone()).filter(|a| !a.is_empty()),
+            iss: Some(self.config.issuer.clone()).filter(|i| !i.is_empty()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
@@ -163,12 +249,18 @@ impl Auth {
             })
     }
 
-    /// An API request's bearer token.
+    /// An API token: `scope: "api"`, valid for `ttl`.
+    pub fn mint_api(&self, sub: &str, ttl: Duration) -> String {
+        self.mint(sub, Some(API_SCOPE), None, ttl)
+    }
+
+    /// An API request's bearer token: scoped `api`, or (with `api_tokens =
+    /// "any"`) unscoped; never a publish or playback token.
     pub fn check_api(&self, bearer: Option<&str>) -> Result<Claims, AuthError> {
         let claims = self.verify(bearer.ok_or(AuthError::Missing)?)?;
-        match claims.scope.as_deref() {
-            None | Some("api") => Ok(claims),
-            Some(_) => Err(AuthError::WrongScope),
+        match (claims.scope.as_deref(), self.config.api_tokens) {
+            (Some(API_SCOPE), _) | (None, ApiTokens::Any) => Ok(claims),
+            _ => Err(AuthError::WrongScope),
         }
     }
 
@@ -326,7 +418,7 @@ mod tests {
     #[test]
     fn api_tokens_need_the_secret_and_time() {
         let a = auth();
-        let t = a.mint("me", None, None, Duration::from_secs(60));
+        let t = a.mint_api("me", Duration::from_secs(60));
         assert_eq!(a.check_api(Some(&t)).unwrap().sub, "me");
         let other = Auth::new("secret-two", AuthConfig::default());
         assert!(matches!(
@@ -347,8 +439,10 @@ mod tests {
                 sub: "me".into(),
                 exp: now_secs() - 60,
                 iat: None,
-                scope: None,
+                scope: Some(API_SCOPE.into()),
                 stream: None,
+                aud: None,
+                iss: None,
             },
             &EncodingKey::from_secret(b"secret-one"),
         )
@@ -373,7 +467,133 @@ mod tests {
         assert_eq!(a.check_playback(Some(&t), &x), Ok(()));
         assert_eq!(a.check_playback(Some(&t), &y), Err(AuthError::WrongStream));
         assert_eq!(a.check_playback(None, &x), Err(AuthError::Missing));
-        let api = a.mint("", None, None, Duration::from_secs(60));
+        let api = a.mint_api("", Duration::from_secs(60));
         assert_eq!(a.check_playback(Some(&api), &x), Err(AuthError::WrongScope));
+    }
+
+    fn raw_token(header: &str, claims: &serde_json::Value, key: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing_input = format!("{}.{}", b64.encode(header), b64.encode(claims.to_string()));
+        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+        let sig = aws_lc_rs::hmac::sign(&k, signing_input.as_bytes());
+        format!("{signing_input}.{}", b64.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn the_api_refuses_every_token_that_is_not_an_api_token() {
+        let a = auth();
+        let exp = now_secs() + 600;
+        let claims = serde_json::json!({"sub": "x", "exp": exp, "scope": "api"});
+        // `alg: none`, with and without a signature.
+        let none = raw_token(r#"{"alg":"none","typ":"JWT"}"#, &claims, b"");
+        let unsigned = none.rsplit_once('.').unwrap().0.to_owned() + ".";
+        // RS256 in the header, "signed" with the HMAC secret (the classic
+        // algorithm-confusion forgery).
+        let rs256 = raw_token(r#"{"alg":"RS256","typ":"JWT"}"#, &claims, b"secret-one");
+        // Signed with the webhook key, which receivers hold.
+        let hook = derive_key("secret-one", "webhooks");
+        let by_hook = raw_token(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, hook.as_bytes());
+        for t in [&none, &unsigned, &rs256, &by_hook] {
+            assert!(
+                matches!(a.check_api(Some(t)), Err(AuthError::Invalid(_))),
+                "{t}"
+            );
+        }
+        // The same claims, rightly signed, pass (the forgeries differ only
+        // in what they forge).
+        let good = raw_token(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, b"secret-one");
+        assert!(a.check_api(Some(&good)).is_ok());
+        // A webhook signature (hex HMAC of a body) is not a token.
+        let signature = derive_key("secret-one", "anything");
+        assert!(matches!(
+            a.check_api(Some(&signature)),
+            Err(AuthError::Invalid(_))
+        ));
+        // Publish and playback tokens, and unscoped ones by default.
+        for scope in [Some("publish"), Some("playback"), None] {
+            let t = a.mint("x", scope, Some("live/x"), Duration::from_secs(60));
+            assert_eq!(
+                a.check_api(Some(&t)),
+                Err(AuthError::WrongScope),
+                "{scope:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unscoped_tokens_pass_only_when_configured() {
+        let config = AuthConfig {
+            api_tokens: ApiTokens::Any,
+            ..AuthConfig::default()
+        };
+        let a = Auth::new("secret-one", config);
+        let t = a.mint("backend-user", None, None, Duration::from_secs(60));
+        assert_eq!(a.check_api(Some(&t)).unwrap().sub, "backend-user");
+        let p = a.mint(
+            "x",
+            Some("playback"),
+            Some("live/x"),
+            Duration::from_secs(60),
+        );
+        assert_eq!(a.check_api(Some(&p)), Err(AuthError::WrongScope));
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_set() {
+        let config = AuthConfig {
+            audience: "streamd".into(),
+            issuer: "https://backend.example".into(),
+            ..AuthConfig::default()
+        };
+        let a = Auth::new("secret-one", config);
+        let t = a.mint_api("x", Duration::from_secs(60));
+        assert!(a.check_api(Some(&t)).is_ok());
+        let exp = now_secs() + 600;
+        for claims in [
+            serde_json::json!({"exp": exp, "scope": "api"}),
+            serde_json::json!({"exp": exp, "scope": "api", "aud": "other", "iss": "https://backend.example"}),
+            serde_json::json!({"exp": exp, "scope": "api", "aud": "streamd", "iss": "https://evil.example"}),
+        ] {
+            let t = raw_token(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, b"secret-one");
+            assert!(
+                matches!(a.check_api(Some(&t)), Err(AuthError::Invalid(_))),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn generated_secret_is_private_and_short_secrets_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            std::env::var_os("JWT_SECRET").is_none(),
+            "unset JWT_SECRET to run the auth tests"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let s = secret(&AuthConfig::default(), &data).unwrap();
+        assert!(s.len() >= MIN_SECRET_LEN);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("jwt_secret")), 0o600);
+        // Read back, not regenerated; no temporary file left behind.
+        assert_eq!(secret(&AuthConfig::default(), &data).unwrap(), s);
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1);
+        let short = AuthConfig {
+            jwt_secret: "0123456789".into(),
+            ..AuthConfig::default()
+        };
+        let e = secret(&short, &data).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("auth.jwt_secret must be at least 32 bytes"),
+            "{e}"
+        );
+        std::fs::write(data.join("jwt_secret"), "tooshort").unwrap();
+        assert!(secret(&AuthConfig::default(), &data).is_err());
+        // Derived keys differ by purpose and from the root.
+        assert_ne!(derive_key(&s, "webhooks"), derive_key(&s, "other"));
+        assert_ne!(derive_key(&s, "webhooks"), s);
     }
 }

@@ -69,8 +69,10 @@ impl Default for AdmissionConfig {
 pub struct WebhookConfig {
     /// Where stream events are POSTed (http:// or https://); none: off.
     pub urls: Vec<String>,
-    /// HMAC-SHA256 key of the `X-Streamd-Signature` header; empty: the
-    /// JWT secret.
+    /// HMAC-SHA256 key of the `X-Streamd-Signature` header (at least 32
+    /// bytes, never the JWT secret); empty: a key derived from the JWT
+    /// secret, which `streamd webhook-secret` prints. A receiver holding it
+    /// cannot mint tokens.
     pub secret: String,
     /// Tries per delivery (the first and the retries).
     pub attempts: u32,
@@ -158,6 +160,17 @@ pub struct AuthConfig {
     /// The application streams created through the API live in
     /// (`rtmp://host:1935/{app}/{id}`).
     pub app: String,
+    /// Which tokens the API accepts: `scoped` (default) only tokens with
+    /// `scope: "api"` (what `streamd token` mints); `any` also tokens
+    /// without a scope, as the seed's backend minted them with
+    /// `JWT_SECRET`. Publish and playback tokens are refused either way.
+    pub api_tokens: ApiTokens,
+    /// When set, every token must carry this `aud` (and tokens streamd
+    /// mints do).
+    pub audience: String,
+    /// When set, every token must carry this `iss` (and tokens streamd
+    /// mints do).
+    pub issuer: String,
 }
 
 impl Default for AuthConfig {
@@ -167,8 +180,19 @@ impl Default for AuthConfig {
             publish: PublishPolicy::Key,
             playback_token_ttl: Duration::from_secs(3600),
             app: "live".into(),
+            api_tokens: ApiTokens::Scoped,
+            audience: String::new(),
+            issuer: String::new(),
         }
     }
+}
+
+/// Which tokens the API accepts (see [`AuthConfig::api_tokens`]).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiTokens {
+    Scoped,
+    Any,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -473,6 +497,10 @@ impl TranscodeConfig {
     }
 }
 
+/// The shortest secret accepted for signing tokens or webhooks (HS256 keys
+/// shorter than its output are guessable offline from one signed token).
+pub const MIN_SECRET_LEN: usize = 32;
+
 /// x264's presets, fastest first.
 pub const X264_PRESETS: &[&str] = &[
     "ultrafast",
@@ -558,6 +586,29 @@ impl Config {
                 "database.url",
                 "must be postgres://…, sqlite:… or empty (SQLite in data_dir)".into(),
             );
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < MIN_SECRET_LEN {
+            return invalid(
+                "auth.jwt_secret",
+                format!("must be at least {MIN_SECRET_LEN} bytes (or empty: one is generated)"),
+            );
+        }
+        if !self.webhooks.secret.is_empty() {
+            if self.webhooks.secret.len() < MIN_SECRET_LEN {
+                return invalid(
+                    "webhooks.secret",
+                    format!(
+                        "must be at least {MIN_SECRET_LEN} bytes (or empty: one is derived from the JWT secret)"
+                    ),
+                );
+            }
+            if self.webhooks.secret == self.auth.jwt_secret {
+                return invalid(
+                    "webhooks.secret",
+                    "must not be the JWT secret: a webhook receiver could mint tokens with it"
+                        .into(),
+                );
+            }
         }
         if self.rtmp.max_connections == 0 {
             return invalid("rtmp.max_connections", "must be at least 1".into());

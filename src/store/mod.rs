@@ -112,6 +112,17 @@ impl Store {
         {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+            // The owner's alone: SQLite gives its journal files the
+            // database file's mode.
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::DataDir(path.to_owned(), e))?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::DataDir(path.to_owned(), e))?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if url.starts_with("sqlite") { 1 } else { 8 })

@@ -41,7 +41,7 @@ pub struct TestServer {
 }
 
 /// The JWT secret test servers use.
-pub const TEST_SECRET: &str = "streamd-test-secret";
+pub const TEST_SECRET: &str = "streamd-test-secret-0123456789abcdef";
 
 impl TestServer {
     /// Starts streamd on loopback port 0 with `tweak` applied to the defaults.
