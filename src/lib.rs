@@ -22,5 +22,6 @@ pub mod shutdown;
 pub mod store;
 pub mod time;
 pub mod transcode;
+pub mod viewers;
 pub mod webhooks;
 pub mod webrtc;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::{Api, ViewerCounts};
+use crate::api::Api;
 use crate::auth::{Access, Auth};
 use crate::bus::{Registry, Retention};
 use crate::config::Config;
@@ -15,6 +15,7 @@ use crate::llhls::store::Outputs;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::transcode::Transcoders;
+use crate::viewers::ViewerCounts;
 use crate::webrtc::WebRtcServer;
 
 pub struct Server {
@@ -62,12 +63,11 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database ({}): {e}", redact(&db_url)))?;
         tracing::info!(database = %redact(&db_url), "database ready");
-        let access = Arc::new(Access {
+        let access = Arc::new(Access::new(
             store,
-            auth: Auth::new(&secret, config.auth.clone()),
-            admission: crate::auth::admission::Admission::new(config.admission.clone())
-                .map(Arc::new),
-        });
+            Auth::new(&secret, config.auth.clone()),
+            crate::auth::admission::Admission::new(config.admission.clone()).map(Arc::new),
+        ));
         let hook_secret = crate::auth::webhook_key(&config.webhooks, &secret);
         let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone(), access.clone())
             .await

@@ -447,6 +447,43 @@ async fn private_streams_need_a_playback_token_for_that_stream() {
         "{}",
         m.text()
     );
+    // Private: players may keep it, shared caches may not.
+    for r in [&ok, &m] {
+        let cc = r.header("cache-control").unwrap_or_default();
+        assert!(cc.starts_with("private"), "{cc}");
+    }
+    // Every file of a private stream needs the token: the init section,
+    // a part and a segment the playlist names, fetched without it, are
+    // refused; with it they are served, privately.
+    let playlist = m.text();
+    let uri_of = |tag: &str| {
+        playlist
+            .lines()
+            .find(|l| l.starts_with(tag))
+            .and_then(|l| l.split("URI=\"").nth(1))
+            .and_then(|u| u.split('"').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {tag} URI in {playlist}"))
+    };
+    let init = uri_of("#EXT-X-MAP:");
+    let part = uri_of("#EXT-X-PART:");
+    let segment = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .expect("a segment URI")
+        .to_owned();
+    for uri in [&init, &part, &segment] {
+        assert!(uri.contains("token="), "{uri}");
+        let with = get(&server.url(&format!("/live/{ida}/{uri}"))).await;
+        assert_eq!(with.status, 200, "{uri}: {}", with.text());
+        let cc = with.header("cache-control").unwrap_or_default();
+        assert!(cc.starts_with("private"), "{uri}: {cc}");
+        let bare = uri.split('?').next().unwrap();
+        let without = get(&server.url(&format!("/live/{ida}/{bare}"))).await;
+        assert_eq!(without.status, 401, "{bare} served without a token");
+        let other = get(&server.url(&format!("/live/{ida}/{bare}?token={}", "x.y.z"))).await;
+        assert_eq!(other.status, 403, "{bare} served with a bad token");
+    }
     assert_eq!(get(&master(ida, "")).await.status, 401);
     assert_eq!(
         get(&master(idb, &format!("?token={token_a}"))).await.status,
@@ -485,5 +522,57 @@ async fn private_streams_need_a_playback_token_for_that_stream() {
     viewer.stop().await;
     let _ = pa.kill().await;
     let _ = pb.kill().await;
+    server.stop().await;
+}
+
+/// Deleting a live stream ends its broadcast: the publisher is cut, a
+/// WebRTC viewer is closed, and LL-HLS ends.
+#[tokio::test]
+async fn deleting_a_live_stream_ends_it() {
+    let _one = SERIAL.lock().await;
+    let server = server().await;
+    let api = Client::new(&server);
+    let s = api.create("doomed", false).await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["streamKey"].as_str().unwrap());
+    let publisher = server.publish("live", &format!("{id}?key={key}"), 60, "160x120");
+    server.master_when_ready("live", id).await;
+    let mut viewer = Viewer::connect(&server.ws_url(&format!("/live/{id}")), false)
+        .await
+        .expect("a viewer of the live stream");
+    assert!(viewer.plays().await, "the viewer got no video");
+
+    let (status, _) = api.call("DELETE", &format!("/streams/{id}"), None).await;
+    assert_eq!(status, 204);
+    // ffmpeg would publish for a minute: it is cut, and says so.
+    let (exit, err) = tokio::time::timeout(Duration::from_secs(20), finish(publisher))
+        .await
+        .expect("the publisher of a deleted stream was not cut");
+    assert!(!exit.success(), "{err}");
+    assert!(
+        viewer
+            .run_until(Duration::from_secs(10), |ev| matches!(
+                ev,
+                common::webrtc::ViewerEvent::Closed
+            ))
+            .await,
+        "the viewer of a deleted stream was not closed"
+    );
+    // LL-HLS: the stream is gone or its playlists end.
+    let master = get(&server.url(&format!("/live/{id}/llhls.m3u8"))).await;
+    if master.status == 200 {
+        let video = media_playlists(&master.text())
+            .into_iter()
+            .find(|u| u.starts_with("video"))
+            .unwrap();
+        let playlist = get(&server.url(&format!("/live/{id}/{video}")))
+            .await
+            .text();
+        assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+    } else {
+        assert_eq!(master.status, 404);
+    }
+    // And it cannot come back with its old key.
+    let (ok, _) = publish_once(&server.rtmp_url("live", &format!("{id}?key={key}")), 1).await;
+    assert!(!ok, "a deleted stream's key still publishes");
     server.stop().await;
 }

@@ -163,14 +163,23 @@ async fn an_ome_admission_backend_decides() {
         Err(common::webrtc::Refused(e)) => assert_eq!(e["code"], 404, "{e}"),
         Ok(_) => panic!("a denied WebRTC viewer got an offer"),
     }
-    assert_eq!(get(&server.url("/live/deny/llhls.m3u8")).await.status, 403);
-    // Allowed LL-HLS: asked once per client and stream, then cached.
+    // A stream that does not exist is not asked about.
+    assert_eq!(get(&server.url("/live/deny/llhls.m3u8")).await.status, 404);
+    // Allowed LL-HLS: asked once per client, stream and credential, then
+    // cached.
     for _ in 0..3 {
         assert_eq!(
             get(&server.url("/live/renamed/llhls.m3u8")).await.status,
             200
         );
     }
+    // Another credential is another question; this one the backend denies.
+    assert_eq!(
+        get(&server.url("/live/renamed/llhls.m3u8?token=other&why=/deny"))
+            .await
+            .status,
+        403
+    );
     // A lifetime ends the session: a WebRTC viewer's socket is closed...
     let mut short = common::webrtc::Viewer::connect(&server.ws_url("/live/renamed?short=1"), false)
         .await
@@ -233,9 +242,15 @@ async fn an_ome_admission_backend_decides() {
             v["request"]["protocol"] == "llhls"
                 && v["request"]["url"]
                     .as_str()
-                    .is_some_and(|u| u.contains("/renamed/"))
+                    .is_some_and(|u| u.contains("/renamed/") && !u.contains("deny"))
         })
         .count();
+    assert!(
+        !seen.iter().any(|v| v["request"]["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/live/deny/"))),
+        "the backend was asked about a stream that does not exist: {seen:?}"
+    );
     assert_eq!(
         llhls_asks, 1,
         "LL-HLS asks once per client and stream: {seen:?}"

@@ -2,9 +2,8 @@
 //! and out, `Authorization: Bearer <JWT>` on every route but the OpenAPI
 //! document. Errors are `{"error": "...", "status": N}` with a 4xx/5xx.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -18,102 +17,12 @@ use serde_json::{Value, json};
 use crate::auth::{Access, AuthError};
 use crate::bus::{Registry, StreamPath};
 use crate::store::{StoreError, StreamRecord};
+use crate::viewers::ViewerCounts;
 
 /// Largest request body taken (a stream's fields are far smaller).
 const MAX_BODY: usize = 16 * 1024;
 const MAX_NAME: usize = 128;
 const MAX_DESCRIPTION: usize = 2048;
-
-/// How long an LL-HLS player counts as watching after its last playlist
-/// request (players reload playlists every part, blocking, so a live one is
-/// seen several times a second).
-const HLS_SEEN: Duration = Duration::from_secs(10);
-/// LL-HLS players tracked at most.
-const MAX_HLS: usize = 200_000;
-
-/// Viewers per stream: WebRTC sessions (counted by signalling after the
-/// answer) and LL-HLS players (a client address and user agent that
-/// fetched a media playlist in the last few seconds: HLS has no session, so
-/// players behind one address with one browser count once).
-#[derive(Default)]
-pub struct ViewerCounts {
-    webrtc: Mutex<HashMap<String, usize>>,
-    hls: Mutex<HlsSeen>,
-}
-
-#[derive(Default)]
-struct HlsSeen {
-    /// (stream, client) -> last playlist request.
-    seen: HashMap<(String, u64), Instant>,
-    pruned: Option<Instant>,
-}
-
-impl ViewerCounts {
-    pub fn add(&self, path: &StreamPath) {
-        *self
-            .webrtc
-            .lock()
-            .expect("counts lock")
-            .entry(path.to_string())
-            .or_default() += 1;
-    }
-
-    pub fn remove(&self, path: &StreamPath) {
-        let mut m = self.webrtc.lock().expect("counts lock");
-        let key = path.to_string();
-        if let Some(n) = m.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&key);
-            }
-        }
-    }
-
-    /// An LL-HLS player (`client`: a hash of its address and user agent)
-    /// fetched a media playlist of `path`.
-    pub fn hls_seen(&self, path: &StreamPath, client: u64) {
-        let now = Instant::now();
-        let mut h = self.hls.lock().expect("counts lock");
-        if h.pruned
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
-            || h.seen.len() >= MAX_HLS
-        {
-            h.seen.retain(|_, t| now.duration_since(*t) < HLS_SEEN);
-            h.pruned = Some(now);
-            if h.seen.len() >= MAX_HLS {
-                return; // full of live players: stop tracking new ones
-            }
-        }
-        h.seen.insert((path.to_string(), client), now);
-    }
-
-    /// WebRTC viewers of `path` (`app/stream`).
-    pub fn webrtc(&self, path: &str) -> usize {
-        self.webrtc
-            .lock()
-            .expect("counts lock")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// LL-HLS players of `path` seen lately.
-    pub fn hls(&self, path: &str) -> usize {
-        let now = Instant::now();
-        self.hls
-            .lock()
-            .expect("counts lock")
-            .seen
-            .iter()
-            .filter(|((p, _), t)| p == path && now.duration_since(**t) < HLS_SEEN)
-            .count()
-    }
-
-    /// Every viewer of `path`.
-    pub fn get(&self, path: &str) -> usize {
-        self.webrtc(path) + self.hls(path)
-    }
-}
 
 #[derive(Clone)]
 pub struct Api {
@@ -292,11 +201,20 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     authorize(&api, &headers)?;
-    if api.access.store.delete(&id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found())
+    let Some(record) = api.access.store.get(&id).await? else {
+        return Err(not_found());
+    };
+    if !api.access.store.delete(&id).await? {
+        return Err(not_found());
     }
+    // A deleted stream stops being served: its publisher is cut and its
+    // viewers see the end.
+    if let Ok(path) = StreamPath::new(&record.app, &record.id)
+        && api.registry.end(&path)
+    {
+        tracing::info!(stream = %path, "stream deleted: its broadcast ended");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn key(

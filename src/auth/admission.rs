@@ -11,13 +11,11 @@
 //! answer is ignored). An unreachable or malformed answer denies (OME
 //! does the same), and is logged.
 //!
-//! LL-HLS asks once per client address and stream; the answer is kept for
-//! its `lifetime` (or a minute), so parts cost no webhook call.
+//! This is the backend's client; [`super::Access::admit`] decides when to
+//! ask it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -28,11 +26,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::AdmissionConfig;
-
-/// How long an LL-HLS admission is kept when the answer gives no lifetime.
-const DEFAULT_KEEP: Duration = Duration::from_secs(60);
-/// Cached LL-HLS answers kept at most.
-const MAX_CACHED: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -78,20 +71,7 @@ struct Answer {
 
 pub struct Admission {
     config: AdmissionConfig,
-    client: crate::webhooks::HttpsClient,
-    llhls: Mutex<HashMap<(String, String), (Instant, bool)>>,
-}
-
-/// The client's own address as a proxy reports it (X-Forwarded-For's
-/// first entry, or X-Real-IP).
-pub fn real_ip(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
-        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+    client: crate::http::client::HttpsClient,
 }
 
 /// OME's signature of `body`.
@@ -105,8 +85,7 @@ impl Admission {
     pub fn new(config: AdmissionConfig) -> Option<Admission> {
         (!config.url.is_empty()).then(|| Admission {
             config,
-            client: crate::webhooks::client(),
-            llhls: Mutex::default(),
+            client: crate::http::client::client(),
         })
     }
 
@@ -179,30 +158,6 @@ impl Admission {
         tokio::spawn(async move {
             let _ = me.post(body).await;
         });
-    }
-
-    /// LL-HLS: asked once per client address and stream, then cached.
-    pub async fn llhls(&self, r: &Request<'_>, stream: &str) -> bool {
-        let key = (
-            r.client.map(|a| a.ip().to_string()).unwrap_or_default(),
-            stream.to_owned(),
-        );
-        if let Some((until, allowed)) = self.llhls.lock().expect("cache lock").get(&key)
-            && Instant::now() < *until
-        {
-            return *allowed;
-        }
-        let (allowed, keep) = match self.opening(r).await {
-            Decision::Allowed { lifetime, .. } => (true, lifetime.unwrap_or(DEFAULT_KEEP)),
-            Decision::Denied(_) => (false, Duration::from_secs(5)),
-        };
-        let mut cache = self.llhls.lock().expect("cache lock");
-        if cache.len() >= MAX_CACHED {
-            let now = Instant::now();
-            cache.retain(|_, (until, _)| *until > now);
-        }
-        cache.insert(key, (Instant::now() + keep, allowed));
-        allowed
     }
 }
 

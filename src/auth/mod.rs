@@ -9,9 +9,12 @@
 //!   tokens already verified, so a signature is verified once per token,
 //!   not per request.
 
+pub mod access;
 pub mod admission;
+mod cache;
 
-use std::collections::HashMap;
+pub use access::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,8 +26,8 @@ use crate::bus::StreamPath;
 use crate::config::{ApiTokens, AuthConfig, MIN_SECRET_LEN, PublishPolicy, WebhookConfig};
 use crate::store::{Store, StreamRecord};
 
-/// Verified playback tokens kept at most (then the expired are dropped,
-/// and if that is not enough, all).
+/// Verified playback tokens kept at most (then the least recently used is
+/// dropped).
 const MAX_SESSIONS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +78,7 @@ pub struct Auth {
     validation: Validation,
     config: AuthConfig,
     /// Playback tokens already verified: token -> (stream, expiry, s).
-    sessions: Mutex<HashMap<String, (String, u64)>>,
+    sessions: Mutex<cache::Lru<String, String>>,
 }
 
 fn now_secs() -> u64 {
@@ -206,7 +209,7 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             config,
-            sessions: Mutex::default(),
+            sessions: Mutex::new(cache::Lru::new(MAX_SESSIONS)),
         }
     }
 
@@ -269,32 +272,31 @@ impl Auth {
     pub fn check_playback(&self, token: Option<&str>, path: &StreamPath) -> Result<(), AuthError> {
         let token = token.ok_or(AuthError::Missing)?;
         let want = path.to_string();
-        let now = now_secs();
-        if let Some((stream, exp)) = self.sessions.lock().expect("sessions lock").get(token) {
-            if *exp <= now {
-                return Err(AuthError::Expired);
-            }
-            return if *stream == want {
+        let cached = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&token.to_owned(), std::time::Instant::now());
+        if let Some(stream) = cached {
+            return if stream == want {
                 Ok(())
             } else {
                 Err(AuthError::WrongStream)
             };
         }
+        // Not cached, or its expiry passed: verified again (an expired
+        // token fails here).
         let claims = self.verify(token)?;
         if claims.scope.as_deref() != Some("playback") {
             return Err(AuthError::WrongScope);
         }
         let stream = claims.stream.unwrap_or_default();
-        {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
-            if sessions.len() >= MAX_SESSIONS {
-                sessions.retain(|_, (_, exp)| *exp > now);
-                if sessions.len() >= MAX_SESSIONS {
-                    sessions.clear();
-                }
-            }
-            sessions.insert(token.to_owned(), (stream.clone(), claims.exp));
-        }
+        let left = Duration::from_secs(claims.exp.saturating_sub(now_secs()));
+        self.sessions.lock().expect("sessions lock").insert(
+            token.to_owned(),
+            stream.clone(),
+            std::time::Instant::now() + left,
+        );
         if stream == want {
             Ok(())
         } else {
@@ -317,7 +319,7 @@ impl Auth {
         query: Option<&str>,
     ) -> Result<String, AuthError> {
         let storage = |e: crate::store::StoreError| AuthError::Storage(e.to_string());
-        let param = |k: &str| query_param(query, k);
+        let param = |k: &str| crate::http::query_param(query, k);
         if name.starts_with("sk_") {
             let r = store.by_key(name).await.map_err(storage)?;
             return match r {
@@ -350,57 +352,6 @@ impl Auth {
             _ => Err(AuthError::WrongKey),
         }
     }
-}
-
-/// The store and the tokens together: what ingest, signalling, LL-HLS and
-/// the API ask before serving.
-pub struct Access {
-    pub store: Store,
-    pub auth: Auth,
-    /// OME's AdmissionWebhooks, when configured.
-    pub admission: Option<std::sync::Arc<admission::Admission>>,
-}
-
-impl Access {
-    /// Whether `token` may play `path`: yes for a stream that is not a
-    /// private managed one; else a playback token for it is needed.
-    pub async fn playback(&self, path: &StreamPath, token: Option<&str>) -> Result<(), AuthError> {
-        let record = self
-            .store
-            .lookup(path.app(), path.stream())
-            .await
-            .map_err(|e| AuthError::Storage(e.to_string()))?;
-        match record {
-            Some(r) if r.is_private => self.auth.check_playback(token, path),
-            _ => Ok(()),
-        }
-    }
-
-    /// See [`Auth::authorize_publish`].
-    pub async fn publish(
-        &self,
-        app: &str,
-        name: &str,
-        query: Option<&str>,
-    ) -> Result<String, AuthError> {
-        self.auth
-            .authorize_publish(&self.store, app, name, query)
-            .await
-    }
-}
-
-/// The value of `key` in a query string (`a=1&key=value`).
-pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
-
-/// The `token` parameter of a query string.
-pub fn token_param(query: Option<&str>) -> Option<&str> {
-    query_param(query, "token")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -147,6 +147,20 @@ impl BroadcastProducer {
     pub fn consumer(&self) -> BroadcastConsumer {
         self.shared.consumer()
     }
+
+    /// Resolves when the broadcast was ended under its publisher (the
+    /// stream was deleted, or the server stops): the publisher should go.
+    pub async fn ended(&self) {
+        let mut changed = self.shared.changed.subscribe();
+        loop {
+            if self.shared.lock().status == BroadcastStatus::Ended {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl Drop for BroadcastProducer {

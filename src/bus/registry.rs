@@ -157,6 +157,17 @@ impl Registry {
         self.inner.announce.subscribe()
     }
 
+    /// Ends the broadcast at `path` now (its stream was deleted): its
+    /// publisher is told ([`BroadcastProducer::ended`]) and consumers see the
+    /// end. False if there was none.
+    pub fn end(&self, path: &StreamPath) -> bool {
+        let Some(s) = self.inner.lock().remove(path) else {
+            return false;
+        };
+        s.end();
+        true
+    }
+
     /// Refuses new publishers and ends every broadcast: consumers drain what
     /// is buffered and see the end.
     pub fn shutdown(&self) {

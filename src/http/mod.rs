@@ -28,6 +28,8 @@ use crate::connlimit::ConnectionLimit;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
+pub mod client;
+
 /// The process-wide Prometheus recorder (one per process, shared by every
 /// server a test starts).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -78,6 +80,32 @@ pub fn request_host(headers: &axum::http::HeaderMap) -> String {
     } else {
         "localhost".into()
     }
+}
+
+/// The client's own address as a proxy reports it (X-Forwarded-For's
+/// first entry, or X-Real-IP).
+pub fn real_ip(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// The value of `key` in a query string (`a=1&key=value`).
+pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The `token` parameter of a query string.
+pub fn token_param(query: Option<&str>) -> Option<&str> {
+    query_param(query, "token")
 }
 
 /// The web console (files in `web_dir`) for every path no route takes.

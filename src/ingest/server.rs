@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::rtmp::{RtmpConnection, RtmpError, RtmpEvent};
 use super::tags::{Arrival, IngestError, Notice, TagIngest};
-use crate::auth::{Access, admission};
+use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
 use crate::bus::{BroadcastMeta, PublishError, Registry, StreamPath};
 use crate::config::RtmpConfig;
 use crate::connlimit::ConnectionLimit;
@@ -131,44 +131,9 @@ struct Publishing {
     ingest: TagIngest,
     path: StreamPath,
     corrupt_log: LogLimiter,
-    /// Held for its drop, which tells the admission backend the publish
-    /// ended.
-    _admitted: Option<Admitted>,
-}
-
-/// A publish an admission backend let open.
-struct Admitted {
-    admission: Arc<admission::Admission>,
-    url: String,
-    peer: Option<SocketAddr>,
-    /// When the backend's `lifetime` runs out.
-    until: Option<tokio::time::Instant>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.admission.closing(&admission::Request {
-            direction: admission::Direction::Incoming,
-            protocol: "rtmp",
-            url: &self.url,
-            client: self.peer,
-            real_ip: None,
-            user_agent: None,
-        });
-    }
-}
-
-/// The app and stream an admission `new_url` names (its last two path
-/// segments), if valid.
-fn app_and_stream(url: &str) -> Option<(String, String)> {
-    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    let mut segments = path.rsplit('/').filter(|s| !s.is_empty());
-    let stream = segments.next()?;
-    let app = segments.next()?;
-    StreamPath::new(app, stream)
-        .ok()
-        .map(|_| (app.to_owned(), stream.to_owned()))
+    /// Held for its drop, which tells an admission backend the publish
+    /// ended; its `until` ends the publish.
+    admitted: Admitted,
 }
 
 async fn handle(
@@ -200,15 +165,17 @@ async fn handle(
             (idle, ConnectionError::Idle(config.idle_timeout))
         };
         // An admission backend's `lifetime` ends the publish.
-        let until = publishing
-            .as_ref()
-            .and_then(|p| p._admitted.as_ref())
-            .and_then(|a| a.until);
+        let until = publishing.as_ref().and_then(|p| p.admitted.until);
         let read = tokio::select! {
             _ = shutdown.wait() => {
                 if let Some(p) = &publishing {
                     tracing::info!(stream = %p.path, "closing publisher: server shutting down");
                 }
+                return Ok(());
+            }
+            _ = async { publishing.as_ref().expect("guarded").ingest.broadcast().ended().await }, if publishing.is_some() => {
+                let path = publishing.as_ref().map(|p| p.path.to_string()).unwrap_or_default();
+                tracing::info!(stream = %path, "closing publisher: its broadcast was ended (stream deleted)");
                 return Ok(());
             }
             _ = tokio::time::sleep_until(until.unwrap_or(deadline)), if until.is_some() => {
@@ -280,73 +247,44 @@ async fn on_event(
                 send(stream, &bytes).await?;
                 return Err(ConnectionError::Refused(msg));
             }
-            // The key (or publish token) decides, and may name the stream
-            // (OBS's key field holding the key alone).
-            let name = match access.publish(&app, &name, query.as_deref()).await {
-                Ok(n) => n,
-                Err(e) => {
-                    let shown: String = name.chars().take(64).collect();
-                    let msg = format!("publish to {app}/{shown} refused: {e}");
-                    tracing::warn!("{msg}");
-                    let bytes = conn.reject(request_id, "NetStream.Publish.Unauthorized", &msg)?;
-                    send(stream, &bytes).await?;
-                    return Err(ConnectionError::Refused(msg));
-                }
+            // One admission path: the key or publish token (which may name
+            // the stream), an admission backend (which may move it), and
+            // the final name.
+            let local = stream.local_addr().ok();
+            let request = AccessRequest {
+                protocol: Protocol::Rtmp,
+                url: format!(
+                    "rtmp://{}/{app}/{name}",
+                    local.map_or("localhost".into(), |a| a.to_string())
+                ),
+                app,
+                stream: name,
+                query,
+                client: Client {
+                    addr: stream.peer_addr().ok(),
+                    ..Client::default()
+                },
             };
-            // An OME admission backend may refuse, or send elsewhere.
-            let mut admitted = None;
-            let (app, name) = match &access.admission {
-                None => (app, name),
-                Some(adm) => {
-                    let local = stream.local_addr().ok();
-                    let url = format!(
-                        "rtmp://{}/{app}/{name}",
-                        local.map_or("localhost".into(), |a| a.to_string())
-                    );
-                    let request = admission::Request {
-                        direction: admission::Direction::Incoming,
-                        protocol: "rtmp",
-                        url: &url,
-                        client: stream.peer_addr().ok(),
-                        real_ip: None,
-                        user_agent: None,
+            let shown = format!(
+                "{}/{}",
+                request.app,
+                request.stream.chars().take(64).collect::<String>()
+            );
+            let admitted = match access.admit(request).await {
+                Ok(a) => a,
+                Err(refusal) => {
+                    let code = match refusal {
+                        Refusal::BadName(_) => "NetStream.Publish.BadName",
+                        Refusal::Auth(_) | Refusal::Denied(_) => "NetStream.Publish.Unauthorized",
                     };
-                    match adm.opening(&request).await {
-                        admission::Decision::Allowed { new_url, lifetime } => {
-                            let peer = stream.peer_addr().ok();
-                            admitted = Some(Admitted {
-                                admission: adm.clone(),
-                                url: url.clone(),
-                                peer,
-                                until: lifetime.map(|l| tokio::time::Instant::now() + l),
-                            });
-                            match new_url.as_deref().and_then(app_and_stream) {
-                                Some((a, n)) => (a, n),
-                                None => (app, name),
-                            }
-                        }
-                        admission::Decision::Denied(reason) => {
-                            let msg = format!(
-                                "publish to {app}/{name} refused by the admission webhook: {reason:.200}"
-                            );
-                            tracing::warn!("{msg}");
-                            let bytes =
-                                conn.reject(request_id, "NetStream.Publish.Unauthorized", &msg)?;
-                            send(stream, &bytes).await?;
-                            return Err(ConnectionError::Refused(msg));
-                        }
-                    }
-                }
-            };
-            let path = match StreamPath::new(&app, &name) {
-                Ok(p) => p,
-                Err(e) => {
-                    let msg = format!("invalid stream name: {e}");
-                    let bytes = conn.reject(request_id, "NetStream.Publish.BadName", &msg)?;
+                    let msg = format!("publish to {shown} refused: {refusal}");
+                    tracing::warn!("{msg}");
+                    let bytes = conn.reject(request_id, code, &msg)?;
                     send(stream, &bytes).await?;
                     return Err(ConnectionError::Refused(msg));
                 }
             };
+            let path = admitted.path.clone();
             match registry.publish(path.clone()) {
                 Ok(producer) => {
                     let bytes = conn.accept(request_id)?;
@@ -357,7 +295,7 @@ async fn on_event(
                         ingest: TagIngest::new(producer),
                         path,
                         corrupt_log: LogLimiter::new(Duration::from_secs(5)),
-                        _admitted: admitted,
+                        admitted,
                     });
                 }
                 Err(e @ PublishError::AlreadyPublishing(_)) => {

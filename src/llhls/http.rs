@@ -26,6 +26,7 @@ use futures_util::stream;
 
 use super::playlist::advance_part_limit;
 use super::store::{OutputState, Outputs, StreamOutput};
+use crate::auth::{AccessRequest, AuthError, Client, Protocol, Refusal};
 use crate::bus::{Registry, StreamPath, TrackKind};
 
 /// How long a request for a stream that exists but has no complete segment
@@ -39,7 +40,7 @@ pub struct LlhlsHttp {
     pub outputs: Arc<Outputs>,
     pub registry: Registry,
     pub access: Arc<crate::auth::Access>,
-    pub viewers: Arc<crate::api::ViewerCounts>,
+    pub viewers: Arc<crate::viewers::ViewerCounts>,
 }
 
 pub fn routes(state: LlhlsHttp) -> Router {
@@ -217,44 +218,50 @@ async fn serve(
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    // A private stream needs a playback token (`?token=`); it is verified
-    // once, then found in the session cache for every later request.
-    let token = crate::auth::token_param(query.as_deref());
-    if let Err(e) = state.access.playback(&path, token).await {
-        use crate::auth::AuthError;
-        let status = match e {
-            AuthError::Missing => StatusCode::UNAUTHORIZED,
-            AuthError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::FORBIDDEN,
-        };
-        return error(status, e.to_string());
+    // Only streams that exist are asked about (no backend call, no
+    // database query for random names).
+    if state.outputs.get(&path).is_none() && state.registry.get(&path).is_none() {
+        return error(StatusCode::NOT_FOUND, "no such stream");
     }
-    // An OME admission backend, asked once per client and stream.
-    if let Some(adm) = &state.access.admission {
-        let client = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0);
-        let url = format!(
+    // One admission path: a private stream's playback token (`?token=`,
+    // verified once, then found in the session cache), and an OME
+    // admission backend (asked once per client, stream and token).
+    let token = crate::http::token_param(query.as_deref());
+    let request = AccessRequest {
+        protocol: Protocol::LlHls,
+        app: app.clone(),
+        stream: stream.clone(),
+        query: query.clone(),
+        url: format!(
             "http://{}{}",
             crate::http::request_host(req.headers()),
             req.uri()
-        );
-        let r = crate::auth::admission::Request {
-            direction: crate::auth::admission::Direction::Outgoing,
-            protocol: "llhls",
-            url: &url,
-            client,
-            real_ip: crate::auth::admission::real_ip(req.headers()),
+        ),
+        client: Client {
+            addr: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            real_ip: crate::http::real_ip(req.headers()).map(str::to_owned),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
-                .and_then(|h| h.to_str().ok()),
-        };
-        if !adm.llhls(&r, &path.to_string()).await {
-            return error(StatusCode::FORBIDDEN, "refused by the admission webhook");
+                .and_then(|h| h.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        },
+    };
+    let admitted = match state.access.admit(request).await {
+        Ok(a) => a,
+        Err(refusal) => {
+            let status = match &refusal {
+                Refusal::Auth(AuthError::Missing) => StatusCode::UNAUTHORIZED,
+                Refusal::Auth(AuthError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::BadName(_) => StatusCode::NOT_FOUND,
+                Refusal::Auth(_) | Refusal::Denied(_) => StatusCode::FORBIDDEN,
+            };
+            return error(status, refusal.to_string());
         }
-    }
+    };
     let Some(out) = find_output(&state, &path).await else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
@@ -277,13 +284,33 @@ async fn serve(
     if matches!(file, File::Media { .. }) {
         state.viewers.hls_seen(&path, client_key(&req));
     }
-    match file {
+    let response = match file {
         File::Master => with_token(master(&out), token).await,
         File::Media { track } => with_token(media(&out, &track, directives).await, token).await,
         File::Init { track, id } => init(&out, &track, id),
         File::Segment { track, msn } => segment(&out, &track, msn).await,
         File::Part { track, msn, index } => part(&out, &track, msn, index).await,
+    };
+    if admitted.private {
+        private(response)
+    } else {
+        response
     }
+}
+
+/// A private stream's response: for the player only, never a shared cache
+/// (which would serve it to anyone, token or not).
+fn private(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let value = h
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.replace("public", "private"))
+        .unwrap_or_else(|| "private".into());
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    r
 }
 
 /// Who is asking, for the viewer count: a hash of the peer address (or
@@ -291,7 +318,7 @@ async fn serve(
 fn client_key(req: &axum::extract::Request) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    crate::auth::admission::real_ip(req.headers()).hash(&mut h);
+    crate::http::real_ip(req.headers()).hash(&mut h);
     req.extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())

@@ -19,23 +19,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::hmac;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::api::ViewerCounts;
 use crate::bus::{BroadcastStatus, Registry};
 use crate::config::WebhookConfig;
+use crate::http::client::{HttpsClient, client};
 use crate::shutdown::Shutdown;
+use crate::viewers::ViewerCounts;
 
 /// Events waiting for delivery, at most.
 const QUEUE: usize = 1024;
 /// Deliveries in flight, at most.
 const IN_FLIGHT: usize = 32;
-
-pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Where events are handed in (cheap to clone; never blocks).
 #[derive(Clone)]
@@ -65,15 +61,6 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let tag = hmac::sign(&key, body);
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
-}
-
-pub(crate) fn client() -> HttpsClient {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Client::builder(TokioExecutor::new()).build(https)
 }
 
 /// Starts the delivery task and the stream-event watcher; returns the

@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
-use crate::api::ViewerCounts;
-use crate::auth::{Access, admission};
+use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol};
 use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
+use crate::viewers::ViewerCounts;
 
 /// Largest signalling frame accepted (an SDP answer is a few KiB).
 const MAX_MESSAGE: usize = 64 << 10;
@@ -63,27 +63,27 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
     };
     let playlist = playlist.map(str::to_owned);
     // OvenPlayer's `?transport=tcp`: offer the ICE-TCP candidate alone.
-    let tcp_only = crate::auth::query_param(req.uri().query(), "transport")
+    let tcp_only = crate::http::query_param(req.uri().query(), "transport")
         .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    let token = crate::auth::token_param(req.uri().query()).map(str::to_owned);
-    // What an admission backend is told about this viewer.
+    // Who the viewer is, for the admission path.
+    let url = format!(
+        "ws://{}{}",
+        crate::http::request_host(req.headers()),
+        req.uri()
+    );
     let client = Client {
-        url: format!(
-            "ws://{}{}",
-            crate::http::request_host(req.headers()),
-            req.uri()
-        ),
         addr: req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0),
-        real_ip: crate::auth::admission::real_ip(req.headers()).map(str::to_owned),
+        real_ip: crate::http::real_ip(req.headers()).map(str::to_owned),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|h| h.to_str().ok())
             .map(|s| s.chars().take(256).collect()),
     };
+    let query = req.uri().query().map(str::to_owned);
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -99,7 +99,7 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
-            Session::new(s, path, playlist, tcp_only, token, client)
+            Session::new(s, path, playlist, tcp_only, query, url, client)
                 .run(socket)
                 .await;
             metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
@@ -123,36 +123,17 @@ struct Session {
     start: Option<String>,
     /// `?transport=tcp`: offer only the ICE-TCP candidate.
     tcp_only: bool,
-    /// `?token=`: a playback token (a private stream needs one).
-    token: Option<String>,
+    /// The signalling URL's query (`?token=`: a playback token, which a
+    /// private stream needs).
+    query: Option<String>,
     /// Counted in the stream's viewers (after the answer).
     counted: bool,
-    client: Client,
-    /// An admission backend let this viewer in (and is told when it goes).
-    admitted: bool,
-    /// When the backend's `lifetime` for this viewer runs out.
-    admitted_until: Option<tokio::time::Instant>,
-}
-
-/// Who the viewer is, for an admission backend.
-struct Client {
+    /// The URL the viewer used and who it is, for the admission path.
     url: String,
-    addr: Option<std::net::SocketAddr>,
-    real_ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-impl Client {
-    fn request(&self) -> admission::Request<'_> {
-        admission::Request {
-            direction: admission::Direction::Outgoing,
-            protocol: "webrtc",
-            url: &self.url,
-            client: self.addr,
-            real_ip: self.real_ip.as_deref(),
-            user_agent: self.user_agent.as_deref(),
-        }
-    }
+    client: Client,
+    /// Held while the viewer is admitted: its drop tells an admission
+    /// backend the viewer left; its `until` ends the session.
+    admitted: Option<Admitted>,
 }
 
 /// What the session does after a client frame.
@@ -167,7 +148,8 @@ impl Session {
         path: StreamPath,
         playlist: Option<String>,
         tcp_only: bool,
-        token: Option<String>,
+        query: Option<String>,
+        url: String,
         client: Client,
     ) -> Session {
         Session {
@@ -175,10 +157,10 @@ impl Session {
             path,
             playlist,
             tcp_only,
-            token,
+            query,
+            url,
             client,
-            admitted: false,
-            admitted_until: None,
+            admitted: None,
             counted: false,
             viewer: None,
             answered: false,
@@ -197,6 +179,8 @@ impl Session {
         let handshake = tokio::time::sleep(self.s.config.ice_timeout);
         tokio::pin!(handshake);
         loop {
+            // An admission backend's `lifetime` ends the session.
+            let until = self.admitted.as_ref().and_then(|a| a.until);
             tokio::select! {
                 frame = socket.recv() => {
                     let Some(Ok(frame)) = frame else { break };
@@ -246,7 +230,7 @@ impl Session {
                         break;
                     }
                 }
-                _ = tokio::time::sleep_until(self.admitted_until.unwrap_or_else(tokio::time::Instant::now)), if self.admitted_until.is_some() => {
+                _ = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => {
                     tracing::info!(stream = %self.path, "webrtc viewer closed: its admission lifetime is over");
                     break;
                 }
@@ -262,11 +246,8 @@ impl Session {
         if self.counted {
             self.s.viewers.remove(&self.path);
         }
-        if self.admitted
-            && let Some(adm) = &self.s.access.admission
-        {
-            adm.closing(&self.client.request());
-        }
+        // The backend hears `closing` (if it admitted this viewer).
+        self.admitted = None;
         // The closing handshake: wait (briefly) for the client's Close, so
         // an error sent just before reaches a client that reads late (a
         // plain TCP close could reset the connection and lose it).
@@ -383,27 +364,22 @@ impl Session {
         events: mpsc::Sender<ViewerEvent>,
     ) -> Result<super::sfu::Joined, SignalError> {
         let not_found = || SignalError::new(404, "Cannot create offer");
-        // A private stream without a valid playback token is refused as
-        // OME refuses a denied one.
-        if let Err(e) = self
-            .s
-            .access
-            .playback(&self.path, self.token.as_deref())
-            .await
-        {
-            tracing::info!(stream = %self.path, error = %e, "webrtc playback refused");
-            return Err(not_found());
-        }
-        if !self.admitted
-            && let Some(adm) = &self.s.access.admission
-        {
-            match adm.opening(&self.client.request()).await {
-                admission::Decision::Allowed { lifetime, .. } => {
-                    self.admitted = true;
-                    self.admitted_until = lifetime.map(|l| tokio::time::Instant::now() + l);
-                }
-                admission::Decision::Denied(reason) => {
-                    tracing::info!(stream = %self.path, %reason, "webrtc playback refused by the admission webhook");
+        // One admission path (a private stream's playback token, an
+        // admission backend); any refusal is answered as OME answers a
+        // denied one. Asked once per signalling session.
+        if self.admitted.is_none() {
+            let request = AccessRequest {
+                protocol: Protocol::WebRtc,
+                app: self.path.app().to_owned(),
+                stream: self.path.stream().to_owned(),
+                query: self.query.clone(),
+                url: self.url.clone(),
+                client: self.client.clone(),
+            };
+            match self.s.access.admit(request).await {
+                Ok(a) => self.admitted = Some(a),
+                Err(refusal) => {
+                    tracing::info!(stream = %self.path, %refusal, "webrtc playback refused");
                     return Err(not_found());
                 }
             }

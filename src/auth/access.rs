@@ -1,0 +1,348 @@
+//! The one admission path. Every way in (RTMP publish, WebRTC and LL-HLS
+//! playback; WHIP and SRT later) asks [`Access::admit`] and gets either an
+//! [`Admitted`] (the final stream path and how long the session may last; a
+//! guard that tells an admission backend when the session ends) or a
+//! [`Refusal`] saying why. A protocol only maps a refusal onto its own answer
+//! (an RTMP status, an HTTP status, OME's signalling error).
+//!
+//! The sequence, in order:
+//! 1. publish: the stream key or a publish token (which may name the stream:
+//!    OBS's key field holding the key alone); play: a private stream's
+//!    playback token;
+//! 2. an OME admission backend, when configured: it may refuse, move a
+//!    publish elsewhere (`new_url`), or limit the session (`lifetime`);
+//! 3. the final name must be a valid stream path.
+//!
+//! LL-HLS has no session: its admission answers are kept per client address,
+//! stream and credential (bounded, least recently used first out) for their
+//! lifetime, so parts cost no backend call.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::admission::{self, Admission, Decision, Direction};
+use super::{Auth, AuthError};
+use crate::bus::StreamPath;
+use crate::store::Store;
+
+/// LL-HLS admission answers kept at most.
+const MAX_LLHLS_ADMISSIONS: usize = 100_000;
+/// How long an LL-HLS admission is kept when the answer gives no lifetime.
+const LLHLS_KEEP: Duration = Duration::from_secs(60);
+/// How long an LL-HLS refusal is kept (a player retries; the backend is not
+/// asked at every retry).
+const LLHLS_REFUSAL_KEEP: Duration = Duration::from_secs(5);
+
+/// An LL-HLS admission answer's key: client address, stream, credential.
+type LlhlsKey = (Option<std::net::IpAddr>, String, String);
+
+/// The store, the tokens and the admission backend: what every way in asks
+/// before serving.
+pub struct Access {
+    pub store: Store,
+    pub auth: Auth,
+    /// OME's AdmissionWebhooks, when configured.
+    pub admission: Option<Arc<Admission>>,
+    llhls: Mutex<super::cache::Lru<LlhlsKey, bool>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rtmp,
+    WebRtc,
+    LlHls,
+}
+
+impl Protocol {
+    /// OME's name for it, in admission requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::WebRtc => "webrtc",
+            Protocol::LlHls => "llhls",
+        }
+    }
+
+    fn direction(self) -> Direction {
+        match self {
+            Protocol::Rtmp => Direction::Incoming,
+            Protocol::WebRtc | Protocol::LlHls => Direction::Outgoing,
+        }
+    }
+}
+
+/// Who asks, as far as the connection tells.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub addr: Option<SocketAddr>,
+    /// The address a proxy reports (X-Forwarded-For, X-Real-IP).
+    pub real_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// One request to publish or play.
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    pub protocol: Protocol,
+    pub app: String,
+    /// The stream as asked for: for a publish, possibly a stream key.
+    pub stream: String,
+    /// What followed `?` (`key=`, `token=`).
+    pub query: Option<String>,
+    /// The URL the client used, as an admission backend is told it.
+    pub url: String,
+    pub client: Client,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("invalid stream name: {0}")]
+    BadName(String),
+    #[error(transparent)]
+    Auth(AuthError),
+    #[error("refused by the admission webhook: {0:.200}")]
+    Denied(String),
+}
+
+/// A request let in: where to, for how long. Dropping it tells an admission
+/// backend the session ended.
+pub struct Admitted {
+    pub path: StreamPath,
+    /// A private managed stream (playback needed a token): responses must
+    /// not be kept by shared caches.
+    pub private: bool,
+    /// When an admission backend's `lifetime` ends the session.
+    pub until: Option<tokio::time::Instant>,
+    closing: Option<Closing>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("path", &self.path)
+            .field("private", &self.private)
+            .field("until", &self.until)
+            .field("backend", &self.closing.is_some())
+            .finish()
+    }
+}
+
+struct Closing {
+    admission: Arc<Admission>,
+    protocol: Protocol,
+    url: String,
+    client: Client,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(c) = &self.closing {
+            c.admission
+                .closing(&backend_request(c.protocol, &c.url, &c.client));
+        }
+    }
+}
+
+fn backend_request<'a>(
+    protocol: Protocol,
+    url: &'a str,
+    client: &'a Client,
+) -> admission::Request<'a> {
+    admission::Request {
+        direction: protocol.direction(),
+        protocol: protocol.name(),
+        url,
+        client: client.addr,
+        real_ip: client.real_ip.as_deref(),
+        user_agent: client.user_agent.as_deref(),
+    }
+}
+
+impl Access {
+    pub fn new(store: Store, auth: Auth, admission: Option<Arc<Admission>>) -> Access {
+        Access {
+            store,
+            auth,
+            admission,
+            llhls: Mutex::new(super::cache::Lru::new(MAX_LLHLS_ADMISSIONS)),
+        }
+    }
+
+    /// Decides `r`. See the module's documentation for the sequence.
+    pub async fn admit(&self, r: AccessRequest) -> Result<Admitted, Refusal> {
+        match r.protocol.direction() {
+            Direction::Incoming => self.admit_publish(r).await,
+            Direction::Outgoing => self.admit_play(r).await,
+        }
+    }
+
+    async fn admit_publish(&self, r: AccessRequest) -> Result<Admitted, Refusal> {
+        let name = self
+            .auth
+            .authorize_publish(&self.store, &r.app, &r.stream, r.query.as_deref())
+            .await
+            .map_err(Refusal::Auth)?;
+        let (mut app, mut name, mut until, mut closing) = (r.app, name, None, None);
+        if let Some(adm) = &self.admission {
+            match adm
+                .opening(&backend_request(r.protocol, &r.url, &r.client))
+                .await
+            {
+                Decision::Allowed { new_url, lifetime } => {
+                    if let Some((a, n)) = new_url.as_deref().and_then(app_and_stream) {
+                        (app, name) = (a, n);
+                    }
+                    until = lifetime.map(|l| tokio::time::Instant::now() + l);
+                    closing = Some(Closing {
+                        admission: adm.clone(),
+                        protocol: r.protocol,
+                        url: r.url,
+                        client: r.client,
+                    });
+                }
+                Decision::Denied(reason) => return Err(Refusal::Denied(reason)),
+            }
+        }
+        // A guard built before the name is checked still sends `closing`
+        // if the name is refused: the backend admitted a session.
+        let path = StreamPath::new(&app, &name);
+        let admitted = |path| Admitted {
+            path,
+            private: false,
+            until,
+            closing,
+        };
+        match path {
+            Ok(p) => Ok(admitted(p)),
+            Err(e) => Err(Refusal::BadName(e.to_string())),
+        }
+    }
+
+    async fn admit_play(&self, r: AccessRequest) -> Result<Admitted, Refusal> {
+        let path =
+            StreamPath::new(&r.app, &r.stream).map_err(|e| Refusal::BadName(e.to_string()))?;
+        let token = crate::http::token_param(r.query.as_deref());
+        let private = self.playback(&path, token).await.map_err(Refusal::Auth)?;
+        let Some(adm) = &self.admission else {
+            return Ok(Admitted {
+                path,
+                private,
+                until: None,
+                closing: None,
+            });
+        };
+        if r.protocol == Protocol::LlHls {
+            // Per client, stream and credential: a new token is a new
+            // question.
+            let key = (
+                r.client.addr.map(|a| a.ip()),
+                path.to_string(),
+                token.unwrap_or_default().to_owned(),
+            );
+            let now = Instant::now();
+            let cached = self.llhls.lock().expect("admission cache").get(&key, now);
+            let allowed = match cached {
+                Some(allowed) => allowed,
+                None => {
+                    let decision = adm
+                        .opening(&backend_request(r.protocol, &r.url, &r.client))
+                        .await;
+                    let (allowed, keep) = match &decision {
+                        Decision::Allowed { lifetime, .. } => {
+                            (true, lifetime.unwrap_or(LLHLS_KEEP))
+                        }
+                        Decision::Denied(_) => (false, LLHLS_REFUSAL_KEEP),
+                    };
+                    self.llhls
+                        .lock()
+                        .expect("admission cache")
+                        .insert(key, allowed, now + keep);
+                    if let Decision::Denied(reason) = decision {
+                        return Err(Refusal::Denied(reason));
+                    }
+                    allowed
+                }
+            };
+            return if allowed {
+                Ok(Admitted {
+                    path,
+                    private,
+                    until: None,
+                    closing: None,
+                })
+            } else {
+                Err(Refusal::Denied("denied (cached)".into()))
+            };
+        }
+        match adm
+            .opening(&backend_request(r.protocol, &r.url, &r.client))
+            .await
+        {
+            Decision::Allowed { lifetime, .. } => Ok(Admitted {
+                path,
+                private,
+                until: lifetime.map(|l| tokio::time::Instant::now() + l),
+                closing: Some(Closing {
+                    admission: adm.clone(),
+                    protocol: r.protocol,
+                    url: r.url,
+                    client: r.client,
+                }),
+            }),
+            Decision::Denied(reason) => Err(Refusal::Denied(reason)),
+        }
+    }
+
+    /// Whether `token` may play `path`: yes for a stream that is not a
+    /// private managed one; else a playback token for it is needed. `Ok`
+    /// says whether the stream is private.
+    pub async fn playback(
+        &self,
+        path: &StreamPath,
+        token: Option<&str>,
+    ) -> Result<bool, AuthError> {
+        let record = self
+            .store
+            .lookup(path.app(), path.stream())
+            .await
+            .map_err(|e| AuthError::Storage(e.to_string()))?;
+        match record {
+            Some(r) if r.is_private => self.auth.check_playback(token, path).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The app and stream an admission `new_url` names (its last two path
+/// segments), if valid.
+fn app_and_stream(url: &str) -> Option<(String, String)> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let mut segments = path.rsplit('/').filter(|s| !s.is_empty());
+    let stream = segments.next()?;
+    let app = segments.next()?;
+    StreamPath::new(app, stream)
+        .ok()
+        .map(|_| (app.to_owned(), stream.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_url_names_app_and_stream() {
+        assert_eq!(
+            app_and_stream("rtmp://host:1935/app2/stream2?x=1"),
+            Some(("app2".into(), "stream2".into()))
+        );
+        assert_eq!(
+            app_and_stream("rtmp://host/only"),
+            Some(("host".into(), "only".into()))
+        );
+        assert_eq!(app_and_stream("rtmp://host/a/../.."), None);
+        assert_eq!(app_and_stream(""), None);
+    }
+}
