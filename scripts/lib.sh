@@ -56,14 +56,16 @@ build_console() {
 }
 
 # A throwaway Postgres for the storage tests (tests/postgres.rs): its own
-# cluster in a temporary directory on 127.0.0.1:55432, stopped and removed
-# when the calling script exits. Exports STREAMD_TEST_POSTGRES.
+# cluster in a temporary directory on a free port of 127.0.0.1, stopped and
+# removed when the calling script exits. Exports STREAMD_TEST_POSTGRES. A
+# cluster that will not start is fatal: its tests would have nothing to test.
 start_test_postgres() {
     apt_install postgresql
     local bin
     bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    local dir
+    local dir port
     dir=$(mktemp -d /tmp/streamd-pg.XXXXXX)
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # Postgres will not run as root: as root, run it as the postgres user.
     local as=()
     if [ "$(id -u)" -eq 0 ]; then
@@ -72,16 +74,16 @@ start_test_postgres() {
     fi
     if ! "${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U streamd >/dev/null ||
         ! "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-            -o "-p 55432 -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null; then
-        echo "==> warning: the test Postgres did not start (is 55432 taken?); its tests will say so" >&2
+            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null; then
+        echo "==> error: the test Postgres did not start on 127.0.0.1:$port" >&2
         cat "$dir/log" >&2 2>/dev/null || true
         rm -rf "$dir"
-        return 0
+        return 1
     fi
     PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
     PG_DIR=$dir
     trap 'stop_test_postgres' EXIT
-    export STREAMD_TEST_POSTGRES="postgres://streamd@127.0.0.1:55432/postgres"
+    export STREAMD_TEST_POSTGRES="postgres://streamd@127.0.0.1:$port/postgres"
 }
 
 stop_test_postgres() {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod config;
 pub mod connlimit;
 pub mod http;

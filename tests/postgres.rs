@@ -1,8 +1,8 @@
 //! The storage against Postgres (the multi-node setup): the same code as
 //! SQLite, exercised through the store and the API. The test command starts
 //! a throwaway Postgres and sets STREAMD_TEST_POSTGRES
-//! (scripts/lib.sh: start_test_postgres); without it these tests say so and
-//! pass, since no Postgres runs here.
+//! (scripts/lib.sh: start_test_postgres). Without it these tests fail,
+//! saying how to get one; `STREAMD_SKIP_POSTGRES=1` skips them, out loud.
 
 mod common;
 
@@ -14,7 +14,13 @@ use streamd::store::Store;
 /// A fresh database on the test server, and its URL; None without one.
 async fn database() -> Option<String> {
     let Ok(url) = std::env::var("STREAMD_TEST_POSTGRES") else {
-        eprintln!("STREAMD_TEST_POSTGRES is not set: no Postgres to test against");
+        assert!(
+            std::env::var_os("STREAMD_SKIP_POSTGRES").is_some(),
+            "STREAMD_TEST_POSTGRES is not set: run the README's test command \
+             (bash scripts/test.sh starts a throwaway Postgres), or set \
+             STREAMD_SKIP_POSTGRES=1 to skip these tests knowingly"
+        );
+        eprintln!("STREAMD_SKIP_POSTGRES is set: the Postgres tests did not run");
         return None;
     };
     sqlx::any::install_default_drivers();

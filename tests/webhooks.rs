@@ -261,3 +261,59 @@ async fn an_ome_admission_backend_decides() {
     }
     server.stop().await;
 }
+
+/// `X-Forwarded-For` is believed only from `http.trusted_proxies`: the
+/// admission backend is told the forwarded address when the request comes
+/// through a trusted proxy, and the connection's own address otherwise.
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/admission",
+            post(move |body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    axum::Json(serde_json::json!({"allowed": true}))
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for (trusted, expect) in [(vec![], "127.0.0.1"), (vec!["127.0.0.0/8"], "203.0.113.9")] {
+        seen.lock().unwrap().clear();
+        let server = TestServer::start(|c| {
+            c.admission.url = format!("http://{addr}/admission");
+            c.admission.secret = "ome-secret".into();
+            c.http.trusted_proxies = trusted.iter().map(|s| s.to_string()).collect();
+        })
+        .await;
+        let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "fwd").await;
+        server.master_when_ready("live", "fwd").await;
+        let r = request(
+            "GET",
+            &server.url("/live/fwd/llhls.m3u8?token=t"),
+            &[("x-forwarded-for", "203.0.113.9, 10.0.0.1")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = seen.lock().unwrap().clone();
+        let asked: Vec<&Value> = seen
+            .iter()
+            .filter(|v| {
+                v["request"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("token=t"))
+            })
+            .collect();
+        assert_eq!(asked.len(), 1, "{seen:?}");
+        assert_eq!(asked[0]["client"]["real_ip"], expect, "trusted {trusted:?}");
+        server.stop().await;
+    }
+}

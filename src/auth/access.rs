@@ -44,7 +44,7 @@ pub struct Access {
     pub auth: Auth,
     /// OME's AdmissionWebhooks, when configured.
     pub admission: Option<Arc<Admission>>,
-    llhls: Mutex<super::cache::Lru<LlhlsKey, bool>>,
+    llhls: Mutex<crate::cache::Lru<LlhlsKey, bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Access {
             store,
             auth,
             admission,
-            llhls: Mutex::new(super::cache::Lru::new(MAX_LLHLS_ADMISSIONS)),
+            llhls: Mutex::new(crate::cache::Lru::new(MAX_LLHLS_ADMISSIONS)),
         }
     }
 

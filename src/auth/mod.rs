@@ -11,7 +11,6 @@
 
 pub mod access;
 pub mod admission;
-mod cache;
 
 pub use access::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
 
@@ -78,7 +77,7 @@ pub struct Auth {
     validation: Validation,
     config: AuthConfig,
     /// Playback tokens already verified: token -> (stream, expiry, s).
-    sessions: Mutex<cache::Lru<String, String>>,
+    sessions: Mutex<crate::cache::Lru<String, String>>,
 }
 
 fn now_secs() -> u64 {
@@ -209,7 +208,7 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             config,
-            sessions: Mutex::new(cache::Lru::new(MAX_SESSIONS)),
+            sessions: Mutex::new(crate::cache::Lru::new(MAX_SESSIONS)),
         }
     }
 

@@ -253,6 +253,10 @@ pub struct HttpConfig {
     /// connections are closed.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
+    /// and `X-Real-IP` are believed; from anyone else those headers are
+    /// dropped on arrival.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -264,6 +268,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 500,
             header_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -618,6 +623,11 @@ impl Config {
         }
         if self.http.max_connections_per_ip == 0 {
             return invalid("http.max_connections_per_ip", "must be at least 1".into());
+        }
+        for p in &self.http.trusted_proxies {
+            if let Err(e) = crate::http::IpBlock::parse(p) {
+                return invalid("http.trusted_proxies", e);
+            }
         }
         if self.http.header_timeout < Duration::from_millis(100) {
             return invalid("http.header_timeout", "must be at least 100ms".into());

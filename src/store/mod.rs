@@ -6,7 +6,6 @@
 //! Migrations are a numbered list applied at start, each once, recorded
 //! in `streamd_schema`.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,12 +50,13 @@ pub struct StreamRecord {
 }
 
 /// When a lookup was made, and what it found.
-type Cached = (Instant, Option<StreamRecord>);
+/// Stream lookups cached at most.
+const CACHE_ENTRIES: usize = 100_000;
 
 pub struct Store {
     pool: AnyPool,
     /// (app, id) -> the record (None: no such stream), and when it was read.
-    cache: Mutex<HashMap<(String, String), Cached>>,
+    cache: Mutex<crate::cache::Lru<(String, String), Option<StreamRecord>>>,
 }
 
 fn now_ms() -> i64 {
@@ -124,14 +124,24 @@ impl Store {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| StoreError::DataDir(path.to_owned(), e))?;
         }
+        // SQLite in WAL mode: readers (media-path lookups, API reads) run
+        // beside the one writer instead of queueing behind it.
+        let sqlite = url.starts_with("sqlite");
         let pool = AnyPoolOptions::new()
-            .max_connections(if url.starts_with("sqlite") { 1 } else { 8 })
+            .max_connections(if sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
+        if sqlite {
+            // Persistent in the file; SQLite's busy timeout (sqlx's default,
+            // 5 s) covers two writers meeting.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .fetch_optional(&pool)
+                .await?;
+        }
         let store = Store {
             pool,
-            cache: Mutex::default(),
+            cache: Mutex::new(crate::cache::Lru::new(CACHE_ENTRIES)),
         };
         store.migrate().await?;
         Ok(store)
@@ -220,18 +230,18 @@ impl Store {
         if !is_id(id) {
             return Ok(None);
         }
+        // Absent streams are cached too, so random names do not turn
+        // every request into a query; the cache is bounded.
         let key = (app.to_owned(), id.to_owned());
-        if let Some((at, r)) = self.cache.lock().expect("cache lock").get(&key)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(r.clone());
+        let now = Instant::now();
+        if let Some(r) = self.cache.lock().expect("cache lock").get(&key, now) {
+            return Ok(r);
         }
         let r = self.get(id).await?.filter(|r| r.app == app);
-        let mut cache = self.cache.lock().expect("cache lock");
-        if cache.len() > 100_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-        }
-        cache.insert(key, (Instant::now(), r.clone()));
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(key, r.clone(), now + CACHE_TTL);
         Ok(r)
     }
 

@@ -44,6 +44,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         Some(value.clone())
     }
 
+    pub fn remove(&mut self, key: &K) {
+        if let Some((_, _, used)) = self.entries.remove(key) {
+            self.order.remove(&used);
+        }
+    }
+
     /// Inserts (or replaces) `key`, evicting the least recently used entry
     /// if full.
     pub fn insert(&mut self, key: K, value: V, expiry: Instant) {
