@@ -170,13 +170,16 @@ impl Server {
             access: access.clone(),
             viewers: viewers.clone(),
         });
-        crate::webhooks::start(
+        // The watcher emits stream events itself: this handle is not
+        // needed (holding it would keep delivery waiting at shutdown).
+        let (hooks, webhook_delivery) = crate::webhooks::start(
             config.webhooks.clone(),
             hook_secret,
             registry.clone(),
             viewers.clone(),
             shutdown.clone(),
         );
+        drop(hooks);
         // The API's routes, then the signalling layer over all of them (it
         // also answers WebSocket upgrades no route matches).
         routes = routes.merge(crate::api::routes(Api {
@@ -214,7 +217,17 @@ impl Server {
         if let Some(t) = webrtc_task {
             let _ = t.await;
         }
-        http_task.await??;
+        let http = http_task.await;
+        // What the server still holds for others: webhooks queued (the
+        // streams that just ended) and admission `closing` calls for the
+        // sessions just closed, each within its drain deadline.
+        let admission_drain = async {
+            if let Some(adm) = &access.admission {
+                adm.drain(config.admission.timeout).await;
+            }
+        };
+        tokio::join!(webhook_delivery.finished(), admission_drain);
+        http??;
         Ok(())
     }
 }

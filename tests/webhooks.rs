@@ -317,3 +317,78 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
         server.stop().await;
     }
 }
+
+/// Shutdown loses nothing it holds: a stream live at shutdown is reported
+/// stopped, and its admitted publish `closing`, before the server is done
+/// stopping (the receivers answer slowly, so nothing arrives by luck).
+#[tokio::test]
+async fn shutdown_delivers_stopped_events_and_closing_calls() {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = {
+        let (hooks, admissions) = (seen.clone(), seen.clone());
+        Router::new()
+            .route(
+                "/hook",
+                post(move |body: Bytes| {
+                    let seen = hooks.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        seen.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap());
+                        StatusCode::NO_CONTENT
+                    }
+                }),
+            )
+            .route(
+                "/admission",
+                post(move |body: Bytes| {
+                    let seen = admissions.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        seen.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap());
+                        axum::Json(serde_json::json!({"allowed": true}))
+                    }
+                }),
+            )
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer::start(|c| {
+        c.webhooks.urls = vec![format!("http://{addr}/hook")];
+        c.webhooks.secret = "hook-secret-0123456789abcdef0123456789".into();
+        c.admission.url = format!("http://{addr}/admission");
+        c.admission.secret = "ome-secret".into();
+        // Without a shutdown, the stream would wait a minute for its
+        // publisher before it is reported stopped.
+        c.bus.reconnect_grace = Duration::from_secs(60);
+    })
+    .await;
+    let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "held").await;
+    server.master_when_ready("live", "held").await;
+    let started = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|v| v["event"] == "stream.started")
+    {
+        assert!(tokio::time::Instant::now() < started, "no stream.started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|v| v["event"] == "stream.stopped" && v["data"]["stream"] == "live/held"),
+        "stream.stopped was not delivered before shutdown finished: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|v| v["request"]["status"] == "closing" && v["request"]["protocol"] == "rtmp"),
+        "the admitted publish's closing was not delivered before shutdown finished: {seen:?}"
+    );
+}

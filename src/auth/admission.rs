@@ -72,6 +72,8 @@ struct Answer {
 pub struct Admission {
     config: AdmissionConfig,
     client: crate::http::client::HttpsClient,
+    /// `closing` calls on their way, for [`Admission::drain`].
+    closing: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// OME's signature of `body`.
@@ -86,6 +88,7 @@ impl Admission {
         (!config.url.is_empty()).then(|| Admission {
             config,
             client: crate::http::client::client(),
+            closing: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -151,13 +154,32 @@ impl Admission {
         }
     }
 
-    /// Tells the backend an admitted session ended (fire and forget).
+    /// Tells the backend an admitted session ended (its answer is not
+    /// waited for; [`Admission::drain`] waits for the calls at shutdown).
     pub fn closing(self: &std::sync::Arc<Self>, r: &Request<'_>) {
         let body = self.body(r, "closing");
         let me = self.clone();
+        self.closing.send_modify(|n| *n += 1);
         tokio::spawn(async move {
-            let _ = me.post(body).await;
+            if let Err(e) = me.post(body).await {
+                tracing::debug!(error = %e, "admission closing call failed");
+            }
+            me.closing.send_modify(|n| *n -= 1);
         });
+    }
+
+    /// Waits until no `closing` call is on its way, or `timeout`.
+    pub async fn drain(&self, timeout: Duration) {
+        let mut rx = self.closing.subscribe();
+        if tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = *self.closing.borrow(),
+                "admission closing calls still on their way at the shutdown deadline"
+            );
+        }
     }
 }
 

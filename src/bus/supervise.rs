@@ -18,7 +18,7 @@ impl Registry {
     /// decline it (`None`) or give the task to run and a value that is
     /// handed back to `ended` when the task finishes (with the error if it
     /// panicked). At shutdown, broadcasts end, so tasks finish: they get
-    /// `drain` to do so, then are aborted.
+    /// `drain` to do so (and `ended` is still called), then are aborted.
     pub async fn for_each_broadcast<T, Fut>(
         &self,
         mut shutdown: Shutdown,
@@ -70,8 +70,20 @@ impl Registry {
                 }
             }
         }
-        let _ =
-            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        // Tasks finishing while draining are reported too (a stream that
+        // ends because the server stops has ended all the same).
+        let _ = tokio::time::timeout(drain, async {
+            while let Some(done) = tasks.join_next_with_id().await {
+                let (task, error) = match done {
+                    Ok((task, ())) => (task, None),
+                    Err(e) => (e.id(), Some(e)),
+                };
+                if let Some((_, value)) = running.remove(&task) {
+                    ended(value, error);
+                }
+            }
+        })
+        .await;
         tasks.shutdown().await;
     }
 }

@@ -85,6 +85,10 @@ pub struct WebhookConfig {
     /// How often changed viewer counts are sent.
     #[serde(with = "humantime_serde")]
     pub viewers_interval: Duration,
+    /// At shutdown, queued events (`stream.stopped` for the streams live
+    /// then) get this long to be delivered.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -96,6 +100,7 @@ impl Default for WebhookConfig {
             retry_backoff: Duration::from_millis(500),
             timeout: Duration::from_secs(5),
             viewers_interval: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

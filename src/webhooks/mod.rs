@@ -65,21 +65,39 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// Starts the delivery task and the stream-event watcher; returns the
 /// handle to emit with. Nothing runs without URLs.
+///
+/// At shutdown the watcher reports the streams that end then
+/// (`stream.stopped`), and delivery goes on until everything queued is
+/// delivered or given up, or `drain_timeout` passes: await the returned
+/// [`Delivery`] after the streams are ended.
 pub fn start(
     config: WebhookConfig,
     secret: String,
     registry: Registry,
     viewers: Arc<ViewerCounts>,
     shutdown: Shutdown,
-) -> Webhooks {
+) -> (Webhooks, Delivery) {
     if config.urls.is_empty() {
-        return Webhooks { tx: None };
+        return (Webhooks { tx: None }, Delivery(None));
     }
     let (tx, rx) = mpsc::channel(QUEUE);
     let hooks = Webhooks { tx: Some(tx) };
-    tokio::spawn(deliver(config.clone(), secret, rx, shutdown.clone()));
+    let delivery = tokio::spawn(deliver(config.clone(), secret, rx, shutdown.clone()));
     tokio::spawn(watch(config, registry, viewers, hooks.clone(), shutdown));
-    hooks
+    (hooks, Delivery(Some(delivery)))
+}
+
+/// The delivery task, to wait for at shutdown.
+pub struct Delivery(Option<tokio::task::JoinHandle<()>>);
+
+impl Delivery {
+    /// Resolves when everything queued was delivered or given up (bounded
+    /// by `drain_timeout` after shutdown).
+    pub async fn finished(self) {
+        if let Some(t) = self.0 {
+            let _ = t.await;
+        }
+    }
 }
 
 async fn deliver(
@@ -93,10 +111,18 @@ async fn deliver(
     let config = Arc::new(config);
     let secret: Arc<[u8]> = secret.into_bytes().into();
     let mut delivery = 0u64;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
     loop {
+        // After shutdown the queue is drained until every sender is gone
+        // (the watcher reported the streams that ended) or the deadline.
         let event = tokio::select! {
-            _ = shutdown.wait() => return,
-            e = rx.recv() => match e { Some(e) => e, None => return },
+            _ = shutdown.wait(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far)), if deadline.is_some() => break,
+            e = rx.recv() => match e { Some(e) => e, None => break },
         };
         let body = Bytes::from(event.to_string());
         let name = event["event"].as_str().unwrap_or("").to_owned();
@@ -113,6 +139,26 @@ async fn deliver(
                 drop(slot);
             });
         }
+    }
+    // Deliveries in flight finish (or the deadline passes).
+    let end = deadline.unwrap_or_else(|| tokio::time::Instant::now() + config.drain_timeout);
+    let all = u32::try_from(IN_FLIGHT).expect("a small constant");
+    if tokio::time::timeout_at(end, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = IN_FLIGHT - slots.available_permits(),
+            "webhooks still being delivered at the shutdown deadline were dropped"
+        );
+    }
+    let left = rx.len();
+    if left > 0 {
+        metrics::counter!("streamd_webhooks_dropped_total").increment(left as u64);
+        tracing::warn!(
+            left,
+            "webhooks still queued at the shutdown deadline were dropped"
+        );
     }
 }
 
@@ -203,10 +249,11 @@ async fn watch(
     };
     tokio::spawn(counts);
     let started = hooks.clone();
+    let drain = config.drain_timeout;
     registry
         .for_each_broadcast(
             shutdown,
-            Duration::from_secs(1),
+            drain,
             move |mut b| {
                 let path = b.path().clone();
                 let data =
