@@ -228,8 +228,8 @@ async fn send_text(ws: &mut common::webrtc::Ws, text: &str) {
 }
 
 /// The ICE-TCP port takes only ICE: a connection whose first packet is not
-/// a STUN request for one of our viewers, or that ends mid-frame, is closed,
-/// and viewers keep playing.
+/// a STUN request for a viewer that exists now, or that ends mid-frame, is
+/// closed at once, and viewers keep playing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_connections_that_are_not_ice_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -238,11 +238,21 @@ async fn ice_tcp_connections_that_are_not_ice_are_closed() {
     let mut publisher = publishing(&server, "tcp").await;
     let tcp = server.webrtc_tcp.expect("ICE-TCP is on by default");
 
-    // A STUN binding request naming engine 99, which does not exist.
-    let mut stun = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xa4, 0x42];
-    stun.extend_from_slice(&[7; 12]);
-    stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x0c]);
-    stun.extend_from_slice(b"99zzzzzz:abc");
+    // Well-formed STUN binding requests (USERNAME, PRIORITY,
+    // MESSAGE-INTEGRITY): one naming engine 99, which does not exist, one
+    // naming engine 0 but a ufrag no viewer has.
+    let stun_for = |username: &[u8; 12]| {
+        let mut stun = vec![0x00, 0x01, 0x00, 0x30, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x0c]);
+        stun.extend_from_slice(username);
+        stun.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0x6e, 0x7f, 0x1e, 0xff]);
+        stun.extend_from_slice(&[0x00, 0x08, 0x00, 0x14]);
+        stun.extend_from_slice(&[0u8; 20]);
+        stun
+    };
+    let stun = stun_for(b"99zzzzzz:abc");
+    let no_viewer = stun_for(b"00zzzzzz:abc");
     let framed = |p: &[u8]| {
         let mut f = (p.len() as u16).to_be_bytes().to_vec();
         f.extend_from_slice(p);
@@ -251,6 +261,7 @@ async fn ice_tcp_connections_that_are_not_ice_are_closed() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not STUN", framed(b"GET / HTTP/1.1\r\n\r\n")),
         ("STUN for no engine of ours", framed(&stun)),
+        ("STUN for no viewer of ours", framed(&no_viewer)),
         ("a frame cut short", vec![0xff, 0xff, 1, 2, 3]),
         ("an empty frame", vec![0, 0]),
     ];

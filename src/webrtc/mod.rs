@@ -109,9 +109,16 @@ pub struct WebRtcServer {
     engines: Vec<Engine>,
     sfu: Sfu,
     local: Vec<SocketAddr>,
-    /// The ICE-TCP listener and each engine's queue for its connections.
-    tcp: Option<(TcpListener, Vec<mpsc::Sender<tcp::TcpEvent>>)>,
+    /// The ICE-TCP listener, each engine's queue for its connections, and
+    /// the ufrags it admits.
+    tcp: Option<(
+        TcpListener,
+        Vec<mpsc::Sender<tcp::TcpEvent>>,
+        tcp::LiveUfrags,
+    )>,
     max_viewers: usize,
+    /// An ICE-TCP connection silent this long is closed.
+    idle: std::time::Duration,
 }
 
 impl WebRtcServer {
@@ -167,19 +174,21 @@ impl WebRtcServer {
             listener = Some(l);
         }
         let max_viewers = config.max_viewers;
+        let idle = config.ice_timeout;
         let started = Engine::start(config, sockets, tcp_candidates, transcoders)?;
         Ok(WebRtcServer {
             engines: started.engines,
             sfu: started.sfu,
             local,
-            tcp: listener.map(|l| (l, started.tcp)),
+            tcp: listener.map(|l| (l, started.tcp, started.ufrags)),
             max_viewers,
+            idle,
         })
     }
 
     /// The ICE-TCP listener's address, if on.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     /// The first engine's UDP address.
@@ -204,11 +213,13 @@ impl WebRtcServer {
             .into_iter()
             .map(|e| tokio::spawn(e.run(shutdown.clone())))
             .collect();
-        if let Some((listener, links)) = self.tcp {
+        if let Some((listener, links, ufrags)) = self.tcp {
             tasks.push(tokio::spawn(tcp::serve(
                 listener,
                 links,
+                ufrags,
                 self.max_viewers,
+                self.idle,
                 shutdown,
             )));
         }

@@ -398,6 +398,8 @@ pub struct Engine {
     id_step: ViewerId,
     /// Viewers on every engine (for max_viewers and the gauge).
     total: Arc<AtomicUsize>,
+    /// Every engine's viewers' ufrags (ICE-TCP admits only these).
+    ufrags: super::tcp::LiveUfrags,
     counters: Counters,
     send_log: LogLimiter,
     /// Datagrams produced while handling one event, sent together.
@@ -410,6 +412,8 @@ pub struct Started {
     pub sfu: Sfu,
     /// Each engine's queue for its ICE-TCP connections.
     pub tcp: Vec<mpsc::Sender<TcpEvent>>,
+    /// The ufrags of the viewers of every engine, for the ICE-TCP listener.
+    pub ufrags: super::tcp::LiveUfrags,
 }
 
 impl Engine {
@@ -429,6 +433,7 @@ impl Engine {
         let templates = Self::templates(&config)?;
         let count = sockets.len().max(1) as ViewerId;
         let total = Arc::new(AtomicUsize::new(0));
+        let ufrags = super::tcp::LiveUfrags::default();
         let mut engines = Vec::new();
         let mut links = Vec::new();
         for (index, (socket, candidates)) in sockets.into_iter().enumerate() {
@@ -458,6 +463,7 @@ impl Engine {
                 next_id: index as ViewerId + count,
                 id_step: count,
                 total: total.clone(),
+                ufrags: ufrags.clone(),
                 counters: Counters::default(),
                 send_log: LogLimiter::new(Duration::from_secs(10)),
                 queue: SendQueue::new(),
@@ -471,6 +477,7 @@ impl Engine {
             engines,
             sfu,
             tcp: tcp_links,
+            ufrags,
         })
     }
 
@@ -720,6 +727,7 @@ impl Engine {
         let rendition = renditions[current].name.clone();
         stream.viewers.push(id);
         self.by_ufrag.insert(ufrag.clone(), id);
+        self.ufrags.insert(&ufrag);
         let mut viewer = Viewer {
             broadcast: broadcast_id,
             rtc,
@@ -1054,6 +1062,7 @@ impl Engine {
         };
         v.rtc.disconnect();
         self.by_ufrag.remove(&v.ufrag);
+        self.ufrags.remove(&v.ufrag);
         for a in &v.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);

@@ -4,15 +4,18 @@
 //! 4571 says (a two-byte big-endian length before it).
 //!
 //! One listener serves every engine. A connection's first packet must be a
-//! STUN binding request; its USERNAME names our ICE ufrag, whose first two
-//! characters say which engine has that viewer (see `ufrag_for`). From
+//! STUN binding request; its USERNAME must name the ICE ufrag of a viewer
+//! that exists now ([`LiveUfrags`]), whose first two characters say which
+//! engine has it (see `ufrag_for`). Anything else is closed at once; a
+//! connection silent for the idle timeout is closed too. From
 //! then on the connection's packets go to that engine, and the engine's
 //! packets for it come back through a bounded queue: a viewer that cannot
 //! keep up loses packets (NACK and keyframes recover), it never holds the
 //! engine.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +49,25 @@ pub enum TcpEvent {
     },
 }
 
+/// The ICE ufrags of the viewers the engines have now (engines add and
+/// remove theirs): the ICE-TCP listener takes a connection only for one.
+#[derive(Clone, Debug, Default)]
+pub struct LiveUfrags(Arc<Mutex<HashSet<String>>>);
+
+impl LiveUfrags {
+    pub fn insert(&self, ufrag: &str) {
+        self.0.lock().expect("ufrags lock").insert(ufrag.to_owned());
+    }
+
+    pub fn remove(&self, ufrag: &str) {
+        self.0.lock().expect("ufrags lock").remove(ufrag);
+    }
+
+    pub fn contains(&self, ufrag: &str) -> bool {
+        self.0.lock().expect("ufrags lock").contains(ufrag)
+    }
+}
+
 /// A ufrag for engine `engine`'s viewer: two digits naming the engine,
 /// then `token`.
 pub fn ufrag_for(engine: usize, token: &str) -> String {
@@ -58,11 +80,14 @@ pub fn engine_of(ufrag: &str) -> Option<usize> {
 }
 
 /// Accepts connections until `shutdown`, each handled on its own task; at
-/// most `max` at once (more are closed at once).
+/// most `max` at once (more are closed at once). A connection that sends
+/// nothing for `idle` is closed.
 pub async fn serve(
     listener: TcpListener,
     engines: Vec<mpsc::Sender<TcpEvent>>,
+    live: LiveUfrags,
     max: usize,
+    idle: Duration,
     mut shutdown: Shutdown,
 ) {
     let slots = Arc::new(Semaphore::new(max));
@@ -76,9 +101,9 @@ pub async fn serve(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let (engines, shutdown) = (engines.clone(), shutdown.clone());
+                    let (engines, live, shutdown) = (engines.clone(), live.clone(), shutdown.clone());
                     tokio::spawn(async move {
-                        connection(stream, remote, engines, shutdown).await;
+                        connection(stream, remote, engines, &live, idle, shutdown).await;
                         drop(slot);
                     });
                 }
@@ -108,10 +133,13 @@ async fn read_frame(
 }
 
 /// The engine a connection's first packet is for: a STUN message whose
-/// USERNAME starts with one of our ufrags.
-fn route(first: &[u8], engines: usize) -> Option<usize> {
+/// USERNAME starts with the ufrag of a viewer that exists now.
+fn route(first: &[u8], engines: usize, live: &LiveUfrags) -> Option<usize> {
     let msg = StunMessage::parse(first).ok()?;
     let (local, _) = msg.split_username()?;
+    if !live.contains(local) {
+        return None;
+    }
     engine_of(local).filter(|k| *k < engines)
 }
 
@@ -119,6 +147,8 @@ async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     engines: Vec<mpsc::Sender<TcpEvent>>,
+    live: &LiveUfrags,
+    idle: Duration,
     mut shutdown: Shutdown,
 ) {
     let (mut rd, mut wr) = stream.into_split();
@@ -127,8 +157,8 @@ async fn connection(
     if !matches!(first, Ok(Ok(Some(())))) {
         return;
     }
-    let Some(k) = route(&buf, engines.len()) else {
-        tracing::debug!(%remote, "webrtc tcp: first packet is not STUN for a viewer of ours");
+    let Some(k) = route(&buf, engines.len(), live) else {
+        tracing::debug!(%remote, "webrtc tcp: first packet is not STUN for a live viewer of ours");
         return;
     };
     let engine = &engines[k];
@@ -173,8 +203,12 @@ async fn connection(
             if engine.send(packet).await.is_err() {
                 return;
             }
-            match read_frame(&mut rd, &mut data).await {
-                Ok(Some(())) => {}
+            match tokio::time::timeout(idle, read_frame(&mut rd, &mut data)).await {
+                Ok(Ok(Some(()))) => {}
+                Err(_) => {
+                    tracing::debug!(%remote, ?idle, "webrtc tcp: idle connection closed");
+                    return;
+                }
                 _ => return,
             }
         }
@@ -215,9 +249,39 @@ mod tests {
         assert!(read_frame(&mut r, &mut buf).await.is_err());
     }
 
+    /// A STUN binding request whose USERNAME is `username`, with PRIORITY
+    /// and a MESSAGE-INTEGRITY attribute (routing does not check it; the
+    /// engine does).
+    fn binding_request(username: &[u8]) -> Vec<u8> {
+        let padded = username.len().div_ceil(4) * 4;
+        let mut stun = vec![0x00, 0x01];
+        stun.extend_from_slice(&((4 + padded + 8 + 24) as u16).to_be_bytes());
+        stun.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        stun.extend_from_slice(&[7; 12]);
+        stun.extend_from_slice(&[0x00, 0x06]);
+        stun.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        stun.extend_from_slice(username);
+        stun.resize(20 + 4 + padded, 0);
+        stun.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0x6e, 0x7f, 0x1e, 0xff]);
+        stun.extend_from_slice(&[0x00, 0x08, 0x00, 0x14]);
+        stun.extend_from_slice(&[0u8; 20]);
+        stun
+    }
+
     #[test]
-    fn only_stun_for_a_known_engine_is_routed() {
-        assert_eq!(route(b"not stun at all", 2), None);
-        assert_eq!(route(&[], 2), None);
+    fn only_stun_for_a_live_viewer_is_routed() {
+        let live = LiveUfrags::default();
+        assert_eq!(route(b"not stun at all", 2, &live), None);
+        assert_eq!(route(&[], 2, &live), None);
+        let req = binding_request(b"01abcdef:remote");
+        // The right engine digits, but no such viewer (yet, or any more).
+        assert_eq!(route(&req, 2, &live), None);
+        live.insert("01abcdef");
+        assert_eq!(route(&req, 2, &live), Some(1));
+        // An engine this server does not have.
+        live.insert("99abcdef");
+        assert_eq!(route(&binding_request(b"99abcdef:r"), 2, &live), None);
+        live.remove("01abcdef");
+        assert_eq!(route(&req, 2, &live), None);
     }
 }
