@@ -124,6 +124,7 @@ fn load(
             window: Duration::from_secs(3600),
             max_groups: 1 << 20,
             max_bytes: 1 << 32,
+            max_frames: usize::MAX,
         },
     );
     let producer = registry

@@ -43,6 +43,7 @@ impl Server {
                 ..Retention::default()
             },
         );
+        registry.limit_broadcasts(config.bus.max_broadcasts);
         if config.database.url.is_empty() {
             crate::auth::private_dir(&config.database.data_dir).map_err(|e| {
                 anyhow::anyhow!(

@@ -424,3 +424,25 @@ async fn invalid_stream_names_are_refused() {
     witness_still_served(&server).await;
     server.stop().await;
 }
+
+/// At `bus.max_broadcasts`, a new publish gets a clear refusal (its RTMP
+/// status and a log line saying why) and the live streams go on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_server_refuses_new_publishers_clearly() {
+    let (server, logs, _g, _w) = start_with(|c| c.bus.max_broadcasts = 1).await;
+    let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    match c.publish("one-too-many").await {
+        Err(rtmp::PublishError::Refused(code)) => assert_eq!(code, "NetStream.Publish.Failed"),
+        other => panic!("not refused with a status: {other:?}"),
+    }
+    logs.wait_for(
+        &[
+            "rtmp connection closed",
+            "the server is full: 1 broadcasts live",
+        ],
+        WAIT,
+    )
+    .await;
+    witness_still_served(&server).await;
+    server.stop().await;
+}

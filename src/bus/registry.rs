@@ -23,6 +23,8 @@ pub enum PublishError {
     AlreadyPublishing(StreamPath),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the server is full: {0} broadcasts live (bus.max_broadcasts)")]
+    Full(usize),
 }
 
 pub(crate) struct RegistryInner {
@@ -32,6 +34,9 @@ pub(crate) struct RegistryInner {
     announce: broadcast::Sender<BroadcastConsumer>,
     next_id: AtomicU64,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// New broadcasts beyond this many are refused (a returning publisher
+    /// of an interrupted one is not new).
+    max_broadcasts: std::sync::atomic::AtomicUsize,
 }
 
 impl RegistryInner {
@@ -99,8 +104,14 @@ impl Registry {
                 announce: broadcast::Sender::new(ANNOUNCE_CAPACITY),
                 next_id: AtomicU64::new(1),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                max_broadcasts: std::sync::atomic::AtomicUsize::new(usize::MAX),
             }),
         }
+    }
+
+    /// Refuses new broadcasts beyond `max` (the default is no limit).
+    pub fn limit_broadcasts(&self, max: usize) {
+        self.inner.max_broadcasts.store(max, Ordering::Relaxed);
     }
 
     /// Becomes the publisher of `path`: a new broadcast, or the continuation
@@ -128,6 +139,15 @@ impl Registry {
                 }
                 BroadcastStatus::Ended => {} // replaced below
             }
+        }
+        let max = self.inner.max_broadcasts.load(Ordering::Relaxed);
+        let live = streams
+            .values()
+            .filter(|s| s.lock().status != BroadcastStatus::Ended)
+            .count();
+        // (A returning publisher resumed above: only new broadcasts count.)
+        if live >= max {
+            return Err(PublishError::Full(max));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = BroadcastShared::new(path.clone(), id, self.inner.retention.clone());

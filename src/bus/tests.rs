@@ -68,6 +68,7 @@ fn byte_budget_registry(max_bytes: usize) -> Registry {
             window: Duration::from_secs(3600),
             max_groups: 16,
             max_bytes,
+            max_frames: usize::MAX,
         },
     )
 }
@@ -101,6 +102,7 @@ fn slow_consumer_skips_to_next_keyframe_and_counts_drops() {
             window: Duration::from_secs(3600),
             max_groups: 4,
             max_bytes: usize::MAX,
+            max_frames: usize::MAX,
         },
     );
     let mut b = reg.publish(path("slow")).unwrap();
@@ -316,6 +318,7 @@ fn audio_groups_are_single_frames_and_window_bounds_them() {
             window: Duration::from_secs(1),
             max_groups: 1024,
             max_bytes: usize::MAX,
+            max_frames: usize::MAX,
         },
     );
     let mut b = reg.publish(path("audio")).unwrap();
@@ -420,4 +423,66 @@ fn a_packager_can_start_at_the_oldest_keyframe_held() {
         (f.group.sequence, f.frame.dts),
         (0, MediaTime::from_millis(0))
     );
+}
+
+/// A flood of tiny frames in one endless group (no keyframe after the
+/// first) is held to `max_frames`: the open group loses its oldest frames,
+/// and a consumer that fell behind resumes at the next keyframe.
+#[test]
+fn frame_count_cap_bounds_a_flood_of_tiny_frames() {
+    let reg = Registry::new(
+        Duration::ZERO,
+        Retention {
+            window: Duration::from_secs(3600),
+            max_groups: 1024,
+            max_bytes: usize::MAX,
+            max_frames: 100,
+        },
+    );
+    let mut b = reg.publish(path("tiny")).unwrap();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 1), true).unwrap();
+    let mut slow = b.consumer().subscribe("video", None).unwrap();
+    assert_eq!(next_frame(&mut slow).frame.dts, MediaTime::from_millis(0));
+    for i in 1..10_000 {
+        v.write(frame(i, false, 1), false).unwrap();
+    }
+    assert_eq!(slow.retained().0, 1);
+    assert!(slow.retained().1 <= 100, "{:?}", slow.retained());
+    // Many groups of tiny frames: whole groups go first.
+    for g in 0..50i64 {
+        v.write(frame(20_000 + g * 10, true, 1), true).unwrap();
+        for i in 1..10 {
+            v.write(frame(20_000 + g * 10 + i, false, 1), false)
+                .unwrap();
+        }
+    }
+    let (groups, bytes) = slow.retained();
+    assert!(bytes <= 100, "{groups} groups, {bytes} bytes");
+    assert_eq!(groups, 10);
+    let f = next_frame(&mut slow);
+    assert!(f.group_start && f.frame.keyframe);
+    assert_eq!(f.group.sequence, 41);
+    // All of the first group after frame 0, and 40 groups of 10.
+    assert_eq!(f.dropped, 9_999 + 40 * 10);
+}
+
+#[tokio::test]
+async fn new_broadcasts_beyond_the_limit_are_refused_but_a_returning_publisher_is_not() {
+    let reg = Registry::new(Duration::from_secs(60), Retention::default());
+    reg.limit_broadcasts(2);
+    let a = reg.publish(path("a")).unwrap();
+    let _b = reg.publish(path("b")).unwrap();
+    assert_eq!(reg.publish(path("c")).err(), Some(PublishError::Full(2)));
+    // a's publisher drops and comes back within the grace: not new.
+    drop(a);
+    assert_eq!(
+        reg.get(&path("a")).unwrap().status(),
+        BroadcastStatus::Interrupted { session: 0 }
+    );
+    let _a = reg.publish(path("a")).unwrap();
+    // Once a broadcast ends, there is room again.
+    assert!(reg.end(&path("a")));
+    let _c = reg.publish(path("c")).unwrap();
 }

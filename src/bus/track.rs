@@ -30,6 +30,10 @@ pub struct Retention {
     /// Hard cap on retained payload bytes. An open group larger than this
     /// loses its oldest frames.
     pub max_bytes: usize,
+    /// Hard cap on retained frames, whatever their size (a flood of tiny
+    /// frames costs their bookkeeping). An open group with more loses its
+    /// oldest frames.
+    pub max_frames: usize,
 }
 
 impl Default for Retention {
@@ -38,6 +42,7 @@ impl Default for Retention {
             window: Duration::from_secs(10),
             max_groups: 1024,
             max_bytes: 64 << 20,
+            max_frames: 16_384,
         }
     }
 }
@@ -60,6 +65,8 @@ struct GroupSlot {
 struct TrackState {
     groups: VecDeque<GroupSlot>,
     bytes: usize,
+    /// Frames held in `groups`.
+    frames: usize,
     next_sequence: u64,
     frames_written: u64,
     closed: bool,
@@ -82,6 +89,7 @@ impl TrackShared {
             state: Mutex::new(TrackState {
                 groups: VecDeque::new(),
                 bytes: 0,
+                frames: 0,
                 next_sequence: 0,
                 frames_written: 0,
                 closed: false,
@@ -236,6 +244,7 @@ impl TrackProducer {
         group.bytes += size;
         group.frames.push_back(frame);
         st.bytes += size;
+        st.frames += 1;
         evict(&mut st, retention);
         drop(st);
         self.track.wake();
@@ -258,27 +267,39 @@ fn evict(st: &mut TrackState, retention: &Retention) {
     while st.groups.len() > 1 {
         let front = &st.groups[0];
         let too_old = newest_start - front.start_dts > window;
-        if !(too_old || st.groups.len() > retention.max_groups || st.bytes > retention.max_bytes) {
+        let over = st.groups.len() > retention.max_groups
+            || st.bytes > retention.max_bytes
+            || st.frames > retention.max_frames;
+        if !(too_old || over) {
             break;
         }
         if let Some(g) = st.groups.pop_front() {
             st.bytes -= g.bytes;
+            st.frames -= g.frames.len();
             st.evicted_frames += g.frames.len() as u64;
         }
     }
-    // One open group over the byte budget (a source that sends keyframes too
-    // rarely) loses its oldest frames; a consumer in it waits for the next group.
-    if st.bytes > retention.max_bytes
+    // One open group over the byte or frame budget (a source that sends
+    // keyframes too rarely, or floods tiny frames) loses its oldest frames;
+    // a consumer in it waits for the next group.
+    if (st.bytes > retention.max_bytes || st.frames > retention.max_frames)
         && let Some(g) = st.groups.back_mut()
     {
-        while g.frames.len() > 1 && g.bytes > retention.max_bytes {
+        let mut freed = (0usize, 0usize);
+        while g.frames.len() > 1
+            && (st.bytes - freed.0 > retention.max_bytes
+                || st.frames - freed.1 > retention.max_frames)
+        {
             if let Some(f) = g.frames.pop_front() {
                 g.bytes -= f.data.len();
                 g.first_index += 1;
-                st.bytes -= f.data.len();
-                st.evicted_frames += 1;
+                freed.0 += f.data.len();
+                freed.1 += 1;
             }
         }
+        st.bytes -= freed.0;
+        st.frames -= freed.1;
+        st.evicted_frames += freed.1 as u64;
     }
 }
 

@@ -290,11 +290,15 @@ pub struct BusConfig {
     pub retention_window: Duration,
     /// Hard cap on buffered bytes per track.
     pub retention_max_bytes: usize,
+    /// Broadcasts live at once; a publish beyond is refused (RTMP
+    /// `NetStream.Publish.Failed`, "the server is full").
+    pub max_broadcasts: usize,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
+            max_broadcasts: 1000,
             reconnect_grace: Duration::from_secs(10),
             retention_window: Duration::from_secs(10),
             retention_max_bytes: 64 << 20,
@@ -651,6 +655,9 @@ impl Config {
         }
         if self.rtmp.idle_timeout < Duration::from_secs(1) {
             return invalid("rtmp.idle_timeout", "must be at least 1s".into());
+        }
+        if self.bus.max_broadcasts == 0 {
+            return invalid("bus.max_broadcasts", "must be at least 1".into());
         }
         if self.bus.retention_window < Duration::from_secs(1) {
             return invalid("bus.retention_window", "must be at least 1s".into());
