@@ -292,6 +292,11 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), H264Error
             let delta = r
                 .se()
                 .ok_or(H264Error::SpsMalformed("scaling list delta"))?;
+            // delta_scale is -128..=127 (H.264 7.4.2.1.1.1); anything else
+            // is malformed, not a value to wrap.
+            if !(-128..=127).contains(&delta) {
+                return Err(H264Error::SpsMalformed("scaling list delta out of range"));
+            }
             next = (last + delta + 256).rem_euclid(256);
         }
         if next != 0 {
@@ -423,21 +428,25 @@ impl AvcConfig {
         if first.len() < 4 {
             return Err(H264Error::SpsMalformed("header"));
         }
-        let mut raw = vec![
-            1,
-            first[1],
-            first[2],
-            first[3],
-            0xff,
-            0xe0 | sps.len() as u8,
-        ];
+        // avcC counts SPSs in 5 bits and PPSs in 8, and sizes each in 16.
+        let sps_count = u8::try_from(sps.len())
+            .ok()
+            .filter(|n| *n < 32)
+            .ok_or(H264Error::SpsMalformed("more than 31 SPSs"))?;
+        let pps_count =
+            u8::try_from(pps.len()).map_err(|_| H264Error::SpsMalformed("more than 255 PPSs"))?;
+        let mut raw = vec![1, first[1], first[2], first[3], 0xff, 0xe0 | sps_count];
         for s in sps {
-            raw.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            let len =
+                u16::try_from(s.len()).map_err(|_| H264Error::SpsMalformed("SPS over 64 KiB"))?;
+            raw.extend_from_slice(&len.to_be_bytes());
             raw.extend_from_slice(s);
         }
-        raw.push(pps.len() as u8);
+        raw.push(pps_count);
         for p in pps {
-            raw.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            let len =
+                u16::try_from(p.len()).map_err(|_| H264Error::SpsMalformed("PPS over 64 KiB"))?;
+            raw.extend_from_slice(&len.to_be_bytes());
             raw.extend_from_slice(p);
         }
         AvcConfig::parse(Bytes::from(raw))
@@ -540,6 +549,86 @@ pub(crate) mod tests {
         assert_eq!(cfg.info.frame_rate, Some(25.0));
         assert_eq!(cfg.sps.len(), 1);
         assert_eq!(cfg.pps.len(), 1);
+    }
+
+    /// Exp-Golomb bits for hand-made SPSs.
+    #[derive(Default)]
+    struct Bits(Vec<bool>);
+
+    impl Bits {
+        fn put(&mut self, v: u64, n: u32) -> &mut Self {
+            for i in (0..n).rev() {
+                self.0.push((v >> i) & 1 == 1);
+            }
+            self
+        }
+        fn ue(&mut self, v: u64) -> &mut Self {
+            let x = v + 1;
+            let n = 63 - x.leading_zeros();
+            self.put(0, n).put(x, n + 1)
+        }
+        fn se(&mut self, v: i64) -> &mut Self {
+            self.ue(if v > 0 {
+                2 * v as u64 - 1
+            } else {
+                (-2 * v) as u64
+            })
+        }
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = vec![0x67];
+            for chunk in self.0.chunks(8) {
+                let mut b = 0u8;
+                for (i, bit) in chunk.iter().enumerate() {
+                    b |= u8::from(*bit) << (7 - i);
+                }
+                out.push(b);
+            }
+            out.extend_from_slice(&[0xff; 8]);
+            out
+        }
+    }
+
+    /// A High-profile SPS whose first scaling list starts with `delta`.
+    fn sps_with_scaling_delta(delta: i64) -> Vec<u8> {
+        let mut b = Bits::default();
+        b.put(100, 8).put(0, 8).put(30, 8).ue(0);
+        b.ue(1).ue(0).ue(0).put(0, 1); // chroma 4:2:0, 8-bit, no bypass
+        b.put(1, 1).put(1, 1).se(delta); // scaling matrix, list 0, delta
+        b.bytes()
+    }
+
+    #[test]
+    fn scaling_list_deltas_out_of_range_are_errors_not_overflows() {
+        // i32::MAX overflowed `last + delta + 256` (a panic in debug
+        // builds); 1000 is merely out of range. Both are malformed.
+        for delta in [i64::from(i32::MAX), 1000, -129] {
+            assert_eq!(
+                SpsInfo::parse(&sps_with_scaling_delta(delta)),
+                Err(H264Error::SpsMalformed("scaling list delta out of range")),
+                "{delta}"
+            );
+        }
+        // An in-range delta gets past the scaling lists (and fails later
+        // on this truncated SPS for another reason).
+        assert_ne!(
+            SpsInfo::parse(&sps_with_scaling_delta(-8)),
+            Err(H264Error::SpsMalformed("scaling list delta out of range"))
+        );
+    }
+
+    #[test]
+    fn avcc_counts_that_do_not_fit_are_errors() {
+        let sps: &[u8] = &AVCC_320X240[8..8 + 0x19];
+        let many = vec![sps; 32];
+        assert!(matches!(
+            AvcConfig::from_parameter_sets(&many, &[]),
+            Err(H264Error::SpsMalformed("more than 31 SPSs"))
+        ));
+        let huge = vec![0x67u8; 70_000];
+        assert!(matches!(
+            AvcConfig::from_parameter_sets(&[&huge], &[]),
+            Err(H264Error::SpsMalformed("SPS over 64 KiB"))
+        ));
     }
 
     #[test]
