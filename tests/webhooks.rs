@@ -392,3 +392,60 @@ async fn shutdown_delivers_stopped_events_and_closing_calls() {
         "the admitted publish's closing was not delivered before shutdown finished: {seen:?}"
     );
 }
+
+/// A publish the backend admits but whose name is then refused still ends
+/// the backend's session: it hears `closing` for it.
+#[tokio::test]
+async fn an_admitted_publish_refused_for_its_name_is_closed_at_the_backend() {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/admission",
+            post(move |body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    axum::Json(serde_json::json!({"allowed": true}))
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer::start(|c| {
+        c.admission.url = format!("http://{addr}/admission");
+        c.admission.secret = "ome-secret".into();
+    })
+    .await;
+    let mut c = common::rtmp::RtmpClient::connect(server.rtmp, "live")
+        .await
+        .unwrap();
+    match c.publish("bad name!").await {
+        Err(common::rtmp::PublishError::Refused(code)) => {
+            assert_eq!(code, "NetStream.Publish.BadName")
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["request"]["status"].clone())
+            .collect();
+        if statuses == ["opening", "closing"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend heard {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}

@@ -205,18 +205,21 @@ impl Access {
                 Decision::Denied(reason) => return Err(Refusal::Denied(reason)),
             }
         }
-        // A guard built before the name is checked still sends `closing`
-        // if the name is refused: the backend admitted a session.
-        let path = StreamPath::new(&app, &name);
-        let admitted = |path| Admitted {
-            path,
-            private: false,
-            until,
-            closing,
-        };
-        match path {
-            Ok(p) => Ok(admitted(p)),
-            Err(e) => Err(Refusal::BadName(e.to_string())),
+        match StreamPath::new(&app, &name) {
+            Ok(path) => Ok(Admitted {
+                path,
+                private: false,
+                until,
+                closing,
+            }),
+            Err(e) => {
+                // The backend admitted a session that ends here: it hears so.
+                if let Some(c) = &closing {
+                    c.admission
+                        .closing(&backend_request(c.protocol, &c.url, &c.client));
+                }
+                Err(Refusal::BadName(e.to_string()))
+            }
         }
     }
 
