@@ -16,6 +16,7 @@ pub mod http;
 pub mod ingest;
 pub mod llhls;
 pub mod media;
+pub mod net;
 pub mod random;
 pub mod ratelimit;
 pub mod server;

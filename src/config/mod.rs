@@ -634,7 +634,7 @@ impl Config {
             return invalid("http.max_connections_per_ip", "must be at least 1".into());
         }
         for p in &self.http.trusted_proxies {
-            if let Err(e) = crate::http::IpBlock::parse(p) {
+            if let Err(e) = crate::net::IpBlock::parse(p) {
                 return invalid("http.trusted_proxies", e);
             }
         }

@@ -1,0 +1,79 @@
+//! Client addresses: blocks of them (trusted proxies), shared by the
+//! configuration's checks and the listeners.
+
+/// An address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    pub fn parse(s: &str) -> Result<IpBlock, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(IpBlock { net, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |a: std::net::IpAddr| -> u128 {
+            match a {
+                std::net::IpAddr::V4(v) => u128::from(u32::from(v)),
+                std::net::IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        if ip.is_ipv4() != self.net.is_ipv4() {
+            return false;
+        }
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let shift = width - u32::from(self.prefix);
+        if shift >= 128 {
+            return true;
+        }
+        (bits(ip) >> shift) == (bits(self.net) >> shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_blocks() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let b = IpBlock::parse("10.0.0.0/8").unwrap();
+        assert!(b.contains(ip("10.1.2.3")));
+        assert!(b.contains(ip("::ffff:10.1.2.3")));
+        assert!(!b.contains(ip("11.0.0.1")));
+        assert!(!b.contains(ip("::1")));
+        let one = IpBlock::parse("127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")));
+        assert!(!one.contains(ip("127.0.0.2")));
+        assert!(IpBlock::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(IpBlock::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+        assert!(IpBlock::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+        for bad in ["10.0.0.0/33", "::/129", "host", "10.0.0.0/x", ""] {
+            assert!(IpBlock::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
