@@ -2,6 +2,7 @@
 //! full: answers keyed by what clients send (tokens, addresses) must not
 //! grow with them.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::time::Instant;
@@ -29,7 +30,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
 
     /// The value, if present and not expired at `now` (an expired one is
     /// removed).
-    pub fn get(&mut self, key: &K, now: Instant) -> Option<V> {
+    /// Takes any borrowed form of the key (`&str` for `String` keys), so a
+    /// lookup allocates nothing.
+    pub fn get<Q>(&mut self, key: &Q, now: Instant) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (value, expiry, used) = self.entries.get_mut(key)?;
         if *expiry <= now {
             let used = *used;
@@ -38,9 +45,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
             return None;
         }
         self.clock += 1;
-        self.order.remove(used);
+        // The key moves to its new place in the order; nothing is cloned.
+        let owned = self
+            .order
+            .remove(used)
+            .expect("every entry is in the order");
         *used = self.clock;
-        self.order.insert(self.clock, key.clone());
+        self.order.insert(self.clock, owned);
         Some(value.clone())
     }
 

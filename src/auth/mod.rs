@@ -275,7 +275,7 @@ impl Auth {
             .sessions
             .lock()
             .expect("sessions lock")
-            .get(&token.to_owned(), std::time::Instant::now());
+            .get(token, std::time::Instant::now());
         if let Some(stream) = cached {
             return if stream == want {
                 Ok(())
