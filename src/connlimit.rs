@@ -3,11 +3,17 @@
 //!
 //! A listener asks [`ConnectionLimit::try_acquire`] at accept and holds the
 //! returned [`ConnectionPermit`] for the connection's life; dropping it frees
-//! both slots.
+//! both slots. [`LimitedListener`] is that accept loop, for every TCP
+//! listener that takes clients.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::ratelimit::LogLimiter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
@@ -90,6 +96,63 @@ impl Drop for ConnectionPermit {
             if *n == 0 {
                 // The map holds only addresses with open connections.
                 counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A TCP listener that hands out only connections within its caps: the
+/// rest are closed at accept, counted in `refused_metric` and logged (at
+/// most one line per 10 s).
+pub struct LimitedListener {
+    listener: TcpListener,
+    limit: ConnectionLimit,
+    /// What the log lines call it (`rtmp`, `http`).
+    what: &'static str,
+    refused_metric: &'static str,
+    refuse_log: LogLimiter,
+}
+
+impl LimitedListener {
+    pub fn new(
+        listener: TcpListener,
+        limit: ConnectionLimit,
+        what: &'static str,
+        refused_metric: &'static str,
+    ) -> LimitedListener {
+        LimitedListener {
+            listener,
+            limit,
+            what,
+            refused_metric,
+            refuse_log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The next connection within the caps (TCP_NODELAY set), and its
+    /// permit. Cancel-safe: nothing is lost if the future is dropped.
+    pub async fn accept(&mut self) -> (TcpStream, SocketAddr, ConnectionPermit) {
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "{} accept failed", self.what);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match self.limit.try_acquire(peer.ip()) {
+                Ok(permit) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, peer, permit);
+                }
+                Err(e) => {
+                    metrics::counter!(self.refused_metric).increment(1);
+                    if let Some(suppressed) = self.refuse_log.check(Instant::now()) {
+                        tracing::warn!(%peer, suppressed, "{} connection refused: {e}", self.what);
+                    }
+                }
             }
         }
     }

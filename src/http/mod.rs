@@ -17,15 +17,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::time::Instant;
 use tokio::net::TcpListener;
 use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
 use crate::config::HttpConfig;
-use crate::connlimit::ConnectionLimit;
-use crate::ratelimit::LogLimiter;
+use crate::connlimit::{ConnectionLimit, LimitedListener};
 use crate::shutdown::Shutdown;
 
 pub mod client;
@@ -165,9 +163,14 @@ impl HttpServer {
     /// Serves until `shutdown`; then lets requests in flight finish for up
     /// to `shutdown_timeout`, and closes what is left.
     pub async fn run(self, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
-        let limit = ConnectionLimit::new(
-            self.config.max_connections,
-            self.config.max_connections_per_ip,
+        let mut listener = LimitedListener::new(
+            self.listener,
+            ConnectionLimit::new(
+                self.config.max_connections,
+                self.config.max_connections_per_ip,
+            ),
+            "http",
+            "streamd_http_refused_connections_total",
         );
         let mut builder = http1::Builder::new();
         builder
@@ -182,34 +185,14 @@ impl HttpServer {
                 .collect(),
         );
         let mut tasks = tokio::task::JoinSet::new();
-        let mut refuse_log = LogLimiter::new(Duration::from_secs(10));
         let mut stop = shutdown.clone();
         loop {
-            let accepted = tokio::select! {
+            let (stream, peer, permit) = tokio::select! {
                 _ = stop.wait() => break,
-                a = self.listener.accept() => a,
+                a = listener.accept() => a,
             };
+            // Reap finished connection tasks so the set stays small.
             while tasks.try_join_next().is_some() {}
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let permit = match limit.try_acquire(peer.ip()) {
-                Ok(p) => p,
-                Err(e) => {
-                    metrics::counter!("streamd_http_refused_connections_total").increment(1);
-                    if let Some(suppressed) = refuse_log.check(Instant::now()) {
-                        tracing::warn!(%peer, suppressed, "http connection refused: {e}");
-                    }
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
             let app = app.clone();
             // Only a trusted proxy may say who the client is.
             let forwarded_ok = trusted.iter().any(|b| b.contains(peer.ip()));

@@ -15,7 +15,7 @@ use super::tags::{Arrival, IngestError, Notice, TagIngest};
 use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
 use crate::bus::{BroadcastMeta, PublishError, Registry, StreamPath};
 use crate::config::RtmpConfig;
-use crate::connlimit::ConnectionLimit;
+use crate::connlimit::{ConnectionLimit, LimitedListener};
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
@@ -73,39 +73,23 @@ impl RtmpServer {
     /// Accepts connections until `shutdown`; then waits for connection tasks
     /// to finish (they stop on the same signal).
     pub async fn run(self, mut shutdown: Shutdown) {
-        let limit = ConnectionLimit::new(
-            self.config.max_connections,
-            self.config.max_connections_per_ip,
+        let mut listener = LimitedListener::new(
+            self.listener,
+            ConnectionLimit::new(
+                self.config.max_connections,
+                self.config.max_connections_per_ip,
+            ),
+            "rtmp",
+            "streamd_rtmp_refused_connections_total",
         );
         let mut tasks = tokio::task::JoinSet::new();
-        let mut refuse_log = LogLimiter::new(Duration::from_secs(10));
         loop {
-            let accepted = tokio::select! {
+            let (stream, peer, permit) = tokio::select! {
                 _ = shutdown.wait() => break,
-                a = self.listener.accept() => a,
+                a = listener.accept() => a,
             };
             // Reap finished connection tasks so the set stays small.
             while tasks.try_join_next().is_some() {}
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "rtmp accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let permit = match limit.try_acquire(peer.ip()) {
-                Ok(p) => p,
-                Err(e) => {
-                    metrics::counter!("streamd_rtmp_refused_connections_total").increment(1);
-                    if let Some(suppressed) = refuse_log.check(Instant::now()) {
-                        tracing::warn!(%peer, suppressed, "rtmp connection refused: {e}");
-                    }
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
             let registry = self.registry.clone();
             let access = self.access.clone();
             let config = self.config.clone();
