@@ -18,6 +18,45 @@ struct Received {
     calls: Vec<(String, bool, Value)>,
 }
 
+/// A receiver for webhooks (`/hook`, answered 204) and admission requests
+/// (`/admission`, answered allowed) that records every body it gets, each
+/// after `delay`; its address and the bodies.
+async fn recording_receiver(delay: Duration) -> (std::net::SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let record = move |seen: Arc<Mutex<Vec<Value>>>, body: Bytes| async move {
+        tokio::time::sleep(delay).await;
+        seen.lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap());
+    };
+    let (hooks, admissions) = (seen.clone(), seen.clone());
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(move |body: Bytes| {
+                let seen = hooks.clone();
+                async move {
+                    record(seen, body).await;
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/admission",
+            post(move |body: Bytes| {
+                let seen = admissions.clone();
+                async move {
+                    record(seen, body).await;
+                    axum::Json(serde_json::json!({"allowed": true}))
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
 #[tokio::test]
 async fn stream_events_are_signed_and_retried() {
     let received = Arc::new(Mutex::new(Received::default()));
@@ -267,25 +306,7 @@ async fn an_ome_admission_backend_decides() {
 /// through a trusted proxy, and the connection's own address otherwise.
 #[tokio::test]
 async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
-    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = {
-        let seen = seen.clone();
-        Router::new().route(
-            "/admission",
-            post(move |body: Bytes| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap());
-                    axum::Json(serde_json::json!({"allowed": true}))
-                }
-            }),
-        )
-    };
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, seen) = recording_receiver(Duration::ZERO).await;
     for (trusted, expect) in [(vec![], "127.0.0.1"), (vec!["127.0.0.0/8"], "203.0.113.9")] {
         seen.lock().unwrap().clear();
         let server = TestServer::start(|c| {
@@ -323,40 +344,7 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
 /// stopping (the receivers answer slowly, so nothing arrives by luck).
 #[tokio::test]
 async fn shutdown_delivers_stopped_events_and_closing_calls() {
-    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = {
-        let (hooks, admissions) = (seen.clone(), seen.clone());
-        Router::new()
-            .route(
-                "/hook",
-                post(move |body: Bytes| {
-                    let seen = hooks.clone();
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        seen.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).unwrap());
-                        StatusCode::NO_CONTENT
-                    }
-                }),
-            )
-            .route(
-                "/admission",
-                post(move |body: Bytes| {
-                    let seen = admissions.clone();
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        seen.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).unwrap());
-                        axum::Json(serde_json::json!({"allowed": true}))
-                    }
-                }),
-            )
-    };
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, seen) = recording_receiver(Duration::from_millis(300)).await;
     let server = TestServer::start(|c| {
         c.webhooks.urls = vec![format!("http://{addr}/hook")];
         c.webhooks.secret = "hook-secret-0123456789abcdef0123456789".into();
@@ -397,25 +385,7 @@ async fn shutdown_delivers_stopped_events_and_closing_calls() {
 /// the backend's session: it hears `closing` for it.
 #[tokio::test]
 async fn an_admitted_publish_refused_for_its_name_is_closed_at_the_backend() {
-    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = {
-        let seen = seen.clone();
-        Router::new().route(
-            "/admission",
-            post(move |body: Bytes| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap());
-                    axum::Json(serde_json::json!({"allowed": true}))
-                }
-            }),
-        )
-    };
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, seen) = recording_receiver(Duration::ZERO).await;
     let server = TestServer::start(|c| {
         c.admission.url = format!("http://{addr}/admission");
         c.admission.secret = "ome-secret".into();
