@@ -74,7 +74,7 @@ fn segmenter(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("segmenter_10s_30fps", |b| {
         b.iter(|| {
-            let mut seg = Segmenter::new(90_000, Duration::from_millis(200));
+            let mut seg = Segmenter::new(90_000, Duration::from_millis(200), true);
             seg.set_frame_duration(3000);
             let mut out = Vec::new();
             for (i, (keyframe, data)) in input.iter().enumerate() {

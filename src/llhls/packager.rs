@@ -146,7 +146,7 @@ impl StreamPackager {
         let idx = self.tracks.len();
         self.tracks.push(Track {
             kind,
-            segmenter: Segmenter::new(timescale.hz(), self.part_target),
+            segmenter: Segmenter::new(timescale.hz(), self.part_target, kind == TrackKind::Video),
             config: None,
             session: None,
             audio_next: None,

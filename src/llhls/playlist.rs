@@ -323,7 +323,7 @@ pub struct MediaContext<'a> {
 
 /// Seconds, rounded up to milliseconds: for limits that rounded durations
 /// must not exceed.
-fn ceil_ms(secs: f64) -> f64 {
+pub fn ceil_ms(secs: f64) -> f64 {
     (secs * 1000.0 - 1e-9).ceil() / 1000.0
 }
 

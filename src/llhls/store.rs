@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::playlist::{self, MediaContext, Rendition, RenditionReport, names};
+use super::playlist::{self, MediaContext, Rendition, RenditionReport, ceil_ms, names};
 use crate::bus::{StreamPath, TrackKind};
 
 #[derive(Debug, Default)]
@@ -57,12 +57,15 @@ impl OutputState {
             .or(self.renditions.first())
     }
 
-    /// PART-HOLD-BACK: three times the longest part target of the stream.
+    /// PART-HOLD-BACK: three times the longest part target of the stream,
+    /// as the playlists print it (rounded up to the millisecond), so that
+    /// it is never under three printed PART-TARGETs.
     pub fn part_hold_back(&self) -> f64 {
         3.0 * self
             .renditions
             .iter()
             .filter_map(|r| r.part_target)
+            .map(ceil_ms)
             .fold(0.0, f64::max)
     }
 
