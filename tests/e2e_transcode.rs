@@ -816,6 +816,58 @@ async fn top_rung_bypasses_a_fitting_source() {
     server.stop().await;
 }
 
+/// Encoders slower than the source (as on a machine too small for the
+/// ladder) drop pictures; every rung playlist served meanwhile still keeps
+/// LL-HLS's rules: parts between 85% and 100% of PART-TARGET mid-segment,
+/// parts adding up to their segment's EXTINF, PART-HOLD-BACK at least three
+/// part targets.
+#[tokio::test]
+async fn playlists_stay_conformant_while_the_encoders_drop_pictures() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(small_ladder).await;
+    let publisher = server.publish("live", "overload", 30, "640x360");
+    let master = server.master_when_ready("live", "overload").await.text();
+    let rungs: Vec<String> = media_playlists(&master)
+        .into_iter()
+        .filter(|u| u.starts_with("360p") || u.starts_with("240p"))
+        .collect();
+    assert_eq!(rungs.len(), 2, "two encoded rungs: {master}");
+    let drops = "streamd_transcode_dropped_frames_total{stage=\"encode\"}";
+    let before = server.metric(drops).await;
+    // Each picture takes at least 50 ms per rung: 20 of the source's 30
+    // frames a second get through, the rest are dropped as they come.
+    server
+        .transcoders()
+        .slow_encoders(Duration::from_millis(50));
+    let mut checked = 0;
+    let mut segments = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for uri in &rungs {
+            let r = get(&server.url(&format!("/live/overload/{uri}"))).await;
+            assert_eq!(r.status, 200, "{uri}");
+            let m = common::llhls::parse_media(&r.text());
+            common::llhls::check_rules(&m);
+            segments.extend(m.segments.iter().map(|s| (uri.clone(), s.0)));
+            checked += 1;
+        }
+    }
+    server.transcoders().slow_encoders(Duration::ZERO);
+    let after = server.metric(drops).await;
+    // The run is only a test of overload if pictures were dropped, and of
+    // the playlists if they kept growing meanwhile.
+    assert!(
+        after - before >= 30.0,
+        "only {} pictures dropped",
+        after - before
+    );
+    assert_eq!(checked, 60);
+    // 9 s of 2 s segments.
+    assert!(segments.len() >= 2 * 4, "the rungs stalled: {segments:?}");
+    drop(publisher);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_burst_the_encoders_cannot_take_is_skipped_not_queued() {
     let _serial = SERIAL.lock().await;

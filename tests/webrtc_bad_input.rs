@@ -38,14 +38,6 @@ async fn expect_error(ws: &mut common::webrtc::Ws, code: u16, message: &str) {
     assert!(end.is_none(), "nothing after the error: {end:?}");
 }
 
-/// A metric's value from /metrics (0 when absent).
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = get(&server.url("/metrics")).await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn publishing(server: &TestServer, stream: &str) -> tokio::process::Child {
     let p = server.publish("live", stream, 60, "320x180");
     server.master_when_ready("live", stream).await;
@@ -146,7 +138,7 @@ async fn bad_answers_are_refused_and_forgotten() {
     expect_error(&mut ws, 400, "The answer does not accept H.264").await;
 
     // Every refused session was dropped; a good viewer still plays.
-    assert_eq!(metric(&server, "streamd_webrtc_viewers").await, 0.0);
+    assert_eq!(server.metric("streamd_webrtc_viewers").await, 0.0);
     let mut viewer = Viewer::connect(&url, false).await.expect("an offer");
     assert!(viewer.plays().await);
     viewer.stop().await;
@@ -164,7 +156,7 @@ async fn a_thousand_sockets_that_never_answer_time_out_and_leak_nothing() {
     .await;
     let mut publisher = publishing(&server, "cam").await;
     let url = server.ws_url("/live/cam");
-    let sockets_before = metric(&server, "streamd_webrtc_signalling_sockets").await;
+    let sockets_before = server.metric("streamd_webrtc_signalling_sockets").await;
 
     // 500 that never speak, 500 that ask for an offer and never answer.
     let mut idle = Vec::new();
@@ -178,7 +170,7 @@ async fn a_thousand_sockets_that_never_answer_time_out_and_leak_nothing() {
     // The server still serves a real viewer meanwhile.
     let mut viewer = Viewer::connect(&url, false).await.expect("an offer");
     assert!(viewer.plays().await);
-    assert!(metric(&server, "streamd_webrtc_viewers").await >= 1.0);
+    assert!(server.metric("streamd_webrtc_viewers").await >= 1.0);
 
     // Each of the thousand gets its offer (if it asked), pings, then 408
     // and the close.
@@ -203,19 +195,19 @@ async fn a_thousand_sockets_that_never_answer_time_out_and_leak_nothing() {
     }
     assert!(pinged > 0, "WebSocket pings are sent");
     // Only the real viewer is left.
-    assert_eq!(metric(&server, "streamd_webrtc_viewers").await, 1.0);
+    assert_eq!(server.metric("streamd_webrtc_viewers").await, 1.0);
     viewer.stop().await;
     for _ in 0..100 {
-        if metric(&server, "streamd_webrtc_viewers").await == 0.0
-            && metric(&server, "streamd_webrtc_signalling_sockets").await == sockets_before
+        if server.metric("streamd_webrtc_viewers").await == 0.0
+            && server.metric("streamd_webrtc_signalling_sockets").await == sockets_before
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(metric(&server, "streamd_webrtc_viewers").await, 0.0);
+    assert_eq!(server.metric("streamd_webrtc_viewers").await, 0.0);
     assert_eq!(
-        metric(&server, "streamd_webrtc_signalling_sockets").await,
+        server.metric("streamd_webrtc_signalling_sockets").await,
         sockets_before
     );
     let _ = publisher.kill().await;

@@ -5,7 +5,7 @@
 //! does.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,6 +59,8 @@ pub(super) fn dropped(stage: &'static str, n: u64) {
 #[derive(Debug, Default)]
 pub struct RungControl {
     requested: AtomicBool,
+    /// Fault injection: the least time, in microseconds, each picture takes.
+    encode_floor: Arc<AtomicU64>,
 }
 
 impl RungControl {
@@ -74,6 +76,7 @@ impl RungControl {
 #[derive(Default)]
 pub struct Transcoders {
     controls: Mutex<HashMap<(u64, String), Arc<RungControl>>>,
+    encode_floor: Arc<AtomicU64>,
 }
 
 impl Transcoders {
@@ -90,11 +93,25 @@ impl Transcoders {
         }
     }
 
+    /// Fault injection, for tests and the fault bench: every rung encoder
+    /// takes at least `per_picture` for each picture from now on (zero
+    /// turns it off), as on a machine too slow for the ladder. The decode
+    /// thread then drops pictures as it would under real overload.
+    pub fn slow_encoders(&self, per_picture: Duration) {
+        let micros = u64::try_from(per_picture.as_micros()).unwrap_or(u64::MAX);
+        self.encode_floor.store(micros, Ordering::Release);
+    }
+
     pub(super) fn register(&self, broadcast_id: u64, track: &str) -> Arc<RungControl> {
         let mut controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
         controls
             .entry((broadcast_id, track.to_owned()))
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(RungControl {
+                    requested: AtomicBool::new(false),
+                    encode_floor: self.encode_floor.clone(),
+                })
+            })
             .clone()
     }
 
@@ -525,7 +542,13 @@ impl RungWorker {
         while let Ok(input) = rx.recv() {
             match input {
                 RungIn::Picture(p) => {
+                    let started = Instant::now();
                     self.picture(p);
+                    let floor = self.control.encode_floor.load(Ordering::Acquire);
+                    if floor > 0 {
+                        let floor = Duration::from_micros(floor);
+                        std::thread::sleep(floor.saturating_sub(started.elapsed()));
+                    }
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
                 }
                 RungIn::Interrupted => {

@@ -3,6 +3,7 @@
 //! would read.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod llhls;
 pub mod rtmp;
 pub mod webrtc;
 
@@ -124,6 +125,17 @@ impl TestServer {
             .find(|u| u.starts_with("video"))
             .expect("a video rendition");
         self.url(&format!("/{app}/{stream}/{video}"))
+    }
+
+    /// A metric from /metrics: the sum over the lines that start with
+    /// `name` (a bare name, or one with its labels); 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = get(&self.url("/metrics")).await.text();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum()
     }
 
     pub fn transcoders(&self) -> &std::sync::Arc<streamd::transcode::Transcoders> {
