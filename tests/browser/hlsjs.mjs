@@ -40,9 +40,43 @@ try {
         if (d.fatal) errors.push(what);
         else if (warnings.length < 20) warnings.push(`${(performance.now() / 1000).toFixed(2)} ${what}`);
       });
-      video.addEventListener('waiting', () => stalls++);
       // The last loader events, to explain a stall when one happens.
       const trail = [];
+      const fragView = (f) => f && { sn: f.sn, cc: f.cc, start: f.start, end: f.end, level: f.level };
+      const controllerView = (c) => c && {
+        state: c.state,
+        mainFragLoading: fragView(c.mainFragLoading?.frag),
+        fragCurrent: fragView(c.fragCurrent),
+        loadingParts: c.loadingParts,
+        waiting: fragView(c.waitingData?.frag),
+      };
+      const playlistView = (d) => d && {
+        startSN: d.startSN,
+        endSN: d.endSN,
+        fragments: d.fragments.slice(-3).map(fragView),
+        parts: d.partList?.slice(-3).map((p) => ({ sn: p.fragment.sn, index: p.index, start: p.start, duration: p.duration })),
+        ptsKnown: d.PTSKnown,
+        age: d.age,
+      };
+      // What the player had when it stalled (the first three stalls).
+      const stallSnapshots = [];
+      const ranges = () => Array.from({ length: video.buffered.length }, (_, i) => [video.buffered.start(i), video.buffered.end(i)]);
+      video.addEventListener('waiting', () => {
+        stalls++;
+        if (stallSnapshots.length < 3) {
+          stallSnapshots.push({
+            at: (performance.now() / 1000).toFixed(2),
+            currentTime: video.currentTime,
+            buffered: ranges(),
+            trail: trail.slice(-30),
+            // hls.js's own view (internal fields, read only to explain).
+            audio: controllerView(hls.audioStreamController),
+            main: controllerView(hls.streamController),
+            audioPlaylist: playlistView(hls.audioTracks[hls.audioTrack]?.details),
+            mainPlaylist: playlistView(hls.levels[hls.currentLevel]?.details),
+          });
+        }
+      });
       const note = (what) => {
         trail.push(`${(performance.now() / 1000).toFixed(2)} ${what}`);
         if (trail.length > 40) trail.shift();
@@ -68,6 +102,7 @@ try {
       }
       const start = video.currentTime;
       stalls = 0;
+      stallSnapshots.length = 0;
       const latencies = [];
       const end = performance.now() + seconds * 1000;
       let nextSwitch = performance.now() + 2000;
@@ -96,7 +131,8 @@ try {
         audioTracks: hls.audioTracks.length,
         warnings,
         trail: stalls ? trail : [],
-        buffered: Array.from({ length: video.buffered.length }, (_, i) => [video.buffered.start(i), video.buffered.end(i)]),
+        stallSnapshots,
+        buffered: ranges(),
         currentTime: video.currentTime,
         decodedFrames: video.getVideoPlaybackQuality().totalVideoFrames,
         droppedFrames: video.getVideoPlaybackQuality().droppedVideoFrames,
