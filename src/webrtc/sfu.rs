@@ -42,7 +42,7 @@ use super::udp::{Flushed, SendQueue};
 use super::{Rendition, StreamPlan};
 use crate::bus::BroadcastConsumer;
 use crate::config::WebRtcConfig;
-use crate::ratelimit::LogLimiter;
+use crate::ratelimit::{LogLimiter, TokenBucket};
 use crate::shutdown::Shutdown;
 use crate::transcode::Transcoders;
 
@@ -319,7 +319,9 @@ struct Viewer {
     audio: RtpClock,
     created: Instant,
     last_stun: Instant,
-    last_keyframe_request: Option<Instant>,
+    /// Keyframe requests this viewer may still make (PLI, FIR, skips and
+    /// rendition switches alike).
+    keyframe_budget: TokenBucket,
     abr: Abr,
     /// The earliest timer in the heap for this viewer.
     scheduled: Option<Instant>,
@@ -747,7 +749,7 @@ impl Engine {
             audio: RtpClock::new(rand::random(), 960, 48_000),
             created: now,
             last_stun: now,
-            last_keyframe_request: None,
+            keyframe_budget: keyframe_budget(),
             abr: Abr::default(),
             scheduled: None,
         };
@@ -1151,16 +1153,21 @@ fn on_event(id: ViewerId, v: &mut Viewer, e: Event, _now: Instant) {
     }
 }
 
-/// Asks the rendition's encoder for a keyframe, at most once per
-/// [`KEYFRAME_REQUEST_INTERVAL`] per viewer (the encoder coalesces further).
+/// A viewer's keyframe requests: two at once (a join and a switch), then
+/// one per [`KEYFRAME_REQUEST_INTERVAL`], however they are asked for.
+fn keyframe_budget() -> TokenBucket {
+    TokenBucket::new(2, KEYFRAME_REQUEST_INTERVAL)
+}
+
+/// Asks the rendition's encoder for a keyframe if the viewer's budget allows
+/// (the encoder coalesces further, per rung). Switching renditions does not
+/// refill the budget: a viewer cannot make every rung's encoder spend IDRs by
+/// switching back and forth.
 fn request_keyframe(v: &mut Viewer, r: &Rendition, transcoders: &Transcoders, now: Instant) {
     v.keyframe_wanted = false;
-    if v.last_keyframe_request
-        .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-    {
+    if !v.keyframe_budget.take(now) {
         return;
     }
-    v.last_keyframe_request = Some(now);
     transcoders.request_keyframe(v.broadcast, &r.track);
 }
 
@@ -1185,7 +1192,6 @@ fn switch_to(
         return;
     }
     v.target = Some(to);
-    v.last_keyframe_request = None;
     request_keyframe(v, &renditions[to], transcoders, now);
 }
 
