@@ -42,7 +42,11 @@ try {
       });
       // The last loader events, to explain a stall when one happens.
       const trail = [];
-      const fragView = (f) => f && { sn: f.sn, cc: f.cc, start: f.start, end: f.end, level: f.level };
+      const esView = (e) => e && { startPTS: e.startPTS, endPTS: e.endPTS, startDTS: e.startDTS };
+      const fragView = (f) => f && {
+        sn: f.sn, cc: f.cc, start: f.start, end: f.end, level: f.level,
+        video: esView(f.elementaryStreams?.video), audio: esView(f.elementaryStreams?.audio),
+      };
       const controllerView = (c) => c && {
         state: c.state,
         mainFragLoading: fragView(c.mainFragLoading?.frag),
@@ -54,6 +58,7 @@ try {
         startSN: d.startSN,
         endSN: d.endSN,
         fragments: d.fragments.slice(-3).map(fragView),
+        pdt: d.fragments.slice(-3).map((f) => f.programDateTime),
         parts: d.partList?.slice(-3).map((p) => ({ sn: p.fragment.sn, index: p.index, start: p.start, duration: p.duration })),
         ptsKnown: d.PTSKnown,
         age: d.age,
