@@ -192,13 +192,13 @@ impl Server {
         routes = crate::http::console(routes, &config.http.web_dir);
         let mut webrtc_task = None;
         if let Some(webrtc) = webrtc {
-            let signalling = crate::webrtc::ws::Signalling {
-                sfu: webrtc.sfu(),
-                registry: registry.clone(),
-                config: config.webrtc.clone(),
-                access: access.clone(),
-                viewers: viewers.clone(),
-            };
+            let signalling = crate::webrtc::ws::Signalling::new(
+                webrtc.sfu(),
+                registry.clone(),
+                config.webrtc.clone(),
+                access.clone(),
+                viewers.clone(),
+            );
             routes = routes.layer(axum::middleware::from_fn_with_state(
                 signalling,
                 crate::webrtc::ws::intercept,

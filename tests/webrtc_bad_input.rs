@@ -281,3 +281,102 @@ async fn ice_tcp_connections_that_are_not_ice_are_closed() {
     let _ = publisher.kill().await;
     server.stop().await;
 }
+
+/// One address cannot hold more than `max_pending_offers_per_ip` offers
+/// unanswered (each holds an ICE/DTLS session): the next gets a 429, and a
+/// slot comes back when an offer is answered or its socket closes. Another
+/// address is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_offers_are_capped_per_address() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| c.webrtc.max_pending_offers_per_ip = 3).await;
+    let mut publisher = publishing(&server, "cam").await;
+    let url = server.ws_url("/live/cam");
+    let mut held = vec![];
+    for _ in 0..3 {
+        let mut ws = connect(&url).await;
+        send(&mut ws, json!({"command": "request_offer"})).await;
+        let offer = next_json(&mut ws).await.unwrap();
+        assert_eq!(offer["command"], "offer", "{offer}");
+        held.push(ws);
+    }
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    expect_error(&mut ws, 429, "Too many unanswered offers").await;
+    assert!(
+        server.metric("streamd_webrtc_viewers").await.eq(&3.0),
+        "the refused offer made no viewer"
+    );
+
+    // Another address is not affected.
+    let mut ws = connect_from(&url, [127, 0, 0, 2]).await;
+    send(&mut ws, json!({"command": "request_offer"})).await;
+    assert_eq!(next_json(&mut ws).await.unwrap()["command"], "offer");
+    drop(ws);
+
+    // A held offer's socket closes: its slot comes back.
+    let mut closed = held.pop().unwrap();
+    closed.close(None).await.unwrap();
+    drop(closed);
+    let retried = offer_when_free(&url).await;
+
+    // An answered offer frees its slot: with every slot free again, a
+    // viewer answers and plays, and three more offers are still taken.
+    drop(held);
+    drop(retried);
+    let mut viewer = None;
+    for _ in 0..50 {
+        match Viewer::connect(&url, false).await {
+            Ok(v) => {
+                viewer = Some(v);
+                break;
+            }
+            Err(refused) => assert_eq!(refused.0["code"], 429, "{:?}", refused.0),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut viewer = viewer.expect("a slot came back");
+    assert!(viewer.plays().await, "the viewer plays");
+    let mut more = vec![];
+    for _ in 0..3 {
+        more.push(offer_when_free(&url).await);
+    }
+    viewer.stop().await;
+    drop(more);
+    publisher.kill().await.ok();
+    server.stop().await;
+}
+
+/// A signalling socket from `ip` (a loopback address other than 127.0.0.1).
+async fn connect_from(url: &str, ip: [u8; 4]) -> common::webrtc::Ws {
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().unwrap();
+    let port = uri.port_u16().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(ip), 0).into())
+        .unwrap();
+    let tcp = socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connects");
+    tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+        .await
+        .expect("upgrades")
+        .0
+}
+
+/// An offer on a new socket, retried while the address's slots are full
+/// (a closed socket's slot comes back when the server sees it close).
+async fn offer_when_free(url: &str) -> common::webrtc::Ws {
+    for _ in 0..50 {
+        let mut ws = connect(url).await;
+        send(&mut ws, json!({"command": "request_offer"})).await;
+        let v = next_json(&mut ws).await.unwrap();
+        if v["command"] == "offer" {
+            return ws;
+        }
+        assert_eq!(v["code"], 429, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no slot came back in 5 s");
+}

@@ -375,6 +375,10 @@ pub struct WebRtcConfig {
     pub start_bitrate_kbps: u32,
     /// Viewers beyond this many are refused (503 in the signalling).
     pub max_viewers: usize,
+    /// Offers a client address may hold unanswered at once; more are
+    /// refused (429 in the signalling). Each offer holds an ICE/DTLS session
+    /// until it is answered or `ice_timeout` ends it.
+    pub max_pending_offers_per_ip: usize,
     /// Video RTP packets each viewer keeps for retransmission on NACK.
     pub nack_buffer_packets: usize,
 }
@@ -402,6 +406,7 @@ impl Default for WebRtcConfig {
             ping_interval: Duration::from_secs(20),
             start_bitrate_kbps: 2500,
             max_viewers: 10_000,
+            max_pending_offers_per_ip: 16,
             nack_buffer_packets: 512,
         }
     }
@@ -764,6 +769,12 @@ impl Config {
         }
         if w.max_viewers == 0 {
             return invalid("webrtc.max_viewers", "must be at least 1".into());
+        }
+        if w.max_pending_offers_per_ip == 0 {
+            return invalid(
+                "webrtc.max_pending_offers_per_ip",
+                "must be at least 1".into(),
+            );
         }
         if !(64..=16_384).contains(&w.nack_buffer_packets) {
             return invalid(

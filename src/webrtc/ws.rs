@@ -7,6 +7,7 @@
 //! (`{"code","error"}`) and the socket is closed. A socket that never asks
 //! for an offer, or never answers it, is closed after `ice_timeout`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use super::{Sfu, SfuError, StreamPlan};
 use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol};
 use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
+use crate::connlimit::{ConnectionLimit, ConnectionPermit};
 use crate::viewers::ViewerCounts;
 
 /// Largest signalling frame accepted (an SDP answer is a few KiB).
@@ -43,6 +45,29 @@ pub struct Signalling {
     pub config: WebRtcConfig,
     pub access: Arc<Access>,
     pub viewers: Arc<ViewerCounts>,
+    /// Unanswered offers, per client address.
+    pub pending_offers: ConnectionLimit,
+}
+
+impl Signalling {
+    pub fn new(
+        sfu: Sfu,
+        registry: Registry,
+        config: WebRtcConfig,
+        access: Arc<Access>,
+        viewers: Arc<ViewerCounts>,
+    ) -> Signalling {
+        let pending_offers =
+            ConnectionLimit::new(config.max_viewers, config.max_pending_offers_per_ip);
+        Signalling {
+            sfu,
+            registry,
+            config,
+            access,
+            viewers,
+            pending_offers,
+        }
+    }
 }
 
 /// Middleware: WebSocket upgrades on `/{app}/{stream}[/{playlist}]` become
@@ -134,6 +159,9 @@ struct Session {
     /// Held while the viewer is admitted: its drop tells an admission
     /// backend the viewer left; its `until` ends the session.
     admitted: Option<Admitted>,
+    /// This session's slot among its address's unanswered offers, from the
+    /// offer to the answer.
+    pending: Option<ConnectionPermit>,
 }
 
 /// What the session does after a client frame.
@@ -161,6 +189,7 @@ impl Session {
             url,
             client,
             admitted: None,
+            pending: None,
             counted: false,
             viewer: None,
             answered: false,
@@ -278,6 +307,12 @@ impl Session {
                 if self.viewer.is_some() {
                     return Err(SignalError::new(400, "An offer was already made"));
                 }
+                let ip = self.client_ip();
+                let permit = self.s.pending_offers.try_acquire(ip).map_err(|e| {
+                    tracing::info!(stream = %self.path, client = %ip, error = %e, "webrtc offer refused: too many unanswered offers");
+                    SignalError::new(429, "Too many unanswered offers from this address")
+                })?;
+                self.pending = Some(permit);
                 let joined = self.offer(events.clone()).await?;
                 self.viewer = Some(joined.viewer);
                 let msg = signal::offer_json(joined.viewer, &joined.sdp, &joined.candidates);
@@ -309,6 +344,7 @@ impl Session {
                     }
                 }
                 self.answered = true;
+                self.pending = None;
                 self.s.viewers.add(&self.path);
                 self.counted = true;
                 let plan = self.plan.as_ref().expect("an offer was made");
@@ -350,6 +386,17 @@ impl Session {
             ClientMessage::Stop => return Ok(Next_::Close),
         }
         Ok(Next_::Continue)
+    }
+
+    /// The address offers are counted against: the one a trusted proxy
+    /// reported, else the peer's.
+    fn client_ip(&self) -> IpAddr {
+        self.client
+            .real_ip
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .or(self.client.addr.map(|a| a.ip()))
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     /// A rendition named by the URL's playlist segment.
