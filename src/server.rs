@@ -130,6 +130,11 @@ impl Server {
         &self.registry
     }
 
+    /// The WebRTC engines' handle, when WebRTC is enabled.
+    pub fn sfu(&self) -> Option<crate::webrtc::Sfu> {
+        self.webrtc.as_ref().map(|w| w.sfu())
+    }
+
     /// Keyframe requests to running transcoders.
     pub fn transcoders(&self) -> &Arc<Transcoders> {
         &self.transcoders

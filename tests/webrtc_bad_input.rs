@@ -152,6 +152,9 @@ async fn a_thousand_sockets_that_never_answer_time_out_and_leak_nothing() {
     let server = TestServer::start(|c| {
         c.webrtc.ice_timeout = Duration::from_secs(2);
         c.webrtc.ping_interval = Duration::from_secs(1);
+        // All from one address: this test is about timeouts, not the cap
+        // (unanswered_offers_are_capped_per_address).
+        c.webrtc.max_pending_offers_per_ip = 1000;
     })
     .await;
     let mut publisher = publishing(&server, "cam").await;
@@ -379,4 +382,81 @@ async fn offer_when_free(url: &str) -> common::webrtc::Ws {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no slot came back in 5 s");
+}
+
+/// A panic inside an engine (str0m on network input could raise one; a
+/// fault hook raises it here) is contained: in one viewer's handling, only
+/// that viewer is closed and told; outside any viewer, that engine's
+/// viewers are closed and told and the engine goes on taking new ones. The
+/// other engine's viewers keep playing throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_an_engine_closes_only_what_it_touched() {
+    use common::webrtc::ViewerEvent;
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| c.webrtc.engines = 2).await;
+    let mut publisher = publishing(&server, "cam").await;
+    let url = server.ws_url("/live/cam");
+    let sfu = server.sfu.clone().expect("webrtc is on");
+    let panics = |scope: &str| format!("streamd_webrtc_panics_total{{scope=\"{scope}\"}}");
+    let (viewer_before, engine_before) = (
+        server.metric(&panics("viewer")).await,
+        server.metric(&panics("engine")).await,
+    );
+    let mut viewers = vec![];
+    for _ in 0..4 {
+        let mut v = Viewer::connect(&url, false).await.expect("joins");
+        assert!(v.plays().await);
+        viewers.push(v);
+    }
+    // Engine k numbers its viewers k (mod 2).
+    let (mut first, mut second): (Vec<_>, Vec<_>) =
+        viewers.into_iter().partition(|v| v.id % 2 == 0);
+    assert_eq!((first.len(), second.len()), (2, 2));
+    let closed = |ev: &ViewerEvent| matches!(ev, ViewerEvent::Closed);
+
+    // A panic while handling one viewer: that viewer alone is closed.
+    let mut victim = first.pop().unwrap();
+    sfu.inject_panic(Some(victim.id as u32), victim.id as u32)
+        .await;
+    assert!(
+        victim.run_until(Duration::from_secs(10), closed).await,
+        "the viewer is told"
+    );
+    for v in first.iter_mut().chain(second.iter_mut()) {
+        assert!(v.plays().await, "viewer {} still plays", v.id);
+    }
+    assert_eq!(server.metric(&panics("viewer")).await - viewer_before, 1.0);
+
+    // A panic in the engine itself: its viewers are closed and told, the
+    // other engine's keep playing.
+    sfu.inject_panic(None, first[0].id as u32).await;
+    assert!(
+        first[0].run_until(Duration::from_secs(10), closed).await,
+        "the engine's viewer is told"
+    );
+    for v in second.iter_mut() {
+        assert!(v.plays().await, "viewer {} on the other engine plays", v.id);
+    }
+    assert_eq!(server.metric(&panics("engine")).await - engine_before, 1.0);
+
+    // The engine goes on: new viewers land on it (joins alternate) and play.
+    let mut fresh = vec![];
+    while !fresh.iter().any(|v: &Viewer| v.id % 2 == 0) {
+        assert!(fresh.len() < 4, "no viewer joined the first engine");
+        let mut v = Viewer::connect(&url, false).await.expect("joins");
+        assert!(v.plays().await, "viewer {} plays after the panic", v.id);
+        fresh.push(v);
+    }
+    // Only the two closed viewers left the count.
+    assert_eq!(
+        server.metric("streamd_webrtc_viewers").await,
+        (second.len() + fresh.len()) as f64
+    );
+    for v in second.into_iter().chain(fresh) {
+        v.stop().await;
+    }
+    drop(victim);
+    drop(first);
+    publisher.kill().await.ok();
+    server.stop().await;
 }

@@ -18,6 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -151,6 +152,9 @@ enum Command {
     Answer(ViewerId, String, oneshot::Sender<Result<(), SfuError>>),
     Change(ViewerId, Choice, oneshot::Sender<Result<(), SfuError>>),
     Leave(ViewerId),
+    /// Fault injection: panic while handling this viewer, or (None) the
+    /// engine itself.
+    Fault(Option<ViewerId>),
 }
 
 /// Signalling's handle on the engine. Cheap to clone.
@@ -199,6 +203,14 @@ impl Sfu {
     /// The viewer's signalling is gone (stop, or the socket closed).
     pub async fn leave(&self, viewer: ViewerId) {
         let _ = self.engine(viewer).send(Command::Leave(viewer)).await;
+    }
+
+    /// Fault injection, for tests and the fault run: makes the engine panic
+    /// while it handles `viewer` (only that viewer is closed), or, with
+    /// `engine_of` and no viewer, outside any one viewer (that engine's
+    /// viewers are closed; it goes on taking new ones). Nothing else uses it.
+    pub async fn inject_panic(&self, viewer: Option<ViewerId>, engine_of: ViewerId) {
+        let _ = self.engine(engine_of).send(Command::Fault(viewer)).await;
     }
 }
 
@@ -546,35 +558,41 @@ impl Engine {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(cmd) = self.commands.recv() => {
-                    self.on_command(cmd, Instant::now());
+                    self.contained("a command", |e| e.on_command(cmd, Instant::now()));
                 }
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r {
-                        self.on_packet(Protocol::Udp, &buf[..n], src, Instant::now());
+                        let first = &buf[..n];
+                        self.contained("a datagram", |e| e.on_packet(Protocol::Udp, first, src, Instant::now()));
                         // Drain what else is waiting before the next select.
                         for _ in 0..64 {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => self.on_packet(Protocol::Udp, &buf[..n], src, Instant::now()),
+                                Ok((n, src)) => {
+                                    let data = &buf[..n];
+                                    self.contained("a datagram", |e| e.on_packet(Protocol::Udp, data, src, Instant::now()));
+                                }
                                 Err(_) => break,
                             }
                         }
                     }
                 }
-                Some(ev) = self.tcp_rx.recv() => self.on_tcp(ev, Instant::now()),
+                Some(ev) = self.tcp_rx.recv() => {
+                    self.contained("an ICE-TCP frame", |e| e.on_tcp(ev, Instant::now()));
+                }
                 Some(msg) = self.media_rx.recv() => {
-                    self.on_media(msg, Instant::now());
+                    self.contained("media", |e| e.on_media(msg, Instant::now()));
                     for _ in 0..16 {
                         match self.media_rx.try_recv() {
-                            Ok(msg) => self.on_media(msg, Instant::now()),
+                            Ok(msg) => self.contained("media", |e| e.on_media(msg, Instant::now())),
                             Err(_) => break,
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = housekeeping.tick() => self.housekeeping(Instant::now()),
+                _ = housekeeping.tick() => self.contained("housekeeping", |e| e.housekeeping(Instant::now())),
             }
-            self.fire_timers(Instant::now());
-            self.flush(Instant::now());
+            self.contained("timers", |e| e.fire_timers(Instant::now()));
+            self.contained("sending", |e| e.flush(Instant::now()));
         }
         let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
         for id in ids {
@@ -582,6 +600,79 @@ impl Engine {
         }
         self.flush(Instant::now());
         self.streams.clear();
+    }
+
+    /// Runs `f` on the engine. A panic in it (str0m on hostile input, or a
+    /// bug here) does not end the engine: its viewers are closed and told,
+    /// what they held is cleared, and the engine goes on with new viewers.
+    /// Other engines are untouched. (A panic that `viewer_contained`
+    /// caught only closes its viewer.)
+    fn contained(&mut self, during: &'static str, f: impl FnOnce(&mut Self)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+            tracing::error!(
+                engine = self.index,
+                during,
+                panic = panic_message(&panic),
+                viewers = self.viewers.len(),
+                "webrtc engine panicked; closing its viewers and going on"
+            );
+            metrics::counter!("streamd_webrtc_panics_total", "scope" => "engine").increment(1);
+            self.reset();
+        }
+    }
+
+    /// Runs `f` for viewer `id`; a panic in it closes that viewer alone.
+    fn viewer_contained(&mut self, id: ViewerId, during: &'static str, f: impl FnOnce(&mut Self)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+            tracing::error!(
+                engine = self.index,
+                viewer = id,
+                during,
+                panic = panic_message(&panic),
+                "webrtc session panicked; closing it"
+            );
+            metrics::counter!("streamd_webrtc_panics_total", "scope" => "viewer").increment(1);
+            self.close_after_panic(id);
+        }
+    }
+
+    /// Closes a viewer whose state a panic may have left half-changed.
+    fn close_after_panic(&mut self, id: ViewerId) {
+        let closed = catch_unwind(AssertUnwindSafe(|| {
+            self.remove(id, CloseReason::Error("internal error".into()))
+        }));
+        if closed.is_err()
+            && let Some(v) = self.viewers.remove(&id)
+        {
+            // Even closing it panicked: tell its signalling, and leak the
+            // session rather than run more of its code.
+            let _ = v.events.try_send(ViewerEvent::Closed(CloseReason::Error(
+                "internal error".into(),
+            )));
+            self.ufrags.remove(&v.ufrag);
+            self.by_ufrag.remove(&v.ufrag);
+            self.by_addr.retain(|_, x| *x != id);
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!("streamd_webrtc_viewers").decrement(1.0);
+            std::mem::forget(v);
+        }
+    }
+
+    /// After a panic outside any one viewer: every viewer closed and told,
+    /// every index and queue cleared.
+    fn reset(&mut self) {
+        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
+        for id in ids {
+            self.close_after_panic(id);
+        }
+        for ufrag in self.by_ufrag.keys() {
+            self.ufrags.remove(ufrag);
+        }
+        self.by_ufrag.clear();
+        self.by_addr.clear();
+        self.streams.clear();
+        self.timers.clear();
+        self.queue = SendQueue::new();
     }
 
     /// Sends what handling the last event queued.
@@ -615,7 +706,10 @@ impl Engine {
                 let _ = reply.send(self.join(req, now));
             }
             Command::Answer(id, sdp, reply) => {
-                let _ = reply.send(self.answer(id, &sdp, now));
+                // The answer's SDP comes from the network.
+                self.viewer_contained(id, "an answer", |e| {
+                    let _ = reply.send(e.answer(id, &sdp, now));
+                });
             }
             Command::Change(id, choice, reply) => {
                 let _ = reply.send(self.change(id, choice, now));
@@ -631,6 +725,10 @@ impl Engine {
                 }
                 self.forget(id);
             }
+            Command::Fault(Some(id)) => {
+                self.viewer_contained(id, "an injected fault", |_| panic!("injected fault"));
+            }
+            Command::Fault(None) => panic!("injected fault"),
         }
     }
 
@@ -875,16 +973,21 @@ impl Engine {
                 self.by_addr.insert((proto, src), id);
             }
         }
-        if let Err(e) = v.rtc.handle_input(input) {
-            tracing::debug!(viewer = id, error = %e, "webrtc input refused");
-            self.remove(id, CloseReason::Error(e.to_string()));
-            return;
-        }
-        let (viewers, mut io) = self.io();
-        if let Some(v) = viewers.get_mut(&id) {
-            drive(id, v, &mut io, now);
-        }
-        self.after_drive(id, now);
+        self.viewer_contained(id, "a packet", |e| {
+            let Some(v) = e.viewers.get_mut(&id) else {
+                return;
+            };
+            if let Err(err) = v.rtc.handle_input(input) {
+                tracing::debug!(viewer = id, error = %err, "webrtc input refused");
+                e.remove(id, CloseReason::Error(err.to_string()));
+                return;
+            }
+            let (viewers, mut io) = e.io();
+            if let Some(v) = viewers.get_mut(&id) {
+                drive(id, v, &mut io, now);
+            }
+            e.after_drive(id, now);
+        });
     }
 
     fn on_media(&mut self, msg: FeedMsg, now: Instant) {
@@ -905,53 +1008,68 @@ impl Engine {
         let audio_feed = stream.plan.renditions.len();
         let ids = stream.viewers.clone();
         for id in ids {
-            let Some(stream) = self.streams.get(&msg.broadcast) else {
-                return;
-            };
-            let renditions = &stream.plan.renditions;
-            let Self {
-                viewers,
+            self.viewer_contained(id, "media", |e| {
+                e.media_to(id, msg.broadcast, msg.feed, audio_feed, &frame, now);
+            });
+        }
+    }
+
+    /// Writes one frame of `feed` to viewer `id` and sends what it makes.
+    fn media_to(
+        &mut self,
+        id: ViewerId,
+        broadcast: u64,
+        feed: usize,
+        audio_feed: usize,
+        frame: &RtpFrame,
+        now: Instant,
+    ) {
+        let Some(stream) = self.streams.get(&broadcast) else {
+            return;
+        };
+        let renditions = &stream.plan.renditions;
+        let Self {
+            viewers,
+            socket,
+            counters,
+            timers,
+            queue,
+            tcp_conns,
+            ..
+        } = self;
+        let Some(v) = viewers.get_mut(&id) else {
+            return;
+        };
+        if !v.connected {
+            return;
+        }
+        let wrote = if feed == audio_feed {
+            write_audio(v, frame)
+        } else {
+            if v.target == Some(feed) && frame.keyframe {
+                v.current = feed;
+                v.target = None;
+                v.need_keyframe = false;
+                notify(
+                    v,
+                    ViewerEvent::RenditionChanged {
+                        name: renditions[feed].name.clone(),
+                        auto: v.auto,
+                    },
+                );
+            }
+            write_video(v, feed, frame, counters, now)
+        };
+        if wrote {
+            let mut io = Io {
                 socket,
                 counters,
                 timers,
                 queue,
-                tcp_conns,
-                ..
-            } = self;
-            let Some(v) = viewers.get_mut(&id) else {
-                continue;
+                tcp: tcp_conns,
             };
-            if !v.connected {
-                continue;
-            }
-            let wrote = if msg.feed == audio_feed {
-                write_audio(v, &frame)
-            } else {
-                if v.target == Some(msg.feed) && frame.keyframe {
-                    v.current = msg.feed;
-                    v.target = None;
-                    v.need_keyframe = false;
-                    notify(
-                        v,
-                        ViewerEvent::RenditionChanged {
-                            name: renditions[msg.feed].name.clone(),
-                            auto: v.auto,
-                        },
-                    );
-                }
-                write_video(v, msg.feed, &frame, counters, now)
-            };
-            if wrote {
-                let mut io = Io {
-                    socket,
-                    counters,
-                    timers,
-                    queue,
-                    tcp: tcp_conns,
-                };
-                drive(id, v, &mut io, now);
-                self.after_drive(id, now);
-            }
+            drive(id, v, &mut io, now);
+            self.after_drive(id, now);
         }
     }
 
@@ -979,20 +1097,25 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            let (viewers, mut io) = self.io();
-            let Some(v) = viewers.get_mut(&id) else {
+            let Some(v) = self.viewers.get_mut(&id) else {
                 continue;
             };
             if v.scheduled != Some(t) {
                 continue; // superseded by an earlier timer
             }
             v.scheduled = None;
-            if v.rtc.handle_input(Input::Timeout(now)).is_err() {
-                self.remove(id, CloseReason::Error("timer failed".into()));
-                continue;
-            }
-            drive(id, v, &mut io, now);
-            self.after_drive(id, now);
+            self.viewer_contained(id, "a timer", |e| {
+                let (viewers, mut io) = e.io();
+                let Some(v) = viewers.get_mut(&id) else {
+                    return;
+                };
+                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    e.remove(id, CloseReason::Error("timer failed".into()));
+                    return;
+                }
+                drive(id, v, &mut io, now);
+                e.after_drive(id, now);
+            });
         }
     }
 
@@ -1079,6 +1202,15 @@ impl Engine {
         self.total.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("streamd_webrtc_viewers").decrement(1.0);
     }
+}
+
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Polls the viewer's Rtc until it has nothing more to do now: sends its

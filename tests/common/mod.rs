@@ -33,6 +33,8 @@ pub struct TestServer {
     pub webrtc_tcp: Option<SocketAddr>,
     pub registry: streamd::bus::Registry,
     transcoders: std::sync::Arc<streamd::transcode::Transcoders>,
+    /// The WebRTC engines' handle (fault injection).
+    pub sfu: Option<streamd::webrtc::Sfu>,
     /// The database and tokens.
     pub access: std::sync::Arc<streamd::auth::Access>,
     trigger: ShutdownTrigger,
@@ -69,6 +71,7 @@ impl TestServer {
         let webrtc_tcp = server.webrtc_tcp_addr();
         let registry = server.registry().clone();
         let transcoders = server.transcoders().clone();
+        let sfu = server.sfu();
         let access = server.access().clone();
         let (trigger, stop) = shutdown::channel();
         let task = tokio::spawn(server.run(stop));
@@ -79,6 +82,7 @@ impl TestServer {
             webrtc_tcp,
             registry,
             transcoders,
+            sfu,
             access,
             trigger,
             task,
