@@ -118,14 +118,39 @@ fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/streams`'s body.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct NewStream {
-    name: String,
+pub struct NewStream {
+    pub name: String,
     #[serde(default)]
-    description: String,
+    pub description: String,
     #[serde(default)]
-    is_private: bool,
+    pub is_private: bool,
+}
+
+impl NewStream {
+    /// The name to store (trimmed), if the body is acceptable.
+    pub fn check(&self) -> std::result::Result<&str, String> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME {
+            return Err(format!("name must be 1 to {MAX_NAME} characters"));
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION {
+            return Err(format!(
+                "description must be at most {MAX_DESCRIPTION} characters"
+            ));
+        }
+        if name.chars().any(char::is_control)
+            || self
+                .description
+                .chars()
+                .any(|c| c.is_control() && c != '\n')
+        {
+            return Err("name and description must not contain control characters".into());
+        }
+        Ok(name)
+    }
 }
 
 fn view(api: &Api, r: &StreamRecord) -> Value {
@@ -151,22 +176,7 @@ async fn create(
 ) -> Result<Response> {
     authorize(&api, &headers)?;
     let n = body(b)?;
-    let name = n.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(bad(format!("name must be 1 to {MAX_NAME} characters")));
-    }
-    if n.description.chars().count() > MAX_DESCRIPTION {
-        return Err(bad(format!(
-            "description must be at most {MAX_DESCRIPTION} characters"
-        )));
-    }
-    if name.chars().any(char::is_control)
-        || n.description.chars().any(|c| c.is_control() && c != '\n')
-    {
-        return Err(bad(
-            "name and description must not contain control characters",
-        ));
-    }
+    let name = n.check().map_err(bad)?;
     let app = api.access.auth.config().app.clone();
     let (r, key) = api
         .access
@@ -293,12 +303,26 @@ async fn playback(
     })))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/tokens/playback`'s body.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct TokenRequest {
-    stream_id: String,
+pub struct TokenRequest {
+    pub stream_id: String,
     #[serde(default)]
-    ttl_seconds: Option<u64>,
+    pub ttl_seconds: Option<u64>,
+}
+
+impl TokenRequest {
+    /// The token's lifetime: as asked, at most `max`; never zero.
+    pub fn ttl(&self, max: Duration) -> std::result::Result<Duration, String> {
+        let ttl = self
+            .ttl_seconds
+            .map_or(max, |s| Duration::from_secs(s).min(max));
+        if ttl.is_zero() {
+            return Err("ttlSeconds must be more than 0".into());
+        }
+        Ok(ttl)
+    }
 }
 
 async fn mint_playback(
@@ -314,13 +338,9 @@ async fn mint_playback(
         .get(&t.stream_id)
         .await?
         .ok_or_else(not_found)?;
-    let max = api.access.auth.config().playback_token_ttl;
     let ttl = t
-        .ttl_seconds
-        .map_or(max, |s| Duration::from_secs(s).min(max));
-    if ttl.is_zero() {
-        return Err(bad("ttlSeconds must be more than 0"));
-    }
+        .ttl(api.access.auth.config().playback_token_ttl)
+        .map_err(bad)?;
     let token = api.access.auth.mint(
         "",
         Some("playback"),

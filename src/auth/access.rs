@@ -320,7 +320,7 @@ impl Access {
 
 /// The app and stream an admission `new_url` names (its last two path
 /// segments), if valid.
-fn app_and_stream(url: &str) -> Option<(String, String)> {
+pub fn app_and_stream(url: &str) -> Option<(String, String)> {
     let path = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = path.split(['?', '#']).next().unwrap_or(path);
     let mut segments = path.rsplit('/').filter(|s| !s.is_empty());

@@ -69,6 +69,29 @@ struct Answer {
     reason: Option<String>,
 }
 
+/// The largest answer read (a backend's answer is a few fields).
+const MAX_ANSWER: usize = 64 * 1024;
+/// A denial's reason is logged and shown this long at most.
+const MAX_REASON_CHARS: usize = 200;
+
+/// What a backend's answer says (sans-IO: `opening` and the fuzz target).
+/// An unparsable or oversized answer is an error, which denies.
+pub fn decide(answer: &[u8]) -> Result<Decision, String> {
+    if answer.len() > MAX_ANSWER {
+        return Err("answer too large".into());
+    }
+    let a: Answer = serde_json::from_slice(answer).map_err(|e| format!("bad answer: {e}"))?;
+    Ok(if a.allowed {
+        Decision::Allowed {
+            new_url: a.new_url.filter(|u| !u.is_empty()),
+            lifetime: a.lifetime.filter(|l| *l > 0).map(Duration::from_millis),
+        }
+    } else {
+        let reason = a.reason.unwrap_or_else(|| "denied".into());
+        Decision::Denied(reason.chars().take(MAX_REASON_CHARS).collect())
+    })
+}
+
 pub struct Admission {
     config: AdmissionConfig,
     client: crate::http::client::HttpsClient,
@@ -114,7 +137,7 @@ impl Admission {
         .to_string()
     }
 
-    async fn post(&self, body: String) -> Result<Answer, String> {
+    async fn post(&self, body: String) -> Result<Bytes, String> {
         let sig = signature(self.config.secret.as_bytes(), body.as_bytes());
         let req = hyper::Request::post(&self.config.url)
             .header("content-type", "application/json")
@@ -133,20 +156,17 @@ impl Admission {
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?
             .to_bytes();
-        if bytes.len() > 64 * 1024 {
-            return Err("answer too large".into());
-        }
-        serde_json::from_slice(&bytes).map_err(|e| format!("bad answer: {e}"))
+        Ok(bytes)
     }
 
     /// Asks whether `r` may open.
     pub async fn opening(&self, r: &Request<'_>) -> Decision {
-        match self.post(self.body(r, "opening")).await {
-            Ok(a) if a.allowed => Decision::Allowed {
-                new_url: a.new_url.filter(|u| !u.is_empty()),
-                lifetime: a.lifetime.filter(|l| *l > 0).map(Duration::from_millis),
-            },
-            Ok(a) => Decision::Denied(a.reason.unwrap_or_else(|| "denied".into())),
+        match self
+            .post(self.body(r, "opening"))
+            .await
+            .and_then(|b| decide(&b))
+        {
+            Ok(d) => d,
             Err(e) => {
                 tracing::warn!(url = %self.config.url, error = %e, "admission webhook failed: denying");
                 Decision::Denied(format!("admission webhook failed: {e}"))
@@ -197,5 +217,28 @@ mod tests {
                 0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79
             ])
         );
+    }
+
+    #[test]
+    fn answers_decide_and_bad_ones_deny() {
+        assert!(matches!(
+            decide(br#"{"allowed": true, "lifetime": 0, "new_url": ""}"#),
+            Ok(Decision::Allowed {
+                new_url: None,
+                lifetime: None
+            })
+        ));
+        assert!(matches!(
+            decide(br#"{"allowed": true, "lifetime": 1500}"#),
+            Ok(Decision::Allowed { lifetime: Some(l), .. }) if l == Duration::from_millis(1500)
+        ));
+        let long = format!(r#"{{"allowed": false, "reason": "{}"}}"#, "x".repeat(5000));
+        let Ok(Decision::Denied(reason)) = decide(long.as_bytes()) else {
+            panic!("a denial")
+        };
+        assert_eq!(reason.len(), MAX_REASON_CHARS);
+        assert!(decide(b"").is_err());
+        assert!(decide(br#"{"allowed": "yes"}"#).is_err());
+        assert!(decide(&vec![b' '; MAX_ANSWER + 1]).is_err());
     }
 }

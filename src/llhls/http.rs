@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::stream;
 
 use super::playlist::advance_part_limit;
+use super::request::{Directives, File, parse_directives, parse_file};
 use super::store::{OutputState, Outputs, StreamOutput};
 use crate::auth::{AccessRequest, AuthError, Client, Protocol, Refusal};
 use crate::bus::{Registry, StreamPath, TrackKind};
@@ -47,93 +48,6 @@ pub fn routes(state: LlhlsHttp) -> Router {
     Router::new()
         .route("/{app}/{stream}/{file}", get(serve))
         .with_state(state)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum File {
-    Master,
-    Media { track: String },
-    Init { track: String, id: u32 },
-    Segment { track: String, msn: u64 },
-    Part { track: String, msn: u64, index: u32 },
-}
-
-fn parse_file(file: &str, instance: &str) -> Option<File> {
-    if file == "llhls.m3u8" {
-        return Some(File::Master);
-    }
-    let (stem, ext) = file.rsplit_once('.')?;
-    let mut fields = stem.split('_');
-    let track = fields.next().filter(|t| is_track_name(t))?.to_owned();
-    if fields.next()? != instance {
-        return None;
-    }
-    let rest: Vec<&str> = fields.collect();
-    match (ext, rest.as_slice()) {
-        ("m3u8", []) => Some(File::Media { track }),
-        ("mp4", [init]) => Some(File::Init {
-            track,
-            id: number(init.strip_prefix("init")?)?,
-        }),
-        ("m4s", [msn]) => Some(File::Segment {
-            track,
-            msn: number(msn)?,
-        }),
-        ("m4s", [msn, index]) => Some(File::Part {
-            track,
-            msn: number(msn)?,
-            index: number(index)?,
-        }),
-        _ => None,
-    }
-}
-
-fn is_track_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-/// Digits only (no sign, no spaces), within the type's range.
-fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Directives {
-    msn: Option<u64>,
-    part: Option<u32>,
-    skip: bool,
-}
-
-fn parse_directives(query: Option<&str>) -> Result<Directives, String> {
-    let mut d = Directives::default();
-    let Some(query) = query else { return Ok(d) };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "_HLS_msn" => {
-                d.msn = Some(number(value).ok_or_else(|| format!("invalid _HLS_msn {value:.32?}"))?)
-            }
-            "_HLS_part" => {
-                d.part =
-                    Some(number(value).ok_or_else(|| format!("invalid _HLS_part {value:.32?}"))?)
-            }
-            "_HLS_skip" => match value {
-                "YES" | "v2" => d.skip = true,
-                _ => return Err(format!("invalid _HLS_skip {value:.32?}")),
-            },
-            _ => {} // tokens and cache busters are not ours to judge
-        }
-    }
-    if d.part.is_some() && d.msn.is_none() {
-        return Err("_HLS_part requires _HLS_msn".into());
-    }
-    Ok(d)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -555,57 +469,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_file_names_strictly() {
-        let i = "0badcafe";
-        assert_eq!(parse_file("llhls.m3u8", i), Some(File::Master));
-        assert_eq!(
-            parse_file("video_0badcafe.m3u8", i),
-            Some(File::Media {
-                track: "video".into()
-            })
-        );
-        assert_eq!(
-            parse_file("audio_0badcafe_init2.mp4", i),
-            Some(File::Init {
-                track: "audio".into(),
-                id: 2
-            })
-        );
-        assert_eq!(
-            parse_file("video_0badcafe_17.m4s", i),
-            Some(File::Segment {
-                track: "video".into(),
-                msn: 17
-            })
-        );
-        assert_eq!(
-            parse_file("video_0badcafe_17_3.m4s", i),
-            Some(File::Part {
-                track: "video".into(),
-                msn: 17,
-                index: 3
-            })
-        );
-        for bad in [
-            "..",
-            "../etc/passwd",
-            "video_deadbeef.m3u8",
-            "video_0badcafe_-1.m4s",
-            "video_0badcafe_1_-2.m4s",
-            "video_0badcafe_99999999999999999999999.m4s",
-            "Video_0badcafe.m3u8",
-            "video_0badcafe_1_2_3.m4s",
-            "video_0badcafe.mp4",
-            "video_0badcafe_initx.mp4",
-            "video_0badcafe_+1.m4s",
-            "video_0badcafe_1.ts",
-            "",
-        ] {
-            assert_eq!(parse_file(bad, i), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn playlists_carry_the_token_on_every_uri() {
         let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init_v_1.mp4\"\n#EXT-X-PART:DURATION=0.2,URI=\"v_3_0.m4s\"\n#EXTINF:1.0,\nv_2.m4s\n#EXT-X-RENDITION-REPORT:URI=\"a.m3u8\",LAST-MSN=3\nv.m3u8?x=1\n";
         let t = tokenize_playlist(text, "T");
@@ -613,29 +476,5 @@ mod tests {
             t,
             "#EXTM3U\n#EXT-X-MAP:URI=\"init_v_1.mp4?token=T\"\n#EXT-X-PART:DURATION=0.2,URI=\"v_3_0.m4s?token=T\"\n#EXTINF:1.0,\nv_2.m4s?token=T\n#EXT-X-RENDITION-REPORT:URI=\"a.m3u8?token=T\",LAST-MSN=3\nv.m3u8?x=1&token=T\n"
         );
-    }
-
-    #[test]
-    fn parses_directives() {
-        assert_eq!(parse_directives(None), Ok(Directives::default()));
-        assert_eq!(
-            parse_directives(Some("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES&token=x")),
-            Ok(Directives {
-                msn: Some(5),
-                part: Some(2),
-                skip: true
-            })
-        );
-        for bad in [
-            "_HLS_msn=-1",
-            "_HLS_msn=1e3",
-            "_HLS_msn=",
-            "_HLS_part=1",
-            "_HLS_msn=1&_HLS_part=x",
-            "_HLS_skip=NO",
-            "_HLS_msn=99999999999999999999999",
-        ] {
-            assert!(parse_directives(Some(bad)).is_err(), "{bad}");
-        }
     }
 }

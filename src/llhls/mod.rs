@@ -7,6 +7,7 @@
 //! - [`playlist`]: the playlist model and writer;
 //! - [`store`]: the in-memory output of every stream;
 //! - [`service`]: one packager task per broadcast;
+//! - [`request`]: what a request's file name and query ask for (sans-IO);
 //! - [`http`]: the URLs, blocking reload, delta updates and caching.
 //!
 //! Designed for N renditions: the transcoder adds video tracks to the same
@@ -16,6 +17,7 @@ pub mod cmaf;
 pub mod http;
 pub mod packager;
 pub mod playlist;
+pub mod request;
 pub mod segmenter;
 pub mod service;
 pub mod store;

@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use str0m::ice::StunMessage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -42,7 +42,7 @@ pub enum TcpEvent {
     },
     Packet {
         remote: SocketAddr,
-        data: Vec<u8>,
+        data: Bytes,
     },
     Closed {
         remote: SocketAddr,
@@ -116,25 +116,63 @@ pub async fn serve(
     }
 }
 
-/// Reads one RFC 4571 frame; None at a clean end of stream.
-async fn read_frame(
-    r: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<()>> {
-    let mut len = [0u8; 2];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+/// RFC 4571 framing, sans-IO: bytes in as they are read, whole frames out.
+/// A frame's two-byte length is all a peer says, so it never holds more
+/// than one frame (2 + 65,535 bytes) beyond what it was handed.
+#[derive(Debug, Default)]
+pub struct Deframer {
+    buf: BytesMut,
+}
+
+impl Deframer {
+    /// Appends bytes read from the connection.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
     }
-    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
-    r.read_exact(buf).await?;
-    Ok(Some(()))
+
+    /// The next whole frame, if one has arrived.
+    pub fn next_frame(&mut self) -> Option<Bytes> {
+        let len = match self.buf.get(..2) {
+            Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+            _ => return None,
+        };
+        if self.buf.len() < 2 + len {
+            return None;
+        }
+        self.buf.advance(2);
+        Some(self.buf.split_to(len).freeze())
+    }
+
+    /// Bytes of a frame not yet complete.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Reads until the next whole frame; None at a clean end of stream (not
+/// inside a frame).
+async fn read_frame(
+    r: &mut (impl AsyncRead + Unpin),
+    frames: &mut Deframer,
+) -> std::io::Result<Option<Bytes>> {
+    loop {
+        if let Some(frame) = frames.next_frame() {
+            return Ok(Some(frame));
+        }
+        frames.buf.reserve(4096);
+        if r.read_buf(&mut frames.buf).await? == 0 {
+            return if frames.pending() == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+    }
 }
 
 /// The engine a connection's first packet is for: a STUN message whose
 /// USERNAME starts with the ufrag of a viewer that exists now.
-fn route(first: &[u8], engines: usize, live: &LiveUfrags) -> Option<usize> {
+pub fn route(first: &[u8], engines: usize, live: &LiveUfrags) -> Option<usize> {
     let msg = StunMessage::parse(first).ok()?;
     let (local, _) = msg.split_username()?;
     if !live.contains(local) {
@@ -152,12 +190,12 @@ async fn connection(
     mut shutdown: Shutdown,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = Vec::with_capacity(1500);
-    let first = tokio::time::timeout(FIRST_PACKET, read_frame(&mut rd, &mut buf)).await;
-    if !matches!(first, Ok(Ok(Some(())))) {
+    let mut frames = Deframer::default();
+    let first = tokio::time::timeout(FIRST_PACKET, read_frame(&mut rd, &mut frames)).await;
+    let Ok(Ok(Some(first))) = first else {
         return;
-    }
-    let Some(k) = route(&buf, engines.len(), live) else {
+    };
+    let Some(k) = route(&first, engines.len(), live) else {
         tracing::debug!(%remote, "webrtc tcp: first packet is not STUN for a live viewer of ours");
         return;
     };
@@ -194,17 +232,14 @@ async fn connection(
         }
     };
     let read = async {
-        let mut data = std::mem::take(&mut buf);
+        let mut data = first;
         loop {
-            let packet = TcpEvent::Packet {
-                remote,
-                data: std::mem::take(&mut data),
-            };
+            let packet = TcpEvent::Packet { remote, data };
             if engine.send(packet).await.is_err() {
                 return;
             }
-            match tokio::time::timeout(idle, read_frame(&mut rd, &mut data)).await {
-                Ok(Ok(Some(()))) => {}
+            data = match tokio::time::timeout(idle, read_frame(&mut rd, &mut frames)).await {
+                Ok(Ok(Some(frame))) => frame,
                 Err(_) => {
                     tracing::debug!(%remote, ?idle, "webrtc tcp: idle connection closed");
                     return;
@@ -238,15 +273,38 @@ mod tests {
     async fn frames_are_read_whole_and_eof_is_clean() {
         let data: Vec<u8> = [0u8, 3, 1, 2, 3, 0, 1, 9].to_vec();
         let mut r = &data[..];
-        let mut buf = Vec::new();
-        assert!(read_frame(&mut r, &mut buf).await.unwrap().is_some());
-        assert_eq!(buf, [1, 2, 3]);
-        assert!(read_frame(&mut r, &mut buf).await.unwrap().is_some());
-        assert_eq!(buf, [9]);
-        assert!(read_frame(&mut r, &mut buf).await.unwrap().is_none());
+        let mut frames = Deframer::default();
+        let f = read_frame(&mut r, &mut frames).await.unwrap().unwrap();
+        assert_eq!(&f[..], [1, 2, 3]);
+        let f = read_frame(&mut r, &mut frames).await.unwrap().unwrap();
+        assert_eq!(&f[..], [9]);
+        assert!(read_frame(&mut r, &mut frames).await.unwrap().is_none());
         // A frame cut short is an error, not a short packet.
         let mut r = &[0u8, 5, 1][..];
-        assert!(read_frame(&mut r, &mut buf).await.is_err());
+        let mut frames = Deframer::default();
+        assert!(read_frame(&mut r, &mut frames).await.is_err());
+    }
+
+    #[test]
+    fn deframer_takes_frames_split_anywhere() {
+        let stream: Vec<u8> = [0u8, 3, 1, 2, 3, 0, 0, 0, 2, 7, 8].to_vec();
+        for cut in 0..=stream.len() {
+            let mut d = Deframer::default();
+            let mut got = vec![];
+            for part in [&stream[..cut], &stream[cut..]] {
+                d.push(part);
+                while let Some(f) = d.next_frame() {
+                    got.push(f.to_vec());
+                }
+            }
+            assert_eq!(got, vec![vec![1, 2, 3], vec![], vec![7, 8]], "cut at {cut}");
+            assert_eq!(d.pending(), 0);
+        }
+        // A length of 65,535 announced: nothing is reserved for it.
+        let mut d = Deframer::default();
+        d.push(&[0xff, 0xff, 1]);
+        assert!(d.next_frame().is_none());
+        assert_eq!(d.pending(), 3);
     }
 
     /// A STUN binding request whose USERNAME is `username`, with PRIORITY
