@@ -24,7 +24,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::playlist::advance_part_limit;
+use super::playlist::{UriQuery, advance_part_limit};
 use super::request::{Directives, File, parse_directives, parse_file};
 use super::store::{OutputState, Outputs, StreamOutput};
 use crate::auth::{AccessRequest, AuthError, Client, Protocol, Refusal};
@@ -198,9 +198,12 @@ async fn serve(
     if matches!(file, File::Media { .. }) {
         state.viewers.hls_seen(&path, client_key(&req));
     }
+    // A token in the request goes into every URI the playlist names.
+    let token_query = token.map(UriQuery::token);
+    let uri_query = UriQuery::new(token_query.as_deref());
     let response = match file {
-        File::Master => with_token(master(&out), token).await,
-        File::Media { track } => with_token(media(&out, &track, directives).await, token).await,
+        File::Master => master(&out, uri_query),
+        File::Media { track } => media(&out, &track, directives, uri_query).await,
         File::Init { track, id } => init(&out, &track, id),
         File::Segment { track, msn } => segment(&out, &track, msn).await,
         File::Part { track, msn, index } => part(&out, &track, msn, index).await,
@@ -244,57 +247,10 @@ fn client_key(req: &axum::extract::Request) -> u64 {
     h.finish()
 }
 
-/// A playlist whose every URI carries `token`, so a player's next
-/// requests (which it builds from these URIs) are let through too.
-async fn with_token(r: Response, token: Option<&str>) -> Response {
-    let Some(token) = token else { return r };
-    if r.status() != StatusCode::OK {
-        return r;
-    }
-    let (parts, body) = r.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "playlist too large");
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let body = tokenize_playlist(&text, token);
-    let mut r = Response::from_parts(parts, Body::from(body));
-    r.headers_mut().remove(header::CONTENT_LENGTH);
-    r
-}
-
-/// `text` with `token=...` added to every URI line and `URI="..."`.
-fn tokenize_playlist(text: &str, token: &str) -> String {
-    let add = |uri: &str| {
-        let sep = if uri.contains('?') { '&' } else { '?' };
-        format!("{uri}{sep}token={token}")
-    };
-    let mut out = String::with_capacity(text.len() + 64);
-    for line in text.lines() {
-        if line.is_empty() {
-        } else if !line.starts_with('#') {
-            out.push_str(&add(line));
-        } else if let Some(at) = line.find("URI=\"") {
-            let start = at + 5;
-            match line[start..].find('"') {
-                Some(len) => {
-                    out.push_str(&line[..start]);
-                    out.push_str(&add(&line[start..start + len]));
-                    out.push_str(&line[start + len..]);
-                }
-                None => out.push_str(line),
-            }
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn master(out: &StreamOutput) -> Response {
+fn master(out: &StreamOutput, query: UriQuery<'_>) -> Response {
     let st = out.lock();
     let td = st.target_duration();
-    let body = out.master_playlist(&st);
+    let body = out.master_playlist(&st, query);
     with_headers(body.into_response(), PLAYLIST_TYPE, td / 2)
 }
 
@@ -303,7 +259,7 @@ fn rendition(st: &OutputState, track: &str) -> Option<(usize, u64, TrackKind)> {
     Some((i, st.target_duration(), st.renditions[i].kind))
 }
 
-async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
+async fn media(out: &StreamOutput, track: &str, d: Directives, query: UriQuery<'_>) -> Response {
     let Some((index, td, _)) = rendition(&out.lock(), track) else {
         return error(StatusCode::NOT_FOUND, "no such rendition");
     };
@@ -362,7 +318,7 @@ async fn media(out: &StreamOutput, track: &str, d: Directives) -> Response {
     }
     let st = out.lock();
     let td = st.target_duration();
-    let Some(body) = out.media_playlist(&st, index, d.skip) else {
+    let Some(body) = out.media_playlist(&st, index, d.skip, query) else {
         return error(StatusCode::NOT_FOUND, "no such rendition");
     };
     let max_age = if blocking && !st.ended {
@@ -462,19 +418,4 @@ async fn part(out: &StreamOutput, track: &str, msn: u64, index: u32) -> Response
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn playlists_carry_the_token_on_every_uri() {
-        let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init_v_1.mp4\"\n#EXT-X-PART:DURATION=0.2,URI=\"v_3_0.m4s\"\n#EXTINF:1.0,\nv_2.m4s\n#EXT-X-RENDITION-REPORT:URI=\"a.m3u8\",LAST-MSN=3\nv.m3u8?x=1\n";
-        let t = tokenize_playlist(text, "T");
-        assert_eq!(
-            t,
-            "#EXTM3U\n#EXT-X-MAP:URI=\"init_v_1.mp4?token=T\"\n#EXT-X-PART:DURATION=0.2,URI=\"v_3_0.m4s?token=T\"\n#EXTINF:1.0,\nv_2.m4s?token=T\n#EXT-X-RENDITION-REPORT:URI=\"a.m3u8?token=T\",LAST-MSN=3\nv.m3u8?x=1&token=T\n"
-        );
-    }
 }

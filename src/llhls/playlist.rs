@@ -310,8 +310,55 @@ pub struct RenditionReport {
     pub last_part: u32,
 }
 
+/// What every URI a playlist names carries after the file name: a private
+/// stream's `token=...` (so the player's next requests carry it too), or
+/// nothing. The query is written as given: [`UriQuery::token`] makes a safe
+/// one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UriQuery<'a>(Option<&'a str>);
+
+impl<'a> UriQuery<'a> {
+    pub const NONE: UriQuery<'static> = UriQuery(None);
+
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// `token=TOKEN`, when `query` holds one made by [`UriQuery::token`].
+    pub fn new(query: Option<&'a str>) -> UriQuery<'a> {
+        UriQuery(query)
+    }
+
+    /// The query for `token`: every byte outside RFC 3986's unreserved set
+    /// (and `%`, already escaped) percent-encoded, so a token can never
+    /// end a URI or a line.
+    pub fn token(token: &str) -> String {
+        let mut q = String::with_capacity(token.len() + 6);
+        q.push_str("token=");
+        for b in token.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~%".contains(&b) {
+                q.push(char::from(b));
+            } else {
+                let _ = write!(q, "%{b:02X}");
+            }
+        }
+        q
+    }
+}
+
+impl std::fmt::Display for UriQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(q) => write!(f, "?{q}"),
+            None => Ok(()),
+        }
+    }
+}
+
 pub struct MediaContext<'a> {
     pub instance: &'a str,
+    /// Added to every URI.
+    pub query: UriQuery<'a>,
     /// EXT-X-TARGETDURATION, the same for every playlist of the stream.
     pub target_duration: u64,
     pub part_hold_back: f64,
@@ -392,8 +439,9 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
             map = Some(s.init_id);
             let _ = writeln!(
                 o,
-                "#EXT-X-MAP:URI=\"{}\"",
-                names::init(&r.name, ctx.instance, s.init_id)
+                "#EXT-X-MAP:URI=\"{}{}\"",
+                names::init(&r.name, ctx.instance, s.init_id),
+                ctx.query
             );
         }
         let _ = writeln!(
@@ -406,9 +454,10 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
             for (pi, p) in s.parts.iter().enumerate() {
                 let _ = write!(
                     o,
-                    "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
+                    "#EXT-X-PART:DURATION={:.5},URI=\"{}{}\"",
                     p.duration,
-                    names::part(&r.name, ctx.instance, s.msn, pi as u32)
+                    names::part(&r.name, ctx.instance, s.msn, pi as u32),
+                    ctx.query
                 );
                 if p.independent {
                     o.push_str(",INDEPENDENT=YES");
@@ -418,7 +467,12 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
         }
         if let Some(d) = s.duration {
             let _ = writeln!(o, "#EXTINF:{d:.5},");
-            let _ = writeln!(o, "{}", names::segment(&r.name, ctx.instance, s.msn));
+            let _ = writeln!(
+                o,
+                "{}{}",
+                names::segment(&r.name, ctx.instance, s.msn),
+                ctx.query
+            );
         }
     }
     if ctx.ended {
@@ -428,15 +482,16 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
     if let Some((msn, part)) = r.next_part() {
         let _ = writeln!(
             o,
-            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-            names::part(&r.name, ctx.instance, msn, part)
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}{}\"",
+            names::part(&r.name, ctx.instance, msn, part),
+            ctx.query
         );
     }
     for rep in ctx.reports {
         let _ = writeln!(
             o,
-            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={},LAST-PART={}",
-            rep.uri, rep.last_msn, rep.last_part
+            "#EXT-X-RENDITION-REPORT:URI=\"{}{}\",LAST-MSN={},LAST-PART={}",
+            rep.uri, ctx.query, rep.last_msn, rep.last_part
         );
     }
     o
@@ -444,7 +499,7 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
 
 /// The multivariant ("master") playlist: one variant per video rendition,
 /// audio as a shared `EXT-X-MEDIA` group.
-pub fn render_master(renditions: &[&Rendition], instance: &str) -> String {
+pub fn render_master(renditions: &[&Rendition], instance: &str, query: UriQuery<'_>) -> String {
     let mut o = String::with_capacity(1024);
     let _ = writeln!(o, "#EXTM3U");
     let _ = writeln!(o, "#EXT-X-VERSION:6");
@@ -466,7 +521,7 @@ pub fn render_master(renditions: &[&Rendition], instance: &str) -> String {
         };
         let _ = writeln!(
             o,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{}\",LANGUAGE=\"und\",DEFAULT={},AUTOSELECT=YES,CHANNELS=\"{channels}\",URI=\"{}\"",
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{}\",LANGUAGE=\"und\",DEFAULT={},AUTOSELECT=YES,CHANNELS=\"{channels}\",URI=\"{}{query}\"",
             a.name,
             if i == 0 { "YES" } else { "NO" },
             names::media_playlist(&a.name, instance)
@@ -506,7 +561,7 @@ pub fn render_master(renditions: &[&Rendition], instance: &str) -> String {
             o.push_str(",AUDIO=\"audio\"");
         }
         o.push('\n');
-        let _ = writeln!(o, "{}", names::media_playlist(&v.name, instance));
+        let _ = writeln!(o, "{}{query}", names::media_playlist(&v.name, instance));
     }
     if video.is_empty()
         && let Some(a) = audio.first()
@@ -518,7 +573,7 @@ pub fn render_master(renditions: &[&Rendition], instance: &str) -> String {
             a.average_bps().ceil() as u64,
             audio_codec.unwrap_or_default()
         );
-        let _ = writeln!(o, "{}", names::media_playlist(&a.name, instance));
+        let _ = writeln!(o, "{}{query}", names::media_playlist(&a.name, instance));
     }
     o
 }

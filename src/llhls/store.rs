@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::playlist::{self, MediaContext, Rendition, RenditionReport, ceil_ms, names};
+use super::playlist::{self, MediaContext, Rendition, RenditionReport, UriQuery, ceil_ms, names};
 use crate::bus::{StreamPath, TrackKind};
 
 #[derive(Debug, Default)]
@@ -122,12 +122,22 @@ impl StreamOutput {
         self.changed.subscribe()
     }
 
-    /// The media playlist of rendition `index`, rendered once per version.
-    pub fn media_playlist(&self, st: &OutputState, index: usize, skip: bool) -> Option<Bytes> {
+    /// The media playlist of rendition `index`, rendered once per version
+    /// (every request of a version shares it), or for this request alone
+    /// when its URIs carry a query.
+    pub fn media_playlist(
+        &self,
+        st: &OutputState,
+        index: usize,
+        skip: bool,
+        query: UriQuery<'_>,
+    ) -> Option<Bytes> {
         let r = st.renditions.get(index)?;
         let key = (index, skip);
+        let shared = query.is_none();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((v, bytes)) = cache.get(&key)
+        if shared
+            && let Some((v, bytes)) = cache.get(&key)
             && *v == st.version
         {
             return Some(bytes.clone());
@@ -150,6 +160,7 @@ impl StreamOutput {
             r,
             &MediaContext {
                 instance: &self.instance,
+                query,
                 target_duration: st.target_duration(),
                 part_hold_back: st.part_hold_back(),
                 reports: &reports,
@@ -158,13 +169,15 @@ impl StreamOutput {
             },
         );
         let bytes = Bytes::from(text);
-        cache.insert(key, (st.version, bytes.clone()));
+        if shared {
+            cache.insert(key, (st.version, bytes.clone()));
+        }
         Some(bytes)
     }
 
-    pub fn master_playlist(&self, st: &OutputState) -> Bytes {
+    pub fn master_playlist(&self, st: &OutputState, query: UriQuery<'_>) -> Bytes {
         let renditions: Vec<&Rendition> = st.renditions.iter().collect();
-        Bytes::from(playlist::render_master(&renditions, &self.instance))
+        Bytes::from(playlist::render_master(&renditions, &self.instance, query))
     }
 }
 

@@ -9,7 +9,7 @@ use m3u8_parser::m3u8::playlist::Playlist;
 use m3u8_parser::m3u8::tags::Tag;
 
 use super::packager::{Output, StreamPackager};
-use super::playlist::{self, MediaContext, Rendition, RenditionReport, names};
+use super::playlist::{self, MediaContext, Rendition, RenditionReport, UriQuery, names};
 use super::segmenter::SegmenterOutput;
 use crate::bus::{Frame, FrameEvent, GroupInfo, TrackKind};
 use crate::media::{AacConfig, AvcConfig, CodecConfig};
@@ -289,6 +289,7 @@ fn playlists_parse_and_delta_updates_match_the_full_playlist() {
     }];
     let ctx = |skip| MediaContext {
         instance: "x",
+        query: UriQuery::NONE,
         target_duration: 1,
         part_hold_back: 3.0 * pt,
         reports: &reports,
@@ -370,6 +371,7 @@ fn discontinuity_sequence_counts_from_the_first_listed_segment() {
     let pt = p.segmenter(v).part_target_secs().unwrap();
     let ctx = MediaContext {
         instance: "x",
+        query: UriQuery::NONE,
         target_duration: 1,
         part_hold_back: 0.6,
         reports: &[],
@@ -389,6 +391,59 @@ fn discontinuity_sequence_counts_from_the_first_listed_segment() {
     assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 0);
 }
 
+/// A private stream's playlists name every file with the viewer's token:
+/// the map, parts, segments, preload hint, rendition reports and, in the
+/// master, every media playlist. A token that could end a URI or a line
+/// is percent-encoded.
+#[test]
+fn a_token_is_rendered_into_every_uri() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 0, 3, 0, &mut out);
+    let pt = p.segmenter(v).part_target_secs().unwrap();
+    let r = rendition_from(&out, v, TrackKind::Video, 90_000, 10, pt);
+    let query = UriQuery::token("ab.c-d_e~1%2B\"\n#EXT-X-ENDLIST");
+    assert_eq!(query, "token=ab.c-d_e~1%2B%22%0A%23EXT-X-ENDLIST");
+    let reports = [RenditionReport {
+        uri: names::media_playlist("audio", "x"),
+        last_msn: 2,
+        last_part: 1,
+    }];
+    let ctx = MediaContext {
+        instance: "x",
+        query: UriQuery::new(Some(&query)),
+        target_duration: 1,
+        part_hold_back: 0.6,
+        reports: &reports,
+        ended: false,
+        skip: false,
+    };
+    let text = playlist::render_media(&r, &ctx);
+    let mut uris = 0;
+    for line in text.lines() {
+        let uri = match line.find("URI=\"") {
+            Some(at) => line[at + 5..].split('"').next().unwrap(),
+            None if !line.starts_with('#') && !line.is_empty() => line,
+            None => continue,
+        };
+        assert!(uri.ends_with(&format!("?{query}")), "{line}");
+        uris += 1;
+    }
+    // The map, 3 segments, at least a part, the hint and the report.
+    assert!(uris >= 7, "{text}");
+    assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+    let ar = rendition_from(&out, a, TrackKind::Audio, 44_100, 10, pt);
+    let master = playlist::render_master(&[&r, &ar], "x", UriQuery::new(Some(&query)));
+    assert!(
+        master.contains(&format!("video_x.m3u8?{query}\n")),
+        "{master}"
+    );
+    assert!(
+        master.contains(&format!("URI=\"audio_x.m3u8?{query}\"")),
+        "{master}"
+    );
+}
+
 #[test]
 fn master_playlist_describes_the_stream() {
     let (mut p, v, a) = new_packager();
@@ -399,7 +454,7 @@ fn master_playlist_describes_the_stream() {
     vr.config = Some((*avc()).clone());
     let mut ar = rendition_from(&out, a, TrackKind::Audio, 44_100, 10, pt);
     ar.config = Some((*aac()).clone());
-    let text = playlist::render_master(&[&vr, &ar], "x");
+    let text = playlist::render_master(&[&vr, &ar], "x", UriQuery::NONE);
     let pl = Playlist::from_reader(text.as_bytes()).unwrap();
     if let Err(errors) = pl.validate() {
         panic!("master invalid: {errors:?}\n{text}");
@@ -509,7 +564,7 @@ fn segments_are_cut_without_keyframes_before_they_exceed_the_target_duration() {
     assert!(vp.iter().any(|p| p.1 == 0 && !p.3));
     let mut r = rendition_from(&out, v, TrackKind::Video, 90_000, 10, 0.21);
     r.config = Some((*avc()).clone());
-    let master = playlist::render_master(&[&r], "x");
+    let master = playlist::render_master(&[&r], "x", UriQuery::NONE);
     assert!(!master.contains("EXT-X-INDEPENDENT-SEGMENTS"), "{master}");
 }
 
