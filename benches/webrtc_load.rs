@@ -23,20 +23,15 @@
 mod proc;
 #[path = "common/streamd.rs"]
 mod streamd;
+#[path = "common/viewer.rs"]
+mod viewer;
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use str0m::change::SdpOffer;
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message;
 
 struct Rendition {
     name: &'static str,
@@ -47,15 +42,6 @@ struct Rendition {
     /// bandwidth estimation (TWCC) and pacer. Otherwise the source is
     /// passed through as the one rendition and viewers have no estimator.
     abr: bool,
-}
-
-#[derive(Default)]
-struct Totals {
-    packets: AtomicU64,
-    bytes: AtomicU64,
-    lost: AtomicU64,
-    connected: AtomicU64,
-    failed: AtomicU64,
 }
 
 fn main() {
@@ -145,7 +131,7 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
     let ws = format!("ws://{http}/live/load");
     wait_ready(&format!("http://{http}/live/load/llhls.m3u8")).await;
     let ticks = streamd::clock_ticks().await;
-    let totals = Arc::new(Totals::default());
+    let totals = Arc::new(viewer::Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut viewers = 0;
     println!("\n== {} ==", r.name);
@@ -170,8 +156,12 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
     for &target in steps {
         while viewers < target {
             let (ws, totals, stop) = (ws.clone(), totals.clone(), stop.clone());
+            let reading = Arc::new(AtomicBool::new(true));
             tokio::spawn(async move {
-                if viewer(&ws, totals.clone(), stop).await.is_err() {
+                if viewer::viewer(&ws, totals.clone(), stop, reading)
+                    .await
+                    .is_err()
+                {
                     totals.failed.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -233,96 +223,6 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = publisher.kill().await;
     let _ = server.kill().await;
-}
-
-/// One viewer: signalling, handshake, then counting media until `stop`.
-async fn viewer(url: &str, totals: Arc<Totals>, stop: Arc<AtomicBool>) -> Result<(), String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| e.to_string())?;
-    let send = |v: Value| Message::Text(v.to_string().into());
-    ws.send(send(json!({"command": "request_offer"})))
-        .await
-        .map_err(|e| e.to_string())?;
-    let offer: Value = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                break serde_json::from_str(&t).map_err(|e| e.to_string())?;
-            }
-            Some(Ok(_)) => continue,
-            _ => return Err("no offer".into()),
-        }
-    };
-    let sdp = offer["sdp"]["sdp"].as_str().ok_or("no sdp")?;
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let local = socket.local_addr().unwrap();
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-    let answer = rtc
-        .sdp_api()
-        .accept_offer(SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    ws.send(send(
-        json!({"command": "answer", "id": offer["id"], "peer_id": 0,
-                        "sdp": {"type": "answer", "sdp": answer.to_sdp_string()}}),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    // Keep the signalling socket read (pings) without blocking media.
-    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
-
-    let mut buf = vec![0u8; 2048];
-    let mut last_seq: Option<u16> = None;
-    let mut connected = false;
-    while !stop.load(Ordering::Relaxed) {
-        let wake = loop {
-            match rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Event(_)) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        };
-        let wake = tokio::time::Instant::from_std(wake)
-            .min(tokio::time::Instant::now() + Duration::from_millis(500));
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, src) = r.map_err(|e| e.to_string())?;
-                let d = &buf[..n];
-                // SRTP media: version 2, a payload type that is not RTCP.
-                if n >= 12 && d[0] >> 6 == 2 && !(72..=76).contains(&(d[1] & 0x7f)) {
-                    let seq = u16::from_be_bytes([d[2], d[3]]);
-                    if d[1] & 0x7f == 102 {
-                        if !connected {
-                            connected = true;
-                            totals.connected.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Some(prev) = last_seq {
-                            let gap = seq.wrapping_sub(prev);
-                            if (2..1000).contains(&gap) {
-                                totals.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-                            }
-                        }
-                        last_seq = Some(seq);
-                    }
-                    totals.packets.fetch_add(1, Ordering::Relaxed);
-                    totals.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    continue;
-                }
-                if let Ok(recv) = Receive::new(Protocol::Udp, src, local, d) {
-                    let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
-                }
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn wait_ready(url: &str) {

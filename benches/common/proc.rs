@@ -1,5 +1,6 @@
 //! What /proc says about a process, for the benches that measure streamd
 //! and its baselines side by side. `pid` may be a number or "self".
+#![allow(dead_code)] // each bench uses a subset
 
 use std::fmt::Display;
 

@@ -1,0 +1,162 @@
+//! A WebRTC viewer for the load tools: a str0m client on its own UDP socket
+//! that speaks OME's signalling and does the real ICE, DTLS and SRTP key
+//! exchange, then counts media packets from their RTP headers (in the
+//! clear in SRTP) without decrypting them; STUN, DTLS and RTCP still go
+//! through str0m, so consent checks keep the session alive.
+#![allow(dead_code)] // each bench uses a subset
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use str0m::change::SdpOffer;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What viewers saw: one per viewer, or one shared by many (then the gap
+/// figures are the largest any of them saw).
+#[derive(Default)]
+pub struct Seen {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Video sequence numbers skipped.
+    pub lost: AtomicU64,
+    /// Viewers that received video.
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    /// The longest time between two video packets, in ms.
+    pub max_gap_ms: AtomicU64,
+    /// Video packets after `mark` was set (see [`Seen::mark`]).
+    pub since_mark: AtomicU64,
+    mark: AtomicBool,
+}
+
+impl Seen {
+    /// Counts video packets from now on in `since_mark`.
+    pub fn mark(&self) {
+        self.since_mark.store(0, Ordering::Relaxed);
+        self.mark.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The video payload type streamd offers.
+const VIDEO_PT: u8 = 102;
+
+/// One viewer of `url` until `stop`. With `reading` cleared, it stops
+/// reading its socket (a viewer that hangs); media then piles up in (and
+/// overflows) its receive buffer.
+pub async fn viewer(
+    url: &str,
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    reading: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(json!({"command": "request_offer"})))
+        .await
+        .map_err(|e| e.to_string())?;
+    let offer: Value = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                break serde_json::from_str(&t).map_err(|e| e.to_string())?;
+            }
+            Some(Ok(_)) => continue,
+            _ => return Err("no offer".into()),
+        }
+    };
+    let sdp = offer["sdp"]["sdp"]
+        .as_str()
+        .ok_or_else(|| format!("no sdp: {offer}"))?;
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = socket.local_addr().unwrap();
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    ws.send(send(
+        json!({"command": "answer", "id": offer["id"], "peer_id": 0,
+                        "sdp": {"type": "answer", "sdp": answer.to_sdp_string()}}),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    // Keep the signalling socket read (pings) without blocking media.
+    let signalling = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+
+    let mut buf = vec![0u8; 2048];
+    let mut last_seq: Option<u16> = None;
+    let mut last_at: Option<Instant> = None;
+    let mut connected = false;
+    while !stop.load(Ordering::Relaxed) {
+        if !reading.load(Ordering::Relaxed) {
+            signalling.abort();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let wake = loop {
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Event(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let wake = tokio::time::Instant::from_std(wake)
+            .min(tokio::time::Instant::now() + Duration::from_millis(500));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, src) = r.map_err(|e| e.to_string())?;
+                let d = &buf[..n];
+                // SRTP media: version 2, a payload type that is not RTCP.
+                if n >= 12 && d[0] >> 6 == 2 && !(72..=76).contains(&(d[1] & 0x7f)) {
+                    let seq = u16::from_be_bytes([d[2], d[3]]);
+                    if d[1] & 0x7f == VIDEO_PT {
+                        let now = Instant::now();
+                        if !connected {
+                            connected = true;
+                            seen.connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(prev) = last_seq {
+                            let gap = seq.wrapping_sub(prev);
+                            if (2..1000).contains(&gap) {
+                                seen.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+                            }
+                        }
+                        if let Some(t) = last_at {
+                            let ms = now.duration_since(t).as_millis() as u64;
+                            seen.max_gap_ms.fetch_max(ms, Ordering::Relaxed);
+                        }
+                        if seen.mark.load(Ordering::Relaxed) {
+                            seen.since_mark.fetch_add(1, Ordering::Relaxed);
+                        }
+                        last_seq = Some(seq);
+                        last_at = Some(now);
+                    }
+                    seen.packets.fetch_add(1, Ordering::Relaxed);
+                    seen.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    continue;
+                }
+                if let Ok(recv) = Receive::new(Protocol::Udp, src, local, d) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+    signalling.abort();
+    Ok(())
+}
