@@ -6,7 +6,8 @@ flood from one address only ever fills that address's own caps.
 
     python3 tools/hostile.py [--host 127.0.0.1] [--rtmp 1935] [--http 3333]
                              [--ice-tcp 3478] [--witness live/STREAM]
-                             [--sockets 2000] [--slowloris 600]
+                             [--sockets 2000] [--slowloris 600] [--offers 100]
+                             [--only ATTACK ...]
 
 After each attack it checks that /healthz answers and, with --witness, that
 the witness stream's LL-HLS playlist still advances. Exit status 0 when
@@ -248,6 +249,96 @@ def attack_ice_tcp_garbage(args):
     check(args, "ICE-TCP: non-ICE input", "closed at once" if held else "some left open")
 
 
+def ws_open(args, path, i):
+    """A WebSocket (RFC 6455) from attacking address i: the upgrade, then
+    the socket; None if the server refused the upgrade."""
+    s = attacker(args.host, args.http, i)
+    key = base64.b64encode(struct.pack(">QQ", i, 0xC0FFEE)).decode()
+    s.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {args.host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        more = s.recv(4096)
+        if not more:
+            return None
+        head += more
+    if not head.startswith(b"HTTP/1.1 101"):
+        s.close()
+        return None
+    return s
+
+
+def ws_send_text(s, text):
+    data = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    header = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(data))
+    s.sendall(header + mask + bytes(b ^ mask[j % 4] for j, b in enumerate(data)))
+
+
+def ws_read_text(s):
+    """The first text frame's payload (unfragmented, as streamd sends)."""
+    def exactly(n):
+        out = b""
+        while len(out) < n:
+            more = s.recv(n - len(out))
+            if not more:
+                raise OSError("closed")
+            out += more
+        return out
+    while True:
+        b0, b1 = exactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", exactly(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", exactly(8))[0]
+        payload = exactly(n)
+        if b0 & 0x0F == 1:
+            return payload.decode()
+
+
+def attack_offer_flood(args):
+    """Offers one address may hold unanswered are capped: each holds an
+    ICE/DTLS session for ice_timeout."""
+    if not args.witness:
+        return
+    offers = refused = other = 0
+    held_sockets = []
+    for _ in range(args.offers):
+        s = ws_open(args, f"/{args.witness}", 0)
+        if s is None:
+            other += 1
+            continue
+        ws_send_text(s, json.dumps({"command": "request_offer"}))
+        try:
+            answer = json.loads(ws_read_text(s))
+        except (OSError, ValueError):
+            other += 1
+            continue
+        if answer.get("command") == "offer":
+            offers += 1
+            held_sockets.append(s)
+        elif answer.get("code") == 429:
+            refused += 1
+            s.close()
+        else:
+            other += 1
+            s.close()
+    capped = refused > 0 and offers < args.offers
+    check(
+        args,
+        f"{args.offers} unanswered WebRTC offers from one address",
+        f"{offers} offers made, {refused} refused with 429, {other} other"
+        + ("" if capped else " (NOT CAPPED)"),
+    )
+    if not capped:
+        RESULTS[-1] = (RESULTS[-1][0], False, RESULTS[-1][2])
+    for s in held_sockets:
+        s.close()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
@@ -257,20 +348,26 @@ def main():
     p.add_argument("--witness", help="app/stream of a live stream that must stay served")
     p.add_argument("--sockets", type=int, default=2000)
     p.add_argument("--slowloris", type=int, default=600)
+    p.add_argument("--offers", type=int, default=100)
+    p.add_argument("--only", action="append", help="run only this attack (e.g. offer_flood); repeatable")
     args = p.parse_args()
     if not ipaddress.ip_address(socket.gethostbyname(args.host)).is_loopback:
         sys.exit("hostile.py attacks loopback only")
     args.sockets = min(args.sockets, 5000)
     args.slowloris = min(args.slowloris, 2000)
+    args.offers = min(args.offers, 1000)
     for attack in [
         attack_deep_amf,
         attack_oversized_header,
         attack_forged_tokens,
         attack_ice_tcp_garbage,
+        attack_offer_flood,
         attack_slowloris,
         attack_idle_sockets,
         attack_never_publish,
     ]:
+        if args.only and attack.__name__.removeprefix("attack_") not in args.only:
+            continue
         try:
             attack(args)
         except OSError as e:
