@@ -68,6 +68,7 @@ impl Server {
             store,
             Auth::new(&secret, config.auth.clone()),
             crate::auth::admission::Admission::new(config.admission.clone()).map(Arc::new),
+            config.transcode.clone(),
         ));
         let hook_secret = crate::auth::webhook_key(&config.webhooks, &secret);
         let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone(), access.clone())

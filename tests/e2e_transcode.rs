@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::rtmp::{RtmpClient, Tag, read_flv};
+use common::rtmp::{PublishError, RtmpClient, Tag, read_flv};
 use common::*;
 use ffmpeg_next as ff;
 use streamd::bus::{BroadcastConsumer, FrameEvent, StartAt, TrackEvent, TrackRole};
@@ -718,6 +718,71 @@ async fn an_app_can_turn_transcoding_off() {
         "{master}"
     );
     let _ = finish(publisher).await;
+    server.stop().await;
+}
+
+/// `transcode.max_streams`: a publisher beyond it, to an app that is
+/// transcoded, is refused with NetStream.Publish.Failed and the reason in
+/// the log; an app without transcoding still publishes; the slot comes
+/// back when the first publisher leaves.
+#[tokio::test(flavor = "current_thread")]
+async fn publishers_beyond_the_transcoding_cap_are_refused() {
+    let _serial = SERIAL.lock().await;
+    let (logs, _guard) = Logs::capture();
+    let server = TestServer::start(|c| {
+        small_ladder(c);
+        c.transcode.max_streams = 1;
+        c.transcode.apps.insert(
+            "raw".into(),
+            streamd::config::AppTranscodeConfig { enabled: false },
+        );
+    })
+    .await;
+    let mut first = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    first
+        .publish("one")
+        .await
+        .expect("the first takes the slot");
+
+    let mut second = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    match second.publish("two").await {
+        Err(PublishError::Refused(code)) => assert_eq!(code, "NetStream.Publish.Failed"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    logs.wait_for(
+        &["publish to live/two refused", "transcode.max_streams"],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        server
+            .registry
+            .get(&streamd::bus::StreamPath::new("live", "two").unwrap())
+            .is_none()
+    );
+
+    let mut raw = RtmpClient::connect(server.rtmp, "raw").await.unwrap();
+    raw.publish("three")
+        .await
+        .expect("an app without transcoding is not capped");
+
+    // The first publisher leaves: its slot is free again.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+        match c.publish("two").await {
+            Ok(()) => {
+                again = Some(c);
+                break;
+            }
+            Err(PublishError::Refused(code)) => assert_eq!(code, "NetStream.Publish.Failed"),
+            Err(e) => panic!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the slot never came back");
+    drop(raw);
     server.stop().await;
 }
 

@@ -18,6 +18,7 @@
 //! lifetime, so parts cost no backend call.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ pub struct Access {
     /// OME's AdmissionWebhooks, when configured.
     pub admission: Option<Arc<Admission>>,
     llhls: Mutex<crate::cache::Lru<LlhlsKey, bool>>,
+    transcoding: TranscodeSlots,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,9 @@ pub enum Refusal {
     Auth(AuthError),
     #[error("refused by the admission webhook: {0:.200}")]
     Denied(String),
+    /// A capacity limit of this server is reached.
+    #[error("the server is full: {0}")]
+    Full(String),
 }
 
 /// A request let in: where to, for how long. Dropping it tells an admission
@@ -116,6 +121,45 @@ pub struct Admitted {
     /// When an admission backend's `lifetime` ends the session.
     pub until: Option<tokio::time::Instant>,
     closing: Option<Closing>,
+    /// A publisher's transcoding slot, while it publishes.
+    transcoding: Option<Slot>,
+}
+
+/// Streams that may be transcoded at once.
+struct TranscodeSlots {
+    config: crate::config::TranscodeConfig,
+    limit: usize,
+    used: Arc<AtomicUsize>,
+}
+
+/// One transcoded stream's slot, freed on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl TranscodeSlots {
+    /// A slot for a publisher to `app`: None if the app is not transcoded,
+    /// an error if every slot is taken.
+    fn take(&self, app: &str) -> Result<Option<Slot>, Refusal> {
+        if !self.config.enabled_for(app) {
+            return Ok(None);
+        }
+        let taken = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Some(Slot(self.used.clone()))),
+            Err(n) => Err(Refusal::Full(format!(
+                "{n} streams are being transcoded (transcode.max_streams)"
+            ))),
+        }
+    }
 }
 
 impl std::fmt::Debug for Admitted {
@@ -125,6 +169,7 @@ impl std::fmt::Debug for Admitted {
             .field("private", &self.private)
             .field("until", &self.until)
             .field("backend", &self.closing.is_some())
+            .field("transcoding", &self.transcoding.is_some())
             .finish()
     }
 }
@@ -161,12 +206,24 @@ fn backend_request<'a>(
 }
 
 impl Access {
-    pub fn new(store: Store, auth: Auth, admission: Option<Arc<Admission>>) -> Access {
+    /// `transcode` says which apps are transcoded and how many streams may
+    /// be at once (publishers beyond are refused here).
+    pub fn new(
+        store: Store,
+        auth: Auth,
+        admission: Option<Arc<Admission>>,
+        transcode: crate::config::TranscodeConfig,
+    ) -> Access {
         Access {
             store,
             auth,
             admission,
             llhls: Mutex::new(crate::cache::Lru::new(MAX_LLHLS_ADMISSIONS)),
+            transcoding: TranscodeSlots {
+                limit: transcode.stream_limit(),
+                config: transcode,
+                used: Arc::default(),
+            },
         }
     }
 
@@ -206,12 +263,19 @@ impl Access {
             }
         }
         match StreamPath::new(&app, &name) {
-            Ok(path) => Ok(Admitted {
-                path,
-                private: false,
-                until,
-                closing,
-            }),
+            Ok(path) => {
+                let mut admitted = Admitted {
+                    path,
+                    private: false,
+                    until,
+                    closing,
+                    transcoding: None,
+                };
+                // Refused for capacity after a backend let it open: the
+                // guard's drop tells the backend it closed.
+                admitted.transcoding = self.transcoding.take(admitted.path.app())?;
+                Ok(admitted)
+            }
             Err(e) => {
                 // The backend admitted a session that ends here: it hears so.
                 if let Some(c) = &closing {
@@ -234,6 +298,7 @@ impl Access {
                 private,
                 until: None,
                 closing: None,
+                transcoding: None,
             });
         };
         if r.protocol == Protocol::LlHls {
@@ -274,6 +339,7 @@ impl Access {
                     private,
                     until: None,
                     closing: None,
+                    transcoding: None,
                 })
             } else {
                 Err(Refusal::Denied("denied (cached)".into()))
@@ -286,6 +352,7 @@ impl Access {
             Decision::Allowed { lifetime, .. } => Ok(Admitted {
                 path,
                 private,
+                transcoding: None,
                 until: lifetime.map(|l| tokio::time::Instant::now() + l),
                 closing: Some(Closing {
                     admission: adm.clone(),

@@ -428,6 +428,10 @@ pub struct TranscodeConfig {
     pub ladder: Vec<RungConfig>,
     /// Per-app overrides: `[transcode.apps.raw] enabled = false`.
     pub apps: BTreeMap<String, AppTranscodeConfig>,
+    /// Streams transcoded at once; a publisher beyond it is refused
+    /// (NetStream.Publish.Failed). 0: one per two CPU cores, at least one
+    /// (the default 1080p ladder takes about two cores in real time).
+    pub max_streams: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -505,11 +509,20 @@ impl Default for TranscodeConfig {
                 RungConfig::new("360p", 640, 360, 600),
             ],
             apps: BTreeMap::new(),
+            max_streams: 0,
         }
     }
 }
 
 impl TranscodeConfig {
+    /// `max_streams`, with 0 resolved from the CPU cores.
+    pub fn stream_limit(&self) -> usize {
+        match self.max_streams {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
+
     /// Whether streams of `app` are transcoded (else passed through).
     pub fn enabled_for(&self, app: &str) -> bool {
         self.apps.get(app).map_or(self.enabled, |a| a.enabled) && !self.ladder.is_empty()

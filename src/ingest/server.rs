@@ -260,6 +260,7 @@ async fn on_event(
                     let code = match refusal {
                         Refusal::BadName(_) => "NetStream.Publish.BadName",
                         Refusal::Auth(_) | Refusal::Denied(_) => "NetStream.Publish.Unauthorized",
+                        Refusal::Full(_) => "NetStream.Publish.Failed",
                     };
                     let msg = format!("publish to {shown} refused: {refusal}");
                     tracing::warn!("{msg}");

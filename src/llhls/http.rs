@@ -172,6 +172,7 @@ async fn serve(
                 Refusal::Auth(AuthError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 Refusal::BadName(_) => StatusCode::NOT_FOUND,
                 Refusal::Auth(_) | Refusal::Denied(_) => StatusCode::FORBIDDEN,
+                Refusal::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             return error(status, refusal.to_string());
         }

@@ -16,6 +16,9 @@ import { openPage } from './chromium.mjs';
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
 const [url, secondsArg, mode] = process.argv.slice(2);
+// HLSJS_DEBUG=1: hls.js's own log, timestamped, comes with the report
+// (for explaining a stall; too verbose for every run).
+const debug = process.env.HLSJS_DEBUG === '1';
 const seconds = Number(secondsArg || 10);
 if (!url) {
   console.error('usage: node hlsjs.mjs URL SECONDS');
@@ -28,9 +31,16 @@ const { page, logs, close } = await openPage({
 });
 try {
   const result = await page.evaluate(
-    async ({ url, seconds, mode }) => {
+    async ({ url, seconds, mode, debug }) => {
       const video = document.getElementById('v');
-      const hls = new Hls({ lowLatencyMode: true });
+      const debugLog = [];
+      const logTo = (level) => (...args) => {
+        if (debugLog.length < 20000) debugLog.push(`${(performance.now() / 1000).toFixed(3)} ${level} ${args.join(' ')}`);
+      };
+      const hls = new Hls({
+        lowLatencyMode: true,
+        debug: debug ? { debug: logTo('D'), log: logTo('L'), info: logTo('I'), warn: logTo('W'), error: logTo('E') } : false,
+      });
       const errors = [];
       // Non-fatal errors hls.js recovered from, kept to explain a stall.
       const warnings = [];
@@ -137,13 +147,14 @@ try {
         warnings,
         trail: stalls ? trail : [],
         stallSnapshots,
+        debugLog: debug ? debugLog : undefined,
         buffered: ranges(),
         currentTime: video.currentTime,
         decodedFrames: video.getVideoPlaybackQuality().totalVideoFrames,
         droppedFrames: video.getVideoPlaybackQuality().droppedVideoFrames,
       };
     },
-    { url, seconds, mode },
+    { url, seconds, mode, debug },
   );
   result.console = logs.slice(-20);
   console.log(JSON.stringify(result));
