@@ -125,3 +125,43 @@ for name, msg in [
     ("stop", {"command": "stop", "id": 1}),
 ]:
     write("signalling", name, json.dumps(msg).encode())
+
+
+# ICE-TCP: the first byte is the read size; then a framed STUN binding
+# request naming a live viewer, and a framed DTLS-looking record.
+def stun_binding(username):
+    padded = (len(username) + 3) // 4 * 4
+    body = struct.pack(">HH", 0x0006, len(username)) + username + b"\0" * (padded - len(username))
+    body += bytes([0x00, 0x24, 0x00, 0x04, 0x6E, 0x7F, 0x1E, 0xFF])
+    body += bytes([0x00, 0x08, 0x00, 0x14]) + b"\0" * 20
+    return struct.pack(">HH", 0x0001, len(body)) + b"\x21\x12\xa4\x42" + b"\x07" * 12 + body
+
+
+def framed(packet):
+    return struct.pack(">H", len(packet)) + packet
+
+
+stun = stun_binding(b"01abcdef:remote")
+write("ice_tcp", "stun-then-dtls", b"\x07" + framed(stun) + framed(b"\x16\xfe\xfd" + b"\0" * 40))
+write("ice_tcp", "unknown-ufrag", b"\xff" + framed(stun_binding(b"99zzzzzz:remote")))
+
+for name, req in [
+    ("master", "llhls.m3u8"),
+    ("media-blocking", "video_0badcafe.m3u8?_HLS_msn=12&_HLS_part=3&_HLS_skip=YES&token=abc"),
+    ("init", "audio_0badcafe_init2.mp4"),
+    ("segment", "360p_0badcafe_17.m4s"),
+    ("part", "video_0badcafe_17_3.m4s?token=x"),
+]:
+    write("llhls_request", name, req.encode())
+
+for name, body in [
+    ("new-stream", {"name": "My show", "description": "line one\nline two", "isPrivate": True}),
+    ("token", {"streamId": "abc123", "ttlSeconds": 600}),
+]:
+    write("api_json", name, json.dumps(body).encode())
+
+for name, body in [
+    ("allowed", {"allowed": True, "new_url": "rtmp://host/app2/stream2?x=1", "lifetime": 60000}),
+    ("denied", {"allowed": False, "reason": "not on the list"}),
+]:
+    write("admission_answer", name, json.dumps(body).encode())
