@@ -197,6 +197,7 @@ impl Server {
         }));
         routes = crate::http::console(routes, &config.http.web_dir);
         let mut webrtc_task = None;
+        let mut signalling_sessions = None;
         if let Some(webrtc) = webrtc {
             let signalling = crate::webrtc::ws::Signalling::new(
                 webrtc.sfu(),
@@ -204,7 +205,9 @@ impl Server {
                 config.webrtc.clone(),
                 access.clone(),
                 viewers.clone(),
+                shutdown.clone(),
             );
+            signalling_sessions = Some(signalling.sessions());
             routes = routes.layer(axum::middleware::from_fn_with_state(
                 signalling,
                 crate::webrtc::ws::intercept,
@@ -225,6 +228,12 @@ impl Server {
             let _ = t.await;
         }
         let http = http_task.await;
+        // WebSocket sessions outlive their HTTP request: each ends once its
+        // viewer is closed (just above), and its end sends the admission
+        // backend `closing`.
+        if let Some(sessions) = signalling_sessions {
+            sessions.ended(config.http.shutdown_timeout).await;
+        }
         // What the server still holds for others: webhooks queued (the
         // streams that just ended) and admission `closing` calls for the
         // sessions just closed, each within its drain deadline.

@@ -340,7 +340,7 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
 }
 
 /// Shutdown loses nothing it holds: a stream live at shutdown is reported
-/// stopped, and its admitted publish `closing`, before the server is done
+/// stopped, and its admitted publish and viewer `closing`, before the server is done
 /// stopping (the receivers answer slowly, so nothing arrives by luck).
 #[tokio::test]
 async fn shutdown_delivers_stopped_events_and_closing_calls() {
@@ -357,6 +357,11 @@ async fn shutdown_delivers_stopped_events_and_closing_calls() {
     .await;
     let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "held").await;
     server.master_when_ready("live", "held").await;
+    // A WebRTC viewer the backend admitted, playing at shutdown.
+    let mut viewer = common::webrtc::Viewer::connect(&server.ws_url("/live/held"), false)
+        .await
+        .expect("the viewer is admitted");
+    assert!(viewer.plays().await);
     let started = tokio::time::Instant::now() + Duration::from_secs(10);
     while !seen
         .lock()
@@ -379,6 +384,12 @@ async fn shutdown_delivers_stopped_events_and_closing_calls() {
             .any(|v| v["request"]["status"] == "closing" && v["request"]["protocol"] == "rtmp"),
         "the admitted publish's closing was not delivered before shutdown finished: {seen:?}"
     );
+    assert!(
+        seen.iter()
+            .any(|v| v["request"]["status"] == "closing" && v["request"]["protocol"] == "webrtc"),
+        "the admitted viewer's closing was not delivered before shutdown finished: {seen:?}"
+    );
+    drop(viewer);
 }
 
 /// A publish the backend admits but whose name is then refused still ends

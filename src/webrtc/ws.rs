@@ -16,7 +16,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
@@ -25,6 +25,7 @@ use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol};
 use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
 use crate::connlimit::{ConnectionLimit, ConnectionPermit};
+use crate::shutdown::Shutdown;
 use crate::viewers::ViewerCounts;
 
 /// Largest signalling frame accepted (an SDP answer is a few KiB).
@@ -47,6 +48,51 @@ pub struct Signalling {
     pub viewers: Arc<ViewerCounts>,
     /// Unanswered offers, per client address.
     pub pending_offers: ConnectionLimit,
+    /// Signalling sessions running now.
+    sessions: Arc<watch::Sender<usize>>,
+    /// Ends every session at shutdown.
+    shutdown: Shutdown,
+}
+
+/// Waits for the signalling sessions to end (at shutdown: their ends send
+/// the admission backend its `closing` calls, which must be on their way
+/// before the server drains them).
+#[derive(Clone)]
+pub struct Sessions(Arc<watch::Sender<usize>>);
+
+impl Sessions {
+    /// Until no session runs, or `timeout`.
+    pub async fn ended(&self, timeout: Duration) {
+        let mut rx = self.0.subscribe();
+        if tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = *self.0.borrow(),
+                "webrtc signalling sessions still open at the shutdown deadline"
+            );
+        }
+    }
+}
+
+/// One running session, counted until dropped (after the session let its
+/// admission go).
+struct Running(Arc<watch::Sender<usize>>);
+
+impl Running {
+    fn new(sessions: &Arc<watch::Sender<usize>>) -> Running {
+        sessions.send_modify(|n| *n += 1);
+        metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
+        Running(sessions.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
+    }
 }
 
 impl Signalling {
@@ -56,6 +102,7 @@ impl Signalling {
         config: WebRtcConfig,
         access: Arc<Access>,
         viewers: Arc<ViewerCounts>,
+        shutdown: Shutdown,
     ) -> Signalling {
         let pending_offers =
             ConnectionLimit::new(config.max_viewers, config.max_pending_offers_per_ip);
@@ -66,7 +113,14 @@ impl Signalling {
             access,
             viewers,
             pending_offers,
+            sessions: Arc::new(watch::channel(0).0),
+            shutdown,
         }
+    }
+
+    /// A handle to wait for the sessions to end.
+    pub fn sessions(&self) -> Sessions {
+        Sessions(self.sessions.clone())
     }
 }
 
@@ -123,11 +177,10 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
-            metrics::gauge!("streamd_webrtc_signalling_sockets").increment(1.0);
+            let _running = Running::new(&s.sessions);
             Session::new(s, path, playlist, tcp_only, query, url, client)
                 .run(socket)
                 .await;
-            metrics::gauge!("streamd_webrtc_signalling_sockets").decrement(1.0);
         })
 }
 
@@ -207,10 +260,12 @@ impl Session {
         // Until answered: a deadline for the offer/answer exchange.
         let handshake = tokio::time::sleep(self.s.config.ice_timeout);
         tokio::pin!(handshake);
+        let mut shutdown = self.s.shutdown.clone();
         loop {
             // An admission backend's `lifetime` ends the session.
             let until = self.admitted.as_ref().and_then(|a| a.until);
             tokio::select! {
+                _ = shutdown.wait() => break,
                 frame = socket.recv() => {
                     let Some(Ok(frame)) = frame else { break };
                     silent_pings = 0;
