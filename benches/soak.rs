@@ -52,6 +52,24 @@ struct Plan {
     sample: u64,
 }
 
+impl Played {
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.kinds.lock().unwrap().entry(what).or_default() += 1;
+    }
+}
+
+/// An error's kind: its status, or what failed.
+fn kind(r: &Result<(u16, Bytes), String>, what: &str) -> String {
+    match r {
+        Ok((status, body)) => format!(
+            "{what} {status} {}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        ),
+        Err(e) => format!("{what}: {e:.80}"),
+    }
+}
+
 impl Plan {
     fn from_args() -> Plan {
         let args: Vec<String> = std::env::args().collect();
@@ -82,6 +100,8 @@ impl Plan {
 struct Played {
     parts: AtomicU64,
     errors: AtomicU64,
+    /// What the errors were (status code or transport error), counted.
+    kinds: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Parts fetched since the fault.
     since_mark: AtomicU64,
     /// The longest time between two new parts, in ms.
@@ -155,8 +175,8 @@ async fn player(
         };
         let text = match get(&http, &url).await {
             Ok((200, body)) => String::from_utf8_lossy(&body).into_owned(),
-            _ => {
-                played.errors.fetch_add(1, Ordering::Relaxed);
+            other => {
+                played.error(kind(&other, "playlist"));
                 next = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -181,9 +201,7 @@ async fn player(
                     played.since_mark.fetch_add(1, Ordering::Relaxed);
                     last_uri = uri.to_owned();
                 }
-                _ => {
-                    played.errors.fetch_add(1, Ordering::Relaxed);
-                }
+                other => played.error(kind(&other, "part")),
             }
         }
         next = text
@@ -222,8 +240,12 @@ async fn run(plan: Plan) -> bool {
     let rtmp_url = format!("rtmp://{rtmp}/live/soak");
     let mut publisher = publish(&rtmp_url);
     let base = format!("http://{http}/live/soak");
+    // Idle connections are dropped before streamd's 10 s idle deadline
+    // closes them (a request sent on a connection the server is closing
+    // fails: browsers retry it, this client would count an error).
     let client: Http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(plan.llhls + 4)
+        .pool_idle_timeout(Duration::from_secs(5))
         .build_http();
     let mut media = None;
     for _ in 0..200 {
@@ -379,6 +401,12 @@ async fn run(plan: Plan) -> bool {
         .max()
         .unwrap_or(0);
     let failed = failures();
+    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
+    for p in &players {
+        for (k, n) in p.kinds.lock().unwrap().iter() {
+            *kinds.entry(k.clone()).or_default() += n;
+        }
+    }
     let total_parts: u64 = players
         .iter()
         .map(|p| p.parts.load(Ordering::Relaxed))
@@ -406,6 +434,9 @@ async fn run(plan: Plan) -> bool {
         last.1 as i64 - fds0 as i64
     );
     println!("failures (viewers that failed, player errors): {failed} (goal 0)");
+    for (k, n) in kinds {
+        println!("  {n} x {k}");
+    }
     println!(
         "fault (publisher killed -9, back after 1 s; {:.1} s observed): {resumed}/{} viewers \
          and {players_resumed}/{} players got media again without reconnecting; longest \

@@ -28,6 +28,9 @@ use crate::shutdown::Shutdown;
 
 pub mod client;
 
+/// How often histogram samples are folded into their summaries.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (one per process, shared by every
 /// server a test starts).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -40,6 +43,19 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Fails only if another recorder was installed first, in which
             // case ours just renders nothing.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples are kept until upkeep folds them into their
+            // summaries: without it they piled up for as long as nothing
+            // scraped /metrics (a 20-minute soak grew by 5.7%, ~340 kB a
+            // minute with 50 LL-HLS players).
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()
