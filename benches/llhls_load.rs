@@ -15,6 +15,8 @@
 //! npm tools in tests/browser. Run by `cargo test` (no `--bench`), it does a
 //! short smoke run of the client loop against streamd only.
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/proc.rs"]
 mod proc;
 #[path = "common/streamd.rs"]
@@ -25,14 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http::{Http, get};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::process::{Child, Command};
-
-type Http = Client<HttpConnector, Empty<Bytes>>;
 
 struct Plan {
     full: bool,
@@ -67,21 +65,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run(plan));
-}
-
-async fn get(http: &Http, url: &str) -> Result<(u16, Bytes), String> {
-    let req = hyper::Request::get(url)
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let resp = http.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
 }
 
 /// Resident memory (kB) and CPU time (s) of the processes `pids`.

@@ -21,6 +21,8 @@
 //! fails unless every viewer and player got media before and after the
 //! fault.
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/proc.rs"]
 mod proc;
 #[path = "common/streamd.rs"]
@@ -28,21 +30,16 @@ mod streamd;
 #[path = "common/viewer.rs"]
 mod viewer;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http::{Http, get};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
-use tokio::process::Child;
 use viewer::Seen;
-
-type Http = Client<HttpConnector, Empty<Bytes>>;
 
 struct Plan {
     full: bool,
@@ -122,39 +119,6 @@ fn main() {
     }
 }
 
-fn publish(url: &str) -> Child {
-    streamd::test_pattern("640x360")
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
-        .args(["-b:v", "600k", "-maxrate", "600k", "-bufsize", "600k"])
-        .args(["-f", "flv", url])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg")
-}
-
-async fn get(http: &Http, url: &str) -> Result<(u16, Bytes), String> {
-    let req = hyper::Request::get(url)
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let resp = http.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
-}
-
 /// An LL-HLS player: blocking reloads for the hinted part, and every part
 /// fetched, until `stop`. It never reloads from scratch: after an error it
 /// asks for the same playlist again.
@@ -165,12 +129,12 @@ async fn player(
     played: Arc<Played>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut next: Option<(String, String)> = None;
+    let mut next: Option<String> = None;
     let mut last_part: Option<Instant> = None;
     let mut last_uri = String::new();
     while !stop.load(Ordering::Relaxed) {
         let url = match &next {
-            Some((q, _)) => format!("{base}/{media}?{q}"),
+            Some(q) => format!("{base}/{media}?{q}"),
             None => format!("{base}/{media}"),
         };
         let text = match get(&http, &url).await {
@@ -210,10 +174,7 @@ async fn player(
             .and_then(|l| {
                 let uri = l.split("URI=\"").nth(1)?.split('"').next()?;
                 let f: Vec<&str> = uri.trim_end_matches(".m4s").split('_').collect();
-                Some((
-                    format!("_HLS_msn={}&_HLS_part={}", f.get(2)?, f.get(3)?),
-                    uri.to_owned(),
-                ))
+                Some(format!("_HLS_msn={}&_HLS_part={}", f.get(2)?, f.get(3)?))
             });
     }
 }
@@ -238,7 +199,7 @@ async fn run(plan: Plan) -> bool {
     )
     .await;
     let rtmp_url = format!("rtmp://{rtmp}/live/soak");
-    let mut publisher = publish(&rtmp_url);
+    let mut publisher = streamd::publish_cbr(&rtmp_url, "640x360", 600, None);
     let base = format!("http://{http}/live/soak");
     // Idle connections are dropped before streamd's 10 s idle deadline
     // closes them (a request sent on a connection the server is closing
@@ -376,7 +337,7 @@ async fn run(plan: Plan) -> bool {
     let _ = publisher.kill().await;
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut publisher = publish(&rtmp_url);
+    let mut publisher = streamd::publish_cbr(&rtmp_url, "640x360", 600, None);
     tokio::time::sleep(Duration::from_secs(8)).await;
     stop.store(true, Ordering::Relaxed);
     let after_fault = killed.elapsed();

@@ -26,12 +26,11 @@ mod streamd;
 #[path = "common/viewer.rs"]
 mod viewer;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 struct Rendition {
     name: &'static str,
@@ -127,7 +126,12 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         ),
     )
     .await;
-    let mut publisher = publish(&format!("rtmp://{rtmp}/live/load"), r);
+    let mut publisher = streamd::publish_cbr(
+        &format!("rtmp://{rtmp}/live/load"),
+        r.size,
+        r.kbps,
+        Some(900),
+    );
     let ws = format!("ws://{http}/live/load");
     wait_ready(&format!("http://{http}/live/load/llhls.m3u8")).await;
     let ticks = streamd::clock_ticks().await;
@@ -237,25 +241,4 @@ async fn wait_ready(url: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{url} never became ready");
-}
-
-fn publish(url: &str, r: &Rendition) -> Child {
-    let rate = format!("{}k", r.kbps);
-    streamd::test_pattern(r.size)
-        .args([
-            "-t",
-            "900",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
-        .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
-        .args(["-f", "flv", url])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg")
 }

@@ -95,3 +95,28 @@ pub fn test_pattern(size: &str) -> Command {
         .kill_on_drop(true);
     cmd
 }
+
+/// The test pattern published to `url` as constant-bitrate H.264 at
+/// `kbps` (x264 ultrafast, zerolatency, no B-frames, a keyframe every 2 s),
+/// video only, for `seconds` or until killed.
+pub fn publish_cbr(url: &str, size: &str, kbps: u32, seconds: Option<u32>) -> Child {
+    let rate = format!("{kbps}k");
+    let mut cmd = test_pattern(size);
+    if let Some(s) = seconds {
+        cmd.args(["-t", &s.to_string()]);
+    }
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+    ])
+    .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
+    .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
+    .args(["-f", "flv", url])
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("ffmpeg")
+}

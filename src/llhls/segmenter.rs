@@ -492,13 +492,18 @@ mod tests {
     use super::*;
     use crate::media::AvcConfig;
 
-    fn config() -> Arc<CodecConfig> {
+    pub(super) fn config() -> Arc<CodecConfig> {
         Arc::new(CodecConfig::H264(
             AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap(),
         ))
     }
 
-    fn sample(dts: i64, keyframe: bool, starts: bool, cfg: &Arc<CodecConfig>) -> InSample {
+    pub(super) fn sample(
+        dts: i64,
+        keyframe: bool,
+        starts: bool,
+        cfg: &Arc<CodecConfig>,
+    ) -> InSample {
         InSample {
             dts,
             composition_offset: 0,
@@ -665,24 +670,9 @@ mod gap_tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::media::AvcConfig;
 
     fn sample(dts: i64, keyframe: bool) -> InSample {
-        InSample {
-            dts,
-            composition_offset: 0,
-            keyframe,
-            data: Bytes::from_static(&[1]),
-            program_date_time: SystemTime::UNIX_EPOCH,
-            received: Instant::now(),
-            starts_segment: false,
-            discontinuity: false,
-            config: Arc::new(CodecConfig::H264(
-                AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240))
-                    .unwrap(),
-            )),
-            msn: None,
-        }
+        super::tests::sample(dts, keyframe, false, &super::tests::config())
     }
 
     #[test]
@@ -736,7 +726,6 @@ mod overload_tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::media::AvcConfig;
 
     /// What the segmenter wrote for one part: its sample's written decode
     /// times and composition offsets, read back from the fragment.
@@ -801,31 +790,16 @@ mod overload_tests {
     }
 
     fn run(frames: &[Frame], hint: Option<i64>, cto: i32) -> (Segmenter, Vec<SegmenterOutput>) {
-        let cfg = Arc::new(CodecConfig::H264(
-            AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap(),
-        ));
+        let cfg = super::tests::config();
         let mut seg = Segmenter::new(90_000, Duration::from_millis(200), true);
         if let Some(h) = hint {
             seg.set_frame_duration(h);
         }
         let mut out = vec![];
         for &(dts, key, starts) in frames {
-            seg.push(
-                InSample {
-                    dts,
-                    composition_offset: cto,
-                    keyframe: key,
-                    data: Bytes::from_static(&[0]),
-                    program_date_time: SystemTime::UNIX_EPOCH,
-                    received: Instant::now(),
-                    starts_segment: starts,
-                    discontinuity: false,
-                    config: cfg.clone(),
-                    msn: None,
-                },
-                &mut out,
-            )
-            .unwrap();
+            let mut sample = super::tests::sample(dts, key, starts, &cfg);
+            sample.composition_offset = cto;
+            seg.push(sample, &mut out).unwrap();
         }
         seg.flush(&mut out).unwrap();
         (seg, out)
