@@ -84,6 +84,11 @@ preset = "superfast"
     assert_eq!(r["audioCodec"], "audio/opus", "{r}");
     let levels = r["qualityLevels"].as_array().expect("quality levels");
     assert_eq!(levels.len(), 2, "{r}");
+    // Glass to glass, from the clock the publisher drew into the picture,
+    // from the first decoded frame on.
+    let playing = f64::from(seconds) - r["firstFrameMs"].as_f64().unwrap() / 1000.0;
+    let (p50, p95) = check_clock(&r, playing, 2000);
+    eprintln!("OvenPlayer WebRTC glass-to-glass: p50 {p50} ms, p95 {p95} ms");
     r
 }
 
@@ -144,6 +149,17 @@ async fn aiortc_plays_and_switches_rendition() {
     assert!(r["audio_frames"].as_u64().unwrap() >= 200, "{r}");
     assert_eq!(r["audio_format"]["rate"], 48000, "{r}");
     assert_eq!(r["audio_format"]["layout"], "stereo", "{r}");
+    // Glass to glass, from the clock in the picture; the clicks heard, one
+    // a second, in step with the pictures.
+    let (p50, p95) = check_clock(&r, 6.0, 2000);
+    let clicks = r["audio_clock"]["clicks"].as_u64().unwrap();
+    assert!(clicks >= 5, "{clicks} clicks heard in 8 s: {r}");
+    let av = r["av_offset_ms"].as_i64().unwrap();
+    eprintln!(
+        "aiortc WebRTC glass-to-glass: p50 {p50} ms, p95 {p95} ms; sound {av} ms after picture"
+    );
+    // Lip sync: generous, so only a broken pipeline fails it.
+    assert!(av.abs() < 200, "sound {av} ms after picture: {r}");
     // Started on 360p (the start bitrate fits it), then only 180p after
     // the switch.
     let sizes: Vec<&str> = r["size_changes"]

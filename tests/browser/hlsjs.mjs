@@ -1,7 +1,10 @@
 // Plays an LL-HLS URL with hls.js in headless Chromium and prints, as one
 // JSON line, what a viewer would see: how far playback advanced, the
-// glass-to-glass latency (Date.now() - hls.playingDate, where playingDate
-// comes from EXT-X-PROGRAM-DATE-TIME stamped at ingest), stalls and errors.
+// glass-to-glass latency read from the picture (`clock`: the publisher's
+// wall clock drawn into every frame, see clock.js), stalls and errors.
+// `serverStampedLatencies` is what hls.js itself would say (Date.now() -
+// hls.playingDate, from EXT-X-PROGRAM-DATE-TIME, which the server stamps at
+// ingest), kept to compare the two.
 //
 // usage: node hlsjs.mjs URL SECONDS [switch]
 //
@@ -15,6 +18,7 @@ import { openPage } from './chromium.mjs';
 
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
+const clockSource = readFileSync(new URL('./clock.js', import.meta.url));
 const [url, secondsArg, mode] = process.argv.slice(2);
 // HLSJS_DEBUG=1: hls.js's own log, timestamped, comes with the report
 // (for explaining a stall; too verbose for every run).
@@ -26,8 +30,8 @@ if (!url) {
 }
 
 const { page, logs, close } = await openPage({
-  html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>',
-  scripts: { '/hls.min.js': hlsSource },
+  html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script><script src="/clock.js"></script></body></html>',
+  scripts: { '/hls.min.js': hlsSource, '/clock.js': clockSource },
 });
 try {
   const result = await page.evaluate(
@@ -116,6 +120,7 @@ try {
         await new Promise((r) => setTimeout(r, 100));
       }
       const start = video.currentTime;
+      const clock = GlassClock.watch(video);
       stalls = 0;
       stallSnapshots.length = 0;
       const latencies = [];
@@ -132,11 +137,13 @@ try {
         const date = hls.playingDate;
         if (date && !video.paused) latencies.push((Date.now() - date.getTime()) / 1000);
       }
+      clock.stop();
       const levels = hls.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate }));
       return {
         startedAt: start,
         advanced: video.currentTime - start,
-        latencies,
+        clock: clock.summary(),
+        serverStampedLatencies: latencies,
         hlsLatency: hls.latency,
         targetLatency: hls.targetLatency,
         stalls,

@@ -20,6 +20,9 @@
 #              "none": no publisher (the player script publishes itself), and
 #              readiness is WS_URL's /healthz
 #   PLAYER     the script run with WS_URL SECONDS (default ovenplayer.mjs)
+#   CLOCK_FILTER  ffmpeg filter graph drawing the glass-to-glass clock on the
+#              publisher's inputs 0:v and 1:a into [v] and [a]
+#              (tests/common/clock.rs filter_graph(); the tests set it)
 #   RUST_LOG   passed to streamd (e.g. streamd=debug)
 #   NODE       node binary (default: node)
 #   STREAMD_LOG_OUT  if set, streamd's log is copied to this file at the end
@@ -84,9 +87,11 @@ STREAMD_PID=$!
 PUBLISH_SECONDS=$(( SECONDS_ARG + 30 > 60 ? SECONDS_ARG + 30 : 60 ))
 # streamd needs a moment to bind; retry the publisher until it connects.
 start_publisher() {
-  ffmpeg -hide_banner -loglevel error -nostdin -re \
-    -f lavfi -i testsrc2=size=640x360:rate=30 \
-    -f lavfi -i sine=frequency=440:sample_rate=44100 \
+  local map=(-map 0:v -map 1:a)
+  [ -n "${CLOCK_FILTER:-}" ] && map=(-filter_complex "$CLOCK_FILTER" -map '[v]' -map '[a]')
+  ffmpeg -hide_banner -loglevel error -nostdin \
+    -re -f lavfi -i testsrc2=size=640x360:rate=30 \
+    -re -f lavfi -i sine=frequency=1000:sample_rate=44100 "${map[@]}" \
     -t "$PUBLISH_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -b:v 500k \
     -c:a aac -b:a 64k -ac 2 -f flv "$RTMP_URL" >>"$FFMPEG_LOG" 2>&1 &
   FFMPEG_PID=$!

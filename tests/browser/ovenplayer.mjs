@@ -3,7 +3,8 @@
 // prints, as one JSON line, what a viewer would see: the decoded-frame
 // series, the time from player creation to the first decoded frame, the
 // audio received, OvenPlayer's events/errors/quality levels and the ICE
-// candidate pair.
+// candidate pair, and the glass-to-glass latency read from the picture
+// (`clock`, see clock.js) from the first decoded frame on.
 //
 // usage: node ovenplayer.mjs WS_URL SECONDS
 //
@@ -23,6 +24,7 @@ import { openPage } from './chromium.mjs';
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
 const opSource = readFileSync(require.resolve('ovenplayer/dist/ovenplayer.js'));
+const clockSource = readFileSync(new URL('./clock.js', import.meta.url));
 const opVersion = JSON.parse(readFileSync(require.resolve('ovenplayer/package.json'))).version;
 
 const [wsUrl, secondsArg] = process.argv.slice(2);
@@ -105,8 +107,8 @@ function instrument() {
 const { page, logs, version, close } = await openPage({
   html:
     '<!doctype html><html><body><div id="player"></div>' +
-    '<script src="/hls.min.js"></script><script src="/ovenplayer.js"></script></body></html>',
-  scripts: { '/hls.min.js': hlsSource, '/ovenplayer.js': opSource },
+    '<script src="/hls.min.js"></script><script src="/ovenplayer.js"></script><script src="/clock.js"></script></body></html>',
+  scripts: { '/hls.min.js': hlsSource, '/ovenplayer.js': opSource, '/clock.js': clockSource },
   webrtc: true,
   init: instrument,
 });
@@ -193,11 +195,16 @@ try {
       let firstFrameMs = null;
       let last = null;
       let nextSample = 0;
+      let clock = null;
       const end = created + seconds * 1000;
       while (performance.now() < end) {
         const s = await sample();
         last = s;
         if (firstFrameMs === null && s.framesDecoded > 0) firstFrameMs = s.t;
+        // OvenPlayer makes its own <video>: read the clock from it once
+        // it shows something.
+        const shown = document.querySelector('#player video') || document.querySelector('video');
+        if (clock === null && shown && shown.videoWidth > 0) clock = GlassClock.watch(shown);
         if (performance.now() - created >= nextSample) {
           series.push(s);
           nextSample += 500;
@@ -205,6 +212,7 @@ try {
         await sleep(firstFrameMs === null ? 50 : 500);
       }
       last = await sample();
+      clock?.stop();
       const video = document.querySelector('#player video') || document.querySelector('video');
       const quality = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
       let qualityLevels = null;
@@ -232,6 +240,7 @@ try {
         playing: !!(rising && last.audioPacketsReceived > 0 && errors.length === 0),
         seconds,
         firstFrameMs,
+        clock: clock ? clock.summary() : null,
         framesDecoded: fd,
         frameWidth: last.frameWidth,
         frameHeight: last.frameHeight,

@@ -3,6 +3,7 @@
 //! would read.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod clock;
 pub mod llhls;
 pub mod rtmp;
 pub mod webrtc;
@@ -256,18 +257,14 @@ pub struct Publish<'a> {
 }
 
 impl Publish<'_> {
-    /// testsrc2 at 30 fps and a 44.1 kHz sine, H.264 (x264 veryfast: High
-    /// profile with B-frames, as OBS sends by default) and AAC, in real time.
+    /// testsrc2 at 30 fps with the glass-to-glass clock drawn on it, and
+    /// the clock's click track at 44.1 kHz (see clock.rs), H.264 (x264
+    /// veryfast: High profile with B-frames, as OBS sends by default) and
+    /// AAC, in real time.
     pub fn spawn(&self) -> Child {
         let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("testsrc2=size={}:rate=30", self.size),
-            ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            .args(clock::source_args(self.size, 44100))
             .args(["-t", &self.seconds.to_string()])
             .args([
                 "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
@@ -282,8 +279,7 @@ impl Publish<'_> {
                 "-sc_threshold",
                 "0",
             ])
-            .args(["-b:v", "500k", "-c:a", "aac", "-b:a", "64k", "-ac", "2"])
-            .args(["-map", "0:v", "-map", "1:a"]);
+            .args(["-b:v", "500k", "-c:a", "aac", "-b:a", "64k", "-ac", "2"]);
         match self.copy_to {
             Some(path) => {
                 cmd.args([
@@ -491,12 +487,14 @@ pub async fn in_netns(
         "-rn"
     };
     let netns = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/netns.sh");
+    let clock = clock::filter_graph();
     let out = Command::new("unshare")
         .args([unshare, "bash"])
         .arg(&netns)
         .arg(env!("CARGO_BIN_EXE_streamd"))
         .arg(config)
         .args([url, &seconds.to_string()])
+        .env("CLOCK_FILTER", &clock)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -524,4 +522,57 @@ pub fn browser_dir() -> &'static Path {
         "chromium missing: apt-get install chromium"
     );
     dir
+}
+
+/// Checks a player's reading of the glass-to-glass clock (see clock.rs;
+/// the `clock` summary of tests/browser/clock.js or aiortc_viewer.py) over
+/// `seconds` of playback: the code was read from nearly every frame, never
+/// went back, advanced with playback, and no picture was older than
+/// `bound_ms` (generous: a broken pipeline fails it, a busy machine does
+/// not) or younger than 0. Returns its (p50, p95) in ms.
+pub fn check_clock(report: &serde_json::Value, seconds: f64, bound_ms: i64) -> (i64, i64) {
+    let clock = &report["clock"];
+    let n = |k: &str| {
+        clock[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no clock.{k}: {report}"))
+    };
+    let (frames, read, unreadable) = (n("frames"), n("read"), n("unreadable"));
+    assert!(
+        read as f64 >= seconds * 10.0,
+        "the clock was read from {read} frames in {seconds} s: {clock}"
+    );
+    assert!(
+        unreadable * 20 <= frames,
+        "{unreadable} of {frames} frames did not read: {clock}"
+    );
+    assert_eq!(
+        n("backwards"),
+        0,
+        "an older picture came after a newer one: {clock}"
+    );
+    let span = n("spanMs") as f64 / 1000.0;
+    assert!(
+        span >= seconds / 2.0,
+        "the clock advanced {span} s in {seconds} s of playback: {clock}"
+    );
+    let mut ages: Vec<i64> = clock["agesMs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_i64())
+        .collect();
+    ages.sort();
+    assert_eq!(ages.len() as u64, read, "{clock}");
+    let (min, max) = (ages[0], ages[ages.len() - 1]);
+    assert!(
+        min > 0,
+        "a picture was shown {min} ms before it was taken: {clock}"
+    );
+    assert!(
+        max < bound_ms,
+        "a picture was {max} ms old (bound {bound_ms}): {clock}"
+    );
+    let q = |q: f64| ages[((ages.len() as f64 * q) as usize).min(ages.len() - 1)];
+    (q(0.5), q(0.95))
 }

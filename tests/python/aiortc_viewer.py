@@ -12,12 +12,20 @@ and audio frame it receives for SECONDS (counted from the WebSocket opening);
 with RENDITION, sends change_rendition {rendition_name: RENDITION, auto:false}
 half-way through; then sends {command:'stop', id} and closes.
 
-Report: {video_frames, sizes, audio_frames, notifications, errors, ...}.
+It reads the glass-to-glass clock the test publisher draws into every
+picture and clicks on every second (tests/common/clock.rs describes the
+code): `clock` is the age of each decoded picture, taken when aiortc hands
+it over, with nothing the server stamps; `audio_clock` is the age modulo
+1 s of each click heard, and `av_offset_ms` how much later the sound comes
+than the picture (from the two, modulo 1 s, so within +-500 ms).
+
+Report: {video_frames, sizes, audio_frames, notifications, errors, clock, ...}.
 The exit code is 0 whether or not media arrived (judge the JSON); nonzero
 only if the script itself fails. Requirements: requirements.txt next to this
 file (pip install -r tests/python/requirements.txt).
 """
 
+import array
 import asyncio
 import json
 import sys
@@ -33,6 +41,50 @@ from websockets.exceptions import WebSocketException
 # aioice gathers host candidates from every interface but skips loopback;
 # the server is on loopback, so offer exactly 127.0.0.1.
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+
+
+BLOCKS = 26
+WRAP = 1_000_000
+
+
+def read_clock(frame):
+    """The code in a decoded picture's luma, or None if it does not read."""
+    plane = frame.planes[0]
+    width, height, stride = frame.width, frame.height, plane.line_size
+    strip = height // 8
+    if width < BLOCKS * 2 or strip < 2:
+        return None
+    luma = memoryview(bytes(plane))
+    bits = []
+    for b in range(BLOCKS):
+        left = width * b / BLOCKS
+        x0 = int(left + width / BLOCKS * 0.3)
+        x1 = int(left + width / BLOCKS * 0.7)
+        total = n = 0
+        for y in range(strip // 4, strip * 3 // 4):
+            row = luma[y * stride + x0 : y * stride + x1 + 1]
+            total += sum(row)
+            n += len(row)
+        bits.append(total > 128 * max(n, 1))
+    if not bits[0] or bits[1]:
+        return None
+    ms = 0
+    for bit in bits[2:22]:
+        ms = ms * 2 + bit
+    check = 0
+    for bit in bits[22:26]:
+        check = check * 2 + bit
+    return ms if ms < WRAP and ms % 13 == check else None
+
+
+def age_ms(code, now_ms):
+    age = (int(now_ms) % WRAP - code) % WRAP
+    return age - WRAP if age > WRAP - 60_000 else age
+
+
+def quantile(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * q))] if s else None
 
 
 async def run(ws_url, seconds, rendition):
@@ -63,6 +115,9 @@ async def run(ws_url, seconds, rendition):
         "ws_close": None,
         "seconds": seconds,
     }
+    clock = {"frames": 0, "read": 0, "unreadable": 0, "backwards": 0, "agesMs": [], "first": None, "last": None}
+    clicks = []  # ages modulo 1 s of the clicks heard
+    loud = [False]
     pc = None
     consumers = []
     session_id = None
@@ -85,12 +140,38 @@ async def run(ws_url, seconds, rendition):
                 if not report["size_changes"] or report["size_changes"][-1]["size"] != size:
                     report["size_changes"].append({"t": ms(), "size": size, "frame": report["video_frames"]})
                 report["sizes"][size] = report["sizes"].get(size, 0) + 1
+                clock["frames"] += 1
+                code = read_clock(frame)
+                if code is None:
+                    clock["unreadable"] += 1
+                else:
+                    clock["read"] += 1
+                    clock["agesMs"].append(age_ms(code, time.time() * 1000))
+                    if clock["first"] is None:
+                        clock["first"] = code
+                    if clock["last"] is not None and (code - clock["last"]) % WRAP > WRAP // 2:
+                        clock["backwards"] += 1
+                    clock["last"] = code
                 if getattr(frame, "key_frame", False):
                     report["key_frames"] += 1
                     report["key_frame_ms"].append(ms())
             else:
                 report["audio_frames"] += 1
                 report["audio_samples"] += frame.samples
+                heard = time.time() * 1000
+                if frame.format.name == "s16":
+                    samples = array.array("h", bytes(frame.planes[0])[: frame.samples * len(frame.layout.channels) * 2])
+                    for i, v in enumerate(samples):
+                        if abs(v) > 4000:
+                            if not loud[0]:
+                                # The click starts here: sample i of the frame
+                                # handed over now.
+                                at = heard + (i // len(frame.layout.channels)) * 1000 / frame.sample_rate
+                                clicks.append(round(at % 1000))
+                            loud[0] = True
+                            break
+                    else:
+                        loud[0] = False
                 if report["first_audio_ms"] is None:
                     report["first_audio_ms"] = ms()
                     report["audio_format"] = {
@@ -213,6 +294,21 @@ async def run(ws_url, seconds, rendition):
         c.cancel()
     await asyncio.gather(*consumers, return_exceptions=True)
     report["elapsed_ms"] = ms()
+    ages = clock.pop("agesMs")
+    first, last = clock.pop("first"), clock.pop("last")
+    clock.update(
+        {
+            "agesMs": ages,
+            "p50Ms": quantile(ages, 0.5),
+            "p95Ms": quantile(ages, 0.95),
+            "spanMs": 0 if first is None else (last - first) % WRAP,
+        }
+    )
+    report["clock"] = clock
+    report["audio_clock"] = {"clicks": len(clicks), "agesMod1sMs": clicks}
+    if clicks and ages:
+        video = quantile(ages, 0.5) % 1000
+        report["av_offset_ms"] = quantile([(c - video + 500) % 1000 - 500 for c in clicks], 0.5)
     # Compact the playlist: it is large and the Rust side only needs names.
     for n in report["notifications"]:
         m = n.get("message")
