@@ -6,15 +6,21 @@
 //! - ingest-to-part latency (RTMP tag arrival to its part being servable),
 //!   p50/p99, and how fast held playlist requests wake once their part
 //!   exists (from streamd's /metrics);
-//! - glass-to-glass latency with hls.js in headless Chromium, median over
-//!   20 s, for streamd's LL-HLS and for the baseline's HLS;
+//! - glass-to-glass latency, p50/p95 over 20 s, read from the clock the
+//!   publisher draws into every picture (tests/common/clock.rs), not from
+//!   anything the server stamps: hls.js in headless Chromium on streamd's
+//!   LL-HLS and on the baseline's HLS, and aiortc on streamd's WebRTC
+//!   (with what PROGRAM-DATE-TIME would have said, for comparison);
 //! - memory (RSS) and CPU with 200 concurrent blocking playlist clients on
 //!   streamd, and 200 clients polling the baseline.
 //!
 //! Needs nginx (`apt-get install nginx-light`), ffmpeg, Chromium and the
-//! npm tools in tests/browser. Run by `cargo test` (no `--bench`), it does a
-//! short smoke run of the client loop against streamd only.
+//! npm tools in tests/browser, and the aiortc virtualenv in tests/python.
+//! Run by `cargo test` (no `--bench`), it does a short smoke run against
+//! streamd only: 6 s probes and the client loop.
 
+#[path = "../tests/common/clock.rs"]
+mod clock;
 #[path = "common/http.rs"]
 mod http;
 #[path = "common/proc.rs"]
@@ -196,7 +202,26 @@ fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
 }
 
-async fn hlsjs_latency(url: &str, seconds: u32) -> Option<(f64, f64)> {
+/// The last line of a probe's stdout, as JSON; a probe that printed none
+/// fails the run.
+fn probe_report(what: &str, out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{what} gave no report: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Glass to glass on `url` for `seconds`, read by hls.js in Chromium from
+/// the clock in the picture; beside it, what hls.js would have said from
+/// the server's PROGRAM-DATE-TIME. A run that did not play fails the bench:
+/// it gives no figures.
+async fn hlsjs_glass(url: &str, seconds: u32) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hlsjs.mjs");
     let out = Command::new("node")
         .arg(script)
@@ -204,19 +229,37 @@ async fn hlsjs_latency(url: &str, seconds: u32) -> Option<(f64, f64)> {
         .arg(seconds.to_string())
         .output()
         .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
-    let mut l: Vec<f64> = v["latencies"]
-        .as_array()?
-        .iter()
-        .filter_map(|x| x.as_f64())
-        .collect();
-    if l.is_empty() {
-        return None;
-    }
-    l.sort_by(f64::total_cmp);
-    Some((l[l.len() / 2], v["advanced"].as_f64().unwrap_or(0.0)))
+        .expect("node (see README)");
+    let v = probe_report("hls.js", &out);
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
+    let advanced = v["advanced"].as_f64().unwrap_or(0.0);
+    let (p50, p95) = clock::check(&v, advanced, 30_000);
+    let mut stamped: Vec<f64> = v["serverStampedLatencies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    stamped.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "p50_ms": p50, "p95_ms": p95, "stalls": v["stalls"],
+        "program_date_time_p50_ms": stamped.get(stamped.len() / 2).map(|s| (s * 1000.0).round()),
+    })
+}
+
+/// Glass to glass over WebRTC on `ws` for `seconds`, read by aiortc (an
+/// independent WebRTC stack) from the clock in each decoded picture.
+async fn aiortc_glass(ws: &str, seconds: u32) -> serde_json::Value {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let out = Command::new(tests.join("python/.venv/bin/python"))
+        .arg(tests.join("python/aiortc_viewer.py"))
+        .arg(ws)
+        .arg(seconds.to_string())
+        .output()
+        .await
+        .expect("the aiortc virtualenv in tests/python/.venv (see README)");
+    let v = probe_report("aiortc", &out);
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
+    let (p50, p95) = clock::check(&v, f64::from(seconds) - 2.0, 30_000);
+    serde_json::json!({ "p50_ms": p50, "p95_ms": p95, "video_frames": v["video_frames"] })
 }
 
 fn free_port() -> u16 {
@@ -264,10 +307,22 @@ fn publish(rtmp: &str, hls_dir: Option<&PathBuf>, plan: &Plan) -> Child {
         ),
         None => format!("[f=flv]{url}"),
     };
-    streamd::test_pattern(plan.size)
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+    // x264 without lookahead or B-frames (zerolatency, as a low-latency
+    // OBS set-up and OME's WebRTC advice have it): the encoder's own delay
+    // stays out of the way of the servers', and the WebRTC probe can play
+    // the source passed through.
+    streamd::test_pattern(plan.size, Some(48000))
         .args([
-            "-t", "600", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-t",
+            "600",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
         ])
         .args([
             "-b:v",
@@ -287,18 +342,7 @@ fn publish(rtmp: &str, hls_dir: Option<&PathBuf>, plan: &Plan) -> Child {
             "-flags:v",
             "+global_header",
         ])
-        .args([
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-flags:a",
-            "+global_header",
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-        ])
+        .args(["-c:a", "aac", "-b:a", "128k", "-flags:a", "+global_header"])
         .args(["-f", "tee", &out])
         .spawn()
         .expect("ffmpeg")
@@ -354,14 +398,21 @@ async fn run(plan: Plan) {
 
     let mut report =
         serde_json::json!({ "publish": format!("{} {} 30 fps, 1 s GOP", plan.size, plan.bitrate) });
-    if plan.full {
-        let ours = hlsjs_latency(&master, 20).await;
-        let theirs = hlsjs_latency(baseline.as_ref().unwrap(), 20).await;
-        report["hlsjs_glass_to_glass_median_s"] = serde_json::json!({ "streamd_llhls": ours.map(|l| l.0), "baseline_ffmpeg_hls_nginx": theirs.map(|l| l.0) });
-        if let (Some(a), Some(b)) = (ours, theirs) {
-            report["hlsjs_latency_ratio_baseline_over_streamd"] = serde_json::json!(b.0 / a.0);
-        }
+    // Glass to glass, one probe at a time, from the clock the publisher
+    // draws into the picture: streamd's LL-HLS and WebRTC, and the
+    // baseline's HLS of the same encode.
+    let probe = if plan.full { 20 } else { 6 };
+    let mut glass = serde_json::json!({
+        "streamd_llhls_hlsjs": hlsjs_glass(&master, probe).await,
+        "streamd_webrtc_aiortc": aiortc_glass(&format!("ws://{http_addr}/live/load"), probe).await,
+    });
+    if let Some(b) = &baseline {
+        glass["baseline_ffmpeg_hls_nginx_hlsjs"] = hlsjs_glass(b, probe).await;
+        let p50 = |k: &str| glass[k]["p50_ms"].as_f64().unwrap();
+        glass["p50_ratio_baseline_over_streamd_llhls"] =
+            serde_json::json!(p50("baseline_ffmpeg_hls_nginx_hlsjs") / p50("streamd_llhls_hlsjs"));
     }
+    report["glass_to_glass"] = glass;
 
     let clients = plan.clients;
     let seconds = plan.seconds;

@@ -21,6 +21,8 @@
 //! fails unless every viewer and player got media before and after the
 //! fault.
 
+#[path = "../tests/common/clock.rs"]
+mod clock;
 #[path = "common/http.rs"]
 mod http;
 #[path = "common/proc.rs"]

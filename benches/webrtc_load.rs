@@ -19,6 +19,8 @@
 //!
 //! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
 
+#[path = "../tests/common/clock.rs"]
+mod clock;
 #[path = "common/proc.rs"]
 mod proc;
 #[path = "common/streamd.rs"]

@@ -80,19 +80,21 @@ pub async fn clock_ticks() -> f64 {
 }
 
 /// An ffmpeg publisher reading a 30 fps `testsrc2` picture of `size` in
-/// real time (`-re`), quiet, its output killed with the handle; the caller
-/// adds any further input, the encoding and the output.
-pub fn test_pattern(size: &str) -> Command {
+/// real time (`-re`) with the glass-to-glass clock drawn on it, and with
+/// `audio` the clock's click track at that sample rate (both mapped; see
+/// tests/common/clock.rs), quiet, its output killed with the handle; the
+/// caller adds the encoding and the output, and no further input.
+pub fn test_pattern(size: &str, audio: Option<u32>) -> Command {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=30"),
-        ])
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
+    match audio {
+        Some(rate) => cmd.args(crate::clock::source_args(size, rate)),
+        None => cmd
+            .args(["-re", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=30"))
+            .args(["-vf", &crate::clock::video_filter()]),
+    };
+    cmd.stdout(Stdio::null()).kill_on_drop(true);
     cmd
 }
 
@@ -101,7 +103,7 @@ pub fn test_pattern(size: &str) -> Command {
 /// video only, for `seconds` or until killed.
 pub fn publish_cbr(url: &str, size: &str, kbps: u32, seconds: Option<u32>) -> Child {
     let rate = format!("{kbps}k");
-    let mut cmd = test_pattern(size);
+    let mut cmd = test_pattern(size, None);
     if let Some(s) = seconds {
         cmd.args(["-t", &s.to_string()]);
     }

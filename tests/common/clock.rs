@@ -22,6 +22,7 @@
 //! inside the measurement. The publisher and the players run on one host
 //! and read one clock. Frame timestamps are then put back on the regular
 //! 30 fps (and sample-count) grid.
+
 #![allow(dead_code)] // the tests and the benches use different parts
 
 /// Blocks in the row.
@@ -109,45 +110,55 @@ pub fn source_args(size: &str, rate: u32) -> Vec<String> {
     .to_vec()
 }
 
-/// The code in a luma plane (`stride` bytes per row), if the row of blocks
-/// reads as one: the marker right and the check agreeing.
-pub fn read(luma: &[u8], width: usize, height: usize, stride: usize) -> Option<u64> {
-    let strip = height / 8;
-    if width < BLOCKS * 2 || strip < 2 || luma.len() < stride * strip {
-        return None;
-    }
-    let bits: Vec<bool> = (0..BLOCKS)
-        .map(|b| {
-            // The middle of the block: away from its edges, which the
-            // encoder and the scalers blur.
-            let x0 = (width * b) / BLOCKS + width / BLOCKS * 3 / 10;
-            let x1 = (width * b) / BLOCKS + width / BLOCKS * 7 / 10;
-            let (mut sum, mut n) = (0u64, 0u64);
-            for y in strip / 4..strip * 3 / 4 {
-                for x in x0..=x1 {
-                    sum += u64::from(luma[y * stride + x]);
-                    n += 1;
-                }
-            }
-            sum > 128 * n.max(1)
-        })
+/// Checks a player's reading of the glass-to-glass clock (see clock.rs;
+/// the `clock` summary of tests/browser/clock.js or aiortc_viewer.py) over
+/// `seconds` of playback: the code was read from nearly every frame, never
+/// went back, advanced with playback, and no picture was older than
+/// `bound_ms` (generous: a broken pipeline fails it, a busy machine does
+/// not) or younger than 0. Returns its (p50, p95) in ms.
+pub fn check(report: &serde_json::Value, seconds: f64, bound_ms: i64) -> (i64, i64) {
+    let clock = &report["clock"];
+    let n = |k: &str| {
+        clock[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no clock.{k}: {report}"))
+    };
+    let (frames, read, unreadable) = (n("frames"), n("read"), n("unreadable"));
+    assert!(
+        read as f64 >= seconds * 10.0,
+        "the clock was read from {read} frames in {seconds} s: {clock}"
+    );
+    assert!(
+        unreadable * 20 <= frames,
+        "{unreadable} of {frames} frames did not read: {clock}"
+    );
+    assert_eq!(
+        n("backwards"),
+        0,
+        "an older picture came after a newer one: {clock}"
+    );
+    let span = n("spanMs") as f64 / 1000.0;
+    assert!(
+        span >= seconds / 2.0,
+        "the clock advanced {span} s in {seconds} s of playback: {clock}"
+    );
+    let mut ages: Vec<i64> = clock["agesMs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_i64())
         .collect();
-    if !bits[0] || bits[1] {
-        return None;
-    }
-    let number = |bits: &[bool]| bits.iter().fold(0u64, |n, b| n * 2 + u64::from(*b));
-    let ms = number(&bits[2..22]);
-    (ms < WRAP && ms % 13 == number(&bits[22..26])).then_some(ms)
-}
-
-/// How old a picture showing `code` is at Unix time `now_ms`, in ms; the
-/// code wraps every 1,000 s, so anything within a minute ahead of `now`
-/// reads as a small negative age (clocks a little apart), not as 16 min.
-pub fn age_ms(code: u64, now_ms: u64) -> i64 {
-    let age = ((now_ms % WRAP) + WRAP - code) % WRAP;
-    if age > WRAP - 60_000 {
-        age as i64 - WRAP as i64
-    } else {
-        age as i64
-    }
+    ages.sort();
+    assert_eq!(ages.len() as u64, read, "{clock}");
+    let (min, max) = (ages[0], ages[ages.len() - 1]);
+    assert!(
+        min > 0,
+        "a picture was shown {min} ms before it was taken: {clock}"
+    );
+    assert!(
+        max < bound_ms,
+        "a picture was {max} ms old (bound {bound_ms}): {clock}"
+    );
+    let q = |q: f64| ages[((ages.len() as f64 * q) as usize).min(ages.len() - 1)];
+    (q(0.5), q(0.95))
 }
