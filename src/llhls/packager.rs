@@ -485,6 +485,7 @@ impl StreamPackager {
         // Half a frame of tolerance: a GOP of 0.99 s meets a 1 s target.
         let elapsed = open_start.map_or(0, |s| dts - s) + t.segmenter.frame_estimate() / 2;
         let target = MediaTime::from_duration(self.segment_target, scale).ticks();
+        let part_target = MediaTime::from_duration(self.part_target, scale).ticks();
         let mut msn = None;
         if follows && t.kind == TrackKind::Video && (opening || discontinuity) && !ev.frame.keyframe
         {
@@ -505,12 +506,25 @@ impl StreamPackager {
             msn = leader_msn;
             true
         } else if let Some(b) = boundary
-            && (t.kind == TrackKind::Audio || ev.group_start)
+            && match t.kind {
+                TrackKind::Video => ev.group_start,
+                TrackKind::Audio => {
+                    t.segmenter.part_ends_before(dts)
+                        || dts - b.time.rescale(scale).ticks() > part_target
+                }
+            }
         {
             // A video follower (another rung) cuts at its own IDR for the
             // boundary, which may come a frame or two after the leader's
             // keyframe decode time (a bypassed leader with B-frames): never
             // on the P-frames in between.
+            //
+            // Audio cuts at the first part boundary from the leader's on
+            // (at most a part later), so its segments are whole parts: a
+            // short tail part (a frame or two of AAC where 1 s is not a
+            // whole number of frames) is one hls.js skips when the next
+            // segment's first part is out, leaving a hole in the audio
+            // buffer that can stall playback.
             discontinuity |= b.discontinuity;
             true
         } else {

@@ -252,6 +252,22 @@ impl Segmenter {
     }
 
     /// The duration the next sample is expected to have, in ticks.
+    /// Whether a sample at `dts` would begin a new part: nothing is held,
+    /// or the open part closes before it (it is long enough and one more
+    /// frame would not fit, or `dts` is past its limit).
+    pub fn part_ends_before(&self, dts: i64) -> bool {
+        let (Some(held), Some(target)) = (&self.pending, self.part_target) else {
+            return true;
+        };
+        let start = if self.part.is_empty() {
+            self.moved.unwrap_or(held.dts)
+        } else {
+            self.part_start
+        };
+        let len = dts - start;
+        len > target || (len >= self.min_part && len + self.nominal_frame > target)
+    }
+
     pub fn frame_estimate(&self) -> i64 {
         self.estimated_duration()
     }
