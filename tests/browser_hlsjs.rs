@@ -48,7 +48,7 @@ async fn hlsjs_plays_with_low_latency() {
     assert_eq!(result["audioTracks"].as_u64(), Some(1), "{result}");
     assert_eq!(result["stalls"].as_u64(), Some(0), "{result}");
     // Glass to glass, from the clock the publisher drew into the picture.
-    let (p50, p95) = check_clock(&result, advanced, 5000);
+    let (p50, p95) = clock::check(&result, advanced, 5000);
     // What hls.js would have said from the server's PROGRAM-DATE-TIME,
     // beside it (reported, not trusted).
     let mut stamped: Vec<f64> = result["serverStampedLatencies"]
@@ -111,6 +111,10 @@ async fn hlsjs_switches_between_ladder_rungs() {
     assert_eq!(switched, vec![0, 1, 2], "every level was played: {result}");
     assert!(result["advanced"].as_f64().unwrap() >= 10.0, "{result}");
     assert_eq!(result["stalls"].as_u64(), Some(0), "{result}");
+    // The clock reads on every rung, 144p included, and never goes back
+    // across a switch.
+    let (p50, p95) = clock::check(&result, 10.0, 5000);
+    eprintln!("LL-HLS ladder glass-to-glass: p50 {p50} ms, p95 {p95} ms");
     drop(publisher);
     server.stop().await;
 }

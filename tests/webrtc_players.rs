@@ -87,7 +87,7 @@ preset = "superfast"
     // Glass to glass, from the clock the publisher drew into the picture,
     // from the first decoded frame on.
     let playing = f64::from(seconds) - r["firstFrameMs"].as_f64().unwrap() / 1000.0;
-    let (p50, p95) = check_clock(&r, playing, 2000);
+    let (p50, p95) = clock::check(&r, playing, 2000);
     eprintln!("OvenPlayer WebRTC glass-to-glass: p50 {p50} ms, p95 {p95} ms");
     r
 }
@@ -151,7 +151,7 @@ async fn aiortc_plays_and_switches_rendition() {
     assert_eq!(r["audio_format"]["layout"], "stereo", "{r}");
     // Glass to glass, from the clock in the picture; the clicks heard, one
     // a second, in step with the pictures.
-    let (p50, p95) = check_clock(&r, 6.0, 2000);
+    let (p50, p95) = clock::check(&r, 6.0, 2000);
     let clicks = r["audio_clock"]["clicks"].as_u64().unwrap();
     assert!(clicks >= 5, "{clicks} clicks heard in 8 s: {r}");
     let av = r["av_offset_ms"].as_i64().unwrap();
