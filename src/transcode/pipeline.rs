@@ -96,7 +96,8 @@ impl Transcoders {
     /// Fault injection, for tests and the fault bench: every rung encoder
     /// takes at least `per_picture` for each picture from now on (zero
     /// turns it off), as on a machine too slow for the ladder. The decode
-    /// thread then drops pictures as it would under real overload.
+    /// thread then drops pictures as it would under real overload. A long
+    /// floor stalls the encoders until it is set back to zero.
     pub fn slow_encoders(&self, per_picture: Duration) {
         let micros = u64::try_from(per_picture.as_micros()).unwrap_or(u64::MAX);
         self.encode_floor.store(micros, Ordering::Release);
@@ -544,10 +545,15 @@ impl RungWorker {
                 RungIn::Picture(p) => {
                     let started = Instant::now();
                     self.picture(p);
-                    let floor = self.control.encode_floor.load(Ordering::Acquire);
-                    if floor > 0 {
-                        let floor = Duration::from_micros(floor);
-                        std::thread::sleep(floor.saturating_sub(started.elapsed()));
+                    // (Re-read while waiting: setting the floor back to
+                    // zero releases a stalled encoder at once.)
+                    loop {
+                        let floor = self.control.encode_floor.load(Ordering::Acquire);
+                        let left = Duration::from_micros(floor).saturating_sub(started.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        std::thread::sleep(left.min(Duration::from_millis(10)));
                     }
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
                 }
