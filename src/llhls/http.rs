@@ -78,17 +78,23 @@ fn media_type(kind: TrackKind) -> &'static str {
 }
 
 /// Waits until `check` gives a value, the output changes no more, or the
-/// deadline passes.
+/// deadline passes. A request that has to wait is counted in
+/// `streamd_llhls_held_requests_total`.
 async fn wait_for<T>(
     out: &StreamOutput,
     deadline: tokio::time::Instant,
     mut check: impl FnMut(&OutputState) -> Option<T>,
 ) -> Option<T> {
     let mut rx = out.subscribe();
+    let mut held = false;
     loop {
         rx.borrow_and_update();
         if let Some(v) = check(&out.lock()) {
             return Some(v);
+        }
+        if !held {
+            held = true;
+            metrics::counter!("streamd_llhls_held_requests_total").increment(1);
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}

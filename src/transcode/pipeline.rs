@@ -663,6 +663,9 @@ impl RungWorker {
             let min_gap =
                 MediaTime::from_duration(KEYFRAME_REQUEST_INTERVAL, self.ctx.timescale).ticks();
             if boundary || self.last_keyframe.is_none_or(|k| p.pts - k >= min_gap) {
+                if !boundary {
+                    metrics::counter!("streamd_transcode_requested_keyframes_total").increment(1);
+                }
                 force = true;
                 self.control.requested.store(false, Ordering::Release);
             }
