@@ -36,6 +36,8 @@ pub struct Flushed {
     pub dropped: u64,
     /// System calls made.
     pub calls: u64,
+    /// Messages sent as GSO super-packets (several datagrams each).
+    pub gso_messages: u64,
     /// The first error met, if any (for the log).
     pub error: Option<i32>,
 }
@@ -46,6 +48,7 @@ impl Flushed {
         self.bytes += other.bytes;
         self.dropped += other.dropped;
         self.calls += other.calls;
+        self.gso_messages += other.gso_messages;
         self.error = self.error.or(other.error);
     }
 }
@@ -190,6 +193,7 @@ impl SendQueue {
                 out.calls += 1;
                 if n > 0 {
                     for g in &batch[from..from + n as usize] {
+                        out.gso_messages += u64::from(g.segment > 0);
                         out.packets += g.items.len() as u64;
                         out.bytes += self.bytes(&g.items) as u64;
                     }
@@ -421,7 +425,13 @@ mod tests {
             assert_eq!((f.packets, f.dropped), (60, 0), "{f:?}");
             assert!(q.is_empty());
             if gso {
+                // Runs went out as super-packets (the kernel accepted
+                // them: loopback segments in software), in few calls.
+                assert!(q.gso, "GSO was refused here: {f:?}");
+                assert!(f.gso_messages >= 3, "{f:?}");
                 assert!(f.calls < 10, "{f:?}");
+            } else {
+                assert_eq!(f.gso_messages, 0, "{f:?}");
             }
             let mut buf = vec![0u8; 2048];
             for (to, data) in &sent {
