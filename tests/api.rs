@@ -332,13 +332,24 @@ async fn publishing_needs_the_current_key() {
     let key = s["streamKey"].as_str().unwrap().to_owned();
     let rtmp = |q: &str| format!("rtmp://{}/live/{id}{q}", server.rtmp);
 
+    // Each refused by the server for its reason (ffmpeg prints the
+    // onStatus description), not merely a failed ffmpeg.
+    let refused = |err: &str, reason: &str| {
+        assert!(
+            err.contains(&format!("refused: {reason}")),
+            "not refused for '{reason}': {err}"
+        );
+    };
     let (ok, err) = publish_once(&rtmp("?key=sk_wrong"), 1).await;
     assert!(!ok, "a wrong key was accepted: {err}");
+    refused(&err, "wrong stream key");
     let (ok, err) = publish_once(&rtmp(""), 1).await;
     assert!(!ok, "no key was accepted: {err}");
+    refused(&err, "a token is required");
     // An unregistered name is refused under the key policy.
-    let (ok, _) = publish_once(&format!("rtmp://{}/live/whatever", server.rtmp), 1).await;
+    let (ok, err) = publish_once(&format!("rtmp://{}/live/whatever", server.rtmp), 1).await;
     assert!(!ok);
+    refused(&err, "no such stream");
 
     // The right key: accepted, and the stream plays (LL-HLS appears).
     let mut publisher = Publish {
@@ -379,8 +390,10 @@ async fn publishing_needs_the_current_key() {
     let new_key = rotated["streamKey"].as_str().unwrap().to_owned();
     let (ok, err) = publish_once(&rtmp(&format!("?key={key}")), 1).await;
     assert!(!ok, "the rotated-out key was accepted: {err}");
+    refused(&err, "wrong stream key");
     let (ok, err) = publish_once(&format!("rtmp://{}/live/{key}", server.rtmp), 1).await;
     assert!(!ok, "the rotated-out key (OBS style) was accepted: {err}");
+    refused(&err, "wrong stream key");
     let (ok, err) = publish_once(&format!("rtmp://{}/live/{new_key}", server.rtmp), 2).await;
     assert!(ok, "the new key (OBS style) was refused: {err}");
     // A publish token for the stream works too; one for another does not.
@@ -398,8 +411,9 @@ async fn publishing_needs_the_current_key() {
         Some("live/aaaaaaaaaaaa"),
         Duration::from_secs(60),
     );
-    let (ok, _) = publish_once(&rtmp(&format!("?token={other}")), 1).await;
+    let (ok, err) = publish_once(&rtmp(&format!("?token={other}")), 1).await;
     assert!(!ok, "a token for another stream was accepted");
+    refused(&err, "the token is not for this stream");
     server.stop().await;
 }
 
@@ -530,6 +544,7 @@ async fn private_streams_need_a_playback_token_for_that_stream() {
 #[tokio::test]
 async fn deleting_a_live_stream_ends_it() {
     let _one = SERIAL.lock().await;
+    let (logs, _guard) = Logs::capture();
     let server = server().await;
     let api = Client::new(&server);
     let s = api.create("doomed", false).await;
@@ -548,6 +563,12 @@ async fn deleting_a_live_stream_ends_it() {
         .await
         .expect("the publisher of a deleted stream was not cut");
     assert!(!exit.success(), "{err}");
+    // Cut because the stream was deleted, not for any other failure.
+    logs.wait_for(
+        &["closing publisher: its broadcast was ended (stream deleted)"],
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(
         viewer
             .run_until(Duration::from_secs(10), |ev| matches!(

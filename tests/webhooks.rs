@@ -143,6 +143,7 @@ async fn stream_events_are_signed_and_retried() {
 /// LL-HLS, its new_url moves a publish, and it hears `closing`.
 #[tokio::test]
 async fn an_ome_admission_backend_decides() {
+    let (logs, _guard) = Logs::capture();
     let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -153,16 +154,16 @@ async fn an_ome_admission_backend_decides() {
             post(move |headers: HeaderMap, body: Bytes| {
                 let seen = seen.clone();
                 async move {
+                    // Recorded, and checked by the test below: a panic
+                    // here would only drop this connection.
                     let sig = headers
                         .get("x-ome-signature")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    assert_eq!(
-                        sig,
-                        streamd::auth::admission::signature(b"ome-secret", &body)
-                    );
-                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    let signed = sig == streamd::auth::admission::signature(b"ome-secret", &body);
+                    let mut v: Value = serde_json::from_slice(&body).unwrap_or_default();
                     let url = v["request"]["url"].as_str().unwrap_or("").to_owned();
+                    v["signed"] = Value::Bool(signed);
                     seen.lock().unwrap().push(v);
                     let answer = if url.contains("/deny") {
                         serde_json::json!({"allowed": false, "reason": "not on the list"})
@@ -185,9 +186,13 @@ async fn an_ome_admission_backend_decides() {
     })
     .await;
 
-    // RTMP: refused, moved, allowed.
+    // RTMP: refused (for the backend's reason), moved, allowed.
     let (status, err) = finish(server.publish("live", "deny", 1, "160x120")).await;
     assert!(!status.success(), "a refused publish went through: {err}");
+    assert!(
+        err.contains("refused by the admission webhook: not on the list"),
+        "{err}"
+    );
     let mut moved = server.publish("live", "redirect", 30, "160x120");
     let r = poll(
         &server.url("/live/renamed/llhls.m3u8"),
@@ -240,6 +245,14 @@ async fn an_ome_admission_backend_decides() {
         .await
         .expect("the publish was cut at its lifetime");
     assert!(!status.success());
+    logs.wait_for(
+        &[
+            "closing publisher: its admission lifetime is over",
+            "live/short",
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
     let _ = moved.kill().await;
     let _ = moved.wait().await;
     // The backend hears the admitted publish close.
@@ -295,6 +308,7 @@ async fn an_ome_admission_backend_decides() {
         "LL-HLS asks once per client and stream: {seen:?}"
     );
     for v in &seen {
+        assert_eq!(v["signed"], true, "a call without a valid signature: {v}");
         assert!(v["client"]["address"].is_string(), "{v}");
         assert!(v["request"]["time"].as_u64().is_some(), "{v}");
     }
