@@ -178,12 +178,21 @@ fn run_streamd(path: &Path, config: &TranscodeConfig) -> (Measure, f64) {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = rusage(libc::RUSAGE_SELF) - cpu0;
     let peak = status_kb("self", "VmHWM:") - rss0;
-    for info in consumer
+    let rungs: Vec<_> = consumer
         .snapshot()
         .tracks
-        .iter()
+        .into_iter()
         .filter(|t| t.name != "video")
-    {
+        .collect();
+    assert_eq!(
+        rungs.len(),
+        config.ladder.len(),
+        "streamd made {} rungs of {}",
+        rungs.len(),
+        config.ladder.len()
+    );
+    assert!(frames > 0, "no frames in {}", path.display());
+    for info in &rungs {
         let n = frames_on(&consumer, &info.name);
         assert_eq!(
             n, frames,
@@ -284,6 +293,28 @@ fn run_ffmpeg(
 /// Runs per side in the full benchmark.
 const REPEAT: usize = 3;
 
+/// A child process killed (and reaped) when dropped, on a panic too: a
+/// failed run leaves nothing running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `[transcode]` table with `rungs`, for the binary's config.
+fn live_ladder(rungs: &[(&str, u32, u32, u32)], preset: &str) -> String {
+    let mut t = "[transcode]\nenabled = true\n".to_owned();
+    for (name, w, h, kbps) in rungs {
+        t += &format!(
+            "[[transcode.ladder]]\nname = \"{name}\"\nwidth = {w}\nheight = {h}\nbitrate_kbps = {kbps}\npreset = \"{preset}\"\n"
+        );
+    }
+    t
+}
+
 /// The run with the median wall time.
 fn median(mut runs: Vec<Measure>) -> Measure {
     runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
@@ -334,18 +365,24 @@ struct Live {
     peak_rss_mb: f64,
 }
 
-/// The streamd binary, with transcoding on or off, while ffmpeg publishes
-/// `input` in real time (`-re`, looped): CPU, ingest-to-servable-part
-/// latency (the `received` time travels through the transcoder), drops and
-/// peak RSS over `seconds` after a 5 s warm-up.
-fn live(transcode: bool, input: &Path, seconds: u64) -> Live {
+/// The streamd binary with the `[transcode]` table `transcode`, while
+/// ffmpeg publishes `input` in real time (`-re`, looped): CPU,
+/// ingest-to-servable-part latency (the `received` time travels through
+/// the transcoder), drops and peak RSS over `seconds` after a `warmup`.
+/// The run must be real, or it gives no figures: the publish accepted and
+/// still going at the end, `variants` renditions in the master playlist,
+/// and parts made while it was measured.
+fn live(transcode: &str, variants: usize, input: &Path, warmup: u64, seconds: u64) -> Live {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("streamd.toml");
+    // Any name may publish; the database stays in the run's directory.
     std::fs::write(
         &config,
         format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[transcode]\nenabled = {transcode}\n"
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [auth]\npublish = \"open\"\n[database]\ndata_dir = \"{}\"\n{transcode}",
+            dir.path().join("data").display()
         ),
     )
     .unwrap();
@@ -356,8 +393,9 @@ fn live(transcode: bool, input: &Path, seconds: u64) -> Live {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Killed)
         .expect("streamd binary");
-    let mut lines = std::io::BufReader::new(streamd.stdout.take().unwrap()).lines();
+    let mut lines = std::io::BufReader::new(streamd.0.stdout.take().unwrap()).lines();
     let (mut rtmp, mut http) = (None, None);
     while rtmp.is_none() || http.is_none() {
         let line = lines.next().expect("streamd exited").unwrap();
@@ -382,25 +420,47 @@ fn live(transcode: bool, input: &Path, seconds: u64) -> Live {
             &format!("rtmp://{rtmp}/live/bench"),
         ])
         .spawn()
+        .map(Killed)
         .expect("ffmpeg");
-    let pid = streamd.id().to_string();
+    let pid = streamd.0.id().to_string();
     let ticks = || proc::cpu_ticks(&pid);
-    std::thread::sleep(Duration::from_secs(5));
-    let t0 = ticks();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let cpu_percent = (ticks() - t0) / seconds as f64;
-    let metrics = Command::new("curl")
-        .args(["-s", &format!("http://{http}/metrics")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let value = |prefix: &str| -> f64 {
+    let curl = |path: &str| {
+        Command::new("curl")
+            .args(["-s", &format!("http://{http}{path}")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    std::thread::sleep(Duration::from_secs(warmup));
+    let master = curl("/live/bench/llhls.m3u8");
+    let listed = master.matches("#EXT-X-STREAM-INF").count();
+    assert_eq!(
+        listed, variants,
+        "the publish is not live as expected (no figures from this run): {master}"
+    );
+    let metrics = || curl("/metrics");
+    let value = |metrics: &str, prefix: &str| -> f64 {
         metrics
             .lines()
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    let parts = "streamd_llhls_ingest_to_part_seconds_count";
+    let parts0 = value(&metrics(), parts);
+    let t0 = ticks();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu_percent = (ticks() - t0) / seconds as f64;
+    let metrics = metrics();
+    let value = |prefix: &str| value(&metrics, prefix);
+    assert!(
+        publisher.0.try_wait().unwrap().is_none(),
+        "the publisher stopped during the run (no figures from it)"
+    );
+    assert!(
+        value(parts) > parts0,
+        "no part was made during the run (no figures from it)"
+    );
     let result = Live {
         cpu_percent,
         p50_ms: value("streamd_llhls_ingest_to_part_seconds{quantile=\"0.5\"}") * 1000.0,
@@ -408,10 +468,7 @@ fn live(transcode: bool, input: &Path, seconds: u64) -> Live {
         dropped: value("streamd_transcode_dropped_frames_total") + 0.0,
         peak_rss_mb: status_kb(&pid, "VmHWM:") / 1024.0,
     };
-    let _ = publisher.kill();
-    let _ = publisher.wait();
-    let _ = streamd.kill();
-    let _ = streamd.wait();
+    drop((publisher, streamd));
     result
 }
 
@@ -430,6 +487,13 @@ fn main() {
             .count();
         let f = run_ffmpeg(&path, rungs, "ultrafast", frames);
         report("smoke: ffmpeg CLI", f, media);
+        // The live run's checks, on the small input and the same ladder.
+        // (180p is the source's size: the top rung passes it through.)
+        let l = live(&live_ladder(rungs, "ultrafast"), 2, &path, 3, 2);
+        println!(
+            "smoke: live  CPU {:>5.0}%  ingest->part p50 {:>4.0} ms  dropped {}",
+            l.cpu_percent, l.p50_ms, l.dropped
+        );
         return;
     }
 
@@ -475,7 +539,12 @@ fn main() {
     println!("Live: the streamd binary, ffmpeg -re publishing the noisy 1080p30 file, 20 s:");
     let path = input("1080p-noisy", "1920x1080", 10, true);
     for transcode in [false, true] {
-        let l = live(transcode, &path, 20);
+        let (table, variants) = if transcode {
+            (live_ladder(FULL_LADDER, "veryfast"), FULL_LADDER.len())
+        } else {
+            ("[transcode]\nenabled = false\n".to_owned(), 1)
+        };
+        let l = live(&table, variants, &path, 5, 20);
         println!(
             "transcode={transcode:<5}  CPU {:>5.0}% (of 200%)  ingest->part p50 {:>4.0} ms p99 {:>4.0} ms  dropped {}  peak RSS {:.0} MB",
             l.cpu_percent, l.p50_ms, l.p99_ms, l.dropped, l.peak_rss_mb
