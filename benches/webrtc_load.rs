@@ -82,7 +82,7 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(8);
         for r in &renditions {
-            rt.block_on(ramp(r, &steps, seconds));
+            rt.block_on(ramp(r, &steps, seconds, false));
         }
     } else {
         rt.block_on(ramp(
@@ -94,11 +94,13 @@ fn main() {
             },
             &[4],
             2,
+            true,
         ));
     }
 }
 
-async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
+/// `smoke`: assert what a full run reports (see below).
+async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
     let dir = tempfile::tempdir().unwrap();
     // The source passed through (no ladder: the fan-out is what is
     // measured), or for ABR two cheap rungs; WebRTC on loopback port 0.
@@ -200,7 +202,12 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         let packets = totals.packets.load(Ordering::Relaxed) - p0;
         let bytes = totals.bytes.load(Ordering::Relaxed) - b0;
         let lost = totals.lost.load(Ordering::Relaxed) - l0;
-        let connected = totals.connected.load(Ordering::Relaxed).max(1);
+        let connected = totals.connected.load(Ordering::Relaxed);
+        // No figures from a run where nobody watched or nothing arrived.
+        assert!(
+            connected > 0 && packets > 0,
+            "{connected} viewers connected and {packets} packets arrived at step {target}: no figures"
+        );
         let rss = proc::status_kb(pid, "VmRSS:");
         let loss = 100.0 * lost as f64 / (packets + lost).max(1) as f64;
         let egress = bytes as f64 * 8.0 / secs / 1e6;
@@ -219,6 +226,19 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64) {
         let failed = totals.failed.load(Ordering::Relaxed);
         if failed > 0 {
             println!("        ({failed} viewers failed to connect)");
+        }
+        if smoke {
+            // The smoke run (in the test command) asserts what the full
+            // run only reports: every viewer connected, media was
+            // delivered at the published rate, nothing was lost.
+            assert_eq!(failed, 0, "viewers failed to connect");
+            assert_eq!(connected, target as u64, "not every viewer connected");
+            assert!(
+                delivered >= 0.8,
+                "delivered {:.0}% of the published rate",
+                delivered * 100.0
+            );
+            assert_eq!(lost, 0, "{lost} packets lost on loopback");
         }
         if loss > 1.0 || delivered < 0.95 {
             println!("        ceiling: packets late or lost at {connected} viewers");
