@@ -444,3 +444,180 @@ async fn an_admitted_publish_refused_for_its_name_is_closed_at_the_backend() {
     }
     server.stop().await;
 }
+
+/// Waits (bounded) until `done` holds for what the receiver recorded.
+async fn recorded_until(
+    seen: &Arc<Mutex<Vec<Value>>>,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = seen.lock().unwrap().clone();
+        if done(&now) {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `stream.viewers` reports a stream's viewer count when it changes, and
+/// only then: 0 when it starts, 1 with a WebRTC viewer, 0 once it left.
+#[tokio::test]
+async fn viewer_counts_are_sent_when_they_change() {
+    let (addr, seen) = recording_receiver(Duration::ZERO).await;
+    let server = TestServer::start(|c| {
+        c.webhooks.urls = vec![format!("http://{addr}/hook")];
+        c.webhooks.viewers_interval = Duration::from_millis(200);
+    })
+    .await;
+    let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "counted").await;
+    let counts = |all: &[Value]| -> Vec<u64> {
+        all.iter()
+            .filter(|v| v["event"] == "stream.viewers" && v["data"]["stream"] == "live/counted")
+            .filter_map(|v| v["data"]["viewers"].as_u64())
+            .collect()
+    };
+    recorded_until(&seen, "a count of 0", |all| counts(all) == [0]).await;
+    let mut viewer = common::webrtc::Viewer::connect(&server.ws_url("/live/counted"), false)
+        .await
+        .expect("an offer");
+    assert!(viewer.plays().await, "the viewer got no video");
+    recorded_until(&seen, "a count of 1", |all| counts(all) == [0, 1]).await;
+    viewer.stop().await;
+    recorded_until(&seen, "a count of 0 again", |all| counts(all) == [0, 1, 0]).await;
+    // Unchanged counts are not sent again (ten intervals later).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counts(&seen.lock().unwrap()), [0, 1, 0]);
+    let all = seen.lock().unwrap().clone();
+    let last = all
+        .iter()
+        .rfind(|v| v["event"] == "stream.viewers")
+        .unwrap();
+    assert_eq!(last["data"]["app"], "live", "{last}");
+    assert_eq!(last["data"]["id"], "counted", "{last}");
+    server.stop().await;
+}
+
+/// A receiver that accepts connections and never answers; its address.
+async fn silent_receiver() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// With the receiver hung, events beyond the queue are dropped and
+/// counted, and publishing goes on undisturbed: 40 publishes (80 events)
+/// into a queue of 4 behind 32 deliveries in flight.
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_and_media_goes_on() {
+    let addr = silent_receiver().await;
+    let server = TestServer::start(|c| {
+        c.webhooks.urls = vec![format!("http://{addr}/hook")];
+        c.webhooks.queue = 4;
+        c.webhooks.timeout = Duration::from_secs(60);
+        c.webhooks.drain_timeout = Duration::from_millis(100);
+        c.bus.reconnect_grace = Duration::from_millis(10);
+    })
+    .await;
+    let metric = "streamd_webhooks_dropped_total";
+    let before = server.metric(metric).await;
+    for i in 0..40 {
+        let mut c = common::rtmp::RtmpClient::connect(server.rtmp, "live")
+            .await
+            .unwrap();
+        c.publish(&format!("flood{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("publish {i} refused: {e:?}"));
+    }
+    // Every publish above was accepted while the queue was full; a stream
+    // still plays.
+    let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "w").await;
+    let r = poll(
+        &server.url("/live/w/llhls.m3u8"),
+        Duration::from_secs(10),
+        |r| r.status == 200,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // 80 events (started and stopped), at most 37 held (4 queued, 32 in
+    // flight, 1 waiting for a slot): the rest dropped and counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut dropped = 0.0;
+    while tokio::time::Instant::now() < deadline {
+        dropped = server.metric(metric).await - before;
+        if dropped >= 43.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped >= 43.0, "only {dropped} events dropped");
+    server.stop().await;
+}
+
+/// A delivery is tried `attempts` times and then given up (logged and
+/// counted), not retried forever.
+#[tokio::test]
+async fn a_failing_receiver_is_given_up_after_the_attempts() {
+    let (logs, _guard) = Logs::capture();
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = {
+        let calls = calls.clone();
+        Router::new().route(
+            "/hook",
+            post(move |body: Bytes| {
+                let calls = calls.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    calls
+                        .lock()
+                        .unwrap()
+                        .push(v["event"].as_str().unwrap_or("").to_owned());
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer::start(|c| {
+        c.webhooks.urls = vec![format!("http://{addr}/hook")];
+        c.webhooks.attempts = 3;
+        c.webhooks.retry_backoff = Duration::from_millis(50);
+    })
+    .await;
+    let failed = "streamd_webhooks_failed_attempts_total";
+    let before = server.metric(failed).await;
+    let mut c = common::rtmp::RtmpClient::connect(server.rtmp, "live")
+        .await
+        .unwrap();
+    c.publish("given-up").await.expect("publish accepted");
+    logs.wait_for(
+        &["webhook given up", "stream.started", "attempts=3"],
+        Duration::from_secs(10),
+    )
+    .await;
+    // Long enough for a fourth try (backoff 50, 100, then 200 ms): none.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let started = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| *e == "stream.started")
+        .count();
+    assert_eq!(started, 3, "stream.started was tried {started} times");
+    assert!(server.metric(failed).await - before >= 3.0);
+    drop(c);
+    server.stop().await;
+}

@@ -89,6 +89,9 @@ pub struct WebhookConfig {
     /// then) get this long to be delivered.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Events waiting for delivery, at most; more are dropped and counted
+    /// (`streamd_webhooks_dropped_total`), so media never waits.
+    pub queue: usize,
 }
 
 impl Default for WebhookConfig {
@@ -101,6 +104,7 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(5),
             viewers_interval: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            queue: 1024,
         }
     }
 }
@@ -599,6 +603,9 @@ impl Config {
         }
         if self.webhooks.attempts == 0 {
             return invalid("webhooks.attempts", "must be at least 1".into());
+        }
+        if !(1..=1_000_000).contains(&self.webhooks.queue) {
+            return invalid("webhooks.queue", "must be 1 to 1000000".into());
         }
         if self.webhooks.timeout.is_zero() || self.webhooks.viewers_interval.is_zero() {
             return invalid(

@@ -28,8 +28,6 @@ use crate::http::client::{HttpsClient, client};
 use crate::shutdown::Shutdown;
 use crate::viewers::ViewerCounts;
 
-/// Events waiting for delivery, at most.
-const QUEUE: usize = 1024;
 /// Deliveries in flight, at most.
 const IN_FLIGHT: usize = 32;
 
@@ -80,7 +78,7 @@ pub fn start(
     if config.urls.is_empty() {
         return (Webhooks { tx: None }, Delivery(None));
     }
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = mpsc::channel(config.queue);
     let hooks = Webhooks { tx: Some(tx) };
     let delivery = tokio::spawn(deliver(config.clone(), secret, rx, shutdown.clone()));
     tokio::spawn(watch(config, registry, viewers, hooks.clone(), shutdown));
@@ -113,7 +111,7 @@ async fn deliver(
     let mut delivery = 0u64;
     let mut deadline: Option<tokio::time::Instant> = None;
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    loop {
+    'events: loop {
         // After shutdown the queue is drained until every sender is gone
         // (the watcher reported the streams that ended) or the deadline.
         let event = tokio::select! {
@@ -128,8 +126,22 @@ async fn deliver(
         let name = event["event"].as_str().unwrap_or("").to_owned();
         for url in &config.urls {
             delivery += 1;
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
+            // Waiting for a slot (every delivery in flight, say to a
+            // receiver that hangs) still heeds shutdown and its deadline.
+            let slot = loop {
+                tokio::select! {
+                    s = slots.clone().acquire_owned() => match s {
+                        Ok(s) => break s,
+                        Err(_) => return,
+                    },
+                    _ = shutdown.wait(), if deadline.is_none() => {
+                        deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
+                    }
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(far)), if deadline.is_some() => {
+                        metrics::counter!("streamd_webhooks_dropped_total").increment(1);
+                        break 'events;
+                    }
+                }
             };
             let (client, config, secret) = (client.clone(), config.clone(), secret.clone());
             let (url, body, name) = (url.clone(), body.clone(), name.clone());
