@@ -555,6 +555,10 @@ async fn deleting_a_live_stream_ends_it() {
         .await
         .expect("a viewer of the live stream");
     assert!(viewer.plays().await, "the viewer got no video");
+    // The API counts it, by protocol.
+    let (_, shown) = api.call("GET", &format!("/streams/{id}"), None).await;
+    assert_eq!(shown["viewersByProtocol"]["webrtc"], 1, "{shown}");
+    assert_eq!(shown["viewers"], 1, "{shown}");
 
     let (status, _) = api.call("DELETE", &format!("/streams/{id}"), None).await;
     assert_eq!(status, 204);
@@ -595,5 +599,73 @@ async fn deleting_a_live_stream_ends_it() {
     // And it cannot come back with its old key.
     let (ok, _) = publish_once(&server.rtmp_url("live", &format!("{id}?key={key}")), 1).await;
     assert!(!ok, "a deleted stream's key still publishes");
+    server.stop().await;
+}
+
+/// A playback token stops working when it expires: one expired on
+/// arrival is refused (LL-HLS 403, WebRTC 404), and one that worked, and
+/// so is cached, is refused once its expiry (and the 5 s leeway) passes.
+#[tokio::test]
+async fn expired_playback_tokens_are_refused_cached_or_not() {
+    let _one = SERIAL.lock().await;
+    let server = server().await;
+    let api = Client::new(&server);
+    let s = api.create("expiring", true).await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["streamKey"].as_str().unwrap());
+    let mut publisher = server.publish("live", &format!("{id}?key={key}"), 60, "160x120");
+    let master = |q: &str| server.url(&format!("/live/{id}/llhls.m3u8?token={q}"));
+    let good = server.access.auth.mint(
+        "",
+        Some("playback"),
+        Some(&format!("live/{id}")),
+        Duration::from_secs(600),
+    );
+    poll(&master(&good), Duration::from_secs(15), |r| r.status == 200).await;
+
+    // Expired a minute ago, correctly signed, for this stream.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let expired = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "", "exp": exp, "scope": "playback", "stream": format!("live/{id}")}),
+        &EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(get(&master(&expired)).await.status, 403);
+    match Viewer::connect(
+        &server.ws_url(&format!("/live/{id}?token={expired}")),
+        false,
+    )
+    .await
+    {
+        Err(Refused(e)) => assert_eq!(e["code"], 404, "{e}"),
+        Ok(_) => panic!("an expired token played over WebRTC"),
+    }
+
+    // Valid for 2 s: it works (and is cached), then it stops working.
+    let short = server.access.auth.mint(
+        "",
+        Some("playback"),
+        Some(&format!("live/{id}")),
+        Duration::from_secs(2),
+    );
+    assert_eq!(get(&master(&short)).await.status, 200);
+    let refused = poll(&master(&short), Duration::from_secs(20), |r| {
+        r.status != 200
+    })
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    // Refused for good, on the media playlists too; the long token still plays.
+    assert_eq!(get(&master(&short)).await.status, 403);
+    let ok = get(&master(&good)).await;
+    assert_eq!(ok.status, 200);
+    let media = media_playlists(&ok.text());
+    let bare = media[0].split('?').next().unwrap();
+    let m = get(&server.url(&format!("/live/{id}/{bare}?token={short}"))).await;
+    assert_eq!(m.status, 403);
+    let _ = publisher.kill().await;
     server.stop().await;
 }
