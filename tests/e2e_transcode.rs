@@ -1054,3 +1054,54 @@ async fn a_clock_reset_inside_a_session_keeps_the_ladder_going() {
     assert_eq!(restarts, 1);
     server.stop().await;
 }
+
+/// `max_fps` halves a rung's frame rate (30 fps in, 15 out) and keeps its
+/// segment boundaries where its siblings have them.
+#[tokio::test]
+async fn max_fps_caps_a_rungs_frame_rate_and_keeps_its_boundaries() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("30fps.flv");
+    make_source(&source, "640x360", 30, 6, 30, false).await;
+    let server = TestServer::start(|c| {
+        small_ladder(c);
+        c.transcode.ladder[2].max_fps = 15.0;
+    })
+    .await;
+    let publisher = publish_file(&server, "live", "capped", &source);
+    let collector = Collector::start(&server, "capped").await;
+    let master = server.master_when_ready("live", "capped").await.text();
+    let (status, err) = finish(publisher).await;
+    assert!(status.success(), "publisher failed: {err}");
+    let tracks = collector.finish().await;
+    let full = &tracks["360p"].1;
+    let capped = &tracks["240p"].1;
+    let (n_full, n_capped) = (full.frames.len(), capped.frames.len());
+    assert!(n_full >= 170, "{n_full} frames at 30 fps");
+    assert!(
+        (n_capped * 2).abs_diff(n_full) <= 6,
+        "{n_capped} frames at 15 fps for {n_full} at 30"
+    );
+    // Never two pictures closer than the cap allows (0.9 of 1/15 s) ...
+    let pts = capped.pts();
+    for w in pts.windows(2) {
+        assert!(w[1] - w[0] >= 60, "pictures {} ms apart", w[1] - w[0]);
+    }
+    // ... and the same boundaries as the uncapped rung.
+    assert_eq!(capped.group_starts(), full.group_starts());
+    let rate = |name: &str| {
+        master
+            .lines()
+            .find(|l| {
+                l.starts_with("#EXT-X-STREAM-INF")
+                    && attr(l, "RESOLUTION")
+                        == Some(if name == "240p" { "426x240" } else { "640x360" })
+            })
+            .and_then(|l| attr(l, "FRAME-RATE"))
+            .unwrap_or_else(|| panic!("no {name} in {master}"))
+            .to_owned()
+    };
+    assert_eq!(rate("240p"), "15.000", "{master}");
+    assert_eq!(rate("360p"), "30.000", "{master}");
+    server.stop().await;
+}
