@@ -354,3 +354,93 @@ async fn viewers_are_spread_over_the_engines() {
     let _ = publisher.kill().await;
     server.stop().await;
 }
+
+/// Connects to `url` until a place is free (bounded): a refusal for being
+/// full (503) is retried, any other is a failure.
+async fn connect_when_free(url: &str) -> Viewer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match Viewer::connect(url, false).await {
+            Ok(v) => return v,
+            Err(common::webrtc::Refused(e)) if e["code"] == 503 => {
+                assert!(tokio::time::Instant::now() < deadline, "never a place: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(common::webrtc::Refused(e)) => panic!("refused: {e}"),
+        }
+    }
+}
+
+/// `max_viewers`: the viewer past it is refused with OME's 503 "Too many
+/// viewers", and a place frees when a viewer leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_viewers_refuses_the_next_and_frees_a_place_when_one_leaves() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| c.webrtc.max_viewers = 2).await;
+    let mut publisher = server.publish("live", "full", 60, "320x180");
+    server.master_when_ready("live", "full").await;
+    let url = server.ws_url("/live/full");
+    let mut a = Viewer::connect(&url, false)
+        .await
+        .expect("the first viewer");
+    let mut b = Viewer::connect(&url, false)
+        .await
+        .expect("the second viewer");
+    assert!(a.plays().await && b.plays().await);
+    match Viewer::connect(&url, false).await {
+        Err(common::webrtc::Refused(e)) => {
+            assert_eq!(e["code"], 503, "{e}");
+            assert!(e.to_string().contains("Too many viewers"), "{e}");
+        }
+        Ok(_) => panic!("a third viewer got in past max_viewers = 2"),
+    }
+    a.stop().await;
+    let mut c = connect_when_free(&url).await;
+    assert!(
+        c.plays().await,
+        "the viewer that took the freed place got no video"
+    );
+    assert!(b.plays().await, "the remaining viewer stopped playing");
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
+
+/// A connected viewer that goes silent (no ICE consent checks: a killed
+/// tab, a dropped network) is dropped after `ice_timeout`, its place given
+/// back and its signalling socket closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_gone_silent_is_dropped_after_the_ice_timeout() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(|c| c.webrtc.ice_timeout = Duration::from_secs(2)).await;
+    let mut publisher = server.publish("live", "silent", 60, "320x180");
+    server.master_when_ready("live", "silent").await;
+    let viewers = || server.metric("streamd_webrtc_viewers");
+    let before = viewers().await;
+    let mut viewer = Viewer::connect(&server.ws_url("/live/silent"), false)
+        .await
+        .expect("an offer");
+    assert!(viewer.plays().await);
+    assert_eq!(viewers().await, before + 1.0);
+    // Silent from now on: the viewer is not driven at all (no STUN, no
+    // RTCP), as if its machine vanished.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while viewers().await > before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent viewer was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Woken again, it finds its signalling socket closed by the server.
+    assert!(
+        viewer
+            .run_until(Duration::from_secs(5), |ev| matches!(
+                ev,
+                ViewerEvent::Closed
+            ))
+            .await,
+        "the silent viewer's signalling socket stayed open"
+    );
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
