@@ -444,3 +444,158 @@ async fn a_viewer_gone_silent_is_dropped_after_the_ice_timeout() {
     let _ = publisher.kill().await;
     server.stop().await;
 }
+
+/// Plays `viewer` until `n` pictures of `size` were decoded (bounded),
+/// collecting the `rendition_changed` notifications on the way; whether it
+/// got there, the sizes seen, and the notifications.
+async fn play_until_size(
+    viewer: &mut Viewer,
+    h264: &mut H264,
+    size: (u32, u32),
+    n: usize,
+    timeout: Duration,
+) -> (bool, Vec<(u32, u32)>, Vec<Value>) {
+    let (mut seen, mut notes, mut hits) = (Vec::new(), Vec::new(), 0);
+    let ok = viewer
+        .run_until(timeout, |ev| {
+            if let Some(m) = notification(ev, "rendition_changed") {
+                notes.push(m.clone());
+            }
+            if let ViewerEvent::Video { data, .. } = ev {
+                for p in h264.decode(data) {
+                    hits += usize::from(p == size);
+                    seen.push(p);
+                }
+            }
+            hits >= n
+        })
+        .await;
+    (ok, seen, notes)
+}
+
+/// A rendition named in the path (`/live/{stream}/{rendition}`) is the
+/// only one played; `change_rendition` with `auto` is acknowledged and,
+/// as the viewer has no bandwidth estimate, holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendition_pinned_by_path_is_the_only_one_played() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(ladder).await;
+    let mut publisher = publish(&server, "pin", 40);
+    wait_ready(&server, "pin").await;
+    let mut viewer = Viewer::connect(&server.ws_url("/live/pin/180p"), false)
+        .await
+        .expect("an offer for a pinned rendition");
+    let mut h264 = H264::new();
+    let (ok, seen, _) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (320, 180),
+        30,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ok, "no 180p pictures: {seen:?}");
+    assert!(seen.iter().all(|s| *s == (320, 180)), "{seen:?}");
+    viewer
+        .signal(json!({"command": "change_rendition", "id": viewer.id, "auto": true}))
+        .await;
+    let (ok, seen, notes) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (320, 180),
+        60,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ok, "{seen:?}");
+    assert!(seen.iter().all(|s| *s == (320, 180)), "{seen:?}");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["rendition_name"], "180p", "{notes:?}");
+    assert_eq!(notes[0]["auto"], true, "{notes:?}");
+    viewer.stop().await;
+    // A third segment that names no rendition is OME's playlist name
+    // (`/app/stream/abr`): not a pin, the viewer is on automatic ABR.
+    let mut other = Viewer::connect(&server.ws_url("/live/pin/abr"), false)
+        .await
+        .expect("an offer for an OME playlist name");
+    let mut h264 = H264::new();
+    let (ok, seen, _) = play_until_size(
+        &mut other,
+        &mut h264,
+        (640, 360),
+        10,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ok, "not started on the automatic choice (360p): {seen:?}");
+    other.stop().await;
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
+
+/// A viewer that chose a rendition and then goes back to `auto` is told
+/// so, and automatic ABR takes over again: on an unlimited loopback its
+/// estimate climbs back to the larger rendition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_rendition_back_to_auto_lets_abr_climb_again() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(ladder).await;
+    let mut publisher = publish(&server, "auto", 60);
+    wait_ready(&server, "auto").await;
+    let mut viewer = Viewer::connect(&server.ws_url("/live/auto"), false)
+        .await
+        .expect("an offer");
+    let mut h264 = H264::new();
+    let (ok, seen, _) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (640, 360),
+        30,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ok, "no 360p to start with: {seen:?}");
+    viewer
+        .signal(json!({"command": "change_rendition", "id": viewer.id, "rendition_name": "180p", "auto": false}))
+        .await;
+    let (ok, seen, _) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (320, 180),
+        30,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ok, "no 180p after choosing it: {seen:?}");
+    viewer
+        .signal(json!({"command": "change_rendition", "id": viewer.id, "auto": true}))
+        .await;
+    let (ok, seen, notes) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (640, 360),
+        30,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(ok, "ABR never climbed back to 360p: {notes:?}");
+    assert_eq!(
+        notes.first().map(|n| &n["auto"]),
+        Some(&json!(true)),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["rendition_name"] == "360p" && n["auto"] == true),
+        "{notes:?}"
+    );
+    let first_big = seen.iter().position(|s| *s == (640, 360)).unwrap();
+    assert!(
+        seen[first_big..].iter().all(|s| *s == (640, 360)),
+        "it climbed and fell back: {seen:?}"
+    );
+    viewer.stop().await;
+    let _ = publisher.kill().await;
+    server.stop().await;
+}
