@@ -43,9 +43,79 @@ fn api_token() -> String {
 #[tokio::test]
 async fn console_creates_a_stream_and_plays_it_over_webrtc() {
     let _one = SERIAL.lock().await;
-    let web = web_dir();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("streamd.toml");
+    let config = netns_config(dir.path());
+    let token = api_token();
+    let (r, stderr) = in_netns(
+        &config,
+        "http://127.0.0.1:3333",
+        8,
+        &[
+            ("PLAYER", "console.mjs"),
+            ("RTMP_URL", "none"),
+            ("STREAMD_TOKEN", &token),
+        ],
+    )
+    .await;
+    eprintln!("console: {r}");
+    assert_eq!(r["live"], true, "{r}");
+    assert!(r["keyShown"].as_str().unwrap().starts_with("sk_"), "{r}");
+    assert_eq!(r["source"], "WebRTC", "{r}\n{stderr}");
+    assert_eq!(r["state"], "playing", "{r}");
+    assert!(r["advanced"].as_f64().unwrap() >= 3.0, "{r}");
+    assert_eq!(r["width"], 640, "{r}");
+}
+
+/// tools/test-stream.sh creates a stream through the API and publishes to
+/// it; the two test pages it prints play it: OvenPlayer over WebRTC and
+/// hls.js over LL-HLS (in a loopback-only namespace, for WebRTC).
+#[tokio::test]
+async fn test_stream_script_and_test_pages_play() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path());
+    let token = api_token();
+    let (r, stderr) = in_netns(
+        &config,
+        "http://127.0.0.1:3333",
+        6,
+        &[
+            ("PLAYER", "pages.mjs"),
+            ("RTMP_URL", "none"),
+            ("STREAMD_TOKEN", &token),
+        ],
+    )
+    .await;
+    eprintln!("pages: {r}");
+    assert_eq!(
+        r["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{r}\n{stderr}"
+    );
+    let lines: Vec<&str> = r["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(lines[0].starts_with("stream "), "{lines:?}");
+    // Over 6 s each page's video advances: WebRTC by nearly all of it;
+    // hls.js may stall once at its start (it can skip the last part of a
+    // segment it catches up through, then jumps the hole: see
+    // benches/README.md), which the hls.js test counts, not this one.
+    for (page, least) in [("webrtc-test.html", 4.0), ("direct-hls-test.html", 2.0)] {
+        let p = &r["pages"][page];
+        assert_eq!(p["started"], true, "{page} did not play: {r}");
+        assert!(p["advanced"].as_f64().unwrap() >= least, "{page}: {p}");
+        assert_eq!(p["width"], 640, "{page}: {p}");
+    }
+}
+
+/// A config for netns.sh: streamd on the fixed ports of the namespace,
+/// serving the console, the key policy on.
+fn netns_config(dir: &Path) -> PathBuf {
+    let web = web_dir();
+    let config = dir.join("streamd.toml");
     std::fs::write(
         &config,
         format!(
@@ -68,29 +138,11 @@ jwt_secret = "{TEST_SECRET}"
 publish = "key"
 "#,
             web.display(),
-            dir.path().join("data").display()
+            dir.join("data").display()
         ),
     )
     .unwrap();
-    let token = api_token();
-    let (r, stderr) = in_netns(
-        &config,
-        "http://127.0.0.1:3333",
-        8,
-        &[
-            ("PLAYER", "console.mjs"),
-            ("RTMP_URL", "none"),
-            ("STREAMD_TOKEN", &token),
-        ],
-    )
-    .await;
-    eprintln!("console: {r}");
-    assert_eq!(r["live"], true, "{r}");
-    assert!(r["keyShown"].as_str().unwrap().starts_with("sk_"), "{r}");
-    assert_eq!(r["source"], "WebRTC", "{r}\n{stderr}");
-    assert_eq!(r["state"], "playing", "{r}");
-    assert!(r["advanced"].as_f64().unwrap() >= 3.0, "{r}");
-    assert_eq!(r["width"], 640, "{r}");
+    config
 }
 
 /// With WebRTC off (its signalling answers 404), the console's OvenPlayer
