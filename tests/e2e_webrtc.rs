@@ -599,3 +599,164 @@ async fn change_rendition_back_to_auto_lets_abr_climb_again() {
     let _ = publisher.kill().await;
     server.stop().await;
 }
+
+/// Two network namespaces' worth of link for one viewer: a veth pair from
+/// this namespace (198.18.0.1, where streamd's WebRTC listens) to a new
+/// one (198.18.0.2, the viewer's), whose server side can be shaped with
+/// `tc ... tbf` (the rate the viewer receives at). Removed when dropped.
+struct ShapedLink {
+    ns: String,
+    dev: String,
+}
+
+impl ShapedLink {
+    fn new() -> ShapedLink {
+        let id = std::process::id() % 100_000;
+        let (ns, dev, peer) = (
+            format!("sd-abr-{id}"),
+            format!("sdA{id}"),
+            format!("sdB{id}"),
+        );
+        let link = ShapedLink {
+            ns: ns.clone(),
+            dev: dev.clone(),
+        };
+        for cmd in [
+            format!("ip netns add {ns}"),
+            format!("ip link add {dev} type veth peer name {peer}"),
+            format!("ip link set {peer} netns {ns}"),
+            format!("ip addr add 198.18.0.1/30 dev {dev}"),
+            format!("ip link set {dev} up"),
+            format!("ip netns exec {ns} ip addr add 198.18.0.2/30 dev {peer}"),
+            format!("ip netns exec {ns} ip link set {peer} up"),
+            format!("ip netns exec {ns} ip link set lo up"),
+        ] {
+            link.run(&cmd);
+        }
+        link
+    }
+
+    fn run(&self, cmd: &str) {
+        let out = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed (this test needs root: ip netns, veth, tc): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Limits what the viewer receives to `kbit` per second (tbf), or
+    /// lifts the limit.
+    fn limit(&self, kbit: Option<u32>) {
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", &self.dev, "root"])
+            .output();
+        if let Some(k) = kbit {
+            self.run(&format!(
+                "tc qdisc add dev {} root tbf rate {k}kbit burst 16kb latency 200ms",
+                self.dev
+            ));
+        }
+    }
+
+    /// A UDP socket bound to the viewer's address, inside its namespace.
+    fn viewer_socket(&self) -> tokio::net::UdpSocket {
+        let ns = format!("/var/run/netns/{}", self.ns);
+        let socket = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&ns).expect("the namespace");
+            // SAFETY: setns on this thread only, with a namespace fd kept
+            // open for the call; the socket keeps its namespace afterwards.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            std::net::UdpSocket::bind("198.18.0.2:0").expect("bind in the namespace")
+        })
+        .join()
+        .unwrap();
+        socket.set_nonblocking(true).unwrap();
+        tokio::net::UdpSocket::from_std(socket).unwrap()
+    }
+}
+
+impl Drop for ShapedLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.dev])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+/// Automatic ABR end to end: a viewer whose link is cut to 400 kbit/s
+/// (tbf, in its own network namespace) is moved down from 360p (600 kbit/s)
+/// to 180p by its bandwidth estimate, skipping ahead to a keyframe while
+/// its send queue is backed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_abr_follows_the_viewers_bandwidth() {
+    let _serial = SERIAL.lock().await;
+    let link = ShapedLink::new();
+    let server = TestServer::start(|c| {
+        ladder(c);
+        c.transcode.keyframe_interval = Duration::from_secs(2);
+        c.webrtc.udp_listen = "198.18.0.1:0".parse().unwrap();
+        c.webrtc.candidate_ips = vec!["198.18.0.1".into()];
+    })
+    .await;
+    let mut publisher = publish(&server, "abr", 90);
+    wait_ready(&server, "abr").await;
+    let mut viewer = Viewer::connect_on(&server.ws_url("/live/abr"), false, link.viewer_socket())
+        .await
+        .expect("an offer");
+    let mut h264 = H264::new();
+    let (ok, seen, _) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (640, 360),
+        30,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ok, "no 360p through the link to start with: {seen:?}");
+
+    let skips = "streamd_webrtc_keyframe_skips_total";
+    let skips_before = server.metric(skips).await;
+    link.limit(Some(400));
+    let (ok, seen, notes) = play_until_size(
+        &mut viewer,
+        &mut h264,
+        (320, 180),
+        30,
+        Duration::from_secs(40),
+    )
+    .await;
+    assert!(ok, "never moved down to 180p at 400 kbit/s: {notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["rendition_name"] == "180p" && n["auto"] == true),
+        "{notes:?}"
+    );
+    let down = seen.iter().position(|s| *s == (320, 180)).unwrap();
+    eprintln!("moved down after {down} pictures at 400 kbit/s");
+    // Until the estimate caught up, 600 kbit/s did not fit: the viewer's
+    // send queue backed up and it skipped ahead to a keyframe rather than
+    // fall further behind.
+    let skipped = server.metric(skips).await - skips_before;
+    assert!(
+        skipped >= 1.0,
+        "the backed-up viewer never skipped to a keyframe"
+    );
+
+    // (Climbing back once the limit is lifted is not asserted: after a
+    // loss-driven cut the estimate recovered within 40 s in 3 runs of 4,
+    // not in the fourth. change_rendition_back_to_auto_lets_abr_climb_again
+    // covers the climb on a fresh estimate.)
+    viewer.stop().await;
+    let _ = publisher.kill().await;
+    server.stop().await;
+}

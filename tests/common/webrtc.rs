@@ -66,6 +66,17 @@ impl Viewer {
     /// Connects to `url`, asks for an offer and answers it. `rtp_mode`
     /// skips depacketising (the load tool counts packets instead).
     pub async fn connect(url: &str, rtp_mode: bool) -> Result<Viewer, Refused> {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::connect_on(url, rtp_mode, socket).await
+    }
+
+    /// As `connect`, with media on `socket` (bound where the viewer is,
+    /// say inside another network namespace); signalling goes to `url`.
+    pub async fn connect_on(
+        url: &str,
+        rtp_mode: bool,
+        socket: UdpSocket,
+    ) -> Result<Viewer, Refused> {
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("signalling socket connects");
@@ -77,7 +88,6 @@ impl Viewer {
         assert_eq!(offer["command"], "offer", "{offer}");
         let id = offer["id"].as_i64().expect("offer id");
         let sdp = offer["sdp"]["sdp"].as_str().expect("offer sdp");
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let now = Instant::now();
         let mut rtc = Rtc::builder()
