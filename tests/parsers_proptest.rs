@@ -108,3 +108,94 @@ proptest! {
         let _ = conn.feed(&noise);
     }
 }
+
+/// RFC 4571 framing of `payloads`: a 2-byte big-endian length before each.
+fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in payloads {
+        out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// ICE-TCP: however the reads cut a framed stream, the deframer gives
+    /// back exactly the frames that were sent, in order, and holds only
+    /// the unfinished tail.
+    #[test]
+    fn ice_tcp_frames_survive_any_cutting(
+        payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..1500), 0..12),
+        step in 1usize..700,
+    ) {
+        let wire = framed(&payloads);
+        let mut d = streamd::webrtc::tcp::Deframer::default();
+        let mut got = Vec::new();
+        for read in wire.chunks(step) {
+            d.push(read);
+            while let Some(f) = d.next_frame() {
+                got.push(f.to_vec());
+            }
+            prop_assert!(d.pending() < 2 + 1500 + step);
+        }
+        prop_assert_eq!(d.pending(), 0);
+        prop_assert_eq!(got, payloads);
+    }
+
+    /// OME signalling: any text is a message or an error, never a panic;
+    /// a change_rendition keeps the name and flag it was sent with.
+    #[test]
+    fn signalling_parses_what_it_is_sent(
+        noise in ".{0,200}",
+        name in "[ -~]{0,40}",
+        auto in any::<Option<bool>>(),
+        id in any::<u32>(),
+    ) {
+        use streamd::webrtc::signal::{ClientMessage, parse};
+        let _ = parse(&noise, None);
+        let _ = parse(&noise, Some(id));
+        let mut msg = serde_json::json!({"command": "change_rendition", "id": id, "rendition_name": name});
+        if let Some(a) = auto {
+            msg["auto"] = serde_json::Value::Bool(a);
+        }
+        match parse(&msg.to_string(), Some(id)) {
+            Ok(ClientMessage::ChangeRendition { rendition, auto: got }) => {
+                prop_assert_eq!(rendition.as_deref(), Some(name.as_str()));
+                prop_assert_eq!(got, auto);
+            }
+            other => prop_assert!(false, "{msg} parsed as {other:?}"),
+        }
+    }
+
+    /// An admission backend's answer: any bytes decide or fail, never
+    /// panic; a well-formed answer means what it says, its reason cut to
+    /// 200 characters and a lifetime of 0 meaning none.
+    #[test]
+    fn admission_answers_mean_what_they_say(
+        noise in prop::collection::vec(any::<u8>(), 0..300),
+        allowed in any::<bool>(),
+        reason in ".{0,300}",
+        lifetime in any::<u64>(),
+        new_url in "[a-z:/0-9.]{0,40}",
+    ) {
+        use streamd::auth::admission::{Decision, decide};
+        let _ = decide(&noise);
+        let answer = serde_json::json!({
+            "allowed": allowed, "reason": reason, "lifetime": lifetime, "new_url": new_url,
+        });
+        match decide(answer.to_string().as_bytes()) {
+            Ok(Decision::Allowed { new_url: url, lifetime: life }) => {
+                prop_assert!(allowed);
+                prop_assert_eq!(url, (!new_url.is_empty()).then(|| new_url.clone()));
+                prop_assert_eq!(life, (lifetime > 0).then(|| std::time::Duration::from_millis(lifetime)));
+            }
+            Ok(Decision::Denied(why)) => {
+                prop_assert!(!allowed);
+                prop_assert_eq!(why, reason.chars().take(200).collect::<String>());
+            }
+            Err(e) => prop_assert!(false, "a well-formed answer failed: {e}"),
+        }
+    }
+}
