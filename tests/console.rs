@@ -62,8 +62,11 @@ async fn console_creates_a_stream_and_plays_it_over_webrtc() {
     assert!(r["keyShown"].as_str().unwrap().starts_with("sk_"), "{r}");
     assert_eq!(r["source"], "WebRTC", "{r}\n{stderr}");
     assert_eq!(r["state"], "playing", "{r}");
-    assert!(r["advanced"].as_f64().unwrap() >= 3.0, "{r}");
+    let advanced = r["advanced"].as_f64().unwrap();
+    assert!(advanced >= 3.0, "{r}");
     assert_eq!(r["width"], 640, "{r}");
+    let (p50, p95) = clock::check(&r, advanced, 2000);
+    eprintln!("console OvenPlayer WebRTC glass-to-glass: p50 {p50} ms, p95 {p95} ms");
 }
 
 /// tools/test-stream.sh creates a stream through the API and publishes to
@@ -163,6 +166,7 @@ async fn console_falls_back_to_llhls_when_webrtc_fails() {
         .arg(&script)
         .args([&base, "10"])
         .env("STREAMD_TOKEN", api_token())
+        .env("CLOCK_FILTER", clock::filter_graph())
         .output()
         .await
         .unwrap();
@@ -175,7 +179,10 @@ async fn console_falls_back_to_llhls_when_webrtc_fails() {
     assert_eq!(r["live"], true, "{r}");
     assert_eq!(r["source"], "LL-HLS", "{r}");
     assert_eq!(r["state"], "playing", "{r}");
-    assert!(r["advanced"].as_f64().unwrap() >= 2.0, "{r}");
+    let advanced = r["advanced"].as_f64().unwrap();
+    assert!(advanced >= 2.0, "{r}");
+    let (p50, p95) = clock::check(&r, advanced, 5000);
+    eprintln!("console OvenPlayer LL-HLS glass-to-glass: p50 {p50} ms, p95 {p95} ms");
     // It tried WebRTC first, then moved on by itself.
     let tried: Vec<&str> = r["tried"]
         .as_array()

@@ -8,6 +8,7 @@
 //   BASE_URL e.g. http://127.0.0.1:3333 (streamd serves the console at /)
 
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { openPage } from './chromium.mjs';
 
 const [base, secondsArg] = process.argv.slice(2);
@@ -31,10 +32,14 @@ try {
   const key = await page.textContent('#obs-key');
   const publishUrl = await page.textContent('#ffmpeg-url');
   // Publish to what the page shows (the host in it is the page's host).
+  // With CLOCK_FILTER (tests/common/clock.rs), the picture carries the
+  // glass-to-glass clock, which the page then reads (clock.js).
+  const clock = process.env.CLOCK_FILTER;
   ffmpeg = spawn('ffmpeg', [
-    '-hide_banner', '-loglevel', 'error', '-nostdin', '-re',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-hide_banner', '-loglevel', 'error', '-nostdin',
+    '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+    '-re', '-f', 'lavfi', '-i', `sine=frequency=${clock ? 1000 : 440}:sample_rate=44100`,
+    ...(clock ? ['-filter_complex', clock, '-map', '[v]', '-map', '[a]'] : []),
     '-t', String(seconds + 30),
     '-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p', '-g', '30', '-bf', '0', '-b:v', '500k',
     '-c:a', 'aac', '-b:a', '64k', '-ac', '2', '-f', 'flv', publishUrl,
@@ -51,19 +56,25 @@ try {
     live = (await page.textContent(`tr[data-id="${id}"] td:nth-child(3)`)) === 'live';
   }
   await page.click(`tr[data-id="${id}"] button.open`);
+  await page.addScriptTag({ content: readFileSync(new URL('./clock.js', import.meta.url), 'utf8') });
   const result = await page.evaluate(async (seconds) => {
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     const status = document.getElementById('player-status');
     const states = [];
     let start = null;
+    let clock = null;
     const end = performance.now() + seconds * 1000;
     while (performance.now() < end) {
       await sleep(250);
       const v = document.querySelector('#player video');
       const s = `${status.dataset.state}/${status.dataset.source}`;
       if (states[states.length - 1] !== s) states.push(s);
-      if (v && start === null && v.currentTime > 0) start = v.currentTime;
+      if (v && start === null && v.currentTime > 0) {
+        start = v.currentTime;
+        clock = GlassClock.watch(v);
+      }
     }
+    clock?.stop();
     const v = document.querySelector('#player video');
     return {
       state: status.dataset.state,
@@ -73,6 +84,7 @@ try {
       states,
       advanced: v && start !== null ? v.currentTime - start : 0,
       width: v ? v.videoWidth : 0,
+      clock: clock ? clock.summary() : null,
       message: document.getElementById('message').textContent,
     };
   }, seconds);
