@@ -23,6 +23,8 @@
 mod clock;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/probe.rs"]
+mod probe;
 #[path = "common/proc.rs"]
 mod proc;
 #[path = "common/streamd.rs"]
@@ -202,66 +204,6 @@ fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
 }
 
-/// The last line of a probe's stdout, as JSON; a probe that printed none
-/// fails the run.
-fn probe_report(what: &str, out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "{what} gave no report: {text}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
-/// Glass to glass on `url` for `seconds`, read by hls.js in Chromium from
-/// the clock in the picture; beside it, what hls.js would have said from
-/// the server's PROGRAM-DATE-TIME. A run that did not play fails the bench:
-/// it gives no figures.
-async fn hlsjs_glass(url: &str, seconds: u32) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hlsjs.mjs");
-    let out = Command::new("node")
-        .arg(script)
-        .arg(url)
-        .arg(seconds.to_string())
-        .output()
-        .await
-        .expect("node (see README)");
-    let v = probe_report("hls.js", &out);
-    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
-    let advanced = v["advanced"].as_f64().unwrap_or(0.0);
-    let (p50, p95) = clock::check(&v, advanced, 30_000);
-    let mut stamped: Vec<f64> = v["serverStampedLatencies"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
-    stamped.sort_by(f64::total_cmp);
-    serde_json::json!({
-        "p50_ms": p50, "p95_ms": p95, "stalls": v["stalls"],
-        "program_date_time_p50_ms": stamped.get(stamped.len() / 2).map(|s| (s * 1000.0).round()),
-    })
-}
-
-/// Glass to glass over WebRTC on `ws` for `seconds`, read by aiortc (an
-/// independent WebRTC stack) from the clock in each decoded picture.
-async fn aiortc_glass(ws: &str, seconds: u32) -> serde_json::Value {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let out = Command::new(tests.join("python/.venv/bin/python"))
-        .arg(tests.join("python/aiortc_viewer.py"))
-        .arg(ws)
-        .arg(seconds.to_string())
-        .output()
-        .await
-        .expect("the aiortc virtualenv in tests/python/.venv (see README)");
-    let v = probe_report("aiortc", &out);
-    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
-    let (p50, p95) = clock::check(&v, f64::from(seconds) - 2.0, 30_000);
-    serde_json::json!({ "p50_ms": p50, "p95_ms": p95, "video_frames": v["video_frames"] })
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -403,11 +345,11 @@ async fn run(plan: Plan) {
     // baseline's HLS of the same encode.
     let probe = if plan.full { 20 } else { 6 };
     let mut glass = serde_json::json!({
-        "streamd_llhls_hlsjs": hlsjs_glass(&master, probe).await,
-        "streamd_webrtc_aiortc": aiortc_glass(&format!("ws://{http_addr}/live/load"), probe).await,
+        "streamd_llhls_hlsjs": probe::hlsjs_glass(&master, probe).await,
+        "streamd_webrtc_aiortc": probe::aiortc_glass(&format!("ws://{http_addr}/live/load"), probe).await,
     });
     if let Some(b) = &baseline {
-        glass["baseline_ffmpeg_hls_nginx_hlsjs"] = hlsjs_glass(b, probe).await;
+        glass["baseline_ffmpeg_hls_nginx_hlsjs"] = probe::hlsjs_glass(b, probe).await;
         let p50 = |k: &str| glass[k]["p50_ms"].as_f64().unwrap();
         glass["p50_ratio_baseline_over_streamd_llhls"] =
             serde_json::json!(p50("baseline_ffmpeg_hls_nginx_hlsjs") / p50("streamd_llhls_hlsjs"));

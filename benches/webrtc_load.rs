@@ -12,7 +12,9 @@
 //! and prints, per step: server CPU seconds per viewer-second, egress
 //! Mbit/s, server RSS per viewer, and packet loss seen by the viewers. The
 //! ramp stops when loss passes 1% or delivery falls below 95% of the
-//! published rate: that step's count is the ceiling.
+//! published rate: that step's count is the ceiling. After each step, one
+//! more viewer that decodes (aiortc) reads the glass-to-glass clock from
+//! the picture for 8 s while the load keeps going.
 //!
 //! `WEBRTC_LOAD_STEPS=400,800` ramps through those counts only, and
 //! `WEBRTC_LOAD_SECONDS=30` measures each step that long (8 s by default).
@@ -21,6 +23,8 @@
 
 #[path = "../tests/common/clock.rs"]
 mod clock;
+#[path = "common/probe.rs"]
+mod probe;
 #[path = "common/proc.rs"]
 mod proc;
 #[path = "common/streamd.rs"]
@@ -226,6 +230,16 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
         let failed = totals.failed.load(Ordering::Relaxed);
         if failed > 0 {
             println!("        ({failed} viewers failed to connect)");
+        }
+        if !smoke {
+            // One more viewer that decodes (aiortc), after the measured
+            // window, while the others keep watching: how old what it
+            // shows is, from the clock in the picture.
+            let g = probe::aiortc_glass(&ws, 8).await;
+            println!(
+                "        glass to glass at {connected} viewers (aiortc, 8 s): p50 {} ms, p95 {} ms",
+                g["p50_ms"], g["p95_ms"]
+            );
         }
         if smoke {
             // The smoke run (in the test command) asserts what the full
