@@ -4,7 +4,7 @@
 //! bytes into frames on the [`bus`]; [`transcode`] reads them and writes the
 //! ABR ladder and Opus back to the bus; [`llhls`] packages the bus for HTTP
 //! and [`webrtc`] sends it to browsers over RTP, both reached through
-//! [`http`]. [`server`] wires them together.
+//! [`http`]; [`record`] will archive it. [`server`] wires them together.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod media;
 pub mod net;
 pub mod random;
 pub mod ratelimit;
+pub mod record;
 pub mod server;
 pub mod shutdown;
 pub mod store;
