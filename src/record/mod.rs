@@ -7,7 +7,9 @@
 //! last whole fragment ends, so recovery keeps every complete fragment and
 //! drops only the torn tail. [`location::Location`] reads where the
 //! recordings go (`gs://`, `s3://`, `file://`, or `STORAGE_BUCKET`) and
-//! names their objects so that nothing can leave the prefix.
+//! names their objects so that nothing can leave the prefix;
+//! [`store::open`] makes the `object_store` client for it.
 
 pub mod location;
 pub mod spool;
+pub mod store;
