@@ -3,7 +3,7 @@
 //! can tell how old what it shows is without trusting anything the server
 //! stamps (EXT-X-PROGRAM-DATE-TIME, RTP timestamps, sender reports).
 //!
-//! The code (the decoders in tests/browser/clock.mjs and
+//! The code (the decoders in tests/browser/clock.js and
 //! tests/python/aiortc_viewer.py read exactly this):
 //! - **Video**: the top eighth of the picture is a row of 26 equal blocks
 //!   across its full width, white for 1 and black for 0. Block 0 is white
