@@ -43,20 +43,7 @@ fn api_token() -> String {
 #[tokio::test]
 async fn console_creates_a_stream_and_plays_it_over_webrtc() {
     let _one = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path());
-    let token = api_token();
-    let (r, stderr) = in_netns(
-        &config,
-        "http://127.0.0.1:3333",
-        8,
-        &[
-            ("PLAYER", "console.mjs"),
-            ("RTMP_URL", "none"),
-            ("STREAMD_TOKEN", &token),
-        ],
-    )
-    .await;
+    let (r, stderr) = player_in_netns("console.mjs", 8).await;
     eprintln!("console: {r}");
     assert_eq!(r["live"], true, "{r}");
     assert!(r["keyShown"].as_str().unwrap().starts_with("sk_"), "{r}");
@@ -75,20 +62,7 @@ async fn console_creates_a_stream_and_plays_it_over_webrtc() {
 #[tokio::test]
 async fn test_stream_script_and_test_pages_play() {
     let _one = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path());
-    let token = api_token();
-    let (r, stderr) = in_netns(
-        &config,
-        "http://127.0.0.1:3333",
-        6,
-        &[
-            ("PLAYER", "pages.mjs"),
-            ("RTMP_URL", "none"),
-            ("STREAMD_TOKEN", &token),
-        ],
-    )
-    .await;
+    let (r, stderr) = player_in_netns("pages.mjs", 6).await;
     eprintln!("pages: {r}");
     assert_eq!(
         r["errors"].as_array().map(Vec::len),
@@ -112,6 +86,27 @@ async fn test_stream_script_and_test_pages_play() {
         assert!(p["advanced"].as_f64().unwrap() >= least, "{page}: {p}");
         assert_eq!(p["width"], 640, "{page}: {p}");
     }
+}
+
+/// Runs tests/browser/`player` for `seconds` against streamd in a
+/// loopback-only namespace (netns.sh, no publisher of its own: the player
+/// publishes), with an API token in STREAMD_TOKEN; its report and
+/// netns.sh's stderr.
+async fn player_in_netns(player: &str, seconds: u32) -> (Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path());
+    let token = api_token();
+    in_netns(
+        &config,
+        "http://127.0.0.1:3333",
+        seconds,
+        &[
+            ("PLAYER", player),
+            ("RTMP_URL", "none"),
+            ("STREAMD_TOKEN", &token),
+        ],
+    )
+    .await
 }
 
 /// A config for netns.sh: streamd on the fixed ports of the namespace,

@@ -43,14 +43,9 @@ pub async fn hlsjs_glass(url: &str, seconds: u32) -> serde_json::Value {
     assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
     let advanced = v["advanced"].as_f64().unwrap_or(0.0);
     let (p50, p95) = clock::check(&v, advanced, 30_000);
-    let mut stamped: Vec<f64> = v["serverStampedLatencies"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
-    stamped.sort_by(f64::total_cmp);
     serde_json::json!({
         "p50_ms": p50, "p95_ms": p95, "stalls": v["stalls"],
-        "program_date_time_p50_ms": stamped.get(stamped.len() / 2).map(|s| (s * 1000.0).round()),
+        "program_date_time_p50_ms": clock::server_stamped_p50_ms(&v),
     })
 }
 

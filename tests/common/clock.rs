@@ -162,3 +162,17 @@ pub fn check(report: &serde_json::Value, seconds: f64, bound_ms: i64) -> (i64, i
     let q = |q: f64| ages[((ages.len() as f64 * q) as usize).min(ages.len() - 1)];
     (q(0.5), q(0.95))
 }
+
+/// The median of what hls.js would have said the latency was, in ms
+/// (`serverStampedLatencies` of tests/browser/hlsjs.mjs: its age from
+/// EXT-X-PROGRAM-DATE-TIME, which the server stamps): reported beside the
+/// clock's figure, never trusted.
+pub fn server_stamped_p50_ms(report: &serde_json::Value) -> Option<f64> {
+    let mut stamped: Vec<f64> = report["serverStampedLatencies"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    stamped.sort_by(f64::total_cmp);
+    stamped.get(stamped.len() / 2).map(|s| (s * 1000.0).round())
+}
