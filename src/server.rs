@@ -12,6 +12,7 @@ use crate::http::HttpServer;
 use crate::ingest::RtmpServer;
 use crate::llhls::http::LlhlsHttp;
 use crate::llhls::store::Outputs;
+use crate::record::service::Recorder;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::transcode::Transcoders;
@@ -29,6 +30,7 @@ pub struct Server {
     rtmp: RtmpServer,
     http: HttpServer,
     webrtc: Option<WebRtcServer>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Server {
@@ -64,6 +66,20 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database ({}): {e}", redact(&db_url)))?;
         tracing::info!(database = %redact(&db_url), "database ready");
+        let store = Arc::new(store);
+        let recorder = if config.record.enabled || !config.record.apps.is_empty() {
+            Some(
+                Recorder::open(
+                    config.record.clone(),
+                    &config.database.data_dir,
+                    store.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start recording: {e}"))?,
+            )
+        } else {
+            None
+        };
         let access = Arc::new(Access::new(
             store,
             Auth::new(&secret, config.auth.clone()),
@@ -97,6 +113,7 @@ impl Server {
             rtmp,
             http,
             webrtc,
+            recorder,
         })
     }
 
@@ -154,6 +171,7 @@ impl Server {
             rtmp,
             http,
             webrtc,
+            recorder,
         } = self;
         let rtmp_port = rtmp.local_addr().map_or(1935, |a| a.port());
         let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
@@ -168,8 +186,15 @@ impl Server {
             outputs.clone(),
             config.llhls.clone(),
             config.transcode.clone(),
+            recorder.as_ref().map(|r| r.taps()),
             shutdown.clone(),
         ));
+        let upload_task = recorder
+            .as_ref()
+            .map(|r| tokio::spawn(r.clone().upload(shutdown.clone())));
+        if let Some(r) = &recorder {
+            tokio::spawn(r.clone().retention(shutdown.clone()));
+        }
         let viewers = Arc::new(ViewerCounts::default());
         let mut routes = crate::llhls::http::routes(LlhlsHttp {
             outputs,
@@ -186,6 +211,13 @@ impl Server {
             viewers.clone(),
             shutdown.clone(),
         );
+        if let Some(r) = &recorder {
+            r.set_webhooks(hooks.clone());
+            routes = routes.merge(crate::record::http::routes(crate::record::http::VodHttp {
+                recorder: r.clone(),
+                access: access.clone(),
+            }));
+        }
         drop(hooks);
         // The API's routes, then the signalling layer over all of them (it
         // also answers WebSocket upgrades no route matches).
@@ -193,6 +225,7 @@ impl Server {
             access: access.clone(),
             registry: registry.clone(),
             viewers: viewers.clone(),
+            recorder: recorder.clone(),
             rtmp_port,
         }));
         routes = crate::http::console(routes, &config.http.web_dir);
@@ -224,6 +257,13 @@ impl Server {
         registry.shutdown();
         let _ = transcode_task.await;
         let _ = llhls_task.await;
+        // The packagers are done: every recording closes its segments.
+        if let Some(r) = &recorder {
+            r.recordings_closed().await;
+        }
+        if let Some(t) = upload_task {
+            let _ = t.await;
+        }
         if let Some(t) = webrtc_task {
             let _ = t.await;
         }

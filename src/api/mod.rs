@@ -29,6 +29,8 @@ pub struct Api {
     pub access: Arc<Access>,
     pub registry: Registry,
     pub viewers: Arc<ViewerCounts>,
+    /// Recording, when on.
+    pub recorder: Option<Arc<crate::record::service::Recorder>>,
     /// The RTMP port publishers reach (for OBS settings).
     pub rtmp_port: u16,
 }
@@ -78,6 +80,12 @@ pub fn routes(api: Api) -> Router {
         .route("/api/streams/{id}/key:rotate", post(rotate))
         .route("/api/streams/{id}/playback", get(playback))
         .route("/api/tokens/playback", post(mint_playback))
+        .route("/api/streams/{id}/recordings", get(stream_recordings))
+        .route("/api/recordings", get(recordings))
+        .route(
+            "/api/recordings/{id}",
+            get(show_recording).delete(remove_recording),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
@@ -358,8 +366,115 @@ impl From<AuthError> for ApiError {
     }
 }
 
+fn no_recording() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such recording".into())
+}
+
+fn recordings_json(all: &[crate::store::recordings::Recording]) -> Json<Value> {
+    Json(Value::Array(
+        all.iter()
+            .map(crate::record::service::recording_json)
+            .collect(),
+    ))
+}
+
+/// `GET /api/streams/{id}/recordings`: newest first.
+async fn stream_recordings(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let r = authorized_stream(&api, &headers, &id).await?;
+    Ok(recordings_json(
+        &api.access.store.recordings_of(&r.app, &r.id).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct RecordingsQuery {
+    stream: Option<String>,
+}
+
+/// `GET /api/recordings?stream={app}/{name}`: any stream's, managed or
+/// published openly.
+async fn recordings(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    q: std::result::Result<
+        axum::extract::Query<RecordingsQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<Value>> {
+    authorize(&api, &headers)?;
+    let q = q.map_err(|e| bad(e.body_text()))?;
+    let Some((app, name)) = q.stream.as_deref().and_then(|s| s.split_once('/')) else {
+        return Err(bad("give ?stream={app}/{name}"));
+    };
+    let path = StreamPath::new(app, name).map_err(|e| bad(e.to_string()))?;
+    Ok(recordings_json(
+        &api.access
+            .store
+            .recordings_of(path.app(), path.stream())
+            .await?,
+    ))
+}
+
+async fn authorized_recording(
+    api: &Api,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<crate::store::recordings::Recording> {
+    authorize(api, headers)?;
+    api.access
+        .store
+        .recording(id)
+        .await?
+        .ok_or_else(no_recording)
+}
+
+async fn show_recording(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let r = authorized_recording(&api, &headers, &id).await?;
+    Ok(Json(crate::record::service::recording_json(&r)))
+}
+
+/// `DELETE /api/recordings/{id}`: its objects, spool and journal. A
+/// recording still being made cannot be deleted (409).
+async fn remove_recording(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let r = authorized_recording(&api, &headers, &id).await?;
+    let Some(recorder) = &api.recorder else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "recording is off on this node".into(),
+        ));
+    };
+    if r.status == crate::store::recordings::RecordingStatus::Recording {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "the recording is still being made; delete it after the stream ends".into(),
+        ));
+    }
+    recorder.delete(&r).await.map_err(|e| {
+        tracing::error!(recording = %r.id, error = %e, "cannot delete a recording");
+        ApiError(
+            StatusCode::BAD_GATEWAY,
+            "the recording store did not answer; try again".into(),
+        )
+    })?;
+    tracing::info!(recording = %r.id, "recording deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn openapi() -> Json<Value> {
     let stream = json!({"$ref": "#/components/schemas/Stream"});
+    let recording = json!({"$ref": "#/components/schemas/Recording"});
     let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9]{12}$"}}]);
     let ok = |schema: Value| json!({"description": "OK", "content": {"application/json": {"schema": schema}}});
@@ -381,6 +496,13 @@ async fn openapi() -> Json<Value> {
             "/api/streams/{id}/key": {"parameters": id, "get": {"summary": "The stream key and OBS settings", "responses": {"200": ok(json!({"$ref": "#/components/schemas/Key"})), "401": error, "404": error}}},
             "/api/streams/{id}/key:rotate": {"parameters": id, "post": {"summary": "A new stream key; the old one stops working", "responses": {"200": ok(json!({"$ref": "#/components/schemas/Key"})), "401": error, "404": error}}},
             "/api/streams/{id}/playback": {"parameters": id, "get": {"summary": "WebRTC and LL-HLS URLs (with a playback token for a private stream)", "responses": {"200": ok(json!({"type": "object", "properties": {"webrtc": {"type": "string"}, "llhls": {"type": "string"}, "token": {"type": "string", "nullable": true}}})), "401": error, "404": error}}},
+            "/api/streams/{id}/recordings": {"parameters": id, "get": {"summary": "The stream's recordings, newest first", "responses": {"200": ok(json!({"type": "array", "items": recording})), "401": error, "404": error}}},
+            "/api/recordings": {"get": {"summary": "Any stream's recordings (also streams published without the API), newest first", "parameters": [{"name": "stream", "in": "query", "required": true, "schema": {"type": "string", "example": "live/cam1"}}], "responses": {"200": ok(json!({"type": "array", "items": recording})), "400": error, "401": error}}},
+            "/api/recordings/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^rec_[a-z0-9]{16}$"}}],
+                "get": {"summary": "A recording", "responses": {"200": ok(recording.clone()), "401": error, "404": error}},
+                "delete": {"summary": "Delete a recording and its stored objects", "responses": {"204": {"description": "deleted"}, "401": error, "404": error, "409": error, "502": error}}
+            },
             "/api/tokens/playback": {"post": {"summary": "A short-lived playback token", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["streamId"], "properties": {"streamId": {"type": "string"}, "ttlSeconds": {"type": "integer"}}}}}},
                                     "responses": {"200": ok(json!({"type": "object", "properties": {"token": {"type": "string"}, "expiresIn": {"type": "integer"}}})), "400": error, "401": error, "404": error}}}
         },
@@ -389,6 +511,7 @@ async fn openapi() -> Json<Value> {
             "schemas": {
                 "NewStream": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "maxLength": MAX_NAME}, "description": {"type": "string"}, "isPrivate": {"type": "boolean"}}},
                 "Stream": {"type": "object", "properties": {"id": {"type": "string"}, "app": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"}, "isPrivate": {"type": "boolean"}, "createdAt": {"type": "integer"}, "live": {"type": "boolean"}, "viewers": {"type": "integer"}, "streamKey": {"type": "string"}}},
+                "Recording": {"type": "object", "properties": {"id": {"type": "string"}, "app": {"type": "string"}, "stream": {"type": "string"}, "status": {"type": "string", "enum": ["recording", "uploading", "ready", "failed"]}, "startedAt": {"type": "integer"}, "endedAt": {"type": "integer", "nullable": true}, "durationMs": {"type": "integer"}, "bytes": {"type": "integer"}, "renditions": {"type": "array", "items": {"type": "string"}}, "location": {"type": "string"}, "playbackUrl": {"type": "string"}}},
                 "Key": {"type": "object", "properties": {"id": {"type": "string"}, "streamKey": {"type": "string"}, "obs": {"type": "object"}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}}
             }

@@ -41,7 +41,7 @@ type LlhlsKey = (Option<std::net::IpAddr>, String, String);
 /// The store, the tokens and the admission backend: what every way in asks
 /// before serving.
 pub struct Access {
-    pub store: Store,
+    pub store: Arc<Store>,
     pub auth: Auth,
     /// OME's AdmissionWebhooks, when configured.
     pub admission: Option<Arc<Admission>>,
@@ -209,7 +209,7 @@ impl Access {
     /// `transcode` says which apps are transcoded and how many streams may
     /// be at once (publishers beyond are refused here).
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
         auth: Auth,
         admission: Option<Arc<Admission>>,
         transcode: crate::config::TranscodeConfig,

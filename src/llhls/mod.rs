@@ -21,6 +21,7 @@ pub mod request;
 pub mod segmenter;
 pub mod service;
 pub mod store;
+pub mod tap;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use super::packager::{PackagerNotice, StreamPackager};
 use super::playlist::Rendition;
 use super::segmenter::SegmenterOutput;
 use super::store::{Outputs, StreamOutput};
+use super::tap::{Packaged, Tap, Taps};
 use crate::bus::{
     BroadcastConsumer, BroadcastStatus, Registry, StartAt, TrackEvent, TrackInfo, TrackKind,
     TrackRole,
@@ -30,6 +31,7 @@ pub async fn run(
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
     transcode: TranscodeConfig,
+    taps: Option<Taps>,
     shutdown: Shutdown,
 ) {
     registry
@@ -43,12 +45,14 @@ pub async fn run(
                 outputs.insert(output.clone());
                 let span = tracing::info_span!("llhls", stream = %b.path());
                 let transcoded = transcode.enabled_for(b.path().app());
+                let tap = taps.as_ref().and_then(|t| t(b.path()));
                 let task = package(
                     b,
                     output.clone(),
                     outputs.clone(),
                     config.clone(),
                     transcoded,
+                    tap,
                     shutdown.clone(),
                 )
                 .instrument(span);
@@ -89,6 +93,8 @@ struct Packaging {
     segments_kept: usize,
     /// Serve the ladder's rungs rather than the source video.
     transcoded: bool,
+    /// The archive's copy of everything packaged.
+    tap: Option<Tap>,
 }
 
 impl Packaging {
@@ -135,6 +141,15 @@ impl Packaging {
         if let Some(TrackRole::Rendition(r)) = self.infos.get(name).map(|i| &i.role) {
             rendition.configured_bps = Some(u64::from(r.bitrate));
         }
+        if let Some(tap) = &self.tap {
+            tap.send(Packaged::Track {
+                track: idx,
+                name: name.to_owned(),
+                kind,
+                timescale: timescale.hz(),
+                configured_bps: rendition.configured_bps,
+            });
+        }
         self.output.update(|st| st.renditions.push(rendition));
         idx
     }
@@ -170,6 +185,11 @@ impl Packaging {
         if outputs.is_empty() {
             return;
         }
+        if let Some(tap) = &self.tap {
+            for o in &outputs {
+                tap.send(self.archived(o));
+            }
+        }
         let now = Instant::now();
         let packager = &self.packager;
         self.output.update(|st| {
@@ -201,12 +221,47 @@ impl Packaging {
     }
 }
 
+impl Packaging {
+    /// The archive's copy of one output.
+    fn archived(&self, o: &super::packager::Output) -> Packaged {
+        let track = o.track;
+        match &o.output {
+            SegmenterOutput::SegmentStart {
+                msn,
+                discontinuity,
+                init,
+                ..
+            } => Packaged::SegmentStart {
+                track,
+                msn: *msn,
+                discontinuity: *discontinuity,
+                init: init
+                    .clone()
+                    .and_then(|i| Some((i, self.packager.config(track)?.clone()))),
+            },
+            SegmenterOutput::Part {
+                msn,
+                duration,
+                data,
+                ..
+            } => Packaged::Part {
+                track,
+                msn: *msn,
+                duration: *duration,
+                data: data.clone(),
+            },
+            SegmenterOutput::SegmentEnd { msn, .. } => Packaged::SegmentEnd { track, msn: *msn },
+        }
+    }
+}
+
 async fn package(
     broadcast: BroadcastConsumer,
     output: Arc<StreamOutput>,
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
     transcoded: bool,
+    tap: Option<Tap>,
     mut shutdown: Shutdown,
 ) {
     tracing::info!(instance = %output.instance, transcoded, "packaging LL-HLS");
@@ -220,6 +275,7 @@ async fn package(
         notice_log: LogLimiter::new(Duration::from_secs(5)),
         segments_kept: config.segments_kept,
         transcoded,
+        tap,
     };
     let mut events: Events = SelectAll::new();
     let mut watch = broadcast.clone();
@@ -259,6 +315,8 @@ async fn package(
     let result = p.packager.finish();
     p.apply(result);
     output.update(|st| st.ended = true);
+    // The archive learns the stream ended.
+    p.tap = None;
     tracing::info!(linger = ?config.linger, "stream ended; playlists end with EXT-X-ENDLIST");
     tokio::select! {
         _ = tokio::time::sleep(config.linger) => {}

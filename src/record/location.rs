@@ -16,6 +16,22 @@ pub enum Location {
     File { root: PathBuf, prefix: String },
 }
 
+impl std::fmt::Display for Location {
+    /// The location as a URL (journalled with each recording).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, base, prefix) = match self {
+            Location::Gcs { bucket, prefix } => ("gs://", bucket.clone(), prefix),
+            Location::S3 { bucket, prefix } => ("s3://", bucket.clone(), prefix),
+            Location::File { root, prefix } => ("file://", root.display().to_string(), prefix),
+        };
+        write!(f, "{scheme}{base}")?;
+        if !prefix.is_empty() {
+            write!(f, "/{prefix}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
     #[error("{0:?} is not gs://BUCKET[/PREFIX], s3://BUCKET[/PREFIX] or file:///DIR")]
@@ -66,7 +82,7 @@ impl Location {
         app: &str,
         stream: &str,
         recording: &str,
-        file: &str,
+        files: &[&str],
     ) -> Result<String, LocationError> {
         let prefix = match self {
             Location::Gcs { prefix, .. }
@@ -77,9 +93,9 @@ impl Location {
         if !prefix.is_empty() {
             parts.push(prefix);
         }
-        for p in [app, stream, recording, file] {
+        for p in [app, stream, recording].iter().chain(files) {
             if !safe_part(p) {
-                return Err(LocationError::Path(p.to_owned()));
+                return Err(LocationError::Path((*p).to_owned()));
             }
             parts.push(p);
         }
@@ -195,7 +211,7 @@ mod tests {
     fn object_names_stay_under_the_prefix() {
         let l = Location::parse("gs://b-1/rec", None).unwrap();
         assert_eq!(
-            l.object("live", "cam", "r1", "seg_3.m4s"),
+            l.object("live", "cam", "r1", &["seg_3.m4s"]),
             Ok("rec/live/cam/r1/seg_3.m4s".into())
         );
         for (app, stream, rec, file) in [
@@ -206,7 +222,7 @@ mod tests {
             ("live", "cam", "r1", "x\u{0}"),
         ] {
             assert!(
-                l.object(app, stream, rec, file).is_err(),
+                l.object(app, stream, rec, &[file]).is_err(),
                 "{app}/{stream}/{rec}/{file}"
             );
         }
@@ -220,7 +236,7 @@ mod tests {
             parts in prop::collection::vec(".{0,20}", 4),
         ) {
             let l = Location::parse("s3://bucket/pre", None).unwrap();
-            if let Ok(name) = l.object(&parts[0], &parts[1], &parts[2], &parts[3]) {
+            if let Ok(name) = l.object(&parts[0], &parts[1], &parts[2], &[&parts[3]]) {
                 let split: Vec<&str> = name.split('/').collect();
                 prop_assert_eq!(split.len(), 5);
                 prop_assert_eq!(split[0], "pre");

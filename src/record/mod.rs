@@ -1,15 +1,21 @@
-//! Recording (issue 11, first pieces): every live stream archived, without
-//! losing a segment to a crash or a store outage.
+//! Recording: every live stream archived, without losing a segment to a
+//! crash or a store outage, and played back as HLS VOD.
 //!
-//! Segments are written to a local spool as the packager makes their CMAF
-//! fragments, then uploaded. A process killed mid-write leaves a segment
-//! file that ends inside a box; [`spool::complete_prefix`] finds where its
-//! last whole fragment ends, so recovery keeps every complete fragment and
-//! drops only the torn tail. [`location::Location`] reads where the
-//! recordings go (`gs://`, `s3://`, `file://`, or `STORAGE_BUCKET`) and
-//! names their objects so that nothing can leave the prefix;
-//! [`store::open`] makes the `object_store` client for it.
+//! The flow: the LL-HLS packager's CMAF output comes in through a tap
+//! ([`crate::llhls::tap`]); [`archive::Archiver`] cuts it into archive
+//! segments (whole live segments, byte for byte); [`service::Recorder`]
+//! writes them to a local spool, syncs each at close and journals it in
+//! the database (`open` → `closed` → `uploaded`), and uploads closed ones
+//! to the store ([`location::Location`]: `gs://`, `s3://`, `file://`,
+//! through [`store::open`]), retrying for as long as it takes. After a
+//! crash, [`spool::complete_prefix`] cuts a torn segment at its last whole
+//! fragment and the uploader carries on. [`vod`] renders the recording's
+//! playlists from the journal and [`http`] serves them.
 
+pub mod archive;
+pub mod http;
 pub mod location;
+pub mod service;
 pub mod spool;
 pub mod store;
+pub mod vod;

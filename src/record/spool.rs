@@ -30,6 +30,38 @@ pub fn complete_prefix(data: &[u8]) -> usize {
     complete
 }
 
+/// The decode times the fragments of `data` span, in their track's
+/// timescale: where the first starts (`tfdt`) and where the last ends
+/// (its `tfdt` plus its samples' durations). None if no `moof` decodes.
+/// For a repaired segment, whose duration was never journalled.
+pub fn span(data: &[u8]) -> Option<(u64, u64)> {
+    use mp4_atom::{Any, Decode};
+    let mut at = 0usize;
+    let mut first = None;
+    let mut end = 0u64;
+    while let Some((kind, len)) = next_box(&data[at..]) {
+        if &kind == b"moof"
+            && let Ok(Any::Moof(moof)) = Any::decode(&mut &data[at..at + len])
+        {
+            for traf in &moof.traf {
+                let Some(tfdt) = &traf.tfdt else { continue };
+                let base = tfdt.base_media_decode_time;
+                let default = traf.tfhd.default_sample_duration.unwrap_or(0);
+                let total: u64 = traf
+                    .trun
+                    .iter()
+                    .flat_map(|t| t.samples.iter())
+                    .map(|s| u64::from(s.duration.unwrap_or(default)))
+                    .sum();
+                first.get_or_insert(base);
+                end = end.max(base.saturating_add(total));
+            }
+        }
+        at += len;
+    }
+    first.map(|f| (f, end.max(f)))
+}
+
 /// The type and whole length of the box at the start of `data`, if it is
 /// all there.
 fn next_box(data: &[u8]) -> Option<([u8; 4], usize)> {
@@ -70,6 +102,29 @@ mod tests {
             ends.push(file.len());
         }
         (file, ends)
+    }
+
+    /// The packager's own fragments: the span runs from the first
+    /// fragment's decode time to the last one's end.
+    #[test]
+    fn the_span_of_real_fragments() {
+        use crate::llhls::cmaf::{Sample, fragment};
+        let sample = |d: u32| Sample {
+            duration: d,
+            composition_offset: 0,
+            keyframe: true,
+            data: bytes::Bytes::from_static(b"frame"),
+        };
+        let mut file = fragment(1, 90_000, &[sample(3000), sample(3000)])
+            .unwrap()
+            .to_vec();
+        file.extend_from_slice(&fragment(2, 96_000, &[sample(3000)]).unwrap());
+        assert_eq!(span(&file), Some((90_000, 99_000)));
+        assert_eq!(
+            span(&file[..complete_prefix(&file[..file.len() - 1])]),
+            Some((90_000, 96_000))
+        );
+        assert_eq!(span(b"garbage"), None);
     }
 
     #[test]

@@ -14,13 +14,22 @@ use object_store::local::LocalFileSystem;
 
 use super::location::Location;
 
-/// The store for `location`; `s3_endpoint` points S3 at a compatible
-/// server (MinIO and the like; plain `http://` is allowed only there). A
-/// local directory is created if missing. Nothing is sent over the
-/// network here.
+/// S3 settings beyond the environment's (empty: the environment's).
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings<'a> {
+    /// A compatible server (MinIO and the like; plain `http://` is
+    /// allowed only there).
+    pub endpoint: &'a str,
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    pub region: &'a str,
+}
+
+/// The store for `location`. A local directory is created if missing.
+/// Nothing is sent over the network here.
 pub fn open(
     location: &Location,
-    s3_endpoint: Option<&str>,
+    s3: &S3Settings<'_>,
 ) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     Ok(match location {
         Location::Gcs { bucket, .. } => Arc::new(
@@ -30,8 +39,18 @@ pub fn open(
         ),
         Location::S3 { bucket, .. } => {
             let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(e) = s3_endpoint {
-                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            if !s3.endpoint.is_empty() {
+                b = b
+                    .with_endpoint(s3.endpoint)
+                    .with_allow_http(s3.endpoint.starts_with("http://"));
+            }
+            if !s3.access_key_id.is_empty() {
+                b = b
+                    .with_access_key_id(s3.access_key_id)
+                    .with_secret_access_key(s3.secret_access_key);
+            }
+            if !s3.region.is_empty() {
+                b = b.with_region(s3.region);
             }
             Arc::new(b.build()?)
         }
@@ -57,8 +76,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("recordings");
         let location = Location::parse(&format!("file://{}", root.display()), None).unwrap();
-        let store = open(&location, None).unwrap();
-        let name = location.object("live", "cam", "r1", "seg_1.m4s").unwrap();
+        let store = open(&location, &S3Settings::default()).unwrap();
+        let name = location
+            .object("live", "cam", "r1", &["seg_1.m4s"])
+            .unwrap();
         store
             .put(&Path::from(name.as_str()), vec![1u8, 2, 3].into())
             .await
@@ -76,6 +97,15 @@ mod tests {
     #[test]
     fn an_s3_store_builds_for_an_endpoint() {
         let location = Location::parse("s3://recordings/pre", None).unwrap();
-        assert!(open(&location, Some("http://127.0.0.1:9")).is_ok());
+        assert!(
+            open(
+                &location,
+                &S3Settings {
+                    endpoint: "http://127.0.0.1:9",
+                    ..Default::default()
+                }
+            )
+            .is_ok()
+        );
     }
 }

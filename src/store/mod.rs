@@ -13,8 +13,11 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub mod recordings;
+
 /// Schema changes, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[&str] = &["CREATE TABLE streams (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE streams (
         id TEXT PRIMARY KEY,
         app TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -22,7 +25,36 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE streams (
         is_private BIGINT NOT NULL,
         stream_key TEXT NOT NULL UNIQUE,
         created_at BIGINT NOT NULL
-    )"];
+    )",
+    // Recordings and their segment journal (record/).
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        status TEXT NOT NULL,
+        node TEXT NOT NULL,
+        location TEXT NOT NULL,
+        renditions TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        duration_ms BIGINT NOT NULL,
+        bytes BIGINT NOT NULL
+    )",
+    "CREATE INDEX recordings_by_stream ON recordings (app, stream, started_at)",
+    "CREATE TABLE recording_segments (
+        recording_id TEXT NOT NULL,
+        rendition TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        init_seq BIGINT NOT NULL,
+        duration_us BIGINT NOT NULL,
+        bytes BIGINT NOT NULL,
+        discontinuity BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (recording_id, rendition, kind, seq)
+    )",
+    "CREATE INDEX recording_segments_by_status ON recording_segments (status, recording_id)",
+];
 
 /// How long a looked-up stream is trusted before asking the database
 /// again (other nodes may change it).
@@ -59,7 +91,7 @@ pub struct Store {
     cache: Mutex<crate::cache::Lru<(String, String), Option<StreamRecord>>>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

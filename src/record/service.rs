@@ -1,0 +1,857 @@
+//! The recorder: one task per recorded stream writes its archive segments
+//! to the spool and journals them; one uploader moves closed segments to
+//! the object store; at start, what a crash left in the spool is repaired
+//! and queued for upload.
+//!
+//! Spool layout: `{spool}/{recording}/{rendition}/{init_N.mp4 | N.m4s}`,
+//! the same names the objects get under `{prefix}/{app}/{stream}/{recording}/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use super::archive::{Archiver, Op};
+use super::location::Location;
+use super::spool;
+use crate::bus::StreamPath;
+use crate::config::{RecordConfig, RecordRenditions};
+use crate::llhls::tap::{Tap, TapReceiver, Taps, tap};
+use crate::ratelimit::LogLimiter;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::store::recordings::{
+    Recording, RecordingStatus, RenditionInfo, SegmentKind, SegmentRow, SegmentStatus,
+    new_recording_id,
+};
+use crate::webhooks::Webhooks;
+
+/// Uploads retried after a failure wait this long at first, doubling up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Segments taken from the journal per upload round.
+const UPLOAD_BATCH: i64 = 64;
+
+pub struct Recorder {
+    config: RecordConfig,
+    store: Arc<Store>,
+    objects: Arc<dyn ObjectStore>,
+    location: Location,
+    location_url: String,
+    spool: PathBuf,
+    node: String,
+    hooks: std::sync::Mutex<Option<Webhooks>>,
+    spool_bytes: AtomicU64,
+    /// Wakes the uploader: a segment closed or a recording ended.
+    wake: Notify,
+    /// Recording tasks running (shutdown waits for them).
+    running: tasks::Counter,
+    spool_log: std::sync::Mutex<LogLimiter>,
+}
+
+/// A count of running tasks that can be waited to reach zero.
+mod tasks {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Notify;
+
+    #[derive(Default)]
+    pub struct Counter {
+        n: AtomicUsize,
+        zero: Notify,
+    }
+
+    /// One running task; its drop counts it out.
+    pub struct Guard(std::sync::Arc<super::Recorder>);
+
+    impl Counter {
+        pub fn enter_owned(&self, owner: &std::sync::Arc<super::Recorder>) -> Guard {
+            self.n.fetch_add(1, Ordering::AcqRel);
+            Guard(owner.clone())
+        }
+
+        pub async fn idle(&self) {
+            loop {
+                let notified = self.zero.notified();
+                if self.n.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let c = &self.0.running;
+            if c.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+                c.zero.notify_waiters();
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("record.location: {0}")]
+    Location(#[from] super::location::LocationError),
+    #[error("the recording store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("the spool directory {0}: {1}")]
+    Spool(String, std::io::Error),
+    #[error(transparent)]
+    Db(#[from] crate::store::StoreError),
+}
+
+impl Recorder {
+    /// Opens the store and the spool, and repairs what a previous run
+    /// left (see [`Recorder::recover`]).
+    pub async fn open(
+        config: RecordConfig,
+        data_dir: &std::path::Path,
+        store: Arc<Store>,
+    ) -> Result<Arc<Recorder>, RecorderError> {
+        let url = config.location_url(data_dir);
+        let bucket = std::env::var("STORAGE_BUCKET").ok();
+        let location = Location::parse(
+            &url,
+            bucket.as_deref().filter(|_| config.location.is_empty()),
+        )?;
+        let objects = super::store::open(
+            &location,
+            &super::store::S3Settings {
+                endpoint: &config.s3_endpoint,
+                access_key_id: &config.s3_access_key_id,
+                secret_access_key: &config.s3_secret_access_key,
+                region: &config.s3_region,
+            },
+        )?;
+        let spool = config.spool_dir(data_dir);
+        crate::auth::private_dir(&spool)
+            .map_err(|e| RecorderError::Spool(spool.display().to_string(), e))?;
+        let node = config.node_name();
+        let r = Arc::new(Recorder {
+            location_url: location.to_string(),
+            config,
+            store,
+            objects,
+            location,
+            spool,
+            node,
+            hooks: std::sync::Mutex::new(None),
+            spool_bytes: AtomicU64::new(0),
+            wake: Notify::new(),
+            running: Default::default(),
+            spool_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(10))),
+        });
+        r.recover().await?;
+        tracing::info!(location = %r.location_url, spool = %r.spool.display(), node = %r.node, "recording ready");
+        Ok(r)
+    }
+
+    /// Where recording events go.
+    pub fn set_webhooks(&self, hooks: Webhooks) {
+        *self.hooks.lock().expect("hooks lock") = Some(hooks);
+    }
+
+    fn emit(&self, event: &str, r: &Recording) {
+        if let Some(h) = &*self.hooks.lock().expect("hooks lock") {
+            h.emit(event, recording_json(r));
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The tap factory for the LL-HLS packagers: a recording task for
+    /// every stream whose app is recorded.
+    pub fn taps(self: &Arc<Self>) -> Taps {
+        let me = self.clone();
+        Arc::new(move |path: &StreamPath| -> Option<Tap> {
+            let which = me.config.rule_for(path.app())?;
+            let (tap, rx) = tap();
+            let r = me.clone();
+            let path = path.clone();
+            let running = r.running.enter_owned(&r);
+            tokio::spawn(async move {
+                r.record(path, which, rx).await;
+                drop(running);
+            });
+            Some(tap)
+        })
+    }
+
+    /// Waits for every recording task to finish (they end once their
+    /// stream's packager has: call after the packagers stopped).
+    pub async fn recordings_closed(&self) {
+        self.running.idle().await;
+        // Stop delivering events: the webhook queue drains at shutdown
+        // once every sender is gone.
+        self.hooks.lock().expect("hooks lock").take();
+    }
+
+    fn spool_path(&self, recording: &str, rendition: &str, file: &str) -> PathBuf {
+        self.spool.join(recording).join(rendition).join(file)
+    }
+
+    fn add_spool(&self, n: u64) {
+        let now = self.spool_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        metrics::gauge!("streamd_record_spool_bytes").set(now as f64);
+        if now * 5 >= self.config.spool_budget * 4
+            && let Some(suppressed) = self
+                .spool_log
+                .lock()
+                .expect("log lock")
+                .check(Instant::now())
+        {
+            tracing::warn!(
+                spool_bytes = now,
+                budget = self.config.spool_budget,
+                suppressed,
+                "the recording spool is over 80% of record.spool_budget (is the store reachable?)"
+            );
+        }
+    }
+
+    fn sub_spool(&self, n: u64) {
+        let now = self
+            .spool_bytes
+            .fetch_sub(
+                n.min(self.spool_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            )
+            .saturating_sub(n);
+        metrics::gauge!("streamd_record_spool_bytes").set(now as f64);
+    }
+
+    /// Records one stream until its packager ends.
+    async fn record(
+        self: Arc<Self>,
+        path: StreamPath,
+        which: RecordRenditions,
+        mut rx: TapReceiver,
+    ) {
+        let mut archiver = Archiver::new(self.config.segment_target, which);
+        let mut s = StreamRecording {
+            path,
+            recording: None,
+            open: HashMap::new(),
+            skipping: HashMap::new(),
+            log: LogLimiter::new(Duration::from_secs(10)),
+        };
+        let mut ops = Vec::new();
+        let mut lost = 0;
+        while let Some(p) = rx.rx.recv().await {
+            if rx.lost() != lost {
+                lost = rx.lost();
+                tracing::error!(stream = %s.path, lost, "the recorder fell behind the live stream; a gap is recorded");
+                archiver.lost(&mut ops);
+            }
+            archiver.push(p, &mut ops);
+            for (name, why) in archiver.take_skipped() {
+                tracing::info!(stream = %s.path, rendition = %name, why, "rendition not recorded");
+            }
+            for op in ops.drain(..) {
+                self.apply(&mut s, op).await;
+            }
+        }
+        archiver.finish(&mut ops);
+        for op in ops.drain(..) {
+            self.apply(&mut s, op).await;
+        }
+        if let Some(r) = &s.recording {
+            if let Err(e) = self.store.end_recording(&r.id).await {
+                tracing::error!(recording = %r.id, error = %e, "cannot journal a recording's end");
+            }
+            tracing::info!(recording = %r.id, stream = %s.path, "recording ended; uploading");
+            self.wake.notify_one();
+        }
+    }
+
+    async fn apply(&self, s: &mut StreamRecording, op: Op) {
+        match op {
+            Op::Rendition(info) => {
+                if s.recording.is_none() {
+                    let r = Recording {
+                        id: new_recording_id(),
+                        app: s.path.app().to_owned(),
+                        stream: s.path.stream().to_owned(),
+                        status: RecordingStatus::Recording,
+                        node: self.node.clone(),
+                        location: self.location_url.clone(),
+                        renditions: Vec::new(),
+                        started_at: crate::store::now_ms(),
+                        ended_at: None,
+                        duration_ms: 0,
+                        bytes: 0,
+                    };
+                    if let Err(e) = self.store.create_recording(&r).await {
+                        tracing::error!(stream = %s.path, error = %e, "cannot journal a new recording; this stream is not recorded");
+                        return;
+                    }
+                    tracing::info!(recording = %r.id, stream = %s.path, "recording");
+                    self.emit("recording.started", &r);
+                    s.recording = Some(r);
+                }
+                let Some(r) = &mut s.recording else { return };
+                match r.renditions.iter_mut().find(|x| x.name == info.name) {
+                    Some(x) => *x = info,
+                    None => r.renditions.push(info),
+                }
+                if let Err(e) = self.store.set_renditions(&r.id, &r.renditions).await {
+                    tracing::error!(recording = %r.id, error = %e, "cannot journal a recording's renditions");
+                }
+            }
+            Op::Init {
+                rendition,
+                seq,
+                data,
+            } => {
+                let Some(r) = &s.recording else { return };
+                let row = SegmentRow {
+                    recording_id: r.id.clone(),
+                    rendition,
+                    kind: SegmentKind::Init,
+                    seq,
+                    init_seq: seq,
+                    duration_us: 0,
+                    bytes: data.len() as i64,
+                    discontinuity: false,
+                    status: SegmentStatus::Closed,
+                };
+                let path = self.spool_path(&r.id, &row.rendition, &row.file_name());
+                let written = async {
+                    if let Some(dir) = path.parent() {
+                        tokio::fs::create_dir_all(dir).await?;
+                    }
+                    let mut f = tokio::fs::File::create(&path).await?;
+                    f.write_all(&data).await?;
+                    f.sync_all().await
+                }
+                .await;
+                if let Err(e) = written {
+                    tracing::error!(recording = %r.id, error = %e, "cannot write an init segment to the spool");
+                    return;
+                }
+                self.add_spool(data.len() as u64);
+                if let Err(e) = self.store.open_segment(&row).await {
+                    tracing::error!(recording = %r.id, error = %e, "cannot journal an init segment");
+                }
+                self.wake.notify_one();
+            }
+            Op::Open {
+                rendition,
+                seq,
+                init_seq,
+                discontinuity,
+            } => {
+                let Some(r) = &s.recording else { return };
+                let skipped_before = s.skipping.remove(&rendition).unwrap_or(false);
+                if self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget {
+                    metrics::counter!("streamd_record_spool_full_total").increment(1);
+                    if let Some(suppressed) = s.log.check(Instant::now()) {
+                        tracing::error!(
+                            recording = %r.id,
+                            budget = self.config.spool_budget,
+                            suppressed,
+                            "the recording spool is full (record.spool_budget); a segment is not recorded"
+                        );
+                    }
+                    s.skipping.insert(rendition, true);
+                    return;
+                }
+                let row = SegmentRow {
+                    recording_id: r.id.clone(),
+                    rendition,
+                    kind: SegmentKind::Media,
+                    seq,
+                    init_seq,
+                    duration_us: 0,
+                    bytes: 0,
+                    discontinuity: discontinuity || skipped_before,
+                    status: SegmentStatus::Open,
+                };
+                let path = self.spool_path(&r.id, &row.rendition, &row.file_name());
+                // Journalled before the file exists: recovery finds every
+                // file through the journal.
+                if let Err(e) = self.store.open_segment(&row).await {
+                    tracing::error!(recording = %r.id, error = %e, "cannot journal a segment; it is not recorded");
+                    s.skipping.insert(row.rendition, true);
+                    return;
+                }
+                let file = async {
+                    if let Some(dir) = path.parent() {
+                        tokio::fs::create_dir_all(dir).await?;
+                    }
+                    tokio::fs::File::create(&path).await
+                }
+                .await;
+                match file {
+                    Ok(f) => {
+                        s.open.insert(row.rendition.clone(), (row, f));
+                    }
+                    Err(e) => {
+                        tracing::error!(recording = %r.id, error = %e, "cannot create a spool file; a segment is not recorded");
+                        let _ = self.store.forget_segment(&row).await;
+                        s.skipping.insert(row.rendition, true);
+                    }
+                }
+            }
+            Op::Append {
+                rendition, data, ..
+            } => {
+                let Some((row, f)) = s.open.get_mut(&rendition) else {
+                    return;
+                };
+                match f.write_all(&data).await {
+                    Ok(()) => {
+                        row.bytes += data.len() as i64;
+                        self.add_spool(data.len() as u64);
+                    }
+                    Err(e) => {
+                        // A full disk: this segment keeps what was written
+                        // whole (repaired at close); the next starts anew.
+                        tracing::error!(recording = %row.recording_id, error = %e, "cannot write to the spool; the segment ends here");
+                        let (row, f) = s.open.remove(&rendition).expect("just found");
+                        self.close(row, f, None).await;
+                        s.skipping.insert(rendition, true);
+                    }
+                }
+            }
+            Op::Close {
+                rendition,
+                duration_us,
+                ..
+            } => {
+                if let Some((row, f)) = s.open.remove(&rendition) {
+                    self.close(row, f, Some(duration_us)).await;
+                }
+            }
+        }
+    }
+
+    /// Syncs a segment and journals it closed. `duration_us` None: the
+    /// file may be torn (a write failed); it is cut to its whole fragments
+    /// and its duration read from them.
+    async fn close(&self, mut row: SegmentRow, mut f: tokio::fs::File, duration_us: Option<i64>) {
+        let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
+        let _ = f.flush().await;
+        let synced = f.sync_all().await;
+        drop(f);
+        let duration = match (duration_us, synced) {
+            (Some(d), Ok(())) => Some(d),
+            _ => self.repair(&mut row, &path).await,
+        };
+        match duration {
+            Some(d) if row.bytes > 0 => {
+                row.duration_us = d;
+                row.status = SegmentStatus::Closed;
+                if let Err(e) = self.store.update_segment(&row).await {
+                    tracing::error!(recording = %row.recording_id, error = %e, "cannot journal a closed segment (recovered at the next start)");
+                }
+                self.wake.notify_one();
+            }
+            _ => {
+                self.sub_spool(row.bytes as u64);
+                let _ = tokio::fs::remove_file(&path).await;
+                let _ = self.store.forget_segment(&row).await;
+            }
+        }
+    }
+
+    /// Cuts a spooled segment to its last whole fragment and syncs it;
+    /// its duration in microseconds (None: nothing whole in it).
+    async fn repair(&self, row: &mut SegmentRow, path: &std::path::Path) -> Option<i64> {
+        let data = tokio::fs::read(path).await.ok()?;
+        let keep = spool::complete_prefix(&data);
+        if keep < data.len() {
+            let f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .await
+                .ok()?;
+            f.set_len(keep as u64).await.ok()?;
+            f.sync_all().await.ok()?;
+        }
+        let (start, end) = spool::span(&data[..keep])?;
+        let timescale = self.timescale_of(&row.recording_id, &row.rendition).await;
+        row.bytes = keep as i64;
+        Some(((end - start) as i128 * 1_000_000 / i128::from(timescale.max(1))) as i64)
+    }
+
+    async fn timescale_of(&self, recording: &str, rendition: &str) -> u32 {
+        let r = self.store.recording(recording).await.ok().flatten();
+        r.and_then(|r| r.renditions.into_iter().find(|x| x.name == rendition))
+            .map_or(90_000, |x| x.timescale)
+    }
+
+    /// At start: this node's recordings still `recording` were cut short
+    /// (a crash, `kill -9`, a power cut). Each open segment is cut to its
+    /// last whole fragment and closed (or dropped if nothing whole is
+    /// left), then the recording is ended and left to the uploader.
+    async fn recover(&self) -> Result<(), RecorderError> {
+        let started = Instant::now();
+        let mut repaired = 0usize;
+        let cut = self
+            .store
+            .recordings_in(&self.node, RecordingStatus::Recording)
+            .await?;
+        for r in &cut {
+            for mut row in self.store.segments(&r.id).await? {
+                if row.status != SegmentStatus::Open {
+                    continue;
+                }
+                let path = self.spool_path(&r.id, &row.rendition, &row.file_name());
+                match self.repair(&mut row, &path).await {
+                    Some(d) if row.bytes > 0 => {
+                        row.duration_us = d;
+                        row.status = SegmentStatus::Closed;
+                        self.store.update_segment(&row).await?;
+                        repaired += 1;
+                    }
+                    _ => {
+                        let _ = tokio::fs::remove_file(&path).await;
+                        self.store.forget_segment(&row).await?;
+                    }
+                }
+            }
+            self.store.end_recording(&r.id).await?;
+        }
+        // What the spool holds now, for the budget.
+        let mut bytes = 0u64;
+        for s in self
+            .store
+            .segments_in(&self.node, SegmentStatus::Closed, i64::MAX)
+            .await?
+        {
+            bytes += s.bytes.max(0) as u64;
+        }
+        self.spool_bytes.store(0, Ordering::Relaxed);
+        self.add_spool(bytes);
+        let pending = self
+            .store
+            .count_segments_in(&self.node, SegmentStatus::Closed)
+            .await?;
+        metrics::gauge!("streamd_record_upload_backlog").set(pending as f64);
+        if !cut.is_empty() || pending > 0 {
+            tracing::info!(
+                recordings = cut.len(),
+                repaired,
+                pending,
+                ms = started.elapsed().as_millis() as u64,
+                "recovered the recording spool"
+            );
+        }
+        Ok(())
+    }
+
+    /// Uploads closed segments until `shutdown`, retrying failures with
+    /// capped backoff for as long as it takes; marks ended recordings
+    /// `ready` once all their segments are up.
+    pub async fn upload(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut log = LogLimiter::new(Duration::from_secs(10));
+        loop {
+            let rows = match self
+                .store
+                .segments_in(&self.node, SegmentStatus::Closed, UPLOAD_BATCH)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "the uploader cannot read the journal");
+                    Vec::new()
+                }
+            };
+            if let Ok(n) = self
+                .store
+                .count_segments_in(&self.node, SegmentStatus::Closed)
+                .await
+            {
+                metrics::gauge!("streamd_record_upload_backlog").set(n as f64);
+            }
+            let mut failed = 0usize;
+            if !rows.is_empty() {
+                let mut recordings: HashMap<String, Option<Recording>> = HashMap::new();
+                for row in &rows {
+                    if !recordings.contains_key(&row.recording_id) {
+                        let r = self.store.recording(&row.recording_id).await.ok().flatten();
+                        recordings.insert(row.recording_id.clone(), r);
+                    }
+                }
+                let recordings = &recordings;
+                let me = &self;
+                let results: Vec<Result<(), String>> = futures_util::stream::iter(rows)
+                    .map(|row| async move {
+                        let r = recordings.get(&row.recording_id).cloned().flatten();
+                        me.upload_one(row, r).await
+                    })
+                    .buffer_unordered(self.config.upload_concurrency)
+                    .collect()
+                    .await;
+                for e in results.into_iter().filter_map(Result::err) {
+                    failed += 1;
+                    if let Some(suppressed) = log.check(Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, retry_in = ?backoff, "an upload failed; it is retried");
+                    }
+                }
+            }
+            if failed > 0 {
+                metrics::counter!("streamd_record_upload_retries_total").increment(failed as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            backoff = FIRST_BACKOFF;
+            self.finish_uploaded().await;
+            if shutdown.is_triggered() {
+                return;
+            }
+            // More may be waiting beyond this batch; else sleep until woken.
+            let more = self
+                .store
+                .count_segments_in(&self.node, SegmentStatus::Closed)
+                .await
+                .unwrap_or(0);
+            if more == 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
+        }
+    }
+
+    async fn upload_one(&self, mut row: SegmentRow, r: Option<Recording>) -> Result<(), String> {
+        let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
+        let Some(r) = r else {
+            // Deleted while it waited.
+            let _ = tokio::fs::remove_file(&path).await;
+            return Ok(());
+        };
+        let data = match tokio::fs::read(&path).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                metrics::counter!("streamd_record_lost_segments_total").increment(1);
+                tracing::error!(recording = %r.id, file = %path.display(), "a journalled segment is missing from the spool; it is lost");
+                let _ = self.store.forget_segment(&row).await;
+                return Ok(());
+            }
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let name = self.object_name(&r, &row.rendition, &row.file_name())?;
+        let len = data.len() as u64;
+        if let Err(e) = self.objects.put(&name, PutPayload::from(data)).await {
+            metrics::counter!("streamd_record_upload_failures_total").increment(1);
+            return Err(format!("uploading {name}: {e}"));
+        }
+        metrics::counter!("streamd_record_uploaded_bytes_total").increment(len);
+        row.status = SegmentStatus::Uploaded;
+        match self.store.update_segment(&row).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Deleted while it uploaded: take the object back.
+                let _ = self.objects.delete(&name).await;
+            }
+            Err(e) => return Err(format!("journalling {name}: {e}")),
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+        self.sub_spool(len);
+        Ok(())
+    }
+
+    fn object_name(
+        &self,
+        r: &Recording,
+        rendition: &str,
+        file: &str,
+    ) -> Result<ObjectPath, String> {
+        let name = self
+            .location
+            .object(&r.app, &r.stream, &r.id, &[rendition, file])
+            .map_err(|e| e.to_string())?;
+        Ok(ObjectPath::from(name))
+    }
+
+    /// Ended recordings with nothing left to upload become `ready` (or
+    /// `failed`, if they hold no media at all).
+    async fn finish_uploaded(&self) {
+        let Ok(ended) = self
+            .store
+            .recordings_in(&self.node, RecordingStatus::Uploading)
+            .await
+        else {
+            return;
+        };
+        for r in ended {
+            if self.store.segments_pending(&r.id).await.unwrap_or(1) > 0 {
+                continue;
+            }
+            let segments = self.store.segments(&r.id).await.unwrap_or_default();
+            let media = segments.iter().any(|s| s.kind == SegmentKind::Media);
+            let status = if media {
+                RecordingStatus::Ready
+            } else {
+                RecordingStatus::Failed
+            };
+            if self.store.set_recording_status(&r.id, status).await.is_ok() {
+                let _ = tokio::fs::remove_dir_all(self.spool.join(&r.id)).await;
+                let r = Recording { status, ..r };
+                tracing::info!(recording = %r.id, status = status.as_str(), "recording uploaded");
+                self.emit(
+                    if media {
+                        "recording.ready"
+                    } else {
+                        "recording.failed"
+                    },
+                    &r,
+                );
+            }
+        }
+    }
+
+    /// A segment's bytes: from the spool while it is there, else from the
+    /// store. `range` is a byte range within it.
+    pub async fn read(
+        &self,
+        r: &Recording,
+        row: &SegmentRow,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<bytes::Bytes, String> {
+        if row.status != SegmentStatus::Uploaded {
+            let path = self.spool_path(&r.id, &row.rendition, &row.file_name());
+            match tokio::fs::read(&path).await {
+                Ok(d) => {
+                    let d = bytes::Bytes::from(d);
+                    return Ok(match range {
+                        Some(rg) => d.slice(rg.start as usize..(rg.end as usize).min(d.len())),
+                        None => d,
+                    });
+                }
+                // Uploaded just now: the store has it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let name = self.object_name(r, &row.rendition, &row.file_name())?;
+        match range {
+            Some(rg) => self.objects.get_range(&name, rg).await,
+            None => match self.objects.get(&name).await {
+                Ok(g) => g.bytes().await,
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Deletes a recording: its objects, its spool and its journal.
+    /// Segments uploading meanwhile are taken back by the uploader.
+    pub async fn delete(&self, r: &Recording) -> Result<(), String> {
+        let prefix = self
+            .location
+            .object(&r.app, &r.stream, &r.id, &[])
+            .map_err(|e| e.to_string())?;
+        let prefix = ObjectPath::from(prefix);
+        let names: Vec<_> = self
+            .objects
+            .list(Some(&prefix))
+            .map(|m| m.map(|m| m.location))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        for n in names {
+            match self.objects.delete(&n).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let spooled: i64 = self
+            .store
+            .segments(&r.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|s| s.status != SegmentStatus::Uploaded)
+            .map(|s| s.bytes.max(0))
+            .sum();
+        self.store
+            .delete_recording(&r.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tokio::fs::remove_dir_all(self.spool.join(&r.id)).await;
+        self.sub_spool(spooled as u64);
+        Ok(())
+    }
+
+    /// Deletes recordings older than `record.max_age`, every hour.
+    pub async fn retention(self: Arc<Self>, mut shutdown: Shutdown) {
+        if self.config.max_age.is_zero() {
+            return;
+        }
+        loop {
+            let before = crate::store::now_ms() - self.config.max_age.as_millis() as i64;
+            if let Ok(old) = self.store.recordings_before(before).await {
+                for r in old
+                    .into_iter()
+                    .filter(|r| r.status != RecordingStatus::Recording)
+                {
+                    match self.delete(&r).await {
+                        Ok(()) => {
+                            tracing::info!(recording = %r.id, "recording past record.max_age deleted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(recording = %r.id, error = %e, "cannot delete an old recording; tried again later")
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+}
+
+struct StreamRecording {
+    path: StreamPath,
+    recording: Option<Recording>,
+    /// Rendition -> its open segment and spool file.
+    open: HashMap<String, (SegmentRow, tokio::fs::File)>,
+    /// Renditions whose last segment was not recorded: the next one is
+    /// marked discontinuous.
+    skipping: HashMap<String, bool>,
+    log: LogLimiter,
+}
+
+/// A recording as the API and webhooks show it.
+pub fn recording_json(r: &Recording) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "app": r.app,
+        "stream": r.stream,
+        "status": r.status.as_str(),
+        "startedAt": r.started_at,
+        "endedAt": r.ended_at,
+        "durationMs": r.duration_ms,
+        "bytes": r.bytes,
+        "renditions": r.renditions.iter().map(|x: &RenditionInfo| &x.name).collect::<Vec<_>>(),
+        "location": r.location,
+        "playbackUrl": format!("/vod/{}/master.m3u8", r.id),
+    })
+}
