@@ -7,12 +7,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestServer, get, request};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -302,4 +301,325 @@ async fn a_stream_is_recorded_to_disk_and_played_back_as_vod() {
         Some(format!("bytes 8-15/{}", whole.body.len()).as_str())
     );
     server.stop().await;
+}
+
+/// The objects under `prefix` in moto's bucket.
+async fn s3_keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
+    let r = get(&format!(
+        "http://{}/{bucket}?list-type=2&max-keys=1000&prefix={prefix}",
+        moto.addr
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next().map(str::to_owned))
+        .collect()
+}
+
+/// Recording to a real S3 endpoint (moto) through a gate that goes down
+/// for 60 s mid-recording: the spool holds everything meanwhile (the
+/// backlog and retries show it), nothing is lost, and once the store is
+/// back the backlog drains, the recording is `ready` and its every
+/// segment is in the bucket and plays without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
+    let moto = moto("rec-test").await;
+    let gate = gate(moto.addr).await;
+    let endpoint = format!("http://{}", gate.addr);
+    let server = TestServer::start(|c| {
+        c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.location = "s3://rec-test/archive".into();
+        c.record.s3_endpoint = endpoint;
+        c.record.s3_access_key_id = "testing".into();
+        c.record.s3_secret_access_key = "testing".into();
+        c.record.s3_region = "us-east-1".into();
+        c.record.segment_target = Duration::from_secs(2);
+    })
+    .await;
+    let publisher = server.publish("live", "s3cam", 30, "640x360");
+    let live = wait_status(
+        &server,
+        "live",
+        "s3cam",
+        "recording",
+        Duration::from_secs(20),
+    )
+    .await;
+    let id = live["id"].as_str().unwrap().to_owned();
+    assert_eq!(live["location"], "s3://rec-test/archive");
+    // Some segments go up before the outage.
+    let prefix = format!("archive/live/s3cam/{id}/");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s3_keys(&moto, "rec-test", &prefix).await.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing uploaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    gate.open.send_replace(false);
+    let down = tokio::time::Instant::now();
+    let (status, err) = common::finish(publisher).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(
+        &server,
+        "live",
+        "s3cam",
+        "uploading",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(r["id"], id.as_str());
+    tokio::time::sleep_until(down + Duration::from_secs(60)).await;
+    // Down for a minute: still waiting, everything held in the spool.
+    assert_eq!(
+        recordings(&server, "live", "s3cam").await[0]["status"],
+        "uploading"
+    );
+    let backlog = server.metric("streamd_record_upload_backlog").await;
+    assert!(backlog >= 10.0, "backlog {backlog}");
+    let spooled = server.metric("streamd_record_spool_bytes").await;
+    assert!(spooled > 100_000.0, "spool holds {spooled} bytes");
+    assert!(server.metric("streamd_record_upload_retries_total").await >= 2.0);
+    assert!(server.metric("streamd_record_upload_failures_total").await >= 2.0);
+
+    gate.open.send_replace(true);
+    let r = wait_status(&server, "live", "s3cam", "ready", Duration::from_secs(60)).await;
+    assert_eq!(server.metric("streamd_record_upload_backlog").await, 0.0);
+    assert_eq!(server.metric("streamd_record_spool_bytes").await, 0.0);
+    let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (duration - 30.0).abs() <= 0.2 + FRAME,
+        "recorded {duration} s of a 30 s publish"
+    );
+
+    // Every segment the playlists list is in the bucket.
+    let master_url = server.url(&format!("/vod/{id}/master.m3u8"));
+    let mut listed = Vec::new();
+    for rendition in ["video", "audio"] {
+        let text = get(&server.url(&format!("/vod/{id}/{rendition}.m3u8")))
+            .await
+            .text();
+        assert!(!text.contains("DISCONTINUITY"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            listed.push(format!("{prefix}{line}"));
+        }
+        listed.push(format!("{prefix}{rendition}/init_0.mp4"));
+    }
+    let mut keys = s3_keys(&moto, "rec-test", &prefix).await;
+    keys.sort();
+    listed.sort();
+    assert_eq!(keys, listed);
+    assert!(listed.len() >= 30, "{listed:?}");
+
+    let video = packet_times(&master_url, "v:0").await;
+    assert!(
+        video.len() as f64 >= 30.0 * FPS - 1.0,
+        "{} video frames",
+        video.len()
+    );
+    assert_eq!(gaps(&video, 1.5 * FRAME), [], "gaps in the video");
+    assert_eq!(
+        gaps(&packet_times(&master_url, "a:0").await, 0.05),
+        [],
+        "gaps in the audio"
+    );
+    decodes_cleanly(&master_url).await;
+
+    // Deleted: the objects go too, and the VOD with them.
+    assert_eq!(
+        api(&server, "DELETE", &format!("/api/recordings/{id}"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        s3_keys(&moto, "rec-test", &prefix).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(get(&master_url).await.status, 404);
+    assert_eq!(
+        api(&server, "DELETE", &format!("/api/recordings/{id}"))
+            .await
+            .status,
+        404
+    );
+    server.stop().await;
+}
+
+/// streamd as its own process on fixed ports, its log lines to `log`.
+fn streamd(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("streamd runs")
+}
+
+async fn healthy(http: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(http).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streamd did not listen on {http}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&format!("http://{http}/healthz")).await.status, 200);
+}
+
+/// `kill -9` mid-recording, then a restart on the same data: the open
+/// segment is cut at its last whole fragment and kept, every segment is
+/// uploaded, the recording becomes `ready`, and the VOD decodes with no
+/// gap (it ends at the kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_recording_keeps_every_whole_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rtmp, http) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+             [webrtc]\nenabled = false\n[transcode]\nenabled = false\n\
+             [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
+             [bus]\nreconnect_grace = \"1s\"\n\
+             [database]\ndata_dir = \"{}\"\n\
+             [record]\nsegment_target = \"2s\"\n",
+            common::TEST_SECRET,
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let auth = streamd::auth::Auth::new(common::TEST_SECRET, Default::default());
+    let bearer = format!(
+        "Bearer {}",
+        auth.mint_api("tester", Duration::from_secs(600))
+    );
+    let list = || {
+        let (url, bearer) = (
+            format!("http://{http}/api/recordings?stream=live/crash"),
+            bearer.clone(),
+        );
+        async move {
+            let r = request("GET", &url, &[("authorization", &bearer)]).await;
+            serde_json::from_str::<Value>(&r.text())
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+
+    let log1 = dir.path().join("first.log");
+    let mut first = streamd(&config, &log1);
+    healthy(&http).await;
+    let publisher = common::Publish {
+        url: &format!("rtmp://{rtmp}/live/crash"),
+        seconds: 20,
+        size: "640x360",
+        gop: 30,
+        copy_to: None,
+    }
+    .spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while list().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recording started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recording_since = tokio::time::Instant::now();
+    // Mid-segment: 2 s segments, killed 1 s into one (the packager's
+    // first segment started about when the recording did).
+    tokio::time::sleep(Duration::from_millis(9_000)).await;
+    // Killed while the newest video segment holds whole fragments and is
+    // still open (the journal says so).
+    let id = list().await[0]["id"].as_str().unwrap().to_owned();
+    let spool = dir.path().join("data/spool").join(&id).join("video");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let newest = std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".m4s")?.parse::<u32>().ok()
+            })
+            .max();
+        if let Some(n) = newest {
+            let data = std::fs::read(spool.join(format!("{n}.m4s"))).unwrap_or_default();
+            if streamd::record::spool::complete_prefix(&data) > 0 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no open segment with a whole fragment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let recorded_for = recording_since.elapsed().as_secs_f64();
+    drop(publisher);
+
+    let log2 = dir.path().join("second.log");
+    let mut second = streamd(&config, &log2);
+    healthy(&http).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let all = list().await;
+        assert_eq!(all.len(), 1, "{all:?}");
+        if all[0]["status"] == "ready" {
+            break all[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after the restart: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let log = std::fs::read_to_string(&log2).unwrap();
+    let recovered = log
+        .lines()
+        .find(|l| l.contains("recovered the recording spool"))
+        .unwrap_or_else(|| panic!("no recovery logged:\n{log}"));
+    assert!(recovered.contains("recordings=1"), "{recovered}");
+    let repaired: u32 = recovered
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("repaired=")?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        repaired >= 1,
+        "the open segments were repaired: {recovered}"
+    );
+
+    assert_eq!(r["id"], id.as_str());
+    let master_url = format!("http://{http}/vod/{id}/master.m3u8");
+    let video = packet_times(&master_url, "v:0").await;
+    assert_eq!(gaps(&video, 1.5 * FRAME), [], "gaps in the video");
+    let span = video.last().unwrap() - video.first().unwrap();
+    // Everything but the last part or so before the kill (and the live
+    // edge the packager had not cut yet).
+    assert!(
+        span >= recorded_for - 2.0,
+        "{span} s recovered of about {recorded_for} s recorded"
+    );
+    let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (span + FRAME - duration).abs() <= 0.2,
+        "{span} s of video, {duration} s journalled"
+    );
+    decodes_cleanly(&master_url).await;
+    second.start_kill().unwrap();
 }

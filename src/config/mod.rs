@@ -817,10 +817,10 @@ impl Config {
             return invalid("bus.retention_max_bytes", "must be at least 1 MiB".into());
         }
         let r = &self.record;
-        if !r.location.is_empty() && r.location != "file://" {
-            if let Err(e) = crate::record::location::Location::parse(&r.location, None) {
-                return invalid("record.location", e.to_string());
-            }
+        if !r.location.is_empty()
+            && let Err(e) = crate::record::location::Location::parse(&r.location, None)
+        {
+            return invalid("record.location", e.to_string());
         }
         if !r.s3_endpoint.is_empty()
             && (!(r.s3_endpoint.starts_with("http://") || r.s3_endpoint.starts_with("https://"))

@@ -7,12 +7,32 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use std::time::Duration;
+
 use object_store::aws::AmazonS3Builder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::location::Location;
+
+/// A request's own retries are few and short: the uploader retries for
+/// as long as it takes, and logs and counts each failure, so an outage is
+/// seen rather than hidden inside one call for minutes.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(15),
+    }
+}
+
+/// A store that stops answering fails the request, not the uploader.
+fn client() -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(60))
+}
 
 /// S3 settings beyond the environment's (empty: the environment's).
 #[derive(Clone, Debug, Default)]
@@ -35,10 +55,15 @@ pub fn open(
         Location::Gcs { bucket, .. } => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retry())
+                .with_client_options(client())
                 .build()?,
         ),
         Location::S3 { bucket, .. } => {
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry())
+                .with_client_options(client());
             if !s3.endpoint.is_empty() {
                 b = b
                     .with_endpoint(s3.endpoint)
