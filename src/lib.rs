@@ -4,7 +4,8 @@
 //! bytes into frames on the [`bus`]; [`transcode`] reads them and writes the
 //! ABR ladder and Opus back to the bus; [`llhls`] packages the bus for HTTP
 //! and [`webrtc`] sends it to browsers over RTP, both reached through
-//! [`http`]; [`record`] will archive it. [`server`] wires them together.
+//! [`http`]; [`record`] archives what
+//! [`llhls`] packages, to a store, for VOD. [`server`] wires them together.
 
 pub mod api;
 pub mod auth;

@@ -89,3 +89,85 @@ async fn the_api_works_on_postgres() {
     assert_eq!(list[0]["isPrivate"], true);
     server.stop().await;
 }
+
+/// The recording journal on Postgres: segments go open → closed →
+/// uploaded, totals are summed when the recording ends (Postgres sums
+/// BIGINTs as NUMERIC), a node sees only its own, deleting takes the
+/// journal.
+#[tokio::test]
+async fn the_recording_journal_works_on_postgres() {
+    use streamd::store::recordings::*;
+    let Some(url) = database().await else { return };
+    let s = Store::open(&url).await.unwrap();
+    let id = new_recording_id();
+    s.create_recording(&Recording {
+        id: id.clone(),
+        app: "live".into(),
+        stream: "cam".into(),
+        status: RecordingStatus::Recording,
+        node: "n1".into(),
+        location: "s3://b/p".into(),
+        renditions: vec![],
+        started_at: 1,
+        ended_at: None,
+        duration_ms: 0,
+        bytes: 0,
+    })
+    .await
+    .unwrap();
+    let mut rows: Vec<SegmentRow> = [
+        ("video", 0, 6_000_000),
+        ("video", 1, 2_500_000),
+        ("audio", 0, 8_000_000),
+    ]
+    .into_iter()
+    .map(|(rendition, seq, us)| SegmentRow {
+        recording_id: id.clone(),
+        rendition: rendition.into(),
+        kind: SegmentKind::Media,
+        seq,
+        init_seq: 0,
+        duration_us: us,
+        bytes: 1000,
+        discontinuity: seq == 1,
+        status: SegmentStatus::Open,
+    })
+    .collect();
+    for r in &rows {
+        s.open_segment(r).await.unwrap();
+    }
+    assert_eq!(
+        s.count_segments_in("n1", SegmentStatus::Open)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        s.count_segments_in("n2", SegmentStatus::Open)
+            .await
+            .unwrap(),
+        0
+    );
+    for r in &mut rows {
+        r.status = SegmentStatus::Closed;
+        assert!(s.update_segment(r).await.unwrap());
+    }
+    assert_eq!(
+        s.segments_in("n1", SegmentStatus::Closed, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(s.segments_pending(&id).await.unwrap(), 3);
+    s.end_recording(&id).await.unwrap();
+    let r = s.recording(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.duration_ms, r.bytes),
+        (RecordingStatus::Uploading, 8_500, 3000)
+    );
+    assert_eq!(s.recordings_of("live", "cam").await.unwrap(), vec![r]);
+    assert!(s.delete_recording(&id).await.unwrap());
+    assert!(!s.update_segment(&rows[0]).await.unwrap());
+    assert!(s.segments(&id).await.unwrap().is_empty());
+}

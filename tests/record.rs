@@ -623,3 +623,112 @@ async fn kill_9_mid_recording_keeps_every_whole_fragment() {
     decodes_cleanly(&master_url).await;
     second.start_kill().unwrap();
 }
+
+/// The spool's budget reached while the store is down: segments past it
+/// are not recorded (counted, logged), live LL-HLS carries on untouched,
+/// and once the store is back and the spool drains, recording resumes
+/// after an `EXT-X-DISCONTINUITY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_skips_segments_and_live_carries_on() {
+    let moto = moto("rec-full").await;
+    let gate = gate(moto.addr).await;
+    gate.open.send_replace(false);
+    let endpoint = format!("http://{}", gate.addr);
+    let server = TestServer::start(|c| {
+        c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.location = "s3://rec-full".into();
+        c.record.s3_endpoint = endpoint;
+        c.record.s3_access_key_id = "testing".into();
+        c.record.s3_secret_access_key = "testing".into();
+        c.record.s3_region = "us-east-1".into();
+        c.record.segment_target = Duration::from_secs(1);
+        c.record.spool_budget = 1 << 20;
+    })
+    .await;
+    let publisher = server.publish("live", "full", 40, "640x360");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while server.metric("streamd_record_spool_full_total").await < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let spooled = server.metric("streamd_record_spool_bytes").await;
+    // At most one segment per rendition past the budget (the check is
+    // made as a segment opens).
+    assert!(
+        spooled < 1.5 * (1 << 20) as f64,
+        "spool {spooled} bytes over a 1 MiB budget"
+    );
+    // Live playback is not affected.
+    common::stream_advances(&server, "live", "full", Duration::from_secs(10)).await;
+    gate.open.send_replace(true);
+    let (status, err) = common::finish(publisher).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "full", "ready", Duration::from_secs(60)).await;
+    let id = r["id"].as_str().unwrap();
+    let text = get(&server.url(&format!("/vod/{id}/video.m3u8")))
+        .await
+        .text();
+    assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
+    // Recorded before the budget and after the drain, not between.
+    let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
+    assert!((2.0..38.0).contains(&duration), "{duration} s recorded");
+    decodes_cleanly(&server.url(&format!("/vod/{id}/master.m3u8"))).await;
+    server.stop().await;
+}
+
+/// Hostile recording ids and file names in every route: each is refused
+/// (404, or 400 for a bad query) without touching the disk or the store,
+/// and a real recording is still served after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_recording_ids_and_names_are_refused() {
+    let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
+    let publisher = server.publish("live", "witness", 4, "320x240");
+    let (status, err) = common::finish(publisher).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "witness", "ready", Duration::from_secs(30)).await;
+    let id = r["id"].as_str().unwrap();
+    for path in [
+        "/vod/rec_%2e%2e%2f%2e%2e%2fetc/master.m3u8".to_owned(),
+        "/vod/..%2f..%2fetc%2fpasswd/master.m3u8".into(),
+        "/vod/rec_aaaaaaaaaaaaaaaa/master.m3u8".into(),
+        format!("/vod/{id}/..%2f..%2fstreamd.db"),
+        format!("/vod/{id}/%2e%2e.m3u8"),
+        format!("/vod/{id}/..%2f..%2f..%2fetc%2fpasswd/0.m4s"),
+        format!("/vod/{id}/video/..%2f..%2fstreamd.db"),
+        format!("/vod/{id}/video/-1.m4s"),
+        format!("/vod/{id}/video/99999999999999999999.m4s"),
+        format!("/vod/{id}/video/init_x.mp4"),
+        format!("/vod/{id}/video/0.m4s%00.txt"),
+    ] {
+        let resp = get(&server.url(&path)).await;
+        assert_eq!(resp.status, 404, "{path}: {}", resp.text());
+    }
+    for (path, want) in [
+        (
+            "/api/recordings/rec_'%3B%20DROP%20TABLE%20recordings%3B--",
+            404,
+        ),
+        ("/api/recordings/..%2f..%2fetc", 404),
+        ("/api/recordings?stream=..%2F..", 400),
+        ("/api/recordings?stream=live", 400),
+        ("/api/recordings", 400),
+    ] {
+        let resp = api(&server, "GET", path).await;
+        assert_eq!(resp.status, want, "{path}: {}", resp.text());
+    }
+    let resp = api(&server, "DELETE", "/api/recordings/rec_..%2f..%2f..%2fx").await;
+    assert_eq!(resp.status, 404);
+    // Without a token: 401 before anything is looked up.
+    assert_eq!(
+        get(&server.url(&format!("/api/recordings/{id}")))
+            .await
+            .status,
+        401
+    );
+    // The witness still plays.
+    decodes_cleanly(&server.url(&format!("/vod/{id}/master.m3u8"))).await;
+    server.stop().await;
+}

@@ -104,14 +104,20 @@ async fn stream_events_are_signed_and_retried() {
     .await;
     let publisher = server.publish("live", "hooked", 2, "160x120");
     let _ = finish(publisher).await;
-    // started (failed, then retried), and stopped after the grace.
+    // started (failed, then retried), and stopped after the grace; the
+    // recording's start, and its end once uploaded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let done = {
             let r = received.lock().unwrap();
-            ["stream.started", "stream.stopped"]
-                .iter()
-                .all(|e| r.calls.iter().filter(|(x, _, _)| x == e).count() >= 2)
+            [
+                "stream.started",
+                "stream.stopped",
+                "recording.started",
+                "recording.ready",
+            ]
+            .iter()
+            .all(|e| r.calls.iter().filter(|(x, _, _)| x == e).count() >= 2)
         };
         if done || tokio::time::Instant::now() > deadline {
             break;
@@ -119,7 +125,24 @@ async fn stream_events_are_signed_and_retried() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let calls = received.lock().unwrap().calls.clone();
-    let events: Vec<&str> = calls.iter().map(|(e, _, _)| e.as_str()).collect();
+    let of = |prefix: &str| -> Vec<&str> {
+        calls
+            .iter()
+            .map(|(e, _, _)| e.as_str())
+            .filter(|e| e.starts_with(prefix))
+            .collect()
+    };
+    assert_eq!(
+        of("recording."),
+        [
+            "recording.started",
+            "recording.started",
+            "recording.ready",
+            "recording.ready"
+        ],
+        "each delivered once after one failure, in order"
+    );
+    let events = of("stream.");
     assert_eq!(
         events,
         [
@@ -130,11 +153,31 @@ async fn stream_events_are_signed_and_retried() {
         ],
         "each delivered once after one failure, in order"
     );
+    let mut recording_ids = Vec::new();
     for (event, valid, body) in &calls {
         assert!(valid, "{event}: bad signature: {body}");
-        assert_eq!(body["data"]["stream"], "live/hooked", "{body}");
+        if event.starts_with("recording.") {
+            assert_eq!(body["data"]["app"], "live", "{body}");
+            assert_eq!(body["data"]["stream"], "hooked", "{body}");
+            recording_ids.push(body["data"]["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(body["data"]["stream"], "live/hooked", "{body}");
+        }
         assert!(body["time"].as_u64().unwrap() > 0);
     }
+    // One recording, and `ready` says so.
+    recording_ids.dedup();
+    assert_eq!(recording_ids.len(), 1, "{recording_ids:?}");
+    let ready = calls
+        .iter()
+        .rfind(|(e, _, _)| e == "recording.ready")
+        .unwrap();
+    assert_eq!(ready.2["data"]["status"], "ready");
+    assert!(
+        ready.2["data"]["durationMs"].as_u64().unwrap() > 1000,
+        "{}",
+        ready.2
+    );
     server.stop().await;
 }
 

@@ -834,8 +834,8 @@ impl Config {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&r.segment_target) {
             return invalid("record.segment_target", "must be between 1s and 60s".into());
         }
-        if r.spool_budget < 64 << 20 {
-            return invalid("record.spool_budget", "must be at least 64 MiB".into());
+        if r.spool_budget < 1 << 20 {
+            return invalid("record.spool_budget", "must be at least 1 MiB".into());
         }
         if !(1..=64).contains(&r.upload_concurrency) {
             return invalid("record.upload_concurrency", "must be 1 to 64".into());

@@ -317,7 +317,9 @@ impl Store {
     /// longest rendition's duration; every segment's bytes).
     pub async fn end_recording(&self, id: &str) -> Result<(), StoreError> {
         let rows = sqlx::query(
-            "SELECT rendition, SUM(duration_us) AS d, SUM(bytes) AS b FROM recording_segments \
+            // Postgres sums BIGINTs as NUMERIC: cast back.
+            "SELECT rendition, CAST(SUM(duration_us) AS BIGINT) AS d, \
+             CAST(SUM(bytes) AS BIGINT) AS b FROM recording_segments \
              WHERE recording_id = $1 GROUP BY rendition",
         )
         .bind(id)
@@ -326,8 +328,8 @@ impl Store {
         let mut duration_us = 0i64;
         let mut bytes = 0i64;
         for r in &rows {
-            duration_us = duration_us.max(r.try_get::<i64, _>("d").unwrap_or(0));
-            bytes += r.try_get::<i64, _>("b").unwrap_or(0);
+            duration_us = duration_us.max(r.try_get::<i64, _>("d")?);
+            bytes += r.try_get::<i64, _>("b")?;
         }
         sqlx::query(
             "UPDATE recordings SET status = $1, ended_at = $2, duration_ms = $3, bytes = $4 \

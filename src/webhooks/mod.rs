@@ -3,7 +3,9 @@
 //! Events: `stream.started`, `stream.stopped` (when a broadcast ends for
 //! good, after the reconnect grace), and `stream.viewers` (a stream's
 //! viewer count, WebRTC and LL-HLS, when it changed, at most every
-//! `viewers_interval`).
+//! `viewers_interval`); from the recorder, `recording.started`,
+//! `recording.ready` and `recording.failed` (the recording as the API
+//! shows it).
 //!
 //! Each request carries `X-Streamd-Signature: sha256=<hex HMAC-SHA256 of
 //! the body>` under `[webhooks] secret`, plus `X-Streamd-Event` and
