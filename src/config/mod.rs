@@ -70,6 +70,10 @@ pub struct RecordConfig {
     pub s3_access_key_id: String,
     pub s3_secret_access_key: String,
     pub s3_region: String,
+    /// A GCS service account's JSON key file; empty: the environment's
+    /// (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`), else
+    /// the metadata server (GKE Workload Identity).
+    pub gcs_credentials: PathBuf,
     /// Where segments wait for upload; empty: `{data_dir}/spool`.
     pub spool_dir: PathBuf,
     /// The most the spool may hold (bytes). A store outage grows it; at
@@ -110,6 +114,7 @@ impl Default for RecordConfig {
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
             s3_region: String::new(),
+            gcs_credentials: PathBuf::new(),
             spool_dir: PathBuf::new(),
             spool_budget: 20 << 30,
             segment_target: Duration::from_secs(6),

@@ -132,6 +132,8 @@ impl Recorder {
                 access_key_id: &config.s3_access_key_id,
                 secret_access_key: &config.s3_secret_access_key,
                 region: &config.s3_region,
+                gcs_credentials: Some(config.gcs_credentials.as_path())
+                    .filter(|p| !p.as_os_str().is_empty()),
             },
         )?;
         let spool = config.spool_dir(data_dir);
@@ -758,8 +760,38 @@ impl Recorder {
     }
 
     /// Deletes a recording: its objects, its spool and its journal.
-    /// Segments uploading meanwhile are taken back by the uploader.
+    /// Segments uploading meanwhile are taken back by the uploader. With
+    /// the store down, a recording none of whose segments reached it is
+    /// still deleted (its spool and journal); one with objects there
+    /// waits for the store (an error to retry).
     pub async fn delete(&self, r: &Recording) -> Result<(), String> {
+        let segments = self
+            .store
+            .segments(&r.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let uploaded = segments.iter().any(|s| s.status == SegmentStatus::Uploaded);
+        let spooled: i64 = segments
+            .iter()
+            .filter(|s| s.status != SegmentStatus::Uploaded)
+            .map(|s| s.bytes.max(0))
+            .sum();
+        if let Err(e) = self.delete_objects(r).await {
+            if uploaded {
+                return Err(e);
+            }
+            tracing::warn!(recording = %r.id, error = %e, "the store did not answer; the recording had nothing uploaded, so it is deleted without it");
+        }
+        self.store
+            .delete_recording(&r.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tokio::fs::remove_dir_all(self.spool.join(&r.id)).await;
+        self.sub_spool(spooled as u64);
+        Ok(())
+    }
+
+    async fn delete_objects(&self, r: &Recording) -> Result<(), String> {
         let prefix = self
             .location
             .object(&r.app, &r.stream, &r.id, &[])
@@ -780,21 +812,6 @@ impl Recorder {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let spooled: i64 = self
-            .store
-            .segments(&r.id)
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .filter(|s| s.status != SegmentStatus::Uploaded)
-            .map(|s| s.bytes.max(0))
-            .sum();
-        self.store
-            .delete_recording(&r.id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = tokio::fs::remove_dir_all(self.spool.join(&r.id)).await;
-        self.sub_spool(spooled as u64);
         Ok(())
     }
 

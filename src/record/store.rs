@@ -34,9 +34,11 @@ fn client() -> ClientOptions {
         .with_timeout(Duration::from_secs(60))
 }
 
-/// S3 settings beyond the environment's (empty: the environment's).
+/// Store settings beyond the environment's (empty: the environment's).
 #[derive(Clone, Debug, Default)]
 pub struct S3Settings<'a> {
+    /// A GCS service account's JSON key file.
+    pub gcs_credentials: Option<&'a std::path::Path>,
     /// A compatible server (MinIO and the like; plain `http://` is
     /// allowed only there).
     pub endpoint: &'a str,
@@ -52,13 +54,18 @@ pub fn open(
     s3: &S3Settings<'_>,
 ) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     Ok(match location {
-        Location::Gcs { bucket, .. } => Arc::new(
-            GoogleCloudStorageBuilder::from_env()
+        Location::Gcs { bucket, .. } => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry())
-                .with_client_options(client())
-                .build()?,
-        ),
+                // As the builder's own default: a key file may name an
+                // http:// endpoint (an emulator); Google's is https://.
+                .with_client_options(client().with_allow_http(true));
+            if let Some(path) = s3.gcs_credentials {
+                b = b.with_service_account_path(path.display().to_string());
+            }
+            Arc::new(b.build()?)
+        }
         Location::S3 { bucket, .. } => {
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod clock;
+pub mod gcs_fake;
 pub mod llhls;
 pub mod rtmp;
 pub mod webrtc;
