@@ -248,6 +248,13 @@ async fn a_stream_is_recorded_to_disk_and_played_back_as_vod() {
     let id = live["id"].as_str().unwrap().to_owned();
     // While live: an EVENT playlist, no end.
     let master_url = server.url(&format!("/vod/{id}/master.m3u8"));
+    // Not downloadable while live.
+    assert_eq!(
+        get(&server.url(&format!("/vod/{id}/recording.mp4")))
+            .await
+            .status,
+        409
+    );
     let during = get(&server.url(&format!("/vod/{id}/video.m3u8"))).await;
     assert_eq!(during.status, 200);
     assert!(
@@ -302,6 +309,24 @@ async fn a_stream_is_recorded_to_disk_and_played_back_as_vod() {
         "video spans {span} s, the recording says {duration} s"
     );
     decodes_cleanly(&master_url).await;
+
+    // One MP4 file: both tracks, every frame, no gap, decodable.
+    let mp4_url = server.url(&format!("/vod/{id}/recording.mp4"));
+    let mp4 = get(&mp4_url).await;
+    assert_eq!(mp4.status, 200);
+    assert_eq!(
+        mp4.header("content-length"),
+        Some(mp4.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        mp4.header("content-disposition"),
+        Some(format!("attachment; filename=\"live-rec1-{id}.mp4\"").as_str())
+    );
+    let mp4_video = packet_times(&mp4_url, "v:0").await;
+    assert_eq!(mp4_video.len(), video.len());
+    assert_eq!(gaps(&mp4_video, 1.5 * FRAME), [], "gaps in the MP4's video");
+    assert_eq!(packet_times(&mp4_url, "a:0").await.len(), audio.len());
+    decodes_cleanly(&mp4_url).await;
 
     // A byte range of a segment, and caching headers for a closed one.
     let seg = server.url(&format!("/vod/{id}/video/1.m4s"));

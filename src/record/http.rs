@@ -3,7 +3,9 @@
 //! - `GET /vod/{recording}/master.m3u8` and `/vod/{recording}/{rendition}.m3u8`,
 //!   rendered from the journal;
 //! - `GET /vod/{recording}/{rendition}/{init_N.mp4 | N.m4s}`, from the
-//!   spool until uploaded, then from the store, with single byte ranges.
+//!   spool until uploaded, then from the store, with single byte ranges;
+//! - `GET /vod/{recording}/recording.mp4`: the whole recording as one MP4
+//!   file (the top video rendition and audio), streamed.
 //!
 //! A private stream's recordings need its playback token (`?token=`), as
 //! its live playback does; their responses are never for shared caches.
@@ -15,6 +17,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::StreamExt;
 
 use super::service::Recorder;
 use super::vod;
@@ -102,13 +105,18 @@ async fn playlist(
     Path((id, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(name) = file.strip_suffix(".m3u8") else {
-        return error(StatusCode::NOT_FOUND, "no such file");
+    let name = match (file.strip_suffix(".m3u8"), file.as_str()) {
+        (Some(name), _) => name,
+        (None, "recording.mp4") => "",
+        _ => return error(StatusCode::NOT_FOUND, "no such file"),
     };
     let (r, private) = match admit(&state, &id, query.as_deref()).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if name.is_empty() {
+        return download(&state, r, private).await;
+    }
     let segments = match state.recorder.store().segments(&r.id).await {
         Ok(s) => s,
         Err(e) => {
@@ -138,6 +146,113 @@ async fn playlist(
         cache,
         private,
     )
+}
+
+/// The recording as one MP4 file: the top video rendition and the audio,
+/// their inits merged, their fragments interleaved segment by segment.
+async fn download(state: &VodHttp, r: Recording, private: bool) -> Response {
+    if r.status == RecordingStatus::Recording {
+        return error(
+            StatusCode::CONFLICT,
+            "the recording is still being made; download it after the stream ends",
+        );
+    }
+    let segments = match state.recorder.store().segments(&r.id).await {
+        Ok(s) => s,
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
+    };
+    let chosen: Vec<&str> = ["video", "audio"]
+        .iter()
+        .filter_map(|kind| {
+            r.renditions
+                .iter()
+                .find(|x| x.kind == *kind && segments.iter().any(|s| s.rendition == x.name))
+                .map(|x| x.name.as_str())
+        })
+        .collect();
+    let mut inits = Vec::new();
+    let mut media = Vec::new();
+    for (i, name) in chosen.iter().enumerate() {
+        let of = |kind| {
+            segments
+                .iter()
+                .filter(move |s| s.rendition == *name && s.kind == kind)
+        };
+        let its_inits: Vec<_> = of(SegmentKind::Init).collect();
+        if its_inits.len() != 1 {
+            return error(
+                StatusCode::CONFLICT,
+                "the stream's codec settings changed mid-recording: play it as HLS (master.m3u8)",
+            );
+        }
+        inits.push(its_inits[0].clone());
+        media.extend(
+            of(SegmentKind::Media)
+                .filter(|s| s.status != SegmentStatus::Open)
+                .map(|s| (s.seq, i, s.clone())),
+        );
+    }
+    // Segment by segment, video before audio: the renditions' segments
+    // cover the same time.
+    media.sort_by_key(|(seq, track, _)| (*seq, *track));
+    let mut init_bytes = Vec::new();
+    for row in &inits {
+        match state.recorder.read(&r, row, None).await {
+            Ok(b) => init_bytes.push(b),
+            Err(e) => {
+                tracing::warn!(recording = %r.id, error = %e, "vod: cannot read an init segment");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "the recording store did not answer",
+                );
+            }
+        }
+    }
+    let head = match super::mp4::merge_inits(&init_bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(recording = %r.id, error = %e, "vod: cannot merge init segments");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot make the MP4");
+        }
+    };
+    let len = head.len() as u64
+        + media
+            .iter()
+            .map(|(_, _, s)| s.bytes.max(0) as u64)
+            .sum::<u64>();
+    let recorder = state.recorder.clone();
+    let rec = r.clone();
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+        futures_util::stream::unfold(
+            (media.into_iter(), 0u32),
+            move |(mut rest, mut sequence)| {
+                let (recorder, rec) = (recorder.clone(), rec.clone());
+                async move {
+                    let (_, track, row) = rest.next()?;
+                    let item = match recorder.read(&rec, &row, None).await {
+                        Ok(b) => {
+                            let mut b = b.to_vec();
+                            super::mp4::retrack(&mut b, track as u32 + 1, &mut sequence);
+                            Ok(bytes::Bytes::from(b))
+                        }
+                        // The client sees a cut download, not a wrong file.
+                        Err(e) => Err(std::io::Error::other(e)),
+                    };
+                    Some((item, (rest, sequence)))
+                }
+            },
+        ),
+    );
+    let mut resp = axum::body::Body::from_stream(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, len.into());
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}-{}-{}.mp4\"",
+        r.app, r.stream, r.id
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    cached(resp, "video/mp4", "public, max-age=3600", private)
 }
 
 /// A single `bytes=` range of a `len`-byte file: Ok(None) for none (or

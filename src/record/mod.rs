@@ -10,11 +10,13 @@
 //! through [`store::open`]), retrying for as long as it takes. After a
 //! crash, [`spool::complete_prefix`] cuts a torn segment at its last whole
 //! fragment and the uploader carries on. [`vod`] renders the recording's
-//! playlists from the journal and [`http`] serves them.
+//! playlists from the journal and [`http`] serves them, and [`mp4`]
+//! makes one MP4 file of a recording for download.
 
 pub mod archive;
 pub mod http;
 pub mod location;
+pub mod mp4;
 pub mod service;
 pub mod spool;
 pub mod store;
