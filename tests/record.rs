@@ -884,3 +884,48 @@ async fn a_recording_deleted_while_it_uploads_leaves_nothing() {
     assert_eq!(s3_keys(&moto, "rec-del", "").await, Vec::<String>::new());
     server.stop().await;
 }
+
+/// hls.js in Chromium plays a recording's VOD from the start, seeks into
+/// its middle and plays on; the picture it shows there is the one the
+/// publisher drew that far into the recording (its clock, read from the
+/// picture, has advanced by the seek, within a frame or two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlsjs_plays_the_vod_and_seeks_into_its_middle() {
+    let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
+    let publisher = server.publish("live", "seek", 20, "320x240");
+    let (status, err) = common::finish(publisher).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "seek", "ready", Duration::from_secs(30)).await;
+    let master = server.url(&format!("/vod/{}/master.m3u8", r["id"].as_str().unwrap()));
+    let script = common::browser_dir().join("vod.mjs");
+    let (ok, out, err) = common::run("node", &[script.to_str().unwrap(), &master]).await;
+    assert!(ok, "vod.mjs failed: {err}\n{out}");
+    let result = common::report(&out, &err);
+    eprintln!("hls.js VOD: {result}");
+    assert_eq!(result["errors"], serde_json::json!([]), "{result}");
+    assert_eq!(result["type"], "VOD", "{result}");
+    let duration = result["duration"].as_f64().unwrap();
+    assert!(
+        (duration - 20.0).abs() <= 0.3,
+        "hls.js sees {duration} s: {result}"
+    );
+    assert_eq!(result["advancedAfterSeek"], true, "{result}");
+    let (first, landed) = (&result["first"], &result["landed"]);
+    let media_step = landed["mediaTime"].as_f64().unwrap() - first["mediaTime"].as_f64().unwrap();
+    assert!(
+        (media_step - result["target"].as_f64().unwrap()).abs() <= 0.1,
+        "landed at {media_step} s: {result}"
+    );
+    let clock_step = (landed["code"]
+        .as_f64()
+        .expect("the clock reads after the seek")
+        - first["code"]
+            .as_f64()
+            .expect("the clock reads at the start"))
+        / 1000.0;
+    assert!(
+        (clock_step - media_step).abs() <= 2.0 * FRAME + 0.01,
+        "the picture after the seek was drawn {clock_step} s after the first, {media_step} s into the media: {result}"
+    );
+    server.stop().await;
+}
