@@ -188,3 +188,79 @@ async fn console_falls_back_to_llhls_when_webrtc_fails() {
     assert_eq!(tried, ["WebRTC", "LL-HLS"], "{r}");
     server.stop().await;
 }
+
+/// A stream's recordings in the console: once the stream has been
+/// published and ended, its recording is listed `ready` with its length,
+/// and Play plays it in the console's OvenPlayer (HLS VOD).
+#[tokio::test]
+async fn console_lists_a_recording_and_plays_it() {
+    let _one = SERIAL.lock().await;
+    let web = web_dir();
+    let server = TestServer::start(|c| {
+        c.http.web_dir = web.clone();
+        c.bus.reconnect_grace = Duration::from_secs(1);
+    })
+    .await;
+    let bearer = format!("Bearer {}", api_token());
+    let made = request_with(
+        "POST",
+        &server.url("/api/streams"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name":"Recorded"}"#,
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let made: Value = serde_json::from_str(&made.text()).unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    // OBS's way: the key as the stream name.
+    let key = made["streamKey"].as_str().unwrap();
+    let (status, err) = finish(server.publish("live", key, 6, "320x240")).await;
+    assert!(status.success(), "publisher: {err}");
+    let listed = format!("/api/streams/{id}/recordings");
+    poll_json(&server.url(&listed), &bearer, |v| v[0]["status"] == "ready").await;
+
+    let script = repo().join("tests/browser/console_vod.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([&server.url(""), &id])
+        .env("STREAMD_TOKEN", api_token())
+        .output()
+        .await
+        .unwrap();
+    let r = report(
+        &String::from_utf8_lossy(&out.stdout),
+        &String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("console VOD: {r}");
+    assert_eq!(r["source"], "VOD", "{r}");
+    assert_eq!(r["state"], "playing", "{r}");
+    assert!(r["advanced"].as_f64().unwrap() >= 3.0, "{r}");
+    assert_eq!(r["cells"][3], "ready", "{r}");
+    // About six seconds, shown as m:ss.
+    assert!(
+        matches!(r["cells"][1].as_str(), Some("0:05" | "0:06" | "0:07")),
+        "{r}"
+    );
+    assert!(
+        r["mp4"].as_str().unwrap().ends_with("/recording.mp4"),
+        "{r}"
+    );
+    server.stop().await;
+}
+
+/// GETs `url` with `bearer` until its JSON satisfies `ok` (20 s at most).
+async fn poll_json(url: &str, bearer: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request("GET", url, &[("authorization", bearer)]).await;
+        let v: Value = serde_json::from_str(&r.text()).unwrap_or(Value::Null);
+        if ok(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url}: {v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,11 +1,14 @@
 // streamd console: streams through the REST API (/api), and OvenPlayer on
-// the selected stream, WebRTC first with automatic fallback to LL-HLS.
+// the selected stream, WebRTC first with automatic fallback to LL-HLS;
+// the stream's recordings, played back as HLS VOD.
 (function () {
   'use strict';
   const $ = (id) => document.getElementById(id);
   let token = localStorage.getItem('streamd.token') || '';
   let selected = null;
   let player = null;
+  // The selected stream's playback URLs (and token, if private).
+  let playback = null;
   $('token').value = token;
 
   function say(text, error) {
@@ -95,26 +98,94 @@
       showKey(k);
       $('webrtc-url').textContent = p.webrtc;
       $('llhls-url').textContent = p.llhls;
+      playback = p;
       watch(p);
+      recordings(s, p);
     } catch (e) {
       say(e.message, true);
     }
   }
 
+  function size(bytes) {
+    return bytes >= 1e9 ? (bytes / 1e9).toFixed(2) + ' GB' : (bytes / 1e6).toFixed(1) + ' MB';
+  }
+
+  function clock(ms) {
+    const s = Math.round(ms / 1000);
+    return Math.floor(s / 60) + ':' + String(s % 60).padStart(2, '0');
+  }
+
+  // The stream's recordings, newest first: each plays in the player (as
+  // HLS VOD, with the stream's playback token if it is private), downloads
+  // as one MP4, or is deleted.
+  async function recordings(s, p) {
+    const rows = $('recording-rows');
+    let list;
+    try {
+      list = await api('GET', '/streams/' + s.id + '/recordings');
+    } catch (e) {
+      return say(e.message, true);
+    }
+    const query = p.token ? '?token=' + encodeURIComponent(p.token) : '';
+    rows.replaceChildren();
+    for (const r of list) {
+      const tr = document.createElement('tr');
+      tr.dataset.id = r.id;
+      tr.dataset.status = r.status;
+      tr.append(
+        cell(new Date(r.startedAt).toLocaleString()),
+        cell(r.status === 'recording' ? '…' : clock(r.durationMs)),
+        cell(size(r.bytes)),
+        cell(r.status),
+      );
+      const td = document.createElement('td');
+      const play = document.createElement('button');
+      play.type = 'button';
+      play.textContent = 'Play';
+      play.className = 'play';
+      play.onclick = () => watchVod(location.origin + r.playbackUrl + query);
+      const download = document.createElement('a');
+      download.textContent = 'MP4';
+      download.href = '/vod/' + r.id + '/recording.mp4' + query;
+      const del = document.createElement('button');
+      del.type = 'button';
+      del.textContent = 'Delete';
+      del.onclick = async () => {
+        if (!confirm('Delete this recording?')) return;
+        await api('DELETE', '/recordings/' + r.id).catch((e) => say(e.message, true));
+        recordings(s, p);
+      };
+      td.append(play, ' ', download, ' ', del);
+      tr.append(td);
+      rows.append(tr);
+    }
+  }
+
+  function watchVod(url) {
+    openPlayer([{ type: 'hls', file: url, label: 'VOD' }], {});
+  }
+
   // WebRTC first; OvenPlayer moves to the next source by itself when
   // WebRTC fails (autoFallback).
   function watch(p) {
+    openPlayer(
+      [
+        { type: 'webrtc', file: p.webrtc, label: 'WebRTC' },
+        { type: 'hls', file: p.llhls, label: 'LL-HLS' },
+      ],
+      { lowLatencyMode: true },
+    );
+  }
+
+  function openPlayer(sources, hlsConfig) {
     if (player) player.remove();
     $('player-box').replaceChildren(Object.assign(document.createElement('div'), { id: 'player' }));
     player = OvenPlayer.create('player', {
       autoStart: true,
       autoFallback: true,
       mute: true,
-      hlsConfig: { lowLatencyMode: true },
-      sources: [
-        { type: 'webrtc', file: p.webrtc, label: 'WebRTC' },
-        { type: 'hls', file: p.llhls, label: 'LL-HLS' },
-      ],
+      hlsConfig,
+      sources,
     });
     window.streamdPlayer = player;
     // The sources the player went through, in order (shown in a data
@@ -169,6 +240,10 @@
       say(e.message, true);
     }
   };
-  $('refresh').onclick = refresh;
+  $('refresh').onclick = () => {
+    refresh();
+    if (selected && playback) recordings(selected, playback);
+  };
+  $('live-again').onclick = () => playback && watch(playback);
   refresh();
 })();
