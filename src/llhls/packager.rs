@@ -207,6 +207,16 @@ impl StreamPackager {
         if Some(track) == self.leader {
             // Audio waiting for video that will not come: let it through.
             self.release_held(true, &mut out);
+        } else {
+            // This track's frames held for the leader are its last ones:
+            // they go into its last segment, not after its flush.
+            let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| h.0 == track);
+            self.held = rest;
+            for (t, ev, time) in mine {
+                self.process(t, ev, time, &mut out);
+            }
         }
         self.flush_track(track, &mut out);
         out

@@ -909,3 +909,48 @@ fn encoded_rungs_cut_at_their_idr_behind_a_reordering_leader() {
         "the encoded rung's segments start at its IDRs, with the leader's numbers"
     );
 }
+
+/// A follower rung whose last frames come after the leader has been
+/// interrupted (its encoder finished later) keeps them: they close its
+/// last segment when it is interrupted in turn, so every rung ends where
+/// the publisher stopped.
+#[test]
+fn a_followers_last_frames_after_the_leader_stopped_are_kept() {
+    let mut p = StreamPackager::new(Duration::from_millis(200), Duration::from_secs(1));
+    let top = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let low = p.add_track(TrackKind::Video, Timescale::MPEG);
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let vc = avc();
+    let mut out = vec![];
+    let frame = |i: i64| {
+        let mut ev = event(i * 1000 / 30, i % 30 == 0, &vc, 0, wall);
+        ev.frame.pts = ev.frame.dts;
+        ev
+    };
+    // 3 s of both; `low` lags the last 15 frames behind.
+    for i in 0..90i64 {
+        out.extend(p.push(top, frame(i)));
+        if i < 75 {
+            out.extend(p.push(low, frame(i)));
+        }
+    }
+    out.extend(p.interrupt(top));
+    for i in 75..90i64 {
+        out.extend(p.push(low, frame(i)));
+    }
+    out.extend(p.interrupt(low));
+    out.extend(p.finish());
+    let total = |track| ends(&out, track, 90_000.0).iter().map(|e| e.1).sum::<f64>();
+    assert!(
+        (total(top) - 3.0).abs() < 0.04,
+        "top: {:?}",
+        ends(&out, top, 90_000.0)
+    );
+    assert!(
+        (total(low) - total(top)).abs() < 0.001,
+        "low ends with top: {:?} vs {:?}",
+        ends(&out, low, 90_000.0),
+        ends(&out, top, 90_000.0)
+    );
+    assert_eq!(starts(&out, low), starts(&out, top), "and is cut the same");
+}
