@@ -929,3 +929,239 @@ async fn hlsjs_plays_the_vod_and_seeks_into_its_middle() {
     );
     server.stop().await;
 }
+
+/// A publisher back within the reconnect grace continues the same
+/// recording, after an `EXT-X-DISCONTINUITY`: one recording, both
+/// sessions in it, one cut in the timeline, decodable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_back_within_the_grace_continues_the_recording() {
+    let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(6)).await;
+    let (status, err) = common::finish(server.publish("live", "again", 4, "320x240")).await;
+    assert!(status.success(), "first publish: {err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, err) = common::finish(server.publish("live", "again", 4, "320x240")).await;
+    assert!(status.success(), "second publish: {err}");
+    let r = wait_status(&server, "live", "again", "ready", Duration::from_secs(30)).await;
+    let id = r["id"].as_str().unwrap();
+    let text = get(&server.url(&format!("/vod/{id}/video.m3u8")))
+        .await
+        .text();
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY").count(), 1, "{text}");
+    let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (7.5..=8.5).contains(&duration),
+        "{duration} s of two 4 s sessions"
+    );
+    let master_url = server.url(&format!("/vod/{id}/master.m3u8"));
+    let video = packet_times(&master_url, "v:0").await;
+    assert!(
+        video.len() as f64 >= 8.0 * FPS - 2.0,
+        "{} frames",
+        video.len()
+    );
+    // The one cut is the reconnect.
+    assert_eq!(
+        gaps(&video, 1.5 * FRAME).len(),
+        1,
+        "{:?}",
+        gaps(&video, 1.5 * FRAME)
+    );
+    decodes_cleanly(&master_url).await;
+    server.stop().await;
+}
+
+/// A private stream's recordings need its playback token, as its live
+/// playback does: none is 401, a wrong one 403; with one, every URI the
+/// playlists name carries it, and nothing is for shared caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_streams_recordings_need_its_playback_token() {
+    let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
+    let auth = bearer(&server);
+    let made = common::request_with(
+        "POST",
+        &server.url("/api/streams"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name":"Secret","isPrivate":true}"#,
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let made: Value = serde_json::from_str(&made.text()).unwrap();
+    let id = made["id"].as_str().unwrap();
+    let key = made["streamKey"].as_str().unwrap();
+    let (status, err) = common::finish(server.publish("live", key, 4, "320x240")).await;
+    assert!(status.success(), "publisher: {err}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let rec = loop {
+        let r = api(&server, "GET", &format!("/api/streams/{id}/recordings")).await;
+        let v: Value = serde_json::from_str(&r.text()).unwrap();
+        if v[0]["status"] == "ready" {
+            break v[0]["id"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let master = server.url(&format!("/vod/{rec}/master.m3u8"));
+    assert_eq!(get(&master).await.status, 401);
+    assert_eq!(
+        get(&format!("{master}?token=forged.token.here"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&server.url(&format!("/vod/{rec}/video/0.m4s")))
+            .await
+            .status,
+        401
+    );
+    let minted = common::request_with(
+        "POST",
+        &server.url("/api/tokens/playback"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        format!(r#"{{"streamId":"{id}"}}"#),
+    )
+    .await;
+    let token = serde_json::from_str::<Value>(&minted.text()).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let with = format!("{master}?token={token}");
+    let m = get(&with).await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("cache-control").unwrap().starts_with("private"),
+        "{:?}",
+        m.headers
+    );
+    assert!(
+        m.text().contains(&format!("video.m3u8?token={token}")),
+        "{}",
+        m.text()
+    );
+    let media = get(&server.url(&format!("/vod/{rec}/video.m3u8?token={token}")))
+        .await
+        .text();
+    assert!(
+        media.contains(&format!("video/0.m4s?token={token}")),
+        "{media}"
+    );
+    let seg = get(&server.url(&format!("/vod/{rec}/video/0.m4s?token={token}"))).await;
+    assert_eq!(seg.status, 200);
+    assert!(seg.header("cache-control").unwrap().starts_with("private"));
+    decodes_cleanly(&with).await;
+    server.stop().await;
+}
+
+/// With `renditions = "all"`, the transcoded ladder is recorded: an ABR
+/// master with a variant per rung, their segments cut at the same times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_ladder_is_recorded_as_an_abr_vod() {
+    use streamd::config::{RecordRenditions, RungConfig};
+    let server = TestServer::start(|c| {
+        c.bus.reconnect_grace = Duration::from_secs(1);
+        c.transcode.enabled = true;
+        c.transcode.ladder = vec![
+            RungConfig::new("240p", 320, 240, 400),
+            RungConfig::new("120p", 160, 120, 150),
+        ];
+        c.record.renditions = RecordRenditions::All;
+        c.record.segment_target = Duration::from_secs(2);
+    })
+    .await;
+    let (status, err) = common::finish(server.publish("live", "ladder", 8, "320x240")).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "ladder", "ready", Duration::from_secs(30)).await;
+    let id = r["id"].as_str().unwrap();
+    let master = get(&server.url(&format!("/vod/{id}/master.m3u8")))
+        .await
+        .text();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 2, "{master}");
+    assert!(
+        master.contains("RESOLUTION=320x240") && master.contains("RESOLUTION=160x120"),
+        "{master}"
+    );
+    let extinf = |name: &str| {
+        let url = server.url(&format!("/vod/{id}/{name}.m3u8"));
+        async move {
+            get(&url)
+                .await
+                .text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("#EXTINF:"))
+                .map(|d| d.trim_end_matches(',').parse::<f64>().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let (top, low) = (extinf("240p").await, extinf("120p").await);
+    assert!(top.len() >= 3, "{top:?}");
+    assert_eq!(top.len(), low.len(), "{top:?} {low:?}");
+    for (a, b) in top.iter().zip(&low) {
+        assert!(
+            (a - b).abs() <= FRAME,
+            "segments cut apart: {top:?} {low:?}"
+        );
+    }
+    for rung in ["240p", "120p"] {
+        decodes_cleanly(&server.url(&format!("/vod/{id}/{rung}.m3u8"))).await;
+    }
+    server.stop().await;
+}
+
+/// `max_age`: a recording older than it is deleted (journal and objects),
+/// a recent one is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_older_than_max_age_are_deleted() {
+    use streamd::store::recordings::*;
+    let server = TestServer::start(|c| c.record.max_age = Duration::from_secs(60)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let old = new_recording_id();
+    let recent = new_recording_id();
+    for (id, started_at) in [(&old, now - 7_200_000), (&recent, now)] {
+        server
+            .access
+            .store
+            .create_recording(&Recording {
+                id: id.clone(),
+                app: "live".into(),
+                stream: "kept".into(),
+                status: RecordingStatus::Ready,
+                node: "elsewhere".into(),
+                location: String::new(),
+                renditions: vec![],
+                started_at,
+                ended_at: Some(started_at + 1000),
+                duration_ms: 1000,
+                bytes: 0,
+            })
+            .await
+            .unwrap();
+    }
+    // Checked every tenth of max_age.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.access.store.recording(&old).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old recording was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        server
+            .access
+            .store
+            .recording(&recent)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    server.stop().await;
+}

@@ -815,7 +815,8 @@ impl Recorder {
         Ok(())
     }
 
-    /// Deletes recordings older than `record.max_age`, every hour.
+    /// Deletes recordings older than `record.max_age`: at start, then
+    /// every tenth of it (at most hourly).
     pub async fn retention(self: Arc<Self>, mut shutdown: Shutdown) {
         if self.config.max_age.is_zero() {
             return;
@@ -837,8 +838,9 @@ impl Recorder {
                     }
                 }
             }
+            let every = (self.config.max_age / 10).min(Duration::from_secs(3600));
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.wait() => return,
             }
         }
