@@ -1165,3 +1165,45 @@ async fn recordings_older_than_max_age_are_deleted() {
     );
     server.stop().await;
 }
+
+/// With `signed_urls`, an uploaded segment is answered with a redirect to
+/// a URL the S3 store signed (expiring), and the store serves it: the
+/// bytes are the segment's, and ffmpeg plays the VOD through the
+/// redirects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_segments_redirect_to_signed_urls() {
+    let moto = moto("rec-signed").await;
+    let endpoint = format!("http://{}", moto.addr);
+    let server = TestServer::start(|c| {
+        c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.location = "s3://rec-signed/vod".into();
+        c.record.s3_endpoint = endpoint.clone();
+        c.record.s3_access_key_id = "testing".into();
+        c.record.s3_secret_access_key = "testing".into();
+        c.record.s3_region = "us-east-1".into();
+        c.record.signed_urls = Duration::from_secs(300);
+    })
+    .await;
+    let (status, err) = common::finish(server.publish("live", "signed", 4, "320x240")).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "signed", "ready", Duration::from_secs(30)).await;
+    let id = r["id"].as_str().unwrap();
+    let seg = get(&server.url(&format!("/vod/{id}/video/0.m4s"))).await;
+    assert_eq!(seg.status, 302);
+    let location = seg.header("location").unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!(
+            "{endpoint}/rec-signed/vod/live/signed/{id}/video/0.m4s?"
+        )) && location.contains("X-Amz-Signature=")
+            && location.contains("X-Amz-Expires=300"),
+        "{location}"
+    );
+    let body = get(&location).await;
+    assert_eq!(body.status, 200);
+    assert_eq!(&body.body[4..8], b"moof", "a CMAF fragment");
+    // Playlists are still streamd's.
+    let media = get(&server.url(&format!("/vod/{id}/video.m3u8"))).await;
+    assert_eq!(media.status, 200);
+    decodes_cleanly(&server.url(&format!("/vod/{id}/master.m3u8"))).await;
+    server.stop().await;
+}

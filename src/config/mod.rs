@@ -96,6 +96,11 @@ pub struct RecordConfig {
     /// Recordings older than this are deleted (objects and all); 0: kept.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// VOD segments already uploaded are answered with a redirect to a
+    /// URL signed for this long (GCS, S3), so the store serves them; 0:
+    /// streamd serves them.
+    #[serde(with = "humantime_serde")]
+    pub signed_urls: Duration,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -123,6 +128,7 @@ impl Default for RecordConfig {
             node: String::new(),
             upload_concurrency: 4,
             max_age: Duration::ZERO,
+            signed_urls: Duration::ZERO,
         }
     }
 }
@@ -844,6 +850,12 @@ impl Config {
         }
         if !(1..=64).contains(&r.upload_concurrency) {
             return invalid("record.upload_concurrency", "must be 1 to 64".into());
+        }
+        if r.signed_urls > Duration::from_secs(7 * 86_400) {
+            return invalid(
+                "record.signed_urls",
+                "must be at most 7 days (S3's limit)".into(),
+            );
         }
         if !r.max_age.is_zero() && r.max_age < Duration::from_secs(60) {
             return invalid("record.max_age", "must be 0 (keep) or at least 1m".into());

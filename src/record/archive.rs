@@ -23,6 +23,9 @@ use crate::llhls::tap::Packaged;
 use crate::media::CodecConfig;
 use crate::store::recordings::RenditionInfo;
 
+/// An archive segment ends at the next live segment once it holds this
+/// much, whatever its duration: segments are uploaded and served whole.
+pub const MAX_SEGMENT_BYTES: i64 = 64 << 20;
 /// Leader boundaries remembered for followers (far more than a follower
 /// can lag: the packager holds followers at most a second behind).
 const BOUNDARIES_KEPT: usize = 256;
@@ -284,7 +287,7 @@ impl Archiver {
                 discontinuity
                     || new_init
                     || if is_leader {
-                        t.us(o.ticks) >= target_us
+                        t.us(o.ticks) >= target_us || o.bytes >= MAX_SEGMENT_BYTES
                     } else {
                         self.boundaries
                             .iter()
@@ -475,6 +478,40 @@ mod tests {
         assert_eq!(
             renditions,
             [("video".into(), 320, 0), ("audio".into(), 0, 2)]
+        );
+    }
+
+    /// However long the target, an archive segment ends at the first live
+    /// segment after it reached [`MAX_SEGMENT_BYTES`].
+    #[test]
+    fn a_large_segment_is_cut_early() {
+        let mut a = Archiver::new(Duration::from_secs(60), RecordRenditions::Top);
+        let mut out = run(&mut a, vec![track(0, "video", TrackKind::Video, 1000)]);
+        let big = Bytes::from(vec![0u8; (MAX_SEGMENT_BYTES / 4) as usize]);
+        for msn in 0..4u64 {
+            for p in segment(0, msn, 2, 1000, (msn == 0).then(avc), false) {
+                let p = match p {
+                    Packaged::Part {
+                        track,
+                        msn,
+                        duration,
+                        ..
+                    } => Packaged::Part {
+                        track,
+                        msn,
+                        duration,
+                        data: big.clone(),
+                    },
+                    other => other,
+                };
+                a.push(p, &mut out);
+            }
+        }
+        a.finish(&mut out);
+        // Two live segments (four parts of 16 MiB) each.
+        assert_eq!(
+            closes(&out).iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
+            [(0, 4_000_000), (1, 4_000_000)]
         );
     }
 

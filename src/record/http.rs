@@ -312,6 +312,15 @@ async fn segment(
     }) else {
         return error(StatusCode::NOT_FOUND, "no such segment");
     };
+    // The store serves it, through a signed URL, when so configured.
+    if let Some(url) = state.recorder.signed_url(&r, &row).await
+        && let Ok(location) = HeaderValue::from_str(&url)
+    {
+        let mut resp = StatusCode::FOUND.into_response();
+        resp.headers_mut().insert(header::LOCATION, location);
+        // The signature expires: no cache keeps the redirect for long.
+        return cached(resp, "video/iso.segment", "private, max-age=60", private);
+    }
     let len = row.bytes.max(0) as u64;
     let range = match byte_range(&headers, len) {
         Ok(r) => r,

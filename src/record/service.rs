@@ -45,6 +45,8 @@ pub struct Recorder {
     config: RecordConfig,
     store: Arc<Store>,
     objects: Arc<dyn ObjectStore>,
+    /// Signs URLs to uploaded segments (GCS, S3), for `signed_urls`.
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
     location: Location,
     location_url: String,
     spool: PathBuf,
@@ -125,7 +127,7 @@ impl Recorder {
             &url,
             bucket.as_deref().filter(|_| config.location.is_empty()),
         )?;
-        let objects = super::store::open(
+        let opened = super::store::open(
             &location,
             &super::store::S3Settings {
                 endpoint: &config.s3_endpoint,
@@ -144,7 +146,8 @@ impl Recorder {
             location_url: location.to_string(),
             config,
             store,
-            objects,
+            objects: opened.objects,
+            signer: opened.signer,
             location,
             spool,
             node,
@@ -721,6 +724,26 @@ impl Recorder {
                     },
                     &r,
                 );
+            }
+        }
+    }
+
+    /// A signed URL of an uploaded segment, valid for `record.signed_urls`,
+    /// when that is on and the store signs (GCS, S3); None: serve it.
+    pub async fn signed_url(&self, r: &Recording, row: &SegmentRow) -> Option<String> {
+        if self.config.signed_urls.is_zero() || row.status != SegmentStatus::Uploaded {
+            return None;
+        }
+        let signer = self.signer.as_ref()?;
+        let name = self.object_name(r, &row.rendition, &row.file_name()).ok()?;
+        match signer
+            .signed_url(axum::http::Method::GET, &name, self.config.signed_urls)
+            .await
+        {
+            Ok(url) => Some(url.to_string()),
+            Err(e) => {
+                tracing::warn!(recording = %r.id, error = %e, "cannot sign a segment URL; serving it");
+                None
             }
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::location::Location;
@@ -47,12 +48,16 @@ pub struct S3Settings<'a> {
     pub region: &'a str,
 }
 
+/// An opened store, and its URL signer (GCS and S3; none for a local
+/// directory).
+pub struct Opened {
+    pub objects: Arc<dyn ObjectStore>,
+    pub signer: Option<Arc<dyn Signer>>,
+}
+
 /// The store for `location`. A local directory is created if missing.
 /// Nothing is sent over the network here.
-pub fn open(
-    location: &Location,
-    s3: &S3Settings<'_>,
-) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+pub fn open(location: &Location, s3: &S3Settings<'_>) -> Result<Opened, object_store::Error> {
     Ok(match location {
         Location::Gcs { bucket, .. } => {
             let mut b = GoogleCloudStorageBuilder::from_env()
@@ -64,7 +69,11 @@ pub fn open(
             if let Some(path) = s3.gcs_credentials {
                 b = b.with_service_account_path(path.display().to_string());
             }
-            Arc::new(b.build()?)
+            let gcs = Arc::new(b.build()?);
+            Opened {
+                objects: gcs.clone(),
+                signer: Some(gcs),
+            }
         }
         Location::S3 { bucket, .. } => {
             let mut b = AmazonS3Builder::from_env()
@@ -84,14 +93,21 @@ pub fn open(
             if !s3.region.is_empty() {
                 b = b.with_region(s3.region);
             }
-            Arc::new(b.build()?)
+            let s3 = Arc::new(b.build()?);
+            Opened {
+                objects: s3.clone(),
+                signer: Some(s3),
+            }
         }
         Location::File { root, .. } => {
             std::fs::create_dir_all(root).map_err(|e| object_store::Error::Generic {
                 store: "file",
                 source: Box::new(e),
             })?;
-            Arc::new(LocalFileSystem::new_with_prefix(root)?)
+            Opened {
+                objects: Arc::new(LocalFileSystem::new_with_prefix(root)?),
+                signer: None,
+            }
         }
     })
 }
@@ -108,7 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("recordings");
         let location = Location::parse(&format!("file://{}", root.display()), None).unwrap();
-        let store = open(&location, &S3Settings::default()).unwrap();
+        let store = open(&location, &S3Settings::default()).unwrap().objects;
         let name = location
             .object("live", "cam", "r1", &["seg_1.m4s"])
             .unwrap();
