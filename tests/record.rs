@@ -124,6 +124,12 @@ async fn gate(target: SocketAddr) -> Gate {
     Gate { addr, mode }
 }
 
+/// A recorder metric of node `node` (metrics are process-wide, and tests
+/// run side by side: each that reads one gives its server a node name).
+fn rec_metric(name: &str, node: &str) -> String {
+    format!("{name}{{node=\"{node}\"}}")
+}
+
 fn bearer(server: &TestServer) -> String {
     format!(
         "Bearer {}",
@@ -370,6 +376,7 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     let endpoint = format!("http://{}", gate.addr);
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.node = "outage".into();
         c.record.location = "s3://rec-test/archive".into();
         c.record.s3_endpoint = endpoint;
         c.record.s3_access_key_id = "testing".into();
@@ -412,7 +419,12 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     .await;
     assert_eq!(r["id"], id.as_str());
     tokio::time::sleep_until(down + Duration::from_secs(30)).await;
-    let garbage_failures = server.metric("streamd_record_upload_failures_total").await;
+    let garbage_failures = server
+        .metric(&rec_metric(
+            "streamd_record_upload_failures_total",
+            "outage",
+        ))
+        .await;
     assert!(garbage_failures >= 1.0, "garbage answers are failures");
     gate.mode.send_replace(Mode::Refuse);
     tokio::time::sleep_until(down + Duration::from_secs(60)).await;
@@ -421,17 +433,44 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
         recordings(&server, "live", "s3cam").await[0]["status"],
         "uploading"
     );
-    let backlog = server.metric("streamd_record_upload_backlog").await;
+    let backlog = server
+        .metric(&rec_metric("streamd_record_upload_backlog", "outage"))
+        .await;
     assert!(backlog >= 10.0, "backlog {backlog}");
-    let spooled = server.metric("streamd_record_spool_bytes").await;
+    let spooled = server
+        .metric(&rec_metric("streamd_record_spool_bytes", "outage"))
+        .await;
     assert!(spooled > 100_000.0, "spool holds {spooled} bytes");
-    assert!(server.metric("streamd_record_upload_retries_total").await >= 2.0);
-    assert!(server.metric("streamd_record_upload_failures_total").await > garbage_failures);
+    assert!(
+        server
+            .metric(&rec_metric("streamd_record_upload_retries_total", "outage"))
+            .await
+            >= 2.0
+    );
+    assert!(
+        server
+            .metric(&rec_metric(
+                "streamd_record_upload_failures_total",
+                "outage"
+            ))
+            .await
+            > garbage_failures
+    );
 
     gate.mode.send_replace(Mode::Open);
     let r = wait_status(&server, "live", "s3cam", "ready", Duration::from_secs(60)).await;
-    assert_eq!(server.metric("streamd_record_upload_backlog").await, 0.0);
-    assert_eq!(server.metric("streamd_record_spool_bytes").await, 0.0);
+    assert_eq!(
+        server
+            .metric(&rec_metric("streamd_record_upload_backlog", "outage"))
+            .await,
+        0.0
+    );
+    assert_eq!(
+        server
+            .metric(&rec_metric("streamd_record_spool_bytes", "outage"))
+            .await,
+        0.0
+    );
     let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
     assert!(
         (duration - 30.0).abs() <= 0.2 + FRAME,
@@ -681,6 +720,7 @@ async fn a_full_spool_skips_segments_and_live_carries_on() {
     let endpoint = format!("http://{}", gate.addr);
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.node = "full-spool".into();
         c.record.location = "s3://rec-full".into();
         c.record.s3_endpoint = endpoint;
         c.record.s3_access_key_id = "testing".into();
@@ -692,14 +732,20 @@ async fn a_full_spool_skips_segments_and_live_carries_on() {
     .await;
     let publisher = server.publish("live", "full", 40, "640x360");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while server.metric("streamd_record_spool_full_total").await < 2.0 {
+    while server
+        .metric(&rec_metric("streamd_record_spool_full_total", "full-spool"))
+        .await
+        < 2.0
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the spool never filled"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let spooled = server.metric("streamd_record_spool_bytes").await;
+    let spooled = server
+        .metric(&rec_metric("streamd_record_spool_bytes", "full-spool"))
+        .await;
     // At most one segment per rendition past the budget (the check is
     // made as a segment opens).
     assert!(
@@ -840,6 +886,7 @@ async fn a_recording_deleted_while_it_uploads_leaves_nothing() {
     let endpoint = format!("http://{}", gate.addr);
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.node = "deleted".into();
         c.record.location = "s3://rec-del".into();
         c.record.s3_endpoint = endpoint;
         c.record.s3_access_key_id = "testing".into();
@@ -860,21 +907,35 @@ async fn a_recording_deleted_while_it_uploads_leaves_nothing() {
     let (status, err) = common::finish(publisher).await;
     assert!(status.success(), "publisher: {err}");
     wait_status(&server, "live", "del", "uploading", Duration::from_secs(20)).await;
-    assert!(server.metric("streamd_record_spool_bytes").await > 0.0);
+    assert!(
+        server
+            .metric(&rec_metric("streamd_record_spool_bytes", "deleted"))
+            .await
+            > 0.0
+    );
     assert_eq!(
         api(&server, "DELETE", &format!("/api/recordings/{id}"))
             .await
             .status,
         204
     );
-    assert_eq!(server.metric("streamd_record_spool_bytes").await, 0.0);
+    assert_eq!(
+        server
+            .metric(&rec_metric("streamd_record_spool_bytes", "deleted"))
+            .await,
+        0.0
+    );
     assert!(recordings(&server, "live", "del").await.is_empty());
     gate.mode.send_replace(Mode::Open);
     // The uploader's next round (its backoff is at most 30 s) finds the
     // journal empty; the bucket stays empty.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while server.metric("streamd_record_upload_backlog").await > 0.0 {
+    while server
+        .metric(&rec_metric("streamd_record_upload_backlog", "deleted"))
+        .await
+        > 0.0
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the backlog never emptied"
@@ -911,11 +972,12 @@ async fn hlsjs_plays_the_vod_and_seeks_into_its_middle() {
     );
     assert_eq!(result["advancedAfterSeek"], true, "{result}");
     let (first, landed) = (&result["first"], &result["landed"]);
-    let media_step = landed["mediaTime"].as_f64().unwrap() - first["mediaTime"].as_f64().unwrap();
+    let landed_at = landed["mediaTime"].as_f64().unwrap();
     assert!(
-        (media_step - result["target"].as_f64().unwrap()).abs() <= 0.1,
-        "landed at {media_step} s: {result}"
+        (landed_at - result["target"].as_f64().unwrap()).abs() <= 0.1,
+        "landed at {landed_at} s: {result}"
     );
+    let media_step = landed_at - first["mediaTime"].as_f64().unwrap();
     let clock_step = (landed["code"]
         .as_f64()
         .expect("the clock reads after the seek")
@@ -1206,4 +1268,168 @@ async fn uploaded_segments_redirect_to_signed_urls() {
     assert_eq!(media.status, 200);
     decodes_cleanly(&server.url(&format!("/vod/{id}/master.m3u8"))).await;
     server.stop().await;
+}
+
+/// The spool's disk really full (a 1 MiB tmpfs, mounted in a private
+/// mount namespace for streamd alone) while the store is down: writes fail
+/// with a clear error naming the disk, live LL-HLS carries on, and once
+/// the store is back and the spool drains, recording resumes: the VOD
+/// holds both sides of the hole, marked, and decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_is_a_clear_error_and_live_carries_on() {
+    let moto = moto("rec-enospc").await;
+    let gate = gate(moto.addr).await;
+    gate.mode.send_replace(Mode::Refuse);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let (rtmp, http) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+             [webrtc]\nenabled = false\n[transcode]\nenabled = false\n\
+             [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
+             [bus]\nreconnect_grace = \"1s\"\n\
+             [database]\ndata_dir = \"{}\"\n\
+             [record]\nsegment_target = \"1s\"\nspool_dir = \"{}\"\n\
+             location = \"s3://rec-enospc\"\ns3_endpoint = \"http://{}\"\n\
+             s3_access_key_id = \"testing\"\ns3_secret_access_key = \"testing\"\ns3_region = \"us-east-1\"\n",
+            common::TEST_SECRET,
+            dir.path().join("data").display(),
+            spool.display(),
+            gate.addr
+        ),
+    )
+    .unwrap();
+    // Without root, a user namespace maps us to root inside it.
+    let unshare = if unsafe { libc::geteuid() } == 0 {
+        "-m"
+    } else {
+        "-rm"
+    };
+    let log = dir.path().join("streamd.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new("unshare")
+        .args([
+            unshare,
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=1m streamd-spool \"$1\" && exec \"$2\" --config \"$3\"",
+            "sh",
+        ])
+        .arg(&spool)
+        .arg(BIN)
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare runs");
+    healthy(&http).await;
+    // Long enough to go on after the store is back and the uploader's
+    // backoff (30 s at most) has drained the spool.
+    let publisher = common::Publish {
+        url: &format!("rtmp://{rtmp}/live/enospc"),
+        seconds: 55,
+        size: "640x360",
+        gop: 30,
+        copy_to: None,
+    }
+    .spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let full = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.contains("cannot write to the spool"))
+        {
+            break l.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spool never filled:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(full.contains("No space left on device"), "{full}");
+    gate.mode.send_replace(Mode::Open);
+    // Live LL-HLS goes on: its playlist keeps growing.
+    let master = get(&format!("http://{http}/live/enospc/llhls.m3u8")).await;
+    assert_eq!(master.status, 200, "{}", master.text());
+    let video = common::media_playlists(&master.text())
+        .into_iter()
+        .find(|u| u.starts_with("video"))
+        .expect("a video rendition");
+    let media = format!("http://{http}/live/enospc/{video}");
+    // The number of the last complete segment listed.
+    let newest = |t: &str| {
+        let first: usize = t
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no media sequence:\n{t}"));
+        first + t.lines().filter(|l| l.starts_with("#EXTINF")).count()
+    };
+    let n0 = newest(&get(&media).await.text());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = get(&media).await.text();
+    assert!(newest(&after) > n0, "live stalled:\n{after}");
+
+    let (status, err) = common::finish(publisher).await;
+    assert!(status.success(), "publisher: {err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let errors = text.matches("cannot write to the spool").count();
+    assert!(
+        errors <= 10,
+        "{errors} spool errors logged: not rate-limited"
+    );
+    let auth = streamd::auth::Auth::new(common::TEST_SECRET, Default::default());
+    let bearer = format!(
+        "Bearer {}",
+        auth.mint_api("tester", Duration::from_secs(600))
+    );
+    let url = format!("http://{http}/api/recordings?stream=live/enospc");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        let resp = request("GET", &url, &[("authorization", &bearer)]).await;
+        let all: Value = serde_json::from_str(&resp.text()).unwrap();
+        if all[0]["status"] == "ready" {
+            break all[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not ready: {all}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let id = r["id"].as_str().unwrap();
+    let text = get(&format!("http://{http}/vod/{id}/video.m3u8"))
+        .await
+        .text();
+    let logged = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("record"))
+            .take(60)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        text.contains("#EXT-X-DISCONTINUITY"),
+        "{text}\n{}",
+        logged()
+    );
+    let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
+    // Both sides of the hole (at least one 1 s segment) are there.
+    assert!(
+        (10.0..=54.5).contains(&duration),
+        "{duration} s recorded around the hole"
+    );
+    decodes_cleanly(&format!("http://{http}/vod/{id}/master.m3u8")).await;
+    child.start_kill().unwrap();
 }

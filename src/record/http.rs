@@ -342,6 +342,11 @@ async fn segment(
             );
         }
     };
+    let expected = range.as_ref().map_or(len, |rg| rg.end - rg.start);
+    if data.len() as u64 != expected {
+        tracing::error!(recording = %r.id, rendition = %row.rendition, seq = row.seq, journal = len, got = data.len(), "vod: a segment is not the size its journal says");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "the segment is damaged");
+    }
     let mut resp = match &range {
         Some(rg) => {
             let mut resp = (StatusCode::PARTIAL_CONTENT, data).into_response();

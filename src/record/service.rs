@@ -210,7 +210,7 @@ impl Recorder {
 
     fn add_spool(&self, n: u64) {
         let now = self.spool_bytes.fetch_add(n, Ordering::Relaxed) + n;
-        metrics::gauge!("streamd_record_spool_bytes").set(now as f64);
+        metrics::gauge!("streamd_record_spool_bytes", "node" => self.node.clone()).set(now as f64);
         if now * 5 >= self.config.spool_budget * 4
             && let Some(suppressed) = self
                 .spool_log
@@ -235,7 +235,7 @@ impl Recorder {
                 Ordering::Relaxed,
             )
             .saturating_sub(n);
-        metrics::gauge!("streamd_record_spool_bytes").set(now as f64);
+        metrics::gauge!("streamd_record_spool_bytes", "node" => self.node.clone()).set(now as f64);
     }
 
     /// Records one stream until its packager ends.
@@ -251,6 +251,7 @@ impl Recorder {
             recording: None,
             open: HashMap::new(),
             skipping: HashMap::new(),
+            missing_inits: Default::default(),
             log: LogLimiter::new(Duration::from_secs(10)),
         };
         let mut ops = Vec::new();
@@ -344,7 +345,9 @@ impl Recorder {
                 }
                 .await;
                 if let Err(e) = written {
-                    tracing::error!(recording = %r.id, error = %e, "cannot write an init segment to the spool");
+                    tracing::error!(recording = %r.id, error = %e, "cannot write an init segment to the spool; its media is not recorded");
+                    let _ = tokio::fs::remove_file(&path).await;
+                    s.missing_inits.insert((row.rendition, seq));
                     return;
                 }
                 self.add_spool(data.len() as u64);
@@ -360,9 +363,14 @@ impl Recorder {
                 discontinuity,
             } => {
                 let Some(r) = &s.recording else { return };
+                if s.missing_inits.contains(&(rendition.clone(), init_seq)) {
+                    // Media without its init segment cannot be played.
+                    s.skipping.insert(rendition, true);
+                    return;
+                }
                 let skipped_before = s.skipping.remove(&rendition).unwrap_or(false);
                 if self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget {
-                    metrics::counter!("streamd_record_spool_full_total").increment(1);
+                    metrics::counter!("streamd_record_spool_full_total", "node" => self.node.clone()).increment(1);
                     if let Some(suppressed) = s.log.check(Instant::now()) {
                         tracing::error!(
                             recording = %r.id,
@@ -425,7 +433,10 @@ impl Recorder {
                     Err(e) => {
                         // A full disk: this segment keeps what was written
                         // whole (repaired at close); the next starts anew.
-                        tracing::error!(recording = %row.recording_id, error = %e, "cannot write to the spool; the segment ends here");
+                        metrics::counter!("streamd_record_spool_write_errors_total", "node" => self.node.clone()).increment(1);
+                        if let Some(suppressed) = s.log.check(Instant::now()) {
+                            tracing::error!(recording = %row.recording_id, error = %e, suppressed, "cannot write to the spool; the segment ends here");
+                        }
                         let (row, f) = s.open.remove(&rendition).expect("just found");
                         self.close(row, f, None).await;
                         s.skipping.insert(rendition, true);
@@ -449,12 +460,24 @@ impl Recorder {
     /// and its duration read from them.
     async fn close(&self, mut row: SegmentRow, mut f: tokio::fs::File, duration_us: Option<i64>) {
         let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
-        let _ = f.flush().await;
+        // A write the file's buffer took may fail only here (a full disk).
+        let flushed = f.flush().await;
         let synced = f.sync_all().await;
+        let size = f.metadata().await.map(|m| m.len());
         drop(f);
-        let duration = match (duration_us, synced) {
-            (Some(d), Ok(())) => Some(d),
-            _ => self.repair(&mut row, &path).await,
+        let whole = flushed.is_ok() && synced.is_ok() && size.ok() == Some(row.bytes as u64);
+        let duration = match duration_us {
+            Some(d) if whole => Some(d),
+            _ => {
+                if duration_us.is_some() {
+                    metrics::counter!("streamd_record_spool_write_errors_total", "node" => self.node.clone()).increment(1);
+                    tracing::error!(recording = %row.recording_id, error = ?flushed.and(synced).err(), "a spooled segment did not reach the disk whole; it is cut at its last whole fragment");
+                }
+                let before = row.bytes;
+                let d = self.repair(&mut row, &path).await;
+                self.sub_spool((before - row.bytes).max(0) as u64);
+                d
+            }
         };
         match duration {
             Some(d) if row.bytes > 0 => {
@@ -546,7 +569,8 @@ impl Recorder {
             .store
             .count_segments_in(&self.node, SegmentStatus::Closed)
             .await?;
-        metrics::gauge!("streamd_record_upload_backlog").set(pending as f64);
+        metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone())
+            .set(pending as f64);
         if !cut.is_empty() || pending > 0 {
             tracing::info!(
                 recordings = cut.len(),
@@ -582,7 +606,8 @@ impl Recorder {
                 .count_segments_in(&self.node, SegmentStatus::Closed)
                 .await
             {
-                metrics::gauge!("streamd_record_upload_backlog").set(n as f64);
+                metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone())
+                    .set(n as f64);
             }
             let mut failed = 0usize;
             if !rows.is_empty() {
@@ -611,7 +636,7 @@ impl Recorder {
                 }
             }
             if failed > 0 {
-                metrics::counter!("streamd_record_upload_retries_total").increment(failed as u64);
+                metrics::counter!("streamd_record_upload_retries_total", "node" => self.node.clone()).increment(failed as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.wait() => return,
@@ -650,7 +675,7 @@ impl Recorder {
         let data = match tokio::fs::read(&path).await {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                metrics::counter!("streamd_record_lost_segments_total").increment(1);
+                metrics::counter!("streamd_record_lost_segments_total", "node" => self.node.clone()).increment(1);
                 tracing::error!(recording = %r.id, file = %path.display(), "a journalled segment is missing from the spool; it is lost");
                 let _ = self.store.forget_segment(&row).await;
                 return Ok(());
@@ -660,10 +685,12 @@ impl Recorder {
         let name = self.object_name(&r, &row.rendition, &row.file_name())?;
         let len = data.len() as u64;
         if let Err(e) = self.objects.put(&name, PutPayload::from(data)).await {
-            metrics::counter!("streamd_record_upload_failures_total").increment(1);
+            metrics::counter!("streamd_record_upload_failures_total", "node" => self.node.clone())
+                .increment(1);
             return Err(format!("uploading {name}: {e}"));
         }
-        metrics::counter!("streamd_record_uploaded_bytes_total").increment(len);
+        metrics::counter!("streamd_record_uploaded_bytes_total", "node" => self.node.clone())
+            .increment(len);
         row.status = SegmentStatus::Uploaded;
         match self.store.update_segment(&row).await {
             Ok(true) => {}
@@ -878,6 +905,9 @@ struct StreamRecording {
     /// Renditions whose last segment was not recorded: the next one is
     /// marked discontinuous.
     skipping: HashMap<String, bool>,
+    /// Init segments that could not be written: media needing them is
+    /// not recorded.
+    missing_inits: std::collections::HashSet<(String, i64)>,
     log: LogLimiter,
 }
 
