@@ -104,6 +104,39 @@ async fn unknown_config_key_is_an_error_naming_it() {
     assert!(stderr.contains("part_targett"), "{stderr}");
 }
 
+/// A recording location that cannot be one stops streamd at start, with
+/// the key and the reason.
+#[tokio::test]
+async fn a_bad_recording_location_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [webrtc]\nenabled = false\n[database]\ndata_dir = \"{}\"\n\
+             [record]\nlocation = \"gs://bucket/../../etc\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        Command::new(BIN).arg("--config").arg(&config).output(),
+    )
+    .await
+    .expect("streamd stops at once")
+    .unwrap();
+    assert!(!out.status.success());
+    let text = strip_ansi(&format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ));
+    assert!(text.contains("record.location"), "{text}");
+    assert!(text.contains("gs://bucket/../../etc"), "{text}");
+}
+
 fn strip_ansi(s: &str) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
