@@ -529,29 +529,32 @@ impl Recorder {
     async fn recover(&self) -> Result<(), RecorderError> {
         let started = Instant::now();
         let mut repaired = 0usize;
+        // Every segment still open was cut short: none is being written
+        // before this node starts recording.
+        for mut row in self
+            .store
+            .segments_in(&self.node, SegmentStatus::Open, i64::MAX)
+            .await?
+        {
+            let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
+            match self.repair(&mut row, &path).await {
+                Some(d) if row.bytes > 0 => {
+                    row.duration_us = d;
+                    row.status = SegmentStatus::Closed;
+                    self.store.update_segment(&row).await?;
+                    repaired += 1;
+                }
+                _ => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    self.store.forget_segment(&row).await?;
+                }
+            }
+        }
         let cut = self
             .store
             .recordings_in(&self.node, RecordingStatus::Recording)
             .await?;
         for r in &cut {
-            for mut row in self.store.segments(&r.id).await? {
-                if row.status != SegmentStatus::Open {
-                    continue;
-                }
-                let path = self.spool_path(&r.id, &row.rendition, &row.file_name());
-                match self.repair(&mut row, &path).await {
-                    Some(d) if row.bytes > 0 => {
-                        row.duration_us = d;
-                        row.status = SegmentStatus::Closed;
-                        self.store.update_segment(&row).await?;
-                        repaired += 1;
-                    }
-                    _ => {
-                        let _ = tokio::fs::remove_file(&path).await;
-                        self.store.forget_segment(&row).await?;
-                    }
-                }
-            }
             self.store.end_recording(&r.id).await?;
         }
         // What the spool holds now, for the budget.
@@ -620,14 +623,19 @@ impl Recorder {
                 }
                 let recordings = &recordings;
                 let me = &self;
-                let results: Vec<Result<(), String>> = futures_util::stream::iter(rows)
+                let batch = futures_util::stream::iter(rows)
                     .map(|row| async move {
                         let r = recordings.get(&row.recording_id).cloned().flatten();
                         me.upload_one(row, r).await
                     })
                     .buffer_unordered(self.config.upload_concurrency)
-                    .collect()
-                    .await;
+                    .collect::<Vec<Result<(), String>>>();
+                // At shutdown, uploads in flight are dropped: the journal
+                // still has them closed, and the next start sends them.
+                let results = tokio::select! {
+                    r = batch => r,
+                    _ = shutdown.wait() => return,
+                };
                 for e in results.into_iter().filter_map(Result::err) {
                     failed += 1;
                     if let Some(suppressed) = log.check(Instant::now()) {
@@ -926,4 +934,92 @@ pub fn recording_json(r: &Recording) -> serde_json::Value {
         "location": r.location,
         "playbackUrl": format!("/vod/{}/master.m3u8", r.id),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llhls::cmaf::{Sample, fragment};
+
+    /// Open segments are repaired at start whatever their recording's
+    /// status (a close whose journal update failed leaves one open in a
+    /// recording already ended); a recording cut short is ended.
+    #[tokio::test]
+    async fn every_open_segment_is_repaired_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/streamd.db?mode=rwc", dir.path().display());
+        let store = Arc::new(Store::open(&url).await.unwrap());
+        let sample = Sample {
+            duration: 3000,
+            composition_offset: 0,
+            keyframe: true,
+            data: bytes::Bytes::from_static(b"frame"),
+        };
+        let whole = fragment(1, 0, &[sample.clone(), sample.clone()]).unwrap();
+        let mut torn = whole.to_vec();
+        torn.extend_from_slice(&fragment(2, 6000, &[sample]).unwrap()[..20]);
+        let mut ids = Vec::new();
+        for status in [RecordingStatus::Recording, RecordingStatus::Uploading] {
+            let id = crate::store::recordings::new_recording_id();
+            store
+                .create_recording(&Recording {
+                    id: id.clone(),
+                    app: "live".into(),
+                    stream: "cam".into(),
+                    status,
+                    node: "n1".into(),
+                    location: String::new(),
+                    renditions: vec![],
+                    started_at: 0,
+                    ended_at: None,
+                    duration_ms: 0,
+                    bytes: 0,
+                })
+                .await
+                .unwrap();
+            let row = SegmentRow {
+                recording_id: id.clone(),
+                rendition: "video".into(),
+                kind: SegmentKind::Media,
+                seq: 0,
+                init_seq: 0,
+                duration_us: 0,
+                bytes: 0,
+                discontinuity: false,
+                status: SegmentStatus::Open,
+            };
+            store.open_segment(&row).await.unwrap();
+            let path = dir.path().join("spool").join(&id).join("video");
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join("0.m4s"), &torn).unwrap();
+            ids.push(id);
+        }
+        let config = RecordConfig {
+            location: format!("file://{}", dir.path().join("store").display()),
+            spool_dir: dir.path().join("spool"),
+            node: "n1".into(),
+            ..RecordConfig::default()
+        };
+        let r = Recorder::open(config, dir.path(), store.clone())
+            .await
+            .unwrap();
+        for id in &ids {
+            let rows = store.segments(id).await.unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].status, SegmentStatus::Closed, "{id}");
+            assert_eq!(rows[0].bytes as usize, whole.len());
+            // 6000 ticks of the default 90 kHz.
+            assert_eq!(rows[0].duration_us, 66_666);
+            let on_disk = std::fs::metadata(dir.path().join("spool").join(id).join("video/0.m4s"))
+                .unwrap()
+                .len();
+            assert_eq!(on_disk as usize, whole.len());
+            let rec = store.recording(id).await.unwrap().unwrap();
+            assert_eq!(rec.status, RecordingStatus::Uploading);
+        }
+        assert_eq!(
+            r.spool_bytes.load(Ordering::Relaxed) as usize,
+            2 * whole.len()
+        );
+    }
 }
