@@ -170,6 +170,9 @@ async fn download(state: &VodHttp, r: Recording, private: bool) -> Response {
                 .map(|x| x.name.as_str())
         })
         .collect();
+    if chosen.is_empty() {
+        return error(StatusCode::NOT_FOUND, "nothing was recorded");
+    }
     let mut inits = Vec::new();
     let mut media = Vec::new();
     for (i, name) in chosen.iter().enumerate() {

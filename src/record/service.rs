@@ -797,7 +797,10 @@ impl Recorder {
                 Ok(d) => {
                     let d = bytes::Bytes::from(d);
                     return Ok(match range {
-                        Some(rg) => d.slice(rg.start as usize..(rg.end as usize).min(d.len())),
+                        Some(rg) => {
+                            let end = (rg.end as usize).min(d.len());
+                            d.slice((rg.start as usize).min(end)..end)
+                        }
                         None => d,
                     });
                 }
