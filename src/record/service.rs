@@ -438,7 +438,8 @@ impl Recorder {
                             tracing::error!(recording = %row.recording_id, error = %e, suppressed, "cannot write to the spool; the segment ends here");
                         }
                         let (row, f) = s.open.remove(&rendition).expect("just found");
-                        self.close(row, f, None).await;
+                        let timescale = timescale_in(s.renditions(), &row.rendition);
+                        self.close(row, f, None, timescale).await;
                         s.skipping.insert(rendition, true);
                     }
                 }
@@ -449,7 +450,8 @@ impl Recorder {
                 ..
             } => {
                 if let Some((row, f)) = s.open.remove(&rendition) {
-                    self.close(row, f, Some(duration_us)).await;
+                    let timescale = timescale_in(s.renditions(), &row.rendition);
+                    self.close(row, f, Some(duration_us), timescale).await;
                 }
             }
         }
@@ -457,8 +459,14 @@ impl Recorder {
 
     /// Syncs a segment and journals it closed. `duration_us` None: the
     /// file may be torn (a write failed); it is cut to its whole fragments
-    /// and its duration read from them.
-    async fn close(&self, mut row: SegmentRow, mut f: tokio::fs::File, duration_us: Option<i64>) {
+    /// and its duration read from them (in ticks of `timescale`).
+    async fn close(
+        &self,
+        mut row: SegmentRow,
+        mut f: tokio::fs::File,
+        duration_us: Option<i64>,
+        timescale: u32,
+    ) {
         let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
         // A write the file's buffer took may fail only here (a full disk).
         let flushed = f.flush().await;
@@ -474,7 +482,7 @@ impl Recorder {
                     tracing::error!(recording = %row.recording_id, error = ?flushed.and(synced).err(), "a spooled segment did not reach the disk whole; it is cut at its last whole fragment");
                 }
                 let before = row.bytes;
-                let d = self.repair(&mut row, &path).await;
+                let d = self.repair(&mut row, &path, timescale).await;
                 self.sub_spool((before - row.bytes).max(0) as u64);
                 d
             }
@@ -497,8 +505,14 @@ impl Recorder {
     }
 
     /// Cuts a spooled segment to its last whole fragment and syncs it;
-    /// its duration in microseconds (None: nothing whole in it).
-    async fn repair(&self, row: &mut SegmentRow, path: &std::path::Path) -> Option<i64> {
+    /// its duration in microseconds, from its fragments' times in ticks of
+    /// `timescale` (None: nothing whole in it).
+    async fn repair(
+        &self,
+        row: &mut SegmentRow,
+        path: &std::path::Path,
+        timescale: u32,
+    ) -> Option<i64> {
         let data = tokio::fs::read(path).await.ok()?;
         let keep = spool::complete_prefix(&data);
         if keep < data.len() {
@@ -511,15 +525,8 @@ impl Recorder {
             f.sync_all().await.ok()?;
         }
         let (start, end) = spool::span(&data[..keep])?;
-        let timescale = self.timescale_of(&row.recording_id, &row.rendition).await;
         row.bytes = keep as i64;
         Some(((end - start) as i128 * 1_000_000 / i128::from(timescale.max(1))) as i64)
-    }
-
-    async fn timescale_of(&self, recording: &str, rendition: &str) -> u32 {
-        let r = self.store.recording(recording).await.ok().flatten();
-        r.and_then(|r| r.renditions.into_iter().find(|x| x.name == rendition))
-            .map_or(90_000, |x| x.timescale)
     }
 
     /// At start: this node's recordings still `recording` were cut short
@@ -530,14 +537,24 @@ impl Recorder {
         let started = Instant::now();
         let mut repaired = 0usize;
         // Every segment still open was cut short: none is being written
-        // before this node starts recording.
+        // before this node starts recording. Renditions read once per
+        // recording.
+        let mut renditions: HashMap<String, Vec<RenditionInfo>> = HashMap::new();
         for mut row in self
             .store
             .segments_in(&self.node, SegmentStatus::Open, i64::MAX)
             .await?
         {
             let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
-            match self.repair(&mut row, &path).await {
+            if !renditions.contains_key(&row.recording_id) {
+                let r = self.store.recording(&row.recording_id).await?;
+                renditions.insert(
+                    row.recording_id.clone(),
+                    r.map(|r| r.renditions).unwrap_or_default(),
+                );
+            }
+            let timescale = timescale_in(&renditions[&row.recording_id], &row.rendition);
+            match self.repair(&mut row, &path, timescale).await {
                 Some(d) if row.bytes > 0 => {
                     row.duration_us = d;
                     row.status = SegmentStatus::Closed;
@@ -908,6 +925,15 @@ impl Recorder {
     }
 }
 
+/// The ticks per second of `rendition`'s timestamps (90 kHz, video's,
+/// if it is not described).
+fn timescale_in(renditions: &[RenditionInfo], rendition: &str) -> u32 {
+    renditions
+        .iter()
+        .find(|x| x.name == rendition)
+        .map_or(90_000, |x| x.timescale)
+}
+
 struct StreamRecording {
     path: StreamPath,
     recording: Option<Recording>,
@@ -920,6 +946,12 @@ struct StreamRecording {
     /// not recorded.
     missing_inits: std::collections::HashSet<(String, i64)>,
     log: LogLimiter,
+}
+
+impl StreamRecording {
+    fn renditions(&self) -> &[RenditionInfo] {
+        self.recording.as_ref().map_or(&[], |r| &r.renditions)
+    }
 }
 
 /// A recording as the API and webhooks show it.
