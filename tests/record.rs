@@ -130,6 +130,43 @@ fn rec_metric(name: &str, node: &str) -> String {
     format!("{name}{{node=\"{node}\"}}")
 }
 
+/// Records to `location` on the S3 server at `endpoint` (moto, through a
+/// gate or not), with moto's test credentials.
+fn record_to_s3(c: &mut streamd::config::Config, location: &str, endpoint: &str) {
+    c.record.location = location.into();
+    c.record.s3_endpoint = endpoint.into();
+    c.record.s3_access_key_id = "testing".into();
+    c.record.s3_secret_access_key = "testing".into();
+    c.record.s3_region = "us-east-1".into();
+}
+
+/// A config file for streamd run as its own process on fixed loopback
+/// ports (no WebRTC, no transcoding, open publishing, a 1 s grace), its
+/// data in `dir`, with `record` appended to its `[record]` table.
+fn binary_config(
+    dir: &std::path::Path,
+    rtmp: &str,
+    http: &str,
+    record: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+             [webrtc]\nenabled = false\n[transcode]\nenabled = false\n\
+             [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
+             [bus]\nreconnect_grace = \"1s\"\n\
+             [database]\ndata_dir = \"{}\"\n\
+             [record]\n{record}",
+            common::TEST_SECRET,
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn bearer(server: &TestServer) -> String {
     format!(
         "Bearer {}",
@@ -377,11 +414,7 @@ async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
         c.record.node = "outage".into();
-        c.record.location = "s3://rec-test/archive".into();
-        c.record.s3_endpoint = endpoint;
-        c.record.s3_access_key_id = "testing".into();
-        c.record.s3_secret_access_key = "testing".into();
-        c.record.s3_region = "us-east-1".into();
+        record_to_s3(c, "s3://rec-test/archive", &endpoint);
         c.record.segment_target = Duration::from_secs(2);
     })
     .await;
@@ -569,21 +602,7 @@ async fn kill_9_mid_recording_keeps_every_whole_fragment() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let config = dir.path().join("streamd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
-             [webrtc]\nenabled = false\n[transcode]\nenabled = false\n\
-             [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
-             [bus]\nreconnect_grace = \"1s\"\n\
-             [database]\ndata_dir = \"{}\"\n\
-             [record]\nsegment_target = \"2s\"\n",
-            common::TEST_SECRET,
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = binary_config(dir.path(), &rtmp, &http, "segment_target = \"2s\"\n");
     let auth = streamd::auth::Auth::new(common::TEST_SECRET, Default::default());
     let bearer = format!(
         "Bearer {}",
@@ -721,11 +740,7 @@ async fn a_full_spool_skips_segments_and_live_carries_on() {
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
         c.record.node = "full-spool".into();
-        c.record.location = "s3://rec-full".into();
-        c.record.s3_endpoint = endpoint;
-        c.record.s3_access_key_id = "testing".into();
-        c.record.s3_secret_access_key = "testing".into();
-        c.record.s3_region = "us-east-1".into();
+        record_to_s3(c, "s3://rec-full", &endpoint);
         c.record.segment_target = Duration::from_secs(1);
         c.record.spool_budget = 1 << 20;
     })
@@ -887,11 +902,7 @@ async fn a_recording_deleted_while_it_uploads_leaves_nothing() {
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
         c.record.node = "deleted".into();
-        c.record.location = "s3://rec-del".into();
-        c.record.s3_endpoint = endpoint;
-        c.record.s3_access_key_id = "testing".into();
-        c.record.s3_secret_access_key = "testing".into();
-        c.record.s3_region = "us-east-1".into();
+        record_to_s3(c, "s3://rec-del", &endpoint);
     })
     .await;
     let publisher = server.publish("live", "del", 5, "320x240");
@@ -1238,11 +1249,7 @@ async fn uploaded_segments_redirect_to_signed_urls() {
     let endpoint = format!("http://{}", moto.addr);
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
-        c.record.location = "s3://rec-signed/vod".into();
-        c.record.s3_endpoint = endpoint.clone();
-        c.record.s3_access_key_id = "testing".into();
-        c.record.s3_secret_access_key = "testing".into();
-        c.record.s3_region = "us-east-1".into();
+        record_to_s3(c, "s3://rec-signed/vod", &endpoint);
         c.record.signed_urls = Duration::from_secs(300);
     })
     .await;
@@ -1287,25 +1294,18 @@ async fn a_full_spool_disk_is_a_clear_error_and_live_carries_on() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let config = dir.path().join("streamd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
-             [webrtc]\nenabled = false\n[transcode]\nenabled = false\n\
-             [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
-             [bus]\nreconnect_grace = \"1s\"\n\
-             [database]\ndata_dir = \"{}\"\n\
-             [record]\nsegment_target = \"1s\"\nspool_dir = \"{}\"\n\
+    let config = binary_config(
+        dir.path(),
+        &rtmp,
+        &http,
+        &format!(
+            "segment_target = \"1s\"\nspool_dir = \"{}\"\n\
              location = \"s3://rec-enospc\"\ns3_endpoint = \"http://{}\"\n\
              s3_access_key_id = \"testing\"\ns3_secret_access_key = \"testing\"\ns3_region = \"us-east-1\"\n",
-            common::TEST_SECRET,
-            dir.path().join("data").display(),
             spool.display(),
             gate.addr
         ),
-    )
-    .unwrap();
+    );
     // Without root, a user namespace maps us to root inside it.
     let unshare = if unsafe { libc::geteuid() } == 0 {
         "-m"
