@@ -87,6 +87,9 @@ struct Track {
     audio_frame: i64,
     /// The track is flushed (publisher gone) and waits for a new session.
     idle: bool,
+    /// Interrupted while frames of it were held for the leader: flushed
+    /// once the last of them is released.
+    flush_when_released: bool,
 }
 
 struct Session {
@@ -152,6 +155,7 @@ impl StreamPackager {
             audio_next: None,
             audio_frame: 1024,
             idle: false,
+            flush_when_released: false,
         });
         if kind == TrackKind::Video && self.leader.is_none() {
             self.leader = Some(idx);
@@ -207,16 +211,12 @@ impl StreamPackager {
         if Some(track) == self.leader {
             // Audio waiting for video that will not come: let it through.
             self.release_held(true, &mut out);
-        } else {
-            // This track's frames held for the leader are its last ones:
-            // they go into its last segment, not after its flush.
-            let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held)
-                .into_iter()
-                .partition(|h| h.0 == track);
-            self.held = rest;
-            for (t, ev, time) in mine {
-                self.process(t, ev, time, &mut out);
-            }
+        } else if self.held.iter().any(|h| h.0 == track) {
+            // This track's frames still held for the leader are its last
+            // ones: it is flushed once they are released, in their place,
+            // so they end its last segment rather than follow its flush.
+            self.tracks[track].flush_when_released = true;
+            return out;
         }
         self.flush_track(track, &mut out);
         out
@@ -403,6 +403,9 @@ impl StreamPackager {
             let Some((track, ev, time)) = self.held.pop_front() else {
                 return;
             };
+            // An interrupted follower is flushed after its last held frame.
+            let flush_after =
+                self.tracks[track].flush_when_released && !self.held.iter().any(|h| h.0 == track);
             // At the start of a session, audio from before the leader's first
             // keyframe is dropped so both tracks start together.
             let follower_starting = self.tracks[track].segmenter.open_segment_start().is_none();
@@ -413,9 +416,17 @@ impl StreamPackager {
                 && let Some(start) = self.tracks[l].segmenter.open_segment_start()
                 && time < MediaTime::new(start, timescale_of(&self.tracks[l].segmenter))
             {
+                if flush_after {
+                    self.tracks[track].flush_when_released = false;
+                    self.flush_track(track, out);
+                }
                 continue;
             }
             self.process(track, ev, time, out);
+            if flush_after {
+                self.tracks[track].flush_when_released = false;
+                self.flush_track(track, out);
+            }
         }
     }
 
