@@ -1,7 +1,8 @@
 //! `streamd [--config FILE]`: wires the configuration, logging and signals to
 //! [`streamd::server::Server`]. `streamd token` prints an API token signed
 //! with the configured (or generated) secret; `streamd webhook-secret` the
-//! key webhooks are signed with.
+//! key webhooks are signed with; `streamd config` the effective
+//! configuration; `streamd check-config FILE` validates one.
 
 use std::path::PathBuf;
 
@@ -36,9 +37,36 @@ enum Command {
     /// for the receiver: `[webhooks] secret`, or the key derived from the
     /// JWT secret. It cannot mint tokens.
     WebhookSecret,
+    /// Print the effective configuration (the file or the defaults, then
+    /// the STREAMD_SECTION__KEY environment variables) as TOML, secrets
+    /// redacted.
+    Config,
+    /// Validate a configuration file (with the environment applied, as at
+    /// start) without starting: parse, ranges, the recording location and
+    /// the TLS certificate. Exits 0 when streamd would start with it.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // An error ends the process with its reason on one line (no
+    // backtrace: RUST_BACKTRACE still adds one for a developer).
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                eprintln!("streamd: {e:?}");
+            } else {
+                eprintln!("streamd: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Colours only on a terminal: logs that go to files or a container
     // runtime stay plain text. `token` prints the token alone on stdout.
@@ -56,20 +84,28 @@ fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     }
-    let config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let file = match &cli.command {
+        Some(Command::CheckConfig { file }) => Some(file.as_path()),
+        _ => cli.config.as_deref(),
     };
+    let config = Config::from_sources(file, std::env::vars())?;
     match cli.command {
+        Some(Command::Config) => {
+            print!("{}", config.redacted_toml());
+            return Ok(());
+        }
+        Some(Command::CheckConfig { file }) => {
+            streamd::server::check(&config)?;
+            println!("{}: ok", file.display());
+            return Ok(());
+        }
         Some(Command::Token { ttl, subject }) => {
-            config.validate()?;
             let secret = streamd::auth::secret(&config.auth, &config.database.data_dir)?;
             let auth = streamd::auth::Auth::new(&secret, config.auth.clone());
             println!("{}", auth.mint_api(&subject, ttl));
             return Ok(());
         }
         Some(Command::WebhookSecret) => {
-            config.validate()?;
             let secret = streamd::auth::secret(&config.auth, &config.database.data_dir)?;
             println!("{}", streamd::auth::webhook_key(&config.webhooks, &secret));
             return Ok(());

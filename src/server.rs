@@ -19,6 +19,22 @@ use crate::transcode::Transcoders;
 use crate::viewers::ViewerCounts;
 use crate::webrtc::WebRtcServer;
 
+/// What `streamd check-config` checks beyond the file itself, without
+/// binding or opening anything that lasts: the recording location parses
+/// and names a store we can talk to, and the TLS certificate and key load,
+/// match and are valid now.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    if config.record.enabled || !config.record.apps.is_empty() {
+        Recorder::open_store(&config.record, &config.database.data_dir)
+            .map_err(|e| anyhow::anyhow!("recording: {e}"))?;
+    }
+    if config.tls.enabled() {
+        crate::http::tls::load(&config.tls.cert, &config.tls.key, std::time::SystemTime::now())
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    }
+    Ok(())
+}
+
 pub struct Server {
     config: Config,
     access: Arc<Access>,
@@ -64,8 +80,8 @@ impl Server {
         let db_url = config.database.resolved_url();
         let store = Store::open(&db_url)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database ({}): {e}", redact(&db_url)))?;
-        tracing::info!(database = %redact(&db_url), "database ready");
+            .map_err(|e| anyhow::anyhow!("cannot open the database ({}): {e}", crate::config::DatabaseConfig::redact(&db_url)))?;
+        tracing::info!(database = %crate::config::DatabaseConfig::redact(&db_url), "database ready");
         let store = Arc::new(store);
         let recorder = if config.record.enabled || !config.record.apps.is_empty() {
             Some(
@@ -92,11 +108,14 @@ impl Server {
             .map_err(|e| {
                 anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.rtmp.listen)
             })?;
-        let http = HttpServer::bind(config.http.clone()).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen for HTTP on {}: {e}", config.http.listen)
-        })?;
+        let http = HttpServer::bind(config.http.clone(), config.tls.clone()).await?;
         tracing::info!(addr = %rtmp.local_addr()?, "rtmp listening");
-        tracing::info!(addr = %http.local_addr()?, "http listening");
+        for addr in http.local_addrs() {
+            tracing::info!(%addr, "http listening");
+        }
+        for addr in http.tls_addrs() {
+            tracing::info!(%addr, "https listening");
+        }
         let transcoders = Arc::new(Transcoders::default());
         let webrtc = if config.webrtc.enabled {
             Some(WebRtcServer::bind(config.webrtc.clone(), transcoders.clone()).await?)
@@ -127,6 +146,16 @@ impl Server {
         self.http
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Every plain HTTP listener's address.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http.local_addrs()
+    }
+
+    /// The first HTTPS listener's address, when TLS is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.http.tls_addrs().first().copied()
     }
 
     /// The WebRTC UDP socket's address, when WebRTC is enabled.
@@ -285,17 +314,5 @@ impl Server {
         tokio::join!(webhook_delivery.finished(), admission_drain);
         http??;
         Ok(())
-    }
-}
-
-/// A database URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }

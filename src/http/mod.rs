@@ -1,5 +1,5 @@
-//! The one HTTP listener: LL-HLS, WebRTC signalling, the API and the web
-//! console. CORS, metrics and health live here; each part of the data
+//! The HTTP listeners (plain and TLS): LL-HLS, WebRTC signalling, the API
+//! and the web console. CORS, metrics and health live here; each part of the data
 //! flow contributes its routes.
 
 use std::net::SocketAddr;
@@ -13,20 +13,20 @@ use axum::http::{HeaderValue, Method, Request};
 use axum::response::Html;
 use axum::routing::get;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, TlsConfig};
 use crate::connlimit::{ConnectionLimit, LimitedListener};
 use crate::shutdown::Shutdown;
 
 pub mod client;
+pub mod tls;
 
 /// How often histogram samples are folded into their summaries.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -154,45 +154,81 @@ The web console is not built: run <code>npm --prefix web ci &amp;&amp; npm --pre
 (scripts/run.sh does), or set <code>[http] web_dir</code>. The API is at <code>/api</code> \
 (<a href=\"/api/openapi.json\">OpenAPI</a>).</p>";
 
-/// The HTTP listener. Its own accept loop rather than `axum::serve`, for
-/// what a server exposed to the internet needs: connection caps (total and
-/// per address), a deadline for every request's headers (which also closes
-/// idle keep-alive connections), and a shutdown that waits for requests in
-/// flight only so long.
+/// The HTTP listeners, plain and TLS. Their own accept loops rather than
+/// `axum::serve`, for what a server exposed to the internet needs:
+/// connection caps (total and per address, across every listener), a
+/// deadline for every request's headers and every TLS handshake (which
+/// also closes idle keep-alive connections), and a shutdown that waits for
+/// requests in flight only so long.
 pub struct HttpServer {
-    listener: TcpListener,
+    plain: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
+    certs: Option<Arc<tls::Certs>>,
     config: HttpConfig,
+    tls_config: TlsConfig,
 }
 
+/// The ALPN protocols HTTPS offers, preferred first.
+const HTTPS_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// HTTP/2 streams a connection may have open at once.
+const H2_MAX_STREAMS: u32 = 256;
+
 impl HttpServer {
-    pub async fn bind(config: HttpConfig) -> std::io::Result<HttpServer> {
+    /// Binds every plain listener, and the TLS ones when `[tls]` is set
+    /// (its certificate is loaded here: a bad one stops the start).
+    pub async fn bind(config: HttpConfig, tls_config: TlsConfig) -> anyhow::Result<HttpServer> {
+        let mut plain = Vec::new();
+        for addr in &config.listen {
+            plain.push(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?,
+            );
+        }
+        let mut tls = Vec::new();
+        let mut certs = None;
+        if tls_config.enabled() && !tls_config.listen.is_empty() {
+            certs = Some(tls::Certs::open(&tls_config).map_err(|e| anyhow::anyhow!("tls: {e}"))?);
+            for addr in &tls_config.listen {
+                tls.push(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen for HTTPS on {addr}: {e}"))?,
+                );
+            }
+        }
         Ok(HttpServer {
-            listener: TcpListener::bind(config.listen).await?,
+            plain,
+            tls,
+            certs,
             config,
+            tls_config,
         })
     }
 
+    /// The first plain listener's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.plain[0].local_addr()
+    }
+
+    /// Every plain listener's address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.plain.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Every HTTPS listener's address.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
     /// Serves until `shutdown`; then lets requests in flight finish for up
     /// to `shutdown_timeout`, and closes what is left.
     pub async fn run(self, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
-        let mut listener = LimitedListener::new(
-            self.listener,
-            ConnectionLimit::new(
-                self.config.max_connections,
-                self.config.max_connections_per_ip,
-            ),
-            "http",
-            "streamd_http_refused_connections_total",
+        let limit = ConnectionLimit::new(
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
         );
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_timeout)
-            .max_headers(100);
         let trusted: Arc<Vec<crate::net::IpBlock>> = Arc::new(
             self.config
                 .trusted_proxies
@@ -200,6 +236,51 @@ impl HttpServer {
                 .filter_map(|p| crate::net::IpBlock::parse(p).ok())
                 .collect(),
         );
+        let acceptor = self.certs.as_ref().map(|c| {
+            tokio::spawn(
+                c.clone()
+                    .watch(self.tls_config.reload_interval, shutdown.clone()),
+            );
+            tokio_rustls::TlsAcceptor::from(c.server_config(HTTPS_ALPN))
+        });
+        let mut loops = tokio::task::JoinSet::new();
+        let listeners = self
+            .plain
+            .into_iter()
+            .map(|l| (l, None))
+            .chain(self.tls.into_iter().map(|l| (l, acceptor.clone())));
+        for (listener, acceptor) in listeners {
+            let serve = Serve {
+                app: app.clone(),
+                trusted: trusted.clone(),
+                config: self.config.clone(),
+                acceptor,
+            };
+            let what = if serve.acceptor.is_some() { "https" } else { "http" };
+            let listener = LimitedListener::new(
+                listener,
+                limit.clone(),
+                what,
+                "streamd_http_refused_connections_total",
+            );
+            loops.spawn(serve.accept_loop(listener, shutdown.clone()));
+        }
+        while loops.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// One listener's accept loop and what each connection needs.
+struct Serve {
+    app: Router,
+    trusted: Arc<Vec<crate::net::IpBlock>>,
+    config: HttpConfig,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Serve {
+    async fn accept_loop(self, mut listener: LimitedListener, shutdown: Shutdown) {
+        let me = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
         let mut stop = shutdown.clone();
         loop {
@@ -209,52 +290,141 @@ impl HttpServer {
             };
             // Reap finished connection tasks so the set stays small.
             while tasks.try_join_next().is_some() {}
-            let app = app.clone();
-            // Only a trusted proxy may say who the client is.
-            let forwarded_ok = trusted.iter().any(|b| b.contains(peer.ip()));
-            let service = service_fn(move |mut req: Request<Incoming>| {
-                if !forwarded_ok {
-                    for h in FORWARDING_HEADERS {
-                        req.headers_mut().remove(h);
-                    }
-                }
-                // Handlers see the peer's address (admission webhooks
-                // report it; viewer counts use it).
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().call(req)
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut stop = shutdown.clone();
+            let me = me.clone();
+            let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stop.wait() => {
-                        // Finish the request in flight, take no more.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "http connection ended");
-                }
+                me.connection(stream, peer, shutdown).await;
                 drop(permit);
             });
         }
-        let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
+        let drained = tokio::time::timeout(me.config.shutdown_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
                 open = tasks.len(),
-                timeout = ?self.config.shutdown_timeout,
+                timeout = ?me.config.shutdown_timeout,
                 "closing http connections still open at the shutdown deadline"
             );
             tasks.shutdown().await;
         }
-        Ok(())
+    }
+
+    /// Serves one connection: HTTP/1.1 on a plain listener; on a TLS one,
+    /// the handshake (within `header_timeout`), then HTTP/2 or HTTP/1.1 as
+    /// ALPN chose.
+    async fn connection(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+        let Some(acceptor) = &self.acceptor else {
+            return self.http1(TokioIo::new(stream), peer, shutdown).await;
+        };
+        let handshake =
+            tokio::time::timeout(self.config.header_timeout, acceptor.accept(stream)).await;
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                metrics::counter!("streamd_tls_handshake_failures_total").increment(1);
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!("streamd_tls_handshake_failures_total").increment(1);
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            self.http2(TokioIo::new(tls), peer, shutdown).await
+        } else {
+            self.http1(TokioIo::new(tls), peer, shutdown).await
+        }
+    }
+
+    /// The router as a hyper service for `peer`'s requests.
+    fn service(&self, peer: SocketAddr) -> PeerService {
+        PeerService {
+            app: self.app.clone(),
+            peer,
+            // Only a trusted proxy may say who the client is.
+            forwarded_ok: self.trusted.iter().any(|b| b.contains(peer.ip())),
+        }
+    }
+
+    async fn http1<I>(&self, io: TokioIo<I>, peer: SocketAddr, mut stop: Shutdown)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout)
+            .max_headers(100);
+        let conn = builder
+            .serve_connection(io, self.service(peer))
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.wait() => {
+                // Finish the request in flight, take no more.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "http connection ended");
+        }
+    }
+
+    async fn http2<I>(&self, io: TokioIo<I>, peer: SocketAddr, mut stop: Shutdown)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(64 << 10)
+            // A peer that stops answering pings is gone.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let conn = builder.serve_connection(io, self.service(peer));
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.wait() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "http/2 connection ended");
+        }
+    }
+}
+
+/// The router, serving one peer's requests.
+#[derive(Clone)]
+struct PeerService {
+    app: Router,
+    peer: SocketAddr,
+    forwarded_ok: bool,
+}
+
+impl hyper::service::Service<Request<Incoming>> for PeerService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if !self.forwarded_ok {
+            for h in FORWARDING_HEADERS {
+                req.headers_mut().remove(h);
+            }
+        }
+        // Handlers see the peer's address (admission webhooks report it;
+        // viewer counts use it).
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.app.clone().call(req)
     }
 }

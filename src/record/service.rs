@@ -114,13 +114,12 @@ pub enum RecorderError {
 }
 
 impl Recorder {
-    /// Opens the store and the spool, and repairs what a previous run
-    /// left (see [`Recorder::recover`]).
-    pub async fn open(
-        config: RecordConfig,
+    /// The store `config` names, as a client (no request made yet):
+    /// `streamd check-config` calls this to refuse a bad location early.
+    pub fn open_store(
+        config: &RecordConfig,
         data_dir: &std::path::Path,
-        store: Arc<Store>,
-    ) -> Result<Arc<Recorder>, RecorderError> {
+    ) -> Result<(Location, super::store::Opened), RecorderError> {
         let url = config.location_url(data_dir);
         let bucket = std::env::var("STORAGE_BUCKET").ok();
         let location = Location::parse(
@@ -138,6 +137,17 @@ impl Recorder {
                     .filter(|p| !p.as_os_str().is_empty()),
             },
         )?;
+        Ok((location, opened))
+    }
+
+    /// Opens the store and the spool, and repairs what a previous run
+    /// left (see [`Recorder::recover`]).
+    pub async fn open(
+        config: RecordConfig,
+        data_dir: &std::path::Path,
+        store: Arc<Store>,
+    ) -> Result<Arc<Recorder>, RecorderError> {
+        let (location, opened) = Recorder::open_store(&config, data_dir)?;
         let spool = config.spool_dir(data_dir);
         crate::auth::private_dir(&spool)
             .map_err(|e| RecorderError::Spool(spool.display().to_string(), e))?;

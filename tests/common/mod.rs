@@ -53,7 +53,7 @@ impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
-        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        config.http.listen = vec!["127.0.0.1:0".parse().unwrap()];
         // Packaging tests serve the source as published; the transcoding
         // tests turn the ladder on (with small rungs: two cores).
         config.transcode.enabled = false;
