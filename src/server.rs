@@ -256,6 +256,7 @@ impl Server {
             viewers: viewers.clone(),
             recorder: recorder.clone(),
             rtmp_port,
+            public_origin: config.http.public_origin.clone(),
         }));
         routes = crate::http::console(routes, &config.http.web_dir);
         let mut webrtc_task = None;

@@ -209,3 +209,49 @@ async fn token_subcommand_signs_with_a_generated_secret() {
         .mint_api("receiver", Duration::from_secs(60));
     assert!(auth.check_api(Some(&by_hook)).is_err());
 }
+
+/// `streamd config` prints the effective configuration (file, then
+/// STREAMD_SECTION__KEY variables), secrets redacted; `check-config`
+/// validates with the environment applied and names a bad variable.
+#[tokio::test]
+async fn config_and_check_config_see_the_environment() {
+    let out = Command::new(BIN)
+        .arg("config")
+        .env("STREAMD_HTTP__LISTEN", "127.0.0.1:3333,127.0.0.1:8080")
+        .env("STREAMD_AUTH__JWT_SECRET", "env-secret-env-secret-env-secret-0")
+        .env("STREAMD_RECORD__APPS__RAW__ENABLED", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#"listen = ["127.0.0.1:3333", "127.0.0.1:8080"]"#),
+        "{text}"
+    );
+    assert!(!text.contains("env-secret"), "{text}");
+    assert!(text.contains(r#"jwt_secret = "<redacted>""#), "{text}");
+    let printed: toml::Table = text.parse().expect("the printed config is TOML");
+    assert_eq!(printed["record"]["apps"]["raw"]["enabled"].as_bool(), Some(false));
+
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/streamd.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", shipped])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with(": ok\n"));
+
+    let out = Command::new(BIN)
+        .args(["check-config", shipped])
+        .env("STREAMD_WEBRTC__MAX_VIEWERS", "lots")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("STREAMD_WEBRTC__MAX_VIEWERS"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+}

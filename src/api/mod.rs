@@ -33,6 +33,8 @@ pub struct Api {
     pub recorder: Option<Arc<crate::record::service::Recorder>>,
     /// The RTMP port publishers reach (for OBS settings).
     pub rtmp_port: u16,
+    /// `http.public_origin`: the origin of the playback URLs, if set.
+    pub public_origin: String,
 }
 
 pub struct ApiError(StatusCode, String);
@@ -287,10 +289,12 @@ fn obs(api: &Api, headers: &HeaderMap, r: &StreamRecord, key: &str) -> Value {
 async fn playback(
     State(api): State<Api>,
     headers: HeaderMap,
+    secure: Option<axum::Extension<crate::http::Secure>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let r = authorized_stream(&api, &headers, &id).await?;
-    let host = crate::http::request_host(&headers);
+    let origin = crate::http::public_origin(&api.public_origin, &headers, secure.map(|s| s.0));
+    let ws = crate::http::ws_origin(&origin);
     let token = r.is_private.then(|| {
         api.access.auth.mint(
             "",
@@ -305,8 +309,8 @@ async fn playback(
         .unwrap_or_default();
     Ok(Json(json!({
         "id": r.id,
-        "webrtc": format!("ws://{host}/{}/{}{q}", r.app, r.id),
-        "llhls": format!("http://{host}/{}/{}/llhls.m3u8{q}", r.app, r.id),
+        "webrtc": format!("{ws}/{}/{}{q}", r.app, r.id),
+        "llhls": format!("{origin}/{}/{}/llhls.m3u8{q}", r.app, r.id),
         "token": token,
     })))
 }

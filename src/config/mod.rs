@@ -217,7 +217,7 @@ impl Config {
         {
             *url = DatabaseConfig::redact(url);
         }
-        toml::to_string_pretty(&table).expect("a table prints")
+        toml::to_string(&table).expect("a table prints")
     }
 }
 

@@ -96,8 +96,54 @@ pub fn request_host(headers: &axum::http::HeaderMap) -> String {
     }
 }
 
-/// Headers that claim a client address on a proxy's behalf.
-const FORWARDING_HEADERS: [&str; 3] = ["x-forwarded-for", "x-real-ip", "forwarded"];
+/// Headers that claim a client address or scheme on a proxy's behalf.
+const FORWARDING_HEADERS: [&str; 4] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-proto",
+];
+
+/// Whether a request came in over TLS (a request extension every listener
+/// sets).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Secure(pub bool);
+
+/// The origin a client reaches us by, for URLs we hand back: `configured`
+/// (`http.public_origin`) if set; else the request's Host with `https` when
+/// it came over TLS (or a trusted proxy says `X-Forwarded-Proto: https`),
+/// `http` otherwise.
+pub fn public_origin(
+    configured: &str,
+    headers: &axum::http::HeaderMap,
+    secure: Option<Secure>,
+) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if secure.is_some_and(|s| s.0) || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", request_host(headers))
+}
+
+/// The WebSocket origin beside an HTTP one (`https` gives `wss`).
+pub fn ws_origin(http_origin: &str) -> String {
+    match http_origin.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!(
+            "ws://{}",
+            http_origin
+                .strip_prefix("http://")
+                .unwrap_or(http_origin)
+        ),
+    }
+}
 
 /// The client's own address as a trusted proxy reports it
 /// (X-Forwarded-For's first entry, or X-Real-IP): the listener drops those
@@ -170,6 +216,10 @@ pub struct HttpServer {
 
 /// The ALPN protocols HTTPS offers, preferred first.
 const HTTPS_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The answer to plain HTTP on a TLS port.
+const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\
+content-length: 50\r\nconnection: close\r\n\r\nThis port speaks HTTPS: use https:// to reach it.\n";
 
 /// HTTP/2 streams a connection may have open at once.
 const H2_MAX_STREAMS: u32 = 256;
@@ -316,10 +366,32 @@ impl Serve {
     /// ALPN chose.
     async fn connection(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
         let Some(acceptor) = &self.acceptor else {
-            return self.http1(TokioIo::new(stream), peer, shutdown).await;
+            return self.http1(TokioIo::new(stream), peer, false, shutdown).await;
         };
-        let handshake =
-            tokio::time::timeout(self.config.header_timeout, acceptor.accept(stream)).await;
+        let deadline = tokio::time::Instant::now() + self.config.header_timeout;
+        // A TLS record starts with 0x16; a letter is someone speaking plain
+        // HTTP to the TLS port: tell them, as nginx does, instead of a TLS
+        // alert their client cannot show.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+                metrics::counter!("streamd_tls_handshake_failures_total").increment(1);
+                let mut stream = stream;
+                let _ = tokio::time::timeout_at(
+                    deadline,
+                    tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_ON_TLS),
+                )
+                .await;
+                return;
+            }
+            Ok(Ok(1)) => {}
+            _ => {
+                // Silence until the deadline, or closed before a byte.
+                metrics::counter!("streamd_tls_handshake_failures_total").increment(1);
+                return;
+            }
+        }
+        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await;
         let tls = match handshake {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -336,21 +408,22 @@ impl Serve {
         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
             self.http2(TokioIo::new(tls), peer, shutdown).await
         } else {
-            self.http1(TokioIo::new(tls), peer, shutdown).await
+            self.http1(TokioIo::new(tls), peer, true, shutdown).await
         }
     }
 
     /// The router as a hyper service for `peer`'s requests.
-    fn service(&self, peer: SocketAddr) -> PeerService {
+    fn service(&self, peer: SocketAddr, secure: bool) -> PeerService {
         PeerService {
             app: self.app.clone(),
             peer,
+            secure,
             // Only a trusted proxy may say who the client is.
             forwarded_ok: self.trusted.iter().any(|b| b.contains(peer.ip())),
         }
     }
 
-    async fn http1<I>(&self, io: TokioIo<I>, peer: SocketAddr, mut stop: Shutdown)
+    async fn http1<I>(&self, io: TokioIo<I>, peer: SocketAddr, secure: bool, mut stop: Shutdown)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -360,7 +433,7 @@ impl Serve {
             .header_read_timeout(self.config.header_timeout)
             .max_headers(100);
         let conn = builder
-            .serve_connection(io, self.service(peer))
+            .serve_connection(io, self.service(peer, secure))
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
@@ -388,7 +461,7 @@ impl Serve {
             // A peer that stops answering pings is gone.
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let conn = builder.serve_connection(io, self.service(peer));
+        let conn = builder.serve_connection(io, self.service(peer, true));
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
@@ -408,6 +481,7 @@ impl Serve {
 struct PeerService {
     app: Router,
     peer: SocketAddr,
+    secure: bool,
     forwarded_ok: bool,
 }
 
@@ -425,6 +499,17 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
         // Handlers see the peer's address (admission webhooks report it;
         // viewer counts use it).
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(Secure(self.secure));
+        // HTTP/2 names the host in `:authority` (the URI), not a Host
+        // header: give handlers the header either way.
+        if !req.headers().contains_key(axum::http::header::HOST)
+            && let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(axum::http::header::HOST, host);
+        }
         self.app.clone().call(req)
     }
 }

@@ -29,6 +29,10 @@ use tokio::process::{Child, Command};
 pub struct TestServer {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    /// Every plain HTTP listener.
+    pub http_all: Vec<SocketAddr>,
+    /// The HTTPS listener, when `[tls]` is set.
+    pub https: Option<SocketAddr>,
     /// The WebRTC UDP socket (loopback, port 0).
     pub webrtc: Option<SocketAddr>,
     /// The WebRTC ICE-TCP listener (loopback, port 0).
@@ -69,6 +73,7 @@ impl TestServer {
         config.validate().expect("test config is valid");
         let server = Server::bind(config).await.expect("bind");
         let (rtmp, http) = (server.rtmp_addr(), server.http_addr());
+        let (http_all, https) = (server.http_addrs(), server.https_addr());
         let webrtc = server.webrtc_addr();
         let webrtc_tcp = server.webrtc_tcp_addr();
         let registry = server.registry().clone();
@@ -80,6 +85,8 @@ impl TestServer {
         TestServer {
             rtmp,
             http,
+            http_all,
+            https,
             webrtc,
             webrtc_tcp,
             registry,

@@ -1,0 +1,373 @@
+//! HTTPS: HTTP/2 and HTTP/1.1 by ALPN with a certificate the test makes, a
+//! certificate swapped on disk served without a restart, bad input on the
+//! TLS port, certificates that must stop the start, playback URLs that say
+//! https/wss, and several plain listeners at once.
+//!
+//! The client is curl (Debian's, with nghttp2): a real HTTP/2 client that
+//! reports the protocol it spoke and trusts exactly the CA file it is given.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// A self-signed certificate for `localhost` (its own CA) and its key,
+/// written to `dir/{name}.crt` and `.key`.
+fn make_cert(dir: &Path, name: &str, not_after: SystemTime) -> (PathBuf, PathBuf) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("streamd test {name}"));
+    params.not_before = (SystemTime::now() - Duration::from_secs(86_400)).into();
+    params.not_after = not_after.into();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn in_a_month() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(30 * 86_400)
+}
+
+/// Replaces `to` with `from` the way cert-manager and certbot do: a new file
+/// renamed over the old.
+fn swap_in(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// What curl got from `url` (`https://localhost:PORT/...`, resolved to
+/// loopback) trusting only `ca`: (status or 0 on a TLS failure, HTTP
+/// version, body).
+async fn curl(port: u16, url: &str, ca: &Path, extra: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--resolve"])
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(ca)
+        .args(extra)
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .arg(url)
+        .output()
+        .await
+        .expect("curl runs (apt install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut tail = tail.split(' ');
+    let status = tail.next().unwrap_or("0").parse().unwrap_or(0);
+    let version = tail.next().unwrap_or("").to_owned();
+    (status, version, body.to_owned())
+}
+
+async fn tls_server(dir: &Path, tweak: impl FnOnce(&mut streamd::config::Config)) -> TestServer {
+    let (cert, key) = make_cert(dir, "a", in_a_month());
+    TestServer::start(|c| {
+        c.tls.cert = cert;
+        c.tls.key = key;
+        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls.reload_interval = Duration::from_secs(1);
+        c.http.header_timeout = Duration::from_millis(800);
+        tweak(c);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn https_speaks_http2_and_http1_and_serves_a_renewed_certificate_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |_| {}).await;
+    let port = server.https.expect("https listens").port();
+    let url = format!("https://localhost:{port}/healthz");
+    let ca_a = dir.path().join("a.crt");
+
+    let (status, version, body) = curl(port, &url, &ca_a, &["--http2"]).await;
+    assert_eq!((status, version.as_str(), body.trim()), (200, "2", "ok"));
+    let (status, version, _) = curl(port, &url, &ca_a, &["--http1.1"]).await;
+    assert_eq!((status, version.as_str()), (200, "1.1"));
+    // The plain listener is unchanged.
+    assert_eq!(get(&server.url("/healthz")).await.status, 200);
+
+    // A renewed certificate (another key) is written over the files.
+    let (cert_b, key_b) = make_cert(dir.path(), "b", in_a_month());
+    swap_in(&key_b, &dir.path().join("a.key"));
+    swap_in(&cert_b, &ca_a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, _) = curl(port, &url, &cert_b, &[]).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was not served within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        server.metric("streamd_tls_reloads_total{result=\"ok\"}").await,
+        1.0
+    );
+
+    // A broken pair (a certificate without its key) is refused and the one
+    // in use kept.
+    let (cert_c, _) = make_cert(dir.path(), "c", in_a_month());
+    swap_in(&cert_c, &dir.path().join("a.crt"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server
+        .metric("streamd_tls_reloads_total{result=\"failed\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken pair was not tried"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, _, body) = curl(port, &url, &cert_b, &["--http2"]).await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    server.stop().await;
+}
+
+/// Reads until the server closes (or `timeout`); what it sent.
+async fn until_closed(s: &mut tokio::net::TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(timeout, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|_| got)
+}
+
+#[tokio::test]
+async fn garbage_plain_http_and_silence_on_the_tls_port_are_turned_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |_| {}).await;
+    let addr = server.https.unwrap();
+
+    // A TLS-looking record full of garbage: an alert at most, then closed.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut junk = vec![0x16, 0x03, 0x01, 0x02, 0x00];
+    junk.extend((0..512u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    s.write_all(&junk).await.unwrap();
+    let got = until_closed(&mut s, Duration::from_secs(5))
+        .await
+        .expect("garbage gets the connection closed");
+    assert!(got.len() < 64, "{got:?}");
+
+    // Random bytes that are not even a TLS record.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0x00, 0xff, 0x13, 0x37].repeat(64))
+        .await
+        .unwrap();
+    assert!(
+        until_closed(&mut s, Duration::from_secs(5)).await.is_some(),
+        "random bytes get the connection closed"
+    );
+
+    // Plain HTTP to the TLS port: a readable 400, then closed.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let got = until_closed(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed after the answer");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("use https://"), "{text}");
+
+    // Silence: closed at the handshake deadline (header_timeout, 800 ms).
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        until_closed(&mut s, Duration::from_secs(5)).await.is_some(),
+        "a silent client is closed at the handshake deadline"
+    );
+
+    assert!(server.metric("streamd_tls_handshake_failures_total").await >= 4.0);
+    // And the port still serves.
+    let (status, version, _) = curl(
+        addr.port(),
+        &format!("https://localhost:{}/healthz", addr.port()),
+        &dir.path().join("a.crt"),
+        &[],
+    )
+    .await;
+    assert_eq!((status, version.as_str()), (200, "2"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_or_mismatched_certificate_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, old_key) = make_cert(
+        dir.path(),
+        "old",
+        SystemTime::now() - Duration::from_secs(3 * 86_400),
+    );
+    let (good, _) = make_cert(dir.path(), "good", in_a_month());
+    let data = dir.path().join("data");
+    for (cert, key, says) in [
+        (&old, &old_key, "expired"),
+        (&good, &old_key, "does not go with"),
+    ] {
+        let config = dir.path().join("streamd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                 [webrtc]\nenabled = false\n[record]\nenabled = false\n\
+                 [database]\ndata_dir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+                 listen = \"127.0.0.1:0\"\n",
+                data.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        // `check-config` says so without starting, and so does a start.
+        for args in [
+            vec!["check-config".to_owned(), config.display().to_string()],
+            vec!["--config".to_owned(), config.display().to_string()],
+        ] {
+            let out = tokio::time::timeout(
+                Duration::from_secs(20),
+                Command::new(env!("CARGO_BIN_EXE_streamd"))
+                    .args(&args)
+                    .env_remove("RUST_BACKTRACE")
+                    .output(),
+            )
+            .await
+            .expect("streamd stops at once")
+            .unwrap();
+            assert!(!out.status.success(), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(says), "{args:?}: {err}");
+            assert!(err.contains(&cert.display().to_string()) || says != "expired", "{err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn playback_urls_say_https_and_wss_when_reached_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |_| {}).await;
+    let port = server.https.unwrap().port();
+    let ca = dir.path().join("a.crt");
+    let bearer = format!(
+        "authorization: Bearer {}",
+        server.access.auth.mint_api("admin", Duration::from_secs(600))
+    );
+    let base = format!("https://localhost:{port}/api/streams");
+    let (status, _, body) = curl(
+        port,
+        &base,
+        &ca,
+        &[
+            "-H",
+            &bearer,
+            "-H",
+            "content-type: application/json",
+            "--data",
+            r#"{"name":"tls"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = curl(port, &format!("{base}/{id}/playback"), &ca, &["-H", &bearer]).await;
+    assert_eq!(status, 200, "{body}");
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["webrtc"], format!("wss://localhost:{port}/live/{id}"));
+    assert_eq!(
+        p["llhls"],
+        format!("https://localhost:{port}/live/{id}/llhls.m3u8")
+    );
+    // Over the plain listener: http and ws.
+    let r = request(
+        "GET",
+        &server.url(&format!("/api/streams/{id}/playback")),
+        &[("authorization", &bearer["authorization: ".len()..])],
+    )
+    .await;
+    let p: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(p["webrtc"].as_str().unwrap().starts_with("ws://127.0.0.1:"), "{p}");
+    server.stop().await;
+
+    // A public origin (TLS at a proxy or ingress) is what the URLs use.
+    let server = TestServer::start(|c| {
+        c.http.public_origin = "https://live.example.com".into();
+    })
+    .await;
+    let bearer = format!(
+        "Bearer {}",
+        server.access.auth.mint_api("admin", Duration::from_secs(600))
+    );
+    let r = request_with(
+        "POST",
+        &server.url("/api/streams"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name":"behind a proxy"}"#.to_owned(),
+    )
+    .await;
+    let id = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = request(
+        "GET",
+        &server.url(&format!("/api/streams/{id}/playback")),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let p: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(p["webrtc"], format!("wss://live.example.com/live/{id}"));
+    assert_eq!(
+        p["llhls"],
+        format!("https://live.example.com/live/{id}/llhls.m3u8")
+    );
+    server.stop().await;
+}
+
+/// `http.listen` with two addresses serves alike on both (the seed's
+/// deployment: signalling on :3333, LL-HLS on :8080).
+#[tokio::test]
+async fn every_plain_listener_serves() {
+    let server = TestServer::start(|c| {
+        c.http.listen = vec![
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        ];
+    })
+    .await;
+    assert_eq!(server.http_all.len(), 2);
+    assert_ne!(server.http_all[0], server.http_all[1]);
+    for addr in &server.http_all {
+        let r = get(&format!("http://{addr}/healthz")).await;
+        assert_eq!(r.status, 200, "{addr}");
+    }
+    server.stop().await;
+}
