@@ -29,8 +29,12 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("recording: {e}"))?;
     }
     if config.tls.enabled() {
-        crate::http::tls::load(&config.tls.cert, &config.tls.key, std::time::SystemTime::now())
-            .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+        crate::http::tls::load(
+            &config.tls.cert,
+            &config.tls.key,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     }
     Ok(())
 }
@@ -78,9 +82,12 @@ impl Server {
             );
         }
         let db_url = config.database.resolved_url();
-        let store = Store::open(&db_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database ({}): {e}", crate::config::DatabaseConfig::redact(&db_url)))?;
+        let store = Store::open(&db_url).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the database ({}): {e}",
+                crate::config::DatabaseConfig::redact(&db_url)
+            )
+        })?;
         tracing::info!(database = %crate::config::DatabaseConfig::redact(&db_url), "database ready");
         let store = Arc::new(store);
         let recorder = if config.record.enabled || !config.record.apps.is_empty() {

@@ -18,10 +18,19 @@ static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Runs hlsjs.mjs on `master` with `args` (seconds, mode); its report,
 /// which must show no fatal hls.js error.
 async fn play(dir: &Path, master: &str, args: &[&str]) -> serde_json::Value {
+    play_with_env(dir, master, args, &[]).await
+}
+
+async fn play_with_env(
+    dir: &Path,
+    master: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let script = dir.join("hlsjs.mjs");
     let mut argv = vec![script.to_str().unwrap(), master];
     argv.extend_from_slice(args);
-    let (ok, out, err) = run("node", &argv).await;
+    let (ok, out, err) = run_with_env("node", &argv, env).await;
     assert!(ok, "hls.js run failed: {err}\n{out}");
     let result = report(&out, &err);
     eprintln!("hls.js: {result}");
@@ -108,6 +117,45 @@ async fn hlsjs_switches_between_ladder_rungs() {
     // across a switch.
     let (p50, p95) = clock::check(&result, 10.0, 5000);
     eprintln!("LL-HLS ladder glass-to-glass: p50 {p50} ms, p95 {p95} ms");
+    drop(publisher);
+    server.stop().await;
+}
+
+/// hls.js plays LL-HLS over HTTPS with a certificate the test made, and
+/// every request to streamd goes over HTTP/2 (ALPN h2), as Safari's native
+/// LL-HLS wants it.
+#[tokio::test]
+async fn hlsjs_plays_over_https_and_http2() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = browser_dir();
+    let certs = tempfile::tempdir().unwrap();
+    let cert = tls::make_cert(certs.path(), "player", tls::in_a_month());
+    let server = TestServer::start(|c| {
+        c.tls.cert = cert.cert.clone();
+        c.tls.key = cert.key.clone();
+        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let publisher = server.publish("live", "tls", 60, "320x240");
+    server.master_when_ready("live", "tls").await;
+    let master = format!(
+        "https://localhost:{}/live/tls/llhls.m3u8",
+        server.https.unwrap().port()
+    );
+    let result = play_with_env(
+        dir,
+        &master,
+        &["8"],
+        &[("CHROMIUM_TRUST_SPKI", &cert.spki_sha256)],
+    )
+    .await;
+    assert!(result["advanced"].as_f64().unwrap() >= 5.0, "{result}");
+    assert_eq!(result["stalls"].as_u64(), Some(0), "{result}");
+    let protocols = result["protocols"].as_object().unwrap();
+    let h2 = protocols.get("h2").and_then(|n| n.as_u64()).unwrap_or(0);
+    // Playlists (blocking reloads), parts and the init segments.
+    assert!(h2 >= 20, "{result}");
+    assert_eq!(protocols.len(), 1, "every request over h2: {protocols:?}");
     drop(publisher);
     server.stop().await;
 }

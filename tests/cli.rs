@@ -218,7 +218,10 @@ async fn config_and_check_config_see_the_environment() {
     let out = Command::new(BIN)
         .arg("config")
         .env("STREAMD_HTTP__LISTEN", "127.0.0.1:3333,127.0.0.1:8080")
-        .env("STREAMD_AUTH__JWT_SECRET", "env-secret-env-secret-env-secret-0")
+        .env(
+            "STREAMD_AUTH__JWT_SECRET",
+            "env-secret-env-secret-env-secret-0",
+        )
         .env("STREAMD_RECORD__APPS__RAW__ENABLED", "false")
         .output()
         .await
@@ -232,7 +235,10 @@ async fn config_and_check_config_see_the_environment() {
     assert!(!text.contains("env-secret"), "{text}");
     assert!(text.contains(r#"jwt_secret = "<redacted>""#), "{text}");
     let printed: toml::Table = text.parse().expect("the printed config is TOML");
-    assert_eq!(printed["record"]["apps"]["raw"]["enabled"].as_bool(), Some(false));
+    assert_eq!(
+        printed["record"]["apps"]["raw"]["enabled"].as_bool(),
+        Some(false)
+    );
 
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/streamd.toml");
     let out = Command::new(BIN)

@@ -94,7 +94,7 @@ async fn test_stream_script_and_test_pages_play() {
 /// netns.sh's stderr.
 async fn player_in_netns(player: &str, seconds: u32) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path());
+    let config = netns_config(dir.path(), "");
     let token = api_token();
     in_netns(
         &config,
@@ -109,9 +109,55 @@ async fn player_in_netns(player: &str, seconds: u32) -> (Value, String) {
     .await
 }
 
+/// The console served over HTTPS (a certificate the test made, which
+/// Chromium is told to trust): the API hands it wss:// and https:// URLs,
+/// and its OvenPlayer plays over WebRTC with signalling on wss://.
+#[tokio::test]
+async fn console_over_https_plays_webrtc_with_wss_signalling() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = tls::make_cert(dir.path(), "console", tls::in_a_month());
+    let config = netns_config(
+        dir.path(),
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nlisten = \"127.0.0.1:3334\"\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    );
+    let token = api_token();
+    let (r, stderr) = in_netns(
+        &config,
+        "https://localhost:3334",
+        8,
+        &[
+            ("PLAYER", "console.mjs"),
+            ("RTMP_URL", "none"),
+            ("STREAMD_TOKEN", &token),
+            ("CHROMIUM_TRUST_SPKI", &cert.spki_sha256),
+        ],
+    )
+    .await;
+    eprintln!("console over https: {r}");
+    let id = r["id"].as_str().unwrap();
+    assert_eq!(
+        r["webrtcUrl"],
+        format!("wss://localhost:3334/live/{id}"),
+        "{r}"
+    );
+    assert_eq!(
+        r["llhlsUrl"],
+        format!("https://localhost:3334/live/{id}/llhls.m3u8"),
+        "{r}"
+    );
+    assert_eq!(r["source"], "WebRTC", "{r}\n{stderr}");
+    assert_eq!(r["state"], "playing", "{r}");
+    assert!(r["advanced"].as_f64().unwrap() >= 3.0, "{r}");
+}
+
 /// A config for netns.sh: streamd on the fixed ports of the namespace,
 /// serving the console, the key policy on.
-fn netns_config(dir: &Path) -> PathBuf {
+fn netns_config(dir: &Path, extra: &str) -> PathBuf {
     let web = web_dir();
     let config = dir.join("streamd.toml");
     std::fs::write(
@@ -137,31 +183,38 @@ publish = "key"
 "#,
             web.display(),
             dir.join("data").display()
-        ),
+        ) + extra,
     )
     .unwrap();
     config
 }
 
 /// With WebRTC off (its signalling answers 404), the console's OvenPlayer
-/// falls back to LL-HLS by itself and plays.
+/// falls back to LL-HLS by itself and plays; all of it over HTTPS (the
+/// console, the API and LL-HLS), with a certificate the test made.
 #[tokio::test]
 async fn console_falls_back_to_llhls_when_webrtc_fails() {
     let _one = SERIAL.lock().await;
     let web = web_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = tls::make_cert(dir.path(), "console", tls::in_a_month());
     let server = TestServer::start(|c| {
         c.http.web_dir = web.clone();
         c.webrtc.enabled = false;
         c.auth.publish = PublishPolicy::Key;
+        c.tls.cert = cert.cert.clone();
+        c.tls.key = cert.key.clone();
+        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
     })
     .await;
     let script = repo().join("tests/browser/console.mjs");
-    let base = server.url("");
+    let base = format!("https://localhost:{}", server.https.unwrap().port());
     let out = tokio::process::Command::new("node")
         .arg(&script)
         .args([&base, "10"])
         .env("STREAMD_TOKEN", api_token())
         .env("CLOCK_FILTER", clock::filter_graph())
+        .env("CHROMIUM_TRUST_SPKI", &cert.spki_sha256)
         .output()
         .await
         .unwrap();
@@ -173,6 +226,13 @@ async fn console_falls_back_to_llhls_when_webrtc_fails() {
     eprintln!("console: {r}");
     assert_eq!(r["live"], true, "{r}");
     assert_eq!(r["source"], "LL-HLS", "{r}");
+    assert!(
+        r["llhlsUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://localhost:"),
+        "{r}"
+    );
     assert_eq!(r["state"], "playing", "{r}");
     let advanced = r["advanced"].as_f64().unwrap();
     assert!(advanced >= 2.0, "{r}");

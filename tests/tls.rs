@@ -15,29 +15,12 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-/// A self-signed certificate for `localhost` (its own CA) and its key,
-/// written to `dir/{name}.crt` and `.key`.
 fn make_cert(dir: &Path, name: &str, not_after: SystemTime) -> (PathBuf, PathBuf) {
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("streamd test {name}"));
-    params.not_before = (SystemTime::now() - Duration::from_secs(86_400)).into();
-    params.not_after = not_after.into();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let (c, k) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
+    let c = tls::make_cert(dir, name, not_after);
+    (c.cert, c.key)
 }
 
-fn in_a_month() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(30 * 86_400)
-}
+use common::tls::in_a_month;
 
 /// Replaces `to` with `from` the way cert-manager and certbot do: a new file
 /// renamed over the old.
@@ -115,7 +98,9 @@ async fn https_speaks_http2_and_http1_and_serves_a_renewed_certificate_without_r
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(
-        server.metric("streamd_tls_reloads_total{result=\"ok\"}").await,
+        server
+            .metric("streamd_tls_reloads_total{result=\"ok\"}")
+            .await,
         1.0
     );
 
@@ -260,7 +245,10 @@ async fn an_expired_or_mismatched_certificate_stops_the_start_with_the_reason() 
             assert!(!out.status.success(), "{args:?}");
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains(says), "{args:?}: {err}");
-            assert!(err.contains(&cert.display().to_string()) || says != "expired", "{err}");
+            assert!(
+                err.contains(&cert.display().to_string()) || says != "expired",
+                "{err}"
+            );
         }
     }
 }
@@ -273,7 +261,10 @@ async fn playback_urls_say_https_and_wss_when_reached_over_tls() {
     let ca = dir.path().join("a.crt");
     let bearer = format!(
         "authorization: Bearer {}",
-        server.access.auth.mint_api("admin", Duration::from_secs(600))
+        server
+            .access
+            .auth
+            .mint_api("admin", Duration::from_secs(600))
     );
     let base = format!("https://localhost:{port}/api/streams");
     let (status, _, body) = curl(
@@ -295,7 +286,13 @@ async fn playback_urls_say_https_and_wss_when_reached_over_tls() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, _, body) = curl(port, &format!("{base}/{id}/playback"), &ca, &["-H", &bearer]).await;
+    let (status, _, body) = curl(
+        port,
+        &format!("{base}/{id}/playback"),
+        &ca,
+        &["-H", &bearer],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let p: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(p["webrtc"], format!("wss://localhost:{port}/live/{id}"));
@@ -311,7 +308,10 @@ async fn playback_urls_say_https_and_wss_when_reached_over_tls() {
     )
     .await;
     let p: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert!(p["webrtc"].as_str().unwrap().starts_with("ws://127.0.0.1:"), "{p}");
+    assert!(
+        p["webrtc"].as_str().unwrap().starts_with("ws://127.0.0.1:"),
+        "{p}"
+    );
     server.stop().await;
 
     // A public origin (TLS at a proxy or ingress) is what the URLs use.
@@ -321,7 +321,10 @@ async fn playback_urls_say_https_and_wss_when_reached_over_tls() {
     .await;
     let bearer = format!(
         "Bearer {}",
-        server.access.auth.mint_api("admin", Duration::from_secs(600))
+        server
+            .access
+            .auth
+            .mint_api("admin", Duration::from_secs(600))
     );
     let r = request_with(
         "POST",

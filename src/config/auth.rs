@@ -94,7 +94,10 @@ impl Default for AdmissionConfig {
 impl AuthConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if crate::bus::StreamPath::new(&self.app, "x").is_err() {
-            return invalid("auth.app", format!("{:?} is not a valid app name", self.app));
+            return invalid(
+                "auth.app",
+                format!("{:?} is not a valid app name", self.app),
+            );
         }
         if self.playback_token_ttl < Duration::from_secs(10) {
             return invalid("auth.playback_token_ttl", "must be at least 10s".into());

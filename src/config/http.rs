@@ -110,7 +110,10 @@ fn is_origin(s: &str) -> bool {
 /// An address, or a list of them.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged, expecting = "an address such as \"0.0.0.0:3333\", or a list of them")]
+    #[serde(
+        untagged,
+        expecting = "an address such as \"0.0.0.0:3333\", or a list of them"
+    )]
     enum OneOrMany {
         One(SocketAddr),
         Many(Vec<SocketAddr>),

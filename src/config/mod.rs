@@ -142,20 +142,22 @@ impl Config {
             .collect();
         vars.sort();
         if !vars.is_empty() {
-            let mut table = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-                path: origin.to_owned(),
-                message: e.to_string(),
-            })?;
-            let defaults = toml::Table::try_from(Config::default())
-                .expect("the default config serializes");
+            let mut table = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message: e.to_string(),
+                })?;
+            let defaults =
+                toml::Table::try_from(Config::default()).expect("the default config serializes");
             for (var, value) in &vars {
                 apply_env(&mut table, &defaults, var, value)?;
-                config = toml::Value::Table(table.clone())
-                    .try_into()
-                    .map_err(|e: toml::de::Error| ConfigError::Env {
+                config = toml::Value::Table(table.clone()).try_into().map_err(
+                    |e: toml::de::Error| ConfigError::Env {
                         var: var.clone(),
                         message: e.message().trim().to_owned(),
-                    })?;
+                    },
+                )?;
             }
         }
         config.validate().map_err(|e| match e {
@@ -288,10 +290,7 @@ fn apply_env(
         at = match next {
             toml::Value::Table(t) => t,
             _ => {
-                return Err(err(format!(
-                    "`{}` is not a section",
-                    path[..=i].join(".")
-                )));
+                return Err(err(format!("`{}` is not a section", path[..=i].join("."))));
             }
         };
     }
@@ -409,7 +408,10 @@ mod tests {
                 ("STREAMD_HTTP__PUBLIC_ORIGIN", "https://live.example.com"),
                 ("STREAMD_TLS__RELOAD_INTERVAL", "30s"),
                 ("STREAMD_BUS__MAX_BROADCASTS", "7"),
-                ("STREAMD_LLHLS__CORS_ORIGINS", "https://a.example,https://b.example"),
+                (
+                    "STREAMD_LLHLS__CORS_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
                 (
                     "STREAMD_TRANSCODE__LADDER",
                     r#"[{ name = "720p", width = 1280, height = 720, bitrate_kbps = 2500 }]"#,
@@ -417,7 +419,10 @@ mod tests {
                 ("STREAMD_TRANSCODE__APPS__RAW__ENABLED", "false"),
                 ("STREAMD_WEBRTC__ICE_TCP", "false"),
                 ("STREAMD_DATABASE__URL", "postgres://u:p@db/streamd"),
-                ("STREAMD_AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef!"),
+                (
+                    "STREAMD_AUTH__JWT_SECRET",
+                    "0123456789abcdef0123456789abcdef!",
+                ),
                 ("STREAMD_WEBHOOKS__URLS", "https://hooks.example/a"),
                 ("STREAMD_ADMISSION__TIMEOUT", "1500ms"),
                 ("STREAMD_RECORD__LOCATION", "gs://bucket/prefix"),
@@ -440,7 +445,10 @@ mod tests {
         assert_eq!(c.http.public_origin, "https://live.example.com");
         assert_eq!(c.tls.reload_interval, Duration::from_secs(30));
         assert_eq!(c.bus.max_broadcasts, 7);
-        assert_eq!(c.llhls.cors_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            c.llhls.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
         assert_eq!(c.transcode.ladder.len(), 1);
         assert_eq!(c.transcode.ladder[0].preset, "veryfast");
         assert!(!c.transcode.enabled_for("raw"));
@@ -458,7 +466,11 @@ mod tests {
     fn the_environment_goes_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.toml");
-        std::fs::write(&file, "[bus]\nmax_broadcasts = 3\nreconnect_grace = \"4s\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[bus]\nmax_broadcasts = 3\nreconnect_grace = \"4s\"\n",
+        )
+        .unwrap();
         let c = Config::from_sources(Some(&file), env(&[("STREAMD_BUS__MAX_BROADCASTS", "9")]))
             .unwrap();
         assert_eq!(c.bus.max_broadcasts, 9);
@@ -468,13 +480,25 @@ mod tests {
     #[test]
     fn a_bad_variable_is_named() {
         for (var, value, says) in [
-            ("STREAMD_RTMP__MAX_CONNECTIONS", "many", "STREAMD_RTMP__MAX_CONNECTIONS"),
+            (
+                "STREAMD_RTMP__MAX_CONNECTIONS",
+                "many",
+                "STREAMD_RTMP__MAX_CONNECTIONS",
+            ),
             ("STREAMD_RTMP__LISTEN", "nowhere", "STREAMD_RTMP__LISTEN"),
             ("STREAMD_RTMP__MAX_CONECTIONS", "5", "max_conections"),
             ("STREAMD_RTMPP__LISTEN", "127.0.0.1:1", "rtmpp"),
-            ("STREAMD_RTMP__LISTEN__PORT", "1", "STREAMD_RTMP__LISTEN__PORT"),
+            (
+                "STREAMD_RTMP__LISTEN__PORT",
+                "1",
+                "STREAMD_RTMP__LISTEN__PORT",
+            ),
             ("STREAMD_RTMP__", "1", "STREAMD_RTMP__"),
-            ("STREAMD_LLHLS__PART_TARGET", "soon", "STREAMD_LLHLS__PART_TARGET"),
+            (
+                "STREAMD_LLHLS__PART_TARGET",
+                "soon",
+                "STREAMD_LLHLS__PART_TARGET",
+            ),
         ] {
             let err = Config::from_sources(None, env(&[(var, value)]))
                 .unwrap_err()
@@ -515,7 +539,10 @@ mod tests {
         for secret in ["s3cret", "w3bhook", "adm1ssion", "AKIASECRET", "hunter2"] {
             assert!(!text.contains(secret), "{secret} printed:\n{text}");
         }
-        assert!(text.contains("postgres://streamd:***@db:5432/streamd"), "{text}");
+        assert!(
+            text.contains("postgres://streamd:***@db:5432/streamd"),
+            "{text}"
+        );
         // Without secrets, what is printed is the config itself.
         let plain = Config::default();
         assert_eq!(Config::parse(&plain.redacted_toml()).unwrap(), plain);
@@ -525,7 +552,9 @@ mod tests {
     fn http_listen_takes_one_address_or_several() {
         let c = Config::parse("[http]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:2\"]").unwrap();
         assert_eq!(c.http.listen.len(), 2);
-        let err = Config::parse("[http]\nlisten = []").unwrap_err().to_string();
+        let err = Config::parse("[http]\nlisten = []")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http.listen"), "{err}");
         let err = Config::parse("[http]\nlisten = 5").unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");

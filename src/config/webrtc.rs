@@ -153,5 +153,4 @@ impl WebRtcConfig {
         }
         Ok(())
     }
-
 }

@@ -138,9 +138,7 @@ pub fn ws_origin(http_origin: &str) -> String {
         Some(rest) => format!("wss://{rest}"),
         None => format!(
             "ws://{}",
-            http_origin
-                .strip_prefix("http://")
-                .unwrap_or(http_origin)
+            http_origin.strip_prefix("http://").unwrap_or(http_origin)
         ),
     }
 }
@@ -186,6 +184,11 @@ pub fn console(routes: Router, web_dir: &Path) -> Router {
 /// Adds the server-wide routes and layers to the data-flow routes.
 pub fn app(routes: Router, cors_origins: &[String]) -> Router {
     let metrics = metrics_handle();
+    // The origins CORS lets read our responses may also read their timing
+    // (Resource Timing's protocol, sizes and phases: a player's QoE
+    // reports), as CDNs allow.
+    let timing_origins =
+        HeaderValue::from_str(&cors_origins.join(", ")).unwrap_or(HeaderValue::from_static("*"));
     routes
         .route(
             "/metrics",
@@ -193,6 +196,13 @@ pub fn app(routes: Router, cors_origins: &[String]) -> Router {
         )
         .route("/healthz", get(|| std::future::ready("ok\n")))
         .layer(cors(cors_origins))
+        .layer(axum::middleware::map_response(
+            move |mut r: axum::response::Response| {
+                r.headers_mut()
+                    .insert("timing-allow-origin", timing_origins.clone());
+                std::future::ready(r)
+            },
+        ))
 }
 
 const NOT_BUILT: &str = "<!doctype html><title>streamd</title><p>streamd is running. \
@@ -264,12 +274,18 @@ impl HttpServer {
 
     /// Every plain listener's address.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.plain.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.plain
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Every HTTPS listener's address.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
-        self.tls.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.tls
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown`; then lets requests in flight finish for up
@@ -306,7 +322,11 @@ impl HttpServer {
                 config: self.config.clone(),
                 acceptor,
             };
-            let what = if serve.acceptor.is_some() { "https" } else { "http" };
+            let what = if serve.acceptor.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let listener = LimitedListener::new(
                 listener,
                 limit.clone(),
@@ -366,7 +386,9 @@ impl Serve {
     /// ALPN chose.
     async fn connection(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
         let Some(acceptor) = &self.acceptor else {
-            return self.http1(TokioIo::new(stream), peer, false, shutdown).await;
+            return self
+                .http1(TokioIo::new(stream), peer, false, shutdown)
+                .await;
         };
         let deadline = tokio::time::Instant::now() + self.config.header_timeout;
         // A TLS record starts with 0x16; a letter is someone speaking plain

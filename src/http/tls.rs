@@ -37,7 +37,11 @@ pub enum TlsError {
         reason: String,
     },
     #[error("{0}: the certificate expired {1} ago (not after {2})")]
-    Expired(PathBuf, humantime::FormattedDuration, humantime::Rfc3339Timestamp),
+    Expired(
+        PathBuf,
+        humantime::FormattedDuration,
+        humantime::Rfc3339Timestamp,
+    ),
     #[error("{0}: the certificate is not valid until {1}")]
     NotYetValid(PathBuf, humantime::Rfc3339Timestamp),
 }
@@ -66,8 +70,8 @@ pub fn load(cert: &Path, key: &Path, now: SystemTime) -> Result<Loaded, TlsError
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate(cert.to_owned()));
     };
-    let (not_before, not_after) = validity(leaf)
-        .map_err(|e| TlsError::BadCertificate(cert.to_owned(), e.to_string()))?;
+    let (not_before, not_after) =
+        validity(leaf).map_err(|e| TlsError::BadCertificate(cert.to_owned(), e.to_string()))?;
     if now > not_after {
         let ago = now.duration_since(not_after).unwrap_or_default();
         return Err(TlsError::Expired(
@@ -84,13 +88,12 @@ pub fn load(cert: &Path, key: &Path, now: SystemTime) -> Result<Loaded, TlsError
     }
     let private = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TlsError::BadKey(key.to_owned(), e.to_string()))?;
-    let certified = CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
-        TlsError::Mismatch {
+    let certified =
+        CertifiedKey::from_der(chain, private, &provider()).map_err(|e| TlsError::Mismatch {
             cert: cert.to_owned(),
             key: key.to_owned(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(Loaded {
         key: Arc::new(certified),
         not_after,
@@ -264,7 +267,10 @@ mod tests {
         let err = load(&dir.path().join("missing.crt"), &key, now)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cannot read") && err.contains("missing.crt"), "{err}");
+        assert!(
+            err.contains("cannot read") && err.contains("missing.crt"),
+            "{err}"
+        );
 
         // A certificate whose DER is damaged inside valid PEM.
         let pem = std::fs::read_to_string(&cert).unwrap();

@@ -43,11 +43,15 @@ export async function openPage({ html, url, scripts = {}, webrtc = false, init }
   try {
     // launchPersistentContext is how Playwright takes an explicit profile;
     // headless:false plus --headless=new so the flag set is exactly ours.
+    // CHROMIUM_TRUST_SPKI: the base64 SHA-256 of a test certificate's
+    // public key, trusted for HTTPS and WSS as if a CA had signed it (the
+    // tests make their own certificates).
+    const trust = process.env.CHROMIUM_TRUST_SPKI;
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       headless: false,
       permissions: webrtc ? ['camera', 'microphone'] : [],
-      args: FLAGS,
+      args: trust ? [...FLAGS, `--ignore-certificate-errors-spki-list=${trust}`] : FLAGS,
     });
     const page = context.pages()[0] || (await context.newPage());
     const logs = [];

@@ -86,6 +86,9 @@ try {
       width: v ? v.videoWidth : 0,
       clock: clock ? clock.summary() : null,
       message: document.getElementById('message').textContent,
+      // The playback URLs the API gave the console.
+      webrtcUrl: document.getElementById('webrtc-url').textContent,
+      llhlsUrl: document.getElementById('llhls-url').textContent,
     };
   }, seconds);
   result.playing = result.state === 'playing' && result.advanced > 2;

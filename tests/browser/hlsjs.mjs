@@ -36,6 +36,8 @@ const { page, logs, close } = await openPage({
 try {
   const result = await page.evaluate(
     async ({ url, seconds, mode, debug }) => {
+      // Every request's timing is kept, for the protocol each went over.
+      performance.setResourceTimingBufferSize(100000);
       const video = document.getElementById('v');
       const debugLog = [];
       const logTo = (level) => (...args) => {
@@ -158,6 +160,12 @@ try {
         buffered: ranges(),
         currentTime: video.currentTime,
         decodedFrames: video.getVideoPlaybackQuality().totalVideoFrames,
+        // Requests to the stream's origin by protocol (ALPN: "h2",
+        // "http/1.1"), from Resource Timing.
+        protocols: performance
+          .getEntriesByType('resource')
+          .filter((e) => e.name.startsWith(new URL(url).origin))
+          .reduce((m, e) => ({ ...m, [e.nextHopProtocol || 'unknown']: (m[e.nextHopProtocol || 'unknown'] || 0) + 1 }), {}),
         droppedFrames: video.getVideoPlaybackQuality().droppedVideoFrames,
       };
     },

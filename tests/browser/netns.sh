@@ -113,7 +113,8 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
   if [ "$RTMP_URL" != none ] && { [ -z "$FFMPEG_PID" ] || ! kill -0 "$FFMPEG_PID" 2>/dev/null; }; then
     start_publisher
   fi
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$HLS_URL")
+  # -k: readiness only (an https WS_URL's certificate is the test's own).
+  code=$(curl -s -k -o /dev/null -w '%{http_code}' --max-time 2 "$HLS_URL")
   if [ "$code" = 200 ]; then
     ready=1
     break

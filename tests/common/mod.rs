@@ -7,6 +7,7 @@ pub mod clock;
 pub mod gcs_fake;
 pub mod llhls;
 pub mod rtmp;
+pub mod tls;
 pub mod webrtc;
 
 use std::net::SocketAddr;
@@ -440,8 +441,18 @@ pub fn media_playlists(master: &str) -> Vec<String> {
 
 /// Runs a command and returns (success, stdout, stderr).
 pub async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
+    run_with_env(program, args, &[]).await
+}
+
+/// [`run`] with `env` added to the environment.
+pub async fn run_with_env(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let out = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .await

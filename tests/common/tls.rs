@@ -1,0 +1,47 @@
+//! Certificates the tests make (rcgen): self-signed for `localhost`, each
+//! its own CA, so a client trusts exactly the one it is given.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub struct TestCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// base64(SHA-256(SubjectPublicKeyInfo)): what Chromium's
+    /// `--ignore-certificate-errors-spki-list` trusts.
+    pub spki_sha256: String,
+}
+
+/// Writes `dir/{name}.crt` and `dir/{name}.key`, valid from a day ago
+/// until `not_after`.
+pub fn make_cert(dir: &Path, name: &str, not_after: SystemTime) -> TestCert {
+    use base64::Engine;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("streamd test {name}"));
+    params.not_before = (SystemTime::now() - Duration::from_secs(86_400)).into();
+    params.not_after = not_after.into();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let spki = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &rcgen::PublicKeyData::subject_public_key_info(&key),
+    );
+    TestCert {
+        cert: c,
+        key: k,
+        spki_sha256: base64::engine::general_purpose::STANDARD.encode(spki.as_ref()),
+    }
+}
+
+/// Thirty days from now.
+pub fn in_a_month() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(30 * 86_400)
+}
