@@ -41,6 +41,8 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 
 pub struct Server {
     config: Config,
+    /// The TLS certificate HTTPS and RTMPS answer with, when on.
+    certs: Option<Arc<crate::http::tls::Certs>>,
     access: Arc<Access>,
     /// The webhook signing key.
     hook_secret: String,
@@ -110,13 +112,28 @@ impl Server {
             config.transcode.clone(),
         ));
         let hook_secret = crate::auth::webhook_key(&config.webhooks, &secret);
-        let rtmp = RtmpServer::bind(config.rtmp.clone(), registry.clone(), access.clone())
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.rtmp.listen)
-            })?;
-        let http = HttpServer::bind(config.http.clone(), config.tls.clone()).await?;
+        // One certificate for HTTPS and RTMPS, loaded (and checked) here.
+        let certs = if config.tls.enabled() {
+            Some(
+                crate::http::tls::Certs::open(&config.tls)
+                    .map_err(|e| anyhow::anyhow!("tls: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let rtmp = RtmpServer::bind(
+            config.rtmp.clone(),
+            &config.tls.rtmps_listen,
+            certs.clone(),
+            registry.clone(),
+            access.clone(),
+        )
+        .await?;
+        let http = HttpServer::bind(config.http.clone(), &config.tls.listen, certs.clone()).await?;
         tracing::info!(addr = %rtmp.local_addr()?, "rtmp listening");
+        for addr in rtmp.tls_addrs() {
+            tracing::info!(%addr, "rtmps listening");
+        }
         for addr in http.local_addrs() {
             tracing::info!(%addr, "http listening");
         }
@@ -131,6 +148,7 @@ impl Server {
         };
         Ok(Server {
             config,
+            certs,
             access,
             hook_secret,
             registry,
@@ -163,6 +181,11 @@ impl Server {
     /// The first HTTPS listener's address, when TLS is on.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.http.tls_addrs().first().copied()
+    }
+
+    /// The first RTMPS listener's address, when on.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmp.tls_addrs().first().copied()
     }
 
     /// The WebRTC UDP socket's address, when WebRTC is enabled.
@@ -199,6 +222,7 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Server {
             config,
+            certs,
             access,
             hook_secret,
             registry,
@@ -210,6 +234,9 @@ impl Server {
             recorder,
         } = self;
         let rtmp_port = rtmp.local_addr().map_or(1935, |a| a.port());
+        if let Some(certs) = certs {
+            tokio::spawn(certs.watch(config.tls.reload_interval, shutdown.clone()));
+        }
         let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
         let transcode_task = tokio::spawn(crate::transcode::service::run(
             registry.clone(),

@@ -374,3 +374,40 @@ async fn every_plain_listener_serves() {
     }
     server.stop().await;
 }
+
+/// ffmpeg publishes over RTMPS (RTMP inside TLS, on its own port) and the
+/// stream is served like any other; plain RTMP still works beside it, and
+/// a plain RTMP handshake on the RTMPS port is turned away.
+#[tokio::test]
+async fn ffmpeg_publishes_over_rtmps() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |c| {
+        c.tls.rtmps_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let rtmps = server.rtmps.expect("rtmps listens");
+    let url = format!("rtmps://localhost:{}/live/secure", rtmps.port());
+    let publisher = Publish {
+        url: &url,
+        seconds: 30,
+        size: "320x240",
+        gop: 30,
+        copy_to: None,
+    }
+    .spawn();
+    let master = server.master_when_ready("live", "secure").await;
+    assert_eq!(master.status, 200);
+    stream_advances(&server, "live", "secure", Duration::from_secs(10)).await;
+
+    // RTMP's handshake (C0 = 3) on the RTMPS port: closed, nothing served.
+    let mut s = tokio::net::TcpStream::connect(rtmps).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0u8, 1536));
+    s.write_all(&c0c1).await.unwrap();
+    let got = until_closed(&mut s, Duration::from_secs(12))
+        .await
+        .expect("closed");
+    assert!(got.len() < 64, "{got:?}");
+    drop(publisher);
+    server.stop().await;
+}

@@ -21,7 +21,7 @@ use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
-use crate::config::{HttpConfig, TlsConfig};
+use crate::config::HttpConfig;
 use crate::connlimit::{ConnectionLimit, LimitedListener};
 use crate::shutdown::Shutdown;
 
@@ -221,7 +221,6 @@ pub struct HttpServer {
     tls: Vec<TcpListener>,
     certs: Option<Arc<tls::Certs>>,
     config: HttpConfig,
-    tls_config: TlsConfig,
 }
 
 /// The ALPN protocols HTTPS offers, preferred first.
@@ -235,9 +234,13 @@ content-length: 50\r\nconnection: close\r\n\r\nThis port speaks HTTPS: use https
 const H2_MAX_STREAMS: u32 = 256;
 
 impl HttpServer {
-    /// Binds every plain listener, and the TLS ones when `[tls]` is set
-    /// (its certificate is loaded here: a bad one stops the start).
-    pub async fn bind(config: HttpConfig, tls_config: TlsConfig) -> anyhow::Result<HttpServer> {
+    /// Binds every plain listener, and the HTTPS ones at `tls` when
+    /// `certs` are given.
+    pub async fn bind(
+        config: HttpConfig,
+        tls: &[SocketAddr],
+        certs: Option<Arc<tls::Certs>>,
+    ) -> anyhow::Result<HttpServer> {
         let mut plain = Vec::new();
         for addr in &config.listen {
             plain.push(
@@ -246,12 +249,10 @@ impl HttpServer {
                     .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?,
             );
         }
-        let mut tls = Vec::new();
-        let mut certs = None;
-        if tls_config.enabled() && !tls_config.listen.is_empty() {
-            certs = Some(tls::Certs::open(&tls_config).map_err(|e| anyhow::anyhow!("tls: {e}"))?);
-            for addr in &tls_config.listen {
-                tls.push(
+        let mut tls_listeners = Vec::new();
+        if certs.is_some() {
+            for addr in tls {
+                tls_listeners.push(
                     TcpListener::bind(addr)
                         .await
                         .map_err(|e| anyhow::anyhow!("cannot listen for HTTPS on {addr}: {e}"))?,
@@ -260,10 +261,9 @@ impl HttpServer {
         }
         Ok(HttpServer {
             plain,
-            tls,
+            tls: tls_listeners,
             certs,
             config,
-            tls_config,
         })
     }
 
@@ -302,13 +302,10 @@ impl HttpServer {
                 .filter_map(|p| crate::net::IpBlock::parse(p).ok())
                 .collect(),
         );
-        let acceptor = self.certs.as_ref().map(|c| {
-            tokio::spawn(
-                c.clone()
-                    .watch(self.tls_config.reload_interval, shutdown.clone()),
-            );
-            tokio_rustls::TlsAcceptor::from(c.server_config(HTTPS_ALPN))
-        });
+        let acceptor = self
+            .certs
+            .as_ref()
+            .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config(HTTPS_ALPN)));
         let mut loops = tokio::task::JoinSet::new();
         let listeners = self
             .plain

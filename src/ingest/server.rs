@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use super::rtmp::{RtmpConnection, RtmpError, RtmpEvent};
@@ -25,6 +25,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct RtmpServer {
     listener: TcpListener,
+    /// RTMPS listeners and the certificates they answer with.
+    tls: Vec<TcpListener>,
+    certs: Option<Arc<crate::http::tls::Certs>>,
     registry: Registry,
     access: Arc<Access>,
     config: RtmpConfig,
@@ -48,18 +51,37 @@ enum ConnectionError {
     Io(#[from] std::io::Error),
     #[error("publish refused: {0}")]
     Refused(String),
+    #[error("tls handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 impl RtmpServer {
-    /// Binds the listener. Port 0 picks a free port: see [`Self::local_addr`].
+    /// Binds the listener, and the RTMPS ones at `tls` with `certs`. Port
+    /// 0 picks a free port: see [`Self::local_addr`].
     pub async fn bind(
         config: RtmpConfig,
+        tls: &[SocketAddr],
+        certs: Option<Arc<crate::http::tls::Certs>>,
         registry: Registry,
         access: Arc<Access>,
-    ) -> std::io::Result<RtmpServer> {
-        let listener = TcpListener::bind(config.listen).await?;
+    ) -> anyhow::Result<RtmpServer> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.listen))?;
+        let mut tls_listeners = Vec::new();
+        if certs.is_some() {
+            for addr in tls {
+                tls_listeners.push(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen for RTMPS on {addr}: {e}"))?,
+                );
+            }
+        }
         Ok(RtmpServer {
             listener,
+            tls: tls_listeners,
+            certs,
             registry,
             access,
             config,
@@ -70,18 +92,66 @@ impl RtmpServer {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until `shutdown`; then waits for connection tasks
-    /// to finish (they stop on the same signal).
-    pub async fn run(self, mut shutdown: Shutdown) {
-        let mut listener = LimitedListener::new(
-            self.listener,
-            ConnectionLimit::new(
-                self.config.max_connections,
-                self.config.max_connections_per_ip,
-            ),
-            "rtmp",
-            "streamd_rtmp_refused_connections_total",
+    /// Every RTMPS listener's address.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts connections on every listener until `shutdown`; then waits
+    /// for connection tasks to finish (they stop on the same signal). The
+    /// connection caps count RTMP and RTMPS together.
+    pub async fn run(self, shutdown: Shutdown) {
+        let limit = ConnectionLimit::new(
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
         );
+        let acceptor = self
+            .certs
+            .as_ref()
+            .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config(&[])));
+        let shared = Arc::new(Shared {
+            registry: self.registry,
+            access: self.access,
+            config: self.config,
+        });
+        let mut loops = tokio::task::JoinSet::new();
+        let listeners = std::iter::once((self.listener, None))
+            .chain(self.tls.into_iter().map(|l| (l, acceptor.clone())));
+        for (listener, acceptor) in listeners {
+            let what = if acceptor.is_some() { "rtmps" } else { "rtmp" };
+            let listener = LimitedListener::new(
+                listener,
+                limit.clone(),
+                what,
+                "streamd_rtmp_refused_connections_total",
+            );
+            loops.spawn(
+                shared
+                    .clone()
+                    .accept_loop(listener, acceptor, shutdown.clone()),
+            );
+        }
+        while loops.join_next().await.is_some() {}
+    }
+}
+
+/// What every RTMP connection task needs.
+struct Shared {
+    registry: Registry,
+    access: Arc<Access>,
+    config: RtmpConfig,
+}
+
+impl Shared {
+    async fn accept_loop(
+        self: Arc<Self>,
+        mut listener: LimitedListener,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        mut shutdown: Shutdown,
+    ) {
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             let (stream, peer, permit) = tokio::select! {
@@ -90,25 +160,64 @@ impl RtmpServer {
             };
             // Reap finished connection tasks so the set stays small.
             while tasks.try_join_next().is_some() {}
-            let registry = self.registry.clone();
-            let access = self.access.clone();
-            let config = self.config.clone();
+            let me = self.clone();
+            let acceptor = acceptor.clone();
             let shutdown = shutdown.clone();
+            let span = if acceptor.is_some() {
+                tracing::info_span!("rtmps", %peer)
+            } else {
+                tracing::info_span!("rtmp", %peer)
+            };
             tasks.spawn(
                 async move {
                     metrics::gauge!("streamd_rtmp_connections").increment(1.0);
-                    match handle(stream, registry, &access, &config, shutdown).await {
+                    let ends = Ends {
+                        local: stream.local_addr().ok(),
+                        peer,
+                        secure: acceptor.is_some(),
+                    };
+                    let result = match acceptor {
+                        None => {
+                            handle(stream, ends, &me, tokio::time::Instant::now(), shutdown).await
+                        }
+                        Some(acceptor) => {
+                            // The TLS handshake counts toward the RTMP
+                            // handshake's deadline.
+                            let started = tokio::time::Instant::now();
+                            match tokio::time::timeout(
+                                me.config.handshake_timeout,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(tls)) => handle(tls, ends, &me, started, shutdown).await,
+                                Ok(Err(e)) => Err(ConnectionError::Tls(e)),
+                                Err(_) => Err(ConnectionError::HandshakeTimeout(
+                                    me.config.handshake_timeout,
+                                )),
+                            }
+                        }
+                    };
+                    match result {
                         Ok(()) => tracing::debug!("rtmp connection closed"),
                         Err(e) => tracing::warn!(error = %e, "rtmp connection closed"),
                     }
                     metrics::gauge!("streamd_rtmp_connections").decrement(1.0);
                     drop(permit);
                 }
-                .instrument(tracing::info_span!("rtmp", %peer)),
+                .instrument(span),
             );
         }
         while tasks.join_next().await.is_some() {}
     }
+}
+
+/// A connection's two addresses, and whether it is RTMPS.
+#[derive(Clone, Copy, Debug)]
+struct Ends {
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+    secure: bool,
 }
 
 struct Publishing {
@@ -120,17 +229,17 @@ struct Publishing {
     admitted: Admitted,
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    registry: Registry,
-    access: &Access,
-    config: &RtmpConfig,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    ends: Ends,
+    shared: &Shared,
+    started: tokio::time::Instant,
     mut shutdown: Shutdown,
 ) -> Result<(), ConnectionError> {
+    let (registry, access, config) = (&shared.registry, &*shared.access, &shared.config);
     let mut conn = RtmpConnection::new();
     let mut buf = vec![0u8; READ_BUFFER];
     let mut publishing: Option<Publishing> = None;
-    let started = tokio::time::Instant::now();
     loop {
         // While handshaking, the deadline is absolute; afterwards it is the
         // idle timeout per read, and until a publish, the publish deadline.
@@ -188,7 +297,8 @@ async fn handle(
                 event,
                 &mut conn,
                 &mut stream,
-                &registry,
+                ends,
+                registry,
                 access,
                 &mut publishing,
             )
@@ -197,7 +307,7 @@ async fn handle(
     }
 }
 
-async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), ConnectionError> {
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), ConnectionError> {
     if bytes.is_empty() {
         return Ok(());
     }
@@ -207,10 +317,12 @@ async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), ConnectionErro
     Ok(())
 }
 
-async fn on_event(
+#[allow(clippy::too_many_arguments)]
+async fn on_event<S: AsyncWrite + Unpin>(
     event: RtmpEvent,
     conn: &mut RtmpConnection,
-    stream: &mut TcpStream,
+    stream: &mut S,
+    ends: Ends,
     registry: &Registry,
     access: &Access,
     publishing: &mut Option<Publishing>,
@@ -234,18 +346,18 @@ async fn on_event(
             // One admission path: the key or publish token (which may name
             // the stream), an admission backend (which may move it), and
             // the final name.
-            let local = stream.local_addr().ok();
             let request = AccessRequest {
                 protocol: Protocol::Rtmp,
                 url: format!(
-                    "rtmp://{}/{app}/{name}",
-                    local.map_or("localhost".into(), |a| a.to_string())
+                    "{}://{}/{app}/{name}",
+                    if ends.secure { "rtmps" } else { "rtmp" },
+                    ends.local.map_or("localhost".into(), |a| a.to_string())
                 ),
                 app,
                 stream: name,
                 query,
                 client: Client {
-                    addr: stream.peer_addr().ok(),
+                    addr: Some(ends.peer),
                     ..Client::default()
                 },
             };

@@ -34,6 +34,8 @@ pub struct TestServer {
     pub http_all: Vec<SocketAddr>,
     /// The HTTPS listener, when `[tls]` is set.
     pub https: Option<SocketAddr>,
+    /// The RTMPS listener, when set.
+    pub rtmps: Option<SocketAddr>,
     /// The WebRTC UDP socket (loopback, port 0).
     pub webrtc: Option<SocketAddr>,
     /// The WebRTC ICE-TCP listener (loopback, port 0).
@@ -75,6 +77,7 @@ impl TestServer {
         let server = Server::bind(config).await.expect("bind");
         let (rtmp, http) = (server.rtmp_addr(), server.http_addr());
         let (http_all, https) = (server.http_addrs(), server.https_addr());
+        let rtmps = server.rtmps_addr();
         let webrtc = server.webrtc_addr();
         let webrtc_tcp = server.webrtc_tcp_addr();
         let registry = server.registry().clone();
@@ -88,6 +91,7 @@ impl TestServer {
             http,
             http_all,
             https,
+            rtmps,
             webrtc,
             webrtc_tcp,
             registry,
