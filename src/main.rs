@@ -114,26 +114,49 @@ fn run() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let server = Server::bind(config).await?;
-        let (trigger, shutdown) = streamd::shutdown::channel();
+        let mut signals = Signals::install();
+        let (trigger, drain) = streamd::shutdown::channel();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.next().await;
             trigger.trigger();
-            // Keep the trigger alive: dropping it would also fire.
-            std::future::pending::<()>().await;
+            // A second signal: out at once, whatever is left.
+            signals.next().await;
+            tracing::warn!("second signal: exiting now, without finishing the drain");
+            std::process::exit(1);
         });
-        server.run(shutdown).await
+        let server = Server::bind(config).await?;
+        server.serve(drain).await
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM or SIGINT, each time it arrives. Installed before anything
+/// binds, so a signal during start-up drains instead of killing.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
+        }
     }
 }

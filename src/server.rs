@@ -217,6 +217,59 @@ impl Server {
         &self.transcoders
     }
 
+    /// Runs until `drain` fires, then drains (see `[server] drain_timeout`):
+    /// not ready, new publishers and viewers refused, the connected ones
+    /// carrying on until every stream has ended or the deadline; then
+    /// stops as [`Server::run`] does. Each phase is logged.
+    pub async fn serve(self, mut drain: Shutdown) -> anyhow::Result<()> {
+        let access = self.access.clone();
+        let registry = self.registry.clone();
+        let deadline = self.config.server.drain_timeout;
+        let (stop, stopped) = crate::shutdown::channel();
+        let mut run = tokio::spawn(self.run(stopped));
+        tokio::select! {
+            _ = drain.wait() => {}
+            r = &mut run => return r?,
+        }
+        let started = tokio::time::Instant::now();
+        access.start_draining();
+        metrics::gauge!("streamd_draining").set(1.0);
+        tracing::info!(
+            streams = registry.list().len(),
+            deadline = ?deadline,
+            "draining: /readyz answers 503, new publishers and viewers are refused; \
+             the connected ones carry on until every stream has ended or the deadline"
+        );
+        let mut report = started;
+        loop {
+            let live = registry.list().len();
+            if live == 0 {
+                tracing::info!(after = ?started.elapsed(), "drain: every stream has ended");
+                break;
+            }
+            if started.elapsed() >= deadline {
+                tracing::info!(
+                    streams = live,
+                    "drain: deadline reached, ending the streams still live"
+                );
+                break;
+            }
+            if report.elapsed() >= std::time::Duration::from_secs(5) {
+                report = tokio::time::Instant::now();
+                tracing::info!(
+                    streams = live,
+                    left = ?deadline.saturating_sub(started.elapsed()),
+                    "drain: waiting for streams to end"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        stop.trigger();
+        let r = run.await?;
+        tracing::info!(after = ?started.elapsed(), "drained and stopped");
+        r
+    }
+
     /// Runs until `shutdown`: stops taking publishers, ends every stream
     /// (players get EXT-X-ENDLIST), then lets HTTP requests in flight finish.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -292,6 +345,13 @@ impl Server {
             rtmp_port,
             public_origin: config.http.public_origin.clone(),
         }));
+        routes = routes.route(
+            "/readyz",
+            axum::routing::get(readyz).with_state(Readiness {
+                access: access.clone(),
+                recorder: recorder.clone(),
+            }),
+        );
         routes = crate::http::console(routes, &config.http.web_dir);
         let mut webrtc_task = None;
         let mut signalling_sessions = None;
@@ -321,12 +381,15 @@ impl Server {
         registry.shutdown();
         let _ = transcode_task.await;
         let _ = llhls_task.await;
-        // The packagers are done: every recording closes its segments.
-        if let Some(r) = &recorder {
-            r.recordings_closed().await;
-        }
+        // The packagers are done: every recording closes its segments,
+        // and what waits in the spool is uploaded (within its deadline).
         if let Some(t) = upload_task {
             let _ = t.await;
+        }
+        if let Some(r) = &recorder {
+            r.recordings_closed().await;
+            tracing::info!("recordings closed");
+            r.flush(config.record.flush_timeout).await;
         }
         if let Some(t) = webrtc_task {
             let _ = t.await;
@@ -350,4 +413,49 @@ impl Server {
         http??;
         Ok(())
     }
+}
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+struct Readiness {
+    access: Arc<Access>,
+    recorder: Option<Arc<Recorder>>,
+}
+
+/// 200 when this node should get traffic: not draining, the database
+/// answering, the recording spool taking writes; else 503 naming what is
+/// wrong (a load balancer or Kubernetes takes the node out of rotation).
+async fn readyz(
+    axum::extract::State(r): axum::extract::State<Readiness>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    const CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+    let draining = r.access.is_draining();
+    let database = match tokio::time::timeout(CHECK, r.access.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => format!("no answer within {CHECK:?}"),
+    };
+    let spool = match &r.recorder {
+        None => "off".to_owned(),
+        Some(rec) => match tokio::time::timeout(CHECK, rec.spool_writable()).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => format!("no answer within {CHECK:?}"),
+        },
+    };
+    let ready = !draining && database == "ok" && (spool == "ok" || spool == "off");
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "ready": ready,
+            "draining": draining,
+            "database": database,
+            "spool": spool,
+        })),
+    )
 }

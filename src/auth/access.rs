@@ -47,6 +47,9 @@ pub struct Access {
     pub admission: Option<Arc<Admission>>,
     llhls: Mutex<crate::cache::Lru<LlhlsKey, bool>>,
     transcoding: TranscodeSlots,
+    /// Set when the server drains: requests that would open a session are
+    /// refused ([`Refusal::Draining`]); sessions open keep going.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,10 @@ pub struct AccessRequest {
     /// The URL the client used, as an admission backend is told it.
     pub url: String,
     pub client: Client,
+    /// Whether this request opens a session: a publish, a WebRTC offer, an
+    /// LL-HLS master playlist (a player starting). While the server drains,
+    /// these are refused and the rest (sessions already open) admitted.
+    pub new_session: bool,
 }
 
 /// Why a request was refused.
@@ -109,6 +116,9 @@ pub enum Refusal {
     /// A capacity limit of this server is reached.
     #[error("the server is full: {0}")]
     Full(String),
+    /// The server is shutting down: try another node.
+    #[error("the server is shutting down: try another node")]
+    Draining,
 }
 
 /// A request let in: where to, for how long. Dropping it tells an admission
@@ -224,11 +234,25 @@ impl Access {
                 config: transcode,
                 used: Arc::default(),
             },
+            draining: Default::default(),
         }
+    }
+
+    /// From now on, requests that open a session are refused.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Decides `r`. See the module's documentation for the sequence.
     pub async fn admit(&self, r: AccessRequest) -> Result<Admitted, Refusal> {
+        if r.new_session && self.is_draining() {
+            return Err(Refusal::Draining);
+        }
         match r.protocol.direction() {
             Direction::Incoming => self.admit_publish(r).await,
             Direction::Outgoing => self.admit_play(r).await,

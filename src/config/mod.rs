@@ -19,6 +19,7 @@ mod http;
 mod llhls;
 mod record;
 mod rtmp;
+mod server;
 mod transcode;
 mod webhooks;
 mod webrtc;
@@ -30,6 +31,7 @@ pub use http::{HttpConfig, TlsConfig};
 pub use llhls::LlhlsConfig;
 pub use record::{AppRecordConfig, RecordConfig, RecordRenditions};
 pub use rtmp::RtmpConfig;
+pub use server::ServerConfig;
 pub use transcode::{AppTranscodeConfig, RungConfig, TranscodeConfig, X264_PRESETS};
 pub use webhooks::WebhookConfig;
 pub use webrtc::WebRtcConfig;
@@ -60,6 +62,7 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub server: ServerConfig,
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
     pub tls: TlsConfig,
@@ -179,6 +182,7 @@ impl Config {
 
     /// Every section's checks, then those across sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
         self.rtmp.validate()?;
         self.http.validate()?;
         self.tls.validate()?;
@@ -403,6 +407,7 @@ mod tests {
         let c = Config::from_sources(
             None,
             env(&[
+                ("STREAMD_SERVER__DRAIN_TIMEOUT", "45s"),
                 ("STREAMD_RTMP__LISTEN", "127.0.0.1:1940"),
                 ("STREAMD_HTTP__LISTEN", "127.0.0.1:3333, 127.0.0.1:8080"),
                 ("STREAMD_HTTP__PUBLIC_ORIGIN", "https://live.example.com"),
@@ -434,6 +439,7 @@ mod tests {
             ]),
         )
         .unwrap();
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(45));
         assert_eq!(c.rtmp.listen, "127.0.0.1:1940".parse().unwrap());
         assert_eq!(
             c.http.listen,

@@ -60,6 +60,11 @@ pub struct RecordConfig {
     pub node: String,
     /// Uploads in flight at once.
     pub upload_concurrency: usize,
+    /// At shutdown, segments still waiting are uploaded for up to this
+    /// long (a store that is down leaves them in the spool for the next
+    /// start).
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
     /// Recordings older than this are deleted (objects and all); 0: kept.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
@@ -96,6 +101,7 @@ impl Default for RecordConfig {
             apps: BTreeMap::new(),
             node: String::new(),
             upload_concurrency: 4,
+            flush_timeout: Duration::from_secs(20),
             max_age: Duration::ZERO,
             signed_urls: Duration::ZERO,
         }
@@ -162,6 +168,9 @@ impl RecordConfig {
         }
         if r.spool_budget < 1 << 20 {
             return invalid("record.spool_budget", "must be at least 1 MiB".into());
+        }
+        if r.flush_timeout > Duration::from_secs(3600) {
+            return invalid("record.flush_timeout", "must be at most 1h".into());
         }
         if !(1..=64).contains(&r.upload_concurrency) {
             return invalid("record.upload_concurrency", "must be 1 to 64".into());

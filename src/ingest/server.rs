@@ -356,6 +356,7 @@ async fn on_event<S: AsyncWrite + Unpin>(
                 app,
                 stream: name,
                 query,
+                new_session: true,
                 client: Client {
                     addr: Some(ends.peer),
                     ..Client::default()
@@ -372,7 +373,7 @@ async fn on_event<S: AsyncWrite + Unpin>(
                     let code = match refusal {
                         Refusal::BadName(_) => "NetStream.Publish.BadName",
                         Refusal::Auth(_) | Refusal::Denied(_) => "NetStream.Publish.Unauthorized",
-                        Refusal::Full(_) => "NetStream.Publish.Failed",
+                        Refusal::Full(_) | Refusal::Draining => "NetStream.Publish.Failed",
                     };
                     let msg = format!("publish to {shown} refused: {refusal}");
                     tracing::warn!("{msg}");

@@ -157,6 +157,7 @@ async fn serve(
             crate::http::request_host(req.headers()),
             req.uri()
         ),
+        new_session: file == "llhls.m3u8",
         client: Client {
             addr: req
                 .extensions()
@@ -178,9 +179,14 @@ async fn serve(
                 Refusal::Auth(AuthError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 Refusal::BadName(_) => StatusCode::NOT_FOUND,
                 Refusal::Auth(_) | Refusal::Denied(_) => StatusCode::FORBIDDEN,
-                Refusal::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Full(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
             };
-            return error(status, refusal.to_string());
+            let mut r = error(status, refusal.to_string());
+            if refusal == Refusal::Draining {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            return r;
         }
     };
     let Some(out) = find_output(&state, &path).await else {

@@ -172,6 +172,21 @@ impl Recorder {
         Ok(r)
     }
 
+    /// Whether the spool takes a write now (`/readyz`): a small file
+    /// written, synced and removed.
+    pub async fn spool_writable(&self) -> std::io::Result<()> {
+        let probe = self.spool.join(".readyz-probe");
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(b"ready?")?;
+            f.sync_all()?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Where recording events go.
     pub fn set_webhooks(&self, hooks: Webhooks) {
         *self.hooks.lock().expect("hooks lock") = Some(hooks);
@@ -639,35 +654,18 @@ impl Recorder {
                 metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone())
                     .set(n as f64);
             }
+            // At shutdown, uploads in flight are dropped: the journal
+            // still has them closed, and `flush` (or the next start) sends
+            // them.
+            let results = tokio::select! {
+                r = self.upload_batch(rows) => r,
+                _ = shutdown.wait() => return,
+            };
             let mut failed = 0usize;
-            if !rows.is_empty() {
-                let mut recordings: HashMap<String, Option<Recording>> = HashMap::new();
-                for row in &rows {
-                    if !recordings.contains_key(&row.recording_id) {
-                        let r = self.store.recording(&row.recording_id).await.ok().flatten();
-                        recordings.insert(row.recording_id.clone(), r);
-                    }
-                }
-                let recordings = &recordings;
-                let me = &self;
-                let batch = futures_util::stream::iter(rows)
-                    .map(|row| async move {
-                        let r = recordings.get(&row.recording_id).cloned().flatten();
-                        me.upload_one(row, r).await
-                    })
-                    .buffer_unordered(self.config.upload_concurrency)
-                    .collect::<Vec<Result<(), String>>>();
-                // At shutdown, uploads in flight are dropped: the journal
-                // still has them closed, and the next start sends them.
-                let results = tokio::select! {
-                    r = batch => r,
-                    _ = shutdown.wait() => return,
-                };
-                for e in results.into_iter().filter_map(Result::err) {
-                    failed += 1;
-                    if let Some(suppressed) = log.check(Instant::now()) {
-                        tracing::warn!(error = %e, suppressed, retry_in = ?backoff, "an upload failed; it is retried");
-                    }
+            for e in results {
+                failed += 1;
+                if let Some(suppressed) = log.check(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, retry_in = ?backoff, "an upload failed; it is retried");
                 }
             }
             if failed > 0 {
@@ -696,6 +694,73 @@ impl Recorder {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = shutdown.wait() => return,
                 }
+            }
+        }
+    }
+
+    /// Uploads `rows`, `upload_concurrency` at a time; the errors.
+    async fn upload_batch(&self, rows: Vec<SegmentRow>) -> Vec<String> {
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let mut recordings: HashMap<String, Option<Recording>> = HashMap::new();
+        for row in &rows {
+            if !recordings.contains_key(&row.recording_id) {
+                let r = self.store.recording(&row.recording_id).await.ok().flatten();
+                recordings.insert(row.recording_id.clone(), r);
+            }
+        }
+        let recordings = &recordings;
+        futures_util::stream::iter(rows)
+            .map(|row| async move {
+                let r = recordings.get(&row.recording_id).cloned().flatten();
+                self.upload_one(row, r).await
+            })
+            .buffer_unordered(self.config.upload_concurrency)
+            .filter_map(|r| std::future::ready(r.err()))
+            .collect()
+            .await
+    }
+
+    /// At shutdown, once every recording has closed its segments: uploads
+    /// what the journal still has closed, retrying for up to `within`, and
+    /// marks the recordings whose segments are all in the store ready.
+    /// What is left after `within` stays in the spool for the next start.
+    pub async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let started = tokio::time::Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut uploaded = 0usize;
+        loop {
+            let rows = self
+                .store
+                .segments_in(&self.node, SegmentStatus::Closed, UPLOAD_BATCH)
+                .await
+                .unwrap_or_default();
+            if rows.is_empty() {
+                self.finish_uploaded().await;
+                tracing::info!(uploaded, after = ?started.elapsed(), "recording uploads flushed");
+                return;
+            }
+            let n = rows.len();
+            let errors = match tokio::time::timeout_at(deadline, self.upload_batch(rows)).await {
+                Ok(errors) => errors,
+                Err(_) => Vec::from(["the flush deadline passed mid-upload".to_owned()]),
+            };
+            uploaded += n - errors.len().min(n);
+            if let Some(e) = errors.first() {
+                if tokio::time::Instant::now() + backoff >= deadline {
+                    let left = self
+                        .store
+                        .count_segments_in(&self.node, SegmentStatus::Closed)
+                        .await
+                        .unwrap_or(0);
+                    self.finish_uploaded().await;
+                    tracing::warn!(left, error = %e, "recording uploads not flushed by the deadline; the next start sends them");
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

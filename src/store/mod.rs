@@ -236,6 +236,12 @@ impl Store {
         Ok((r, key))
     }
 
+    /// One round trip to the database (`/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn list(&self) -> Result<Vec<StreamRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM streams ORDER BY created_at, id"

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
-use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol};
+use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
 use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
 use crate::connlimit::{ConnectionLimit, ConnectionPermit};
@@ -477,9 +477,16 @@ impl Session {
                 query: self.query.clone(),
                 url: self.url.clone(),
                 client: self.client.clone(),
+                new_session: true,
             };
             match self.s.access.admit(request).await {
                 Ok(a) => self.admitted = Some(a),
+                Err(Refusal::Draining) => {
+                    return Err(SignalError::new(
+                        503,
+                        "the server is shutting down: try another node",
+                    ));
+                }
                 Err(refusal) => {
                     tracing::info!(stream = %self.path, %refusal, "webrtc playback refused");
                     return Err(not_found());

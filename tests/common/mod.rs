@@ -197,6 +197,23 @@ pub async fn request_with(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Response {
+    try_request(method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// A GET that reports a connection failure instead of panicking (for a
+/// server expected to go away).
+pub async fn try_get(url: &str) -> Result<Response, String> {
+    try_request("GET", url, &[], Bytes::new()).await
+}
+
+async fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Response, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
@@ -205,15 +222,20 @@ pub async fn request_with(
     let resp = client
         .request(req.body(Full::new(body.into())).unwrap())
         .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Response {
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 pub async fn get(url: &str) -> Response {
