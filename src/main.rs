@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use streamd::config::Config;
+use streamd::config::{Config, LogFormat};
 use streamd::server::Server;
 
 #[derive(Parser)]
@@ -68,27 +68,29 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Colours only on a terminal: logs that go to files or a container
-    // runtime stay plain text. `token` prints the token alone on stdout.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if cli.command.is_some() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_env_filter(filter)
-            .init();
-    }
     let file = match &cli.command {
         Some(Command::CheckConfig { file }) => Some(file.as_path()),
         _ => cli.config.as_deref(),
     };
     let config = Config::from_sources(file, std::env::vars())?;
+    // Colours only on a terminal: logs that go to files or a container
+    // runtime stay plain text. Subcommands log to stderr (`token` prints
+    // the token alone on stdout).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subcommand = cli.command.is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (config.log.format, subcommand) {
+        (_, true) => builder.with_writer(std::io::stderr).with_ansi(false).init(),
+        (LogFormat::Json, false) => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        (LogFormat::Text, false) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+    }
     match cli.command {
         Some(Command::Config) => {
             print!("{}", config.redacted_toml());

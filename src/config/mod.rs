@@ -17,6 +17,7 @@ mod bus;
 mod database;
 mod http;
 mod llhls;
+mod log;
 mod record;
 mod rtmp;
 mod server;
@@ -29,6 +30,7 @@ pub use bus::BusConfig;
 pub use database::DatabaseConfig;
 pub use http::{HttpConfig, TlsConfig};
 pub use llhls::LlhlsConfig;
+pub use log::{LogConfig, LogFormat};
 pub use record::{AppRecordConfig, RecordConfig, RecordRenditions};
 pub use rtmp::RtmpConfig;
 pub use server::ServerConfig;
@@ -63,6 +65,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
     pub tls: TlsConfig,
@@ -183,6 +186,7 @@ impl Config {
     /// Every section's checks, then those across sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.log.validate()?;
         self.rtmp.validate()?;
         self.http.validate()?;
         self.tls.validate()?;
@@ -408,6 +412,7 @@ mod tests {
             None,
             env(&[
                 ("STREAMD_SERVER__DRAIN_TIMEOUT", "45s"),
+                ("STREAMD_LOG__FORMAT", "json"),
                 ("STREAMD_RTMP__LISTEN", "127.0.0.1:1940"),
                 ("STREAMD_HTTP__LISTEN", "127.0.0.1:3333, 127.0.0.1:8080"),
                 ("STREAMD_HTTP__PUBLIC_ORIGIN", "https://live.example.com"),
@@ -440,6 +445,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.drain_timeout, Duration::from_secs(45));
+        assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.rtmp.listen, "127.0.0.1:1940".parse().unwrap());
         assert_eq!(
             c.http.listen,

@@ -1,0 +1,227 @@
+//! The deployment files, checked here where there is no Docker engine or
+//! cluster: hadolint on the Dockerfile, the Compose file against the
+//! Compose specification's schema, every Kubernetes manifest against the
+//! Kubernetes API's schemas (strict: unknown fields fail), yamllint, and
+//! what no schema knows (tests/python/deploy_checks.py): kustomize
+//! overlays that patch what their base has, a termination grace that
+//! covers streamd's drain and shutdown deadlines for the configuration
+//! the ConfigMap holds, and ports that match the engines it configures.
+//! Each validator is first shown a broken file, so a validator that
+//! accepts anything fails the test.
+//!
+//! The tools come from PyPI into the tests' virtualenv (the README's test
+//! command installs them: tests/python/requirements.txt).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamd");
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tool of the tests' virtualenv; a clear failure if it is missing.
+fn tool(name: &str) -> PathBuf {
+    let p = repo().join("tests/python/.venv/bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the README's test command (bash scripts/test.sh), \
+         which installs tests/python/requirements.txt",
+        p.display()
+    );
+    p
+}
+
+/// Runs `program` with `args` in the repository; (success, stdout + stderr).
+fn run(program: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn manifests() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![repo().join("k8s")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
+                out.push(p.strip_prefix(repo()).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 8, "{out:?}");
+    out
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let hadolint = tool("hadolint");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("Dockerfile");
+    std::fs::write(
+        &bad,
+        "FROM debian\nRUN cd /tmp && apt-get install -y curl\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&hadolint, &[bad.to_str().unwrap()]);
+    assert!(!ok, "hadolint accepted a bad Dockerfile: {out}");
+    let (ok, out) = run(&hadolint, &["Dockerfile"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn the_compose_file_matches_the_compose_spec() {
+    let check = tool("check-jsonschema");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("compose.yml");
+    std::fs::write(
+        &bad,
+        "services:\n  a:\n    image: x\n    ports: 5\n    restart: sometimes\n",
+    )
+    .unwrap();
+    let (ok, out) = run(
+        &check,
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "the schema accepted a bad Compose file: {out}");
+    let (ok, out) = run(
+        &check,
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker-compose.yml",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = run(&tool("yamllint"), &["-s", "docker-compose.yml"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_strictly() {
+    let validate = tool("kubernetes-validate");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("sts.yaml");
+    let sts = std::fs::read_to_string(repo().join("k8s/base/statefulset.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        sts.replace("terminationGracePeriodSeconds", "terminationGraceSeconds"),
+    )
+    .unwrap();
+    let (ok, out) = run(&validate, &["--strict", bad.to_str().unwrap()]);
+    assert!(!ok, "a misspelled field passed: {out}");
+    let files = manifests();
+    let mut args = vec!["--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out) = run(&validate, &args);
+    assert!(ok, "{out}");
+    for f in &files {
+        assert!(
+            out.contains(&format!("{f} passed")),
+            "{f} not validated: {out}"
+        );
+    }
+    let (ok, out) = run(&tool("yamllint"), &["-s", "k8s"]);
+    assert!(ok, "{out}");
+}
+
+/// The configuration the ConfigMap and the image ship is one streamd
+/// accepts, and the manifests agree with it (deploy_checks.py).
+#[test]
+fn the_manifests_agree_with_the_configuration_they_ship() {
+    let python = tool("python");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("configmap.toml");
+    let (ok, out) = run(
+        &python,
+        &[
+            "-c",
+            "import sys, yaml; d = yaml.safe_load(open('k8s/base/configmap.yaml')); \
+             open(sys.argv[1], 'w').write(d['data']['streamd.toml'])",
+            toml.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let data = dir.path().join("data");
+    let location = format!("file://{}", dir.path().join("recordings").display());
+    for config in [toml.clone(), repo().join("config/container.toml")] {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&config)
+            .env("STREAMD_DATABASE__DATA_DIR", &data)
+            .env("STREAMD_RECORD__LOCATION", &location)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", config.display());
+    }
+    let out = Command::new(BIN)
+        .args(["--config", toml.to_str().unwrap(), "config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let effective = dir.path().join("effective.toml");
+    std::fs::write(&effective, &out.stdout).unwrap();
+    let envs = dir.path().join("envs.json");
+    let (ok, out) = run(
+        &python,
+        &[
+            "tests/python/deploy_checks.py",
+            repo().to_str().unwrap(),
+            effective.to_str().unwrap(),
+            envs.to_str().unwrap(),
+        ],
+    );
+    eprintln!("{out}");
+    assert!(ok, "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+
+    // Every STREAMD_ variable the overlays and Compose set is a key with a
+    // value streamd takes, over the configuration that deployment uses.
+    let envs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&envs).unwrap()).unwrap();
+    for (deployment, vars) in envs.as_object().unwrap() {
+        let config = if deployment == "compose" {
+            repo().join("config/container.toml")
+        } else {
+            toml.clone()
+        };
+        let mut cmd = Command::new(BIN);
+        cmd.arg("check-config")
+            .arg(&config)
+            .env_remove("RUST_BACKTRACE");
+        for (k, v) in vars.as_object().unwrap() {
+            cmd.env(k, v.as_str().unwrap());
+        }
+        // Where this machine can write (the pod's /data is not here).
+        cmd.env("STREAMD_DATABASE__DATA_DIR", &data);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{deployment}'s variables {vars}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(envs.as_object().unwrap().len() >= 3, "{envs}");
+}

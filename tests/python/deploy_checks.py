@@ -1,0 +1,146 @@
+"""Checks across the deployment files that no schema can make
+(tests/deploy.rs runs this with the tests' virtualenv, which has PyYAML):
+
+- every kustomization's resources and patches exist, and each patch
+  names a resource (kind, name) of the base it patches;
+- the StatefulSet's terminationGracePeriodSeconds covers its preStop pause
+  plus the drain and shutdown deadlines streamd prints for the ConfigMap's
+  configuration (`streamd config`, passed in as JSON);
+- the UDP ports of the image, the pod and the media Service are the ones
+  the configuration's WebRTC engines bind;
+- the probes point at /healthz and /readyz.
+
+usage: python deploy_checks.py REPO EFFECTIVE_CONFIG_TOML [ENV_JSON_OUT]
+(ENV_JSON_OUT: the STREAMD_ variables of each deployment, written for the
+caller to check with `streamd check-config`)
+Prints one line per check and exits 1 on any failure.
+"""
+
+import json
+import pathlib
+import re
+import sys
+import tomllib
+
+import yaml
+
+repo = pathlib.Path(sys.argv[1])
+effective = tomllib.loads(pathlib.Path(sys.argv[2]).read_text())
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def docs(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def resources_of(kdir):
+    """(kind, name) of every resource a kustomization directory yields."""
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    out = set()
+    for r in k.get("resources", []):
+        p = (kdir / r).resolve()
+        check(p.exists(), f"{kdir.relative_to(repo)}: resource {r} exists")
+        if p.is_dir():
+            out |= resources_of(p)
+        elif p.exists():
+            out |= {(d["kind"], d["metadata"]["name"]) for d in docs(p)}
+    for g in k.get("secretGenerator", []):
+        out.add(("Secret", g["name"]))
+    for p in k.get("patches", []):
+        f = kdir / p["path"]
+        check(f.exists(), f"{kdir.relative_to(repo)}: patch {p['path']} exists")
+        if f.exists():
+            for d in docs(f):
+                target = (d["kind"], d["metadata"]["name"])
+                check(target in out, f"{f.relative_to(repo)} patches {target}, which the base has")
+    return out
+
+
+for overlay in sorted((repo / "k8s/overlays").iterdir()):
+    names = resources_of(overlay)
+    check(("StatefulSet", "streamd") in names, f"{overlay.name}: has the streamd StatefulSet")
+    check(
+        ("Secret", "streamd-secrets") in names or overlay.name == "prod",
+        f"{overlay.name}: the secrets are generated, or created out of band (prod)",
+    )
+
+sts = docs(repo / "k8s/base/statefulset.yaml")[0]
+pod = sts["spec"]["template"]["spec"]
+c = pod["containers"][0]
+pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+secs = lambda s: float(re.fullmatch(r"(\d+)s", s).group(1))
+needed = (
+    pre_stop
+    + secs(effective["server"]["drain_timeout"])
+    + secs(effective["http"]["shutdown_timeout"])
+    + secs(effective["webhooks"]["drain_timeout"])
+    + secs(effective["record"]["flush_timeout"])
+)
+grace = pod["terminationGracePeriodSeconds"]
+check(grace > needed, f"terminationGracePeriodSeconds {grace} > {needed} (preStop + drain + shutdown + webhooks + flush)")
+
+engines = effective["webrtc"]["engines"]
+first = int(effective["webrtc"]["udp_listen"].rsplit(":", 1)[1])
+want = set(range(first, first + engines))
+pod_udp = {p["containerPort"] for p in c["ports"] if p["protocol"] == "UDP"}
+check(pod_udp == want, f"pod UDP ports {sorted(pod_udp)} are the {engines} engines' {sorted(want)}")
+svc = [d for d in docs(repo / "k8s/base/services.yaml") if d["metadata"]["name"] == "streamd-media"][0]
+svc_udp = {p["port"] for p in svc["spec"]["ports"] if p["protocol"] == "UDP"}
+check(svc_udp == want, f"media Service UDP ports {sorted(svc_udp)} are the engines'")
+expose = re.search(r"^EXPOSE (.*)$", (repo / "Dockerfile").read_text(), re.M).group(1)
+m = re.search(r"(\d+)-(\d+)/udp", expose)
+image_udp = set(range(int(m.group(1)), int(m.group(2)) + 1)) if m else set()
+check(image_udp == want, f"the image exposes UDP {expose}")
+for port in ("1935/tcp", "3333/tcp", "3334/tcp", "3478/tcp"):
+    check(port in expose, f"the image exposes {port}")
+
+check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe: /healthz")
+check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe: /readyz")
+check(c["securityContext"]["readOnlyRootFilesystem"] is True, "read-only root filesystem")
+check(pod["securityContext"]["runAsUser"] == 10001, "runs as the image's user 10001")
+
+# The STREAMD_ variables each deployment sets, for `streamd check-config`
+# (valueFrom: a value of the kind the source gives).
+samples = {
+    "STREAMD_DATABASE__URL": "postgres://streamd:secret@postgres:5432/streamd",
+    "STREAMD_RECORD__NODE": "streamd-0",
+}
+envs = {}
+
+
+def interpolate(v):
+    """Compose's ${VAR:-default} and ${VAR:?error} with their defaults."""
+    return re.sub(r"\$\{[A-Z_]+(?::-([^}]*)|:\?[^}]*)?\}", lambda m: m.group(1) or "x", str(v))
+
+
+def container_env(c):
+    return {
+        e["name"]: e["value"] if "value" in e else samples.get(e["name"], "x")
+        for e in c.get("env", [])
+        if e["name"].startswith("STREAMD_")
+    }
+
+
+base_env = container_env(c)
+for overlay in sorted((repo / "k8s/overlays").iterdir()):
+    env = dict(base_env)
+    for d in docs(overlay / "statefulset.yaml"):
+        env.update(container_env(d["spec"]["template"]["spec"]["containers"][0]))
+    envs[f"k8s/{overlay.name}"] = env
+compose = yaml.safe_load((repo / "docker-compose.yml").read_text())
+envs["compose"] = {
+    k: interpolate(v)
+    for k, v in compose["services"]["streamd"]["environment"].items()
+    if k.startswith("STREAMD_")
+}
+if len(sys.argv) > 3:
+    pathlib.Path(sys.argv[3]).write_text(json.dumps(envs))
+check(all(envs.values()), "every deployment sets STREAMD_ variables")
+
+sys.exit(1 if failures else 0)
