@@ -28,7 +28,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && for b in ingest packaging llhls_load transcode webrtc_load soak record; do echo 'fn main() {}' > "benches/$b.rs"; done \
+    && awk '/^\[\[bench\]\]/ { getline; gsub(/name = |"/, ""); print "fn main() {}" > ("benches/" $0 ".rs") }' Cargo.toml \
     && cargo build --release --locked --bin streamd \
     && rm -rf src benches
 COPY . .
@@ -43,6 +43,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         ca-certificates tini \
         libavcodec59 libavutil57 libswscale6 libswresample4 \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 streamd \
     && useradd --system --uid 10001 --gid streamd --home-dir /data --no-create-home streamd \

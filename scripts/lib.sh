@@ -35,6 +35,9 @@ install_runtime_deps() {
 install_test_deps() {
     install_runtime_deps
     apt_install chromium iproute2 python3 python3-venv
+    # The serving bench's baseline and load tools (its smoke run is part of
+    # the suite): nginx, wrk (HTTP/1.1), h2load (HTTP/2).
+    apt_install nginx-light wrk nghttp2-client
     command -v node >/dev/null 2>&1 || apt_install nodejs npm
     command -v npm >/dev/null 2>&1 || apt_install npm
 }

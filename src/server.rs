@@ -371,7 +371,11 @@ impl Server {
             ));
             webrtc_task = Some(tokio::spawn(webrtc.run(shutdown.clone())));
         }
-        let app = crate::http::app(routes, &config.llhls.cors_origins);
+        let collector: crate::http::Collector = {
+            let (registry, viewers) = (registry.clone(), viewers.clone());
+            Arc::new(move || stream_metrics(&registry, &viewers))
+        };
+        let app = crate::http::app(routes, &config.llhls.cors_origins, collector);
         let http_task = tokio::spawn(http.run(app, shutdown.clone()));
 
         let mut s = shutdown;
@@ -458,4 +462,74 @@ async fn readyz(
             "spool": spool,
         })),
     )
+}
+
+/// The per-stream series of `/metrics`, from the streams live now (so a
+/// stream's series go when it does): media received per track (bytes and
+/// frames: `rate()` gives the bitrate and frame rate), and viewers by
+/// protocol.
+fn stream_metrics(registry: &Registry, viewers: &ViewerCounts) -> String {
+    use std::fmt::Write;
+    let streams = registry.list();
+    let mut bytes = String::new();
+    let mut frames = String::new();
+    let mut watching = String::new();
+    for b in &streams {
+        let path = b.path().to_string();
+        for (info, f, n) in b.track_totals() {
+            let _ = writeln!(
+                bytes,
+                "streamd_stream_received_bytes_total{{stream=\"{path}\",track=\"{}\",kind=\"{}\"}} {n}",
+                info.name,
+                info.kind.as_str()
+            );
+            let _ = writeln!(
+                frames,
+                "streamd_stream_frames_total{{stream=\"{path}\",track=\"{}\",kind=\"{}\"}} {f}",
+                info.name,
+                info.kind.as_str()
+            );
+        }
+        for (protocol, n) in [
+            ("webrtc", viewers.webrtc(&path)),
+            ("llhls", viewers.hls(&path)),
+        ] {
+            let _ = writeln!(
+                watching,
+                "streamd_stream_viewers{{stream=\"{path}\",protocol=\"{protocol}\"}} {n}"
+            );
+        }
+    }
+    let mut out = String::new();
+    out.push_str(
+        "# HELP streamd_streams_live Streams live (publishing or in their reconnect grace).\n",
+    );
+    out.push_str("# TYPE streamd_streams_live gauge\n");
+    let _ = writeln!(out, "streamd_streams_live {}", streams.len());
+    for (name, kind, help, body) in [
+        (
+            "streamd_stream_received_bytes_total",
+            "counter",
+            "Media payload bytes per stream and track (source and transcoded).",
+            bytes,
+        ),
+        (
+            "streamd_stream_frames_total",
+            "counter",
+            "Frames per stream and track (source and transcoded).",
+            frames,
+        ),
+        (
+            "streamd_stream_viewers",
+            "gauge",
+            "Viewers per stream and protocol.",
+            watching,
+        ),
+    ] {
+        if !body.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&body);
+        }
+    }
+    out
 }

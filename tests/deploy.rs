@@ -225,3 +225,55 @@ fn the_manifests_agree_with_the_configuration_they_ship() {
     }
     assert!(envs.as_object().unwrap().len() >= 3, "{envs}");
 }
+
+/// Every metric the Grafana dashboard queries is one streamd exports (a
+/// name in its source), and the dashboard is JSON Grafana can import.
+#[test]
+fn the_dashboard_queries_metrics_streamd_exports() {
+    let text = std::fs::read_to_string(repo().join("docs/grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dash["title"], "streamd");
+    let mut source = String::new();
+    let mut dirs = vec![repo().join("src")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                source.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let exported = |name: &str| {
+        source.match_indices(name).any(|(i, _)| {
+            let after = source[i + name.len()..].chars().next().unwrap_or(' ');
+            let before = source[..i].chars().next_back().unwrap_or(' ');
+            let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            !word(after) && !word(before)
+        })
+    };
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{}", panels.len());
+    let mut queried = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("streamd_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported(&name),
+                    "panel {:?} queries {name}, which streamd does not export",
+                    panel["title"]
+                );
+                queried += 1;
+                rest = &rest[i + name.len()..];
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried}");
+}

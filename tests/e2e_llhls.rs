@@ -404,3 +404,74 @@ async fn cors_preflight_and_cache_headers() {
     drop(p);
     server.stop().await;
 }
+
+/// `/metrics` has per-stream series while the stream is live (media per
+/// track, viewers by protocol) and none once it has ended.
+#[tokio::test(flavor = "current_thread")]
+async fn per_stream_metrics_come_and_go_with_the_stream() {
+    let server = TestServer::start(|c| {
+        c.bus.reconnect_grace = Duration::from_secs(1);
+        c.llhls.linger = Duration::from_secs(1);
+    })
+    .await;
+    let series = |text: &str, prefix: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let publisher = server.publish("live", "metered", 20, "320x240");
+    server.master_when_ready("live", "metered").await;
+    stream_advances(&server, "live", "metered", Duration::from_secs(10)).await;
+    // A player: master, then its media playlist (an LL-HLS viewer).
+    let master = get(&server.url("/live/metered/llhls.m3u8")).await.text();
+    for p in media_playlists(&master) {
+        assert_eq!(
+            get(&server.url(&format!("/live/metered/{p}"))).await.status,
+            200
+        );
+    }
+    let first = get(&server.url("/metrics")).await.text();
+    let frames = |t: &str| {
+        series(
+            t,
+            "streamd_stream_frames_total{stream=\"live/metered\",track=\"video\",kind=\"video\"}",
+        )
+    };
+    let f1 = frames(&first).unwrap_or_else(|| panic!("no frames series:\n{first}"));
+    assert!(f1 > 0.0);
+    let bytes = series(
+        &first,
+        "streamd_stream_received_bytes_total{stream=\"live/metered\",track=\"video\"",
+    )
+    .unwrap();
+    assert!(bytes > 1000.0, "{bytes}");
+    assert_eq!(
+        series(
+            &first,
+            "streamd_stream_viewers{stream=\"live/metered\",protocol=\"llhls\"}"
+        ),
+        Some(1.0),
+        "{first}"
+    );
+    assert!(first.contains("# TYPE streamd_stream_frames_total counter"));
+    assert!(series(&first, "streamd_streams_live ").unwrap() >= 1.0);
+    // A second later the counter has grown by about a second of frames.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let f2 = frames(&get(&server.url("/metrics")).await.text()).unwrap();
+    assert!(f2 >= f1 + 15.0, "{f1} -> {f2}");
+
+    drop(publisher);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = get(&server.url("/metrics")).await.text();
+        if !text.contains("stream=\"live/metered\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended stream's series stayed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    server.stop().await;
+}

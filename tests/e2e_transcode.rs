@@ -551,6 +551,22 @@ async fn ladder_is_aligned_exact_and_decodes() {
 
     // Nothing left running: the threads and FFmpeg contexts are gone.
     let metrics = get(&server.url("/metrics")).await.text();
+    // Each encoded rung reported its lag (source arrival to encoded
+    // picture): a summary with a count of the pictures it published.
+    for rung in ["360p", "240p"] {
+        let count = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "streamd_transcode_lag_seconds_count{{rung=\"{rung}\"}} "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no lag for {rung}: {metrics}"));
+        assert!(
+            count.trim().parse::<f64>().unwrap() > 0.0,
+            "{rung}: {count}"
+        );
+    }
     for _ in 0..50 {
         if transcoder_threads() == 0 {
             break;

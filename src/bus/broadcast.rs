@@ -209,6 +209,19 @@ impl BroadcastConsumer {
         self.shared.id
     }
 
+    /// Each track's info with the frames and payload bytes written to it
+    /// so far (the per-stream metrics).
+    pub fn track_totals(&self) -> Vec<(TrackInfo, u64, u64)> {
+        let tracks = self.shared.lock().tracks.clone();
+        tracks
+            .iter()
+            .map(|t| {
+                let (frames, bytes) = t.written();
+                (t.info.clone(), frames, bytes)
+            })
+            .collect()
+    }
+
     pub fn snapshot(&self) -> BroadcastUpdate {
         let st = self.shared.lock();
         BroadcastUpdate {

@@ -69,6 +69,8 @@ struct TrackState {
     frames: usize,
     next_sequence: u64,
     frames_written: u64,
+    /// Payload bytes written, ever (metrics).
+    bytes_written: u64,
     closed: bool,
     /// Frames evicted before any consumer could have read them all.
     evicted_frames: u64,
@@ -92,6 +94,7 @@ impl TrackShared {
                 frames: 0,
                 next_sequence: 0,
                 frames_written: 0,
+                bytes_written: 0,
                 closed: false,
                 evicted_frames: 0,
             }),
@@ -107,6 +110,12 @@ impl TrackShared {
 
     fn wake(&self) {
         self.notify.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Frames and payload bytes written so far.
+    pub(crate) fn written(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.frames_written, st.bytes_written)
     }
 
     /// The producer of `session` is gone: finish its open group, marking
@@ -214,6 +223,7 @@ impl TrackProducer {
         let size = frame.data.len();
         let number = st.frames_written;
         st.frames_written += 1;
+        st.bytes_written += size as u64;
         if start {
             if let Some(last) = st.groups.back_mut() {
                 last.complete = true;

@@ -181,8 +181,12 @@ pub fn console(routes: Router, web_dir: &Path) -> Router {
     }
 }
 
+/// Metrics rendered at scrape time from live state (per-stream series,
+/// which exist exactly as long as their stream), appended to `/metrics`.
+pub type Collector = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Adds the server-wide routes and layers to the data-flow routes.
-pub fn app(routes: Router, cors_origins: &[String]) -> Router {
+pub fn app(routes: Router, cors_origins: &[String], collector: Collector) -> Router {
     let metrics = metrics_handle();
     // The origins CORS lets read our responses may also read their timing
     // (Resource Timing's protocol, sizes and phases: a player's QoE
@@ -192,7 +196,11 @@ pub fn app(routes: Router, cors_origins: &[String]) -> Router {
     routes
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || {
+                let mut text = metrics.render();
+                text.push_str(&collector());
+                std::future::ready(text)
+            }),
         )
         .route("/healthz", get(|| std::future::ready("ok\n")))
         .layer(cors(cors_origins))

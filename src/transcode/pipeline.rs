@@ -512,6 +512,9 @@ struct RungWorker {
     last_keyframe: Option<i64>,
     log: LogLimiter,
     out: Vec<super::codec::EncodedFrame>,
+    /// From a source frame's arrival to its encoded picture published
+    /// (`streamd_transcode_lag_seconds{rung}`).
+    lag: metrics::Histogram,
 }
 
 impl RungWorker {
@@ -523,6 +526,7 @@ impl RungWorker {
         inflight: Arc<AtomicUsize>,
     ) -> RungWorker {
         RungWorker {
+            lag: metrics::histogram!("streamd_transcode_lag_seconds", "rung" => producer.info().name.clone()),
             info: producer.info().clone(),
             session: None,
             producer: Some(producer),
@@ -707,6 +711,7 @@ impl RungWorker {
             let Some(producer) = self.producer.as_mut() else {
                 continue;
             };
+            self.lag.record(received.elapsed().as_secs_f64());
             let frame = Frame {
                 dts: MediaTime::new(f.dts, self.ctx.timescale),
                 pts: MediaTime::new(f.pts, self.ctx.timescale),

@@ -1,0 +1,358 @@
+//! Serving speed beside nginx: the same bytes, the same load, alternated.
+//!
+//! streamd packages a 720p 2.5 Mbps publish; one complete LL-HLS part
+//! (~60 KB) and one complete segment (~630 KB) it serves are saved to files
+//! nginx serves. Then each load runs against streamd and nginx in turn
+//! (A B A B, `ROUNDS` pairs) and the requests per second are compared pair
+//! by pair:
+//! - HTTP/1.1, plain: `wrk -t2 -c64`;
+//! - HTTP/1.1 over TLS: `wrk -t2 -c64` on https;
+//! - HTTP/2 over TLS: `h2load -c64 -m1` (one stream per connection at a
+//!   time, as a player makes its requests).
+//!
+//! Both servers get the machine's two cores (nginx `worker_processes 2`,
+//! streamd's two runtime threads); the load tool shares them. The
+//! publisher is stopped before the load (the stream waits in its
+//! reconnect grace, still served), so no encoder competes.
+//!
+//! A response that is not 200 with the expected length, or a load tool
+//! that fails, ends the run with no figures. Results: target/http_serve.json.
+//!
+//! Needs wrk, h2load (apt nghttp2-client), nginx (nginx-light) and ffmpeg.
+//!
+//!   cargo bench --bench http_serve
+
+#[path = "../tests/common/clock.rs"]
+mod clock;
+#[path = "common/streamd.rs"]
+mod streamd;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A self-signed certificate for `localhost`, for both servers.
+fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+async fn start_nginx(dir: &Path, root: &Path, cert: &Path, key: &Path) -> (Child, u16, u16) {
+    let (port, tls) = (free_port(), free_port());
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 2;\npid {pid};\nerror_log stderr error;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  \
+             types {{ application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }}\n  \
+             client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls} ssl http2;\n    \
+             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n    \
+             location / {{ add_header Cache-Control \"max-age=60\"; add_header Access-Control-Allow-Origin *; }}\n  }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            tmp = dir.display(),
+            root = root.display(),
+            cert = cert.display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    (child, port, tls)
+}
+
+/// Stops nginx as its docs say (SIGTERM to the master, which stops its
+/// workers): a SIGKILL, as dropping the child would send, leaves the
+/// workers running and listening.
+async fn stop_nginx(mut nginx: Child) {
+    if let Some(pid) = nginx.id() {
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), nginx.wait()).await;
+}
+
+/// GET `url` with curl (-k: the bench's own certificate); the body.
+async fn fetch(url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sk", "--fail", "--max-time", "10", url])
+        .output()
+        .await
+        .expect("curl");
+    assert!(out.status.success(), "GET {url} failed");
+    out.stdout
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+}
+
+/// Runs the load tool for `seconds` against `url`; the requests per second,
+/// or None (with the reason printed) if it failed or saw errors.
+async fn load(tool: &str, url: &str, seconds: u64) -> Option<Run> {
+    let d = format!("{seconds}s");
+    let out = match tool {
+        "wrk" => Command::new("wrk")
+            .args(["-t2", "-c64", "-d", &d, "--latency", url])
+            .output()
+            .await
+            .expect("wrk (apt-get install wrk)"),
+        _ => Command::new("h2load")
+            .args(["-c64", "-m1", "-t2", "-D", &seconds.to_string(), url])
+            .output()
+            .await
+            .expect("h2load (apt-get install nghttp2-client)"),
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        eprintln!(
+            "{tool} {url} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    match tool {
+        "wrk" => {
+            if text.contains("Non-2xx") || text.contains("Socket errors") {
+                eprintln!("{tool} {url} saw errors:\n{text}");
+                return None;
+            }
+            let rps = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Requests/sec:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(Run { rps })
+        }
+        _ => {
+            // "requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, 0 errored"
+            let line = text.lines().find(|l| l.starts_with("requests:"))?;
+            if !line.contains(" 0 failed, 0 errored") {
+                eprintln!("{tool} {url} saw errors:\n{text}");
+                return None;
+            }
+            let status = text.lines().find(|l| l.starts_with("status codes:"))?;
+            if !status.contains(" 0 3xx, 0 4xx, 0 5xx") {
+                eprintln!("{tool} {url} saw non-2xx answers:\n{text}");
+                return None;
+            }
+            // "finished in 5.00s, 12345.60 req/s, 700.00MB/s"
+            let rps = text
+                .lines()
+                .find(|l| l.starts_with("finished in"))?
+                .split(", ")
+                .nth(1)?
+                .strip_suffix(" req/s")?
+                .parse()
+                .ok()?;
+            Some(Run { rps })
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    // `cargo bench` passes --bench: the measured run. Without it (the test
+    // suite's smoke run) every load runs once, briefly.
+    let (rounds, seconds) = if std::env::args().any(|a| a == "--bench") {
+        (3, 5)
+    } else {
+        (1, 1)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let https_port = free_port();
+    let server = streamd::start(
+        dir.path(),
+        &format!(
+            "[webrtc]\nenabled = false\n[transcode]\nenabled = false\n[record]\nenabled = false\n\
+             [bus]\nreconnect_grace = \"10m\"\n[llhls]\nsegments_kept = 1000\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\nlisten = \"127.0.0.1:{https_port}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    let mut publisher = streamd::publish_cbr(
+        &format!("rtmp://{}/live/serve", server.rtmp),
+        "1280x720",
+        2500,
+        None,
+    );
+    // Wait for three complete segments, then take the first complete one
+    // and a part of the newest complete segment.
+    let base = format!("http://{}/live/serve", server.http);
+    let master = loop {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", &format!("{base}/llhls.m3u8")])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("#EXTM3U") {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let video = master
+        .lines()
+        .find(|l| l.starts_with("video") && l.ends_with(".m3u8"))
+        .or_else(|| {
+            master
+                .lines()
+                .find(|l| !l.starts_with('#') && l.contains("video"))
+        })
+        .expect("a video playlist")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (segment, part) = loop {
+        let playlist =
+            String::from_utf8_lossy(&fetch(&format!("{base}/{video}")).await).into_owned();
+        let segments: Vec<&str> = playlist
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        // Parts of complete segments are listed before their segment line.
+        let parts: Vec<&str> = playlist
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+            .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+            .collect();
+        if segments.len() >= 3 && !parts.is_empty() {
+            break (segments[0].to_owned(), parts[0].to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = publisher.kill().await;
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let (nginx, port, tls_port) = start_nginx(dir.path(), &root, &cert, &key).await;
+    let mut files = Vec::new();
+    for (what, name) in [("part", &part), ("segment", &segment)] {
+        let body = fetch(&format!("{base}/{name}")).await;
+        std::fs::write(root.join(name), &body).unwrap();
+        files.push((what, name.clone(), body.len()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Same bytes from both.
+    for (_, name, len) in &files {
+        for url in [
+            format!("http://127.0.0.1:{port}/{name}"),
+            format!("https://localhost:{tls_port}/{name}"),
+            format!("https://localhost:{https_port}/live/serve/{name}"),
+        ] {
+            assert_eq!(fetch(&url).await.len(), *len, "{url}");
+        }
+    }
+
+    let mut report = serde_json::json!({
+        "machine": "2 cores, loopback; nginx worker_processes 2",
+        "rounds": rounds,
+        "seconds_per_run": seconds,
+    });
+    let mut failed = false;
+    for (what, name, len) in &files {
+        for (protocol, tool, ours, theirs) in [
+            (
+                "http1",
+                "wrk",
+                format!("{base}/{name}"),
+                format!("http://127.0.0.1:{port}/{name}"),
+            ),
+            (
+                "https_http1",
+                "wrk",
+                format!("https://localhost:{https_port}/live/serve/{name}"),
+                format!("https://localhost:{tls_port}/{name}"),
+            ),
+            (
+                "https_h2",
+                "h2load",
+                format!("https://localhost:{https_port}/live/serve/{name}"),
+                format!("https://localhost:{tls_port}/{name}"),
+            ),
+        ] {
+            let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let (Some(x), Some(y)) = (
+                    load(tool, &ours, seconds).await,
+                    load(tool, &theirs, seconds).await,
+                ) else {
+                    failed = true;
+                    break;
+                };
+                a.push(x.rps);
+                b.push(y.rps);
+                ratios.push(x.rps / y.rps);
+            }
+            if a.len() < rounds {
+                continue;
+            }
+            let key = format!("{what}_{protocol}");
+            println!(
+                "{key:<22} {len:>7} B  streamd {:>9.0} req/s  nginx {:>9.0} req/s  ratio {:.2} (pairs {:?})",
+                median(a.clone()),
+                median(b.clone()),
+                median(ratios.clone()),
+                ratios
+                    .iter()
+                    .map(|r| (r * 100.0).round() / 100.0)
+                    .collect::<Vec<_>>()
+            );
+            report[key] = serde_json::json!({
+                "bytes": len,
+                "streamd_rps": median(a),
+                "nginx_rps": median(b),
+                "ratio": median(ratios.clone()),
+                "pair_ratios": ratios,
+            });
+        }
+    }
+    stop_nginx(nginx).await;
+    drop(server);
+    if failed {
+        eprintln!("a load run failed: no figures reported");
+        std::process::exit(1);
+    }
+    if rounds == 1 {
+        println!("smoke run: figures not written (cargo bench --bench http_serve measures)");
+        return;
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/http_serve.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("written to {}", out.display());
+}
