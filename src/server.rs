@@ -19,6 +19,11 @@ use crate::transcode::Transcoders;
 use crate::viewers::ViewerCounts;
 use crate::webrtc::WebRtcServer;
 
+/// After a drain ends the streams still live, how long HTTP keeps serving
+/// so players' reloads see EXT-X-ENDLIST (their reloads come every part
+/// target, 200 ms by default).
+const END_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What `streamd check-config` checks beyond the file itself, without
 /// binding or opening anything that lasts: the recording location parses
 /// and names a store we can talk to, and the TLS certificate and key load,
@@ -263,6 +268,14 @@ impl Server {
                 );
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        // End what is still live while HTTP still serves, so players'
+        // next (or blocked) reload gets EXT-X-ENDLIST rather than a closed
+        // connection; then stop.
+        if !registry.list().is_empty() {
+            registry.shutdown();
+            tracing::info!(linger = ?END_LINGER, "drain: streams ended; serving their end before stopping");
+            tokio::time::sleep(END_LINGER).await;
         }
         stop.trigger();
         let r = run.await?;

@@ -75,15 +75,19 @@ pod = sts["spec"]["template"]["spec"]
 c = pod["containers"][0]
 pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
 secs = lambda s: float(re.fullmatch(r"(\d+)s", s).group(1))
+# src/server.rs END_LINGER: after a drain ends the streams, HTTP serves
+# their end for 2 s.
+END_LINGER = 2
 needed = (
     pre_stop
+    + END_LINGER
     + secs(effective["server"]["drain_timeout"])
     + secs(effective["http"]["shutdown_timeout"])
     + secs(effective["webhooks"]["drain_timeout"])
     + secs(effective["record"]["flush_timeout"])
 )
 grace = pod["terminationGracePeriodSeconds"]
-check(grace > needed, f"terminationGracePeriodSeconds {grace} > {needed} (preStop + drain + shutdown + webhooks + flush)")
+check(grace > needed, f"terminationGracePeriodSeconds {grace} > {needed} (preStop + drain + end linger + shutdown + webhooks + flush)")
 
 engines = effective["webrtc"]["engines"]
 first = int(effective["webrtc"]["udp_listen"].rsplit(":", 1)[1])
