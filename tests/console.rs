@@ -77,9 +77,10 @@ async fn test_stream_script_and_test_pages_play() {
         .collect();
     assert!(lines[0].starts_with("stream "), "{lines:?}");
     // Over 6 s each page's video advances: WebRTC by nearly all of it;
-    // hls.js may stall once at its start (it can skip the last part of a
-    // segment it catches up through, then jumps the hole: see
-    // benches/README.md), which the hls.js test counts, not this one.
+    // hls.js may stall once at its start (it can count a segment whole
+    // with only its first parts, see benches/README.md), and the page
+    // starts it again after 2 s, which the hls.js test counts, not this
+    // one.
     for (page, least) in [("webrtc-test.html", 4.0), ("direct-hls-test.html", 2.0)] {
         let p = &r["pages"][page];
         assert_eq!(p["started"], true, "{page} did not play: {r}");

@@ -19,8 +19,16 @@ use crate::media::CodecConfig;
 /// Delta updates may skip segments older than this many target durations
 /// (the spec's minimum).
 pub const SKIP_TARGET_DURATIONS: f64 = 6.0;
-/// Parts are listed for the last three target durations (the spec's rule).
-pub const PART_TARGET_DURATIONS: f64 = 3.0;
+/// Parts are listed for the segments ending within the last six target
+/// durations: every segment a delta update carries. The spec asks for at
+/// least three and lets a server remove them after that (a SHOULD). Three
+/// were not enough for hls.js: a player whose loading falls more than three
+/// target durations behind while it is fetching one segment's parts (with
+/// both cores busy, Chromium once took 2.3 s to finish its start-up seek)
+/// finds that
+/// segment listed whole only, and, having loaded part of it, moves on to the
+/// next one, leaving the missing parts as a hole it stalls on.
+pub const PART_TARGET_DURATIONS: f64 = SKIP_TARGET_DURATIONS;
 /// The spec's Advance Part Limit: how many parts past the newest a client
 /// may ask for (three, or three seconds' worth when parts are shorter than
 /// a second).
@@ -449,7 +457,7 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
             "#EXT-X-PROGRAM-DATE-TIME:{}",
             humantime::format_rfc3339_millis(s.program_date_time)
         );
-        // Parts for the last three target durations.
+        // Parts for the segments ending within PART_TARGET_DURATIONS.
         if !ctx.ended && from_end <= PART_TARGET_DURATIONS * td as f64 + d {
             for (pi, p) in s.parts.iter().enumerate() {
                 let _ = write!(

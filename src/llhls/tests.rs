@@ -337,6 +337,24 @@ fn playlists_parse_and_delta_updates_match_the_full_playlist() {
         .collect();
     assert_eq!(delta_uris, full_tail);
     assert!(delta.contains("#EXT-X-VERSION:9"));
+    // Every segment the delta lists carries its parts (a player behind the
+    // live edge finishes the segment it is in part by part); the older
+    // ones are listed whole.
+    let mut with_parts = vec![];
+    let mut parts_since_uri = 0;
+    for l in full.lines() {
+        if l.starts_with("#EXT-X-PART:") {
+            parts_since_uri += 1;
+        } else if l.ends_with(".m4s") && !l.starts_with('#') {
+            with_parts.push(parts_since_uri > 0);
+            parts_since_uri = 0;
+        }
+    }
+    assert_eq!(with_parts.len(), 12);
+    assert!(
+        with_parts[..skipped].iter().all(|p| !p) && with_parts[skipped..].iter().all(|p| *p),
+        "{with_parts:?}\n{full}"
+    );
 
     // LL-HLS rules on the full playlist.
     let tags = &pl.tags;

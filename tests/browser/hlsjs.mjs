@@ -17,11 +17,12 @@ import { readFileSync } from 'node:fs';
 import { openPage } from './chromium.mjs';
 
 const require = createRequire(import.meta.url);
-const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
+const hlsSource = readFileSync(process.env.HLSJS_FILE || require.resolve('hls.js/dist/hls.min.js'));
 const clockSource = readFileSync(new URL('./clock.js', import.meta.url));
 const [url, secondsArg, mode] = process.argv.slice(2);
 // HLSJS_DEBUG=1: hls.js's own log, timestamped, comes with the report
-// (for explaining a stall; too verbose for every run).
+// (for explaining a stall; too verbose for every run). HLSJS_FILE=path
+// plays with another hls.js build (an instrumented copy, say).
 const debug = process.env.HLSJS_DEBUG === '1';
 const seconds = Number(secondsArg || 10);
 if (!url) {
@@ -68,6 +69,8 @@ try {
         mainFragLoading: fragView(c.mainFragLoading?.frag),
         fragCurrent: fragView(c.fragCurrent),
         loadingParts: c.loadingParts,
+        nextLoadPosition: c.nextLoadPosition,
+        previous: fragView(c.fragPrevious),
         waiting: fragView(c.waitingData?.frag),
       };
       const playlistView = (d) => d && {
@@ -77,6 +80,9 @@ try {
         pdt: d.fragments.slice(-3).map((f) => f.programDateTime),
         parts: d.partList?.slice(-3).map((p) => ({ sn: p.fragment.sn, index: p.index, start: p.start, duration: p.duration })),
         ptsKnown: d.PTSKnown,
+        // Every listed part: sn.index, L loaded, I independent, ~ its
+        // fragment is not the listed one.
+        partsState: d.partList?.map((p) => `${p.fragment.sn}.${p.index}${p.loaded ? 'L' : ''}${p.independent ? 'I' : ''}${p.fragment === d.fragments.find((f) => f.sn === p.fragment.sn) ? '' : '~'}`).join(' '),
         age: d.age,
       };
       // What the player had when it stalled (the first three stalls).
@@ -156,6 +162,13 @@ try {
         warnings,
         trail: stalls ? trail : [],
         stallSnapshots,
+        // The same view at the end, when there was a stall.
+        finalState: stalls ? {
+          audio: controllerView(hls.audioStreamController),
+          main: controllerView(hls.streamController),
+          audioPlaylist: playlistView(hls.audioTracks[hls.audioTrack]?.details),
+          mainPlaylist: playlistView(hls.levels[hls.currentLevel]?.details),
+        } : null,
         debugLog: debug ? debugLog : undefined,
         buffered: ranges(),
         currentTime: video.currentTime,
