@@ -24,22 +24,16 @@
 
 #[path = "../tests/common/clock.rs"]
 mod clock;
+#[path = "common/nginx.rs"]
+mod nginx;
+use nginx::free_port;
 #[path = "common/streamd.rs"]
 mod streamd;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A self-signed certificate for `localhost`, for both servers.
 fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -52,48 +46,20 @@ fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (c, k)
 }
 
-async fn start_nginx(dir: &Path, root: &Path, cert: &Path, key: &Path) -> (Child, u16, u16) {
+/// nginx serving `root` over HTTP and over HTTPS with HTTP/2, as the bench
+/// compares them; its two ports.
+fn start_nginx(dir: &Path, root: &Path, cert: &Path, key: &Path) -> (Child, u16, u16) {
     let (port, tls) = (free_port(), free_port());
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 2;\npid {pid};\nerror_log stderr error;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  \
-             types {{ application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }}\n  \
-             client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls} ssl http2;\n    \
-             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n    \
-             location / {{ add_header Cache-Control \"max-age=60\"; add_header Access-Control-Allow-Origin *; }}\n  }}\n}}\n",
-            pid = dir.join("nginx.pid").display(),
-            tmp = dir.display(),
-            root = root.display(),
-            cert = cert.display(),
-            key = key.display(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    (child, port, tls)
-}
-
-/// Stops nginx as its docs say (SIGTERM to the master, which stops its
-/// workers): a SIGKILL, as dropping the child would send, leaves the
-/// workers running and listening.
-async fn stop_nginx(mut nginx: Child) {
-    if let Some(pid) = nginx.id() {
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), nginx.wait()).await;
+    let http = format!(
+        "  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  \
+         server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls} ssl http2;\n    \
+         ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n    \
+         location / {{ add_header Cache-Control \"max-age=60\"; add_header Access-Control-Allow-Origin *; }}\n  }}",
+        root = root.display(),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    (nginx::start(dir, 2, &http), port, tls)
 }
 
 /// GET `url` with curl (-k: the bench's own certificate); the body.
@@ -260,7 +226,7 @@ async fn main() {
     let _ = publisher.kill().await;
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
-    let (nginx, port, tls_port) = start_nginx(dir.path(), &root, &cert, &key).await;
+    let (nginx, port, tls_port) = start_nginx(dir.path(), &root, &cert, &key);
     let mut files = Vec::new();
     for (what, name) in [("part", &part), ("segment", &segment)] {
         let body = fetch(&format!("{base}/{name}")).await;
@@ -342,7 +308,7 @@ async fn main() {
             });
         }
     }
-    stop_nginx(nginx).await;
+    nginx::stop(nginx).await;
     drop(server);
     if failed {
         eprintln!("a load run failed: no figures reported");

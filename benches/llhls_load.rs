@@ -23,6 +23,9 @@
 mod clock;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/nginx.rs"]
+mod nginx;
+use nginx::free_port;
 #[path = "common/probe.rs"]
 mod probe;
 #[path = "common/proc.rs"]
@@ -30,7 +33,6 @@ mod proc;
 #[path = "common/streamd.rs"]
 mod streamd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use http::{Http, get};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 struct Plan {
     full: bool,
@@ -204,40 +206,15 @@ fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_nginx(dir: &Path, root: &Path) -> (Child, u16) {
+/// nginx (one worker) serving `root`, uncached: the baseline origin.
+fn start_nginx(dir: &Path, root: &Path) -> (Child, u16) {
     let port = free_port();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  types {{ application/vnd.apple.mpegurl m3u8; video/mp4 mp4 m4s; }}\n  \
-             client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{ add_header Cache-Control no-cache; add_header Access-Control-Allow-Origin *; }}\n  }}\n}}\n",
-            pid = dir.join("nginx.pid").display(),
-            tmp = dir.display(),
-            root = root.display(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    (child, port)
+    let http = format!(
+        "  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    \
+         location / {{ add_header Cache-Control no-cache; add_header Access-Control-Allow-Origin *; }}\n  }}",
+        root = root.display(),
+    );
+    (nginx::start(dir, 1, &http), port)
 }
 
 fn publish(rtmp: &str, hls_dir: Option<&PathBuf>, plan: &Plan) -> Child {
@@ -315,7 +292,7 @@ async fn run(plan: Plan) {
     } = streamd::start(&dir, "[transcode]\nenabled = false\n").await;
     let streamd_pid = streamd.id().unwrap();
     let nginx = if plan.full {
-        Some(start_nginx(&dir, &hls_dir).await)
+        Some(start_nginx(&dir, &hls_dir))
     } else {
         None
     };
@@ -410,6 +387,9 @@ async fn run(plan: Plan) {
         "p50": q("streamd_llhls_blocking_wake_seconds", "0.5"),
         "p99": q("streamd_llhls_blocking_wake_seconds", "0.99"),
     });
+    if let Some((n, _)) = nginx {
+        nginx::stop(n).await;
+    }
     let text = serde_json::to_string_pretty(&report).unwrap();
     println!("{text}");
     if plan.full {

@@ -1,5 +1,22 @@
 //! Client addresses: blocks of them (trusted proxies), shared by the
-//! configuration's checks and the listeners.
+//! configuration's checks and the listeners; and binding those listeners.
+
+/// Binds a TCP listener on each of `addrs`; the first that cannot be bound
+/// is an error naming the protocol (`what`) and the address.
+pub async fn listen_all(
+    addrs: &[std::net::SocketAddr],
+    what: &str,
+) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        listeners.push(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))?,
+        );
+    }
+    Ok(listeners)
+}
 
 /// An address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -147,7 +147,7 @@ impl Server {
         }
         let transcoders = Arc::new(Transcoders::default());
         let webrtc = if config.webrtc.enabled {
-            Some(WebRtcServer::bind(config.webrtc.clone(), transcoders.clone()).await?)
+            Some(WebRtcServer::bind(config.webrtc.clone()).await?)
         } else {
             None
         };
@@ -217,7 +217,7 @@ impl Server {
         self.webrtc.as_ref().map(|w| w.sfu())
     }
 
-    /// Keyframe requests to running transcoders.
+    /// The transcoders' fault injection (tests and the fault bench).
     pub fn transcoders(&self) -> &Arc<Transcoders> {
         &self.transcoders
     }

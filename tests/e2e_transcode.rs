@@ -208,14 +208,14 @@ type Tracks = BTreeMap<String, (TrackRole, Collected)>;
 /// until the broadcast ends.
 struct Collector {
     task: tokio::task::JoinHandle<Tracks>,
-    broadcast_id: u64,
+    broadcast: BroadcastConsumer,
 }
 
 impl Collector {
     async fn start(server: &TestServer, stream: &str) -> Collector {
         let b = wait_broadcast(server, "live", stream).await;
         Collector {
-            broadcast_id: b.id(),
+            broadcast: b.clone(),
             task: tokio::spawn(collect(b)),
         }
     }
@@ -611,15 +611,14 @@ async fn resolution_change_mid_stream_reconfigures_and_keyframes_on_request() {
 
     let server = TestServer::start(small_ladder).await;
     let (mut client, collector) = publish_raw(&server, "change").await;
-    let id = collector.broadcast_id;
-    // Real time, as a publisher sends; after 1.3 s, ask for a keyframe on
-    // one rung (twice: the second is within the same second and coalesces).
+    // Real time, as a publisher sends; after 1.3 s, ask the bus for a
+    // keyframe on one rung (twice: the second coalesces with the first).
     let started = tokio::time::Instant::now();
     let (before, after): (Vec<&Tag>, Vec<&Tag>) = tags.iter().partition(|t| t.timestamp <= 1300);
     send_paced(&mut client, before, started, 0).await;
-    assert!(server.transcoders().request_keyframe(id, "240p"));
-    assert!(server.transcoders().request_keyframe(id, "240p"));
-    assert!(!server.transcoders().request_keyframe(id, "1080p"));
+    assert!(collector.broadcast.request_keyframe("240p"));
+    assert!(collector.broadcast.request_keyframe("240p"));
+    assert!(!collector.broadcast.request_keyframe("1080p"));
     send_paced(&mut client, after, started, 0).await;
     drop(client);
     let tracks = collector.finish().await;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestServer, get, request};
+use common::{TestServer, free_port, get, request};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,14 +21,6 @@ const FPS: f64 = 30.0;
 
 /// Published: 30 fps, so one frame is this long.
 const FRAME: f64 = 1.0 / FPS;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// moto's S3 server on a free port, with bucket `bucket`. A missing moto
 /// fails the test (scripts/test.sh installs it).

@@ -243,6 +243,19 @@ impl BroadcastConsumer {
         self.subscribe_at(name, StartAt::Newest, max_lag)
     }
 
+    /// Asks the producer of track `name` for a keyframe (see
+    /// [`TrackConsumer::request_keyframe`]); false if there is no such track.
+    pub fn request_keyframe(&self, name: &str) -> bool {
+        let st = self.shared.lock();
+        match st.tracks.iter().find(|t| t.info.name == name) {
+            Some(t) => {
+                t.request_keyframe();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Subscribes from the newest or the oldest keyframe held.
     pub fn subscribe_at(
         &self,

@@ -486,3 +486,44 @@ async fn new_broadcasts_beyond_the_limit_are_refused_but_a_returning_publisher_i
     assert!(reg.end(&path("a")));
     let _c = reg.publish(path("c")).unwrap();
 }
+
+/// Keyframe requests go upstream: from a consumer or by track name, they
+/// coalesce into one until the producer writes a keyframe (not any frame);
+/// they outlive a producer's session, and a track that does not exist says
+/// so.
+#[tokio::test]
+async fn keyframe_requests_reach_the_producer_and_a_keyframe_answers_them() {
+    let reg = Registry::new(Duration::from_secs(10), Retention::default());
+    let mut b = reg.publish(path("kf")).unwrap();
+    let bc = b.consumer();
+    let mut v = b.track(video());
+    v.set_config(video_config());
+    v.write(frame(0, true, 1), true).unwrap();
+    assert!(!v.keyframe_requested());
+
+    let c = bc.subscribe("video", None).unwrap();
+    c.request_keyframe();
+    assert!(v.keyframe_requested());
+    // A second request before the keyframe is the same request.
+    assert!(bc.request_keyframe("video"));
+    assert!(v.keyframe_requested());
+    // A delta frame does not answer it; a keyframe inside the group does.
+    v.write(frame(33, false, 1), false).unwrap();
+    assert!(v.keyframe_requested());
+    v.write(frame(66, true, 1), false).unwrap();
+    assert!(!v.keyframe_requested());
+
+    // Asked while the publisher is away: its next session's producer sees
+    // it, and its first keyframe answers it.
+    drop(v);
+    drop(b);
+    assert!(bc.request_keyframe("video"));
+    let mut b2 = reg.publish(path("kf")).unwrap();
+    let mut v2 = b2.track(video());
+    assert!(v2.keyframe_requested());
+    v2.set_config(video_config());
+    v2.write(frame(0, true, 1), true).unwrap();
+    assert!(!v2.keyframe_requested());
+
+    assert!(!bc.request_keyframe("1080p"));
+}

@@ -8,8 +8,15 @@
 //! a byte budget; the producer never waits for anyone. A consumer whose cursor
 //! falls out of the window (or that lags more than its own `max_lag`) jumps to
 //! the next group start — the next keyframe — and counts the frames it lost.
+//!
+//! Keyframe requests travel the other way: a consumer (a WebRTC viewer
+//! joining or switching) asks the track for a keyframe; requests coalesce
+//! into one flag until the producer writes a keyframe. The producer (an
+//! encoder) reads the flag and decides when to honour it; a producer that
+//! cannot make keyframes (a passed-through source) ignores it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -81,6 +88,8 @@ pub(crate) struct TrackShared {
     retention: Retention,
     state: Mutex<TrackState>,
     notify: watch::Sender<u64>,
+    /// A consumer asked for a keyframe, and none has been written since.
+    keyframe_wanted: AtomicBool,
 }
 
 impl TrackShared {
@@ -99,7 +108,17 @@ impl TrackShared {
                 evicted_frames: 0,
             }),
             notify: watch::Sender::new(0),
+            keyframe_wanted: AtomicBool::new(false),
         })
+    }
+
+    /// Asks the producer for a keyframe; requests made before the next
+    /// keyframe is written coalesce into one.
+    pub(crate) fn request_keyframe(&self) {
+        if !self.keyframe_wanted.swap(true, Ordering::AcqRel) {
+            metrics::counter!("streamd_bus_keyframe_requests_total", "track" => self.info.kind.as_str())
+                .increment(1);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, TrackState> {
@@ -210,6 +229,12 @@ impl TrackProducer {
         self.config.as_ref()
     }
 
+    /// A consumer asked for a keyframe and none has been written since (see
+    /// [`TrackConsumer::request_keyframe`]). Writing a keyframe answers it.
+    pub fn keyframe_requested(&self) -> bool {
+        self.track.keyframe_wanted.load(Ordering::Acquire)
+    }
+
     /// Appends a frame. `new_group` starts a new group with it (it must then
     /// be a keyframe); a frame after a configuration change always does.
     pub fn write(&mut self, frame: Frame, new_group: bool) -> Result<(), WriteError> {
@@ -217,6 +242,9 @@ impl TrackProducer {
         let start = new_group || !self.group_open;
         if start && !frame.keyframe {
             return Err(WriteError::GroupWithoutKeyframe);
+        }
+        if frame.keyframe {
+            self.track.keyframe_wanted.store(false, Ordering::Release);
         }
         let retention = &self.track.retention;
         let mut st = self.track.lock();
@@ -386,6 +414,15 @@ impl TrackConsumer {
     /// Total frames this consumer has skipped.
     pub fn dropped(&self) -> u64 {
         self.dropped_total
+    }
+
+    /// Asks the track's producer for a keyframe soon (a viewer that joined
+    /// or switched and waits for one). Requests coalesce until the producer
+    /// writes a keyframe; the producer decides when (an encoder spaces them
+    /// out), and a producer that cannot make one ignores it. Throttling per
+    /// requester is the caller's.
+    pub fn request_keyframe(&self) {
+        self.track.request_keyframe();
     }
 
     /// Reads without waiting.

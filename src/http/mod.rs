@@ -249,24 +249,11 @@ impl HttpServer {
         tls: &[SocketAddr],
         certs: Option<Arc<tls::Certs>>,
     ) -> anyhow::Result<HttpServer> {
-        let mut plain = Vec::new();
-        for addr in &config.listen {
-            plain.push(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?,
-            );
-        }
-        let mut tls_listeners = Vec::new();
-        if certs.is_some() {
-            for addr in tls {
-                tls_listeners.push(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen for HTTPS on {addr}: {e}"))?,
-                );
-            }
-        }
+        let plain = crate::net::listen_all(&config.listen, "HTTP").await?;
+        let tls_listeners = match certs {
+            Some(_) => crate::net::listen_all(tls, "HTTPS").await?,
+            None => Vec::new(),
+        };
         Ok(HttpServer {
             plain,
             tls: tls_listeners,
@@ -462,15 +449,8 @@ impl Serve {
         let conn = builder
             .serve_connection(io, self.service(peer, secure))
             .with_upgrades();
-        let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stop.wait() => {
-                // Finish the request in flight, take no more.
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
+        let conn = std::pin::pin!(conn);
+        let result = until_stopped(conn, &mut stop, |c| c.graceful_shutdown()).await;
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "http connection ended");
         }
@@ -489,16 +469,29 @@ impl Serve {
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         let conn = builder.serve_connection(io, self.service(peer, true));
-        let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stop.wait() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
+        let conn = std::pin::pin!(conn);
+        let result = until_stopped(conn, &mut stop, |c| c.graceful_shutdown()).await;
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "http/2 connection ended");
+        }
+    }
+}
+
+/// Serves `conn` to its end; at `stop`, `graceful` tells it to finish the
+/// requests in flight and take no more, and it is served until then.
+async fn until_stopped<C, T>(
+    mut conn: std::pin::Pin<&mut C>,
+    stop: &mut Shutdown,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> T
+where
+    C: Future<Output = T>,
+{
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.wait() => {
+            graceful(conn.as_mut());
+            conn.await
         }
     }
 }

@@ -68,16 +68,10 @@ impl RtmpServer {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for RTMP on {}: {e}", config.listen))?;
-        let mut tls_listeners = Vec::new();
-        if certs.is_some() {
-            for addr in tls {
-                tls_listeners.push(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen for RTMPS on {addr}: {e}"))?,
-                );
-            }
-        }
+        let tls_listeners = match certs {
+            Some(_) => crate::net::listen_all(tls, "RTMPS").await?,
+            None => Vec::new(),
+        };
         Ok(RtmpServer {
             listener,
             tls: tls_listeners,

@@ -33,7 +33,7 @@ pub mod service;
 
 use crate::config::RungConfig;
 
-pub use pipeline::{RungControl, Transcoders};
+pub use pipeline::Transcoders;
 pub use service::OfflineLadder;
 
 /// A rung as it will be encoded for one source.

@@ -4,10 +4,10 @@
 //! their encoders: dropping a [`Pipeline`] joins nothing, [`Pipeline::close`]
 //! does.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,44 +55,16 @@ pub(super) fn dropped(stage: &'static str, n: u64) {
     metrics::counter!("streamd_transcode_dropped_frames_total", "stage" => stage).increment(n);
 }
 
-/// Asks one rung for a keyframe (WebRTC: a new viewer, a PLI).
-#[derive(Debug, Default)]
-pub struct RungControl {
-    requested: AtomicBool,
-    /// Fault injection: the least time, in microseconds, each picture takes.
-    encode_floor: Arc<AtomicU64>,
-}
-
-impl RungControl {
-    /// The rung makes its next picture an IDR, unless it made one less than
-    /// a second ago (then the first picture a second after it).
-    pub fn request_keyframe(&self) {
-        self.requested.store(true, Ordering::Release);
-    }
-}
-
-/// The keyframe controls of every running transcoder, by broadcast id and
-/// track name.
+/// What the server holds of the transcoders: fault injection for tests and
+/// the fault bench. (Keyframe requests reach an encoder through its bus
+/// track: [`TrackProducer::keyframe_requested`].)
 #[derive(Default)]
 pub struct Transcoders {
-    controls: Mutex<HashMap<(u64, String), Arc<RungControl>>>,
+    /// The least time, in microseconds, each picture takes.
     encode_floor: Arc<AtomicU64>,
 }
 
 impl Transcoders {
-    /// Requests a keyframe on `track` of broadcast `broadcast_id`; false if
-    /// no encoder runs for it (a bypassed rung, say).
-    pub fn request_keyframe(&self, broadcast_id: u64, track: &str) -> bool {
-        let controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
-        match controls.get(&(broadcast_id, track.to_owned())) {
-            Some(c) => {
-                c.request_keyframe();
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Fault injection, for tests and the fault bench: every rung encoder
     /// takes at least `per_picture` for each picture from now on (zero
     /// turns it off), as on a machine too slow for the ladder. The decode
@@ -103,22 +75,8 @@ impl Transcoders {
         self.encode_floor.store(micros, Ordering::Release);
     }
 
-    pub(super) fn register(&self, broadcast_id: u64, track: &str) -> Arc<RungControl> {
-        let mut controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
-        controls
-            .entry((broadcast_id, track.to_owned()))
-            .or_insert_with(|| {
-                Arc::new(RungControl {
-                    requested: AtomicBool::new(false),
-                    encode_floor: self.encode_floor.clone(),
-                })
-            })
-            .clone()
-    }
-
-    pub(super) fn unregister(&self, broadcast_id: u64) {
-        let mut controls = self.controls.lock().unwrap_or_else(|e| e.into_inner());
-        controls.retain(|(id, _), _| *id != broadcast_id);
+    pub(super) fn encode_floor(&self) -> Arc<AtomicU64> {
+        self.encode_floor.clone()
     }
 }
 
@@ -193,20 +151,19 @@ impl Pipeline {
     pub fn start_video(
         &mut self,
         ctx: StreamContext,
-        rungs: Vec<(PlannedRung, TrackProducer, Arc<RungControl>)>,
+        rungs: Vec<(PlannedRung, TrackProducer, Arc<AtomicU64>)>,
     ) -> std::io::Result<()> {
         let mut links = Vec::new();
-        for (rung, producer, control) in rungs {
+        for (rung, producer, encode_floor) in rungs {
             let (tx, rx) = sync_channel(RUNG_QUEUE);
             let inflight = Arc::new(AtomicUsize::new(0));
             let link_inflight = inflight.clone();
             let ctx = ctx.clone();
             let name = format!("streamd-x264-{}", rung.config.name);
-            self.threads.push(
-                std::thread::Builder::new().name(name).spawn(move || {
-                    RungWorker::new(rung, producer, control, ctx, inflight).run(rx)
-                })?,
-            );
+            self.threads
+                .push(std::thread::Builder::new().name(name).spawn(move || {
+                    RungWorker::new(rung, producer, encode_floor, ctx, inflight).run(rx)
+                })?);
             links.push(RungLink {
                 tx,
                 inflight: link_inflight,
@@ -501,7 +458,8 @@ struct RungWorker {
     rung: PlannedRung,
     info: TrackInfo,
     ctx: StreamContext,
-    control: Arc<RungControl>,
+    /// Fault injection: the least time, in microseconds, each picture takes.
+    encode_floor: Arc<AtomicU64>,
     inflight: Arc<AtomicUsize>,
     encoder: Option<(VideoEncoder, Live)>,
     producer: Option<TrackProducer>,
@@ -521,7 +479,7 @@ impl RungWorker {
     fn new(
         rung: PlannedRung,
         producer: TrackProducer,
-        control: Arc<RungControl>,
+        encode_floor: Arc<AtomicU64>,
         ctx: StreamContext,
         inflight: Arc<AtomicUsize>,
     ) -> RungWorker {
@@ -532,7 +490,7 @@ impl RungWorker {
             producer: Some(producer),
             rung,
             ctx,
-            control,
+            encode_floor,
             inflight,
             encoder: None,
             pending: VecDeque::new(),
@@ -552,7 +510,7 @@ impl RungWorker {
                     // (Re-read while waiting: setting the floor back to
                     // zero releases a stalled encoder at once.)
                     loop {
-                        let floor = self.control.encode_floor.load(Ordering::Acquire);
+                        let floor = self.encode_floor.load(Ordering::Acquire);
                         let left = Duration::from_micros(floor).saturating_sub(started.elapsed());
                         if left.is_zero() {
                             break;
@@ -662,16 +620,21 @@ impl RungWorker {
                 }
             }
         }
+        // A consumer's keyframe request (WebRTC: a join, a switch, a PLI)
+        // is answered at once, or a second after the last keyframe; the
+        // keyframe written answers every request made before it.
         let mut force = boundary;
-        if self.control.requested.load(Ordering::Acquire) {
+        if !boundary
+            && self
+                .producer
+                .as_ref()
+                .is_some_and(|p| p.keyframe_requested())
+        {
             let min_gap =
                 MediaTime::from_duration(KEYFRAME_REQUEST_INTERVAL, self.ctx.timescale).ticks();
-            if boundary || self.last_keyframe.is_none_or(|k| p.pts - k >= min_gap) {
-                if !boundary {
-                    metrics::counter!("streamd_transcode_requested_keyframes_total").increment(1);
-                }
+            if self.last_keyframe.is_none_or(|k| p.pts - k >= min_gap) {
+                metrics::counter!("streamd_transcode_requested_keyframes_total").increment(1);
                 force = true;
-                self.control.requested.store(false, Ordering::Release);
             }
         }
         if force {

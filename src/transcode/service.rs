@@ -42,15 +42,13 @@ pub async fn run(
                     return None;
                 }
                 let span = tracing::info_span!("transcode", stream = %b.path());
-                let id = b.id();
                 let task = transcode(b, config.clone(), transcoders.clone()).instrument(span);
-                Some((task, id))
+                Some((task, ()))
             },
-            |id, error| {
+            |(), error| {
                 if let Some(e) = error {
                     tracing::error!(error = %e, "a transcoder task failed");
                 }
-                transcoders.unregister(id);
             },
         )
         .await;
@@ -190,14 +188,12 @@ impl Reader {
                     config: None,
                 });
             } else {
-                let control = self
-                    .transcoders
-                    .register(self.broadcast.id(), &r.config.name);
+                let encode_floor = self.transcoders.encode_floor();
                 let mut r = r.clone();
                 if r.config.threads == 0 {
                     r.config.threads = auto_threads(encoded.is_empty());
                 }
-                encoded.push((r, producer, control));
+                encoded.push((r, producer, encode_floor));
             }
         }
         tracing::info!(

@@ -23,7 +23,6 @@ pub mod udp;
 pub mod ws;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -31,7 +30,6 @@ use tokio::sync::mpsc;
 use crate::bus::{BroadcastUpdate, TrackKind, TrackRole};
 use crate::config::WebRtcConfig;
 use crate::shutdown::Shutdown;
-use crate::transcode::Transcoders;
 pub use sfu::{Engine, Sfu, SfuError};
 
 /// A video rendition a viewer can watch.
@@ -125,10 +123,7 @@ impl WebRtcServer {
     /// Binds a UDP socket per engine (`udp_listen`, then the next ports)
     /// and works out the candidates each offers (logged, since a wrong one
     /// is the most common reason WebRTC plays nothing).
-    pub async fn bind(
-        config: WebRtcConfig,
-        transcoders: Arc<Transcoders>,
-    ) -> anyhow::Result<WebRtcServer> {
+    pub async fn bind(config: WebRtcConfig) -> anyhow::Result<WebRtcServer> {
         let count = config.engine_count();
         let mut sockets = Vec::with_capacity(count);
         let mut local = Vec::with_capacity(count);
@@ -175,7 +170,7 @@ impl WebRtcServer {
         }
         let max_viewers = config.max_viewers;
         let idle = config.ice_timeout;
-        let started = Engine::start(config, sockets, tcp_candidates, transcoders)?;
+        let started = Engine::start(config, sockets, tcp_candidates)?;
         Ok(WebRtcServer {
             engines: started.engines,
             sfu: started.sfu,

@@ -45,7 +45,6 @@ use crate::bus::BroadcastConsumer;
 use crate::config::WebRtcConfig;
 use crate::ratelimit::{LogLimiter, TokenBucket};
 use crate::shutdown::Shutdown;
-use crate::transcode::Transcoders;
 
 /// A viewer's number, unique for the engine's life (it is also the `id` of
 /// OME's signalling).
@@ -341,6 +340,8 @@ struct Viewer {
 
 struct Stream {
     plan: StreamPlan,
+    /// Where keyframe requests go (to each rendition's track producer).
+    broadcast: BroadcastConsumer,
     viewers: Vec<ViewerId>,
     feeds: Vec<AbortHandle>,
 }
@@ -390,7 +391,6 @@ pub struct Engine {
     /// on one rendition, `estimating` (TWCC bandwidth estimation and the
     /// pacer it needs) for viewers on automatic ABR.
     templates: Templates,
-    transcoders: Arc<Transcoders>,
     commands: mpsc::Receiver<Command>,
     media_tx: mpsc::Sender<FeedMsg>,
     media_rx: mpsc::Receiver<FeedMsg>,
@@ -440,7 +440,6 @@ impl Engine {
         config: WebRtcConfig,
         sockets: Vec<(UdpSocket, Vec<SocketAddr>)>,
         tcp_candidates: Vec<SocketAddr>,
-        transcoders: Arc<Transcoders>,
     ) -> Result<Started, SfuError> {
         let tcp_candidates = Arc::new(tcp_candidates);
         let mut tcp_links = Vec::new();
@@ -461,7 +460,6 @@ impl Engine {
                 socket,
                 candidates: Arc::new(candidates),
                 templates: templates.clone(),
-                transcoders: transcoders.clone(),
                 commands,
                 media_tx,
                 media_rx,
@@ -741,6 +739,7 @@ impl Engine {
             let feeds = super::feed::start(&req.broadcast, &req.plan, &self.media_tx);
             Stream {
                 plan: req.plan.clone(),
+                broadcast: req.broadcast.clone(),
                 viewers: Vec::new(),
                 feeds,
             }
@@ -920,7 +919,7 @@ impl Engine {
                     .position(|r| r.name == name)
                     .ok_or(SfuError::UnknownRendition(name))?;
                 v.auto = false;
-                switch_to(v, i, renditions, &self.transcoders, now);
+                switch_to(v, i, renditions, &stream.broadcast, now);
             }
         }
         Ok(())
@@ -1087,7 +1086,7 @@ impl Engine {
             && let Some(stream) = self.streams.get(&v.broadcast)
         {
             let r = v.target.unwrap_or(v.current);
-            request_keyframe(v, &stream.plan.renditions[r], &self.transcoders, now);
+            request_keyframe(v, &stream.plan.renditions[r], &stream.broadcast, now);
         }
     }
 
@@ -1149,7 +1148,7 @@ impl Engine {
             let Some(stream) = self.streams.get(&v.broadcast) else {
                 continue;
             };
-            switch_to(v, next, &stream.plan.renditions, &self.transcoders, now);
+            switch_to(v, next, &stream.plan.renditions, &stream.broadcast, now);
             let renditions = &stream.plan.renditions;
             // Let the estimator probe towards the next rendition up.
             let min = u64::from(renditions[next].bitrate) + AUDIO_BPS;
@@ -1291,16 +1290,17 @@ fn keyframe_budget() -> TokenBucket {
     TokenBucket::new(2, KEYFRAME_REQUEST_INTERVAL)
 }
 
-/// Asks the rendition's encoder for a keyframe if the viewer's budget allows
-/// (the encoder coalesces further, per rung). Switching renditions does not
-/// refill the budget: a viewer cannot make every rung's encoder spend IDRs by
-/// switching back and forth.
-fn request_keyframe(v: &mut Viewer, r: &Rendition, transcoders: &Transcoders, now: Instant) {
+/// Asks the rendition's track, upstream on the bus, for a keyframe if the
+/// viewer's budget allows (the bus coalesces requests per track, and an
+/// encoder spaces its answers). Switching renditions does not refill the
+/// budget: a viewer cannot make every rung's encoder spend IDRs by switching
+/// back and forth.
+fn request_keyframe(v: &mut Viewer, r: &Rendition, broadcast: &BroadcastConsumer, now: Instant) {
     v.keyframe_wanted = false;
     if !v.keyframe_budget.take(now) {
         return;
     }
-    transcoders.request_keyframe(v.broadcast, &r.track);
+    broadcast.request_keyframe(&r.track);
 }
 
 /// Starts a switch to rendition `to`: it takes effect at that rendition's
@@ -1309,7 +1309,7 @@ fn switch_to(
     v: &mut Viewer,
     to: usize,
     renditions: &[Rendition],
-    transcoders: &Transcoders,
+    broadcast: &BroadcastConsumer,
     now: Instant,
 ) {
     if to == v.current {
@@ -1324,7 +1324,7 @@ fn switch_to(
         return;
     }
     v.target = Some(to);
-    request_keyframe(v, &renditions[to], transcoders, now);
+    request_keyframe(v, &renditions[to], broadcast, now);
 }
 
 fn notify(v: &Viewer, e: ViewerEvent) {

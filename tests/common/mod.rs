@@ -466,6 +466,15 @@ pub fn media_playlists(master: &str) -> Vec<String> {
 }
 
 /// Runs a command and returns (success, stdout, stderr).
+/// A loopback port free right now (the caller binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
     run_with_env(program, args, &[]).await
 }
