@@ -50,21 +50,29 @@ fn run(program: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn manifests() -> Vec<String> {
+/// Every file under `dir` (recursively) whose extension is `ext`.
+fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut dirs = vec![repo().join("k8s")];
+    let mut dirs = vec![dir.to_owned()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml")
-                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
-            {
-                out.push(p.strip_prefix(repo()).unwrap().display().to_string());
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
             }
         }
     }
+    out
+}
+
+fn manifests() -> Vec<String> {
+    let mut out: Vec<String> = files_under(&repo().join("k8s"), "yaml")
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
     out.sort();
     assert!(out.len() >= 8, "{out:?}");
     out
@@ -233,18 +241,10 @@ fn the_dashboard_queries_metrics_streamd_exports() {
     let text = std::fs::read_to_string(repo().join("docs/grafana-dashboard.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
     assert_eq!(dash["title"], "streamd");
-    let mut source = String::new();
-    let mut dirs = vec![repo().join("src")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                source.push_str(&std::fs::read_to_string(&p).unwrap());
-            }
-        }
-    }
+    let source: String = files_under(&repo().join("src"), "rs")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
     let exported = |name: &str| {
         source.match_indices(name).any(|(i, _)| {
             let after = source[i + name.len()..].chars().next().unwrap_or(' ');
