@@ -646,14 +646,7 @@ impl Recorder {
                     Vec::new()
                 }
             };
-            if let Ok(n) = self
-                .store
-                .count_segments_in(&self.node, SegmentStatus::Closed)
-                .await
-            {
-                metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone())
-                    .set(n as f64);
-            }
+            self.report_backlog().await;
             // At shutdown, uploads in flight are dropped: the journal
             // still has them closed, and `flush` (or the next start) sends
             // them.
@@ -678,17 +671,12 @@ impl Recorder {
                 continue;
             }
             backoff = FIRST_BACKOFF;
-            self.finish_uploaded().await;
+            let more = self.finish_uploaded().await;
             if shutdown.is_triggered() {
                 return;
             }
             // More may be waiting beyond this batch; else sleep until woken.
-            let more = self
-                .store
-                .count_segments_in(&self.node, SegmentStatus::Closed)
-                .await
-                .unwrap_or(0);
-            if more == 0 {
+            if more.unwrap_or(0) == 0 {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -696,6 +684,19 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// Sets the backlog gauge to the closed segments the journal holds;
+    /// that count, unless the journal cannot be read.
+    async fn report_backlog(&self) -> Option<i64> {
+        let n = self
+            .store
+            .count_segments_in(&self.node, SegmentStatus::Closed)
+            .await
+            .ok()?;
+        metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone())
+            .set(n as f64);
+        Some(n)
     }
 
     /// Uploads `rows`, `upload_concurrency` at a time; the errors.
@@ -820,13 +821,17 @@ impl Recorder {
 
     /// Ended recordings with nothing left to upload become `ready` (or
     /// `failed`, if they hold no media at all).
-    async fn finish_uploaded(&self) {
+    /// First sets the backlog gauge, so that it never reads higher than
+    /// the recordings' states; returns the backlog (unless the journal
+    /// cannot be read).
+    async fn finish_uploaded(&self) -> Option<i64> {
+        let backlog = self.report_backlog().await;
         let Ok(ended) = self
             .store
             .recordings_in(&self.node, RecordingStatus::Uploading)
             .await
         else {
-            return;
+            return backlog;
         };
         for r in ended {
             if self.store.segments_pending(&r.id).await.unwrap_or(1) > 0 {
@@ -853,6 +858,7 @@ impl Recorder {
                 );
             }
         }
+        backlog
     }
 
     /// A signed URL of an uploaded segment, valid for `record.signed_urls`,
