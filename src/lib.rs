@@ -2,7 +2,9 @@
 //!
 //! The data flow reads from the module names: [`ingest`] turns publishers'
 //! bytes into frames on the [`bus`]; [`transcode`] reads them and writes the
-//! ABR ladder and Opus back to the bus; [`llhls`] packages the bus for HTTP
+//! ABR ladder and Opus back to the bus, with the broadcast's catalog of what
+//! to serve (the source, when it does not transcode); [`llhls`] packages the
+//! catalog's tracks for HTTP
 //! and [`webrtc`] sends it to browsers over RTP, both reached through
 //! [`http`]; [`record`] archives what
 //! [`llhls`] packages, to a store, for VOD. [`server`] wires them together.

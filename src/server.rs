@@ -314,7 +314,6 @@ impl Server {
             registry.clone(),
             outputs.clone(),
             config.llhls.clone(),
-            config.transcode.clone(),
             recorder.as_ref().map(|r| r.taps()),
             shutdown.clone(),
         ));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::rtmp::{PublishError, RtmpClient, Tag, read_flv};
 use common::*;
 use ffmpeg_next as ff;
-use streamd::bus::{BroadcastConsumer, FrameEvent, StartAt, TrackEvent, TrackRole};
+use streamd::bus::{BroadcastConsumer, Catalog, FrameEvent, StartAt, TrackEvent, VideoEntry};
 use streamd::config::{Config, RungConfig};
 use streamd::media::CodecConfig;
 
@@ -141,7 +141,7 @@ async fn collect(b: BroadcastConsumer) -> Tracks {
             let Some(mut c) = b.subscribe_at(&info.name, StartAt::Oldest, None) else {
                 continue;
             };
-            out.insert(info.name.clone(), (info.role.clone(), Collected::default()));
+            out.insert(info.name.clone(), (Listed::Not, Collected::default()));
             let name = info.name.clone();
             tasks.spawn(async move {
                 let mut frames = Vec::new();
@@ -164,7 +164,35 @@ async fn collect(b: BroadcastConsumer) -> Tracks {
             entry.1.frames = frames;
         }
     }
+    let catalog = b.catalog().expect("the broadcast has a catalog");
+    assert!(catalog.complete, "{catalog:?}");
+    for (name, entry) in out.iter_mut() {
+        entry.0 = Listed::of(&catalog, name);
+    }
     out
+}
+
+/// What the broadcast's final catalog says a track is for.
+#[derive(Debug, PartialEq)]
+enum Listed {
+    Video(VideoEntry),
+    Audio,
+    WebRtcAudio,
+    Not,
+}
+
+impl Listed {
+    fn of(c: &Catalog, track: &str) -> Listed {
+        if let Some(v) = c.video_entry(track) {
+            Listed::Video(v.clone())
+        } else if c.audio.as_deref() == Some(track) {
+            Listed::Audio
+        } else if c.webrtc_audio.as_deref() == Some(track) {
+            Listed::WebRtcAudio
+        } else {
+            Listed::Not
+        }
+    }
 }
 
 async fn wait_broadcast(server: &TestServer, app: &str, stream: &str) -> BroadcastConsumer {
@@ -202,7 +230,7 @@ fn publish_file(
         .expect("ffmpeg is installed")
 }
 
-type Tracks = BTreeMap<String, (TrackRole, Collected)>;
+type Tracks = BTreeMap<String, (Listed, Collected)>;
 
 /// Every track of `live/{stream}`, collected from the bus (see [`collect`])
 /// until the broadcast ends.
@@ -448,7 +476,10 @@ async fn ladder_is_aligned_exact_and_decodes() {
     let source_video = &tracks["video"].1;
     let r360 = &tracks["360p"].1;
     let r240 = &tracks["240p"].1;
-    assert!(matches!(tracks["360p"].0, TrackRole::Rendition(ref r) if r.webrtc_safe && !r.bypass));
+    assert!(matches!(tracks["360p"].0, Listed::Video(ref r) if r.webrtc_safe && !r.passthrough));
+    // The catalog lists the ladder and the publisher's audio, not its video.
+    assert_eq!(tracks["video"].0, Listed::Not);
+    assert_eq!(tracks["audio"].0, Listed::Audio);
     assert!(!tracks.contains_key("1080p"));
     assert!(
         source_video.frames.len() >= 170,
@@ -485,7 +516,7 @@ async fn ladder_is_aligned_exact_and_decodes() {
     // Opus: exists, decodes, and keeps the AAC's timing within one frame
     // from start to end.
     let opus = &tracks["opus"].1;
-    assert_eq!(tracks["opus"].0, TrackRole::WebRtcAudio);
+    assert_eq!(tracks["opus"].0, Listed::WebRtcAudio);
     let samples = decode_opus(&opus.frames);
     let aac = &tracks["audio"].1;
     let CodecConfig::Opus(cfg) = &*opus.frames[0].group.config else {
@@ -881,10 +912,10 @@ async fn top_rung_bypasses_a_fitting_source() {
     let (status, err) = finish(publisher).await;
     assert!(status.success(), "{err}");
     let tracks = collector.finish().await;
-    let TrackRole::Rendition(info) = &tracks["360p"].0 else {
+    let Listed::Video(info) = &tracks["360p"].0 else {
         panic!("360p is not a rendition");
     };
-    assert!(info.bypass);
+    assert!(info.passthrough);
     assert!(!info.webrtc_safe, "the source has B-frames");
     let source = &tracks["video"].1.frames;
     let bypassed = &tracks["360p"].1.frames;
@@ -901,7 +932,7 @@ async fn top_rung_bypasses_a_fitting_source() {
         tracks["240p"].1.group_starts(),
         tracks["video"].1.group_starts()
     );
-    assert!(matches!(&tracks["240p"].0, TrackRole::Rendition(r) if r.webrtc_safe && !r.bypass));
+    assert!(matches!(&tracks["240p"].0, Listed::Video(r) if r.webrtc_safe && !r.passthrough));
     server.stop().await;
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::registry::RegistryInner;
 use super::track::{Retention, StartAt, TrackConsumer, TrackProducer, TrackShared};
-use super::{StreamPath, TrackInfo};
+use super::{Catalog, StreamPath, TrackInfo};
 
 /// What the publisher said about its stream (RTMP `onMetaData`). Hints only:
 /// packagers trust the media itself first.
@@ -38,6 +38,8 @@ pub(crate) struct BroadcastState {
     pub(crate) tracks: Vec<Arc<TrackShared>>,
     pub(crate) status: BroadcastStatus,
     pub(crate) meta: BroadcastMeta,
+    /// `None` until the stage that shapes the outputs publishes one.
+    pub(crate) catalog: Option<Catalog>,
 }
 
 pub(crate) struct BroadcastShared {
@@ -60,6 +62,7 @@ impl BroadcastShared {
                 tracks: Vec::new(),
                 status: BroadcastStatus::Live { session: 0 },
                 meta: BroadcastMeta::default(),
+                catalog: None,
             }),
             changed: watch::Sender::new(0),
         })
@@ -198,6 +201,7 @@ pub struct BroadcastUpdate {
     pub status: BroadcastStatus,
     pub tracks: Vec<TrackInfo>,
     pub meta: BroadcastMeta,
+    pub catalog: Option<Catalog>,
 }
 
 impl BroadcastConsumer {
@@ -228,7 +232,41 @@ impl BroadcastConsumer {
             status: st.status,
             tracks: st.tracks.iter().map(|t| t.info.clone()).collect(),
             meta: st.meta.clone(),
+            catalog: st.catalog.clone(),
         }
+    }
+
+    /// The catalog, once one is published.
+    pub fn catalog(&self) -> Option<Catalog> {
+        self.shared.lock().catalog.clone()
+    }
+
+    /// Publishes the broadcast's catalog (its video sorted largest first),
+    /// for the stage that shapes the outputs. Consumers waiting in
+    /// [`update`](Self::update) wake only when it changed. Ignored once
+    /// the broadcast has ended.
+    pub fn publish_catalog(&self, catalog: Catalog) {
+        self.update_catalog(|c| *c = catalog);
+    }
+
+    /// Changes the published catalog (the empty one if none was) in place,
+    /// under the broadcast's lock, so that two writers (the transcoder's
+    /// video and audio sides) cannot undo each other's change.
+    pub fn update_catalog(&self, f: impl FnOnce(&mut Catalog)) {
+        {
+            let mut st = self.shared.lock();
+            if st.status == BroadcastStatus::Ended {
+                return;
+            }
+            let mut catalog = st.catalog.clone().unwrap_or_default();
+            f(&mut catalog);
+            catalog.sort();
+            if st.catalog.as_ref() == Some(&catalog) {
+                return;
+            }
+            st.catalog = Some(catalog);
+        }
+        self.shared.notify();
     }
 
     pub fn status(&self) -> BroadcastStatus {
@@ -275,7 +313,8 @@ impl BroadcastConsumer {
     /// existing track of that name (whose first group in a later session
     /// then carries a discontinuity), or a new one. `None` once the broadcast
     /// has ended.
-    pub fn derived_track(&self, info: TrackInfo, session: u32) -> Option<TrackProducer> {
+    pub fn derived_track(&self, mut info: TrackInfo, session: u32) -> Option<TrackProducer> {
+        info.derived = true;
         let mut st = self.shared.lock();
         if st.status == BroadcastStatus::Ended {
             return None;

@@ -17,6 +17,7 @@
 //! clock: wall-clock times on frames are stamped by ingest.
 
 mod broadcast;
+mod catalog;
 mod path;
 mod registry;
 mod supervise;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 pub use broadcast::{
     BroadcastConsumer, BroadcastMeta, BroadcastProducer, BroadcastStatus, BroadcastUpdate,
 };
+pub use catalog::{Catalog, VideoEntry};
 pub use path::{PathError, StreamPath};
 pub use registry::{PublishError, Registry};
 pub use track::{
@@ -80,12 +82,16 @@ impl TrackKind {
     }
 }
 
+/// What a track is. What it is *for* (which tracks players get) is the
+/// broadcast's [`Catalog`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackInfo {
     /// Unique within the broadcast; `[a-z0-9_-]+` so it can name files.
     pub name: String,
     pub kind: TrackKind,
-    pub role: TrackRole,
+    /// Made from other tracks of the broadcast (a transcoder's output),
+    /// not sent by the publisher.
+    pub derived: bool,
 }
 
 impl TrackInfo {
@@ -94,33 +100,19 @@ impl TrackInfo {
         TrackInfo {
             name: name.to_owned(),
             kind,
-            role: TrackRole::Source,
+            derived: false,
         }
     }
-}
 
-/// What a track is for, so each consumer picks the tracks it serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TrackRole {
-    /// As the publisher sent it.
-    Source,
-    /// A rung of the transcoding ladder (or the source passed through as one).
-    Rendition(RenditionInfo),
-    /// Audio re-encoded for WebRTC (Opus).
-    WebRtcAudio,
-}
-
-/// A video rendition of the ladder, as players are told about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RenditionInfo {
-    /// The configured bitrate (bits per second), the VBV maximum.
-    pub bitrate: u32,
-    pub width: u32,
-    pub height: u32,
-    /// The source passed through instead of an encode.
-    pub bypass: bool,
-    /// No B-frames: WebRTC can carry it.
-    pub webrtc_safe: bool,
+    /// A track made from the publisher's (see
+    /// [`BroadcastConsumer::derived_track`]).
+    pub fn derived(name: &str, kind: TrackKind) -> TrackInfo {
+        TrackInfo {
+            name: name.to_owned(),
+            kind,
+            derived: true,
+        }
+    }
 }
 
 #[cfg(test)]

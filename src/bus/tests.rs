@@ -527,3 +527,70 @@ async fn keyframe_requests_reach_the_producer_and_a_keyframe_answers_them() {
 
     assert!(!bc.request_keyframe("1080p"));
 }
+
+fn entry(name: &str, bitrate: u32) -> VideoEntry {
+    VideoEntry {
+        name: name.into(),
+        track: name.into(),
+        bitrate,
+        width: 0,
+        height: 0,
+        passthrough: false,
+        webrtc_safe: true,
+    }
+}
+
+#[test]
+fn the_catalog_wakes_watchers_only_when_it_changes() {
+    use futures_util::FutureExt;
+    let reg = registry();
+    let _b = reg.publish(path("cat")).unwrap();
+    let writer = reg.get(&path("cat")).unwrap();
+    let mut watcher = reg.get(&path("cat")).unwrap();
+    assert_eq!(watcher.catalog(), None, "none until one is published");
+    writer.publish_catalog(Catalog {
+        video: vec![entry("360p", 600_000), entry("720p", 2_500_000)],
+        ..Default::default()
+    });
+    let seen = watcher.update().now_or_never().expect("woken");
+    let catalog = seen.catalog.unwrap();
+    let order: Vec<&str> = catalog.video.iter().map(|v| v.track.as_str()).collect();
+    assert_eq!(order, ["720p", "360p"], "largest first");
+    assert!(catalog.lists("360p") && !catalog.lists("audio"));
+    // The same catalog again: nobody is woken.
+    writer.publish_catalog(catalog.clone());
+    assert!(watcher.update().now_or_never().is_none());
+    // A change made in place keeps the rest.
+    writer.update_catalog(|c| {
+        c.webrtc_audio = Some("opus".into());
+        c.complete = true;
+    });
+    let seen = watcher
+        .update()
+        .now_or_never()
+        .expect("woken")
+        .catalog
+        .unwrap();
+    assert_eq!(seen.video, catalog.video);
+    assert!(seen.complete);
+}
+
+#[test]
+fn an_ended_broadcast_keeps_its_last_catalog() {
+    let reg = registry();
+    let b = reg.publish(path("gone")).unwrap();
+    let c = reg.get(&path("gone")).unwrap();
+    c.publish_catalog(Catalog {
+        video: vec![entry("720p", 2_500_000)],
+        complete: true,
+        ..Default::default()
+    });
+    drop(b);
+    assert_eq!(c.status(), BroadcastStatus::Ended);
+    c.update_catalog(|c| c.video.clear());
+    assert_eq!(
+        c.catalog().unwrap().video.len(),
+        1,
+        "a late writer is ignored"
+    );
+}

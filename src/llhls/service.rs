@@ -15,11 +15,8 @@ use super::playlist::Rendition;
 use super::segmenter::SegmenterOutput;
 use super::store::{Outputs, StreamOutput};
 use super::tap::{Packaged, Tap, Taps};
-use crate::bus::{
-    BroadcastConsumer, BroadcastStatus, Registry, StartAt, TrackEvent, TrackInfo, TrackKind,
-    TrackRole,
-};
-use crate::config::{LlhlsConfig, TranscodeConfig};
+use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, StartAt, TrackEvent, TrackKind};
+use crate::config::LlhlsConfig;
 use crate::media::CodecConfig;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
@@ -30,7 +27,6 @@ pub async fn run(
     registry: Registry,
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
-    transcode: TranscodeConfig,
     taps: Option<Taps>,
     shutdown: Shutdown,
 ) {
@@ -44,14 +40,12 @@ pub async fn run(
                 let output = Arc::new(StreamOutput::new(b.path().clone(), instance));
                 outputs.insert(output.clone());
                 let span = tracing::info_span!("llhls", stream = %b.path());
-                let transcoded = transcode.enabled_for(b.path().app());
                 let tap = taps.as_ref().and_then(|t| t(b.path()));
                 let task = package(
                     b,
                     output.clone(),
                     outputs.clone(),
                     config.clone(),
-                    transcoded,
                     tap,
                     shutdown.clone(),
                 )
@@ -88,48 +82,53 @@ struct Packaging {
     /// Bus track name -> packager track index.
     tracks: HashMap<String, usize>,
     kinds: HashMap<String, TrackKind>,
-    infos: HashMap<String, TrackInfo>,
+    /// The ladder's bitrate of each rung.
+    configured_bps: HashMap<String, u64>,
     notice_log: LogLimiter,
     segments_kept: usize,
-    /// Serve the ladder's rungs rather than the source video.
-    transcoded: bool,
     /// The archive's copy of everything packaged.
     tap: Option<Tap>,
 }
 
 impl Packaging {
+    /// Subscribes to what the broadcast's catalog lists and is not yet
+    /// subscribed: its video first, largest first (so that the first
+    /// rung leads), then its audio. The ladder's rungs when the stream is
+    /// transcoded, else the publisher's video; the publisher's AAC.
     fn subscribe_new(&mut self, broadcast: &BroadcastConsumer, events: &mut Events) {
         let snap = broadcast.snapshot();
         self.packager.set_frame_rate_hint(snap.meta.frame_rate);
-        for info in snap.tracks {
-            if self.kinds.contains_key(&info.name) || !self.wanted(&info) {
+        let Some(catalog) = snap.catalog else {
+            return;
+        };
+        let video = catalog
+            .video
+            .iter()
+            .map(|v| (v.track.clone(), TrackKind::Video, v.bitrate));
+        let audio = catalog
+            .audio
+            .iter()
+            .map(|a| (a.clone(), TrackKind::Audio, 0));
+        for (name, kind, bitrate) in video.chain(audio) {
+            if self.kinds.contains_key(&name) {
                 continue;
             }
             // From the oldest keyframe held: a publisher may have sent a
             // burst before this packager subscribed.
-            let Some(consumer) = broadcast.subscribe_at(&info.name, StartAt::Oldest, None) else {
+            let Some(consumer) = broadcast.subscribe_at(&name, StartAt::Oldest, None) else {
                 continue;
             };
-            self.kinds.insert(info.name.clone(), info.kind);
-            self.infos.insert(info.name.clone(), info.clone());
+            self.kinds.insert(name.clone(), kind);
+            if bitrate > 0 {
+                self.configured_bps.insert(name.clone(), u64::from(bitrate));
+            }
             // Video tracks join the packager now (their timescale is fixed),
             // so the first one leads before any audio is processed. Audio
             // joins at its first frame, when its sample rate is known.
-            if info.kind == TrackKind::Video {
-                self.add(&info.name, TrackKind::Video, Timescale::MPEG);
+            if kind == TrackKind::Video {
+                self.add(&name, TrackKind::Video, Timescale::MPEG);
             }
-            events.push(track_events(info.name, consumer));
-        }
-    }
-
-    /// LL-HLS carries the publisher's AAC, and either the ladder's rungs or
-    /// (when the app does not transcode) the source video.
-    fn wanted(&self, info: &TrackInfo) -> bool {
-        match (&info.role, info.kind) {
-            (TrackRole::Source, TrackKind::Audio) => true,
-            (TrackRole::Source, TrackKind::Video) => !self.transcoded,
-            (TrackRole::Rendition(_), TrackKind::Video) => self.transcoded,
-            _ => false,
+            events.push(track_events(name, consumer));
         }
     }
 
@@ -138,9 +137,7 @@ impl Packaging {
         self.tracks.insert(name.to_owned(), idx);
         let mut rendition =
             Rendition::new(name.to_owned(), kind, timescale.hz(), self.segments_kept);
-        if let Some(TrackRole::Rendition(r)) = self.infos.get(name).map(|i| &i.role) {
-            rendition.configured_bps = Some(u64::from(r.bitrate));
-        }
+        rendition.configured_bps = self.configured_bps.get(name).copied();
         if let Some(tap) = &self.tap {
             tap.send(Packaged::Track {
                 track: idx,
@@ -260,21 +257,19 @@ async fn package(
     output: Arc<StreamOutput>,
     outputs: Arc<Outputs>,
     config: LlhlsConfig,
-    transcoded: bool,
     tap: Option<Tap>,
     mut shutdown: Shutdown,
 ) {
-    tracing::info!(instance = %output.instance, transcoded, "packaging LL-HLS");
+    tracing::info!(instance = %output.instance, "packaging LL-HLS");
 
     let mut p = Packaging {
         output: output.clone(),
         packager: StreamPackager::new(config.part_target, config.segment_target),
         tracks: HashMap::new(),
         kinds: HashMap::new(),
-        infos: HashMap::new(),
+        configured_bps: HashMap::new(),
         notice_log: LogLimiter::new(Duration::from_secs(5)),
         segments_kept: config.segments_kept,
-        transcoded,
         tap,
     };
     let mut events: Events = SelectAll::new();

@@ -694,8 +694,7 @@ impl Recorder {
             .count_segments_in(&self.node, SegmentStatus::Closed)
             .await
             .ok()?;
-        metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone())
-            .set(n as f64);
+        metrics::gauge!("streamd_record_upload_backlog", "node" => self.node.clone()).set(n as f64);
         Some(n)
     }
 

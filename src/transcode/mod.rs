@@ -27,6 +27,7 @@
 //! - **Exact timing**: rung frames keep the source's timestamps; Opus times
 //!   count samples from the source's first AAC timestamp.
 
+mod catalog;
 pub mod codec;
 mod pipeline;
 pub mod service;

@@ -710,11 +710,7 @@ fn rational_fps(fps: f64) -> ff::Rational {
 /// AAC → Opus for one stream, across publisher sessions.
 fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, bitrate: u32) {
     let _live = Live::new("streamd_transcode_audio");
-    let info = TrackInfo {
-        name: "opus".into(),
-        kind: crate::bus::TrackKind::Audio,
-        role: crate::bus::TrackRole::WebRtcAudio,
-    };
+    let info = TrackInfo::derived("opus", crate::bus::TrackKind::Audio);
     let mut transcoder: Option<(AudioTranscoder, Arc<CodecConfig>)> = None;
     let mut producer: Option<TrackProducer> = None;
     let mut session = None;
@@ -761,6 +757,12 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
         };
         if producer.is_none() {
             producer = broadcast.derived_track(info.clone(), ev.group.session);
+            if producer.is_some() {
+                broadcast.update_catalog(|c| {
+                    c.webrtc_audio = Some(info.name.clone());
+                    c.complete = super::catalog::ladder_complete(c, true);
+                });
+            }
         }
         let Some(p) = producer.as_mut() else {
             break; // the broadcast ended

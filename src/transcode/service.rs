@@ -1,6 +1,7 @@
-//! Starts a transcoder for every broadcast of an app that transcodes, and
-//! feeds it from the bus: the reader task below, then the threads of
-//! [`super::pipeline`].
+//! Shapes every broadcast's outputs: a transcoder for each broadcast of an
+//! app that transcodes, fed from the bus (the reader task below, then the
+//! threads of [`super::pipeline`]); for the others, the source passed
+//! through. Either way this stage publishes the broadcast's catalog.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,20 +12,23 @@ use futures_util::stream::{self, BoxStream, SelectAll};
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument;
 
+use super::catalog::{ladder_complete, source_catalog, source_track};
 use super::pipeline::{
     AudioIn, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn, dropped,
 };
 use super::{PlannedRung, plan};
 use crate::bus::{
-    BroadcastConsumer, BroadcastStatus, FrameEvent, Registry, RenditionInfo, StartAt, TrackEvent,
-    TrackInfo, TrackKind, TrackProducer, TrackRole,
+    BroadcastConsumer, BroadcastStatus, BroadcastUpdate, FrameEvent, Registry, StartAt, TrackEvent,
+    TrackInfo, TrackKind, TrackProducer, VideoEntry,
 };
 use crate::config::TranscodeConfig;
 use crate::media::CodecConfig;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
+use crate::time::MediaTime;
 
-/// Runs until `shutdown`: one transcoder per broadcast whose app transcodes.
+/// Runs until `shutdown`: a task per broadcast, transcoding when its app
+/// does.
 pub async fn run(
     registry: Registry,
     config: TranscodeConfig,
@@ -38,11 +42,17 @@ pub async fn run(
             // Broadcasts end at shutdown; transcoders drain their encoders.
             Duration::from_secs(5),
             |b| {
-                if !config.enabled_for(b.path().app()) {
-                    return None;
-                }
                 let span = tracing::info_span!("transcode", stream = %b.path());
-                let task = transcode(b, config.clone(), transcoders.clone()).instrument(span);
+                let config = config.clone();
+                let transcoders = transcoders.clone();
+                let task = async move {
+                    if config.enabled_for(b.path().app()) {
+                        transcode(b, config, transcoders).await
+                    } else {
+                        pass_through(b).await
+                    }
+                }
+                .instrument(span);
                 Some((task, ()))
             },
             |(), error| {
@@ -53,6 +63,25 @@ pub async fn run(
         )
         .await;
 }
+
+/// Publishes the source as the catalog, as its tracks appear, until the
+/// broadcast ends.
+async fn pass_through(mut broadcast: BroadcastConsumer) {
+    let mut update = broadcast.snapshot();
+    loop {
+        broadcast.publish_catalog(source_catalog(&update, None));
+        if update.status == BroadcastStatus::Ended {
+            return;
+        }
+        update = broadcast.update().await;
+    }
+}
+
+/// A transcoded broadcast whose publisher sends audio and no video has its
+/// audio listed after this much of it (media time), so that LL-HLS serves
+/// it; before, the video that a publisher usually sends with it is waited
+/// for, as the packager's first video track must lead.
+const AUDIO_ONLY_AFTER: MediaTime = MediaTime::from_millis(2000);
 
 type Events = SelectAll<BoxStream<'static, (TrackKind, TrackEvent)>>;
 
@@ -110,6 +139,12 @@ struct Reader {
     bypass: Option<Bypass>,
     /// The decoder fell behind: skip to the next keyframe.
     skipping: bool,
+    /// Why the ladder could not be built: the catalog lists the source.
+    fallback: Option<String>,
+    /// The first audio frame's time while no video was planned, and
+    /// whether that audio has been listed on its own.
+    first_audio: Option<MediaTime>,
+    audio_listed: bool,
     log: LogLimiter,
     lossless: bool,
 }
@@ -130,19 +165,46 @@ impl Reader {
             audio_started: false,
             bypass: None,
             skipping: false,
+            fallback: None,
+            first_audio: None,
+            audio_listed: false,
             log: LogLimiter::new(Duration::from_secs(5)),
             lossless,
         }
     }
 
+    /// Keeps the catalog in step with the source's tracks: the audio it
+    /// lists, or all of it when the ladder fell back to the source.
+    fn refresh_catalog(&self, update: &BroadcastUpdate) {
+        let opus = self.config.opus;
+        if let Some(reason) = &self.fallback {
+            let source = source_catalog(update, Some(reason.clone()));
+            self.broadcast.update_catalog(|c| {
+                let webrtc_audio = c.webrtc_audio.take();
+                *c = source;
+                c.webrtc_audio = webrtc_audio;
+                c.complete = c.complete && ladder_complete(c, opus);
+            });
+        } else if self.planned {
+            let audio = source_track(update, TrackKind::Audio);
+            self.broadcast.update_catalog(|c| {
+                c.audio = audio;
+                c.complete = ladder_complete(c, opus);
+            });
+        }
+    }
+
+    /// The outputs carry the source, because the ladder cannot be built.
+    fn fall_back(&mut self, reason: &str) {
+        tracing::warn!(reason, "not transcoding; the source is served as it is");
+        self.planned = true;
+        self.fallback = Some(reason.to_owned());
+        self.refresh_catalog(&self.broadcast.snapshot());
+    }
+
     fn start_video(&mut self, ev: &FrameEvent) {
         let CodecConfig::H264(avc) = &*ev.group.config else {
-            if let Some(suppressed) = self.log.check(Instant::now()) {
-                tracing::warn!(
-                    suppressed,
-                    "the source video is not H.264; not transcoding it"
-                );
-            }
+            self.fall_back("the source video is not H.264");
             return;
         };
         self.planned = true;
@@ -162,18 +224,18 @@ impl Reader {
         let session = ev.group.session;
         let no_reorder = avc.info.max_num_reorder_frames == Some(0) || avc.info.profile_idc == 66;
         let mut encoded = Vec::new();
+        let mut entries = Vec::new();
         for r in &rungs {
-            let info = TrackInfo {
+            let info = TrackInfo::derived(&r.config.name, TrackKind::Video);
+            entries.push(VideoEntry {
                 name: r.config.name.clone(),
-                kind: TrackKind::Video,
-                role: TrackRole::Rendition(RenditionInfo {
-                    bitrate: r.config.bitrate_kbps * 1000,
-                    width: r.width,
-                    height: r.height,
-                    bypass: r.bypass,
-                    webrtc_safe: !r.bypass || no_reorder,
-                }),
-            };
+                track: r.config.name.clone(),
+                bitrate: r.config.bitrate_kbps * 1000,
+                width: r.width,
+                height: r.height,
+                passthrough: r.bypass,
+                webrtc_safe: !r.bypass || no_reorder,
+            });
             // Created now, in ladder order, so consumers see every rung at
             // once and the largest first.
             let Some(producer) = self.broadcast.derived_track(info.clone(), session) else {
@@ -212,12 +274,19 @@ impl Reader {
             },
             lossless: self.lossless,
         };
-        if encoded.is_empty() {
+        if !encoded.is_empty()
+            && let Err(e) = self.pipeline.start_video(ctx, encoded)
+        {
+            tracing::error!(error = %e, "cannot start the transcoder's threads");
+            self.bypass = None;
+            self.fall_back("the transcoder's threads could not start");
             return;
         }
-        if let Err(e) = self.pipeline.start_video(ctx, encoded) {
-            tracing::error!(error = %e, "cannot start the transcoder's threads");
-        }
+        self.broadcast.update_catalog(|c| {
+            c.video = entries;
+            c.fallback = None;
+        });
+        self.refresh_catalog(&self.broadcast.snapshot());
     }
 
     async fn video(&mut self, event: TrackEvent) {
@@ -267,6 +336,12 @@ impl Reader {
     }
 
     async fn audio(&mut self, event: TrackEvent) {
+        if !self.planned
+            && !self.audio_listed
+            && let TrackEvent::Frame(ev) = &event
+        {
+            self.audio_only(ev.frame.dts);
+        }
         if !self.config.opus {
             return;
         }
@@ -293,6 +368,29 @@ impl Reader {
         {
             dropped("audio", 1);
         }
+    }
+}
+
+impl Reader {
+    /// Lists the audio of a publisher that sends no video, once it has
+    /// sent [`AUDIO_ONLY_AFTER`] of audio.
+    fn audio_only(&mut self, dts: MediaTime) {
+        let first = *self.first_audio.get_or_insert(dts);
+        if dts - first < AUDIO_ONLY_AFTER {
+            return;
+        }
+        let update = self.broadcast.snapshot();
+        if source_track(&update, TrackKind::Video).is_some() {
+            return;
+        }
+        let audio = source_track(&update, TrackKind::Audio);
+        let opus = self.config.opus;
+        self.audio_listed = true;
+        tracing::info!("no video after 2 s of audio: serving the audio alone");
+        self.broadcast.update_catalog(|c| {
+            c.audio = audio;
+            c.complete = ladder_complete(c, opus);
+        });
     }
 }
 
@@ -338,7 +436,7 @@ async fn transcode(
     let mut subscribed: HashSet<TrackKind> = HashSet::new();
     let subscribe = |events: &mut Events, subscribed: &mut HashSet<TrackKind>| {
         for info in broadcast.snapshot().tracks {
-            if info.role != TrackRole::Source || subscribed.contains(&info.kind) {
+            if info.derived || subscribed.contains(&info.kind) {
                 continue;
             }
             // From the oldest keyframe held, like the packagers: rungs then
@@ -357,6 +455,7 @@ async fn transcode(
             update = watch.update(), if !ended => {
                 ended = update.status == BroadcastStatus::Ended;
                 subscribe(&mut events, &mut subscribed);
+                reader.refresh_catalog(&update);
             }
             item = events.next(), if !events.is_empty() => {
                 let Some((kind, event)) = item else { continue };
@@ -402,5 +501,66 @@ impl OfflineLadder {
     /// Drains every encoder and joins the threads.
     pub fn finish(mut self) {
         std::mem::replace(&mut self.reader.pipeline, Pipeline::new()).close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::bus::{Frame, GroupInfo, Retention, StreamPath};
+    use crate::media::AacConfig;
+
+    /// A video frame whose codec the ladder cannot decode.
+    fn odd_video_frame() -> FrameEvent {
+        let aac = AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        FrameEvent {
+            frame: Frame {
+                dts: MediaTime::from_millis(0),
+                pts: MediaTime::from_millis(0),
+                keyframe: true,
+                data: Bytes::from_static(&[0; 16]),
+                wallclock: SystemTime::UNIX_EPOCH,
+                received: Instant::now(),
+            },
+            group: Arc::new(GroupInfo {
+                sequence: 0,
+                config: Arc::new(CodecConfig::Aac(aac)),
+                discontinuity: false,
+                session: 0,
+            }),
+            group_start: true,
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn a_source_the_ladder_cannot_take_is_listed_as_it_came() {
+        for opus in [true, false] {
+            let registry = Registry::new(Duration::ZERO, Retention::default());
+            let mut b = registry
+                .publish(StreamPath::new("live", "odd").unwrap())
+                .unwrap();
+            let _video = b.track(TrackInfo::source("video", TrackKind::Video));
+            let _audio = b.track(TrackInfo::source("audio", TrackKind::Audio));
+            let consumer = b.consumer();
+            let config = TranscodeConfig {
+                opus,
+                ..TranscodeConfig::default()
+            };
+            let mut ladder = OfflineLadder::new(consumer.clone(), config);
+            ladder.push_video(odd_video_frame());
+            let c = consumer.catalog().expect("a catalog");
+            assert_eq!(c.fallback.as_deref(), Some("the source video is not H.264"));
+            let tracks: Vec<&str> = c.video.iter().map(|v| v.track.as_str()).collect();
+            assert_eq!(tracks, ["video"]);
+            assert_eq!(c.audio.as_deref(), Some("audio"));
+            // With Opus on, the Opus track is still to come.
+            assert_eq!(c.complete, !opus, "{c:?}");
+            ladder.finish();
+        }
     }
 }

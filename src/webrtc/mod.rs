@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::bus::{BroadcastUpdate, TrackKind, TrackRole};
+use crate::bus::Catalog;
 use crate::config::WebRtcConfig;
 use crate::shutdown::Shutdown;
 pub use sfu::{Engine, Sfu, SfuError};
@@ -54,51 +54,27 @@ pub struct StreamPlan {
 }
 
 impl StreamPlan {
-    /// The WebRTC-safe renditions of a broadcast. A stream that is not
-    /// transcoded offers its source video as the one rendition `source`
-    /// (the publisher must then avoid B-frames, as with OME).
-    pub fn of(update: &BroadcastUpdate) -> Option<StreamPlan> {
-        let mut renditions: Vec<Rendition> = update
-            .tracks
+    /// What the broadcast's catalog offers WebRTC: its WebRTC-safe video,
+    /// largest first, and its Opus track. A stream that is not transcoded
+    /// offers its source video as the one rendition `source`, without
+    /// audio (the publisher must then avoid B-frames, as with OME).
+    pub fn of(catalog: &Catalog) -> Option<StreamPlan> {
+        let renditions: Vec<Rendition> = catalog
+            .video
             .iter()
-            .filter_map(|t| match &t.role {
-                TrackRole::Rendition(r) if t.kind == TrackKind::Video && r.webrtc_safe => {
-                    Some(Rendition {
-                        name: t.name.clone(),
-                        track: t.name.clone(),
-                        bitrate: r.bitrate,
-                        width: r.width,
-                        height: r.height,
-                    })
-                }
-                _ => None,
+            .filter(|v| v.webrtc_safe)
+            .map(|v| Rendition {
+                name: v.name.clone(),
+                track: v.track.clone(),
+                bitrate: v.bitrate,
+                width: v.width,
+                height: v.height,
             })
             .collect();
-        let transcoded = update
-            .tracks
-            .iter()
-            .any(|t| matches!(t.role, TrackRole::Rendition(_)));
-        if !transcoded
-            && let Some(t) = update
-                .tracks
-                .iter()
-                .find(|t| t.kind == TrackKind::Video && t.role == TrackRole::Source)
-        {
-            renditions.push(Rendition {
-                name: "source".into(),
-                track: t.name.clone(),
-                bitrate: 0,
-                width: 0,
-                height: 0,
-            });
-        }
-        renditions.sort_by_key(|r| std::cmp::Reverse(r.bitrate));
-        let audio = update
-            .tracks
-            .iter()
-            .find(|t| t.role == TrackRole::WebRtcAudio)
-            .map(|t| t.name.clone());
-        (!renditions.is_empty()).then_some(StreamPlan { renditions, audio })
+        (!renditions.is_empty()).then(|| StreamPlan {
+            renditions,
+            audio: catalog.webrtc_audio.clone(),
+        })
     }
 }
 
@@ -225,60 +201,48 @@ impl WebRtcServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{BroadcastMeta, BroadcastStatus, RenditionInfo, TrackInfo};
+    use crate::bus::VideoEntry;
 
-    fn rung(name: &str, bitrate: u32, safe: bool) -> TrackInfo {
-        TrackInfo {
+    fn rung(name: &str, bitrate: u32, safe: bool) -> VideoEntry {
+        VideoEntry {
             name: name.into(),
-            kind: TrackKind::Video,
-            role: TrackRole::Rendition(RenditionInfo {
-                bitrate,
-                width: 0,
-                height: 0,
-                bypass: !safe,
-                webrtc_safe: safe,
-            }),
-        }
-    }
-
-    fn update(tracks: Vec<TrackInfo>) -> BroadcastUpdate {
-        BroadcastUpdate {
-            status: BroadcastStatus::Live { session: 0 },
-            tracks,
-            meta: BroadcastMeta::default(),
+            track: name.into(),
+            bitrate,
+            width: 0,
+            height: 0,
+            passthrough: !safe,
+            webrtc_safe: safe,
         }
     }
 
     #[test]
     fn plan_offers_safe_renditions_largest_first_and_opus() {
-        let u = update(vec![
-            TrackInfo::source("video", TrackKind::Video),
-            TrackInfo::source("audio", TrackKind::Audio),
-            rung("360p", 600_000, true),
-            rung("1080p", 4_500_000, false),
-            rung("720p", 2_500_000, true),
-            TrackInfo {
-                name: "opus".into(),
-                kind: TrackKind::Audio,
-                role: TrackRole::WebRtcAudio,
-            },
-        ]);
-        let p = StreamPlan::of(&u).unwrap();
+        let mut c = Catalog {
+            video: vec![
+                rung("360p", 600_000, true),
+                rung("1080p", 4_500_000, false),
+                rung("720p", 2_500_000, true),
+            ],
+            audio: Some("audio".into()),
+            webrtc_audio: Some("opus".into()),
+            complete: true,
+            fallback: None,
+        };
+        c.sort();
+        let p = StreamPlan::of(&c).unwrap();
         let names: Vec<&str> = p.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["720p", "360p"]);
         assert_eq!(p.audio.as_deref(), Some("opus"));
     }
 
     #[test]
-    fn untranscoded_stream_offers_its_source_without_audio() {
-        let u = update(vec![
-            TrackInfo::source("video", TrackKind::Video),
-            TrackInfo::source("audio", TrackKind::Audio),
-        ]);
-        let p = StreamPlan::of(&u).unwrap();
-        assert_eq!(p.renditions[0].name, "source");
-        assert_eq!(p.renditions[0].track, "video");
-        assert_eq!(p.audio, None);
-        assert_eq!(StreamPlan::of(&update(vec![])), None);
+    fn no_safe_video_is_no_plan() {
+        let c = Catalog {
+            video: vec![rung("1080p", 4_500_000, false)],
+            webrtc_audio: Some("opus".into()),
+            ..Default::default()
+        };
+        assert_eq!(StreamPlan::of(&c), None);
+        assert_eq!(StreamPlan::of(&Catalog::default()), None);
     }
 }

@@ -30,9 +30,12 @@ use crate::viewers::ViewerCounts;
 
 /// Largest signalling frame accepted (an SDP answer is a few KiB).
 const MAX_MESSAGE: usize = 64 << 10;
-/// How long `request_offer` waits for a just-published stream's
-/// renditions to appear.
-const PLAN_WAIT: Duration = Duration::from_secs(3);
+/// How long `request_offer` waits at most for a stream's catalog to be
+/// complete. It normally is within milliseconds of the first frames; this
+/// bounds a fault (a publisher that declared audio and sends none, an Opus
+/// encoder that cannot start), after which what the catalog lists is
+/// served.
+const CATALOG_WAIT: Duration = Duration::from_secs(3);
 /// Close a socket that has received nothing (not even a pong) for this
 /// many ping intervals, as OME does.
 const SILENT_PINGS: u32 = 3;
@@ -495,23 +498,22 @@ impl Session {
         }
         let mut broadcast = self.s.registry.get(&self.path).ok_or_else(not_found)?;
         // A stream that just started may not have its renditions (or its
-        // Opus track) yet: wait a little for them, then take what exists.
-        let deadline = tokio::time::Instant::now() + PLAN_WAIT;
+        // Opus track) yet: wait for its catalog to say it is complete.
+        let deadline = tokio::time::Instant::now() + CATALOG_WAIT;
         let mut update = broadcast.snapshot();
         let plan = loop {
             if update.status == BroadcastStatus::Ended {
                 return Err(not_found());
             }
-            let plan = StreamPlan::of(&update);
-            let complete = plan.as_ref().is_some_and(|p| {
-                p.audio.is_some() || update.meta.has_audio == Some(false) || !transcoding(&update)
-            });
-            if complete {
-                break plan;
+            if update.catalog.as_ref().is_some_and(|c| c.complete) {
+                break update.catalog.as_ref().and_then(StreamPlan::of);
             }
             match tokio::time::timeout_at(deadline, broadcast.update()).await {
                 Ok(u) => update = u,
-                Err(_) => break plan,
+                Err(_) => {
+                    tracing::warn!(stream = %self.path, catalog = ?update.catalog, "the stream's catalog is not complete; serving what it lists");
+                    break update.catalog.as_ref().and_then(StreamPlan::of);
+                }
             }
         }
         .ok_or_else(not_found)?;
@@ -537,14 +539,6 @@ impl Session {
         tracing::info!(stream = %self.path, viewer = joined.viewer, rendition = %joined.rendition, "webrtc viewer joined");
         Ok(joined)
     }
-}
-
-/// Whether the broadcast is transcoded (it then gets an Opus track soon).
-fn transcoding(update: &crate::bus::BroadcastUpdate) -> bool {
-    update
-        .tracks
-        .iter()
-        .any(|t| matches!(t.role, crate::bus::TrackRole::Rendition(_)))
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> bool {

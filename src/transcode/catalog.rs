@@ -1,0 +1,127 @@
+//! The catalogs this stage publishes (see [`crate::bus::Catalog`]): the
+//! ladder when the app transcodes, and the source as it came when it does
+//! not or when the ladder cannot be built. Pure functions of what the
+//! broadcast holds.
+
+use crate::bus::{BroadcastUpdate, Catalog, TrackKind, VideoEntry};
+
+/// The publisher's first track of `kind`.
+pub fn source_track(update: &BroadcastUpdate, kind: TrackKind) -> Option<String> {
+    update
+        .tracks
+        .iter()
+        .find(|t| !t.derived && t.kind == kind)
+        .map(|t| t.name.clone())
+}
+
+/// The broadcast served as its publisher sent it: its video (which WebRTC
+/// serves as OME does, trusting the publisher to send no B-frames) and its
+/// audio, with no Opus. Complete once the video is there and so is the
+/// audio, unless the publisher did not declare any.
+pub fn source_catalog(update: &BroadcastUpdate, fallback: Option<String>) -> Catalog {
+    let video: Vec<VideoEntry> = source_track(update, TrackKind::Video)
+        .map(|track| VideoEntry {
+            name: "source".into(),
+            track,
+            // Unknown: the publisher's figure is only a hint.
+            bitrate: 0,
+            width: 0,
+            height: 0,
+            passthrough: true,
+            webrtc_safe: true,
+        })
+        .into_iter()
+        .collect();
+    let audio = source_track(update, TrackKind::Audio);
+    let complete = !video.is_empty() && (audio.is_some() || update.meta.has_audio != Some(true));
+    Catalog {
+        video,
+        audio,
+        webrtc_audio: None,
+        complete,
+        fallback,
+    }
+}
+
+/// Whether a transcoded broadcast's catalog is complete: its video is
+/// listed, and so is its Opus track unless there is no audio to encode or
+/// Opus is off.
+pub fn ladder_complete(c: &Catalog, opus: bool) -> bool {
+    !c.video.is_empty() && (c.webrtc_audio.is_some() || c.audio.is_none() || !opus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{BroadcastMeta, BroadcastStatus, TrackInfo};
+
+    fn update(tracks: Vec<TrackInfo>, has_audio: Option<bool>) -> BroadcastUpdate {
+        BroadcastUpdate {
+            status: BroadcastStatus::Live { session: 0 },
+            tracks,
+            meta: BroadcastMeta {
+                has_audio,
+                video_bitrate_kbps: Some(2500),
+                ..Default::default()
+            },
+            catalog: None,
+        }
+    }
+
+    #[test]
+    fn the_source_is_complete_once_its_declared_tracks_are_there() {
+        let v = TrackInfo::source("video", TrackKind::Video);
+        let a = TrackInfo::source("audio", TrackKind::Audio);
+        // Audio declared but not there yet: wait for it.
+        let c = source_catalog(&update(vec![v.clone()], Some(true)), None);
+        assert_eq!(c.video[0].track, "video");
+        assert_eq!(c.video[0].name, "source");
+        assert!(c.video[0].webrtc_safe && c.video[0].passthrough);
+        assert!(!c.complete);
+        // Nothing declared: the video is enough.
+        assert!(source_catalog(&update(vec![v.clone()], None), None).complete);
+        let c = source_catalog(&update(vec![v.clone(), a], Some(true)), None);
+        assert!(c.complete);
+        assert_eq!(c.audio.as_deref(), Some("audio"));
+        assert_eq!(c.webrtc_audio, None);
+        // No video: never complete, whatever the audio.
+        let only_audio = TrackInfo::source("audio", TrackKind::Audio);
+        assert!(!source_catalog(&update(vec![only_audio], None), None).complete);
+    }
+
+    #[test]
+    fn derived_tracks_are_not_the_source() {
+        let rung = TrackInfo::derived("720p", TrackKind::Video);
+        let v = TrackInfo::source("video", TrackKind::Video);
+        let c = source_catalog(&update(vec![rung, v], None), Some("why".into()));
+        assert_eq!(c.video.len(), 1);
+        assert_eq!(c.video[0].track, "video");
+        assert_eq!(c.fallback.as_deref(), Some("why"));
+    }
+
+    #[test]
+    fn a_ladder_waits_for_its_opus_track() {
+        let mut c = Catalog {
+            video: vec![VideoEntry {
+                name: "720p".into(),
+                track: "720p".into(),
+                bitrate: 2_500_000,
+                width: 1280,
+                height: 720,
+                passthrough: false,
+                webrtc_safe: true,
+            }],
+            audio: Some("audio".into()),
+            ..Default::default()
+        };
+        assert!(!ladder_complete(&c, true));
+        assert!(ladder_complete(&c, false), "Opus is off");
+        c.webrtc_audio = Some("opus".into());
+        assert!(ladder_complete(&c, true));
+        c.webrtc_audio = None;
+        c.audio = None;
+        assert!(ladder_complete(&c, true), "no audio to encode");
+        c.video.clear();
+        assert!(!ladder_complete(&c, true), "no video yet");
+    }
+}
