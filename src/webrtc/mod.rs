@@ -17,6 +17,7 @@ pub mod candidates;
 pub mod feed;
 pub mod packetize;
 pub mod sfu;
+pub mod sfu_core;
 pub mod signal;
 pub mod tcp;
 pub mod udp;

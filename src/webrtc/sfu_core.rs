@@ -1,0 +1,1393 @@
+//! The SFU's core, without sockets, tasks or a clock: every viewer's str0m
+//! [`Rtc`], the streams they watch, and what happens to them. The driver
+//! ([`super::sfu`]) feeds it datagrams, media, commands and the time, and
+//! sends what it writes to a [`Sink`]; tests do the same on simulated time.
+//!
+//! - Datagrams are routed to a viewer by the ICE ufrag of a STUN request
+//!   (verified by str0m's HMAC check), then by the remote address that
+//!   request came from. Nothing else is accepted from an unknown address.
+//! - Each rendition's frames are packetised once, by a feed per track (the
+//!   driver starts and stops them as [`FeedChange`]s say); the core writes
+//!   the shared payloads into every viewer of that rendition (per viewer:
+//!   RTP header, SRTP).
+//! - Viewers' timers live in one heap ([`SfuCore::poll_timeout`]).
+//! - A viewer whose queue backs up skips video to the next keyframe; a
+//!   viewer that sends no STUN for `ice_timeout` is dropped. Neither
+//!   affects anyone else.
+//! - A panic while handling one viewer closes that viewer; one outside any
+//!   viewer closes this core's viewers, and the core goes on.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, FormatParams};
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::sync::mpsc;
+
+use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
+use super::{Rendition, StreamPlan};
+use crate::bus::BroadcastConsumer;
+use crate::config::WebRtcConfig;
+use crate::ratelimit::TokenBucket;
+
+/// Where the core's datagrams go: the driver's UDP socket and ICE-TCP
+/// connections, or a test's buffer. Sends never wait; the sink counts and
+/// drops what it cannot send.
+pub trait Sink {
+    fn udp(&mut self, to: SocketAddr, data: &[u8]);
+    fn tcp(&mut self, to: SocketAddr, data: &[u8]);
+}
+
+/// Feeds the driver should start or stop: a feed task per rendition (and
+/// the Opus track) of a stream, from its first viewer to its last.
+pub enum FeedChange {
+    Start {
+        broadcast: BroadcastConsumer,
+        plan: StreamPlan,
+    },
+    Stop(u64),
+}
+
+/// OME's signalling).
+pub type ViewerId = u32;
+
+const VIDEO_PT: u8 = 102;
+const VIDEO_RTX_PT: u8 = 103;
+/// The profile-level-id offered: constrained baseline 3.1, what every
+/// browser accepts. With `level-asymmetry-allowed=1` a browser decodes
+/// the ladder's High profile streams at any level, as OME relies on.
+const VIDEO_PROFILE_LEVEL: u32 = 0x42e01f;
+/// Bitrate assumed for the Opus track when choosing a rendition.
+const AUDIO_BPS: u64 = 128_000;
+/// A viewer whose oldest unsent packet is older than this skips video to
+/// the next keyframe.
+const MAX_QUEUE_AGE: Duration = Duration::from_millis(500);
+/// Keyframe requests per viewer: at most one per this (the encoder
+/// coalesces across viewers to one per second per rung).
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Remote addresses remembered per viewer (ICE may try several).
+const MAX_ADDRS: usize = 8;
+/// ABR: the estimate must stay below the current rendition's need this
+/// long before stepping down, and above the next one's (with margin) this
+/// long before stepping up.
+const ABR_DOWN_AFTER: Duration = Duration::from_secs(2);
+const ABR_UP_AFTER: Duration = Duration::from_secs(6);
+const ABR_UP_MARGIN: f64 = 1.3;
+/// Notifications buffered per viewer for its signalling socket.
+pub const VIEWER_EVENTS: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("the server has too many WebRTC viewers")]
+    Full,
+    #[error("invalid SDP: {0}")]
+    BadSdp(String),
+    #[error("the answer does not accept H.264 video")]
+    NoH264,
+    #[error("no such session")]
+    NoSession,
+    #[error("the answer was already given")]
+    AlreadyAnswered,
+    #[error("unknown rendition {0:?}")]
+    UnknownRendition(String),
+    #[error("WebRTC error: {0}")]
+    Rtc(String),
+    #[error("the WebRTC engine has stopped")]
+    Stopped,
+}
+
+/// Why the engine let a viewer go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    StreamEnded,
+    IceTimeout,
+    AnswerTimeout,
+    Error(String),
+    Shutdown,
+}
+
+/// What the engine tells a viewer's signalling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewerEvent {
+    RenditionChanged { name: String, auto: bool },
+    Closed(CloseReason),
+}
+
+/// The offer for a new viewer.
+#[derive(Debug)]
+pub struct Joined {
+    pub viewer: ViewerId,
+    pub sdp: String,
+    /// `a=candidate` values, also in the SDP.
+    pub candidates: Vec<String>,
+    /// The mid of the first m-line (where the candidates apply).
+    pub mid: String,
+    /// The rendition the viewer starts on, and whether it adapts.
+    pub rendition: String,
+    pub auto: bool,
+}
+
+/// What a viewer asks to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Rendition(String),
+}
+
+pub struct JoinRequest {
+    pub broadcast: BroadcastConsumer,
+    pub plan: StreamPlan,
+    /// A rendition named by the URL's playlist segment: pinned, no ABR.
+    pub pinned: Option<String>,
+    /// Offer only ICE-TCP candidates (OvenPlayer's `?transport=tcp`).
+    pub tcp_only: bool,
+    pub events: mpsc::Sender<ViewerEvent>,
+}
+
+/// Sequence numbers and timestamps of one outgoing RTP stream of a viewer:
+/// continuous across rendition switches (one timeline) and across publisher
+/// reconnects (re-anchored after the last sent timestamp).
+struct RtpClock {
+    seq: u64,
+    offset: i64,
+    last: Option<i64>,
+    session: u32,
+    /// Ticks a step forward is assumed to take at a re-anchor.
+    step: i64,
+    /// A jump further than this (either way) re-anchors too.
+    max_jump: i64,
+}
+
+impl RtpClock {
+    fn new(seq: u16, step: i64, hz: i64) -> RtpClock {
+        RtpClock {
+            seq: u64::from(seq),
+            offset: 0,
+            last: None,
+            session: 0,
+            step,
+            max_jump: 10 * hz,
+        }
+    }
+
+    /// The RTP timestamp for a frame at `ts` of publisher `session`.
+    fn map(&mut self, ts: i64, session: u32) -> u32 {
+        let mapped = match self.last {
+            None => {
+                self.session = session;
+                ts
+            }
+            Some(last) => {
+                let mapped = ts + self.offset;
+                if session != self.session || mapped < last || mapped > last + self.max_jump {
+                    self.session = session;
+                    self.offset = last + self.step - ts;
+                    last + self.step
+                } else {
+                    mapped
+                }
+            }
+        };
+        self.last = Some(mapped);
+        mapped as u32
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.seq;
+        self.seq += 1;
+        s
+    }
+}
+
+#[derive(Clone)]
+pub struct Templates {
+    plain: RtcConfig,
+    estimating: RtcConfig,
+}
+
+#[derive(Default)]
+struct Abr {
+    estimate: Option<u64>,
+    below_since: Option<Instant>,
+    above_since: Option<Instant>,
+}
+
+impl Abr {
+    /// The rendition to move to, if the estimate has stayed clear of the
+    /// current one long enough. Renditions go largest first.
+    fn decide(&mut self, renditions: &[Rendition], current: usize, now: Instant) -> Option<usize> {
+        let est = self.estimate?;
+        let need = |i: usize| u64::from(renditions[i].bitrate) + AUDIO_BPS;
+        if current + 1 < renditions.len() && est < need(current) {
+            self.above_since = None;
+            let since = *self.below_since.get_or_insert(now);
+            if now.duration_since(since) >= ABR_DOWN_AFTER {
+                self.below_since = None;
+                return Some(current + 1);
+            }
+        } else if current > 0 && est as f64 > need(current - 1) as f64 * ABR_UP_MARGIN {
+            self.below_since = None;
+            let since = *self.above_since.get_or_insert(now);
+            if now.duration_since(since) >= ABR_UP_AFTER {
+                self.above_since = None;
+                return Some(current - 1);
+            }
+        } else {
+            self.below_since = None;
+            self.above_since = None;
+        }
+        None
+    }
+}
+
+struct Viewer {
+    broadcast: u64,
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    video_mid: Mid,
+    audio_mid: Option<Mid>,
+    ufrag: String,
+    addrs: Vec<(Protocol, SocketAddr)>,
+    events: mpsc::Sender<ViewerEvent>,
+    current: usize,
+    target: Option<usize>,
+    auto: bool,
+    /// Video waits for a keyframe (start, or after a skip).
+    need_keyframe: bool,
+    /// Ask the encoder for one (join, PLI/FIR, skip).
+    keyframe_wanted: bool,
+    video: RtpClock,
+    audio: RtpClock,
+    created: Instant,
+    last_stun: Instant,
+    /// Keyframe requests this viewer may still make (PLI, FIR, skips and
+    /// rendition switches alike).
+    keyframe_budget: TokenBucket,
+    abr: Abr,
+    /// The earliest timer in the heap for this viewer.
+    scheduled: Option<Instant>,
+}
+
+struct Stream {
+    plan: StreamPlan,
+    /// Where keyframe requests go (to each rendition's track producer).
+    broadcast: BroadcastConsumer,
+    viewers: Vec<ViewerId>,
+}
+
+/// Everything a viewer's `drive` needs besides the viewer.
+struct Io<'a> {
+    out: &'a mut dyn Sink,
+    timers: &'a mut BinaryHeap<Reverse<(Instant, ViewerId)>>,
+}
+
+pub struct SfuCore {
+    config: WebRtcConfig,
+    candidates: Arc<Vec<SocketAddr>>,
+    /// What every viewer's Rtc starts from: `plain` for viewers that stay
+    /// on one rendition, `estimating` (TWCC bandwidth estimation and the
+    /// pacer it needs) for viewers on automatic ABR.
+    templates: Templates,
+    viewers: HashMap<ViewerId, Viewer>,
+    by_ufrag: HashMap<String, ViewerId>,
+    /// Remote addresses learnt from verified STUN, per transport.
+    by_addr: HashMap<(Protocol, SocketAddr), ViewerId>,
+    /// The passive TCP candidates offered (empty: no ICE-TCP).
+    tcp_candidates: Arc<Vec<SocketAddr>>,
+    /// This core's number (in its viewers' ufrags).
+    index: usize,
+    streams: HashMap<u64, Stream>,
+    timers: BinaryHeap<Reverse<(Instant, ViewerId)>>,
+    next_id: ViewerId,
+    /// Cores in all: this one's ids step by it (see `Sfu::engine`).
+    id_step: ViewerId,
+    /// Viewers on every core (for max_viewers and the gauge).
+    total: Arc<AtomicUsize>,
+    /// Every core's viewers' ufrags (ICE-TCP admits only these).
+    ufrags: super::tcp::LiveUfrags,
+    /// Video frames skipped to a keyframe since the last housekeeping.
+    keyframe_skips: u64,
+    feed_changes: Vec<FeedChange>,
+}
+
+/// What a core shares with the others of the server.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// Viewers on every core.
+    pub total: Arc<AtomicUsize>,
+    /// Their ufrags.
+    pub ufrags: super::tcp::LiveUfrags,
+}
+
+impl SfuCore {
+    /// Core `index` of `count`, offering `candidates` (and, if any, the
+    /// passive ICE-TCP `tcp_candidates`) to its viewers.
+    pub fn new(
+        config: WebRtcConfig,
+        templates: Templates,
+        candidates: Vec<SocketAddr>,
+        tcp_candidates: Arc<Vec<SocketAddr>>,
+        index: usize,
+        count: usize,
+        shared: Shared,
+    ) -> SfuCore {
+        let count = count.max(1) as ViewerId;
+        SfuCore {
+            config,
+            candidates: Arc::new(candidates),
+            templates,
+            viewers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            tcp_candidates,
+            index,
+            streams: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: index as ViewerId + count,
+            id_step: count,
+            total: shared.total,
+            ufrags: shared.ufrags,
+            keyframe_skips: 0,
+            feed_changes: Vec::new(),
+        }
+    }
+
+    /// What every viewer's Rtc starts from, without and with bandwidth
+    /// estimation.
+    pub fn templates(config: &WebRtcConfig) -> Result<Templates, SfuError> {
+        let provider = str0m::crypto::from_feature_flags();
+        // One certificate for every viewer: generating a key per viewer
+        // would cost milliseconds of CPU per join.
+        let cert: DtlsCert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| SfuError::Rtc("cannot generate a DTLS certificate".into()))?;
+        let mut template = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .set_dtls_cert(cert)
+            .set_send_buffer_video(config.nack_buffer_packets)
+            .set_send_buffer_audio(64);
+        template.codec_config().add_h264(
+            VIDEO_PT.into(),
+            Some(VIDEO_RTX_PT.into()),
+            true,
+            VIDEO_PROFILE_LEVEL,
+        );
+        // The transcoder's Opus is stereo: say so (RFC 7587 stereo and
+        // sprop-stereo), or a browser decodes it as mono. OvenPlayer copies
+        // these into its answer only when the offer has them.
+        template.codec_config().add_config(
+            super::feed::OPUS_PT.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            FormatParams {
+                min_p_time: Some(10),
+                use_inband_fec: Some(true),
+                stereo: Some(true),
+                sprop_stereo: Some(true),
+                ..Default::default()
+            },
+        );
+        let estimating = template
+            .clone()
+            .enable_bwe(Some(Bitrate::kbps(u64::from(config.start_bitrate_kbps))));
+        Ok(Templates {
+            plain: template,
+            estimating,
+        })
+    }
+
+    /// Runs `f` on the engine. A panic in it (str0m on hostile input, or a
+    /// bug here) does not end the engine: its viewers are closed and told,
+    /// what they held is cleared, and the engine goes on with new viewers.
+    /// Other engines are untouched. (A panic that `viewer_contained`
+    /// caught only closes its viewer.)
+    fn contained(&mut self, during: &'static str, f: impl FnOnce(&mut Self)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+            tracing::error!(
+                engine = self.index,
+                during,
+                panic = panic_message(&panic),
+                viewers = self.viewers.len(),
+                "webrtc engine panicked; closing its viewers and going on"
+            );
+            metrics::counter!("streamd_webrtc_panics_total", "scope" => "engine").increment(1);
+            self.reset();
+        }
+    }
+
+    /// Runs `f` for viewer `id`; a panic in it closes that viewer alone.
+    fn viewer_contained(&mut self, id: ViewerId, during: &'static str, f: impl FnOnce(&mut Self)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+            tracing::error!(
+                engine = self.index,
+                viewer = id,
+                during,
+                panic = panic_message(&panic),
+                "webrtc session panicked; closing it"
+            );
+            metrics::counter!("streamd_webrtc_panics_total", "scope" => "viewer").increment(1);
+            self.close_after_panic(id);
+        }
+    }
+
+    /// Closes a viewer whose state a panic may have left half-changed.
+    fn close_after_panic(&mut self, id: ViewerId) {
+        let closed = catch_unwind(AssertUnwindSafe(|| {
+            self.remove(id, CloseReason::Error("internal error".into()))
+        }));
+        if closed.is_err()
+            && let Some(v) = self.viewers.remove(&id)
+        {
+            // Even closing it panicked: tell its signalling, and leak the
+            // session rather than run more of its code.
+            let _ = v.events.try_send(ViewerEvent::Closed(CloseReason::Error(
+                "internal error".into(),
+            )));
+            self.ufrags.remove(&v.ufrag);
+            self.by_ufrag.remove(&v.ufrag);
+            self.by_addr.retain(|_, x| *x != id);
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!("streamd_webrtc_viewers").decrement(1.0);
+            std::mem::forget(v);
+        }
+    }
+
+    /// After a panic outside any one viewer: every viewer closed and told,
+    /// every index and queue cleared.
+    fn reset(&mut self) {
+        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
+        for id in ids {
+            self.close_after_panic(id);
+        }
+        for ufrag in self.by_ufrag.keys() {
+            self.ufrags.remove(ufrag);
+        }
+        self.by_ufrag.clear();
+        self.by_addr.clear();
+        let streams: Vec<u64> = self.streams.keys().copied().collect();
+        for id in streams {
+            self.drop_stream(id);
+        }
+        self.timers.clear();
+    }
+
+    /// Forgets a stream and has the driver stop its feeds.
+    fn drop_stream(&mut self, id: u64) {
+        if self.streams.remove(&id).is_some() {
+            self.feed_changes.push(FeedChange::Stop(id));
+        }
+    }
+
+    fn io<'a>(&'a mut self, out: &'a mut dyn Sink) -> (&'a mut HashMap<ViewerId, Viewer>, Io<'a>) {
+        (
+            &mut self.viewers,
+            Io {
+                out,
+                timers: &mut self.timers,
+            },
+        )
+    }
+
+    /// The earliest time a viewer's timer is due, if any is set.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Feeds to start or stop since the last call.
+    pub fn take_feed_changes(&mut self) -> Vec<FeedChange> {
+        std::mem::take(&mut self.feed_changes)
+    }
+
+    /// Viewers on this core.
+    pub fn viewers(&self) -> usize {
+        self.viewers.len()
+    }
+
+    /// A datagram (or an ICE-TCP frame) from `src`.
+    pub fn handle_datagram(
+        &mut self,
+        proto: Protocol,
+        data: &[u8],
+        src: SocketAddr,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) {
+        self.contained("a datagram", |e| e.on_packet(proto, data, src, now, out));
+    }
+
+    /// A frame (or the end) of a feed.
+    pub fn handle_media(&mut self, msg: FeedMsg, now: Instant, out: &mut dyn Sink) {
+        self.contained("media", |e| e.on_media(msg, now, out));
+    }
+
+    /// Runs the viewers' timers due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut dyn Sink) {
+        self.contained("timers", |e| e.fire_timers(now, out));
+    }
+
+    /// Once a second: timeouts, ABR decisions, metrics.
+    pub fn housekeeping(&mut self, now: Instant, out: &mut dyn Sink) {
+        self.contained("housekeeping", |e| e.check_viewers(now, out));
+    }
+
+    /// The ICE-TCP connection from `remote` closed: a viewer with no other
+    /// path times out (ICE).
+    pub fn tcp_closed(&mut self, remote: SocketAddr) {
+        self.by_addr.remove(&(Protocol::Tcp, remote));
+    }
+
+    /// Offers a new viewer a session.
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) -> Result<Joined, SfuError> {
+        let mut result = Err(SfuError::Rtc("internal error".into()));
+        self.contained("a join", |e| result = e.offer(req, now, out));
+        result
+    }
+
+    /// The viewer's SDP answer (from the network).
+    pub fn answer(
+        &mut self,
+        id: ViewerId,
+        sdp: &str,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) -> Result<(), SfuError> {
+        let mut result = Err(SfuError::Rtc("internal error".into()));
+        self.viewer_contained(id, "an answer", |e| {
+            result = e.accept_answer(id, sdp, now, out);
+        });
+        result
+    }
+
+    /// The viewer chose a rendition, or automatic.
+    pub fn change(&mut self, id: ViewerId, choice: Choice, now: Instant) -> Result<(), SfuError> {
+        let mut result = Err(SfuError::Rtc("internal error".into()));
+        self.viewer_contained(id, "a change", |e| result = e.choose(id, choice, now));
+        result
+    }
+
+    /// The viewer's signalling is gone: its session closes politely (RTCP
+    /// BYE and DTLS close_notify go out first).
+    pub fn leave(&mut self, id: ViewerId, now: Instant, out: &mut dyn Sink) {
+        self.viewer_contained(id, "a leave", |e| {
+            let (viewers, mut io) = e.io(out);
+            if let Some(v) = viewers.get_mut(&id) {
+                let _ = v.rtc.close();
+                drive(id, v, &mut io, now);
+            }
+            e.forget(id);
+        });
+    }
+
+    /// Closes every viewer (the server stops); polite, as [`leave`](Self::leave).
+    pub fn close_all(&mut self, now: Instant, out: &mut dyn Sink) {
+        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
+        for id in ids {
+            self.viewer_contained(id, "closing", |e| {
+                let (viewers, mut io) = e.io(out);
+                if let Some(v) = viewers.get_mut(&id) {
+                    let _ = v.rtc.close();
+                    drive(id, v, &mut io, now);
+                }
+                e.remove(id, CloseReason::Shutdown);
+            });
+        }
+    }
+
+    /// Fault injection (tests and the fault run): a panic while handling
+    /// `viewer`, or (None) outside any one viewer.
+    pub fn inject_fault(&mut self, viewer: Option<ViewerId>) {
+        match viewer {
+            Some(id) => {
+                self.viewer_contained(id, "an injected fault", |_| panic!("injected fault"))
+            }
+            None => self.contained("an injected fault", |_| panic!("injected fault")),
+        }
+    }
+
+    fn offer(
+        &mut self,
+        req: JoinRequest,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) -> Result<Joined, SfuError> {
+        if self.total.load(Ordering::Relaxed) >= self.config.max_viewers {
+            return Err(SfuError::Full);
+        }
+        let broadcast_id = req.broadcast.id();
+        let changes = &mut self.feed_changes;
+        let stream = self.streams.entry(broadcast_id).or_insert_with(|| {
+            changes.push(FeedChange::Start {
+                broadcast: req.broadcast.clone(),
+                plan: req.plan.clone(),
+            });
+            Stream {
+                plan: req.plan.clone(),
+                broadcast: req.broadcast.clone(),
+                viewers: Vec::new(),
+            }
+        });
+        let renditions = &stream.plan.renditions;
+        let (current, auto) = match &req.pinned {
+            Some(name) => match renditions.iter().position(|r| &r.name == name) {
+                Some(i) => (i, false),
+                None => return Err(SfuError::UnknownRendition(name.clone())),
+            },
+            None => (
+                start_rendition(renditions, self.config.start_bitrate_kbps),
+                true,
+            ),
+        };
+
+        let id = self.next_id;
+        self.next_id = match self.next_id.checked_add(self.id_step) {
+            Some(n) => n,
+            None => self.id_step + id % self.id_step,
+        };
+        let creds = IceCreds {
+            ufrag: super::tcp::ufrag_for(
+                self.index,
+                &crate::random::string(6, crate::random::ALPHANUMERIC),
+            ),
+            pass: crate::random::string(24, crate::random::ALPHANUMERIC),
+        };
+        let ufrag = creds.ufrag.clone();
+        // Bandwidth estimation (TWCC feedback, the delay estimator and the
+        // pacer that releases packets at the estimated rate) costs a viewer
+        // about half again its CPU (benches/README.md), so only a viewer
+        // whose automatic ABR can act on it gets one.
+        let estimating = auto && renditions.len() > 1;
+        let template = if estimating {
+            &self.templates.estimating
+        } else {
+            &self.templates.plain
+        };
+        let mut rtc = template.clone().set_local_ice_credentials(creds).build(now);
+        let mut candidates = Vec::new();
+        let rtc_error = |e: str0m::error::IceError| SfuError::Rtc(e.to_string());
+        // UDP first (browsers prefer it by priority), then ICE-TCP; a viewer
+        // that asked for TCP (`?transport=tcp`) gets TCP only.
+        let tcp_only = req.tcp_only && !self.tcp_candidates.is_empty();
+        if !tcp_only {
+            for addr in self.candidates.iter() {
+                let c = Candidate::host(*addr, "udp").map_err(rtc_error)?;
+                candidates.push(c.to_sdp_string());
+                rtc.add_local_candidate(c);
+            }
+        }
+        for addr in self.tcp_candidates.iter() {
+            let c = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(rtc_error)?;
+            candidates.push(c.to_sdp_string());
+            rtc.add_local_candidate(c);
+        }
+        let stream_id = format!("streamd-{broadcast_id}");
+        let mut api = rtc.sdp_api();
+        let video_mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some(stream_id.clone()),
+            Some("video".into()),
+            None,
+        );
+        let audio_mid = stream.plan.audio.is_some().then(|| {
+            api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(stream_id.clone()),
+                Some("audio".into()),
+                None,
+            )
+        });
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| SfuError::Rtc("no offer to make".into()))?;
+        let rendition = renditions[current].name.clone();
+        stream.viewers.push(id);
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.ufrags.insert(&ufrag);
+        let mut viewer = Viewer {
+            broadcast: broadcast_id,
+            rtc,
+            pending: Some(pending),
+            connected: false,
+            video_mid,
+            audio_mid,
+            ufrag,
+            addrs: Vec::new(),
+            events: req.events,
+            current,
+            target: None,
+            auto,
+            need_keyframe: true,
+            keyframe_wanted: false,
+            video: RtpClock::new(rand::random(), 3000, 90_000),
+            audio: RtpClock::new(rand::random(), 960, 48_000),
+            created: now,
+            last_stun: now,
+            keyframe_budget: keyframe_budget(),
+            abr: Abr::default(),
+            scheduled: None,
+        };
+        let (_, mut io) = self.io(out);
+        drive(id, &mut viewer, &mut io, now);
+        self.viewers.insert(id, viewer);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("streamd_webrtc_viewers").increment(1.0);
+        tracing::debug!(viewer = id, %rendition, "webrtc viewer offered");
+        Ok(Joined {
+            viewer: id,
+            sdp: offer.to_sdp_string(),
+            candidates,
+            mid: video_mid.to_string(),
+            rendition,
+            auto,
+        })
+    }
+
+    fn accept_answer(
+        &mut self,
+        id: ViewerId,
+        sdp: &str,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) -> Result<(), SfuError> {
+        let v = self.viewers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        let pending = v.pending.take().ok_or(SfuError::AlreadyAnswered)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()));
+        let result = answer.and_then(|a| {
+            v.rtc
+                .sdp_api()
+                .accept_answer(pending, a)
+                .map_err(|e| SfuError::BadSdp(e.to_string()))
+        });
+        let result = result.and_then(|()| {
+            let h264 = v
+                .rtc
+                .media(v.video_mid)
+                .is_some_and(|m| m.remote_pts().contains(&Pt::from(VIDEO_PT)));
+            if h264 { Ok(()) } else { Err(SfuError::NoH264) }
+        });
+        if let Err(e) = result {
+            self.forget(id);
+            return Err(e);
+        }
+        v.last_stun = now;
+        let (viewers, mut io) = self.io(out);
+        if let Some(v) = viewers.get_mut(&id) {
+            drive(id, v, &mut io, now);
+        }
+        Ok(())
+    }
+
+    fn choose(&mut self, id: ViewerId, choice: Choice, now: Instant) -> Result<(), SfuError> {
+        let v = self.viewers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        let stream = self.streams.get(&v.broadcast).ok_or(SfuError::NoSession)?;
+        let renditions = &stream.plan.renditions;
+        match choice {
+            Choice::Auto => {
+                // A viewer that joined pinned (or on a stream of one
+                // rendition) has no bandwidth estimate: it holds its
+                // rendition, as a player's "auto" on such a stream would.
+                v.auto = true;
+                notify(
+                    v,
+                    ViewerEvent::RenditionChanged {
+                        name: renditions[v.target.unwrap_or(v.current)].name.clone(),
+                        auto: true,
+                    },
+                );
+            }
+            Choice::Rendition(name) => {
+                let i = renditions
+                    .iter()
+                    .position(|r| r.name == name)
+                    .ok_or(SfuError::UnknownRendition(name))?;
+                v.auto = false;
+                switch_to(v, i, renditions, &stream.broadcast, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_packet(
+        &mut self,
+        proto: Protocol,
+        data: &[u8],
+        src: SocketAddr,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) {
+        let stun = data.first().is_some_and(|b| *b < 2);
+        let id = if stun {
+            StunMessage::parse(data)
+                .ok()
+                .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
+                .and_then(|local| self.by_ufrag.get(&local).copied())
+        } else {
+            self.by_addr.get(&(proto, src)).copied()
+        };
+        let Some(id) = id else { return };
+        let candidates = match proto {
+            Protocol::Tcp => &self.tcp_candidates,
+            _ => &self.candidates,
+        };
+        let destination = destination_for(candidates, src);
+        let Ok(receive) = Receive::new(proto, src, destination, data) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let Some(v) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        if !v.rtc.accepts(&input) {
+            return;
+        }
+        if stun {
+            v.last_stun = now;
+            if !v.addrs.contains(&(proto, src)) && v.addrs.len() < MAX_ADDRS {
+                v.addrs.push((proto, src));
+                self.by_addr.insert((proto, src), id);
+            }
+        }
+        self.viewer_contained(id, "a packet", |e| {
+            let Some(v) = e.viewers.get_mut(&id) else {
+                return;
+            };
+            if let Err(err) = v.rtc.handle_input(input) {
+                tracing::debug!(viewer = id, error = %err, "webrtc input refused");
+                e.remove(id, CloseReason::Error(err.to_string()));
+                return;
+            }
+            let (viewers, mut io) = e.io(out);
+            if let Some(v) = viewers.get_mut(&id) {
+                drive(id, v, &mut io, now);
+            }
+            e.after_drive(id, now);
+        });
+    }
+
+    fn on_media(&mut self, msg: FeedMsg, now: Instant, out: &mut dyn Sink) {
+        let Some(stream) = self.streams.get(&msg.broadcast) else {
+            return;
+        };
+        let frame = match msg.kind {
+            FeedMsgKind::Frame(f) => f,
+            FeedMsgKind::Ended => {
+                let ids = stream.viewers.clone();
+                for id in ids {
+                    self.remove(id, CloseReason::StreamEnded);
+                }
+                self.drop_stream(msg.broadcast);
+                return;
+            }
+        };
+        let ids = stream.viewers.clone();
+        for id in ids {
+            self.viewer_contained(id, "media", |e| {
+                e.media_to(id, msg.broadcast, msg.feed, &frame, now, out);
+            });
+        }
+    }
+
+    /// Writes one frame of `feed` to viewer `id` and sends what it makes.
+    fn media_to(
+        &mut self,
+        id: ViewerId,
+        broadcast: u64,
+        feed: usize,
+        frame: &RtpFrame,
+        now: Instant,
+        out: &mut dyn Sink,
+    ) {
+        let Some(stream) = self.streams.get(&broadcast) else {
+            return;
+        };
+        let renditions = &stream.plan.renditions;
+        // The feed after the renditions' is the audio.
+        let audio_feed = renditions.len();
+        let Self {
+            viewers,
+            timers,
+            keyframe_skips,
+            ..
+        } = self;
+        let Some(v) = viewers.get_mut(&id) else {
+            return;
+        };
+        if !v.connected {
+            return;
+        }
+        let wrote = if feed == audio_feed {
+            write_audio(v, frame)
+        } else {
+            if v.target == Some(feed) && frame.keyframe {
+                v.current = feed;
+                v.target = None;
+                v.need_keyframe = false;
+                notify(
+                    v,
+                    ViewerEvent::RenditionChanged {
+                        name: renditions[feed].name.clone(),
+                        auto: v.auto,
+                    },
+                );
+            }
+            write_video(v, feed, frame, keyframe_skips, now)
+        };
+        if wrote {
+            let mut io = Io { out, timers };
+            drive(id, v, &mut io, now);
+            self.after_drive(id, now);
+        }
+    }
+
+    /// Applies what `drive` left for the engine: keyframe requests go to
+    /// the encoder; a dead Rtc is removed.
+    fn after_drive(&mut self, id: ViewerId, now: Instant) {
+        let Some(v) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        if !v.rtc.is_alive() {
+            self.remove(id, CloseReason::Error("the connection closed".into()));
+            return;
+        }
+        if v.keyframe_wanted
+            && let Some(stream) = self.streams.get(&v.broadcast)
+        {
+            let r = v.target.unwrap_or(v.current);
+            request_keyframe(v, &stream.plan.renditions[r], &stream.broadcast, now);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant, out: &mut dyn Sink) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(v) = self.viewers.get_mut(&id) else {
+                continue;
+            };
+            if v.scheduled != Some(t) {
+                continue; // superseded by an earlier timer
+            }
+            v.scheduled = None;
+            self.viewer_contained(id, "a timer", |e| {
+                let (viewers, mut io) = e.io(out);
+                let Some(v) = viewers.get_mut(&id) else {
+                    return;
+                };
+                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    e.remove(id, CloseReason::Error("timer failed".into()));
+                    return;
+                }
+                drive(id, v, &mut io, now);
+                e.after_drive(id, now);
+            });
+        }
+    }
+
+    fn check_viewers(&mut self, now: Instant, out: &mut dyn Sink) {
+        let timeout = self.config.ice_timeout;
+        let mut expired = Vec::new();
+        let mut switches = Vec::new();
+        for (id, v) in &mut self.viewers {
+            if v.pending.is_some() && now.duration_since(v.created) > timeout {
+                expired.push((*id, CloseReason::AnswerTimeout));
+            } else if v.pending.is_none() && now.duration_since(v.last_stun) > timeout {
+                expired.push((*id, CloseReason::IceTimeout));
+            } else if v.auto
+                && v.connected
+                && let Some(stream) = self.streams.get(&v.broadcast)
+            {
+                let current = v.target.unwrap_or(v.current);
+                if let Some(next) = v.abr.decide(&stream.plan.renditions, current, now) {
+                    switches.push((*id, next));
+                }
+            }
+        }
+        for (id, reason) in expired {
+            tracing::debug!(viewer = id, ?reason, "webrtc viewer timed out");
+            self.remove(id, reason);
+        }
+        for (id, next) in switches {
+            let Some(v) = self.viewers.get_mut(&id) else {
+                continue;
+            };
+            let Some(stream) = self.streams.get(&v.broadcast) else {
+                continue;
+            };
+            switch_to(v, next, &stream.plan.renditions, &stream.broadcast, now);
+            let renditions = &stream.plan.renditions;
+            // Let the estimator probe towards the next rendition up.
+            let min = u64::from(renditions[next].bitrate) + AUDIO_BPS;
+            let desired = next
+                .checked_sub(1)
+                .map_or(min, |up| u64::from(renditions[up].bitrate) + AUDIO_BPS);
+            v.rtc.bwe().set_bitrate(
+                Bitrate::bps(min),
+                Bitrate::bps((desired as f64 * ABR_UP_MARGIN) as u64),
+            );
+            let (viewers, mut io) = self.io(out);
+            if let Some(v) = viewers.get_mut(&id) {
+                drive(id, v, &mut io, now);
+            }
+        }
+        metrics::counter!("streamd_webrtc_keyframe_skips_total")
+            .increment(std::mem::take(&mut self.keyframe_skips));
+    }
+
+    /// Closes a viewer's session and tells its signalling why.
+    fn remove(&mut self, id: ViewerId, reason: CloseReason) {
+        if let Some(v) = self.viewers.get(&id) {
+            let _ = v.events.try_send(ViewerEvent::Closed(reason));
+        }
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: ViewerId) {
+        let Some(mut v) = self.viewers.remove(&id) else {
+            return;
+        };
+        v.rtc.disconnect();
+        self.by_ufrag.remove(&v.ufrag);
+        self.ufrags.remove(&v.ufrag);
+        for a in &v.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        if let Some(s) = self.streams.get_mut(&v.broadcast) {
+            s.viewers.retain(|x| *x != id);
+            if s.viewers.is_empty() {
+                self.drop_stream(v.broadcast);
+            }
+        }
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("streamd_webrtc_viewers").decrement(1.0);
+    }
+}
+
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Polls the viewer's Rtc until it has nothing more to do now: sends its
+/// datagrams, handles its events, schedules its next timer.
+fn drive(id: ViewerId, v: &mut Viewer, io: &mut Io<'_>, now: Instant) {
+    // Writes only go out once time is fed again; bound the rounds so a
+    // misbehaving state cannot spin.
+    for _ in 0..4 {
+        let next = loop {
+            match v.rtc.poll_output() {
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    io.out.tcp(t.destination, &t.contents);
+                }
+                Ok(Output::Transmit(t)) => io.out.udp(t.destination, &t.contents),
+                Ok(Output::Event(e)) => on_event(id, v, e, now),
+                Ok(Output::Timeout(t)) => break Some(t),
+                Err(e) => {
+                    tracing::debug!(viewer = id, error = %e, "webrtc session failed");
+                    v.rtc.disconnect();
+                    break None;
+                }
+            }
+        };
+        let Some(next) = next else { return };
+        if next > now {
+            if v.scheduled.is_none_or(|s| next < s || s <= now) {
+                v.scheduled = Some(next);
+                io.timers.push(Reverse((next, id)));
+            }
+            return;
+        }
+        if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+            v.rtc.disconnect();
+            return;
+        }
+    }
+    // Still due: come back on the next loop turn.
+    v.scheduled = Some(now);
+    io.timers.push(Reverse((now, id)));
+}
+
+fn on_event(id: ViewerId, v: &mut Viewer, e: Event, _now: Instant) {
+    match e {
+        Event::Connected => {
+            tracing::debug!(viewer = id, "webrtc viewer connected");
+            v.connected = true;
+            v.need_keyframe = true;
+            v.keyframe_wanted = true;
+        }
+        Event::IceConnectionStateChange(s) => {
+            tracing::debug!(viewer = id, state = ?s, "webrtc ice state");
+        }
+        Event::KeyframeRequest(r) if r.mid == v.video_mid => {
+            v.keyframe_wanted = true;
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            v.abr.estimate = Some(estimate.as_u64());
+        }
+        _ => {}
+    }
+}
+
+/// A viewer's keyframe requests: two at once (a join and a switch), then
+/// one per [`KEYFRAME_REQUEST_INTERVAL`], however they are asked for.
+fn keyframe_budget() -> TokenBucket {
+    TokenBucket::new(2, KEYFRAME_REQUEST_INTERVAL)
+}
+
+/// Asks the rendition's track, upstream on the bus, for a keyframe if the
+/// viewer's budget allows (the bus coalesces requests per track, and an
+/// encoder spaces its answers). Switching renditions does not refill the
+/// budget: a viewer cannot make every rung's encoder spend IDRs by switching
+/// back and forth.
+fn request_keyframe(v: &mut Viewer, r: &Rendition, broadcast: &BroadcastConsumer, now: Instant) {
+    v.keyframe_wanted = false;
+    if !v.keyframe_budget.take(now) {
+        return;
+    }
+    broadcast.request_keyframe(&r.track);
+}
+
+/// Starts a switch to rendition `to`: it takes effect at that rendition's
+/// next keyframe, which is requested now.
+fn switch_to(
+    v: &mut Viewer,
+    to: usize,
+    renditions: &[Rendition],
+    broadcast: &BroadcastConsumer,
+    now: Instant,
+) {
+    if to == v.current {
+        v.target = None;
+        notify(
+            v,
+            ViewerEvent::RenditionChanged {
+                name: renditions[to].name.clone(),
+                auto: v.auto,
+            },
+        );
+        return;
+    }
+    v.target = Some(to);
+    request_keyframe(v, &renditions[to], broadcast, now);
+}
+
+fn notify(v: &Viewer, e: ViewerEvent) {
+    // A signalling socket that is this far behind misses a notification;
+    // the media is unaffected.
+    let _ = v.events.try_send(e);
+}
+
+/// Writes one video frame of rendition `feed`, if it is the viewer's.
+fn write_video(
+    v: &mut Viewer,
+    feed: usize,
+    frame: &RtpFrame,
+    keyframe_skips: &mut u64,
+    now: Instant,
+) -> bool {
+    if v.current != feed {
+        return false;
+    }
+    let mut api = v.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
+        return false;
+    };
+    let backed_up = tx
+        .queue_info()
+        .and_then(|q| q.first_unsent())
+        .is_some_and(|t| now.saturating_duration_since(t) > MAX_QUEUE_AGE);
+    if backed_up && !v.need_keyframe {
+        v.need_keyframe = true;
+        *keyframe_skips += 1;
+    }
+    if v.need_keyframe {
+        if !frame.keyframe || backed_up {
+            if !backed_up {
+                v.keyframe_wanted = true;
+            }
+            return false;
+        }
+        v.need_keyframe = false;
+    }
+    let ts = v.video.map(frame.ts, frame.session);
+    for p in &frame.payloads {
+        let seq = v.video.next_seq();
+        tx.write_rtp(
+            RtpWrite::new(
+                VIDEO_PT.into(),
+                seq.into(),
+                ts,
+                frame.wallclock,
+                p.data.clone(),
+            )
+            .marker(p.marker)
+            .nackable(true),
+        );
+    }
+    true
+}
+
+fn write_audio(v: &mut Viewer, frame: &RtpFrame) -> bool {
+    let Some(mid) = v.audio_mid else {
+        return false;
+    };
+    let ts = v.audio.map(frame.ts, frame.session);
+    let mut api = v.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    for p in &frame.payloads {
+        let seq = v.audio.next_seq();
+        tx.write_rtp(
+            RtpWrite::new(
+                super::feed::OPUS_PT.into(),
+                seq.into(),
+                ts,
+                frame.wallclock,
+                p.data.clone(),
+            )
+            .marker(p.marker),
+        );
+    }
+    true
+}
+
+/// The largest rendition within `kbps`, else the smallest.
+fn start_rendition(renditions: &[Rendition], kbps: u32) -> usize {
+    let limit = u64::from(kbps) * 1000;
+    renditions
+        .iter()
+        .position(|r| u64::from(r.bitrate) <= limit)
+        .unwrap_or(renditions.len().saturating_sub(1))
+}
+
+/// The advertised address a datagram from `src` was most likely sent to
+/// (str0m matches STUN to a local candidate by it): one of the same family
+/// and the same loopback-ness, else the first.
+fn destination_for(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
+    candidates
+        .iter()
+        .find(|c| c.is_ipv4() == src.is_ipv4() && c.ip().is_loopback() == src.ip().is_loopback())
+        .or_else(|| candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()))
+        .or(candidates.first())
+        .copied()
+        .unwrap_or(src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> Vec<Rendition> {
+        [("720p", 2_500_000), ("480p", 1_200_000), ("360p", 600_000)]
+            .into_iter()
+            .map(|(n, b)| Rendition {
+                name: n.into(),
+                track: n.into(),
+                bitrate: b,
+                width: 0,
+                height: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rtp_clock_is_continuous_across_sessions_and_switches() {
+        let mut c = RtpClock::new(100, 3000, 90_000);
+        assert_eq!(c.map(9000, 0), 9000);
+        assert_eq!(c.map(12000, 0), 12000);
+        // The publisher came back, its clock restarted at 0.
+        assert_eq!(c.map(0, 1), 15000);
+        assert_eq!(c.map(3000, 1), 18000);
+        // A jump back within a session re-anchors too.
+        assert_eq!(c.map(0, 1), 21000);
+        assert_eq!(c.next_seq(), 100);
+        assert_eq!(c.next_seq(), 101);
+    }
+
+    #[test]
+    fn start_rendition_fits_the_start_bitrate() {
+        let l = ladder();
+        assert_eq!(start_rendition(&l, 2500), 0);
+        assert_eq!(start_rendition(&l, 2000), 1);
+        assert_eq!(start_rendition(&l, 100), 2);
+    }
+
+    #[test]
+    fn abr_steps_down_and_up_with_hysteresis() {
+        let l = ladder();
+        let t0 = Instant::now();
+        let mut abr = Abr {
+            estimate: Some(1_000_000),
+            ..Abr::default()
+        };
+        assert_eq!(abr.decide(&l, 0, t0), None);
+        assert_eq!(abr.decide(&l, 0, t0 + Duration::from_secs(1)), None);
+        assert_eq!(abr.decide(&l, 0, t0 + Duration::from_secs(2)), Some(1));
+        // Plenty of room above 480p: up only after a sustained surplus.
+        abr.estimate = Some(4_000_000);
+        let t1 = t0 + Duration::from_secs(3);
+        assert_eq!(abr.decide(&l, 1, t1), None);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(5)), None);
+        // A dip resets the wait.
+        abr.estimate = Some(2_000_000);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(5)), None);
+        abr.estimate = Some(4_000_000);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(6)), None);
+        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(12)), Some(0));
+        // At the top nothing moves.
+        assert_eq!(abr.decide(&l, 0, t1 + Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn destination_prefers_a_matching_candidate() {
+        let c: Vec<SocketAddr> = vec![
+            "10.0.0.5:10000".parse().unwrap(),
+            "127.0.0.1:10000".parse().unwrap(),
+        ];
+        assert_eq!(destination_for(&c, "127.0.0.1:5000".parse().unwrap()), c[1]);
+        assert_eq!(
+            destination_for(&c, "192.168.1.9:5000".parse().unwrap()),
+            c[0]
+        );
+    }
+}
+
+#[cfg(test)]
+mod scenario;
