@@ -4,8 +4,11 @@
 //!
 //! - [`signal`]: OME's signalling messages (sans-IO: text in, messages out).
 //! - [`ws`]: the WebSocket shell around them, on the HTTP listener.
-//! - [`sfu`]: the engine, one task owning the socket and every viewer's
-//!   str0m `Rtc` (ICE-lite, no task per viewer).
+//! - [`sfu_core`]: every viewer's str0m `Rtc` and what happens to them,
+//!   without sockets, tasks or a clock (ICE-lite, no task per viewer);
+//!   split by concern into its offer templates, RTP timelines and ABR.
+//! - [`sfu`]: its driver, one task per engine owning a UDP socket, the
+//!   ICE-TCP connections and the feed tasks.
 //! - [`feed`] and [`packetize`]: each rendition packetised once, shared by
 //!   all its viewers.
 //! - [`candidates`]: which addresses are offered to browsers.

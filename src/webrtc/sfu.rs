@@ -24,7 +24,7 @@ use super::feed::FeedMsg;
 pub use super::sfu_core::{
     Choice, CloseReason, JoinRequest, Joined, SfuError, VIEWER_EVENTS, ViewerEvent, ViewerId,
 };
-use super::sfu_core::{FeedChange, SfuCore, Shared, Sink};
+use super::sfu_core::{FeedChange, SfuCore, Shared, Sink, Templates};
 use super::tcp::TcpEvent;
 use super::udp::{Flushed, SendQueue};
 use crate::config::WebRtcConfig;
@@ -198,7 +198,7 @@ impl Engine {
         tcp_candidates: Vec<SocketAddr>,
     ) -> Result<Started, SfuError> {
         let tcp_candidates = Arc::new(tcp_candidates);
-        let templates = SfuCore::templates(&config)?;
+        let templates = Templates::new(&config)?;
         let count = sockets.len();
         let shared = Shared::default();
         let mut engines = Vec::new();

@@ -27,13 +27,11 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::config::DtlsCert;
-use str0m::format::{Codec, FormatParams};
 use str0m::ice::StunMessage;
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
 use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
@@ -41,6 +39,15 @@ use super::{Rendition, StreamPlan};
 use crate::bus::BroadcastConsumer;
 use crate::config::WebRtcConfig;
 use crate::ratelimit::TokenBucket;
+
+mod abr;
+mod offer;
+mod timeline;
+
+use abr::{Abr, start_rendition};
+pub use offer::Templates;
+use offer::VIDEO_PT;
+use timeline::RtpClock;
 
 /// Where the core's datagrams go: the driver's UDP socket and ICE-TCP
 /// connections, or a test's buffer. Sends never wait; the sink counts and
@@ -60,17 +67,10 @@ pub enum FeedChange {
     Stop(u64),
 }
 
+/// A viewer's number, unique for the engine's life (it is also the `id` of
 /// OME's signalling).
 pub type ViewerId = u32;
 
-const VIDEO_PT: u8 = 102;
-const VIDEO_RTX_PT: u8 = 103;
-/// The profile-level-id offered: constrained baseline 3.1, what every
-/// browser accepts. With `level-asymmetry-allowed=1` a browser decodes
-/// the ladder's High profile streams at any level, as OME relies on.
-const VIDEO_PROFILE_LEVEL: u32 = 0x42e01f;
-/// Bitrate assumed for the Opus track when choosing a rendition.
-const AUDIO_BPS: u64 = 128_000;
 /// A viewer whose oldest unsent packet is older than this skips video to
 /// the next keyframe.
 const MAX_QUEUE_AGE: Duration = Duration::from_millis(500);
@@ -79,12 +79,6 @@ const MAX_QUEUE_AGE: Duration = Duration::from_millis(500);
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Remote addresses remembered per viewer (ICE may try several).
 const MAX_ADDRS: usize = 8;
-/// ABR: the estimate must stay below the current rendition's need this
-/// long before stepping down, and above the next one's (with margin) this
-/// long before stepping up.
-const ABR_DOWN_AFTER: Duration = Duration::from_secs(2);
-const ABR_UP_AFTER: Duration = Duration::from_secs(6);
-const ABR_UP_MARGIN: f64 = 1.3;
 /// Notifications buffered per viewer for its signalling socket.
 pub const VIEWER_EVENTS: usize = 16;
 
@@ -154,102 +148,6 @@ pub struct JoinRequest {
     /// Offer only ICE-TCP candidates (OvenPlayer's `?transport=tcp`).
     pub tcp_only: bool,
     pub events: mpsc::Sender<ViewerEvent>,
-}
-
-/// Sequence numbers and timestamps of one outgoing RTP stream of a viewer:
-/// continuous across rendition switches (one timeline) and across publisher
-/// reconnects (re-anchored after the last sent timestamp).
-struct RtpClock {
-    seq: u64,
-    offset: i64,
-    last: Option<i64>,
-    session: u32,
-    /// Ticks a step forward is assumed to take at a re-anchor.
-    step: i64,
-    /// A jump further than this (either way) re-anchors too.
-    max_jump: i64,
-}
-
-impl RtpClock {
-    fn new(seq: u16, step: i64, hz: i64) -> RtpClock {
-        RtpClock {
-            seq: u64::from(seq),
-            offset: 0,
-            last: None,
-            session: 0,
-            step,
-            max_jump: 10 * hz,
-        }
-    }
-
-    /// The RTP timestamp for a frame at `ts` of publisher `session`.
-    fn map(&mut self, ts: i64, session: u32) -> u32 {
-        let mapped = match self.last {
-            None => {
-                self.session = session;
-                ts
-            }
-            Some(last) => {
-                let mapped = ts + self.offset;
-                if session != self.session || mapped < last || mapped > last + self.max_jump {
-                    self.session = session;
-                    self.offset = last + self.step - ts;
-                    last + self.step
-                } else {
-                    mapped
-                }
-            }
-        };
-        self.last = Some(mapped);
-        mapped as u32
-    }
-
-    fn next_seq(&mut self) -> u64 {
-        let s = self.seq;
-        self.seq += 1;
-        s
-    }
-}
-
-#[derive(Clone)]
-pub struct Templates {
-    plain: RtcConfig,
-    estimating: RtcConfig,
-}
-
-#[derive(Default)]
-struct Abr {
-    estimate: Option<u64>,
-    below_since: Option<Instant>,
-    above_since: Option<Instant>,
-}
-
-impl Abr {
-    /// The rendition to move to, if the estimate has stayed clear of the
-    /// current one long enough. Renditions go largest first.
-    fn decide(&mut self, renditions: &[Rendition], current: usize, now: Instant) -> Option<usize> {
-        let est = self.estimate?;
-        let need = |i: usize| u64::from(renditions[i].bitrate) + AUDIO_BPS;
-        if current + 1 < renditions.len() && est < need(current) {
-            self.above_since = None;
-            let since = *self.below_since.get_or_insert(now);
-            if now.duration_since(since) >= ABR_DOWN_AFTER {
-                self.below_since = None;
-                return Some(current + 1);
-            }
-        } else if current > 0 && est as f64 > need(current - 1) as f64 * ABR_UP_MARGIN {
-            self.below_since = None;
-            let since = *self.above_since.get_or_insert(now);
-            if now.duration_since(since) >= ABR_UP_AFTER {
-                self.above_since = None;
-                return Some(current - 1);
-            }
-        } else {
-            self.below_since = None;
-            self.above_since = None;
-        }
-        None
-    }
 }
 
 struct Viewer {
@@ -363,55 +261,6 @@ impl SfuCore {
             keyframe_skips: 0,
             feed_changes: Vec::new(),
         }
-    }
-
-    /// What every viewer's Rtc starts from, without and with bandwidth
-    /// estimation.
-    pub fn templates(config: &WebRtcConfig) -> Result<Templates, SfuError> {
-        let provider = str0m::crypto::from_feature_flags();
-        // One certificate for every viewer: generating a key per viewer
-        // would cost milliseconds of CPU per join.
-        let cert: DtlsCert = provider
-            .dtls_provider
-            .generate_certificate()
-            .ok_or_else(|| SfuError::Rtc("cannot generate a DTLS certificate".into()))?;
-        let mut template = RtcConfig::new()
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .set_dtls_cert(cert)
-            .set_send_buffer_video(config.nack_buffer_packets)
-            .set_send_buffer_audio(64);
-        template.codec_config().add_h264(
-            VIDEO_PT.into(),
-            Some(VIDEO_RTX_PT.into()),
-            true,
-            VIDEO_PROFILE_LEVEL,
-        );
-        // The transcoder's Opus is stereo: say so (RFC 7587 stereo and
-        // sprop-stereo), or a browser decodes it as mono. OvenPlayer copies
-        // these into its answer only when the offer has them.
-        template.codec_config().add_config(
-            super::feed::OPUS_PT.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                stereo: Some(true),
-                sprop_stereo: Some(true),
-                ..Default::default()
-            },
-        );
-        let estimating = template
-            .clone()
-            .enable_bwe(Some(Bitrate::kbps(u64::from(config.start_bitrate_kbps))));
-        Ok(Templates {
-            plain: template,
-            estimating,
-        })
     }
 
     /// Runs `f` on the engine. A panic in it (str0m on hostile input, or a
@@ -1045,16 +894,10 @@ impl SfuCore {
                 continue;
             };
             switch_to(v, next, &stream.plan.renditions, &stream.broadcast, now);
-            let renditions = &stream.plan.renditions;
-            // Let the estimator probe towards the next rendition up.
-            let min = u64::from(renditions[next].bitrate) + AUDIO_BPS;
-            let desired = next
-                .checked_sub(1)
-                .map_or(min, |up| u64::from(renditions[up].bitrate) + AUDIO_BPS);
-            v.rtc.bwe().set_bitrate(
-                Bitrate::bps(min),
-                Bitrate::bps((desired as f64 * ABR_UP_MARGIN) as u64),
-            );
+            let (min, max) = abr::probe_range(&stream.plan.renditions, next);
+            v.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(min), Bitrate::bps(max));
             let (viewers, mut io) = self.io(out);
             if let Some(v) = viewers.get_mut(&id) {
                 drive(id, v, &mut io, now);
@@ -1288,15 +1131,6 @@ fn write_audio(v: &mut Viewer, frame: &RtpFrame) -> bool {
     true
 }
 
-/// The largest rendition within `kbps`, else the smallest.
-fn start_rendition(renditions: &[Rendition], kbps: u32) -> usize {
-    let limit = u64::from(kbps) * 1000;
-    renditions
-        .iter()
-        .position(|r| u64::from(r.bitrate) <= limit)
-        .unwrap_or(renditions.len().saturating_sub(1))
-}
-
 /// The advertised address a datagram from `src` was most likely sent to
 /// (str0m matches STUN to a local candidate by it): one of the same family
 /// and the same loopback-ness, else the first.
@@ -1313,67 +1147,6 @@ fn destination_for(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ladder() -> Vec<Rendition> {
-        [("720p", 2_500_000), ("480p", 1_200_000), ("360p", 600_000)]
-            .into_iter()
-            .map(|(n, b)| Rendition {
-                name: n.into(),
-                track: n.into(),
-                bitrate: b,
-                width: 0,
-                height: 0,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn rtp_clock_is_continuous_across_sessions_and_switches() {
-        let mut c = RtpClock::new(100, 3000, 90_000);
-        assert_eq!(c.map(9000, 0), 9000);
-        assert_eq!(c.map(12000, 0), 12000);
-        // The publisher came back, its clock restarted at 0.
-        assert_eq!(c.map(0, 1), 15000);
-        assert_eq!(c.map(3000, 1), 18000);
-        // A jump back within a session re-anchors too.
-        assert_eq!(c.map(0, 1), 21000);
-        assert_eq!(c.next_seq(), 100);
-        assert_eq!(c.next_seq(), 101);
-    }
-
-    #[test]
-    fn start_rendition_fits_the_start_bitrate() {
-        let l = ladder();
-        assert_eq!(start_rendition(&l, 2500), 0);
-        assert_eq!(start_rendition(&l, 2000), 1);
-        assert_eq!(start_rendition(&l, 100), 2);
-    }
-
-    #[test]
-    fn abr_steps_down_and_up_with_hysteresis() {
-        let l = ladder();
-        let t0 = Instant::now();
-        let mut abr = Abr {
-            estimate: Some(1_000_000),
-            ..Abr::default()
-        };
-        assert_eq!(abr.decide(&l, 0, t0), None);
-        assert_eq!(abr.decide(&l, 0, t0 + Duration::from_secs(1)), None);
-        assert_eq!(abr.decide(&l, 0, t0 + Duration::from_secs(2)), Some(1));
-        // Plenty of room above 480p: up only after a sustained surplus.
-        abr.estimate = Some(4_000_000);
-        let t1 = t0 + Duration::from_secs(3);
-        assert_eq!(abr.decide(&l, 1, t1), None);
-        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(5)), None);
-        // A dip resets the wait.
-        abr.estimate = Some(2_000_000);
-        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(5)), None);
-        abr.estimate = Some(4_000_000);
-        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(6)), None);
-        assert_eq!(abr.decide(&l, 1, t1 + Duration::from_secs(12)), Some(0));
-        // At the top nothing moves.
-        assert_eq!(abr.decide(&l, 0, t1 + Duration::from_secs(30)), None);
-    }
 
     #[test]
     fn destination_prefers_a_matching_candidate() {

@@ -75,7 +75,7 @@ impl Scene {
             audio: None,
         };
         let config = WebRtcConfig::default();
-        let templates = SfuCore::templates(&config).unwrap();
+        let templates = Templates::new(&config).unwrap();
         let mut core = SfuCore::new(
             config,
             templates,
@@ -223,7 +223,7 @@ impl Scene {
     fn video_payloads(&self) -> Vec<Vec<u8>> {
         self.received
             .iter()
-            .filter(|(pt, _)| *pt == super::VIDEO_PT)
+            .filter(|(pt, _)| *pt == super::offer::VIDEO_PT)
             .map(|(_, p)| p.clone())
             .collect()
     }
