@@ -11,7 +11,7 @@ use super::SfuError;
 use crate::config::WebRtcConfig;
 
 pub(super) const VIDEO_PT: u8 = 102;
-const VIDEO_RTX_PT: u8 = 103;
+pub(super) const VIDEO_RTX_PT: u8 = 103;
 /// The profile-level-id offered: constrained baseline 3.1, what every
 /// browser accepts. With `level-asymmetry-allowed=1` a browser decodes
 /// the ladder's High profile streams at any level, as OME relies on.

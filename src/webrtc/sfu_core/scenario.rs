@@ -12,6 +12,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
+use super::offer::{VIDEO_PT, VIDEO_RTX_PT};
 use super::*;
 use crate::bus::{Registry, Retention, StreamPath, TrackInfo, TrackKind, TrackProducer};
 use crate::webrtc::feed::{FeedMsg, FeedMsgKind, RtpFrame};
@@ -19,6 +20,11 @@ use crate::webrtc::packetize::Payload;
 
 const SERVER: &str = "127.0.0.1:5000";
 const CLIENT: &str = "127.0.0.1:6000";
+
+fn video_config() -> crate::media::CodecConfig {
+    let avcc = bytes::Bytes::from_static(crate::media::h264::tests::AVCC_320X240);
+    crate::media::CodecConfig::H264(crate::media::AvcConfig::parse(avcc).unwrap())
+}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -37,41 +43,85 @@ impl Sink for Captured {
     }
 }
 
-/// A core with one stream (one rendition, `source`, on the bus track
-/// `video`) and one viewer, its str0m client, and the clock.
+/// A core with one stream and one viewer, its str0m client, and the
+/// clock.
 struct Scene {
     core: SfuCore,
     out: Captured,
     client: Rtc,
     now: Instant,
     viewer: ViewerId,
+    /// The video m-line's mid.
+    mid: str0m::media::Mid,
     broadcast: u64,
     events: mpsc::Receiver<ViewerEvent>,
-    /// The publisher's video track: keyframe requests arrive here.
-    video: TrackProducer,
+    /// Each rendition's track (the first is `video`): keyframe requests
+    /// arrive here.
+    tracks: Vec<TrackProducer>,
     connected: bool,
-    /// RTP the client received: (payload type, payload).
-    received: Vec<(u8, Vec<u8>)>,
+    /// RTP the client received.
+    received: Vec<Got>,
+    /// Video datagrams (counted from 0, in the order sent) lost on the way
+    /// to the client.
+    lose_video: Vec<usize>,
+    video_sent: usize,
+    /// Retransmissions (RTX) sent to the client.
+    rtx_sent: usize,
     _registry: Registry,
 }
 
+/// A packet the client received.
+#[derive(Debug)]
+struct Got {
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    payload: Vec<u8>,
+}
+
 impl Scene {
+    /// One rendition, `source`, on the bus track `video`.
     fn new() -> Scene {
+        Scene::with(&[("source", 0)], None)
+    }
+
+    /// Renditions (name, bits per second), largest first, each on a track
+    /// of its name (the first on `video`); the viewer pinned to one, or
+    /// automatic.
+    fn with(renditions: &[(&str, u32)], pinned: Option<&str>) -> Scene {
         let registry = Registry::new(Duration::ZERO, Retention::default());
         let mut b = registry
             .publish(StreamPath::new("live", "scene").unwrap())
             .unwrap();
-        let video = b.track(TrackInfo::source("video", TrackKind::Video));
+        let names: Vec<String> = renditions
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| {
+                if i == 0 {
+                    "video".into()
+                } else {
+                    (*n).to_owned()
+                }
+            })
+            .collect();
+        let tracks = names
+            .iter()
+            .map(|n| b.track(TrackInfo::source(n, TrackKind::Video)))
+            .collect();
         let broadcast = b.consumer();
         std::mem::forget(b); // the publisher stays for the scene's life
         let plan = StreamPlan {
-            renditions: vec![Rendition {
-                name: "source".into(),
-                track: "video".into(),
-                bitrate: 0,
-                width: 0,
-                height: 0,
-            }],
+            renditions: renditions
+                .iter()
+                .zip(&names)
+                .map(|((name, bitrate), track)| Rendition {
+                    name: (*name).to_owned(),
+                    track: track.clone(),
+                    bitrate: *bitrate,
+                    width: 0,
+                    height: 0,
+                })
+                .collect(),
             audio: None,
         };
         let config = WebRtcConfig::default();
@@ -94,7 +144,7 @@ impl Scene {
                 JoinRequest {
                     broadcast,
                     plan,
-                    pinned: None,
+                    pinned: pinned.map(str::to_owned),
                     tcp_only: false,
                     events: events_tx,
                 },
@@ -121,11 +171,15 @@ impl Scene {
             client,
             now,
             viewer: joined.viewer,
+            mid: str0m::media::Mid::from(joined.mid.as_str()),
             broadcast: id,
             events,
-            video,
+            tracks,
             connected: false,
             received: Vec::new(),
+            lose_video: Vec::new(),
+            video_sent: 0,
+            rtx_sent: 0,
             _registry: registry,
         }
     }
@@ -150,10 +204,12 @@ impl Scene {
                     );
                 }
                 Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::RtpPacket(p)) => {
-                    self.received
-                        .push((*p.header.payload_type, p.payload.to_vec()));
-                }
+                Output::Event(Event::RtpPacket(p)) => self.received.push(Got {
+                    pt: *p.header.payload_type,
+                    seq: p.header.sequence_number,
+                    ts: p.header.timestamp,
+                    payload: p.payload.to_vec(),
+                }),
                 Output::Event(_) => {}
                 Output::Timeout(_) => return sent,
             }
@@ -170,6 +226,16 @@ impl Scene {
                 assert_eq!((proto, to), (Protocol::Udp, addr(CLIENT)));
                 if !answering {
                     continue;
+                }
+                // SRTP leaves the RTP header in the clear.
+                if data.len() >= 12 && data[1] & 0x7f == VIDEO_RTX_PT {
+                    self.rtx_sent += 1;
+                }
+                if data.len() >= 12 && data[1] & 0x7f == VIDEO_PT {
+                    self.video_sent += 1;
+                    if self.lose_video.contains(&(self.video_sent - 1)) {
+                        continue;
+                    }
                 }
                 moved = true;
                 let r = Receive::new(Protocol::Udp, addr(SERVER), addr(CLIENT), &data).unwrap();
@@ -202,11 +268,16 @@ impl Scene {
     }
 
     fn media(&mut self, ts: i64, keyframe: bool, payload: &[u8]) {
+        self.media_of(0, 0, ts, keyframe, payload);
+    }
+
+    /// A frame of rendition `feed`, from publisher session `session`.
+    fn media_of(&mut self, feed: usize, session: u32, ts: i64, keyframe: bool, payload: &[u8]) {
         let frame = RtpFrame {
             ts,
             wallclock: self.now,
             keyframe,
-            session: 0,
+            session,
             payloads: vec![Payload {
                 data: payload.into(),
                 marker: true,
@@ -214,29 +285,49 @@ impl Scene {
         };
         let msg = FeedMsg {
             broadcast: self.broadcast,
-            feed: 0,
+            feed,
             kind: FeedMsgKind::Frame(Arc::new(frame)),
         };
         self.core.handle_media(msg, self.now, &mut self.out);
     }
 
+    fn video(&self) -> Vec<&Got> {
+        self.received.iter().filter(|g| g.pt == VIDEO_PT).collect()
+    }
+
     fn video_payloads(&self) -> Vec<Vec<u8>> {
-        self.received
-            .iter()
-            .filter(|(pt, _)| *pt == super::offer::VIDEO_PT)
-            .map(|(_, p)| p.clone())
-            .collect()
+        self.video().iter().map(|g| g.payload.clone()).collect()
+    }
+
+    /// Whether track `k` has a keyframe request pending; answers it (a
+    /// keyframe written clears it) so the next request shows.
+    fn keyframe_asked(&mut self, k: usize) -> bool {
+        let asked = self.tracks[k].keyframe_requested();
+        if asked {
+            let t = &mut self.tracks[k];
+            t.set_config(video_config());
+            let frame = crate::bus::Frame {
+                dts: crate::time::MediaTime::from_millis(0),
+                pts: crate::time::MediaTime::from_millis(0),
+                keyframe: true,
+                data: bytes::Bytes::from_static(b"idr"),
+                wallclock: std::time::SystemTime::UNIX_EPOCH,
+                received: self.now,
+            };
+            t.write(frame, true).unwrap();
+        }
+        asked
     }
 }
 
 #[test]
 fn a_viewer_connects_asks_for_a_keyframe_and_starts_at_one() {
     let mut s = Scene::new();
-    assert!(!s.video.keyframe_requested());
+    assert!(!s.tracks[0].keyframe_requested());
     s.run(Duration::from_millis(500), true);
     assert!(s.connected, "ICE and DTLS complete on simulated time");
     assert!(
-        s.video.keyframe_requested(),
+        s.tracks[0].keyframe_requested(),
         "joining asks the publisher's track for a keyframe, upstream on the bus"
     );
     // A frame that is not a keyframe is not the viewer's first.
@@ -319,4 +410,119 @@ fn a_viewer_that_leaves_is_forgotten_at_once() {
     // What the client still sends reaches nobody.
     s.run(Duration::from_millis(200), true);
     assert_eq!(s.core.viewers(), 0);
+}
+
+#[test]
+fn a_switch_takes_effect_at_the_new_renditions_keyframe_on_one_timeline() {
+    let mut s = Scene::with(&[("720p", 2_500_000), ("360p", 600_000)], Some("720p"));
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    assert!(s.keyframe_asked(0), "the join asked 720p for a keyframe");
+    s.media_of(0, 0, 0, true, b"720-key");
+    s.media_of(1, 0, 0, true, b"360-key-early");
+    s.run(Duration::from_millis(50), true);
+    s.core
+        .change(s.viewer, Choice::Rendition("360p".into()), s.now)
+        .unwrap();
+    assert!(s.keyframe_asked(1), "the switch asks 360p for a keyframe");
+    // Until 360p's keyframe comes, the viewer stays on 720p.
+    s.media_of(1, 0, 3000, false, b"360-delta");
+    s.media_of(0, 0, 3000, false, b"720-delta");
+    s.media_of(1, 0, 6000, true, b"360-key");
+    s.media_of(0, 0, 6000, false, b"720-after");
+    s.media_of(1, 0, 9000, false, b"360-next");
+    s.run(Duration::from_millis(50), true);
+    let got: Vec<&[u8]> = s.video().iter().map(|g| g.payload.as_slice()).collect();
+    assert_eq!(
+        got,
+        [&b"720-key"[..], b"720-delta", b"360-key", b"360-next"],
+        "{:?}",
+        s.received
+    );
+    let seqs: Vec<u16> = s.video().iter().map(|g| g.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "one sequence across the switch: {seqs:?}"
+    );
+    assert_eq!(
+        s.events.try_recv().unwrap(),
+        ViewerEvent::RenditionChanged {
+            name: "360p".into(),
+            auto: false
+        }
+    );
+}
+
+#[test]
+fn a_lost_packet_is_asked_for_again_and_resent() {
+    let mut s = Scene::new();
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    s.lose_video = vec![1];
+    for (k, p) in [&b"key"[..], b"one", b"two", b"three"].iter().enumerate() {
+        s.media(3000 * k as i64, k == 0, p);
+        s.run(Duration::from_millis(40), true);
+    }
+    s.run(Duration::from_millis(500), true);
+    let mut got = s.video_payloads();
+    got.sort();
+    got.dedup();
+    let mut want = vec![
+        b"key".to_vec(),
+        b"one".to_vec(),
+        b"two".to_vec(),
+        b"three".to_vec(),
+    ];
+    want.sort();
+    assert_eq!(got, want, "the lost packet came back (NACK, then RTX)");
+    assert_eq!(s.video_sent, 4);
+    assert!(s.rtx_sent >= 1, "it came back as a retransmission (RTX)");
+}
+
+#[test]
+fn a_publisher_blip_keeps_the_viewers_timeline_moving_forward() {
+    let mut s = Scene::new();
+    s.run(Duration::from_millis(500), true);
+    s.media_of(0, 0, 90_000, true, b"a");
+    s.media_of(0, 0, 93_000, false, b"b");
+    // The publisher reconnected; its clock restarts at 0.
+    s.media_of(0, 1, 0, true, b"c");
+    s.media_of(0, 1, 3_000, false, b"d");
+    s.run(Duration::from_millis(50), true);
+    let ts: Vec<u32> = s.video().iter().map(|g| g.ts).collect();
+    assert_eq!(ts.len(), 4, "{:?}", s.received);
+    let steps: Vec<u32> = ts.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    assert_eq!(steps, [3000, 3000, 3000], "{ts:?}");
+}
+
+#[test]
+fn a_flood_of_keyframe_requests_reaches_the_publisher_a_few_times() {
+    let mut s = Scene::new();
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    assert!(s.keyframe_asked(0), "the join's request");
+    s.media(0, true, b"key");
+    s.run(Duration::from_millis(20), true);
+    let mid = s.mid;
+    let ssrc = s
+        .client
+        .direct_api()
+        .stream_rx_by_mid(mid, None)
+        .unwrap()
+        .ssrc();
+    let mut upstream = 0;
+    // A PLI every 10 ms for 2 s: 200 of them.
+    for _ in 0..200 {
+        if let Some(rx) = s.client.direct_api().stream_rx(&ssrc) {
+            rx.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
+        }
+        s.tick(Duration::from_millis(10), true);
+        upstream += usize::from(s.keyframe_asked(0));
+    }
+    // Two at once, then one per 500 ms: at most 2 + 4.
+    assert!(
+        (3..=6).contains(&upstream),
+        "{upstream} requests reached the publisher"
+    );
+    assert_eq!(s.core.viewers(), 1);
 }
