@@ -199,7 +199,10 @@ pub struct SfuCore {
     /// on one rendition, `estimating` (TWCC bandwidth estimation and the
     /// pacer it needs) for viewers on automatic ABR.
     templates: Templates,
-    viewers: HashMap<ViewerId, Viewer>,
+    /// Boxed: a `Viewer` is about 10 KB (its `Rtc` inline), and a table
+    /// holding them inline wastes its empty slots' worth and moves every
+    /// viewer when it grows.
+    viewers: HashMap<ViewerId, Box<Viewer>>,
     by_ufrag: HashMap<String, ViewerId>,
     /// Remote addresses learnt from verified STUN, per transport.
     by_addr: HashMap<(Protocol, SocketAddr), ViewerId>,
@@ -345,7 +348,10 @@ impl SfuCore {
         }
     }
 
-    fn io<'a>(&'a mut self, out: &'a mut dyn Sink) -> (&'a mut HashMap<ViewerId, Viewer>, Io<'a>) {
+    fn io<'a>(
+        &'a mut self,
+        out: &'a mut dyn Sink,
+    ) -> (&'a mut HashMap<ViewerId, Box<Viewer>>, Io<'a>) {
         (
             &mut self.viewers,
             Io {
@@ -606,7 +612,7 @@ impl SfuCore {
         };
         let (_, mut io) = self.io(out);
         drive(id, &mut viewer, &mut io, now);
-        self.viewers.insert(id, viewer);
+        self.viewers.insert(id, Box::new(viewer));
         self.total.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("streamd_webrtc_viewers").increment(1.0);
         tracing::debug!(viewer = id, %rendition, "webrtc viewer offered");

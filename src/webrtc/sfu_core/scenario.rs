@@ -526,3 +526,85 @@ fn a_flood_of_keyframe_requests_reaches_the_publisher_a_few_times() {
     );
     assert_eq!(s.core.viewers(), 1);
 }
+
+mod memory_experiment {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+
+    struct Counting;
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+    thread_local!(static ON: Cell<bool> = const { Cell::new(false) });
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if ON.with(|o| o.get()) {
+                LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
+            }
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            if ON.with(|o| o.get()) {
+                LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+            }
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if ON.with(|o| o.get()) {
+                LIVE.fetch_add(n as i64 - l.size() as i64, Ordering::Relaxed);
+            }
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    #[global_allocator]
+    static A: Counting = Counting;
+
+    #[test]
+    fn per_viewer_memory() {
+        ON.with(|o| o.set(true));
+        let before = LIVE.load(Ordering::Relaxed);
+        let mut s = Scene::new();
+        let joined = LIVE.load(Ordering::Relaxed);
+        s.run(Duration::from_millis(500), true);
+        let connected = LIVE.load(Ordering::Relaxed);
+        let payload = vec![7u8; 1100];
+        for k in 0..150i64 {
+            // 30 fps, 2 packets of 1100 B per frame: ~530 kbps
+            let frame = RtpFrame {
+                ts: k * 3000,
+                wallclock: s.now,
+                keyframe: k % 60 == 0,
+                session: 0,
+                payloads: vec![
+                    Payload {
+                        data: payload.clone().into(),
+                        marker: false,
+                    },
+                    Payload {
+                        data: payload.clone().into(),
+                        marker: true,
+                    },
+                ],
+            };
+            let msg = FeedMsg {
+                broadcast: s.broadcast,
+                feed: 0,
+                kind: FeedMsgKind::Frame(Arc::new(frame)),
+            };
+            s.core.handle_media(msg, s.now, &mut s.out);
+            s.run(Duration::from_millis(30), true);
+        }
+        let media = LIVE.load(Ordering::Relaxed);
+        eprintln!(
+            "MEMORY (whole scene, client included): join {} B, connected {} B, after 5 s of media {} B; video got {}",
+            joined - before,
+            connected - before,
+            media - before,
+            s.video().len()
+        );
+        ON.with(|o| o.set(false));
+    }
+}
