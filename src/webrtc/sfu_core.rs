@@ -79,6 +79,13 @@ const MAX_QUEUE_AGE: Duration = Duration::from_millis(500);
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Remote addresses remembered per viewer (ICE may try several).
 const MAX_ADDRS: usize = 8;
+/// How long sent video is kept for retransmission (NACK). str0m keeps 3 s
+/// by default; a live viewer has no use for a packet resent later than
+/// this (libwebrtc's sender keeps at least 1 s too), and each cached
+/// packet costs about 340 B of the viewer's state (benches/README.md).
+const NACK_WINDOW: Duration = Duration::from_secs(1);
+/// str0m's default cap on retransmissions, as a share of what is sent.
+const RTX_RATIO_CAP: f32 = 0.15;
 /// Notifications buffered per viewer for its signalling socket.
 pub const VIEWER_EVENTS: usize = 16;
 
@@ -654,6 +661,13 @@ impl SfuCore {
             return Err(e);
         }
         v.last_stun = now;
+        if let Some(tx) = v.rtc.direct_api().stream_tx_by_mid(v.video_mid, None) {
+            tx.set_rtx_cache(
+                self.config.nack_buffer_packets,
+                NACK_WINDOW,
+                Some(RTX_RATIO_CAP),
+            );
+        }
         let (viewers, mut io) = self.io(out);
         if let Some(v) = viewers.get_mut(&id) {
             drive(id, v, &mut io, now);
