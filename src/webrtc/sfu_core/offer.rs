@@ -2,6 +2,7 @@
 //! viewer's `Rtc` starts as, with the codecs OvenPlayer and browsers expect.
 
 use str0m::RtcConfig;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::bwe::Bitrate;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
@@ -68,8 +69,18 @@ impl Templates {
         let estimating = template
             .clone()
             .enable_bwe(Some(Bitrate::kbps(u64::from(config.start_bitrate_kbps))));
+        // Without an estimator, transport-wide congestion control feedback
+        // is of no use, and str0m would keep a record of the last 1,000
+        // packets sent for it (about 90 KB a viewer, benches/README.md):
+        // viewers that do not estimate are offered no transport-cc.
+        let mut without_twcc = ExtensionMap::empty();
+        for (id, ext) in ExtensionMap::standard().iter() {
+            if *ext != Extension::TransportSequenceNumber {
+                without_twcc.set(id, ext.clone());
+            }
+        }
         Ok(Templates {
-            plain: template,
+            plain: template.set_extension_map(without_twcc),
             estimating,
         })
     }
