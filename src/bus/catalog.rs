@@ -62,3 +62,20 @@ impl Catalog {
         self.video.sort_by_key(|v| std::cmp::Reverse(v.bitrate));
     }
 }
+
+#[cfg(test)]
+impl VideoEntry {
+    /// A rung named as its track, of unknown size; one that is not
+    /// WebRTC-safe is the source passed through (for tests).
+    pub(crate) fn rung(name: &str, bitrate: u32, webrtc_safe: bool) -> VideoEntry {
+        VideoEntry {
+            name: name.into(),
+            track: name.into(),
+            bitrate,
+            width: 0,
+            height: 0,
+            passthrough: !webrtc_safe,
+            webrtc_safe,
+        }
+    }
+}

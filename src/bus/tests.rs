@@ -528,18 +528,6 @@ async fn keyframe_requests_reach_the_producer_and_a_keyframe_answers_them() {
     assert!(!bc.request_keyframe("1080p"));
 }
 
-fn entry(name: &str, bitrate: u32) -> VideoEntry {
-    VideoEntry {
-        name: name.into(),
-        track: name.into(),
-        bitrate,
-        width: 0,
-        height: 0,
-        passthrough: false,
-        webrtc_safe: true,
-    }
-}
-
 #[test]
 fn the_catalog_wakes_watchers_only_when_it_changes() {
     use futures_util::FutureExt;
@@ -549,7 +537,10 @@ fn the_catalog_wakes_watchers_only_when_it_changes() {
     let mut watcher = reg.get(&path("cat")).unwrap();
     assert_eq!(watcher.catalog(), None, "none until one is published");
     writer.publish_catalog(Catalog {
-        video: vec![entry("360p", 600_000), entry("720p", 2_500_000)],
+        video: vec![
+            VideoEntry::rung("360p", 600_000, true),
+            VideoEntry::rung("720p", 2_500_000, true),
+        ],
         ..Default::default()
     });
     let seen = watcher.update().now_or_never().expect("woken");
@@ -581,7 +572,7 @@ fn an_ended_broadcast_keeps_its_last_catalog() {
     let b = reg.publish(path("gone")).unwrap();
     let c = reg.get(&path("gone")).unwrap();
     c.publish_catalog(Catalog {
-        video: vec![entry("720p", 2_500_000)],
+        video: vec![VideoEntry::rung("720p", 2_500_000, true)],
         complete: true,
         ..Default::default()
     });

@@ -207,25 +207,13 @@ mod tests {
     use super::*;
     use crate::bus::VideoEntry;
 
-    fn rung(name: &str, bitrate: u32, safe: bool) -> VideoEntry {
-        VideoEntry {
-            name: name.into(),
-            track: name.into(),
-            bitrate,
-            width: 0,
-            height: 0,
-            passthrough: !safe,
-            webrtc_safe: safe,
-        }
-    }
-
     #[test]
     fn plan_offers_safe_renditions_largest_first_and_opus() {
         let mut c = Catalog {
             video: vec![
-                rung("360p", 600_000, true),
-                rung("1080p", 4_500_000, false),
-                rung("720p", 2_500_000, true),
+                VideoEntry::rung("360p", 600_000, true),
+                VideoEntry::rung("1080p", 4_500_000, false),
+                VideoEntry::rung("720p", 2_500_000, true),
             ],
             audio: Some("audio".into()),
             webrtc_audio: Some("opus".into()),
@@ -242,7 +230,7 @@ mod tests {
     #[test]
     fn no_safe_video_is_no_plan() {
         let c = Catalog {
-            video: vec![rung("1080p", 4_500_000, false)],
+            video: vec![VideoEntry::rung("1080p", 4_500_000, false)],
             webrtc_audio: Some("opus".into()),
             ..Default::default()
         };

@@ -2,11 +2,11 @@
 //! viewer's `Rtc` starts as, with the codecs OvenPlayer and browsers expect.
 
 use str0m::RtcConfig;
-use str0m::rtp::{Extension, ExtensionMap};
 use str0m::bwe::Bitrate;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
+use str0m::rtp::{Extension, ExtensionMap};
 
 use super::SfuError;
 use crate::config::WebRtcConfig;
