@@ -4,7 +4,7 @@
 #
 #   docker build -t streamd .        (or: podman build -t streamd .)
 #   docker run -p 1935:1935 -p 3333:3333 -p 3334:3334 -p 3478:3478 \
-#     -p 10000-10009:10000-10009/udp -v streamd-data:/data streamd
+#     -p 10000-10009:10000-10009/udp -p 10100:10100/udp -v streamd-data:/data streamd
 #
 # Configuration: /etc/streamd/streamd.toml (config/container.toml), and
 # any key as STREAMD_SECTION__KEY in the environment. The WebRTC candidate
@@ -57,7 +57,7 @@ WORKDIR /data
 VOLUME ["/data"]
 # RTMP, HTTP (LL-HLS, signalling, API, console), HTTPS/WSS, ICE-TCP,
 # WebRTC media (one UDP port per engine: 10 engines in container.toml).
-EXPOSE 1935/tcp 3333/tcp 3334/tcp 3478/tcp 10000-10009/udp
+EXPOSE 1935/tcp 3333/tcp 3334/tcp 3478/tcp 10000-10009/udp 10100/udp
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/streamd"]
 CMD ["--config", "/etc/streamd/streamd.toml"]

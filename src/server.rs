@@ -10,6 +10,7 @@ use crate::bus::{Registry, Retention};
 use crate::config::Config;
 use crate::http::HttpServer;
 use crate::ingest::RtmpServer;
+use crate::ingest::whip::{Whip, WhipServer};
 use crate::llhls::http::LlhlsHttp;
 use crate::llhls::store::Outputs;
 use crate::record::service::Recorder;
@@ -44,6 +45,28 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds the WHIP publishers' socket; its candidates are the viewers'
+/// addresses (`webrtc.candidate_ips`) at its own port.
+async fn bind_whip(config: &Config, registry: Registry) -> anyhow::Result<(WhipServer, Whip)> {
+    let addr = config.whip.udp_listen;
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind WHIP UDP {addr}: {e}"))?;
+    let bound = socket.local_addr()?;
+    let ips = crate::webrtc::candidates::resolve(
+        &config.webrtc.candidate_ips,
+        bound,
+        crate::webrtc::candidates::env_override(),
+    )?;
+    let candidates: Vec<SocketAddr> = ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, bound.port()))
+        .collect();
+    tracing::info!(udp = %bound, ?candidates, "whip listening");
+    WhipServer::new(socket, candidates, registry, &config.whip)
+        .map_err(|e| anyhow::anyhow!("whip: {e}"))
+}
+
 pub struct Server {
     config: Config,
     /// The TLS certificate HTTPS and RTMPS answer with, when on.
@@ -57,6 +80,7 @@ pub struct Server {
     rtmp: RtmpServer,
     http: HttpServer,
     webrtc: Option<WebRtcServer>,
+    whip: Option<(WhipServer, Whip)>,
     recorder: Option<Arc<Recorder>>,
 }
 
@@ -151,6 +175,11 @@ impl Server {
         } else {
             None
         };
+        let whip = if config.whip.enabled {
+            Some(bind_whip(&config, registry.clone()).await?)
+        } else {
+            None
+        };
         Ok(Server {
             config,
             certs,
@@ -162,6 +191,7 @@ impl Server {
             rtmp,
             http,
             webrtc,
+            whip,
             recorder,
         })
     }
@@ -196,6 +226,11 @@ impl Server {
     /// The WebRTC UDP socket's address, when WebRTC is enabled.
     pub fn webrtc_addr(&self) -> Option<SocketAddr> {
         self.webrtc.as_ref().map(|w| w.local_addr())
+    }
+
+    /// The WHIP publishers' UDP socket, when WHIP is enabled.
+    pub fn whip_addr(&self) -> Option<SocketAddr> {
+        self.whip.as_ref().and_then(|(w, _)| w.local_addr().ok())
     }
 
     /// The WebRTC ICE-TCP listener, if on.
@@ -297,6 +332,7 @@ impl Server {
             rtmp,
             http,
             webrtc,
+            whip,
             recorder,
         } = self;
         let rtmp_port = rtmp.local_addr().map_or(1935, |a| a.port());
@@ -357,6 +393,16 @@ impl Server {
             rtmp_port,
             public_origin: config.http.public_origin.clone(),
         }));
+        let mut whip_task = None;
+        if let Some((server, handle)) = whip {
+            routes = routes.merge(crate::ingest::whip::http::routes(
+                crate::ingest::whip::http::WhipHttp {
+                    whip: handle,
+                    access: access.clone(),
+                },
+            ));
+            whip_task = Some(tokio::spawn(server.run(shutdown.clone())));
+        }
         routes = routes.route(
             "/readyz",
             axum::routing::get(readyz).with_state(Readiness {
@@ -394,6 +440,9 @@ impl Server {
         s.wait().await;
         tracing::info!("shutting down");
         let _ = rtmp_task.await;
+        if let Some(t) = whip_task {
+            let _ = t.await;
+        }
         registry.shutdown();
         let _ = transcode_task.await;
         let _ = llhls_task.await;

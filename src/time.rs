@@ -180,12 +180,35 @@ impl RtmpTimestampUnwrapper {
 
     /// The extended millisecond timestamp for the wire value `ts`.
     pub fn unwrap(&mut self, ts: u32) -> MediaTime {
-        let extended = match self.last {
-            None => i64::from(ts),
-            Some((raw, ext)) => ext.saturating_add(i64::from(ts.wrapping_sub(raw) as i32)),
-        };
-        self.last = Some((ts, extended));
-        MediaTime::from_millis(extended)
+        MediaTime::from_millis(extend(&mut self.last, ts))
+    }
+}
+
+/// Places the 32-bit `ts` at its signed distance from the previous value.
+fn extend(last: &mut Option<(u32, i64)>, ts: u32) -> i64 {
+    let extended = match *last {
+        None => i64::from(ts),
+        Some((raw, ext)) => ext.saturating_add(i64::from(ts.wrapping_sub(raw) as i32)),
+    };
+    *last = Some((ts, extended));
+    extended
+}
+
+/// Extends RTP's 32-bit timestamps (which wrap after 13 hours at 90 kHz)
+/// the same way, in the clock rate of their payload.
+#[derive(Clone, Debug)]
+pub struct RtpTimestampUnwrapper {
+    last: Option<(u32, i64)>,
+    scale: Timescale,
+}
+
+impl RtpTimestampUnwrapper {
+    pub fn new(scale: Timescale) -> Self {
+        RtpTimestampUnwrapper { last: None, scale }
+    }
+
+    pub fn unwrap(&mut self, ts: u32) -> MediaTime {
+        MediaTime::new(extend(&mut self.last, ts), self.scale)
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Rtmp,
+    /// WebRTC ingest (WHIP): OME calls it `webrtc`, incoming.
+    Whip,
     WebRtc,
     LlHls,
 }
@@ -64,14 +66,14 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
-            Protocol::WebRtc => "webrtc",
+            Protocol::Whip | Protocol::WebRtc => "webrtc",
             Protocol::LlHls => "llhls",
         }
     }
 
     fn direction(self) -> Direction {
         match self {
-            Protocol::Rtmp => Direction::Incoming,
+            Protocol::Rtmp | Protocol::Whip => Direction::Incoming,
             Protocol::WebRtc | Protocol::LlHls => Direction::Outgoing,
         }
     }

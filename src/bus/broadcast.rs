@@ -21,6 +21,9 @@ pub struct BroadcastMeta {
     /// `Some(false)` when the publisher declared no audio (or no video).
     pub has_audio: Option<bool>,
     pub has_video: Option<bool>,
+    /// The publisher's audio is Opus (WHIP), not AAC: WebRTC can carry it
+    /// as it is, LL-HLS cannot.
+    pub opus_audio: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,6 +24,7 @@ mod server;
 mod transcode;
 mod webhooks;
 mod webrtc;
+mod whip;
 
 pub use auth::{AdmissionConfig, ApiTokens, AuthConfig, PublishPolicy};
 pub use bus::BusConfig;
@@ -37,6 +38,7 @@ pub use server::ServerConfig;
 pub use transcode::{AppTranscodeConfig, RungConfig, TranscodeConfig, X264_PRESETS};
 pub use webhooks::WebhookConfig;
 pub use webrtc::WebRtcConfig;
+pub use whip::WhipConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +75,7 @@ pub struct Config {
     pub llhls: LlhlsConfig,
     pub transcode: TranscodeConfig,
     pub webrtc: WebRtcConfig,
+    pub whip: WhipConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub webhooks: WebhookConfig,
@@ -194,6 +197,7 @@ impl Config {
         self.llhls.validate()?;
         self.transcode.validate()?;
         self.webrtc.validate()?;
+        self.whip.validate()?;
         self.database.validate()?;
         self.auth.validate()?;
         self.webhooks.validate()?;

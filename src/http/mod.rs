@@ -74,8 +74,22 @@ pub fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        // POST, PATCH and DELETE for browser WHIP publishers, which
+        // authenticate with a bearer token, never a cookie.
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers(tower_http::cors::Any)
+        .expose_headers([
+            axum::http::header::LOCATION,
+            axum::http::header::LINK,
+            axum::http::header::ETAG,
+        ])
         .max_age(Duration::from_secs(86_400))
 }
 

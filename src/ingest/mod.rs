@@ -4,7 +4,8 @@
 //!   sans-IO and bounded;
 //! - [`flv`]: FLV audio/video tag bodies;
 //! - [`tags`]: FLV tags to bus frames (timestamps, keyframes, configs);
-//! - [`server`]: the TCP listener and one task per connection.
+//! - [`server`]: the TCP listener and one task per connection;
+//! - [`whip`]: WebRTC ingest (WHIP).
 //!
 //! Ingest never decodes media and never blocks on consumers: the bus absorbs
 //! slow readers.
@@ -13,5 +14,6 @@ pub mod flv;
 pub mod rtmp;
 pub mod server;
 pub mod tags;
+pub mod whip;
 
 pub use server::RtmpServer;

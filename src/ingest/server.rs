@@ -422,6 +422,7 @@ async fn on_event<S: AsyncWrite + Unpin>(
                     encoder: m.encoder,
                     has_video: m.declares_video.then_some(true),
                     has_audio: m.declares_audio.then_some(true),
+                    opus_audio: false,
                 });
             }
         }

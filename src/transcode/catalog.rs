@@ -14,9 +14,20 @@ pub fn source_track(update: &BroadcastUpdate, kind: TrackKind) -> Option<String>
         .map(|t| t.name.clone())
 }
 
+/// The publisher's audio track, as the catalog lists it: AAC for LL-HLS
+/// (`.0`), or Opus, which WebRTC takes as it is (`.1`).
+pub fn source_audio(update: &BroadcastUpdate) -> (Option<String>, Option<String>) {
+    let audio = source_track(update, TrackKind::Audio);
+    if update.meta.opus_audio {
+        (None, audio)
+    } else {
+        (audio, None)
+    }
+}
+
 /// The broadcast served as its publisher sent it: its video (which WebRTC
 /// serves as OME does, trusting the publisher to send no B-frames) and its
-/// audio, with no Opus. Complete once the video is there and so is the
+/// audio: AAC for LL-HLS, or Opus (WHIP) for WebRTC. Complete once the video is there and so is the
 /// audio, unless the publisher did not declare any.
 pub fn source_catalog(update: &BroadcastUpdate, fallback: Option<String>) -> Catalog {
     let video: Vec<VideoEntry> = source_track(update, TrackKind::Video)
@@ -32,12 +43,13 @@ pub fn source_catalog(update: &BroadcastUpdate, fallback: Option<String>) -> Cat
         })
         .into_iter()
         .collect();
-    let audio = source_track(update, TrackKind::Audio);
-    let complete = !video.is_empty() && (audio.is_some() || update.meta.has_audio != Some(true));
+    let (audio, webrtc_audio) = source_audio(update);
+    let complete = !video.is_empty()
+        && (audio.is_some() || webrtc_audio.is_some() || update.meta.has_audio != Some(true));
     Catalog {
         video,
         audio,
-        webrtc_audio: None,
+        webrtc_audio,
         complete,
         fallback,
     }

@@ -12,7 +12,7 @@ use futures_util::stream::{self, BoxStream, SelectAll};
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument;
 
-use super::catalog::{ladder_complete, source_catalog, source_track};
+use super::catalog::{ladder_complete, source_audio, source_catalog, source_track};
 use super::pipeline::{
     AudioIn, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn, dropped,
 };
@@ -182,13 +182,17 @@ impl Reader {
             self.broadcast.update_catalog(|c| {
                 let webrtc_audio = c.webrtc_audio.take();
                 *c = source;
-                c.webrtc_audio = webrtc_audio;
+                // The publisher's own Opus, or the transcoder's.
+                c.webrtc_audio = c.webrtc_audio.take().or(webrtc_audio);
                 c.complete = c.complete && ladder_complete(c, opus);
             });
         } else if self.planned {
-            let audio = source_track(update, TrackKind::Audio);
+            let (audio, source_opus) = source_audio(update);
             self.broadcast.update_catalog(|c| {
                 c.audio = audio;
+                if source_opus.is_some() {
+                    c.webrtc_audio = source_opus;
+                }
                 c.complete = ladder_complete(c, opus);
             });
         }
@@ -354,6 +358,10 @@ impl Reader {
                 return;
             }
         };
+        if matches!(*ev.group.config, CodecConfig::Opus(_)) {
+            // The publisher's own Opus (WHIP): WebRTC takes it as it is.
+            return;
+        }
         if !self.audio_started {
             self.audio_started = true;
             if let Err(e) = self
@@ -383,12 +391,15 @@ impl Reader {
         if source_track(&update, TrackKind::Video).is_some() {
             return;
         }
-        let audio = source_track(&update, TrackKind::Audio);
+        let (audio, source_opus) = source_audio(&update);
         let opus = self.config.opus;
         self.audio_listed = true;
         tracing::info!("no video after 2 s of audio: serving the audio alone");
         self.broadcast.update_catalog(|c| {
             c.audio = audio;
+            if source_opus.is_some() {
+                c.webrtc_audio = source_opus;
+            }
             c.complete = ladder_complete(c, opus);
         });
     }

@@ -66,6 +66,7 @@ impl TestServer {
         config.transcode.enabled = false;
         config.webrtc.udp_listen = "127.0.0.1:0".parse().unwrap();
         config.webrtc.tcp_listen = "127.0.0.1:0".parse().unwrap();
+        config.whip.udp_listen = "127.0.0.1:0".parse().unwrap();
         // Most tests publish to names of their choosing; the access tests
         // turn the key policy back on.
         config.auth.publish = streamd::config::PublishPolicy::Open;

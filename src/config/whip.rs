@@ -1,0 +1,52 @@
+//! `[whip]`: WebRTC ingest (WHIP, RFC 9725).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, invalid};
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhipConfig {
+    /// Take WHIP publishers at `POST /{app}/{stream}/whip` on the HTTP
+    /// listener.
+    pub enabled: bool,
+    /// The UDP socket publishers' media arrives on. It is not the viewers'
+    /// (`webrtc.udp_listen`): a publisher's packets never queue behind
+    /// thousands of viewers', and the playback engines can restart without
+    /// cutting a publisher. Its ICE candidates use `webrtc.candidate_ips`.
+    pub udp_listen: SocketAddr,
+    /// Publishers beyond this many are refused (503).
+    pub max_publishers: usize,
+    /// A publisher that sends no ICE (STUN) for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub ice_timeout: Duration,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        WhipConfig {
+            enabled: true,
+            udp_listen: ([0, 0, 0, 0], 10100).into(),
+            max_publishers: 100,
+            ice_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WhipConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_publishers == 0 {
+            return invalid("whip.max_publishers", "must be at least 1".into());
+        }
+        if self.ice_timeout < Duration::from_secs(5) {
+            return invalid(
+                "whip.ice_timeout",
+                "must be at least 5s (browsers send consent checks every 5s)".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! The WHIP driver: one task owns the publishers' UDP socket and their
+//! [`WhipCore`], and writes each publisher's media to its broadcast through
+//! an [`RtpIngest`]. The HTTP side reaches it through [`Whip`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::frames::{Payload, RtpIngest};
+use super::session::{Ended, SessionId, WhipCore, WhipError, WhipEvent};
+use crate::auth::Admitted;
+use crate::bus::{BroadcastStatus, PublishError, Registry, StreamPath};
+use crate::config::WhipConfig;
+use crate::ingest::tags::{Arrival, Notice};
+use crate::ratelimit::LogLimiter;
+use crate::shutdown::Shutdown;
+
+/// A publisher is asked for a keyframe at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A new publisher, admitted and holding its broadcast.
+pub struct PublishRequest {
+    pub offer: String,
+    pub admitted: Admitted,
+    pub user_agent: Option<String>,
+}
+
+/// What the publisher is told.
+#[derive(Debug)]
+pub struct Published {
+    pub answer: String,
+    /// The session's resource name: unguessable, it is what lets a client
+    /// end the session.
+    pub resource: String,
+}
+
+enum Command {
+    Publish(
+        Box<PublishRequest>,
+        oneshot::Sender<Result<Published, WhipError>>,
+    ),
+    /// Ends the session of this resource on this stream; false if none.
+    Delete(StreamPath, String, oneshot::Sender<bool>),
+}
+
+/// The HTTP side's handle on the driver. Cheap to clone.
+#[derive(Clone)]
+pub struct Whip {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Whip {
+    pub async fn publish(&self, request: PublishRequest) -> Result<Published, WhipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Publish(Box::new(request), tx))
+            .await
+            .map_err(|_| WhipError::Rtc("WHIP ingest has stopped".into()))?;
+        rx.await
+            .map_err(|_| WhipError::Rtc("WHIP ingest has stopped".into()))?
+    }
+
+    pub async fn delete(&self, path: StreamPath, resource: String) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Delete(path, resource, tx))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+struct Publisher {
+    ingest: RtpIngest,
+    path: StreamPath,
+    resource: String,
+    /// Held for its drop (tells an admission backend the publish ended);
+    /// its `until` ends the publish.
+    admitted: Admitted,
+    last_keyframe_request: Option<Instant>,
+    log: LogLimiter,
+}
+
+pub struct WhipServer {
+    socket: UdpSocket,
+    registry: Registry,
+    core: WhipCore,
+    commands: mpsc::Receiver<Command>,
+    publishers: HashMap<SessionId, Publisher>,
+    out: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl WhipServer {
+    /// Takes the bound socket and the addresses its ICE candidates name.
+    pub fn new(
+        socket: UdpSocket,
+        candidates: Vec<SocketAddr>,
+        registry: Registry,
+        config: &WhipConfig,
+    ) -> Result<(WhipServer, Whip), WhipError> {
+        let core = WhipCore::new(candidates, config.ice_timeout, config.max_publishers)?;
+        let (tx, commands) = mpsc::channel(64);
+        Ok((
+            WhipServer {
+                socket,
+                registry,
+                core,
+                commands,
+                publishers: HashMap::new(),
+                out: Vec::new(),
+            },
+            Whip { commands: tx },
+        ))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Runs until `shutdown`; every publisher is then let go.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let local = self.socket.local_addr().unwrap_or(([0, 0, 0, 0], 0).into());
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake = self
+                .core
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, src)) = r {
+                        self.core.handle_datagram(&buf[..n], src, local, Instant::now(), &mut self.out);
+                        for _ in 0..64 {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => self.core.handle_datagram(&buf[..n], src, local, Instant::now(), &mut self.out),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tick.tick() => self.housekeeping(Instant::now()),
+            }
+            self.core.handle_timeout(Instant::now(), &mut self.out);
+            self.on_events(Instant::now());
+            self.flush();
+        }
+        for (_, p) in self.publishers.drain() {
+            tracing::info!(stream = %p.path, stats = ?p.ingest.stats(), "closing WHIP publisher: server shutting down");
+        }
+    }
+
+    fn flush(&mut self) {
+        for (to, data) in self.out.drain(..) {
+            // UDP: a send that would block is a lost packet, as on the wire.
+            let _ = self.socket.try_send_to(&data, to);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(req, reply) => {
+                let _ = reply.send(self.publish(*req));
+            }
+            Command::Delete(path, resource, reply) => {
+                let found = self
+                    .publishers
+                    .iter()
+                    .find(|(_, p)| p.path == path && p.resource == resource)
+                    .map(|(id, _)| *id);
+                if let Some(id) = found {
+                    self.core.close(id);
+                    self.remove(id, "the publisher ended the session (DELETE)");
+                }
+                let _ = reply.send(found.is_some());
+            }
+        }
+    }
+
+    /// Answers the offer, then takes the stream: a refused offer never
+    /// shows as a broadcast, and a stream already live keeps its publisher.
+    fn publish(&mut self, req: PublishRequest) -> Result<Published, WhipError> {
+        let now = Instant::now();
+        let PublishRequest {
+            offer,
+            admitted,
+            user_agent,
+        } = req;
+        let accepted = self.core.accept(&offer, now)?;
+        let path = admitted.path.clone();
+        let broadcast = match self.registry.publish(path.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                self.core.close(accepted.session);
+                return Err(match e {
+                    PublishError::AlreadyPublishing(_) => {
+                        WhipError::AlreadyPublishing(e.to_string())
+                    }
+                    _ => WhipError::Unavailable(e.to_string()),
+                });
+            }
+        };
+        let resource = crate::random::string(22, crate::random::ALPHANUMERIC);
+        tracing::info!(stream = %path, session = broadcast.session(), video = accepted.has_video, audio = accepted.has_audio, "WHIP publishing");
+        metrics::gauge!("streamd_whip_publishers").increment(1.0);
+        self.publishers.insert(
+            accepted.session,
+            Publisher {
+                ingest: RtpIngest::new(
+                    broadcast,
+                    now,
+                    accepted.has_video,
+                    accepted.has_audio,
+                    user_agent,
+                ),
+                path,
+                resource: resource.clone(),
+                admitted,
+                last_keyframe_request: None,
+                log: LogLimiter::new(Duration::from_secs(5)),
+            },
+        );
+        Ok(Published {
+            answer: accepted.answer,
+            resource,
+        })
+    }
+
+    /// Ends publishers whose broadcast was ended under them (the stream was
+    /// deleted) or whose admission lifetime is over, and passes keyframe
+    /// requests from the bus on to publishers.
+    fn housekeeping(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        let mut keyframes = Vec::new();
+        for (id, p) in &self.publishers {
+            let consumer = p.ingest.broadcast().consumer();
+            if consumer.status() == BroadcastStatus::Ended {
+                gone.push((*id, "its broadcast was ended (stream deleted)"));
+            } else if p.admitted.until.is_some_and(|u| u.into_std() <= now) {
+                gone.push((*id, "its admission lifetime is over"));
+            } else if p.ingest.keyframe_requested() {
+                keyframes.push(*id);
+            }
+        }
+        for (id, why) in gone {
+            self.core.close(id);
+            self.remove(id, why);
+        }
+        for id in keyframes {
+            self.keyframe(id, now);
+        }
+    }
+
+    fn keyframe(&mut self, id: SessionId, now: Instant) {
+        let Some(p) = self.publishers.get_mut(&id) else {
+            return;
+        };
+        if p.last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        p.last_keyframe_request = Some(now);
+        self.core.request_keyframe(id, now, &mut self.out);
+    }
+
+    fn on_events(&mut self, now: Instant) {
+        while let Some(ev) = self.core.take_event() {
+            match ev {
+                WhipEvent::Connected(id) => {
+                    if let Some(p) = self.publishers.get(&id) {
+                        tracing::info!(stream = %p.path, "WHIP publisher connected");
+                    }
+                }
+                WhipEvent::Ended(id, why) => {
+                    let why = match why {
+                        Ended::Timeout => "no ICE from the publisher".to_owned(),
+                        Ended::Disconnected => "the publisher disconnected".to_owned(),
+                        Ended::Error(e) => format!("session failed: {e}"),
+                    };
+                    self.remove(id, &why);
+                }
+                WhipEvent::Media(id, m) => {
+                    let Some(p) = self.publishers.get_mut(&id) else {
+                        continue;
+                    };
+                    let spec = m.params.spec();
+                    let payload = match spec.codec {
+                        str0m::format::Codec::H264 => Payload::H264(&m.data),
+                        str0m::format::Codec::Opus => Payload::Opus {
+                            data: &m.data,
+                            channels: spec.channels.unwrap_or(2),
+                        },
+                        _ => continue,
+                    };
+                    let at = Arrival {
+                        wallclock: SystemTime::now()
+                            - now.saturating_duration_since(m.network_time),
+                        instant: m.network_time,
+                    };
+                    match p
+                        .ingest
+                        .frame(payload, m.time.numer() as u32, m.contiguous, at)
+                    {
+                        Ok(step) => {
+                            if let Some(n) = step.notice {
+                                log_notice(p, n, now);
+                            }
+                            if step.need_keyframe {
+                                self.keyframe(id, now);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(stream = %p.path, error = %e, "closing WHIP publisher: its media cannot be used");
+                            self.core.close(id);
+                            self.remove(id, "bad media");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: SessionId, why: &str) {
+        if let Some(p) = self.publishers.remove(&id) {
+            tracing::info!(stream = %p.path, stats = ?p.ingest.stats(), "WHIP publisher gone: {why}");
+            metrics::gauge!("streamd_whip_publishers").decrement(1.0);
+        }
+    }
+}
+
+fn log_notice(p: &mut Publisher, notice: Notice, now: Instant) {
+    let stream = &p.path;
+    match notice {
+        Notice::ConfigChanged { kind, description } => {
+            tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
+        }
+        Notice::KeyframeAfterDrops { dropped } => {
+            tracing::info!(%stream, dropped, "keyframe arrived; video starts here")
+        }
+        other => {
+            if let Some(suppressed) = p.log.check(now) {
+                tracing::debug!(%stream, notice = ?other, suppressed, "WHIP media");
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Every WHIP publisher's str0m `Rtc`, without a socket, task or clock.
+//!
+//! The driver ([`super::server`]) passes in offers, datagrams and the time;
+//! this answers offers (ICE-lite, our candidates in the answer, so an offer
+//! without candidates, as OBS and ffmpeg send, works), routes each datagram
+//! to its session (STUN by the ufrag we issued, the rest by the address
+//! that STUN came from), and gives back datagrams to send and
+//! [`WhipEvent`]s: depacketised media, and sessions that ended.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::ice::{IceCreds, StunMessage};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+pub type SessionId = u64;
+
+/// A source address may hold this many sessions' worth of ICE paths.
+const MAX_ADDRS: usize = 8;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WhipError {
+    #[error("the offer is not valid SDP: {0}")]
+    BadOffer(String),
+    #[error("the offer has no audio or video to send")]
+    NoMedia,
+    #[error("the offer has no codec this server takes (H.264 video, Opus audio)")]
+    NoCodec,
+    #[error("this server takes at most {0} WHIP publishers")]
+    Full(usize),
+    #[error("{0}")]
+    AlreadyPublishing(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("webrtc: {0}")]
+    Rtc(String),
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// No ICE (STUN) from the publisher for the timeout.
+    Timeout,
+    /// The publisher's DTLS or ICE closed the session.
+    Disconnected,
+    /// The session failed on its input.
+    Error(String),
+}
+
+pub enum WhipEvent {
+    /// ICE and DTLS are up: media follows.
+    Connected(SessionId),
+    Media(SessionId, Box<MediaData>),
+    Ended(SessionId, Ended),
+}
+
+/// An accepted offer.
+#[derive(Debug)]
+pub struct Accepted {
+    pub session: SessionId,
+    pub answer: String,
+    pub has_video: bool,
+    pub has_audio: bool,
+}
+
+struct Session {
+    rtc: Rtc,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    video: Option<Mid>,
+    last_stun: Instant,
+    next_timeout: Option<Instant>,
+}
+
+pub struct WhipCore {
+    template: RtcConfig,
+    candidates: Vec<SocketAddr>,
+    timeout: Duration,
+    max_sessions: usize,
+    sessions: HashMap<SessionId, Session>,
+    by_ufrag: HashMap<String, SessionId>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    events: VecDeque<WhipEvent>,
+    next_id: SessionId,
+}
+
+impl WhipCore {
+    /// Sessions answer with `candidates` (the socket's public addresses);
+    /// one that sends no STUN for `timeout` ends.
+    pub fn new(
+        candidates: Vec<SocketAddr>,
+        timeout: Duration,
+        max_sessions: usize,
+    ) -> Result<WhipCore, WhipError> {
+        let provider = str0m::crypto::from_feature_flags();
+        // One certificate for every session (a key per session costs
+        // milliseconds of CPU).
+        let cert: DtlsCert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| WhipError::Rtc("cannot generate a DTLS certificate".into()))?;
+        let template = RtcConfig::new()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .set_dtls_cert(cert);
+        Ok(WhipCore {
+            template,
+            candidates,
+            timeout,
+            max_sessions,
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+        })
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Answers a publisher's offer with a new session.
+    pub fn accept(&mut self, offer: &str, now: Instant) -> Result<Accepted, WhipError> {
+        if self.sessions.len() >= self.max_sessions {
+            return Err(WhipError::Full(self.max_sessions));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| WhipError::BadOffer(e.to_string()))?;
+        let creds = IceCreds {
+            ufrag: format!("w{}", crate::random::string(7, crate::random::ALPHANUMERIC)),
+            pass: crate::random::string(24, crate::random::ALPHANUMERIC),
+        };
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = self
+            .template
+            .clone()
+            .set_local_ice_credentials(creds)
+            .build(now);
+        for addr in &self.candidates {
+            let c = Candidate::host(*addr, "udp").map_err(|e| WhipError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(c);
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| WhipError::BadOffer(e.to_string()))?;
+        // What the publisher will send, in codecs we take: each m-line of
+        // the answer, as str0m set it up.
+        let answer_sdp = answer.to_sdp_string();
+        let mut video = None;
+        let (mut has_video, mut has_audio, mut any_media) = (false, false, false);
+        for mid in answer_sdp.lines().filter_map(|l| l.strip_prefix("a=mid:")) {
+            let Some(m) = rtc.media(Mid::from(mid.trim())) else {
+                continue;
+            };
+            if !m.direction().is_receiving() {
+                continue;
+            }
+            any_media = true;
+            let usable = !m.remote_pts().is_empty() && !m.disabled();
+            match m.kind() {
+                MediaKind::Video if usable => {
+                    has_video = true;
+                    video.get_or_insert(m.mid());
+                }
+                MediaKind::Audio if usable => has_audio = true,
+                _ => {}
+            }
+        }
+        if !any_media {
+            return Err(WhipError::NoMedia);
+        }
+        if !has_video && !has_audio {
+            return Err(WhipError::NoCodec);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.sessions.insert(
+            id,
+            Session {
+                rtc,
+                ufrag,
+                addrs: Vec::new(),
+                video,
+                last_stun: now,
+                next_timeout: Some(now),
+            },
+        );
+        Ok(Accepted {
+            session: id,
+            answer: answer_sdp,
+            has_video,
+            has_audio,
+        })
+    }
+
+    /// Ends a session (its publisher deleted it, or its stream ended).
+    pub fn close(&mut self, id: SessionId) -> bool {
+        match self.sessions.remove(&id) {
+            Some(mut s) => {
+                s.rtc.disconnect();
+                self.forget(&s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the publisher for a keyframe (PLI), when it has video.
+    pub fn request_keyframe(
+        &mut self,
+        id: SessionId,
+        now: Instant,
+        out: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(mid) = s.video else { return };
+        if let Some(mut w) = s.rtc.writer(mid) {
+            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+        }
+        self.drive(id, now, out);
+    }
+
+    pub fn take_event(&mut self) -> Option<WhipEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time a session wants [`Self::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions.values().filter_map(|s| s.next_timeout).min()
+    }
+
+    pub fn handle_datagram(
+        &mut self,
+        data: &[u8],
+        src: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+        out: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
+        let stun = data.first().is_some_and(|b| *b < 2);
+        let id = if stun {
+            StunMessage::parse(data)
+                .ok()
+                .and_then(|m| m.split_username().map(|(l, _)| l.to_owned()))
+                .and_then(|l| self.by_ufrag.get(&l).copied())
+        } else {
+            self.by_addr.get(&src).copied()
+        };
+        let Some(id) = id else { return };
+        let destination = self.destination_for(src, local);
+        let Ok(receive) = Receive::new(Protocol::Udp, src, destination, data) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if !s.rtc.accepts(&input) {
+            return;
+        }
+        if stun {
+            s.last_stun = now;
+            if !s.addrs.contains(&src) && s.addrs.len() < MAX_ADDRS {
+                s.addrs.push(src);
+                self.by_addr.insert(src, id);
+            }
+        }
+        if let Err(e) = s.rtc.handle_input(input) {
+            self.end(id, Ended::Error(e.to_string()));
+            return;
+        }
+        self.drive(id, now, out);
+    }
+
+    /// Runs due timers and ends sessions that went quiet.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.next_timeout.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id)
+                && s.rtc.handle_input(Input::Timeout(now)).is_err()
+            {
+                self.end(id, Ended::Disconnected);
+                continue;
+            }
+            self.drive(id, now, out);
+        }
+        let quiet: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_stun) > self.timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in quiet {
+            self.end(id, Ended::Timeout);
+        }
+    }
+
+    /// The local address the datagram reached, as the candidate offered.
+    fn destination_for(&self, src: SocketAddr, local: SocketAddr) -> SocketAddr {
+        self.candidates
+            .iter()
+            .find(|c| {
+                c.is_ipv4() == src.is_ipv4()
+                    && (c.ip() == local.ip() || local.ip().is_unspecified())
+            })
+            .or_else(|| {
+                self.candidates
+                    .iter()
+                    .find(|c| c.is_ipv4() == src.is_ipv4())
+            })
+            .copied()
+            .unwrap_or(local)
+    }
+
+    /// Polls a session until it waits: datagrams out, events queued.
+    fn drive(&mut self, id: SessionId, now: Instant, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let mut ended = None;
+        loop {
+            match s.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => out.push((t.destination, t.contents.to_vec())),
+                Ok(Output::Timeout(t)) => {
+                    s.next_timeout = Some(
+                        t.max(now + Duration::from_millis(1))
+                            .min(now + Duration::from_secs(1)),
+                    );
+                    break;
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => self.events.push_back(WhipEvent::Connected(id)),
+                    Event::MediaData(m) => self.events.push_back(WhipEvent::Media(id, Box::new(m))),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        ended = Some(Ended::Disconnected);
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    ended = Some(Ended::Error(e.to_string()));
+                    break;
+                }
+            }
+            if !s.rtc.is_alive() {
+                ended.get_or_insert(Ended::Disconnected);
+                break;
+            }
+        }
+        if let Some(reason) = ended {
+            self.end(id, reason);
+        }
+    }
+
+    fn end(&mut self, id: SessionId, reason: Ended) {
+        if let Some(s) = self.sessions.remove(&id) {
+            self.forget(&s);
+            self.events.push_back(WhipEvent::Ended(id, reason));
+        }
+    }
+
+    fn forget(&mut self, s: &Session) {
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.addrs {
+            self.by_addr.remove(a);
+        }
+    }
+}

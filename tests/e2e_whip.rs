@@ -1,0 +1,382 @@
+//! WHIP ingest end to end, against real publishers and players:
+//! - FFmpeg 9's WHIP muxer (the static build in the `imageio-ffmpeg` PyPI
+//!   package, installed into tests/python/.venv by the README's test
+//!   command; without it these tests fail, they do not skip) publishes
+//!   H.264 and Opus;
+//! - the stream is then served over LL-HLS through the ladder, and over
+//!   WebRTC to a str0m viewer that decodes the ladder's H.264 and the
+//!   publisher's own Opus;
+//! - bad offers, bad credentials and a second publisher get clear HTTP
+//!   errors while a witness stream plays on.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::webrtc::{Viewer, ViewerEvent};
+use common::*;
+use ffmpeg_next as ff;
+use streamd::bus::StreamPath;
+use streamd::media::CodecConfig;
+use tokio::process::{Child, Command};
+
+/// Transcoding takes most of both cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// FFmpeg 9 with the WHIP muxer, from the tests' virtualenv.
+fn ffmpeg9() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}: run the README's test command (it installs tests/python/requirements.txt)", python.display()));
+    assert!(
+        out.status.success(),
+        "imageio-ffmpeg missing from tests/python/.venv (the README's test command installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// `seconds` of a 640x360 test pattern with a tone, H.264 constrained
+/// baseline (no B-frames, as WHIP publishers send) and stereo Opus, to
+/// `url` over WHIP with `bearer`.
+fn whip_publish(url: &str, seconds: u32, bearer: Option<&str>) -> Child {
+    let mut cmd = Command::new(ffmpeg9());
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "veryfast",
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-bf", "0", "-g", "30", "-b:v", "600k",
+        ])
+        .args(["-c:a", "libopus", "-ac", "2", "-b:a", "64k"]);
+    if let Some(b) = bearer {
+        cmd.args(["-authorization", b]);
+    }
+    cmd.args(["-f", "whip", url])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg 9 starts")
+}
+
+fn whip_url(server: &TestServer, stream: &str) -> String {
+    server.url(&format!("/live/{stream}/whip"))
+}
+
+/// Waits until the broadcast has tracks named `names`.
+async fn wait_tracks(server: &TestServer, stream: &str, names: &[&str]) {
+    let path = StreamPath::new("live", stream).unwrap();
+    for _ in 0..400 {
+        if let Some(b) = server.registry.get(&path) {
+            let tracks = b.snapshot().tracks;
+            if names.iter().all(|n| tracks.iter().any(|t| t.name == *n)) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never got tracks {names:?}");
+}
+
+#[tokio::test]
+async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(common::webrtc::small_ladder).await;
+    let mut publisher = whip_publish(&whip_url(&server, "w"), 40, None);
+    wait_tracks(&server, "w", &["video", "audio", "360p", "180p"]).await;
+
+    // The publisher's own Opus is the WebRTC audio; no AAC-to-Opus
+    // transcoder runs, and the catalog lists no AAC for LL-HLS yet.
+    let path = StreamPath::new("live", "w").unwrap();
+    let broadcast = server.registry.get(&path).unwrap();
+    let tracks = broadcast.snapshot().tracks;
+    assert!(!tracks.iter().any(|t| t.name == "opus"), "{tracks:?}");
+    let mut catalog = None;
+    for _ in 0..100 {
+        catalog = broadcast.catalog().filter(|c| c.complete);
+        if catalog.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let catalog = catalog.expect("the catalog completes");
+    assert_eq!(
+        catalog.webrtc_audio.as_deref(),
+        Some("audio"),
+        "{catalog:?}"
+    );
+    assert_eq!(catalog.audio, None, "{catalog:?}");
+    let mut audio = broadcast
+        .subscribe("audio", None)
+        .expect("the publisher's audio track");
+    let ev = loop {
+        match audio.next().await.expect("audio frames") {
+            streamd::bus::TrackEvent::Frame(ev) => break ev,
+            streamd::bus::TrackEvent::Interrupted => continue,
+        }
+    };
+    let CodecConfig::Opus(opus_config) = (*ev.group.config).clone() else {
+        panic!("the WHIP audio is Opus: {:?}", ev.group.config)
+    };
+    assert_eq!(opus_config.channels, 2);
+
+    // LL-HLS: the ladder's video is served and advances.
+    let master = server.master_when_ready("live", "w").await.text();
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    let top = media_playlists(&master)
+        .into_iter()
+        .find(|u| u.starts_with("360p"))
+        .expect("the 360p rung's playlist");
+    let url = server.url(&format!("/live/w/{top}"));
+    let parts = |t: &str| t.lines().filter(|l| l.starts_with("#EXT-X-PART:")).count();
+    let before = get(&url).await.text();
+    let last = |t: &str| {
+        t.lines()
+            .rfind(|l| l.starts_with("#EXT-X-PART:"))
+            .map(str::to_owned)
+    };
+    let was = last(&before);
+    let after = poll(&url, Duration::from_secs(15), |r| {
+        r.status == 200 && last(&r.text()) != was
+    })
+    .await;
+    assert!(parts(&after.text()) > 0, "{}", after.text());
+
+    // WebRTC: a viewer decodes the ladder's H.264 and the publisher's Opus.
+    let mut viewer = Viewer::connect(&server.ws_url("/live/w"), false)
+        .await
+        .expect("an offer");
+    ff::init().unwrap();
+    let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
+    let mut h264 = ff::codec::Context::new_with_codec(codec)
+        .decoder()
+        .video()
+        .unwrap();
+    let mut opus = opus_decoder(&opus_config);
+    let (mut pictures, mut samples, mut size) = (0usize, 0usize, (0, 0));
+    let mut picture = ff::frame::Video::empty();
+    let mut pcm = ff::frame::Audio::empty();
+    let ok = viewer
+        .run_until(Duration::from_secs(15), |ev| {
+            match ev {
+                ViewerEvent::Video { data, .. } => {
+                    h264.send_packet(&ff::Packet::copy(data))
+                        .expect("every access unit decodes");
+                    while h264.receive_frame(&mut picture).is_ok() {
+                        pictures += 1;
+                        size = (picture.width(), picture.height());
+                    }
+                }
+                ViewerEvent::Audio { data, .. } => {
+                    opus.send_packet(&ff::Packet::copy(data))
+                        .expect("every Opus packet decodes");
+                    while opus.receive_frame(&mut pcm).is_ok() {
+                        samples += pcm.samples();
+                    }
+                }
+                _ => {}
+            }
+            pictures >= 30 && samples >= 48_000
+        })
+        .await;
+    assert!(
+        ok,
+        "the WebRTC viewer decoded {pictures} pictures and {samples} samples"
+    );
+    // The viewer starts on the rung its start bitrate allows.
+    assert_eq!(size, (640, 360));
+    viewer.stop().await;
+    publisher.kill().await.ok();
+    server.stop().await;
+}
+
+/// A real-looking offer (FFmpeg 9's, candidates and all) for `video` and
+/// `audio` codecs as given.
+fn offer(video_codec: &str, with_audio: bool) -> String {
+    let mut sdp = String::from(
+        "v=0\r\no=FFmpeg 4489045141692799359 2 IN IP4 127.0.0.1\r\ns=FFmpegPublishSession\r\nt=0 0\r\n",
+    );
+    let mids = if with_audio { "0 1" } else { "1" };
+    sdp.push_str(&format!(
+        "a=group:BUNDLE {mids}\r\na=msid-semantic: WMS\r\n"
+    ));
+    let common = "c=IN IP4 0.0.0.0\r\na=ice-ufrag:be76892c\r\na=ice-pwd:38769dd066d05368ef6a98cb871ada2b\r\n\
+a=fingerprint:sha-256 DB:F1:BE:BB:DD:BE:FB:FE:A3:62:D7:B0:C1:0B:DA:B7:E6:DB:4C:9B:EA:52:23:D9:B0:20:88:A6:E9:8A:8E:22\r\n\
+a=setup:passive\r\n";
+    if with_audio {
+        sdp.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
+        sdp.push_str(common);
+        sdp.push_str("a=mid:0\r\na=sendonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:369817148 cname:FFmpeg\r\n");
+    }
+    sdp.push_str("m=video 9 UDP/TLS/RTP/SAVPF 106\r\n");
+    sdp.push_str(common);
+    sdp.push_str("a=mid:1\r\na=sendonly\r\na=rtcp-mux\r\n");
+    match video_codec {
+        "H264" => sdp.push_str(
+            "a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001e\r\n",
+        ),
+        other => sdp.push_str(&format!("a=rtpmap:106 {other}/90000\r\n")),
+    }
+    sdp.push_str("a=ssrc:369817149 cname:FFmpeg\r\n");
+    sdp
+}
+
+async fn post_offer(
+    server: &TestServer,
+    path: &str,
+    bearer: Option<&str>,
+    body: String,
+) -> Response {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let mut headers = vec![("content-type", "application/sdp")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    request_with("POST", &server.url(path), &headers, body).await
+}
+
+/// Every bad request gets its own clear error, and a live RTMP stream
+/// (the witness) plays on; DELETE ends a session and only its own.
+#[tokio::test]
+async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(|c| {
+        c.auth.publish = streamd::config::PublishPolicy::Key;
+    })
+    .await;
+    let store = &server.access.store;
+    let (cam, key) = store
+        .create("live", "cam", "", false)
+        .await
+        .expect("a managed stream");
+    let witness = server.publish("live", &format!("{}?key={key}", cam.id), 60, "320x240");
+    server.master_when_ready("live", &cam.id).await;
+    let at = format!("/live/{}/whip", cam.id);
+
+    // Credentials: none, a wrong key, a forged token, a malformed header.
+    let r = post_offer(&server, &at, None, offer("H264", true)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = post_offer(&server, &at, Some("wrong-key"), offer("H264", true)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = post_offer(&server, &at, Some("e30.e30.c2ln"), offer("H264", true)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request_with(
+        "POST",
+        &server.url(&at),
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", "Basic Zm9vOmJhcg=="),
+        ],
+        offer("H264", true),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // The right key, but the stream is live: refused as RTMP refuses it.
+    let r = post_offer(&server, &at, Some(&key), offer("H264", true)).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    // Bad offers, on a stream of its own (the key names it).
+    let (other, k2) = store
+        .create("live", "other", "", false)
+        .await
+        .expect("a second stream");
+    let at = format!("/live/{}/whip", other.id);
+    let at = at.as_str();
+    let r = post_offer(&server, at, Some(&k2), "not sdp at all".into()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let no_media = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_owned();
+    let r = post_offer(&server, at, Some(&k2), no_media).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_offer(&server, at, Some(&k2), offer("VP8", false)).await;
+    assert_eq!(r.status, 406, "{}", r.text());
+    let r = post_offer(&server, at, Some(&k2), "v=0\r\n".repeat(20_000)).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = request_with(
+        "POST",
+        &server.url(at),
+        &[
+            ("content-type", "text/plain"),
+            ("authorization", &format!("Bearer {k2}")),
+        ],
+        offer("H264", true),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    // None of that made a broadcast.
+    let other_path = StreamPath::new("live", &other.id).unwrap();
+    assert!(server.registry.get(&other_path).is_none());
+
+    // A good offer makes a session, and the broadcast with it.
+    let r = post_offer(&server, at, Some(&k2), offer("H264", true)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    assert!(r.text().contains("a=setup:active"), "{}", r.text());
+    assert!(r.text().contains("a=candidate:"), "{}", r.text());
+    let location = r.header("location").expect("Location").to_owned();
+    assert!(location.starts_with(&format!("{at}/")), "{location}");
+    assert!(r.header("etag").is_some());
+    assert!(server.registry.get(&other_path).is_some());
+
+    // PATCH (trickle, restart) is not taken; DELETE on another stream's
+    // path or a made-up resource finds nothing; the right one ends it.
+    let r = request("PATCH", &server.url(&location), &[]).await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    let resource = location.rsplit('/').next().unwrap();
+    let r = request(
+        "DELETE",
+        &server.url(&format!("/live/{}/whip/{resource}", cam.id)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = request("DELETE", &server.url(&format!("{at}/not-a-session")), &[]).await;
+    assert_eq!(r.status, 404);
+    let r = request("DELETE", &server.url(&location), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request("DELETE", &server.url(&location), &[]).await;
+    assert_eq!(r.status, 404);
+    let b = server.registry.get(&other_path);
+    assert!(
+        b.is_none_or(|b| b.status() != streamd::bus::BroadcastStatus::Live { session: 0 }),
+        "the deleted session's broadcast is no longer live"
+    );
+
+    // OPTIONS says what the endpoint takes; CORS lets a browser POST.
+    let r = request(
+        "OPTIONS",
+        &server.url(at),
+        &[
+            ("origin", "https://studio.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ],
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.status);
+    let methods = r.header("access-control-allow-methods").unwrap_or("");
+    assert!(
+        methods.contains("POST") && methods.contains("DELETE"),
+        "{methods}"
+    );
+
+    // The witness was never disturbed.
+    stream_advances(&server, "live", &cam.id, Duration::from_secs(10)).await;
+    drop(witness);
+    server.stop().await;
+}
