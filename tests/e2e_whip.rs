@@ -95,10 +95,10 @@ async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
     let _one = SERIAL.lock().await;
     let server = TestServer::start(common::webrtc::small_ladder).await;
     let mut publisher = whip_publish(&whip_url(&server, "w"), 40, None);
-    wait_tracks(&server, "w", &["video", "audio", "360p", "180p"]).await;
+    wait_tracks(&server, "w", &["video", "audio", "360p", "180p", "aac"]).await;
 
-    // The publisher's own Opus is the WebRTC audio; no AAC-to-Opus
-    // transcoder runs, and the catalog lists no AAC for LL-HLS yet.
+    // The publisher's own Opus is the WebRTC audio (no AAC-to-Opus
+    // transcoder runs); LL-HLS gets it transcoded to AAC.
     let path = StreamPath::new("live", "w").unwrap();
     let broadcast = server.registry.get(&path).unwrap();
     let tracks = broadcast.snapshot().tracks;
@@ -117,7 +117,7 @@ async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
         Some("audio"),
         "{catalog:?}"
     );
-    assert_eq!(catalog.audio, None, "{catalog:?}");
+    assert_eq!(catalog.audio.as_deref(), Some("aac"), "{catalog:?}");
     let mut audio = broadcast
         .subscribe("audio", None)
         .expect("the publisher's audio track");
@@ -135,6 +135,8 @@ async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
     // LL-HLS: the ladder's video is served and advances.
     let master = server.master_when_ready("live", "w").await.text();
     assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    assert!(master.contains("mp4a.40.2"), "AAC in the master: {master}");
+    assert_aac_decodes(&server, "w", &master).await;
     let top = media_playlists(&master)
         .into_iter()
         .find(|u| u.starts_with("360p"))
@@ -200,6 +202,101 @@ async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
     viewer.stop().await;
     publisher.kill().await.ok();
     server.stop().await;
+}
+
+/// An app that does not transcode serves the WHIP publisher's H.264 as it
+/// came, to LL-HLS and WebRTC; its Opus still becomes AAC for LL-HLS.
+#[tokio::test]
+async fn without_a_ladder_the_source_is_served_and_opus_still_becomes_aac() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(|_| {}).await;
+    let mut publisher = whip_publish(&whip_url(&server, "p"), 30, None);
+    wait_tracks(&server, "p", &["video", "audio", "aac"]).await;
+    let master = server.master_when_ready("live", "p").await.text();
+    assert!(
+        master.contains("avc1.42"),
+        "the source's baseline H.264: {master}"
+    );
+    assert!(master.contains("mp4a.40.2"), "{master}");
+    assert_aac_decodes(&server, "p", &master).await;
+    let mut viewer = Viewer::connect(&server.ws_url("/live/p"), false)
+        .await
+        .expect("an offer");
+    let (mut video, mut audio) = (0, 0);
+    let ok = viewer
+        .run_until(Duration::from_secs(15), |ev| {
+            match ev {
+                ViewerEvent::Video { .. } => video += 1,
+                ViewerEvent::Audio { .. } => audio += 1,
+                _ => {}
+            }
+            video >= 30 && audio >= 50
+        })
+        .await;
+    assert!(
+        ok,
+        "the WebRTC viewer got {video} video and {audio} audio frames"
+    );
+    viewer.stop().await;
+    publisher.kill().await.ok();
+    server.stop().await;
+}
+
+/// The LL-HLS audio rendition's init and first segment decode as 48 kHz
+/// stereo AAC with FFmpeg: the Opus-to-AAC transcoder's output is real
+/// audio, not just a listed track.
+async fn assert_aac_decodes(server: &TestServer, stream: &str, master: &str) {
+    let audio = media_playlists(master)
+        .into_iter()
+        .find(|u| u.starts_with("aac"))
+        .unwrap_or_else(|| panic!("an audio playlist in {master}"));
+    let url = server.url(&format!("/live/{stream}/{audio}"));
+    let playlist = poll(&url, Duration::from_secs(20), |r| {
+        r.status == 200 && r.text().lines().any(|l| l.starts_with("#EXTINF"))
+    })
+    .await
+    .text();
+    let map = playlist
+        .lines()
+        .find_map(|l| attr(l, "URI").filter(|_| l.starts_with("#EXT-X-MAP")))
+        .expect("an EXT-X-MAP");
+    let segment = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .expect("a segment");
+    let mut file = get(&server.url(&format!("/live/{stream}/{map}")))
+        .await
+        .body
+        .to_vec();
+    file.extend_from_slice(
+        &get(&server.url(&format!("/live/{stream}/{segment}")))
+            .await
+            .body,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audio.mp4");
+    std::fs::write(&path, &file).unwrap();
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,sample_rate,channels,nb_read_frames",
+            "-of",
+            "csv=p=0",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "ffprobe: {err}");
+    let fields: Vec<&str> = out.trim().split(',').collect();
+    assert_eq!(&fields[..3], ["aac", "48000", "2"], "{out}");
+    let frames: u32 = fields[3].parse().unwrap();
+    assert!(frames >= 40, "a segment of AAC frames decodes: {out}");
 }
 
 /// A real-looking offer (FFmpeg 9's, candidates and all) for `video` and

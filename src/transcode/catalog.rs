@@ -14,15 +14,31 @@ pub fn source_track(update: &BroadcastUpdate, kind: TrackKind) -> Option<String>
         .map(|t| t.name.clone())
 }
 
-/// The publisher's audio track, as the catalog lists it: AAC for LL-HLS
-/// (`.0`), or Opus, which WebRTC takes as it is (`.1`).
+/// The track the transcoder writes a WHIP publisher's Opus to, in AAC.
+pub const AAC_TRACK: &str = "aac";
+
+/// The audio the catalog lists: AAC for LL-HLS (`.0`) and, when the
+/// publisher sent Opus (WHIP), that Opus for WebRTC (`.1`). A publisher's
+/// AAC is listed as it came; its Opus is listed once the transcoder's AAC
+/// track exists.
 pub fn source_audio(update: &BroadcastUpdate) -> (Option<String>, Option<String>) {
     let audio = source_track(update, TrackKind::Audio);
     if update.meta.opus_audio {
-        (None, audio)
+        let aac = update
+            .tracks
+            .iter()
+            .find(|t| t.derived && t.kind == TrackKind::Audio && t.name == AAC_TRACK)
+            .map(|t| t.name.clone());
+        (aac, audio)
     } else {
         (audio, None)
     }
+}
+
+/// Whether the publisher's Opus still waits for its AAC: LL-HLS would
+/// otherwise start without audio.
+pub fn aac_pending(update: &BroadcastUpdate, c: &Catalog) -> bool {
+    update.meta.opus_audio && source_track(update, TrackKind::Audio).is_some() && c.audio.is_none()
 }
 
 /// The broadcast served as its publisher sent it: its video (which WebRTC
@@ -44,8 +60,8 @@ pub fn source_catalog(update: &BroadcastUpdate, fallback: Option<String>) -> Cat
         .into_iter()
         .collect();
     let (audio, webrtc_audio) = source_audio(update);
-    let complete = !video.is_empty()
-        && (audio.is_some() || webrtc_audio.is_some() || update.meta.has_audio != Some(true));
+    // A publisher's Opus waits for its AAC, as LL-HLS must start with it.
+    let complete = !video.is_empty() && (audio.is_some() || update.meta.has_audio != Some(true));
     Catalog {
         video,
         audio,
@@ -135,5 +151,28 @@ mod tests {
         assert!(ladder_complete(&c, true), "no audio to encode");
         c.video.clear();
         assert!(!ladder_complete(&c, true), "no video yet");
+    }
+
+    #[test]
+    fn a_whip_publishers_opus_serves_webrtc_and_waits_for_its_aac() {
+        let v = TrackInfo::source("video", TrackKind::Video);
+        let opus = TrackInfo::source("audio", TrackKind::Audio);
+        let mut u = update(vec![v.clone(), opus.clone()], Some(true));
+        u.meta.opus_audio = true;
+        // Before the AAC exists: WebRTC has its audio, LL-HLS has none,
+        // and the catalog is not complete (LL-HLS would start without it).
+        let c = source_catalog(&u, None);
+        assert_eq!(c.webrtc_audio.as_deref(), Some("audio"));
+        assert_eq!(c.audio, None);
+        assert!(!c.complete);
+        assert!(aac_pending(&u, &c));
+        u.tracks
+            .push(TrackInfo::derived(AAC_TRACK, TrackKind::Audio));
+        let c = source_catalog(&u, None);
+        assert_eq!(c.audio.as_deref(), Some(AAC_TRACK));
+        assert!(c.complete && !aac_pending(&u, &c));
+        // An RTMP publisher's AAC is listed as it came.
+        let u = update(vec![v, opus], Some(true));
+        assert_eq!(source_audio(&u), (Some("audio".into()), None));
     }
 }

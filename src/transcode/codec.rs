@@ -1,5 +1,5 @@
 //! The FFmpeg calls, behind small safe types: an H.264 decoder, a scaler and
-//! libx264 encoder per rung, and AAC → Opus. Everything FFmpeg allocates is
+//! libx264 encoder per rung, and AAC ↔ Opus. Everything FFmpeg allocates is
 //! owned by a value here and freed when it drops.
 //!
 //! The few raw accesses (extradata, VBV buffer size, a zero-copy frame
@@ -307,16 +307,30 @@ impl VideoEncoder {
     }
 }
 
-/// One Opus packet, timed at 48 kHz.
-pub struct OpusPacket {
+/// One encoded audio packet, timed at 48 kHz.
+pub struct AudioPacket {
     pub data: Bytes,
     pub pts: i64,
     pub duration: i64,
 }
 
-/// AAC in, Opus 48 kHz stereo out, with exact sample accounting: the caller
-/// gives each AAC frame's time, output times count samples from an anchor,
-/// gaps are filled with silence and only a real jump moves the anchor.
+/// What [`AudioTranscoder`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioTarget {
+    /// Opus for WebRTC (from an RTMP publisher's AAC).
+    Opus,
+    /// AAC-LC for LL-HLS and recordings (from a WHIP publisher's Opus).
+    Aac,
+}
+
+/// The one rate both targets run at: Opus's, and a rate every AAC player
+/// takes.
+const AUDIO_RATE: u32 = OpusConfig::CLOCK_RATE;
+
+/// AAC or Opus in, the other out at 48 kHz stereo, with exact sample
+/// accounting: the caller gives each input frame's time, output times
+/// count samples from an anchor, gaps are filled with silence and only a
+/// real jump moves the anchor.
 pub struct AudioTranscoder {
     decoder: ff::decoder::Audio,
     resampler: Option<(
@@ -324,8 +338,11 @@ pub struct AudioTranscoder {
         (ff::format::Sample, u64, u32),
     )>,
     encoder: ff::encoder::Audio,
-    pub config: OpusConfig,
-    /// Interleaved stereo f32 waiting to fill a 20 ms frame.
+    /// The encoder takes planar samples (AAC) rather than interleaved (Opus).
+    planar: bool,
+    /// What the output track is configured with.
+    pub config: crate::media::CodecConfig,
+    /// Interleaved stereo f32 waiting to fill an encoder frame.
     fifo: Vec<f32>,
     /// 48 kHz time of fifo[0].
     fifo_start: Option<i64>,
@@ -333,86 +350,144 @@ pub struct AudioTranscoder {
     expected: Option<i64>,
     frame_size: usize,
     last_pts: Option<i64>,
-    /// One AAC frame in 48 kHz ticks.
-    aac_frame: i64,
+    /// One input frame in 48 kHz ticks.
+    input_frame: i64,
 }
 
 impl AudioTranscoder {
-    pub fn new(aac: &AacConfig, bitrate: u32) -> Result<AudioTranscoder, CodecError> {
-        let dec_codec =
-            ff::decoder::find(ff::codec::Id::AAC).ok_or(CodecError::Missing("AAC decoder"))?;
+    /// Decodes `source` (AAC or Opus) and encodes `target` at `bitrate`.
+    pub fn new(
+        source: &crate::media::CodecConfig,
+        target: AudioTarget,
+        bitrate: u32,
+    ) -> Result<AudioTranscoder, CodecError> {
+        use crate::media::CodecConfig;
+        let (id, extradata, input_frame) = match source {
+            CodecConfig::Aac(aac) => (
+                ff::codec::Id::AAC,
+                aac.raw.to_vec(),
+                (i64::from(aac.samples_per_frame) * i64::from(AUDIO_RATE)
+                    / i64::from(aac.sample_rate.max(1)))
+                .max(1),
+            ),
+            // WebRTC's Opus frames are 20 ms.
+            CodecConfig::Opus(opus) => (ff::codec::Id::OPUS, opus.head(), 960),
+            CodecConfig::H264(_) => return Err(CodecError::Missing("audio decoder for video")),
+        };
+        let dec_codec = ff::decoder::find(id).ok_or(CodecError::Missing("audio decoder"))?;
         let mut dctx = ff::codec::Context::new_with_codec(dec_codec);
-        // SAFETY: a fresh, unopened context; the AudioSpecificConfig is the
-        // AAC decoder's extradata.
-        unsafe { set_extradata(dctx.as_mut_ptr(), &aac.raw) };
+        // SAFETY: a fresh, unopened context; the AudioSpecificConfig (AAC)
+        // or OpusHead (Opus) is the decoder's extradata.
+        unsafe { set_extradata(dctx.as_mut_ptr(), &extradata) };
         let decoder = dctx
             .decoder()
             .audio()
-            .map_err(ff_err("opening the AAC decoder"))?;
+            .map_err(ff_err("opening the audio decoder"))?;
 
+        let (name, sample) = match target {
+            AudioTarget::Opus => (
+                "libopus",
+                ff::format::Sample::F32(ff::format::sample::Type::Packed),
+            ),
+            AudioTarget::Aac => (
+                "aac",
+                ff::format::Sample::F32(ff::format::sample::Type::Planar),
+            ),
+        };
         let enc_codec =
-            ff::encoder::find_by_name("libopus").ok_or(CodecError::Missing("libopus encoder"))?;
+            ff::encoder::find_by_name(name).ok_or(CodecError::Missing("audio encoder"))?;
         let mut enc = ff::codec::Context::new_with_codec(enc_codec)
             .encoder()
             .audio()
-            .map_err(ff_err("creating the Opus encoder"))?;
-        enc.set_rate(OpusConfig::CLOCK_RATE as i32);
+            .map_err(ff_err("creating the audio encoder"))?;
+        enc.set_rate(AUDIO_RATE as i32);
         enc.set_channel_layout(ff::ChannelLayout::STEREO);
-        enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Packed));
+        enc.set_format(sample);
         enc.set_bit_rate(bitrate as usize);
-        enc.set_time_base(ff::Rational::new(1, OpusConfig::CLOCK_RATE as i32));
+        enc.set_time_base(ff::Rational::new(1, AUDIO_RATE as i32));
         let mut opts = ff::Dictionary::new();
-        opts.set("application", "lowdelay");
+        if target == AudioTarget::Opus {
+            opts.set("application", "lowdelay");
+        } else {
+            // The AudioSpecificConfig out of band, for the esds box.
+            enc.set_flags(ff::codec::Flags::GLOBAL_HEADER);
+        }
         let encoder = enc
             .open_with(opts)
-            .map_err(ff_err("opening the Opus encoder"))?;
+            .map_err(ff_err("opening the audio encoder"))?;
         let frame_size = (encoder.frame_size() as usize).max(120);
-        // SAFETY: an opened encoder; initial_padding is libopus's lookahead,
-        // OpusHead's pre-skip.
-        let pre_skip = unsafe { (*encoder.as_ptr()).initial_padding }.clamp(0, 65_535) as u16;
+        let config = match target {
+            AudioTarget::Opus => {
+                // SAFETY: an opened encoder; initial_padding is libopus's
+                // lookahead, OpusHead's pre-skip.
+                let pre_skip =
+                    unsafe { (*encoder.as_ptr()).initial_padding }.clamp(0, 65_535) as u16;
+                CodecConfig::Opus(OpusConfig {
+                    channels: 2,
+                    pre_skip,
+                    input_sample_rate: match source {
+                        CodecConfig::Aac(a) => a.sample_rate,
+                        _ => AUDIO_RATE,
+                    },
+                })
+            }
+            AudioTarget::Aac => {
+                // SAFETY: an opened encoder with GLOBAL_HEADER: extradata is
+                // the AudioSpecificConfig it made (or null).
+                let asc = unsafe {
+                    let p = encoder.as_ptr();
+                    if (*p).extradata.is_null() || (*p).extradata_size <= 0 {
+                        Vec::new()
+                    } else {
+                        std::slice::from_raw_parts((*p).extradata, (*p).extradata_size as usize)
+                            .to_vec()
+                    }
+                };
+                CodecConfig::Aac(
+                    AacConfig::parse(Bytes::from(asc))
+                        .map_err(|e| CodecError::Headers(e.to_string()))?,
+                )
+            }
+        };
         Ok(AudioTranscoder {
             decoder,
             resampler: None,
             encoder,
-            config: OpusConfig {
-                channels: 2,
-                pre_skip,
-                input_sample_rate: aac.sample_rate,
-            },
+            planar: target == AudioTarget::Aac,
+            config,
             fifo: Vec::new(),
             fifo_start: None,
             expected: None,
             frame_size,
             last_pts: None,
-            aac_frame: (i64::from(aac.samples_per_frame) * i64::from(OpusConfig::CLOCK_RATE)
-                / i64::from(aac.sample_rate.max(1)))
-            .max(1),
+            input_frame,
         })
     }
 
-    /// Takes one AAC frame whose first sample is at `pts48` (48 kHz ticks).
+    /// Takes one input frame whose first sample is at `pts48` (48 kHz
+    /// ticks).
     pub fn push(
         &mut self,
         data: &[u8],
         pts48: i64,
-        out: &mut Vec<OpusPacket>,
+        out: &mut Vec<AudioPacket>,
     ) -> Result<(), CodecError> {
         let mut packet = ff::Packet::copy(data);
         packet.set_pts(Some(pts48));
         self.decoder
             .send_packet(&packet)
-            .map_err(ff_err("decoding AAC"))?;
+            .map_err(ff_err("decoding audio"))?;
         let mut decoded = ff::frame::Audio::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
-            // Where this input belongs. Within 1.5 AAC frames of where the
+            // Where this input belongs. Within 1.5 input frames of where the
             // sample count says, the count wins (millisecond timestamps
             // round; samples do not). Later than that, up to a second, is
             // a gap (dropped or missing frames): it is filled with silence
             // so what follows keeps its time. Anything else re-anchors.
-            let tolerance = self.aac_frame * 3 / 2;
+            let tolerance = self.input_frame * 3 / 2;
             let start = match self.expected {
                 Some(e) if (pts48 - e).abs() <= tolerance => e,
-                Some(e) if pts48 > e && pts48 - e <= i64::from(OpusConfig::CLOCK_RATE) => {
+                Some(e) if pts48 > e && pts48 - e <= i64::from(AUDIO_RATE) => {
                     if self.fifo_start.is_none() {
                         self.fifo_start = Some(e);
                     }
@@ -455,7 +530,7 @@ impl AudioTranscoder {
                 frame.rate(),
                 ff::format::Sample::F32(ff::format::sample::Type::Packed),
                 ff::ChannelLayout::STEREO,
-                OpusConfig::CLOCK_RATE,
+                AUDIO_RATE,
             )
             .map_err(ff_err("creating a resampler"))?;
             self.resampler = Some((ctx, key));
@@ -463,8 +538,7 @@ impl AudioTranscoder {
         let Some((ctx, _)) = self.resampler.as_mut() else {
             return Ok(Vec::new());
         };
-        let capacity =
-            frame.samples() * OpusConfig::CLOCK_RATE as usize / frame.rate().max(1) as usize + 256;
+        let capacity = frame.samples() * AUDIO_RATE as usize / frame.rate().max(1) as usize + 256;
         let mut output = ff::frame::Audio::empty();
         // SAFETY: allocates the output buffer the resampler writes into.
         unsafe {
@@ -488,7 +562,7 @@ impl AudioTranscoder {
         Ok(v)
     }
 
-    fn encode_ready(&mut self, out: &mut Vec<OpusPacket>) -> Result<(), CodecError> {
+    fn encode_ready(&mut self, out: &mut Vec<AudioPacket>) -> Result<(), CodecError> {
         let n = self.frame_size;
         while self.fifo.len() >= n * 2 {
             let Some(start) = self.fifo_start else { break };
@@ -499,12 +573,27 @@ impl AudioTranscoder {
                 continue;
             }
             let mut frame = ff::frame::Audio::new(
-                ff::format::Sample::F32(ff::format::sample::Type::Packed),
+                ff::format::Sample::F32(if self.planar {
+                    ff::format::sample::Type::Planar
+                } else {
+                    ff::format::sample::Type::Packed
+                }),
                 n,
                 ff::ChannelLayout::STEREO,
             );
-            frame.set_rate(OpusConfig::CLOCK_RATE);
-            {
+            frame.set_rate(AUDIO_RATE);
+            if self.planar {
+                let samples: Vec<f32> = self.fifo.drain(..n * 2).collect();
+                for ch in 0..2 {
+                    let dst = frame.data_mut(ch);
+                    for (d, s) in dst
+                        .chunks_exact_mut(4)
+                        .zip(samples.iter().skip(ch).step_by(2))
+                    {
+                        d.copy_from_slice(&s.to_ne_bytes());
+                    }
+                }
+            } else {
                 let dst = frame.data_mut(0);
                 for (d, s) in dst.chunks_exact_mut(4).zip(self.fifo.drain(..n * 2)) {
                     d.copy_from_slice(&s.to_ne_bytes());
@@ -515,7 +604,7 @@ impl AudioTranscoder {
             self.fifo_start = Some(start + n as i64);
             self.encoder
                 .send_frame(&frame)
-                .map_err(ff_err("encoding Opus"))?;
+                .map_err(ff_err("encoding audio"))?;
             self.receive(out);
         }
         Ok(())
@@ -523,7 +612,7 @@ impl AudioTranscoder {
 
     /// Encodes what is left (the last partial frame, padded with silence,
     /// and the encoder's lookahead). The transcoder is done after this.
-    pub fn finish(&mut self, out: &mut Vec<OpusPacket>) {
+    pub fn finish(&mut self, out: &mut Vec<AudioPacket>) {
         if !self.fifo.is_empty() {
             let n = self.frame_size * 2;
             let len = self.fifo.len().div_ceil(n) * n;
@@ -534,11 +623,11 @@ impl AudioTranscoder {
         self.receive(out);
     }
 
-    fn receive(&mut self, out: &mut Vec<OpusPacket>) {
+    fn receive(&mut self, out: &mut Vec<AudioPacket>) {
         let mut packet = ff::Packet::empty();
         while self.encoder.receive_packet(&mut packet).is_ok() {
             let Some(data) = packet.data() else { continue };
-            out.push(OpusPacket {
+            out.push(AudioPacket {
                 data: Bytes::copy_from_slice(data),
                 pts: packet.pts().unwrap_or(0),
                 duration: packet.duration().max(self.frame_size as i64),

@@ -15,6 +15,7 @@ use ffmpeg_next as ff;
 use tokio::sync::mpsc;
 
 use super::PlannedRung;
+pub use super::codec::AudioTarget;
 use super::codec::{AudioTranscoder, EncoderParams, VideoDecoder, VideoEncoder, frame_ref};
 use crate::bus::{BroadcastConsumer, Frame, FrameEvent, TrackInfo, TrackProducer};
 use crate::media::CodecConfig;
@@ -182,13 +183,18 @@ impl Pipeline {
     pub fn start_audio(
         &mut self,
         broadcast: BroadcastConsumer,
+        target: AudioTarget,
         bitrate: u32,
     ) -> std::io::Result<()> {
         let (tx, rx) = mpsc::channel(AUDIO_QUEUE);
+        let name = match target {
+            AudioTarget::Opus => "streamd-opus",
+            AudioTarget::Aac => "streamd-aac",
+        };
         self.threads.push(
             std::thread::Builder::new()
-                .name("streamd-opus".into())
-                .spawn(move || audio_thread(rx, broadcast, bitrate))?,
+                .name(name.into())
+                .spawn(move || audio_thread(rx, broadcast, target, bitrate))?,
         );
         self.audio = Some(tx);
         Ok(())
@@ -707,10 +713,20 @@ fn rational_fps(fps: f64) -> ff::Rational {
     }
 }
 
-/// AAC → Opus for one stream, across publisher sessions.
-fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, bitrate: u32) {
+/// AAC → Opus (for WebRTC) or Opus → AAC (for LL-HLS) for one stream,
+/// across publisher sessions.
+fn audio_thread(
+    mut rx: mpsc::Receiver<AudioIn>,
+    broadcast: BroadcastConsumer,
+    target: AudioTarget,
+    bitrate: u32,
+) {
     let _live = Live::new("streamd_transcode_audio");
-    let info = TrackInfo::derived("opus", crate::bus::TrackKind::Audio);
+    let name = match target {
+        AudioTarget::Opus => "opus",
+        AudioTarget::Aac => super::catalog::AAC_TRACK,
+    };
+    let info = TrackInfo::derived(name, crate::bus::TrackKind::Audio);
     let mut transcoder: Option<(AudioTranscoder, Arc<CodecConfig>)> = None;
     let mut producer: Option<TrackProducer> = None;
     let mut session = None;
@@ -723,16 +739,20 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
             AudioIn::Interrupted => {
                 if let (Some((t, _)), Some(p)) = (transcoder.as_mut(), producer.as_mut()) {
                     t.finish(&mut out);
-                    write_opus(p, &mut out, scale, SystemTime::now(), Instant::now());
+                    write_audio(p, &mut out, scale, SystemTime::now(), Instant::now());
                 }
                 transcoder = None;
                 producer = None;
                 continue;
             }
         };
-        let CodecConfig::Aac(aac) = &*ev.group.config else {
-            continue;
+        let takes = match target {
+            AudioTarget::Opus => matches!(&*ev.group.config, CodecConfig::Aac(_)),
+            AudioTarget::Aac => matches!(&*ev.group.config, CodecConfig::Opus(_)),
         };
+        if !takes {
+            continue;
+        }
         if session != Some(ev.group.session) {
             transcoder = None;
             producer = None;
@@ -742,11 +762,11 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
             .as_ref()
             .is_none_or(|(_, c)| **c != *ev.group.config)
         {
-            match AudioTranscoder::new(aac, bitrate) {
+            match AudioTranscoder::new(&ev.group.config, target, bitrate) {
                 Ok(t) => transcoder = Some((t, ev.group.config.clone())),
                 Err(e) => {
                     if let Some(suppressed) = log.check(Instant::now()) {
-                        tracing::error!(error = %e, suppressed, "cannot transcode audio to Opus");
+                        tracing::error!(error = %e, suppressed, to = name, "cannot transcode audio");
                     }
                     continue;
                 }
@@ -757,17 +777,19 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
         };
         if producer.is_none() {
             producer = broadcast.derived_track(info.clone(), ev.group.session);
-            if producer.is_some() {
+            if producer.is_some() && target == AudioTarget::Opus {
                 broadcast.update_catalog(|c| {
                     c.webrtc_audio = Some(info.name.clone());
                     c.complete = super::catalog::ladder_complete(c, true);
                 });
             }
+            // An AAC track is listed from the broadcast's tracks by the
+            // stage's catalog (the new track wakes it).
         }
         let Some(p) = producer.as_mut() else {
             break; // the broadcast ended
         };
-        p.set_config(CodecConfig::Opus(t.config.clone()));
+        p.set_config(t.config.clone());
         let pts48 = ev.frame.pts.rescale(scale).ticks();
         if let Err(e) = t.push(&ev.frame.data, pts48, &mut out) {
             dropped("audio", 1);
@@ -775,17 +797,17 @@ fn audio_thread(mut rx: mpsc::Receiver<AudioIn>, broadcast: BroadcastConsumer, b
                 tracing::warn!(error = %e, suppressed, "corrupt source audio frame dropped");
             }
         }
-        write_opus(p, &mut out, scale, ev.frame.wallclock, ev.frame.received);
+        write_audio(p, &mut out, scale, ev.frame.wallclock, ev.frame.received);
     }
     if let (Some((t, _)), Some(p)) = (transcoder.as_mut(), producer.as_mut()) {
         t.finish(&mut out);
-        write_opus(p, &mut out, scale, SystemTime::now(), Instant::now());
+        write_audio(p, &mut out, scale, SystemTime::now(), Instant::now());
     }
 }
 
-fn write_opus(
+fn write_audio(
     p: &mut TrackProducer,
-    out: &mut Vec<super::codec::OpusPacket>,
+    out: &mut Vec<super::codec::AudioPacket>,
     scale: Timescale,
     wallclock: SystemTime,
     received: Instant,

@@ -12,14 +12,14 @@ use futures_util::stream::{self, BoxStream, SelectAll};
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument;
 
-use super::catalog::{ladder_complete, source_audio, source_catalog, source_track};
+use super::catalog::{aac_pending, ladder_complete, source_audio, source_catalog, source_track};
 use super::pipeline::{
-    AudioIn, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn, dropped,
+    AudioIn, AudioTarget, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn, dropped,
 };
 use super::{PlannedRung, plan};
 use crate::bus::{
-    BroadcastConsumer, BroadcastStatus, BroadcastUpdate, FrameEvent, Registry, StartAt, TrackEvent,
-    TrackInfo, TrackKind, TrackProducer, VideoEntry,
+    BroadcastConsumer, BroadcastStatus, BroadcastUpdate, FrameEvent, Registry, StartAt,
+    TrackConsumer, TrackEvent, TrackInfo, TrackKind, TrackProducer, VideoEntry,
 };
 use crate::config::TranscodeConfig;
 use crate::media::CodecConfig;
@@ -65,17 +65,61 @@ pub async fn run(
 }
 
 /// Publishes the source as the catalog, as its tracks appear, until the
-/// broadcast ends.
+/// broadcast ends. A WHIP publisher's Opus is still transcoded to AAC, as
+/// LL-HLS and recordings carry no Opus.
 async fn pass_through(mut broadcast: BroadcastConsumer) {
     let mut update = broadcast.snapshot();
+    let mut aac: Option<(Pipeline, TrackConsumer)> = None;
     loop {
         broadcast.publish_catalog(source_catalog(&update, None));
         if update.status == BroadcastStatus::Ended {
-            return;
+            break;
         }
-        update = broadcast.update().await;
+        if aac.is_none()
+            && update.meta.opus_audio
+            && let Some(name) = source_track(&update, TrackKind::Audio)
+            && let Some(consumer) = broadcast.subscribe_at(&name, StartAt::Oldest, None)
+        {
+            let mut pipeline = Pipeline::new();
+            match pipeline.start_audio(broadcast.clone(), AudioTarget::Aac, AAC_BITRATE) {
+                Ok(()) => aac = Some((pipeline, consumer)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the audio transcoder's thread");
+                    break;
+                }
+            }
+        }
+        // Forward the Opus until something about the broadcast changes.
+        let forward = async {
+            let Some((pipeline, consumer)) = aac.as_mut() else {
+                return std::future::pending().await;
+            };
+            while let Some(ev) = consumer.next().await {
+                let input = match ev {
+                    TrackEvent::Frame(ev) => AudioIn::Frame(ev),
+                    TrackEvent::Interrupted => AudioIn::Interrupted,
+                };
+                if let Some(tx) = &pipeline.audio
+                    && let Err(TrySendError::Full(_)) = tx.try_send(input)
+                {
+                    dropped("audio", 1);
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            u = broadcast.update() => update = u,
+            () = forward => {}
+        }
+    }
+    if let Some((pipeline, _)) = aac {
+        let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
     }
 }
+
+/// The AAC a WHIP publisher's Opus is transcoded to, for LL-HLS and
+/// recordings: AAC-LC stereo at 48 kHz.
+const AAC_BITRATE: u32 = 128_000;
 
 /// A transcoded broadcast whose publisher sends audio and no video has its
 /// audio listed after this much of it (media time), so that LL-HLS serves
@@ -184,7 +228,7 @@ impl Reader {
                 *c = source;
                 // The publisher's own Opus, or the transcoder's.
                 c.webrtc_audio = c.webrtc_audio.take().or(webrtc_audio);
-                c.complete = c.complete && ladder_complete(c, opus);
+                c.complete = c.complete && ladder_complete(c, opus) && !aac_pending(update, c);
             });
         } else if self.planned {
             let (audio, source_opus) = source_audio(update);
@@ -193,7 +237,7 @@ impl Reader {
                 if source_opus.is_some() {
                     c.webrtc_audio = source_opus;
                 }
-                c.complete = ladder_complete(c, opus);
+                c.complete = ladder_complete(c, opus) && !aac_pending(update, c);
             });
         }
     }
@@ -346,9 +390,6 @@ impl Reader {
         {
             self.audio_only(ev.frame.dts);
         }
-        if !self.config.opus {
-            return;
-        }
         let ev = match event {
             TrackEvent::Frame(ev) => ev,
             TrackEvent::Interrupted => {
@@ -358,17 +399,21 @@ impl Reader {
                 return;
             }
         };
-        if matches!(*ev.group.config, CodecConfig::Opus(_)) {
-            // The publisher's own Opus (WHIP): WebRTC takes it as it is.
-            return;
-        }
         if !self.audio_started {
+            // A WHIP publisher's Opus needs AAC for LL-HLS (and serves
+            // WebRTC as it is); an RTMP publisher's AAC needs Opus for
+            // WebRTC, unless that is off.
+            let (target, bitrate) = match &*ev.group.config {
+                CodecConfig::Opus(_) => (AudioTarget::Aac, AAC_BITRATE),
+                _ if self.config.opus => (AudioTarget::Opus, self.config.opus_bitrate_kbps * 1000),
+                _ => return,
+            };
             self.audio_started = true;
             if let Err(e) = self
                 .pipeline
-                .start_audio(self.broadcast.clone(), self.config.opus_bitrate_kbps * 1000)
+                .start_audio(self.broadcast.clone(), target, bitrate)
             {
-                tracing::error!(error = %e, "cannot start the Opus thread");
+                tracing::error!(error = %e, "cannot start the audio transcoder's thread");
             }
         }
         if let Some(tx) = &self.pipeline.audio
@@ -400,7 +445,7 @@ impl Reader {
             if source_opus.is_some() {
                 c.webrtc_audio = source_opus;
             }
-            c.complete = ladder_complete(c, opus);
+            c.complete = ladder_complete(c, opus) && !aac_pending(&update, c);
         });
     }
 }

@@ -8,7 +8,8 @@
 //! - [`http`]: the WHIP resource on the HTTP listener.
 //!
 //! A WHIP stream is a broadcast like an RTMP one: H.264 goes into the
-//! ladder, and its Opus audio is served to WebRTC viewers as it came.
+//! ladder, and its Opus audio is served to WebRTC viewers as it came and
+//! transcoded to AAC for LL-HLS and recordings (by the transcode stage).
 
 pub mod frames;
 pub mod http;
