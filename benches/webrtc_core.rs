@@ -189,6 +189,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
             pinned: None,
             tcp_only: false,
             events: tx,
+            offer: None,
         };
         let joined = core.call(|c, out| c.join(request, now, out)).unwrap();
         let addr = SocketAddr::from(([10, 1, (k >> 8) as u8, k as u8], 6000));

@@ -394,13 +394,14 @@ impl Server {
             public_origin: config.http.public_origin.clone(),
         }));
         let mut whip_task = None;
+        let mut whip_ome = None;
         if let Some((server, handle)) = whip {
-            routes = routes.merge(crate::ingest::whip::http::routes(
-                crate::ingest::whip::http::WhipHttp {
-                    whip: handle,
-                    access: access.clone(),
-                },
-            ));
+            let state = crate::ingest::whip::http::WhipHttp {
+                whip: handle,
+                access: access.clone(),
+            };
+            routes = routes.merge(crate::ingest::whip::http::routes(state.clone()));
+            whip_ome = Some(state);
             whip_task = Some(tokio::spawn(server.run(shutdown.clone())));
         }
         routes = routes.route(
@@ -411,6 +412,14 @@ impl Server {
             }),
         );
         routes = crate::http::console(routes, &config.http.web_dir);
+        // OME's WHIP form (`POST /{app}/{stream}?direction=whip`), over
+        // every route and the console's files.
+        if let Some(state) = whip_ome {
+            routes = routes.layer(axum::middleware::from_fn_with_state(
+                state,
+                crate::ingest::whip::http::intercept,
+            ));
+        }
         let mut webrtc_task = None;
         let mut signalling_sessions = None;
         if let Some(webrtc) = webrtc {
@@ -423,6 +432,7 @@ impl Server {
                 shutdown.clone(),
             );
             signalling_sessions = Some(signalling.sessions());
+            routes = routes.merge(crate::webrtc::whep::routes(signalling.clone()));
             routes = routes.layer(axum::middleware::from_fn_with_state(
                 signalling,
                 crate::webrtc::ws::intercept,

@@ -451,6 +451,17 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
         "the deleted session's broadcast is no longer live"
     );
 
+    // OME's form of the URL takes a publisher too (the stream is free
+    // again); a GET there is still no WHIP.
+    let ome = format!("/live/{}?direction=whip", other.id);
+    let r = post_offer(&server, &ome, Some(&k2), offer("H264", true)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.header("location")
+            .is_some_and(|l| l.starts_with(&format!("{at}/")))
+    );
+    assert_eq!(get(&server.url(&ome)).await.status, 404);
+
     // OPTIONS says what the endpoint takes; CORS lets a browser POST.
     let r = request(
         "OPTIONS",

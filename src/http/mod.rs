@@ -179,6 +179,49 @@ pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// An `Authorization` header that is not `Bearer <key or JWT>`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadBearer;
+
+/// An `Authorization: Bearer` token (a stream key or a JWT, so only the
+/// characters those use); `Ok(None)` without the header, `Err` when it is
+/// there but not such a token.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<&str>, BadBearer> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && t.len() <= 4096
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
+        .map(Some)
+        .ok_or(BadBearer)
+}
+
+/// Whether a token is a JWT (three dot-separated parts) rather than a key.
+pub fn is_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// Whether the request body is declared as SDP (`application/sdp`).
+pub fn is_sdp(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+}
+
 /// The `token` parameter of a query string.
 pub fn token_param(query: Option<&str>) -> Option<&str> {
     query_param(query, "token")

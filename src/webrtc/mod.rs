@@ -4,6 +4,8 @@
 //!
 //! - [`signal`]: OME's signalling messages (sans-IO: text in, messages out).
 //! - [`ws`]: the WebSocket shell around them, on the HTTP listener.
+//! - [`whep`]: WHEP, the standard way to the same viewers (the player
+//!   offers, we answer).
 //! - [`sfu_core`]: every viewer's str0m `Rtc` and what happens to them,
 //!   without sockets, tasks or a clock (ICE-lite, no task per viewer);
 //!   split by concern into its offer templates, RTP timelines and ABR.
@@ -24,6 +26,7 @@ pub mod sfu_core;
 pub mod signal;
 pub mod tcp;
 pub mod udp;
+pub mod whep;
 pub mod ws;
 
 use std::net::SocketAddr;

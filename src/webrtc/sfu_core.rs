@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
@@ -155,6 +156,9 @@ pub struct JoinRequest {
     /// Offer only ICE-TCP candidates (OvenPlayer's `?transport=tcp`).
     pub tcp_only: bool,
     pub events: mpsc::Sender<ViewerEvent>,
+    /// The viewer's own offer (WHEP): it is answered, where OME's
+    /// signalling has the server offer.
+    pub offer: Option<String>,
 }
 
 struct Viewer {
@@ -164,6 +168,10 @@ struct Viewer {
     connected: bool,
     video_mid: Mid,
     audio_mid: Option<Mid>,
+    /// The payload types media is written with: ours in our offer, the
+    /// viewer's in an answer to its offer.
+    video_pt: Pt,
+    audio_pt: Pt,
     ufrag: String,
     addrs: Vec<(Protocol, SocketAddr)>,
     events: mpsc::Sender<ViewerEvent>,
@@ -569,38 +577,71 @@ impl SfuCore {
             candidates.push(c.to_sdp_string());
             rtc.add_local_candidate(c);
         }
-        let stream_id = format!("streamd-{broadcast_id}");
-        let mut api = rtc.sdp_api();
-        let video_mid = api.add_media(
-            MediaKind::Video,
-            Direction::SendOnly,
-            Some(stream_id.clone()),
-            Some("video".into()),
-            None,
-        );
-        let audio_mid = stream.plan.audio.is_some().then(|| {
-            api.add_media(
-                MediaKind::Audio,
-                Direction::SendOnly,
-                Some(stream_id.clone()),
-                Some("audio".into()),
-                None,
-            )
-        });
-        let (offer, pending) = api
-            .apply()
-            .ok_or_else(|| SfuError::Rtc("no offer to make".into()))?;
+        let (sdp, pending, video_mid, audio_mid, video_pt, audio_pt) = match &req.offer {
+            None => {
+                let stream_id = format!("streamd-{broadcast_id}");
+                let mut api = rtc.sdp_api();
+                let video_mid = api.add_media(
+                    MediaKind::Video,
+                    Direction::SendOnly,
+                    Some(stream_id.clone()),
+                    Some("video".into()),
+                    None,
+                );
+                let audio_mid = stream.plan.audio.is_some().then(|| {
+                    api.add_media(
+                        MediaKind::Audio,
+                        Direction::SendOnly,
+                        Some(stream_id.clone()),
+                        Some("audio".into()),
+                        None,
+                    )
+                });
+                let (offer, pending) = api
+                    .apply()
+                    .ok_or_else(|| SfuError::Rtc("no offer to make".into()))?;
+                (
+                    offer.to_sdp_string(),
+                    Some(pending),
+                    video_mid,
+                    audio_mid,
+                    Pt::from(VIDEO_PT),
+                    Pt::from(super::feed::OPUS_PT),
+                )
+            }
+            Some(offer) => {
+                let a = answer_offer(&mut rtc, offer, stream.plan.audio.is_some())?;
+                (
+                    a.sdp,
+                    None,
+                    a.video_mid,
+                    a.audio_mid,
+                    a.video_pt,
+                    a.audio_pt,
+                )
+            }
+        };
         let rendition = renditions[current].name.clone();
         stream.viewers.push(id);
         self.by_ufrag.insert(ufrag.clone(), id);
         self.ufrags.insert(&ufrag);
+        let answered = pending.is_none();
+        if answered && let Some(tx) = rtc.direct_api().stream_tx_by_mid(video_mid, None) {
+            tx.set_rtx_cache(
+                self.config.nack_buffer_packets,
+                NACK_WINDOW,
+                Some(RTX_RATIO_CAP),
+            );
+        }
         let mut viewer = Viewer {
             broadcast: broadcast_id,
             rtc,
-            pending: Some(pending),
+            pending,
             connected: false,
             video_mid,
             audio_mid,
+            video_pt,
+            audio_pt,
             ufrag,
             addrs: Vec::new(),
             events: req.events,
@@ -625,7 +666,7 @@ impl SfuCore {
         tracing::debug!(viewer = id, %rendition, "webrtc viewer offered");
         Ok(Joined {
             viewer: id,
-            sdp: offer.to_sdp_string(),
+            sdp,
             candidates,
             mid: video_mid.to_string(),
             rendition,
@@ -1112,15 +1153,9 @@ fn write_video(
     for p in &frame.payloads {
         let seq = v.video.next_seq();
         tx.write_rtp(
-            RtpWrite::new(
-                VIDEO_PT.into(),
-                seq.into(),
-                ts,
-                frame.wallclock,
-                p.data.clone(),
-            )
-            .marker(p.marker)
-            .nackable(true),
+            RtpWrite::new(v.video_pt, seq.into(), ts, frame.wallclock, p.data.clone())
+                .marker(p.marker)
+                .nackable(true),
         );
     }
     true
@@ -1138,17 +1173,65 @@ fn write_audio(v: &mut Viewer, frame: &RtpFrame) -> bool {
     for p in &frame.payloads {
         let seq = v.audio.next_seq();
         tx.write_rtp(
-            RtpWrite::new(
-                super::feed::OPUS_PT.into(),
-                seq.into(),
-                ts,
-                frame.wallclock,
-                p.data.clone(),
-            )
-            .marker(p.marker),
+            RtpWrite::new(v.audio_pt, seq.into(), ts, frame.wallclock, p.data.clone())
+                .marker(p.marker),
         );
     }
     true
+}
+
+/// What answering a viewer's offer set up.
+struct Answered {
+    sdp: String,
+    video_mid: Mid,
+    audio_mid: Option<Mid>,
+    video_pt: Pt,
+    audio_pt: Pt,
+}
+
+/// Answers a viewer's own offer (WHEP): its first m-line that receives
+/// H.264 video, and one that receives Opus when the stream has audio, with
+/// the payload types it chose. An offer without H.264 video is refused.
+fn answer_offer(rtc: &mut Rtc, offer: &str, with_audio: bool) -> Result<Answered, SfuError> {
+    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+    let sdp = answer.to_sdp_string();
+    let pt_of = |rtc: &Rtc, mid: Mid, codec: Codec| {
+        let m = rtc.media(mid)?;
+        rtc.codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec && m.remote_pts().contains(&p.pt()))
+            .map(|p| p.pt())
+    };
+    let (mut video, mut audio) = (None, None);
+    for mid in sdp.lines().filter_map(|l| l.strip_prefix("a=mid:")) {
+        let mid = Mid::from(mid.trim());
+        let Some(m) = rtc.media(mid) else { continue };
+        if !m.direction().is_sending() || m.disabled() {
+            continue;
+        }
+        match m.kind() {
+            MediaKind::Video if video.is_none() => {
+                video = pt_of(rtc, mid, Codec::H264).map(|pt| (mid, pt));
+            }
+            MediaKind::Audio if audio.is_none() && with_audio => {
+                audio = pt_of(rtc, mid, Codec::Opus).map(|pt| (mid, pt));
+            }
+            _ => {}
+        }
+    }
+    let (video_mid, video_pt) = video.ok_or(SfuError::NoH264)?;
+    Ok(Answered {
+        sdp,
+        video_mid,
+        audio_mid: audio.map(|a| a.0),
+        video_pt,
+        audio_pt: audio.map_or(Pt::from(super::feed::OPUS_PT), |a| a.1),
+    })
 }
 
 /// The advertised address a datagram from `src` was most likely sent to

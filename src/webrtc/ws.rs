@@ -22,7 +22,7 @@ use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
 use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
-use crate::bus::{BroadcastStatus, Registry, StreamPath};
+use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
 use crate::connlimit::{ConnectionLimit, ConnectionPermit};
 use crate::shutdown::Shutdown;
@@ -81,7 +81,7 @@ impl Sessions {
 
 /// One running session, counted until dropped (after the session let its
 /// admission go).
-struct Running(Arc<watch::Sender<usize>>);
+pub(super) struct Running(Arc<watch::Sender<usize>>);
 
 impl Running {
     fn new(sessions: &Arc<watch::Sender<usize>>) -> Running {
@@ -124,6 +124,15 @@ impl Signalling {
     /// A handle to wait for the sessions to end.
     pub fn sessions(&self) -> Sessions {
         Sessions(self.sessions.clone())
+    }
+
+    /// Counts a session (WHEP's too) until dropped.
+    pub(super) fn running(&self) -> Running {
+        Running::new(&self.sessions)
+    }
+
+    pub(super) fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 }
 
@@ -496,27 +505,9 @@ impl Session {
                 }
             }
         }
-        let mut broadcast = self.s.registry.get(&self.path).ok_or_else(not_found)?;
-        // A stream that just started may not have its renditions (or its
-        // Opus track) yet: wait for its catalog to say it is complete.
-        let deadline = tokio::time::Instant::now() + CATALOG_WAIT;
-        let mut update = broadcast.snapshot();
-        let plan = loop {
-            if update.status == BroadcastStatus::Ended {
-                return Err(not_found());
-            }
-            if update.catalog.as_ref().is_some_and(|c| c.complete) {
-                break update.catalog.as_ref().and_then(StreamPlan::of);
-            }
-            match tokio::time::timeout_at(deadline, broadcast.update()).await {
-                Ok(u) => update = u,
-                Err(_) => {
-                    tracing::warn!(stream = %self.path, catalog = ?update.catalog, "the stream's catalog is not complete; serving what it lists");
-                    break update.catalog.as_ref().and_then(StreamPlan::of);
-                }
-            }
-        }
-        .ok_or_else(not_found)?;
+        let (broadcast, plan) = ready_plan(&self.s.registry, &self.path)
+            .await
+            .ok_or_else(not_found)?;
         self.plan = Some(plan.clone());
         let pinned = self.pinned().map(str::to_owned);
         let joined = self
@@ -528,6 +519,7 @@ impl Session {
                 pinned,
                 tcp_only: self.tcp_only,
                 events,
+                offer: None,
             })
             .await
             .map_err(|e| match e {
@@ -539,6 +531,35 @@ impl Session {
         tracing::info!(stream = %self.path, viewer = joined.viewer, rendition = %joined.rendition, "webrtc viewer joined");
         Ok(joined)
     }
+}
+
+/// The stream and what it offers WebRTC, once its catalog is complete (a
+/// stream that just started may not have its renditions or its audio yet),
+/// or after [`CATALOG_WAIT`] what it lists then; `None` when there is no
+/// such stream or nothing WebRTC can play.
+pub(super) async fn ready_plan(
+    registry: &Registry,
+    path: &StreamPath,
+) -> Option<(BroadcastConsumer, StreamPlan)> {
+    let mut broadcast = registry.get(path)?;
+    let deadline = tokio::time::Instant::now() + CATALOG_WAIT;
+    let mut update = broadcast.snapshot();
+    let plan = loop {
+        if update.status == BroadcastStatus::Ended {
+            return None;
+        }
+        if update.catalog.as_ref().is_some_and(|c| c.complete) {
+            break update.catalog.as_ref().and_then(StreamPlan::of);
+        }
+        match tokio::time::timeout_at(deadline, broadcast.update()).await {
+            Ok(u) => update = u,
+            Err(_) => {
+                tracing::warn!(stream = %path, catalog = ?update.catalog, "the stream's catalog is not complete; serving what it lists");
+                break update.catalog.as_ref().and_then(StreamPlan::of);
+            }
+        }
+    }?;
+    Some((broadcast, plan))
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> bool {

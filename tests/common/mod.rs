@@ -171,6 +171,7 @@ impl TestServer {
     }
 }
 
+#[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,

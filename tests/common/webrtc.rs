@@ -47,7 +47,8 @@ pub enum ViewerEvent {
 }
 
 pub struct Viewer {
-    ws: Ws,
+    /// OME signalling's socket; none for a WHEP viewer.
+    ws: Option<Ws>,
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
@@ -114,7 +115,7 @@ impl Viewer {
         )
         .await;
         Ok(Viewer {
-            ws,
+            ws: Some(ws),
             rtc,
             socket,
             local,
@@ -126,9 +127,58 @@ impl Viewer {
         })
     }
 
+    /// A WHEP viewer: offers receive-only H.264 video and Opus audio to
+    /// `url` (with `bearer`, a playback token), and takes the answer. The
+    /// server's response is the error when it is not 201 Created.
+    pub async fn whep(
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<(Viewer, String), super::Response> {
+        use str0m::media::Direction;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let video_mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        let auth = bearer.map(|b| format!("Bearer {b}"));
+        let mut headers = vec![("content-type", "application/sdp")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        let r = super::request_with("POST", url, &headers, offer.to_sdp_string()).await;
+        if r.status != 201 {
+            return Err(r);
+        }
+        let location = r.header("location").expect("a Location").to_owned();
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&r.text()).expect("an SDP answer");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("the answer is accepted");
+        Ok((
+            Viewer {
+                ws: None,
+                rtc,
+                socket,
+                local,
+                id: 0,
+                offer: Value::Null,
+                video_mid: Some(video_mid),
+                buf: vec![0; 2048],
+                ws_open: false,
+            },
+            location,
+        ))
+    }
+
     /// Sends a signalling message.
     pub async fn signal(&mut self, v: Value) {
-        send(&mut self.ws, v).await;
+        send(self.ws.as_mut().expect("an OME signalling viewer"), v).await;
     }
 
     /// Asks the server for a keyframe (PLI).
@@ -182,7 +232,7 @@ impl Viewer {
                         let _ = self.rtc.handle_input(Input::Receive(now, recv));
                     }
                 }
-                m = self.ws.next(), if self.ws_open => {
+                m = async { self.ws.as_mut().expect("guarded").next().await }, if self.ws_open => {
                     let ev = match m {
                         Some(Ok(Message::Text(t))) => ViewerEvent::Signal(serde_json::from_str(&t).expect("server sends JSON")),
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
@@ -241,8 +291,9 @@ impl Viewer {
 
     /// Sends `stop` and closes, as OvenPlayer does.
     pub async fn stop(mut self) {
-        send(&mut self.ws, json!({"command": "stop", "id": self.id})).await;
-        let _ = self.ws.close(None).await;
+        let Some(mut ws) = self.ws.take() else { return };
+        send(&mut ws, json!({"command": "stop", "id": self.id})).await;
+        let _ = ws.close(None).await;
     }
 }
 

@@ -9,7 +9,8 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -31,7 +32,6 @@ pub struct WhipHttp {
 pub fn routes(state: WhipHttp) -> Router {
     Router::new()
         .route("/{app}/{stream}/whip", post(publish).options(options))
-        .route("/{app}/{stream}", post(publish_ome))
         .route(
             "/{app}/{stream}/whip/{resource}",
             axum::routing::delete(delete).patch(patch).options(options),
@@ -89,17 +89,32 @@ async fn delete(
     }
 }
 
-/// OME's form: `?direction=whip` on the stream's URL.
-async fn publish_ome(
-    state: State<WhipHttp>,
-    path: Path<(String, String)>,
-    query: RawQuery,
-    req: Request,
-) -> Response {
-    if crate::http::query_param(query.0.as_deref(), "direction") != Some("whip") {
-        return error(StatusCode::NOT_FOUND, "not found");
+/// Middleware for OME's form, `POST /{app}/{stream}?direction=whip`: a
+/// layer rather than a route, so other methods on two-segment paths (the
+/// console's files) still reach their handlers.
+pub async fn intercept(State(state): State<WhipHttp>, req: Request, next: Next) -> Response {
+    let ome_form = req.method() == Method::POST
+        && crate::http::query_param(req.uri().query(), "direction") == Some("whip");
+    let segments: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    match segments.as_slice() {
+        [app, stream] if ome_form => {
+            let query = req.uri().query().map(str::to_owned);
+            publish(
+                State(state),
+                Path((app.clone(), stream.clone())),
+                RawQuery(query),
+                req,
+            )
+            .await
+        }
+        _ => next.run(req).await,
     }
-    publish(state, path, query, req).await
 }
 
 async fn publish(
@@ -120,15 +135,7 @@ async fn publish(
             format!("an offer is at most {MAX_OFFER} bytes"),
         );
     };
-    let sdp_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-        });
-    if !sdp_type {
+    if !crate::http::is_sdp(&headers) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a WHIP offer is sent as Content-Type: application/sdp",
@@ -140,36 +147,25 @@ async fn publish(
     // The bearer token joins the URL's credentials: a JWT is a publish
     // token, anything else a stream key.
     let mut query = query.unwrap_or_default();
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let Some(token) = auth
-            .to_str()
-            .ok()
-            .and_then(|a| {
-                a.strip_prefix("Bearer ")
-                    .or_else(|| a.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| {
-                !t.is_empty()
-                    && t.len() <= 4096
-                    && t.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            })
-        else {
+    match crate::http::bearer(&headers) {
+        Ok(None) => {}
+        Ok(Some(token)) => {
+            let key = if crate::http::is_jwt(token) {
+                "token"
+            } else {
+                "key"
+            };
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(&format!("{key}={token}"));
+        }
+        Err(crate::http::BadBearer) => {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "Authorization must be `Bearer <stream key or publish token>`",
             );
-        };
-        let key = if token.split('.').count() == 3 {
-            "token"
-        } else {
-            "key"
-        };
-        if !query.is_empty() {
-            query.push('&');
         }
-        query.push_str(&format!("{key}={token}"));
     }
     let host = crate::http::request_host(&headers);
     let user_agent: Option<String> = headers

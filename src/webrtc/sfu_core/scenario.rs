@@ -147,6 +147,7 @@ impl Scene {
                     pinned: pinned.map(str::to_owned),
                     tcp_only: false,
                     events: events_tx,
+                    offer: None,
                 },
                 now,
                 &mut out,
