@@ -393,12 +393,14 @@ impl Server {
             rtmp_port,
             public_origin: config.http.public_origin.clone(),
         }));
+        let ice = Arc::new(crate::auth::turn::IceServers::new(config.turn.clone()));
         let mut whip_task = None;
         let mut whip_ome = None;
         if let Some((server, handle)) = whip {
             let state = crate::ingest::whip::http::WhipHttp {
                 whip: handle,
                 access: access.clone(),
+                ice: ice.clone(),
             };
             routes = routes.merge(crate::ingest::whip::http::routes(state.clone()));
             whip_ome = Some(state);
@@ -429,6 +431,7 @@ impl Server {
                 config.webrtc.clone(),
                 access.clone(),
                 viewers.clone(),
+                ice.clone(),
                 shutdown.clone(),
             );
             signalling_sessions = Some(signalling.sessions());

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod turn;
 
 pub use access::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
 

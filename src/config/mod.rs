@@ -22,6 +22,7 @@ mod record;
 mod rtmp;
 mod server;
 mod transcode;
+mod turn;
 mod webhooks;
 mod webrtc;
 mod whip;
@@ -36,6 +37,7 @@ pub use record::{AppRecordConfig, RecordConfig, RecordRenditions};
 pub use rtmp::RtmpConfig;
 pub use server::ServerConfig;
 pub use transcode::{AppTranscodeConfig, RungConfig, TranscodeConfig, X264_PRESETS};
+pub use turn::TurnConfig;
 pub use webhooks::WebhookConfig;
 pub use webrtc::WebRtcConfig;
 pub use whip::WhipConfig;
@@ -76,6 +78,7 @@ pub struct Config {
     pub transcode: TranscodeConfig,
     pub webrtc: WebRtcConfig,
     pub whip: WhipConfig,
+    pub turn: TurnConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub webhooks: WebhookConfig,
@@ -96,6 +99,7 @@ const SECRET_KEYS: &[&str] = &[
     "webhooks.secret",
     "admission.secret",
     "record.s3_secret_access_key",
+    "turn.secret",
 ];
 
 fn invalid(key: &'static str, reason: String) -> Result<(), ConfigError> {
@@ -198,6 +202,7 @@ impl Config {
         self.transcode.validate()?;
         self.webrtc.validate()?;
         self.whip.validate()?;
+        self.turn.validate()?;
         self.database.validate()?;
         self.auth.validate()?;
         self.webhooks.validate()?;

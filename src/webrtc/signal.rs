@@ -6,6 +6,7 @@
 //! Checks follow OME's order: JSON, `command`, then the session `id` on
 //! everything but `request_offer` (400 "Invalid ID"), then the command.
 
+use crate::auth::turn::{IceServer, IceServers};
 use serde_json::{Value, json};
 
 use super::Rendition;
@@ -115,20 +116,27 @@ pub fn parse(text: &str, session: Option<u32>) -> Result<ClientMessage, SignalEr
 
 /// The offer: the SDP, and the server's candidates (also in the SDP; the
 /// server never trickles).
-pub fn offer_json(id: u32, sdp: &str, candidates: &[String]) -> String {
+pub fn offer_json(id: u32, sdp: &str, candidates: &[String], ice: &[IceServer]) -> String {
     let candidates: Vec<Value> = candidates
         .iter()
         .map(|c| json!({"candidate": c, "sdpMLineIndex": 0}))
         .collect();
-    json!({
+    let mut offer = json!({
         "command": "offer",
         "id": id,
         "peer_id": 0,
         "code": 200,
         "sdp": {"type": "offer", "sdp": sdp},
         "candidates": candidates,
-    })
-    .to_string()
+    });
+    // TURN servers, in WebRTC's shape and OME's legacy one (OvenPlayer
+    // reads either).
+    if !ice.is_empty() {
+        let (modern, legacy) = IceServers::ome_json(ice);
+        offer["iceServers"] = modern;
+        offer["ice_servers"] = legacy;
+    }
+    offer.to_string()
 }
 
 /// The `playlist` notification, in OME's shape (OvenPlayer builds its
@@ -286,8 +294,10 @@ mod tests {
             5,
             "v=0\r\n",
             &["candidate:1 1 udp 1 127.0.0.1 9 typ host".into()],
+            &[],
         ))
         .unwrap();
+        assert!(o.get("iceServers").is_none(), "none configured: none sent");
         assert_eq!(o["command"], "offer");
         assert_eq!(o["id"], 5);
         assert_eq!(o["peer_id"], 0);

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::SfuError;
 use super::sfu::{CloseReason, JoinRequest, ViewerEvent};
 use super::ws::{Signalling, ready_plan};
+use crate::auth::turn::IceServers;
 use crate::auth::{AccessRequest, Client, Protocol, Refusal};
 use crate::bus::StreamPath;
 
@@ -289,6 +290,12 @@ async fn play(
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
         h.insert(header::ETAG, v);
+    }
+    let ice = w.s.ice.at(std::time::SystemTime::now());
+    for link in IceServers::link_headers(&ice) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
     }
     r
 }

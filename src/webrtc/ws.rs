@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
+use crate::auth::turn::IceServers;
 use crate::auth::{Access, AccessRequest, Admitted, Client, Protocol, Refusal};
 use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
@@ -51,6 +52,8 @@ pub struct Signalling {
     pub viewers: Arc<ViewerCounts>,
     /// Unanswered offers, per client address.
     pub pending_offers: ConnectionLimit,
+    /// The TURN servers viewers are told about.
+    pub ice: Arc<IceServers>,
     /// Signalling sessions running now.
     sessions: Arc<watch::Sender<usize>>,
     /// Ends every session at shutdown.
@@ -105,6 +108,7 @@ impl Signalling {
         config: WebRtcConfig,
         access: Arc<Access>,
         viewers: Arc<ViewerCounts>,
+        ice: Arc<IceServers>,
         shutdown: Shutdown,
     ) -> Signalling {
         let pending_offers =
@@ -116,6 +120,7 @@ impl Signalling {
             access,
             viewers,
             pending_offers,
+            ice,
             sessions: Arc::new(watch::channel(0).0),
             shutdown,
         }
@@ -382,7 +387,8 @@ impl Session {
                 self.pending = Some(permit);
                 let joined = self.offer(events.clone()).await?;
                 self.viewer = Some(joined.viewer);
-                let msg = signal::offer_json(joined.viewer, &joined.sdp, &joined.candidates);
+                let ice = self.s.ice.at(std::time::SystemTime::now());
+                let msg = signal::offer_json(joined.viewer, &joined.sdp, &joined.candidates, &ice);
                 if !send(socket, msg).await {
                     return Ok(Next_::Close);
                 }

@@ -28,11 +28,12 @@ file (pip install -r tests/python/requirements.txt).
 import array
 import asyncio
 import json
+import os
 import sys
 import time
 
 import aioice.ice
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import connect
@@ -41,6 +42,13 @@ from websockets.exceptions import WebSocketException
 # aioice gathers host candidates from every interface but skips loopback;
 # the server is on loopback, so offer exactly 127.0.0.1.
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+
+# STREAMD_RELAY_ONLY=1: gather no host candidates at all and use the TURN
+# servers the offer names (`iceServers`), so media can only flow through
+# the TURN relay, as for a viewer whose network allows nothing else.
+RELAY_ONLY = os.environ.get("STREAMD_RELAY_ONLY") == "1"
+if RELAY_ONLY:
+    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: []
 
 
 BLOCKS = 26
@@ -220,7 +228,15 @@ async def run(ws_url, seconds, rendition):
                 report["offer_ms"] = ms()
                 session_id = msg["id"]
                 report["offer"] = {k: v for k, v in msg.items() if k != "sdp"}
-                pc = RTCPeerConnection()
+                servers = []
+                if RELAY_ONLY:
+                    for srv in msg.get("iceServers") or []:
+                        servers.append(
+                            RTCIceServer(urls=srv["urls"], username=srv.get("username"), credential=srv.get("credential"))
+                        )
+                    if not servers:
+                        report["errors"].append("relay only, but the offer names no iceServers")
+                pc = RTCPeerConnection(RTCConfiguration(iceServers=servers)) if RELAY_ONLY else RTCPeerConnection()
 
                 @pc.on("track")
                 def on_track(track):
@@ -257,6 +273,9 @@ async def run(ws_url, seconds, rendition):
                 report["offer_candidates_added"] = added
                 answer = await pc.createAnswer()
                 await pc.setLocalDescription(answer)
+                report["local_candidate_types"] = sorted(
+                    {line.split(" typ ")[1].split()[0] for line in pc.localDescription.sdp.splitlines() if " typ " in line}
+                )
                 await ws.send(
                     json.dumps(
                         {

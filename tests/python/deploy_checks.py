@@ -92,14 +92,18 @@ check(grace > needed, f"terminationGracePeriodSeconds {grace} > {needed} (preSto
 engines = effective["webrtc"]["engines"]
 first = int(effective["webrtc"]["udp_listen"].rsplit(":", 1)[1])
 want = set(range(first, first + engines))
+# And the WHIP publishers' own socket.
+whip = int(effective["whip"]["udp_listen"].rsplit(":", 1)[1])
+want.add(whip)
 pod_udp = {p["containerPort"] for p in c["ports"] if p["protocol"] == "UDP"}
-check(pod_udp == want, f"pod UDP ports {sorted(pod_udp)} are the {engines} engines' {sorted(want)}")
+check(pod_udp == want, f"pod UDP ports {sorted(pod_udp)} are the {engines} engines' and WHIP's {sorted(want)}")
 svc = [d for d in docs(repo / "k8s/base/services.yaml") if d["metadata"]["name"] == "streamd-media"][0]
 svc_udp = {p["port"] for p in svc["spec"]["ports"] if p["protocol"] == "UDP"}
 check(svc_udp == want, f"media Service UDP ports {sorted(svc_udp)} are the engines'")
 expose = re.search(r"^EXPOSE (.*)$", (repo / "Dockerfile").read_text(), re.M).group(1)
-m = re.search(r"(\d+)-(\d+)/udp", expose)
-image_udp = set(range(int(m.group(1)), int(m.group(2)) + 1)) if m else set()
+image_udp = set()
+for m in re.finditer(r"(\d+)(?:-(\d+))?/udp", expose):
+    image_udp |= set(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
 check(image_udp == want, f"the image exposes UDP {expose}")
 for port in ("1935/tcp", "3333/tcp", "3334/tcp", "3478/tcp"):
     check(port in expose, f"the image exposes {port}")
@@ -114,13 +118,15 @@ check(pod["securityContext"]["runAsUser"] == 10001, "runs as the image's user 10
 samples = {
     "STREAMD_DATABASE__URL": "postgres://streamd:secret@postgres:5432/streamd",
     "STREAMD_RECORD__NODE": "streamd-0",
+    "STREAMD_TURN__SECRET": "a-turn-secret-of-at-least-32-bytes-0123",
 }
 envs = {}
 
 
 def interpolate(v):
-    """Compose's ${VAR:-default} and ${VAR:?error} with their defaults."""
-    return re.sub(r"\$\{[A-Z_]+(?::-([^}]*)|:\?[^}]*)?\}", lambda m: m.group(1) or "x", str(v))
+    """Compose's ${VAR:-default} and ${VAR:?error} with their defaults (a
+    required variable, often a secret, as 32 characters)."""
+    return re.sub(r"\$\{[A-Z_]+(?::-([^}]*)|:\?[^}]*)?\}", lambda m: m.group(1) or "x" * 32, str(v))
 
 
 def container_env(c):

@@ -16,6 +16,7 @@ use axum::routing::post;
 
 use super::server::{PublishRequest, Whip};
 use super::session::WhipError;
+use crate::auth::turn::IceServers;
 use crate::auth::{Access, AccessRequest, Client, Protocol, Refusal};
 use crate::bus::StreamPath;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ const MAX_OFFER: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct WhipHttp {
     pub whip: Whip,
+    /// The TURN servers publishers are told about (`Link` headers).
+    pub ice: Arc<IceServers>,
     pub access: Arc<Access>,
 }
 
@@ -222,6 +225,11 @@ async fn publish(
             }
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", p.resource)) {
                 h.insert(header::ETAG, v);
+            }
+            for link in IceServers::link_headers(&state.ice.at(std::time::SystemTime::now())) {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    h.append(header::LINK, v);
+                }
             }
             r
         }

@@ -1,0 +1,115 @@
+//! TURN: streamd hands out short-lived TURN REST API credentials, and a
+//! real coturn (Debian's `turnserver`) accepts them. aiortc, gathering no
+//! host candidates at all (relay only), plays a stream through coturn over
+//! TCP with the `iceServers` from OME signalling's offer; the WHIP and WHEP
+//! answers carry the same servers in `Link` headers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "coturn-shared-secret-for-the-tests-0123";
+
+fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// coturn on loopback, TCP and UDP on `port`, checking credentials with
+/// the shared secret; relaying to loopback peers (streamd) is allowed.
+fn coturn(port: u16, log: &Path) -> Child {
+    Command::new("turnserver")
+        .args([
+            "-n",
+            "-v",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            &format!("--listening-port={port}"),
+            "--use-auth-secret",
+            &format!("--static-auth-secret={SECRET}"),
+            "--realm=streamd.test",
+            "--allow-loopback-peers",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--simple-log",
+            &format!("--log-file={}", log.display()),
+            "--min-port=49200",
+            "--max-port=49300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("coturn's turnserver (apt coturn; the README's test command installs it)")
+}
+
+#[tokio::test]
+async fn aiortc_plays_through_coturn_with_minted_credentials() {
+    let python = tests_dir().join("python/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "tests/python/.venv missing: run the README's test command"
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("turn.log");
+    let _turn = coturn(port, &log);
+    let server = TestServer::start(|c| {
+        common::webrtc::small_ladder(c);
+        c.turn.urls = vec![format!("turn:127.0.0.1:{port}?transport=tcp")];
+        c.turn.secret = SECRET.into();
+    })
+    .await;
+    let publisher = server.publish("live", "relay", 60, "640x360");
+    server.master_when_ready("live", "relay").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let script = tests_dir().join("python/aiortc_viewer.py");
+    let (ok, out, err) = run_with_env(
+        python.to_str().unwrap(),
+        &[script.to_str().unwrap(), &server.ws_url("/live/relay"), "6"],
+        &[("STREAMD_RELAY_ONLY", "1")],
+    )
+    .await;
+    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
+    let r = report(&out, &err);
+    let turn_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        r["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{r}\n{turn_log}"
+    );
+    // Only relay candidates: media could only have come through coturn.
+    assert_eq!(
+        r["local_candidate_types"],
+        serde_json::json!(["relay"]),
+        "{r}"
+    );
+    assert!(r["video_frames"].as_u64().unwrap() >= 60, "{r}\n{turn_log}");
+    assert!(r["audio_frames"].as_u64().unwrap() >= 100, "{r}");
+    // The offer carried the servers in both of OME's shapes.
+    let offer = &r["offer"];
+    let user = offer["iceServers"][0]["username"].as_str().unwrap();
+    assert_eq!(offer["ice_servers"][0]["user_name"], user);
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        expiry > now && expiry <= now + 6 * 3600 + 5,
+        "valid for turn.ttl: {user}"
+    );
+    assert!(
+        turn_log.contains("ALLOCATE"),
+        "coturn saw no allocation:\n{turn_log}"
+    );
+    drop(publisher);
+    server.stop().await;
+}
