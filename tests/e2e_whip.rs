@@ -209,8 +209,8 @@ async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
 #[tokio::test]
 async fn without_a_ladder_the_source_is_served_and_opus_still_becomes_aac() {
     let _one = SERIAL.lock().await;
-    let server = TestServer::start(|_| {}).await;
-    let mut publisher = whip_publish(&whip_url(&server, "p"), 30, None);
+    let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
+    let mut publisher = whip_publish(&whip_url(&server, "p"), 10, None);
     wait_tracks(&server, "p", &["video", "audio", "aac"]).await;
     let master = server.master_when_ready("live", "p").await.text();
     assert!(
@@ -238,7 +238,75 @@ async fn without_a_ladder_the_source_is_served_and_opus_still_becomes_aac() {
         "the WebRTC viewer got {video} video and {audio} audio frames"
     );
     viewer.stop().await;
-    publisher.kill().await.ok();
+
+    // ffmpeg ends its session with DELETE; the recording is then ready and
+    // its MP4 holds the H.264 and the AAC, start to end.
+    let status = tokio::time::timeout(Duration::from_secs(20), publisher.wait())
+        .await
+        .expect("ffmpeg ends")
+        .unwrap();
+    assert!(status.success(), "ffmpeg 9's WHIP publish failed");
+    let token = format!(
+        "Bearer {}",
+        server
+            .access
+            .auth
+            .mint_api("test", Duration::from_secs(600))
+    );
+    let mut ready = None;
+    for _ in 0..120 {
+        let r = request(
+            "GET",
+            &server.url("/api/recordings?stream=live/p"),
+            &[("authorization", &token)],
+        )
+        .await;
+        let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        if let Some(rec) = list.as_array().and_then(|l| l.first())
+            && rec["status"] == "ready"
+        {
+            ready = rec["id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let id = ready.expect("the WHIP stream's recording becomes ready");
+    let mp4 = server.url(&format!("/vod/{id}/recording.mp4"));
+    // Every frame of the 10 s publish: 300 pictures at 30 fps, and 10 s of
+    // AAC (1024 samples a frame at 48 kHz, 469), less what the WHIP
+    // handshake held back. (Counted: ffprobe's duration of a fragmented
+    // MP4 over HTTP is an estimate from its first fragments.)
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "stream=codec_name,nb_read_packets",
+            "-of",
+            "csv=p=0",
+            &mp4,
+        ],
+    )
+    .await;
+    assert!(ok, "ffprobe {mp4}: {err}");
+    let packets = |codec: &str| -> u32 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{codec},")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {codec} in the recording: {out}"))
+    };
+    assert!(packets("h264") >= 280, "{out}");
+    assert!(packets("aac") >= 420, "{out}");
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v", "error", "-nostdin", "-i", &mp4, "-map", "0", "-f", "null", "-",
+        ],
+    )
+    .await;
+    assert!(ok && err.trim().is_empty(), "decoding the recording: {err}");
     server.stop().await;
 }
 
