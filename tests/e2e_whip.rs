@@ -556,3 +556,78 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
     drop(witness);
     server.stop().await;
 }
+
+/// Chromium publishes its fake camera and microphone over WHIP from a page
+/// of another origin (RTCPeerConnection and fetch, as a browser WHIP client
+/// does), and hls.js plays the stream back over LL-HLS through the ladder,
+/// with the Opus transcoded to AAC; DELETE ends the session. All inside a
+/// loopback-only network namespace (tests/browser/netns.sh).
+#[tokio::test]
+async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
+    let _one = SERIAL.lock().await;
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n",
+            dir.path().join("data").display()
+        ) + r#"
+[rtmp]
+listen = "127.0.0.1:1935"
+[http]
+listen = "127.0.0.1:3333"
+[webrtc]
+udp_listen = "127.0.0.1:10000"
+tcp_listen = "127.0.0.1:3478"
+candidate_ips = ["127.0.0.1"]
+[whip]
+udp_listen = "127.0.0.1:10100"
+[transcode]
+enabled = true
+[[transcode.ladder]]
+name = "360p"
+width = 640
+height = 360
+bitrate_kbps = 600
+preset = "superfast"
+"#,
+    )
+    .unwrap();
+    let (r, err) = in_netns(
+        &config,
+        "http://127.0.0.1:3333/live/browser",
+        8,
+        &[("RTMP_URL", "none"), ("PLAYER", "whip_publish.mjs")],
+    )
+    .await;
+    eprintln!("Chromium WHIP: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
+    assert_eq!(r["whip"]["status"], 201, "{r}");
+    assert_eq!(r["whip"]["connectionState"], "connected", "{r}");
+    let outbound = r["outbound"].as_array().expect("outbound stats");
+    let video = outbound
+        .iter()
+        .find(|o| o["kind"] == "video")
+        .expect("video sent");
+    assert_eq!(video["codec"], "video/H264", "the answer chose H.264: {r}");
+    assert!(video["framesEncoded"].as_u64().unwrap() > 100, "{r}");
+    let audio = outbound
+        .iter()
+        .find(|o| o["kind"] == "audio")
+        .expect("audio sent");
+    assert_eq!(audio["codec"], "audio/opus", "{r}");
+    let master = r["master"].as_str().unwrap_or("");
+    assert!(
+        master.contains("avc1.") && master.contains("mp4a.40.2"),
+        "{master}"
+    );
+    assert_eq!(
+        r["playing"], true,
+        "hls.js played the WHIP stream: {r}\n{err}"
+    );
+    assert_eq!(r["hls"]["width"], 640, "{r}");
+    assert!(r["hls"]["audioTracks"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["deleteStatus"], 200, "{r}");
+}

@@ -30,8 +30,9 @@ const FLAGS = [
 /// without it Chromium hides its host candidates behind mDNS names, and in
 /// a loopback-only network namespace, where no mDNS responder can run, it
 /// gathers nothing and ICE never starts. `init` runs in the page before any
-/// of its scripts. Returns { page, logs, version, close }.
-export async function openPage({ html, url, scripts = {}, webrtc = false, init }) {
+/// of its scripts. `fakeMedia` gives getUserMedia Chromium's test camera
+/// and microphone. Returns { page, logs, version, close }.
+export async function openPage({ html, url, scripts = {}, webrtc = false, fakeMedia = false, init }) {
   const userDataDir = mkdtempSync(join(tmpdir(), 'streamd-chromium-'));
   let context;
   let server;
@@ -51,7 +52,13 @@ export async function openPage({ html, url, scripts = {}, webrtc = false, init }
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       headless: false,
       permissions: webrtc ? ['camera', 'microphone'] : [],
-      args: trust ? [...FLAGS, `--ignore-certificate-errors-spki-list=${trust}`] : FLAGS,
+      // fakeMedia: Chromium's test camera and tone instead of devices, and
+      // no permission prompt (a browser WHIP publisher).
+      args: [
+        ...FLAGS,
+        ...(trust ? [`--ignore-certificate-errors-spki-list=${trust}`] : []),
+        ...(fakeMedia ? ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'] : []),
+      ],
     });
     const page = context.pages()[0] || (await context.newPage());
     const logs = [];

@@ -1,0 +1,143 @@
+// A browser WHIP publisher: headless Chromium's fake camera and microphone
+// published with RTCPeerConnection and fetch() to streamd's WHIP endpoint
+// (RFC 9725) from a page of another origin (so CORS is exercised), then
+// played back over LL-HLS by hls.js in a second page. Prints one JSON line:
+// the WHIP exchange, the publisher's outbound stats, the LL-HLS master
+// playlist, how far hls.js played, and the DELETE that ends the session.
+//
+// usage: node whip_publish.mjs BASE_URL SECONDS
+//   BASE_URL: http://HOST:PORT/APP/STREAM (WHIP at BASE_URL/whip,
+//   LL-HLS at BASE_URL/llhls.m3u8). SECONDS: how long hls.js plays.
+// Exit code 0 whether or not it worked (the caller judges `playing` and
+// `errors`); nonzero only if this script fails. netns.sh runs streamd and
+// this script in a loopback-only network namespace (RTMP_URL=none).
+
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { openPage } from './chromium.mjs';
+
+const require = createRequire(import.meta.url);
+const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
+const [base, secondsArg] = process.argv.slice(2);
+const seconds = Number(secondsArg || 8);
+if (!base) {
+  console.error('usage: node whip_publish.mjs BASE_URL SECONDS');
+  process.exit(2);
+}
+const report = { errors: [], playing: false };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const publisher = await openPage({
+  html: '<!doctype html><html><body>WHIP publisher</body></html>',
+  webrtc: true,
+  fakeMedia: true,
+});
+let player;
+try {
+  report.chromium = publisher.version;
+  report.whip = await publisher.page.evaluate(async ({ url }) => {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: 640, height: 360, frameRate: 30 },
+      audio: true,
+    });
+    const pc = new RTCPeerConnection();
+    window.__pc = pc;
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    // Candidates gathered before the POST (no trickle: the server takes
+    // none later); a short wait, as OBS does.
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
+      setTimeout(resolve, 2000);
+    });
+    const t0 = performance.now();
+    const r = await fetch(`${url}/whip`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/sdp' },
+      body: pc.localDescription.sdp,
+    });
+    const answer = await r.text();
+    const out = { status: r.status, location: r.headers.get('location'), etag: r.headers.get('etag') };
+    if (r.status !== 201) return { ...out, answer };
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await new Promise((resolve) => {
+      if (pc.connectionState === 'connected') return resolve();
+      pc.addEventListener('connectionstatechange', () => ['connected', 'failed'].includes(pc.connectionState) && resolve());
+      setTimeout(resolve, 10000);
+    });
+    out.connectionState = pc.connectionState;
+    out.connectedMs = Math.round(performance.now() - t0);
+    return out;
+  }, { url: base });
+  if (report.whip.status !== 201 || report.whip.connectionState !== 'connected') {
+    report.errors.push(`WHIP publish failed: ${JSON.stringify(report.whip).slice(0, 500)}`);
+  } else {
+    // LL-HLS from the WHIP stream (through the ladder, with its AAC).
+    const master = `${base}/llhls.m3u8`;
+    for (let i = 0; i < 60; i++) {
+      const r = await fetch(master).catch(() => null);
+      if (r?.status === 200) {
+        report.master = await r.text();
+        break;
+      }
+      await sleep(250);
+    }
+    if (!report.master) report.errors.push('no LL-HLS master playlist within 15 s');
+    player = await openPage({
+      html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>',
+      scripts: { '/hls.min.js': hlsSource },
+    });
+    report.hls = await player.page.evaluate(async ({ url, seconds }) => {
+      const video = document.getElementById('v');
+      const hls = new Hls({ lowLatencyMode: true });
+      const errors = [];
+      hls.on(Hls.Events.ERROR, (_, d) => d.fatal && errors.push(`${d.type}: ${d.details}`));
+      hls.loadSource(url);
+      hls.attachMedia(video);
+      await video.play().catch((e) => errors.push(`play: ${e.message}`));
+      const start = performance.now();
+      let first = null;
+      while (performance.now() - start < seconds * 1000) {
+        await new Promise((r) => setTimeout(r, 250));
+        if (first === null && video.currentTime > 0) first = video.currentTime;
+      }
+      const q = video.getVideoPlaybackQuality();
+      return {
+        advanced: first === null ? 0 : video.currentTime - first,
+        framesDecoded: q.totalVideoFrames,
+        width: video.videoWidth,
+        audioTracks: hls.audioTracks.length,
+        levels: hls.levels.map((l) => `${l.width}x${l.height} ${l.videoCodec ?? ''} ${l.audioCodec ?? ''}`),
+        errors,
+      };
+    }, { url: master, seconds });
+    report.errors.push(...report.hls.errors);
+    report.playing = report.hls.advanced > seconds / 2 && report.hls.framesDecoded > 0;
+    report.outbound = await publisher.page.evaluate(async () => {
+      const stats = await window.__pc.getStats();
+      const out = [];
+      const codecs = {};
+      stats.forEach((s) => s.type === 'codec' && (codecs[s.id] = s.mimeType));
+      stats.forEach((s) => {
+        if (s.type === 'outbound-rtp') {
+          out.push({ kind: s.kind, codec: codecs[s.codecId], packetsSent: s.packetsSent, framesEncoded: s.framesEncoded });
+        }
+      });
+      return out;
+    });
+    // The session's resource ends it.
+    report.deleteStatus = await publisher.page.evaluate(async ({ url, location }) => {
+      const origin = new URL(url).origin;
+      const r = await fetch(origin + location, { method: 'DELETE' });
+      return r.status;
+    }, { url: base, location: report.whip.location });
+  }
+} catch (e) {
+  report.errors.push(`script: ${e.message}`);
+} finally {
+  report.pageLogs = [...publisher.logs, ...(player?.logs ?? [])].slice(0, 50);
+  await player?.close();
+  await publisher.close();
+}
+console.log(JSON.stringify(report));
