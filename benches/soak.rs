@@ -196,7 +196,7 @@ async fn run(plan: Plan) -> bool {
         dir.path(),
         // The source passed through: a soak of ingest, packaging and
         // fan-out, not of the encoders. Every viewer comes from 127.0.0.1.
-        "[transcode]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\n\
+        "[transcode]\nenabled = false\n[whip]\nudp_listen = \"127.0.0.1:0\"\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\n\
          tcp_listen = \"127.0.0.1:0\"\nmax_pending_offers_per_ip = 100000\n",
     )
     .await;

@@ -126,7 +126,7 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
     } = streamd::start(
         dir.path(),
         &format!(
-            "{transcode}[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+            "{transcode}[whip]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
              max_viewers = 100000\nstart_bitrate_kbps = {}\n\
              # Every load viewer comes from 127.0.0.1 and joins 50 at a time.\n\
              max_pending_offers_per_ip = 100000\n",

@@ -399,6 +399,10 @@ impl Server {
         if let Some((server, handle)) = whip {
             let state = crate::ingest::whip::http::WhipHttp {
                 whip: handle,
+                per_ip: crate::connlimit::ConnectionLimit::new(
+                    config.whip.max_publishers,
+                    config.whip.max_publishers_per_ip,
+                ),
                 access: access.clone(),
                 ice: ice.clone(),
             };

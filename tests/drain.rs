@@ -43,6 +43,7 @@ async fn start(dir: &Path, drain_timeout: &str) -> Node {
              [rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
              [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
              candidate_ips = [\"127.0.0.1\"]\n\
+             [whip]\nudp_listen = \"127.0.0.1:0\"\n\
              [transcode]\nenabled = false\n\
              [auth]\npublish = \"open\"\njwt_secret = \"{TEST_SECRET}\"\n\
              [bus]\nreconnect_grace = \"1s\"\n\

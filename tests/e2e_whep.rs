@@ -225,3 +225,65 @@ async fn whep_refuses_bad_offers_and_needs_a_private_streams_token() {
     drop(publisher);
     server.stop().await;
 }
+
+/// Chromium plays over WHEP from a page of another origin (its own offer,
+/// fetch, the answer), in a loopback-only namespace with an RTMP publisher
+/// and the ladder (tests/browser/netns.sh): decoded frames keep rising,
+/// Opus arrives, and DELETE ends the session.
+#[tokio::test]
+async fn chromium_plays_over_whep() {
+    let _one = SERIAL.lock().await;
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n",
+            dir.path().join("data").display()
+        ) + r#"
+[rtmp]
+listen = "127.0.0.1:1935"
+[http]
+listen = "127.0.0.1:3333"
+[webrtc]
+udp_listen = "127.0.0.1:10000"
+tcp_listen = "127.0.0.1:3478"
+candidate_ips = ["127.0.0.1"]
+[whip]
+udp_listen = "127.0.0.1:10100"
+[transcode]
+enabled = true
+[[transcode.ladder]]
+name = "360p"
+width = 640
+height = 360
+bitrate_kbps = 600
+preset = "superfast"
+"#,
+    )
+    .unwrap();
+    let (r, err) = in_netns(
+        &config,
+        "ws://127.0.0.1:3333/live/cam",
+        8,
+        &[("PLAYER", "whep_play.mjs")],
+    )
+    .await;
+    eprintln!("Chromium WHEP: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
+    assert_eq!(r["status"], 201, "{r}");
+    assert_eq!(r["playing"], true, "{r}\n{err}");
+    let frames: Vec<u64> = r["framesDecoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    assert!(*frames.last().unwrap() >= 8 * 15, "{frames:?}");
+    assert_eq!(r["videoCodec"], "video/H264", "{r}");
+    assert_eq!(r["audioCodec"], "audio/opus", "{r}");
+    assert!(r["audioPacketsReceived"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["width"], 640, "{r}");
+    assert_eq!(r["deleteStatus"], 200, "{r}");
+}

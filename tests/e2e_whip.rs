@@ -419,6 +419,7 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
     let _one = SERIAL.lock().await;
     let server = TestServer::start(|c| {
         c.auth.publish = streamd::config::PublishPolicy::Key;
+        c.whip.max_publishers_per_ip = 2;
     })
     .await;
     let store = &server.access.store;
@@ -529,6 +530,27 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
             .is_some_and(|l| l.starts_with(&format!("{at}/")))
     );
     assert_eq!(get(&server.url(&ome)).await.status, 404);
+
+    // One address holds at most whip.max_publishers_per_ip (2) sessions,
+    // connected or not: a second one fits, a third is refused.
+    let (third, k3) = store.create("live", "third", "", false).await.unwrap();
+    let r = post_offer(
+        &server,
+        &format!("/live/{}/whip", third.id),
+        Some(&k3),
+        offer("H264", true),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (fourth, k4) = store.create("live", "fourth", "", false).await.unwrap();
+    let r = post_offer(
+        &server,
+        &format!("/live/{}/whip", fourth.id),
+        Some(&k4),
+        offer("H264", true),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
 
     // OPTIONS says what the endpoint takes; CORS lets a browser POST.
     let r = request(

@@ -146,7 +146,7 @@ fn binary_config(
         &config,
         format!(
             "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
-             [webrtc]\nenabled = false\n[transcode]\nenabled = false\n\
+             [webrtc]\nenabled = false\n[whip]\nenabled = false\n[transcode]\nenabled = false\n\
              [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
              [bus]\nreconnect_grace = \"1s\"\n\
              [database]\ndata_dir = \"{}\"\n\

@@ -21,11 +21,15 @@ pub struct Streamd {
 /// lets any name publish, and keeps its database in `dir`.
 pub async fn start(dir: &Path, extra: &str) -> Streamd {
     let config = dir.join("streamd.toml");
-    let webrtc = if extra.contains("[webrtc]") {
+    let mut webrtc = if extra.contains("[webrtc]") {
         ""
     } else {
         "[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n"
-    };
+    }
+    .to_owned();
+    if !extra.contains("[whip]") {
+        webrtc.push_str("[whip]\nudp_listen = \"127.0.0.1:0\"\n");
+    }
     // Open publishing (the load runs pick their stream names), and the
     // database in the run's directory.
     let state = format!(

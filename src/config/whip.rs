@@ -20,6 +20,10 @@ pub struct WhipConfig {
     pub udp_listen: SocketAddr,
     /// Publishers beyond this many are refused (503).
     pub max_publishers: usize,
+    /// WHIP sessions one client address may hold at once (counted from
+    /// the offer, connected or not); more are refused (429). Behind a
+    /// reverse proxy every publisher shares its address: raise this.
+    pub max_publishers_per_ip: usize,
     /// A publisher that sends no ICE (STUN) for this long is dropped.
     #[serde(with = "humantime_serde")]
     pub ice_timeout: Duration,
@@ -31,6 +35,7 @@ impl Default for WhipConfig {
             enabled: true,
             udp_listen: ([0, 0, 0, 0], 10100).into(),
             max_publishers: 100,
+            max_publishers_per_ip: 8,
             ice_timeout: Duration::from_secs(30),
         }
     }
@@ -40,6 +45,9 @@ impl WhipConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_publishers == 0 {
             return invalid("whip.max_publishers", "must be at least 1".into());
+        }
+        if self.max_publishers_per_ip == 0 {
+            return invalid("whip.max_publishers_per_ip", "must be at least 1".into());
         }
         if self.ice_timeout < Duration::from_secs(5) {
             return invalid(

@@ -19,6 +19,7 @@ use super::session::WhipError;
 use crate::auth::turn::IceServers;
 use crate::auth::{Access, AccessRequest, Client, Protocol, Refusal};
 use crate::bus::StreamPath;
+use crate::connlimit::ConnectionLimit;
 use std::sync::Arc;
 
 /// An SDP offer is a few kilobytes; a browser's with many codecs under 16.
@@ -27,6 +28,8 @@ const MAX_OFFER: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct WhipHttp {
     pub whip: Whip,
+    /// WHIP sessions per client address (the socket's peer).
+    pub per_ip: ConnectionLimit,
     /// The TURN servers publishers are told about (`Link` headers).
     pub ice: Arc<IceServers>,
     pub access: Arc<Access>,
@@ -170,6 +173,15 @@ async fn publish(
             );
         }
     }
+    // A session, connected or not, holds its place from the offer on.
+    let ip = connect.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let Ok(permit) = state.per_ip.try_acquire(ip) else {
+        tracing::info!(client = %ip, "WHIP offer refused: too many sessions from this address");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many WHIP sessions from this address",
+        );
+    };
     let host = crate::http::request_host(&headers);
     let user_agent: Option<String> = headers
         .get(header::USER_AGENT)
@@ -207,6 +219,7 @@ async fn publish(
         .publish(PublishRequest {
             offer: offer.to_owned(),
             admitted,
+            permit,
             user_agent,
         })
         .await;

@@ -14,6 +14,7 @@ use super::session::{Ended, SessionId, WhipCore, WhipError, WhipEvent};
 use crate::auth::Admitted;
 use crate::bus::{BroadcastStatus, PublishError, Registry, StreamPath};
 use crate::config::WhipConfig;
+use crate::connlimit::ConnectionPermit;
 use crate::ingest::tags::{Arrival, Notice};
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
@@ -25,6 +26,8 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 pub struct PublishRequest {
     pub offer: String,
     pub admitted: Admitted,
+    /// The client address's place among its WHIP sessions.
+    pub permit: ConnectionPermit,
     pub user_agent: Option<String>,
 }
 
@@ -84,6 +87,8 @@ struct Publisher {
     /// Held for its drop (tells an admission backend the publish ended);
     /// its `until` ends the publish.
     admitted: Admitted,
+    /// Held for its drop: the address's place among its sessions.
+    _permit: ConnectionPermit,
     last_keyframe_request: Option<Instant>,
     log: LogLimiter,
 }
@@ -195,6 +200,7 @@ impl WhipServer {
         let PublishRequest {
             offer,
             admitted,
+            permit,
             user_agent,
         } = req;
         let accepted = self.core.accept(&offer, now)?;
@@ -227,6 +233,7 @@ impl WhipServer {
                 path,
                 resource: resource.clone(),
                 admitted,
+                _permit: permit,
                 last_keyframe_request: None,
                 log: LogLimiter::new(Duration::from_secs(5)),
             },
