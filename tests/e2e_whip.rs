@@ -589,34 +589,7 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     let _one = SERIAL.lock().await;
     browser_dir();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("streamd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n",
-            dir.path().join("data").display()
-        ) + r#"
-[rtmp]
-listen = "127.0.0.1:1935"
-[http]
-listen = "127.0.0.1:3333"
-[webrtc]
-udp_listen = "127.0.0.1:10000"
-tcp_listen = "127.0.0.1:3478"
-candidate_ips = ["127.0.0.1"]
-[whip]
-udp_listen = "127.0.0.1:10100"
-[transcode]
-enabled = true
-[[transcode.ladder]]
-name = "360p"
-width = 640
-height = 360
-bitrate_kbps = 600
-preset = "superfast"
-"#,
-    )
-    .unwrap();
+    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
     let (r, err) = in_netns(
         &config,
         "http://127.0.0.1:3333/live/browser",

@@ -32,38 +32,10 @@ fn tests_dir() -> PathBuf {
 async fn ovenplayer(ws_url: &str, seconds: u32) -> Value {
     browser_dir();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("streamd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n",
-            dir.path().join("data").display()
-        ) + r#"
-[rtmp]
-listen = "127.0.0.1:1935"
-[http]
-listen = "127.0.0.1:3333"
-[webrtc]
-udp_listen = "127.0.0.1:10000"
-tcp_listen = "127.0.0.1:3478"
-candidate_ips = ["127.0.0.1"]
-[transcode]
-enabled = true
-[[transcode.ladder]]
-name = "360p"
-width = 640
-height = 360
-bitrate_kbps = 600
-preset = "superfast"
-[[transcode.ladder]]
-name = "180p"
-width = 320
-height = 180
-bitrate_kbps = 250
-preset = "superfast"
-"#,
-    )
-    .unwrap();
+    let config = netns_config(
+        dir.path(),
+        &[("360p", 640, 360, 600), ("180p", 320, 180, 250)],
+    );
     let (r, err) = in_netns(&config, ws_url, seconds, &[]).await;
     eprintln!("OvenPlayer: {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");

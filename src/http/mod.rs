@@ -26,6 +26,7 @@ use crate::connlimit::{ConnectionLimit, LimitedListener};
 use crate::shutdown::Shutdown;
 
 pub mod client;
+pub mod sdp;
 pub mod tls;
 
 /// How often histogram samples are folded into their summaries.

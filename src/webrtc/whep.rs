@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::{mpsc, oneshot};
@@ -21,12 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::SfuError;
 use super::sfu::{CloseReason, JoinRequest, ViewerEvent};
 use super::ws::{Signalling, ready_plan};
-use crate::auth::turn::IceServers;
 use crate::auth::{AccessRequest, Client, Protocol, Refusal};
 use crate::bus::StreamPath;
+use crate::http::sdp;
 
-/// An SDP offer is a few kilobytes; a browser's with many codecs under 16.
-const MAX_OFFER: usize = 64 * 1024;
+/// WHEP's errors, by status.
+const ERRORS: &str = "streamd_whep_errors_total";
 
 /// Live WHEP sessions by resource: their stream, and how to end them.
 type Sessions = Arc<Mutex<HashMap<String, (StreamPath, oneshot::Sender<()>)>>>;
@@ -39,10 +39,12 @@ struct Whep {
 
 pub fn routes(s: Signalling) -> Router {
     Router::new()
-        .route("/{app}/{stream}/whep", post(play).options(options))
+        .route("/{app}/{stream}/whep", post(play).options(sdp::options))
         .route(
             "/{app}/{stream}/whep/{resource}",
-            axum::routing::delete(delete).patch(patch).options(options),
+            axum::routing::delete(delete)
+                .patch(|| async { sdp::patch_refused(ERRORS) })
+                .options(sdp::options),
         )
         .with_state(Whep {
             s,
@@ -51,37 +53,7 @@ pub fn routes(s: Signalling) -> Router {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    metrics::counter!("streamd_whep_errors_total", "status" => status.as_str().to_owned())
-        .increment(1);
-    let mut message = message.into();
-    message.push('\n');
-    let mut r = (status, message).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-async fn options() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    h.insert(
-        header::ALLOW,
-        HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"),
-    );
-    r
-}
-
-/// Trickle ICE and ICE restarts are not taken: every server candidate is in
-/// the answer, and the viewer's are learned from its checks.
-async fn patch() -> Response {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "trickle ICE and ICE restarts are not supported: every server candidate is in the answer",
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("OPTIONS, DELETE"));
-    r
+    sdp::error(ERRORS, status, message)
 }
 
 async fn delete(
@@ -120,20 +92,9 @@ async fn play(
         .map(|c| c.0);
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    if !crate::http::is_sdp(&headers) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a WHEP offer is sent as Content-Type: application/sdp",
-        );
-    }
-    let Ok(body) = axum::body::to_bytes(body, MAX_OFFER).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("an offer is at most {MAX_OFFER} bytes"),
-        );
-    };
-    let Ok(offer) = String::from_utf8(body.to_vec()) else {
-        return error(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
+    let offer = match sdp::read_offer(ERRORS, &headers, body).await {
+        Ok(o) => o,
+        Err(r) => return r,
     };
     let Ok(path) = StreamPath::new(&app, &stream) else {
         return error(StatusCode::NOT_FOUND, "no such stream");
@@ -278,24 +239,6 @@ async fn play(
         tracing::info!(stream = %path, viewer, reason, "WHEP viewer left");
     });
     let location = format!("/{app}/{stream}/whep/{resource}");
-    let mut r = (StatusCode::CREATED, joined.sdp).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        h.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
-        h.insert(header::ETAG, v);
-    }
     let ice = w.s.ice.at(std::time::SystemTime::now());
-    for link in IceServers::link_headers(&ice) {
-        if let Ok(v) = HeaderValue::from_str(&link) {
-            h.append(header::LINK, v);
-        }
-    }
-    r
+    sdp::created(joined.sdp, &location, &resource, &ice)
 }

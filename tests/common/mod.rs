@@ -11,7 +11,7 @@ pub mod tls;
 pub mod webrtc;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -561,6 +561,38 @@ pub async fn in_netns(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     );
     (report(&out, &err), err)
+}
+
+/// A config for [`in_netns`]: the fixed loopback ports netns.sh expects
+/// (RTMP 1935, HTTP 3333, WebRTC 10000 and ICE-TCP 3478, WHIP 10100), open
+/// publishing, and the ladder `rungs` (name, width, height, kbps; x264
+/// superfast) or none.
+pub fn netns_config(dir: &Path, rungs: &[(&str, u32, u32, u32)]) -> PathBuf {
+    let config = dir.join("streamd.toml");
+    let mut text = format!(
+        "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n",
+        dir.join("data").display()
+    ) + r#"
+[rtmp]
+listen = "127.0.0.1:1935"
+[http]
+listen = "127.0.0.1:3333"
+[webrtc]
+udp_listen = "127.0.0.1:10000"
+tcp_listen = "127.0.0.1:3478"
+candidate_ips = ["127.0.0.1"]
+[whip]
+udp_listen = "127.0.0.1:10100"
+"#;
+    text.push_str(&format!("[transcode]\nenabled = {}\n", !rungs.is_empty()));
+    for (name, width, height, kbps) in rungs {
+        text.push_str(&format!(
+            "[[transcode.ladder]]\nname = \"{name}\"\nwidth = {width}\nheight = {height}\n\
+             bitrate_kbps = {kbps}\npreset = \"superfast\"\n"
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    config
 }
 
 /// tests/browser, once its npm packages (the players and playwright-core)

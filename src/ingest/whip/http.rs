@@ -9,9 +9,11 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use crate::http::sdp;
 use axum::routing::post;
 
 use super::server::{PublishRequest, Whip};
@@ -22,8 +24,8 @@ use crate::bus::StreamPath;
 use crate::connlimit::ConnectionLimit;
 use std::sync::Arc;
 
-/// An SDP offer is a few kilobytes; a browser's with many codecs under 16.
-const MAX_OFFER: usize = 64 * 1024;
+/// WHIP's errors, by status.
+const ERRORS: &str = "streamd_whip_errors_total";
 
 #[derive(Clone)]
 pub struct WhipHttp {
@@ -37,48 +39,19 @@ pub struct WhipHttp {
 
 pub fn routes(state: WhipHttp) -> Router {
     Router::new()
-        .route("/{app}/{stream}/whip", post(publish).options(options))
+        .route("/{app}/{stream}/whip", post(publish).options(sdp::options))
         .route(
             "/{app}/{stream}/whip/{resource}",
-            axum::routing::delete(delete).patch(patch).options(options),
+            axum::routing::delete(delete)
+                .patch(|| async { sdp::patch_refused(ERRORS) })
+                .options(sdp::options),
         )
-        .layer(DefaultBodyLimit::max(MAX_OFFER))
+        .layer(DefaultBodyLimit::max(sdp::MAX_OFFER))
         .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    metrics::counter!("streamd_whip_errors_total", "status" => status.as_str().to_owned())
-        .increment(1);
-    let mut message = message.into();
-    message.push('\n');
-    let mut r = (status, message).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-async fn options() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    h.insert(
-        header::ALLOW,
-        HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"),
-    );
-    r
-}
-
-/// Trickle ICE and ICE restarts are not taken: the answer carries every
-/// candidate of this ICE-lite server, and the publisher's are learned from
-/// its checks (RFC 9725 §4.3.1: 405 when PATCH is not supported).
-async fn patch() -> Response {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "trickle ICE and ICE restarts are not supported: every server candidate is in the answer",
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("OPTIONS, DELETE"));
-    r
+    sdp::error(ERRORS, status, message)
 }
 
 async fn delete(
@@ -135,20 +108,9 @@ async fn publish(
         .map(|c| c.0);
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    let Ok(body) = axum::body::to_bytes(body, MAX_OFFER).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("an offer is at most {MAX_OFFER} bytes"),
-        );
-    };
-    if !crate::http::is_sdp(&headers) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a WHIP offer is sent as Content-Type: application/sdp",
-        );
-    }
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
+    let offer = match sdp::read_offer(ERRORS, &headers, body).await {
+        Ok(o) => o,
+        Err(r) => return r,
     };
     // The bearer token joins the URL's credentials: a JWT is a publish
     // token, anything else a stream key.
@@ -217,7 +179,7 @@ async fn publish(
     let published = state
         .whip
         .publish(PublishRequest {
-            offer: offer.to_owned(),
+            offer,
             admitted,
             permit,
             user_agent,
@@ -226,25 +188,8 @@ async fn publish(
     match published {
         Ok(p) => {
             let location = format!("/{}/{}/whip/{}", path.app(), path.stream(), p.resource);
-            let mut r = (StatusCode::CREATED, p.answer).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                h.insert(header::LOCATION, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", p.resource)) {
-                h.insert(header::ETAG, v);
-            }
-            for link in IceServers::link_headers(&state.ice.at(std::time::SystemTime::now())) {
-                if let Ok(v) = HeaderValue::from_str(&link) {
-                    h.append(header::LINK, v);
-                }
-            }
-            r
+            let ice = state.ice.at(std::time::SystemTime::now());
+            sdp::created(p.answer, &location, &p.resource, &ice)
         }
         Err(e) => {
             let status = match e {
