@@ -622,6 +622,25 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
         r["playing"], true,
         "hls.js played the WHIP stream: {r}\n{err}"
     );
+    // The playlists went on to the end of the run: each media playlist's
+    // last part is in its fourth segment (2 s each) or later.
+    let tails = r["playlistTails"].as_object().expect("playlist tails");
+    assert_eq!(tails.len(), 2, "the video and the AAC playlists: {r}");
+    for (uri, tail) in tails {
+        let lines: Vec<&str> = tail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.as_str())
+            .collect();
+        let msn = lines
+            .iter()
+            .rev()
+            .filter_map(|l| l.split("URI=\"").nth(1))
+            .find_map(|u| u.split('_').nth(2)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(msn >= 3, "{uri} stopped early: {lines:?}");
+    }
     assert_eq!(r["hls"]["width"], 640, "{r}");
     assert!(r["hls"]["audioTracks"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["deleteStatus"], 200, "{r}");

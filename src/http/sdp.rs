@@ -2,7 +2,7 @@
 //! offer read from the request, the `201 Created` answer with its session
 //! resource and ICE servers, `OPTIONS`, `PATCH` refused, and plain errors.
 
-use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -22,14 +22,23 @@ pub fn error(metric: &'static str, status: StatusCode, message: impl Into<String
     r
 }
 
+/// A WHIP or WHEP request: its headers, the peer's address and the offer.
+pub struct Offer {
+    pub headers: HeaderMap,
+    pub peer: Option<std::net::SocketAddr>,
+    pub sdp: String,
+}
+
 /// The offer in a request's body: `application/sdp`, UTF-8, at most
 /// [`MAX_OFFER`] bytes; else the error to answer (415, 413, 400).
-pub async fn read_offer(
-    metric: &'static str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<String, Response> {
-    if !super::is_sdp(headers) {
+pub async fn read_offer(metric: &'static str, req: Request) -> Result<Offer, Response> {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    if !super::is_sdp(&headers) {
         return Err(error(
             metric,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -43,13 +52,14 @@ pub async fn read_offer(
             format!("an offer is at most {MAX_OFFER} bytes"),
         ));
     };
-    String::from_utf8(body.to_vec()).map_err(|_| {
+    let sdp = String::from_utf8(body.to_vec()).map_err(|_| {
         error(
             metric,
             StatusCode::BAD_REQUEST,
             "the offer is not UTF-8 text",
         )
-    })
+    })?;
+    Ok(Offer { headers, peer, sdp })
 }
 
 /// `201 Created`: the answer, the session's resource (`Location`, and its

@@ -86,13 +86,11 @@ async fn play(
     RawQuery(query): RawQuery,
     req: Request,
 ) -> Response {
-    let addr = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    let offer = match sdp::read_offer(ERRORS, &headers, body).await {
+    let sdp::Offer {
+        headers,
+        peer: addr,
+        sdp: offer,
+    } = match sdp::read_offer(ERRORS, req).await {
         Ok(o) => o,
         Err(r) => return r,
     };

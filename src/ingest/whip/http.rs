@@ -102,13 +102,11 @@ async fn publish(
     RawQuery(query): RawQuery,
     req: Request,
 ) -> Response {
-    let connect = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    let offer = match sdp::read_offer(ERRORS, &headers, body).await {
+    let sdp::Offer {
+        headers,
+        peer: connect,
+        sdp: offer,
+    } = match sdp::read_offer(ERRORS, req).await {
         Ok(o) => o,
         Err(r) => return r,
     };
