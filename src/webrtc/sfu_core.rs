@@ -431,8 +431,19 @@ impl SfuCore {
         now: Instant,
         out: &mut dyn Sink,
     ) -> Result<Joined, SfuError> {
+        let broadcast = req.broadcast.id();
         let mut result = Err(SfuError::Rtc("internal error".into()));
         self.contained("a join", |e| result = e.offer(req, now, out));
+        // A refused join (a bad WHEP offer, an unknown rendition) leaves no
+        // stream behind for nobody to watch, nor its feeds running.
+        if result.is_err()
+            && self
+                .streams
+                .get(&broadcast)
+                .is_some_and(|s| s.viewers.is_empty())
+        {
+            self.drop_stream(broadcast);
+        }
         result
     }
 

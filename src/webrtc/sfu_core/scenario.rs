@@ -527,3 +527,114 @@ fn a_flood_of_keyframe_requests_reaches_the_publisher_a_few_times() {
     );
     assert_eq!(s.core.viewers(), 1);
 }
+
+/// A WHEP join the core refuses (an offer that is not SDP, one that does
+/// not receive H.264) leaves no stream behind: the feeds it started are
+/// stopped again, and no viewer is counted. A good WHEP offer (a str0m
+/// client's, receive-only H.264) is answered with the viewer's own payload
+/// type.
+#[test]
+fn refused_whep_offers_leave_no_feeds_and_a_good_one_is_answered() {
+    let registry = Registry::new(Duration::ZERO, Retention::default());
+    let mut b = registry
+        .publish(StreamPath::new("live", "whep").unwrap())
+        .unwrap();
+    let _track = b.track(TrackInfo::source("video", TrackKind::Video));
+    let broadcast = b.consumer();
+    let plan = StreamPlan {
+        renditions: vec![Rendition {
+            name: "source".into(),
+            track: "video".into(),
+            bitrate: 0,
+            width: 0,
+            height: 0,
+        }],
+        audio: None,
+    };
+    let config = WebRtcConfig::default();
+    let templates = Templates::new(&config).unwrap();
+    let mut core = SfuCore::new(
+        config,
+        templates,
+        vec![addr(SERVER)],
+        Arc::new(Vec::new()),
+        0,
+        1,
+        Shared::default(),
+    );
+    let now = Instant::now();
+    let mut out = Captured::default();
+    let offer_of = |rtc: &mut Rtc| {
+        let mut api = rtc.sdp_api();
+        api.add_media(
+            str0m::media::MediaKind::Video,
+            str0m::media::Direction::RecvOnly,
+            None,
+            None,
+            None,
+        );
+        api.apply().unwrap().0.to_sdp_string()
+    };
+    let mut vp8 = Rtc::builder().clear_codecs().enable_vp8(true).build(now);
+    vp8.add_local_candidate(Candidate::host(addr(CLIENT), "udp").unwrap());
+    for (offer, want) in [
+        ("not sdp".to_owned(), "BadSdp"),
+        (offer_of(&mut vp8), "NoH264"),
+    ] {
+        let (tx, _rx) = mpsc::channel(VIEWER_EVENTS);
+        let err = core
+            .join(
+                JoinRequest {
+                    broadcast: broadcast.clone(),
+                    plan: plan.clone(),
+                    pinned: None,
+                    tcp_only: false,
+                    events: tx,
+                    offer: Some(offer),
+                },
+                now,
+                &mut out,
+            )
+            .unwrap_err();
+        assert!(format!("{err:?}").starts_with(want), "{err:?}");
+        let changes = core.take_feed_changes();
+        assert!(
+            matches!(changes[..], [FeedChange::Start { .. }, FeedChange::Stop(_)]),
+            "started and stopped again"
+        );
+        assert_eq!(core.viewers(), 0);
+    }
+    let mut client = Rtc::builder().build(now);
+    client.add_local_candidate(Candidate::host(addr(CLIENT), "udp").unwrap());
+    let offer_sdp = offer_of(&mut client);
+    let (tx, _rx) = mpsc::channel(VIEWER_EVENTS);
+    let joined = core
+        .join(
+            JoinRequest {
+                broadcast,
+                plan,
+                pinned: None,
+                tcp_only: false,
+                events: tx,
+                offer: Some(offer_sdp.clone()),
+            },
+            now,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(core.viewers(), 1);
+    assert!(joined.sdp.contains("a=sendonly"), "{}", joined.sdp);
+    // The H.264 the answer sends is one the viewer offered, under the
+    // viewer's payload type.
+    let pt = joined
+        .sdp
+        .lines()
+        .find(|l| l.starts_with("a=rtpmap:") && l.contains("H264/90000"))
+        .and_then(|l| l["a=rtpmap:".len()..].split(' ').next())
+        .expect("H.264 in the answer")
+        .to_owned();
+    assert!(
+        offer_sdp.contains(&format!("a=rtpmap:{pt} H264/90000")),
+        "payload type {pt} is the viewer's: {offer_sdp}"
+    );
+}
