@@ -79,6 +79,22 @@ struct Got {
     payload: Vec<u8>,
 }
 
+/// A core of one engine with the default configuration, answering on
+/// [`SERVER`].
+fn core() -> SfuCore {
+    let config = WebRtcConfig::default();
+    let templates = Templates::new(&config).unwrap();
+    SfuCore::new(
+        config,
+        templates,
+        vec![addr(SERVER)],
+        Arc::new(Vec::new()),
+        0,
+        1,
+        Shared::default(),
+    )
+}
+
 impl Scene {
     /// One rendition, `source`, on the bus track `video`.
     fn new() -> Scene {
@@ -124,17 +140,7 @@ impl Scene {
                 .collect(),
             audio: None,
         };
-        let config = WebRtcConfig::default();
-        let templates = Templates::new(&config).unwrap();
-        let mut core = SfuCore::new(
-            config,
-            templates,
-            vec![addr(SERVER)],
-            Arc::new(Vec::new()),
-            0,
-            1,
-            Shared::default(),
-        );
+        let mut core = core();
         let now = Instant::now();
         let mut out = Captured::default();
         let (events_tx, events) = mpsc::channel(VIEWER_EVENTS);
@@ -551,17 +557,7 @@ fn refused_whep_offers_leave_no_feeds_and_a_good_one_is_answered() {
         }],
         audio: None,
     };
-    let config = WebRtcConfig::default();
-    let templates = Templates::new(&config).unwrap();
-    let mut core = SfuCore::new(
-        config,
-        templates,
-        vec![addr(SERVER)],
-        Arc::new(Vec::new()),
-        0,
-        1,
-        Shared::default(),
-    );
+    let mut core = core();
     let now = Instant::now();
     let mut out = Captured::default();
     let offer_of = |rtc: &mut Rtc| {
