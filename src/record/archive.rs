@@ -44,6 +44,9 @@ pub enum Op {
         rendition: String,
         seq: i64,
         init_seq: i64,
+        /// The live segment it starts at: the same number in every
+        /// rendition for the same moment.
+        msn: u64,
         discontinuity: bool,
     },
     Append {
@@ -305,6 +308,7 @@ impl Archiver {
             rendition: t.name.clone(),
             seq,
             init_seq: t.inits - 1,
+            msn,
             discontinuity: seq > 0 && (discontinuity || t.discontinuity_next),
         });
         t.open = Some(OpenSegment {
@@ -583,6 +587,7 @@ mod tests {
             rendition: "video".into(),
             seq: 3,
             init_seq: 1,
+            msn: 4,
             discontinuity: true
         }));
     }

@@ -38,6 +38,9 @@ use crate::webhooks::Webhooks;
 /// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait while the spool is full: each second the store is not
+/// retried then is a second not recorded.
+const FULL_SPOOL_BACKOFF: Duration = Duration::from_secs(4);
 /// Segments taken from the journal per upload round.
 const UPLOAD_BATCH: i64 = 64;
 
@@ -276,6 +279,7 @@ impl Recorder {
             recording: None,
             open: HashMap::new(),
             skipping: HashMap::new(),
+            spool: SpoolDecisions::default(),
             missing_inits: Default::default(),
             log: LogLimiter::new(Duration::from_secs(10)),
         };
@@ -385,6 +389,7 @@ impl Recorder {
                 rendition,
                 seq,
                 init_seq,
+                msn,
                 discontinuity,
             } => {
                 let Some(r) = &s.recording else { return };
@@ -394,7 +399,11 @@ impl Recorder {
                     return;
                 }
                 let skipped_before = s.skipping.remove(&rendition).unwrap_or(false);
-                if self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget {
+                // Decided once per moment for every rendition, so that a
+                // full spool leaves the same hole in video and audio (a
+                // player closing the hole keeps them in sync).
+                let full = self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget;
+                if !s.spool.record(msn, full) {
                     metrics::counter!("streamd_record_spool_full_total", "node" => self.node.clone()).increment(1);
                     if let Some(suppressed) = s.log.check(Instant::now()) {
                         tracing::error!(
@@ -663,8 +672,14 @@ impl Recorder {
             }
             if failed > 0 {
                 metrics::counter!("streamd_record_upload_retries_total", "node" => self.node.clone()).increment(failed as u64);
+                let full = self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget;
+                let wait = if full {
+                    backoff.min(FULL_SPOOL_BACKOFF)
+                } else {
+                    backoff
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.wait() => return,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -1022,10 +1037,36 @@ struct StreamRecording {
     /// Renditions whose last segment was not recorded: the next one is
     /// marked discontinuous.
     skipping: HashMap<String, bool>,
+    /// Whether the spool took each recent live segment.
+    spool: SpoolDecisions,
     /// Init segments that could not be written: media needing them is
     /// not recorded.
     missing_inits: std::collections::HashSet<(String, i64)>,
     log: LogLimiter,
+}
+
+/// Whether each recent live segment is recorded, decided by the first
+/// rendition to open it (the spool full or not then) and followed by the
+/// rest, which open it up to a second later.
+#[derive(Default)]
+struct SpoolDecisions(std::collections::VecDeque<(u64, bool)>);
+
+impl SpoolDecisions {
+    /// Live segments remembered: far more than a follower lags.
+    const KEPT: usize = 64;
+
+    /// Whether the segment starting at live segment `msn` is recorded;
+    /// `full`: the spool is over its budget now.
+    fn record(&mut self, msn: u64, full: bool) -> bool {
+        if let Some((_, take)) = self.0.iter().find(|(m, _)| *m == msn) {
+            return *take;
+        }
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((msn, !full));
+        !full
+    }
 }
 
 impl StreamRecording {
@@ -1055,6 +1096,25 @@ pub fn recording_json(r: &Recording) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::llhls::cmaf::{Sample, fragment};
+
+    /// The first rendition to open a live segment decides for all: audio
+    /// opening it after the spool filled (or drained) follows video, so
+    /// both skip the same moments.
+    #[test]
+    fn every_rendition_skips_the_same_live_segments() {
+        let mut d = SpoolDecisions::default();
+        assert!(d.record(10, false)); // video opens 10, room left
+        assert!(d.record(10, true)); // audio opens 10 after the spool filled
+        assert!(!d.record(11, true)); // video: full
+        assert!(!d.record(11, false)); // audio: drained meanwhile, still skipped
+        assert!(d.record(12, false));
+        // Old decisions are forgotten, a bounded memory.
+        for m in 13..13 + SpoolDecisions::KEPT as u64 {
+            d.record(m, true);
+        }
+        assert_eq!(d.0.len(), SpoolDecisions::KEPT);
+        assert!(d.record(10, false));
+    }
 
     /// Open segments are repaired at start whatever their recording's
     /// status (a close whose journal update failed leaves one open in a
