@@ -74,9 +74,146 @@ async fn a_whep_viewer_plays_and_delete_ends_it() {
     assert_eq!(size, (640, 360));
     assert_eq!(server.metric("streamd_webrtc_viewers").await, 1.0);
 
+    // PATCH: trickle ICE and an ICE restart, and the ways to get it wrong.
+    let resource = location.rsplit('/').next().unwrap();
+    let resource_url = server.url(&location);
+    let etag = format!("\"{}\"", viewer.etag().trim_matches('"'));
+    let patch = |url: String, content_type: &'static str, if_match: String, body: String| async move {
+        request_with(
+            "PATCH",
+            &url,
+            &[("content-type", content_type), ("if-match", &if_match)],
+            body,
+        )
+        .await
+    };
+    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    let candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n".to_owned();
+    for (url, content_type, if_match, body, status) in [
+        (
+            resource_url.clone(),
+            "application/sdp",
+            etag.clone(),
+            candidate.clone(),
+            415,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            "\"stale\"".into(),
+            candidate.clone(),
+            412,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            etag.clone(),
+            format!(
+                "a=ice-ufrag:abcd\r\na=ice-pwd:{}\r\n{candidate}",
+                "p".repeat(22)
+            ),
+            422,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            etag.clone(),
+            "not sdp at all".into(),
+            400,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            etag.clone(),
+            "a=candidate:1 1 udp x 127.0.0.1 9 typ host\r\n".into(),
+            400,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            etag.clone(),
+            candidate.repeat(40),
+            400,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            etag.clone(),
+            "a=x\r\n".repeat(10_000),
+            413,
+        ),
+        (
+            resource_url.clone(),
+            FRAG,
+            "*".into(),
+            candidate.clone(),
+            400,
+        ),
+        (
+            server.url(&format!("/live/other/whep/{resource}")),
+            FRAG,
+            etag.clone(),
+            candidate.clone(),
+            404,
+        ),
+        (
+            server.url("/live/whep/whep/nosuchresource"),
+            FRAG,
+            etag.clone(),
+            candidate.clone(),
+            404,
+        ),
+        // A trickled candidate with the current entity-tag is taken.
+        (
+            resource_url.clone(),
+            FRAG,
+            etag.clone(),
+            candidate.clone(),
+            204,
+        ),
+    ] {
+        let r = patch(url, content_type, if_match.clone(), body).await;
+        assert_eq!(r.status, status, "{content_type} {if_match}: {}", r.text());
+    }
+    viewer
+        .whep_restart_ice(&resource_url)
+        .await
+        .expect("200 OK to an ICE restart");
+    assert_ne!(viewer.etag().trim_matches('"'), etag.trim_matches('"'));
+    // The old entity-tag is stale now.
+    let r = patch(resource_url.clone(), FRAG, etag.clone(), candidate.clone()).await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    // str0m dropped every candidate pair: ICE comes back only through
+    // checks with the new credentials, and media follows.
+    let mut states = Vec::new();
+    let mut after = 0;
+    let ok = viewer
+        .run_until(Duration::from_secs(15), |ev| {
+            match ev {
+                ViewerEvent::Ice(s) => states.push(s.clone()),
+                ViewerEvent::Video { .. }
+                    if states.iter().any(|s| s == "Connected" || s == "Completed") =>
+                {
+                    after += 1
+                }
+                _ => {}
+            }
+            after >= 30
+        })
+        .await;
+    assert!(
+        ok,
+        "after the ICE restart: states {states:?}, {after} frames"
+    );
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("Checking"),
+        "{states:?}"
+    );
+    assert_eq!(server.metric("streamd_whep_ice_restarts_total").await, 1.0);
+
     // DELETE on another stream's path finds nothing; on its own it ends
     // the session, and the engine lets the viewer go.
-    let resource = location.rsplit('/').next().unwrap();
     let r = request(
         "DELETE",
         &server.url(&format!("/live/other/whep/{resource}")),
@@ -217,8 +354,14 @@ async fn whep_refuses_bad_offers_and_needs_a_private_streams_token() {
         .err()
         .expect("no such stream");
     assert_eq!(r.status, 404, "{}", r.text());
-    let r = request("PATCH", &server.url(&format!("{path}/abc")), &[]).await;
-    assert_eq!(r.status, 405);
+    let r = request_with(
+        "PATCH",
+        &server.url(&format!("{path}/abc")),
+        &[("content-type", "application/trickle-ice-sdpfrag")],
+        "a=end-of-candidates\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
 
     // The viewers that were let in still play.
     assert!(v.plays().await && v2.plays().await);

@@ -496,11 +496,111 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
     assert!(r.header("etag").is_some());
     assert!(server.registry.get(&other_path).is_some());
 
-    // PATCH (trickle, restart) is not taken; DELETE on another stream's
-    // path or a made-up resource finds nothing; the right one ends it.
-    let r = request("PATCH", &server.url(&location), &[]).await;
-    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(
+        r.header("accept-patch"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+
+    // PATCH: trickle ICE with the offer's credentials and the entity-tag;
+    // a stale tag, other credentials, a wrong type or another stream's
+    // path are refused; an ICE restart (If-Match: *) answers new
+    // credentials and a new tag, which the old one no longer matches.
     let resource = location.rsplit('/').next().unwrap();
+    let etag = r.header("etag").unwrap().to_owned();
+    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    let creds = "a=ice-ufrag:be76892c\r\na=ice-pwd:38769dd066d05368ef6a98cb871ada2b\r\n";
+    let candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let patch = |url: String, content_type: &'static str, if_match: String, body: String| async move {
+        request_with(
+            "PATCH",
+            &url,
+            &[("content-type", content_type), ("if-match", &if_match)],
+            body,
+        )
+        .await
+    };
+    let here = server.url(&location);
+    let elsewhere = server.url(&format!("/live/{}/whip/{resource}", cam.id));
+    for (url, content_type, if_match, body, status) in [
+        (
+            here.clone(),
+            "text/plain",
+            etag.clone(),
+            format!("{creds}{candidate}"),
+            415,
+        ),
+        (
+            here.clone(),
+            FRAG,
+            "\"stale\"".into(),
+            format!("{creds}{candidate}"),
+            412,
+        ),
+        (
+            here.clone(),
+            FRAG,
+            etag.clone(),
+            format!(
+                "a=ice-ufrag:zzzz\r\na=ice-pwd:{}\r\n{candidate}",
+                "q".repeat(24)
+            ),
+            422,
+        ),
+        (
+            here.clone(),
+            FRAG,
+            etag.clone(),
+            "\u{0}\u{1}binary".into(),
+            400,
+        ),
+        (
+            elsewhere.clone(),
+            FRAG,
+            etag.clone(),
+            format!("{creds}{candidate}"),
+            404,
+        ),
+        (
+            here.clone(),
+            FRAG,
+            etag.clone(),
+            format!("{creds}{candidate}a=end-of-candidates\r\n"),
+            204,
+        ),
+    ] {
+        let r = patch(url, content_type, if_match.clone(), body).await;
+        assert_eq!(r.status, status, "{content_type} {if_match}: {}", r.text());
+    }
+    let restart = format!(
+        "a=ice-ufrag:n3wufrag\r\na=ice-pwd:{}\r\n{candidate}",
+        "n".repeat(24)
+    );
+    let r = patch(here.clone(), FRAG, "*".into(), restart).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some(FRAG));
+    let answer = r.text();
+    assert!(answer.contains("a=ice-ufrag:w"), "{answer}");
+    assert!(answer.contains("a=ice-pwd:"), "{answer}");
+    assert!(answer.contains("a=candidate:"), "{answer}");
+    assert!(answer.contains("a=mid:0"), "{answer}");
+    let new_etag = r.header("etag").expect("a new ETag").to_owned();
+    assert_ne!(new_etag, etag);
+    let r = patch(here.clone(), FRAG, etag.clone(), candidate.into()).await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    // Trickling now takes the restarted credentials, not the offer's.
+    let r = patch(
+        here.clone(),
+        FRAG,
+        new_etag.clone(),
+        format!("{creds}{candidate}"),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = patch(here.clone(), FRAG, new_etag, candidate.into()).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    // DELETE on another stream's path or a made-up resource finds
+    // nothing; the right one ends it.
     let r = request(
         "DELETE",
         &server.url(&format!("/live/{}/whip/{resource}", cam.id)),
@@ -643,5 +743,21 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     }
     assert_eq!(r["hls"]["width"], 640, "{r}");
     assert!(r["hls"]["audioTracks"].as_u64().unwrap() >= 1, "{r}");
+    // The ICE restart by PATCH: a new pair, checked with the new
+    // credentials (Chromium keeps the old one until a new one succeeds),
+    // and video on over it.
+    let restart = &r["restart"];
+    assert_eq!(restart["status"], 200, "{r}");
+    assert!(
+        restart["after"].is_string() && restart["after"] != restart["before"],
+        "{r}"
+    );
+    assert_eq!(restart["pairState"], "succeeded", "{r}");
+    assert!(
+        restart["responsesReceived"].as_u64().unwrap_or(0) > 0,
+        "{r}"
+    );
+    assert!(restart["packetsAfter"].as_u64().unwrap_or(0) > 10, "{r}");
+    assert_eq!(restart["connectionState"], "connected", "{r}");
     assert_eq!(r["deleteStatus"], 200, "{r}");
 }

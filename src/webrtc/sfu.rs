@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use str0m::net::Protocol;
+use str0m::{Candidate, IceCreds};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -39,6 +40,12 @@ enum Command {
     Join(JoinRequest, oneshot::Sender<Result<Joined, SfuError>>),
     Answer(ViewerId, String, oneshot::Sender<Result<(), SfuError>>),
     Change(ViewerId, Choice, oneshot::Sender<Result<(), SfuError>>),
+    Ice(
+        ViewerId,
+        Option<IceCreds>,
+        Vec<Candidate>,
+        oneshot::Sender<Result<Option<IceCreds>, SfuError>>,
+    ),
     Leave(ViewerId),
     /// Fault injection: panic while handling this viewer, or (None) the
     /// engine itself.
@@ -84,6 +91,20 @@ impl Sfu {
     pub async fn change(&self, viewer: ViewerId, choice: Choice) -> Result<(), SfuError> {
         self.ask(self.engine(viewer), |tx| {
             Command::Change(viewer, choice, tx)
+        })
+        .await
+    }
+
+    /// Trickled candidates, or (with `restart`, the viewer's new
+    /// credentials) an ICE restart, which returns ours.
+    pub async fn ice(
+        &self,
+        viewer: ViewerId,
+        restart: Option<IceCreds>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Option<IceCreds>, SfuError> {
+        self.ask(self.engine(viewer), |tx| {
+            Command::Ice(viewer, restart, candidates, tx)
         })
         .await
     }
@@ -333,6 +354,9 @@ impl Engine {
             }
             Command::Change(id, choice, reply) => {
                 let _ = reply.send(core.change(id, choice, now));
+            }
+            Command::Ice(id, restart, candidates, reply) => {
+                let _ = reply.send(core.ice(id, restart, candidates));
             }
             Command::Leave(id) => core.leave(id, now, &mut wire),
             Command::Fault(viewer) => core.inject_fault(viewer),

@@ -110,6 +110,18 @@ pub enum SfuError {
     Stopped,
 }
 
+/// A viewer's ICE credentials on core `index` (its ufrag names the core,
+/// for the ICE-TCP listener).
+fn new_credentials(index: usize) -> IceCreds {
+    IceCreds {
+        ufrag: super::tcp::ufrag_for(
+            index,
+            &crate::random::string(6, crate::random::ALPHANUMERIC),
+        ),
+        pass: crate::random::string(24, crate::random::ALPHANUMERIC),
+    }
+}
+
 /// Why the engine let a viewer go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -462,6 +474,48 @@ impl SfuCore {
         result
     }
 
+    /// The viewer's trickled candidates (WHEP `PATCH`), or with `restart`
+    /// its new ICE credentials: the viewer's session takes them, and for a
+    /// restart answers with new credentials of ours (returned). Media
+    /// flows on the old path until the viewer's new checks succeed.
+    pub fn ice(
+        &mut self,
+        id: ViewerId,
+        restart: Option<IceCreds>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Option<IceCreds>, SfuError> {
+        let mut result = Err(SfuError::Rtc("internal error".into()));
+        self.viewer_contained(id, "an ICE update", |e| {
+            result = e.update_ice(id, restart, candidates);
+        });
+        result
+    }
+
+    fn update_ice(
+        &mut self,
+        id: ViewerId,
+        restart: Option<IceCreds>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Option<IceCreds>, SfuError> {
+        let v = self.viewers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        let ours = restart.map(|remote| {
+            let creds = new_credentials(self.index);
+            let mut api = v.rtc.direct_api();
+            api.set_local_ice_credentials(creds.clone());
+            api.set_remote_ice_credentials(remote);
+            self.by_ufrag.remove(&v.ufrag);
+            self.ufrags.remove(&v.ufrag);
+            v.ufrag = creds.ufrag.clone();
+            self.by_ufrag.insert(v.ufrag.clone(), id);
+            self.ufrags.insert(&v.ufrag);
+            creds
+        });
+        for c in candidates {
+            v.rtc.add_remote_candidate(c);
+        }
+        Ok(ours)
+    }
+
     /// The viewer chose a rendition, or automatic.
     pub fn change(&mut self, id: ViewerId, choice: Choice, now: Instant) -> Result<(), SfuError> {
         let mut result = Err(SfuError::Rtc("internal error".into()));
@@ -547,13 +601,7 @@ impl SfuCore {
             Some(n) => n,
             None => self.id_step + id % self.id_step,
         };
-        let creds = IceCreds {
-            ufrag: super::tcp::ufrag_for(
-                self.index,
-                &crate::random::string(6, crate::random::ALPHANUMERIC),
-            ),
-            pass: crate::random::string(24, crate::random::ALPHANUMERIC),
-        };
+        let creds = new_credentials(self.index);
         let ufrag = creds.ufrag.clone();
         // Bandwidth estimation (TWCC feedback, the delay estimator and the
         // pacer that releases packets at the estimated rate) costs a viewer

@@ -1,6 +1,7 @@
 //! WHEP playback: `POST /{app}/{stream}/whep` with the player's SDP offer
 //! answers `201 Created` with our answer and the session's resource in
-//! `Location`; `DELETE` on it ends the session.
+//! `Location`; `PATCH` on it carries trickle ICE and ICE restarts, and
+//! `DELETE` on it ends the session.
 //!
 //! A WHEP viewer is the same viewer as an OME-signalling one: the same
 //! engines, fan-out and server-side ABR (the viewer starts on the largest
@@ -19,17 +20,34 @@ use axum::routing::post;
 use tokio::sync::{mpsc, oneshot};
 
 use super::SfuError;
-use super::sfu::{CloseReason, JoinRequest, ViewerEvent};
+use super::sfu::{CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::ws::{Signalling, ready_plan};
 use crate::auth::{AccessRequest, Client, Protocol, Refusal};
 use crate::bus::StreamPath;
-use crate::http::sdp;
+use crate::http::sdp::{self, IceAnswer, IceChange, PatchError};
+use str0m::IceCreds;
 
 /// WHEP's errors, by status.
 const ERRORS: &str = "streamd_whep_errors_total";
 
-/// Live WHEP sessions by resource: their stream, and how to end them.
-type Sessions = Arc<Mutex<HashMap<String, (StreamPath, oneshot::Sender<()>)>>>;
+/// A live WHEP session.
+struct Session {
+    path: StreamPath,
+    /// Ends it (DELETE).
+    end: oneshot::Sender<()>,
+    viewer: ViewerId,
+    /// Its entity-tag, which an ICE restart changes.
+    etag: String,
+    /// The viewer's ICE credentials (trickled candidates carry them).
+    remote: (String, String),
+    /// Our answer's first m-line and mid, and our candidates: an ICE
+    /// restart's answer.
+    first_media: (String, String),
+    candidates: Vec<String>,
+}
+
+/// Live WHEP sessions by resource.
+type Sessions = Arc<Mutex<HashMap<String, Session>>>;
 
 #[derive(Clone)]
 struct Whep {
@@ -43,7 +61,7 @@ pub fn routes(s: Signalling) -> Router {
         .route(
             "/{app}/{stream}/whep/{resource}",
             axum::routing::delete(delete)
-                .patch(|| async { sdp::patch_refused(ERRORS) })
+                .patch(patch)
                 .options(sdp::options),
         )
         .with_state(Whep {
@@ -56,15 +74,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     sdp::error(ERRORS, status, message)
 }
 
+fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    sessions.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn delete(
     State(w): State<Whep>,
     Path((app, stream, resource)): Path<(String, String, String)>,
 ) -> Response {
     let found = {
-        let mut sessions = w.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = lock(&w.sessions);
         let ours = sessions
             .get(&resource)
-            .is_some_and(|(p, _)| p.app() == app && p.stream() == stream);
+            .is_some_and(|s| s.path.app() == app && s.path.stream() == stream);
         if ours {
             sessions.remove(&resource)
         } else {
@@ -72,12 +94,85 @@ async fn delete(
         }
     };
     match found {
-        Some((_, end)) => {
-            let _ = end.send(());
+        Some(s) => {
+            let _ = s.end.send(());
             StatusCode::OK.into_response()
         }
         None => error(StatusCode::NOT_FOUND, "no such WHEP session"),
     }
+}
+
+/// Trickle ICE or an ICE restart (as WHIP's, RFC 9725 §4.3).
+async fn patch(
+    State(w): State<Whep>,
+    Path((app, stream, resource)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let (change, fragment) = match sdp::read_patch(ERRORS, req).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let checked = {
+        let sessions = lock(&w.sessions);
+        match sessions.get(&resource) {
+            Some(s) if s.path.app() == app && s.path.stream() == stream => match &change {
+                IceChange::Trickle { if_match } => {
+                    if !sdp::matches(if_match.as_deref(), &s.etag) {
+                        Err(PatchError::Stale)
+                    } else if fragment.ufrag.as_ref().is_some_and(|u| *u != s.remote.0)
+                        || fragment.pwd.as_ref().is_some_and(|p| *p != s.remote.1)
+                    {
+                        Err(PatchError::Credentials)
+                    } else {
+                        Ok(s.viewer)
+                    }
+                }
+                IceChange::Restart => Ok(s.viewer),
+            },
+            _ => Err(PatchError::NotFound),
+        }
+    };
+    let result = async {
+        let viewer = checked?;
+        let candidates = fragment.parsed_candidates()?;
+        let restart = match (&change, &fragment.ufrag, &fragment.pwd) {
+            (IceChange::Restart, Some(u), Some(p)) => Some(IceCreds {
+                ufrag: u.clone(),
+                pass: p.clone(),
+            }),
+            _ => None,
+        };
+        let ours =
+            w.s.sfu
+                .ice(viewer, restart, candidates)
+                .await
+                .map_err(|e| match e {
+                    SfuError::NoSession => PatchError::NotFound,
+                    other => PatchError::Bad(other.to_string()),
+                })?;
+        let Some(ours) = ours else { return Ok(None) };
+        let mut sessions = lock(&w.sessions);
+        let s = sessions.get_mut(&resource).ok_or(PatchError::NotFound)?;
+        s.etag = crate::random::string(16, crate::random::ALPHANUMERIC);
+        s.remote = (
+            fragment.ufrag.clone().unwrap_or_default(),
+            fragment.pwd.clone().unwrap_or_default(),
+        );
+        tracing::info!(stream = %s.path, viewer, "WHEP viewer restarted ICE");
+        metrics::counter!("streamd_whep_ice_restarts_total").increment(1);
+        Ok(Some((
+            IceAnswer {
+                ufrag: ours.ufrag,
+                pwd: ours.pass,
+                candidates: s.candidates.clone(),
+                media_line: s.first_media.0.clone(),
+                mid: s.first_media.1.clone(),
+            },
+            s.etag.clone(),
+        )))
+    }
+    .await;
+    sdp::patched(ERRORS, result)
 }
 
 async fn play(
@@ -96,6 +191,12 @@ async fn play(
     };
     let Ok(path) = StreamPath::new(&app, &stream) else {
         return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    let Some(remote) = sdp::offer_credentials(&offer) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the offer has no a=ice-ufrag and a=ice-pwd",
+        );
     };
     // A playback token may come as the bearer, as WHEP players send it.
     let mut query = query.unwrap_or_default();
@@ -184,11 +285,31 @@ async fn play(
         }
     };
     let resource = crate::random::string(22, crate::random::ALPHANUMERIC);
+    let etag = crate::random::string(16, crate::random::ALPHANUMERIC);
     let (end_tx, end) = oneshot::channel();
-    w.sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(resource.clone(), (path.clone(), end_tx));
+    let Some(first_media) = sdp::first_media(&joined.sdp) else {
+        w.s.sfu.leave(joined.viewer).await;
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "an answer without an m-line",
+        );
+    };
+    lock(&w.sessions).insert(
+        resource.clone(),
+        Session {
+            path: path.clone(),
+            end: end_tx,
+            viewer: joined.viewer,
+            etag: etag.clone(),
+            remote,
+            first_media,
+            candidates: joined
+                .candidates
+                .iter()
+                .map(|c| c.trim_start_matches("a=").to_owned())
+                .collect(),
+        },
+    );
     tracing::info!(stream = %path, viewer = joined.viewer, rendition = %joined.rendition, "WHEP viewer joined");
     // The session lives on its own until the viewer goes (ICE timeout,
     // DTLS close), DELETE, the stream's end, its admission's lifetime or
@@ -229,14 +350,11 @@ async fn play(
         };
         s.sfu.leave(viewer).await;
         s.viewers.remove(&path);
-        sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        lock(&sessions).remove(&key);
         drop(admitted);
         tracing::info!(stream = %path, viewer, reason, "WHEP viewer left");
     });
     let location = format!("/{app}/{stream}/whep/{resource}");
     let ice = w.s.ice.at(std::time::SystemTime::now());
-    sdp::created(joined.sdp, &location, &resource, &ice)
+    sdp::created(joined.sdp, &location, &etag, &ice)
 }

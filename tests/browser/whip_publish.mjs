@@ -134,6 +134,74 @@ try {
     // see issue 14's note); `sustained` says which this run was.
     report.playing = report.hls.advanced > 0.5 && report.hls.framesDecoded > 0;
     report.sustained = report.hls.advanced > seconds / 2;
+    // An ICE restart (RFC 9725 §4.3.2), as a browser WHIP client does one:
+    // restartIce(), the new credentials and candidates by PATCH with
+    // If-Match: *, and the server's new ones from its fragment into the
+    // answer. Chromium pairs anew: the selected pair changes only if the
+    // server takes checks with the new credentials.
+    report.restart = await publisher.page.evaluate(async ({ url, location }) => {
+      const pc = window.__pc;
+      const selected = async () => {
+        const stats = await pc.getStats();
+        for (const s of stats.values()) if (s.type === 'transport') return s.selectedCandidatePairId;
+        return null;
+      };
+      const sent = async () => {
+        let n = 0;
+        (await pc.getStats()).forEach((s) => s.type === 'outbound-rtp' && s.kind === 'video' && (n = s.packetsSent));
+        return n;
+      };
+      const before = await selected();
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === 'complete') return resolve();
+        pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
+        setTimeout(resolve, 2000);
+      });
+      const local = pc.localDescription.sdp;
+      const attr = (sdp, name) => sdp.match(new RegExp(`a=${name}:(.*)`))[1].trim();
+      const lines = (sdp) => sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:'));
+      const fragment = `a=ice-ufrag:${attr(local, 'ice-ufrag')}\r\na=ice-pwd:${attr(local, 'ice-pwd')}\r\n`
+        + lines(local).map((l) => `${l}\r\n`).join('');
+      const r = await fetch(new URL(url).origin + location, {
+        method: 'PATCH',
+        headers: { 'content-type': 'application/trickle-ice-sdpfrag', 'if-match': '*' },
+        body: fragment,
+      });
+      const body = await r.text();
+      const out = { status: r.status, etag: r.headers.get('etag'), before };
+      if (r.status !== 200) return { ...out, body };
+      let answer = '';
+      let placed = false;
+      for (const l of pc.currentRemoteDescription.sdp.split(/\r?\n/)) {
+        if (!l || l.startsWith('a=candidate:') || l === 'a=end-of-candidates') continue;
+        if (l.startsWith('a=ice-ufrag:')) answer += `a=ice-ufrag:${attr(body, 'ice-ufrag')}\r\n`;
+        else if (l.startsWith('a=ice-pwd:')) answer += `a=ice-pwd:${attr(body, 'ice-pwd')}\r\n`;
+        else answer += `${l}\r\n`;
+        if (!placed && l.startsWith('a=mid:')) {
+          answer += lines(body).map((c) => `${c}\r\n`).join('');
+          placed = true;
+        }
+      }
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      const t0 = performance.now();
+      while (performance.now() - t0 < 10000) {
+        out.after = await selected();
+        if (out.after && out.after !== before) break;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      const pair = (await pc.getStats()).get(out.after);
+      out.pairState = pair?.state;
+      out.responsesReceived = pair?.responsesReceived;
+      out.restartMs = Math.round(performance.now() - t0);
+      // Media goes on over the new pair.
+      const sentBefore = await sent();
+      await new Promise((res) => setTimeout(res, 1500));
+      out.packetsAfter = (await sent()) - sentBefore;
+      out.connectionState = pc.connectionState;
+      return out;
+    }, { url: base, location: report.whip.location });
     report.outbound = await publisher.page.evaluate(async () => {
       const stats = await window.__pc.getStats();
       const out = [];

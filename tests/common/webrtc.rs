@@ -22,6 +22,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub enum ViewerEvent {
     /// ICE and DTLS are up.
     Connected,
+    /// ICE's state changed (`Checking`, `Connected`, `Disconnected`...).
+    Ice(String),
     /// A depacketised video frame (Annex B), or, in RTP mode, one packet.
     Video {
         data: Vec<u8>,
@@ -57,6 +59,8 @@ pub struct Viewer {
     video_mid: Option<Mid>,
     buf: Vec<u8>,
     ws_open: bool,
+    /// A WHEP viewer's last answer and the session's entity-tag.
+    whep: Option<(String, String)>,
 }
 
 /// The error the server answered `request_offer` with.
@@ -124,6 +128,7 @@ impl Viewer {
             video_mid: None,
             buf: vec![0; 2048],
             ws_open: true,
+            whep: None,
         })
     }
 
@@ -157,6 +162,10 @@ impl Viewer {
         }
         let location = r.header("location").expect("a Location").to_owned();
         let answer = str0m::change::SdpAnswer::from_sdp_string(&r.text()).expect("an SDP answer");
+        assert_eq!(
+            r.header("accept-patch"),
+            Some("application/trickle-ice-sdpfrag")
+        );
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("the answer is accepted");
@@ -171,9 +180,94 @@ impl Viewer {
                 video_mid: Some(video_mid),
                 buf: vec![0; 2048],
                 ws_open: false,
+                whep: Some((r.text(), r.header("etag").unwrap_or_default().to_owned())),
             },
             location,
         ))
+    }
+
+    /// The WHEP session's entity-tag.
+    pub fn etag(&self) -> &str {
+        &self.whep.as_ref().expect("a WHEP viewer").1
+    }
+
+    /// A WHEP ICE restart (RFC 9725 §4.3.2, as a WHIP client does it):
+    /// new credentials in a PATCH to `resource_url` with `If-Match: *`,
+    /// the server's new ones from its fragment into the answer we hold.
+    /// str0m forgets every candidate pair: ICE is up again only if the
+    /// server takes checks with the new credentials. The server's answer
+    /// is the error when it is not 200.
+    pub async fn whep_restart_ice(&mut self, resource_url: &str) -> Result<(), super::Response> {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("an ICE restart offer");
+        let offer = offer.to_sdp_string();
+        let line = |sdp: &str, prefix: &str| {
+            sdp.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(|v| v.trim().to_owned())
+                .expect(prefix)
+        };
+        let mut fragment = format!(
+            "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+            line(&offer, "a=ice-ufrag:"),
+            line(&offer, "a=ice-pwd:")
+        );
+        for c in offer.lines().filter(|l| l.starts_with("a=candidate:")) {
+            fragment.push_str(c.trim());
+            fragment.push_str("\r\n");
+        }
+        let r = super::request_with(
+            "PATCH",
+            resource_url,
+            &[
+                ("content-type", "application/trickle-ice-sdpfrag"),
+                ("if-match", "*"),
+            ],
+            fragment,
+        )
+        .await;
+        if r.status != 200 {
+            return Err(r);
+        }
+        let back = r.text();
+        let (old, _) = self.whep.take().expect("a WHEP viewer");
+        let (ufrag, pwd) = (line(&back, "a=ice-ufrag:"), line(&back, "a=ice-pwd:"));
+        // The answer we hold with the new credentials, and the fragment's
+        // candidates in place of the old ones (which name the old ufrag).
+        let fresh: Vec<&str> = back
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        let mut answer = String::new();
+        let mut placed = false;
+        for l in old.lines().map(str::trim_end) {
+            if l.starts_with("a=candidate:") || l == "a=end-of-candidates" {
+                continue;
+            }
+            if l.starts_with("a=ice-ufrag:") {
+                answer.push_str(&format!("a=ice-ufrag:{ufrag}\r\n"));
+            } else if l.starts_with("a=ice-pwd:") {
+                answer.push_str(&format!("a=ice-pwd:{pwd}\r\n"));
+            } else {
+                answer.push_str(l);
+                answer.push_str("\r\n");
+            }
+            if !placed && l.starts_with("a=mid:") {
+                for c in &fresh {
+                    answer.push_str(c.trim_end());
+                    answer.push_str("\r\n");
+                }
+                placed = true;
+            }
+        }
+        let parsed = str0m::change::SdpAnswer::from_sdp_string(&answer).expect("an SDP answer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, parsed)
+            .expect("the restarted answer is accepted");
+        self.whep = Some((answer, r.header("etag").expect("a new ETag").to_owned()));
+        Ok(())
     }
 
     /// Sends a signalling message.
@@ -258,6 +352,7 @@ impl Viewer {
     fn convert(&mut self, e: Event) -> Option<ViewerEvent> {
         match e {
             Event::Connected => Some(ViewerEvent::Connected),
+            Event::IceConnectionStateChange(s) => Some(ViewerEvent::Ice(format!("{s:?}"))),
             Event::MediaAdded(m) if m.kind == MediaKind::Video => {
                 self.video_mid = Some(m.mid);
                 None

@@ -1,7 +1,8 @@
 //! WHIP's HTTP side (RFC 9725): `POST /{app}/{stream}/whip` with an SDP
 //! offer (or OME's `POST /{app}/{stream}?direction=whip`) answers `201
 //! Created` with the SDP answer and the session's resource in `Location`;
-//! `DELETE` on that resource ends the session.
+//! `PATCH` on that resource carries trickle ICE and ICE restarts, and
+//! `DELETE` on it ends the session.
 //!
 //! The bearer token is the stream key or a publish token, checked through
 //! the same admission as RTMP (`?key=`/`?token=` in the URL work too), and a
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use crate::http::sdp;
 use axum::routing::post;
 
-use super::server::{PublishRequest, Whip};
+use super::server::{PatchRequest, PublishRequest, Whip};
 use super::session::WhipError;
 use crate::auth::turn::IceServers;
 use crate::auth::{Access, AccessRequest, Client, Protocol, Refusal};
@@ -43,7 +44,7 @@ pub fn routes(state: WhipHttp) -> Router {
         .route(
             "/{app}/{stream}/whip/{resource}",
             axum::routing::delete(delete)
-                .patch(|| async { sdp::patch_refused(ERRORS) })
+                .patch(patch)
                 .options(sdp::options),
         )
         .layer(DefaultBodyLimit::max(sdp::MAX_OFFER))
@@ -66,6 +67,31 @@ async fn delete(
     } else {
         error(StatusCode::NOT_FOUND, "no such WHIP session")
     }
+}
+
+/// Trickle ICE or an ICE restart (RFC 9725 §4.3).
+async fn patch(
+    State(state): State<WhipHttp>,
+    Path((app, stream, resource)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let Ok(path) = StreamPath::new(&app, &stream) else {
+        return error(StatusCode::NOT_FOUND, "no such WHIP session");
+    };
+    let (change, fragment) = match sdp::read_patch(ERRORS, req).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = state
+        .whip
+        .patch(PatchRequest {
+            path,
+            resource,
+            change,
+            fragment,
+        })
+        .await;
+    sdp::patched(ERRORS, result)
 }
 
 /// Middleware for OME's form, `POST /{app}/{stream}?direction=whip`: a
@@ -187,7 +213,7 @@ async fn publish(
         Ok(p) => {
             let location = format!("/{}/{}/whip/{}", path.app(), path.stream(), p.resource);
             let ice = state.ice.at(std::time::SystemTime::now());
-            sdp::created(p.answer, &location, &p.resource, &ice)
+            sdp::created(p.answer, &location, &p.etag, &ice)
         }
         Err(e) => {
             let status = match e {

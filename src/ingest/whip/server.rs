@@ -15,6 +15,7 @@ use crate::auth::Admitted;
 use crate::bus::{BroadcastStatus, PublishError, Registry, StreamPath};
 use crate::config::WhipConfig;
 use crate::connlimit::ConnectionPermit;
+use crate::http::sdp::{self, IceAnswer, IceChange, IceFragment, PatchError};
 use crate::ingest::tags::{Arrival, Notice};
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
@@ -38,7 +39,13 @@ pub struct Published {
     /// The session's resource name: unguessable, it is what lets a client
     /// end the session.
     pub resource: String,
+    /// Its entity-tag, which an ICE restart changes.
+    pub etag: String,
 }
+
+/// A PATCH's outcome: None for candidates taken, or a restart's answer and
+/// new entity-tag.
+pub type Patched = Result<Option<(IceAnswer, String)>, PatchError>;
 
 enum Command {
     Publish(
@@ -47,6 +54,15 @@ enum Command {
     ),
     /// Ends the session of this resource on this stream; false if none.
     Delete(StreamPath, String, oneshot::Sender<bool>),
+    /// Trickle ICE or an ICE restart on this resource of this stream.
+    Patch(Box<PatchRequest>, oneshot::Sender<Patched>),
+}
+
+pub struct PatchRequest {
+    pub path: StreamPath,
+    pub resource: String,
+    pub change: IceChange,
+    pub fragment: IceFragment,
 }
 
 /// The HTTP side's handle on the driver. Cheap to clone.
@@ -64,6 +80,16 @@ impl Whip {
             .map_err(|_| WhipError::Rtc("WHIP ingest has stopped".into()))?;
         rx.await
             .map_err(|_| WhipError::Rtc("WHIP ingest has stopped".into()))?
+    }
+
+    pub async fn patch(&self, request: PatchRequest) -> Patched {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || PatchError::Bad("WHIP ingest has stopped".into());
+        self.commands
+            .send(Command::Patch(Box::new(request), tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     pub async fn delete(&self, path: StreamPath, resource: String) -> bool {
@@ -84,6 +110,7 @@ struct Publisher {
     ingest: RtpIngest,
     path: StreamPath,
     resource: String,
+    etag: String,
     /// Held for its drop (tells an admission backend the publish ended);
     /// its `until` ends the publish.
     admitted: Admitted,
@@ -190,6 +217,35 @@ impl WhipServer {
                 }
                 let _ = reply.send(found.is_some());
             }
+            Command::Patch(req, reply) => {
+                let _ = reply.send(self.patch(*req));
+            }
+        }
+    }
+
+    fn patch(&mut self, req: PatchRequest) -> Patched {
+        let Some((&id, p)) = self
+            .publishers
+            .iter_mut()
+            .find(|(_, p)| p.path == req.path && p.resource == req.resource)
+        else {
+            return Err(PatchError::NotFound);
+        };
+        match req.change {
+            IceChange::Trickle { if_match } => {
+                if !sdp::matches(if_match.as_deref(), &p.etag) {
+                    return Err(PatchError::Stale);
+                }
+                self.core.trickle(id, &req.fragment)?;
+                Ok(None)
+            }
+            IceChange::Restart => {
+                let answer = self.core.restart_ice(id, &req.fragment)?;
+                p.etag = crate::random::string(16, crate::random::ALPHANUMERIC);
+                tracing::info!(stream = %p.path, "WHIP publisher restarted ICE");
+                metrics::counter!("streamd_whip_ice_restarts_total").increment(1);
+                Ok(Some((answer, p.etag.clone())))
+            }
         }
     }
 
@@ -218,6 +274,7 @@ impl WhipServer {
             }
         };
         let resource = crate::random::string(22, crate::random::ALPHANUMERIC);
+        let etag = crate::random::string(16, crate::random::ALPHANUMERIC);
         tracing::info!(stream = %path, session = broadcast.session(), video = accepted.has_video, audio = accepted.has_audio, "WHIP publishing");
         metrics::gauge!("streamd_whip_publishers").increment(1.0);
         self.publishers.insert(
@@ -232,6 +289,7 @@ impl WhipServer {
                 ),
                 path,
                 resource: resource.clone(),
+                etag: etag.clone(),
                 admitted,
                 _permit: permit,
                 last_keyframe_request: None,
@@ -241,6 +299,7 @@ impl WhipServer {
         Ok(Published {
             answer: accepted.answer,
             resource,
+            etag,
         })
     }
 

@@ -18,7 +18,17 @@ use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
+use crate::http::sdp::{self, IceAnswer, IceFragment, PatchError};
+
 pub type SessionId = u64;
+
+/// Our ICE credentials for a session; the ufrag routes its STUN.
+fn new_credentials() -> IceCreds {
+    IceCreds {
+        ufrag: format!("w{}", crate::random::string(7, crate::random::ALPHANUMERIC)),
+        pass: crate::random::string(24, crate::random::ALPHANUMERIC),
+    }
+}
 
 /// A source address may hold this many sessions' worth of ICE paths.
 const MAX_ADDRS: usize = 8;
@@ -71,6 +81,11 @@ pub struct Accepted {
 struct Session {
     rtc: Rtc,
     ufrag: String,
+    /// The publisher's ICE credentials (trickled candidates must carry
+    /// them; an ICE restart replaces them).
+    remote: (String, String),
+    /// The answer's first m-line and its mid (an ICE restart's answer).
+    first_media: (String, String),
     addrs: Vec<SocketAddr>,
     video: Option<Mid>,
     last_stun: Instant,
@@ -132,12 +147,11 @@ impl WhipCore {
         if self.sessions.len() >= self.max_sessions {
             return Err(WhipError::Full(self.max_sessions));
         }
+        let remote = sdp::offer_credentials(offer)
+            .ok_or_else(|| WhipError::BadOffer("no a=ice-ufrag and a=ice-pwd".into()))?;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| WhipError::BadOffer(e.to_string()))?;
-        let creds = IceCreds {
-            ufrag: format!("w{}", crate::random::string(7, crate::random::ALPHANUMERIC)),
-            pass: crate::random::string(24, crate::random::ALPHANUMERIC),
-        };
+        let creds = new_credentials();
         let ufrag = creds.ufrag.clone();
         let mut rtc = self
             .template
@@ -181,6 +195,8 @@ impl WhipCore {
         if !has_video && !has_audio {
             return Err(WhipError::NoCodec);
         }
+        let first_media = sdp::first_media(&answer_sdp)
+            .ok_or_else(|| WhipError::Rtc("an answer without an m-line".into()))?;
         let id = self.next_id;
         self.next_id += 1;
         self.by_ufrag.insert(ufrag.clone(), id);
@@ -189,6 +205,8 @@ impl WhipCore {
             Session {
                 rtc,
                 ufrag,
+                remote,
+                first_media,
                 addrs: Vec::new(),
                 video,
                 last_stun: now,
@@ -213,6 +231,65 @@ impl WhipCore {
             }
             None => false,
         }
+    }
+
+    /// Takes a publisher's trickled candidates (RFC 9725 §4.3.1); the
+    /// fragment's credentials, if any, must be the session's.
+    pub fn trickle(&mut self, id: SessionId, fragment: &IceFragment) -> Result<(), PatchError> {
+        let s = self.sessions.get_mut(&id).ok_or(PatchError::NotFound)?;
+        if fragment.ufrag.as_ref().is_some_and(|u| *u != s.remote.0)
+            || fragment.pwd.as_ref().is_some_and(|p| *p != s.remote.1)
+        {
+            return Err(PatchError::Credentials);
+        }
+        for c in fragment.parsed_candidates()? {
+            s.rtc.add_remote_candidate(c);
+        }
+        Ok(())
+    }
+
+    /// An ICE restart (RFC 9725 §4.3.2): the publisher's new credentials
+    /// and candidates in, new ones of ours out. Media flows on the old
+    /// path until the publisher's checks with the new credentials succeed.
+    pub fn restart_ice(
+        &mut self,
+        id: SessionId,
+        fragment: &IceFragment,
+    ) -> Result<IceAnswer, PatchError> {
+        let (Some(ufrag), Some(pwd)) = (&fragment.ufrag, &fragment.pwd) else {
+            return Err(PatchError::Bad(
+                "an ICE restart carries the new a=ice-ufrag and a=ice-pwd".into(),
+            ));
+        };
+        let candidates = fragment.parsed_candidates()?;
+        let s = self.sessions.get_mut(&id).ok_or(PatchError::NotFound)?;
+        let creds = new_credentials();
+        let mut api = s.rtc.direct_api();
+        api.set_local_ice_credentials(creds.clone());
+        api.set_remote_ice_credentials(IceCreds {
+            ufrag: ufrag.clone(),
+            pass: pwd.clone(),
+        });
+        for c in candidates {
+            s.rtc.add_remote_candidate(c);
+        }
+        s.remote = (ufrag.clone(), pwd.clone());
+        self.by_ufrag.remove(&s.ufrag);
+        s.ufrag = creds.ufrag.clone();
+        self.by_ufrag.insert(creds.ufrag.clone(), id);
+        let mut ours = Vec::new();
+        for addr in &self.candidates {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                ours.push(c.to_sdp_string().trim_start_matches("a=").to_owned());
+            }
+        }
+        Ok(IceAnswer {
+            ufrag: creds.ufrag,
+            pwd: creds.pass,
+            candidates: ours,
+            media_line: s.first_media.0.clone(),
+            mid: s.first_media.1.clone(),
+        })
     }
 
     /// Asks the publisher for a keyframe (PLI), when it has video.
