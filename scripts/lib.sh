@@ -35,8 +35,9 @@ install_runtime_deps() {
 install_test_deps() {
     install_runtime_deps
     apt_install chromium iproute2 python3 python3-venv
-    # The TURN server the TURN test relays through.
-    apt_install coturn
+    # The TURN server the TURN tests relay through, and the firewall that
+    # leaves the TURN-over-TLS test's client only TLS to it.
+    apt_install coturn iptables
     # The serving bench's baseline and load tools (its smoke run is part of
     # the suite): nginx, wrk (HTTP/1.1), h2load (HTTP/2).
     apt_install nginx-light wrk nghttp2-client

@@ -113,3 +113,82 @@ async fn aiortc_plays_through_coturn_with_minted_credentials() {
     drop(publisher);
     server.stop().await;
 }
+
+/// OvenPlayer in Chromium, on a client network whose firewall passes only
+/// TCP to the signalling port and to coturn's TLS port (tests/browser/
+/// turn_tls.sh: two namespaces, iptables), plays through coturn over TLS
+/// with the credentials in OME signalling's `iceServers`: the selected
+/// pair's local candidate is a TLS relay, the firewall dropped Chromium's
+/// direct attempts, and the video decodes.
+#[tokio::test]
+async fn ovenplayer_plays_through_turn_over_tls_when_only_tls_gets_out() {
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = common::tls::make_cert_for(
+        dir.path(),
+        "turn",
+        &["198.18.7.1", "localhost"],
+        common::tls::in_a_month(),
+    );
+    let config = dir.path().join("streamd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n\
+             [rtmp]\nlisten = \"198.18.7.1:1935\"\n[http]\nlisten = \"198.18.7.1:3333\"\n\
+             [webrtc]\nudp_listen = \"198.18.7.1:10000\"\ntcp_listen = \"198.18.7.1:3478\"\n\
+             candidate_ips = [\"198.18.7.1\"]\n[whip]\nudp_listen = \"198.18.7.1:10100\"\n\
+             [turn]\nurls = [\"turns:198.18.7.1:5349?transport=tcp\"]\nsecret = \"{SECRET}\"\n\
+             [transcode]\nenabled = true\n[[transcode.ladder]]\nname = \"360p\"\nwidth = 640\n\
+             height = 360\nbitrate_kbps = 600\npreset = \"superfast\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let script = tests_dir().join("browser/turn_tls.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_streamd"))
+        .arg(&config)
+        .arg(&cert.cert)
+        .arg(&cert.key)
+        .args([SECRET, "10"])
+        .env("CHROMIUM_TRUST_SPKI", &cert.spki_sha256)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("bash runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    let r = report(&stdout, &stderr);
+    let number = |prefix: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}line:\n{stdout}\n{stderr}"))
+    };
+    eprintln!(
+        "TURN over TLS: pair {}, frames {}, first frame {} ms, dropped {}",
+        r["candidatePair"],
+        r["framesDecoded"],
+        r["firstFrameMs"],
+        number("DROPPED ")
+    );
+    assert_eq!(r["playing"], true, "{r}\n{stderr}");
+    let local = r["candidatePair"]["local"].as_str().unwrap_or("");
+    assert!(
+        local.ends_with("relay/tls"),
+        "the selected pair is not a TLS relay: {local:?}\n{r}"
+    );
+    assert!(
+        number("DROPPED ") > 0,
+        "the firewall dropped nothing: Chromium never tried a direct path\n{stdout}"
+    );
+    assert!(
+        number("TURN_TLS ") > 0,
+        "coturn logged no TLS session\n{stderr}"
+    );
+}

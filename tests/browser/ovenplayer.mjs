@@ -175,7 +175,7 @@ try {
           s.pair = {
             state: pair.state,
             nominated: pair.nominated,
-            local: `${l.address || l.ip}:${l.port}/${l.protocol} ${l.candidateType}`,
+            local: `${l.address || l.ip}:${l.port}/${l.protocol} ${l.candidateType}${l.relayProtocol ? `/${l.relayProtocol}` : ''}`,
             remote: `${rm.address || rm.ip}:${rm.port}/${rm.protocol} ${rm.candidateType}`,
             rtt: pair.currentRoundTripTime,
             requestsSent: pair.requestsSent,

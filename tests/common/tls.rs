@@ -15,8 +15,14 @@ pub struct TestCert {
 /// Writes `dir/{name}.crt` and `dir/{name}.key`, valid from a day ago
 /// until `not_after`.
 pub fn make_cert(dir: &Path, name: &str, not_after: SystemTime) -> TestCert {
+    make_cert_for(dir, name, &["localhost"], not_after)
+}
+
+/// [`make_cert`] for these names (an IP address is an IP SAN).
+pub fn make_cert_for(dir: &Path, name: &str, names: &[&str], not_after: SystemTime) -> TestCert {
     use base64::Engine;
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("streamd test {name}"));
