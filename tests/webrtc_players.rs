@@ -155,3 +155,48 @@ async fn aiortc_plays_and_switches_rendition() {
     drop(publisher);
     server.stop().await;
 }
+
+/// aiortc plays over WHEP: its own offer (receive-only H.264 and Opus) by
+/// POST, our answer, H.264 and Opus decoded with the clock in the picture
+/// read; DELETE on the session's Location ends it and the engine lets the
+/// viewer go.
+#[tokio::test]
+async fn aiortc_plays_over_whep() {
+    let _one = SERIAL.lock().await;
+    let python = python();
+    let server = TestServer::start(common::webrtc::small_ladder).await;
+    let publisher = server.publish("live", "pywhep", 60, "640x360");
+    server.master_when_ready("live", "pywhep").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let script = tests_dir().join("python/aiortc_viewer.py");
+    let url = server.url("/live/pywhep/whep");
+    let (ok, out, err) = run(
+        python.to_str().unwrap(),
+        &[script.to_str().unwrap(), &url, "8"],
+    )
+    .await;
+    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
+    let r = report(&out, &err);
+    eprintln!("aiortc WHEP: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(r["whep_status"], 201, "{r}");
+    assert!(r["video_frames"].as_u64().unwrap() >= 120, "{r}");
+    assert!(r["audio_frames"].as_u64().unwrap() >= 200, "{r}");
+    assert_eq!(r["audio_format"]["rate"], 48000, "{r}");
+    let sizes = r["sizes"].as_object().unwrap();
+    assert!(sizes.contains_key("640x360"), "{r}");
+    let (p50, p95) = clock::check(&r, 6.0, 2000);
+    eprintln!("aiortc WHEP glass-to-glass: p50 {p50} ms, p95 {p95} ms");
+    assert_eq!(r["whep_delete_status"], 200, "{r}");
+    let mut gone = false;
+    for _ in 0..100 {
+        if server.metric("streamd_webrtc_viewers").await == 0.0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the deleted WHEP viewer is still in the engine");
+    drop(publisher);
+    server.stop().await;
+}

@@ -5,6 +5,11 @@
 usage: python3 aiortc_viewer.py WS_URL SECONDS [RENDITION]
   e.g. python3 aiortc_viewer.py ws://127.0.0.1:3333/live/cam 10
        python3 aiortc_viewer.py ws://127.0.0.1:3333/live/cam 10 180p
+       python3 aiortc_viewer.py http://127.0.0.1:3333/live/cam/whep 10
+
+An http(s) URL is a WHEP endpoint: it POSTs its offer there, plays the
+answer for SECONDS and DELETEs the session (whep_status,
+whep_delete_status in the report).
 
 It speaks OvenPlayer's signalling: request_offer -> offer {id, peer_id, sdp,
 candidates} -> answer {id, peer_id:0, sdp:{type, sdp}}; decodes every video
@@ -31,6 +36,8 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -189,123 +196,167 @@ async def run(ws_url, seconds, rendition):
                         "samples_per_frame": frame.samples,
                     }
 
-    async with connect(ws_url, open_timeout=10, max_size=None) as ws:
-        report["ws_open_ms"] = ms()
-        await ws.send(json.dumps({"command": "request_offer"}))
-        deadline = t0 + seconds
-        switched = rendition is None
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if not switched and session_id is not None and now >= t0 + seconds / 2:
-                switched = True
-                await ws.send(
-                    json.dumps({"command": "change_rendition", "id": session_id, "rendition_name": rendition, "auto": False})
-                )
-                report["change_rendition_sent_ms"] = ms()
-            timeout = deadline - now
-            if not switched:
-                timeout = min(timeout, max(0.05, t0 + seconds / 2 - now))
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=timeout)
-            except asyncio.TimeoutError:
-                continue
-            except Exception as e:
-                report["errors"].append(f"websocket closed early: {type(e).__name__}: {e}")
-                report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason}
-                break
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                report["errors"].append(f"non-JSON message: {raw[:200]!r}")
-                continue
-            if isinstance(msg, dict) and msg.get("error"):
-                report["errors"].append(f"server error: {json.dumps(msg)[:300]}")
-                continue
-            cmd = msg.get("command") if isinstance(msg, dict) else None
-            if cmd == "offer":
-                report["offer_ms"] = ms()
-                session_id = msg["id"]
-                report["offer"] = {k: v for k, v in msg.items() if k != "sdp"}
-                servers = []
-                if RELAY_ONLY:
-                    for srv in msg.get("iceServers") or []:
-                        servers.append(
-                            RTCIceServer(urls=srv["urls"], username=srv.get("username"), credential=srv.get("credential"))
-                        )
-                    if not servers:
-                        report["errors"].append("relay only, but the offer names no iceServers")
-                pc = RTCPeerConnection(RTCConfiguration(iceServers=servers)) if RELAY_ONLY else RTCPeerConnection()
-
-                @pc.on("track")
-                def on_track(track):
-                    report["tracks"].append({"t": ms(), "kind": track.kind})
-                    consumers.append(asyncio.ensure_future(consume(track)))
-
-                @pc.on("iceconnectionstatechange")
-                def on_ice():
-                    report["ice_states"].append({"t": ms(), "state": pc.iceConnectionState})
-
-                @pc.on("connectionstatechange")
-                def on_conn():
-                    report["connection_states"].append({"t": ms(), "state": pc.connectionState})
-                    if pc.connectionState == "connected" and report["connected_ms"] is None:
-                        report["connected_ms"] = ms()
-
-                sdp = msg["sdp"]
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"]))
-                # OME puts its candidates only in `candidates`; add any the
-                # SDP does not already carry.
-                added = 0
-                for c in msg.get("candidates") or []:
-                    line = c.get("candidate") or ""
-                    if not line:
-                        continue
-                    body = line.split(":", 1)[1] if line.startswith("candidate:") else line
-                    if ("a=candidate:" + body) in sdp["sdp"]:
-                        continue
-                    cand = candidate_from_sdp(body)
-                    cand.sdpMid = c.get("sdpMid")
-                    cand.sdpMLineIndex = c.get("sdpMLineIndex", 0)
-                    await pc.addIceCandidate(cand)
-                    added += 1
-                report["offer_candidates_added"] = added
-                answer = await pc.createAnswer()
-                await pc.setLocalDescription(answer)
-                report["local_candidate_types"] = sorted(
-                    {line.split(" typ ")[1].split()[0] for line in pc.localDescription.sdp.splitlines() if " typ " in line}
-                )
-                await ws.send(
-                    json.dumps(
-                        {
-                            "command": "answer",
-                            "id": session_id,
-                            "peer_id": 0,
-                            "sdp": {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp},
-                        }
+    async def signal_ome():
+        nonlocal pc, session_id
+        async with connect(ws_url, open_timeout=10, max_size=None) as ws:
+            report["ws_open_ms"] = ms()
+            await ws.send(json.dumps({"command": "request_offer"}))
+            deadline = t0 + seconds
+            switched = rendition is None
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if not switched and session_id is not None and now >= t0 + seconds / 2:
+                    switched = True
+                    await ws.send(
+                        json.dumps({"command": "change_rendition", "id": session_id, "rendition_name": rendition, "auto": False})
                     )
-                )
-                report["answer_ms"] = ms()
-            elif cmd == "notification":
-                report["notifications"].append({"t": ms(), "type": msg.get("type"), "message": msg.get("message")})
-            else:
-                report["server_messages"].append({"t": ms(), "msg": msg})
+                    report["change_rendition_sent_ms"] = ms()
+                timeout = deadline - now
+                if not switched:
+                    timeout = min(timeout, max(0.05, t0 + seconds / 2 - now))
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=timeout)
+                except asyncio.TimeoutError:
+                    continue
+                except Exception as e:
+                    report["errors"].append(f"websocket closed early: {type(e).__name__}: {e}")
+                    report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason}
+                    break
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    report["errors"].append(f"non-JSON message: {raw[:200]!r}")
+                    continue
+                if isinstance(msg, dict) and msg.get("error"):
+                    report["errors"].append(f"server error: {json.dumps(msg)[:300]}")
+                    continue
+                cmd = msg.get("command") if isinstance(msg, dict) else None
+                if cmd == "offer":
+                    report["offer_ms"] = ms()
+                    session_id = msg["id"]
+                    report["offer"] = {k: v for k, v in msg.items() if k != "sdp"}
+                    servers = []
+                    if RELAY_ONLY:
+                        for srv in msg.get("iceServers") or []:
+                            servers.append(
+                                RTCIceServer(urls=srv["urls"], username=srv.get("username"), credential=srv.get("credential"))
+                            )
+                        if not servers:
+                            report["errors"].append("relay only, but the offer names no iceServers")
+                    pc = RTCPeerConnection(RTCConfiguration(iceServers=servers)) if RELAY_ONLY else RTCPeerConnection()
 
-        if session_id is not None and report["ws_close"] is None:
-            await ws.send(json.dumps({"command": "stop", "id": session_id}))
-            # Anything the server says after stop (it should say nothing
-            # and may close).
+                    watch(pc)
+
+                    sdp = msg["sdp"]
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"]))
+                    # OME puts its candidates only in `candidates`; add any the
+                    # SDP does not already carry.
+                    added = 0
+                    for c in msg.get("candidates") or []:
+                        line = c.get("candidate") or ""
+                        if not line:
+                            continue
+                        body = line.split(":", 1)[1] if line.startswith("candidate:") else line
+                        if ("a=candidate:" + body) in sdp["sdp"]:
+                            continue
+                        cand = candidate_from_sdp(body)
+                        cand.sdpMid = c.get("sdpMid")
+                        cand.sdpMLineIndex = c.get("sdpMLineIndex", 0)
+                        await pc.addIceCandidate(cand)
+                        added += 1
+                    report["offer_candidates_added"] = added
+                    answer = await pc.createAnswer()
+                    await pc.setLocalDescription(answer)
+                    report["local_candidate_types"] = sorted(
+                        {line.split(" typ ")[1].split()[0] for line in pc.localDescription.sdp.splitlines() if " typ " in line}
+                    )
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "command": "answer",
+                                "id": session_id,
+                                "peer_id": 0,
+                                "sdp": {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp},
+                            }
+                        )
+                    )
+                    report["answer_ms"] = ms()
+                elif cmd == "notification":
+                    report["notifications"].append({"t": ms(), "type": msg.get("type"), "message": msg.get("message")})
+                else:
+                    report["server_messages"].append({"t": ms(), "msg": msg})
+
+            if session_id is not None and report["ws_close"] is None:
+                await ws.send(json.dumps({"command": "stop", "id": session_id}))
+                # Anything the server says after stop (it should say nothing
+                # and may close).
+                try:
+                    while True:
+                        raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
+                        report["server_messages"].append({"t": ms(), "after_stop": True, "msg": raw[:300]})
+                except asyncio.TimeoutError:
+                    pass
+                except Exception:
+                    report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason, "by": "server after stop"}
+        if report["ws_close"] is None:
+            report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason, "by": "client"}
+
+    def watch(pc):
+        @pc.on("track")
+        def on_track(track):
+            report["tracks"].append({"t": ms(), "kind": track.kind})
+            consumers.append(asyncio.ensure_future(consume(track)))
+
+        @pc.on("iceconnectionstatechange")
+        def on_ice():
+            report["ice_states"].append({"t": ms(), "state": pc.iceConnectionState})
+
+        @pc.on("connectionstatechange")
+        def on_conn():
+            report["connection_states"].append({"t": ms(), "state": pc.connectionState})
+            if pc.connectionState == "connected" and report["connected_ms"] is None:
+                report["connected_ms"] = ms()
+
+    async def signal_whep():
+        # WHEP: our offer (receive-only H.264 and Opus) by POST, the
+        # answer back; DELETE on the session's Location at the end.
+        nonlocal pc
+        pc = RTCPeerConnection()
+        watch(pc)
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+
+        def http(method, url, body=None, headers=None):
+            req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
             try:
-                while True:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                    report["server_messages"].append({"t": ms(), "after_stop": True, "msg": raw[:300]})
-            except asyncio.TimeoutError:
-                pass
-            except Exception:
-                report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason, "by": "server after stop"}
-    if report["ws_close"] is None:
-        report["ws_close"] = {"t": ms(), "code": ws.close_code, "reason": ws.close_reason, "by": "client"}
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, dict(r.headers), r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers), e.read().decode()
+
+        status, headers, body = await asyncio.to_thread(
+            http, "POST", ws_url, pc.localDescription.sdp.encode(), {"content-type": "application/sdp"}
+        )
+        report["whep_status"] = status
+        report["offer_ms"] = ms()
+        if status != 201:
+            report["errors"].append(f"WHEP POST: {status} {body[:300]}")
+            return
+        location = headers.get("Location") or headers.get("location")
+        report["whep_location"] = location
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        origin = "/".join(ws_url.split("/")[:3])
+        status, _, body = await asyncio.to_thread(http, "DELETE", origin + location)
+        report["whep_delete_status"] = status
+
+    if ws_url.startswith("http"):
+        await signal_whep()
+    else:
+        await signal_ome()
 
     if pc is not None:
         await pc.close()
