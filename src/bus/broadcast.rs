@@ -154,6 +154,12 @@ impl BroadcastProducer {
         self.shared.consumer()
     }
 
+    /// Its status (Ended: it was ended under its publisher), without a
+    /// consumer's registration.
+    pub fn status(&self) -> BroadcastStatus {
+        self.shared.lock().status
+    }
+
     /// Resolves when the broadcast was ended under its publisher (the
     /// stream was deleted, or the server stops): the publisher should go.
     pub async fn ended(&self) {

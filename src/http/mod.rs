@@ -209,6 +209,29 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<&str>, BadBearer
         .ok_or(BadBearer)
 }
 
+/// A request's query with its bearer token added as a credential, for the
+/// one admission path: `token=` for a JWT (or any bearer unless `keys`),
+/// `key=` for a stream key; Err for a malformed `Authorization`.
+pub fn query_with_bearer(
+    query: Option<String>,
+    headers: &axum::http::HeaderMap,
+    keys: bool,
+) -> Result<String, BadBearer> {
+    let mut query = query.unwrap_or_default();
+    if let Some(token) = bearer(headers)? {
+        let name = if keys && !is_jwt(token) {
+            "key"
+        } else {
+            "token"
+        };
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("{name}={token}"));
+    }
+    Ok(query)
+}
+
 /// Whether a token is a JWT (three dot-separated parts) rather than a key.
 pub fn is_jwt(token: &str) -> bool {
     token.split('.').count() == 3
@@ -589,5 +612,48 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
             req.headers_mut().insert(axum::http::header::HOST, host);
         }
         self.app.clone().call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    /// A bearer joins the query as the credential admission reads: a key
+    /// or a token; a malformed header is refused, no header adds nothing.
+    #[test]
+    fn the_bearer_joins_the_query_as_a_key_or_a_token() {
+        let jwt = "e30.e30.c2ln";
+        assert_eq!(
+            query_with_bearer(Some("a=1".into()), &auth("Bearer k3y"), true).unwrap(),
+            "a=1&key=k3y"
+        );
+        assert_eq!(
+            query_with_bearer(None, &auth(&format!("Bearer {jwt}")), true).unwrap(),
+            format!("token={jwt}")
+        );
+        assert_eq!(
+            query_with_bearer(None, &auth("Bearer k3y"), false).unwrap(),
+            "token=k3y"
+        );
+        assert_eq!(
+            query_with_bearer(None, &HeaderMap::new(), true).unwrap(),
+            ""
+        );
+        for bad in [
+            "Basic Zm9vOmJhcg==",
+            "Bearer ",
+            "Bearer a&key=b",
+            "Bearer a b",
+        ] {
+            assert!(query_with_bearer(None, &auth(bad), true).is_err(), "{bad}");
+        }
     }
 }

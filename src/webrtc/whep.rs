@@ -199,22 +199,12 @@ async fn play(
         );
     };
     // A playback token may come as the bearer, as WHEP players send it.
-    let mut query = query.unwrap_or_default();
-    match crate::http::bearer(&headers) {
-        Ok(None) => {}
-        Ok(Some(token)) => {
-            if !query.is_empty() {
-                query.push('&');
-            }
-            query.push_str(&format!("token={token}"));
-        }
-        Err(crate::http::BadBearer) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Authorization must be `Bearer <playback token>`",
-            );
-        }
-    }
+    let Ok(query) = crate::http::query_with_bearer(query, &headers, false) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Authorization must be `Bearer <playback token>`",
+        );
+    };
     let pinned = crate::http::query_param(Some(&query), "rendition").map(str::to_owned);
     let request = AccessRequest {
         protocol: Protocol::WebRtc,

@@ -138,27 +138,12 @@ async fn publish(
     };
     // The bearer token joins the URL's credentials: a JWT is a publish
     // token, anything else a stream key.
-    let mut query = query.unwrap_or_default();
-    match crate::http::bearer(&headers) {
-        Ok(None) => {}
-        Ok(Some(token)) => {
-            let key = if crate::http::is_jwt(token) {
-                "token"
-            } else {
-                "key"
-            };
-            if !query.is_empty() {
-                query.push('&');
-            }
-            query.push_str(&format!("{key}={token}"));
-        }
-        Err(crate::http::BadBearer) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Authorization must be `Bearer <stream key or publish token>`",
-            );
-        }
-    }
+    let Ok(query) = crate::http::query_with_bearer(query, &headers, true) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Authorization must be `Bearer <stream key or publish token>`",
+        );
+    };
     // A session, connected or not, holds its place from the offer on.
     let ip = connect.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let Ok(permit) = state.per_ip.try_acquire(ip) else {

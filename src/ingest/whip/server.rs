@@ -310,8 +310,7 @@ impl WhipServer {
         let mut gone = Vec::new();
         let mut keyframes = Vec::new();
         for (id, p) in &self.publishers {
-            let consumer = p.ingest.broadcast().consumer();
-            if consumer.status() == BroadcastStatus::Ended {
+            if p.ingest.broadcast().status() == BroadcastStatus::Ended {
                 gone.push((*id, "its broadcast was ended (stream deleted)"));
             } else if p.admitted.until.is_some_and(|u| u.into_std() <= now) {
                 gone.push((*id, "its admission lifetime is over"));
