@@ -78,16 +78,8 @@ async fn a_whep_viewer_plays_and_delete_ends_it() {
     let resource = location.rsplit('/').next().unwrap();
     let resource_url = server.url(&location);
     let etag = format!("\"{}\"", viewer.etag().trim_matches('"'));
-    let patch = |url: String, content_type: &'static str, if_match: String, body: String| async move {
-        request_with(
-            "PATCH",
-            &url,
-            &[("content-type", content_type), ("if-match", &if_match)],
-            body,
-        )
-        .await
-    };
-    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    use common::webrtc::patch;
+    const FRAG: &str = common::webrtc::FRAGMENT;
     let candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n".to_owned();
     for (url, content_type, if_match, body, status) in [
         (
@@ -225,15 +217,10 @@ async fn a_whep_viewer_plays_and_delete_ends_it() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = request("DELETE", &server.url(&location), &[]).await;
     assert_eq!(r.status, 404);
-    let mut gone = false;
-    for _ in 0..100 {
-        if server.metric("streamd_webrtc_viewers").await == 0.0 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "the deleted WHEP viewer is still in the engine");
+    assert!(
+        common::webrtc::viewers_gone(&server).await,
+        "the deleted WHEP viewer is still in the engine"
+    );
     drop(publisher);
     server.stop().await;
 }

@@ -507,18 +507,10 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
     // credentials and a new tag, which the old one no longer matches.
     let resource = location.rsplit('/').next().unwrap();
     let etag = r.header("etag").unwrap().to_owned();
-    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    const FRAG: &str = common::webrtc::FRAGMENT;
     let creds = "a=ice-ufrag:be76892c\r\na=ice-pwd:38769dd066d05368ef6a98cb871ada2b\r\n";
     let candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
-    let patch = |url: String, content_type: &'static str, if_match: String, body: String| async move {
-        request_with(
-            "PATCH",
-            &url,
-            &[("content-type", content_type), ("if-match", &if_match)],
-            body,
-        )
-        .await
-    };
+    use common::webrtc::patch;
     let here = server.url(&location);
     let elsewhere = server.url(&format!("/live/{}/whip/{resource}", cam.id));
     for (url, content_type, if_match, body, status) in [

@@ -188,15 +188,10 @@ async fn aiortc_plays_over_whep() {
     let (p50, p95) = clock::check(&r, 6.0, 2000);
     eprintln!("aiortc WHEP glass-to-glass: p50 {p50} ms, p95 {p95} ms");
     assert_eq!(r["whep_delete_status"], 200, "{r}");
-    let mut gone = false;
-    for _ in 0..100 {
-        if server.metric("streamd_webrtc_viewers").await == 0.0 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "the deleted WHEP viewer is still in the engine");
+    assert!(
+        common::webrtc::viewers_gone(&server).await,
+        "the deleted WHEP viewer is still in the engine"
+    );
     drop(publisher);
     server.stop().await;
 }

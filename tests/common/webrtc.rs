@@ -426,3 +426,33 @@ pub fn small_ladder(c: &mut streamd::config::Config) {
     ];
     c.webrtc.start_bitrate_kbps = 1000;
 }
+
+/// `Content-Type` of a WHIP/WHEP PATCH (RFC 8840 SDP fragments).
+pub const FRAGMENT: &str = "application/trickle-ice-sdpfrag";
+
+/// A WHIP/WHEP PATCH to `url` with this type, `If-Match` and body.
+pub async fn patch(
+    url: String,
+    content_type: &str,
+    if_match: String,
+    body: String,
+) -> super::Response {
+    super::request_with(
+        "PATCH",
+        &url,
+        &[("content-type", content_type), ("if-match", &if_match)],
+        body,
+    )
+    .await
+}
+
+/// Whether the engine has no WebRTC viewer left within 5 s.
+pub async fn viewers_gone(server: &super::TestServer) -> bool {
+    for _ in 0..100 {
+        if server.metric("streamd_webrtc_viewers").await == 0.0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
