@@ -4,7 +4,8 @@
 #
 #   docker build -t streamd .        (or: podman build -t streamd .)
 #   docker run -p 1935:1935 -p 3333:3333 -p 3334:3334 -p 3478:3478 \
-#     -p 10000-10009:10000-10009/udp -p 10100:10100/udp -v streamd-data:/data streamd
+#     -p 9999:9999/udp -p 10000-10009:10000-10009/udp -p 10100:10100/udp \
+#     -v streamd-data:/data streamd
 #
 # Configuration: /etc/streamd/streamd.toml (config/container.toml), and
 # any key as STREAMD_SECTION__KEY in the environment. The WebRTC candidate
@@ -20,6 +21,7 @@ RUN apt-get update \
         clang libclang-dev pkg-config \
         libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev \
         libavutil-dev libswscale-dev libswresample-dev \
+        libsrt-openssl-dev \
         nodejs npm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -43,6 +45,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         ca-certificates tini \
         libavcodec59 libavutil57 libswscale6 libswresample4 \
+        libsrt1.5-openssl \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 streamd \
@@ -57,7 +60,7 @@ WORKDIR /data
 VOLUME ["/data"]
 # RTMP, HTTP (LL-HLS, signalling, API, console), HTTPS/WSS, ICE-TCP,
 # WebRTC media (one UDP port per engine: 10 engines in container.toml).
-EXPOSE 1935/tcp 3333/tcp 3334/tcp 3478/tcp 10000-10009/udp 10100/udp
+EXPOSE 1935/tcp 3333/tcp 3334/tcp 3478/tcp 9999/udp 10000-10009/udp 10100/udp
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/streamd"]
 CMD ["--config", "/etc/streamd/streamd.toml"]

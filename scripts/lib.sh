@@ -22,11 +22,13 @@ apt_install() {
 }
 
 # What building and running streamd needs: the FFmpeg libraries it links
-# (with libx264 and libopus) and their headers, and clang for bindgen.
+# (with libx264 and libopus) and their headers, clang for bindgen, and
+# libsrt (SRT ingest; the OpenSSL build, Debian's default).
 install_runtime_deps() {
     apt_install ca-certificates curl build-essential pkg-config ffmpeg \
         libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev \
-        libswscale-dev libswresample-dev libavutil-dev clang libclang-dev
+        libswscale-dev libswresample-dev libavutil-dev clang libclang-dev \
+        libsrt-openssl-dev
 }
 
 # What the test suite needs besides: Chromium for the player tests, Node.js
@@ -38,6 +40,8 @@ install_test_deps() {
     # The TURN server the TURN tests relay through, and the firewall that
     # leaves the TURN-over-TLS test's client only TLS to it.
     apt_install coturn iptables
+    # srt-live-transmit: the SRT tests' raw sender (hand-made MPEG-TS).
+    apt_install srt-tools
     # The serving bench's baseline and load tools (its smoke run is part of
     # the suite): nginx, wrk (HTTP/1.1), h2load (HTTP/2).
     apt_install nginx-light wrk nghttp2-client

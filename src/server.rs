@@ -10,6 +10,7 @@ use crate::bus::{Registry, Retention};
 use crate::config::Config;
 use crate::http::HttpServer;
 use crate::ingest::RtmpServer;
+use crate::ingest::srt::SrtServer;
 use crate::ingest::whip::{Whip, WhipServer};
 use crate::llhls::http::LlhlsHttp;
 use crate::llhls::store::Outputs;
@@ -78,6 +79,7 @@ pub struct Server {
     outputs: Arc<Outputs>,
     transcoders: Arc<Transcoders>,
     rtmp: RtmpServer,
+    srt: Option<SrtServer>,
     http: HttpServer,
     webrtc: Option<WebRtcServer>,
     whip: Option<(WhipServer, Whip)>,
@@ -158,6 +160,13 @@ impl Server {
             access.clone(),
         )
         .await?;
+        let srt = if config.srt.enabled {
+            let srt = SrtServer::bind(config.srt.clone(), registry.clone(), access.clone())?;
+            tracing::info!(addr = %srt.local_addr(), "srt listening");
+            Some(srt)
+        } else {
+            None
+        };
         let http = HttpServer::bind(config.http.clone(), &config.tls.listen, certs.clone()).await?;
         tracing::info!(addr = %rtmp.local_addr()?, "rtmp listening");
         for addr in rtmp.tls_addrs() {
@@ -189,6 +198,7 @@ impl Server {
             outputs: Arc::new(Outputs::default()),
             transcoders,
             rtmp,
+            srt,
             http,
             webrtc,
             whip,
@@ -216,6 +226,11 @@ impl Server {
     /// The first HTTPS listener's address, when TLS is on.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.http.tls_addrs().first().copied()
+    }
+
+    /// The SRT listener's address, when SRT is enabled.
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        self.srt.as_ref().map(|s| s.local_addr())
     }
 
     /// The first RTMPS listener's address, when on.
@@ -330,6 +345,7 @@ impl Server {
             outputs,
             transcoders,
             rtmp,
+            srt,
             http,
             webrtc,
             whip,
@@ -340,6 +356,7 @@ impl Server {
             tokio::spawn(certs.watch(config.tls.reload_interval, shutdown.clone()));
         }
         let rtmp_task = tokio::spawn(rtmp.run(shutdown.clone()));
+        let srt_task = srt.map(|s| tokio::spawn(s.run(shutdown.clone())));
         let transcode_task = tokio::spawn(crate::transcode::service::run(
             registry.clone(),
             config.transcode.clone(),
@@ -457,6 +474,9 @@ impl Server {
         s.wait().await;
         tracing::info!("shutting down");
         let _ = rtmp_task.await;
+        if let Some(t) = srt_task {
+            let _ = t.await;
+        }
         if let Some(t) = whip_task {
             let _ = t.await;
         }

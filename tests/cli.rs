@@ -30,6 +30,7 @@ async fn runs_on_port_zero_logs_addresses_and_stops_on_sigterm() {
         &config,
         format!(
             "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [srt]\nlisten = \"127.0.0.1:0\"\n\
              [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
              [whip]\nudp_listen = \"127.0.0.1:0\"\n\
              [database]\ndata_dir = \"{}\"\n",
@@ -115,7 +116,8 @@ async fn a_bad_recording_location_is_an_error_naming_it() {
         &config,
         format!(
             "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [webrtc]\nenabled = false\n[whip]\nenabled = false\n[database]\ndata_dir = \"{}\"\n\
+             [webrtc]\nenabled = false\n[whip]\nenabled = false\n[srt]\nenabled = false\n\
+             [database]\ndata_dir = \"{}\"\n\
              [record]\nlocation = \"gs://bucket/../../etc\"\n",
             dir.path().join("data").display()
         ),

@@ -167,6 +167,8 @@ fn netns_config(dir: &Path, extra: &str) -> PathBuf {
             r#"
 [rtmp]
 listen = "127.0.0.1:1935"
+[srt]
+enabled = false
 [http]
 listen = "127.0.0.1:3333"
 web_dir = "{}"

@@ -41,6 +41,7 @@ async fn start(dir: &Path, drain_timeout: &str) -> Node {
         format!(
             "[server]\ndrain_timeout = \"{drain_timeout}\"\n\
              [rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+             [srt]\nlisten = \"127.0.0.1:0\"\n\
              [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
              candidate_ips = [\"127.0.0.1\"]\n\
              [whip]\nudp_listen = \"127.0.0.1:0\"\n\

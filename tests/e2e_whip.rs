@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,21 +23,6 @@ use tokio::process::{Child, Command};
 
 /// Transcoding takes most of both cores: one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// FFmpeg 9 with the WHIP muxer, from the tests' virtualenv.
-fn ffmpeg9() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}: run the README's test command (it installs tests/python/requirements.txt)", python.display()));
-    assert!(
-        out.status.success(),
-        "imageio-ffmpeg missing from tests/python/.venv (the README's test command installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// `seconds` of a 640x360 test pattern with a tone, H.264 constrained
 /// baseline (no B-frames, as WHIP publishers send) and stereo Opus, to

@@ -145,7 +145,7 @@ fn binary_config(
     std::fs::write(
         &config,
         format!(
-            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+            "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n[srt]\nenabled = false\n\
              [webrtc]\nenabled = false\n[whip]\nenabled = false\n[transcode]\nenabled = false\n\
              [auth]\npublish = \"open\"\njwt_secret = \"{}\"\n\
              [bus]\nreconnect_grace = \"1s\"\n\

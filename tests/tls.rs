@@ -217,7 +217,7 @@ async fn an_expired_or_mismatched_certificate_stops_the_start_with_the_reason() 
         std::fs::write(
             &config,
             format!(
-                "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nenabled = false\n\
                  [webrtc]\nenabled = false\n[whip]\nenabled = false\n[record]\nenabled = false\n\
                  [database]\ndata_dir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
                  listen = \"127.0.0.1:0\"\n",

@@ -136,6 +136,7 @@ async fn ovenplayer_plays_through_turn_over_tls_when_only_tls_gets_out() {
         format!(
             "[database]\ndata_dir = \"{}\"\n[auth]\npublish = \"open\"\n\
              [rtmp]\nlisten = \"198.18.7.1:1935\"\n[http]\nlisten = \"198.18.7.1:3333\"\n\
+             [srt]\nenabled = false\n\
              [webrtc]\nudp_listen = \"198.18.7.1:10000\"\ntcp_listen = \"198.18.7.1:3478\"\n\
              candidate_ips = [\"198.18.7.1\"]\n[whip]\nudp_listen = \"198.18.7.1:10100\"\n\
              [turn]\nurls = [\"turns:198.18.7.1:5349?transport=tcp\"]\nsecret = \"{SECRET}\"\n\

@@ -55,6 +55,8 @@ pub struct Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Rtmp,
+    /// SRT ingest (MPEG-TS).
+    Srt,
     /// WebRTC ingest (WHIP): OME calls it `webrtc`, incoming.
     Whip,
     WebRtc,
@@ -66,6 +68,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
+            Protocol::Srt => "srt",
             Protocol::Whip | Protocol::WebRtc => "webrtc",
             Protocol::LlHls => "llhls",
         }
@@ -73,7 +76,7 @@ impl Protocol {
 
     fn direction(self) -> Direction {
         match self {
-            Protocol::Rtmp | Protocol::Whip => Direction::Incoming,
+            Protocol::Rtmp | Protocol::Srt | Protocol::Whip => Direction::Incoming,
             Protocol::WebRtc | Protocol::LlHls => Direction::Outgoing,
         }
     }

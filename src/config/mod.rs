@@ -21,6 +21,7 @@ mod log;
 mod record;
 mod rtmp;
 mod server;
+mod srt;
 mod transcode;
 mod turn;
 mod webhooks;
@@ -36,6 +37,7 @@ pub use log::{LogConfig, LogFormat};
 pub use record::{AppRecordConfig, RecordConfig, RecordRenditions};
 pub use rtmp::RtmpConfig;
 pub use server::ServerConfig;
+pub use srt::SrtConfig;
 pub use transcode::{AppTranscodeConfig, RungConfig, TranscodeConfig, X264_PRESETS};
 pub use turn::TurnConfig;
 pub use webhooks::WebhookConfig;
@@ -71,6 +73,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub rtmp: RtmpConfig,
+    pub srt: SrtConfig,
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub bus: BusConfig,
@@ -100,6 +103,7 @@ const SECRET_KEYS: &[&str] = &[
     "admission.secret",
     "record.s3_secret_access_key",
     "turn.secret",
+    "srt.passphrase",
 ];
 
 fn invalid(key: &'static str, reason: String) -> Result<(), ConfigError> {
@@ -195,6 +199,7 @@ impl Config {
         self.server.validate()?;
         self.log.validate()?;
         self.rtmp.validate()?;
+        self.srt.validate()?;
         self.http.validate()?;
         self.tls.validate()?;
         self.bus.validate()?;

@@ -30,6 +30,8 @@ pub enum IngestError {
     Avc(#[from] H264Error),
     #[error("bad AAC sequence header: {0}")]
     Aac(#[from] AacError),
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// Something worth a log line that does not end the stream.

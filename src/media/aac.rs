@@ -107,9 +107,115 @@ fn read_sample_rate(r: &mut BitReader<'_>) -> Result<u32, AacError> {
     Ok(rate)
 }
 
+/// One ADTS frame's header (ISO 13818-7 §6.2), as MPEG-TS carries AAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adts {
+    /// The AudioSpecificConfig this header stands for (2 bytes).
+    pub config: [u8; 2],
+    /// Bytes of header (7, or 9 with a CRC) before the raw frame.
+    pub header_len: usize,
+    /// The whole frame's length, header included.
+    pub frame_len: usize,
+    pub sample_rate: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdtsError {
+    #[error("no ADTS sync word")]
+    Sync,
+    #[error("ADTS header is truncated")]
+    Truncated,
+    #[error("ADTS layer {0} is not 0")]
+    Layer(u8),
+    #[error("ADTS frame length {0} is shorter than its header")]
+    Length(usize),
+    #[error("ADTS has reserved sampling frequency index {0}")]
+    SampleRateIndex(u8),
+    #[error("ADTS frames holding {0} raw data blocks are not carried")]
+    Blocks(u8),
+}
+
+impl Adts {
+    /// The ADTS header at the start of `data` (which may hold less than the
+    /// whole frame: see [`Adts::frame_len`]).
+    pub fn parse(data: &[u8]) -> Result<Adts, AdtsError> {
+        if data.len() >= 2 && (data[0] != 0xff || data[1] & 0xf0 != 0xf0) {
+            return Err(AdtsError::Sync);
+        }
+        let h: &[u8; 7] = data
+            .get(..7)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(AdtsError::Truncated)?;
+        let layer = (h[1] >> 1) & 0x3;
+        if layer != 0 {
+            return Err(AdtsError::Layer(layer));
+        }
+        let protection_absent = h[1] & 1 == 1;
+        let profile = h[2] >> 6;
+        let index = (h[2] >> 2) & 0xf;
+        let sample_rate = *SAMPLE_RATES
+            .get(usize::from(index))
+            .ok_or(AdtsError::SampleRateIndex(index))?;
+        let channels = ((h[2] & 1) << 2) | (h[3] >> 6);
+        let frame_len =
+            (usize::from(h[3] & 0x3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        let blocks = h[6] & 0x3;
+        let header_len = if protection_absent { 7 } else { 9 };
+        if frame_len <= header_len {
+            return Err(AdtsError::Length(frame_len));
+        }
+        if blocks != 0 {
+            return Err(AdtsError::Blocks(blocks + 1));
+        }
+        // audioObjectType = profile + 1, 5 bits; index, 4; channels, 4.
+        let asc =
+            (u16::from(profile + 1) << 11) | (u16::from(index) << 7) | (u16::from(channels) << 3);
+        Ok(Adts {
+            config: asc.to_be_bytes(),
+            header_len,
+            frame_len,
+            sample_rate,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ADTS header: AAC-LC, 44.1 kHz, stereo, `len` bytes in all.
+    pub(crate) fn adts_header(len: usize) -> [u8; 7] {
+        [
+            0xff,
+            0xf1,
+            (1 << 6) | (4 << 2),
+            (2 << 6) | ((len >> 11) as u8 & 0x3),
+            (len >> 3) as u8,
+            ((len as u8 & 0x7) << 5) | 0x1f,
+            0xfc,
+        ]
+    }
+
+    #[test]
+    fn adts_gives_the_audio_specific_config() {
+        let h = Adts::parse(&adts_header(100)).unwrap();
+        assert_eq!((h.header_len, h.frame_len, h.sample_rate), (7, 100, 44_100));
+        assert_eq!(h.config, [0x12, 0x10]);
+        let cfg = AacConfig::parse(Bytes::copy_from_slice(&h.config)).unwrap();
+        assert_eq!((cfg.object_type, cfg.channels), (2, 2));
+        assert_eq!(Adts::parse(&[0xff, 0xf1, 0x50]), Err(AdtsError::Truncated));
+        assert_eq!(
+            Adts::parse(&[0x47, 0x40, 0, 0, 0, 0, 0]),
+            Err(AdtsError::Sync)
+        );
+        assert_eq!(Adts::parse(&adts_header(7)), Err(AdtsError::Length(7)));
+        let mut reserved = adts_header(100);
+        reserved[2] = (1 << 6) | (13 << 2);
+        assert_eq!(Adts::parse(&reserved), Err(AdtsError::SampleRateIndex(13)));
+        let mut blocks = adts_header(100);
+        blocks[6] |= 1;
+        assert_eq!(Adts::parse(&blocks), Err(AdtsError::Blocks(2)));
+    }
 
     #[test]
     fn parses_lc_stereo_44k() {

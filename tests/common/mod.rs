@@ -40,6 +40,8 @@ pub struct TestServer {
     pub webrtc: Option<SocketAddr>,
     /// The WebRTC ICE-TCP listener (loopback, port 0).
     pub webrtc_tcp: Option<SocketAddr>,
+    /// The SRT listener (loopback, port 0), when on.
+    pub srt: Option<SocketAddr>,
     pub registry: streamd::bus::Registry,
     transcoders: std::sync::Arc<streamd::transcode::Transcoders>,
     /// The WebRTC engines' handle (fault injection).
@@ -60,6 +62,7 @@ impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+        config.srt.listen = "127.0.0.1:0".parse().unwrap();
         config.http.listen = vec!["127.0.0.1:0".parse().unwrap()];
         // Packaging tests serve the source as published; the transcoding
         // tests turn the ladder on (with small rungs: two cores).
@@ -81,6 +84,7 @@ impl TestServer {
         let rtmps = server.rtmps_addr();
         let webrtc = server.webrtc_addr();
         let webrtc_tcp = server.webrtc_tcp_addr();
+        let srt = server.srt_addr();
         let registry = server.registry().clone();
         let transcoders = server.transcoders().clone();
         let sfu = server.sfu();
@@ -95,6 +99,7 @@ impl TestServer {
             rtmps,
             webrtc,
             webrtc_tcp,
+            srt,
             registry,
             transcoders,
             sfu,
@@ -179,6 +184,14 @@ pub struct Response {
 }
 
 impl Response {
+    /// As [`Logs::capture`], and what threads with no capture of their own
+    /// log too. For tests that run one at a time in their binary.
+    pub fn capture_every_thread() -> (Logs, CaptureGuard) {
+        let (logs, guard) = Logs::capture();
+        *EVERY_THREAD.lock().unwrap() = Some(logs.clone());
+        (logs, guard)
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -337,6 +350,23 @@ impl Publish<'_> {
     }
 }
 
+/// FFmpeg 9 (WHIP, SRT, HEVC, AV1), from the tests' virtualenv: the static
+/// build of the `imageio-ffmpeg` PyPI package, which the README's test
+/// command installs. Missing, the test fails; it does not skip.
+pub fn ffmpeg9() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}: run the README's test command (it installs tests/python/requirements.txt)", python.display()));
+    assert!(
+        out.status.success(),
+        "imageio-ffmpeg missing from tests/python/.venv (the README's test command installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// The stderr of a finished child, as text.
 pub async fn finish(child: Child) -> (std::process::ExitStatus, String) {
     let out = child.wait_with_output().await.expect("wait");
@@ -360,12 +390,18 @@ thread_local! {
     static CURRENT: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
 }
 
+/// What threads without a capture of their own write to: set only by
+/// [`Logs::capture_every_thread`] (for servers that log from threads of
+/// their own, as SRT's does; the tests that use it run one at a time).
+static EVERY_THREAD: std::sync::Mutex<Option<Logs>> = std::sync::Mutex::new(None);
+
 /// Stops capturing on this thread when dropped.
 pub struct CaptureGuard;
 
 impl Drop for CaptureGuard {
     fn drop(&mut self) {
         CURRENT.with(|c| c.borrow_mut().take());
+        EVERY_THREAD.lock().unwrap().take();
     }
 }
 
@@ -382,6 +418,14 @@ impl Logs {
         let logs = Logs::default();
         CURRENT.with(|c| *c.borrow_mut() = Some(logs.clone()));
         (logs, CaptureGuard)
+    }
+
+    /// As [`Logs::capture`], and what threads with no capture of their own
+    /// log too. For tests that run one at a time in their binary.
+    pub fn capture_every_thread() -> (Logs, CaptureGuard) {
+        let (logs, guard) = Logs::capture();
+        *EVERY_THREAD.lock().unwrap() = Some(logs.clone());
+        (logs, guard)
     }
 
     pub fn text(&self) -> String {
@@ -412,11 +456,11 @@ struct ThreadWriter;
 
 impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CURRENT.with(|c| {
-            if let Some(logs) = c.borrow().as_ref() {
-                logs.0.lock().unwrap().extend_from_slice(buf);
-            }
-        });
+        let own = CURRENT.with(|c| c.borrow().clone());
+        let logs = own.or_else(|| EVERY_THREAD.lock().unwrap().clone());
+        if let Some(logs) = logs {
+            logs.0.lock().unwrap().extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -575,6 +619,8 @@ pub fn netns_config(dir: &Path, rungs: &[(&str, u32, u32, u32)]) -> PathBuf {
     ) + r#"
 [rtmp]
 listen = "127.0.0.1:1935"
+[srt]
+enabled = false
 [http]
 listen = "127.0.0.1:3333"
 [webrtc]

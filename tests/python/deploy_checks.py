@@ -95,8 +95,11 @@ want = set(range(first, first + engines))
 # And the WHIP publishers' own socket.
 whip = int(effective["whip"]["udp_listen"].rsplit(":", 1)[1])
 want.add(whip)
+# And SRT publishers', when on.
+if effective["srt"]["enabled"]:
+    want.add(int(effective["srt"]["listen"].rsplit(":", 1)[1]))
 pod_udp = {p["containerPort"] for p in c["ports"] if p["protocol"] == "UDP"}
-check(pod_udp == want, f"pod UDP ports {sorted(pod_udp)} are the {engines} engines' and WHIP's {sorted(want)}")
+check(pod_udp == want, f"pod UDP ports {sorted(pod_udp)} are the {engines} engines', WHIP's and SRT's {sorted(want)}")
 svc = [d for d in docs(repo / "k8s/base/services.yaml") if d["metadata"]["name"] == "streamd-media"][0]
 svc_udp = {p["port"] for p in svc["spec"]["ports"] if p["protocol"] == "UDP"}
 check(svc_udp == want, f"media Service UDP ports {sorted(svc_udp)} are the engines'")

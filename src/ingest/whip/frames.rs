@@ -15,9 +15,10 @@
 use bytes::Bytes;
 
 use crate::bus::{BroadcastMeta, BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
-use crate::ingest::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, VIDEO_TRACK};
-use crate::media::h264::{NAL_IDR, NAL_PPS, NAL_SPS, annexb_nalus, annexb_to_avcc, nal_type};
-use crate::media::{AvcConfig, CodecConfig, OpusConfig};
+pub use crate::ingest::annexb::Step;
+use crate::ingest::annexb::{AccessUnit, AnnexBVideo};
+use crate::ingest::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice};
+use crate::media::{CodecConfig, OpusConfig};
 use crate::time::{MediaTime, RtpTimestampUnwrapper, Timescale};
 
 /// Opus's RTP clock.
@@ -33,14 +34,6 @@ pub enum Payload<'a> {
     H264(&'a [u8]),
     /// One Opus packet.
     Opus { data: &'a [u8], channels: u8 },
-}
-
-/// What handling a frame asks of the caller.
-#[derive(Debug, Default, PartialEq)]
-pub struct Step {
-    pub notice: Option<Notice>,
-    /// Video waits for a keyframe: ask the publisher (PLI).
-    pub need_keyframe: bool,
 }
 
 /// One track's timeline: extended RTP time, placed at its first arrival.
@@ -83,14 +76,12 @@ impl Timeline {
 pub struct RtpIngest {
     // Fields drop in order: the tracks finish their groups before the
     // broadcast is marked interrupted.
-    video: Option<TrackProducer>,
+    video: AnnexBVideo,
     audio: Option<TrackProducer>,
     broadcast: BroadcastProducer,
     started: std::time::Instant,
     video_time: Timeline,
     audio_time: Timeline,
-    need_keyframe: bool,
-    dropped_waiting: u64,
     stats: IngestStats,
 }
 
@@ -112,14 +103,12 @@ impl RtpIngest {
             ..Default::default()
         });
         RtpIngest {
-            video: None,
+            video: AnnexBVideo::default(),
             audio: None,
             broadcast,
             started,
             video_time: Timeline::new(Timescale::MPEG),
             audio_time: Timeline::new(OPUS_CLOCK),
-            need_keyframe: true,
-            dropped_waiting: 0,
             stats: IngestStats::default(),
         }
     }
@@ -134,7 +123,7 @@ impl RtpIngest {
 
     /// A consumer asked for a keyframe that has not come yet.
     pub fn keyframe_requested(&self) -> bool {
-        self.need_keyframe || self.video.as_ref().is_some_and(|v| v.keyframe_requested())
+        self.video.keyframe_requested()
     }
 
     /// Takes one frame. `contiguous` is false when packets before it were
@@ -164,101 +153,14 @@ impl RtpIngest {
     ) -> Result<Step, IngestError> {
         let since = at.instant.saturating_duration_since(self.started);
         let dts = self.video_time.time(rtp_time, since);
-        let nalus = annexb_nalus(data);
-        let mut notice = None;
-        let sps: Vec<&[u8]> = nalus
-            .iter()
-            .copied()
-            .filter(|n| nal_type(n) == Some(NAL_SPS))
-            .collect();
-        let pps: Vec<&[u8]> = nalus
-            .iter()
-            .copied()
-            .filter(|n| nal_type(n) == Some(NAL_PPS))
-            .collect();
-        if !sps.is_empty() && !pps.is_empty() {
-            let config = AvcConfig::from_parameter_sets(&sps, &pps)?;
-            let current = self.video.as_ref().and_then(|t| t.config().cloned());
-            let same = current.as_deref().is_some_and(
-                |c| matches!(c, CodecConfig::H264(a) if a.sps == config.sps && a.pps == config.pps),
-            );
-            if !same {
-                let description = format!(
-                    "{} {}x{}",
-                    config.codec_string(),
-                    config.info.width,
-                    config.info.height
-                );
-                let broadcast = &mut self.broadcast;
-                let track = self.video.get_or_insert_with(|| {
-                    broadcast.track(TrackInfo::source(VIDEO_TRACK, TrackKind::Video))
-                });
-                if current.is_some() {
-                    notice = Some(Notice::ConfigChanged {
-                        kind: TrackKind::Video,
-                        description,
-                    });
-                }
-                track.set_config(CodecConfig::H264(config));
-                self.need_keyframe = true;
-            }
-        }
-        let keyframe = nalus.iter().any(|n| nal_type(n) == Some(NAL_IDR));
-        if !contiguous && !keyframe {
-            self.need_keyframe = true;
-        }
-        let Some(track) = self.video.as_mut() else {
-            self.stats.dropped_frames += 1;
-            return Ok(Step {
-                notice: Some(Notice::FrameBeforeConfig(TrackKind::Video)),
-                need_keyframe: true,
-            });
-        };
-        if self.need_keyframe && !keyframe {
-            self.stats.dropped_frames += 1;
-            self.dropped_waiting += 1;
-            return Ok(Step {
-                notice: notice
-                    .or((self.dropped_waiting == 1).then_some(Notice::WaitingForKeyframe)),
-                need_keyframe: true,
-            });
-        }
-        let avcc = annexb_to_avcc(data);
-        if avcc.is_empty() {
-            // Parameter sets alone: nothing to show.
-            return Ok(Step {
-                notice,
-                need_keyframe: false,
-            });
-        }
-        let frame = Frame {
+        let au = AccessUnit {
+            data,
             dts,
             pts: dts,
-            keyframe,
-            data: Bytes::from(avcc),
-            wallclock: at.wallclock,
-            received: at.instant,
+            contiguous,
+            at,
         };
-        if track.write(frame, keyframe).is_err() {
-            self.stats.dropped_frames += 1;
-            return Ok(Step {
-                notice,
-                need_keyframe: true,
-            });
-        }
-        self.stats.video_frames += 1;
-        if keyframe && self.need_keyframe {
-            self.need_keyframe = false;
-            if self.dropped_waiting > 0 {
-                notice = notice.or(Some(Notice::KeyframeAfterDrops {
-                    dropped: std::mem::take(&mut self.dropped_waiting),
-                }));
-            }
-        }
-        Ok(Step {
-            notice,
-            need_keyframe: false,
-        })
+        self.video.write(&mut self.broadcast, au, &mut self.stats)
     }
 
     fn audio(&mut self, data: &[u8], channels: u8, rtp_time: u32, at: Arrival) -> Option<Notice> {
@@ -300,6 +202,7 @@ mod tests {
 
     use super::*;
     use crate::bus::{Registry, Retention, StreamPath, TrackEvent, TryNext};
+    use crate::ingest::tags::VIDEO_TRACK;
 
     /// x264's 320x240 SPS and PPS (the avcC of the H.264 tests).
     const SPS: &[u8] = &[

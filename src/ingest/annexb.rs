@@ -1,0 +1,168 @@
+//! H.264 access units in Annex B, with their parameter sets in band, onto a
+//! bus video track: what WHIP (RTP) and SRT (MPEG-TS) publishers send.
+//!
+//! Sans-IO. The caller has already placed each access unit on the media
+//! timeline; this owns the rest:
+//! - an SPS and PPS set (or change) the track's configuration, and frames
+//!   go on the bus as AVCC with them taken out;
+//! - video starts, and restarts after lost data, at an IDR frame, and the
+//!   caller is told to ask for one where it can ([`Step::need_keyframe`]).
+
+use bytes::Bytes;
+
+use crate::bus::{BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
+use crate::ingest::tags::{Arrival, IngestError, IngestStats, Notice, VIDEO_TRACK};
+use crate::media::h264::{NAL_IDR, NAL_PPS, NAL_SPS, annexb_nalus, annexb_to_avcc, nal_type};
+use crate::media::{AvcConfig, CodecConfig};
+use crate::time::MediaTime;
+
+/// What handling a frame asks of the caller.
+#[derive(Debug, Default, PartialEq)]
+pub struct Step {
+    pub notice: Option<Notice>,
+    /// Video waits for a keyframe: ask the publisher (PLI), if it can be.
+    pub need_keyframe: bool,
+}
+
+/// The video track of one publisher whose H.264 arrives in Annex B.
+pub struct AnnexBVideo {
+    track: Option<TrackProducer>,
+    need_keyframe: bool,
+    dropped_waiting: u64,
+}
+
+/// One access unit, placed on the timeline.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessUnit<'a> {
+    pub data: &'a [u8],
+    pub dts: MediaTime,
+    pub pts: MediaTime,
+    /// False when data before it was lost: video waits for the next IDR.
+    pub contiguous: bool,
+    pub at: Arrival,
+}
+
+impl Default for AnnexBVideo {
+    fn default() -> Self {
+        AnnexBVideo {
+            track: None,
+            need_keyframe: true,
+            dropped_waiting: 0,
+        }
+    }
+}
+
+impl AnnexBVideo {
+    /// Whether a keyframe is awaited, by this writer or by a consumer.
+    pub fn keyframe_requested(&self) -> bool {
+        self.need_keyframe || self.track.as_ref().is_some_and(|v| v.keyframe_requested())
+    }
+
+    pub fn write(
+        &mut self,
+        broadcast: &mut BroadcastProducer,
+        au: AccessUnit<'_>,
+        stats: &mut IngestStats,
+    ) -> Result<Step, IngestError> {
+        let nalus = annexb_nalus(au.data);
+        let mut notice = self.parameter_sets(broadcast, &nalus)?;
+        let keyframe = nalus.iter().any(|n| nal_type(n) == Some(NAL_IDR));
+        if !au.contiguous && !keyframe {
+            self.need_keyframe = true;
+        }
+        let Some(track) = self.track.as_mut() else {
+            stats.dropped_frames += 1;
+            return Ok(Step {
+                notice: Some(Notice::FrameBeforeConfig(TrackKind::Video)),
+                need_keyframe: true,
+            });
+        };
+        if self.need_keyframe && !keyframe {
+            stats.dropped_frames += 1;
+            self.dropped_waiting += 1;
+            return Ok(Step {
+                notice: notice
+                    .or((self.dropped_waiting == 1).then_some(Notice::WaitingForKeyframe)),
+                need_keyframe: true,
+            });
+        }
+        let avcc = annexb_to_avcc(au.data);
+        if avcc.is_empty() {
+            // Parameter sets alone: nothing to show.
+            return Ok(Step {
+                notice,
+                need_keyframe: false,
+            });
+        }
+        let frame = Frame {
+            dts: au.dts,
+            pts: au.pts.max(au.dts),
+            keyframe,
+            data: Bytes::from(avcc),
+            wallclock: au.at.wallclock,
+            received: au.at.instant,
+        };
+        if track.write(frame, keyframe).is_err() {
+            stats.dropped_frames += 1;
+            return Ok(Step {
+                notice,
+                need_keyframe: true,
+            });
+        }
+        stats.video_frames += 1;
+        if keyframe && self.need_keyframe {
+            self.need_keyframe = false;
+            if self.dropped_waiting > 0 {
+                notice = notice.or(Some(Notice::KeyframeAfterDrops {
+                    dropped: std::mem::take(&mut self.dropped_waiting),
+                }));
+            }
+        }
+        Ok(Step {
+            notice,
+            need_keyframe: false,
+        })
+    }
+
+    /// Applies an SPS and PPS in the access unit, when they are new.
+    fn parameter_sets(
+        &mut self,
+        broadcast: &mut BroadcastProducer,
+        nalus: &[&[u8]],
+    ) -> Result<Option<Notice>, IngestError> {
+        let of = |t: u8| -> Vec<&[u8]> {
+            nalus
+                .iter()
+                .copied()
+                .filter(|n| nal_type(n) == Some(t))
+                .collect()
+        };
+        let (sps, pps) = (of(NAL_SPS), of(NAL_PPS));
+        if sps.is_empty() || pps.is_empty() {
+            return Ok(None);
+        }
+        let config = AvcConfig::from_parameter_sets(&sps, &pps)?;
+        let current = self.track.as_ref().and_then(|t| t.config().cloned());
+        let same = current.as_deref().is_some_and(
+            |c| matches!(c, CodecConfig::H264(a) if a.sps == config.sps && a.pps == config.pps),
+        );
+        if same {
+            return Ok(None);
+        }
+        let description = format!(
+            "{} {}x{}",
+            config.codec_string(),
+            config.info.width,
+            config.info.height
+        );
+        let track = self.track.get_or_insert_with(|| {
+            broadcast.track(TrackInfo::source(VIDEO_TRACK, TrackKind::Video))
+        });
+        track.set_config(CodecConfig::H264(config));
+        self.need_keyframe = true;
+        Ok(current.is_some().then_some(Notice::ConfigChanged {
+            kind: TrackKind::Video,
+            description,
+        }))
+    }
+}
