@@ -192,6 +192,7 @@ async fn run(plan: Plan) -> bool {
         pid,
         rtmp,
         http,
+        ..
     } = streamd::start(
         dir.path(),
         // The source passed through: a soak of ingest, packaging and

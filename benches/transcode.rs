@@ -381,7 +381,7 @@ fn live(transcode: &str, variants: usize, input: &Path, warmup: u64, seconds: u6
         &config,
         format!(
             "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [auth]\npublish = \"open\"\n[database]\ndata_dir = \"{}\"\n{transcode}",
+             [srt]\nenabled = false\n[auth]\npublish = \"open\"\n[database]\ndata_dir = \"{}\"\n{transcode}",
             dir.path().join("data").display()
         ),
     )

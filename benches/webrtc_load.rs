@@ -123,6 +123,7 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
         pid,
         rtmp,
         http,
+        ..
     } = streamd::start(
         dir.path(),
         &format!(

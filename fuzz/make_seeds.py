@@ -165,3 +165,27 @@ for name, body in [
     ("denied", {"allowed": False, "reason": "not on the list"}),
 ]:
     write("admission_answer", name, json.dumps(body).encode())
+
+# MPEG-TS as SRT carries it: the fixture's TS (first byte: pieces of 8*byte).
+TS = os.path.join(HERE, "..", "tests", "fixtures", "clip-160x120-2s.ts")
+with open(TS, "rb") as f:
+    ts = f.read()
+write("mpegts", "start", b"\xa5" + ts[: 188 * 60])
+write("mpegts", "keyframe-and-audio", b"\x01" + ts[: 188 * 160])
+
+for name, sid in [
+    ("ome-url", "srt://example.com:9999/app/stream?token=abc"),
+    ("ome-encoded", "srt%3A%2F%2Fexample.com%3A9999%2Fapp%2Fstream"),
+    ("access-control", "#!::r=live/cam,m=publish,u=alice,key=k"),
+    ("mediamtx", "publish:live/cam:user:pass:token=t"),
+    ("plain", "live/cam?key=k"),
+]:
+    write("srt_stream_id", name, sid.encode())
+
+write("ice_fragment", "trickle", (
+    "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+    "a=mid:0\r\na=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\n"
+    "a=end-of-candidates\r\n").encode())
+write("ice_fragment", "restart", (
+    "a=ice-options:trickle ice2\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    "a=mid:0\r\na=ice-ufrag:ysXw\r\na=ice-pwd:vw5LmwG4y/e6dPP/zAP9Gp5k\r\n").encode())

@@ -181,6 +181,25 @@ async fn ffmpeg_publishes_over_srt_to_the_ladder_hlsjs_and_webrtc() {
     server.stop().await;
 }
 
+/// The unmodified OvenPlayer (Chromium, in a loopback-only network
+/// namespace) plays an SRT publisher's stream over WebRTC through the
+/// ladder: Debian's ffmpeg publishes MPEG-TS over SRT (netns.sh).
+#[tokio::test]
+async fn ovenplayer_plays_an_srt_stream_through_the_ladder() {
+    let _one = SERIAL.lock().await;
+    let r = ovenplayer_in_netns(
+        &[(
+            "RTMP_URL",
+            "srt://127.0.0.1:9999?streamid=live/cam&latency=120000",
+        )],
+        "ws://127.0.0.1:3333/live/cam",
+        10,
+    )
+    .await;
+    let pair = r["candidatePair"]["remote"].as_str().unwrap_or("");
+    assert!(pair.starts_with("127.0.0.1:10000/udp host"), "{r}");
+}
+
 /// Runs `ffmpeg` to the end; whether it succeeded and its stderr.
 async fn publish_once(server: &TestServer, id: &str, extra: &str, seconds: u32) -> (bool, String) {
     let child = srt_publish(&srt_url(server, id, extra), seconds, "160x120", false);

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 
 /// Transcoding plus a player take most of both cores: one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -21,54 +20,11 @@ fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
-/// Runs OvenPlayer on `ws_url` for `seconds` in Chromium, with streamd
-/// transcoding a published stream; OvenPlayer's report, checked to show
-/// it playing: decoded frames rising, Opus received, no error, and OME's
-/// playlist as OvenPlayer's quality levels.
-///
-/// Chromium's WebRTC and streamd run in a loopback-only network namespace
-/// (netns.sh starts streamd, an ffmpeg publisher and ovenplayer.mjs in it),
-/// so no traffic leaves the host and the fixed ports are free.
-async fn ovenplayer(ws_url: &str, seconds: u32) -> Value {
-    browser_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(
-        dir.path(),
-        &[("360p", 640, 360, 600), ("180p", 320, 180, 250)],
-    );
-    let (r, err) = in_netns(&config, ws_url, seconds, &[]).await;
-    eprintln!("OvenPlayer: {r}");
-    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
-    assert_eq!(r["playing"], true, "{r}\n{err}");
-    // Decoded frames keep rising over the run: at least half of 30 fps.
-    let frames: Vec<u64> = r["framesDecoded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let last = *frames.last().unwrap();
-    assert!(last >= u64::from(seconds) * 15, "{frames:?}");
-    let half = frames[frames.len() / 2];
-    assert!(last > half && half > 0, "frames stopped rising: {frames:?}");
-    assert!(r["audioPacketsReceived"].as_u64().unwrap() > 100, "{r}");
-    assert_eq!(r["videoCodec"], "video/H264", "{r}");
-    assert_eq!(r["audioCodec"], "audio/opus", "{r}");
-    let levels = r["qualityLevels"].as_array().expect("quality levels");
-    assert_eq!(levels.len(), 2, "{r}");
-    // Glass to glass, from the clock the publisher drew into the picture,
-    // from the first decoded frame on.
-    let playing = f64::from(seconds) - r["firstFrameMs"].as_f64().unwrap() / 1000.0;
-    let (p50, p95) = clock::check(&r, playing, 2000);
-    eprintln!("OvenPlayer WebRTC glass-to-glass: p50 {p50} ms, p95 {p95} ms");
-    r
-}
-
 /// OvenPlayer plays over UDP, on the host candidate of the first engine.
 #[tokio::test]
 async fn ovenplayer_plays_webrtc_in_chromium() {
     let _one = SERIAL.lock().await;
-    let r = ovenplayer("ws://127.0.0.1:3333/live/cam", 10).await;
+    let r = ovenplayer_in_netns(&[], "ws://127.0.0.1:3333/live/cam", 10).await;
     let pair = r["candidatePair"]["remote"].as_str().unwrap_or("");
     assert!(pair.starts_with("127.0.0.1:10000/udp host"), "{r}");
 }
@@ -78,7 +34,7 @@ async fn ovenplayer_plays_webrtc_in_chromium() {
 #[tokio::test]
 async fn ovenplayer_plays_over_ice_tcp() {
     let _one = SERIAL.lock().await;
-    let r = ovenplayer("ws://127.0.0.1:3333/live/cam?transport=tcp", 6).await;
+    let r = ovenplayer_in_netns(&[], "ws://127.0.0.1:3333/live/cam?transport=tcp", 6).await;
     let pair = r["candidatePair"]["remote"].as_str().unwrap_or("");
     assert!(pair.starts_with("127.0.0.1:3478/tcp host"), "{r}");
 }

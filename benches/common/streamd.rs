@@ -8,11 +8,12 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The RTMP and HTTP listeners of a running streamd.
+/// The RTMP, SRT and HTTP listeners of a running streamd.
 pub struct Streamd {
     pub child: Child,
     pub pid: u32,
     pub rtmp: String,
+    pub srt: String,
     pub http: String,
 }
 
@@ -29,6 +30,9 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
     .to_owned();
     if !extra.contains("[whip]") {
         webrtc.push_str("[whip]\nudp_listen = \"127.0.0.1:0\"\n");
+    }
+    if !extra.contains("[srt]") {
+        webrtc.push_str("[srt]\nlisten = \"127.0.0.1:0\"\n");
     }
     // Open publishing (the load runs pick their stream names), and the
     // database in the run's directory.
@@ -55,10 +59,14 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
         .expect("streamd binary");
     let pid = child.id().expect("a running child has a pid");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut rtmp, mut http) = (None, None);
+    let (mut rtmp, mut http, mut srt) = (None, None, None);
     while rtmp.is_none() || http.is_none() {
         let line = lines.next_line().await.unwrap().expect("streamd exited");
-        for (what, slot) in [("rtmp listening", &mut rtmp), ("http listening", &mut http)] {
+        for (what, slot) in [
+            ("rtmp listening", &mut rtmp),
+            ("http listening", &mut http),
+            ("srt listening", &mut srt),
+        ] {
             if line.contains(what)
                 && let Some(a) = line.split("addr=").nth(1)
             {
@@ -72,6 +80,8 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
         child,
         pid,
         rtmp: rtmp.unwrap(),
+        // Logged before RTMP's, when on.
+        srt: srt.unwrap_or_default(),
         http: http.unwrap(),
     }
 }

@@ -17,6 +17,7 @@
 # Environment:
 #   RTMP_URL   where the publisher pushes (default rtmp://127.0.0.1:1935/live/cam;
 #              must match CONFIG's [rtmp] listen and the app/stream of WS_URL);
+#              an srt:// URL publishes MPEG-TS over SRT instead (CONFIG's [srt]);
 #              "none": no publisher (the player script publishes itself), and
 #              readiness is WS_URL's /healthz
 #   PLAYER     the script run with WS_URL SECONDS (default ovenplayer.mjs)
@@ -85,15 +86,17 @@ STREAMD_PID=$!
 
 # The publisher must outlive the player: at least 60 s, or SECONDS + 30.
 PUBLISH_SECONDS=$(( SECONDS_ARG + 30 > 60 ? SECONDS_ARG + 30 : 60 ))
-# streamd needs a moment to bind; retry the publisher until it connects.
+# streamd needs a moment to bind; the publisher starts once it has, and is
+# retried until it connects.
 start_publisher() {
-  local map=(-map 0:v -map 1:a)
+  local map=(-map 0:v -map 1:a) format=flv
+  case "$RTMP_URL" in srt://*) format=mpegts ;; esac
   [ -n "${CLOCK_FILTER:-}" ] && map=(-filter_complex "$CLOCK_FILTER" -map '[v]' -map '[a]')
   ffmpeg -hide_banner -loglevel error -nostdin \
     -re -f lavfi -i testsrc2=size=640x360:rate=30 \
     -re -f lavfi -i sine=frequency=1000:sample_rate=44100 "${map[@]}" \
     -t "$PUBLISH_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -b:v 500k \
-    -c:a aac -b:a 64k -ac 2 -f flv "$RTMP_URL" >>"$FFMPEG_LOG" 2>&1 &
+    -c:a aac -b:a 64k -ac 2 -f "$format" "$RTMP_URL" >>"$FFMPEG_LOG" 2>&1 &
   FFMPEG_PID=$!
 }
 
@@ -110,7 +113,10 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
     echo "netns.sh: streamd exited early" >&2
     break
   fi
-  if [ "$RTMP_URL" != none ] && { [ -z "$FFMPEG_PID" ] || ! kill -0 "$FFMPEG_PID" 2>/dev/null; }; then
+  # Only once streamd listens: an SRT caller started earlier can wait on
+  # its first handshake for good.
+  if [ "$RTMP_URL" != none ] && grep -q "rtmp listening" "$STREAMD_LOG" 2>/dev/null \
+      && { [ -z "$FFMPEG_PID" ] || ! kill -0 "$FFMPEG_PID" 2>/dev/null; }; then
     start_publisher
   fi
   # -k: readiness only (an https WS_URL's certificate is the test's own).

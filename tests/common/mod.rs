@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod clock;
+mod ffmpeg9;
 pub mod gcs_fake;
 pub mod llhls;
 pub mod rtmp;
@@ -17,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use ffmpeg9::ffmpeg9;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use hyper::header::HeaderMap;
@@ -350,23 +353,6 @@ impl Publish<'_> {
     }
 }
 
-/// FFmpeg 9 (WHIP, SRT, HEVC, AV1), from the tests' virtualenv: the static
-/// build of the `imageio-ffmpeg` PyPI package, which the README's test
-/// command installs. Missing, the test fails; it does not skip.
-pub fn ffmpeg9() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}: run the README's test command (it installs tests/python/requirements.txt)", python.display()));
-    assert!(
-        out.status.success(),
-        "imageio-ffmpeg missing from tests/python/.venv (the README's test command installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// The stderr of a finished child, as text.
 pub async fn finish(child: Child) -> (std::process::ExitStatus, String) {
     let out = child.wait_with_output().await.expect("wait");
@@ -607,8 +593,56 @@ pub async fn in_netns(
     (report(&out, &err), err)
 }
 
+/// Runs OvenPlayer on `ws_url` for `seconds` in Chromium (`env` for
+/// netns.sh: `RTMP_URL` picks the publisher), with streamd
+/// transcoding a published stream; OvenPlayer's report, checked to show
+/// it playing: decoded frames rising, Opus received, no error, and OME's
+/// playlist as OvenPlayer's quality levels.
+///
+/// Chromium's WebRTC and streamd run in a loopback-only network namespace
+/// (netns.sh starts streamd, an ffmpeg publisher and ovenplayer.mjs in it),
+/// so no traffic leaves the host and the fixed ports are free.
+pub async fn ovenplayer_in_netns(
+    env: &[(&str, &str)],
+    ws_url: &str,
+    seconds: u32,
+) -> serde_json::Value {
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(
+        dir.path(),
+        &[("360p", 640, 360, 600), ("180p", 320, 180, 250)],
+    );
+    let (r, err) = in_netns(&config, ws_url, seconds, env).await;
+    eprintln!("OvenPlayer: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(r["playing"], true, "{r}\n{err}");
+    // Decoded frames keep rising over the run: at least half of 30 fps.
+    let frames: Vec<u64> = r["framesDecoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    let last = *frames.last().unwrap();
+    assert!(last >= u64::from(seconds) * 15, "{frames:?}");
+    let half = frames[frames.len() / 2];
+    assert!(last > half && half > 0, "frames stopped rising: {frames:?}");
+    assert!(r["audioPacketsReceived"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["videoCodec"], "video/H264", "{r}");
+    assert_eq!(r["audioCodec"], "audio/opus", "{r}");
+    let levels = r["qualityLevels"].as_array().expect("quality levels");
+    assert_eq!(levels.len(), 2, "{r}");
+    // Glass to glass, from the clock the publisher drew into the picture,
+    // from the first decoded frame on.
+    let playing = f64::from(seconds) - r["firstFrameMs"].as_f64().unwrap() / 1000.0;
+    let (p50, p95) = clock::check(&r, playing, 2000);
+    eprintln!("OvenPlayer WebRTC glass-to-glass: p50 {p50} ms, p95 {p95} ms");
+    r
+}
+
 /// A config for [`in_netns`]: the fixed loopback ports netns.sh expects
-/// (RTMP 1935, HTTP 3333, WebRTC 10000 and ICE-TCP 3478, WHIP 10100), open
+/// (RTMP 1935, SRT 9999, HTTP 3333, WebRTC 10000 and ICE-TCP 3478, WHIP 10100), open
 /// publishing, and the ladder `rungs` (name, width, height, kbps; x264
 /// superfast) or none.
 pub fn netns_config(dir: &Path, rungs: &[(&str, u32, u32, u32)]) -> PathBuf {
@@ -620,7 +654,7 @@ pub fn netns_config(dir: &Path, rungs: &[(&str, u32, u32, u32)]) -> PathBuf {
 [rtmp]
 listen = "127.0.0.1:1935"
 [srt]
-enabled = false
+listen = "127.0.0.1:9999"
 [http]
 listen = "127.0.0.1:3333"
 [webrtc]

@@ -1,21 +1,24 @@
-//! WHIP ingest against RTMP ingest, side by side in one run of the real
-//! binary: the same publisher (FFmpeg 9 from the tests' virtualenv, the
-//! clocked 720p test pattern, x264 veryfast zerolatency, 2.5 Mbps, 1 s GOP,
-//! no B-frames) sends over RTMP (AAC) and over WHIP (Opus), in turn
-//! (RTMP, WHIP, RTMP, WHIP), to a streamd that does not transcode.
+//! The ways in, side by side in one run of the real binary: the same
+//! publisher (FFmpeg 9 from the tests' virtualenv, the clocked 720p test
+//! pattern, x264 veryfast zerolatency, 2.5 Mbps, 1 s GOP, no B-frames)
+//! sends over RTMP (FLV, AAC), WHIP (Opus) and SRT (MPEG-TS, AAC, 120 ms
+//! latency), in turn (RTMP, WHIP, SRT, RTMP, WHIP, SRT), to a streamd that
+//! does not transcode. RTMP is the baseline the others are ratios to.
 //!
 //! For each: streamd's CPU per second of publishing (nothing else
 //! connected), then glass to glass read from the picture by aiortc (WebRTC)
 //! and by hls.js in Chromium (LL-HLS). The WHIP figure includes its Opus →
-//! AAC transcoder (LL-HLS and recordings need AAC), RTMP's has no audio
-//! transcoding (the ladder is off).
+//! AAC transcoder (LL-HLS and recordings need AAC); RTMP's and SRT's have
+//! no audio transcoding (the ladder is off).
 //!
-//! `cargo bench --bench whip` writes target/whip_bench.json. Run by `cargo
-//! test` (no `--bench`) it is a smoke run: one short WHIP phase at 360p,
-//! which must produce every figure.
+//! `cargo bench --bench publish` writes target/publish_bench.json. Run by
+//! `cargo test` (no `--bench`) it is a smoke run: one short WHIP phase and
+//! one short SRT phase at 360p, which must produce every figure.
 
 #[path = "../tests/common/clock.rs"]
 mod clock;
+#[path = "../tests/common/ffmpeg9.rs"]
+mod ffmpeg9;
 #[path = "common/http.rs"]
 mod http;
 #[path = "common/probe.rs"]
@@ -29,6 +32,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use ffmpeg9::ffmpeg9;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::process::{Child, Command};
@@ -37,22 +41,7 @@ use tokio::process::{Child, Command};
 enum Ingest {
     Rtmp,
     Whip,
-}
-
-fn ffmpeg9() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
-        ])
-        .output()
-        .expect("the tests' virtualenv (see README)");
-    assert!(
-        out.status.success(),
-        "imageio-ffmpeg missing from tests/python/.venv"
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    Srt,
 }
 
 fn publish(ingest: Ingest, s: &streamd::Streamd, stream: &str, size: &str) -> Child {
@@ -85,6 +74,12 @@ fn publish(ingest: Ingest, s: &streamd::Streamd, stream: &str, size: &str) -> Ch
         Ingest::Whip => cmd
             .args(["-c:a", "libopus", "-b:a", "128k", "-ac", "2", "-f", "whip"])
             .arg(format!("http://{}/live/{stream}/whip", s.http)),
+        Ingest::Srt => cmd
+            .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts"])
+            .arg(format!(
+                "srt://{}?streamid=live/{stream}&latency=120000&pkt_size=1316",
+                s.srt
+            )),
     };
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -165,12 +160,19 @@ fn main() {
         let ticks = streamd::clock_ticks().await;
         let (order, size, seconds): (Vec<Ingest>, &str, u32) = if full {
             (
-                vec![Ingest::Rtmp, Ingest::Whip, Ingest::Rtmp, Ingest::Whip],
+                vec![
+                    Ingest::Rtmp,
+                    Ingest::Whip,
+                    Ingest::Srt,
+                    Ingest::Rtmp,
+                    Ingest::Whip,
+                    Ingest::Srt,
+                ],
                 "1280x720",
                 15,
             )
         } else {
-            (vec![Ingest::Whip], "640x360", 5)
+            (vec![Ingest::Whip, Ingest::Srt], "640x360", 5)
         };
         let mut phases = Vec::new();
         for (round, ingest) in order.into_iter().enumerate() {
@@ -194,12 +196,14 @@ fn main() {
             let cpu = |p: &Phase| p.cpu_per_s;
             let rtc = |p: &Phase| p.webrtc["p50_ms"].as_f64().unwrap_or(f64::NAN);
             let hls = |p: &Phase| p.llhls["p50_ms"].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "WHIP / RTMP: CPU {:.2}x, WebRTC p50 {:.2}x, LL-HLS p50 {:.2}x",
-                mean(Ingest::Whip, &cpu) / mean(Ingest::Rtmp, &cpu),
-                mean(Ingest::Whip, &rtc) / mean(Ingest::Rtmp, &rtc),
-                mean(Ingest::Whip, &hls) / mean(Ingest::Rtmp, &hls),
-            );
+            for way in [Ingest::Whip, Ingest::Srt] {
+                println!(
+                    "{way:?} / RTMP: CPU {:.2}x, WebRTC p50 {:.2}x, LL-HLS p50 {:.2}x",
+                    mean(way, &cpu) / mean(Ingest::Rtmp, &cpu),
+                    mean(way, &rtc) / mean(Ingest::Rtmp, &rtc),
+                    mean(way, &hls) / mean(Ingest::Rtmp, &hls),
+                );
+            }
             let json: Vec<serde_json::Value> = phases
                 .iter()
                 .map(|p| {
@@ -209,14 +213,15 @@ fn main() {
                     })
                 })
                 .collect();
-            let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/whip_bench.json");
+            let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/publish_bench.json");
             std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
         } else {
-            // The smoke run: every figure is there.
-            let p = &phases[0];
-            assert!(p.cpu_per_s > 0.0, "no CPU measured");
-            assert!(p.webrtc["p50_ms"].as_i64().is_some(), "{}", p.webrtc);
-            assert!(p.llhls["p50_ms"].as_i64().is_some(), "{}", p.llhls);
+            // The smoke run: every figure is there, for each way in.
+            for p in &phases {
+                assert!(p.cpu_per_s > 0.0, "{:?}: no CPU measured", p.ingest);
+                assert!(p.webrtc["p50_ms"].as_i64().is_some(), "{:?}: {}", p.ingest, p.webrtc);
+                assert!(p.llhls["p50_ms"].as_i64().is_some(), "{:?}: {}", p.ingest, p.llhls);
+            }
         }
     });
 }
