@@ -410,6 +410,14 @@ impl Server {
             rtmp_port,
             public_origin: config.http.public_origin.clone(),
         }));
+        if config.ome_api.enabled() {
+            routes = routes.merge(crate::api::ome::routes(crate::api::ome::OmeApi {
+                config: config.ome_api.clone(),
+                access: access.clone(),
+                registry: registry.clone(),
+                recorder: recorder.clone(),
+            }));
+        }
         let ice = Arc::new(crate::auth::turn::IceServers::new(config.turn.clone()));
         let mut whip_task = None;
         let mut whip_ome = None;

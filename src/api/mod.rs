@@ -24,6 +24,8 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_NAME: usize = 128;
 const MAX_DESCRIPTION: usize = 2048;
 
+pub mod ome;
+
 #[derive(Clone)]
 pub struct Api {
     pub access: Arc<Access>,

@@ -24,6 +24,9 @@ pub struct BroadcastMeta {
     /// The publisher's audio is Opus (WHIP), not AAC: WebRTC can carry it
     /// as it is, LL-HLS cannot.
     pub opus_audio: bool,
+    /// How it is published, as OME's API names it (`sourceType`: `Rtmp`,
+    /// `WebRTC`, `SRT`).
+    pub source: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub(crate) struct BroadcastShared {
     /// Unique per broadcast in this process: a broadcast that ends and a new
     /// one on the same path have different ids.
     pub(crate) id: u64,
+    /// When it was first published.
+    pub(crate) created: std::time::SystemTime,
     retention: Retention,
     state: Mutex<BroadcastState>,
     changed: watch::Sender<u64>,
@@ -60,6 +65,7 @@ impl BroadcastShared {
         Arc::new(BroadcastShared {
             path,
             id,
+            created: std::time::SystemTime::now(),
             retention,
             state: Mutex::new(BroadcastState {
                 tracks: Vec::new(),
@@ -243,6 +249,11 @@ impl BroadcastConsumer {
             meta: st.meta.clone(),
             catalog: st.catalog.clone(),
         }
+    }
+
+    /// When the broadcast was first published (reconnects keep it).
+    pub fn created(&self) -> std::time::SystemTime {
+        self.shared.created
     }
 
     /// The catalog, once one is published.

@@ -18,6 +18,7 @@ mod database;
 mod http;
 mod llhls;
 mod log;
+mod ome_api;
 mod record;
 mod rtmp;
 mod server;
@@ -34,6 +35,7 @@ pub use database::DatabaseConfig;
 pub use http::{HttpConfig, TlsConfig};
 pub use llhls::LlhlsConfig;
 pub use log::{LogConfig, LogFormat};
+pub use ome_api::OmeApiConfig;
 pub use record::{AppRecordConfig, RecordConfig, RecordRenditions};
 pub use rtmp::RtmpConfig;
 pub use server::ServerConfig;
@@ -87,6 +89,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub admission: AdmissionConfig,
     pub record: RecordConfig,
+    pub ome_api: OmeApiConfig,
 }
 
 /// The shortest secret accepted for signing tokens or webhooks (HS256 keys
@@ -104,6 +107,7 @@ const SECRET_KEYS: &[&str] = &[
     "record.s3_secret_access_key",
     "turn.secret",
     "srt.passphrase",
+    "ome_api.access_token",
 ];
 
 fn invalid(key: &'static str, reason: String) -> Result<(), ConfigError> {
@@ -213,6 +217,7 @@ impl Config {
         self.webhooks.validate()?;
         self.admission.validate()?;
         self.record.validate()?;
+        self.ome_api.validate()?;
         if !self.webhooks.secret.is_empty() && self.webhooks.secret == self.auth.jwt_secret {
             return invalid(
                 "webhooks.secret",

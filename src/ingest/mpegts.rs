@@ -648,6 +648,7 @@ impl TsIngest {
             has_video: Some(v),
             has_audio: Some(a),
             encoder: Some("MPEG-TS".into()),
+            source: Some("SRT"),
             ..Default::default()
         });
     }

@@ -383,8 +383,14 @@ async fn on_event<S: AsyncWrite + Unpin>(
                     send(stream, &bytes).await?;
                     tracing::info!(stream = %path, session = producer.session(), "publishing");
                     metrics::gauge!("streamd_rtmp_publishers").increment(1.0);
+                    let mut ingest = TagIngest::new(producer);
+                    // Until (unless) the publisher's metadata says more.
+                    ingest.metadata(BroadcastMeta {
+                        source: Some("Rtmp"),
+                        ..BroadcastMeta::default()
+                    });
                     *publishing = Some(Publishing {
-                        ingest: TagIngest::new(producer),
+                        ingest,
                         path,
                         corrupt_log: LogLimiter::new(Duration::from_secs(5)),
                         admitted,
@@ -423,6 +429,7 @@ async fn on_event<S: AsyncWrite + Unpin>(
                     has_video: m.declares_video.then_some(true),
                     has_audio: m.declares_audio.then_some(true),
                     opus_audio: false,
+                    source: Some("Rtmp"),
                 });
             }
         }

@@ -100,6 +100,7 @@ impl RtpIngest {
             has_audio: Some(has_audio),
             opus_audio: has_audio,
             encoder,
+            source: Some("WebRTC"),
             ..Default::default()
         });
         RtpIngest {
