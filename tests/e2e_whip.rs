@@ -14,9 +14,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::webrtc::{Viewer, ViewerEvent};
+use common::webrtc::{Viewer, ViewerEvent, decode_until};
 use common::*;
-use ffmpeg_next as ff;
 use streamd::bus::StreamPath;
 use streamd::media::CodecConfig;
 use tokio::process::{Child, Command};
@@ -59,27 +58,18 @@ fn whip_url(server: &TestServer, stream: &str) -> String {
     server.url(&format!("/live/{stream}/whip"))
 }
 
-/// Waits until the broadcast has tracks named `names`.
-async fn wait_tracks(server: &TestServer, stream: &str, names: &[&str]) {
-    let path = StreamPath::new("live", stream).unwrap();
-    for _ in 0..400 {
-        if let Some(b) = server.registry.get(&path) {
-            let tracks = b.snapshot().tracks;
-            if names.iter().all(|n| tracks.iter().any(|t| t.name == *n)) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never got tracks {names:?}");
-}
-
 #[tokio::test]
 async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
     let _one = SERIAL.lock().await;
     let server = TestServer::start(common::webrtc::small_ladder).await;
     let mut publisher = whip_publish(&whip_url(&server, "w"), 40, None);
-    wait_tracks(&server, "w", &["video", "audio", "360p", "180p", "aac"]).await;
+    wait_tracks(
+        &server,
+        "live",
+        "w",
+        &["video", "audio", "360p", "180p", "aac"],
+    )
+    .await;
 
     // The publisher's own Opus is the WebRTC audio (no AAC-to-Opus
     // transcoder runs); LL-HLS gets it transcoded to AAC.
@@ -144,43 +134,10 @@ async fn ffmpeg_publishes_over_whip_to_llhls_and_webrtc() {
     let mut viewer = Viewer::connect(&server.ws_url("/live/w"), false)
         .await
         .expect("an offer");
-    ff::init().unwrap();
-    let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
-    let mut h264 = ff::codec::Context::new_with_codec(codec)
-        .decoder()
-        .video()
-        .unwrap();
     let mut opus = opus_decoder(&opus_config);
-    let (mut pictures, mut samples, mut size) = (0usize, 0usize, (0, 0));
-    let mut picture = ff::frame::Video::empty();
-    let mut pcm = ff::frame::Audio::empty();
-    let ok = viewer
-        .run_until(Duration::from_secs(15), |ev| {
-            match ev {
-                ViewerEvent::Video { data, .. } => {
-                    h264.send_packet(&ff::Packet::copy(data))
-                        .expect("every access unit decodes");
-                    while h264.receive_frame(&mut picture).is_ok() {
-                        pictures += 1;
-                        size = (picture.width(), picture.height());
-                    }
-                }
-                ViewerEvent::Audio { data, .. } => {
-                    opus.send_packet(&ff::Packet::copy(data))
-                        .expect("every Opus packet decodes");
-                    while opus.receive_frame(&mut pcm).is_ok() {
-                        samples += pcm.samples();
-                    }
-                }
-                _ => {}
-            }
-            pictures >= 30 && samples >= 48_000
-        })
-        .await;
-    assert!(
-        ok,
-        "the WebRTC viewer decoded {pictures} pictures and {samples} samples"
-    );
+    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
+    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+    let size = got.size;
     // The viewer starts on the rung its start bitrate allows.
     assert_eq!(size, (640, 360));
     viewer.stop().await;
@@ -195,7 +152,7 @@ async fn without_a_ladder_the_source_is_served_and_opus_still_becomes_aac() {
     let _one = SERIAL.lock().await;
     let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
     let mut publisher = whip_publish(&whip_url(&server, "p"), 10, None);
-    wait_tracks(&server, "p", &["video", "audio", "aac"]).await;
+    wait_tracks(&server, "live", "p", &["video", "audio", "aac"]).await;
     let master = server.master_when_ready("live", "p").await.text();
     assert!(
         master.contains("avc1.42"),

@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::webrtc::{Viewer, ViewerEvent};
+use common::webrtc::{Viewer, decode_until};
 use common::*;
 use ffmpeg_next as ff;
 use streamd::bus::StreamPath;
@@ -85,21 +85,6 @@ fn srt_publish(url: &str, seconds: u32, size: &str, hevc: bool) -> Child {
         .expect("ffmpeg 9 starts")
 }
 
-/// Waits until the broadcast has tracks named `names`.
-async fn wait_tracks(server: &TestServer, app: &str, stream: &str, names: &[&str]) {
-    let path = StreamPath::new(app, stream).unwrap();
-    for _ in 0..400 {
-        if let Some(b) = server.registry.get(&path) {
-            let tracks = b.snapshot().tracks;
-            if names.iter().all(|n| tracks.iter().any(|t| t.name == *n)) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never got tracks {names:?}");
-}
-
 #[tokio::test]
 async fn ffmpeg_publishes_over_srt_to_the_ladder_hlsjs_and_webrtc() {
     let _one = SERIAL.lock().await;
@@ -138,45 +123,14 @@ async fn ffmpeg_publishes_over_srt_to_the_ladder_hlsjs_and_webrtc() {
         .await
         .expect("an offer");
     ff::init().unwrap();
-    let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
-    let mut h264 = ff::codec::Context::new_with_codec(codec)
-        .decoder()
-        .video()
-        .unwrap();
     let opus_codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
     let mut opus = ff::codec::Context::new_with_codec(opus_codec)
         .decoder()
         .audio()
         .unwrap();
-    let (mut pictures, mut samples) = (0usize, 0usize);
-    let mut picture = ff::frame::Video::empty();
-    let mut pcm = ff::frame::Audio::empty();
-    let ok = viewer
-        .run_until(Duration::from_secs(15), |ev| {
-            match ev {
-                ViewerEvent::Video { data, .. } => {
-                    h264.send_packet(&ff::Packet::copy(data))
-                        .expect("every access unit decodes");
-                    while h264.receive_frame(&mut picture).is_ok() {
-                        pictures += 1;
-                    }
-                }
-                ViewerEvent::Audio { data, .. } => {
-                    opus.send_packet(&ff::Packet::copy(data))
-                        .expect("every Opus packet decodes");
-                    while opus.receive_frame(&mut pcm).is_ok() {
-                        samples += pcm.samples();
-                    }
-                }
-                _ => {}
-            }
-            pictures >= 30 && samples >= 48_000
-        })
-        .await;
-    assert!(
-        ok,
-        "the WebRTC viewer decoded {pictures} pictures and {samples} samples"
-    );
+    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
+    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+
     let _ = publisher.kill().await;
     server.stop().await;
 }

@@ -78,6 +78,11 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Answer {
 
 type Result<T> = std::result::Result<T, Answer>;
 
+fn storage(e: crate::store::StoreError) -> Answer {
+    tracing::error!(error = %e, "ome api: storage error");
+    error(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable")
+}
+
 pub fn routes(api: OmeApi) -> Router {
     Router::new()
         .route("/v1/version", get(version))
@@ -160,10 +165,7 @@ async fn app_names(api: &OmeApi) -> Result<BTreeSet<String>> {
         .iter()
         .map(|b| b.path().app().to_owned())
         .collect();
-    let managed = api.access.store.list().await.map_err(|e| {
-        tracing::error!(error = %e, "ome api: storage error");
-        error(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable")
-    })?;
+    let managed = api.access.store.list().await.map_err(storage)?;
     names.extend(managed.into_iter().map(|s| s.app));
     Ok(names)
 }
@@ -488,10 +490,6 @@ fn recorder(api: &OmeApi) -> Result<&Arc<Recorder>> {
 async fn recordings(api: &OmeApi, app: &str, body: &[u8]) -> Result<Vec<Recording>> {
     let (id, stream) = record_request(body)?;
     let store = recorder(api)?.store();
-    let failed = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "ome api: storage error");
-        error(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable")
-    };
     let names: Vec<String> = match stream {
         Some(s) => vec![s],
         None => {
@@ -504,7 +502,7 @@ async fn recordings(api: &OmeApi, app: &str, body: &[u8]) -> Result<Vec<Recordin
                     .store
                     .list()
                     .await
-                    .map_err(failed)?
+                    .map_err(storage)?
                     .into_iter()
                     .filter(|s| s.app == app)
                     .map(|s| s.id),
@@ -514,7 +512,7 @@ async fn recordings(api: &OmeApi, app: &str, body: &[u8]) -> Result<Vec<Recordin
     };
     let mut out = Vec::new();
     for name in names {
-        out.extend(store.recordings_of(app, &name).await.map_err(failed)?);
+        out.extend(store.recordings_of(app, &name).await.map_err(storage)?);
     }
     if let Some(id) = id {
         out.retain(|r| r.id == id);

@@ -23,8 +23,8 @@ use mpeg2ts_reader::demultiplex::{
 use mpeg2ts_reader::{StreamType, packet, packet_filter_switch, pes, psi};
 
 use super::annexb::{AccessUnit, AnnexBVideo};
-use super::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice};
-use crate::bus::{BroadcastMeta, BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
+use super::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, write_audio};
+use crate::bus::{BroadcastMeta, BroadcastProducer, TrackInfo, TrackKind, TrackProducer};
 use crate::media::aac::{Adts, AdtsError};
 use crate::media::{AacConfig, CodecConfig};
 use crate::time::{MediaTime, Timescale};
@@ -620,19 +620,7 @@ impl TsIngest {
         let step = 1024 * 90_000 / i64::from(header.sample_rate);
         let t = MediaTime::new(self.audio_time.place(unwrapped, step), Timescale::MPEG);
         let track = self.audio.as_mut()?;
-        let frame = Frame {
-            dts: t,
-            pts: t,
-            keyframe: true,
-            data: Bytes::copy_from_slice(raw),
-            wallclock: at.wallclock,
-            received: at.instant,
-        };
-        if track.write(frame, true).is_err() {
-            self.stats.dropped_frames += 1;
-        } else {
-            self.stats.audio_frames += 1;
-        }
+        write_audio(track, Bytes::copy_from_slice(raw), t, at, &mut self.stats);
         notice
     }
 
@@ -666,7 +654,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::bus::{Registry, Retention, StartAt, StreamPath, TrackEvent, TryNext};
+    use crate::bus::{Frame, Registry, Retention, StartAt, StreamPath, TrackEvent, TryNext};
 
     /// ffmpeg's MPEG-TS of the FLV fixture (H.264 with B-frames, AAC-LC):
     /// see tests/fixtures/README.md.

@@ -236,24 +236,34 @@ impl TagIngest {
                 if data.is_empty() {
                     return Ok(Some(Notice::EmptyAudioFrame));
                 }
-                let frame = Frame {
-                    dts,
-                    pts: dts,
-                    keyframe: true,
-                    data,
-                    wallclock: at.wallclock,
-                    received: at.instant,
-                };
-                // Every AAC frame is its own group: a late joiner starts at
-                // the newest frame.
-                if track.write(frame, true).is_err() {
-                    self.stats.dropped_frames += 1;
-                    return Ok(None);
-                }
-                self.stats.audio_frames += 1;
+                write_audio(track, data, dts, at, &mut self.stats);
                 Ok(None)
             }
         }
+    }
+}
+
+/// Writes one audio frame at `time`, counting it. Every audio frame is its
+/// own group: a late joiner starts at the newest frame.
+pub(crate) fn write_audio(
+    track: &mut TrackProducer,
+    data: Bytes,
+    time: MediaTime,
+    at: Arrival,
+    stats: &mut IngestStats,
+) {
+    let frame = Frame {
+        dts: time,
+        pts: time,
+        keyframe: true,
+        data,
+        wallclock: at.wallclock,
+        received: at.instant,
+    };
+    if track.write(frame, true).is_err() {
+        stats.dropped_frames += 1;
+    } else {
+        stats.audio_frames += 1;
     }
 }
 

@@ -353,6 +353,21 @@ impl Publish<'_> {
     }
 }
 
+/// Waits until the broadcast `app/stream` has tracks named `names`.
+pub async fn wait_tracks(server: &TestServer, app: &str, stream: &str, names: &[&str]) {
+    let path = streamd::bus::StreamPath::new(app, stream).unwrap();
+    for _ in 0..400 {
+        if let Some(b) = server.registry.get(&path) {
+            let tracks = b.snapshot().tracks;
+            if names.iter().all(|n| tracks.iter().any(|t| t.name == *n)) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never got tracks {names:?}");
+}
+
 /// The stderr of a finished child, as text.
 pub async fn finish(child: Child) -> (std::process::ExitStatus, String) {
     let out = child.wait_with_output().await.expect("wait");

@@ -456,3 +456,58 @@ pub async fn viewers_gone(server: &super::TestServer) -> bool {
     }
     false
 }
+
+/// What a viewer decoded: H.264 pictures (and the last one's size) and
+/// Opus samples.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub pictures: usize,
+    pub samples: usize,
+    pub size: (u32, u32),
+}
+
+/// Decodes what `viewer` receives (every access unit and every Opus packet
+/// must decode) until it has `pictures` pictures and `samples` samples, or
+/// `timeout` passed; whether it got there, and what it decoded.
+pub async fn decode_until(
+    viewer: &mut Viewer,
+    opus: &mut ffmpeg_next::decoder::Audio,
+    pictures: usize,
+    samples: usize,
+    timeout: Duration,
+) -> (bool, Decoded) {
+    use ffmpeg_next as ff;
+    ff::init().unwrap();
+    let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
+    let mut h264 = ff::codec::Context::new_with_codec(codec)
+        .decoder()
+        .video()
+        .unwrap();
+    let mut got = Decoded::default();
+    let mut picture = ff::frame::Video::empty();
+    let mut pcm = ff::frame::Audio::empty();
+    let ok = viewer
+        .run_until(timeout, |ev| {
+            match ev {
+                ViewerEvent::Video { data, .. } => {
+                    h264.send_packet(&ff::Packet::copy(data))
+                        .expect("every access unit decodes");
+                    while h264.receive_frame(&mut picture).is_ok() {
+                        got.pictures += 1;
+                        got.size = (picture.width(), picture.height());
+                    }
+                }
+                ViewerEvent::Audio { data, .. } => {
+                    opus.send_packet(&ff::Packet::copy(data))
+                        .expect("every Opus packet decodes");
+                    while opus.receive_frame(&mut pcm).is_ok() {
+                        got.samples += pcm.samples();
+                    }
+                }
+                _ => {}
+            }
+            got.pictures >= pictures && got.samples >= samples
+        })
+        .await;
+    (ok, got)
+}

@@ -14,10 +14,10 @@
 
 use bytes::Bytes;
 
-use crate::bus::{BroadcastMeta, BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
+use crate::bus::{BroadcastMeta, BroadcastProducer, TrackInfo, TrackKind, TrackProducer};
 pub use crate::ingest::annexb::Step;
 use crate::ingest::annexb::{AccessUnit, AnnexBVideo};
-use crate::ingest::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice};
+use crate::ingest::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, write_audio};
 use crate::media::{CodecConfig, OpusConfig};
 use crate::time::{MediaTime, RtpTimestampUnwrapper, Timescale};
 
@@ -180,19 +180,13 @@ impl RtpIngest {
             broadcast.track(TrackInfo::source(AUDIO_TRACK, TrackKind::Audio))
         });
         track.set_config(config);
-        let frame = Frame {
+        write_audio(
+            track,
+            Bytes::copy_from_slice(data),
             dts,
-            pts: dts,
-            keyframe: true,
-            data: Bytes::copy_from_slice(data),
-            wallclock: at.wallclock,
-            received: at.instant,
-        };
-        if track.write(frame, true).is_err() {
-            self.stats.dropped_frames += 1;
-        } else {
-            self.stats.audio_frames += 1;
-        }
+            at,
+            &mut self.stats,
+        );
         None
     }
 }
