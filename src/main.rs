@@ -76,8 +76,14 @@ fn run() -> anyhow::Result<()> {
     // Colours only on a terminal: logs that go to files or a container
     // runtime stay plain text. Subcommands log to stderr (`token` prints
     // the token alone on stdout).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The MPEG-TS reader warns once per bad packet a publisher sends:
+    // streamd reports those itself, rate-limited. Silenced unless RUST_LOG
+    // names it.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("mpeg2ts_reader")) {
+        filter = filter.add_directive("mpeg2ts_reader=off".parse().expect("a valid directive"));
+    }
     let subcommand = cli.command.is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match (config.log.format, subcommand) {

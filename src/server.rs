@@ -416,6 +416,7 @@ impl Server {
                 access: access.clone(),
                 registry: registry.clone(),
                 recorder: recorder.clone(),
+                aliases: Default::default(),
             }));
         }
         let ice = Arc::new(crate::auth::turn::IceServers::new(config.turn.clone()));

@@ -205,7 +205,27 @@ async fn an_ome_backend_finds_its_api() {
         "",
         &["response[].interval", "response[].schedule"],
     );
-    assert_eq!(v["response"][0]["id"], json!(id));
+    // Known by the backend's id from now on: :records and :stopRecord
+    // take it.
+    let theirs = fixture("startRecord.request.json")["id"].clone();
+    assert_eq!(v["response"][0]["id"], theirs);
+    assert_eq!(v["response"][0]["state"], "recording");
+    let (_, v) = call(
+        &server,
+        "POST",
+        "/v1/vhosts/default/apps/app:records",
+        Some(json!({"id": theirs})),
+    )
+    .await;
+    assert_eq!(v["response"].as_array().map(Vec::len), Some(1), "{v}");
+    let (status, v) = call(
+        &server,
+        "POST",
+        "/v1/vhosts/default/apps/app:stopRecord",
+        Some(json!({"id": theirs})),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
     let (status, v) = call(
         &server,
         "POST",
@@ -219,8 +239,8 @@ async fn an_ome_backend_finds_its_api() {
         fixture("error-400-startRecord-missing-param.response.json")
     );
 
-    // :stopRecord: one in progress ends with its stream (409); an unknown
-    // id is the documented 404.
+    // :stopRecord: one in progress ends with its stream (409), by
+    // streamd's id too; an unknown id is the documented 404.
     let (status, v) = call(
         &server,
         "POST",
@@ -233,16 +253,28 @@ async fn an_ome_backend_finds_its_api() {
         &server,
         "POST",
         "/v1/vhosts/default/apps/app:stopRecord",
-        Some(fixture("stopRecord.request.json")),
+        Some(json!({"id": "no-such-record"})),
     )
     .await;
     assert_eq!(status, 404);
     let mut want = fixture("error-404-stopRecord.response.json");
-    want["message"] = json!(want["message"].as_str().unwrap().replace(
-        "{id}",
-        fixture("stopRecord.request.json")["id"].as_str().unwrap()
-    ));
+    want["message"] = json!(
+        want["message"]
+            .as_str()
+            .unwrap()
+            .replace("{id}", "no-such-record")
+    );
     assert_eq!(v, want);
+    // Actions on an app that does not exist are OME's 404.
+    let (status, v) = call(
+        &server,
+        "POST",
+        "/v1/vhosts/default/apps/non-exists:records",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(v, fixture("error-404-app.response.json"));
 
     // Push is not offered: 501 in OME's error shape.
     let (status, v) = call(

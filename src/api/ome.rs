@@ -16,8 +16,8 @@
 //! access_token`). Apps are not declared in streamd: an app exists while a
 //! stream of it is live or managed.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -45,6 +45,43 @@ pub struct OmeApi {
     pub access: Arc<Access>,
     pub registry: Registry,
     pub recorder: Option<Arc<Recorder>>,
+    /// The ids backends gave `:startRecord`, and the recordings they name.
+    pub aliases: Arc<Mutex<Aliases>>,
+}
+
+/// A backend's record ids for streamd's recordings (it asks `:stopRecord`
+/// and `:records` with its own), at most [`Aliases::MAX`], oldest
+/// forgotten first.
+#[derive(Default)]
+pub struct Aliases(VecDeque<(String, String)>);
+
+impl Aliases {
+    const MAX: usize = 1024;
+
+    fn insert(&mut self, theirs: String, ours: String) {
+        self.0.retain(|(t, _)| *t != theirs);
+        if self.0.len() >= Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back((theirs, ours));
+    }
+
+    /// streamd's recording id for a backend's `id` (or `id` itself).
+    fn ours<'a>(&'a self, id: &'a str) -> &'a str {
+        self.0
+            .iter()
+            .find(|(t, _)| t == id)
+            .map_or(id, |(_, o)| o.as_str())
+    }
+
+    /// The backend's id for one of streamd's recordings, if it gave one.
+    fn theirs(&self, ours: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(_, o)| o == ours)
+            .map(|(t, _)| t.as_str())
+    }
 }
 
 /// An answer in OME's envelope.
@@ -399,7 +436,7 @@ async fn app_action(
     let Some((app, action)) = segment.split_once(':') else {
         return Err(error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"));
     };
-    check_vhost(&api, &vh)?;
+    check_app(&api, &vh, app).await?;
     match action {
         "startPush" | "stopPush" | "pushes" => Err(error(
             StatusCode::NOT_IMPLEMENTED,
@@ -444,7 +481,7 @@ fn record_request(body: &[u8]) -> Result<(Option<String>, Option<String>)> {
 /// A streamd recording as OME's record info (the documented examples'
 /// fields; states `recording`, `stopping`, `stopped`, `error`). The files
 /// are streamd's: an HLS VOD playlist and the recording's API resource.
-fn record_info(vh: &str, r: &Recording) -> Value {
+fn record_info(vh: &str, r: &Recording, theirs: Option<&str>) -> Value {
     let state = match r.status {
         RecordingStatus::Recording => "recording",
         RecordingStatus::Uploading => "stopping",
@@ -452,7 +489,7 @@ fn record_info(vh: &str, r: &Recording) -> Value {
         RecordingStatus::Failed => "error",
     };
     let mut info = json!({
-        "id": r.id,
+        "id": theirs.unwrap_or(&r.id),
         "vhost": vh,
         "app": r.app,
         "stream": {"name": r.stream, "tracks": []},
@@ -485,11 +522,23 @@ fn recorder(api: &OmeApi) -> Result<&Arc<Recorder>> {
     })
 }
 
-/// The recordings of `app` (or of its stream `stream.name`, or the one
-/// `id`), newest first.
+/// The recordings of `app`: the one the request's `id` names (the
+/// backend's own id from `:startRecord`, or streamd's), or those of its
+/// `stream.name`, or all of the app's live and managed streams'; newest
+/// first.
 async fn recordings(api: &OmeApi, app: &str, body: &[u8]) -> Result<Vec<Recording>> {
     let (id, stream) = record_request(body)?;
     let store = recorder(api)?.store();
+    if let Some(id) = id {
+        let ours = api
+            .aliases
+            .lock()
+            .expect("aliases lock")
+            .ours(&id)
+            .to_owned();
+        let found = store.recording(&ours).await.map_err(storage)?;
+        return Ok(found.into_iter().filter(|r| r.app == app).collect());
+    }
     let names: Vec<String> = match stream {
         Some(s) => vec![s],
         None => {
@@ -514,26 +563,32 @@ async fn recordings(api: &OmeApi, app: &str, body: &[u8]) -> Result<Vec<Recordin
     for name in names {
         out.extend(store.recordings_of(app, &name).await.map_err(storage)?);
     }
-    if let Some(id) = id {
-        out.retain(|r| r.id == id);
-    }
     out.sort_by_key(|r| std::cmp::Reverse(r.started_at));
     Ok(out)
 }
 
+/// Record infos, under the ids backends gave them.
+fn infos(api: &OmeApi, vh: &str, list: &[Recording]) -> Value {
+    let aliases = api.aliases.lock().expect("aliases lock");
+    Value::Array(
+        list.iter()
+            .map(|r| record_info(vh, r, aliases.theirs(&r.id)))
+            .collect(),
+    )
+}
+
 async fn records(api: &OmeApi, vh: &str, app: &str, body: &[u8]) -> Result<Answer> {
     let list = recordings(api, app, body).await?;
-    Ok(ok(Value::Array(
-        list.iter().map(|r| record_info(vh, r)).collect(),
-    )))
+    Ok(ok(infos(api, vh, &list)))
 }
 
 /// `:startRecord`. streamd records every stream of an app whose recording
 /// is on (`[record]`), from its first frame: starting a recording is
-/// answered with the stream's recording in progress (`started`), or 404
-/// when the stream is not live or its app does not record.
+/// answered with the stream's recording in progress (`recording`), known
+/// from then on by the backend's `id` too; 404 when the stream is not live
+/// or its app does not record.
 async fn start_record(api: &OmeApi, vh: &str, app: &str, body: &[u8]) -> Result<Answer> {
-    let (Some(_), Some(stream)) = record_request(body)? else {
+    let (Some(theirs), Some(stream)) = record_request(body)? else {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "There is no required parameter [{id}, {stream.name}]",
@@ -545,15 +600,19 @@ async fn start_record(api: &OmeApi, vh: &str, app: &str, body: &[u8]) -> Result<
         .await?
         .into_iter()
         .find(|r| r.status == RecordingStatus::Recording);
-    match current {
-        Some(r) => Ok(ok(json!([record_info(vh, &r)]))),
-        None => Err(error(
+    let Some(r) = current else {
+        return Err(error(
             StatusCode::NOT_FOUND,
             format_args!(
                 "No recording of [{vh}/{app:.64}/{stream:.64}]: its app does not record ([record] apps)"
             ),
-        )),
-    }
+        ));
+    };
+    api.aliases
+        .lock()
+        .expect("aliases lock")
+        .insert(theirs, r.id.clone());
+    Ok(ok(infos(api, vh, std::slice::from_ref(&r))))
 }
 
 /// `:stopRecord`. A recording ends when its publisher does; one in
@@ -578,7 +637,7 @@ async fn stop_record(api: &OmeApi, vh: &str, app: &str, body: &[u8]) -> Result<A
             "streamd records a stream from its start to its end: it stops when the publisher does (DELETE the stream to end both)",
         ));
     }
-    Ok(ok(json!([record_info(vh, &r)])))
+    Ok(ok(infos(api, vh, std::slice::from_ref(&r))))
 }
 
 #[cfg(test)]

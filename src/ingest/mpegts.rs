@@ -112,8 +112,9 @@ impl DemuxContext for Ctx {
                 ..
             } => {
                 let pid = stream_info.elementary_pid();
-                // The first stream of each kind is read; a PMT that moves
-                // it (a new version) moves it.
+                // The first stream of each kind is read (a PMT version
+                // that moves it to another PID is not followed: the new
+                // PID is ignored with a notice).
                 let kind = match stream_type {
                     StreamType::H264 if self.video_pid.is_none_or(|p| p == pid) => {
                         self.video_pid = Some(pid);
@@ -151,9 +152,12 @@ impl DemuxContext for Ctx {
 pub struct EsConsumer {
     kind: EsKind,
     buf: Vec<u8>,
-    /// The current PES's timestamps (33-bit, 90 kHz).
+    /// The current PES's timestamps (33-bit, 90 kHz). For audio, `pts`
+    /// belongs to the first ADTS frame that starts at or after
+    /// `pes_start`, the buffer offset where that PES's bytes begin.
     pts: Option<u64>,
     dts: Option<u64>,
+    pes_start: usize,
     /// The current PES is being dropped (too big, or cut by a loss).
     dropping: bool,
     /// Data was lost since the last unit.
@@ -169,10 +173,19 @@ impl EsConsumer {
             buf: Vec::new(),
             pts: None,
             dts: None,
+            pes_start: 0,
             dropping: false,
             lost: false,
             next_audio_pts: None,
         }
+    }
+
+    /// Forgets what is buffered, and the time that went with it.
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.pts = None;
+        self.dts = None;
+        self.pes_start = 0;
     }
 
     fn append(&mut self, ctx: &mut Ctx, data: &[u8]) {
@@ -188,7 +201,7 @@ impl EsConsumer {
                 kind: self.kind,
                 why: "larger than streamd takes",
             });
-            self.buf.clear();
+            self.clear();
             self.dropping = true;
             self.lost = true;
             return;
@@ -234,7 +247,14 @@ impl EsConsumer {
             if self.buf.len() - at < header.frame_len {
                 break;
             }
-            let Some(pts) = self.pts.take().or(self.next_audio_pts) else {
+            // The PES's time is its first frame's; a frame the previous
+            // PES began follows on from the frame before it.
+            let pes_time = if at >= self.pes_start {
+                self.pts.take()
+            } else {
+                None
+            };
+            let Some(pts) = pes_time.or(self.next_audio_pts) else {
                 at += header.frame_len;
                 ctx.events.push(TsEvent::Dropped {
                     kind: EsKind::Adts,
@@ -254,6 +274,7 @@ impl EsConsumer {
             at += header.frame_len;
         }
         self.buf.drain(..at);
+        self.pes_start = self.pes_start.saturating_sub(at);
     }
 }
 
@@ -263,7 +284,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
     fn begin_packet(&mut self, ctx: &mut Ctx, header: pes::PesHeader<'_>) {
         self.dropping = false;
         if self.kind == EsKind::H264 {
-            self.buf.clear();
+            self.clear();
         }
         let (mut pts, mut dts) = (None, None);
         let payload = match header.contents() {
@@ -284,11 +305,12 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
         match self.kind {
             EsKind::H264 => (self.pts, self.dts) = (pts, dts.or(pts)),
             EsKind::Adts => {
-                // A new PES restarts the frame clock where it says; bytes
-                // of a frame the last PES cut are stale.
+                // The time is the first frame's that starts in this PES
+                // (a frame the last PES began, still buffered, keeps its
+                // own time).
                 if pts.is_some() {
                     self.pts = pts;
-                    self.next_audio_pts = pts;
+                    self.pes_start = self.buf.len();
                 }
             }
         }
@@ -303,11 +325,15 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
         if self.kind != EsKind::H264 || self.dropping {
             return;
         }
+        // What follows belongs to the next PES, whose header must parse
+        // (the reader appends the payload of one it could not read).
+        self.dropping = true;
         let data = std::mem::take(&mut self.buf);
+        let (pts, dts) = (self.pts.take(), self.dts.take());
         if data.is_empty() {
             return;
         }
-        match (self.pts, self.dts) {
+        match (pts, dts) {
             (Some(pts), Some(dts)) => ctx.events.push(TsEvent::Unit {
                 kind: EsKind::H264,
                 pts,
@@ -327,7 +353,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
 
     fn continuity_error(&mut self, ctx: &mut Ctx) {
         ctx.events.push(TsEvent::Lost(self.kind));
-        self.buf.clear();
+        self.clear();
         self.dropping = true;
         self.lost = true;
     }
@@ -432,7 +458,7 @@ impl Timeline {
                 if diff >= WRAP / 2 {
                     diff -= WRAP;
                 }
-                last + diff
+                last.saturating_add(diff)
             }
         };
         self.last_raw = Some(t);
@@ -441,13 +467,14 @@ impl Timeline {
 
     /// `dts` (unwrapped, less the origin) as this track's next time.
     fn place(&mut self, dts: i64, step: i64) -> i64 {
-        let mut t = dts + self.shift;
+        let mut t = dts.saturating_add(self.shift);
         if let Some(last) = self.last {
-            if t > last + JUMP || t < last - JUMP {
-                self.shift += last + step - t;
-                t = last + step;
+            if t > last.saturating_add(JUMP) || t < last.saturating_sub(JUMP) {
+                let next = last.saturating_add(step);
+                self.shift = self.shift.saturating_add(next.saturating_sub(t));
+                t = next;
             } else if t <= last {
-                t = last + 1;
+                t = last.saturating_add(1);
             }
         }
         let t = t.max(0);
@@ -547,12 +574,17 @@ impl TsIngest {
 
     /// The time of a unit: 33-bit, unwrapped, after the origin.
     fn time(&mut self, kind: EsKind, raw: u64) -> i64 {
-        let timeline = match kind {
-            EsKind::H264 => &mut self.video_time,
-            EsKind::Adts => &mut self.audio_time,
+        let (timeline, other) = match kind {
+            EsKind::H264 => (&mut self.video_time, &self.audio_time),
+            EsKind::Adts => (&mut self.audio_time, &self.video_time),
         };
+        // A track's first time is read near the other's, so a stream that
+        // starts close to the 33-bit wrap keeps its tracks together.
+        if timeline.last_raw.is_none() {
+            timeline.last_raw = other.last_raw;
+        }
         let t = timeline.unwrap(raw);
-        t - *self.origin.get_or_insert(t - ORIGIN_MARGIN)
+        t.saturating_sub(*self.origin.get_or_insert(t.saturating_sub(ORIGIN_MARGIN)))
     }
 
     fn video(
@@ -564,13 +596,18 @@ impl TsIngest {
         at: Arrival,
     ) -> Result<Option<TsNotice>, IngestError> {
         let raw_dts = self.time(EsKind::H264, dts);
-        // The composition offset as sent, bounded to 10 s.
-        let offset = ((pts as i64 - dts as i64).rem_euclid(WRAP)).min(JUMP);
+        // The composition offset as sent (across the wrap), bounded to
+        // 0..10 s: a PTS before its DTS is taken as the DTS.
+        let mut offset = (pts as i64 - dts as i64).rem_euclid(WRAP);
+        if offset >= WRAP / 2 {
+            offset = 0;
+        }
+        let offset = offset.min(JUMP);
         let t = self.video_time.place(raw_dts, 3000);
         let au = AccessUnit {
             data,
             dts: MediaTime::new(t, Timescale::MPEG),
-            pts: MediaTime::new(t + offset, Timescale::MPEG),
+            pts: MediaTime::new(t.saturating_add(offset), Timescale::MPEG),
             contiguous,
             at,
         };

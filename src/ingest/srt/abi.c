@@ -16,7 +16,6 @@ SAME(SRTO_REUSEADDR, 15);
 SAME(SRTO_PASSPHRASE, 26);
 SAME(SRTO_PBKEYLEN, 27);
 SAME(SRTO_RCVLATENCY, 43);
-SAME(SRTO_STREAMID, 46);
 SAME(SRTO_TRANSTYPE, 50);
 SAME(SRTO_ENFORCEDENCRYPTION, 53);
 SAME(SRTO_PEERIDLETIMEO, 55);
@@ -52,7 +51,6 @@ static SRTSOCKET (*const accept_)(SRTSOCKET, struct sockaddr *, int *) = srt_acc
 static int (*const listen_callback)(SRTSOCKET, srt_listen_callback_fn *, void *) = srt_listen_callback;
 static int (*const close_)(SRTSOCKET) = srt_close;
 static int (*const getsockname_)(SRTSOCKET, struct sockaddr *, int *) = srt_getsockname;
-static int (*const getsockflag)(SRTSOCKET, SRT_SOCKOPT, void *, int *) = srt_getsockflag;
 static int (*const setsockflag)(SRTSOCKET, SRT_SOCKOPT, const void *, int) = srt_setsockflag;
 static int (*const recvmsg_)(SRTSOCKET, char *, int) = srt_recvmsg;
 static const char *(*const lasterror_str)(void) = srt_getlasterror_str;

@@ -27,7 +27,6 @@ const SRTO_REUSEADDR: c_int = 15;
 const SRTO_PASSPHRASE: c_int = 26;
 const SRTO_PBKEYLEN: c_int = 27;
 const SRTO_RCVLATENCY: c_int = 43;
-const SRTO_STREAMID: c_int = 46;
 const SRTO_TRANSTYPE: c_int = 50;
 const SRTO_ENFORCEDENCRYPTION: c_int = 53;
 const SRTO_PEERIDLETIMEO: c_int = 55;
@@ -95,7 +94,6 @@ unsafe extern "C" {
     fn srt_listen_callback(lsn: RawSocket, hook: ListenHookFn, opaque: *mut c_void) -> c_int;
     fn srt_close(u: RawSocket) -> c_int;
     fn srt_getsockname(u: RawSocket, name: *mut libc::sockaddr, namelen: *mut c_int) -> c_int;
-    fn srt_getsockflag(u: RawSocket, opt: c_int, optval: *mut c_void, optlen: *mut c_int) -> c_int;
     fn srt_setsockflag(u: RawSocket, opt: c_int, optval: *const c_void, optlen: c_int) -> c_int;
     fn srt_recvmsg(u: RawSocket, buf: *mut c_char, len: c_int) -> c_int;
     fn srt_getlasterror_str() -> *const c_char;
@@ -280,21 +278,6 @@ impl Socket {
         Ok(Some((socket, from_sockaddr(&storage))))
     }
 
-    /// The stream id the caller sent (at most 512 bytes, not necessarily
-    /// UTF-8).
-    pub fn stream_id(&self) -> Result<Vec<u8>, SrtError> {
-        let mut buf = [0u8; MAX_STREAM_ID + 1];
-        let mut len = buf.len() as c_int;
-        // SAFETY: the buffer and its length are valid for the call.
-        let r =
-            unsafe { srt_getsockflag(self.0, SRTO_STREAMID, buf.as_mut_ptr().cast(), &mut len) };
-        if r == SRT_ERROR {
-            return Err(SrtError::last("SRTO_STREAMID"));
-        }
-        let len = usize::try_from(len).unwrap_or(0).min(MAX_STREAM_ID);
-        Ok(buf[..len].to_vec())
-    }
-
     /// One message (up to `buf.len()` bytes); `None` when nothing is
     /// waiting. An error means the connection is over.
     pub fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, SrtError> {
@@ -427,7 +410,6 @@ pub struct Epoll(c_int);
 #[derive(Clone, Copy, Debug)]
 pub struct Ready {
     pub socket: i32,
-    pub error: bool,
 }
 
 impl Epoll {
@@ -458,8 +440,8 @@ impl Epoll {
 
     /// Waits up to `timeout_ms` and fills `out` with the ready sockets.
     pub fn wait(&self, out: &mut Vec<Ready>, timeout_ms: i64) -> Result<(), SrtError> {
-        let mut events = [EpollEvent::default(); 64];
-        // SAFETY: `events` is valid for 64 entries.
+        let mut events = [EpollEvent::default(); 256];
+        // SAFETY: `events` is valid for its length.
         let n = unsafe {
             srt_epoll_uwait(
                 self.0,
@@ -478,10 +460,7 @@ impl Epoll {
             };
         }
         let n = usize::try_from(n).unwrap_or(0).min(events.len());
-        out.extend(events[..n].iter().map(|e| Ready {
-            socket: e.fd,
-            error: e.events & SRT_EPOLL_ERR != 0,
-        }));
+        out.extend(events[..n].iter().map(|e| Ready { socket: e.fd }));
         Ok(())
     }
 }

@@ -35,9 +35,10 @@ use crate::shutdown::Shutdown;
 const RECV_BUFFER: usize = 1500;
 /// How long a connected caller may wait for admission.
 const ADMISSION_TIMEOUT: Duration = Duration::from_secs(15);
-/// A handshake the hook let through but that never completed is forgotten
-/// after this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A handshake the hook let through but that never completed (a wrong
+/// passphrase is refused after the hook) is forgotten after this, and its
+/// place under the connection caps freed. A handshake takes milliseconds.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The epoll wait: timers (idle, lifetime, admission) are checked at least
 /// this often.
 const TICK: Duration = Duration::from_millis(50);
@@ -80,7 +81,7 @@ impl SrtServer {
         let hook_handshakes = handshakes.clone();
         // A caller that retries a bad handshake every few ms (as
         // srt-live-transmit does) gets one log line per reason per 5 s.
-        let logs: Mutex<HashMap<String, LogLimiter>> = Mutex::default();
+        let logs: Mutex<HashMap<&'static str, LogLimiter>> = Mutex::default();
         let hook = Box::new(move |socket: i32, raw: &[u8], peer: Option<SocketAddr>| {
             gate(socket, raw, peer, &limit, &hook_handshakes, &logs)
         });
@@ -131,43 +132,72 @@ impl SrtServer {
     fn serve(self, stop: &AtomicBool, runtime: &tokio::runtime::Handle) -> Result<(), SrtError> {
         let epoll = Epoll::new()?;
         epoll.add(&self.listener)?;
-        let (admitted_tx, admitted_rx) = mpsc::channel::<(i32, Result<Publishing, String>)>();
         let mut callers: HashMap<i32, Caller> = HashMap::new();
+        let result = self.serve_until(stop, runtime, &epoll, &mut callers);
+        // Every way out closes every caller (and counts them out).
+        let why = match &result {
+            Ok(()) => "server shutting down",
+            Err(_) => "SRT ingest stopped",
+        };
+        for (_, c) in callers.drain() {
+            c.close(why);
+            epoll.remove(&c.socket);
+        }
+        result
+    }
+
+    fn serve_until(
+        &self,
+        stop: &AtomicBool,
+        runtime: &tokio::runtime::Handle,
+        epoll: &Epoll,
+        callers: &mut HashMap<i32, Caller>,
+    ) -> Result<(), SrtError> {
+        let (admitted_tx, admitted_rx) = mpsc::channel::<Admission>();
         let mut ready: Vec<Ready> = Vec::new();
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut serial = 0u64;
+        let remove = |callers: &mut HashMap<i32, Caller>, id: i32, why: &str| {
+            if let Some(c) = callers.remove(&id) {
+                c.close(why);
+                epoll.remove(&c.socket);
+            }
+        };
         while !stop.load(Ordering::Relaxed) {
             epoll.wait(&mut ready, TICK.as_millis() as i64)?;
             for r in &ready {
                 if r.socket == self.listener.id() {
-                    self.accept(&epoll, &mut callers, &admitted_tx, runtime);
+                    self.accept(epoll, callers, &admitted_tx, runtime, &mut serial);
                     continue;
                 }
                 let Some(caller) = callers.get_mut(&r.socket) else {
                     continue;
                 };
-                if let Err(why) = caller.read(&mut buf) {
-                    caller.close(&why);
-                    if let Some(c) = callers.remove(&r.socket) {
-                        epoll.remove(&c.socket);
-                    }
+                // A bug in one caller's parsing closes that caller only.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    caller.read(&mut buf)
+                }))
+                .unwrap_or_else(|_| {
+                    Err("internal error reading its stream (a bug: see the log)".into())
+                });
+                if let Err(why) = read {
+                    remove(callers, r.socket, &why);
                 }
             }
-            while let Ok((id, result)) = admitted_rx.try_recv() {
-                let Some(caller) = callers.get_mut(&id) else {
+            while let Ok(done) = admitted_rx.try_recv() {
+                // A caller gone (or a socket id reused) since: dropped.
+                let Some(caller) = callers
+                    .get_mut(&done.socket)
+                    .filter(|c| c.serial == done.serial)
+                else {
                     continue;
                 };
-                match result {
+                match done.result {
                     Ok(p) => {
                         tracing::info!(peer = ?caller.peer, stream = %p.path, session = p.ingest.broadcast().session(), "SRT publishing");
-                        metrics::gauge!("streamd_srt_publishers").increment(1.0);
                         caller.state = State::Publishing(Box::new(p));
                     }
-                    Err(why) => {
-                        caller.close(&why);
-                        if let Some(c) = callers.remove(&id) {
-                            epoll.remove(&c.socket);
-                        }
-                    }
+                    Err(why) => remove(callers, done.socket, &why),
                 }
             }
             let now = Instant::now();
@@ -176,19 +206,12 @@ impl SrtServer {
                 .filter_map(|(id, c)| c.expired(now, &self.config).map(|why| (*id, why)))
                 .collect();
             for (id, why) in over {
-                if let Some(c) = callers.remove(&id) {
-                    c.close(&why);
-                    epoll.remove(&c.socket);
-                }
+                remove(callers, id, &why);
             }
             self.handshakes
                 .lock()
                 .expect("handshakes lock")
                 .retain(|_, h| now.duration_since(h.at) < HANDSHAKE_TIMEOUT);
-        }
-        for (_, c) in callers.drain() {
-            c.close("server shutting down");
-            epoll.remove(&c.socket);
         }
         Ok(())
     }
@@ -197,8 +220,9 @@ impl SrtServer {
         &self,
         epoll: &Epoll,
         callers: &mut HashMap<i32, Caller>,
-        admitted_tx: &mpsc::Sender<(i32, Result<Publishing, String>)>,
+        admitted_tx: &mpsc::Sender<Admission>,
         runtime: &tokio::runtime::Handle,
+        serial: &mut u64,
     ) {
         loop {
             let (socket, peer) = match self.listener.accept() {
@@ -254,14 +278,22 @@ impl SrtServer {
                 self.registry.clone(),
                 admitted_tx.clone(),
             );
-            runtime.spawn(async move {
+            *serial += 1;
+            let serial = *serial;
+            let task = runtime.spawn(async move {
                 let result = admit(&access, &registry, request, &shown).await;
-                let _ = tx.send((id, result));
+                let _ = tx.send(Admission {
+                    socket: id,
+                    serial,
+                    result,
+                });
             });
             callers.insert(
                 id,
                 Caller {
                     socket,
+                    serial,
+                    admission: task.abort_handle(),
                     peer,
                     state: State::Admitting,
                     since: Instant::now(),
@@ -282,24 +314,20 @@ fn gate(
     peer: Option<SocketAddr>,
     limit: &ConnectionLimit,
     handshakes: &Mutex<HashMap<i32, Handshake>>,
-    logs: &Mutex<HashMap<String, LogLimiter>>,
+    logs: &Mutex<HashMap<&'static str, LogLimiter>>,
 ) -> Result<(), Reject> {
-    let refuse = |reason: Reject, why: &dyn std::fmt::Display| {
+    // Log lines are limited per kind of refusal (a fixed set: the caller
+    // cannot make new kinds to get past the limit).
+    let refuse = |reason: Reject, kind: &'static str, why: &dyn std::fmt::Display| {
         let code = reason as i32;
         metrics::counter!("streamd_srt_refused_connections_total", "code" => code.to_string())
             .increment(1);
-        let why = why.to_string();
-        // The reason's kind: its words before any quoted input.
-        let kind: String = why.chars().take_while(|c| *c != ':').take(48).collect();
-        let allowed = {
-            let mut logs = logs.lock().expect("log limiter lock");
-            if logs.len() > 64 {
-                logs.clear();
-            }
-            logs.entry(kind)
-                .or_insert_with(|| LogLimiter::new(Duration::from_secs(5)))
-                .check(Instant::now())
-        };
+        let allowed = logs
+            .lock()
+            .expect("log limiter lock")
+            .entry(kind)
+            .or_insert_with(|| LogLimiter::new(Duration::from_secs(5)))
+            .check(Instant::now());
         if let Some(suppressed) = allowed {
             tracing::warn!(
                 ?peer,
@@ -312,14 +340,14 @@ fn gate(
     };
     let id = match StreamId::parse(raw) {
         Ok(id) => id,
-        Err(e) => return refuse(e.reject(), &e),
+        Err(e) => return refuse(e.reject(), e.kind(), &e),
     };
     let Some(ip) = peer.map(|p| p.ip()) else {
-        return refuse(Reject::BadRequest, &"no caller address");
+        return refuse(Reject::BadRequest, "address", &"no caller address");
     };
     let permit = match limit.try_acquire(ip) {
         Ok(p) => p,
-        Err(e) => return refuse(Reject::Overload, &e),
+        Err(e) => return refuse(Reject::Overload, "caps", &e),
     };
     handshakes.lock().expect("handshakes lock").insert(
         socket,
@@ -347,6 +375,9 @@ async fn admit(
     let producer = registry
         .publish(path.clone())
         .map_err(|e| format!("publish to {path} refused: {e}"))?;
+    // Counted from here to its drop, wherever that is (a caller gone
+    // before its admission finished drops it unused).
+    metrics::gauge!("streamd_srt_publishers").increment(1.0);
     Ok(Publishing {
         ingest: TsIngest::new(producer),
         path,
@@ -375,8 +406,20 @@ enum State {
     Publishing(Box<Publishing>),
 }
 
+/// An admission's outcome, for the caller `serial` on `socket`.
+struct Admission {
+    socket: i32,
+    serial: u64,
+    result: Result<Publishing, String>,
+}
+
 struct Caller {
     socket: Socket,
+    /// Tells this caller's admission from a former one's on a reused id.
+    serial: u64,
+    /// Cancelled when the caller goes first: nothing is published for a
+    /// caller that left.
+    admission: tokio::task::AbortHandle,
     peer: Option<SocketAddr>,
     state: State,
     since: Instant,
@@ -441,6 +484,7 @@ impl Caller {
     }
 
     fn close(&self, why: &str) {
+        self.admission.abort();
         match &self.state {
             State::Publishing(p) => {
                 tracing::info!(peer = ?self.peer, stream = %p.path, stats = ?p.ingest.stats(), "SRT publisher closed: {why}")

@@ -51,6 +51,20 @@ pub enum StreamIdError {
 }
 
 impl StreamIdError {
+    /// Which error this is, whatever the caller sent (for rate limits).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StreamIdError::Empty => "empty",
+            StreamIdError::TooLong => "too long",
+            StreamIdError::NotText => "not text",
+            StreamIdError::Control => "control",
+            StreamIdError::NoPath(_) => "no path",
+            StreamIdError::Mode(_) => "mode",
+            StreamIdError::Type(_) => "type",
+            StreamIdError::Syntax(_) => "syntax",
+        }
+    }
+
     /// The reject reason a caller is told.
     pub fn reject(&self) -> Reject {
         match self {
