@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpora (fuzz/corpus/TARGET/*) from the test
-fixture (tests/fixtures/clip-160x120-2s.flv): a publisher's chunk stream as
+fixtures (tests/fixtures/clip-160x120-2s.flv, and the HEVC and AV1 clips): a publisher's chunk stream as
 ffmpeg sends it after the handshake, its AMF0 commands and metadata, its FLV
 tag bodies and codec configurations, and OME signalling messages. Run it
 again after changing it; the output is deterministic."""
@@ -104,6 +104,22 @@ avcc = video[0][5:]
 sps_len = struct.unpack(">H", avcc[6:8])[0]
 write("codec_config", "sps", avcc[8 : 8 + sps_len])
 write("codec_config", "aac-asc", audio[0][2:])
+
+# Enhanced RTMP: FFmpeg 9's HEVC and AV1 (tests/fixtures/README.md).
+for codec in ("hevc", "av1"):
+    path = os.path.join(HERE, "..", "tests", "fixtures", f"clip-{codec}-160x120-1s.flv")
+    ev = [b for k, _, b in flv_tags(path) if k == 9]
+    start = next(b for b in ev if b[0] & 0x8F == 0x80)
+    frames = [b for b in ev if b[0] & 0x0F in (1, 3)]
+    write("flv_tags", f"{codec}-sequence-start", start)
+    write("flv_tags", f"{codec}-keyframe", frames[0][:2000])
+    write("flv_tags", f"{codec}-inter", frames[1][:2000])
+    write("flv_tags", f"{codec}-metadata", next(b for b in ev if b[0] & 0x0F == 4))
+    # The same inter frame as a one-track multitrack packet.
+    write("flv_tags", f"{codec}-multitrack", bytes([0xA6, frames[1][0] & 0x0F]) + frames[1][1:5] + b"\x00" + frames[1][5:2000])
+    write("codec_config", "hvcC" if codec == "hevc" else "av1C", start[5:])
+    if codec == "av1":
+        write("codec_config", "av1-frame", frames[0][5:2000])
 
 answer = {"command": "answer", "id": 1, "peer_id": 0, "sdp": {"type": "answer", "sdp": (
     "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"

@@ -7,15 +7,45 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use streamd::ingest::flv;
 use streamd::ingest::rtmp::RtmpConnection;
-use streamd::media::{AacConfig, AvcConfig, h264};
+use streamd::media::{AacConfig, Av1Config, AvcConfig, HevcConfig, av1, h264};
 
-/// Real inputs to mutate: the fixture's tag bodies.
+/// The tags of a fixture FLV file.
+fn fixture(name: &str) -> Vec<common::rtmp::Tag> {
+    common::rtmp::read_flv(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+}
+
+/// Real inputs to mutate: the fixtures' tag bodies, H.264 in legacy FLV,
+/// HEVC and AV1 in Enhanced RTMP's.
 fn seeds() -> Vec<Bytes> {
-    common::rtmp::fixture()
+    let mut out = Vec::new();
+    for name in [
+        "clip-160x120-2s.flv",
+        "clip-hevc-160x120-1s.flv",
+        "clip-av1-160x120-1s.flv",
+    ] {
+        out.extend(
+            fixture(name)
+                .into_iter()
+                .filter(|t| (t.kind == 8 || t.kind == 9) && t.body.len() < 4096)
+                .take(20)
+                .map(|t| t.body),
+        );
+    }
+    out
+}
+
+/// The video sequence headers' records (avcC, hvcC, av1C).
+fn records() -> Vec<Bytes> {
+    seeds()
         .into_iter()
-        .filter(|t| t.kind == 8 || t.kind == 9)
-        .take(40)
-        .map(|t| t.body)
+        .filter_map(|b| match flv::parse_video(b) {
+            Ok(flv::VideoTag::SequenceHeader(_, raw)) => Some(raw),
+            _ => None,
+        })
         .collect()
 }
 
@@ -52,12 +82,20 @@ proptest! {
     #[test]
     fn mutated_flv_tags_never_panic(data in mutated()) {
         let b = Bytes::from(data);
-        if let Ok(flv::VideoTag::SequenceHeader(raw)) = flv::parse_video(b.clone()) {
-            let _ = AvcConfig::parse(raw);
+        if let Ok(flv::VideoTag::SequenceHeader(codec, raw)) = flv::parse_video(b.clone()) {
+            match codec {
+                flv::VideoCodec::H264 => { let _ = AvcConfig::parse(raw); }
+                flv::VideoCodec::Hevc => { let _ = HevcConfig::parse(raw); }
+                flv::VideoCodec::Av1 => { let _ = Av1Config::parse(raw); }
+            }
         }
-        if let Ok(flv::VideoTag::Frame { data, .. }) = flv::parse_video(b.clone()) {
-            for n in h264::Nalus::new(&data, 4) {
-                if n.is_err() { break; }
+        if let Ok(flv::VideoTag::Frame { codec, data, .. }) = flv::parse_video(b.clone()) {
+            if codec == flv::VideoCodec::Av1 {
+                let _ = av1::check_frame(data);
+            } else {
+                for n in h264::Nalus::new(&data, 4) {
+                    if n.is_err() { break; }
+                }
             }
         }
         if let Ok(flv::AudioTag::SequenceHeader(raw)) = flv::parse_audio(b) {
@@ -68,8 +106,31 @@ proptest! {
     #[test]
     fn codec_configs_never_panic(data in prop::collection::vec(any::<u8>(), 0..96)) {
         let _ = AvcConfig::parse(Bytes::from(data.clone()));
+        let _ = HevcConfig::parse(Bytes::from(data.clone()));
+        let _ = Av1Config::parse(Bytes::from(data.clone()));
+        let _ = av1::check_frame(Bytes::from(data.clone()));
         let _ = h264::SpsInfo::parse(&data);
         let _ = AacConfig::parse(Bytes::from(data));
+    }
+
+    /// Real hvcC and av1C records with bytes changed and cut: every
+    /// length and every SPS / sequence header branch they reach.
+    #[test]
+    fn mutated_video_records_never_panic(
+        pick in any::<usize>(),
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let records = records();
+        let mut v = records[pick % records.len()].to_vec();
+        for (at, b) in flips {
+            let n = v.len();
+            v[at % n] = b;
+        }
+        v.truncate(cut % (v.len() + 1));
+        let _ = AvcConfig::parse(Bytes::from(v.clone()));
+        let _ = HevcConfig::parse(Bytes::from(v.clone()));
+        let _ = Av1Config::parse(Bytes::from(v));
     }
 
     #[test]

@@ -361,12 +361,12 @@ fn stream_info(b: &BroadcastConsumer) -> Value {
         let id = input.len();
         input.push(match (t.kind, config(&t.name).as_deref()) {
             (TrackKind::Video, c) => {
-                let (width, height) = match c {
-                    Some(CodecConfig::H264(a)) => (a.info.width, a.info.height),
-                    _ => source.map_or((0, 0), |v| (v.width, v.height)),
-                };
+                let (width, height) = c
+                    .and_then(CodecConfig::video_size)
+                    .unwrap_or_else(|| source.map_or((0, 0), |v| (v.width, v.height)));
+                let codec = c.map_or("H264", CodecConfig::name);
                 json!({"id": id, "type": "Video", "video": {
-                    "codec": "H264", "width": width, "height": height,
+                    "codec": codec, "width": width, "height": height,
                     "framerate": meta.frame_rate.unwrap_or(0.0),
                     "bitrate": meta.video_bitrate_kbps.map_or(0, |k| k * 1000).to_string(),
                     "bypass": false, "hasBframes": source.is_some_and(|v| !v.webrtc_safe),

@@ -17,9 +17,12 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::flv::{self, AudioTag, FlvError, VideoTag};
+use super::flv::{self, AudioTag, FlvError, VideoCodec, VideoTag};
 use crate::bus::{BroadcastMeta, BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
-use crate::media::{AacConfig, AacError, AvcConfig, CodecConfig, H264Error};
+use crate::media::{
+    AacConfig, AacError, Av1Config, Av1Error, AvcConfig, CodecConfig, H264Error, HevcConfig,
+    HevcError, av1,
+};
 use crate::time::{MediaTime, RtmpTimestampUnwrapper};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,10 @@ pub enum IngestError {
     Flv(#[from] FlvError),
     #[error("bad AVC sequence header: {0}")]
     Avc(#[from] H264Error),
+    #[error("bad HEVC sequence header: {0}")]
+    Hevc(#[from] HevcError),
+    #[error("bad AV1 sequence header: {0}")]
+    Av1(#[from] Av1Error),
     #[error("bad AAC sequence header: {0}")]
     Aac(#[from] AacError),
     #[error("{0}")]
@@ -43,9 +50,13 @@ pub enum Notice {
     WaitingForKeyframe,
     /// A keyframe arrived after `dropped` frames were discarded waiting for it.
     KeyframeAfterDrops { dropped: u64 },
-    /// A video frame's NAL units lie about their lengths; it was dropped and
-    /// video resumes at the next keyframe.
-    CorruptFrame(H264Error),
+    /// A video frame's NAL units or OBUs lie about their lengths, or its
+    /// codec is not its sequence header's; it was dropped and video
+    /// resumes at the next keyframe.
+    CorruptFrame(FrameError),
+    /// An Enhanced RTMP multitrack packet had no track 0; streamd ingests
+    /// track 0 and ignores the others.
+    OtherTracks,
     /// A new sequence header changed the track's parameters.
     ConfigChanged {
         kind: TrackKind,
@@ -53,6 +64,20 @@ pub enum Notice {
     },
     /// An empty audio frame was ignored.
     EmptyAudioFrame,
+}
+
+/// Why a video frame was dropped.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum FrameError {
+    #[error(transparent)]
+    Nal(#[from] H264Error),
+    #[error(transparent)]
+    Obu(#[from] Av1Error),
+    #[error("a {frame:?} frame arrived on a {config} track")]
+    CodecMismatch {
+        config: &'static str,
+        frame: VideoCodec,
+    },
 }
 
 /// The arrival time of a tag, read once by the caller.
@@ -91,6 +116,8 @@ pub struct TagIngest {
     /// Video is dropped until a keyframe (at start, after a corrupt frame).
     need_keyframe: bool,
     dropped_waiting: u64,
+    /// A multitrack packet without track 0 was seen (and said once).
+    other_tracks: bool,
     stats: IngestStats,
 }
 
@@ -107,6 +134,7 @@ impl TagIngest {
             audio_clock: RtmpTimestampUnwrapper::new(),
             need_keyframe: true,
             dropped_waiting: 0,
+            other_tracks: false,
             stats: IngestStats::default(),
         }
     }
@@ -130,19 +158,19 @@ impl TagIngest {
         at: Arrival,
     ) -> Result<Option<Notice>, IngestError> {
         match flv::parse_video(payload)? {
-            VideoTag::SequenceHeader(raw) => {
-                let config = AvcConfig::parse(raw)?;
-                let description = format!(
-                    "{} {}x{}",
-                    config.codec_string(),
-                    config.info.width,
-                    config.info.height
-                );
+            VideoTag::SequenceHeader(codec, raw) => {
+                let config = match codec {
+                    VideoCodec::H264 => CodecConfig::H264(AvcConfig::parse(raw)?),
+                    VideoCodec::Hevc => CodecConfig::Hevc(HevcConfig::parse(raw)?),
+                    VideoCodec::Av1 => CodecConfig::Av1(Av1Config::parse(raw)?),
+                };
+                let (width, height) = config.video_size().unwrap_or_default();
+                let description = format!("{} {width}x{height}", config.codec_string());
                 let notice = set_config(
                     &mut self.video,
                     &mut self.broadcast,
                     TrackKind::Video,
-                    CodecConfig::H264(config),
+                    config,
                     description,
                 );
                 if notice.is_some() {
@@ -152,6 +180,7 @@ impl TagIngest {
                 Ok(notice)
             }
             VideoTag::Frame {
+                codec,
                 keyframe,
                 cts_ms,
                 data,
@@ -161,14 +190,17 @@ impl TagIngest {
                     self.stats.dropped_frames += 1;
                     return Ok(Some(Notice::FrameBeforeConfig(TrackKind::Video)));
                 };
-                let Some(CodecConfig::H264(config)) = track.config().map(|c| &**c) else {
-                    unreachable!("the video track gets its config when it is created");
+                let config = track
+                    .config()
+                    .expect("the video track gets its config when it is created");
+                let data = match check_frame(config, codec, data) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        self.stats.corrupt_frames += 1;
+                        self.need_keyframe = true;
+                        return Ok(Some(Notice::CorruptFrame(e)));
+                    }
                 };
-                if let Some(Err(e)) = config.nalus(&data).find(|n| n.is_err()) {
-                    self.stats.corrupt_frames += 1;
-                    self.need_keyframe = true;
-                    return Ok(Some(Notice::CorruptFrame(e)));
-                }
                 if self.need_keyframe && !keyframe {
                     self.stats.dropped_frames += 1;
                     self.dropped_waiting += 1;
@@ -201,6 +233,10 @@ impl TagIngest {
                 Ok(notice)
             }
             VideoTag::EndOfSequence | VideoTag::Ignored => Ok(None),
+            VideoTag::OtherTracks => {
+                Ok((!std::mem::replace(&mut self.other_tracks, true))
+                    .then_some(Notice::OtherTracks))
+            }
         }
     }
 
@@ -239,6 +275,7 @@ impl TagIngest {
                 write_audio(track, data, dts, at, &mut self.stats);
                 Ok(None)
             }
+            AudioTag::Ignored => Ok(None),
         }
     }
 }
@@ -264,6 +301,33 @@ pub(crate) fn write_audio(
         stats.dropped_frames += 1;
     } else {
         stats.audio_frames += 1;
+    }
+}
+
+/// Checks a video frame against its track's configuration: the same codec,
+/// and NAL unit lengths (H.264, HEVC) or OBU sizes (AV1) that hold. Returns
+/// the frame as it goes on the bus (an AV1 frame without its temporal
+/// delimiter).
+fn check_frame(config: &CodecConfig, codec: VideoCodec, data: Bytes) -> Result<Bytes, FrameError> {
+    let mismatch = || FrameError::CodecMismatch {
+        config: config.name(),
+        frame: codec,
+    };
+    match (config, codec) {
+        (CodecConfig::H264(c), VideoCodec::H264) => {
+            if let Some(Err(e)) = c.nalus(&data).find(|n| n.is_err()) {
+                return Err(e.into());
+            }
+            Ok(data)
+        }
+        (CodecConfig::Hevc(c), VideoCodec::Hevc) => {
+            if let Some(Err(e)) = c.nalus(&data).find(|n| n.is_err()) {
+                return Err(e.into());
+            }
+            Ok(data)
+        }
+        (CodecConfig::Av1(_), VideoCodec::Av1) => Ok(av1::check_frame(data)?),
+        _ => Err(mismatch()),
     }
 }
 
@@ -366,10 +430,9 @@ mod tests {
         lying[8] = 200; // NAL length 200, 1 byte present
         assert!(matches!(
             ing.video(Bytes::from(lying), 33, at).unwrap(),
-            Some(Notice::CorruptFrame(H264Error::NalLength {
-                claimed: 200,
-                ..
-            }))
+            Some(Notice::CorruptFrame(FrameError::Nal(
+                H264Error::NalLength { claimed: 200, .. }
+            )))
         ));
         assert_eq!(
             ing.video(video_frame(false, 0, &[0x41]), 66, at).unwrap(),

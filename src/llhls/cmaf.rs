@@ -6,12 +6,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::{
-    Audio, Avc1, Avcc, Codec, Dinf, Dref, DrefEntry, Encode, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf,
-    Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    Audio, Av01, Av1c, Avc1, Avcc, Codec, Dinf, Dref, DrefEntry, Encode, Ftyp, Hdlr, Hvc1, Hvcc,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts,
+    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
-use crate::media::{AacConfig, AvcConfig, CodecConfig};
+use crate::media::{AacConfig, Av1Config, AvcConfig, CodecConfig, HevcConfig};
 
 /// Every CMAF track streamd writes is alone in its file, as track 1.
 pub const TRACK_ID: u32 = 1;
@@ -45,27 +45,21 @@ pub struct Sample {
 
 /// The init segment for a track with timescale `timescale`.
 pub fn init_segment(config: &CodecConfig, timescale: u32) -> Result<Bytes, CmafError> {
-    let (codec, handler, name, width, height, vmhd, smhd) = match config {
-        CodecConfig::H264(avc) => (
-            Codec::Avc1(avc1(avc)),
-            b"vide",
-            "streamd video",
-            avc.info.width,
-            avc.info.height,
-            Some(Vmhd::default()),
-            None,
-        ),
-        CodecConfig::Aac(aac) => (
-            Codec::Mp4a(mp4a(aac)),
-            b"soun",
-            "streamd audio",
-            0,
-            0,
-            None,
-            Some(Smhd::default()),
-        ),
+    let codec = match config {
+        CodecConfig::H264(avc) => Codec::Avc1(avc1(avc)),
+        CodecConfig::Hevc(hevc) => Codec::Hvc1(hvc1(hevc)),
+        CodecConfig::Av1(av1) => Codec::Av01(av01(av1)),
+        CodecConfig::Aac(aac) => Codec::Mp4a(mp4a(aac)),
         CodecConfig::Opus(_) => return Err(CmafError::Unsupported("Opus")),
     };
+    let video = config.is_video();
+    let (handler, name) = if video {
+        (b"vide", "streamd video")
+    } else {
+        (b"soun", "streamd audio")
+    };
+    let (vmhd, smhd) = (video.then(Vmhd::default), (!video).then(Smhd::default));
+    let (width, height) = config.video_size().unwrap_or_default();
     let trak = Trak {
         tkhd: Tkhd {
             track_id: TRACK_ID,
@@ -159,24 +153,87 @@ fn avc1(avc: &AvcConfig) -> Avc1 {
         ext: None,
     });
     Avc1 {
-        visual: Visual {
-            data_reference_index: 1,
-            width: u16::try_from(avc.info.width).unwrap_or(u16::MAX),
-            height: u16::try_from(avc.info.height).unwrap_or(u16::MAX),
-            ..Default::default()
-        },
+        visual: visual(avc.info.width, avc.info.height),
         avcc,
         ..Default::default()
     }
 }
 
 fn decode_avcc(raw: &[u8]) -> Option<Avcc> {
+    decode_record(raw)
+}
+
+/// A configuration record (a box's body) read back by mp4-atom.
+fn decode_record<T: mp4_atom::Atom>(raw: &[u8]) -> Option<T> {
     use mp4_atom::Decode;
     let mut boxed = Vec::with_capacity(raw.len() + 8);
     boxed.extend_from_slice(&u32::try_from(raw.len() + 8).ok()?.to_be_bytes());
-    boxed.extend_from_slice(b"avcC");
+    boxed.extend_from_slice(&<[u8; 4]>::from(T::KIND));
     boxed.extend_from_slice(raw);
-    Avcc::decode(&mut boxed.as_slice()).ok()
+    T::decode(&mut boxed.as_slice()).ok()
+}
+
+fn visual(width: u32, height: u32) -> Visual {
+    Visual {
+        data_reference_index: 1,
+        width: u16::try_from(width).unwrap_or(u16::MAX),
+        height: u16::try_from(height).unwrap_or(u16::MAX),
+        ..Default::default()
+    }
+}
+
+/// `hvc1`: the parameter sets are in the sample entry (and may repeat in
+/// band), as Apple's HLS authoring rules ask.
+fn hvc1(hevc: &HevcConfig) -> Hvc1 {
+    // The record is already validated; mp4-atom re-encodes it as it came.
+    let hvcc = decode_record::<Hvcc>(&hevc.raw).unwrap_or_else(|| Hvcc {
+        configuration_version: 1,
+        general_profile_space: hevc.profile_space,
+        general_tier_flag: hevc.high_tier,
+        general_profile_idc: hevc.profile_idc,
+        general_profile_compatibility_flags: hevc.compatibility.to_be_bytes(),
+        general_constraint_indicator_flags: hevc.constraints,
+        general_level_idc: hevc.level_idc,
+        chroma_format_idc: hevc.chroma_format_idc,
+        bit_depth_luma_minus8: hevc.bit_depth_luma - 8,
+        bit_depth_chroma_minus8: hevc.bit_depth_chroma - 8,
+        length_size_minus_one: hevc.nal_length_size - 1,
+        arrays: hevc
+            .arrays
+            .iter()
+            .map(|(completeness, nal_unit_type, nalus)| mp4_atom::HvcCArray {
+                completeness: *completeness,
+                nal_unit_type: *nal_unit_type,
+                nalus: nalus.iter().map(|n| n.to_vec()).collect(),
+            })
+            .collect(),
+        ..Default::default()
+    });
+    Hvc1 {
+        visual: visual(hevc.width, hevc.height),
+        hvcc,
+        ..Default::default()
+    }
+}
+
+fn av01(av1: &Av1Config) -> Av01 {
+    Av01 {
+        visual: visual(av1.width, av1.height),
+        av1c: Av1c {
+            seq_profile: av1.seq_profile,
+            seq_level_idx_0: av1.seq_level_idx_0,
+            seq_tier_0: av1.seq_tier_0,
+            high_bitdepth: av1.high_bitdepth,
+            twelve_bit: av1.twelve_bit,
+            monochrome: av1.monochrome,
+            chroma_subsampling_x: av1.chroma_subsampling_x,
+            chroma_subsampling_y: av1.chroma_subsampling_y,
+            chroma_sample_position: av1.chroma_sample_position,
+            initial_presentation_delay: av1.initial_presentation_delay,
+            config_obus: av1.config_obus.to_vec(),
+        },
+        ..Default::default()
+    }
 }
 
 fn mp4a(aac: &AacConfig) -> Mp4a {
@@ -327,6 +384,41 @@ mod tests {
         assert_eq!(mp4a.audio.channel_count, 2);
         let dec = mp4a.esds.es_desc.dec_config.dec_specific.as_ref().unwrap();
         assert_eq!(dec.raw, vec![0x12, 0x10]);
+    }
+
+    #[test]
+    fn hevc_and_av1_sample_entries_carry_their_records() {
+        use crate::media::av1::tests::AV1C_320X240;
+        use crate::media::hevc::tests::{HVCC_320X240, hex};
+        let hevc = HevcConfig::parse(hex(HVCC_320X240)).unwrap();
+        let av1 = Av1Config::parse(hex(AV1C_320X240)).unwrap();
+        for config in [CodecConfig::Hevc(hevc), CodecConfig::Av1(av1)] {
+            let init = init_segment(&config, 90_000).unwrap();
+            let mut buf = &init[..];
+            let _ftyp = Any::decode(&mut buf).unwrap();
+            let Any::Moov(moov) = Any::decode(&mut buf).unwrap() else {
+                panic!("no moov")
+            };
+            let trak = &moov.trak[0];
+            assert_eq!(trak.mdia.hdlr.handler, b"vide".into());
+            assert!(trak.mdia.minf.vmhd.is_some());
+            let entry = &trak.mdia.minf.stbl.stsd.codecs[0];
+            // The record comes back as it went in.
+            let mut record = Vec::new();
+            match (entry, &config) {
+                (Codec::Hvc1(h), CodecConfig::Hevc(c)) => {
+                    assert_eq!((h.visual.width, h.visual.height), (320, 240));
+                    h.hvcc.encode(&mut record).unwrap();
+                    assert_eq!(&record[8..], &c.raw[..]);
+                }
+                (Codec::Av01(a), CodecConfig::Av1(c)) => {
+                    assert_eq!((a.visual.width, a.visual.height), (320, 240));
+                    a.av1c.encode(&mut record).unwrap();
+                    assert_eq!(&record[8..], &c.raw[..]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

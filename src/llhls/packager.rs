@@ -457,8 +457,12 @@ impl StreamPackager {
                     t.segmenter.set_frame_duration(t.audio_frame);
                 }
                 CodecConfig::Opus(_) => {}
-                CodecConfig::H264(v) => {
-                    if let Some(fps) = v.info.frame_rate.or(frame_rate_hint) {
+                video => {
+                    let parsed = match video {
+                        CodecConfig::H264(v) => v.info.frame_rate,
+                        _ => None,
+                    };
+                    if let Some(fps) = parsed.or(frame_rate_hint) {
                         t.segmenter
                             .set_frame_duration((f64::from(scale.hz()) / fps).round() as i64);
                     }

@@ -559,8 +559,8 @@ pub fn render_master(renditions: &[&Rendition], instance: &str, query: UriQuery<
             (peak + audio_peak).ceil() as u64,
             (v.average_bps() + audio_avg).ceil() as u64,
         );
-        if let Some(CodecConfig::H264(c)) = &v.config {
-            let _ = write!(o, ",RESOLUTION={}x{}", c.info.width, c.info.height);
+        if let Some((w, h)) = v.config.as_ref().and_then(|c| c.video_size()) {
+            let _ = write!(o, ",RESOLUTION={w}x{h}");
         }
         if let Some(fps) = v.frame_rate() {
             let _ = write!(o, ",FRAME-RATE={fps:.3}");

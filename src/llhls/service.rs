@@ -290,7 +290,7 @@ async fn package(
                         let TrackEvent::Frame(f) = &event else { continue };
                         let scale = match &*f.group.config {
                             CodecConfig::Aac(a) => Timescale::new(a.sample_rate).unwrap_or(Timescale::MILLIS),
-                            CodecConfig::H264(_) | CodecConfig::Opus(_) => Timescale::MPEG,
+                            _ => Timescale::MPEG,
                         };
                         let kind = p.kinds.get(&name).copied().unwrap_or(TrackKind::Audio);
                         p.add(&name, kind, scale)

@@ -127,9 +127,12 @@ pub fn rendition_info(
     c: &CodecConfig,
 ) -> RenditionInfo {
     let (width, height, channels) = match c {
-        CodecConfig::H264(h) => (h.info.width, h.info.height, 0),
         CodecConfig::Aac(a) => (0, 0, u32::from(a.channels)),
         CodecConfig::Opus(_) => (0, 0, 2),
+        video => {
+            let (w, h) = video.video_size().unwrap_or_default();
+            (w, h, 0)
+        }
     };
     RenditionInfo {
         name: name.to_owned(),

@@ -1,4 +1,5 @@
-//! The FFmpeg calls, behind small safe types: an H.264 decoder, a scaler and
+//! The FFmpeg calls, behind small safe types: a source decoder (H.264, HEVC
+//! or AV1), a scaler and
 //! libx264 encoder per rung, and AAC ↔ Opus. Everything FFmpeg allocates is
 //! owned by a value here and freed when it drops.
 //!
@@ -12,7 +13,7 @@ use ff::ffi;
 use ffmpeg_next as ff;
 
 use crate::media::h264::{NAL_PPS, NAL_SPS, annexb_nalus, annexb_to_avcc, nal_type};
-use crate::media::{AacConfig, AvcConfig, OpusConfig};
+use crate::media::{AacConfig, AvcConfig, CodecConfig, OpusConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -72,20 +73,41 @@ pub fn frame_ref(src: &ff::frame::Video) -> ff::frame::Video {
     dst
 }
 
-/// Decodes the source H.264 (AVCC frames).
+/// Decodes the source video: H.264 or HEVC (length-prefixed NAL units,
+/// its avcC or hvcC as extradata) or AV1 (OBUs, its av1C).
 pub struct VideoDecoder {
     decoder: ff::decoder::Video,
     packet: ff::Packet,
 }
 
 impl VideoDecoder {
-    pub fn new(config: &AvcConfig, time_base: ff::Rational) -> Result<VideoDecoder, CodecError> {
-        let codec =
-            ff::decoder::find(ff::codec::Id::H264).ok_or(CodecError::Missing("H.264 decoder"))?;
+    pub fn new(config: &CodecConfig, time_base: ff::Rational) -> Result<VideoDecoder, CodecError> {
+        let (codec, extradata) = match config {
+            CodecConfig::H264(c) => (
+                ff::decoder::find(ff::codec::Id::H264)
+                    .ok_or(CodecError::Missing("H.264 decoder"))?,
+                &c.raw,
+            ),
+            CodecConfig::Hevc(c) => (
+                ff::decoder::find(ff::codec::Id::HEVC)
+                    .ok_or(CodecError::Missing("HEVC decoder"))?,
+                &c.raw,
+            ),
+            // FFmpeg's own AV1 decoder needs a hardware accelerator;
+            // libdav1d decodes in software.
+            CodecConfig::Av1(c) => (
+                ff::decoder::find_by_name("libdav1d")
+                    .ok_or(CodecError::Missing("libdav1d AV1 decoder"))?,
+                &c.raw,
+            ),
+            CodecConfig::Aac(_) | CodecConfig::Opus(_) => {
+                return Err(CodecError::Missing("video decoder for audio"));
+            }
+        };
         let mut ctx = ff::codec::Context::new_with_codec(codec);
         // SAFETY: a fresh, unopened context.
         unsafe {
-            set_extradata(ctx.as_mut_ptr(), &config.raw);
+            set_extradata(ctx.as_mut_ptr(), extradata);
             (*ctx.as_mut_ptr()).pkt_timebase = time_base.into();
         }
         // One thread: frame threading would add a frame of delay per thread,
@@ -98,7 +120,7 @@ impl VideoDecoder {
         let decoder = ctx
             .decoder()
             .video()
-            .map_err(ff_err("opening the H.264 decoder"))?;
+            .map_err(ff_err("opening the source video decoder"))?;
         Ok(VideoDecoder {
             decoder,
             packet: ff::Packet::empty(),
@@ -121,7 +143,7 @@ impl VideoDecoder {
         self.packet = packet;
         self.decoder
             .send_packet(&self.packet)
-            .map_err(ff_err("decoding H.264"))
+            .map_err(ff_err("decoding the source video"))
     }
 
     /// The next decoded picture, if one is ready.
@@ -372,7 +394,9 @@ impl AudioTranscoder {
             ),
             // WebRTC's Opus frames are 20 ms.
             CodecConfig::Opus(opus) => (ff::codec::Id::OPUS, opus.head(), 960),
-            CodecConfig::H264(_) => return Err(CodecError::Missing("audio decoder for video")),
+            CodecConfig::H264(_) | CodecConfig::Hevc(_) | CodecConfig::Av1(_) => {
+                return Err(CodecError::Missing("audio decoder for video"));
+            }
         };
         let dec_codec = ff::decoder::find(id).ok_or(CodecError::Missing("audio decoder"))?;
         let mut dctx = ff::codec::Context::new_with_codec(dec_codec);

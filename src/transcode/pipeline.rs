@@ -287,9 +287,9 @@ impl Decoder {
     }
 
     fn frame(&mut self, ev: FrameEvent) {
-        let CodecConfig::H264(avc) = &*ev.group.config else {
+        if !ev.group.config.is_video() {
             return;
-        };
+        }
         let session = ev.group.session;
         if self.session != Some(session) {
             self.drain();
@@ -326,7 +326,7 @@ impl Decoder {
                 return;
             }
             let time_base = ff::Rational::new(1, self.ctx.timescale.hz() as i32);
-            match VideoDecoder::new(avc, time_base) {
+            match VideoDecoder::new(&ev.group.config, time_base) {
                 Ok(d) => {
                     self.decoder = Some((d, ev.group.config.clone()));
                     self.skipping = false;

@@ -251,26 +251,33 @@ impl Reader {
     }
 
     fn start_video(&mut self, ev: &FrameEvent) {
-        let CodecConfig::H264(avc) = &*ev.group.config else {
-            self.fall_back("the source video is not H.264");
+        let config = &*ev.group.config;
+        let Some((width, height)) = config.video_size() else {
+            self.fall_back("the source video track carries no video");
             return;
+        };
+        let avc = match config {
+            CodecConfig::H264(avc) => Some(avc),
+            _ => None,
         };
         self.planned = true;
         let meta = self.broadcast.snapshot().meta;
+        // Only an H.264 source can stand in for a rung (bypass): without a
+        // declared bitrate, no rung bypasses.
         let rungs = plan(
-            avc.info.width,
-            avc.info.height,
-            meta.video_bitrate_kbps,
+            width,
+            height,
+            meta.video_bitrate_kbps.filter(|_| avc.is_some()),
             &self.config.ladder,
         );
         let frame_rate = avc
-            .info
-            .frame_rate
+            .and_then(|a| a.info.frame_rate)
             .or(meta.frame_rate)
             .filter(|f| (1.0..=240.0).contains(f))
             .unwrap_or(30.0);
         let session = ev.group.session;
-        let no_reorder = avc.info.max_num_reorder_frames == Some(0) || avc.info.profile_idc == 66;
+        let no_reorder = avc
+            .is_some_and(|a| a.info.max_num_reorder_frames == Some(0) || a.info.profile_idc == 66);
         let mut encoded = Vec::new();
         let mut entries = Vec::new();
         for r in &rungs {
@@ -306,8 +313,24 @@ impl Reader {
                 encoded.push((r, producer, encode_floor));
             }
         }
+        if avc.is_none()
+            && let Some(track) = source_track(&self.broadcast.snapshot(), TrackKind::Video)
+        {
+            // HEVC or AV1: the rungs are H.264 for WebRTC and every player,
+            // and the source is offered beside them to players that can
+            // decode it.
+            entries.push(VideoEntry {
+                name: "source".into(),
+                track,
+                bitrate: meta.video_bitrate_kbps.map_or(0, |k| k * 1000),
+                width,
+                height,
+                passthrough: true,
+                webrtc_safe: false,
+            });
+        }
         tracing::info!(
-            source = %format!("{}x{}@{frame_rate:.2}", avc.info.width, avc.info.height),
+            source = %format!("{} {width}x{height}@{frame_rate:.2}", config.codec_string()),
             ladder = %describe(&rungs),
             "transcoding"
         );
@@ -610,7 +633,10 @@ mod tests {
             let mut ladder = OfflineLadder::new(consumer.clone(), config);
             ladder.push_video(odd_video_frame());
             let c = consumer.catalog().expect("a catalog");
-            assert_eq!(c.fallback.as_deref(), Some("the source video is not H.264"));
+            assert_eq!(
+                c.fallback.as_deref(),
+                Some("the source video track carries no video")
+            );
             let tracks: Vec<&str> = c.video.iter().map(|v| v.track.as_str()).collect();
             assert_eq!(tracks, ["video"]);
             assert_eq!(c.audio.as_deref(), Some("audio"));

@@ -108,6 +108,8 @@ async fn run(broadcast: BroadcastConsumer, track: String, feed: usize, tx: mpsc:
                 Timescale::new(48_000).expect("non-zero"),
             ),
             CodecConfig::Aac(_) => continue, // never planned: WebRTC has no AAC
+            // Never planned either: WebRTC plays the ladder's H.264 rungs.
+            CodecConfig::Hevc(_) | CodecConfig::Av1(_) => continue,
         };
         let rtp = RtpFrame {
             ts: frame.pts.rescale(scale).ticks(),

@@ -1,0 +1,374 @@
+//! Enhanced RTMP end to end, against real publishers and players:
+//! - FFmpeg 9 (the static build of the `imageio-ffmpeg` PyPI package; the
+//!   README's test command installs it, and without it these tests fail)
+//!   publishes HEVC (libx265) and AV1 (SVT-AV1) with AAC over RTMP, in
+//!   Enhanced RTMP's `hvc1`/`av01` FourCC tags;
+//! - the source passes through to LL-HLS as CMAF `hvc1`/`av01` with its
+//!   CODECS string, beside the ladder's H.264 rungs in one master playlist;
+//! - ffprobe decodes the passthrough and a rung, hls.js (Chromium) plays
+//!   the master, switching through every level it can decode, and a WebRTC
+//!   viewer decodes the ladder's H.264 and Opus;
+//! - bad input: unknown FourCCs and truncated `hvcC`/`av1C` records close
+//!   their publisher with a clear log line while a witness plays on.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::rtmp::{RtmpClient, Tag};
+use common::webrtc::{Viewer, decode_until};
+use common::*;
+use ffmpeg_next as ff;
+use tokio::process::{Child, Command};
+
+/// Transcoding and Chromium take both cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `seconds` of the clocked test source at `size`, encoded with `video`
+/// (encoder arguments) and AAC, in real time over RTMP to `url`.
+fn publish(url: &str, seconds: u32, size: &str, video: &[&str]) -> Child {
+    Command::new(ffmpeg9())
+        // SVT-AV1 prints its banner unless told to log errors only.
+        .env("SVT_LOG", "1")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(clock::source_args(size, 44100))
+        .args(["-t", &seconds.to_string()])
+        .args(video)
+        .args(["-pix_fmt", "yuv420p", "-g", "30", "-b:v", "500k"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg 9 starts")
+}
+
+/// libx265 with B-frames, as OBS sends HEVC: composition offsets matter.
+const HEVC: &[&str] = &[
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-bf",
+    "2",
+    "-x265-params",
+    "log-level=error:keyint=30:min-keyint=30:scenecut=0",
+];
+
+/// SVT-AV1 at its fastest preset, low-delay and CBR (a live encoder's
+/// settings; low delay takes no VBR).
+const AV1: &[&str] = &[
+    "-c:v",
+    "libsvtav1",
+    "-preset",
+    "12",
+    "-svtav1-params",
+    "pred-struct=1:keyint=30:rc=2",
+];
+
+/// ffprobe's video codec, size and decoded frame count of a live media
+/// playlist, over its first 45 packets (a live playlist has no end).
+async fn probe(url: &str) -> (String, u64, u64, u64) {
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-read_intervals",
+            "%+#45",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+            url,
+        ],
+    )
+    .await;
+    assert!(ok, "ffprobe {url}: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["streams"][0];
+    (
+        s["codec_name"].as_str().unwrap_or_default().to_owned(),
+        s["width"].as_u64().unwrap_or(0),
+        s["height"].as_u64().unwrap_or(0),
+        s["nb_read_frames"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// The master's variant whose CODECS start with `prefix`: its URI.
+fn variant(master: &str, prefix: &str) -> Option<String> {
+    let mut lines = master.lines();
+    while let Some(l) = lines.next() {
+        if l.starts_with("#EXT-X-STREAM-INF")
+            && attr(l, "CODECS").is_some_and(|c| c.trim_matches('"').starts_with(prefix))
+        {
+            return lines.next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// Publishes `video` (640x360) over Enhanced RTMP with the small ladder
+/// on; checks the master, ffprobe's reading of the passthrough and a rung,
+/// hls.js switching through the levels, and WebRTC decoding the rungs.
+/// Returns hls.js's report.
+async fn passthrough_and_ladder(stream: &str, video: &[&str], codec: &str) -> serde_json::Value {
+    let dir = browser_dir();
+    let server = TestServer::start(common::webrtc::small_ladder).await;
+    let mut publisher = publish(&server.rtmp_url("live", stream), 45, "640x360", video);
+    wait_tracks(&server, "live", stream, &["video", "audio", "360p", "180p"]).await;
+    stream_advances(&server, "live", stream, Duration::from_secs(20)).await;
+
+    let master = server.master_when_ready("live", stream).await.text();
+    let source = variant(&master, codec).unwrap_or_else(|| panic!("no {codec} variant: {master}"));
+    let rung = variant(&master, "avc1.").unwrap_or_else(|| panic!("no H.264 rung: {master}"));
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    assert!(master.contains("mp4a.40.2"), "{master}");
+    // The rungs come first: a player that does not read CODECS starts on H.264.
+    assert!(
+        master.find(&rung).unwrap() < master.find(&source).unwrap(),
+        "{master}"
+    );
+
+    // ffprobe (Debian's FFmpeg) decodes the passthrough and a rung.
+    let (name, w, h, frames) = probe(&server.url(&format!("/live/{stream}/{source}"))).await;
+    let expect = if codec == "hvc1." { "hevc" } else { "av1" };
+    assert_eq!((name.as_str(), w, h), (expect, 640, 360), "the passthrough");
+    assert!(frames >= 30, "{frames} frames of the passthrough decoded");
+    let (name, _, _, frames) = probe(&server.url(&format!("/live/{stream}/{rung}"))).await;
+    assert_eq!(name, "h264");
+    assert!(frames >= 30, "{frames} frames of {rung} decoded");
+
+    // hls.js plays the master, switching through every level Chromium's
+    // MediaSource can decode.
+    let master_url = server.url(&format!("/live/{stream}/llhls.m3u8"));
+    let script = dir.join("hlsjs.mjs");
+    let (ok, out, err) = run(
+        "node",
+        &[script.to_str().unwrap(), &master_url, "10", "switch"],
+    )
+    .await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result = report(&out, &err);
+    eprintln!("hls.js: {result}");
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let advanced = result["advanced"].as_f64().unwrap();
+    assert!(advanced >= 6.0, "playback advanced {advanced} s: {result}");
+    let (p50, p95) = clock::check(&result, advanced, 6000);
+    eprintln!("{codec} source to LL-HLS (hls.js) glass-to-glass: p50 {p50} ms, p95 {p95} ms");
+
+    // WebRTC: the ladder's H.264 and the Opus made from the AAC.
+    let mut viewer = Viewer::connect(&server.ws_url(&format!("/live/{stream}")), false)
+        .await
+        .expect("an offer");
+    ff::init().unwrap();
+    let opus_codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
+    let mut opus = ff::codec::Context::new_with_codec(opus_codec)
+        .decoder()
+        .audio()
+        .unwrap();
+    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
+    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+
+    let _ = publisher.kill().await;
+    server.stop().await;
+    result
+}
+
+#[tokio::test]
+async fn hevc_over_enhanced_rtmp_passes_through_beside_the_h264_ladder() {
+    let _one = SERIAL.lock().await;
+    let result = passthrough_and_ladder("hevc", HEVC, "hvc1.").await;
+    // Both H.264 rungs play; Chromium here has no HEVC decoder, so hls.js
+    // leaves the passthrough out rather than failing on it.
+    let levels = result["levels"].as_array().unwrap();
+    assert!(levels.len() >= 2, "{result}");
+}
+
+#[tokio::test]
+async fn av1_over_enhanced_rtmp_passes_through_beside_the_h264_ladder() {
+    let _one = SERIAL.lock().await;
+    let result = passthrough_and_ladder("av1", AV1, "av01.").await;
+    // Chromium decodes AV1: hls.js has the passthrough and both rungs, and
+    // played each of them in turn.
+    let levels = result["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 3, "{result}");
+    let mut switched: Vec<u64> = result["switched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_u64())
+        .collect();
+    switched.sort_unstable();
+    switched.dedup();
+    assert_eq!(switched, [0, 1, 2], "{result}");
+}
+
+/// The Enhanced RTMP tags of a stream FFmpeg 9 writes to FLV (`video`
+/// encoder arguments, 320x240, one second).
+async fn enhanced_tags(video: &[&str]) -> Vec<Tag> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.flv");
+    let status = Command::new(ffmpeg9())
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "1",
+        ])
+        .args(video)
+        .args(["-pix_fmt", "yuv420p", "-g", "30", "-y"])
+        .arg(&path)
+        .status()
+        .await
+        .expect("ffmpeg 9 runs");
+    assert!(status.success());
+    common::rtmp::read_flv(&path)
+}
+
+/// Publishes `tags` and says whether the server closed the connection.
+async fn closed_after(server: &TestServer, stream: &str, tags: &[Tag]) -> bool {
+    let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    c.publish(stream).await.unwrap();
+    for t in tags {
+        if c.send(t).await.is_err() {
+            return true;
+        }
+    }
+    c.closed_by_server(Duration::from_secs(5)).await
+}
+
+#[tokio::test]
+async fn unknown_fourccs_and_truncated_records_close_only_their_publisher() {
+    let _one = SERIAL.lock().await;
+    let (logs, _guard) = Logs::capture_every_thread();
+    let server = TestServer::start(|_| {}).await;
+    let _witness = common::rtmp::spawn_witness(server.rtmp, "live", "witness").await;
+    server.master_when_ready("live", "witness").await;
+
+    let hevc = enhanced_tags(HEVC).await;
+    let av1 = enhanced_tags(AV1).await;
+    let seq = |tags: &[Tag]| {
+        tags.iter()
+            .position(|t| t.kind == 9 && t.body[0] & 0x8f == 0x80)
+            .expect("a sequence start")
+    };
+
+    // The first HEVC stream publishes as it came: the control.
+    let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+    c.publish("hevc-ok").await.unwrap();
+    for t in &hevc {
+        c.send(t).await.unwrap();
+    }
+    wait_tracks(&server, "live", "hevc-ok", &["video"]).await;
+    drop(c);
+
+    // An unknown FourCC.
+    let mut tags = hevc.clone();
+    let i = seq(&tags);
+    let mut body = tags[i].body.to_vec();
+    body[1..5].copy_from_slice(b"vvc1");
+    tags[i].body = body.into();
+    assert!(closed_after(&server, "vvc", &tags).await);
+    logs.wait_for(&["vvc1", "not supported"], Duration::from_secs(5))
+        .await;
+
+    // hvcC and av1C cut short, at several lengths.
+    for (name, tags, cuts) in [("hvcc", &hevc, [6, 20, 40]), ("av1c", &av1, [6, 9, 12])] {
+        for cut in cuts {
+            let mut tags = tags.clone();
+            let i = seq(&tags);
+            tags[i].body.truncate(5 + cut);
+            let stream = format!("{name}-{cut}");
+            assert!(
+                closed_after(&server, &stream, &tags[..=i]).await,
+                "{stream}"
+            );
+        }
+    }
+    logs.wait_for(&["bad HEVC sequence header"], Duration::from_secs(5))
+        .await;
+    logs.wait_for(&["bad AV1 sequence header"], Duration::from_secs(5))
+        .await;
+
+    stream_advances(&server, "live", "witness", Duration::from_secs(10)).await;
+    server.stop().await;
+}
+
+/// Every tag of FFmpeg 9's Enhanced RTMP output (the fixtures) goes through
+/// ingest: nothing is dropped or called corrupt, the track carries the
+/// codec's configuration, and HEVC's B-frames keep their composition
+/// offsets.
+#[test]
+fn ffmpeg_enhanced_rtmp_tags_reach_the_bus_whole() {
+    use std::path::Path;
+    use streamd::bus::{Registry, Retention, StartAt, StreamPath, TrackEvent, TryNext};
+    use streamd::ingest::tags::{Arrival, TagIngest, VIDEO_TRACK};
+    use streamd::media::CodecConfig;
+
+    for (file, codec) in [
+        ("clip-hevc-160x120-1s.flv", "hvc1.1.6.L60.90"),
+        ("clip-av1-160x120-1s.flv", "av01.0.00M.08"),
+    ] {
+        let tags = common::rtmp::read_flv(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(file),
+        );
+        let registry = Registry::new(Duration::ZERO, Retention::default());
+        let b = registry
+            .publish(StreamPath::new("live", "x").unwrap())
+            .unwrap();
+        let mut ingest = TagIngest::new(b);
+        let mut consumer = None;
+        let at = Arrival::now();
+        for t in &tags {
+            let notice = match t.kind {
+                9 => ingest.video(t.body.clone(), t.timestamp, at),
+                8 => ingest.audio(t.body.clone(), t.timestamp, at),
+                _ => continue,
+            };
+            assert!(matches!(notice, Ok(None)), "{file}: {notice:?}");
+            if consumer.is_none() {
+                consumer =
+                    ingest
+                        .broadcast()
+                        .consumer()
+                        .subscribe_at(VIDEO_TRACK, StartAt::Oldest, None);
+            }
+        }
+        let stats = ingest.stats().clone();
+        assert_eq!(stats.video_frames, 30, "{file}: {stats:?}");
+        assert_eq!((stats.dropped_frames, stats.corrupt_frames), (0, 0));
+        let mut consumer = consumer.expect("a video track");
+        let (mut frames, mut keyframes, mut reordered) = (0, 0, 0);
+        while let TryNext::Event(TrackEvent::Frame(f)) = consumer.try_next() {
+            assert_eq!(f.group.config.codec_string(), codec, "{file}");
+            assert!(matches!(
+                *f.group.config,
+                CodecConfig::Hevc(_) | CodecConfig::Av1(_)
+            ));
+            frames += 1;
+            keyframes += usize::from(f.frame.keyframe);
+            reordered += usize::from(f.frame.pts != f.frame.dts);
+        }
+        assert_eq!((frames, keyframes), (30, 2), "{file}");
+        if codec.starts_with("hvc1") {
+            assert!(reordered > 0, "B-frames keep their offsets");
+        } else {
+            assert_eq!(reordered, 0, "AV1 has no composition offsets");
+        }
+    }
+}
