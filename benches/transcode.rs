@@ -5,6 +5,11 @@
 //! only, and are reported as x realtime, CPU seconds per media second and
 //! peak RSS.
 //!
+//! An HEVC source (Enhanced RTMP's `hvc1`, as OBS and FFmpeg 9 publish it)
+//! goes through the same comparison: streamd reads the FLV, the CLI reads
+//! the same HEVC bitstream from MP4 (Debian's FFmpeg 5.1 predates Enhanced
+//! RTMP), and both decode it with the same libavcodec.
+//!
 //! Then: how many 720p sources one machine transcodes at once in real
 //! time (each through the default ladder: 720p, 480p, 360p).
 //!
@@ -23,6 +28,8 @@ use streamd::config::{RungConfig, TranscodeConfig};
 use streamd::ingest::tags::{Arrival, TagIngest};
 use streamd::transcode::OfflineLadder;
 
+#[path = "../tests/common/ffmpeg9.rs"]
+mod ffmpeg9;
 #[path = "common/flv.rs"]
 mod flv;
 #[path = "common/proc.rs"]
@@ -55,6 +62,52 @@ fn input(name: &str, size: &str, seconds: u32, noisy: bool) -> PathBuf {
         assert!(ok, "ffmpeg could not make {}", path.display());
     }
     path
+}
+
+/// An HEVC test input, made once and kept in target/: FFmpeg 9's libx265
+/// (B-frames, as OBS sends) in MP4 for the CLI, and the same packets in
+/// Enhanced RTMP's FLV for streamd. Returns (flv, mp4).
+fn hevc_input(name: &str, size: &str, seconds: u32) -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let mp4 = dir.join(format!("bench-transcode-{name}.mp4"));
+    let flv = dir.join(format!("bench-transcode-{name}.flv"));
+    if !flv.exists() {
+        let ok = Command::new(ffmpeg9::ffmpeg9())
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=30"))
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx265", "-preset", "ultrafast", "-b:v", "6000k"])
+            .args(["-x265-params", "log-level=error:keyint=60:bframes=2"])
+            .args(["-pix_fmt", "yuv420p", "-tag:v", "hvc1"])
+            .arg(&mp4)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(ffmpeg9::ffmpeg9())
+                .args(["-v", "error", "-y", "-i"])
+                .arg(&mp4)
+                .args(["-c", "copy", "-f", "flv"])
+                .arg(&flv)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "ffmpeg 9 could not make {}", flv.display());
+    }
+    (flv, mp4)
+}
+
+/// The video frames of an FLV file (legacy AVC or Enhanced RTMP coded
+/// frames), as the ladder's outputs must count them.
+fn video_frames(path: &Path) -> usize {
+    read_flv(path)
+        .iter()
+        .filter(|t| {
+            t.kind == 9
+                && if t.body[0] & 0x80 != 0 {
+                    matches!(t.body[0] & 0x0f, 1 | 3)
+                } else {
+                    t.body[1] == 1
+                }
+        })
+        .count()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -481,12 +534,15 @@ fn main() {
         let config = ladder(rungs, "ultrafast");
         let (m, media) = run_streamd(&path, &config);
         report("smoke: streamd", m, media);
-        let frames = read_flv(&path)
-            .iter()
-            .filter(|t| t.kind == 9 && t.body[1] == 1)
-            .count();
+        let frames = video_frames(&path);
         let f = run_ffmpeg(&path, rungs, "ultrafast", frames);
         report("smoke: ffmpeg CLI", f, media);
+        // An HEVC source, both sides.
+        let (flv, mp4) = hevc_input("smoke-hevc", "320x180", 2);
+        let (m, media) = run_streamd(&flv, &config);
+        report("smoke: streamd (HEVC source)", m, media);
+        let f = run_ffmpeg(&mp4, rungs, "ultrafast", video_frames(&flv));
+        report("smoke: ffmpeg CLI (HEVC source)", f, media);
         // The live run's checks, on the small input and the same ladder.
         // (180p is the source's size: the top rung passes it through.)
         let l = live(&live_ladder(rungs, "ultrafast"), 2, &path, 3, 2);
@@ -503,22 +559,26 @@ fn main() {
         ("pattern", false, "veryfast"),
         ("pattern", false, "superfast"),
         ("noisy", true, "veryfast"),
+        ("hevc", false, "veryfast"),
     ] {
         if !only.is_empty() && only != format!("{name}-{preset}") {
             continue;
         }
-        let path = input(&format!("1080p-{name}"), "1920x1080", 10, noisy);
-        let frames = read_flv(&path)
-            .iter()
-            .filter(|t| t.kind == 9 && t.body[1] == 1)
-            .count();
+        // streamd reads `path`; the CLI reads `cli_path` (the same video).
+        let (path, cli_path) = if name == "hevc" {
+            hevc_input("1080p-hevc", "1920x1080", 10)
+        } else {
+            let p = input(&format!("1080p-{name}"), "1920x1080", 10, noisy);
+            (p.clone(), p)
+        };
+        let frames = video_frames(&path);
         let config = ladder(FULL_LADDER, preset);
         // Alternating runs, medians: the machine's speed drifts by 5-10%.
         let mut fs = Vec::new();
         let mut ss = Vec::new();
         let mut media = 0.0;
         for _ in 0..REPEAT {
-            fs.push(run_ffmpeg(&path, FULL_LADDER, preset, frames));
+            fs.push(run_ffmpeg(&cli_path, FULL_LADDER, preset, frames));
             let (s, m) = run_streamd(&path, &config);
             ss.push(s);
             media = m;

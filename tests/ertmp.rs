@@ -69,54 +69,6 @@ const AV1: &[&str] = &[
     "pred-struct=1:keyint=30:rc=2",
 ];
 
-/// ffprobe's video codec, size and decoded frame count of a live media
-/// playlist, over its first 45 packets (a live playlist has no end).
-async fn probe(url: &str) -> (String, u64, u64, u64) {
-    let (ok, out, err) = run(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-read_intervals",
-            "%+#45",
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-            "-of",
-            "json",
-            url,
-        ],
-    )
-    .await;
-    assert!(ok, "ffprobe {url}: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let s = &v["streams"][0];
-    (
-        s["codec_name"].as_str().unwrap_or_default().to_owned(),
-        s["width"].as_u64().unwrap_or(0),
-        s["height"].as_u64().unwrap_or(0),
-        s["nb_read_frames"]
-            .as_str()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
-    )
-}
-
-/// The master's variant whose CODECS start with `prefix`: its URI.
-fn variant(master: &str, prefix: &str) -> Option<String> {
-    let mut lines = master.lines();
-    while let Some(l) = lines.next() {
-        if l.starts_with("#EXT-X-STREAM-INF")
-            && attr(l, "CODECS").is_some_and(|c| c.trim_matches('"').starts_with(prefix))
-        {
-            return lines.next().map(str::to_owned);
-        }
-    }
-    None
-}
-
 /// Publishes `video` (640x360) over Enhanced RTMP with the small ladder
 /// on; checks the master, ffprobe's reading of the passthrough and a rung,
 /// hls.js switching through the levels, and WebRTC decoding the rungs.
@@ -140,11 +92,11 @@ async fn passthrough_and_ladder(stream: &str, video: &[&str], codec: &str) -> se
     );
 
     // ffprobe (Debian's FFmpeg) decodes the passthrough and a rung.
-    let (name, w, h, frames) = probe(&server.url(&format!("/live/{stream}/{source}"))).await;
+    let (name, w, h, frames) = probe_video(&server.url(&format!("/live/{stream}/{source}"))).await;
     let expect = if codec == "hvc1." { "hevc" } else { "av1" };
     assert_eq!((name.as_str(), w, h), (expect, 640, 360), "the passthrough");
     assert!(frames >= 30, "{frames} frames of the passthrough decoded");
-    let (name, _, _, frames) = probe(&server.url(&format!("/live/{stream}/{rung}"))).await;
+    let (name, _, _, frames) = probe_video(&server.url(&format!("/live/{stream}/{rung}"))).await;
     assert_eq!(name, "h264");
     assert!(frames >= 30, "{frames} frames of {rung} decoded");
 

@@ -1,19 +1,22 @@
-//! H.264 access units in Annex B, with their parameter sets in band, onto a
-//! bus video track: what WHIP (RTP) and SRT (MPEG-TS) publishers send.
+//! H.264 and HEVC access units in Annex B, with their parameter sets in
+//! band, onto a bus video track: what WHIP (RTP, H.264) and SRT (MPEG-TS,
+//! H.264 or HEVC) publishers send.
 //!
 //! Sans-IO. The caller has already placed each access unit on the media
 //! timeline; this owns the rest:
-//! - an SPS and PPS set (or change) the track's configuration, and frames
-//!   go on the bus as AVCC with them taken out;
-//! - video starts, and restarts after lost data, at an IDR frame, and the
-//!   caller is told to ask for one where it can ([`Step::need_keyframe`]).
+//! - the parameter sets (SPS and PPS; and VPS for HEVC) set (or change)
+//!   the track's configuration, and frames go on the bus length-prefixed
+//!   with them taken out;
+//! - video starts, and restarts after lost data, at a keyframe (an IDR; an
+//!   IRAP picture for HEVC), and the caller is told to ask for one where
+//!   it can ([`Step::need_keyframe`]).
 
 use bytes::Bytes;
 
 use crate::bus::{BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
 use crate::ingest::tags::{Arrival, IngestError, IngestStats, Notice, VIDEO_TRACK};
-use crate::media::h264::{NAL_IDR, NAL_PPS, NAL_SPS, annexb_nalus, annexb_to_avcc, nal_type};
-use crate::media::{AvcConfig, CodecConfig};
+use crate::media::h264::{self, annexb_nalus};
+use crate::media::{AvcConfig, CodecConfig, HevcConfig, VideoCodec, hevc};
 use crate::time::MediaTime;
 
 /// What handling a frame asks of the caller.
@@ -34,6 +37,8 @@ pub struct AnnexBVideo {
 /// One access unit, placed on the timeline.
 #[derive(Clone, Copy, Debug)]
 pub struct AccessUnit<'a> {
+    /// H.264 or HEVC.
+    pub codec: VideoCodec,
     pub data: &'a [u8],
     pub dts: MediaTime,
     pub pts: MediaTime,
@@ -65,8 +70,11 @@ impl AnnexBVideo {
         stats: &mut IngestStats,
     ) -> Result<Step, IngestError> {
         let nalus = annexb_nalus(au.data);
-        let mut notice = self.parameter_sets(broadcast, &nalus)?;
-        let keyframe = nalus.iter().any(|n| nal_type(n) == Some(NAL_IDR));
+        let mut notice = self.parameter_sets(broadcast, au.codec, &nalus)?;
+        let keyframe = nalus.iter().any(|n| match au.codec {
+            VideoCodec::Hevc => hevc::nal_type(n).is_some_and(hevc::is_irap),
+            _ => h264::nal_type(n) == Some(h264::NAL_IDR),
+        });
         if !au.contiguous && !keyframe {
             self.need_keyframe = true;
         }
@@ -86,7 +94,10 @@ impl AnnexBVideo {
                 need_keyframe: true,
             });
         }
-        let avcc = annexb_to_avcc(au.data);
+        let avcc = match au.codec {
+            VideoCodec::Hevc => hevc::annexb_to_hvcc(au.data),
+            _ => h264::annexb_to_avcc(au.data),
+        };
         if avcc.is_empty() {
             // Parameter sets alone: nothing to show.
             return Ok(Step {
@@ -124,41 +135,63 @@ impl AnnexBVideo {
         })
     }
 
-    /// Applies an SPS and PPS in the access unit, when they are new.
+    /// Applies the parameter sets in the access unit, when they are new.
     fn parameter_sets(
         &mut self,
         broadcast: &mut BroadcastProducer,
+        codec: VideoCodec,
         nalus: &[&[u8]],
     ) -> Result<Option<Notice>, IngestError> {
         let of = |t: u8| -> Vec<&[u8]> {
             nalus
                 .iter()
                 .copied()
-                .filter(|n| nal_type(n) == Some(t))
+                .filter(|n| match codec {
+                    VideoCodec::Hevc => hevc::nal_type(n) == Some(t),
+                    _ => h264::nal_type(n) == Some(t),
+                })
                 .collect()
         };
-        let (sps, pps) = (of(NAL_SPS), of(NAL_PPS));
-        if sps.is_empty() || pps.is_empty() {
-            return Ok(None);
-        }
-        let config = AvcConfig::from_parameter_sets(&sps, &pps)?;
         let current = self.track.as_ref().and_then(|t| t.config().cloned());
-        let same = current.as_deref().is_some_and(
-            |c| matches!(c, CodecConfig::H264(a) if a.sps == config.sps && a.pps == config.pps),
-        );
-        if same {
-            return Ok(None);
-        }
-        let description = format!(
-            "{} {}x{}",
-            config.codec_string(),
-            config.info.width,
-            config.info.height
-        );
+        let config = match codec {
+            VideoCodec::H264 => {
+                let (sps, pps) = (of(h264::NAL_SPS), of(h264::NAL_PPS));
+                if sps.is_empty() || pps.is_empty() {
+                    return Ok(None);
+                }
+                let config = AvcConfig::from_parameter_sets(&sps, &pps)?;
+                if current.as_deref().is_some_and(|c| {
+                    matches!(c, CodecConfig::H264(a) if a.sps == config.sps && a.pps == config.pps)
+                }) {
+                    return Ok(None);
+                }
+                CodecConfig::H264(config)
+            }
+            VideoCodec::Hevc => {
+                let (vps, sps, pps) = (of(hevc::NAL_VPS), of(hevc::NAL_SPS), of(hevc::NAL_PPS));
+                if vps.is_empty() || sps.is_empty() || pps.is_empty() {
+                    return Ok(None);
+                }
+                if current.as_deref().is_some_and(|c| {
+                    matches!(c, CodecConfig::Hevc(h)
+                        if [(hevc::NAL_VPS, &vps), (hevc::NAL_SPS, &sps), (hevc::NAL_PPS, &pps)]
+                            .iter()
+                            .all(|(t, sets)| h.parameter_sets(*t).map(|b| &b[..]).eq(sets.iter().copied())))
+                }) {
+                    return Ok(None);
+                }
+                CodecConfig::Hevc(HevcConfig::from_parameter_sets(&vps, &sps, &pps)?)
+            }
+            VideoCodec::Av1 => {
+                return Err(IngestError::Unsupported("AV1 does not come in Annex B"));
+            }
+        };
+        let (width, height) = config.video_size().unwrap_or_default();
+        let description = format!("{} {width}x{height}", config.codec_string());
         let track = self.track.get_or_insert_with(|| {
             broadcast.track(TrackInfo::source(VIDEO_TRACK, TrackKind::Video))
         });
-        track.set_config(CodecConfig::H264(config));
+        track.set_config(config);
         self.need_keyframe = true;
         Ok(current.is_some().then_some(Notice::ConfigChanged {
             kind: TrackKind::Video,

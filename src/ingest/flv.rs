@@ -38,22 +38,14 @@ pub enum FlvError {
     AacPacketType(u8),
 }
 
-/// The video codecs streamd ingests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VideoCodec {
-    H264,
-    Hevc,
-    Av1,
-}
+pub use crate::media::VideoCodec;
 
-impl VideoCodec {
-    fn from_fourcc(fourcc: &[u8]) -> Result<VideoCodec, FlvError> {
-        match fourcc {
-            b"avc1" => Ok(VideoCodec::H264),
-            b"hvc1" => Ok(VideoCodec::Hevc),
-            b"av01" => Ok(VideoCodec::Av1),
-            other => Err(FlvError::VideoFourCc(fourcc_string(other))),
-        }
+fn video_codec(fourcc: &[u8]) -> Result<VideoCodec, FlvError> {
+    match fourcc {
+        b"avc1" => Ok(VideoCodec::H264),
+        b"hvc1" => Ok(VideoCodec::Hevc),
+        b"av01" => Ok(VideoCodec::Av1),
+        other => Err(FlvError::VideoFourCc(fourcc_string(other))),
     }
 }
 
@@ -239,7 +231,7 @@ fn parse_enhanced_video(data: Bytes) -> Result<VideoTag, FlvError> {
         // Metadata packets and command frames carry no picture.
         return Ok(VideoTag::Ignored);
     }
-    let codec = VideoCodec::from_fourcc(&fourcc)?;
+    let codec = video_codec(&fourcc)?;
     match packet_type {
         0 => Ok(VideoTag::SequenceHeader(codec, body)),
         1 if codec != VideoCodec::Av1 => {

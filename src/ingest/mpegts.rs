@@ -3,17 +3,17 @@
 //! Sans-IO: the caller passes the bytes as they arrive and their arrival
 //! time. Two layers:
 //! - [`TsDemux`] finds packets (resyncing on lost sync bytes), reads the
-//!   PAT and PMT, and gives H.264 access units and ADTS frames with their
-//!   33-bit timestamps. The PSI tables, PES headers and continuity counters
+//!   PAT and PMT, and gives H.264 or HEVC access units and ADTS frames with
+//!   their 33-bit timestamps. The PSI tables, PES headers and continuity counters
 //!   are read by the maintained `mpeg2ts-reader` crate; what is on top is
 //!   bounded: an access unit of more than 8 MiB is dropped, never grown.
 //! - [`TsIngest`] puts them on the timeline and on the broadcast's tracks:
-//!   H.264 through [`AnnexBVideo`] (parameter sets in band, start at an
-//!   IDR), AAC with its ADTS header turned into a configuration.
+//!   video through [`AnnexBVideo`] (parameter sets in band, start at a
+//!   keyframe), AAC with its ADTS header turned into a configuration.
 //!
 //! Lost packets (a continuity counter gap) drop the unit they cut and video
-//! resumes at the next IDR. HEVC is refused with a clear error until the bus
-//! carries it; other stream types are ignored with a notice.
+//! resumes at the next keyframe. Other stream types are ignored with a
+//! notice.
 
 use bytes::Bytes;
 use mpeg2ts_reader::demultiplex::{
@@ -26,7 +26,7 @@ use super::annexb::{AccessUnit, AnnexBVideo};
 use super::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, write_audio};
 use crate::bus::{BroadcastMeta, BroadcastProducer, TrackInfo, TrackKind, TrackProducer};
 use crate::media::aac::{Adts, AdtsError};
-use crate::media::{AacConfig, CodecConfig};
+use crate::media::{AacConfig, CodecConfig, VideoCodec};
 use crate::time::{MediaTime, Timescale};
 
 pub const PACKET: usize = 188;
@@ -42,14 +42,15 @@ const HEVC: StreamType = StreamType(0x24);
 /// An elementary stream streamd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EsKind {
-    H264,
+    /// H.264 or HEVC, in Annex B.
+    Video(VideoCodec),
     Adts,
 }
 
 /// What the demultiplexer found.
 #[derive(Debug, PartialEq)]
 pub enum TsEvent {
-    /// One H.264 access unit (Annex B) or one ADTS frame (header included).
+    /// One video access unit (Annex B) or one ADTS frame (header included).
     Unit {
         kind: EsKind,
         /// 90 kHz, 33 bits.
@@ -65,8 +66,6 @@ pub enum TsEvent {
     Lost(EsKind),
     /// A stream of a type streamd does not read (ignored).
     Ignored { pid: u16, stream_type: u8 },
-    /// HEVC video: not carried yet.
-    Hevc,
     /// A unit dropped: over the size bound, no timestamp, or bad ADTS.
     Dropped { kind: EsKind, why: &'static str },
 }
@@ -116,17 +115,17 @@ impl DemuxContext for Ctx {
                 // that moves it to another PID is not followed: the new
                 // PID is ignored with a notice).
                 let kind = match stream_type {
-                    StreamType::H264 if self.video_pid.is_none_or(|p| p == pid) => {
+                    StreamType::H264 | HEVC if self.video_pid.is_none_or(|p| p == pid) => {
                         self.video_pid = Some(pid);
-                        Some(EsKind::H264)
+                        Some(EsKind::Video(if stream_type == HEVC {
+                            VideoCodec::Hevc
+                        } else {
+                            VideoCodec::H264
+                        }))
                     }
                     StreamType::ADTS if self.audio_pid.is_none_or(|p| p == pid) => {
                         self.audio_pid = Some(pid);
                         Some(EsKind::Adts)
-                    }
-                    HEVC => {
-                        self.events.push(TsEvent::Hevc);
-                        None
                     }
                     other => {
                         if !self.ignored.contains(&pid) && self.ignored.len() < 16 {
@@ -193,7 +192,7 @@ impl EsConsumer {
             return;
         }
         let limit = match self.kind {
-            EsKind::H264 => MAX_VIDEO_UNIT,
+            EsKind::Video(_) => MAX_VIDEO_UNIT,
             EsKind::Adts => MAX_AUDIO_BUFFER,
         };
         if self.buf.len() + data.len() > limit {
@@ -283,7 +282,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
 
     fn begin_packet(&mut self, ctx: &mut Ctx, header: pes::PesHeader<'_>) {
         self.dropping = false;
-        if self.kind == EsKind::H264 {
+        if matches!(self.kind, EsKind::Video(_)) {
             self.clear();
         }
         let (mut pts, mut dts) = (None, None);
@@ -303,7 +302,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
             pes::PesContents::Payload(p) => p,
         };
         match self.kind {
-            EsKind::H264 => (self.pts, self.dts) = (pts, dts.or(pts)),
+            EsKind::Video(_) => (self.pts, self.dts) = (pts, dts.or(pts)),
             EsKind::Adts => {
                 // The time is the first frame's that starts in this PES
                 // (a frame the last PES began, still buffered, keeps its
@@ -322,7 +321,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
     }
 
     fn end_packet(&mut self, ctx: &mut Ctx) {
-        if self.kind != EsKind::H264 || self.dropping {
+        if !matches!(self.kind, EsKind::Video(_)) || self.dropping {
             return;
         }
         // What follows belongs to the next PES, whose header must parse
@@ -335,7 +334,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
         }
         match (pts, dts) {
             (Some(pts), Some(dts)) => ctx.events.push(TsEvent::Unit {
-                kind: EsKind::H264,
+                kind: self.kind,
                 pts,
                 dts,
                 data,
@@ -344,7 +343,7 @@ impl pes::ElementaryStreamConsumer<Ctx> for EsConsumer {
             _ => {
                 self.lost = true;
                 ctx.events.push(TsEvent::Dropped {
-                    kind: EsKind::H264,
+                    kind: self.kind,
                     why: "no timestamp",
                 })
             }
@@ -542,15 +541,12 @@ impl TsIngest {
                     contiguous,
                 } => {
                     let notice = match kind {
-                        EsKind::H264 => self.video(&data, pts, dts, contiguous, at)?,
+                        EsKind::Video(codec) => {
+                            self.video(codec, &data, pts, dts, contiguous, at)?
+                        }
                         EsKind::Adts => self.audio(&data, pts, at),
                     };
                     notices.extend(notice);
-                }
-                TsEvent::Hevc => {
-                    return Err(IngestError::Unsupported(
-                        "HEVC video over MPEG-TS is not carried yet: publish H.264",
-                    ));
                 }
                 TsEvent::Resync { skipped } => notices.push(TsNotice::Resync { skipped }),
                 TsEvent::Lost(kind) => {
@@ -575,7 +571,7 @@ impl TsIngest {
     /// The time of a unit: 33-bit, unwrapped, after the origin.
     fn time(&mut self, kind: EsKind, raw: u64) -> i64 {
         let (timeline, other) = match kind {
-            EsKind::H264 => (&mut self.video_time, &self.audio_time),
+            EsKind::Video(_) => (&mut self.video_time, &self.audio_time),
             EsKind::Adts => (&mut self.audio_time, &self.video_time),
         };
         // A track's first time is read near the other's, so a stream that
@@ -589,13 +585,14 @@ impl TsIngest {
 
     fn video(
         &mut self,
+        codec: VideoCodec,
         data: &[u8],
         pts: u64,
         dts: u64,
         contiguous: bool,
         at: Arrival,
     ) -> Result<Option<TsNotice>, IngestError> {
-        let raw_dts = self.time(EsKind::H264, dts);
+        let raw_dts = self.time(EsKind::Video(codec), dts);
         // The composition offset as sent (across the wrap), bounded to
         // 0..10 s: a PTS before its DTS is taken as the DTS.
         let mut offset = (pts as i64 - dts as i64).rem_euclid(WRAP);
@@ -605,6 +602,7 @@ impl TsIngest {
         let offset = offset.min(JUMP);
         let t = self.video_time.place(raw_dts, 3000);
         let au = AccessUnit {
+            codec,
             data,
             dts: MediaTime::new(t, Timescale::MPEG),
             pts: MediaTime::new(t.saturating_add(offset), Timescale::MPEG),
@@ -681,7 +679,7 @@ impl TsIngest {
 
 fn track_kind(kind: EsKind) -> TrackKind {
     match kind {
-        EsKind::H264 => TrackKind::Video,
+        EsKind::Video(_) => TrackKind::Video,
         EsKind::Adts => TrackKind::Audio,
     }
 }
@@ -914,23 +912,51 @@ mod tests {
     }
 
     #[test]
-    fn hevc_is_refused_with_a_clear_error_and_other_types_are_ignored() {
+    fn hevc_goes_on_the_bus_with_an_hvcc_from_its_parameter_sets() {
+        // FFmpeg 9's MPEG-TS of the HEVC fixture (B-frames, keyframe every
+        // 15 frames): see tests/fixtures/README.md.
+        let ts = include_bytes!("../../tests/fixtures/clip-hevc-160x120-1s.ts");
+        let run = run(ts);
+        assert!(run.error.is_none(), "{:?}", run.error);
+        let video = frames(&run, "video");
+        // The last of 30 waits for a next PES that never comes.
+        assert_eq!(video.len(), 29);
+        assert_eq!(video.iter().filter(|f| f.keyframe).count(), 2);
+        assert!(
+            video.iter().any(|f| f.pts > f.dts),
+            "B-frames keep their offsets"
+        );
+        let mut c = run
+            .ingest
+            .broadcast()
+            .consumer()
+            .subscribe_at("video", StartAt::Oldest, None)
+            .unwrap();
+        let TryNext::Event(TrackEvent::Frame(f)) = c.try_next() else {
+            panic!("no frame")
+        };
+        let CodecConfig::Hevc(config) = &*f.group.config else {
+            panic!("{:?}", f.group.config)
+        };
+        assert_eq!(config.codec_string(), "hvc1.1.6.L60.90");
+        assert_eq!((config.width, config.height), (160, 120));
+        // Frames are length-prefixed, without the in-band parameter sets.
+        for f in &video {
+            for nal in config.nalus(&f.data) {
+                let t = crate::media::hevc::nal_type(nal.unwrap()).unwrap();
+                assert!(!(32..=35).contains(&t), "NAL type {t} left in band");
+            }
+        }
+        assert!(frames(&run, "audio").len() >= 40);
+    }
+
+    #[test]
+    fn other_stream_types_are_ignored() {
         let mut pkts = packets(CLIP);
         let pmt = pmt_pid(&pkts);
         for p in pkts.iter_mut().filter(|p| pid(p) == pmt) {
             // The first elementary stream's type: after the 12-byte
             // header and the program info.
-            rewrite_pmt(p, |s| {
-                let info = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
-                s[12 + info] = 0x24;
-            });
-        }
-        let hevc = run(&pkts.concat());
-        let e = hevc.error.expect("HEVC is refused");
-        assert!(e.to_string().contains("HEVC"), "{e}");
-
-        let mut pkts = packets(CLIP);
-        for p in pkts.iter_mut().filter(|p| pid(p) == pmt) {
             rewrite_pmt(p, |s| {
                 let info = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
                 s[12 + info] = 0x03; // MPEG-1 audio in place of H.264

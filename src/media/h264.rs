@@ -409,11 +409,16 @@ pub fn annexb_nalus(data: &[u8]) -> Vec<&[u8]> {
 /// Annex-B to AVCC (4-byte lengths), dropping parameter sets, AUDs and SEI
 /// that belong out of band, so a frame carries only its slices.
 pub fn annexb_to_avcc(data: &[u8]) -> Vec<u8> {
+    annexb_to_length_prefixed(data, |nal| {
+        !matches!(nal_type(nal), Some(NAL_SPS | NAL_PPS | NAL_AUD))
+    })
+}
+
+/// Annex-B to 4-byte length-prefixed NAL units, keeping those `keep` says
+/// (H.264's and HEVC's frames on the bus).
+pub fn annexb_to_length_prefixed(data: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 16);
-    for nal in annexb_nalus(data) {
-        if matches!(nal_type(nal), Some(NAL_SPS | NAL_PPS | NAL_AUD)) {
-            continue;
-        }
+    for nal in annexb_nalus(data).into_iter().filter(|n| keep(n)) {
         out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
         out.extend_from_slice(nal);
     }

@@ -20,6 +20,25 @@ const HEADER_LEN: usize = 23;
 pub const NAL_VPS: u8 = 32;
 pub const NAL_SPS: u8 = 33;
 pub const NAL_PPS: u8 = 34;
+pub const NAL_AUD: u8 = 35;
+
+/// The NAL unit type of an HEVC NAL unit (its 2-byte header's bits 1-6).
+pub fn nal_type(nal: &[u8]) -> Option<u8> {
+    nal.first().map(|b| (b >> 1) & 0x3f)
+}
+
+/// An IRAP picture (BLA, IDR, CRA: types 16-23): decoding can start here.
+pub fn is_irap(nal_type: u8) -> bool {
+    (16..=23).contains(&nal_type)
+}
+
+/// Annex-B to 4-byte length-prefixed NAL units, without the parameter sets
+/// and access unit delimiters, which travel in the hvcC.
+pub fn annexb_to_hvcc(data: &[u8]) -> Vec<u8> {
+    super::h264::annexb_to_length_prefixed(data, |nal| {
+        !matches!(nal_type(nal), Some(NAL_VPS | NAL_SPS | NAL_PPS | NAL_AUD))
+    })
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HevcError {
@@ -129,7 +148,7 @@ impl HevcConfig {
         first(NAL_VPS).ok_or(HevcError::Missing("VPS"))?;
         first(NAL_PPS).ok_or(HevcError::Missing("PPS"))?;
         let sps = first(NAL_SPS).ok_or(HevcError::Missing("SPS"))?;
-        let (width, height) = sps_size(&sps)?;
+        let SpsFields { width, height, .. } = SpsFields::parse(&sps)?;
         Ok(HevcConfig {
             profile_space: d[1] >> 6,
             high_tier: d[1] & 0x20 != 0,
@@ -173,74 +192,151 @@ impl HevcConfig {
     pub fn nalus<'a>(&self, frame: &'a [u8]) -> Nalus<'a> {
         Nalus::new(frame, self.nal_length_size)
     }
+
+    /// Builds the hvcC record for in-band parameter sets (what an MPEG-TS
+    /// publisher sends), with 4-byte NAL lengths. The profile, tier and
+    /// level come from the first SPS.
+    pub fn from_parameter_sets(
+        vps: &[&[u8]],
+        sps: &[&[u8]],
+        pps: &[&[u8]],
+    ) -> Result<HevcConfig, HevcError> {
+        use HevcError::SpsMalformed as M;
+        let first = sps.first().ok_or(HevcError::Missing("SPS"))?;
+        let fields = SpsFields::parse(first)?;
+        let rbsp = nal_to_rbsp(first.get(2..).unwrap_or_default());
+        // After the byte of VPS id and sub-layer count: the general
+        // profile_tier_level, 12 bytes, as hvcC carries them.
+        let ptl = rbsp.get(1..13).ok_or(M("profile_tier_level"))?;
+        let mut raw = vec![1];
+        raw.extend_from_slice(ptl);
+        raw.extend_from_slice(&[
+            0xf0,
+            0x00,
+            0xfc,
+            0xfc | fields.chroma_format_idc,
+            0xf8 | (fields.bit_depth_luma - 8),
+            0xf8 | (fields.bit_depth_chroma - 8),
+            0,
+            0,
+            // numTemporalLayers, temporalIdNested, 4-byte NAL lengths.
+            ((fields.sub_layers + 1) << 3) | (u8::from(fields.temporal_id_nesting) << 2) | 3,
+            3,
+        ]);
+        for (nal_type, nalus) in [(NAL_VPS, vps), (NAL_SPS, sps), (NAL_PPS, pps)] {
+            let count = u16::try_from(nalus.len()).map_err(|_| M("too many parameter sets"))?;
+            raw.push(0x80 | nal_type);
+            raw.extend_from_slice(&count.to_be_bytes());
+            for n in nalus {
+                let len = u16::try_from(n.len()).map_err(|_| M("a parameter set over 64 KiB"))?;
+                raw.extend_from_slice(&len.to_be_bytes());
+                raw.extend_from_slice(n);
+            }
+        }
+        HevcConfig::parse(Bytes::from(raw))
+    }
+
+    /// The parameter sets, as a list per NAL type.
+    pub fn parameter_sets(&self, nal_type: u8) -> impl Iterator<Item = &Bytes> {
+        self.arrays
+            .iter()
+            .filter(move |(_, t, _)| *t == nal_type)
+            .flat_map(|(_, _, n)| n)
+    }
 }
 
-/// The picture size an SPS gives, after its conformance window (H.265 7.3.2.2).
-fn sps_size(nal: &[u8]) -> Result<(u32, u32), HevcError> {
-    use HevcError::SpsMalformed as M;
-    if nal.len() < 2 || (nal[0] >> 1) & 0x3f != NAL_SPS {
-        return Err(M("NAL header"));
-    }
-    let rbsp = nal_to_rbsp(&nal[2..]);
-    let mut r = BitReader::new(&rbsp);
-    r.skip(4).ok_or(M("sps_video_parameter_set_id"))?;
-    let sub_layers = r.bits(3).ok_or(M("sps_max_sub_layers_minus1"))? as usize;
-    r.skip(1).ok_or(M("sps_temporal_id_nesting_flag"))?;
-    // profile_tier_level: the general profile (88 bits) and level (8).
-    r.skip(96).ok_or(M("profile_tier_level"))?;
-    let mut present = [(false, false); 7];
-    for p in present.iter_mut().take(sub_layers) {
-        let profile = r.bit().ok_or(M("sub_layer_profile_present_flag"))?;
-        let level = r.bit().ok_or(M("sub_layer_level_present_flag"))?;
-        *p = (profile, level);
-    }
-    if sub_layers > 0 {
-        r.skip(2 * (8 - sub_layers))
-            .ok_or(M("reserved_zero_2bits"))?;
-    }
-    for (profile, level) in present.iter().take(sub_layers) {
-        if *profile {
-            r.skip(88).ok_or(M("sub_layer profile"))?;
+/// What the SPS tells a server (H.265 7.3.2.2, up to the bit depths).
+struct SpsFields {
+    width: u32,
+    height: u32,
+    sub_layers: u8,
+    temporal_id_nesting: bool,
+    chroma_format_idc: u8,
+    bit_depth_luma: u8,
+    bit_depth_chroma: u8,
+}
+
+impl SpsFields {
+    /// The picture size (after the conformance window), sub-layers and bit depths.
+    fn parse(nal: &[u8]) -> Result<SpsFields, HevcError> {
+        use HevcError::SpsMalformed as M;
+        if nal.len() < 2 || (nal[0] >> 1) & 0x3f != NAL_SPS {
+            return Err(M("NAL header"));
         }
-        if *level {
-            r.skip(8).ok_or(M("sub_layer_level_idc"))?;
+        let rbsp = nal_to_rbsp(&nal[2..]);
+        let mut r = BitReader::new(&rbsp);
+        r.skip(4).ok_or(M("sps_video_parameter_set_id"))?;
+        let sub_layers = r.bits(3).ok_or(M("sps_max_sub_layers_minus1"))? as usize;
+        let temporal_id_nesting = r.bit().ok_or(M("sps_temporal_id_nesting_flag"))?;
+        // profile_tier_level: the general profile (88 bits) and level (8).
+        r.skip(96).ok_or(M("profile_tier_level"))?;
+        let mut present = [(false, false); 7];
+        for p in present.iter_mut().take(sub_layers) {
+            let profile = r.bit().ok_or(M("sub_layer_profile_present_flag"))?;
+            let level = r.bit().ok_or(M("sub_layer_level_present_flag"))?;
+            *p = (profile, level);
         }
+        if sub_layers > 0 {
+            r.skip(2 * (8 - sub_layers))
+                .ok_or(M("reserved_zero_2bits"))?;
+        }
+        for (profile, level) in present.iter().take(sub_layers) {
+            if *profile {
+                r.skip(88).ok_or(M("sub_layer profile"))?;
+            }
+            if *level {
+                r.skip(8).ok_or(M("sub_layer_level_idc"))?;
+            }
+        }
+        r.ue().ok_or(M("sps_seq_parameter_set_id"))?;
+        let chroma = r.ue().ok_or(M("chroma_format_idc"))?;
+        if chroma > 3 {
+            return Err(M("chroma_format_idc"));
+        }
+        let mut separate_planes = false;
+        if chroma == 3 {
+            separate_planes = r.bit().ok_or(M("separate_colour_plane_flag"))?;
+        }
+        let width = u64::from(r.ue().ok_or(M("pic_width_in_luma_samples"))?);
+        let height = u64::from(r.ue().ok_or(M("pic_height_in_luma_samples"))?);
+        let (mut crop_w, mut crop_h) = (0u64, 0u64);
+        if r.bit().ok_or(M("conformance_window_flag"))? {
+            let left = u64::from(r.ue().ok_or(M("conf_win_left_offset"))?);
+            let right = u64::from(r.ue().ok_or(M("conf_win_right_offset"))?);
+            let top = u64::from(r.ue().ok_or(M("conf_win_top_offset"))?);
+            let bottom = u64::from(r.ue().ok_or(M("conf_win_bottom_offset"))?);
+            let (sub_w, sub_h) = match (chroma, separate_planes) {
+                (1, _) => (2, 2),
+                (2, _) => (2, 1),
+                _ => (1, 1),
+            };
+            crop_w = (left + right) * sub_w;
+            crop_h = (top + bottom) * sub_h;
+        }
+        let w = width.saturating_sub(crop_w);
+        let h = height.saturating_sub(crop_h);
+        let max = u64::from(MAX_DIMENSION);
+        if w == 0 || h == 0 || w > max || h > max {
+            return Err(HevcError::SpsDimensions {
+                width: w.min(u64::from(u32::MAX)) as u32,
+                height: h.min(u64::from(u32::MAX)) as u32,
+            });
+        }
+        let luma = r.ue().ok_or(M("bit_depth_luma_minus8"))?;
+        let chroma_depth = r.ue().ok_or(M("bit_depth_chroma_minus8"))?;
+        if luma > 8 || chroma_depth > 8 {
+            return Err(M("bit depth"));
+        }
+        Ok(SpsFields {
+            width: w as u32,
+            height: h as u32,
+            sub_layers: sub_layers as u8,
+            temporal_id_nesting,
+            chroma_format_idc: chroma as u8,
+            bit_depth_luma: luma as u8 + 8,
+            bit_depth_chroma: chroma_depth as u8 + 8,
+        })
     }
-    r.ue().ok_or(M("sps_seq_parameter_set_id"))?;
-    let chroma = r.ue().ok_or(M("chroma_format_idc"))?;
-    if chroma > 3 {
-        return Err(M("chroma_format_idc"));
-    }
-    let mut separate_planes = false;
-    if chroma == 3 {
-        separate_planes = r.bit().ok_or(M("separate_colour_plane_flag"))?;
-    }
-    let width = u64::from(r.ue().ok_or(M("pic_width_in_luma_samples"))?);
-    let height = u64::from(r.ue().ok_or(M("pic_height_in_luma_samples"))?);
-    let (mut crop_w, mut crop_h) = (0u64, 0u64);
-    if r.bit().ok_or(M("conformance_window_flag"))? {
-        let left = u64::from(r.ue().ok_or(M("conf_win_left_offset"))?);
-        let right = u64::from(r.ue().ok_or(M("conf_win_right_offset"))?);
-        let top = u64::from(r.ue().ok_or(M("conf_win_top_offset"))?);
-        let bottom = u64::from(r.ue().ok_or(M("conf_win_bottom_offset"))?);
-        let (sub_w, sub_h) = match (chroma, separate_planes) {
-            (1, _) => (2, 2),
-            (2, _) => (2, 1),
-            _ => (1, 1),
-        };
-        crop_w = (left + right) * sub_w;
-        crop_h = (top + bottom) * sub_h;
-    }
-    let w = width.saturating_sub(crop_w);
-    let h = height.saturating_sub(crop_h);
-    let max = u64::from(MAX_DIMENSION);
-    if w == 0 || h == 0 || w > max || h > max {
-        return Err(HevcError::SpsDimensions {
-            width: w.min(u64::from(u32::MAX)) as u32,
-            height: h.min(u64::from(u32::MAX)) as u32,
-        });
-    }
-    Ok((w as u32, h as u32))
 }
 
 #[cfg(test)]
@@ -284,6 +380,28 @@ pub(crate) mod tests {
         assert_eq!(c.codec_string(), "hvc1.A1.6.H153.B0.0.1");
         c.constraints = [0; 6];
         assert_eq!(c.codec_string(), "hvc1.A1.6.H153");
+    }
+
+    #[test]
+    fn records_rebuild_from_in_band_parameter_sets() {
+        for record in [HVCC_320X240, HVCC_1080P_MAIN10] {
+            let c = HevcConfig::parse(hex(record)).unwrap();
+            let sets = |t| c.parameter_sets(t).map(|b| &b[..]).collect::<Vec<_>>();
+            let rebuilt =
+                HevcConfig::from_parameter_sets(&sets(NAL_VPS), &sets(NAL_SPS), &sets(NAL_PPS))
+                    .unwrap();
+            assert_eq!(rebuilt.codec_string(), c.codec_string());
+            assert_eq!((rebuilt.width, rebuilt.height), (c.width, c.height));
+            assert_eq!(rebuilt.bit_depth_luma, c.bit_depth_luma);
+            assert_eq!(rebuilt.chroma_format_idc, c.chroma_format_idc);
+            assert_eq!(rebuilt.nal_length_size, 4);
+            // x265 writes the same header bytes (it has no SEI array here).
+            assert_eq!(rebuilt.raw[..22], c.raw[..22]);
+        }
+        assert_eq!(
+            HevcConfig::from_parameter_sets(&[], &[], &[]),
+            Err(HevcError::Missing("SPS"))
+        );
     }
 
     #[test]

@@ -15,6 +15,14 @@ pub use h264::{AvcConfig, H264Error};
 pub use hevc::{HevcConfig, HevcError};
 pub use opus::OpusConfig;
 
+/// The video codecs streamd ingests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    Hevc,
+    Av1,
+}
+
 /// The decoder configuration of a track. It travels with every group on the
 /// bus, so a consumer notices a mid-stream change (new SPS, new sample rate)
 /// at the group where it takes effect.

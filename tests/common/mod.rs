@@ -706,3 +706,51 @@ pub fn browser_dir() -> &'static Path {
     );
     dir
 }
+
+/// ffprobe's video codec, size and decoded frame count of a live media
+/// playlist, over its first 45 packets (a live playlist has no end).
+pub async fn probe_video(url: &str) -> (String, u64, u64, u64) {
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-read_intervals",
+            "%+#45",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+            url,
+        ],
+    )
+    .await;
+    assert!(ok, "ffprobe {url}: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["streams"][0];
+    (
+        s["codec_name"].as_str().unwrap_or_default().to_owned(),
+        s["width"].as_u64().unwrap_or(0),
+        s["height"].as_u64().unwrap_or(0),
+        s["nb_read_frames"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// The master's variant whose CODECS start with `prefix`: its URI.
+pub fn variant(master: &str, prefix: &str) -> Option<String> {
+    let mut lines = master.lines();
+    while let Some(l) = lines.next() {
+        if l.starts_with("#EXT-X-STREAM-INF")
+            && attr(l, "CODECS").is_some_and(|c| c.trim_matches('"').starts_with(prefix))
+        {
+            return lines.next().map(str::to_owned);
+        }
+    }
+    None
+}

@@ -18,7 +18,7 @@ use crate::bus::{BroadcastMeta, BroadcastProducer, TrackInfo, TrackKind, TrackPr
 pub use crate::ingest::annexb::Step;
 use crate::ingest::annexb::{AccessUnit, AnnexBVideo};
 use crate::ingest::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, write_audio};
-use crate::media::{CodecConfig, OpusConfig};
+use crate::media::{CodecConfig, OpusConfig, VideoCodec};
 use crate::time::{MediaTime, RtpTimestampUnwrapper, Timescale};
 
 /// Opus's RTP clock.
@@ -155,6 +155,7 @@ impl RtpIngest {
         let since = at.instant.saturating_duration_since(self.started);
         let dts = self.video_time.time(rtp_time, since);
         let au = AccessUnit {
+            codec: VideoCodec::H264,
             data,
             dts,
             pts: dts,
