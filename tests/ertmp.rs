@@ -324,3 +324,42 @@ fn ffmpeg_enhanced_rtmp_tags_reach_the_bus_whole() {
         }
     }
 }
+
+/// Without a ladder, an HEVC or AV1 source goes to LL-HLS as it came and
+/// WebRTC, which has no H.264 to send, answers OME's "Cannot create offer"
+/// rather than an offer whose video never plays.
+#[tokio::test]
+async fn without_a_ladder_hevc_and_av1_serve_llhls_only() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(|_| {}).await;
+    for (stream, file, codec) in [
+        ("hevc", "clip-hevc-160x120-1s.flv", "hvc1.1.6.L60.90"),
+        ("av1", "clip-av1-160x120-1s.flv", "av01.0.00M.08"),
+    ] {
+        let tags = common::rtmp::read_flv(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(file),
+        );
+        let mut c = RtmpClient::connect(server.rtmp, "live").await.unwrap();
+        c.publish(stream).await.unwrap();
+        // The 1 s clip four times over, at once: segments to list.
+        for round in 0..4u32 {
+            for t in tags.iter().filter(|t| round == 0 || t.kind != 18) {
+                let mut t = t.clone();
+                t.timestamp += round * 1000;
+                c.send(&t).await.unwrap();
+            }
+        }
+        let master = server.master_when_ready("live", stream).await.text();
+        assert!(master.contains(codec), "{master}");
+        assert!(master.contains("RESOLUTION=160x120"), "{master}");
+        let refused = Viewer::connect(&server.ws_url(&format!("/live/{stream}")), false)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{stream}: WebRTC offered a stream it cannot play"));
+        assert_eq!(refused.0["code"], 404, "{:?}", refused.0);
+        drop(c);
+    }
+    server.stop().await;
+}

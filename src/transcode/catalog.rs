@@ -4,6 +4,7 @@
 //! broadcast holds.
 
 use crate::bus::{BroadcastUpdate, Catalog, TrackKind, VideoEntry};
+use crate::media::CodecConfig;
 
 /// The publisher's first track of `kind`.
 pub fn source_track(update: &BroadcastUpdate, kind: TrackKind) -> Option<String> {
@@ -42,11 +43,17 @@ pub fn aac_pending(update: &BroadcastUpdate, c: &Catalog) -> bool {
 }
 
 /// The broadcast served as its publisher sent it: its video (which WebRTC
-/// serves as OME does, trusting the publisher to send no B-frames) and its
-/// audio: AAC for LL-HLS, or Opus (WHIP) for WebRTC. Complete once the video is there and so is the
-/// audio, unless the publisher did not declare any.
-pub fn source_catalog(update: &BroadcastUpdate, fallback: Option<String>) -> Catalog {
-    let video: Vec<VideoEntry> = source_track(update, TrackKind::Video)
+/// serves as OME does when it is H.264, trusting the publisher to send no
+/// B-frames; HEVC and AV1 go to LL-HLS only) and its audio: AAC for
+/// LL-HLS, or Opus (WHIP) for WebRTC. `video` is the video's configuration
+/// once its first frame is there. Complete once the video's codec is known
+/// and the audio is there, unless the publisher did not declare any.
+pub fn source_catalog(
+    update: &BroadcastUpdate,
+    video: Option<&CodecConfig>,
+    fallback: Option<String>,
+) -> Catalog {
+    let entries: Vec<VideoEntry> = source_track(update, TrackKind::Video)
         .map(|track| VideoEntry {
             name: "source".into(),
             track,
@@ -55,15 +62,17 @@ pub fn source_catalog(update: &BroadcastUpdate, fallback: Option<String>) -> Cat
             width: 0,
             height: 0,
             passthrough: true,
-            webrtc_safe: true,
+            webrtc_safe: matches!(video, Some(CodecConfig::H264(_))),
         })
         .into_iter()
         .collect();
     let (audio, webrtc_audio) = source_audio(update);
     // A publisher's Opus waits for its AAC, as LL-HLS must start with it.
-    let complete = !video.is_empty() && (audio.is_some() || update.meta.has_audio != Some(true));
+    let complete = !entries.is_empty()
+        && video.is_some()
+        && (audio.is_some() || update.meta.has_audio != Some(true));
     Catalog {
-        video,
+        video: entries,
         audio,
         webrtc_audio,
         complete,
@@ -83,6 +92,15 @@ mod tests {
     use super::*;
     use crate::bus::{BroadcastMeta, BroadcastStatus, TrackInfo};
 
+    fn h264() -> CodecConfig {
+        CodecConfig::H264(
+            crate::media::AvcConfig::parse(bytes::Bytes::from_static(
+                crate::media::h264::tests::AVCC_320X240,
+            ))
+            .unwrap(),
+        )
+    }
+
     fn update(tracks: Vec<TrackInfo>, has_audio: Option<bool>) -> BroadcastUpdate {
         BroadcastUpdate {
             status: BroadcastStatus::Live { session: 0 },
@@ -101,27 +119,45 @@ mod tests {
         let v = TrackInfo::source("video", TrackKind::Video);
         let a = TrackInfo::source("audio", TrackKind::Audio);
         // Audio declared but not there yet: wait for it.
-        let c = source_catalog(&update(vec![v.clone()], Some(true)), None);
+        let c = source_catalog(&update(vec![v.clone()], Some(true)), Some(&h264()), None);
         assert_eq!(c.video[0].track, "video");
         assert_eq!(c.video[0].name, "source");
         assert!(c.video[0].webrtc_safe && c.video[0].passthrough);
         assert!(!c.complete);
         // Nothing declared: the video is enough.
-        assert!(source_catalog(&update(vec![v.clone()], None), None).complete);
-        let c = source_catalog(&update(vec![v.clone(), a], Some(true)), None);
+        assert!(source_catalog(&update(vec![v.clone()], None), Some(&h264()), None).complete);
+        let c = source_catalog(&update(vec![v.clone(), a], Some(true)), Some(&h264()), None);
         assert!(c.complete);
         assert_eq!(c.audio.as_deref(), Some("audio"));
         assert_eq!(c.webrtc_audio, None);
         // No video: never complete, whatever the audio.
         let only_audio = TrackInfo::source("audio", TrackKind::Audio);
-        assert!(!source_catalog(&update(vec![only_audio], None), None).complete);
+        assert!(!source_catalog(&update(vec![only_audio], None), None, None).complete);
+    }
+
+    #[test]
+    fn hevc_and_av1_sources_are_not_for_webrtc_and_an_unknown_codec_is_not_complete() {
+        use crate::media::hevc::tests::{HVCC_320X240, hex};
+        let v = TrackInfo::source("video", TrackKind::Video);
+        let u = update(vec![v], None);
+        let c = source_catalog(&u, None, None);
+        assert!(!c.complete, "the first frame tells the codec");
+        let hevc = CodecConfig::Hevc(crate::media::HevcConfig::parse(hex(HVCC_320X240)).unwrap());
+        let c = source_catalog(&u, Some(&hevc), None);
+        assert!(c.complete);
+        assert!(!c.video[0].webrtc_safe);
+        assert!(source_catalog(&u, Some(&h264()), None).video[0].webrtc_safe);
     }
 
     #[test]
     fn derived_tracks_are_not_the_source() {
         let rung = TrackInfo::derived("720p", TrackKind::Video);
         let v = TrackInfo::source("video", TrackKind::Video);
-        let c = source_catalog(&update(vec![rung, v], None), Some("why".into()));
+        let c = source_catalog(
+            &update(vec![rung, v], None),
+            Some(&h264()),
+            Some("why".into()),
+        );
         assert_eq!(c.video.len(), 1);
         assert_eq!(c.video[0].track, "video");
         assert_eq!(c.fallback.as_deref(), Some("why"));
@@ -161,14 +197,14 @@ mod tests {
         u.meta.opus_audio = true;
         // Before the AAC exists: WebRTC has its audio, LL-HLS has none,
         // and the catalog is not complete (LL-HLS would start without it).
-        let c = source_catalog(&u, None);
+        let c = source_catalog(&u, Some(&h264()), None);
         assert_eq!(c.webrtc_audio.as_deref(), Some("audio"));
         assert_eq!(c.audio, None);
         assert!(!c.complete);
         assert!(aac_pending(&u, &c));
         u.tracks
             .push(TrackInfo::derived(AAC_TRACK, TrackKind::Audio));
-        let c = source_catalog(&u, None);
+        let c = source_catalog(&u, Some(&h264()), None);
         assert_eq!(c.audio.as_deref(), Some(AAC_TRACK));
         assert!(c.complete && !aac_pending(&u, &c));
         // An RTMP publisher's AAC is listed as it came.

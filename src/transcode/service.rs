@@ -70,10 +70,20 @@ pub async fn run(
 async fn pass_through(mut broadcast: BroadcastConsumer) {
     let mut update = broadcast.snapshot();
     let mut aac: Option<(Pipeline, TrackConsumer)> = None;
+    // The source video's codec, from its first frame (WebRTC takes H.264
+    // only), and the consumer that waits for that frame.
+    let mut video: Option<Arc<CodecConfig>> = None;
+    let mut first_video: Option<TrackConsumer> = None;
     loop {
-        broadcast.publish_catalog(source_catalog(&update, None));
+        broadcast.publish_catalog(source_catalog(&update, video.as_deref(), None));
         if update.status == BroadcastStatus::Ended {
             break;
+        }
+        if video.is_none()
+            && first_video.is_none()
+            && let Some(name) = source_track(&update, TrackKind::Video)
+        {
+            first_video = broadcast.subscribe_at(&name, StartAt::Oldest, None);
         }
         if aac.is_none()
             && update.meta.opus_audio
@@ -107,9 +117,24 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
             }
             std::future::pending().await
         };
+        let first_frame = async {
+            let Some(consumer) = first_video.as_mut() else {
+                return std::future::pending().await;
+            };
+            while let Some(ev) = consumer.next().await {
+                if let TrackEvent::Frame(ev) = ev {
+                    return ev.group.config.clone();
+                }
+            }
+            std::future::pending().await
+        };
         tokio::select! {
             u = broadcast.update() => update = u,
             () = forward => {}
+            config = first_frame => {
+                video = Some(config);
+                first_video = None;
+            }
         }
     }
     if let Some((pipeline, _)) = aac {
@@ -185,6 +210,8 @@ struct Reader {
     skipping: bool,
     /// Why the ladder could not be built: the catalog lists the source.
     fallback: Option<String>,
+    /// The source video's configuration, from its first frame.
+    source_video: Option<Arc<CodecConfig>>,
     /// The first audio frame's time while no video was planned, and
     /// whether that audio has been listed on its own.
     first_audio: Option<MediaTime>,
@@ -210,6 +237,7 @@ impl Reader {
             bypass: None,
             skipping: false,
             fallback: None,
+            source_video: None,
             first_audio: None,
             audio_listed: false,
             log: LogLimiter::new(Duration::from_secs(5)),
@@ -222,7 +250,7 @@ impl Reader {
     fn refresh_catalog(&self, update: &BroadcastUpdate) {
         let opus = self.config.opus;
         if let Some(reason) = &self.fallback {
-            let source = source_catalog(update, Some(reason.clone()));
+            let source = source_catalog(update, self.source_video.as_deref(), Some(reason.clone()));
             self.broadcast.update_catalog(|c| {
                 let webrtc_audio = c.webrtc_audio.take();
                 *c = source;
@@ -251,6 +279,7 @@ impl Reader {
     }
 
     fn start_video(&mut self, ev: &FrameEvent) {
+        self.source_video = Some(ev.group.config.clone());
         let config = &*ev.group.config;
         let Some((width, height)) = config.video_size() else {
             self.fall_back("the source video track carries no video");
