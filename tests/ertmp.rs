@@ -363,3 +363,90 @@ async fn without_a_ladder_hevc_and_av1_serve_llhls_only() {
     }
     server.stop().await;
 }
+
+/// A multitrack publisher: FFmpeg 9 sends its second video stream as
+/// Enhanced RTMP track 1 (OBS's multitrack video does the same with up to
+/// five). Without a ladder, both renditions are served as they came:
+/// LL-HLS lists them largest first, ffprobe decodes each, hls.js plays and
+/// switches between them, and a WebRTC viewer plays.
+#[tokio::test]
+async fn a_multitrack_publishers_renditions_are_served_as_they_came() {
+    let _one = SERIAL.lock().await;
+    let dir = browser_dir();
+    let server = TestServer::start(|_| {}).await;
+    let mut args = clock::source_args("640x360", 44100);
+    let graph = args.iter().position(|a| a == "-filter_complex").unwrap() + 1;
+    args[graph].push_str(";[v]split=2[v0][vs];[vs]scale=320:180[v1]");
+    let map = args.iter().position(|a| a == "[v]").unwrap();
+    args.splice(map..=map, ["[v0]", "-map", "[v1]"].map(String::from));
+    let mut publisher = Command::new(ffmpeg9())
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(args)
+        .args(["-t", "40", "-c:v", "libx264", "-preset", "veryfast"])
+        // Keyframes at the same frames in both, as a rendition ladder needs.
+        .args([
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+        ])
+        .args(["-b:v:0", "800k", "-b:v:1", "300k", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
+        .args(["-f", "flv", &server.rtmp_url("live", "multi")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg 9 starts");
+    wait_tracks(&server, "live", "multi", &["video", "video1", "audio"]).await;
+    stream_advances(&server, "live", "multi", Duration::from_secs(20)).await;
+
+    let master = server.master_when_ready("live", "multi").await.text();
+    let sizes: Vec<&str> = master
+        .lines()
+        .filter_map(|l| attr(l, "RESOLUTION"))
+        .collect();
+    assert_eq!(sizes, ["640x360", "320x180"], "{master}");
+    for (prefix, width) in [("video_", 640), ("video1_", 320)] {
+        let uri = media_playlists(&master)
+            .into_iter()
+            .find(|u| u.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} playlist: {master}"));
+        let (name, w, _, frames) = probe_video(&server.url(&format!("/live/multi/{uri}"))).await;
+        assert_eq!((name.as_str(), w), ("h264", width), "{uri}");
+        assert!(frames >= 30, "{frames} frames of {uri} decoded");
+    }
+
+    let master_url = server.url("/live/multi/llhls.m3u8");
+    let script = dir.join("hlsjs.mjs");
+    let (ok, out, err) = run(
+        "node",
+        &[script.to_str().unwrap(), &master_url, "10", "switch"],
+    )
+    .await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result = report(&out, &err);
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    assert_eq!(result["levels"].as_array().unwrap().len(), 2, "{result}");
+    let mut switched: Vec<u64> = result["switched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_u64())
+        .collect();
+    switched.sort_unstable();
+    switched.dedup();
+    assert_eq!(switched, [0, 1], "{result}");
+
+    let mut viewer = Viewer::connect(&server.ws_url("/live/multi"), false)
+        .await
+        .expect("an offer");
+    assert!(viewer.plays().await, "the WebRTC viewer got no video");
+    let _ = publisher.kill().await;
+    server.stop().await;
+}

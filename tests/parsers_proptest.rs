@@ -42,8 +42,9 @@ fn seeds() -> Vec<Bytes> {
 fn records() -> Vec<Bytes> {
     seeds()
         .into_iter()
-        .filter_map(|b| match flv::parse_video(b) {
-            Ok(flv::VideoTag::SequenceHeader(_, raw)) => Some(raw),
+        .flat_map(|b| flv::parse_video(b).unwrap_or_default())
+        .filter_map(|(_, tag)| match tag {
+            flv::VideoTag::SequenceHeader(_, raw) => Some(raw),
             _ => None,
         })
         .collect()
@@ -82,20 +83,18 @@ proptest! {
     #[test]
     fn mutated_flv_tags_never_panic(data in mutated()) {
         let b = Bytes::from(data);
-        if let Ok(flv::VideoTag::SequenceHeader(codec, raw)) = flv::parse_video(b.clone()) {
-            match codec {
-                flv::VideoCodec::H264 => { let _ = AvcConfig::parse(raw); }
-                flv::VideoCodec::Hevc => { let _ = HevcConfig::parse(raw); }
-                flv::VideoCodec::Av1 => { let _ = Av1Config::parse(raw); }
-            }
-        }
-        if let Ok(flv::VideoTag::Frame { codec, data, .. }) = flv::parse_video(b.clone()) {
-            if codec == flv::VideoCodec::Av1 {
-                let _ = av1::check_frame(data);
-            } else {
-                for n in h264::Nalus::new(&data, 4) {
-                    if n.is_err() { break; }
+        for (_, tag) in flv::parse_video(b.clone()).unwrap_or_default() {
+            match tag {
+                flv::VideoTag::SequenceHeader(flv::VideoCodec::H264, raw) => { let _ = AvcConfig::parse(raw); }
+                flv::VideoTag::SequenceHeader(flv::VideoCodec::Hevc, raw) => { let _ = HevcConfig::parse(raw); }
+                flv::VideoTag::SequenceHeader(flv::VideoCodec::Av1, raw) => { let _ = Av1Config::parse(raw); }
+                flv::VideoTag::Frame { codec: flv::VideoCodec::Av1, data, .. } => { let _ = av1::check_frame(data); }
+                flv::VideoTag::Frame { data, .. } => {
+                    for n in h264::Nalus::new(&data, 4) {
+                        if n.is_err() { break; }
+                    }
                 }
+                _ => {}
             }
         }
         if let Ok(flv::AudioTag::SequenceHeader(raw)) = flv::parse_audio(b) {

@@ -65,8 +65,6 @@ pub enum VideoTag {
     /// Video info/command frames (frame type 5), metadata and empty
     /// payloads, which carry no picture.
     Ignored,
-    /// A multitrack packet without track 0, the one streamd ingests.
-    OtherTracks,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,11 +90,18 @@ const PACKET_MODEX: u8 = 7;
 const ONE_TRACK: u8 = 0;
 const MANY_CODECS: u8 = 2;
 
-pub fn parse_video(data: Bytes) -> Result<VideoTag, FlvError> {
+/// A video message's tags: one per track it carries (one, unless it is a
+/// multitrack packet), each with its track id (0, the publisher's default,
+/// for a message that names none).
+pub fn parse_video(data: Bytes) -> Result<Vec<(u8, VideoTag)>, FlvError> {
     let first = *data.first().ok_or(FlvError::Empty("video"))?;
     if first & 0x80 != 0 {
         return parse_enhanced_video(data);
     }
+    Ok(vec![(0, parse_legacy_video(first, data)?)])
+}
+
+fn parse_legacy_video(first: u8, data: Bytes) -> Result<VideoTag, FlvError> {
     let frame_type = (first >> 4) & 0x07;
     let codec = match first & 0x0f {
         CODEC_AVC => VideoCodec::H264,
@@ -127,8 +132,12 @@ pub fn parse_video(data: Bytes) -> Result<VideoTag, FlvError> {
     }
 }
 
-/// One track of a multitrack packet: its FourCC and body.
-type Track = ([u8; 4], Bytes);
+/// One track of a multitrack packet: its id, FourCC and body.
+type Track = (u8, [u8; 4], Bytes);
+
+/// The highest track id taken from a multitrack packet: a publisher's
+/// renditions (OBS sends up to 5); higher ids are ignored.
+pub const MAX_TRACK: u8 = 7;
 
 /// A cursor over an Enhanced RTMP header, failing as truncated.
 struct Cursor<'a> {
@@ -171,9 +180,9 @@ impl Cursor<'_> {
     }
 
     /// A multitrack packet (from its type byte): the packet type of its
-    /// tracks, and track 0's FourCC and body, or `None` when it has no
-    /// track 0 (streamd ingests track 0, the publisher's default).
-    fn multitrack(&mut self) -> Result<(u8, Option<Track>), FlvError> {
+    /// tracks, and each track's id, FourCC and body, for ids up to
+    /// [`MAX_TRACK`] (the others are skipped, as is a repeated id).
+    fn multitrack(&mut self) -> Result<(u8, Vec<Track>), FlvError> {
         let b = self.u8()?;
         let (kind, packet_type) = (b >> 4, b & 0x0f);
         if kind > MANY_CODECS {
@@ -183,6 +192,7 @@ impl Cursor<'_> {
         if kind != MANY_CODECS {
             fourcc.copy_from_slice(self.take(4)?);
         }
+        let mut tracks: Vec<Track> = Vec::new();
         while self.pos < self.data.len() {
             if kind == MANY_CODECS {
                 fourcc.copy_from_slice(self.take(4)?);
@@ -196,42 +206,51 @@ impl Cursor<'_> {
             };
             let start = self.pos;
             self.take(size)?;
-            if id == 0 {
-                let body = self.data.slice(start..start + size);
-                return Ok((packet_type, Some((fourcc, body))));
+            if id <= MAX_TRACK && tracks.iter().all(|t| t.0 != id) {
+                tracks.push((id, fourcc, self.data.slice(start..start + size)));
             }
         }
-        Ok((packet_type, None))
+        Ok((packet_type, tracks))
     }
 }
 
 /// Enhanced RTMP: `[1 bit ex-header][3 bits frame type][4 bits packet type]`,
 /// modifier extensions, then a FourCC and the body, or a multitrack packet.
-fn parse_enhanced_video(data: Bytes) -> Result<VideoTag, FlvError> {
+fn parse_enhanced_video(data: Bytes) -> Result<Vec<(u8, VideoTag)>, FlvError> {
     let mut c = Cursor {
         what: "Enhanced RTMP video",
         data: &data,
         pos: 1,
     };
     let frame_type = (data[0] >> 4) & 0x07;
-    let mut packet_type = c.skip_modex(data[0] & 0x0f)?;
-    let (fourcc, body) = if packet_type == 6 {
-        let (inner, track) = c.multitrack()?;
-        packet_type = inner;
-        match track {
-            Some(t) => t,
-            None => return Ok(VideoTag::OtherTracks),
-        }
-    } else {
-        let mut fourcc = [0; 4];
-        fourcc.copy_from_slice(c.take(4)?);
-        (fourcc, data.slice(c.pos..))
-    };
+    let packet_type = c.skip_modex(data[0] & 0x0f)?;
+    if packet_type == 6 {
+        let (inner, tracks) = c.multitrack()?;
+        return tracks
+            .into_iter()
+            .map(|(id, fourcc, body)| Ok((id, enhanced_video(frame_type, inner, &fourcc, body)?)))
+            .collect();
+    }
+    let fourcc: [u8; 4] = c.take(4)?.try_into().expect("four bytes");
+    let body = data.slice(c.pos..);
+    Ok(vec![(
+        0,
+        enhanced_video(frame_type, packet_type, &fourcc, body)?,
+    )])
+}
+
+/// One track's Enhanced RTMP video body.
+fn enhanced_video(
+    frame_type: u8,
+    packet_type: u8,
+    fourcc: &[u8; 4],
+    body: Bytes,
+) -> Result<VideoTag, FlvError> {
     if packet_type == 4 || frame_type == FRAME_COMMAND {
         // Metadata packets and command frames carry no picture.
         return Ok(VideoTag::Ignored);
     }
-    let codec = video_codec(&fourcc)?;
+    let codec = video_codec(fourcc)?;
     match packet_type {
         0 => Ok(VideoTag::SequenceHeader(codec, body)),
         1 if codec != VideoCodec::Av1 => {
@@ -343,10 +362,12 @@ fn parse_enhanced_audio(data: Bytes) -> Result<AudioTag, FlvError> {
     };
     let mut packet_type = c.skip_modex(data[0] & 0x0f)?;
     let (fourcc, body) = if packet_type == 5 {
-        let (inner, track) = c.multitrack()?;
+        let (inner, tracks) = c.multitrack()?;
         packet_type = inner;
-        match track {
-            Some(t) => t,
+        // Track 0, the publisher's default audio; other languages are
+        // not carried.
+        match tracks.into_iter().find(|t| t.0 == 0) {
+            Some((_, fourcc, body)) => (fourcc, body),
             None => return Ok(AudioTag::Ignored),
         }
     } else {
@@ -375,6 +396,15 @@ mod tests {
 
     fn b(v: &[u8]) -> Bytes {
         Bytes::copy_from_slice(v)
+    }
+
+    /// The one tag of a single-track message.
+    fn parse_video(data: Bytes) -> Result<VideoTag, FlvError> {
+        let mut tags = super::parse_video(data)?;
+        assert_eq!(tags.len(), 1, "{tags:?}");
+        let (id, tag) = tags.pop().unwrap();
+        assert_eq!(id, 0);
+        Ok(tag)
     }
 
     #[test]
@@ -500,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn multitrack_takes_track_zero() {
+    fn multitrack_packets_give_every_track() {
         // One track (id 0), SequenceStart, hvc1.
         let v = b(&[0x96, 0x00, b'h', b'v', b'c', b'1', 0, 1, 2]);
         assert_eq!(
@@ -511,30 +541,38 @@ mod tests {
         let v = b(&[
             0x96, 0x13, b'a', b'v', b'c', b'1', 1, 0, 0, 2, 8, 8, 0, 0, 0, 1, 9,
         ]);
+        let frame = |data: &[u8]| VideoTag::Frame {
+            codec: H264,
+            keyframe: true,
+            cts_ms: 0,
+            data: b(data),
+        };
         assert_eq!(
-            parse_video(v),
-            Ok(VideoTag::Frame {
-                codec: H264,
-                keyframe: true,
-                cts_ms: 0,
-                data: b(&[9])
-            })
+            super::parse_video(v),
+            Ok(vec![(1, frame(&[8, 8])), (0, frame(&[9]))])
         );
         // Many codecs: each track names its own.
         let v = b(&[
             0x96, 0x23, b'a', b'v', b'c', b'1', 2, 0, 0, 1, 8, b'a', b'v', b'0', b'1', 0, 0, 0, 1,
             0x32,
         ]);
+        let tags = super::parse_video(v).unwrap();
+        assert!(matches!(tags[0], (2, VideoTag::Frame { codec: H264, .. })));
         assert!(matches!(
-            parse_video(v),
-            Ok(VideoTag::Frame {
-                codec: VideoCodec::Av1,
-                ..
-            })
+            tags[1],
+            (
+                0,
+                VideoTag::Frame {
+                    codec: VideoCodec::Av1,
+                    ..
+                }
+            )
         ));
-        // No track 0.
-        let v = b(&[0x96, 0x13, b'a', b'v', b'c', b'1', 3, 0, 0, 1, 8]);
-        assert_eq!(parse_video(v), Ok(VideoTag::OtherTracks));
+        // Ids above MAX_TRACK, and a repeated id, are skipped.
+        let v = b(&[
+            0x96, 0x13, b'a', b'v', b'c', b'1', 9, 0, 0, 1, 8, 3, 0, 0, 1, 7, 3, 0, 0, 1, 6,
+        ]);
+        assert_eq!(super::parse_video(v), Ok(vec![(3, frame(&[7]))]));
         // A track that claims more than there is; an undefined kind.
         let v = b(&[0x96, 0x13, b'a', b'v', b'c', b'1', 0, 0, 0xff, 0xff, 8]);
         assert!(matches!(parse_video(v), Err(FlvError::Truncated { .. })));

@@ -472,9 +472,6 @@ fn log_notice(p: &mut Publishing, notice: Option<Notice>) {
         Notice::ConfigChanged { kind, description } => {
             tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
         }
-        Notice::OtherTracks => {
-            tracing::info!(%stream, "multitrack video without track 0: streamd ingests track 0 and ignores the others")
-        }
         Notice::EmptyAudioFrame => {}
     }
 }

@@ -54,9 +54,6 @@ pub enum Notice {
     /// codec is not its sequence header's; it was dropped and video
     /// resumes at the next keyframe.
     CorruptFrame(FrameError),
-    /// An Enhanced RTMP multitrack packet had no track 0; streamd ingests
-    /// track 0 and ignores the others.
-    OtherTracks,
     /// A new sequence header changed the track's parameters.
     ConfigChanged {
         kind: TrackKind,
@@ -108,33 +105,47 @@ pub struct IngestStats {
 pub struct TagIngest {
     // Fields drop in order: the tracks finish their groups before the
     // broadcast is marked interrupted (which lets a new publisher in).
-    video: Option<TrackProducer>,
+    videos: Vec<VideoTrack>,
     audio: Option<TrackProducer>,
     broadcast: BroadcastProducer,
+    /// One clock for every video track: they share the message's timestamp.
     video_clock: RtmpTimestampUnwrapper,
     audio_clock: RtmpTimestampUnwrapper,
-    /// Video is dropped until a keyframe (at start, after a corrupt frame).
+    stats: IngestStats,
+}
+
+/// One of the publisher's video tracks: track 0, or another rendition of
+/// an Enhanced RTMP multitrack publisher.
+struct VideoTrack {
+    id: u8,
+    producer: Option<TrackProducer>,
+    /// Dropped until a keyframe (at start, after a corrupt frame or new
+    /// parameters).
     need_keyframe: bool,
     dropped_waiting: u64,
-    /// A multitrack packet without track 0 was seen (and said once).
-    other_tracks: bool,
-    stats: IngestStats,
 }
 
 pub const VIDEO_TRACK: &str = "video";
 pub const AUDIO_TRACK: &str = "audio";
 
+/// The bus track of a publisher's video track `id`: `video` for track 0,
+/// `video1`… for the renditions of a multitrack publisher.
+pub fn video_track_name(id: u8) -> String {
+    if id == 0 {
+        VIDEO_TRACK.to_owned()
+    } else {
+        format!("{VIDEO_TRACK}{id}")
+    }
+}
+
 impl TagIngest {
     pub fn new(broadcast: BroadcastProducer) -> TagIngest {
         TagIngest {
             broadcast,
-            video: None,
+            videos: Vec::new(),
             audio: None,
             video_clock: RtmpTimestampUnwrapper::new(),
             audio_clock: RtmpTimestampUnwrapper::new(),
-            need_keyframe: true,
-            dropped_waiting: 0,
-            other_tracks: false,
             stats: IngestStats::default(),
         }
     }
@@ -151,13 +162,48 @@ impl TagIngest {
         self.broadcast.set_meta(meta);
     }
 
+    /// A video message: one tag, or one per track of a multitrack packet.
+    /// Returns the first notice worth logging.
     pub fn video(
         &mut self,
         payload: Bytes,
         rtmp_ts: u32,
         at: Arrival,
     ) -> Result<Option<Notice>, IngestError> {
-        match flv::parse_video(payload)? {
+        let mut dts = None;
+        let mut notice = None;
+        for (id, tag) in flv::parse_video(payload)? {
+            let n = self.video_tag(id, tag, rtmp_ts, &mut dts, at)?;
+            notice = notice.or(n);
+        }
+        Ok(notice)
+    }
+
+    /// The index of video track `id`, made on first use (ids are bounded
+    /// by [`flv::MAX_TRACK`]).
+    fn video_slot(&mut self, id: u8) -> usize {
+        if let Some(i) = self.videos.iter().position(|v| v.id == id) {
+            return i;
+        }
+        self.videos.push(VideoTrack {
+            id,
+            producer: None,
+            need_keyframe: true,
+            dropped_waiting: 0,
+        });
+        self.videos.len() - 1
+    }
+
+    fn video_tag(
+        &mut self,
+        id: u8,
+        tag: VideoTag,
+        rtmp_ts: u32,
+        dts: &mut Option<MediaTime>,
+        at: Arrival,
+    ) -> Result<Option<Notice>, IngestError> {
+        let slot = self.video_slot(id);
+        match tag {
             VideoTag::SequenceHeader(codec, raw) => {
                 let config = match codec {
                     VideoCodec::H264 => CodecConfig::H264(AvcConfig::parse(raw)?),
@@ -166,16 +212,17 @@ impl TagIngest {
                 };
                 let (width, height) = config.video_size().unwrap_or_default();
                 let description = format!("{} {width}x{height}", config.codec_string());
+                let v = &mut self.videos[slot];
                 let notice = set_config(
-                    &mut self.video,
+                    &mut v.producer,
                     &mut self.broadcast,
-                    TrackKind::Video,
+                    TrackInfo::source(&video_track_name(id), TrackKind::Video),
                     config,
                     description,
                 );
                 if notice.is_some() {
                     // The new parameters apply from the next keyframe.
-                    self.need_keyframe = true;
+                    v.need_keyframe = true;
                 }
                 Ok(notice)
             }
@@ -185,8 +232,9 @@ impl TagIngest {
                 cts_ms,
                 data,
             } => {
-                let dts = self.video_clock.unwrap(rtmp_ts);
-                let Some(track) = self.video.as_mut() else {
+                let dts = *dts.get_or_insert_with(|| self.video_clock.unwrap(rtmp_ts));
+                let v = &mut self.videos[slot];
+                let Some(track) = v.producer.as_mut() else {
                     self.stats.dropped_frames += 1;
                     return Ok(Some(Notice::FrameBeforeConfig(TrackKind::Video)));
                 };
@@ -197,14 +245,14 @@ impl TagIngest {
                     Ok(data) => data,
                     Err(e) => {
                         self.stats.corrupt_frames += 1;
-                        self.need_keyframe = true;
+                        v.need_keyframe = true;
                         return Ok(Some(Notice::CorruptFrame(e)));
                     }
                 };
-                if self.need_keyframe && !keyframe {
+                if v.need_keyframe && !keyframe {
                     self.stats.dropped_frames += 1;
-                    self.dropped_waiting += 1;
-                    return Ok((self.dropped_waiting == 1).then_some(Notice::WaitingForKeyframe));
+                    v.dropped_waiting += 1;
+                    return Ok((v.dropped_waiting == 1).then_some(Notice::WaitingForKeyframe));
                 }
                 let frame = Frame {
                     dts,
@@ -222,21 +270,17 @@ impl TagIngest {
                 }
                 self.stats.video_frames += 1;
                 let mut notice = None;
-                if self.need_keyframe {
-                    self.need_keyframe = false;
-                    if self.dropped_waiting > 0 {
+                if v.need_keyframe {
+                    v.need_keyframe = false;
+                    if v.dropped_waiting > 0 {
                         notice = Some(Notice::KeyframeAfterDrops {
-                            dropped: std::mem::take(&mut self.dropped_waiting),
+                            dropped: std::mem::take(&mut v.dropped_waiting),
                         });
                     }
                 }
                 Ok(notice)
             }
             VideoTag::EndOfSequence | VideoTag::Ignored => Ok(None),
-            VideoTag::OtherTracks => {
-                Ok((!std::mem::replace(&mut self.other_tracks, true))
-                    .then_some(Notice::OtherTracks))
-            }
         }
     }
 
@@ -258,7 +302,7 @@ impl TagIngest {
                 Ok(set_config(
                     &mut self.audio,
                     &mut self.broadcast,
-                    TrackKind::Audio,
+                    TrackInfo::source(AUDIO_TRACK, TrackKind::Audio),
                     CodecConfig::Aac(config),
                     description,
                 ))
@@ -336,15 +380,12 @@ fn check_frame(config: &CodecConfig, codec: VideoCodec, data: Bytes) -> Result<B
 fn set_config(
     slot: &mut Option<TrackProducer>,
     broadcast: &mut BroadcastProducer,
-    kind: TrackKind,
+    info: TrackInfo,
     config: CodecConfig,
     description: String,
 ) -> Option<Notice> {
-    let name = match kind {
-        TrackKind::Video => VIDEO_TRACK,
-        TrackKind::Audio => AUDIO_TRACK,
-    };
-    let track = slot.get_or_insert_with(|| broadcast.track(TrackInfo::source(name, kind)));
+    let kind = info.kind;
+    let track = slot.get_or_insert_with(|| broadcast.track(info));
     let changed = track.config().is_some_and(|c| **c != config);
     track.set_config(config);
     changed.then_some(Notice::ConfigChanged { kind, description })

@@ -3,6 +3,9 @@
 //! not or when the ladder cannot be built. Pure functions of what the
 //! broadcast holds.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::bus::{BroadcastUpdate, Catalog, TrackKind, VideoEntry};
 use crate::media::CodecConfig;
 
@@ -45,32 +48,51 @@ pub fn aac_pending(update: &BroadcastUpdate, c: &Catalog) -> bool {
 /// The broadcast served as its publisher sent it: its video (which WebRTC
 /// serves as OME does when it is H.264, trusting the publisher to send no
 /// B-frames; HEVC and AV1 go to LL-HLS only) and its audio: AAC for
-/// LL-HLS, or Opus (WHIP) for WebRTC. `video` is the video's configuration
-/// once its first frame is there. Complete once the video's codec is known
-/// and the audio is there, unless the publisher did not declare any.
+/// LL-HLS, or Opus (WHIP) for WebRTC.
+///
+/// The first video track is `source`; a multitrack publisher's other
+/// renditions are listed by their track names once their codec is known,
+/// largest picture first. `configs` has each video track's configuration
+/// once its first frame is there. Complete once the first track's codec is
+/// known and the audio is there, unless the publisher did not declare any.
 pub fn source_catalog(
     update: &BroadcastUpdate,
-    video: Option<&CodecConfig>,
+    configs: &HashMap<String, Arc<CodecConfig>>,
     fallback: Option<String>,
 ) -> Catalog {
-    let entries: Vec<VideoEntry> = source_track(update, TrackKind::Video)
-        .map(|track| VideoEntry {
-            name: "source".into(),
-            track,
+    let mut entries = Vec::new();
+    let mut first_known = false;
+    let sources = update
+        .tracks
+        .iter()
+        .filter(|t| !t.derived && t.kind == TrackKind::Video);
+    for (i, t) in sources.enumerate() {
+        let config = configs.get(&t.name).map(|c| &**c);
+        if i == 0 {
+            first_known = config.is_some();
+        } else if config.is_none() {
+            continue;
+        }
+        let (width, height) = config.and_then(CodecConfig::video_size).unwrap_or_default();
+        entries.push(VideoEntry {
+            name: if i == 0 {
+                "source".into()
+            } else {
+                t.name.clone()
+            },
+            track: t.name.clone(),
             // Unknown: the publisher's figure is only a hint.
             bitrate: 0,
-            width: 0,
-            height: 0,
+            width,
+            height,
             passthrough: true,
-            webrtc_safe: matches!(video, Some(CodecConfig::H264(_))),
-        })
-        .into_iter()
-        .collect();
+            webrtc_safe: matches!(config, Some(CodecConfig::H264(_))),
+        });
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(u64::from(e.width) * u64::from(e.height)));
     let (audio, webrtc_audio) = source_audio(update);
     // A publisher's Opus waits for its AAC, as LL-HLS must start with it.
-    let complete = !entries.is_empty()
-        && video.is_some()
-        && (audio.is_some() || update.meta.has_audio != Some(true));
+    let complete = first_known && (audio.is_some() || update.meta.has_audio != Some(true));
     Catalog {
         video: entries,
         audio,
@@ -101,6 +123,11 @@ mod tests {
         )
     }
 
+    /// `track` known to carry `config`.
+    fn known(track: &str, config: CodecConfig) -> HashMap<String, Arc<CodecConfig>> {
+        HashMap::from([(track.to_owned(), Arc::new(config))])
+    }
+
     fn update(tracks: Vec<TrackInfo>, has_audio: Option<bool>) -> BroadcastUpdate {
         BroadcastUpdate {
             status: BroadcastStatus::Live { session: 0 },
@@ -119,20 +146,35 @@ mod tests {
         let v = TrackInfo::source("video", TrackKind::Video);
         let a = TrackInfo::source("audio", TrackKind::Audio);
         // Audio declared but not there yet: wait for it.
-        let c = source_catalog(&update(vec![v.clone()], Some(true)), Some(&h264()), None);
+        let c = source_catalog(
+            &update(vec![v.clone()], Some(true)),
+            &known("video", h264()),
+            None,
+        );
         assert_eq!(c.video[0].track, "video");
         assert_eq!(c.video[0].name, "source");
         assert!(c.video[0].webrtc_safe && c.video[0].passthrough);
         assert!(!c.complete);
         // Nothing declared: the video is enough.
-        assert!(source_catalog(&update(vec![v.clone()], None), Some(&h264()), None).complete);
-        let c = source_catalog(&update(vec![v.clone(), a], Some(true)), Some(&h264()), None);
+        assert!(
+            source_catalog(
+                &update(vec![v.clone()], None),
+                &known("video", h264()),
+                None
+            )
+            .complete
+        );
+        let c = source_catalog(
+            &update(vec![v.clone(), a], Some(true)),
+            &known("video", h264()),
+            None,
+        );
         assert!(c.complete);
         assert_eq!(c.audio.as_deref(), Some("audio"));
         assert_eq!(c.webrtc_audio, None);
         // No video: never complete, whatever the audio.
         let only_audio = TrackInfo::source("audio", TrackKind::Audio);
-        assert!(!source_catalog(&update(vec![only_audio], None), None, None).complete);
+        assert!(!source_catalog(&update(vec![only_audio], None), &HashMap::new(), None).complete);
     }
 
     #[test]
@@ -140,13 +182,39 @@ mod tests {
         use crate::media::hevc::tests::{HVCC_320X240, hex};
         let v = TrackInfo::source("video", TrackKind::Video);
         let u = update(vec![v], None);
-        let c = source_catalog(&u, None, None);
+        let c = source_catalog(&u, &HashMap::new(), None);
         assert!(!c.complete, "the first frame tells the codec");
         let hevc = CodecConfig::Hevc(crate::media::HevcConfig::parse(hex(HVCC_320X240)).unwrap());
-        let c = source_catalog(&u, Some(&hevc), None);
+        let c = source_catalog(&u, &known("video", hevc), None);
         assert!(c.complete);
         assert!(!c.video[0].webrtc_safe);
-        assert!(source_catalog(&u, Some(&h264()), None).video[0].webrtc_safe);
+        assert!(source_catalog(&u, &known("video", h264()), None).video[0].webrtc_safe);
+    }
+
+    #[test]
+    fn a_multitrack_publishers_renditions_are_listed_once_known_largest_first() {
+        use crate::media::hevc::tests::{HVCC_1080P_MAIN10, hex};
+        let tracks = vec![
+            TrackInfo::source("video", TrackKind::Video),
+            TrackInfo::source("video1", TrackKind::Video),
+        ];
+        let u = update(tracks, None);
+        // Only track 0 known: complete, with one rendition.
+        let mut configs = known("video", h264());
+        let c = source_catalog(&u, &configs, None);
+        assert!(c.complete);
+        assert_eq!(c.video.len(), 1);
+        // Track 1 (1080p HEVC) known: listed first, by its track name.
+        let hevc =
+            CodecConfig::Hevc(crate::media::HevcConfig::parse(hex(HVCC_1080P_MAIN10)).unwrap());
+        configs.insert("video1".into(), Arc::new(hevc));
+        let c = source_catalog(&u, &configs, None);
+        let names: Vec<(&str, u32, bool)> = c
+            .video
+            .iter()
+            .map(|v| (v.name.as_str(), v.height, v.webrtc_safe))
+            .collect();
+        assert_eq!(names, [("video1", 1080, false), ("source", 240, true)]);
     }
 
     #[test]
@@ -155,7 +223,7 @@ mod tests {
         let v = TrackInfo::source("video", TrackKind::Video);
         let c = source_catalog(
             &update(vec![rung, v], None),
-            Some(&h264()),
+            &known("video", h264()),
             Some("why".into()),
         );
         assert_eq!(c.video.len(), 1);
@@ -197,14 +265,14 @@ mod tests {
         u.meta.opus_audio = true;
         // Before the AAC exists: WebRTC has its audio, LL-HLS has none,
         // and the catalog is not complete (LL-HLS would start without it).
-        let c = source_catalog(&u, Some(&h264()), None);
+        let c = source_catalog(&u, &known("video", h264()), None);
         assert_eq!(c.webrtc_audio.as_deref(), Some("audio"));
         assert_eq!(c.audio, None);
         assert!(!c.complete);
         assert!(aac_pending(&u, &c));
         u.tracks
             .push(TrackInfo::derived(AAC_TRACK, TrackKind::Audio));
-        let c = source_catalog(&u, Some(&h264()), None);
+        let c = source_catalog(&u, &known("video", h264()), None);
         assert_eq!(c.audio.as_deref(), Some(AAC_TRACK));
         assert!(c.complete && !aac_pending(&u, &c));
         // An RTMP publisher's AAC is listed as it came.

@@ -3,7 +3,7 @@
 //! threads of [`super::pipeline`]); for the others, the source passed
 //! through. Either way this stage publishes the broadcast's catalog.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,20 +70,28 @@ pub async fn run(
 async fn pass_through(mut broadcast: BroadcastConsumer) {
     let mut update = broadcast.snapshot();
     let mut aac: Option<(Pipeline, TrackConsumer)> = None;
-    // The source video's codec, from its first frame (WebRTC takes H.264
-    // only), and the consumer that waits for that frame.
-    let mut video: Option<Arc<CodecConfig>> = None;
-    let mut first_video: Option<TrackConsumer> = None;
+    // Each source video track's codec, from its first frame (WebRTC takes
+    // H.264 only; a multitrack publisher's renditions are listed once
+    // known), and the consumers waiting for those frames.
+    let mut configs: HashMap<String, Arc<CodecConfig>> = HashMap::new();
+    let mut watched: HashSet<String> = HashSet::new();
+    let mut first_frames: SelectAll<BoxStream<'static, (String, Arc<CodecConfig>)>> =
+        SelectAll::new();
     loop {
-        broadcast.publish_catalog(source_catalog(&update, video.as_deref(), None));
+        broadcast.publish_catalog(source_catalog(&update, &configs, None));
         if update.status == BroadcastStatus::Ended {
             break;
         }
-        if video.is_none()
-            && first_video.is_none()
-            && let Some(name) = source_track(&update, TrackKind::Video)
+        for t in update
+            .tracks
+            .iter()
+            .filter(|t| !t.derived && t.kind == TrackKind::Video)
         {
-            first_video = broadcast.subscribe_at(&name, StartAt::Oldest, None);
+            if watched.insert(t.name.clone())
+                && let Some(consumer) = broadcast.subscribe_at(&t.name, StartAt::Oldest, None)
+            {
+                first_frames.push(first_config(t.name.clone(), consumer));
+            }
         }
         if aac.is_none()
             && update.meta.opus_audio
@@ -117,29 +125,35 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
             }
             std::future::pending().await
         };
-        let first_frame = async {
-            let Some(consumer) = first_video.as_mut() else {
-                return std::future::pending().await;
-            };
-            while let Some(ev) = consumer.next().await {
-                if let TrackEvent::Frame(ev) = ev {
-                    return ev.group.config.clone();
-                }
-            }
-            std::future::pending().await
-        };
         tokio::select! {
             u = broadcast.update() => update = u,
             () = forward => {}
-            config = first_frame => {
-                video = Some(config);
-                first_video = None;
+            Some((name, config)) = first_frames.next(), if !first_frames.is_empty() => {
+                configs.insert(name, config);
             }
         }
     }
     if let Some((pipeline, _)) = aac {
         let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
     }
+}
+
+/// The configuration of a track's first frame, once it is there.
+fn first_config(
+    name: String,
+    consumer: TrackConsumer,
+) -> BoxStream<'static, (String, Arc<CodecConfig>)> {
+    stream::once(async move {
+        let mut consumer = consumer;
+        while let Some(ev) = consumer.next().await {
+            if let TrackEvent::Frame(f) = ev {
+                return Some((name, f.group.config.clone()));
+            }
+        }
+        None
+    })
+    .filter_map(std::future::ready)
+    .boxed()
 }
 
 /// The AAC a WHIP publisher's Opus is transcoded to, for LL-HLS and
@@ -250,7 +264,11 @@ impl Reader {
     fn refresh_catalog(&self, update: &BroadcastUpdate) {
         let opus = self.config.opus;
         if let Some(reason) = &self.fallback {
-            let source = source_catalog(update, self.source_video.as_deref(), Some(reason.clone()));
+            let configs = source_track(update, TrackKind::Video)
+                .zip(self.source_video.clone())
+                .into_iter()
+                .collect();
+            let source = source_catalog(update, &configs, Some(reason.clone()));
             self.broadcast.update_catalog(|c| {
                 let webrtc_audio = c.webrtc_audio.take();
                 *c = source;
