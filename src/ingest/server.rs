@@ -450,29 +450,8 @@ async fn on_event<S: AsyncWrite + Unpin>(
 }
 
 fn log_notice(p: &mut Publishing, notice: Option<Notice>) {
-    let Some(notice) = notice else { return };
-    let stream = &p.path;
-    match notice {
-        Notice::FrameBeforeConfig(kind) => {
-            if let Some(suppressed) = p.corrupt_log.check(Instant::now()) {
-                tracing::warn!(%stream, kind = kind.as_str(), suppressed, "dropping frames sent before their sequence header");
-            }
-        }
-        Notice::WaitingForKeyframe => {
-            tracing::info!(%stream, "video does not start with a keyframe: dropping frames until one arrives")
-        }
-        Notice::KeyframeAfterDrops { dropped } => {
-            tracing::info!(%stream, dropped, "keyframe arrived; video starts here")
-        }
-        Notice::CorruptFrame(e) => {
-            if let Some(suppressed) = p.corrupt_log.check(Instant::now()) {
-                tracing::warn!(%stream, error = %e, suppressed, "dropped a corrupt video frame; resuming at the next keyframe");
-            }
-        }
-        Notice::ConfigChanged { kind, description } => {
-            tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
-        }
-        Notice::EmptyAudioFrame => {}
+    if let Some(notice) = notice {
+        notice.log(&p.path, &mut p.corrupt_log, Instant::now());
     }
 }
 

@@ -18,11 +18,14 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 
 use super::flv::{self, AudioTag, FlvError, VideoCodec, VideoTag};
-use crate::bus::{BroadcastMeta, BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
+use crate::bus::{
+    BroadcastMeta, BroadcastProducer, Frame, StreamPath, TrackInfo, TrackKind, TrackProducer,
+};
 use crate::media::{
     AacConfig, AacError, Av1Config, Av1Error, AvcConfig, CodecConfig, H264Error, HevcConfig,
     HevcError, av1,
 };
+use crate::ratelimit::LogLimiter;
 use crate::time::{MediaTime, RtmpTimestampUnwrapper};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,35 @@ pub enum Notice {
     },
     /// An empty audio frame was ignored.
     EmptyAudioFrame,
+}
+
+impl Notice {
+    /// Logs the notice for `stream`, as every ingest protocol words it;
+    /// the ones a damaged stream repeats go through `limiter`.
+    pub fn log(self, stream: &StreamPath, limiter: &mut LogLimiter, now: Instant) {
+        match self {
+            Notice::FrameBeforeConfig(kind) => {
+                if let Some(suppressed) = limiter.check(now) {
+                    tracing::warn!(%stream, kind = kind.as_str(), suppressed, "dropping frames sent before their sequence header");
+                }
+            }
+            Notice::WaitingForKeyframe => {
+                tracing::info!(%stream, "video does not start with a keyframe: dropping frames until one arrives")
+            }
+            Notice::KeyframeAfterDrops { dropped } => {
+                tracing::info!(%stream, dropped, "keyframe arrived; video starts here")
+            }
+            Notice::CorruptFrame(e) => {
+                if let Some(suppressed) = limiter.check(now) {
+                    tracing::warn!(%stream, error = %e, suppressed, "dropped a corrupt video frame; resuming at the next keyframe");
+                }
+            }
+            Notice::ConfigChanged { kind, description } => {
+                tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
+            }
+            Notice::EmptyAudioFrame => {}
+        }
+    }
 }
 
 /// Why a video frame was dropped.

@@ -37,7 +37,9 @@ const SRT_EPOLL_ERR: c_int = 0x8;
 const SRTS_CONNECTED: c_int = 5;
 /// Non-blocking receive or accept: nothing there now.
 const SRT_EASYNCRCV: c_int = 6002;
-/// `srt_epoll_uwait` with nothing ready within the timeout.
+/// Nothing ready within the timeout. libsrt's `srt_epoll_uwait` returns 0
+/// then (1.5); `srt_epoll_wait` and older releases report this error,
+/// which is taken as the same thing rather than as a failure of the loop.
 const SRT_ETIMEOUT: c_int = 6003;
 
 /// The longest stream id SRT carries.

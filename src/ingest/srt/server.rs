@@ -27,7 +27,7 @@ use crate::bus::{BroadcastStatus, Registry, StreamPath};
 use crate::config::SrtConfig;
 use crate::connlimit::{ConnectionLimit, ConnectionPermit};
 use crate::ingest::mpegts::{TsIngest, TsNotice};
-use crate::ingest::tags::{Arrival, Notice};
+use crate::ingest::tags::Arrival;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
@@ -500,19 +500,10 @@ impl Caller {
 fn log_notice(p: &mut Publishing, notice: TsNotice) {
     let stream = &p.path;
     match notice {
-        TsNotice::Frame(Notice::WaitingForKeyframe) => {
-            tracing::info!(%stream, "video does not start with a keyframe: dropping frames until one arrives")
-        }
-        TsNotice::Frame(Notice::KeyframeAfterDrops { dropped }) => {
-            tracing::info!(%stream, dropped, "keyframe arrived; video starts here")
-        }
-        TsNotice::Frame(Notice::ConfigChanged { kind, description }) => {
-            tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
-        }
+        TsNotice::Frame(n) => n.log(stream, &mut p.log, Instant::now()),
         TsNotice::Ignored { pid, stream_type } => {
-            tracing::warn!(%stream, pid, stream_type = format!("{stream_type:#04x}"), "ignoring an MPEG-TS stream of a type streamd does not read (H.264 video and AAC audio are read)")
+            tracing::warn!(%stream, pid, stream_type = format!("{stream_type:#04x}"), "ignoring an MPEG-TS stream of a type streamd does not read (H.264 or HEVC video and AAC audio are read)")
         }
-        TsNotice::Frame(Notice::EmptyAudioFrame) => {}
         other => {
             if let Some(suppressed) = p.log.check(Instant::now()) {
                 tracing::warn!(%stream, suppressed, problem = ?other, "damaged MPEG-TS from the publisher: dropped what it cut; video resumes at the next keyframe");
