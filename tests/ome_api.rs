@@ -104,6 +104,17 @@ async fn an_ome_backend_finds_its_api() {
     assert_eq!(v, fixture("error-401.response.json"));
     let (status, _) = call_as(&server, "GET", "/v1/vhosts", None, Some("not-the-token")).await;
     assert_eq!(status, 401);
+    // Every call, whatever it would do, before it does it.
+    for (method, path) in [
+        ("GET", "/v1/version"),
+        ("GET", "/v1/vhosts/default/apps/live/streams"),
+        ("POST", "/v1/vhosts/default/apps/live:startRecord"),
+        ("DELETE", "/v1/vhosts/default/apps/live/streams/cam"),
+        ("GET", "/v1/vhosts/nowhere"),
+    ] {
+        let (status, _) = call_as(&server, method, path, None, None).await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
 
     let (_, v) = call(&server, "GET", "/v1/vhosts", None).await;
     assert_eq!(v, fixture("vhosts.response.json"));

@@ -22,8 +22,9 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -133,7 +134,14 @@ pub fn routes(api: OmeApi) -> Router {
             get(stream).delete(delete_stream),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Every call, before its handler (and before a body is read).
+        .route_layer(middleware::from_fn_with_state(api.clone(), authorized))
         .with_state(api)
+}
+
+async fn authorized(State(api): State<OmeApi>, request: Request, next: Next) -> Result<Response> {
+    authorize(&api, request.headers())?;
+    Ok(next.run(request).await)
 }
 
 /// `Authorization: Basic base64(<access token>)`, compared in constant
@@ -171,25 +179,18 @@ fn check_vhost(api: &OmeApi, vh: &str) -> Result<()> {
     Ok(())
 }
 
-async fn version(State(api): State<OmeApi>, headers: HeaderMap) -> Result<Answer> {
-    authorize(&api, &headers)?;
+async fn version() -> Result<Answer> {
     let v = env!("CARGO_PKG_VERSION");
     Ok(ok(
         json!({"version": v, "gitVersion": format!("streamd-{v}")}),
     ))
 }
 
-async fn vhosts(State(api): State<OmeApi>, headers: HeaderMap) -> Result<Answer> {
-    authorize(&api, &headers)?;
+async fn vhosts(State(api): State<OmeApi>) -> Result<Answer> {
     Ok(ok(json!([api.config.vhost])))
 }
 
-async fn vhost(
-    State(api): State<OmeApi>,
-    headers: HeaderMap,
-    Path(vh): Path<String>,
-) -> Result<Answer> {
-    authorize(&api, &headers)?;
+async fn vhost(State(api): State<OmeApi>, Path(vh): Path<String>) -> Result<Answer> {
     check_vhost(&api, &vh)?;
     Ok(ok(json!({"name": vh, "host": {"names": ["*"]}})))
 }
@@ -207,12 +208,7 @@ async fn app_names(api: &OmeApi) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
-async fn apps(
-    State(api): State<OmeApi>,
-    headers: HeaderMap,
-    Path(vh): Path<String>,
-) -> Result<Answer> {
-    authorize(&api, &headers)?;
+async fn apps(State(api): State<OmeApi>, Path(vh): Path<String>) -> Result<Answer> {
     check_vhost(&api, &vh)?;
     Ok(ok(json!(app_names(&api).await?)))
 }
@@ -228,12 +224,7 @@ async fn check_app(api: &OmeApi, vh: &str, app: &str) -> Result<()> {
     Ok(())
 }
 
-async fn app(
-    State(api): State<OmeApi>,
-    headers: HeaderMap,
-    Path((vh, app)): Path<(String, String)>,
-) -> Result<Answer> {
-    authorize(&api, &headers)?;
+async fn app(State(api): State<OmeApi>, Path((vh, app)): Path<(String, String)>) -> Result<Answer> {
     check_app(&api, &vh, &app).await?;
     Ok(ok(json!({
         "name": app,
@@ -258,10 +249,8 @@ fn live(api: &OmeApi, app: &str) -> Vec<BroadcastConsumer> {
 
 async fn streams(
     State(api): State<OmeApi>,
-    headers: HeaderMap,
     Path((vh, app)): Path<(String, String)>,
 ) -> Result<Answer> {
-    authorize(&api, &headers)?;
     check_app(&api, &vh, &app).await?;
     let names: Vec<String> = live(&api, &app)
         .iter()
@@ -288,20 +277,16 @@ fn find_stream(api: &OmeApi, vh: &str, app: &str, stream: &str) -> Result<Broadc
 
 async fn stream(
     State(api): State<OmeApi>,
-    headers: HeaderMap,
     Path((vh, app, name)): Path<(String, String, String)>,
 ) -> Result<Answer> {
-    authorize(&api, &headers)?;
     let b = find_stream(&api, &vh, &app, &name)?;
     Ok(ok(stream_info(&b)))
 }
 
 async fn delete_stream(
     State(api): State<OmeApi>,
-    headers: HeaderMap,
     Path((vh, app, name)): Path<(String, String, String)>,
 ) -> Result<Answer> {
-    authorize(&api, &headers)?;
     let b = find_stream(&api, &vh, &app, &name)?;
     if api.registry.end(b.path()) {
         tracing::info!(stream = %b.path(), "stream ended through OME's API");
@@ -428,11 +413,9 @@ fn stream_info(b: &BroadcastConsumer) -> Value {
 /// so the action is read from the app segment here).
 async fn app_action(
     State(api): State<OmeApi>,
-    headers: HeaderMap,
     Path((vh, segment)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Answer> {
-    authorize(&api, &headers)?;
     let Some((app, action)) = segment.split_once(':') else {
         return Err(error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"));
     };
