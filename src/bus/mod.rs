@@ -82,6 +82,11 @@ impl TrackKind {
     }
 }
 
+/// The name of a publisher's default video track (Enhanced RTMP's track 0;
+/// the only one for most publishers). Ingest names a multitrack
+/// publisher's other renditions `video1`, `video2`…
+pub const SOURCE_VIDEO: &str = "video";
+
 /// What a track is. What it is *for* (which tracks players get) is the
 /// broadcast's [`Catalog`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -78,10 +78,17 @@ impl AnnexBVideo {
         if !au.contiguous && !keyframe {
             self.need_keyframe = true;
         }
-        let Some(track) = self.track.as_mut() else {
+        // No configuration yet, or one of another codec (a PMT that changed
+        // the stream type): wait for this codec's parameter sets.
+        let Some(track) = self
+            .track
+            .as_mut()
+            .filter(|t| t.config().and_then(|c| c.video_codec()) == Some(au.codec))
+        else {
             stats.dropped_frames += 1;
+            self.need_keyframe = true;
             return Ok(Step {
-                notice: Some(Notice::FrameBeforeConfig(TrackKind::Video)),
+                notice: notice.or(Some(Notice::FrameBeforeConfig(TrackKind::Video))),
                 need_keyframe: true,
             });
         };

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FlvError {
     #[error("empty {0} tag")]
     Empty(&'static str),
@@ -65,6 +65,10 @@ pub enum VideoTag {
     /// Video info/command frames (frame type 5), metadata and empty
     /// payloads, which carry no picture.
     Ignored,
+    /// A multitrack packet's track other than 0 that streamd cannot take
+    /// (its codec or packet type), and why: that track is dropped, the
+    /// others go on.
+    Refused(FlvError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,8 +232,19 @@ fn parse_enhanced_video(data: Bytes) -> Result<Vec<(u8, VideoTag)>, FlvError> {
         let (inner, tracks) = c.multitrack()?;
         return tracks
             .into_iter()
-            .map(|(id, fourcc, body)| Ok((id, enhanced_video(frame_type, inner, &fourcc, body)?)))
+            .map(
+                |(id, fourcc, body)| match enhanced_video(frame_type, inner, &fourcc, body) {
+                    Ok(tag) => Ok((id, tag)),
+                    // Another rendition streamd cannot take costs only itself.
+                    Err(e) if id != 0 => Ok((id, VideoTag::Refused(e))),
+                    Err(e) => Err(e),
+                },
+            )
             .collect();
+    }
+    if frame_type == FRAME_COMMAND {
+        // A command (one byte: seek start/end) and no FourCC.
+        return Ok(vec![(0, VideoTag::Ignored)]);
     }
     let fourcc: [u8; 4] = c.take(4)?.try_into().expect("four bytes");
     let body = data.slice(c.pos..);
@@ -487,6 +502,8 @@ mod tests {
             parse_video(b(&[0x92, b'a', b'v', b'0', b'1'])),
             Ok(VideoTag::EndOfSequence)
         );
+        // A command frame (seek start) has no FourCC, and no picture.
+        assert_eq!(parse_video(b(&[0xd1, 0x00])), Ok(VideoTag::Ignored));
         // Metadata (colorInfo) carries no picture.
         assert_eq!(
             parse_video(b(&[0xd4, b'h', b'v', b'c', b'1', 2, 0])),
@@ -568,6 +585,18 @@ mod tests {
                 }
             )
         ));
+        // Track 2 in a codec streamd does not take: refused alone.
+        let v = b(&[
+            0x96, 0x23, b'v', b'p', b'0', b'9', 2, 0, 0, 1, 8, b'a', b'v', b'c', b'1', 0, 0, 0, 1,
+            9,
+        ]);
+        assert_eq!(
+            super::parse_video(v),
+            Ok(vec![
+                (2, VideoTag::Refused(FlvError::VideoFourCc("vp09".into()))),
+                (0, frame(&[9]))
+            ])
+        );
         // Ids above MAX_TRACK, and a repeated id, are skipped.
         let v = b(&[
             0x96, 0x13, b'a', b'v', b'c', b'1', 9, 0, 0, 1, 8, 3, 0, 0, 1, 7, 3, 0, 0, 1, 6,

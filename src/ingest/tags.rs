@@ -64,6 +64,9 @@ pub enum Notice {
     },
     /// An empty audio frame was ignored.
     EmptyAudioFrame,
+    /// A multitrack publisher's video track (not track 0) cannot be taken:
+    /// it is dropped, and the other tracks go on.
+    TrackRefused { id: u8, why: String },
 }
 
 impl Notice {
@@ -91,6 +94,9 @@ impl Notice {
                 tracing::info!(%stream, kind = kind.as_str(), %description, "codec parameters changed")
             }
             Notice::EmptyAudioFrame => {}
+            Notice::TrackRefused { id, why } => {
+                tracing::warn!(%stream, track = id, %why, "dropping a video track of this multitrack publisher")
+            }
         }
     }
 }
@@ -155,9 +161,11 @@ struct VideoTrack {
     /// parameters).
     need_keyframe: bool,
     dropped_waiting: u64,
+    /// A track other than 0 that cannot be taken: its frames are dropped.
+    refused: bool,
 }
 
-pub const VIDEO_TRACK: &str = "video";
+pub const VIDEO_TRACK: &str = crate::bus::SOURCE_VIDEO;
 pub const AUDIO_TRACK: &str = "audio";
 
 /// The bus track of a publisher's video track `id`: `video` for track 0,
@@ -222,6 +230,7 @@ impl TagIngest {
             producer: None,
             need_keyframe: true,
             dropped_waiting: 0,
+            refused: false,
         });
         self.videos.len() - 1
     }
@@ -235,12 +244,35 @@ impl TagIngest {
         at: Arrival,
     ) -> Result<Option<Notice>, IngestError> {
         let slot = self.video_slot(id);
+        if self.videos[slot].refused {
+            if matches!(tag, VideoTag::Frame { .. }) {
+                self.stats.dropped_frames += 1;
+            }
+            return Ok(None);
+        }
+        let refuse = |v: &mut VideoTrack, why: String| {
+            v.refused = true;
+            Ok(Some(Notice::TrackRefused { id, why }))
+        };
         match tag {
+            VideoTag::Refused(e) => refuse(&mut self.videos[slot], e.to_string()),
             VideoTag::SequenceHeader(codec, raw) => {
-                let config = match codec {
-                    VideoCodec::H264 => CodecConfig::H264(AvcConfig::parse(raw)?),
-                    VideoCodec::Hevc => CodecConfig::Hevc(HevcConfig::parse(raw)?),
-                    VideoCodec::Av1 => CodecConfig::Av1(Av1Config::parse(raw)?),
+                let parsed: Result<CodecConfig, IngestError> = match codec {
+                    VideoCodec::H264 => AvcConfig::parse(raw)
+                        .map(CodecConfig::H264)
+                        .map_err(Into::into),
+                    VideoCodec::Hevc => HevcConfig::parse(raw)
+                        .map(CodecConfig::Hevc)
+                        .map_err(Into::into),
+                    VideoCodec::Av1 => Av1Config::parse(raw)
+                        .map(CodecConfig::Av1)
+                        .map_err(Into::into),
+                };
+                let config = match parsed {
+                    Ok(c) => c,
+                    // Only the default track's bad record ends the stream.
+                    Err(e) if id != 0 => return refuse(&mut self.videos[slot], e.to_string()),
+                    Err(e) => return Err(e),
                 };
                 let (width, height) = config.video_size().unwrap_or_default();
                 let description = format!("{} {width}x{height}", config.codec_string());
@@ -491,6 +523,51 @@ mod tests {
         assert_eq!(frames[0].frame.pts, MediaTime::from_millis(99));
         assert_eq!(frames[1].frame.pts, MediaTime::from_millis(166));
         assert_eq!(ing.stats().dropped_frames, 3);
+    }
+
+    #[test]
+    fn a_multitrack_track_streamd_cannot_take_costs_only_itself() {
+        let (_reg, mut ing) = setup();
+        let at = Arrival::now();
+        // SequenceStart, many codecs: track 0 avc1, track 1 hvc1 with a
+        // truncated hvcC, track 2 vp09.
+        let mut v = vec![0x96, 0x20];
+        let mut track = |fourcc: &[u8], id: u8, body: &[u8]| {
+            v.extend_from_slice(fourcc);
+            v.push(id);
+            v.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+            v.extend_from_slice(body);
+        };
+        track(b"avc1", 0, AVCC_320X240);
+        track(b"hvc1", 1, &[1, 2, 3]);
+        track(b"vp09", 2, &[0]);
+        let mut notices = Vec::new();
+        for (id, tag) in flv::parse_video(Bytes::from(v)).unwrap() {
+            let mut dts = None;
+            notices.push(ing.video_tag(id, tag, 0, &mut dts, at).unwrap());
+        }
+        assert!(notices[0].is_none());
+        assert!(
+            matches!(&notices[1], Some(Notice::TrackRefused { id: 1, why }) if why.contains("HEVC"))
+        );
+        assert!(
+            matches!(&notices[2], Some(Notice::TrackRefused { id: 2, why }) if why.contains("vp09"))
+        );
+        // Track 0 plays on; frames of the refused tracks are dropped quietly.
+        ing.video(video_frame(true, 0, &[0x65]), 0, at).unwrap();
+        let mut f = vec![0x91, b'h', b'v', b'c', b'1', 0, 0, 0];
+        f.extend_from_slice(&[0, 0, 0, 1, 0x26]);
+        let mut multi = vec![0x96, 0x11, b'h', b'v', b'c', b'1', 1];
+        multi.extend_from_slice(&(f.len() as u32 - 5).to_be_bytes()[1..]);
+        multi.extend_from_slice(&f[5..]);
+        assert_eq!(ing.video(Bytes::from(multi), 33, at).unwrap(), None);
+        assert_eq!(read_all(&ing, VIDEO_TRACK).len(), 1);
+        assert!(
+            ing.broadcast()
+                .consumer()
+                .subscribe("video1", None)
+                .is_none()
+        );
     }
 
     #[test]

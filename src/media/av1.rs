@@ -118,6 +118,12 @@ pub fn check_frame(frame: Bytes) -> Result<Bytes, Av1Error> {
             skip = obu.len;
         }
     }
+    if skip == frame.len() {
+        return Err(Av1Error::Obu {
+            offset: skip,
+            what: "the frame has no OBU but a temporal delimiter",
+        });
+    }
     Ok(frame.slice(skip..))
 }
 
@@ -220,7 +226,7 @@ fn sequence_header_size(payload: &[u8]) -> Result<(u32, u32), Av1Error> {
         if timing {
             r.skip(64).ok_or(M("timing_info"))?;
             if r.bit().ok_or(M("equal_picture_interval"))? {
-                r.ue().ok_or(M("num_ticks_per_picture_minus_1"))?;
+                r.uvlc().ok_or(M("num_ticks_per_picture_minus_1"))?;
             }
             decoder_model = r.bit().ok_or(M("decoder_model_info_present_flag"))?;
             if decoder_model {
@@ -320,6 +326,9 @@ pub(crate) mod tests {
         // A size that runs past the end, and a forbidden bit.
         assert!(check_frame(hex("3205aabb")).is_err());
         assert!(check_frame(hex("b200")).is_err());
+        // Nothing but a temporal delimiter, or nothing at all.
+        assert!(check_frame(hex("1200")).is_err());
+        assert!(check_frame(Bytes::new()).is_err());
         // Without a size field the OBU runs to the end.
         assert_eq!(check_frame(hex("30aabb")).unwrap(), hex("30aabb"));
     }

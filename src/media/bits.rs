@@ -60,6 +60,20 @@ impl<'a> BitReader<'a> {
         Some(((1u64 << zeros) - 1 + u64::from(rest)) as u32)
     }
 
+    /// AV1's `uvlc()` (AV1 4.10.3): as Exp-Golomb, but 32 or more leading
+    /// zeros give 2^32 - 1 without value bits.
+    pub fn uvlc(&mut self) -> Option<u32> {
+        let mut zeros = 0u32;
+        while !self.bit()? {
+            zeros = zeros.saturating_add(1);
+        }
+        if zeros >= 32 {
+            return Some(u32::MAX);
+        }
+        let rest = self.bits(zeros)?;
+        Some(((1u64 << zeros) - 1 + u64::from(rest)).min(u64::from(u32::MAX)) as u32)
+    }
+
     /// Signed Exp-Golomb.
     pub fn se(&mut self) -> Option<i32> {
         let k = i64::from(self.ue()?);
@@ -106,6 +120,21 @@ mod tests {
         assert_eq!(r.se(), Some(0));
         assert_eq!(r.se(), Some(1));
         assert_eq!(r.se(), Some(-1));
+    }
+
+    #[test]
+    fn uvlc_takes_long_codes() {
+        // 010 -> 1; then 40 zeros and a one -> 2^32 - 1, no value bits read.
+        let mut data = vec![0b0100_0000, 0, 0, 0, 0, 0b0000_0001, 0b1000_0000];
+        let mut r = BitReader::new(&data);
+        assert_eq!(r.uvlc(), Some(1));
+        r.skip(5).unwrap();
+        assert_eq!(r.uvlc(), Some(u32::MAX));
+        assert_eq!(r.bit(), Some(true));
+        // Zeros to the end: no value.
+        data.truncate(5);
+        let mut r = BitReader::new(&data[1..]);
+        assert_eq!(r.uvlc(), None);
     }
 
     #[test]

@@ -267,6 +267,9 @@ impl SpsFields {
         let mut r = BitReader::new(&rbsp);
         r.skip(4).ok_or(M("sps_video_parameter_set_id"))?;
         let sub_layers = r.bits(3).ok_or(M("sps_max_sub_layers_minus1"))? as usize;
+        if sub_layers > 6 {
+            return Err(M("sps_max_sub_layers_minus1"));
+        }
         let temporal_id_nesting = r.bit().ok_or(M("sps_temporal_id_nesting_flag"))?;
         // profile_tier_level: the general profile (88 bits) and level (8).
         r.skip(96).ok_or(M("profile_tier_level"))?;
@@ -324,7 +327,8 @@ impl SpsFields {
         }
         let luma = r.ue().ok_or(M("bit_depth_luma_minus8"))?;
         let chroma_depth = r.ue().ok_or(M("bit_depth_chroma_minus8"))?;
-        if luma > 8 || chroma_depth > 8 {
+        // Up to 15 bits: what hvcC's 3-bit fields hold.
+        if luma > 7 || chroma_depth > 7 {
             return Err(M("bit depth"));
         }
         Ok(SpsFields {

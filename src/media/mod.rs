@@ -57,6 +57,16 @@ impl CodecConfig {
         )
     }
 
+    /// A video track's codec.
+    pub fn video_codec(&self) -> Option<VideoCodec> {
+        match self {
+            CodecConfig::H264(_) => Some(VideoCodec::H264),
+            CodecConfig::Hevc(_) => Some(VideoCodec::Hevc),
+            CodecConfig::Av1(_) => Some(VideoCodec::Av1),
+            CodecConfig::Aac(_) | CodecConfig::Opus(_) => None,
+        }
+    }
+
     /// A video track's picture size.
     pub fn video_size(&self) -> Option<(u32, u32)> {
         match self {

@@ -6,16 +6,30 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::bus::{BroadcastUpdate, Catalog, TrackKind, VideoEntry};
+use crate::bus::{BroadcastUpdate, Catalog, SOURCE_VIDEO, TrackInfo, TrackKind, VideoEntry};
 use crate::media::CodecConfig;
 
-/// The publisher's first track of `kind`.
+/// The publisher's track of `kind`: its default video track where it has
+/// one (a multitrack publisher may start another first), else the first.
 pub fn source_track(update: &BroadcastUpdate, kind: TrackKind) -> Option<String> {
-    update
+    source_tracks(update, kind).next().map(|t| t.name.clone())
+}
+
+/// The publisher's tracks of `kind`, the default video track first.
+fn source_tracks(update: &BroadcastUpdate, kind: TrackKind) -> impl Iterator<Item = &TrackInfo> {
+    let of_kind = move |t: &&TrackInfo| !t.derived && t.kind == kind;
+    let default = update
         .tracks
         .iter()
-        .find(|t| !t.derived && t.kind == kind)
-        .map(|t| t.name.clone())
+        .filter(of_kind)
+        .find(|t| t.name == SOURCE_VIDEO);
+    default.into_iter().chain(
+        update
+            .tracks
+            .iter()
+            .filter(of_kind)
+            .filter(|t| t.name != SOURCE_VIDEO || t.kind != TrackKind::Video),
+    )
 }
 
 /// The track the transcoder writes a WHIP publisher's Opus to, in AAC.
@@ -62,11 +76,7 @@ pub fn source_catalog(
 ) -> Catalog {
     let mut entries = Vec::new();
     let mut first_known = false;
-    let sources = update
-        .tracks
-        .iter()
-        .filter(|t| !t.derived && t.kind == TrackKind::Video);
-    for (i, t) in sources.enumerate() {
+    for (i, t) in source_tracks(update, TrackKind::Video).enumerate() {
         let config = configs.get(&t.name).map(|c| &**c);
         if i == 0 {
             first_known = config.is_some();

@@ -81,29 +81,35 @@ pub struct VideoDecoder {
 }
 
 impl VideoDecoder {
-    pub fn new(config: &CodecConfig, time_base: ff::Rational) -> Result<VideoDecoder, CodecError> {
-        let (codec, extradata) = match config {
-            CodecConfig::H264(c) => (
+    /// The FFmpeg decoder for a source's codec, and its extradata (the
+    /// configuration record).
+    pub fn decoder_for(config: &CodecConfig) -> Result<(ff::Codec, &Bytes), CodecError> {
+        match config {
+            CodecConfig::H264(c) => Ok((
                 ff::decoder::find(ff::codec::Id::H264)
                     .ok_or(CodecError::Missing("H.264 decoder"))?,
                 &c.raw,
-            ),
-            CodecConfig::Hevc(c) => (
+            )),
+            CodecConfig::Hevc(c) => Ok((
                 ff::decoder::find(ff::codec::Id::HEVC)
                     .ok_or(CodecError::Missing("HEVC decoder"))?,
                 &c.raw,
-            ),
+            )),
             // FFmpeg's own AV1 decoder needs a hardware accelerator;
             // libdav1d decodes in software.
-            CodecConfig::Av1(c) => (
+            CodecConfig::Av1(c) => Ok((
                 ff::decoder::find_by_name("libdav1d")
                     .ok_or(CodecError::Missing("libdav1d AV1 decoder"))?,
                 &c.raw,
-            ),
+            )),
             CodecConfig::Aac(_) | CodecConfig::Opus(_) => {
-                return Err(CodecError::Missing("video decoder for audio"));
+                Err(CodecError::Missing("video decoder for audio"))
             }
-        };
+        }
+    }
+
+    pub fn new(config: &CodecConfig, time_base: ff::Rational) -> Result<VideoDecoder, CodecError> {
+        let (codec, extradata) = Self::decoder_for(config)?;
         let mut ctx = ff::codec::Context::new_with_codec(codec);
         // SAFETY: a fresh, unopened context.
         unsafe {

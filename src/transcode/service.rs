@@ -70,14 +70,21 @@ pub async fn run(
 async fn pass_through(mut broadcast: BroadcastConsumer) {
     let mut update = broadcast.snapshot();
     let mut aac: Option<(Pipeline, TrackConsumer)> = None;
-    // Each source video track's codec, from its first frame (WebRTC takes
-    // H.264 only; a multitrack publisher's renditions are listed once
-    // known), and the consumers waiting for those frames.
-    let mut configs: HashMap<String, Arc<CodecConfig>> = HashMap::new();
+    // Each source video track's codec and the publisher session it was
+    // last seen in, from its frames (WebRTC takes H.264 only; a multitrack
+    // publisher's renditions are listed once known, and only those of the
+    // current session), and the consumers watching for changes.
+    let mut seen: HashMap<String, (u32, Arc<CodecConfig>)> = HashMap::new();
     let mut watched: HashSet<String> = HashSet::new();
-    let mut first_frames: SelectAll<BoxStream<'static, (String, Arc<CodecConfig>)>> =
+    let mut changes: SelectAll<BoxStream<'static, (String, u32, Arc<CodecConfig>)>> =
         SelectAll::new();
     loop {
+        let session = seen.values().map(|(s, _)| *s).max();
+        let configs: HashMap<String, Arc<CodecConfig>> = seen
+            .iter()
+            .filter(|(_, (s, _))| Some(*s) == session)
+            .map(|(name, (_, c))| (name.clone(), c.clone()))
+            .collect();
         broadcast.publish_catalog(source_catalog(&update, &configs, None));
         if update.status == BroadcastStatus::Ended {
             break;
@@ -90,7 +97,7 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
             if watched.insert(t.name.clone())
                 && let Some(consumer) = broadcast.subscribe_at(&t.name, StartAt::Oldest, None)
             {
-                first_frames.push(first_config(t.name.clone(), consumer));
+                changes.push(config_changes(t.name.clone(), consumer));
             }
         }
         if aac.is_none()
@@ -128,8 +135,8 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
         tokio::select! {
             u = broadcast.update() => update = u,
             () = forward => {}
-            Some((name, config)) = first_frames.next(), if !first_frames.is_empty() => {
-                configs.insert(name, config);
+            Some((name, session, config)) = changes.next(), if !changes.is_empty() => {
+                seen.insert(name, (session, config));
             }
         }
     }
@@ -138,21 +145,37 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
     }
 }
 
-/// The configuration of a track's first frame, once it is there.
-fn first_config(
+/// A track's configuration and publisher session, each time either
+/// changes (read at group starts).
+fn config_changes(
     name: String,
     consumer: TrackConsumer,
-) -> BoxStream<'static, (String, Arc<CodecConfig>)> {
-    stream::once(async move {
-        let mut consumer = consumer;
-        while let Some(ev) = consumer.next().await {
-            if let TrackEvent::Frame(f) = ev {
-                return Some((name, f.group.config.clone()));
+) -> BoxStream<'static, (String, u32, Arc<CodecConfig>)> {
+    type Last = Option<(u32, Arc<CodecConfig>)>;
+    stream::unfold(
+        (consumer, None::<(u32, Arc<CodecConfig>)>),
+        move |(mut c, mut last): (TrackConsumer, Last)| {
+            let name = name.clone();
+            async move {
+                loop {
+                    let TrackEvent::Frame(f) = c.next().await? else {
+                        continue;
+                    };
+                    if !f.group_start && last.is_some() {
+                        continue;
+                    }
+                    let now = (f.group.session, f.group.config.clone());
+                    let changed = last
+                        .as_ref()
+                        .is_none_or(|(s, config)| *s != now.0 || **config != *now.1);
+                    if changed {
+                        last = Some(now.clone());
+                        return Some(((name, now.0, now.1), (c, last)));
+                    }
+                }
             }
-        }
-        None
-    })
-    .filter_map(std::future::ready)
+        },
+    )
     .boxed()
 }
 
@@ -189,6 +212,11 @@ struct Bypass {
 
 impl Bypass {
     fn forward(&mut self, broadcast: &BroadcastConsumer, ev: &FrameEvent) {
+        // An H.264 rung carries H.264 only: a publisher that comes back
+        // with HEVC or AV1 leaves it empty until the ladder is planned again.
+        if !matches!(*ev.group.config, CodecConfig::H264(_)) {
+            return;
+        }
         if self.session != Some(ev.group.session) {
             self.producer = None;
             self.session = Some(ev.group.session);
@@ -303,6 +331,11 @@ impl Reader {
             self.fall_back("the source video track carries no video");
             return;
         };
+        if let Err(e) = super::codec::VideoDecoder::decoder_for(config) {
+            // An FFmpeg built without this codec's decoder.
+            self.fall_back(&format!("the source video cannot be decoded: {e}"));
+            return;
+        }
         let avc = match config {
             CodecConfig::H264(avc) => Some(avc),
             _ => None,
