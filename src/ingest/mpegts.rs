@@ -12,8 +12,8 @@
 //!   keyframe), AAC with its ADTS header turned into a configuration.
 //!
 //! Lost packets (a continuity counter gap) drop the unit they cut and video
-//! resumes at the next keyframe. Other stream types are ignored with a
-//! notice.
+//! resumes at the next keyframe. A new PMT version that moves a stream to
+//! another PID is followed. Other stream types are ignored with a notice.
 
 use bytes::Bytes;
 use mpeg2ts_reader::demultiplex::{
@@ -108,23 +108,32 @@ impl DemuxContext for Ctx {
             FilterRequest::ByStream {
                 stream_type,
                 stream_info,
+                pmt,
                 ..
             } => {
                 let pid = stream_info.elementary_pid();
-                // The first stream of each kind is read (a PMT version
-                // that moves it to another PID is not followed: the new
-                // PID is ignored with a notice).
+                // The PMT's first stream of each kind is read; a new PMT
+                // version that moves it to another PID moves with it (the
+                // new PID's first unit waits for a keyframe).
+                let first = |want: fn(StreamType) -> bool| {
+                    pmt.streams()
+                        .find(|s| want(s.stream_type()))
+                        .map(|s| s.elementary_pid())
+                };
+                let is_video = |t| t == StreamType::H264 || t == HEVC;
+                let is_audio = |t| t == StreamType::ADTS;
+                let mut moved = false;
                 let kind = match stream_type {
-                    StreamType::H264 | HEVC if self.video_pid.is_none_or(|p| p == pid) => {
-                        self.video_pid = Some(pid);
+                    StreamType::H264 | HEVC if first(is_video) == Some(pid) => {
+                        moved = self.video_pid.replace(pid).is_some_and(|p| p != pid);
                         Some(EsKind::Video(if stream_type == HEVC {
                             VideoCodec::Hevc
                         } else {
                             VideoCodec::H264
                         }))
                     }
-                    StreamType::ADTS if self.audio_pid.is_none_or(|p| p == pid) => {
-                        self.audio_pid = Some(pid);
+                    StreamType::ADTS if first(is_audio) == Some(pid) => {
+                        moved = self.audio_pid.replace(pid).is_some_and(|p| p != pid);
                         Some(EsKind::Adts)
                     }
                     other => {
@@ -139,7 +148,9 @@ impl DemuxContext for Ctx {
                     }
                 };
                 match kind {
-                    Some(kind) => Filter::Pes(pes::PesPacketFilter::new(EsConsumer::new(kind))),
+                    Some(kind) => {
+                        Filter::Pes(pes::PesPacketFilter::new(EsConsumer::new(kind, moved)))
+                    }
                     None => Filter::Null(NullPacketFilter::default()),
                 }
             }
@@ -166,7 +177,9 @@ pub struct EsConsumer {
 }
 
 impl EsConsumer {
-    fn new(kind: EsKind) -> EsConsumer {
+    /// `moved`: the stream came from another PID (a new PMT), so its
+    /// first unit waits for a keyframe.
+    fn new(kind: EsKind, moved: bool) -> EsConsumer {
         EsConsumer {
             kind,
             buf: Vec::new(),
@@ -174,7 +187,7 @@ impl EsConsumer {
             dts: None,
             pes_start: 0,
             dropping: false,
-            lost: false,
+            lost: moved,
             next_audio_pts: None,
         }
     }
@@ -891,6 +904,51 @@ mod tests {
         assert!(run.error.is_none());
         assert_eq!(frames(&run, "video").len(), 59);
         assert!(frames(&run, "audio").len() >= 80);
+    }
+
+    #[test]
+    fn a_pmt_that_moves_the_video_to_another_pid_is_followed() {
+        let mut pkts = packets(CLIP);
+        let pmt = pmt_pid(&pkts);
+        // The move happens where the second keyframe's PES starts (its
+        // adaptation field's random_access_indicator).
+        let random_access = |p: &[u8]| p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0;
+        let cut = pkts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| pid(p) == 0x100 && pusi(p) && random_access(p))
+            .nth(1)
+            .map(|(i, _)| i)
+            .expect("a second IDR");
+        for p in pkts.iter_mut().skip(cut) {
+            if pid(p) == 0x100 {
+                p[1] = (p[1] & 0xe0) | 0x01;
+                p[2] = 0x02;
+            }
+        }
+        // The new PMT version comes just before the moved stream.
+        let mut new_pmt = pkts.iter().find(|p| pid(p) == pmt).unwrap().clone();
+        rewrite_pmt(&mut new_pmt, |s| {
+            s[5] = (s[5] & 0xc1) | (7 << 1);
+            let info = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
+            // The first stream's elementary PID: 0x102.
+            s[12 + info + 1] = 0xe1;
+            s[12 + info + 2] = 0x02;
+        });
+        for p in pkts.iter_mut().skip(cut).filter(|p| pid(p) == pmt) {
+            p.copy_from_slice(&new_pmt);
+        }
+        pkts.insert(cut, new_pmt);
+        let run = run(&pkts.concat());
+        assert!(run.error.is_none());
+        // Every frame but the old PID's last, which waits for a next PES
+        // there that never comes (as the stream's very last one does).
+        assert_eq!(frames(&run, "video").len(), 58);
+        assert!(
+            !run.notices
+                .iter()
+                .any(|n| matches!(n, TsNotice::Ignored { .. }))
+        );
     }
 
     #[test]
