@@ -612,6 +612,45 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
     server.stop().await;
 }
 
+/// Chromium publishing AV1 over WHIP (its only video codec in the offer):
+/// the ladder decodes it (libdav1d) into H.264, LL-HLS offers the AV1 as it
+/// came beside the rung, and hls.js plays.
+#[tokio::test]
+async fn chromium_publishes_av1_over_whip_through_the_ladder() {
+    let _one = SERIAL.lock().await;
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    let (r, err) = in_netns(
+        &config,
+        "http://127.0.0.1:3333/live/av1",
+        8,
+        &[
+            ("RTMP_URL", "none"),
+            ("PLAYER", "whip_publish.mjs"),
+            ("WHIP_VIDEO_CODEC", "AV1"),
+        ],
+    )
+    .await;
+    eprintln!("Chromium WHIP (AV1): {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
+    assert_eq!(r["whip"]["connectionState"], "connected", "{r}");
+    let video = r["outbound"]
+        .as_array()
+        .expect("outbound stats")
+        .iter()
+        .find(|o| o["kind"] == "video")
+        .cloned()
+        .expect("video sent");
+    assert_eq!(video["codec"], "video/AV1", "{r}");
+    let master = r["master"].as_str().unwrap_or("");
+    assert!(
+        master.contains("av01.") && master.contains("avc1.") && master.contains("mp4a.40.2"),
+        "the AV1 as it came beside the H.264 rung: {master}"
+    );
+    assert_eq!(r["playing"], true, "hls.js played: {r}\n{err}");
+}
+
 /// Chromium publishes its fake camera and microphone over WHIP from a page
 /// of another origin (RTCPeerConnection and fetch, as a browser WHIP client
 /// does), and hls.js plays the stream back over LL-HLS through the ladder,

@@ -1,6 +1,7 @@
 //! H.264 and HEVC access units in Annex B, with their parameter sets in
-//! band, onto a bus video track: what WHIP (RTP, H.264) and SRT (MPEG-TS,
-//! H.264 or HEVC) publishers send.
+//! band, onto a bus video track: what WHIP (RTP) and SRT (MPEG-TS)
+//! publishers send. AV1 temporal units (OBUs, the sequence header in band,
+//! as WebRTC carries them) take the same path.
 //!
 //! Sans-IO. The caller has already placed each access unit on the media
 //! timeline; this owns the rest:
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use crate::bus::{BroadcastProducer, Frame, TrackInfo, TrackKind, TrackProducer};
 use crate::ingest::tags::{Arrival, IngestError, IngestStats, Notice, VIDEO_TRACK};
 use crate::media::h264::{self, annexb_nalus};
-use crate::media::{AvcConfig, CodecConfig, HevcConfig, VideoCodec, hevc};
+use crate::media::{Av1Config, AvcConfig, CodecConfig, HevcConfig, VideoCodec, av1, hevc};
 use crate::time::MediaTime;
 
 /// What handling a frame asks of the caller.
@@ -69,12 +70,20 @@ impl AnnexBVideo {
         au: AccessUnit<'_>,
         stats: &mut IngestStats,
     ) -> Result<Step, IngestError> {
-        let nalus = annexb_nalus(au.data);
-        let mut notice = self.parameter_sets(broadcast, au.codec, &nalus)?;
-        let keyframe = nalus.iter().any(|n| match au.codec {
-            VideoCodec::Hevc => hevc::nal_type(n).is_some_and(hevc::is_irap),
-            _ => h264::nal_type(n) == Some(h264::NAL_IDR),
-        });
+        let nalus = match au.codec {
+            VideoCodec::Av1 => Vec::new(),
+            _ => annexb_nalus(au.data),
+        };
+        let mut notice = self.parameter_sets(broadcast, au.codec, au.data, &nalus)?;
+        let keyframe = match au.codec {
+            VideoCodec::Av1 => av1::is_key_frame(au.data),
+            VideoCodec::Hevc => nalus
+                .iter()
+                .any(|n| hevc::nal_type(n).is_some_and(hevc::is_irap)),
+            VideoCodec::H264 => nalus
+                .iter()
+                .any(|n| h264::nal_type(n) == Some(h264::NAL_IDR)),
+        };
         if !au.contiguous && !keyframe {
             self.need_keyframe = true;
         }
@@ -101,11 +110,22 @@ impl AnnexBVideo {
                 need_keyframe: true,
             });
         }
-        let avcc = match au.codec {
-            VideoCodec::Hevc => hevc::annexb_to_hvcc(au.data),
-            _ => h264::annexb_to_avcc(au.data),
+        let data = match au.codec {
+            VideoCodec::Hevc => Bytes::from(hevc::annexb_to_hvcc(au.data)),
+            VideoCodec::H264 => Bytes::from(h264::annexb_to_avcc(au.data)),
+            VideoCodec::Av1 => match av1::check_frame(Bytes::copy_from_slice(au.data)) {
+                Ok(data) => data,
+                Err(e) => {
+                    stats.corrupt_frames += 1;
+                    self.need_keyframe = true;
+                    return Ok(Step {
+                        notice: Some(Notice::CorruptFrame(e.into())),
+                        need_keyframe: true,
+                    });
+                }
+            },
         };
-        if avcc.is_empty() {
+        if data.is_empty() {
             // Parameter sets alone: nothing to show.
             return Ok(Step {
                 notice,
@@ -116,7 +136,7 @@ impl AnnexBVideo {
             dts: au.dts,
             pts: au.pts.max(au.dts),
             keyframe,
-            data: Bytes::from(avcc),
+            data,
             wallclock: au.at.wallclock,
             received: au.at.instant,
         };
@@ -147,6 +167,7 @@ impl AnnexBVideo {
         &mut self,
         broadcast: &mut BroadcastProducer,
         codec: VideoCodec,
+        data: &[u8],
         nalus: &[&[u8]],
     ) -> Result<Option<Notice>, IngestError> {
         let of = |t: u8| -> Vec<&[u8]> {
@@ -190,7 +211,16 @@ impl AnnexBVideo {
                 CodecConfig::Hevc(HevcConfig::from_parameter_sets(&vps, &sps, &pps)?)
             }
             VideoCodec::Av1 => {
-                return Err(IngestError::Unsupported("AV1 does not come in Annex B"));
+                let Some(obu) = av1::sequence_header_obu(data) else {
+                    return Ok(None);
+                };
+                if current
+                    .as_deref()
+                    .is_some_and(|c| matches!(c, CodecConfig::Av1(a) if a.config_obus[..] == *obu))
+                {
+                    return Ok(None);
+                }
+                CodecConfig::Av1(Av1Config::from_sequence_header(obu)?)
             }
         };
         let (width, height) = config.video_size().unwrap_or_default();

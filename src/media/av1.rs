@@ -14,6 +14,8 @@ const MAX_DIMENSION: u32 = 16_384;
 
 pub const OBU_SEQUENCE_HEADER: u8 = 1;
 pub const OBU_TEMPORAL_DELIMITER: u8 = 2;
+pub const OBU_FRAME_HEADER: u8 = 3;
+pub const OBU_FRAME: u8 = 6;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Av1Error {
@@ -65,7 +67,8 @@ impl Av1Config {
         for obu in Obus::new(&config_obus) {
             let obu = obu?;
             if obu.kind == OBU_SEQUENCE_HEADER {
-                size = Some(sequence_header_size(obu.payload)?);
+                let h = SequenceHeader::parse(obu.payload, false)?;
+                size = Some((h.width, h.height));
                 break;
             }
         }
@@ -211,59 +214,214 @@ fn leb128(d: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// The maximum frame size a sequence header declares (AV1 §5.5.1).
-fn sequence_header_size(payload: &[u8]) -> Result<(u32, u32), Av1Error> {
-    use Av1Error::SequenceHeader as M;
-    let mut r = BitReader::new(payload);
-    r.skip(4).ok_or(M("seq_profile"))?; // and still_picture
-    let reduced = r.bit().ok_or(M("reduced_still_picture_header"))?;
-    if reduced {
-        r.skip(5).ok_or(M("seq_level_idx"))?;
-    } else {
-        let timing = r.bit().ok_or(M("timing_info_present_flag"))?;
-        let mut decoder_model = false;
-        let mut buffer_delay_len = 0;
-        if timing {
-            r.skip(64).ok_or(M("timing_info"))?;
-            if r.bit().ok_or(M("equal_picture_interval"))? {
-                r.uvlc().ok_or(M("num_ticks_per_picture_minus_1"))?;
+/// What a sequence header OBU says (AV1 §5.5): what av1C repeats and the
+/// maximum frame size.
+struct SequenceHeader {
+    profile: u8,
+    level0: u8,
+    tier0: bool,
+    width: u32,
+    height: u32,
+    high_bitdepth: bool,
+    twelve_bit: bool,
+    monochrome: bool,
+    subsampling_x: bool,
+    subsampling_y: bool,
+    chroma_sample_position: u8,
+}
+
+impl SequenceHeader {
+    /// Reads up to the frame size; with `color`, on through color_config().
+    fn parse(payload: &[u8], color: bool) -> Result<SequenceHeader, Av1Error> {
+        use Av1Error::SequenceHeader as M;
+        let mut r = BitReader::new(payload);
+        let profile = r.bits(3).ok_or(M("seq_profile"))? as u8;
+        r.skip(1).ok_or(M("still_picture"))?;
+        let reduced = r.bit().ok_or(M("reduced_still_picture_header"))?;
+        let (mut level0, mut tier0) = (0, false);
+        if reduced {
+            level0 = r.bits(5).ok_or(M("seq_level_idx"))? as u8;
+        } else {
+            let timing = r.bit().ok_or(M("timing_info_present_flag"))?;
+            let mut decoder_model = false;
+            let mut buffer_delay_len = 0;
+            if timing {
+                r.skip(64).ok_or(M("timing_info"))?;
+                if r.bit().ok_or(M("equal_picture_interval"))? {
+                    r.uvlc().ok_or(M("num_ticks_per_picture_minus_1"))?;
+                }
+                decoder_model = r.bit().ok_or(M("decoder_model_info_present_flag"))?;
+                if decoder_model {
+                    buffer_delay_len =
+                        r.bits(5).ok_or(M("buffer_delay_length_minus_1"))? as usize + 1;
+                    r.skip(42).ok_or(M("decoder_model_info"))?;
+                }
             }
-            decoder_model = r.bit().ok_or(M("decoder_model_info_present_flag"))?;
-            if decoder_model {
-                buffer_delay_len = r.bits(5).ok_or(M("buffer_delay_length_minus_1"))? as usize + 1;
-                r.skip(42).ok_or(M("decoder_model_info"))?;
+            let display_delay = r.bit().ok_or(M("initial_display_delay_present_flag"))?;
+            let points = r.bits(5).ok_or(M("operating_points_cnt_minus_1"))? + 1;
+            for i in 0..points {
+                r.skip(12).ok_or(M("operating_point_idc"))?;
+                let level = r.bits(5).ok_or(M("seq_level_idx"))? as u8;
+                let tier = level > 7 && r.bit().ok_or(M("seq_tier"))?;
+                if i == 0 {
+                    (level0, tier0) = (level, tier);
+                }
+                if decoder_model && r.bit().ok_or(M("decoder_model_present_for_this_op"))? {
+                    r.skip(2 * buffer_delay_len + 1)
+                        .ok_or(M("operating_parameters_info"))?;
+                }
+                if display_delay
+                    && r.bit()
+                        .ok_or(M("initial_display_delay_present_for_this_op"))?
+                {
+                    r.skip(4).ok_or(M("initial_display_delay_minus_1"))?;
+                }
             }
         }
-        let display_delay = r.bit().ok_or(M("initial_display_delay_present_flag"))?;
-        let points = r.bits(5).ok_or(M("operating_points_cnt_minus_1"))? + 1;
-        for _ in 0..points {
-            r.skip(12).ok_or(M("operating_point_idc"))?;
-            if r.bits(5).ok_or(M("seq_level_idx"))? > 7 {
-                r.skip(1).ok_or(M("seq_tier"))?;
+        let w_bits = r.bits(4).ok_or(M("frame_width_bits_minus_1"))? + 1;
+        let h_bits = r.bits(4).ok_or(M("frame_height_bits_minus_1"))? + 1;
+        let width = r.bits(w_bits).ok_or(M("max_frame_width_minus_1"))? + 1;
+        let height = r.bits(h_bits).ok_or(M("max_frame_height_minus_1"))? + 1;
+        if width > MAX_DIMENSION || height > MAX_DIMENSION {
+            return Err(Av1Error::Dimensions { width, height });
+        }
+        let mut h = SequenceHeader {
+            profile,
+            level0,
+            tier0,
+            width,
+            height,
+            high_bitdepth: false,
+            twelve_bit: false,
+            monochrome: false,
+            subsampling_x: true,
+            subsampling_y: true,
+            chroma_sample_position: 0,
+        };
+        if color {
+            h.color_config(&mut r, reduced)?;
+        }
+        Ok(h)
+    }
+
+    /// The tools flags up to color_config() (AV1 §5.5.1), then
+    /// color_config() itself (§5.5.2).
+    fn color_config(&mut self, r: &mut BitReader<'_>, reduced: bool) -> Result<(), Av1Error> {
+        use Av1Error::SequenceHeader as M;
+        if !reduced && r.bit().ok_or(M("frame_id_numbers_present_flag"))? {
+            r.skip(7).ok_or(M("frame id lengths"))?;
+        }
+        // use_128x128_superblock, enable_filter_intra, enable_intra_edge_filter
+        r.skip(3).ok_or(M("superblock and intra flags"))?;
+        if !reduced {
+            // interintra, masked compound, warped motion, dual filter
+            r.skip(4).ok_or(M("inter tool flags"))?;
+            let order_hint = r.bit().ok_or(M("enable_order_hint"))?;
+            if order_hint {
+                r.skip(2)
+                    .ok_or(M("enable_jnt_comp, enable_ref_frame_mvs"))?;
             }
-            if decoder_model && r.bit().ok_or(M("decoder_model_present_for_this_op"))? {
-                r.skip(2 * buffer_delay_len + 1)
-                    .ok_or(M("operating_parameters_info"))?;
+            let force_screen_content = if r.bit().ok_or(M("seq_choose_screen_content_tools"))? {
+                2
+            } else {
+                u32::from(r.bit().ok_or(M("seq_force_screen_content_tools"))?)
+            };
+            if force_screen_content > 0 && !r.bit().ok_or(M("seq_choose_integer_mv"))? {
+                r.skip(1).ok_or(M("seq_force_integer_mv"))?;
             }
-            if display_delay
-                && r.bit()
-                    .ok_or(M("initial_display_delay_present_for_this_op"))?
-            {
-                r.skip(4).ok_or(M("initial_display_delay_minus_1"))?;
+            if order_hint {
+                r.skip(3).ok_or(M("order_hint_bits_minus_1"))?;
             }
         }
+        // enable_superres, enable_cdef, enable_restoration
+        r.skip(3).ok_or(M("filter flags"))?;
+        self.high_bitdepth = r.bit().ok_or(M("high_bitdepth"))?;
+        if self.profile == 2 && self.high_bitdepth {
+            self.twelve_bit = r.bit().ok_or(M("twelve_bit"))?;
+        }
+        self.monochrome = self.profile != 1 && r.bit().ok_or(M("mono_chrome"))?;
+        let (mut primaries, mut transfer, mut matrix) = (2, 2, 2);
+        if r.bit().ok_or(M("color_description_present_flag"))? {
+            primaries = r.bits(8).ok_or(M("color_primaries"))?;
+            transfer = r.bits(8).ok_or(M("transfer_characteristics"))?;
+            matrix = r.bits(8).ok_or(M("matrix_coefficients"))?;
+        }
+        if self.monochrome {
+            (self.subsampling_x, self.subsampling_y) = (true, true);
+            return Ok(());
+        }
+        if (primaries, transfer, matrix) == (1, 13, 0) {
+            // sRGB: 4:4:4, full range.
+            (self.subsampling_x, self.subsampling_y) = (false, false);
+            return Ok(());
+        }
+        r.skip(1).ok_or(M("color_range"))?;
+        (self.subsampling_x, self.subsampling_y) = match self.profile {
+            0 => (true, true),
+            1 => (false, false),
+            _ if self.twelve_bit => {
+                let x = r.bit().ok_or(M("subsampling_x"))?;
+                (x, x && r.bit().ok_or(M("subsampling_y"))?)
+            }
+            _ => (true, false),
+        };
+        if self.subsampling_x && self.subsampling_y {
+            self.chroma_sample_position = r.bits(2).ok_or(M("chroma_sample_position"))? as u8;
+        }
+        Ok(())
     }
-    let w_bits = r.bits(4).ok_or(M("frame_width_bits_minus_1"))? + 1;
-    let h_bits = r.bits(4).ok_or(M("frame_height_bits_minus_1"))? + 1;
-    let w = r.bits(w_bits).ok_or(M("max_frame_width_minus_1"))? + 1;
-    let h = r.bits(h_bits).ok_or(M("max_frame_height_minus_1"))? + 1;
-    if w > MAX_DIMENSION || h > MAX_DIMENSION {
-        return Err(Av1Error::Dimensions {
-            width: w,
-            height: h,
-        });
+}
+
+impl Av1Config {
+    /// Builds the av1C record for a sequence header OBU sent in band (what
+    /// a WebRTC publisher sends), the OBU as its configOBUs.
+    pub fn from_sequence_header(obu: &[u8]) -> Result<Av1Config, Av1Error> {
+        let Some(Ok(parsed)) = Obus::new(obu).next() else {
+            return Err(Av1Error::NoSequenceHeader);
+        };
+        if parsed.kind != OBU_SEQUENCE_HEADER {
+            return Err(Av1Error::NoSequenceHeader);
+        }
+        let h = SequenceHeader::parse(parsed.payload, true)?;
+        let mut raw = vec![
+            0x81,
+            (h.profile << 5) | (h.level0 & 0x1f),
+            (u8::from(h.tier0) << 7)
+                | (u8::from(h.high_bitdepth) << 6)
+                | (u8::from(h.twelve_bit) << 5)
+                | (u8::from(h.monochrome) << 4)
+                | (u8::from(h.subsampling_x) << 3)
+                | (u8::from(h.subsampling_y) << 2)
+                | h.chroma_sample_position,
+            0,
+        ];
+        raw.extend_from_slice(&obu[..parsed.len]);
+        Av1Config::parse(Bytes::from(raw))
     }
-    Ok((w, h))
+}
+
+/// Whether a temporal unit holds a key frame: a frame (or frame header)
+/// OBU whose header says KEY_FRAME and is not a shown existing frame.
+pub fn is_key_frame(frame: &[u8]) -> bool {
+    Obus::new(frame)
+        .map_while(Result::ok)
+        .find(|o| o.kind == OBU_FRAME || o.kind == OBU_FRAME_HEADER)
+        .and_then(|o| o.payload.first().copied())
+        // show_existing_frame = 0, then frame_type = 0 (KEY_FRAME).
+        .is_some_and(|b| b & 0xe0 == 0)
+}
+
+/// The sequence header OBU of a temporal unit, whole, if it has one.
+pub fn sequence_header_obu(frame: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    for obu in Obus::new(frame) {
+        let obu = obu.ok()?;
+        if obu.kind == OBU_SEQUENCE_HEADER {
+            return Some(&frame[at..at + obu.len]);
+        }
+        at += obu.len;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -287,6 +445,20 @@ pub(crate) mod tests {
         c.seq_level_idx_0 = 13;
         c.seq_tier_0 = true;
         assert_eq!(c.codec_string(), "av01.2.13H.12");
+    }
+
+    #[test]
+    fn records_rebuild_from_an_in_band_sequence_header() {
+        let c = Av1Config::parse(hex(AV1C_320X240)).unwrap();
+        let rebuilt = Av1Config::from_sequence_header(&c.config_obus).unwrap();
+        assert_eq!(rebuilt, c);
+        assert!(Av1Config::from_sequence_header(&hex("12")).is_err());
+        assert!(Av1Config::from_sequence_header(&hex("1200")).is_err());
+        assert!(Av1Config::from_sequence_header(&[]).is_err());
+        // Cut anywhere: an error, never a panic.
+        for len in 0..c.config_obus.len() {
+            assert!(Av1Config::from_sequence_header(&c.config_obus[..len]).is_err());
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 // usage: node whip_publish.mjs BASE_URL SECONDS
 //   BASE_URL: http://HOST:PORT/APP/STREAM (WHIP at BASE_URL/whip,
 //   LL-HLS at BASE_URL/llhls.m3u8). SECONDS: how long hls.js plays.
+//   WHIP_VIDEO_CODEC=AV1 (or H265): offer only that video codec
+//   (setCodecPreferences), as a publisher that prefers it would.
 // Exit code 0 whether or not it worked (the caller judges `playing` and
 // `errors`); nonzero only if this script fails. netns.sh runs streamd and
 // this script in a loopback-only network namespace (RTMP_URL=none).
@@ -20,6 +22,7 @@ const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
 const [base, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 8);
+const videoCodec = process.env.WHIP_VIDEO_CODEC || '';
 if (!base) {
   console.error('usage: node whip_publish.mjs BASE_URL SECONDS');
   process.exit(2);
@@ -35,14 +38,22 @@ const publisher = await openPage({
 let player;
 try {
   report.chromium = publisher.version;
-  report.whip = await publisher.page.evaluate(async ({ url }) => {
+  report.whip = await publisher.page.evaluate(async ({ url, videoCodec }) => {
     const stream = await navigator.mediaDevices.getUserMedia({
       video: { width: 640, height: 360, frameRate: 30 },
       audio: true,
     });
     const pc = new RTCPeerConnection();
     window.__pc = pc;
-    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+    for (const track of stream.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly' });
+      if (track.kind === 'video' && videoCodec) {
+        const caps = RTCRtpSender.getCapabilities('video') || RTCRtpReceiver.getCapabilities('video');
+        const wanted = caps.codecs.filter((c) => c.mimeType.toLowerCase() === `video/${videoCodec.toLowerCase()}`);
+        if (wanted.length === 0) return { status: 0, error: `this Chromium cannot send ${videoCodec}` };
+        t.setCodecPreferences(wanted);
+      }
+    }
     await pc.setLocalDescription(await pc.createOffer());
     // Candidates gathered before the POST (no trickle: the server takes
     // none later); a short wait, as OBS does.
@@ -69,7 +80,7 @@ try {
     out.connectionState = pc.connectionState;
     out.connectedMs = Math.round(performance.now() - t0);
     return out;
-  }, { url: base });
+  }, { url: base, videoCodec });
   if (report.whip.status !== 201 || report.whip.connectionState !== 'connected') {
     report.errors.push(`WHIP publish failed: ${JSON.stringify(report.whip).slice(0, 500)}`);
   } else {

@@ -30,8 +30,8 @@ const OPUS_CLOCK: Timescale = match Timescale::new(OpusConfig::CLOCK_RATE) {
 /// The payload of one depacketised RTP frame.
 #[derive(Clone, Copy, Debug)]
 pub enum Payload<'a> {
-    /// An access unit in Annex B.
-    H264(&'a [u8]),
+    /// An access unit: H.264 or HEVC in Annex B, or an AV1 temporal unit.
+    Video { codec: VideoCodec, data: &'a [u8] },
     /// One Opus packet.
     Opus { data: &'a [u8], channels: u8 },
 }
@@ -137,7 +137,7 @@ impl RtpIngest {
         at: Arrival,
     ) -> Result<Step, IngestError> {
         match payload {
-            Payload::H264(data) => self.video(data, rtp_time, contiguous, at),
+            Payload::Video { codec, data } => self.video(codec, data, rtp_time, contiguous, at),
             Payload::Opus { data, channels } => Ok(Step {
                 notice: self.audio(data, channels, rtp_time, at),
                 need_keyframe: false,
@@ -147,6 +147,7 @@ impl RtpIngest {
 
     fn video(
         &mut self,
+        codec: VideoCodec,
         data: &[u8],
         rtp_time: u32,
         contiguous: bool,
@@ -155,7 +156,7 @@ impl RtpIngest {
         let since = at.instant.saturating_duration_since(self.started);
         let dts = self.video_time.time(rtp_time, since);
         let au = AccessUnit {
-            codec: VideoCodec::H264,
+            codec,
             data,
             dts,
             pts: dts,
@@ -207,6 +208,13 @@ mod tests {
     ];
     const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
+    fn h264(data: &[u8]) -> Payload<'_> {
+        Payload::Video {
+            codec: VideoCodec::H264,
+            data,
+        }
+    }
+
     fn annexb(nals: &[&[u8]]) -> Vec<u8> {
         let mut v = Vec::new();
         for n in nals {
@@ -248,7 +256,7 @@ mod tests {
         let (_reg, mut ing, at) = setup();
         // A P frame before anything: dropped, and a keyframe is wanted.
         let step = ing
-            .frame(Payload::H264(&annexb(&[&[0x41, 1]])), 1000, true, at)
+            .frame(h264(&annexb(&[&[0x41, 1]])), 1000, true, at)
             .unwrap();
         assert_eq!(
             step.notice,
@@ -258,17 +266,10 @@ mod tests {
         // The IDR with its parameter sets starts the track, as AVCC
         // without them.
         let idr = annexb(&[SPS, PPS, &[0x65, 0x88, 0x84]]);
-        let step = ing
-            .frame(Payload::H264(&idr), 4000, true, later(at, 33))
-            .unwrap();
+        let step = ing.frame(h264(&idr), 4000, true, later(at, 33)).unwrap();
         assert_eq!(step, Step::default());
         let step = ing
-            .frame(
-                Payload::H264(&annexb(&[&[0x41, 2]])),
-                7000,
-                true,
-                later(at, 66),
-            )
+            .frame(h264(&annexb(&[&[0x41, 2]])), 7000, true, later(at, 66))
             .unwrap();
         assert_eq!(step, Step::default());
         let got = frames(&ing, VIDEO_TRACK);
@@ -289,18 +290,18 @@ mod tests {
     fn loss_waits_for_the_next_idr_and_asks_for_it() {
         let (_reg, mut ing, at) = setup();
         let idr = annexb(&[SPS, PPS, &[0x65, 1]]);
-        ing.frame(Payload::H264(&idr), 0, true, at).unwrap();
+        ing.frame(h264(&idr), 0, true, at).unwrap();
         let step = ing
-            .frame(Payload::H264(&annexb(&[&[0x41, 2]])), 3000, false, at)
+            .frame(h264(&annexb(&[&[0x41, 2]])), 3000, false, at)
             .unwrap();
         assert_eq!(step.notice, Some(Notice::WaitingForKeyframe));
         assert!(step.need_keyframe && ing.keyframe_requested());
         let step = ing
-            .frame(Payload::H264(&annexb(&[&[0x41, 3]])), 6000, true, at)
+            .frame(h264(&annexb(&[&[0x41, 3]])), 6000, true, at)
             .unwrap();
         assert!(step.need_keyframe);
         let step = ing
-            .frame(Payload::H264(&annexb(&[&[0x65, 4]])), 9000, true, at)
+            .frame(h264(&annexb(&[&[0x65, 4]])), 9000, true, at)
             .unwrap();
         assert_eq!(step.notice, Some(Notice::KeyframeAfterDrops { dropped: 2 }));
         assert!(!ing.keyframe_requested());
@@ -311,9 +312,9 @@ mod tests {
     fn a_bad_sps_is_an_error_and_garbage_is_dropped() {
         let (_reg, mut ing, at) = setup();
         let bad = annexb(&[&[0x67, 0x42], PPS, &[0x65, 1]]);
-        assert!(ing.frame(Payload::H264(&bad), 0, true, at).is_err());
+        assert!(ing.frame(h264(&bad), 0, true, at).is_err());
         // Bytes with no start code at all are no frame.
-        let step = ing.frame(Payload::H264(&[0xff; 64]), 0, true, at).unwrap();
+        let step = ing.frame(h264(&[0xff; 64]), 0, true, at).unwrap();
         assert!(step.need_keyframe);
         // Neither made a track.
         assert!(ing.broadcast().consumer().snapshot().tracks.is_empty());

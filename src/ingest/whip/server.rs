@@ -17,6 +17,7 @@ use crate::config::WhipConfig;
 use crate::connlimit::ConnectionPermit;
 use crate::http::sdp::{self, IceAnswer, IceChange, IceFragment, PatchError};
 use crate::ingest::tags::{Arrival, Notice};
+use crate::media::VideoCodec;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
@@ -362,7 +363,18 @@ impl WhipServer {
                     };
                     let spec = m.params.spec();
                     let payload = match spec.codec {
-                        str0m::format::Codec::H264 => Payload::H264(&m.data),
+                        str0m::format::Codec::H264 => Payload::Video {
+                            codec: VideoCodec::H264,
+                            data: &m.data,
+                        },
+                        str0m::format::Codec::H265 => Payload::Video {
+                            codec: VideoCodec::Hevc,
+                            data: &m.data,
+                        },
+                        str0m::format::Codec::Av1 => Payload::Video {
+                            codec: VideoCodec::Av1,
+                            data: &m.data,
+                        },
                         str0m::format::Codec::Opus => Payload::Opus {
                             data: &m.data,
                             channels: spec.channels.unwrap_or(2),

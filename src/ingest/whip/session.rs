@@ -39,7 +39,7 @@ pub enum WhipError {
     BadOffer(String),
     #[error("the offer has no audio or video to send")]
     NoMedia,
-    #[error("the offer has no codec this server takes (H.264 video, Opus audio)")]
+    #[error("the offer has no codec this server takes (H.264, HEVC or AV1 video, Opus audio)")]
     NoCodec,
     #[error("this server takes at most {0} WHIP publishers")]
     Full(usize),
@@ -122,7 +122,12 @@ impl WhipCore {
         let template = RtcConfig::new()
             .set_ice_lite(true)
             .clear_codecs()
+            // In this order of preference: H.264 where the publisher offers
+            // it (every player takes it as it came), else HEVC or AV1 (the
+            // ladder makes H.264 of them).
             .enable_h264(true)
+            .enable_h265(true)
+            .enable_av1(true)
             .enable_opus(true, false)
             .set_dtls_cert(cert);
         Ok(WhipCore {
