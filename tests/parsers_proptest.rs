@@ -129,7 +129,8 @@ proptest! {
         v.truncate(cut % (v.len() + 1));
         let _ = AvcConfig::parse(Bytes::from(v.clone()));
         let _ = HevcConfig::parse(Bytes::from(v.clone()));
-        let _ = Av1Config::parse(Bytes::from(v));
+        let _ = Av1Config::parse(Bytes::from(v.clone()));
+        let _ = Av1Config::from_sequence_header(v.get(4..).unwrap_or_default());
     }
 
     #[test]

@@ -16,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = annexb_nalus(data);
     let _ = av1::check_frame(Bytes::copy_from_slice(data));
     let _ = Av1Config::parse(Bytes::copy_from_slice(data));
+    // A WebRTC publisher's in-band sequence header, and its key frames.
+    let _ = Av1Config::from_sequence_header(data);
+    let _ = av1::is_key_frame(data);
+    let _ = av1::sequence_header_obu(data);
     if let Ok(config) = HevcConfig::parse(Bytes::copy_from_slice(data)) {
         for nal in config.nalus(data).flatten() {
             let _ = nal.len();
