@@ -17,9 +17,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::rtmp::{RtmpClient, Tag};
-use common::webrtc::{Viewer, decode_until};
+use common::webrtc::{Viewer, assert_viewer_decodes};
 use common::*;
-use ffmpeg_next as ff;
 use tokio::process::{Child, Command};
 
 /// Transcoding and Chromium take both cores: one test at a time.
@@ -69,12 +68,41 @@ const AV1: &[&str] = &[
     "pred-struct=1:keyint=30:rc=2",
 ];
 
+/// hls.js plays `master_url` for 10 s, forcing the next level every 2 s
+/// (tests/browser/hlsjs.mjs `switch`), without an error. Returns its
+/// report and the levels it played, each once, in order.
+async fn hlsjs_switching(master_url: &str) -> (serde_json::Value, Vec<u64>) {
+    let script = browser_dir().join("hlsjs.mjs");
+    let (ok, out, err) = run(
+        "node",
+        &[script.to_str().unwrap(), master_url, "10", "switch"],
+    )
+    .await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result = report(&out, &err);
+    eprintln!("hls.js: {result}");
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let mut switched: Vec<u64> = result["switched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_u64())
+        .collect();
+    switched.sort_unstable();
+    switched.dedup();
+    (result, switched)
+}
+
 /// Publishes `video` (640x360) over Enhanced RTMP with the small ladder
 /// on; checks the master, ffprobe's reading of the passthrough and a rung,
 /// hls.js switching through the levels, and WebRTC decoding the rungs.
 /// Returns hls.js's report.
-async fn passthrough_and_ladder(stream: &str, video: &[&str], codec: &str) -> serde_json::Value {
-    let dir = browser_dir();
+async fn passthrough_and_ladder(
+    stream: &str,
+    video: &[&str],
+    codec: &str,
+) -> (serde_json::Value, Vec<u64>) {
+    browser_dir();
     let server = TestServer::start(common::webrtc::small_ladder).await;
     let mut publisher = publish(&server.rtmp_url("live", stream), 45, "640x360", video);
     wait_tracks(&server, "live", stream, &["video", "audio", "360p", "180p"]).await;
@@ -102,44 +130,25 @@ async fn passthrough_and_ladder(stream: &str, video: &[&str], codec: &str) -> se
 
     // hls.js plays the master, switching through every level Chromium's
     // MediaSource can decode.
-    let master_url = server.url(&format!("/live/{stream}/llhls.m3u8"));
-    let script = dir.join("hlsjs.mjs");
-    let (ok, out, err) = run(
-        "node",
-        &[script.to_str().unwrap(), &master_url, "10", "switch"],
-    )
-    .await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result = report(&out, &err);
-    eprintln!("hls.js: {result}");
-    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let (result, switched) =
+        hlsjs_switching(&server.url(&format!("/live/{stream}/llhls.m3u8"))).await;
     let advanced = result["advanced"].as_f64().unwrap();
     assert!(advanced >= 6.0, "playback advanced {advanced} s: {result}");
     let (p50, p95) = clock::check(&result, advanced, 6000);
     eprintln!("{codec} source to LL-HLS (hls.js) glass-to-glass: p50 {p50} ms, p95 {p95} ms");
 
     // WebRTC: the ladder's H.264 and the Opus made from the AAC.
-    let mut viewer = Viewer::connect(&server.ws_url(&format!("/live/{stream}")), false)
-        .await
-        .expect("an offer");
-    ff::init().unwrap();
-    let opus_codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
-    let mut opus = ff::codec::Context::new_with_codec(opus_codec)
-        .decoder()
-        .audio()
-        .unwrap();
-    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
-    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+    assert_viewer_decodes(&server.ws_url(&format!("/live/{stream}"))).await;
 
     let _ = publisher.kill().await;
     server.stop().await;
-    result
+    (result, switched)
 }
 
 #[tokio::test]
 async fn hevc_over_enhanced_rtmp_passes_through_beside_the_h264_ladder() {
     let _one = SERIAL.lock().await;
-    let result = passthrough_and_ladder("hevc", HEVC, "hvc1.").await;
+    let (result, _) = passthrough_and_ladder("hevc", HEVC, "hvc1.").await;
     // Both H.264 rungs play; Chromium here has no HEVC decoder, so hls.js
     // leaves the passthrough out rather than failing on it.
     let levels = result["levels"].as_array().unwrap();
@@ -149,19 +158,11 @@ async fn hevc_over_enhanced_rtmp_passes_through_beside_the_h264_ladder() {
 #[tokio::test]
 async fn av1_over_enhanced_rtmp_passes_through_beside_the_h264_ladder() {
     let _one = SERIAL.lock().await;
-    let result = passthrough_and_ladder("av1", AV1, "av01.").await;
+    let (result, switched) = passthrough_and_ladder("av1", AV1, "av01.").await;
     // Chromium decodes AV1: hls.js has the passthrough and both rungs, and
     // played each of them in turn.
     let levels = result["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 3, "{result}");
-    let mut switched: Vec<u64> = result["switched"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l.as_u64())
-        .collect();
-    switched.sort_unstable();
-    switched.dedup();
     assert_eq!(switched, [0, 1, 2], "{result}");
 }
 
@@ -372,7 +373,7 @@ async fn without_a_ladder_hevc_and_av1_serve_llhls_only() {
 #[tokio::test]
 async fn a_multitrack_publishers_renditions_are_served_as_they_came() {
     let _one = SERIAL.lock().await;
-    let dir = browser_dir();
+    browser_dir();
     let server = TestServer::start(|_| {}).await;
     let mut args = clock::source_args("640x360", 44100);
     let graph = args.iter().position(|a| a == "-filter_complex").unwrap() + 1;
@@ -422,25 +423,8 @@ async fn a_multitrack_publishers_renditions_are_served_as_they_came() {
         assert!(frames >= 30, "{frames} frames of {uri} decoded");
     }
 
-    let master_url = server.url("/live/multi/llhls.m3u8");
-    let script = dir.join("hlsjs.mjs");
-    let (ok, out, err) = run(
-        "node",
-        &[script.to_str().unwrap(), &master_url, "10", "switch"],
-    )
-    .await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result = report(&out, &err);
-    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let (result, switched) = hlsjs_switching(&server.url("/live/multi/llhls.m3u8")).await;
     assert_eq!(result["levels"].as_array().unwrap().len(), 2, "{result}");
-    let mut switched: Vec<u64> = result["switched"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l.as_u64())
-        .collect();
-    switched.sort_unstable();
-    switched.dedup();
     assert_eq!(switched, [0, 1], "{result}");
 
     let mut viewer = Viewer::connect(&server.ws_url("/live/multi"), false)

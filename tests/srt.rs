@@ -15,9 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::webrtc::{Viewer, decode_until};
+use common::webrtc::assert_viewer_decodes;
 use common::*;
-use ffmpeg_next as ff;
 use streamd::bus::StreamPath;
 use tokio::process::{Child, Command};
 
@@ -119,17 +118,7 @@ async fn ffmpeg_publishes_over_srt_to_the_ladder_hlsjs_and_webrtc() {
     eprintln!("SRT to LL-HLS (hls.js) glass-to-glass: p50 {p50} ms, p95 {p95} ms");
 
     // WebRTC: the ladder's H.264 and the Opus made from the AAC decode.
-    let mut viewer = Viewer::connect(&server.ws_url("/live/srt"), false)
-        .await
-        .expect("an offer");
-    ff::init().unwrap();
-    let opus_codec = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
-    let mut opus = ff::codec::Context::new_with_codec(opus_codec)
-        .decoder()
-        .audio()
-        .unwrap();
-    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
-    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+    assert_viewer_decodes(&server.ws_url("/live/srt")).await;
 
     let _ = publisher.kill().await;
     server.stop().await;
@@ -154,17 +143,7 @@ async fn ffmpeg_publishes_hevc_over_srt_beside_the_h264_ladder() {
     let (name, _, _, frames) = probe_video(&server.url(&format!("/live/hevc/{rung}"))).await;
     assert_eq!(name, "h264");
     assert!(frames >= 30, "{frames} frames of {rung} decoded");
-    let mut viewer = Viewer::connect(&server.ws_url("/live/hevc"), false)
-        .await
-        .expect("an offer");
-    ff::init().unwrap();
-    let opus = ff::decoder::find(ff::codec::Id::OPUS).unwrap();
-    let mut opus = ff::codec::Context::new_with_codec(opus)
-        .decoder()
-        .audio()
-        .unwrap();
-    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
-    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+    assert_viewer_decodes(&server.ws_url("/live/hevc")).await;
     let _ = publisher.kill().await;
     server.stop().await;
 }

@@ -466,6 +466,21 @@ pub struct Decoded {
     pub size: (u32, u32),
 }
 
+/// A WebRTC viewer of `ws_url` decodes 30 pictures and a second of Opus
+/// within 15 s: the ladder's H.264 and the Opus made from the publisher's
+/// audio. Panics, saying what it got, otherwise.
+pub async fn assert_viewer_decodes(ws_url: &str) {
+    let mut viewer = Viewer::connect(ws_url, false).await.expect("an offer");
+    ffmpeg_next::init().unwrap();
+    let codec = ffmpeg_next::decoder::find(ffmpeg_next::codec::Id::OPUS).unwrap();
+    let mut opus = ffmpeg_next::codec::Context::new_with_codec(codec)
+        .decoder()
+        .audio()
+        .unwrap();
+    let (ok, got) = decode_until(&mut viewer, &mut opus, 30, 48_000, Duration::from_secs(15)).await;
+    assert!(ok, "the WebRTC viewer decoded only {got:?}");
+}
+
 /// Decodes what `viewer` receives (every access unit and every Opus packet
 /// must decode) until it has `pictures` pictures and `samples` samples, or
 /// `timeout` passed; whether it got there, and what it decoded.
