@@ -27,22 +27,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// `seconds` of the clocked test source at `size`, encoded with `video`
 /// (encoder arguments) and AAC, in real time over RTMP to `url`.
 fn publish(url: &str, seconds: u32, size: &str, video: &[&str]) -> Child {
-    Command::new(ffmpeg9())
-        // SVT-AV1 prints its banner unless told to log errors only.
-        .env("SVT_LOG", "1")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-        .args(clock::source_args(size, 44100))
-        .args(["-t", &seconds.to_string()])
-        .args(video)
-        .args(["-pix_fmt", "yuv420p", "-g", "30", "-b:v", "500k"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
-        .args(["-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg 9 starts")
+    ffmpeg9_publish(url, "flv", seconds, size, video)
 }
 
 /// libx265 with B-frames, as OBS sends HEVC: composition offsets matter.

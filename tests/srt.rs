@@ -56,32 +56,19 @@ fn srt_url_bytes(server: &TestServer, stream_id: &[u8], extra: &str) -> String {
 /// veryfast, B-frames as OBS sends) or HEVC (`hevc`), and AAC, in real
 /// time over SRT to `url`.
 fn srt_publish(url: &str, seconds: u32, size: &str, hevc: bool) -> Child {
-    let mut cmd = Command::new(ffmpeg9());
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-        .args(clock::source_args(size, 44100))
-        .args(["-t", &seconds.to_string()]);
-    if hevc {
-        cmd.args([
+    let video: &[&str] = if hevc {
+        &[
             "-c:v",
             "libx265",
             "-preset",
             "ultrafast",
             "-x265-params",
             "log-level=error",
-        ]);
+        ]
     } else {
-        cmd.args(["-c:v", "libx264", "-preset", "veryfast"]);
-    }
-    cmd.args(["-pix_fmt", "yuv420p", "-g", "30", "-keyint_min", "30"])
-        .args(["-sc_threshold", "0", "-b:v", "500k"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
-        .args(["-f", "mpegts", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg 9 starts")
+        &["-c:v", "libx264", "-preset", "veryfast"]
+    };
+    ffmpeg9_publish(url, "mpegts", seconds, size, video)
 }
 
 #[tokio::test]

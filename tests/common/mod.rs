@@ -754,3 +754,26 @@ pub fn variant(master: &str, prefix: &str) -> Option<String> {
     }
     None
 }
+
+/// FFmpeg 9 publishing `seconds` of the clocked test source (clock.rs) at
+/// `size` in real time: `video` (encoder arguments; a keyframe every 30
+/// frames, 500 kbps) and AAC, as `format` (`flv`, `mpegts`) to `url`.
+pub fn ffmpeg9_publish(url: &str, format: &str, seconds: u32, size: &str, video: &[&str]) -> Child {
+    Command::new(ffmpeg9())
+        // SVT-AV1 prints its banner unless told to log errors only.
+        .env("SVT_LOG", "1")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(clock::source_args(size, 44100))
+        .args(["-t", &seconds.to_string()])
+        .args(video)
+        .args(["-pix_fmt", "yuv420p", "-g", "30", "-keyint_min", "30"])
+        .args(["-sc_threshold", "0", "-b:v", "500k"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
+        .args(["-f", format, url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg 9 starts")
+}
