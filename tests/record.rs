@@ -402,6 +402,51 @@ async fn s3_keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
 /// backlog and retries show it), nothing is lost, and once the store is
 /// back the backlog drains, the recording is `ready` and its every
 /// segment is in the bucket and plays without a gap.
+/// An Enhanced RTMP HEVC publisher without a ladder is recorded as it
+/// came: the VOD's master names `hvc1`, ffmpeg decodes it through, and
+/// the MP4 download carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hevc_stream_is_recorded_as_it_came() {
+    let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
+    let hevc = [
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "log-level=error",
+    ];
+    let url = server.rtmp_url("live", "hevcrec");
+    let publisher = common::ffmpeg9_publish(&url, "flv", 10, "320x240", &hevc);
+    wait_status(
+        &server,
+        "live",
+        "hevcrec",
+        "recording",
+        Duration::from_secs(20),
+    )
+    .await;
+    let (status, err) = common::finish(publisher).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "hevcrec", "ready", Duration::from_secs(30)).await;
+    let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (duration - 10.0).abs() <= 0.2 + FRAME,
+        "recorded {duration} s"
+    );
+    let id = r["id"].as_str().unwrap();
+    let master_url = server.url(&format!("/vod/{id}/master.m3u8"));
+    let master = get(&master_url).await.text();
+    assert!(master.contains("CODECS=\"hvc1.1.6.L"), "{master}");
+    decodes_cleanly(&master_url).await;
+    // And as one MP4 file.
+    let mp4 = server.url(&format!("/vod/{id}/recording.mp4"));
+    let (codec, w, h, frames) = common::probe_video(&mp4).await;
+    assert_eq!((codec.as_str(), w, h), ("hevc", 320, 240));
+    assert!(frames >= 30, "{frames} frames in the MP4");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_loses_nothing_and_the_backlog_drains() {
     let moto = moto("rec-test").await;
