@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Av1Config::parse(Bytes::copy_from_slice(data));
     // A WebRTC publisher's in-band sequence header, and its key frames.
     let _ = Av1Config::from_sequence_header(data);
-    let _ = av1::is_key_frame(data);
+    let _ = av1::is_key_frame(data, false);
     let _ = av1::sequence_header_obu(data);
     if let Ok(config) = HevcConfig::parse(Bytes::copy_from_slice(data)) {
         for nal in config.nalus(data).flatten() {

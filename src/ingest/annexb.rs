@@ -76,7 +76,12 @@ impl AnnexBVideo {
         };
         let mut notice = self.parameter_sets(broadcast, au.codec, au.data, &nalus)?;
         let keyframe = match au.codec {
-            VideoCodec::Av1 => av1::is_key_frame(au.data),
+            VideoCodec::Av1 => {
+                let reduced = self.track.as_ref().and_then(|t| t.config()).is_some_and(
+                    |c| matches!(&**c, CodecConfig::Av1(a) if a.reduced_still_picture_header),
+                );
+                av1::is_key_frame(au.data, reduced)
+            }
             VideoCodec::Hevc => nalus
                 .iter()
                 .any(|n| hevc::nal_type(n).is_some_and(hevc::is_irap)),

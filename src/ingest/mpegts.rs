@@ -122,10 +122,13 @@ impl DemuxContext for Ctx {
                 };
                 let is_video = |t| t == StreamType::H264 || t == HEVC;
                 let is_audio = |t| t == StreamType::ADTS;
-                let mut moved = false;
+                // A new PMT version rebuilds every stream's filter, and the
+                // unit the old one held is lost: the next one is not
+                // contiguous (video waits for a keyframe).
+                let mut replaced = false;
                 let kind = match stream_type {
                     StreamType::H264 | HEVC if first(is_video) == Some(pid) => {
-                        moved = self.video_pid.replace(pid).is_some_and(|p| p != pid);
+                        replaced = self.video_pid.replace(pid).is_some();
                         Some(EsKind::Video(if stream_type == HEVC {
                             VideoCodec::Hevc
                         } else {
@@ -133,7 +136,7 @@ impl DemuxContext for Ctx {
                         }))
                     }
                     StreamType::ADTS if first(is_audio) == Some(pid) => {
-                        moved = self.audio_pid.replace(pid).is_some_and(|p| p != pid);
+                        replaced = self.audio_pid.replace(pid).is_some();
                         Some(EsKind::Adts)
                     }
                     other => {
@@ -149,7 +152,7 @@ impl DemuxContext for Ctx {
                 };
                 match kind {
                     Some(kind) => {
-                        Filter::Pes(pes::PesPacketFilter::new(EsConsumer::new(kind, moved)))
+                        Filter::Pes(pes::PesPacketFilter::new(EsConsumer::new(kind, replaced)))
                     }
                     None => Filter::Null(NullPacketFilter::default()),
                 }
@@ -177,9 +180,9 @@ pub struct EsConsumer {
 }
 
 impl EsConsumer {
-    /// `moved`: the stream came from another PID (a new PMT), so its
-    /// first unit waits for a keyframe.
-    fn new(kind: EsKind, moved: bool) -> EsConsumer {
+    /// `replaced`: a new PMT version rebuilt this stream's filter (on its
+    /// PID or another), and the unit the old one held was lost.
+    fn new(kind: EsKind, replaced: bool) -> EsConsumer {
         EsConsumer {
             kind,
             buf: Vec::new(),
@@ -187,7 +190,7 @@ impl EsConsumer {
             dts: None,
             pes_start: 0,
             dropping: false,
-            lost: moved,
+            lost: replaced,
             next_audio_pts: None,
         }
     }
@@ -963,9 +966,18 @@ mod tests {
         }
         let run = run(&pkts.concat());
         assert!(run.error.is_none());
-        // A new PMT version restarts the stream filters, which may cost
-        // the frame in flight; the stream carries on.
-        assert!(frames(&run, "video").len() >= 30);
+        // A new PMT version rebuilds the stream filters and costs the unit
+        // in flight, so video waits for the next keyframe every time: it
+        // carries on at each keyframe, and no frame that lost its
+        // reference reaches the bus.
+        let video = frames(&run, "video");
+        eprintln!("{} video frames through the churn", video.len());
+        assert!(video.iter().filter(|f| f.keyframe).count() >= 1);
+        assert!(
+            run.notices
+                .iter()
+                .any(|n| matches!(n, TsNotice::Frame(Notice::WaitingForKeyframe)))
+        );
         assert!(frames(&run, "audio").len() >= 40);
     }
 

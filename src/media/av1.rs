@@ -49,6 +49,9 @@ pub struct Av1Config {
     pub initial_presentation_delay: Option<u8>,
     /// The configOBUs (a sequence header, maybe metadata).
     pub config_obus: Bytes,
+    /// The sequence header's reduced_still_picture_header: every frame is
+    /// a key frame.
+    pub reduced_still_picture_header: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -63,16 +66,16 @@ impl Av1Config {
             return Err(Av1Error::Version(d[0]));
         }
         let config_obus = raw.slice(4..);
-        let mut size = None;
+        let mut header = None;
         for obu in Obus::new(&config_obus) {
             let obu = obu?;
             if obu.kind == OBU_SEQUENCE_HEADER {
-                let h = SequenceHeader::parse(obu.payload, false)?;
-                size = Some((h.width, h.height));
+                header = Some(SequenceHeader::parse(obu.payload, false)?);
                 break;
             }
         }
-        let (width, height) = size.ok_or(Av1Error::NoSequenceHeader)?;
+        let h = header.ok_or(Av1Error::NoSequenceHeader)?;
+        let (width, height) = (h.width, h.height);
         Ok(Av1Config {
             seq_profile: d[1] >> 5,
             seq_level_idx_0: d[1] & 0x1f,
@@ -85,6 +88,7 @@ impl Av1Config {
             chroma_sample_position: d[2] & 0x03,
             initial_presentation_delay: (d[3] & 0x10 != 0).then_some((d[3] & 0x0f) + 1),
             config_obus,
+            reduced_still_picture_header: h.reduced,
             width,
             height,
             raw,
@@ -218,6 +222,7 @@ fn leb128(d: &[u8]) -> Option<(u64, usize)> {
 /// maximum frame size.
 struct SequenceHeader {
     profile: u8,
+    reduced: bool,
     level0: u8,
     tier0: bool,
     width: u32,
@@ -236,6 +241,10 @@ impl SequenceHeader {
         use Av1Error::SequenceHeader as M;
         let mut r = BitReader::new(payload);
         let profile = r.bits(3).ok_or(M("seq_profile"))? as u8;
+        if profile > 2 {
+            // 3-7 are reserved (AV1 6.4.1).
+            return Err(M("seq_profile"));
+        }
         r.skip(1).ok_or(M("still_picture"))?;
         let reduced = r.bit().ok_or(M("reduced_still_picture_header"))?;
         let (mut level0, mut tier0) = (0, false);
@@ -287,6 +296,7 @@ impl SequenceHeader {
         }
         let mut h = SequenceHeader {
             profile,
+            reduced,
             level0,
             tier0,
             width,
@@ -400,15 +410,16 @@ impl Av1Config {
     }
 }
 
-/// Whether a temporal unit holds a key frame: a frame (or frame header)
-/// OBU whose header says KEY_FRAME and is not a shown existing frame.
-pub fn is_key_frame(frame: &[u8]) -> bool {
+/// Whether a temporal unit is a sync point: its first frame (or frame
+/// header) OBU is a shown key frame (AV1 5.9.2). Under a reduced still
+/// picture header (`reduced`) every frame is one.
+pub fn is_key_frame(frame: &[u8], reduced: bool) -> bool {
     Obus::new(frame)
         .map_while(Result::ok)
         .find(|o| o.kind == OBU_FRAME || o.kind == OBU_FRAME_HEADER)
         .and_then(|o| o.payload.first().copied())
-        // show_existing_frame = 0, then frame_type = 0 (KEY_FRAME).
-        .is_some_and(|b| b & 0xe0 == 0)
+        // show_existing_frame = 0, frame_type = 0 (KEY_FRAME), show_frame = 1.
+        .is_some_and(|b| reduced || b & 0xf0 == 0x10)
 }
 
 /// The sequence header OBU of a temporal unit, whole, if it has one.
@@ -485,6 +496,26 @@ pub(crate) mod tests {
         assert!(matches!(
             Av1Config::parse(hex("81000c000affffffffffffffffff")),
             Err(Av1Error::Obu { .. })
+        ));
+    }
+
+    #[test]
+    fn key_frames_are_shown_key_frames() {
+        // OBU_FRAME (0x32), size 1: show_existing 0, KEY, show_frame 1.
+        assert!(is_key_frame(&hex("320110"), false));
+        // A hidden key frame, an inter frame, a shown existing frame.
+        assert!(!is_key_frame(&hex("320100"), false));
+        assert!(!is_key_frame(&hex("320130"), false));
+        assert!(!is_key_frame(&hex("320180"), false));
+        // OBU_FRAME_HEADER (0x1a) counts too; a TD alone does not.
+        assert!(is_key_frame(&hex("12001a0110"), false));
+        assert!(!is_key_frame(&hex("1200"), false));
+        // Under a reduced still picture header, every frame.
+        assert!(is_key_frame(&hex("320180"), true));
+        // Reserved profiles are refused.
+        assert!(matches!(
+            Av1Config::from_sequence_header(&hex("0a0b6000000521e7fde017c002")),
+            Err(Av1Error::SequenceHeader("seq_profile"))
         ));
     }
 
