@@ -408,16 +408,8 @@ async fn s3_keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hevc_stream_is_recorded_as_it_came() {
     let server = TestServer::start(|c| c.bus.reconnect_grace = Duration::from_secs(1)).await;
-    let hevc = [
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "log-level=error",
-    ];
     let url = server.rtmp_url("live", "hevcrec");
-    let publisher = common::ffmpeg9_publish(&url, "flv", 10, "320x240", &hevc);
+    let publisher = common::ffmpeg9_publish(&url, "flv", 10, "320x240", common::X265_FAST);
     wait_status(
         &server,
         "live",

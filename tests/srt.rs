@@ -57,14 +57,7 @@ fn srt_url_bytes(server: &TestServer, stream_id: &[u8], extra: &str) -> String {
 /// time over SRT to `url`.
 fn srt_publish(url: &str, seconds: u32, size: &str, hevc: bool) -> Child {
     let video: &[&str] = if hevc {
-        &[
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "log-level=error",
-        ]
+        X265_FAST
     } else {
         &["-c:v", "libx264", "-preset", "veryfast"]
     };

@@ -23,7 +23,7 @@ use crate::bus::{
 };
 use crate::media::{
     AacConfig, AacError, Av1Config, Av1Error, AvcConfig, CodecConfig, H264Error, HevcConfig,
-    HevcError, av1,
+    HevcError, av1, h264::Nalus,
 };
 use crate::ratelimit::LogLimiter;
 use crate::time::{MediaTime, RtmpTimestampUnwrapper};
@@ -417,26 +417,21 @@ pub(crate) fn write_audio(
 /// the frame as it goes on the bus (an AV1 frame without its temporal
 /// delimiter).
 fn check_frame(config: &CodecConfig, codec: VideoCodec, data: Bytes) -> Result<Bytes, FrameError> {
-    let mismatch = || FrameError::CodecMismatch {
-        config: config.name(),
-        frame: codec,
+    let nal_length_size = match (config, codec) {
+        (CodecConfig::H264(c), VideoCodec::H264) => c.nal_length_size,
+        (CodecConfig::Hevc(c), VideoCodec::Hevc) => c.nal_length_size,
+        (CodecConfig::Av1(_), VideoCodec::Av1) => return Ok(av1::check_frame(data)?),
+        _ => {
+            return Err(FrameError::CodecMismatch {
+                config: config.name(),
+                frame: codec,
+            });
+        }
     };
-    match (config, codec) {
-        (CodecConfig::H264(c), VideoCodec::H264) => {
-            if let Some(Err(e)) = c.nalus(&data).find(|n| n.is_err()) {
-                return Err(e.into());
-            }
-            Ok(data)
-        }
-        (CodecConfig::Hevc(c), VideoCodec::Hevc) => {
-            if let Some(Err(e)) = c.nalus(&data).find(|n| n.is_err()) {
-                return Err(e.into());
-            }
-            Ok(data)
-        }
-        (CodecConfig::Av1(_), VideoCodec::Av1) => Ok(av1::check_frame(data)?),
-        _ => Err(mismatch()),
+    if let Some(Err(e)) = Nalus::new(&data, nal_length_size).find(|n| n.is_err()) {
+        return Err(e.into());
     }
+    Ok(data)
 }
 
 /// Applies a sequence header: creates the track on the first one, and says

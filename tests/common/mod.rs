@@ -755,6 +755,16 @@ pub fn variant(master: &str, prefix: &str) -> Option<String> {
     None
 }
 
+/// libx265 at its fastest, quiet: HEVC for `ffmpeg9_publish`.
+pub const X265_FAST: &[&str] = &[
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-x265-params",
+    "log-level=error",
+];
+
 /// FFmpeg 9 publishing `seconds` of the clocked test source (clock.rs) at
 /// `size` in real time: `video` (encoder arguments; a keyframe every 30
 /// frames, 500 kbps) and AAC, as `format` (`flv`, `mpegts`) to `url`.
