@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use streamd::llhls::cmaf::{self, Sample};
 use streamd::llhls::segmenter::{InSample, Segmenter};
+use streamd::media::cmaf::{self, Sample};
 use streamd::media::{AvcConfig, CodecConfig};
 
 /// Frame sizes like a 2.5 Mbps 30 fps stream: a 60 kB keyframe, then

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::streamd::config::RecordConfig;
-use ::streamd::llhls::cmaf::{Sample, fragment};
+use ::streamd::media::cmaf::{Sample, fragment};
 use ::streamd::record::service::Recorder;
 use ::streamd::store::Store;
 use ::streamd::store::recordings::{

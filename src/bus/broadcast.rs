@@ -55,17 +55,26 @@ pub(crate) struct BroadcastShared {
     pub(crate) id: u64,
     /// When it was first published.
     pub(crate) created: std::time::SystemTime,
+    /// Pulled from another node, not published here (see
+    /// [`super::Registry::relay`]).
+    pub(crate) relayed: bool,
     retention: Retention,
     state: Mutex<BroadcastState>,
     changed: watch::Sender<u64>,
 }
 
 impl BroadcastShared {
-    pub(crate) fn new(path: StreamPath, id: u64, retention: Retention) -> Arc<BroadcastShared> {
+    pub(crate) fn new(
+        path: StreamPath,
+        id: u64,
+        retention: Retention,
+        relayed: bool,
+    ) -> Arc<BroadcastShared> {
         Arc::new(BroadcastShared {
             path,
             id,
             created: std::time::SystemTime::now(),
+            relayed,
             retention,
             state: Mutex::new(BroadcastState {
                 tracks: Vec::new(),
@@ -254,6 +263,13 @@ impl BroadcastConsumer {
     /// When the broadcast was first published (reconnects keep it).
     pub fn created(&self) -> std::time::SystemTime {
         self.shared.created
+    }
+
+    /// Pulled from another node (an edge's copy of an origin's stream):
+    /// its tracks are already the outputs, so it is not transcoded,
+    /// recorded or announced to the cluster again.
+    pub fn relayed(&self) -> bool {
+        self.shared.relayed
     }
 
     /// The catalog, once one is published.

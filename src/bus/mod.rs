@@ -33,7 +33,7 @@ pub use broadcast::{
 };
 pub use catalog::{Catalog, VideoEntry};
 pub use path::{PathError, StreamPath};
-pub use registry::{PublishError, Registry};
+pub use registry::{DEMAND_WAIT, Demand, PublishError, Registry};
 pub use track::{
     FrameEvent, Retention, StartAt, TrackConsumer, TrackEvent, TrackProducer, TryNext, WriteError,
 };

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::StreamPath;
 use super::broadcast::{BroadcastConsumer, BroadcastProducer, BroadcastShared, BroadcastStatus};
@@ -16,6 +16,18 @@ use super::track::Retention;
 /// Announcements buffered per listener before it must resync with
 /// [`Registry::list`] (it sees `RecvError::Lagged`).
 const ANNOUNCE_CAPACITY: usize = 256;
+
+/// How long a viewer's request waits for a stream that is not here to be
+/// brought here (see [`Registry::find`]).
+pub const DEMAND_WAIT: Duration = Duration::from_secs(5);
+
+/// A viewer wants `path`, which is not here. The handler answers `true`
+/// once the broadcast is in the registry, `false` when it cannot be had.
+#[derive(Debug)]
+pub struct Demand {
+    pub path: StreamPath,
+    pub reply: oneshot::Sender<bool>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublishError {
@@ -37,6 +49,7 @@ pub(crate) struct RegistryInner {
     /// New broadcasts beyond this many are refused (a returning publisher
     /// of an interrupted one is not new).
     max_broadcasts: std::sync::atomic::AtomicUsize,
+    demand: Mutex<Option<mpsc::Sender<Demand>>>,
 }
 
 impl RegistryInner {
@@ -105,6 +118,7 @@ impl Registry {
                 next_id: AtomicU64::new(1),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 max_broadcasts: std::sync::atomic::AtomicUsize::new(usize::MAX),
+                demand: Mutex::new(None),
             }),
         }
     }
@@ -117,6 +131,22 @@ impl Registry {
     /// Becomes the publisher of `path`: a new broadcast, or the continuation
     /// of an interrupted one. Refused while another publisher is live.
     pub fn publish(&self, path: StreamPath) -> Result<BroadcastProducer, PublishError> {
+        self.publish_as(path, false)
+    }
+
+    /// As [`publish`](Self::publish), for a copy of a stream published on
+    /// another node (a cluster edge pulling it): the broadcast is marked
+    /// [`relayed`](BroadcastConsumer::relayed). A relay continues only an
+    /// interrupted relay, and a publisher only an interrupted publish.
+    pub fn relay(&self, path: StreamPath) -> Result<BroadcastProducer, PublishError> {
+        self.publish_as(path, true)
+    }
+
+    fn publish_as(
+        &self,
+        path: StreamPath,
+        relayed: bool,
+    ) -> Result<BroadcastProducer, PublishError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
@@ -125,6 +155,9 @@ impl Registry {
             let mut st = shared.lock();
             match st.status {
                 BroadcastStatus::Live { .. } => return Err(PublishError::AlreadyPublishing(path)),
+                BroadcastStatus::Interrupted { .. } if shared.relayed != relayed => {
+                    return Err(PublishError::AlreadyPublishing(path));
+                }
                 BroadcastStatus::Interrupted { session } => {
                     let session = session + 1;
                     st.status = BroadcastStatus::Live { session };
@@ -150,7 +183,7 @@ impl Registry {
             return Err(PublishError::Full(max));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let shared = BroadcastShared::new(path.clone(), id, self.inner.retention.clone());
+        let shared = BroadcastShared::new(path.clone(), id, self.inner.retention.clone(), relayed);
         streams.insert(path, shared.clone());
         drop(streams);
         // No listener is fine: nobody wants to know yet.
@@ -165,6 +198,40 @@ impl Registry {
     /// The broadcast at `path`, live or waiting for its publisher.
     pub fn get(&self, path: &StreamPath) -> Option<BroadcastConsumer> {
         self.inner.lock().get(path).map(|s| s.consumer())
+    }
+
+    /// Where a viewer's request for a stream that is not here goes (a
+    /// cluster node pulls it from the node that has it). Without one,
+    /// [`find`](Self::find) is [`get`](Self::get).
+    pub fn set_demand(&self, demand: mpsc::Sender<Demand>) {
+        *self.inner.demand.lock().unwrap_or_else(|e| e.into_inner()) = Some(demand);
+    }
+
+    /// The broadcast at `path` for a viewer: the one here, or one the
+    /// demand handler brings here (it answers within [`DEMAND_WAIT`] or
+    /// the stream counts as absent). `None` when there is no such stream.
+    pub async fn find(&self, path: &StreamPath) -> Option<BroadcastConsumer> {
+        if let Some(b) = self.get(path) {
+            return Some(b);
+        }
+        let demand = self
+            .inner
+            .demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let (reply, answer) = oneshot::channel();
+        // A full queue is a busy handler: the stream counts as absent now.
+        demand
+            .try_send(Demand {
+                path: path.clone(),
+                reply,
+            })
+            .ok()?;
+        match tokio::time::timeout(DEMAND_WAIT, answer).await {
+            Ok(Ok(true)) => self.get(path),
+            _ => None,
+        }
     }
 
     pub fn list(&self) -> Vec<BroadcastConsumer> {

@@ -139,8 +139,9 @@ async fn serve(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     // Only streams that exist are asked about (no backend call, no
-    // database query for random names).
-    if state.outputs.get(&path).is_none() && state.registry.get(&path).is_none() {
+    // database query for random names). A cluster node brings a stream
+    // another node has here first (`Registry::find`).
+    if state.outputs.get(&path).is_none() && state.registry.find(&path).await.is_none() {
         return error(StatusCode::NOT_FOUND, "no such stream");
     }
     // One admission path: a private stream's playback token (`?token=`,

@@ -1,7 +1,7 @@
 //! LL-HLS: CMAF parts and segments from the bus, served from memory.
 //!
-//! - [`cmaf`]: init segments and `moof`+`mdat` fragments (mp4-atom);
-//! - [`segmenter`]: one track into parts and segments (sans-IO);
+//! - [`segmenter`]: one track into parts and segments (sans-IO), as CMAF
+//!   ([`crate::media::cmaf`]);
 //! - [`packager`]: one broadcast's tracks on one timeline, audio aligned to
 //!   video (sans-IO);
 //! - [`playlist`]: the playlist model and writer;
@@ -13,7 +13,6 @@
 //! Designed for N renditions: the transcoder adds video tracks to the same
 //! broadcast and each becomes a variant of the master playlist.
 
-pub mod cmaf;
 pub mod http;
 pub mod packager;
 pub mod playlist;

@@ -31,8 +31,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::cmaf::{self, Sample};
 use crate::media::CodecConfig;
+use crate::media::cmaf::{self, Sample};
 
 /// Parts get `n` frames, `n = floor(configured / frame + PART_ROUNDING)`, so
 /// a configured 200 ms at a measured 34 ms frame (29.97 fps rounded to ms)

@@ -40,7 +40,11 @@ pub async fn run(
                 let output = Arc::new(StreamOutput::new(b.path().clone(), instance));
                 outputs.insert(output.clone());
                 let span = tracing::info_span!("llhls", stream = %b.path());
-                let tap = taps.as_ref().and_then(|t| t(b.path()));
+                // The origin records a relayed stream, not every node that has it.
+                let tap = taps
+                    .as_ref()
+                    .filter(|_| !b.relayed())
+                    .and_then(|t| t(b.path()));
                 let task = package(
                     b,
                     output.clone(),

@@ -1,10 +1,12 @@
 //! Codec-level knowledge shared by ingest, packagers and (later) transcoding:
 //! H.264, HEVC, AV1, AAC and Opus configuration records, parsed from
-//! untrusted bytes.
+//! untrusted bytes; and CMAF, the container LL-HLS, recordings and the
+//! cluster's pulls share.
 
 pub mod aac;
 pub mod av1;
 mod bits;
+pub mod cmaf;
 pub mod h264;
 pub mod hevc;
 pub mod opus;

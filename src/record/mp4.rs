@@ -125,7 +125,7 @@ fn for_each_box(mut data: &mut [u8], f: &mut dyn FnMut(&[u8; 4], &mut [u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llhls::cmaf::{Sample, fragment, init_segment};
+    use crate::media::cmaf::{Sample, fragment, init_segment};
     use crate::media::{AacConfig, AvcConfig, CodecConfig};
 
     fn avc() -> CodecConfig {

@@ -1095,7 +1095,7 @@ pub fn recording_json(r: &Recording) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llhls::cmaf::{Sample, fragment};
+    use crate::media::cmaf::{Sample, fragment};
 
     /// The first rendition to open a live segment decides for all: audio
     /// opening it after the spool filled (or drained) follows video, so

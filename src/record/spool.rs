@@ -108,7 +108,7 @@ mod tests {
     /// fragment's decode time to the last one's end.
     #[test]
     fn the_span_of_real_fragments() {
-        use crate::llhls::cmaf::{Sample, fragment};
+        use crate::media::cmaf::{Sample, fragment};
         let sample = |d: u32| Sample {
             duration: d,
             composition_offset: 0,
@@ -169,7 +169,7 @@ mod tests {
     /// whole, and a write torn anywhere inside one drops only that one.
     #[test]
     fn the_packagers_fragments_are_read_back() {
-        use crate::llhls::cmaf::{Sample, fragment};
+        use crate::media::cmaf::{Sample, fragment};
         let mut file = Vec::new();
         let mut ends = Vec::new();
         for f in 0..5u32 {

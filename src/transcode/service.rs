@@ -42,6 +42,11 @@ pub async fn run(
             // Broadcasts end at shutdown; transcoders drain their encoders.
             Duration::from_secs(5),
             |b| {
+                // A relay's tracks are already the origin's outputs, and
+                // its catalog is the origin's.
+                if b.relayed() {
+                    return None;
+                }
                 let span = tracing::info_span!("transcode", stream = %b.path());
                 let config = config.clone();
                 let transcoders = transcoders.clone();

@@ -269,6 +269,10 @@ async fn watch(
             shutdown,
             drain,
             move |mut b| {
+                // The node it is published on tells of it, not its edges.
+                if b.relayed() {
+                    return None;
+                }
                 let path = b.path().clone();
                 let data =
                     json!({"stream": path.to_string(), "app": path.app(), "id": path.stream()});

@@ -547,7 +547,7 @@ pub(super) async fn ready_plan(
     registry: &Registry,
     path: &StreamPath,
 ) -> Option<(BroadcastConsumer, StreamPlan)> {
-    let mut broadcast = registry.get(path)?;
+    let mut broadcast = registry.find(path).await?;
     let deadline = tokio::time::Instant::now() + CATALOG_WAIT;
     let mut update = broadcast.snapshot();
     let plan = loop {

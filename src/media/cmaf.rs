@@ -1,8 +1,11 @@
 //! CMAF (fragmented MP4) boxes for one track, written with mp4-atom: the
-//! init segment (`ftyp` + `moov`) and media fragments (`moof` + `mdat`).
+//! init segment (`ftyp` + `moov`) and media fragments (`moof` + `mdat`),
+//! and read back ([`read_init`], [`read_fragment`]) by a cluster edge that
+//! pulls a track from its origin.
 //!
 //! Sans-IO and allocation-light: a fragment is one buffer holding the `moof`
-//! and the samples' bytes, copied once.
+//! and the samples' bytes, copied once. Reading trusts nothing: every
+//! length is checked against the bytes present.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::{
@@ -11,7 +14,7 @@ use mp4_atom::{
     Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
-use crate::media::{AacConfig, Av1Config, AvcConfig, CodecConfig, HevcConfig};
+use crate::media::{AacConfig, Av1Config, AvcConfig, CodecConfig, HevcConfig, OpusConfig};
 
 /// Every CMAF track streamd writes is alone in its file, as track 1.
 pub const TRACK_ID: u32 = 1;
@@ -29,8 +32,14 @@ pub enum CmafError {
     TooLarge(usize),
     #[error("sample decode time {0} is negative")]
     NegativeTime(i64),
-    #[error("{0} is not carried in LL-HLS")]
+    #[error("{0} is not carried in CMAF here")]
     Unsupported(&'static str),
+    #[error("malformed CMAF: {0}")]
+    Malformed(String),
+}
+
+fn malformed(what: impl std::fmt::Display) -> CmafError {
+    CmafError::Malformed(what.to_string())
 }
 
 /// One sample of a fragment, in the track's timescale.
@@ -50,7 +59,7 @@ pub fn init_segment(config: &CodecConfig, timescale: u32) -> Result<Bytes, CmafE
         CodecConfig::Hevc(hevc) => Codec::Hvc1(hvc1(hevc)),
         CodecConfig::Av1(av1) => Codec::Av01(av01(av1)),
         CodecConfig::Aac(aac) => Codec::Mp4a(mp4a(aac)),
-        CodecConfig::Opus(_) => return Err(CmafError::Unsupported("Opus")),
+        CodecConfig::Opus(opus) => Codec::Opus(opus_entry(opus)),
     };
     let video = config.is_video();
     let (handler, name) = if video {
@@ -275,6 +284,189 @@ fn mp4a(aac: &AacConfig) -> Mp4a {
     }
 }
 
+/// `Opus` with its `dOps` (the Opus-in-ISOBMFF encapsulation).
+fn opus_entry(opus: &OpusConfig) -> mp4_atom::Opus {
+    mp4_atom::Opus {
+        audio: Audio {
+            data_reference_index: 1,
+            channel_count: u16::from(opus.channels.max(1)),
+            sample_size: 16,
+            sample_rate: mp4_atom::FixedPoint::new(48_000, 0),
+        },
+        dops: mp4_atom::Dops {
+            output_channel_count: opus.channels,
+            pre_skip: opus.pre_skip,
+            input_sample_rate: opus.input_sample_rate,
+            output_gain: 0,
+            channel_mapping: None,
+        },
+        btrt: None,
+    }
+}
+
+/// A `prft` box: the frame of the next fragment whose decode time is
+/// `media_time` (track timescale) was taken in at `wallclock`.
+pub fn producer_reference_time(
+    wallclock: std::time::SystemTime,
+    media_time: u64,
+) -> Result<Bytes, CmafError> {
+    let prft = mp4_atom::Prft {
+        reference_track_id: TRACK_ID,
+        ntp_timestamp: to_ntp(wallclock),
+        media_time,
+        utc_time_semantics: mp4_atom::ReferenceTime::Input,
+    };
+    let mut out = Vec::with_capacity(32);
+    prft.encode(&mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Seconds between 1900 (NTP's epoch) and 1970.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+fn to_ntp(t: std::time::SystemTime) -> u64 {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() + NTP_UNIX_OFFSET;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// The time an NTP timestamp names (the Unix epoch for anything earlier).
+pub fn from_ntp(ntp: u64) -> std::time::SystemTime {
+    let secs = (ntp >> 32).saturating_sub(NTP_UNIX_OFFSET);
+    let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
+    std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32)
+}
+
+/// The type and total size of the box starting at `buf`, once its header
+/// is there (`None` until then). Sizes of 0 (to the end of the file) and
+/// 64-bit sizes are refused: a stream of fragments uses neither.
+pub fn box_header(buf: &[u8]) -> Result<Option<([u8; 4], usize)>, CmafError> {
+    if buf.len() < 8 {
+        return Ok(None);
+    }
+    let size = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let kind = [buf[4], buf[5], buf[6], buf[7]];
+    if size < 8 {
+        return Err(malformed(format_args!(
+            "box {} has size {size}",
+            String::from_utf8_lossy(&kind)
+        )));
+    }
+    Ok(Some((kind, size)))
+}
+
+/// The codec configuration and timescale of a one-track init segment
+/// (`ftyp` + `moov`, as [`init_segment`] writes them).
+pub fn read_init(data: &[u8]) -> Result<(CodecConfig, u32), CmafError> {
+    use mp4_atom::{Any, Decode};
+    let mut buf = data;
+    let mut moov = None;
+    while !buf.is_empty() {
+        match Any::decode(&mut buf).map_err(malformed)? {
+            Any::Moov(m) => moov = Some(m),
+            Any::Ftyp(_) => {}
+            other => {
+                return Err(malformed(format_args!(
+                    "{:?} in an init segment",
+                    other.kind()
+                )));
+            }
+        }
+    }
+    let moov = moov.ok_or_else(|| malformed("no moov"))?;
+    let [trak] = moov.trak.as_slice() else {
+        return Err(malformed(format_args!("{} tracks", moov.trak.len())));
+    };
+    let timescale = trak.mdia.mdhd.timescale;
+    if timescale == 0 {
+        return Err(malformed("timescale 0"));
+    }
+    let [codec] = trak.mdia.minf.stbl.stsd.codecs.as_slice() else {
+        return Err(malformed("not one sample entry"));
+    };
+    fn body(atom: &impl Encode) -> Result<Bytes, CmafError> {
+        let mut out = Vec::new();
+        atom.encode(&mut out)?;
+        Ok(Bytes::from(out).slice(8..))
+    }
+    let config = match codec {
+        Codec::Avc1(a) => CodecConfig::H264(AvcConfig::parse(body(&a.avcc)?).map_err(malformed)?),
+        Codec::Hvc1(h) => CodecConfig::Hevc(HevcConfig::parse(body(&h.hvcc)?).map_err(malformed)?),
+        Codec::Av01(a) => CodecConfig::Av1(Av1Config::parse(body(&a.av1c)?).map_err(malformed)?),
+        Codec::Mp4a(m) => {
+            let asc = m
+                .esds
+                .es_desc
+                .dec_config
+                .dec_specific
+                .as_ref()
+                .ok_or_else(|| malformed("mp4a without a decoder config"))?;
+            CodecConfig::Aac(AacConfig::parse(Bytes::from(asc.raw.clone())).map_err(malformed)?)
+        }
+        Codec::Opus(o) => CodecConfig::Opus(OpusConfig {
+            channels: o.dops.output_channel_count,
+            pre_skip: o.dops.pre_skip,
+            input_sample_rate: o.dops.input_sample_rate,
+        }),
+        _ => return Err(CmafError::Unsupported("this sample entry")),
+    };
+    Ok((config, timescale))
+}
+
+/// The decode time of the first sample and the samples of one `moof` +
+/// `mdat` pair (`data`, the two boxes back to back, as [`fragment`] writes
+/// them). Samples share `data`'s buffer.
+pub fn read_fragment(data: &Bytes) -> Result<(u64, Vec<Sample>), CmafError> {
+    use mp4_atom::Decode;
+    let (kind, moof_size) = box_header(data)?.ok_or_else(|| malformed("short fragment"))?;
+    if &kind != b"moof" || moof_size > data.len() {
+        return Err(malformed("a fragment must start with a whole moof"));
+    }
+    let moof = Moof::decode(&mut &data[..moof_size]).map_err(malformed)?;
+    let (mdat_kind, mdat_size) =
+        box_header(&data[moof_size..])?.ok_or_else(|| malformed("no mdat after the moof"))?;
+    if &mdat_kind != b"mdat" || moof_size + mdat_size != data.len() {
+        return Err(malformed(
+            "the moof must be followed by its whole mdat, alone",
+        ));
+    }
+    let [traf] = moof.traf.as_slice() else {
+        return Err(malformed("not one traf"));
+    };
+    let base = traf
+        .tfdt
+        .as_ref()
+        .ok_or_else(|| malformed("no tfdt"))?
+        .base_media_decode_time;
+    let mut samples = Vec::new();
+    for trun in &traf.trun {
+        let offset = trun
+            .data_offset
+            .and_then(|o| usize::try_from(o).ok())
+            .ok_or_else(|| malformed("trun without a data offset"))?;
+        let mut at = offset;
+        let entries: Vec<_> = trun.samples.iter().collect();
+        for e in entries {
+            let size = e.size.ok_or_else(|| malformed("sample without a size"))? as usize;
+            let end = at
+                .checked_add(size)
+                .filter(|end| *end <= data.len() && at >= moof_size + 8)
+                .ok_or_else(|| malformed("a sample lies outside the mdat"))?;
+            let flags = e.flags.unwrap_or(FLAGS_NON_SYNC);
+            samples.push(Sample {
+                duration: e.duration.unwrap_or(0),
+                composition_offset: i32::try_from(e.cts.unwrap_or(0))
+                    .map_err(|_| malformed("composition offset out of range"))?,
+                keyframe: flags & 0x0001_0000 == 0,
+                data: data.slice(at..end),
+            });
+            at = end;
+        }
+    }
+    Ok((base, samples))
+}
+
 /// A `moof` + `mdat` holding `samples`, whose first sample decodes at
 /// `base_decode_time` (track timescale).
 pub fn fragment(
@@ -419,6 +611,79 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn init_segments_read_back_as_their_config() {
+        use crate::media::av1::tests::AV1C_320X240;
+        use crate::media::hevc::tests::{HVCC_320X240, hex};
+        let configs = [
+            avc(),
+            CodecConfig::Hevc(HevcConfig::parse(hex(HVCC_320X240)).unwrap()),
+            CodecConfig::Av1(Av1Config::parse(hex(AV1C_320X240)).unwrap()),
+            CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap()),
+            CodecConfig::Opus(OpusConfig {
+                channels: 2,
+                pre_skip: 312,
+                input_sample_rate: 44_100,
+            }),
+        ];
+        for config in configs {
+            let init = init_segment(&config, 48_000).unwrap();
+            let (back, timescale) = read_init(&init).unwrap();
+            assert_eq!(back, config);
+            assert_eq!(timescale, 48_000);
+            // Every cut is an error, not a panic or a partial config.
+            for cut in 0..init.len() {
+                assert!(read_init(&init[..cut]).is_err() || cut == 0, "cut at {cut}");
+            }
+        }
+        assert!(read_init(&[]).is_err());
+    }
+
+    #[test]
+    fn fragments_read_back_and_cuts_are_refused() {
+        let samples = vec![Sample {
+            duration: 0,
+            composition_offset: 3000,
+            keyframe: true,
+            data: Bytes::from_static(b"frame"),
+        }];
+        let frag = fragment(3, 123_456, &samples).unwrap();
+        let (base, back) = read_fragment(&frag).unwrap();
+        assert_eq!(base, 123_456);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].data, samples[0].data);
+        assert_eq!(back[0].composition_offset, 3000);
+        assert!(back[0].keyframe);
+        let delta = fragment(
+            4,
+            0,
+            &[Sample {
+                keyframe: false,
+                ..samples[0].clone()
+            }],
+        )
+        .unwrap();
+        assert!(!read_fragment(&delta).unwrap().1[0].keyframe);
+        for cut in 0..frag.len() {
+            assert!(read_fragment(&frag.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        // A sample claiming more than the mdat holds.
+        let mut lying = frag.to_vec();
+        let mdat_at = lying.len() - 5 - 8;
+        lying[mdat_at..mdat_at + 4].copy_from_slice(&100u32.to_be_bytes());
+        assert!(read_fragment(&Bytes::from(lying)).is_err());
+    }
+
+    #[test]
+    fn ntp_times_round_trip() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 123_456_789);
+        let back = from_ntp(to_ntp(t));
+        let diff = back.duration_since(t).unwrap_or_else(|e| e.duration());
+        assert!(diff < std::time::Duration::from_micros(1), "{diff:?}");
+        let prft = producer_reference_time(t, 90_000).unwrap();
+        assert_eq!(&prft[4..8], b"prft");
     }
 
     #[test]
