@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod connlimit;
 pub mod http;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::api::Api;
 use crate::auth::{Access, Auth};
 use crate::bus::{Registry, Retention};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::http::HttpServer;
 use crate::ingest::RtmpServer;
 use crate::ingest::srt::SrtServer;
@@ -400,6 +400,43 @@ impl Server {
             }));
         }
         drop(hooks);
+        // A cluster: pull what viewers ask for and this node lacks; an
+        // origin also lists its streams and serves pulls.
+        if config.cluster.enabled() {
+            let (demand, demands) = tokio::sync::mpsc::channel(64);
+            registry.set_demand(demand);
+            let edge = crate::cluster::edge::Edge {
+                registry: registry.clone(),
+                store: access.store.clone(),
+                viewers: viewers.clone(),
+                config: config.cluster.clone(),
+                grace: config.bus.reconnect_grace,
+                client: crate::http::client::client(),
+            };
+            tokio::spawn(edge.run(demands, shutdown.clone()));
+        }
+        match config.cluster.role {
+            Role::Origin => {
+                tokio::spawn(crate::cluster::directory::announce(
+                    registry.clone(),
+                    access.store.clone(),
+                    crate::cluster::directory::Node {
+                        name: config.cluster.node_name(),
+                        url: config.cluster.advertise_url.clone(),
+                    },
+                    config.cluster.heartbeat,
+                    shutdown.clone(),
+                ));
+                routes = routes.merge(crate::cluster::origin::routes(
+                    crate::cluster::origin::OriginHttp {
+                        registry: registry.clone(),
+                        secret: config.cluster.secret.as_str().into(),
+                    },
+                ));
+            }
+            Role::Edge => access.refuse_publishers(),
+            Role::Standalone => {}
+        }
         // The API's routes, then the signalling layer over all of them (it
         // also answers WebSocket upgrades no route matches).
         routes = routes.merge(crate::api::routes(Api {

@@ -8,37 +8,13 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use sqlx::Connection;
 use streamd::store::Store;
-
-/// A fresh database on the test server, and its URL; None without one.
-async fn database() -> Option<String> {
-    let Ok(url) = std::env::var("STREAMD_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("STREAMD_SKIP_POSTGRES").is_some(),
-            "STREAMD_TEST_POSTGRES is not set: run the README's test command \
-             (bash scripts/test.sh starts a throwaway Postgres), or set \
-             STREAMD_SKIP_POSTGRES=1 to skip these tests knowingly"
-        );
-        eprintln!("STREAMD_SKIP_POSTGRES is set: the Postgres tests did not run");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("streamd_{}", streamd::random::string(10, b"abcdefghij"));
-    let mut admin = sqlx::AnyConnection::connect(&url)
-        .await
-        .expect("the test Postgres accepts connections");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
-}
 
 #[tokio::test]
 async fn the_store_works_on_postgres() {
-    let Some(url) = database().await else { return };
+    let Some(url) = postgres_database().await else {
+        return;
+    };
     let s = Store::open(&url).await.unwrap();
     let (a, key) = s.create("live", "A", "first", false).await.unwrap();
     let (b, _) = s
@@ -61,7 +37,9 @@ async fn the_store_works_on_postgres() {
 
 #[tokio::test]
 async fn the_api_works_on_postgres() {
-    let Some(url) = database().await else { return };
+    let Some(url) = postgres_database().await else {
+        return;
+    };
     let server = TestServer::start(|c| c.database.url = url.clone()).await;
     let bearer = format!(
         "Bearer {}",
@@ -97,7 +75,9 @@ async fn the_api_works_on_postgres() {
 #[tokio::test]
 async fn the_recording_journal_works_on_postgres() {
     use streamd::store::recordings::*;
-    let Some(url) = database().await else { return };
+    let Some(url) = postgres_database().await else {
+        return;
+    };
     let s = Store::open(&url).await.unwrap();
     let id = new_recording_id();
     s.create_recording(&Recording {

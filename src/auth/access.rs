@@ -50,6 +50,8 @@ pub struct Access {
     /// Set when the server drains: requests that would open a session are
     /// refused ([`Refusal::Draining`]); sessions open keep going.
     draining: std::sync::atomic::AtomicBool,
+    /// A cluster edge: viewers only, publishers go to origins.
+    edge: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +242,14 @@ impl Access {
                 used: Arc::default(),
             },
             draining: Default::default(),
+            edge: Default::default(),
         }
+    }
+
+    /// This node is a cluster edge: publishers are refused (they belong on
+    /// an origin), as a full server refuses them.
+    pub fn refuse_publishers(&self) {
+        self.edge.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on, requests that open a session are refused.
@@ -259,6 +268,9 @@ impl Access {
             return Err(Refusal::Draining);
         }
         match r.protocol.direction() {
+            Direction::Incoming if self.edge.load(std::sync::atomic::Ordering::SeqCst) => Err(
+                Refusal::Full("this node is a cluster edge: publish to an origin".into()),
+            ),
             Direction::Incoming => self.admit_publish(r).await,
             Direction::Outgoing => self.admit_play(r).await,
         }

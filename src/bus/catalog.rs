@@ -8,7 +8,7 @@
 //! to be complete instead of guessing from the tracks that exist so far.
 
 /// A video track players may choose.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VideoEntry {
     /// As players see it (`720p`; `source` for the publisher's video when
     /// the stream is not transcoded).
@@ -28,7 +28,7 @@ pub struct VideoEntry {
 
 /// What a broadcast offers. `Default` is the empty catalog: nothing to
 /// serve yet.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Catalog {
     /// Video renditions, largest bitrate first.
     pub video: Vec<VideoEntry>,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod bus;
+mod cluster;
 mod database;
 mod http;
 mod llhls;
@@ -31,6 +32,7 @@ mod whip;
 
 pub use auth::{AdmissionConfig, ApiTokens, AuthConfig, PublishPolicy};
 pub use bus::BusConfig;
+pub use cluster::{ClusterConfig, Role};
 pub use database::DatabaseConfig;
 pub use http::{HttpConfig, TlsConfig};
 pub use llhls::LlhlsConfig;
@@ -90,6 +92,7 @@ pub struct Config {
     pub admission: AdmissionConfig,
     pub record: RecordConfig,
     pub ome_api: OmeApiConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// The shortest secret accepted for signing tokens or webhooks (HS256 keys
@@ -108,10 +111,26 @@ const SECRET_KEYS: &[&str] = &[
     "turn.secret",
     "srt.passphrase",
     "ome_api.access_token",
+    "cluster.secret",
 ];
 
 fn invalid(key: &'static str, reason: String) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid { key, reason })
+}
+
+/// The host's name (`HOSTNAME`, else `/etc/hostname`, else `streamd`):
+/// a node's name when none is configured.
+pub(crate) fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "streamd".to_owned())
 }
 
 fn is_http_url(url: &str) -> bool {
@@ -218,6 +237,7 @@ impl Config {
         self.admission.validate()?;
         self.record.validate()?;
         self.ome_api.validate()?;
+        self.cluster.validate(&self.database.url)?;
         if !self.webhooks.secret.is_empty() && self.webhooks.secret == self.auth.jwt_secret {
             return invalid(
                 "webhooks.secret",

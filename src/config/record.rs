@@ -139,16 +139,7 @@ impl RecordConfig {
         if !self.node.is_empty() {
             return self.node.clone();
         }
-        std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-                    .filter(|h| !h.is_empty())
-            })
-            .unwrap_or_else(|| "streamd".to_owned())
+        super::host_name()
     }
 }
 

@@ -27,6 +27,7 @@ use crate::shutdown::Shutdown;
 
 pub mod client;
 pub mod sdp;
+pub mod stall;
 pub mod tls;
 
 /// How often histogram samples are folded into their summaries.
@@ -458,6 +459,7 @@ impl Serve {
     /// the handshake (within `header_timeout`), then HTTP/2 or HTTP/1.1 as
     /// ALPN chose.
     async fn connection(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+        let stream = stall::StallGuard::new(stream, stall::WRITE_STALL);
         let Some(acceptor) = &self.acceptor else {
             return self
                 .http1(TokioIo::new(stream), peer, false, shutdown)
@@ -468,7 +470,7 @@ impl Serve {
         // HTTP to the TLS port: tell them, as nginx does, instead of a TLS
         // alert their client cannot show.
         let mut first = [0u8; 1];
-        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        match tokio::time::timeout_at(deadline, stream.get_ref().peek(&mut first)).await {
             Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
                 metrics::counter!("streamd_tls_handshake_failures_total").increment(1);
                 let mut stream = stream;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub mod cluster;
 pub mod recordings;
 
 /// Schema changes, in order. Never edit one that has shipped: add another.
@@ -54,6 +55,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (recording_id, rendition, kind, seq)
     )",
     "CREATE INDEX recording_segments_by_status ON recording_segments (status, recording_id)",
+    // Which origin has which live stream (store/cluster.rs).
+    "CREATE TABLE cluster_streams (
+        app TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        node TEXT NOT NULL,
+        url TEXT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        PRIMARY KEY (app, stream)
+    )",
 ];
 
 /// How long a looked-up stream is trusted before asking the database

@@ -157,12 +157,7 @@ impl TestServer {
     /// A metric from /metrics: the sum over the lines that start with
     /// `name` (a bare name, or one with its labels); 0 when absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = get(&self.url("/metrics")).await.text();
-        text.lines()
-            .filter_map(|l| l.strip_prefix(name))
-            .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
-            .sum()
+        metric(&self.url("/metrics"), name).await
     }
 
     pub fn transcoders(&self) -> &std::sync::Arc<streamd::transcode::Transcoders> {
@@ -786,4 +781,40 @@ pub fn ffmpeg9_publish(url: &str, format: &str, seconds: u32, size: &str, video:
         .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg 9 starts")
+}
+
+/// The sum of metric `name`'s series at `url` (a `/metrics` page).
+pub async fn metric(url: &str, name: &str) -> f64 {
+    let text = get(url).await.text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// A fresh database on the test server, and its URL; None without one.
+pub async fn postgres_database() -> Option<String> {
+    let Ok(url) = std::env::var("STREAMD_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("STREAMD_SKIP_POSTGRES").is_some(),
+            "STREAMD_TEST_POSTGRES is not set: run the README's test command \
+             (bash scripts/test.sh starts a throwaway Postgres), or set \
+             STREAMD_SKIP_POSTGRES=1 to skip these tests knowingly"
+        );
+        eprintln!("STREAMD_SKIP_POSTGRES is set: the Postgres tests did not run");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let name = format!("streamd_{}", streamd::random::string(10, b"abcdefghij"));
+    let mut admin = sqlx::AnyConnection::connect(&url)
+        .await
+        .expect("the test Postgres accepts connections");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
 }

@@ -1,0 +1,388 @@
+//! Pulling a stream from its origin when a viewer asks for it here.
+//!
+//! One task per pulled stream: it finds the origin in the directory,
+//! reads the stream's description, relays it onto this node's bus (a
+//! [`Registry::relay`]) and pulls every track the catalog lists, one HTTP
+//! response each. Viewers' keyframe requests go back to the origin,
+//! at most one per track per [`KEYFRAME_EVERY`].
+//!
+//! When the origin is lost (the pull ends, or nothing arrives for
+//! [`READ_IDLE`]) the relay is interrupted, as a publisher's leaving
+//! interrupts a broadcast, and the task looks for the origin again,
+//! backing off, for as long as the bus's reconnect grace keeps the
+//! broadcast: when the publisher returns (here or on another origin) the
+//! viewers continue after a discontinuity. The pull stops, and the
+//! broadcast ends, once no viewer has watched for `cluster.idle_timeout`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::wire::{PulledFrame, StreamInfo, TrackReader};
+use crate::bus::{
+    BroadcastStatus, Demand, Frame, PublishError, Registry, StreamPath, TrackProducer,
+};
+use crate::config::ClusterConfig;
+use crate::http::client::HttpsClient;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::viewers::ViewerCounts;
+
+/// A pull that receives nothing for this long has lost its origin.
+pub const READ_IDLE: Duration = Duration::from_secs(4);
+/// Keyframe requests sent to the origin at most this often per track.
+pub const KEYFRAME_EVERY: Duration = Duration::from_secs(1);
+/// A stream that could not be found is not looked for again sooner (a
+/// flood of requests for names nobody publishes costs one query each).
+const NOT_FOUND_FOR: Duration = Duration::from_secs(1);
+/// How long a description or a pull's response headers may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// The first and the longest wait between attempts to reach the origin.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
+/// Streams pulled at once, at most.
+const MAX_PULLS: usize = 1000;
+
+/// A pulled stream's progress, for the viewers waiting on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PullState {
+    Starting,
+    /// On the bus.
+    Relaying,
+    /// Not found, or over.
+    Gone,
+}
+
+#[derive(Clone)]
+pub struct Edge {
+    pub registry: Registry,
+    pub store: Arc<Store>,
+    pub viewers: Arc<ViewerCounts>,
+    pub config: ClusterConfig,
+    /// The bus's reconnect grace: how long a lost origin is looked for.
+    pub grace: Duration,
+    pub client: HttpsClient,
+}
+
+impl Edge {
+    /// Answers viewers' demands until `shutdown`.
+    pub async fn run(self, mut demands: mpsc::Receiver<Demand>, mut shutdown: Shutdown) {
+        let mut pulls: HashMap<StreamPath, (watch::Receiver<PullState>, Instant)> = HashMap::new();
+        loop {
+            let demand = tokio::select! {
+                _ = shutdown.wait() => return,
+                d = demands.recv() => match d {
+                    Some(d) => d,
+                    None => return,
+                },
+            };
+            let now = Instant::now();
+            pulls.retain(|_, (state, since)| match *state.borrow() {
+                PullState::Gone => now.duration_since(*since) < NOT_FOUND_FOR,
+                _ => true,
+            });
+            let state = match pulls.get(&demand.path) {
+                Some((state, _)) => state.clone(),
+                None if pulls.len() >= MAX_PULLS => {
+                    let _ = demand.reply.send(false);
+                    continue;
+                }
+                None => {
+                    let (tx, rx) = watch::channel(PullState::Starting);
+                    pulls.insert(demand.path.clone(), (rx.clone(), now));
+                    let edge = self.clone();
+                    let path = demand.path.clone();
+                    let shutdown = shutdown.clone();
+                    let span = tracing::info_span!("pull", stream = %path);
+                    tokio::spawn(
+                        async move {
+                            edge.pull(path, &tx, shutdown).await;
+                            let _ = tx.send(PullState::Gone);
+                        }
+                        .instrument(span),
+                    );
+                    rx
+                }
+            };
+            // The viewer's request waits for the outcome, not this loop.
+            tokio::spawn(async move {
+                let mut state = state;
+                let ok = state
+                    .wait_for(|s| *s != PullState::Starting)
+                    .await
+                    .is_ok_and(|s| *s == PullState::Relaying);
+                let _ = demand.reply.send(ok);
+            });
+        }
+    }
+
+    /// Pulls `path` until its viewers leave, its origin cannot be found
+    /// again within the grace, or `shutdown`.
+    async fn pull(&self, path: StreamPath, state: &watch::Sender<PullState>, shutdown: Shutdown) {
+        let mut backoff = BACKOFF.0;
+        // Set once the stream was relayed: how long it has been lost.
+        let mut lost_since: Option<Instant> = None;
+        let mut idle_since = Instant::now();
+        loop {
+            let outcome = self
+                .session(&path, state, shutdown.clone(), &mut idle_since)
+                .await;
+            match outcome {
+                Outcome::NotFound(why) if *state.borrow() == PullState::Starting => {
+                    tracing::debug!(stream = %path, why, "not found in the cluster");
+                    return;
+                }
+                Outcome::Stop(why) => {
+                    tracing::info!(stream = %path, why, "stopped pulling");
+                    self.registry.end(&path);
+                    return;
+                }
+                Outcome::NotFound(why) | Outcome::Lost(why) => {
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.grace
+                        || self
+                            .registry
+                            .get(&path)
+                            .is_none_or(|b| b.status() == BroadcastStatus::Ended)
+                    {
+                        tracing::info!(stream = %path, why, "the origin was not found again; the stream ended here");
+                        self.registry.end(&path);
+                        return;
+                    }
+                    tracing::info!(stream = %path, why, retry_in = ?backoff, "lost the origin; looking for it again");
+                }
+                Outcome::Relayed => {
+                    // It ran, then ended: look for the origin again soon.
+                    lost_since = Some(Instant::now());
+                    backoff = BACKOFF.0;
+                }
+            }
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                _ = stop.wait() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// One relay: find the origin, describe, pull every track until one
+    /// ends. Dropping the producer at the end interrupts the relay.
+    async fn session(
+        &self,
+        path: &StreamPath,
+        state: &watch::Sender<PullState>,
+        mut shutdown: Shutdown,
+        idle_since: &mut Instant,
+    ) -> Outcome {
+        let expiry = i64::try_from(self.config.expiry.as_millis()).unwrap_or(i64::MAX);
+        let origin = match self
+            .store
+            .locate_stream(path.app(), path.stream(), expiry)
+            .await
+        {
+            Ok(Some(o)) => o,
+            Ok(None) => return Outcome::NotFound("no origin lists it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster directory");
+                return Outcome::NotFound("the directory cannot be read");
+            }
+        };
+        let base = format!(
+            "{}/cluster/v1/streams/{}/{}",
+            origin.url.trim_end_matches('/'),
+            path.app(),
+            path.stream()
+        );
+        let info: StreamInfo = match self.get(&base).await {
+            Ok((200, body)) => match body.collect().await.map(|b| b.to_bytes()) {
+                Ok(b) => match serde_json::from_slice(&b) {
+                    Ok(i) => i,
+                    Err(_) => return Outcome::Lost("the origin's description is malformed"),
+                },
+                Err(_) => return Outcome::Lost("the origin's description was cut"),
+            },
+            Ok((404, _)) => return Outcome::NotFound("the origin does not have it"),
+            Ok((_, _)) => return Outcome::Lost("the origin cannot describe it now"),
+            Err(why) => return Outcome::Lost(why),
+        };
+        let mut producer = match self.registry.relay(path.clone()) {
+            Ok(p) => p,
+            Err(PublishError::ShuttingDown) => return Outcome::Stop("shutting down"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot relay the stream here");
+                return Outcome::Stop("a publisher has it here");
+            }
+        };
+        producer.set_meta(info.meta.meta());
+        let mut tracks = Vec::new();
+        for t in &info.tracks {
+            tracks.push((t.name.clone(), producer.track(t.info())));
+        }
+        producer.consumer().publish_catalog(info.catalog.clone());
+        tracing::info!(origin = %origin.node, session = info.session, tracks = tracks.len(), "relaying from the origin");
+        let _ = state.send(PullState::Relaying);
+        metrics::gauge!("streamd_cluster_pulls").increment(1.0);
+        let mut pulls = tokio::task::JoinSet::new();
+        for (name, track) in tracks {
+            let url = format!("{base}/tracks/{name}?session={}", info.session);
+            let keyframe_url = format!("{base}/tracks/{name}/keyframe");
+            let edge = self.clone();
+            pulls.spawn(async move { edge.pull_track(url, keyframe_url, track).await });
+        }
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let outcome = loop {
+            tokio::select! {
+                _ = shutdown.wait() => break Outcome::Stop("shutting down"),
+                _ = producer.ended() => break Outcome::Stop("the stream was ended here"),
+                done = pulls.join_next() => {
+                    let why = match done {
+                        Some(Ok(why)) => why,
+                        _ => "a track's pull failed",
+                    };
+                    break Outcome::Lost(why);
+                }
+                _ = check.tick() => {
+                    if self.viewers.get(&path.to_string()) > 0 {
+                        *idle_since = Instant::now();
+                    } else if idle_since.elapsed() >= self.config.idle_timeout {
+                        break Outcome::Stop("its last viewer left");
+                    }
+                }
+            }
+        };
+        pulls.abort_all();
+        metrics::gauge!("streamd_cluster_pulls").decrement(1.0);
+        match outcome {
+            Outcome::Lost(why) => {
+                tracing::info!(why, "the pull from the origin ended");
+                Outcome::Relayed
+            }
+            other => other,
+        }
+    }
+
+    /// A GET to the origin, with the cluster secret, within
+    /// [`REQUEST_TIMEOUT`] for its response's head.
+    async fn get(&self, url: &str) -> Result<(u16, hyper::body::Incoming), &'static str> {
+        let req = hyper::Request::get(url)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.config.secret),
+            )
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| "a bad origin URL")?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(r)) => Ok((r.status().as_u16(), r.into_body())),
+            Ok(Err(_)) => Err("the origin cannot be reached"),
+            Err(_) => Err("the origin did not answer"),
+        }
+    }
+
+    /// Pulls one track onto `track` until the response ends or stalls;
+    /// returns why it ended.
+    async fn pull_track(
+        self,
+        url: String,
+        keyframe_url: String,
+        mut track: TrackProducer,
+    ) -> &'static str {
+        let mut body = match self.get(&url).await {
+            Ok((200, body)) => body,
+            Ok(_) => return "the origin refused a track's pull",
+            Err(why) => return why,
+        };
+        let mut reader = TrackReader::default();
+        let mut config: Option<Arc<crate::media::CodecConfig>> = None;
+        let mut asked: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                chunk = tokio::time::timeout(READ_IDLE, body.frame()) => {
+                    let data = match chunk {
+                        Ok(Some(Ok(f))) => match f.into_data() {
+                            Ok(d) => d,
+                            Err(_) => continue, // trailers
+                        },
+                        Ok(None) => return "the origin ended the track",
+                        Ok(Some(Err(_))) => return "the track's connection failed",
+                        Err(_) => return "nothing arrived from the origin",
+                    };
+                    metrics::counter!("streamd_cluster_pulled_bytes_total").increment(data.len() as u64);
+                    reader.push(&data);
+                    loop {
+                        match reader.next_frame() {
+                            Ok(Some(f)) => write(&mut track, &mut config, f),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, track = %track.info().name, "the origin sent a malformed track");
+                                return "the origin sent a malformed track";
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if track.keyframe_requested()
+                        && asked.is_none_or(|t| t.elapsed() >= KEYFRAME_EVERY)
+                    {
+                        asked = Some(Instant::now());
+                        let edge = self.clone();
+                        let url = keyframe_url.clone();
+                        tokio::spawn(async move { edge.request_keyframe(&url).await });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn request_keyframe(&self, url: &str) {
+        let req = hyper::Request::post(url)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.config.secret),
+            )
+            .body(Full::new(Bytes::new()));
+        if let Ok(req) = req {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req)).await;
+            metrics::counter!("streamd_cluster_keyframe_requests_sent_total").increment(1);
+        }
+    }
+}
+
+/// How one relay ended.
+enum Outcome {
+    /// The directory or the origin does not have it.
+    NotFound(&'static str),
+    /// The origin could not be reached or read.
+    Lost(&'static str),
+    /// It was relayed, then the origin was lost.
+    Relayed,
+    /// Over: no viewers, shutdown, or ended here.
+    Stop(&'static str),
+}
+
+/// Writes a pulled frame; a frame the bus refuses (a group not starting
+/// at a keyframe, after a skip) is dropped.
+fn write(
+    track: &mut TrackProducer,
+    config: &mut Option<Arc<crate::media::CodecConfig>>,
+    f: PulledFrame,
+) {
+    if config.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &f.config)) {
+        track.set_config((*f.config).clone());
+        *config = Some(f.config.clone());
+    }
+    let frame = Frame {
+        dts: f.dts,
+        pts: f.pts,
+        keyframe: f.keyframe,
+        data: f.data,
+        wallclock: f.wallclock,
+        received: Instant::now(),
+    };
+    let _ = track.write(frame, f.keyframe);
+}

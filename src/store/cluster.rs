@@ -1,0 +1,137 @@
+//! Which origin has which live stream, for a cluster sharing one Postgres.
+//!
+//! An origin writes a row when a publisher goes live and renews it (its
+//! heartbeat) while the stream stays live; it deletes the row when the
+//! stream ends. A row not renewed within the expiry is a dead origin's
+//! and is not answered. When a publisher reconnects to another origin,
+//! that origin's claim replaces the row: the newest claim wins.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// Where a live stream is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamOrigin {
+    pub node: String,
+    /// The origin's HTTP base URL (`cluster.advertise_url`).
+    pub url: String,
+}
+
+impl Store {
+    /// This node has `app/stream` live, now: inserts or renews its row.
+    pub async fn claim_stream(
+        &self,
+        app: &str,
+        stream: &str,
+        node: &str,
+        url: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cluster_streams (app, stream, node, url, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (app, stream) DO UPDATE SET \
+             node = excluded.node, url = excluded.url, heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(app)
+        .bind(stream)
+        .bind(node)
+        .bind(url)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The stream ended here: removes its row, unless another node has
+    /// claimed it since.
+    pub async fn release_stream(
+        &self,
+        app: &str,
+        stream: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM cluster_streams WHERE app = $1 AND stream = $2 AND node = $3")
+            .bind(app)
+            .bind(stream)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every row of `node` (it starts, so none of them is live).
+    pub async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM cluster_streams WHERE node = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The origin of `app/stream`, if a row was renewed within `expiry_ms`.
+    pub async fn locate_stream(
+        &self,
+        app: &str,
+        stream: &str,
+        expiry_ms: i64,
+    ) -> Result<Option<StreamOrigin>, StoreError> {
+        let row = sqlx::query(
+            "SELECT node, url FROM cluster_streams \
+             WHERE app = $1 AND stream = $2 AND heartbeat_at >= $3",
+        )
+        .bind(app)
+        .bind(stream)
+        .bind(now_ms() - expiry_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(StreamOrigin {
+                node: r.try_get("node")?,
+                url: r.try_get("url")?,
+            }),
+            None => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_newest_claim_wins_and_stale_rows_are_not_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/streamd.db?mode=rwc", dir.path().display());
+        let s = Store::open(&url).await.unwrap();
+        assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), None);
+        s.claim_stream("live", "a", "o1", "http://o1")
+            .await
+            .unwrap();
+        let o1 = StreamOrigin {
+            node: "o1".into(),
+            url: "http://o1".into(),
+        };
+        assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), Some(o1));
+        // The publisher moved to o2: its claim replaces o1's, and o1's
+        // release (its stream ended later) leaves o2's row alone.
+        s.claim_stream("live", "a", "o2", "http://o2")
+            .await
+            .unwrap();
+        s.release_stream("live", "a", "o1").await.unwrap();
+        let found = s.locate_stream("live", "a", 5000).await.unwrap().unwrap();
+        assert_eq!(found.node, "o2");
+        // Not renewed within the expiry: a dead origin's.
+        sqlx::query("UPDATE cluster_streams SET heartbeat_at = heartbeat_at - 10000")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), None);
+        assert_eq!(s.release_node("o2").await.unwrap(), 1);
+        s.claim_stream("live", "a", "o2", "http://o2")
+            .await
+            .unwrap();
+        s.release_stream("live", "a", "o2").await.unwrap();
+        assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,449 @@
+//! Several nodes: origins and edges, each streamd run as its own process,
+//! sharing the test Postgres (scripts/lib.sh starts it; without it these
+//! tests fail, as tests/postgres.rs explains). A real ffmpeg publishes to
+//! an origin; str0m WebRTC viewers and LL-HLS requests play on the edges.
+//!
+//! These nodes share loopback: each is its own process, with its own
+//! ports, bus and metrics, and they meet only through HTTP and Postgres.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::webrtc::{Viewer, ViewerEvent};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamd");
+const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
+
+/// One node at a time: each test runs a transcoding origin, which takes
+/// most of both cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Node {
+    child: Child,
+    rtmp: String,
+    http: String,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node: `role` "origin" (transcoding a two-rung ladder) or
+    /// "edge", on fixed loopback ports, in `dir/name`.
+    async fn start(dir: &Path, name: &str, role: &str, database: &str, grace: &str) -> Node {
+        let (rtmp, http) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let data = dir.join(name);
+        let config = dir.join(format!("{name}.toml"));
+        let transcode = if role == "origin" {
+            "[transcode]\nenabled = true\n\
+             [[transcode.ladder]]\nname = \"360p\"\nwidth = 640\nheight = 360\n\
+             bitrate_kbps = 600\npreset = \"superfast\"\n\
+             [[transcode.ladder]]\nname = \"180p\"\nwidth = 320\nheight = 180\n\
+             bitrate_kbps = 250\npreset = \"superfast\"\n"
+        } else {
+            "[transcode]\nenabled = false\n"
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+                 [srt]\nlisten = \"127.0.0.1:0\"\n\
+                 [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+                 candidate_ips = [\"127.0.0.1\"]\nstart_bitrate_kbps = 1000\n\
+                 [whip]\nudp_listen = \"127.0.0.1:0\"\n\
+                 {transcode}\
+                 [auth]\npublish = \"open\"\njwt_secret = \"{TEST_SECRET}\"\n\
+                 [bus]\nreconnect_grace = \"{grace}\"\n\
+                 [record]\nenabled = false\n\
+                 [database]\ndata_dir = \"{}\"\nurl = \"{database}\"\n\
+                 [cluster]\nrole = \"{role}\"\nnode = \"{name}\"\n\
+                 advertise_url = \"http://{http}\"\nsecret = \"{CLUSTER_SECRET}\"\n\
+                 heartbeat = \"500ms\"\nexpiry = \"2s\"\nidle_timeout = \"3s\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,streamd::cluster=debug")
+            .env("NO_COLOR", "1")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("streamd runs");
+        let node = Node {
+            child,
+            rtmp,
+            http,
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&node.http).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not listen: {}",
+                node.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ready = poll(&node.url("/readyz"), Duration::from_secs(30), |r| {
+            r.status == 200
+        })
+        .await;
+        assert_eq!(ready.status, 200, "{name} is not ready: {}", node.logs());
+        node
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.http)
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        metric(&self.url("/metrics"), name).await
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn publish(&self, stream: &str, seconds: u32) -> Child {
+        Publish {
+            url: &format!("rtmp://{}/live/{stream}", self.rtmp),
+            seconds,
+            size: "640x360",
+            gop: 30,
+            copy_to: None,
+        }
+        .spawn()
+    }
+}
+
+/// A GET with headers.
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
+    request("GET", url, headers).await
+}
+
+/// Waits until `f` holds for the node's metric `name`.
+async fn metric_reaches(
+    node: &Node,
+    name: &str,
+    timeout: Duration,
+    f: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let v = node.metric(name).await;
+        if f(v) || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The master playlist of `stream` on `node`, once it is served.
+async fn master(node: &Node, stream: &str, query: &str) -> Response {
+    poll(
+        &node.url(&format!("/live/{stream}/llhls.m3u8{query}")),
+        Duration::from_secs(30),
+        |r| r.status == 200,
+    )
+    .await
+}
+
+/// A WebRTC viewer of `url` that receives video frames for `frames`.
+async fn frames_arrive(viewer: &mut Viewer, frames: usize, timeout: Duration) -> bool {
+    let mut n = 0;
+    viewer
+        .run_until(timeout, |ev| {
+            if matches!(ev, ViewerEvent::Video { .. }) {
+                n += 1;
+            }
+            n >= frames
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_and_two_edges_serve_one_publish() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s").await;
+    let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "5s").await;
+    let edge2 = Node::start(dir.path(), "edge2", "edge", &db, "5s").await;
+    let _publisher = origin.publish("cl1", 120);
+    let on_origin = master(&origin, "cl1", "").await;
+    assert_eq!(on_origin.status, 200, "{}", origin.logs());
+
+    // LL-HLS on edge 1: the origin's ladder, pulled on the first request.
+    let m = master(&edge1, "cl1", "").await;
+    assert_eq!(m.status, 200, "{}", edge1.logs());
+    let text = m.text();
+    assert!(text.contains("RESOLUTION=640x360"), "{text}");
+    assert!(text.contains("RESOLUTION=320x180"), "{text}");
+    let top = variant(&text, "avc1").expect("an H.264 variant");
+    let (codec, width, height, frames) = probe_video(&edge1.url(&format!("/live/cl1/{top}"))).await;
+    assert_eq!((codec.as_str(), width, height), ("h264", 640, 360));
+    assert!(frames > 0);
+    // Its playlist advances on the edge.
+    let playlist = edge1.url(&format!("/live/cl1/{top}"));
+    let first = llhls::parse_media(&get(&playlist).await.text());
+    let later = poll(&playlist, Duration::from_secs(10), |r| {
+        let m = llhls::parse_media(&r.text());
+        m.media_sequence + m.segments.len() as u64
+            > first.media_sequence + first.segments.len() as u64
+    })
+    .await;
+    llhls::check_rules(&llhls::parse_media(&later.text()));
+
+    // WebRTC on both edges: the ladder's H.264 and the origin's Opus decode.
+    common::webrtc::assert_viewer_decodes(&edge2.ws("/live/cl1")).await;
+    let mut v1 = Viewer::connect(&edge1.ws("/live/cl1"), false)
+        .await
+        .expect("an offer on edge 1");
+    let mut v2 = Viewer::connect(&edge2.ws("/live/cl1"), false)
+        .await
+        .expect("an offer on edge 2");
+    assert!(frames_arrive(&mut v1, 30, Duration::from_secs(15)).await);
+    assert!(frames_arrive(&mut v2, 30, Duration::from_secs(15)).await);
+    // Each edge pulls the stream once, whatever its viewers: 4 tracks
+    // (two rungs, AAC for LL-HLS, Opus for WebRTC) per edge.
+    let served = origin.metric("streamd_cluster_pulls_served").await;
+    assert_eq!(served, 8.0, "pulls the origin serves");
+    // The viewers' keyframe requests reached the origin.
+    let asked = metric_reaches(
+        &origin,
+        "streamd_cluster_keyframe_requests_total",
+        Duration::from_secs(5),
+        |v| v > 0.0,
+    )
+    .await;
+    assert!(asked > 0.0, "no keyframe request reached the origin");
+
+    // A stream nobody publishes: 404 from the edge, quickly.
+    let started = std::time::Instant::now();
+    let r = get(&edge1.url("/live/nobody/llhls.m3u8")).await;
+    assert_eq!(r.status, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // An edge takes no publishers.
+    let mut refused = edge1.publish("oops", 5);
+    let status = tokio::time::timeout(Duration::from_secs(15), refused.wait())
+        .await
+        .expect("the publisher was refused")
+        .unwrap();
+    assert!(!status.success());
+    assert!(edge1.logs().contains("cluster edge"), "{}", edge1.logs());
+
+    // The origin's pull API: the secret is required, and only what it has.
+    let base = origin.url("/cluster/v1/streams/live");
+    let bearer = format!("Bearer {CLUSTER_SECRET}");
+    let auth = [("authorization", bearer.as_str())];
+    assert_eq!(get(&format!("{base}/cl1")).await.status, 401);
+    let wrong = [("authorization", "Bearer not-the-secret")];
+    assert_eq!(get_with(&format!("{base}/cl1"), &wrong).await.status, 401);
+    let described = get_with(&format!("{base}/cl1"), &auth).await;
+    assert_eq!(described.status, 200);
+    let info: serde_json::Value = serde_json::from_slice(&described.body).unwrap();
+    assert_eq!(info["tracks"].as_array().unwrap().len(), 4, "{info}");
+    assert_eq!(get_with(&format!("{base}/nobody"), &auth).await.status, 404);
+    assert_eq!(
+        get_with(&format!("{base}/cl1/tracks/nope?session=0"), &auth)
+            .await
+            .status,
+        404
+    );
+    // An edge serves no pulls: it never passes on what it pulled.
+    let from_edge = get_with(&edge1.url("/cluster/v1/streams/live/cl1"), &auth).await;
+    assert_eq!(from_edge.status, 404);
+
+    // A pull that stops reading is dropped by the origin; the edges'
+    // viewers play on meanwhile.
+    let stalls = origin.metric("streamd_http_write_stalls_total").await;
+    let stalled = stalled_pull(
+        &origin.http,
+        "/cluster/v1/streams/live/cl1/tracks/360p?session=0",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        assert!(frames_arrive(&mut v1, 15, Duration::from_secs(5)).await);
+        assert!(frames_arrive(&mut v2, 15, Duration::from_secs(5)).await);
+        if origin.metric("streamd_http_write_stalls_total").await > stalls {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the origin did not drop a pull that reads nothing"
+        );
+    }
+    println!("the stalled pull was dropped after {:?}", started.elapsed());
+    drop(stalled);
+
+    // The last viewers leave: each edge lets the stream go, and the origin
+    // serves no pulls.
+    v1.stop().await;
+    v2.stop().await;
+    let left = metric_reaches(
+        &origin,
+        "streamd_cluster_pulls_served",
+        Duration::from_secs(40),
+        |v| v == 0.0,
+    )
+    .await;
+    assert_eq!(left, 0.0, "pulls still served after the viewers left");
+    assert_eq!(edge2.metric("streamd_streams_live").await, 0.0);
+    assert!(
+        edge2.logs().contains("its last viewer left"),
+        "{}",
+        edge2.logs()
+    );
+}
+
+/// A pull whose reader reads the response head and then nothing, on a
+/// socket with a small receive buffer.
+async fn stalled_pull(addr: &str, path: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr.parse().unwrap()).await.unwrap();
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {CLUSTER_SECRET}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_streams_are_refused_on_edges_without_a_token() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s").await;
+    let edge = Node::start(dir.path(), "edge", "edge", &db, "5s").await;
+    // The stream and its token come from the origin's API; the edge
+    // checks them against the same database and secret.
+    let auth = streamd::auth::Auth::new(TEST_SECRET, Default::default());
+    let bearer = format!("Bearer {}", auth.mint_api("t", Duration::from_secs(600)));
+    let created = request_with(
+        "POST",
+        &origin.url("/api/streams"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name":"private","description":"","isPrivate":true}"#.to_owned(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let s: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+    let (id, key) = (s["id"].as_str().unwrap(), s["streamKey"].as_str().unwrap());
+    let _publisher = origin.publish(&format!("{id}?key={key}"), 120);
+    let playback = get_with(
+        &origin.url(&format!("/api/streams/{id}/playback")),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let playback: serde_json::Value = serde_json::from_slice(&playback.body).unwrap();
+    let token = playback["token"].as_str().expect("a playback token");
+
+    let ok = master(&edge, id, &format!("?token={token}")).await;
+    assert_eq!(ok.status, 200, "{}", edge.logs());
+    assert_eq!(
+        get(&edge.url(&format!("/live/{id}/llhls.m3u8")))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        get(&edge.url(&format!("/live/{id}/llhls.m3u8?token=bogus")))
+            .await
+            .status,
+        403
+    );
+    // WebRTC: OME's 404 without a valid token, as on a single node.
+    match Viewer::connect(&edge.ws(&format!("/live/{id}")), false).await {
+        Ok(_) => panic!("a WebRTC viewer without a token was let in"),
+        Err(common::webrtc::Refused(e)) => assert_eq!(e["code"], 404, "{e}"),
+    }
+    let mut viewer = Viewer::connect(&edge.ws(&format!("/live/{id}?token={token}")), false)
+        .await
+        .expect("an offer with the token");
+    assert!(frames_arrive(&mut viewer, 30, Duration::from_secs(15)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_follow_the_publisher_to_another_origin() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin1 = Node::start(dir.path(), "origin1", "origin", &db, "20s").await;
+    let origin2 = Node::start(dir.path(), "origin2", "origin", &db, "20s").await;
+    let edge = Node::start(dir.path(), "edge", "edge", &db, "20s").await;
+    let mut publisher = origin1.publish("moves", 120);
+    assert_eq!(master(&origin1, "moves", "").await.status, 200);
+    let mut viewer = Viewer::connect(&edge.ws("/live/moves"), false)
+        .await
+        .expect("an offer on the edge");
+    assert!(frames_arrive(&mut viewer, 30, Duration::from_secs(15)).await);
+
+    // The origin dies with its publisher.
+    origin1.child.start_kill().unwrap();
+    let _ = origin1.child.wait().await;
+    let _ = publisher.start_kill();
+    let _ = publisher.wait().await;
+    // The edge sees the stream interrupted: its viewer gets nothing.
+    let quiet = !frames_arrive(&mut viewer, 1, Duration::from_secs(3)).await
+        || !frames_arrive(&mut viewer, 1, Duration::from_secs(3)).await;
+    assert!(quiet, "frames kept coming after the origin died");
+    let waiting = edge.logs();
+    assert!(
+        waiting.contains("lost the origin") || waiting.contains("pull from the origin ended"),
+        "{waiting}"
+    );
+
+    // The publisher comes back on the other origin: the edge finds it
+    // there and its viewer plays on, in the same session.
+    let _publisher = origin2.publish("moves", 120);
+    assert!(
+        frames_arrive(&mut viewer, 60, Duration::from_secs(30)).await,
+        "the edge's viewer did not continue: {}",
+        edge.logs()
+    );
+    assert!(edge.logs().contains("origin=origin2"), "{}", edge.logs());
+}
