@@ -382,6 +382,8 @@ impl Server {
             registry: registry.clone(),
             access: access.clone(),
             viewers: viewers.clone(),
+            cache_secret: (!config.cluster.secret.is_empty())
+                .then(|| config.cluster.secret.as_str().into()),
         });
         // The watcher emits stream events itself: this handle is not
         // needed (holding it would keep delivery waiting at shutdown).

@@ -409,19 +409,26 @@ impl Access {
     /// Whether `token` may play `path`: yes for a stream that is not a
     /// private managed one; else a playback token for it is needed. `Ok`
     /// says whether the stream is private.
-    pub async fn playback(
-        &self,
-        path: &StreamPath,
-        token: Option<&str>,
-    ) -> Result<bool, AuthError> {
+    /// Whether `path` is a private managed stream (its playback needs a
+    /// token).
+    pub async fn is_private(&self, path: &StreamPath) -> Result<bool, AuthError> {
         let record = self
             .store
             .lookup(path.app(), path.stream())
             .await
             .map_err(|e| AuthError::Storage(e.to_string()))?;
-        match record {
-            Some(r) if r.is_private => self.auth.check_playback(token, path).map(|()| true),
-            _ => Ok(false),
+        Ok(record.is_some_and(|r| r.is_private))
+    }
+
+    pub async fn playback(
+        &self,
+        path: &StreamPath,
+        token: Option<&str>,
+    ) -> Result<bool, AuthError> {
+        if self.is_private(path).await? {
+            self.auth.check_playback(token, path).map(|()| true)
+        } else {
+            Ok(false)
         }
     }
 }

@@ -76,14 +76,17 @@ impl ClusterConfig {
     }
 
     pub(super) fn validate(&self, database_url: &str) -> Result<(), ConfigError> {
-        if !self.enabled() {
-            return Ok(());
-        }
-        if self.secret.len() < MIN_SECRET_LEN {
+        // A standalone node may have a secret too: its HTTP cache shows it.
+        if (self.enabled() || !self.secret.is_empty()) && self.secret.len() < MIN_SECRET_LEN {
             return invalid(
                 "cluster.secret",
-                format!("must be at least {MIN_SECRET_LEN} characters in a cluster"),
+                format!(
+                    "must be at least {MIN_SECRET_LEN} characters (and is needed in a cluster)"
+                ),
             );
+        }
+        if !self.enabled() {
+            return Ok(());
         }
         if self.role == Role::Origin && !super::is_http_url(&self.advertise_url) {
             return invalid(

@@ -42,11 +42,15 @@ pub struct LlhlsHttp {
     pub registry: Registry,
     pub access: Arc<crate::auth::Access>,
     pub viewers: Arc<crate::viewers::ViewerCounts>,
+    /// `cluster.secret`, which the cluster's HTTP cache shows (see
+    /// [`CACHE_SECRET_HEADER`]); `None`: no cache is trusted.
+    pub cache_secret: Option<Arc<str>>,
 }
 
 pub fn routes(state: LlhlsHttp) -> Router {
     Router::new()
         .route("/{app}/{stream}/{file}", get(serve))
+        .route("/cluster/v1/authorize", get(authorize))
         .with_state(state)
 }
 
@@ -144,50 +148,27 @@ async fn serve(
     if state.outputs.get(&path).is_none() && state.registry.find(&path).await.is_none() {
         return error(StatusCode::NOT_FOUND, "no such stream");
     }
-    // One admission path: a private stream's playback token (`?token=`,
-    // verified once, then found in the session cache), and an OME
-    // admission backend (asked once per client, stream and token).
     let token = crate::http::token_param(query.as_deref());
-    let request = AccessRequest {
-        protocol: Protocol::LlHls,
-        app: app.clone(),
-        stream: stream.clone(),
-        query: query.clone(),
-        url: format!(
-            "http://{}{}",
-            crate::http::request_host(req.headers()),
-            req.uri()
-        ),
-        new_session: file == "llhls.m3u8",
-        client: Client {
-            addr: req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0),
-            real_ip: crate::http::real_ip(req.headers()).map(str::to_owned),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|h| h.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
-        },
-    };
-    let admitted = match state.access.admit(request).await {
-        Ok(a) => a,
-        Err(refusal) => {
-            let status = match &refusal {
-                Refusal::Auth(AuthError::Missing) => StatusCode::UNAUTHORIZED,
-                Refusal::Auth(AuthError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
-                Refusal::BadName(_) => StatusCode::NOT_FOUND,
-                Refusal::Auth(_) | Refusal::Denied(_) => StatusCode::FORBIDDEN,
-                Refusal::Full(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            let mut r = error(status, refusal.to_string());
-            if refusal == Refusal::Draining {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            return r;
+    // A request from the cluster's HTTP cache (it shows the cluster
+    // secret) was authorised there (`/cluster/v1/authorize`): the
+    // response is for every player behind it. A private stream's
+    // playlists then name a placeholder where the cache puts each
+    // player's own token.
+    let from_cache = state.is_cache_request(req.headers());
+    let private = if from_cache {
+        match state.access.is_private(&path).await {
+            Ok(p) => p,
+            Err(e) => return refused(Refusal::Auth(e)),
+        }
+    } else {
+        // One admission path: a private stream's playback token
+        // (`?token=`, verified once, then found in the session cache),
+        // and an OME admission backend (asked once per client, stream
+        // and token).
+        let request = access_request(&app, &stream, &file, query.as_deref(), &req);
+        match state.access.admit(request).await {
+            Ok(a) => a.private,
+            Err(refusal) => return refused(refusal),
         }
     };
     let Some(out) = find_output(&state, &path).await else {
@@ -213,7 +194,11 @@ async fn serve(
         state.viewers.hls_seen(&path, client_key(&req));
     }
     // A token in the request goes into every URI the playlist names.
-    let token_query = token.map(UriQuery::token);
+    let token_query = if from_cache {
+        private.then(|| UriQuery::token(CACHE_TOKEN))
+    } else {
+        token.map(UriQuery::token)
+    };
     let uri_query = UriQuery::new(token_query.as_deref());
     let response = match file {
         File::Master => master(&out, uri_query),
@@ -222,16 +207,129 @@ async fn serve(
         File::Segment { track, msn } => segment(&out, &track, msn).await,
         File::Part { track, msn, index } => part(&out, &track, msn, index).await,
     };
-    if admitted.private {
-        private(response)
+    if private && !from_cache {
+        private_response(response)
     } else {
         response
     }
 }
 
+/// What stands for a player's token in the playlists of a private stream
+/// served to the cluster's cache (the shipped nginx configuration
+/// replaces it with the token of the player it answers).
+pub const CACHE_TOKEN: &str = "__streamd_token__";
+
+/// The header a cache shows the cluster secret in.
+pub const CACHE_SECRET_HEADER: &str = "x-streamd-cluster-secret";
+
+impl LlhlsHttp {
+    /// Whether the request comes from the cluster's cache.
+    fn is_cache_request(&self, headers: &axum::http::HeaderMap) -> bool {
+        let (Some(secret), Some(given)) = (&self.cache_secret, headers.get(CACHE_SECRET_HEADER))
+        else {
+            return false;
+        };
+        aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), secret.as_bytes())
+            .is_ok()
+    }
+}
+
+/// The admission question for an LL-HLS request of `file` in
+/// `app/stream` with `query`, asked by `req`'s client.
+fn access_request(
+    app: &str,
+    stream: &str,
+    file: &str,
+    query: Option<&str>,
+    req: &axum::extract::Request,
+) -> AccessRequest {
+    AccessRequest {
+        protocol: Protocol::LlHls,
+        app: app.to_owned(),
+        stream: stream.to_owned(),
+        query: query.map(str::to_owned),
+        url: format!(
+            "http://{}/{app}/{stream}/{file}{}",
+            crate::http::request_host(req.headers()),
+            query.map(|q| format!("?{q}")).unwrap_or_default()
+        ),
+        new_session: file == "llhls.m3u8",
+        client: Client {
+            addr: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            real_ip: crate::http::real_ip(req.headers()).map(str::to_owned),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|h| h.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        },
+    }
+}
+
+/// The answer to a refused request.
+fn refused(refusal: Refusal) -> Response {
+    let status = match &refusal {
+        Refusal::Auth(AuthError::Missing) => StatusCode::UNAUTHORIZED,
+        Refusal::Auth(AuthError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::BadName(_) => StatusCode::NOT_FOUND,
+        Refusal::Auth(_) | Refusal::Denied(_) => StatusCode::FORBIDDEN,
+        Refusal::Full(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut r = error(status, refusal.to_string());
+    if refusal == Refusal::Draining {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+/// `GET /cluster/v1/authorize`, for a cache's `auth_request`: would the
+/// LL-HLS request in `X-Original-URI` be admitted? 204 if so, else the
+/// status the request itself would get (401, 403, 404, 503). Only the
+/// cache may ask (it shows the cluster secret): the answer is the same
+/// admission path as a player's own request.
+async fn authorize(State(state): State<LlhlsHttp>, req: axum::extract::Request) -> Response {
+    if !state.is_cache_request(req.headers()) {
+        return error(StatusCode::UNAUTHORIZED, "the cluster secret is required");
+    }
+    let Some(original) = req
+        .headers()
+        .get("x-original-uri")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return error(StatusCode::BAD_REQUEST, "X-Original-URI is required");
+    };
+    let (path, query) = match original.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (original, None),
+    };
+    let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+    let (Some(app), Some(stream), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return error(StatusCode::NOT_FOUND, "not an LL-HLS URI");
+    };
+    if StreamPath::new(app, stream).is_err() {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    }
+    let request = access_request(app, stream, file, query, &req);
+    match state.access.admit(request).await {
+        Ok(_) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(refusal) => refused(refusal),
+    }
+}
+
 /// A private stream's response: for the player only, never a shared cache
 /// (which would serve it to anyone, token or not).
-fn private(mut r: Response) -> Response {
+fn private_response(mut r: Response) -> Response {
     let h = r.headers_mut();
     let value = h
         .get(header::CACHE_CONTROL)
@@ -278,6 +376,12 @@ async fn media(out: &StreamOutput, track: &str, d: Directives, query: UriQuery<'
         return error(StatusCode::NOT_FOUND, "no such rendition");
     };
     let blocking = d.msn.is_some();
+    // Requests that reach this node (behind a cache, the ones it let by).
+    metrics::counter!(
+        "streamd_llhls_media_playlist_requests_total",
+        "blocking" => if blocking { "yes" } else { "no" }
+    )
+    .increment(1);
     if let Some(msn) = d.msn {
         {
             let st = out.lock();

@@ -18,9 +18,10 @@ pub struct Media {
     pub reports: Vec<(String, u64, u32)>,
 }
 
-/// `{track}_{instance}_{msn}_{index}.m4s` -> (msn, index)
+/// `{track}_{instance}_{msn}_{index}.m4s[?query]` -> (msn, index)
 pub fn part_numbers(uri: &str) -> (u64, u32) {
-    let stem = uri.trim_end_matches(".m4s");
+    let path = uri.split('?').next().unwrap_or(uri);
+    let stem = path.trim_end_matches(".m4s");
     let f: Vec<&str> = stem.split('_').collect();
     (f[2].parse().unwrap(), f[3].parse().unwrap())
 }

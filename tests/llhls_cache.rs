@@ -1,0 +1,285 @@
+//! LL-HLS through a standard HTTP cache: nginx run with the shipped
+//! configuration (config/nginx/llhls-cache.conf.template, rendered as the
+//! official nginx image renders it) in front of streamd. Blocking reloads
+//! collapse to one request at streamd, hls.js plays through the cache,
+//! and private streams are authorised at the cache, per player.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use tokio::process::{Child, Command};
+
+const CLUSTER_SECRET: &str = "cache-test-secret-0123456789abcdef";
+const TEMPLATE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/config/nginx/llhls-cache.conf.template"
+);
+
+/// One test at a time: the browser test and the publishers share two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Nginx {
+    _child: Child,
+    base: String,
+    _dir: PathBuf,
+}
+
+/// nginx with the shipped configuration, caching for `upstream`.
+async fn nginx(dir: &Path, upstream: &str) -> Nginx {
+    let port = free_port();
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let rendered = std::fs::read_to_string(TEMPLATE)
+        .unwrap()
+        .replace("${STREAMD_UPSTREAM}", upstream)
+        .replace("${STREAMD_CLUSTER_SECRET}", CLUSTER_SECRET)
+        .replace("${NGINX_LISTEN}", &format!("127.0.0.1:{port}"))
+        .replace("${NGINX_CACHE_DIR}", &cache.display().to_string());
+    assert!(!rendered.contains("${"), "a variable left unrendered");
+    std::fs::write(dir.join("llhls-cache.conf"), rendered).unwrap();
+    // The main file the image would have; this process is root, so the
+    // workers run as root too (they write the cache directory).
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "user root;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log info;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log {0}/access.log;\n  client_body_temp_path {0}/body;\n\
+             proxy_temp_path {0}/proxy;\n  fastcgi_temp_path {0}/fastcgi;\n\
+             uwsgi_temp_path {0}/uwsgi;\n  scgi_temp_path {0}/scgi;\n\
+             include {0}/llhls-cache.conf;\n}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = std::fs::File::create(dir.join("nginx.out")).unwrap();
+    let child = Command::new("nginx")
+        .args(["-p", &dir.display().to_string(), "-c"])
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx is installed (scripts/lib.sh installs nginx-light)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("nginx.out")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Nginx {
+        _child: child,
+        base: format!("http://{addr}"),
+        _dir: dir.to_owned(),
+    }
+}
+
+async fn streamd() -> TestServer {
+    TestServer::start(|c| c.cluster.secret = CLUSTER_SECRET.into()).await
+}
+
+async fn blocking_requests_at_streamd(server: &TestServer) -> f64 {
+    let text = get(&server.url("/metrics")).await.text();
+    text.lines()
+        .filter(|l| l.starts_with("streamd_llhls_media_playlist_requests_total{blocking=\"yes\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = streamd().await;
+    let cache = nginx(dir.path(), &server.http.to_string()).await;
+    let _publisher = server.publish("live", "cached", 90, "320x240");
+    server.master_when_ready("live", "cached").await;
+    let master = poll(
+        &format!("{}/live/cached/llhls.m3u8", cache.base),
+        Duration::from_secs(20),
+        |r| r.status == 200,
+    )
+    .await;
+    assert_eq!(master.status, 200);
+    let video = variant(&master.text(), "avc1").expect("a video variant");
+    let playlist = format!("{}/live/cached/{video}", cache.base);
+
+    // 20 players ask for the next part at once: streamd sees one request.
+    let media = llhls::parse_media(&get(&playlist).await.text());
+    let (msn, part) = llhls::part_numbers(media.hint.as_deref().expect("a preload hint"));
+    let before = blocking_requests_at_streamd(&server).await;
+    let url = format!("{playlist}?_HLS_msn={msn}&_HLS_part={part}");
+    let answers = futures_util::future::join_all((0..20).map(|_| get(&url))).await;
+    let after = blocking_requests_at_streamd(&server).await;
+    assert_eq!(
+        after - before,
+        1.0,
+        "blocking requests that reached streamd"
+    );
+    let first = &answers[0];
+    assert_eq!(first.status, 200, "{}", first.text());
+    for a in &answers {
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, first.body, "every player got the same playlist");
+    }
+    let statuses: Vec<_> = answers
+        .iter()
+        .map(|a| a.header("x-cache-status").unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "MISS").count(),
+        1,
+        "{statuses:?}"
+    );
+    let answered = llhls::parse_media(&first.text());
+    assert!(
+        answered
+            .parts
+            .iter()
+            .any(|(m, i, ..)| (*m, *i) == (msn, part)),
+        "the playlist has the part asked for"
+    );
+    // The spec's lifetimes come through: a blocking reload is kept for
+    // six target durations, the rest briefly.
+    let cc = first.header("cache-control").unwrap_or_default().to_owned();
+    assert!(cc.starts_with("public, max-age="), "{cc}");
+
+    // hls.js plays through the cache.
+    let script = browser_dir().join("hlsjs.mjs");
+    let master_url = format!("{}/live/cached/llhls.m3u8", cache.base);
+    let (ok, out, err) =
+        run_with_env("node", &[script.to_str().unwrap(), &master_url, "8"], &[]).await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result = report(&out, &err);
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let advanced = result["advanced"].as_f64().unwrap();
+    assert!(
+        advanced >= 5.0,
+        "playback advanced only {advanced} s: {result}"
+    );
+    let (p50, p95) = clock::check(&result, advanced, 6000);
+    eprintln!("LL-HLS through the nginx cache, glass to glass: p50 {p50} ms, p95 {p95} ms");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_streams_are_authorised_at_the_cache_per_player() {
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = streamd().await;
+    let cache = nginx(dir.path(), &server.http.to_string()).await;
+    let (record, key) = server
+        .access
+        .store
+        .create("live", "private", "", true)
+        .await
+        .unwrap();
+    let id = record.id;
+    let _publisher = server.publish("live", &format!("{id}?key={key}"), 90, "320x240");
+    let auth = &server.access.auth;
+    let stream = format!("live/{id}");
+    let token_a = auth.mint(
+        "a",
+        Some("playback"),
+        Some(&stream),
+        Duration::from_secs(600),
+    );
+    let token_b = auth.mint(
+        "b",
+        Some("playback"),
+        Some(&stream),
+        Duration::from_secs(600),
+    );
+    let other = auth.mint(
+        "c",
+        Some("playback"),
+        Some("live/other"),
+        Duration::from_secs(600),
+    );
+    let at_cache = |q: &str| format!("{}/live/{id}/llhls.m3u8{q}", cache.base);
+
+    let a = poll(
+        &at_cache(&format!("?token={token_a}")),
+        Duration::from_secs(20),
+        |r| r.status == 200,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    // Refused at the cache without a token, with a bad one or another
+    // stream's.
+    assert_eq!(get(&at_cache("")).await.status, 401);
+    assert_eq!(get(&at_cache("?token=bogus")).await.status, 403);
+    assert_eq!(get(&at_cache(&format!("?token={other}"))).await.status, 403);
+    // Each player's playlist names its own token, though the second is
+    // answered from the cache.
+    assert!(
+        a.text().contains(&format!("token={token_a}")),
+        "{}",
+        a.text()
+    );
+    let video = variant(&a.text(), "avc1").unwrap();
+    let video = video.split('?').next().unwrap();
+    let playlist = format!("{}/live/{id}/{video}", cache.base);
+    let media = get(&format!("{playlist}?token={token_b}")).await;
+    assert_eq!(media.status, 200);
+    let media = llhls::parse_media(&media.text());
+    let (msn, part) = llhls::part_numbers(media.hint.as_deref().expect("a preload hint"));
+    let blocking = |t: &str| format!("{playlist}?_HLS_msn={msn}&_HLS_part={part}&token={t}");
+    let ra = get(&blocking(&token_a)).await;
+    let rb = get(&blocking(&token_b)).await;
+    assert_eq!((ra.status.as_u16(), rb.status.as_u16()), (200, 200));
+    assert_eq!(rb.header("x-cache-status"), Some("HIT"));
+    assert!(
+        ra.text().contains(&format!("token={token_a}")),
+        "{}",
+        ra.text()
+    );
+    assert!(
+        rb.text().contains(&format!("token={token_b}")),
+        "{}",
+        rb.text()
+    );
+    assert!(!rb.text().contains(&token_a) && !rb.text().contains("__streamd_token__"));
+    // A part without a token is refused too.
+    let part = llhls::parse_media(&rb.text()).parts[0].4.clone();
+    let bare = part.split('?').next().unwrap();
+    assert_eq!(
+        get(&format!("{}/live/{id}/{bare}", cache.base))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        get(&format!("{}/live/{id}/{part}", cache.base))
+            .await
+            .status,
+        200
+    );
+
+    // At streamd: the cluster secret makes a request the cache's, and
+    // only the cache may ask the authorisation question.
+    let direct = server.url(&format!("/live/{id}/llhls.m3u8"));
+    assert_eq!(get(&direct).await.status, 401);
+    let wrong = [("x-streamd-cluster-secret", "not-the-secret")];
+    assert_eq!(request("GET", &direct, &wrong).await.status, 401);
+    let trusted = [("x-streamd-cluster-secret", CLUSTER_SECRET)];
+    let r = request("GET", &direct, &trusted).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("token=__streamd_token__"), "{}", r.text());
+    let question = [("x-original-uri", &*format!("/live/{id}/llhls.m3u8"))];
+    assert_eq!(
+        request("GET", &server.url("/cluster/v1/authorize"), &question)
+            .await
+            .status,
+        401
+    );
+    server.stop().await;
+}
