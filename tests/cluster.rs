@@ -8,162 +8,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::cluster::{CLUSTER_SECRET, Node, Place};
 use common::webrtc::{Viewer, ViewerEvent};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_streamd");
-const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
 
 /// One node at a time: each test runs a transcoding origin, which takes
 /// most of both cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Node {
-    child: Child,
-    rtmp: String,
-    http: String,
-    log: PathBuf,
-}
-
-impl Node {
-    /// Starts a node: `role` "origin" (transcoding a two-rung ladder) or
-    /// "edge", on fixed loopback ports, in `dir/name`.
-    async fn start(dir: &Path, name: &str, role: &str, database: &str, grace: &str) -> Node {
-        let (rtmp, http) = (
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        );
-        let data = dir.join(name);
-        let config = dir.join(format!("{name}.toml"));
-        let transcode = if role == "origin" {
-            "[transcode]\nenabled = true\n\
-             [[transcode.ladder]]\nname = \"360p\"\nwidth = 640\nheight = 360\n\
-             bitrate_kbps = 600\npreset = \"superfast\"\n\
-             [[transcode.ladder]]\nname = \"180p\"\nwidth = 320\nheight = 180\n\
-             bitrate_kbps = 250\npreset = \"superfast\"\n"
-        } else {
-            "[transcode]\nenabled = false\n"
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
-                 [srt]\nlisten = \"127.0.0.1:0\"\n\
-                 [webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
-                 candidate_ips = [\"127.0.0.1\"]\nstart_bitrate_kbps = 1000\n\
-                 [whip]\nudp_listen = \"127.0.0.1:0\"\n\
-                 {transcode}\
-                 [auth]\npublish = \"open\"\njwt_secret = \"{TEST_SECRET}\"\n\
-                 [bus]\nreconnect_grace = \"{grace}\"\n\
-                 [record]\nenabled = false\n\
-                 [database]\ndata_dir = \"{}\"\nurl = \"{database}\"\n\
-                 [cluster]\nrole = \"{role}\"\nnode = \"{name}\"\n\
-                 advertise_url = \"http://{http}\"\nsecret = \"{CLUSTER_SECRET}\"\n\
-                 heartbeat = \"500ms\"\nexpiry = \"2s\"\nidle_timeout = \"3s\"\n",
-                data.display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,streamd::cluster=debug")
-            .env("NO_COLOR", "1")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("streamd runs");
-        let node = Node {
-            child,
-            rtmp,
-            http,
-            log,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&node.http).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} did not listen: {}",
-                node.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let ready = poll(&node.url("/readyz"), Duration::from_secs(30), |r| {
-            r.status == 200
-        })
-        .await;
-        assert_eq!(ready.status, 200, "{name} is not ready: {}", node.logs());
-        node
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    fn ws(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.http)
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        metric(&self.url("/metrics"), name).await
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn publish(&self, stream: &str, seconds: u32) -> Child {
-        Publish {
-            url: &format!("rtmp://{}/live/{stream}", self.rtmp),
-            seconds,
-            size: "640x360",
-            gop: 30,
-            copy_to: None,
-        }
-        .spawn()
-    }
-}
-
 /// A GET with headers.
 async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
     request("GET", url, headers).await
-}
-
-/// Waits until `f` holds for the node's metric `name`.
-async fn metric_reaches(
-    node: &Node,
-    name: &str,
-    timeout: Duration,
-    f: impl Fn(f64) -> bool,
-) -> f64 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let v = node.metric(name).await;
-        if f(v) || tokio::time::Instant::now() >= deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The master playlist of `stream` on `node`, once it is served.
-async fn master(node: &Node, stream: &str, query: &str) -> Response {
-    poll(
-        &node.url(&format!("/live/{stream}/llhls.m3u8{query}")),
-        Duration::from_secs(30),
-        |r| r.status == 200,
-    )
-    .await
 }
 
 /// A WebRTC viewer of `url` that receives video frames for `frames`.
@@ -186,15 +44,15 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     };
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s").await;
-    let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "5s").await;
-    let edge2 = Node::start(dir.path(), "edge2", "edge", &db, "5s").await;
+    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s", &Place::Loopback).await;
+    let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "5s", &Place::Loopback).await;
+    let edge2 = Node::start(dir.path(), "edge2", "edge", &db, "5s", &Place::Loopback).await;
     let _publisher = origin.publish("cl1", 120);
-    let on_origin = master(&origin, "cl1", "").await;
+    let on_origin = origin.master("cl1", "").await;
     assert_eq!(on_origin.status, 200, "{}", origin.logs());
 
     // LL-HLS on edge 1: the origin's ladder, pulled on the first request.
-    let m = master(&edge1, "cl1", "").await;
+    let m = edge1.master("cl1", "").await;
     assert_eq!(m.status, 200, "{}", edge1.logs());
     let text = m.text();
     assert!(text.contains("RESOLUTION=640x360"), "{text}");
@@ -229,13 +87,13 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     let served = origin.metric("streamd_cluster_pulls_served").await;
     assert_eq!(served, 8.0, "pulls the origin serves");
     // The viewers' keyframe requests reached the origin.
-    let asked = metric_reaches(
-        &origin,
-        "streamd_cluster_keyframe_requests_total",
-        Duration::from_secs(5),
-        |v| v > 0.0,
-    )
-    .await;
+    let asked = origin
+        .metric_reaches(
+            "streamd_cluster_keyframe_requests_total",
+            Duration::from_secs(5),
+            |v| v > 0.0,
+        )
+        .await;
     assert!(asked > 0.0, "no keyframe request reached the origin");
 
     // A stream nobody publishes: 404 from the edge, quickly.
@@ -305,13 +163,13 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     // serves no pulls.
     v1.stop().await;
     v2.stop().await;
-    let left = metric_reaches(
-        &origin,
-        "streamd_cluster_pulls_served",
-        Duration::from_secs(40),
-        |v| v == 0.0,
-    )
-    .await;
+    let left = origin
+        .metric_reaches(
+            "streamd_cluster_pulls_served",
+            Duration::from_secs(40),
+            |v| v == 0.0,
+        )
+        .await;
     assert_eq!(left, 0.0, "pulls still served after the viewers left");
     assert_eq!(edge2.metric("streamd_streams_live").await, 0.0);
     assert!(
@@ -352,8 +210,8 @@ async fn private_streams_are_refused_on_edges_without_a_token() {
     };
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s").await;
-    let edge = Node::start(dir.path(), "edge", "edge", &db, "5s").await;
+    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s", &Place::Loopback).await;
+    let edge = Node::start(dir.path(), "edge", "edge", &db, "5s", &Place::Loopback).await;
     // The stream and its token come from the origin's API; the edge
     // checks them against the same database and secret.
     let auth = streamd::auth::Auth::new(TEST_SECRET, Default::default());
@@ -380,7 +238,7 @@ async fn private_streams_are_refused_on_edges_without_a_token() {
     let playback: serde_json::Value = serde_json::from_slice(&playback.body).unwrap();
     let token = playback["token"].as_str().expect("a playback token");
 
-    let ok = master(&edge, id, &format!("?token={token}")).await;
+    let ok = edge.master(id, &format!("?token={token}")).await;
     assert_eq!(ok.status, 200, "{}", edge.logs());
     assert_eq!(
         get(&edge.url(&format!("/live/{id}/llhls.m3u8")))
@@ -412,11 +270,27 @@ async fn edge_viewers_follow_the_publisher_to_another_origin() {
     };
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut origin1 = Node::start(dir.path(), "origin1", "origin", &db, "20s").await;
-    let origin2 = Node::start(dir.path(), "origin2", "origin", &db, "20s").await;
-    let edge = Node::start(dir.path(), "edge", "edge", &db, "20s").await;
+    let mut origin1 = Node::start(
+        dir.path(),
+        "origin1",
+        "origin",
+        &db,
+        "20s",
+        &Place::Loopback,
+    )
+    .await;
+    let origin2 = Node::start(
+        dir.path(),
+        "origin2",
+        "origin",
+        &db,
+        "20s",
+        &Place::Loopback,
+    )
+    .await;
+    let edge = Node::start(dir.path(), "edge", "edge", &db, "20s", &Place::Loopback).await;
     let mut publisher = origin1.publish("moves", 120);
-    assert_eq!(master(&origin1, "moves", "").await.status, 200);
+    assert_eq!(origin1.master("moves", "").await.status, 200);
     let mut viewer = Viewer::connect(&edge.ws("/live/moves"), false)
         .await
         .expect("an offer on the edge");

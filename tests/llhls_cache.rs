@@ -6,81 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use tokio::process::{Child, Command};
 
 const CLUSTER_SECRET: &str = "cache-test-secret-0123456789abcdef";
-const TEMPLATE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/config/nginx/llhls-cache.conf.template"
-);
 
 /// One test at a time: the browser test and the publishers share two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Nginx {
-    _child: Child,
-    base: String,
-    _dir: PathBuf,
-}
-
-/// nginx with the shipped configuration, caching for `upstream`.
-async fn nginx(dir: &Path, upstream: &str) -> Nginx {
-    let port = free_port();
-    let cache = dir.join("cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    let rendered = std::fs::read_to_string(TEMPLATE)
-        .unwrap()
-        .replace("${STREAMD_UPSTREAM}", upstream)
-        .replace("${STREAMD_CLUSTER_SECRET}", CLUSTER_SECRET)
-        .replace("${NGINX_LISTEN}", &format!("127.0.0.1:{port}"))
-        .replace("${NGINX_CACHE_DIR}", &cache.display().to_string());
-    assert!(!rendered.contains("${"), "a variable left unrendered");
-    std::fs::write(dir.join("llhls-cache.conf"), rendered).unwrap();
-    // The main file the image would have; this process is root, so the
-    // workers run as root too (they write the cache directory).
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "user root;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log info;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log {0}/access.log;\n  client_body_temp_path {0}/body;\n\
-             proxy_temp_path {0}/proxy;\n  fastcgi_temp_path {0}/fastcgi;\n\
-             uwsgi_temp_path {0}/uwsgi;\n  scgi_temp_path {0}/scgi;\n\
-             include {0}/llhls-cache.conf;\n}}\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let out = std::fs::File::create(dir.join("nginx.out")).unwrap();
-    let child = Command::new("nginx")
-        .args(["-p", &dir.display().to_string(), "-c"])
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nginx is installed (scripts/lib.sh installs nginx-light)");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.join("nginx.out")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Nginx {
-        _child: child,
-        base: format!("http://{addr}"),
-        _dir: dir.to_owned(),
-    }
-}
 
 async fn streamd() -> TestServer {
     TestServer::start(|c| c.cluster.secret = CLUSTER_SECRET.into()).await
@@ -99,7 +32,14 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = streamd().await;
-    let cache = nginx(dir.path(), &server.http.to_string()).await;
+    let cache = nginx(
+        dir.path(),
+        &server.http.to_string(),
+        &format!("127.0.0.1:{}", free_port()),
+        None,
+        CLUSTER_SECRET,
+    )
+    .await;
     let _publisher = server.publish("live", "cached", 90, "320x240");
     server.master_when_ready("live", "cached").await;
     let master = poll(
@@ -175,7 +115,14 @@ async fn private_streams_are_authorised_at_the_cache_per_player() {
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = streamd().await;
-    let cache = nginx(dir.path(), &server.http.to_string()).await;
+    let cache = nginx(
+        dir.path(),
+        &server.http.to_string(),
+        &format!("127.0.0.1:{}", free_port()),
+        None,
+        CLUSTER_SECRET,
+    )
+    .await;
     let (record, key) = server
         .access
         .store

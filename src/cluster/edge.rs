@@ -300,18 +300,19 @@ impl Edge {
         let mut config: Option<Arc<crate::media::CodecConfig>> = None;
         let mut asked: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last_data = Instant::now();
         loop {
             tokio::select! {
-                chunk = tokio::time::timeout(READ_IDLE, body.frame()) => {
+                chunk = body.frame() => {
                     let data = match chunk {
-                        Ok(Some(Ok(f))) => match f.into_data() {
+                        Some(Ok(f)) => match f.into_data() {
                             Ok(d) => d,
                             Err(_) => continue, // trailers
                         },
-                        Ok(None) => return "the origin ended the track",
-                        Ok(Some(Err(_))) => return "the track's connection failed",
-                        Err(_) => return "nothing arrived from the origin",
+                        None => return "the origin ended the track",
+                        Some(Err(_)) => return "the track's connection failed",
                     };
+                    last_data = Instant::now();
                     metrics::counter!("streamd_cluster_pulled_bytes_total").increment(data.len() as u64);
                     reader.push(&data);
                     loop {
@@ -326,6 +327,9 @@ impl Edge {
                     }
                 }
                 _ = tick.tick() => {
+                    if last_data.elapsed() >= READ_IDLE {
+                        return "nothing arrived from the origin";
+                    }
                     if track.keyframe_requested()
                         && asked.is_none_or(|t| t.elapsed() >= KEYFRAME_EVERY)
                     {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod clock;
+pub mod cluster;
 mod ffmpeg9;
 pub mod gcs_fake;
 pub mod llhls;
@@ -817,4 +818,83 @@ pub async fn postgres_database() -> Option<String> {
         .unwrap();
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
     Some(format!("{base}/{name}"))
+}
+
+pub struct Nginx {
+    _child: Child,
+    pub base: String,
+}
+
+/// nginx with the shipped LL-HLS cache configuration
+/// (config/nginx/llhls-cache.conf.template, rendered as the official nginx
+/// image renders it), caching `upstream` for players at `listen`, in
+/// network namespace `netns` if given.
+pub async fn nginx(
+    dir: &Path,
+    upstream: &str,
+    listen: &str,
+    netns: Option<&str>,
+    secret: &str,
+) -> Nginx {
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/nginx/llhls-cache.conf.template"
+    );
+    let rendered = std::fs::read_to_string(template)
+        .unwrap()
+        .replace("${STREAMD_UPSTREAM}", upstream)
+        .replace("${STREAMD_CLUSTER_SECRET}", secret)
+        .replace("${NGINX_LISTEN}", listen)
+        .replace("${NGINX_CACHE_DIR}", &cache.display().to_string());
+    assert!(!rendered.contains("${"), "a variable left unrendered");
+    std::fs::write(dir.join("llhls-cache.conf"), rendered).unwrap();
+    // The main file the image would have; this process is root, so the
+    // workers run as root too (they write the cache directory).
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "user root;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log info;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log {0}/access.log;\n  client_body_temp_path {0}/body;\n\
+             proxy_temp_path {0}/proxy;\n  fastcgi_temp_path {0}/fastcgi;\n\
+             uwsgi_temp_path {0}/uwsgi;\n  scgi_temp_path {0}/scgi;\n\
+             include {0}/llhls-cache.conf;\n}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = std::fs::File::create(dir.join("nginx.out")).unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nginx"]);
+            c
+        }
+        None => Command::new("nginx"),
+    };
+    let child = cmd
+        .args(["-p", &dir.display().to_string(), "-c"])
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx is installed (scripts/lib.sh installs nginx-light)");
+    let addr = listen.to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("nginx.out")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Nginx {
+        _child: child,
+        base: format!("http://{addr}"),
+    }
 }

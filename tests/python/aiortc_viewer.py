@@ -47,8 +47,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 # aioice gathers host candidates from every interface but skips loopback;
-# the server is on loopback, so offer exactly 127.0.0.1.
-aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+# the server is on loopback, so offer exactly 127.0.0.1 (or, for a server
+# on another test host, STREAMD_VIEWER_IP: this host's address there).
+VIEWER_IP = os.environ.get("STREAMD_VIEWER_IP", "127.0.0.1")
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: [VIEWER_IP]
 
 # STREAMD_RELAY_ONLY=1: gather no host candidates at all and use the TURN
 # servers the offer names (`iceServers`), so media can only flow through

@@ -1,0 +1,224 @@
+//! A cluster as several hosts on this machine: an origin, two edges and an
+//! nginx cache, each in its own network namespace on one bridge (see
+//! `common::cluster::Hosts`), with the test Postgres reached over that
+//! network through a relay. A real ffmpeg publishes to the origin; aiortc
+//! plays on both edges and OvenPlayer (Chromium) on one; hls.js plays
+//! through the cache; one edge is partitioned from the origin for 10 s.
+//! Needs root (ip netns, veth, iptables) and the test Postgres.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{CLUSTER_SECRET, Hosts, Node, Place};
+use common::webrtc::{Viewer, ViewerEvent};
+use common::*;
+
+/// A str0m viewer of `url` whose media socket is on the hosts' network.
+async fn viewer(hosts: &Hosts, url: &str) -> Viewer {
+    let socket = tokio::net::UdpSocket::bind(format!("{}:0", hosts.here()))
+        .await
+        .unwrap();
+    Viewer::connect_on(url, false, socket)
+        .await
+        .expect("an offer")
+}
+
+/// Video frames within `timeout`: whether `frames` arrived.
+async fn frames(viewer: &mut Viewer, frames: usize, timeout: Duration) -> bool {
+    let mut n = 0;
+    viewer
+        .run_until(timeout, |ev| {
+            if matches!(ev, ViewerEvent::Video { .. }) {
+                n += 1;
+            }
+            n >= frames
+        })
+        .await
+}
+
+/// aiortc plays `url` for `seconds` from this namespace's address.
+async fn aiortc(hosts: &Hosts, url: &str, seconds: u32) -> serde_json::Value {
+    let python = tests_dir().join("python/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "tests/python/.venv missing: run the README's test command"
+    );
+    let script = tests_dir().join("python/aiortc_viewer.py");
+    let (ok, out, err) = run_with_env(
+        python.to_str().unwrap(),
+        &[script.to_str().unwrap(), url, &seconds.to_string()],
+        &[("STREAMD_VIEWER_IP", &hosts.here())],
+    )
+    .await;
+    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
+    report(&out, &err)
+}
+
+fn tests_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts = Hosts::new();
+    let origin_at = hosts.add("or", 1);
+    let edge1_at = hosts.add("e1", 2);
+    let edge2_at = hosts.add("e2", 3);
+    let cache_at = hosts.add("ca", 4);
+    // Postgres, reached from the hosts at .254:5432.
+    let rest = db.split_once('@').unwrap().1;
+    let (target, name) = rest.split_once('/').unwrap();
+    let _relay = hosts.relay(5432, target.to_owned()).await;
+    let db = format!("postgres://streamd@{}:5432/{name}", hosts.here());
+
+    let origin = Node::start(dir.path(), "origin", "origin", &db, "30s", &origin_at).await;
+    let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "30s", &edge1_at).await;
+    let edge2 = Node::start(dir.path(), "edge2", "edge", &db, "30s", &edge2_at).await;
+    let Place::Host {
+        ns: cache_ns,
+        ip: cache_ip,
+    } = &cache_at
+    else {
+        unreachable!()
+    };
+    let cache = nginx(
+        &dir.path().join("nginx"),
+        &origin.http,
+        &format!("{cache_ip}:8080"),
+        Some(cache_ns),
+        CLUSTER_SECRET,
+    )
+    .await;
+    let _publisher = origin.publish("hx", 180);
+    assert_eq!(
+        origin.master("hx", "").await.status,
+        200,
+        "{}",
+        origin.logs()
+    );
+
+    // aiortc on both edges: H.264 from the ladder and Opus.
+    for edge in [&edge1, &edge2] {
+        let r = aiortc(&hosts, &edge.ws("/live/hx"), 6).await;
+        assert_eq!(
+            r["errors"].as_array().map(Vec::len),
+            Some(0),
+            "{r}\n{}",
+            edge.logs()
+        );
+        assert!(r["video_frames"].as_u64().unwrap() >= 60, "{r}");
+        assert!(r["audio_frames"].as_u64().unwrap() >= 100, "{r}");
+    }
+    // OvenPlayer, unmodified, in Chromium, on edge 1.
+    let script = browser_dir().join("ovenplayer.mjs");
+    let (ok, out, err) = run_with_env(
+        "node",
+        &[script.to_str().unwrap(), &edge1.ws("/live/hx"), "10"],
+        &[],
+    )
+    .await;
+    assert!(ok, "ovenplayer.mjs failed: {err}\n{out}");
+    let op = report(&out, &err);
+    assert_eq!(op["playing"], true, "{op}\n{}", edge1.logs());
+    let decoded = op["framesDecoded"]
+        .as_array()
+        .and_then(|s| s.last()?.as_u64());
+    assert!(decoded.unwrap_or(0) > 100, "{op}");
+    eprintln!(
+        "OvenPlayer on an edge, glass to glass: p50 {} ms, p95 {} ms",
+        op["clock"]["p50Ms"], op["clock"]["p95Ms"]
+    );
+
+    // hls.js through the cache; 20 blocking reloads reach the origin once.
+    let master = poll(
+        &format!("{}/live/hx/llhls.m3u8", cache.base),
+        Duration::from_secs(20),
+        |r| r.status == 200,
+    )
+    .await;
+    assert_eq!(master.status, 200);
+    let script = browser_dir().join("hlsjs.mjs");
+    let master_url = format!("{}/live/hx/llhls.m3u8", cache.base);
+    let (ok, out, err) =
+        run_with_env("node", &[script.to_str().unwrap(), &master_url, "8"], &[]).await;
+    assert!(ok, "hls.js failed: {err}\n{out}");
+    let hls = report(&out, &err);
+    assert_eq!(hls["errors"].as_array().unwrap().len(), 0, "{hls}");
+    assert!(hls["advanced"].as_f64().unwrap() >= 5.0, "{hls}");
+    let video = variant(&master.text(), "avc1").unwrap();
+    let playlist = format!("{}/live/hx/{video}", cache.base);
+    let media = llhls::parse_media(&get(&playlist).await.text());
+    let (msn, part) = llhls::part_numbers(media.hint.as_deref().unwrap());
+    let held = "streamd_llhls_media_playlist_requests_total";
+    let before = origin.metric(held).await;
+    let url = format!("{playlist}?_HLS_msn={msn}&_HLS_part={part}");
+    let answers = futures_util::future::join_all((0..20).map(|_| get(&url))).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    let reached = origin.metric(held).await - before;
+    // The metric counts every media playlist request; nothing else asks
+    // the origin for one now.
+    assert_eq!(reached, 1.0, "blocking reloads that reached the origin");
+
+    // Edge 1 is cut off from the origin for 10 s: its viewer waits, then
+    // resumes; edge 2's viewer plays on throughout.
+    let mut v1 = viewer(&hosts, &edge1.ws("/live/hx")).await;
+    let mut v2 = viewer(&hosts, &edge2.ws("/live/hx")).await;
+    assert!(frames(&mut v1, 30, Duration::from_secs(15)).await);
+    assert!(frames(&mut v2, 30, Duration::from_secs(15)).await);
+    let Place::Host { ip: origin_ip, .. } = &origin_at else {
+        unreachable!()
+    };
+    hosts.partition(&edge1_at, origin_ip, true);
+    let cut = std::time::Instant::now();
+    let mut edge1_stalled = false;
+    let mut windows = Vec::new();
+    while cut.elapsed() < Duration::from_secs(10) {
+        // Edge 2: a second of video every second.
+        assert!(
+            frames(&mut v2, 20, Duration::from_secs(2)).await,
+            "edge 2's viewer stalled while edge 1 was cut off"
+        );
+        let mut seen = Vec::new();
+        v1.run_until(Duration::from_millis(300), |ev| {
+            if let ViewerEvent::Video {
+                rtp_time, keyframe, ..
+            } = ev
+            {
+                seen.push((*rtp_time, *keyframe));
+            }
+            false
+        })
+        .await;
+        windows.push((cut.elapsed(), seen.len()));
+        if seen.is_empty() {
+            edge1_stalled = true;
+        }
+    }
+    assert!(
+        edge1_stalled,
+        "edge 1's viewer got media while cut off: {windows:?}\n{}",
+        edge1.logs()
+    );
+    hosts.partition(&edge1_at, origin_ip, false);
+    let healed = std::time::Instant::now();
+    let mut resumed = false;
+    while healed.elapsed() < Duration::from_secs(30) {
+        assert!(frames(&mut v2, 10, Duration::from_secs(2)).await);
+        if frames(&mut v1, 30, Duration::from_secs(1)).await {
+            resumed = true;
+            break;
+        }
+    }
+    assert!(resumed, "edge 1's viewer did not resume: {}", edge1.logs());
+    eprintln!(
+        "edge 1's viewer resumed {:?} after the partition healed",
+        healed.elapsed()
+    );
+    v1.stop().await;
+    v2.stop().await;
+}

@@ -1,0 +1,312 @@
+//! Cluster nodes for tests: each streamd its own process, on loopback or
+//! inside its own network namespace (a "host" of [`Hosts`]), sharing the
+//! test Postgres.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::*;
+
+pub const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
+const BIN: &str = env!("CARGO_BIN_EXE_streamd");
+
+/// Where a node runs.
+#[derive(Clone, Debug)]
+pub enum Place {
+    /// On this host's loopback, on free ports.
+    Loopback,
+    /// In network namespace `ns`, at `ip` (fixed ports: 1935, 8080).
+    Host { ns: String, ip: String },
+}
+
+pub struct Node {
+    pub child: Child,
+    /// host:port
+    pub rtmp: String,
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node: `role` "origin" (transcoding a two-rung ladder:
+    /// 360p and 180p) or "edge", with `grace` as its reconnect grace, its
+    /// files in `dir/name`, and waits until it is ready.
+    pub async fn start(
+        dir: &Path,
+        name: &str,
+        role: &str,
+        database: &str,
+        grace: &str,
+        place: &Place,
+    ) -> Node {
+        let (ip, rtmp, http) = match place {
+            Place::Loopback => (
+                "127.0.0.1".to_owned(),
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            Place::Host { ip, .. } => (ip.clone(), format!("{ip}:1935"), format!("{ip}:8080")),
+        };
+        let data = dir.join(name);
+        let config = dir.join(format!("{name}.toml"));
+        let transcode = if role == "origin" {
+            "[transcode]\nenabled = true\n\
+             [[transcode.ladder]]\nname = \"360p\"\nwidth = 640\nheight = 360\n\
+             bitrate_kbps = 600\npreset = \"superfast\"\n\
+             [[transcode.ladder]]\nname = \"180p\"\nwidth = 320\nheight = 180\n\
+             bitrate_kbps = 250\npreset = \"superfast\"\n"
+        } else {
+            "[transcode]\nenabled = false\n"
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\n\
+                 [srt]\nlisten = \"{ip}:0\"\n\
+                 [webrtc]\nudp_listen = \"{ip}:0\"\ntcp_listen = \"{ip}:0\"\n\
+                 candidate_ips = [\"{ip}\"]\nstart_bitrate_kbps = 1000\n\
+                 [whip]\nudp_listen = \"{ip}:0\"\n\
+                 {transcode}\
+                 [auth]\npublish = \"open\"\njwt_secret = \"{TEST_SECRET}\"\n\
+                 [bus]\nreconnect_grace = \"{grace}\"\n\
+                 [record]\nenabled = false\n\
+                 [database]\ndata_dir = \"{}\"\nurl = \"{database}\"\n\
+                 [cluster]\nrole = \"{role}\"\nnode = \"{name}\"\n\
+                 advertise_url = \"http://{http}\"\nsecret = \"{CLUSTER_SECRET}\"\n\
+                 heartbeat = \"500ms\"\nexpiry = \"2s\"\nidle_timeout = \"3s\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = match place {
+            Place::Loopback => Command::new(BIN),
+            Place::Host { ns, .. } => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+        };
+        let child = cmd
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,streamd::cluster=debug")
+            .env("NO_COLOR", "1")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("streamd runs");
+        let node = Node {
+            child,
+            rtmp,
+            http,
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&node.http).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not listen: {}",
+                node.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ready = poll(&node.url("/readyz"), Duration::from_secs(30), |r| {
+            r.status == 200
+        })
+        .await;
+        assert_eq!(ready.status, 200, "{name} is not ready: {}", node.logs());
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.http)
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(&self.url("/metrics"), name).await
+    }
+
+    /// Waits up to `timeout` until `f` holds for metric `name`; its value.
+    pub async fn metric_reaches(
+        &self,
+        name: &str,
+        timeout: Duration,
+        f: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.metric(name).await;
+            if f(v) || tokio::time::Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The test publisher (640x360, 1 s GOP) to `live/{stream}` here.
+    pub fn publish(&self, stream: &str, seconds: u32) -> Child {
+        Publish {
+            url: &format!("rtmp://{}/live/{stream}", self.rtmp),
+            seconds,
+            size: "640x360",
+            gop: 30,
+            copy_to: None,
+        }
+        .spawn()
+    }
+
+    /// The master playlist of `live/{stream}` here, once it is served.
+    pub async fn master(&self, stream: &str, query: &str) -> Response {
+        poll(
+            &self.url(&format!("/live/{stream}/llhls.m3u8{query}")),
+            Duration::from_secs(30),
+            |r| r.status == 200,
+        )
+        .await
+    }
+}
+
+/// Several hosts on this machine: network namespaces on one bridge (in a
+/// namespace of its own), at addresses in 198.19.N.0/24, N picked from the
+/// process id; this namespace joins at .254. Everything is removed when
+/// dropped.
+pub struct Hosts {
+    id: u32,
+    pub prefix: String,
+    namespaces: Vec<String>,
+    root_dev: String,
+}
+
+impl Hosts {
+    pub fn new() -> Hosts {
+        let id = std::process::id() % 100_000;
+        let n = 1 + id % 250;
+        let mut hosts = Hosts {
+            id,
+            prefix: format!("198.19.{n}"),
+            namespaces: Vec::new(),
+            root_dev: format!("sd{id}r"),
+        };
+        let sw = hosts.switch();
+        hosts.namespaces.push(sw.clone());
+        sh(&format!("ip netns add {sw}"));
+        sh(&format!("ip netns exec {sw} ip link add br0 type bridge"));
+        sh(&format!("ip netns exec {sw} ip link set br0 up"));
+        // This namespace's leg: the test reaches every host, and hosts
+        // reach the test's services (the Postgres relay) at .254.
+        let (a, b) = (hosts.root_dev.clone(), format!("sd{id}s"));
+        sh(&format!("ip link add {a} type veth peer name {b}"));
+        sh(&format!("ip link set {b} netns {sw}"));
+        sh(&format!("ip netns exec {sw} ip link set {b} master br0"));
+        sh(&format!("ip netns exec {sw} ip link set {b} up"));
+        sh(&format!("ip addr add {}.254/24 dev {a}", hosts.prefix));
+        sh(&format!("ip link set {a} up"));
+        hosts
+    }
+
+    fn switch(&self) -> String {
+        format!("sd{}-sw", self.id)
+    }
+
+    /// A host named `name` (a few letters) at `.{octet}`; its namespace.
+    pub fn add(&mut self, name: &str, octet: u8) -> Place {
+        let ns = format!("sd{}-{name}", self.id);
+        let (a, b) = (
+            format!("sd{}{name}a", self.id),
+            format!("sd{}{name}b", self.id),
+        );
+        let ip = format!("{}.{octet}", self.prefix);
+        let sw = self.switch();
+        sh(&format!("ip netns add {ns}"));
+        self.namespaces.push(ns.clone());
+        sh(&format!("ip link add {a} type veth peer name {b}"));
+        sh(&format!("ip link set {a} netns {sw}"));
+        sh(&format!("ip netns exec {sw} ip link set {a} master br0"));
+        sh(&format!("ip netns exec {sw} ip link set {a} up"));
+        sh(&format!("ip link set {b} netns {ns}"));
+        sh(&format!("ip netns exec {ns} ip addr add {ip}/24 dev {b}"));
+        sh(&format!("ip netns exec {ns} ip link set {b} up"));
+        sh(&format!("ip netns exec {ns} ip link set lo up"));
+        Place::Host { ns, ip }
+    }
+
+    /// The address this namespace has on the hosts' network.
+    pub fn here(&self) -> String {
+        format!("{}.254", self.prefix)
+    }
+
+    /// Cuts `place` off from `peer` (both directions), or heals it.
+    pub fn partition(&self, place: &Place, peer: &str, cut: bool) {
+        let Place::Host { ns, .. } = place else {
+            panic!("only a host can be partitioned")
+        };
+        let op = if cut { "-I" } else { "-D" };
+        sh(&format!(
+            "ip netns exec {ns} iptables {op} INPUT -s {peer} -j DROP"
+        ));
+        sh(&format!(
+            "ip netns exec {ns} iptables {op} OUTPUT -d {peer} -j DROP"
+        ));
+    }
+
+    /// Relays TCP from `{here}:{port}` to `target` (say, the test Postgres
+    /// on this namespace's loopback) for as long as the returned task runs.
+    pub async fn relay(&self, port: u16, target: String) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::TcpListener::bind(format!("{}:{port}", self.here()))
+            .await
+            .expect("the relay binds on the hosts' network");
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        })
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.root_dev])
+            .output();
+        for ns in self.namespaces.iter().rev() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+        }
+    }
+}
+
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed (these tests need root: ip netns, veth, iptables): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
