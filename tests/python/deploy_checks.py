@@ -66,8 +66,8 @@ for overlay in sorted((repo / "k8s/overlays").iterdir()):
     names = resources_of(overlay)
     check(("StatefulSet", "streamd") in names, f"{overlay.name}: has the streamd StatefulSet")
     check(
-        ("Secret", "streamd-secrets") in names or overlay.name == "prod",
-        f"{overlay.name}: the secrets are generated, or created out of band (prod)",
+        ("Secret", "streamd-secrets") in names or overlay.name in ("prod", "cluster"),
+        f"{overlay.name}: the secrets are generated, or created out of band (prod, cluster)",
     )
 
 sts = docs(repo / "k8s/base/statefulset.yaml")[0]
@@ -122,6 +122,8 @@ samples = {
     "STREAMD_DATABASE__URL": "postgres://streamd:secret@postgres:5432/streamd",
     "STREAMD_RECORD__NODE": "streamd-0",
     "STREAMD_TURN__SECRET": "a-turn-secret-of-at-least-32-bytes-0123",
+    "STREAMD_CLUSTER__NODE": "streamd-0",
+    "STREAMD_CLUSTER__SECRET": "a-cluster-secret-of-at-least-32-bytes-01",
 }
 envs = {}
 
@@ -133,8 +135,12 @@ def interpolate(v):
 
 
 def container_env(c):
+    # Kubernetes' $(VAR) references to other variables (a pod's address),
+    # as an address.
     return {
-        e["name"]: e["value"] if "value" in e else samples.get(e["name"], "x")
+        e["name"]: re.sub(r"\$\([A-Z_]+\)", "10.0.0.1", e["value"])
+        if "value" in e
+        else samples.get(e["name"], "x")
         for e in c.get("env", [])
         if e["name"].startswith("STREAMD_")
     }
@@ -146,6 +152,25 @@ for overlay in sorted((repo / "k8s/overlays").iterdir()):
     for d in docs(overlay / "statefulset.yaml"):
         env.update(container_env(d["spec"]["template"]["spec"]["containers"][0]))
     envs[f"k8s/{overlay.name}"] = env
+# The cluster overlay's edges: their own Deployment, on the same
+# configuration.
+for overlay in sorted((repo / "k8s/overlays").iterdir()):
+    edge = overlay / "edge.yaml"
+    if edge.exists():
+        dep = [d for d in docs(edge) if d["kind"] == "Deployment"][0]
+        ec = dep["spec"]["template"]["spec"]["containers"][0]
+        envs[f"k8s/{overlay.name}-edge"] = container_env(ec)
+        check(ec["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{overlay.name} edges: readiness probe /readyz")
+        edge_udp = {p["containerPort"] for p in ec["ports"] if p["protocol"] == "UDP"}
+        check(edge_udp == set(range(first, first + engines)), f"{overlay.name} edges: UDP ports are the engines'")
+    cache = overlay / "cache.yaml"
+    if cache.exists():
+        cm = [d for d in docs(cache) if d["kind"] == "ConfigMap"][0]
+        shipped = (repo / "config/nginx/llhls-cache.conf.template").read_text()
+        check(
+            cm["data"]["llhls-cache.conf.template"] == shipped,
+            f"{overlay.name}: the cache's ConfigMap is config/nginx/llhls-cache.conf.template",
+        )
 compose = yaml.safe_load((repo / "docker-compose.yml").read_text())
 envs["compose"] = {
     k: interpolate(v)
