@@ -135,6 +135,9 @@ async fn serve(
     RawQuery(query): RawQuery,
     req: axum::extract::Request,
 ) -> Response {
+    // Every LL-HLS request that reaches this node (behind a cache, the
+    // ones the cache did not answer).
+    metrics::counter!("streamd_llhls_requests_total").increment(1);
     let Ok(path) = StreamPath::new(&app, &stream) else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
