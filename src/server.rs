@@ -412,6 +412,7 @@ impl Server {
                 store: access.store.clone(),
                 viewers: viewers.clone(),
                 config: config.cluster.clone(),
+                node: config.cluster.node_name(),
                 grace: config.bus.reconnect_grace,
                 client: crate::http::client::client(),
             };

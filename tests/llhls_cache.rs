@@ -96,13 +96,13 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     let script = browser_dir().join("hlsjs.mjs");
     let master_url = format!("{}/live/cached/llhls.m3u8", cache.base);
     let (ok, out, err) =
-        run_with_env("node", &[script.to_str().unwrap(), &master_url, "8"], &[]).await;
+        run_with_env("node", &[script.to_str().unwrap(), &master_url, "12"], &[]).await;
     assert!(ok, "hls.js run failed: {err}\n{out}");
     let result = report(&out, &err);
     assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
     let advanced = result["advanced"].as_f64().unwrap();
     assert!(
-        advanced >= 5.0,
+        advanced >= 6.0,
         "playback advanced only {advanced} s: {result}"
     );
     let (p50, p95) = clock::check(&result, advanced, 6000);

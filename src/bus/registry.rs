@@ -137,7 +137,7 @@ impl Registry {
     /// As [`publish`](Self::publish), for a copy of a stream published on
     /// another node (a cluster edge pulling it): the broadcast is marked
     /// [`relayed`](BroadcastConsumer::relayed). A relay continues only an
-    /// interrupted relay, and a publisher only an interrupted publish.
+    /// interrupted relay; a publisher here ends a relay and starts anew.
     pub fn relay(&self, path: StreamPath) -> Result<BroadcastProducer, PublishError> {
         self.publish_as(path, true)
     }
@@ -151,10 +151,22 @@ impl Registry {
             return Err(PublishError::ShuttingDown);
         }
         let mut streams = self.inner.lock();
+        // A publisher here replaces a copy pulled from elsewhere (its
+        // publisher moved here): the copy ends, its viewers with it.
+        if !relayed
+            && let Some(shared) = streams.get(&path)
+            && shared.relayed
+        {
+            let shared = shared.clone();
+            streams.remove(&path);
+            shared.end();
+            tracing::info!(stream = %path, "a publisher here replaces the copy pulled from another node");
+        }
         if let Some(shared) = streams.get(&path) {
             let mut st = shared.lock();
             match st.status {
                 BroadcastStatus::Live { .. } => return Err(PublishError::AlreadyPublishing(path)),
+                // A relay never takes over what a publisher here left.
                 BroadcastStatus::Interrupted { .. } if shared.relayed != relayed => {
                     return Err(PublishError::AlreadyPublishing(path));
                 }
@@ -251,6 +263,19 @@ impl Registry {
         let Some(s) = self.inner.lock().remove(path) else {
             return false;
         };
+        s.end();
+        true
+    }
+
+    /// Ends the broadcast at `path` if it is a relay (see
+    /// [`relay`](Self::relay)); a broadcast published here is left alone.
+    pub fn end_relay(&self, path: &StreamPath) -> bool {
+        let mut streams = self.inner.lock();
+        let Some(s) = streams.get(path).filter(|s| s.relayed).cloned() else {
+            return false;
+        };
+        streams.remove(path);
+        drop(streams);
         s.end();
         true
     }

@@ -585,3 +585,67 @@ fn an_ended_broadcast_keeps_its_last_catalog() {
         "a late writer is ignored"
     );
 }
+
+#[tokio::test]
+async fn relays_are_marked_and_a_publisher_here_replaces_one() {
+    let reg = Registry::new(Duration::from_secs(30), Retention::default());
+    let relay = reg.relay(path("r")).unwrap();
+    let b = reg.get(&path("r")).unwrap();
+    assert!(b.relayed());
+    // Another relay of a live one is refused; a publisher here replaces
+    // it, and the relay's consumers see its end.
+    assert_eq!(
+        reg.relay(path("r")).err(),
+        Some(PublishError::AlreadyPublishing(path("r")))
+    );
+    let local = reg.publish(path("r")).unwrap();
+    assert_eq!(b.status(), BroadcastStatus::Ended);
+    assert_eq!(relay.status(), BroadcastStatus::Ended);
+    assert!(!reg.get(&path("r")).unwrap().relayed());
+    drop(relay);
+    assert!(
+        reg.get(&path("r")).is_some(),
+        "the old relay's end is not the new one's"
+    );
+    // A relay never takes over what a publisher here left.
+    drop(local);
+    assert_eq!(
+        reg.relay(path("r")).err(),
+        Some(PublishError::AlreadyPublishing(path("r")))
+    );
+    // A relay continues an interrupted relay, in a new session.
+    let first = reg.relay(path("q")).unwrap();
+    drop(first);
+    assert_eq!(reg.relay(path("q")).unwrap().session(), 1);
+}
+
+#[tokio::test]
+async fn find_asks_the_demand_handler_for_what_is_not_here() {
+    let reg = registry();
+    // Without a handler, find is get.
+    assert!(reg.find(&path("x")).await.is_none());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Demand>(4);
+    reg.set_demand(tx);
+    let handler = {
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(d) = rx.recv().await {
+                if d.path.stream() == "here" {
+                    held.push(reg.relay(d.path.clone()).unwrap());
+                    let _ = d.reply.send(true);
+                } else {
+                    let _ = d.reply.send(false);
+                }
+            }
+            held.len()
+        })
+    };
+    let b = reg.find(&path("here")).await.expect("brought here");
+    assert!(b.relayed());
+    assert!(reg.find(&path("nowhere")).await.is_none());
+    // Found locally: the handler is not asked again.
+    assert!(reg.find(&path("here")).await.is_some());
+    drop(reg);
+    handler.abort();
+}

@@ -63,6 +63,8 @@ pub struct Edge {
     pub store: Arc<Store>,
     pub viewers: Arc<ViewerCounts>,
     pub config: ClusterConfig,
+    /// This node's name in the directory.
+    pub node: String,
     /// The bus's reconnect grace: how long a lost origin is looked for.
     pub grace: Duration,
     pub client: HttpsClient,
@@ -138,7 +140,7 @@ impl Edge {
                 }
                 Outcome::Stop(why) => {
                     tracing::info!(stream = %path, why, "stopped pulling");
-                    self.registry.end(&path);
+                    self.registry.end_relay(&path);
                     return;
                 }
                 Outcome::NotFound(why) | Outcome::Lost(why) => {
@@ -150,7 +152,7 @@ impl Edge {
                             .is_none_or(|b| b.status() == BroadcastStatus::Ended)
                     {
                         tracing::info!(stream = %path, why, "the origin was not found again; the stream ended here");
-                        self.registry.end(&path);
+                        self.registry.end_relay(&path);
                         return;
                     }
                     tracing::info!(stream = %path, why, retry_in = ?backoff, "lost the origin; looking for it again");
@@ -185,6 +187,8 @@ impl Edge {
             .locate_stream(path.app(), path.stream(), expiry)
             .await
         {
+            // Its publisher came here: the broadcast here is the stream.
+            Ok(Some(o)) if o.node == self.node => return Outcome::Stop("it is published here now"),
             Ok(Some(o)) => o,
             Ok(None) => return Outcome::NotFound("no origin lists it"),
             Err(e) => {
