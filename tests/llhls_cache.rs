@@ -106,7 +106,18 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
         "playback advanced only {advanced} s: {result}"
     );
     let (p50, p95) = clock::check(&result, advanced, 6000);
-    eprintln!("LL-HLS through the nginx cache, glass to glass: p50 {p50} ms, p95 {p95} ms");
+    // The same player straight at streamd, for comparison (reported).
+    let direct_url = server.url("/live/cached/llhls.m3u8");
+    let (ok, out, err) =
+        run_with_env("node", &[script.to_str().unwrap(), &direct_url, "12"], &[]).await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let direct = report(&out, &err);
+    let advanced = direct["advanced"].as_f64().unwrap();
+    let (d50, d95) = clock::check(&direct, advanced, 6000);
+    eprintln!(
+        "LL-HLS glass to glass, hls.js: through the nginx cache p50 {p50} ms, p95 {p95} ms; \
+         straight p50 {d50} ms, p95 {d95} ms"
+    );
     server.stop().await;
 }
 
