@@ -46,6 +46,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
 /// Streams pulled at once, at most.
 const MAX_PULLS: usize = 1000;
+/// The largest description taken from an origin.
+const MAX_DESCRIPTION: usize = 1 << 20;
+/// A relay that ran this long was a success: losing it starts a new grace.
+const RELAY_OK: Duration = Duration::from_secs(5);
 
 /// A pulled stream's progress, for the viewers waiting on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,14 +114,17 @@ impl Edge {
                     rx
                 }
             };
-            // The viewer's request waits for the outcome, not this loop.
+            // The viewer's request waits for the outcome, not this loop,
+            // and not after the viewer gave up.
             tokio::spawn(async move {
-                let mut state = state;
-                let ok = state
-                    .wait_for(|s| *s != PullState::Starting)
-                    .await
-                    .is_ok_and(|s| *s == PullState::Relaying);
-                let _ = demand.reply.send(ok);
+                let (mut state, mut reply) = (state, demand.reply);
+                let ok = tokio::select! {
+                    s = state.wait_for(|s| *s != PullState::Starting) => {
+                        s.is_ok_and(|s| *s == PullState::Relaying)
+                    }
+                    () = reply.closed() => return,
+                };
+                let _ = reply.send(ok);
             });
         }
     }
@@ -157,10 +164,20 @@ impl Edge {
                     }
                     tracing::info!(stream = %path, why, retry_in = ?backoff, "lost the origin; looking for it again");
                 }
-                Outcome::Relayed => {
+                Outcome::Relayed(lasted) if lasted >= RELAY_OK => {
                     // It ran, then ended: look for the origin again soon.
                     lost_since = Some(Instant::now());
                     backoff = BACKOFF.0;
+                }
+                Outcome::Relayed(_) => {
+                    // It ended at once (a track refused, nothing sent): a
+                    // failure, which the grace bounds as any other.
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.grace {
+                        tracing::info!(stream = %path, "the origin's pulls keep failing; the stream ended here");
+                        self.registry.end_relay(&path);
+                        return;
+                    }
                 }
             }
             let mut stop = shutdown.clone();
@@ -202,17 +219,10 @@ impl Edge {
             path.app(),
             path.stream()
         );
-        let info: StreamInfo = match self.get(&base).await {
-            Ok((200, body)) => match body.collect().await.map(|b| b.to_bytes()) {
-                Ok(b) => match serde_json::from_slice(&b) {
-                    Ok(i) => i,
-                    Err(_) => return Outcome::Lost("the origin's description is malformed"),
-                },
-                Err(_) => return Outcome::Lost("the origin's description was cut"),
-            },
-            Ok((404, _)) => return Outcome::NotFound("the origin does not have it"),
-            Ok((_, _)) => return Outcome::Lost("the origin cannot describe it now"),
-            Err(why) => return Outcome::Lost(why),
+        let info = match tokio::time::timeout(REQUEST_TIMEOUT, self.describe(&base)).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(outcome)) => return outcome,
+            Err(_) => return Outcome::Lost("the origin's description did not come in time"),
         };
         let mut producer = match self.registry.relay(path.clone()) {
             Ok(p) => p,
@@ -231,6 +241,7 @@ impl Edge {
         tracing::info!(origin = %origin.node, session = info.session, tracks = tracks.len(), "relaying from the origin");
         let _ = state.send(PullState::Relaying);
         metrics::gauge!("streamd_cluster_pulls").increment(1.0);
+        let relayed = Instant::now();
         let mut pulls = tokio::task::JoinSet::new();
         for (name, track) in tracks {
             let url = format!("{base}/tracks/{name}?session={}", info.session);
@@ -264,10 +275,32 @@ impl Edge {
         match outcome {
             Outcome::Lost(why) => {
                 tracing::info!(why, "the pull from the origin ended");
-                Outcome::Relayed
+                Outcome::Relayed(relayed.elapsed())
             }
             other => other,
         }
+    }
+
+    /// The stream's description from the origin at `base`, checked.
+    async fn describe(&self, base: &str) -> Result<StreamInfo, Outcome> {
+        let body = match self.get(base).await {
+            Ok((200, body)) => body,
+            Ok((404, _)) => return Err(Outcome::NotFound("the origin does not have it")),
+            Ok((_, _)) => return Err(Outcome::Lost("the origin cannot describe it now")),
+            Err(why) => return Err(Outcome::Lost(why)),
+        };
+        let bytes = http_body_util::Limited::new(body, MAX_DESCRIPTION)
+            .collect()
+            .await
+            .map_err(|_| Outcome::Lost("the origin's description was cut or too long"))?
+            .to_bytes();
+        let info: StreamInfo = serde_json::from_slice(&bytes)
+            .map_err(|_| Outcome::Lost("the origin's description is malformed"))?;
+        info.check().map_err(|e| {
+            tracing::warn!(error = %e, "the origin's description was refused");
+            Outcome::Lost("the origin's description was refused")
+        })?;
+        Ok(info)
     }
 
     /// A GET to the origin, with the cluster secret, within
@@ -367,14 +400,14 @@ enum Outcome {
     NotFound(&'static str),
     /// The origin could not be reached or read.
     Lost(&'static str),
-    /// It was relayed, then the origin was lost.
-    Relayed,
+    /// It was relayed for this long, then the origin was lost.
+    Relayed(Duration),
     /// Over: no viewers, shutdown, or ended here.
     Stop(&'static str),
 }
 
-/// Writes a pulled frame; a frame the bus refuses (a group not starting
-/// at a keyframe, after a skip) is dropped.
+/// Writes a pulled frame, starting a group where the origin's did; a
+/// frame the bus refuses (a group not starting at a keyframe) is dropped.
 fn write(
     track: &mut TrackProducer,
     config: &mut Option<Arc<crate::media::CodecConfig>>,
@@ -392,5 +425,5 @@ fn write(
         wallclock: f.wallclock,
         received: Instant::now(),
     };
-    let _ = track.write(frame, f.keyframe);
+    let _ = track.write(frame, f.group_start);
 }

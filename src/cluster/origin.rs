@@ -196,7 +196,7 @@ async fn pull(
             if f.group.session > session {
                 break "a new publisher session began";
             }
-            let bytes = match writer.frame(&f.group.config, &f.frame) {
+            let bytes = match writer.frame(&f.group.config, &f.frame, f.group_start) {
                 Ok(b) => b,
                 Err(e) => {
                     static LOG: Mutex<LogLimiter> = Mutex::new(LogLimiter::new(LOG_EVERY));

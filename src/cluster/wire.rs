@@ -6,7 +6,10 @@
 //! (`ftyp` + `moov`) first and again whenever the codec configuration
 //! changes, then one `moof` + `mdat` per frame, each after a `prft` that
 //! carries the frame's ingest wall-clock time (so PROGRAM-DATE-TIME and
-//! latency measures agree across nodes). A keyframe starts a group.
+//! latency measures agree across nodes). A `styp` goes before the first
+//! frame of each group (a GOP: an encoder's on-demand keyframes inside one
+//! do not start a new one), so the edge's groups, and the segments it
+//! packages, are the origin's.
 //!
 //! [`TrackWriter`] turns bus frames into those bytes; [`TrackReader`]
 //! turns bytes back into frames, trusting nothing: a box larger than
@@ -36,6 +39,46 @@ pub struct StreamInfo {
     pub catalog: Catalog,
     pub tracks: Vec<TrackEntry>,
     pub meta: MetaEntry,
+}
+
+impl StreamInfo {
+    /// Refuses a description an edge cannot take as it is: too many
+    /// tracks, names that could not be this node's (they go into URLs and
+    /// playlists), a catalog naming a track not listed.
+    pub fn check(&self) -> Result<(), String> {
+        if self.tracks.is_empty() || self.tracks.len() > MAX_TRACKS {
+            return Err(format!("{} tracks (1 to {MAX_TRACKS})", self.tracks.len()));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+        };
+        for t in &self.tracks {
+            if !name_ok(&t.name) {
+                return Err(format!("a track named {:?}", t.name));
+            }
+        }
+        let listed = |n: &str| self.tracks.iter().any(|t| t.name == n);
+        let c = &self.catalog;
+        for v in &c.video {
+            if !listed(&v.track) || !name_ok(&v.name) {
+                return Err(format!("a rendition {:?} of track {:?}", v.name, v.track));
+            }
+        }
+        for a in c.audio.iter().chain(&c.webrtc_audio) {
+            if !listed(a) {
+                return Err(format!("an audio track {a:?} not listed"));
+            }
+        }
+        if c.fallback.as_ref().is_some_and(|f| f.len() > 1024)
+            || self.meta.encoder.as_ref().is_some_and(|e| e.len() > 256)
+        {
+            return Err("an over-long text".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,12 +161,22 @@ impl MetaEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PulledFrame {
     pub config: Arc<CodecConfig>,
+    /// The first frame of a group (after a `styp`).
+    pub group_start: bool,
     pub dts: MediaTime,
     pub pts: MediaTime,
     pub keyframe: bool,
     pub data: Bytes,
     pub wallclock: SystemTime,
 }
+
+/// `styp` (brand `cmfs`, a CMAF segment): a group starts.
+const STYP: [u8; 20] = [
+    0, 0, 0, 20, b's', b't', b'y', b'p', b'c', b'm', b'f', b's', 0, 0, 0, 0, b'c', b'm', b'f', b's',
+];
+
+/// The most tracks a stream's description may list.
+pub const MAX_TRACKS: usize = 32;
 
 /// Bus frames to CMAF bytes, for one track's pull.
 #[derive(Default)]
@@ -135,18 +188,22 @@ pub struct TrackWriter {
 
 impl TrackWriter {
     /// The bytes for one frame of a group configured by `config`: an init
-    /// segment first when the configuration is new, then `prft`, `moof`
-    /// and `mdat`.
+    /// segment first when the configuration is new, a `styp` when the
+    /// frame starts its group, then `prft`, `moof` and `mdat`.
     pub fn frame(
         &mut self,
         config: &Arc<CodecConfig>,
         frame: &crate::bus::Frame,
+        group_start: bool,
     ) -> Result<Bytes, CmafError> {
         let timescale = *self.timescale.get_or_insert(frame.dts.timescale());
         let mut out = BytesMut::new();
         if self.config.as_ref() != Some(config) {
             out.extend_from_slice(&cmaf::init_segment(config, timescale.hz())?);
             self.config = Some(config.clone());
+        }
+        if group_start {
+            out.extend_from_slice(&STYP);
         }
         let dts = frame.dts.rescale(timescale).ticks();
         let pts = frame.pts.rescale(timescale).ticks();
@@ -188,6 +245,8 @@ pub struct TrackReader {
     timescale: Option<Timescale>,
     /// The wall-clock time of the next fragment (its `prft`).
     wallclock: Option<SystemTime>,
+    /// A `styp` came: the next frame starts a group.
+    group_start: bool,
     /// Frames read but not yet taken.
     ready: std::collections::VecDeque<PulledFrame>,
 }
@@ -251,22 +310,34 @@ impl TrackReader {
                     };
                     let (base, samples) = cmaf::read_fragment(&fragment)?;
                     let wallclock = self.wallclock.take().unwrap_or_else(SystemTime::now);
+                    // Decode times stay far from i64's end (2^62 ticks:
+                    // thousands of years at 90 kHz), so sums cannot wrap.
                     let mut dts = i64::try_from(base)
-                        .map_err(|_| CmafError::Malformed("decode time out of range".into()))?;
+                        .ok()
+                        .filter(|d| *d < 1 << 62)
+                        .ok_or_else(|| CmafError::Malformed("decode time out of range".into()))?;
                     for s in samples {
+                        let group_start = std::mem::take(&mut self.group_start);
                         self.ready.push_back(PulledFrame {
                             config: config.clone(),
+                            group_start,
                             dts: MediaTime::new(dts, timescale),
                             pts: MediaTime::new(dts + i64::from(s.composition_offset), timescale),
                             keyframe: s.keyframe,
                             data: s.data,
                             wallclock,
                         });
-                        dts = dts.saturating_add(i64::from(s.duration));
+                        dts += i64::from(s.duration);
                     }
                 }
+                b"styp" => {
+                    if self.take(size).is_none() {
+                        return Ok(None);
+                    }
+                    self.group_start = true;
+                }
                 // DASH-IF ingest may send these; nothing in them is needed.
-                b"styp" | b"free" | b"emsg" => {
+                b"free" | b"emsg" => {
                     if self.take(size).is_none() {
                         return Ok(None);
                     }
@@ -303,7 +374,7 @@ fn fourcc(kind: &[u8; 4]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Frame;
+    use crate::bus::{Catalog, Frame, TrackKind};
     use crate::media::{AacConfig, AvcConfig};
     use std::time::{Duration, Instant};
 
@@ -340,7 +411,7 @@ mod tests {
         let mut w = TrackWriter::default();
         let mut bytes = Vec::new();
         for (c, f) in &frames {
-            bytes.extend_from_slice(&w.frame(c, f).unwrap());
+            bytes.extend_from_slice(&w.frame(c, f, f.keyframe).unwrap());
         }
         for chunk in [1, 7, 100, bytes.len()] {
             let mut r = TrackReader::default();
@@ -355,10 +426,73 @@ mod tests {
             for (g, (c, f)) in got.iter().zip(&frames) {
                 assert_eq!(&g.config, c);
                 assert_eq!((g.dts, g.pts, g.keyframe), (f.dts, f.pts, f.keyframe));
+                assert_eq!(g.group_start, f.keyframe);
                 assert_eq!(g.data, f.data);
                 assert_eq!(g.wallclock, f.wallclock);
             }
         }
+    }
+
+    #[test]
+    fn a_keyframe_inside_a_group_does_not_start_one() {
+        let avc = avc();
+        let mut w = TrackWriter::default();
+        let mut bytes = Vec::new();
+        // A GOP, and an on-demand IDR the encoder put inside it.
+        for (f, start) in [
+            (frame(0, 0, true, b"k"), true),
+            (frame(33, 0, false, b"d"), false),
+            (frame(66, 0, true, b"idr"), false),
+            (frame(99, 0, true, b"next"), true),
+        ] {
+            bytes.extend_from_slice(&w.frame(&avc, &f, start).unwrap());
+        }
+        let mut r = TrackReader::default();
+        r.push(&bytes);
+        let mut starts = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            starts.push((f.keyframe, f.group_start));
+        }
+        assert_eq!(
+            starts,
+            [(true, true), (false, false), (true, false), (true, true)]
+        );
+    }
+
+    #[test]
+    fn descriptions_with_names_or_counts_an_edge_cannot_take_are_refused() {
+        use crate::bus::VideoEntry;
+        let track = |name: &str| TrackEntry {
+            name: name.into(),
+            kind: TrackKind::Video,
+            derived: true,
+        };
+        let good = StreamInfo {
+            session: 0,
+            catalog: Catalog {
+                video: vec![VideoEntry::rung("720p", 1000, true)],
+                complete: true,
+                ..Default::default()
+            },
+            tracks: vec![track("720p")],
+            meta: MetaEntry::default(),
+        };
+        assert_eq!(good.check(), Ok(()));
+        let mut bad = good.clone();
+        bad.tracks[0].name = "720p\n#EXT-X-ENDLIST".into();
+        assert!(bad.check().is_err());
+        let mut bad = good.clone();
+        bad.catalog.video[0].track = "elsewhere".into();
+        assert!(bad.check().is_err());
+        let mut bad = good.clone();
+        bad.catalog.audio = Some("audio".into());
+        assert!(bad.check().is_err());
+        let mut bad = good.clone();
+        bad.tracks = (0..=MAX_TRACKS).map(|i| track(&format!("t{i}"))).collect();
+        assert!(bad.check().is_err());
+        let mut bad = good;
+        bad.tracks.clear();
+        assert!(bad.check().is_err());
     }
 
     #[test]
@@ -369,7 +503,7 @@ mod tests {
         assert!(matches!(r.next_frame(), Err(WireError::TooLarge { .. })));
         // A fragment without an init segment.
         let mut w = TrackWriter::default();
-        let bytes = w.frame(&avc(), &frame(0, 0, true, b"key")).unwrap();
+        let bytes = w.frame(&avc(), &frame(0, 0, true, b"key"), false).unwrap();
         let init_len = cmaf::init_segment(&avc(), 1000).unwrap().len();
         let mut r = TrackReader::default();
         r.push(&bytes[init_len..]);

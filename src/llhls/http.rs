@@ -145,12 +145,6 @@ async fn serve(
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    // Only streams that exist are asked about (no backend call, no
-    // database query for random names). A cluster node brings a stream
-    // another node has here first (`Registry::find`).
-    if state.outputs.get(&path).is_none() && state.registry.find(&path).await.is_none() {
-        return error(StatusCode::NOT_FOUND, "no such stream");
-    }
     let token = crate::http::token_param(query.as_deref());
     // A request from the cluster's HTTP cache (it shows the cluster
     // secret) was authorised there (`/cluster/v1/authorize`): the
@@ -158,7 +152,23 @@ async fn serve(
     // playlists then name a placeholder where the cache puts each
     // player's own token.
     let from_cache = state.is_cache_request(req.headers());
+    // Only streams that exist are asked about (no backend call for random
+    // names). A cluster node brings a stream another node has here first
+    // (`Registry::find`: a directory query), and only for a request that
+    // may see it: a private stream's token is checked before.
+    if state.outputs.get(&path).is_none() && state.registry.get(&path).is_none() {
+        if !from_cache && let Err(e) = state.access.playback(&path, token).await {
+            return refused(Refusal::Auth(e));
+        }
+        if state.registry.find(&path).await.is_none() {
+            return error(StatusCode::NOT_FOUND, "no such stream");
+        }
+    }
     let private = if from_cache {
+        // The cache's players start sessions too: not while draining.
+        if file == "llhls.m3u8" && state.access.is_draining() {
+            return refused(Refusal::Draining);
+        }
         match state.access.is_private(&path).await {
             Ok(p) => p,
             Err(e) => return refused(Refusal::Auth(e)),
@@ -290,10 +300,10 @@ fn refused(refusal: Refusal) -> Response {
 }
 
 /// `GET /cluster/v1/authorize`, for a cache's `auth_request`: would the
-/// LL-HLS request in `X-Original-URI` be admitted? 204 if so, else the
-/// status the request itself would get (401, 403, 404, 503). Only the
-/// cache may ask (it shows the cluster secret): the answer is the same
-/// admission path as a player's own request.
+/// LL-HLS request in `X-Original-URI` be admitted? 401 or 403 when the
+/// player is refused (no token, a bad one, an admission backend's no),
+/// else 204. Only the cache may ask (it shows the cluster secret): the
+/// answer is the same admission path as a player's own request.
 async fn authorize(State(state): State<LlhlsHttp>, req: axum::extract::Request) -> Response {
     if !state.is_cache_request(req.headers()) {
         return error(StatusCode::UNAUTHORIZED, "the cluster secret is required");
@@ -320,13 +330,22 @@ async fn authorize(State(state): State<LlhlsHttp>, req: axum::extract::Request) 
     }
     let request = access_request(app, stream, file, query, &req);
     match state.access.admit(request).await {
-        Ok(_) => {
+        // Only the player's own refusals are the cache's to give (nginx
+        // passes 401 and 403 on and turns anything else into a 500): a
+        // stream that does not exist, a full or draining server, or a
+        // database that does not answer are the request's to learn from
+        // streamd itself, which the cache then asks.
+        Err(refusal @ (Refusal::Auth(_) | Refusal::Denied(_)))
+            if !matches!(refusal, Refusal::Auth(AuthError::Storage(_))) =>
+        {
+            refused(refusal)
+        }
+        Ok(_) | Err(_) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Err(refusal) => refused(refusal),
     }
 }
 

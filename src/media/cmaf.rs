@@ -326,15 +326,22 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 fn to_ntp(t: std::time::SystemTime) -> u64 {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() + NTP_UNIX_OFFSET;
+    // NTP seconds wrap in 2036 (era 1): the low 32 bits, as RFC 4330 says.
+    let secs = (d.as_secs() + NTP_UNIX_OFFSET) & 0xffff_ffff;
     // Rounded both ways: a nanosecond time comes back as it went.
     let frac = ((u64::from(d.subsec_nanos()) << 32) + 500_000_000) / 1_000_000_000;
     (secs << 32) | frac
 }
 
-/// The time an NTP timestamp names (the Unix epoch for anything earlier).
+/// The time an NTP timestamp names (1968 to 2104).
 pub fn from_ntp(ntp: u64) -> std::time::SystemTime {
-    let secs = (ntp >> 32).saturating_sub(NTP_UNIX_OFFSET);
+    // Seconds below 2^31 are era 1 (after February 2036), as RFC 4330
+    // reads them.
+    let mut secs = ntp >> 32;
+    if secs < 1 << 31 {
+        secs += 1 << 32;
+    }
+    let secs = secs - NTP_UNIX_OFFSET;
     let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000 + (1 << 31)) >> 32;
     std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32)
 }
@@ -415,6 +422,10 @@ pub fn read_init(data: &[u8]) -> Result<(CodecConfig, u32), CmafError> {
     Ok((config, timescale))
 }
 
+/// The most samples [`read_fragment`] takes from one fragment (streamd
+/// writes a part's worth, a few dozen; a cluster pull, one).
+pub const MAX_FRAGMENT_SAMPLES: usize = 1024;
+
 /// The decode time of the first sample and the samples of one `moof` +
 /// `mdat` pair (`data`, the two boxes back to back, as [`fragment`] writes
 /// them). Samples share `data`'s buffer.
@@ -447,7 +458,16 @@ pub fn read_fragment(data: &Bytes) -> Result<(u64, Vec<Sample>), CmafError> {
             .and_then(|o| usize::try_from(o).ok())
             .ok_or_else(|| malformed("trun without a data offset"))?;
         let mut at = offset;
-        let entries: Vec<_> = trun.samples.iter().collect();
+        // Only per-sample entries name sizes: a bare count (which may
+        // claim four billion samples) is refused before anything is made.
+        let TrunSamples::Explicit(entries) = &trun.samples else {
+            return Err(malformed("trun without per-sample sizes"));
+        };
+        if samples.len() + entries.len() > MAX_FRAGMENT_SAMPLES {
+            return Err(malformed(format_args!(
+                "more than {MAX_FRAGMENT_SAMPLES} samples in a fragment"
+            )));
+        }
         for e in entries {
             let size = e.size.ok_or_else(|| malformed("sample without a size"))? as usize;
             let end = at
@@ -678,12 +698,48 @@ mod tests {
     }
 
     #[test]
+    fn a_trun_without_sizes_is_refused_before_anything_is_made() {
+        let mut moof = Moof {
+            mfhd: Mfhd { sequence_number: 1 },
+            traf: vec![Traf {
+                tfhd: Tfhd {
+                    track_id: TRACK_ID,
+                    default_base_is_moof: true,
+                    ..Default::default()
+                },
+                tfdt: Some(Tfdt {
+                    base_media_decode_time: 0,
+                }),
+                trun: vec![Trun {
+                    data_offset: Some(0),
+                    samples: TrunSamples::Inherited {
+                        count: u32::MAX,
+                        first_flags: None,
+                    },
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut b = Vec::new();
+        moof.encode(&mut b).unwrap();
+        moof.traf[0].trun[0].data_offset = Some(b.len() as i32 + 8);
+        b.clear();
+        moof.encode(&mut b).unwrap();
+        b.extend_from_slice(&[0, 0, 0, 8, b'm', b'd', b'a', b't']);
+        let err = read_fragment(&Bytes::from(b)).unwrap_err();
+        assert!(err.to_string().contains("per-sample"), "{err}");
+    }
+
+    #[test]
     fn ntp_times_round_trip() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 123_456_789);
         let back = from_ntp(to_ntp(t));
         assert_eq!(back, t);
         let prft = producer_reference_time(t, 90_000).unwrap();
         assert_eq!(&prft[4..8], b"prft");
+        // After NTP's seconds wrap in 2036.
+        let later = std::time::UNIX_EPOCH + std::time::Duration::new(2_200_000_000, 5);
+        assert_eq!(from_ntp(to_ntp(later)), later);
     }
 
     #[test]
