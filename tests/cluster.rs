@@ -24,19 +24,6 @@ async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
     request("GET", url, headers).await
 }
 
-/// A WebRTC viewer of `url` that receives video frames for `frames`.
-async fn frames_arrive(viewer: &mut Viewer, frames: usize, timeout: Duration) -> bool {
-    let mut n = 0;
-    viewer
-        .run_until(timeout, |ev| {
-            if matches!(ev, ViewerEvent::Video { .. }) {
-                n += 1;
-            }
-            n >= frames
-        })
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_and_two_edges_serve_one_publish() {
     let Some(db) = postgres_database().await else {
@@ -99,8 +86,8 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     let mut v2 = Viewer::connect(&edge2.ws("/live/cl1"), false)
         .await
         .expect("an offer on edge 2");
-    assert!(frames_arrive(&mut v1, 30, Duration::from_secs(15)).await);
-    assert!(frames_arrive(&mut v2, 30, Duration::from_secs(15)).await);
+    assert!(v1.video_frames(30, Duration::from_secs(15)).await);
+    assert!(v2.video_frames(30, Duration::from_secs(15)).await);
     // Each edge pulls the stream once, whatever its viewers: 4 tracks
     // (two rungs, AAC for LL-HLS, Opus for WebRTC) per edge.
     let served = origin.metric("streamd_cluster_pulls_served").await;
@@ -165,8 +152,8 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     .await;
     let started = std::time::Instant::now();
     loop {
-        assert!(frames_arrive(&mut v1, 15, Duration::from_secs(5)).await);
-        assert!(frames_arrive(&mut v2, 15, Duration::from_secs(5)).await);
+        assert!(v1.video_frames(15, Duration::from_secs(5)).await);
+        assert!(v2.video_frames(15, Duration::from_secs(5)).await);
         if origin.metric("streamd_http_write_stalls_total").await > stalls {
             break;
         }
@@ -279,7 +266,7 @@ async fn private_streams_are_refused_on_edges_without_a_token() {
     let mut viewer = Viewer::connect(&edge.ws(&format!("/live/{id}?token={token}")), false)
         .await
         .expect("an offer with the token");
-    assert!(frames_arrive(&mut viewer, 30, Duration::from_secs(15)).await);
+    assert!(viewer.video_frames(30, Duration::from_secs(15)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,12 +300,12 @@ async fn edge_viewers_follow_the_publisher_to_another_origin() {
     let mut viewer = Viewer::connect(&edge.ws("/live/moves"), false)
         .await
         .expect("an offer on the edge");
-    assert!(frames_arrive(&mut viewer, 30, Duration::from_secs(15)).await);
+    assert!(viewer.video_frames(30, Duration::from_secs(15)).await);
     // An origin that lacks a stream pulls it too.
     let mut on_origin2 = Viewer::connect(&origin2.ws("/live/moves"), false)
         .await
         .expect("an offer on the other origin");
-    assert!(frames_arrive(&mut on_origin2, 30, Duration::from_secs(15)).await);
+    assert!(on_origin2.video_frames(30, Duration::from_secs(15)).await);
     on_origin2.stop().await;
 
     // The origin dies with its publisher.
@@ -361,7 +348,7 @@ async fn edge_viewers_follow_the_publisher_to_another_origin() {
     // there and its viewer plays on, in the same session.
     let _publisher = origin2.publish("moves", 120);
     assert!(
-        frames_arrive(&mut viewer, 60, Duration::from_secs(30)).await,
+        viewer.video_frames(60, Duration::from_secs(30)).await,
         "the edge's viewer did not continue: {}",
         edge.logs()
     );

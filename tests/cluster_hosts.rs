@@ -24,19 +24,6 @@ async fn viewer(hosts: &Hosts, url: &str) -> Viewer {
         .expect("an offer")
 }
 
-/// Video frames within `timeout`: whether `frames` arrived.
-async fn frames(viewer: &mut Viewer, frames: usize, timeout: Duration) -> bool {
-    let mut n = 0;
-    viewer
-        .run_until(timeout, |ev| {
-            if matches!(ev, ViewerEvent::Video { .. }) {
-                n += 1;
-            }
-            n >= frames
-        })
-        .await
-}
-
 /// aiortc plays `url` for `seconds` from this namespace's address.
 async fn aiortc(hosts: &Hosts, url: &str, seconds: u32) -> serde_json::Value {
     let python = tests_dir().join("python/.venv/bin/python");
@@ -168,8 +155,8 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     // resumes; edge 2's viewer plays on throughout.
     let mut v1 = viewer(&hosts, &edge1.ws("/live/hx")).await;
     let mut v2 = viewer(&hosts, &edge2.ws("/live/hx")).await;
-    assert!(frames(&mut v1, 30, Duration::from_secs(15)).await);
-    assert!(frames(&mut v2, 30, Duration::from_secs(15)).await);
+    assert!(v1.video_frames(30, Duration::from_secs(15)).await);
+    assert!(v2.video_frames(30, Duration::from_secs(15)).await);
     let Place::Host { ip: origin_ip, .. } = &origin_at else {
         unreachable!()
     };
@@ -180,7 +167,7 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     while cut.elapsed() < Duration::from_secs(10) {
         // Edge 2: a second of video every second.
         assert!(
-            frames(&mut v2, 20, Duration::from_secs(2)).await,
+            v2.video_frames(20, Duration::from_secs(2)).await,
             "edge 2's viewer stalled while edge 1 was cut off"
         );
         let mut seen = Vec::new();
@@ -208,8 +195,8 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     let healed = std::time::Instant::now();
     let mut resumed = false;
     while healed.elapsed() < Duration::from_secs(30) {
-        assert!(frames(&mut v2, 10, Duration::from_secs(2)).await);
-        if frames(&mut v1, 30, Duration::from_secs(1)).await {
+        assert!(v2.video_frames(10, Duration::from_secs(2)).await);
+        if v1.video_frames(30, Duration::from_secs(1)).await {
             resumed = true;
             break;
         }

@@ -637,15 +637,7 @@ impl ShapedLink {
     }
 
     fn run(&self, cmd: &str) {
-        let out = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "`{cmd}` failed (this test needs root: ip netns, veth, tc): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::cluster::sh(cmd);
     }
 
     /// Limits what the viewer receives to `kbit` per second (tbf), or

@@ -15,8 +15,20 @@ const CLUSTER_SECRET: &str = "cache-test-secret-0123456789abcdef";
 /// One test at a time: the browser test and the publishers share two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn streamd() -> TestServer {
-    TestServer::start(|c| c.cluster.secret = CLUSTER_SECRET.into()).await
+/// streamd (trusting a cache with the cluster secret), and nginx with the
+/// shipped configuration in front of it.
+async fn streamd_behind_nginx() -> (tempfile::TempDir, TestServer, Nginx) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(|c| c.cluster.secret = CLUSTER_SECRET.into()).await;
+    let cache = nginx(
+        dir.path(),
+        &server.http.to_string(),
+        &format!("127.0.0.1:{}", free_port()),
+        None,
+        CLUSTER_SECRET,
+    )
+    .await;
+    (dir, server, cache)
 }
 
 async fn blocking_requests_at_streamd(server: &TestServer) -> f64 {
@@ -30,16 +42,7 @@ async fn blocking_requests_at_streamd(server: &TestServer) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     let _one = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = streamd().await;
-    let cache = nginx(
-        dir.path(),
-        &server.http.to_string(),
-        &format!("127.0.0.1:{}", free_port()),
-        None,
-        CLUSTER_SECRET,
-    )
-    .await;
+    let (_dir, server, cache) = streamd_behind_nginx().await;
     let _publisher = server.publish("live", "cached", 90, "320x240");
     server.master_when_ready("live", "cached").await;
     let master = poll(
@@ -124,16 +127,7 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_streams_are_authorised_at_the_cache_per_player() {
     let _one = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = streamd().await;
-    let cache = nginx(
-        dir.path(),
-        &server.http.to_string(),
-        &format!("127.0.0.1:{}", free_port()),
-        None,
-        CLUSTER_SECRET,
-    )
-    .await;
+    let (_dir, server, cache) = streamd_behind_nginx().await;
     let (record, key) = server
         .access
         .store

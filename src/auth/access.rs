@@ -93,6 +93,31 @@ pub struct Client {
     pub user_agent: Option<String>,
 }
 
+impl Client {
+    /// The client of an HTTP request: the peer's address (the HTTP server
+    /// puts it in the request), what a trusted proxy forwards, and the
+    /// user agent (its first 256 characters).
+    pub fn of<B>(req: &axum::http::Request<B>) -> Client {
+        let addr = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Client::from_headers(addr, req.headers())
+    }
+
+    /// As [`of`](Self::of), from the peer's address and the headers.
+    pub fn from_headers(addr: Option<SocketAddr>, headers: &axum::http::HeaderMap) -> Client {
+        Client {
+            addr,
+            real_ip: crate::http::real_ip(headers).map(str::to_owned),
+            user_agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|h| h.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        }
+    }
+}
+
 /// One request to publish or play.
 #[derive(Debug, Clone)]
 pub struct AccessRequest {

@@ -267,18 +267,7 @@ fn access_request(
             query.map(|q| format!("?{q}")).unwrap_or_default()
         ),
         new_session: file == "llhls.m3u8",
-        client: Client {
-            addr: req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0),
-            real_ip: crate::http::real_ip(req.headers()).map(str::to_owned),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|h| h.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
-        },
+        client: Client::of(req),
     }
 }
 

@@ -333,7 +333,7 @@ fn to_ntp(t: std::time::SystemTime) -> u64 {
     (secs << 32) | frac
 }
 
-/// The time an NTP timestamp names (1968 to 2104).
+/// The time an NTP timestamp names (1970 to 2104; earlier is the epoch).
 pub fn from_ntp(ntp: u64) -> std::time::SystemTime {
     // Seconds below 2^31 are era 1 (after February 2036), as RFC 4330
     // reads them.
@@ -341,9 +341,11 @@ pub fn from_ntp(ntp: u64) -> std::time::SystemTime {
     if secs < 1 << 31 {
         secs += 1 << 32;
     }
-    let secs = secs - NTP_UNIX_OFFSET;
     let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000 + (1 << 31)) >> 32;
-    std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32)
+    // Before 1970 (a peer's word): the epoch.
+    secs.checked_sub(NTP_UNIX_OFFSET)
+        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(s, nanos as u32)))
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// The type and total size of the box starting at `buf`, once its header
@@ -740,6 +742,17 @@ mod tests {
         // After NTP's seconds wrap in 2036.
         let later = std::time::UNIX_EPOCH + std::time::Duration::new(2_200_000_000, 5);
         assert_eq!(from_ntp(to_ntp(later)), later);
+        // Before 1970, and every extreme (the fuzzer's first find).
+        for ntp in [
+            0x9000_0000 << 32,
+            1 << 63,
+            u64::MAX,
+            0,
+            0x8000_0000_ffff_ffff,
+        ] {
+            let _ = from_ntp(ntp);
+        }
+        assert_eq!(from_ntp(0x8000_0000 << 32), std::time::UNIX_EPOCH);
     }
 
     #[test]

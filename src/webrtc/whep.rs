@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::{mpsc, oneshot};
@@ -216,14 +216,7 @@ async fn play(
             crate::http::request_host(&headers)
         ),
         new_session: true,
-        client: Client {
-            addr,
-            real_ip: crate::http::real_ip(&headers).map(str::to_owned),
-            user_agent: headers
-                .get(header::USER_AGENT)
-                .and_then(|h| h.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
-        },
+        client: Client::from_headers(addr, &headers),
     };
     let admitted = match w.s.access.admit(request).await {
         Ok(a) => a,

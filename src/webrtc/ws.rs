@@ -167,18 +167,7 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
         crate::http::request_host(req.headers()),
         req.uri()
     );
-    let client = Client {
-        addr: req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0),
-        real_ip: crate::http::real_ip(req.headers()).map(str::to_owned),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|h| h.to_str().ok())
-            .map(|s| s.chars().take(256).collect()),
-    };
+    let client = Client::of(&req);
     let query = req.uri().query().map(str::to_owned);
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {

@@ -299,14 +299,15 @@ impl Drop for Hosts {
     }
 }
 
-fn sh(cmd: &str) {
+/// Runs `cmd` with sh; a failure (these need root) fails the test.
+pub fn sh(cmd: &str) {
     let out = std::process::Command::new("sh")
         .args(["-c", cmd])
         .output()
         .expect("sh");
     assert!(
         out.status.success(),
-        "`{cmd}` failed (these tests need root: ip netns, veth, iptables): {}",
+        "`{cmd}` failed (this test needs root: ip netns, veth, iptables, tc): {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -283,6 +283,18 @@ impl Viewer {
         }
     }
 
+    /// Whether `frames` video frames arrive within `timeout`.
+    pub async fn video_frames(&mut self, frames: usize, timeout: Duration) -> bool {
+        let mut n = 0;
+        self.run_until(timeout, |ev| {
+            if matches!(ev, ViewerEvent::Video { .. }) {
+                n += 1;
+            }
+            n >= frames
+        })
+        .await
+    }
+
     /// Whether video arrives within 10 s.
     pub async fn plays(&mut self) -> bool {
         self.run_until(Duration::from_secs(10), |ev| {
