@@ -108,7 +108,9 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
         advanced >= 6.0,
         "playback advanced only {advanced} s: {result}"
     );
-    let (p50, p95) = clock::check(&result, advanced, 6000);
+    // Bounds for a broken pipeline, not a busy machine (the figures are
+    // reported; a hls.js stall on two cores can age a picture by seconds).
+    let (p50, p95) = clock::check(&result, advanced, 10_000);
     // The same player straight at streamd, for comparison (reported).
     let direct_url = server.url("/live/cached/llhls.m3u8");
     let (ok, out, err) =
@@ -116,7 +118,7 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     assert!(ok, "hls.js run failed: {err}\n{out}");
     let direct = report(&out, &err);
     let advanced = direct["advanced"].as_f64().unwrap();
-    let (d50, d95) = clock::check(&direct, advanced, 6000);
+    let (d50, d95) = clock::check(&direct, advanced, 10_000);
     eprintln!(
         "LL-HLS glass to glass, hls.js: through the nginx cache p50 {p50} ms, p95 {p95} ms; \
          straight p50 {d50} ms, p95 {d95} ms"
