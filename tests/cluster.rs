@@ -62,21 +62,7 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     // WebRTC on both edges: the ladder's H.264 and the origin's Opus decode.
     common::webrtc::assert_viewer_decodes(&edge2.ws("/live/cl1")).await;
     // WHEP on an edge, by aiortc.
-    let python =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "tests/python/.venv missing: run the README's test command"
-    );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/aiortc_viewer.py");
-    let (ok, out, err) = run(
-        python.to_str().unwrap(),
-        &[script.to_str().unwrap(), &edge1.url("/live/cl1/whep"), "5"],
-    )
-    .await;
-    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
-    let whep = report(&out, &err);
+    let whep = aiortc(&edge1.url("/live/cl1/whep"), 5, &[]).await;
     assert_eq!(whep["errors"].as_array().map(Vec::len), Some(0), "{whep}");
     assert!(whep["video_frames"].as_u64().unwrap() >= 50, "{whep}");
     assert!(whep["audio_frames"].as_u64().unwrap() >= 100, "{whep}");

@@ -24,28 +24,6 @@ async fn viewer(hosts: &Hosts, url: &str) -> Viewer {
         .expect("an offer")
 }
 
-/// aiortc plays `url` for `seconds` from this namespace's address.
-async fn aiortc(hosts: &Hosts, url: &str, seconds: u32) -> serde_json::Value {
-    let python = tests_dir().join("python/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "tests/python/.venv missing: run the README's test command"
-    );
-    let script = tests_dir().join("python/aiortc_viewer.py");
-    let (ok, out, err) = run_with_env(
-        python.to_str().unwrap(),
-        &[script.to_str().unwrap(), url, &seconds.to_string()],
-        &[("STREAMD_VIEWER_IP", &hosts.here())],
-    )
-    .await;
-    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
-    report(&out, &err)
-}
-
-fn tests_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     let Some(db) = postgres_database().await else {
@@ -91,7 +69,8 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
 
     // aiortc on both edges: H.264 from the ladder and Opus.
     for edge in [&edge1, &edge2] {
-        let r = aiortc(&hosts, &edge.ws("/live/hx"), 6).await;
+        let here = hosts.here();
+        let r = aiortc(&edge.ws("/live/hx"), 6, &[("STREAMD_VIEWER_IP", &here)]).await;
         assert_eq!(
             r["errors"].as_array().map(Vec::len),
             Some(0),

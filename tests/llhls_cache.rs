@@ -15,6 +15,9 @@ const CLUSTER_SECRET: &str = "cache-test-secret-0123456789abcdef";
 /// One test at a time: the browser test and the publishers share two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Blocking playlist reloads that reached streamd.
+const BLOCKING: &str = "streamd_llhls_media_playlist_requests_total{blocking=\"yes\"}";
+
 /// streamd (trusting a cache with the cluster secret), and nginx with the
 /// shipped configuration in front of it.
 async fn streamd_behind_nginx() -> (tempfile::TempDir, TestServer, Nginx) {
@@ -29,14 +32,6 @@ async fn streamd_behind_nginx() -> (tempfile::TempDir, TestServer, Nginx) {
     )
     .await;
     (dir, server, cache)
-}
-
-async fn blocking_requests_at_streamd(server: &TestServer) -> f64 {
-    let text = get(&server.url("/metrics")).await.text();
-    text.lines()
-        .filter(|l| l.starts_with("streamd_llhls_media_playlist_requests_total{blocking=\"yes\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,10 +53,10 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     // 20 players ask for the next part at once: streamd sees one request.
     let media = llhls::parse_media(&get(&playlist).await.text());
     let (msn, part) = llhls::part_numbers(media.hint.as_deref().expect("a preload hint"));
-    let before = blocking_requests_at_streamd(&server).await;
+    let before = metric(&server.url("/metrics"), BLOCKING).await;
     let url = format!("{playlist}?_HLS_msn={msn}&_HLS_part={part}");
     let answers = futures_util::future::join_all((0..20).map(|_| get(&url))).await;
-    let after = blocking_requests_at_streamd(&server).await;
+    let after = metric(&server.url("/metrics"), BLOCKING).await;
     assert_eq!(
         after - before,
         1.0,

@@ -51,11 +51,6 @@ fn coturn(port: u16, log: &Path) -> Child {
 
 #[tokio::test]
 async fn aiortc_plays_through_coturn_with_minted_credentials() {
-    let python = tests_dir().join("python/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "tests/python/.venv missing: run the README's test command"
-    );
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("turn.log");
@@ -70,15 +65,12 @@ async fn aiortc_plays_through_coturn_with_minted_credentials() {
     server.master_when_ready("live", "relay").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let script = tests_dir().join("python/aiortc_viewer.py");
-    let (ok, out, err) = run_with_env(
-        python.to_str().unwrap(),
-        &[script.to_str().unwrap(), &server.ws_url("/live/relay"), "6"],
+    let r = aiortc(
+        &server.ws_url("/live/relay"),
+        6,
         &[("STREAMD_RELAY_ONLY", "1")],
     )
     .await;
-    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
-    let r = report(&out, &err);
     let turn_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         r["errors"].as_array().map(Vec::len),

@@ -784,6 +784,28 @@ pub fn ffmpeg9_publish(url: &str, format: &str, seconds: u32, size: &str, video:
         .expect("ffmpeg 9 starts")
 }
 
+/// The aiortc viewer (tests/python/aiortc_viewer.py: an independent
+/// WebRTC stack) on `url` (OME signalling, or a WHEP endpoint) for
+/// `seconds`, with `env`: its report. A run that fails, or a missing
+/// virtualenv, fails the test.
+pub async fn aiortc(url: &str, seconds: u32, env: &[(&str, &str)]) -> serde_json::Value {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let python = tests.join("python/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "tests/python/.venv missing: run the README's test command"
+    );
+    let script = tests.join("python/aiortc_viewer.py");
+    let (ok, out, err) = run_with_env(
+        python.to_str().unwrap(),
+        &[script.to_str().unwrap(), url, &seconds.to_string()],
+        env,
+    )
+    .await;
+    assert!(ok, "aiortc_viewer.py failed: {err}\n{out}");
+    report(&out, &err)
+}
+
 /// The sum of metric `name`'s series at `url` (a `/metrics` page).
 pub async fn metric(url: &str, name: &str) -> f64 {
     let text = get(url).await.text();
