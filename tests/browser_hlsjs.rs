@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 /// One browser test at a time: each runs Chromium next to a publisher and a
@@ -16,38 +14,26 @@ use common::*;
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs hlsjs.mjs on `master` with `args` (seconds, mode); its report,
-/// which must show no fatal hls.js error.
-async fn play(dir: &Path, master: &str, args: &[&str]) -> serde_json::Value {
-    play_with_env(dir, master, args, &[]).await
+/// checked by common::hlsjs.
+async fn play(master: &str, args: &[&str]) -> serde_json::Value {
+    play_with_env(master, args, &[]).await
 }
 
-async fn play_with_env(
-    dir: &Path,
-    master: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> serde_json::Value {
-    let script = dir.join("hlsjs.mjs");
-    let mut argv = vec![script.to_str().unwrap(), master];
-    argv.extend_from_slice(args);
-    let (ok, out, err) = run_with_env("node", &argv, env).await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result = report(&out, &err);
+async fn play_with_env(master: &str, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let result = hlsjs(master, args, env).await;
     eprintln!("hls.js: {result}");
-    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
     result
 }
 
 #[tokio::test]
 async fn hlsjs_plays_with_low_latency() {
     let _one = ONE_BROWSER.lock().await;
-    let dir = browser_dir();
     let server = TestServer::start(|_| {}).await;
     let publisher = server.publish("live", "browser", 60, "320x240");
     let master = server.url("/live/browser/llhls.m3u8");
     server.master_when_ready("live", "browser").await;
 
-    let result = play(dir, &master, &["8"]).await;
+    let result = play(&master, &["8"]).await;
     let advanced = result["advanced"].as_f64().unwrap();
     assert!(
         advanced >= 5.0,
@@ -74,7 +60,6 @@ async fn hlsjs_plays_with_low_latency() {
 #[tokio::test]
 async fn hlsjs_switches_between_ladder_rungs() {
     let _one = ONE_BROWSER.lock().await;
-    let dir = browser_dir();
     let server = TestServer::start(|c| {
         c.transcode.enabled = true;
         c.transcode.ladder = [
@@ -94,7 +79,7 @@ async fn hlsjs_switches_between_ladder_rungs() {
     let master = server.url("/live/abr/llhls.m3u8");
     server.master_when_ready("live", "abr").await;
 
-    let result = play(dir, &master, &["12", "switch"]).await;
+    let result = play(&master, &["12", "switch"]).await;
     let heights: Vec<u64> = result["levels"]
         .as_array()
         .unwrap()
@@ -136,7 +121,6 @@ async fn hlsjs_switches_between_ladder_rungs() {
 #[tokio::test]
 async fn hlsjs_plays_over_https_and_http2() {
     let _one = ONE_BROWSER.lock().await;
-    let dir = browser_dir();
     let certs = tempfile::tempdir().unwrap();
     let cert = tls::make_cert(certs.path(), "player", tls::in_a_month());
     let server = TestServer::start(|c| {
@@ -152,7 +136,6 @@ async fn hlsjs_plays_over_https_and_http2() {
         server.https.unwrap().port()
     );
     let result = play_with_env(
-        dir,
         &master,
         &["8"],
         &[("CHROMIUM_TRUST_SPKI", &cert.spki_sha256)],

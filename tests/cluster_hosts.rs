@@ -108,13 +108,8 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     )
     .await;
     assert_eq!(master.status, 200);
-    let script = browser_dir().join("hlsjs.mjs");
     let master_url = format!("{}/live/hx/llhls.m3u8", cache.base);
-    let (ok, out, err) =
-        run_with_env("node", &[script.to_str().unwrap(), &master_url, "12"], &[]).await;
-    assert!(ok, "hls.js failed: {err}\n{out}");
-    let hls = report(&out, &err);
-    assert_eq!(hls["errors"].as_array().unwrap().len(), 0, "{hls}");
+    let hls = hlsjs(&master_url, &["12"], &[]).await;
     assert!(hls["advanced"].as_f64().unwrap() >= 6.0, "{hls}");
     let video = variant(&master.text(), "avc1").unwrap();
     let playlist = format!("{}/live/hx/{video}", cache.base);

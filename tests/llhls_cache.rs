@@ -91,13 +91,8 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     assert!(cc.starts_with("public, max-age="), "{cc}");
 
     // hls.js plays through the cache.
-    let script = browser_dir().join("hlsjs.mjs");
     let master_url = format!("{}/live/cached/llhls.m3u8", cache.base);
-    let (ok, out, err) =
-        run_with_env("node", &[script.to_str().unwrap(), &master_url, "12"], &[]).await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let result = report(&out, &err);
-    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let result = hlsjs(&master_url, &["12"], &[]).await;
     let advanced = result["advanced"].as_f64().unwrap();
     assert!(
         advanced >= 6.0,
@@ -108,10 +103,7 @@ async fn blocking_reloads_collapse_in_the_cache_and_hlsjs_plays_through_it() {
     let (p50, p95) = clock::check(&result, advanced, 10_000);
     // The same player straight at streamd, for comparison (reported).
     let direct_url = server.url("/live/cached/llhls.m3u8");
-    let (ok, out, err) =
-        run_with_env("node", &[script.to_str().unwrap(), &direct_url, "12"], &[]).await;
-    assert!(ok, "hls.js run failed: {err}\n{out}");
-    let direct = report(&out, &err);
+    let direct = hlsjs(&direct_url, &["12"], &[]).await;
     let advanced = direct["advanced"].as_f64().unwrap();
     let (d50, d95) = clock::check(&direct, advanced, 10_000);
     eprintln!(

@@ -567,6 +567,27 @@ pub fn report(out: &str, err: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("no report ({e}):\n{out}\n{err}"))
 }
 
+/// Plays `url` with hls.js in Chromium (tests/browser/hlsjs.mjs; `args`:
+/// seconds, then an optional mode) and returns its report, checked: the
+/// run succeeded, hls.js raised no fatal error, and its page's watchdog
+/// (see hlsjs.mjs: two ways hls.js 1.7.4 leaves a loader idle for good)
+/// stepped in at most twice. A stream that keeps a loader stuck fails.
+pub async fn hlsjs(url: &str, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let script = browser_dir().join("hlsjs.mjs");
+    let mut argv = vec![script.to_str().unwrap(), url];
+    argv.extend_from_slice(args);
+    let (ok, out, err) = run_with_env("node", &argv, env).await;
+    assert!(ok, "hls.js run failed: {err}\n{out}");
+    let result = report(&out, &err);
+    assert_eq!(result["errors"].as_array().unwrap().len(), 0, "{result}");
+    let unstuck = result["unstuck"].as_array().expect("unstuck reported");
+    if !unstuck.is_empty() {
+        eprintln!("hls.js loaders unstuck by the page: {}", result["unstuck"]);
+    }
+    assert!(unstuck.len() <= 2, "hls.js kept getting stuck: {result}");
+    result
+}
+
 /// Runs tests/browser/netns.sh in a new loopback-only network namespace
 /// (Chromium's WebRTC needs one): the streamd binary with `config`, and a
 /// player script on `url` for `seconds` (`env` picks it and its inputs:
