@@ -241,6 +241,10 @@ async fn console_falls_back_to_llhls_when_webrtc_fails() {
     assert!(advanced >= 2.0, "{r}");
     let (p50, p95) = clock::check(&r, advanced, 5000);
     eprintln!("console OvenPlayer LL-HLS glass-to-glass: p50 {p50} ms, p95 {p95} ms");
+    // The console watches OvenPlayer's hls.js for its stuck loaders
+    // (web/src/hls-watchdog.js); a stream that keeps one stuck fails.
+    let unstuck = r["unstuck"].as_u64().expect("the console watches hls.js");
+    assert!(unstuck <= 2, "{r}");
     // It tried WebRTC first, then moved on by itself.
     let tried: Vec<&str> = r["tried"]
         .as_array()

@@ -80,6 +80,9 @@ try {
       state: status.dataset.state,
       source: status.dataset.source,
       lastError: status.dataset.lastError || null,
+      // Interventions of the console's hls.js watchdog (hls-watchdog.js);
+      // absent until it watches an hls.js instance.
+      unstuck: status.dataset.unstuck === undefined ? null : Number(status.dataset.unstuck),
       tried: (status.dataset.tried || '').split(',').filter(Boolean),
       states,
       advanced: v && start !== null ? v.currentTime - start : 0,

@@ -19,6 +19,7 @@ import { openPage } from './chromium.mjs';
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(process.env.HLSJS_FILE || require.resolve('hls.js/dist/hls.min.js'));
 const clockSource = readFileSync(new URL('./clock.js', import.meta.url));
+const watchdogSource = readFileSync(new URL('../../web/src/hls-watchdog.js', import.meta.url));
 const [url, secondsArg, mode] = process.argv.slice(2);
 // HLSJS_DEBUG=1: hls.js's own log, timestamped, comes with the report
 // (for explaining a stall; too verbose for every run). HLSJS_FILE=path
@@ -31,8 +32,8 @@ if (!url) {
 }
 
 const { page, logs, close } = await openPage({
-  html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script><script src="/clock.js"></script></body></html>',
-  scripts: { '/hls.min.js': hlsSource, '/clock.js': clockSource },
+  html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script><script src="/hls-watchdog.js"></script><script src="/clock.js"></script></body></html>',
+  scripts: { '/hls.min.js': hlsSource, '/hls-watchdog.js': watchdogSource, '/clock.js': clockSource },
 });
 try {
   const result = await page.evaluate(
@@ -115,66 +116,9 @@ try {
       hls.on(Hls.Events.AUDIO_TRACK_UPDATED ?? 'audioTrackUpdated', (_e, d) => note(`audio ${d.details?.endSN}.${d.details?.endPart?.index ?? ''}`));
       const switched = [];
       hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => switched.push(d.level));
-      // hls.js 1.7.4 (the newest) can leave a live LL-HLS loader idle for
-      // good with the next part listed and never requested. Two causes,
-      // both read in its debug log and source:
-      // - the playlist update that completes a segment lands while an
-      //   earlier part of it is still being loaded: the part is tracked as
-      //   the whole segment (the fragment has a URL by then, and the parsed
-      //   end stands for its end), so the segment counts as fully buffered
-      //   and its last parts are never asked for (video or audio);
-      // - alternate audio: hls.js re-aligns the audio playlist on every
-      //   update by EXT-X-PROGRAM-DATE-TIME, which has millisecond
-      //   precision, while AAC segments end on 1024-sample frames
-      //   (23.22 ms at 44.1 kHz). A segment can then end up to a
-      //   millisecond after the audio actually buffered, and the loader,
-      //   looking up the buffer's end with no tolerance, keeps finding that
-      //   fully buffered segment and loads nothing.
-      // Seen against streamd alone and through the cache: a few starts in
-      // a hundred, more under load. A page can work around both without
-      // changing hls.js, and this one does: a loader idle for 500 ms with
-      // the part at its buffer's end listed but not loaded forgets the
-      // segment that holds the buffer's end and is pointed at that end;
-      // it then asks for the part. Each intervention is reported
-      // (`unstuck`, with the tracker's state as evidence) and the tests
-      // bound them.
-      const unstuck = [];
-      const since = new Map();
-      const watch = (name, controller, details, buffer) => {
-        const found = (() => {
-          if (!controller || controller.state !== 'IDLE' || !details?.live || !details.partList || !buffer?.buffered?.length) return null;
-          const end = buffer.buffered.end(buffer.buffered.length - 1);
-          const part = details.partList.find((p) => !p.loaded && p.start <= end + 0.02 && end + 0.02 < p.start + p.duration);
-          if (!part) return null;
-          const holding = details.fragments.find((f) => f.start <= end && end < f.start + f.duration) ?? part.fragment;
-          return { holding, part, end };
-        })();
-        if (!found) {
-          since.delete(name);
-          return;
-        }
-        if (!since.has(name)) since.set(name, performance.now());
-        if (performance.now() - since.get(name) < 500) return;
-        since.delete(name);
-        unstuck.push({
-          at: (performance.now() / 1000).toFixed(2),
-          loader: name,
-          part: `${found.part.fragment.sn}.${found.part.index}`,
-          holding: found.holding.sn,
-          bufferEnd: found.end,
-          tracked: controller.fragmentTracker.getState(found.holding),
-          nextLoadPosition: controller.nextLoadPosition,
-        });
-        controller.fragmentTracker.removeFragment(found.holding);
-        controller.nextLoadPosition = found.end;
-        controller.tick();
-      };
-      const watchdog = setInterval(() => {
-        const main = hls.streamController;
-        watch('main', main, hls.levels[hls.currentLevel]?.details, main?.videoBuffer || main?.mediaBuffer);
-        const audio = hls.audioStreamController;
-        watch('audio', audio, hls.audioTracks[hls.audioTrack]?.details, audio?.mediaBuffer);
-      }, 100);
+      // The console's watchdog for hls.js's stuck loaders (see
+      // web/src/hls-watchdog.js); its interventions are reported.
+      const watchdog = StreamdHlsWatchdog.attach(hls);
       hls.loadSource(url);
       hls.attachMedia(video);
       await new Promise((resolve, reject) => {
@@ -206,7 +150,7 @@ try {
         if (date && !video.paused) latencies.push((Date.now() - date.getTime()) / 1000);
       }
       clock.stop();
-      clearInterval(watchdog);
+      watchdog.stop();
       const levels = hls.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate }));
       return {
         startedAt: start,
@@ -216,7 +160,7 @@ try {
         hlsLatency: hls.latency,
         targetLatency: hls.targetLatency,
         stalls,
-        unstuck,
+        unstuck: watchdog.interventions,
         errors,
         levels,
         switched,

@@ -569,9 +569,9 @@ pub fn report(out: &str, err: &str) -> serde_json::Value {
 
 /// Plays `url` with hls.js in Chromium (tests/browser/hlsjs.mjs; `args`:
 /// seconds, then an optional mode) and returns its report, checked: the
-/// run succeeded, hls.js raised no fatal error, and its page's watchdog
-/// (see hlsjs.mjs: two ways hls.js 1.7.4 leaves a loader idle for good)
-/// stepped in at most twice. A stream that keeps a loader stuck fails.
+/// run succeeded, hls.js raised no fatal error, and the console's watchdog
+/// for hls.js's stuck loaders (web/src/hls-watchdog.js) stepped in at most
+/// twice. A stream that keeps a loader stuck fails.
 pub async fn hlsjs(url: &str, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let script = browser_dir().join("hlsjs.mjs");
     let mut argv = vec![script.to_str().unwrap(), url];

@@ -177,7 +177,21 @@
     );
   }
 
+  // The hls.js instance OvenPlayer plays LL-HLS with, watched for the
+  // stuck loaders of hls-watchdog.js.
+  let watched = null;
+  let watchdog = null;
+  function watchHls() {
+    const hls = player && player.getMseInstance && player.getMseInstance();
+    if (!hls || hls === watched || !hls.streamController || !self.StreamdHlsWatchdog) return;
+    if (watchdog) watchdog.stop();
+    watched = hls;
+    watchdog = StreamdHlsWatchdog.attach(hls);
+  }
+
   function openPlayer(sources, hlsConfig) {
+    if (watchdog) watchdog.stop();
+    watched = watchdog = null;
     if (player) player.remove();
     $('player-box').replaceChildren(Object.assign(document.createElement('div'), { id: 'player' }));
     player = OvenPlayer.create('player', {
@@ -192,6 +206,8 @@
     // attribute for tests and the curious).
     const tried = [];
     const status = () => {
+      watchHls();
+      if (watchdog) $('player-status').dataset.unstuck = String(watchdog.interventions.length);
       const sources = player.getSources() || [];
       const src = sources[player.getCurrentSource()] || {};
       if (src.label && tried[tried.length - 1] !== src.label) tried.push(src.label);
