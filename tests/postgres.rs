@@ -36,6 +36,35 @@ async fn the_store_works_on_postgres() {
 }
 
 #[tokio::test]
+async fn the_cluster_directory_runs_on_the_database_clock() {
+    let Some(url) = postgres_database().await else {
+        return;
+    };
+    let s = Store::open(&url).await.unwrap();
+    // Milliseconds since 1970, from Postgres (this machine's clock is the
+    // database's here, so the two agree).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let clock = s.clock_ms().await.unwrap();
+    assert!((clock - now).abs() < 60_000, "{clock} vs {now}");
+    s.claim_stream("live", "a", "o1", "http://o1")
+        .await
+        .unwrap();
+    s.claim_stream("live", "b", "o1", "http://o1")
+        .await
+        .unwrap();
+    assert_eq!(s.renew_node("o1").await.unwrap(), 2);
+    let found = s.locate_stream("live", "a", 5000).await.unwrap().unwrap();
+    assert_eq!(found.node, "o1");
+    // An expiry of 0 ms finds nothing renewed before this instant.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(s.locate_stream("live", "a", 0).await.unwrap(), None);
+    assert_eq!(s.release_node("o1").await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn the_api_works_on_postgres() {
     let Some(url) = postgres_database().await else {
         return;

@@ -33,6 +33,14 @@ pub async fn announce(
         Ok(n) => tracing::info!(rows = n, "released the streams a previous run listed"),
         Err(e) => tracing::warn!(error = %e, "cannot clear this node's old cluster rows"),
     }
+    // Heartbeats are read on the database's clock; a node's own clock far
+    // from it is worth knowing about (its logs and recordings use it).
+    if let Ok(db) = store.clock_ms().await {
+        let skew = crate::store::now_ms() - db;
+        if skew.abs() > 1000 {
+            tracing::warn!(skew_ms = skew, "this node's clock is off the database's");
+        }
+    }
     let mut announcements = registry.announcements();
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -52,16 +60,6 @@ pub async fn announce(
             .map(|b| b.path().clone())
             .collect();
         let mut errors = Vec::new();
-        for path in &live {
-            if let Err(e) = store
-                .claim_stream(path.app(), path.stream(), &node.name, &node.url)
-                .await
-            {
-                errors.push(e.to_string());
-            } else {
-                claimed.insert(path.clone());
-            }
-        }
         for path in claimed.clone().difference(&live) {
             match store
                 .release_stream(path.app(), path.stream(), &node.name)
@@ -71,6 +69,33 @@ pub async fn announce(
                     claimed.remove(path);
                 }
                 Err(e) => errors.push(e.to_string()),
+            }
+        }
+        // Streams claimed before are renewed in one statement; new ones
+        // are claimed one by one. A row that is not this node's any more
+        // (another origin claimed it, then let it go) makes the count come
+        // out short: then every live stream is claimed again.
+        let renewed = if claimed.is_empty() {
+            Ok(0)
+        } else {
+            store.renew_node(&node.name).await
+        };
+        let fresh: Vec<StreamPath> = match renewed {
+            Ok(n) if n == claimed.len() as u64 => live.difference(&claimed).cloned().collect(),
+            Ok(_) => live.iter().cloned().collect(),
+            Err(e) => {
+                errors.push(e.to_string());
+                live.iter().cloned().collect()
+            }
+        };
+        for path in fresh {
+            if let Err(e) = store
+                .claim_stream(path.app(), path.stream(), &node.name, &node.url)
+                .await
+            {
+                errors.push(e.to_string());
+            } else {
+                claimed.insert(path);
             }
         }
         // Logged when it starts failing and when it recovers, not per beat.

@@ -3,12 +3,13 @@
 //! An origin writes a row when a publisher goes live and renews it (its
 //! heartbeat) while the stream stays live; it deletes the row when the
 //! stream ends. A row not renewed within the expiry is a dead origin's
-//! and is not answered. When a publisher reconnects to another origin,
+//! and is not answered. Heartbeats and expiry are read on the database's
+//! clock, never a node's: nodes' clocks may disagree by seconds. When a publisher reconnects to another origin,
 //! that origin's claim replaces the row: the newest claim wins.
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 /// Where a live stream is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,20 +28,41 @@ impl Store {
         node: &str,
         url: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let sql = format!(
             "INSERT INTO cluster_streams (app, stream, node, url, heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5) \
+             VALUES ($1, $2, $3, $4, {}) \
              ON CONFLICT (app, stream) DO UPDATE SET \
              node = excluded.node, url = excluded.url, heartbeat_at = excluded.heartbeat_at",
-        )
-        .bind(app)
-        .bind(stream)
-        .bind(node)
-        .bind(url)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+            self.db_now_ms()
+        );
+        sqlx::query(&sql)
+            .bind(app)
+            .bind(stream)
+            .bind(node)
+            .bind(url)
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+
+    /// Renews every row `node` holds, in one statement: how many it holds.
+    pub async fn renew_node(&self, node: &str) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE cluster_streams SET heartbeat_at = {} WHERE node = $1",
+            self.db_now_ms()
+        );
+        let done = sqlx::query(&sql).bind(node).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The database's clock, in milliseconds since 1970 (the heartbeats'
+    /// clock; a node compares its own with it).
+    pub async fn clock_ms(&self) -> Result<i64, StoreError> {
+        let sql = format!("SELECT {} AS now", self.db_now_ms());
+        Ok(sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("now")?)
     }
 
     /// The stream ended here: removes its row, unless another node has
@@ -76,15 +98,17 @@ impl Store {
         stream: &str,
         expiry_ms: i64,
     ) -> Result<Option<StreamOrigin>, StoreError> {
-        let row = sqlx::query(
+        let sql = format!(
             "SELECT node, url FROM cluster_streams \
-             WHERE app = $1 AND stream = $2 AND heartbeat_at >= $3",
-        )
-        .bind(app)
-        .bind(stream)
-        .bind(now_ms() - expiry_ms)
-        .fetch_optional(&self.pool)
-        .await?;
+             WHERE app = $1 AND stream = $2 AND heartbeat_at >= {} - $3",
+            self.db_now_ms()
+        );
+        let row = sqlx::query(&sql)
+            .bind(app)
+            .bind(stream)
+            .bind(expiry_ms)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(r) => Some(StreamOrigin {
                 node: r.try_get("node")?,
@@ -121,6 +145,13 @@ mod tests {
         s.release_stream("live", "a", "o1").await.unwrap();
         let found = s.locate_stream("live", "a", 5000).await.unwrap().unwrap();
         assert_eq!(found.node, "o2");
+        // One statement renews every row a node holds, and only its own.
+        s.claim_stream("live", "b", "o2", "http://o2")
+            .await
+            .unwrap();
+        assert_eq!(s.renew_node("o2").await.unwrap(), 2);
+        assert_eq!(s.renew_node("o1").await.unwrap(), 0);
+        s.release_stream("live", "b", "o2").await.unwrap();
         // Not renewed within the expiry: a dead origin's.
         sqlx::query("UPDATE cluster_streams SET heartbeat_at = heartbeat_at - 10000")
             .execute(&s.pool)
@@ -133,5 +164,24 @@ mod tests {
             .unwrap();
         s.release_stream("live", "a", "o2").await.unwrap();
         assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_are_on_the_database_clock_in_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/streamd.db?mode=rwc", dir.path().display());
+        let s = Store::open(&url).await.unwrap();
+        let clock = s.clock_ms().await.unwrap();
+        assert!((clock - crate::store::now_ms()).abs() < 60_000, "{clock}");
+        s.claim_stream("live", "a", "o1", "http://o1")
+            .await
+            .unwrap();
+        let beat: i64 = sqlx::query("SELECT heartbeat_at FROM cluster_streams")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap()
+            .try_get("heartbeat_at")
+            .unwrap();
+        assert!((beat - clock).abs() < 60_000, "{beat} {clock}");
     }
 }

@@ -97,6 +97,8 @@ const CACHE_ENTRIES: usize = 100_000;
 
 pub struct Store {
     pool: AnyPool,
+    /// SQLite (one node) rather than Postgres.
+    sqlite: bool,
     /// (app, id) -> the record (None: no such stream), and when it was read.
     cache: Mutex<crate::cache::Lru<(String, String), Option<StreamRecord>>>,
 }
@@ -105,6 +107,20 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// The database's own clock, in milliseconds since 1970, as SQL: times
+    /// that nodes compare (the cluster's heartbeats) come from one clock,
+    /// so a node whose clock is off neither expires live rows nor keeps
+    /// dead ones.
+    pub(crate) fn db_now_ms(&self) -> &'static str {
+        if self.sqlite {
+            "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)"
+        } else {
+            "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        }
+    }
 }
 
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -183,6 +199,7 @@ impl Store {
         }
         let store = Store {
             pool,
+            sqlite,
             cache: Mutex::new(crate::cache::Lru::new(CACHE_ENTRIES)),
         };
         store.migrate().await?;
