@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Http, get};
+use http::{Http, get, preload_hint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::process::Child;
@@ -147,14 +147,7 @@ async fn llhls_client(http: Http, playlist: String, until: Instant, stats: Arc<L
             Ok((200, body)) => {
                 stats.ok.fetch_add(1, Ordering::Relaxed);
                 let text = String::from_utf8_lossy(&body);
-                next = text
-                    .lines()
-                    .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))
-                    .and_then(|l| {
-                        let uri = l.split("URI=\"").nth(1)?.split('"').next()?;
-                        let f: Vec<&str> = uri.trim_end_matches(".m4s").split('_').collect();
-                        Some(format!("_HLS_msn={}&_HLS_part={}", f.get(2)?, f.get(3)?))
-                    });
+                next = preload_hint(&text).map(|(query, _)| query);
             }
             _ => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);

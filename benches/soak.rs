@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Http, get};
+use http::{Http, get, preload_hint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
@@ -170,14 +170,7 @@ async fn player(
                 other => played.error(kind(&other, "part")),
             }
         }
-        next = text
-            .lines()
-            .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))
-            .and_then(|l| {
-                let uri = l.split("URI=\"").nth(1)?.split('"').next()?;
-                let f: Vec<&str> = uri.trim_end_matches(".m4s").split('_').collect();
-                Some(format!("_HLS_msn={}&_HLS_part={}", f.get(2)?, f.get(3)?))
-            });
+        next = preload_hint(&text).map(|(query, _)| query);
     }
 }
 

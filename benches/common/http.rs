@@ -23,3 +23,17 @@ pub async fn get(http: &Http, url: &str) -> Result<(u16, Bytes), String> {
         .to_bytes();
     Ok((status, body))
 }
+
+/// The preload hint of an LL-HLS media playlist: the blocking-reload query
+/// for the part it names (`_HLS_msn=M&_HLS_part=P`) and the part's URI.
+/// streamd names parts `{rendition}_{version}_{msn}_{part}.m4s`.
+pub fn preload_hint(playlist: &str) -> Option<(String, String)> {
+    let line = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))?;
+    let uri = line.split("URI=\"").nth(1)?.split('"').next()?;
+    let mut fields = uri.strip_suffix(".m4s")?.rsplitn(3, '_');
+    let part: u64 = fields.next()?.parse().ok()?;
+    let msn: u64 = fields.next()?.parse().ok()?;
+    Some((format!("_HLS_msn={msn}&_HLS_part={part}"), uri.to_owned()))
+}
