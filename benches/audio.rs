@@ -17,9 +17,13 @@
 //! `cargo test` it is a smoke run of 10 s inputs, one round, which must
 //! produce every figure.
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+
+use proc::thread_cpu;
 
 use ffmpeg_next as ff;
 use streamd::media::{AacConfig, CodecConfig, OpusConfig};
@@ -109,16 +113,6 @@ fn demux(path: &Path) -> Input {
         config,
         packets,
     }
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// streamd's transcoder over the whole input: CPU seconds, packets out.

@@ -25,12 +25,17 @@
 //! test` (no `--bench`), it is a smoke run: 4 viewers, 1 s, checked and not
 //! reported.
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
+
+use proc::thread_cpu;
 
 use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive};
@@ -77,16 +82,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 /// The core, the sink it writes to, and the CPU spent in its calls.
 struct Core {
