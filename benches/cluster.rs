@@ -303,24 +303,14 @@ async fn run(plan: Plan) {
         .and_then(|p| p.strip_suffix('"'))
         .unwrap()
         .to_owned();
-    let mut publisher = {
-        let mut cmd = streamd::test_pattern(plan.size, None);
-        let rate = format!("{}k", plan.kbps);
-        cmd.args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "30"])
-        .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
-        .args(["-f", "flv", &format!("rtmp://127.0.0.1:{rtmp}/live/bench")])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg")
-    };
+    // A keyframe a second, as the cluster tests publish.
+    let mut publisher = streamd::publish_cbr_gop(
+        &format!("rtmp://127.0.0.1:{rtmp}/live/bench"),
+        plan.size,
+        plan.kbps,
+        None,
+        30,
+    );
     let master = format!("http://{}/live/bench/llhls.m3u8", origin.http);
     let deadline = Instant::now() + Duration::from_secs(30);
     let playlist = loop {

@@ -116,6 +116,11 @@ pub fn test_pattern(size: &str, audio: Option<u32>) -> Command {
 /// `kbps` (x264 ultrafast, zerolatency, no B-frames, a keyframe every 2 s),
 /// video only, for `seconds` or until killed.
 pub fn publish_cbr(url: &str, size: &str, kbps: u32, seconds: Option<u32>) -> Child {
+    publish_cbr_gop(url, size, kbps, seconds, 60)
+}
+
+/// [`publish_cbr`] with a keyframe every `gop` frames (30 fps).
+pub fn publish_cbr_gop(url: &str, size: &str, kbps: u32, seconds: Option<u32>, gop: u32) -> Child {
     let rate = format!("{kbps}k");
     let mut cmd = test_pattern(size, None);
     if let Some(s) = seconds {
@@ -129,7 +134,7 @@ pub fn publish_cbr(url: &str, size: &str, kbps: u32, seconds: Option<u32>) -> Ch
         "-tune",
         "zerolatency",
     ])
-    .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
+    .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", &gop.to_string()])
     .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
     .args(["-f", "flv", url])
     .stderr(Stdio::null())
