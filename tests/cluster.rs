@@ -206,29 +206,9 @@ async fn private_streams_are_refused_on_edges_without_a_token() {
     let edge = Node::start(dir.path(), "edge", "edge", &db, "5s", &Place::Loopback).await;
     // The stream and its token come from the origin's API; the edge
     // checks them against the same database and secret.
-    let auth = streamd::auth::Auth::new(TEST_SECRET, Default::default());
-    let bearer = format!("Bearer {}", auth.mint_api("t", Duration::from_secs(600)));
-    let created = request_with(
-        "POST",
-        &origin.url("/api/streams"),
-        &[
-            ("authorization", &bearer),
-            ("content-type", "application/json"),
-        ],
-        r#"{"name":"private","description":"","isPrivate":true}"#.to_owned(),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}", created.text());
-    let s: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
-    let (id, key) = (s["id"].as_str().unwrap(), s["streamKey"].as_str().unwrap());
+    let (id, key, token) = origin.private_stream().await;
+    let id = id.as_str();
     let _publisher = origin.publish(&format!("{id}?key={key}"), 120);
-    let playback = get_with(
-        &origin.url(&format!("/api/streams/{id}/playback")),
-        &[("authorization", &bearer)],
-    )
-    .await;
-    let playback: serde_json::Value = serde_json::from_slice(&playback.body).unwrap();
-    let token = playback["token"].as_str().expect("a playback token");
 
     let ok = edge.master(id, &format!("?token={token}")).await;
     assert_eq!(ok.status, 200, "{}", edge.logs());

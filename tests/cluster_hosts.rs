@@ -3,7 +3,9 @@
 //! `common::cluster::Hosts`), with the test Postgres reached over that
 //! network through a relay. A real ffmpeg publishes to the origin; aiortc
 //! plays on both edges and OvenPlayer (Chromium) on one; hls.js plays
-//! through the cache; one edge is partitioned from the origin for 10 s.
+//! through the cache; one edge is partitioned from the origin for 10 s;
+//! a private stream is refused without its token on the edges and at the
+//! cache.
 //! Needs root (ip netns, veth, iptables) and the test Postgres.
 
 mod common;
@@ -59,7 +61,7 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
         CLUSTER_SECRET,
     )
     .await;
-    let _publisher = origin.publish("hx", 180);
+    let publisher = origin.publish("hx", 180);
     assert_eq!(
         origin.master("hx", "").await.status,
         200,
@@ -182,4 +184,39 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     );
     v1.stop().await;
     v2.stop().await;
+    drop(publisher);
+
+    // A private stream: refused without its token, or with a bogus one, on
+    // both edges and at the cache; served with it.
+    let (id, key, token) = origin.private_stream().await;
+    let _private = origin.publish(&format!("{id}?key={key}"), 60);
+    for (at, base, logs) in [
+        ("edge 1", edge1.url(""), edge1.log.clone()),
+        ("edge 2", edge2.url(""), edge2.log.clone()),
+        ("the cache", cache.base.clone(), origin.log.clone()),
+    ] {
+        let master = format!("{base}/live/{id}/llhls.m3u8");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ok = loop {
+            let r = get(&format!("{master}?token={token}")).await;
+            if r.status == 200 || std::time::Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(
+            ok.status,
+            200,
+            "{at}: {}\n{}\norigin: {}",
+            ok.text(),
+            std::fs::read_to_string(&logs).unwrap_or_default(),
+            origin.logs()
+        );
+        assert_eq!(get(&master).await.status, 401, "{at}");
+        assert_eq!(
+            get(&format!("{master}?token=bogus")).await.status,
+            403,
+            "{at}"
+        );
+    }
 }

@@ -53,7 +53,9 @@ impl Node {
         let data = dir.join(name);
         let config = dir.join(format!("{name}.toml"));
         let transcode = if role == "origin" {
-            "[transcode]\nenabled = true\n\
+            // Two streams at once (the several-hosts test's second one is
+            // short), whatever the cores say.
+            "[transcode]\nenabled = true\nmax_streams = 2\n\
              [[transcode.ladder]]\nname = \"360p\"\nwidth = 640\nheight = 360\n\
              bitrate_kbps = 600\npreset = \"superfast\"\n\
              [[transcode.ladder]]\nname = \"180p\"\nwidth = 320\nheight = 180\n\
@@ -168,6 +170,40 @@ impl Node {
             copy_to: None,
         }
         .spawn()
+    }
+
+    /// A private stream created through this node's API: its id, stream
+    /// key and a playback token (every node checks them against the same
+    /// database and secret).
+    pub async fn private_stream(&self) -> (String, String, String) {
+        let auth = streamd::auth::Auth::new(TEST_SECRET, Default::default());
+        let bearer = format!("Bearer {}", auth.mint_api("t", Duration::from_secs(600)));
+        let created = request_with(
+            "POST",
+            &self.url("/api/streams"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            r#"{"name":"private","description":"","isPrivate":true}"#.to_owned(),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let s: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+        let id = s["id"].as_str().unwrap().to_owned();
+        let key = s["streamKey"].as_str().unwrap().to_owned();
+        let playback = request(
+            "GET",
+            &self.url(&format!("/api/streams/{id}/playback")),
+            &[("authorization", &bearer)],
+        )
+        .await;
+        let playback: serde_json::Value = serde_json::from_slice(&playback.body).unwrap();
+        let token = playback["token"]
+            .as_str()
+            .expect("a playback token")
+            .to_owned();
+        (id, key, token)
     }
 
     /// The master playlist of `live/{stream}` here, once it is served.
