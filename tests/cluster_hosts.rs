@@ -193,7 +193,11 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     for (at, base, logs) in [
         ("edge 1", edge1.url(""), edge1.log.clone()),
         ("edge 2", edge2.url(""), edge2.log.clone()),
-        ("the cache", cache.base.clone(), origin.log.clone()),
+        (
+            "the cache",
+            cache.base.clone(),
+            dir.path().join("nginx/error.log"),
+        ),
     ] {
         let master = format!("{base}/live/{id}/llhls.m3u8");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -55,7 +55,7 @@ async fn the_cluster_directory_runs_on_the_database_clock() {
     s.claim_stream("live", "b", "o1", "http://o1")
         .await
         .unwrap();
-    assert_eq!(s.renew_node("o1").await.unwrap(), 2);
+    assert_eq!(s.renew_node("o1").await.unwrap().len(), 2);
     let found = s.locate_stream("live", "a", 5000).await.unwrap().unwrap();
     assert_eq!(found.node, "o1");
     // An expiry of 0 ms finds nothing renewed before this instant.

@@ -32,7 +32,9 @@ pub fn preload_hint(playlist: &str) -> Option<(String, String)> {
         .lines()
         .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))?;
     let uri = line.split("URI=\"").nth(1)?.split('"').next()?;
-    let mut fields = uri.strip_suffix(".m4s")?.rsplitn(3, '_');
+    // A private stream's part carries its token: `…_7_3.m4s?token=…`.
+    let name = uri.split('?').next()?;
+    let mut fields = name.strip_suffix(".m4s")?.rsplitn(3, '_');
     let part: u64 = fields.next()?.parse().ok()?;
     let msn: u64 = fields.next()?.parse().ok()?;
     Some((format!("_HLS_msn={msn}&_HLS_part={part}"), uri.to_owned()))

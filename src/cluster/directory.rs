@@ -60,33 +60,35 @@ pub async fn announce(
             .map(|b| b.path().clone())
             .collect();
         let mut errors = Vec::new();
-        for path in claimed.clone().difference(&live) {
-            match store
+        // One statement renews every row this node holds and says which
+        // those are: a row for a stream no longer live here is released
+        // (one left by a run that could not clear its rows, too), and a
+        // live stream without a row (new, or taken over and let go by
+        // another origin) is claimed.
+        let held: HashSet<StreamPath> = match store.renew_node(&node.name).await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(app, stream)| StreamPath::new(&app, &stream).ok())
+                .collect(),
+            Err(e) => {
+                // Not known: release what ended, claim every live stream.
+                errors.push(e.to_string());
+                claimed.clone()
+            }
+        };
+        claimed = held.intersection(&live).cloned().collect();
+        for path in held.difference(&live) {
+            if let Err(e) = store
                 .release_stream(path.app(), path.stream(), &node.name)
                 .await
             {
-                Ok(()) => {
-                    claimed.remove(path);
-                }
-                Err(e) => errors.push(e.to_string()),
+                errors.push(e.to_string());
             }
         }
-        // Streams claimed before are renewed in one statement; new ones
-        // are claimed one by one. A row that is not this node's any more
-        // (another origin claimed it, then let it go) makes the count come
-        // out short: then every live stream is claimed again.
-        let renewed = if claimed.is_empty() {
-            Ok(0)
+        let fresh: Vec<StreamPath> = if errors.is_empty() {
+            live.difference(&held).cloned().collect()
         } else {
-            store.renew_node(&node.name).await
-        };
-        let fresh: Vec<StreamPath> = match renewed {
-            Ok(n) if n == claimed.len() as u64 => live.difference(&claimed).cloned().collect(),
-            Ok(_) => live.iter().cloned().collect(),
-            Err(e) => {
-                errors.push(e.to_string());
-                live.iter().cloned().collect()
-            }
+            live.iter().cloned().collect()
         };
         for path in fresh {
             if let Err(e) = store

@@ -45,14 +45,17 @@ impl Store {
         Ok(())
     }
 
-    /// Renews every row `node` holds, in one statement: how many it holds.
-    pub async fn renew_node(&self, node: &str) -> Result<u64, StoreError> {
+    /// Renews every row `node` holds, in one statement: the (app, stream)
+    /// of each.
+    pub async fn renew_node(&self, node: &str) -> Result<Vec<(String, String)>, StoreError> {
         let sql = format!(
-            "UPDATE cluster_streams SET heartbeat_at = {} WHERE node = $1",
+            "UPDATE cluster_streams SET heartbeat_at = {} WHERE node = $1 RETURNING app, stream",
             self.db_now_ms()
         );
-        let done = sqlx::query(&sql).bind(node).execute(&self.pool).await?;
-        Ok(done.rows_affected())
+        let rows = sqlx::query(&sql).bind(node).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("app")?, r.try_get("stream")?)))
+            .collect()
     }
 
     /// The database's clock, in milliseconds since 1970 (the heartbeats'
@@ -149,8 +152,13 @@ mod tests {
         s.claim_stream("live", "b", "o2", "http://o2")
             .await
             .unwrap();
-        assert_eq!(s.renew_node("o2").await.unwrap(), 2);
-        assert_eq!(s.renew_node("o1").await.unwrap(), 0);
+        let mut held = s.renew_node("o2").await.unwrap();
+        held.sort();
+        assert_eq!(
+            held,
+            [("live".into(), "a".into()), ("live".into(), "b".into())]
+        );
+        assert_eq!(s.renew_node("o1").await.unwrap(), []);
         s.release_stream("live", "b", "o2").await.unwrap();
         // Not renewed within the expiry: a dead origin's.
         sqlx::query("UPDATE cluster_streams SET heartbeat_at = heartbeat_at - 10000")

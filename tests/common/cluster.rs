@@ -198,6 +198,7 @@ impl Node {
             &[("authorization", &bearer)],
         )
         .await;
+        assert_eq!(playback.status, 200, "{}", playback.text());
         let playback: serde_json::Value = serde_json::from_slice(&playback.body).unwrap();
         let token = playback["token"]
             .as_str()

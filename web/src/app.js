@@ -188,6 +188,12 @@
     watched = hls;
     watchdog = StreamdHlsWatchdog.attach(hls);
   }
+  // Its interventions, for tests and the curious (an intervention that
+  // averts a stall changes no player state, so this is polled).
+  setInterval(() => {
+    watchHls();
+    if (watchdog) $('player-status').dataset.unstuck = String(watchdog.interventions.length);
+  }, 500);
 
   function openPlayer(sources, hlsConfig) {
     if (watchdog) watchdog.stop();
@@ -207,7 +213,6 @@
     const tried = [];
     const status = () => {
       watchHls();
-      if (watchdog) $('player-status').dataset.unstuck = String(watchdog.interventions.length);
       const sources = player.getSources() || [];
       const src = sources[player.getCurrentSource()] || {};
       if (src.label && tried[tried.length - 1] !== src.label) tried.push(src.label);

@@ -14,10 +14,11 @@
 //   can then end up to a millisecond after the audio actually buffered, and
 //   the loader, looking up the buffer's end with no tolerance, keeps
 //   finding that fully buffered segment and loads nothing.
-// A page can get round both without changing hls.js: a loader idle for
-// 500 ms with the part at its buffer's end listed but not loaded forgets
-// the segment that holds the buffer's end and is pointed at that end; it
-// then asks for the part. Each intervention is kept (`interventions`, with
+// A page can get round both without changing hls.js: a playing loader,
+// loading parts, idle for 500 ms with little buffered ahead and the part at
+// its buffer's end listed but not loaded, forgets the segment that holds
+// the buffer's end and is pointed at that end; it then asks for the part.
+// It is helped once per part. Each intervention is kept (`interventions`, with
 // the tracker's state as evidence). It reads hls.js internals, read-only
 // except for those two steps, and does nothing when they are missing.
 //
@@ -26,32 +27,46 @@
 (function () {
   const IDLE_MS = 500;
 
-  function stuck(controller, details, buffer) {
-    if (!controller || controller.state !== 'IDLE' || !details || !details.live || !details.partList) return null;
-    if (!buffer || !buffer.buffered || !buffer.buffered.length || !controller.fragmentTracker) return null;
+  // A loader stuck as above: idle, loading parts (not whole segments),
+  // playing (not paused), with little buffered ahead, and the part at its
+  // buffer's end listed but not loaded.
+  function stuck(hls, controller, buffer) {
+    const media = hls.media;
+    if (!controller || controller.state !== 'IDLE' || !controller.loadingParts) return null;
+    if (!media || media.paused || !controller.fragmentTracker) return null;
+    const details = controller.getLevelDetails && controller.getLevelDetails();
+    if (!details || !details.live || !details.partList) return null;
+    if (!buffer || !buffer.buffered || !buffer.buffered.length) return null;
     const end = buffer.buffered.end(buffer.buffered.length - 1);
+    if (end - media.currentTime > 2 * details.targetduration) return null;
     const part = details.partList.find((p) => !p.loaded && p.start <= end + 0.02 && end + 0.02 < p.start + p.duration);
     if (!part) return null;
     const holding = details.fragments.find((f) => f.start <= end && end < f.start + f.duration) || part.fragment;
-    return { holding, part, end };
+    return { holding, part, end, id: `${part.fragment.sn}.${part.index}` };
   }
 
   function attach(hls, period = 100) {
     const interventions = [];
-    const since = new Map();
-    const watch = (name, controller, details, buffer) => {
-      const found = stuck(controller, details, buffer);
+    // Per loader: the part it has waited for, since when, and whether it
+    // was already helped with it (once per part).
+    const waits = new Map();
+    const watch = (name, controller, buffer) => {
+      const found = stuck(hls, controller, buffer);
+      const wait = waits.get(name);
       if (!found) {
-        since.delete(name);
+        waits.delete(name);
         return;
       }
-      if (!since.has(name)) since.set(name, performance.now());
-      if (performance.now() - since.get(name) < IDLE_MS) return;
-      since.delete(name);
+      if (!wait || wait.id !== found.id) {
+        waits.set(name, { id: found.id, since: performance.now(), helped: false });
+        return;
+      }
+      if (wait.helped || performance.now() - wait.since < IDLE_MS) return;
+      wait.helped = true;
       interventions.push({
         at: (performance.now() / 1000).toFixed(2),
         loader: name,
-        part: `${found.part.fragment.sn}.${found.part.index}`,
+        part: found.id,
         holding: found.holding.sn,
         bufferEnd: found.end,
         tracked: controller.fragmentTracker.getState(found.holding),
@@ -61,13 +76,20 @@
       controller.nextLoadPosition = found.end;
       controller.tick();
     };
+    // A SourceBuffer removed from its MediaSource (a reset, a detach)
+    // throws when read: that loader is skipped this time, not the other.
+    const safely = (name, controller, buffer) => {
+      try {
+        watch(name, controller, buffer);
+      } catch (e) {
+        waits.delete(name);
+      }
+    };
     const timer = setInterval(() => {
       const main = hls.streamController;
-      const level = hls.levels && hls.levels[hls.currentLevel];
-      watch('main', main, level && level.details, main && (main.videoBuffer || main.mediaBuffer));
+      safely('main', main, main && (main.videoBuffer || main.mediaBuffer));
       const audio = hls.audioStreamController;
-      const track = hls.audioTracks && hls.audioTracks[hls.audioTrack];
-      watch('audio', audio, track && track.details, audio && audio.mediaBuffer);
+      safely('audio', audio, audio && audio.mediaBuffer);
     }, period);
     return { interventions, stop: () => clearInterval(timer) };
   }
