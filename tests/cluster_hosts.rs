@@ -200,22 +200,16 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
         ),
     ] {
         let master = format!("{base}/live/{id}/llhls.m3u8");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let ok = loop {
-            let r = get(&format!("{master}?token={token}")).await;
-            if r.status == 200 || std::time::Instant::now() > deadline {
-                break r;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        assert_eq!(
-            ok.status,
-            200,
-            "{at}: {}\n{}\norigin: {}",
-            ok.text(),
-            std::fs::read_to_string(&logs).unwrap_or_default(),
-            origin.logs()
-        );
+        let with_token = format!("{master}?token={token}");
+        if let Err(r) = try_poll(&with_token, Duration::from_secs(30), |r| r.status == 200).await {
+            panic!(
+                "{at}: {} {}\n{}\norigin: {}",
+                r.status,
+                r.text(),
+                std::fs::read_to_string(&logs).unwrap_or_default(),
+                origin.logs()
+            );
+        }
         assert_eq!(get(&master).await.status, 401, "{at}");
         assert_eq!(
             get(&format!("{master}?token=bogus")).await.status,

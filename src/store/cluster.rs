@@ -4,8 +4,9 @@
 //! heartbeat) while the stream stays live; it deletes the row when the
 //! stream ends. A row not renewed within the expiry is a dead origin's
 //! and is not answered. Heartbeats and expiry are read on the database's
-//! clock, never a node's: nodes' clocks may disagree by seconds. When a publisher reconnects to another origin,
-//! that origin's claim replaces the row: the newest claim wins.
+//! clock, never a node's: nodes' clocks may disagree by seconds. When a
+//! publisher reconnects to another origin, that origin's claim replaces
+//! the row: the newest claim wins.
 
 use sqlx::Row;
 

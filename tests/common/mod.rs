@@ -281,14 +281,26 @@ pub async fn stream_advances(server: &TestServer, app: &str, stream: &str, timeo
 
 /// Polls `url` until `ok` accepts the response.
 pub async fn poll(url: &str, timeout: Duration, ok: impl Fn(&Response) -> bool) -> Response {
+    try_poll(url, timeout, ok)
+        .await
+        .unwrap_or_else(|r| panic!("{url} never became ready: {} {}", r.status, r.text()))
+}
+
+/// [`poll`], with the last answer as the error when none was `ok` in
+/// time (for a caller that says more about the failure).
+pub async fn try_poll(
+    url: &str,
+    timeout: Duration,
+    ok: impl Fn(&Response) -> bool,
+) -> Result<Response, Response> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let r = get(url).await;
         if ok(&r) {
-            return r;
+            return Ok(r);
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("{url} never became ready: {} {}", r.status, r.text());
+            return Err(r);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -212,7 +212,6 @@
     // attribute for tests and the curious).
     const tried = [];
     const status = () => {
-      watchHls();
       const sources = player.getSources() || [];
       const src = sources[player.getCurrentSource()] || {};
       if (src.label && tried[tried.length - 1] !== src.label) tried.push(src.label);
