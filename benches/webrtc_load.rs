@@ -23,6 +23,8 @@
 
 #[path = "../tests/common/clock.rs"]
 mod clock;
+#[path = "common/janus.rs"]
+mod janus;
 #[path = "common/probe.rs"]
 mod probe;
 #[path = "common/proc.rs"]
@@ -47,6 +49,42 @@ struct Rendition {
     /// bandwidth estimation (TWCC) and pacer. Otherwise the source is
     /// passed through as the one rendition and viewers have no estimator.
     abr: bool,
+}
+
+/// The server under load.
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    Streamd,
+    /// The baseline: Janus's streaming plugin, fed the same encoding over
+    /// RTP (benches/common/janus.rs).
+    Janus,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Streamd => "streamd",
+            Server::Janus => "Janus",
+        }
+    }
+}
+
+/// What one step measured.
+struct Step {
+    viewers: u64,
+    cpu_per_viewer_s: f64,
+    rss_per_viewer_kb: f64,
+    delivered: f64,
+    /// Join to first whole frame, p50 and p95 in ms, of the viewers that
+    /// joined in this step.
+    join: (u32, u32),
+}
+
+/// What a ramp measured: its steps, the last one past the ceiling if it
+/// was reached.
+struct Ramp {
+    steps: Vec<Step>,
+    ceiling: Option<u64>,
 }
 
 fn main() {
@@ -85,78 +123,178 @@ fn main() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(8);
+        // WEBRTC_LOAD_ONLY=janus (or streamd) runs one side.
+        let only = std::env::var("WEBRTC_LOAD_ONLY").unwrap_or_default();
+        let wanted = |s: Server| only.is_empty() || only.eq_ignore_ascii_case(s.name());
         for r in &renditions {
-            rt.block_on(ramp(r, &steps, seconds, false));
+            let ours = wanted(Server::Streamd)
+                .then(|| rt.block_on(ramp(Server::Streamd, r, &steps, seconds, false)));
+            // Janus's streaming plugin has no ABR: it is the baseline of
+            // the one-rendition runs.
+            let theirs = (wanted(Server::Janus) && !r.abr)
+                .then(|| rt.block_on(ramp(Server::Janus, r, &steps, seconds, false)));
+            if let (Some(ours), Some(theirs)) = (ours, theirs) {
+                compare(r, &ours, &theirs);
+            }
         }
     } else {
-        rt.block_on(ramp(
-            &Rendition {
-                name: "smoke 160x120",
-                size: "160x120",
-                kbps: 200,
-                abr: false,
-            },
-            &[4],
-            2,
-            true,
-        ));
+        let smoke = Rendition {
+            name: "smoke 160x120",
+            size: "160x120",
+            kbps: 200,
+            abr: false,
+        };
+        let ours = rt.block_on(ramp(Server::Streamd, &smoke, &[4], 2, true));
+        let theirs = rt.block_on(ramp(Server::Janus, &smoke, &[4], 2, true));
+        compare(&smoke, &ours, &theirs);
+    }
+}
+
+/// Side by side, at the counts both ramps measured: server CPU per
+/// viewer-second, RSS per viewer and join time, each as streamd's figure
+/// against Janus's, and the ceilings.
+fn compare(r: &Rendition, ours: &Ramp, theirs: &Ramp) {
+    println!(
+        "\n== {}: streamd against Janus, same encoding, same viewers ==",
+        r.name
+    );
+    println!(
+        "{:>7} {:>28} {:>28} {:>20} {:>22}",
+        "viewers",
+        "cpu s/viewer-s (x Janus)",
+        "RSS/viewer kB (x Janus)",
+        "delivered (Janus)",
+        "join p95 ms (Janus)"
+    );
+    for a in &ours.steps {
+        let Some(b) = theirs.steps.iter().find(|b| b.viewers == a.viewers) else {
+            continue;
+        };
+        println!(
+            "{:>7} {:>17.6} ({:>5.2}x) {:>17.1} ({:>5.2}x) {:>11.0}% ({:>4.0}%) {:>13} ({:>6})",
+            a.viewers,
+            a.cpu_per_viewer_s,
+            a.cpu_per_viewer_s / b.cpu_per_viewer_s,
+            a.rss_per_viewer_kb,
+            a.rss_per_viewer_kb / b.rss_per_viewer_kb,
+            a.delivered * 100.0,
+            b.delivered * 100.0,
+            a.join.1,
+            b.join.1,
+        );
+    }
+    let show = |c: Option<u64>| c.map_or("not reached".to_owned(), |c| format!("{c} viewers"));
+    println!(
+        "        ceiling: streamd {}, Janus {}",
+        show(ours.ceiling),
+        show(theirs.ceiling)
+    );
+}
+
+/// p50 and p95 of `v` (0 when empty).
+fn percentiles(mut v: Vec<u32>) -> (u32, u32) {
+    v.sort_unstable();
+    let at = |q: f64| {
+        v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    (at(0.5), at(0.95))
+}
+
+/// One viewer of `server` at `at` until `stop`.
+async fn view(
+    server: Server,
+    at: &str,
+    seen: Arc<viewer::Seen>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    match server {
+        Server::Streamd => viewer::viewer(at, seen, stop, Arc::new(AtomicBool::new(true))).await,
+        Server::Janus => {
+            let started = Instant::now();
+            let (offer, session) = janus::offer(at).await?;
+            let (peer, answer) = viewer::Peer::accept(&offer, started).await?;
+            session.answer(&answer).await?;
+            peer.receive(&seen, &stop, &AtomicBool::new(true), || {})
+                .await
+        }
     }
 }
 
 /// `smoke`: assert what a full run reports (see below).
-async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
+async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) -> Ramp {
     let dir = tempfile::tempdir().unwrap();
-    // The source passed through (no ladder: the fan-out is what is
-    // measured), or for ABR two cheap rungs; WebRTC on loopback port 0.
-    let transcode = if r.abr {
-        format!(
-            "[transcode]\nenabled = true\nopus = false\n\
-             [[transcode.ladder]]\nname = \"top\"\nwidth = 640\nheight = 360\nbitrate_kbps = {}\npreset = \"ultrafast\"\n\
-             [[transcode.ladder]]\nname = \"low\"\nwidth = 160\nheight = 90\nbitrate_kbps = 150\npreset = \"ultrafast\"\n",
-            r.kbps
-        )
-    } else {
-        "[transcode]\nenabled = false\n".to_owned()
+    // streamd: the source passed through (no ladder: the fan-out is what
+    // is measured), or for ABR two cheap rungs; WebRTC on loopback port 0.
+    // Janus: a fixed pool of two media threads (one per core, not a thread
+    // per viewer) and two helper threads sharing the fan-out, the set-up
+    // that served the most viewers here.
+    let (mut child, pid, mut publisher, at) = match server {
+        Server::Streamd => {
+            let transcode = if r.abr {
+                format!(
+                    "[transcode]\nenabled = true\nopus = false\n\
+                     [[transcode.ladder]]\nname = \"top\"\nwidth = 640\nheight = 360\nbitrate_kbps = {}\npreset = \"ultrafast\"\n\
+                     [[transcode.ladder]]\nname = \"low\"\nwidth = 160\nheight = 90\nbitrate_kbps = 150\npreset = \"ultrafast\"\n",
+                    r.kbps
+                )
+            } else {
+                "[transcode]\nenabled = false\n".to_owned()
+            };
+            let s = streamd::start(
+                dir.path(),
+                &format!(
+                    "{transcode}[whip]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+                     max_viewers = 100000\nstart_bitrate_kbps = {}\n\
+                     # Every load viewer comes from 127.0.0.1 and joins 50 at a time.\n\
+                     max_pending_offers_per_ip = 100000\n",
+                    r.kbps + 400
+                ),
+            )
+            .await;
+            let publisher = streamd::publish_cbr(
+                &format!("rtmp://{}/live/load", s.rtmp),
+                r.size,
+                r.kbps,
+                Some(900),
+            );
+            wait_ready(&format!("http://{}/live/load/llhls.m3u8", s.http)).await;
+            (
+                s.child,
+                s.pid,
+                publisher,
+                format!("ws://{}/live/load", s.http),
+            )
+        }
+        Server::Janus => {
+            let j = janus::start(dir.path(), 2, 2).await;
+            let publisher = janus::publish_rtp(j.video_port, r.size, r.kbps, Some(900));
+            // The mountpoint has video once the encoder's first packets
+            // arrive; a viewer that joins before gets no offer.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (j.child, j.pid, publisher, j.http)
+        }
     };
-    let streamd::Streamd {
-        child: mut server,
-        pid,
-        rtmp,
-        http,
-        ..
-    } = streamd::start(
-        dir.path(),
-        &format!(
-            "{transcode}[whip]\nenabled = false\n[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
-             max_viewers = 100000\nstart_bitrate_kbps = {}\n\
-             # Every load viewer comes from 127.0.0.1 and joins 50 at a time.\n\
-             max_pending_offers_per_ip = 100000\n",
-            r.kbps + 400
-        ),
-    )
-    .await;
-    let mut publisher = streamd::publish_cbr(
-        &format!("rtmp://{rtmp}/live/load"),
-        r.size,
-        r.kbps,
-        Some(900),
-    );
-    let ws = format!("ws://{http}/live/load");
-    wait_ready(&format!("http://{http}/live/load/llhls.m3u8")).await;
     let ticks = streamd::clock_ticks().await;
     let totals = Arc::new(viewer::Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut viewers = 0;
-    println!("\n== {} ==", r.name);
+    let mut ramp = Ramp {
+        steps: Vec::new(),
+        ceiling: None,
+    };
+    println!("\n== {}: {} ==", server.name(), r.name);
     println!(
-        "{:>7} {:>16} {:>12} {:>14} {:>10} {:>10} {:>12}",
+        "{:>7} {:>16} {:>12} {:>14} {:>10} {:>10} {:>12} {:>16}",
         "viewers",
         "cpu s/viewer-s",
         "egress Mb/s",
         "RSS/viewer kB",
         "loss %",
         "delivered",
-        "loadgen cpu"
+        "loadgen cpu",
+        "join p50/p95 ms"
     );
     let rss_base = proc::status_kb(pid, "VmRSS:");
     // What the server spends with no viewer (ingest, and the encoders in
@@ -168,14 +306,12 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
     println!("   idle {:>16.3} cores (subtracted)", idle);
     for &target in steps {
         while viewers < target {
-            let (ws, totals, stop) = (ws.clone(), totals.clone(), stop.clone());
-            let reading = Arc::new(AtomicBool::new(true));
+            let (at, totals, stop) = (at.clone(), totals.clone(), stop.clone());
             tokio::spawn(async move {
-                if viewer::viewer(&ws, totals.clone(), stop, reading)
-                    .await
-                    .is_err()
+                if let Err(e) = view(server, &at, totals.clone(), stop).await
+                    && totals.failed.fetch_add(1, Ordering::Relaxed) == 0
                 {
-                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                    println!("        (a viewer failed: {e})");
                 }
             });
             viewers += 1;
@@ -192,6 +328,7 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let join = percentiles(std::mem::take(&mut *totals.joins.lock().unwrap()));
         let (p0, b0, l0) = (
             totals.packets.load(Ordering::Relaxed),
             totals.bytes.load(Ordering::Relaxed),
@@ -211,32 +348,42 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
         // No figures from a run where nobody watched or nothing arrived.
         assert!(
             connected > 0 && packets > 0,
-            "{connected} viewers connected and {packets} packets arrived at step {target}: no figures"
+            "{}: {connected} viewers connected and {packets} packets arrived at step {target}: no figures",
+            server.name()
         );
         let rss = proc::status_kb(pid, "VmRSS:");
         let loss = 100.0 * lost as f64 / (packets + lost).max(1) as f64;
         let egress = bytes as f64 * 8.0 / secs / 1e6;
         let expected = f64::from(r.kbps) / 1000.0 * connected as f64;
         let delivered = egress / expected;
+        let step = Step {
+            viewers: connected,
+            cpu_per_viewer_s: cpu / (connected as f64 * secs),
+            rss_per_viewer_kb: rss.saturating_sub(rss_base) as f64 / connected as f64,
+            delivered,
+            join,
+        };
         println!(
-            "{:>7} {:>16.6} {:>12.1} {:>14.1} {:>10.3} {:>9.0}% {:>11.0}%",
+            "{:>7} {:>16.6} {:>12.1} {:>14.1} {:>10.3} {:>9.0}% {:>11.0}% {:>16}",
             connected,
-            cpu / (connected as f64 * secs),
+            step.cpu_per_viewer_s,
             egress,
-            rss.saturating_sub(rss_base) as f64 / connected as f64,
+            step.rss_per_viewer_kb,
             loss,
             delivered * 100.0,
             gen_cpu * 100.0,
+            format!("{} / {}", join.0, join.1),
         );
+        ramp.steps.push(step);
         let failed = totals.failed.load(Ordering::Relaxed);
         if failed > 0 {
             println!("        ({failed} viewers failed to connect)");
         }
-        if !smoke {
+        if !smoke && server == Server::Streamd {
             // One more viewer that decodes (aiortc), after the measured
             // window, while the others keep watching: how old what it
             // shows is, from the clock in the picture.
-            let g = probe::aiortc_glass(&ws, 8).await;
+            let g = probe::aiortc_glass(&at, 8).await;
             println!(
                 "        glass to glass at {connected} viewers (aiortc, 8 s): p50 {} ms, p95 {} ms",
                 g["p50_ms"], g["p95_ms"]
@@ -245,25 +392,30 @@ async fn ramp(r: &Rendition, steps: &[usize], seconds: u64, smoke: bool) {
         if smoke {
             // The smoke run (in the test command) asserts what the full
             // run only reports: every viewer connected, media was
-            // delivered at the published rate, nothing was lost.
-            assert_eq!(failed, 0, "viewers failed to connect");
-            assert_eq!(connected, target as u64, "not every viewer connected");
+            // delivered at the published rate, nothing was lost, and every
+            // viewer's join was timed.
+            let s = server.name();
+            assert_eq!(failed, 0, "{s}: viewers failed to connect");
+            assert_eq!(connected, target as u64, "{s}: not every viewer connected");
             assert!(
                 delivered >= 0.8,
-                "delivered {:.0}% of the published rate",
+                "{s}: delivered {:.0}% of the published rate",
                 delivered * 100.0
             );
-            assert_eq!(lost, 0, "{lost} packets lost on loopback");
+            assert_eq!(lost, 0, "{s}: {lost} packets lost on loopback");
+            assert!(join.1 > 0, "{s}: no viewer's first frame was timed");
         }
         if loss > 1.0 || delivered < 0.95 {
             println!("        ceiling: packets late or lost at {connected} viewers");
+            ramp.ceiling = Some(connected);
             break;
         }
     }
     stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = publisher.kill().await;
-    let _ = server.kill().await;
+    let _ = child.kill().await;
+    ramp
 }
 
 async fn wait_ready(url: &str) {

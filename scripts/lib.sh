@@ -45,6 +45,13 @@ install_test_deps() {
     # The serving bench's baseline and load tools (its smoke run is part of
     # the suite): nginx, wrk (HTTP/1.1), h2load (HTTP/2).
     apt_install nginx-light wrk nghttp2-client
+    # The WebRTC fan-out bench's baseline (its smoke run is part of the
+    # suite too): Janus's streaming plugin, run from the bench's own config
+    # directory. Debian enables a system Janus service; it is not wanted.
+    if ! command -v janus >/dev/null 2>&1; then
+        apt_install janus
+        if [ -d /run/systemd/system ]; then as_root systemctl disable --now janus.service || true; fi
+    fi
     command -v node >/dev/null 2>&1 || apt_install nodejs npm
     command -v npm >/dev/null 2>&1 || apt_install npm
 }

@@ -33,6 +33,9 @@ pub struct Seen {
     /// Video packets after `mark` was set (see [`Seen::mark`]).
     pub since_mark: AtomicU64,
     mark: AtomicBool,
+    /// Per viewer, ms from the start of its join (before signalling) to
+    /// the end of the first whole video frame it received.
+    pub joins: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Seen {
@@ -43,18 +46,16 @@ impl Seen {
     }
 }
 
-/// The video payload type streamd offers.
-const VIDEO_PT: u8 = 102;
-
-/// One viewer of `url` until `stop`. With `reading` cleared, it stops
-/// reading its socket (a viewer that hangs); media then piles up in (and
-/// overflows) its receive buffer.
+/// One viewer of `url` (OME signalling) until `stop`. With `reading`
+/// cleared, it stops reading its socket (a viewer that hangs); media then
+/// piles up in (and overflows) its receive buffer.
 pub async fn viewer(
     url: &str,
     seen: Arc<Seen>,
     stop: Arc<AtomicBool>,
     reading: Arc<AtomicBool>,
 ) -> Result<(), String> {
+    let started = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| e.to_string())?;
@@ -74,89 +75,144 @@ pub async fn viewer(
     let sdp = offer["sdp"]["sdp"]
         .as_str()
         .ok_or_else(|| format!("no sdp: {offer}"))?;
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let local = socket.local_addr().unwrap();
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-    let answer = rtc
-        .sdp_api()
-        .accept_offer(SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let (peer, answer) = Peer::accept(sdp, started).await?;
     ws.send(send(
         json!({"command": "answer", "id": offer["id"], "peer_id": 0,
-                        "sdp": {"type": "answer", "sdp": answer.to_sdp_string()}}),
+                        "sdp": {"type": "answer", "sdp": answer}}),
     ))
     .await
     .map_err(|e| e.to_string())?;
     // Keep the signalling socket read (pings) without blocking media.
     let signalling = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
-
-    let mut buf = vec![0u8; 2048];
-    let mut last_seq: Option<u16> = None;
-    let mut last_at: Option<Instant> = None;
-    let mut connected = false;
-    while !stop.load(Ordering::Relaxed) {
-        if !reading.load(Ordering::Relaxed) {
-            signalling.abort();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        let wake = loop {
-            match rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Event(_)) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        };
-        let wake = tokio::time::Instant::from_std(wake)
-            .min(tokio::time::Instant::now() + Duration::from_millis(500));
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, src) = r.map_err(|e| e.to_string())?;
-                let d = &buf[..n];
-                // SRTP media: version 2, a payload type that is not RTCP.
-                if n >= 12 && d[0] >> 6 == 2 && !(72..=76).contains(&(d[1] & 0x7f)) {
-                    let seq = u16::from_be_bytes([d[2], d[3]]);
-                    if d[1] & 0x7f == VIDEO_PT {
-                        let now = Instant::now();
-                        if !connected {
-                            connected = true;
-                            seen.connected.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Some(prev) = last_seq {
-                            let gap = seq.wrapping_sub(prev);
-                            if (2..1000).contains(&gap) {
-                                seen.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-                            }
-                        }
-                        if let Some(t) = last_at {
-                            let ms = now.duration_since(t).as_millis() as u64;
-                            seen.max_gap_ms.fetch_max(ms, Ordering::Relaxed);
-                        }
-                        if seen.mark.load(Ordering::Relaxed) {
-                            seen.since_mark.fetch_add(1, Ordering::Relaxed);
-                        }
-                        last_seq = Some(seq);
-                        last_at = Some(now);
-                    }
-                    seen.packets.fetch_add(1, Ordering::Relaxed);
-                    seen.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    continue;
-                }
-                if let Ok(recv) = Receive::new(Protocol::Udp, src, local, d) {
-                    let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
-                }
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-            }
-        }
-    }
+    let r = peer
+        .receive(&seen, &stop, &reading, || signalling.abort())
+        .await;
     signalling.abort();
-    Ok(())
+    r
+}
+
+/// A viewer's side of the session once it has the server's offer: a str0m
+/// client on its own UDP socket.
+pub struct Peer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: std::net::SocketAddr,
+    /// The payload type of the offer's first video format.
+    video_pt: u8,
+    /// When the viewer began to join (before signalling).
+    started: Instant,
+}
+
+impl Peer {
+    /// Takes `offer` (SDP) and gives the answer to send back.
+    pub async fn accept(offer: &str, started: Instant) -> Result<(Peer, String), String> {
+        let video_pt = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("m=video "))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .ok_or_else(|| format!("no video in the offer: {offer}"))?;
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let local = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(offer).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let peer = Peer {
+            rtc,
+            socket,
+            local,
+            video_pt,
+            started,
+        };
+        Ok((peer, answer.to_sdp_string()))
+    }
+
+    /// Receives until `stop`, counting into `seen`. With `reading`
+    /// cleared, it calls `hang` and stops reading its socket.
+    pub async fn receive(
+        mut self,
+        seen: &Seen,
+        stop: &AtomicBool,
+        reading: &AtomicBool,
+        mut hang: impl FnMut(),
+    ) -> Result<(), String> {
+        let (rtc, socket, local) = (&mut self.rtc, &self.socket, self.local);
+        let mut buf = vec![0u8; 2048];
+        let mut last_seq: Option<u16> = None;
+        let mut last_at: Option<Instant> = None;
+        let mut connected = false;
+        let mut first_frame = false;
+        while !stop.load(Ordering::Relaxed) {
+            if !reading.load(Ordering::Relaxed) {
+                hang();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let wake = loop {
+                match rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => {
+                        let _ = socket.send_to(&t.contents, t.destination).await;
+                    }
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Event(_)) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
+            let wake = tokio::time::Instant::from_std(wake)
+                .min(tokio::time::Instant::now() + Duration::from_millis(500));
+            tokio::select! {
+                r = socket.recv_from(&mut buf) => {
+                    let (n, src) = r.map_err(|e| e.to_string())?;
+                    let d = &buf[..n];
+                    // SRTP media: version 2, a payload type that is not RTCP.
+                    if n >= 12 && d[0] >> 6 == 2 && !(72..=76).contains(&(d[1] & 0x7f)) {
+                        let seq = u16::from_be_bytes([d[2], d[3]]);
+                        if d[1] & 0x7f == self.video_pt {
+                            let now = Instant::now();
+                            if !connected {
+                                connected = true;
+                                seen.connected.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // The marker bit ends a frame: the first one
+                            // complete is the first the viewer could show.
+                            if !first_frame && d[1] & 0x80 != 0 {
+                                first_frame = true;
+                                let ms = now.duration_since(self.started).as_millis() as u32;
+                                seen.joins.lock().unwrap().push(ms);
+                            }
+                            if let Some(prev) = last_seq {
+                                let gap = seq.wrapping_sub(prev);
+                                if (2..1000).contains(&gap) {
+                                    seen.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+                                }
+                            }
+                            if let Some(t) = last_at {
+                                let ms = now.duration_since(t).as_millis() as u64;
+                                seen.max_gap_ms.fetch_max(ms, Ordering::Relaxed);
+                            }
+                            if seen.mark.load(Ordering::Relaxed) {
+                                seen.since_mark.fetch_add(1, Ordering::Relaxed);
+                            }
+                            last_seq = Some(seq);
+                            last_at = Some(now);
+                        }
+                        seen.packets.fetch_add(1, Ordering::Relaxed);
+                        seen.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        continue;
+                    }
+                    if let Ok(recv) = Receive::new(Protocol::Udp, src, local, d) {
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+        Ok(())
+    }
 }
