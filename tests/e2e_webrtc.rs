@@ -118,15 +118,85 @@ fn notification<'a>(ev: &'a ViewerEvent, kind: &str) -> Option<&'a Value> {
     }
 }
 
+/// A viewer that joins between keyframes starts at once from the group in
+/// progress: every frame of it decodes, the encoder is not asked for a
+/// keyframe for it, and the group's frames come pressed together just
+/// behind the newest, which the rest follow at their own pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_mid_group_starts_from_the_group_and_decodes_it() {
+    let _serial = SERIAL.lock().await;
+    // One-second groups (30 frames): always short enough to start from.
+    let server = TestServer::start(|c: &mut Config| {
+        common::webrtc::small_ladder(c);
+        c.transcode.keyframe_interval = Duration::from_secs(1);
+    })
+    .await;
+    let mut publisher = publish(&server, "mid", 30);
+    wait_ready(&server, "mid").await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let starts_before = server.metric("streamd_webrtc_group_starts_total").await;
+    let mut viewer = Viewer::connect(&server.ws_url("/live/mid"), false)
+        .await
+        .expect("an offer");
+    let mut h264 = H264::new();
+    let mut times = Vec::new();
+    let mut pictures = 0;
+    let ok = viewer
+        .run_until(Duration::from_secs(20), |ev| {
+            if let ViewerEvent::Video {
+                data,
+                keyframe,
+                rtp_time,
+                ..
+            } = ev
+            {
+                if times.is_empty() {
+                    assert!(keyframe, "video starts at a keyframe");
+                }
+                times.push(*rtp_time);
+                pictures += h264.decode(data).len();
+            }
+            assert!(
+                !matches!(ev, ViewerEvent::Closed),
+                "signalling closed early"
+            );
+            pictures >= 60
+        })
+        .await;
+    assert!(ok, "{pictures} pictures decoded");
+    let starts = server.metric("streamd_webrtc_group_starts_total").await;
+    assert_eq!(
+        starts,
+        starts_before + 1.0,
+        "the viewer started from the group"
+    );
+    // The group: consecutive times one tick apart, then about 3,000 apart
+    // (30 fps, from FLV's millisecond times).
+    let steps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let burst = steps.iter().take_while(|d| **d == 1).count();
+    assert!(burst >= 1, "no group burst: {steps:?}");
+    assert!(
+        steps[burst..]
+            .iter()
+            .take(20)
+            .all(|d| (2900..=3100).contains(d)),
+        "live frames after the burst: {steps:?}"
+    );
+    viewer.stop().await;
+    let _ = publisher.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plays_decodes_switches_and_starts_on_a_requested_keyframe() {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start(ladder).await;
     let mut publisher = publish(&server, "cam", 40);
     wait_ready(&server, "cam").await;
-    // Join a stream already running (the encoders made their first IDR
-    // at the start, and give at most one a second).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Join a stream already running, its group (10 s) more than 3 s
+    // old: too long to start a viewer from (more than 64 frames), so the
+    // viewer asks the encoder for a keyframe (it gives at most one a
+    // second). A_viewer_joining_mid_group_… below starts from the group.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let requested_before = server
         .metric("streamd_transcode_requested_keyframes_total")
         .await;

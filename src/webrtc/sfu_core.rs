@@ -42,10 +42,12 @@ use crate::config::WebRtcConfig;
 use crate::ratelimit::TokenBucket;
 
 mod abr;
+mod catch_up;
 mod offer;
 mod timeline;
 
 use abr::{Abr, start_rendition};
+use catch_up::{Gop, burst_ts};
 pub use offer::Templates;
 use offer::VIDEO_PT;
 use timeline::RtpClock;
@@ -192,6 +194,9 @@ struct Viewer {
     auto: bool,
     /// Video waits for a keyframe (start, or after a skip).
     need_keyframe: bool,
+    /// Video has been written (a viewer that has none yet may start from
+    /// the group in progress: see [`catch_up`]).
+    video_started: bool,
     /// Ask the encoder for one (join, PLI/FIR, skip).
     keyframe_wanted: bool,
     video: RtpClock,
@@ -211,6 +216,8 @@ struct Stream {
     /// Where keyframe requests go (to each rendition's track producer).
     broadcast: BroadcastConsumer,
     viewers: Vec<ViewerId>,
+    /// Each rendition's group in progress, for joiners.
+    gops: Vec<Gop>,
 }
 
 /// Everything a viewer's `drive` needs besides the viewer.
@@ -582,6 +589,7 @@ impl SfuCore {
                 plan: req.plan.clone(),
                 broadcast: req.broadcast.clone(),
                 viewers: Vec::new(),
+                gops: req.plan.renditions.iter().map(|_| Gop::default()).collect(),
             }
         });
         let renditions = &stream.plan.renditions;
@@ -708,6 +716,7 @@ impl SfuCore {
             target: None,
             auto,
             need_keyframe: true,
+            video_started: false,
             keyframe_wanted: false,
             video: RtpClock::new(rand::random(), 3000, 90_000),
             audio: RtpClock::new(rand::random(), 960, 48_000),
@@ -863,7 +872,7 @@ impl SfuCore {
     }
 
     fn on_media(&mut self, msg: FeedMsg, now: Instant, out: &mut dyn Sink) {
-        let Some(stream) = self.streams.get(&msg.broadcast) else {
+        let Some(stream) = self.streams.get_mut(&msg.broadcast) else {
             return;
         };
         let frame = match msg.kind {
@@ -877,6 +886,9 @@ impl SfuCore {
                 return;
             }
         };
+        if let Some(gop) = stream.gops.get_mut(msg.feed) {
+            gop.push(&frame);
+        }
         let ids = stream.viewers.clone();
         for id in ids {
             self.viewer_contained(id, "media", |e| {
@@ -928,7 +940,7 @@ impl SfuCore {
                     },
                 );
             }
-            write_video(v, feed, frame, keyframe_skips, now)
+            write_video(v, feed, frame, stream.gops.get(feed), keyframe_skips, now)
         };
         if wrote {
             let mut io = Io { out, timers };
@@ -951,7 +963,14 @@ impl SfuCore {
             && let Some(stream) = self.streams.get(&v.broadcast)
         {
             let r = v.target.unwrap_or(v.current);
-            request_keyframe(v, &stream.plan.renditions[r], &stream.broadcast, now);
+            if !v.video_started && v.target.is_none() && stream.gops.get(r).is_some_and(Gop::usable)
+            {
+                // It starts from the group in progress with the next frame:
+                // no keyframe of its own.
+                v.keyframe_wanted = false;
+            } else {
+                request_keyframe(v, &stream.plan.renditions[r], &stream.broadcast, now);
+            }
         }
     }
 
@@ -1176,11 +1195,14 @@ fn notify(v: &Viewer, e: ViewerEvent) {
     let _ = v.events.try_send(e);
 }
 
-/// Writes one video frame of rendition `feed`, if it is the viewer's.
+/// Writes one video frame of rendition `feed`, if it is the viewer's. A
+/// viewer that has had no video yet starts from `gop`, the rendition's
+/// group in progress, when `frame` is its newest.
 fn write_video(
     v: &mut Viewer,
     feed: usize,
     frame: &RtpFrame,
+    gop: Option<&Gop>,
     keyframe_skips: &mut u64,
     now: Instant,
 ) -> bool {
@@ -1199,6 +1221,28 @@ fn write_video(
         v.need_keyframe = true;
         *keyframe_skips += 1;
     }
+    if v.need_keyframe
+        && !v.video_started
+        && !backed_up
+        && !frame.keyframe
+        && let Some(group) = gop.and_then(|g| g.ending_with(frame))
+    {
+        v.need_keyframe = false;
+        v.video_started = true;
+        metrics::counter!("streamd_webrtc_group_starts_total").increment(1);
+        for (i, f) in group.iter().enumerate() {
+            let ts = v.video.map(burst_ts(frame.ts, i, group.len()), f.session);
+            for p in &f.payloads {
+                let seq = v.video.next_seq();
+                tx.write_rtp(
+                    RtpWrite::new(v.video_pt, seq.into(), ts, frame.wallclock, p.data.clone())
+                        .marker(p.marker)
+                        .nackable(true),
+                );
+            }
+        }
+        return true;
+    }
     if v.need_keyframe {
         if !frame.keyframe || backed_up {
             if !backed_up {
@@ -1208,6 +1252,7 @@ fn write_video(
         }
         v.need_keyframe = false;
     }
+    v.video_started = true;
     let ts = v.video.map(frame.ts, frame.session);
     for p in &frame.payloads {
         let seq = v.video.next_seq();

@@ -348,6 +348,62 @@ fn a_viewer_connects_asks_for_a_keyframe_and_starts_at_one() {
 }
 
 #[test]
+fn a_viewer_that_joins_mid_group_starts_at_once_from_its_keyframe() {
+    let mut s = Scene::new();
+    // The group in progress before the viewer connects.
+    s.media(3000, true, b"key");
+    s.media(6000, false, b"d1");
+    s.media(9000, false, b"d2");
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    assert!(
+        !s.tracks[0].keyframe_requested(),
+        "a viewer that can start from the group in progress asks for no keyframe"
+    );
+    s.media(12000, false, b"d3");
+    s.run(Duration::from_millis(20), true);
+    assert_eq!(
+        s.video_payloads(),
+        [
+            b"key".to_vec(),
+            b"d1".to_vec(),
+            b"d2".to_vec(),
+            b"d3".to_vec()
+        ],
+        "the whole group, keyframe first, with the frame that came"
+    );
+    // Pressed together just behind the newest frame, which keeps its place
+    // on the timeline; the next frame follows it at its own pace.
+    s.media(15000, false, b"d4");
+    s.run(Duration::from_millis(20), true);
+    let ts: Vec<u32> = s.video().iter().map(|g| g.ts).collect();
+    let d3 = ts[3];
+    assert_eq!(ts[..4], [d3 - 3, d3 - 2, d3 - 1, d3], "{ts:?}");
+    assert_eq!(ts[4], d3 + 3000, "{ts:?}");
+}
+
+#[test]
+fn a_group_too_long_to_burst_makes_the_joiner_wait_for_a_keyframe() {
+    let mut s = Scene::new();
+    s.media(0, true, b"key");
+    for i in 1..=catch_up::MAX_FRAMES as i64 {
+        s.media(i * 3000, false, b"d");
+    }
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    assert!(
+        s.tracks[0].keyframe_requested(),
+        "no group to start from: the joiner asks for a keyframe"
+    );
+    s.media(999_000, false, b"late");
+    s.run(Duration::from_millis(20), true);
+    assert!(s.video_payloads().is_empty(), "{:?}", s.received);
+    s.media(1_002_000, true, b"next key");
+    s.run(Duration::from_millis(20), true);
+    assert_eq!(s.video_payloads(), [b"next key".to_vec()]);
+}
+
+#[test]
 fn a_viewer_that_stops_answering_is_dropped_and_its_feeds_stop() {
     let mut s = Scene::new();
     s.run(Duration::from_millis(500), true);
