@@ -21,7 +21,8 @@
 //! `cargo bench --bench webrtc_core` runs 100, 500, 1,000 and 2,000 viewers
 //! for 5 s each (`WEBRTC_CORE_STEPS=100,200` for other counts,
 //! `WEBRTC_CORE_SECONDS=20` for longer, `WEBRTC_CORE_NACK_BUFFER=128` for
-//! another `webrtc.nack_buffer_packets`). Run by `cargo
+//! another `webrtc.nack_buffer_packets`, `WEBRTC_CORE_PREROLL=45` to have
+//! the viewers join 45 frames into a group and start from it). Run by `cargo
 //! test` (no `--bench`), it is a smoke run: 4 viewers, 1 s, checked and not
 //! reported.
 
@@ -213,23 +214,18 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         .map(|(i, c)| (c.addr, i))
         .collect();
 
-    let step = Duration::from_millis(10);
-    // Connect: a second of exchanges.
-    for _ in 0..100 {
-        pump(&mut core, &mut clients, &by_addr, server, now);
-        now += step;
-        tick(&mut core, &mut clients, now);
-    }
-    let connected = clients.iter().filter(|c| c.connected).count();
-    let cpu_before = core.cpu;
-    // Media: 30 fps, two packets of 1,250 B a frame (600 kbps).
+    // Media: 30 fps, two packets of 1,250 B a frame (600 kbps), a
+    // keyframe every 60. WEBRTC_CORE_PREROLL=N: the stream's first N frames
+    // come before the viewers connect, so they join N frames into a group
+    // and start from it (the core's catch-up).
     let payload: Arc<[u8]> = vec![0x41u8; 1250].into();
-    let frames = seconds * 30;
-    for n in 0..frames {
-        let frame = RtpFrame {
+    let frame = |n: u64, now: Instant| FeedMsg {
+        broadcast: broadcast.id(),
+        feed: 0,
+        kind: FeedMsgKind::Frame(Arc::new(RtpFrame {
             ts: n as i64 * 3000,
             wallclock: now,
-            keyframe: n % 60 == 0,
+            keyframe: n.is_multiple_of(60),
             session: 0,
             payloads: vec![
                 Payload {
@@ -241,12 +237,25 @@ fn run(viewers: usize, seconds: u64) -> Figures {
                     marker: true,
                 },
             ],
-        };
-        let msg = FeedMsg {
-            broadcast: broadcast.id(),
-            feed: 0,
-            kind: FeedMsgKind::Frame(Arc::new(frame)),
-        };
+        })),
+    };
+    let preroll = env("WEBRTC_CORE_PREROLL").unwrap_or(0);
+    for n in 0..preroll {
+        let msg = frame(n, now);
+        core.call(|c, out| c.handle_media(msg, now, out));
+    }
+    let step = Duration::from_millis(10);
+    // Connect: a second of exchanges.
+    for _ in 0..100 {
+        pump(&mut core, &mut clients, &by_addr, server, now);
+        now += step;
+        tick(&mut core, &mut clients, now);
+    }
+    let connected = clients.iter().filter(|c| c.connected).count();
+    let cpu_before = core.cpu;
+    let frames = seconds * 30;
+    for n in preroll..preroll + frames {
+        let msg = frame(n, now);
         core.call(|c, out| c.handle_media(msg, now, out));
         // 33 ms a frame, in steps of 11 ms.
         for _ in 0..3 {

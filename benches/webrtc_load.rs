@@ -14,10 +14,18 @@
 //! ramp stops when loss passes 1% or delivery falls below 95% of the
 //! published rate: that step's count is the ceiling. After each step, one
 //! more viewer that decodes (aiortc) reads the glass-to-glass clock from
-//! the picture for 8 s while the load keeps going.
+//! the picture for 8 s while the load keeps going. Each step also reports
+//! how long its viewers took to join (from the start of signalling to the
+//! end of their first whole video frame).
+//!
+//! The same viewers then load Janus (benches/common/janus.rs), fed the same
+//! encoding over RTP, through its own HTTP API; the run ends with streamd's
+//! figures against Janus's at each count both reached.
 //!
 //! `WEBRTC_LOAD_STEPS=400,800` ramps through those counts only, and
 //! `WEBRTC_LOAD_SECONDS=30` measures each step that long (8 s by default).
+//! `WEBRTC_LOAD_ONLY=janus` (or `streamd`) runs one side only, and
+//! `WEBRTC_LOAD_JANUS=LOOPS,HELPERS` gives Janus other thread counts.
 //!
 //! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
 
@@ -268,7 +276,15 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
             )
         }
         Server::Janus => {
-            let j = janus::start(dir.path(), 2, 2).await;
+            // WEBRTC_LOAD_JANUS=LOOPS,HELPERS tries another set-up.
+            let (loops, helpers) = std::env::var("WEBRTC_LOAD_JANUS")
+                .ok()
+                .and_then(|v| {
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+                })
+                .unwrap_or((2, 2));
+            let j = janus::start(dir.path(), loops, helpers).await;
             let publisher = janus::publish_rtp(j.video_port, r.size, r.kbps, Some(900));
             // The mountpoint has video once the encoder's first packets
             // arrive; a viewer that joins before gets no offer.

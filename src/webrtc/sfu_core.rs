@@ -940,7 +940,13 @@ impl SfuCore {
                     },
                 );
             }
-            write_video(v, feed, frame, stream.gops.get(feed), keyframe_skips, now)
+            if let Some(group) = joinable_group(v, feed, frame, stream.gops.get(feed)) {
+                let mut io = Io { out, timers };
+                start_from_group(id, v, group, frame, &mut io, now);
+                self.after_drive(id, now);
+                return;
+            }
+            write_video(v, feed, frame, keyframe_skips, now)
         };
         if wrote {
             let mut io = Io { out, timers };
@@ -1195,14 +1201,64 @@ fn notify(v: &Viewer, e: ViewerEvent) {
     let _ = v.events.try_send(e);
 }
 
-/// Writes one video frame of rendition `feed`, if it is the viewer's. A
-/// viewer that has had no video yet starts from `gop`, the rendition's
-/// group in progress, when `frame` is its newest.
+/// The group a viewer that has had no video yet starts from when `frame`
+/// of rendition `feed` comes: the rendition's group in progress, if `frame`
+/// is its newest and the viewer watches that rendition.
+fn joinable_group<'g>(
+    v: &Viewer,
+    feed: usize,
+    frame: &RtpFrame,
+    gop: Option<&'g Gop>,
+) -> Option<&'g [Arc<RtpFrame>]> {
+    if v.current != feed || !v.need_keyframe || v.video_started || frame.keyframe {
+        return None;
+    }
+    gop?.ending_with(frame)
+}
+
+/// Starts viewer `id` from `group` (keyframe first, `newest` last): each
+/// frame written with its timestamp pressed behind the newest's (see
+/// [`catch_up`]) and sent before the next is written, so the send queue
+/// never holds the group. Only the newest frame is kept for
+/// retransmission: the older ones would double the retransmission cache a
+/// viewer keeps for good (a lost one makes the player ask for a keyframe).
+fn start_from_group(
+    id: ViewerId,
+    v: &mut Viewer,
+    group: &[Arc<RtpFrame>],
+    newest: &RtpFrame,
+    io: &mut Io<'_>,
+    now: Instant,
+) {
+    v.need_keyframe = false;
+    v.video_started = true;
+    metrics::counter!("streamd_webrtc_group_starts_total").increment(1);
+    for (i, f) in group.iter().enumerate() {
+        let ts = v.video.map(burst_ts(newest.ts, i, group.len()), f.session);
+        let last = i + 1 == group.len();
+        {
+            let mut api = v.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
+                return;
+            };
+            for p in &f.payloads {
+                let seq = v.video.next_seq();
+                tx.write_rtp(
+                    RtpWrite::new(v.video_pt, seq.into(), ts, newest.wallclock, p.data.clone())
+                        .marker(p.marker)
+                        .nackable(last),
+                );
+            }
+        }
+        drive(id, v, io, now);
+    }
+}
+
+/// Writes one video frame of rendition `feed`, if it is the viewer's.
 fn write_video(
     v: &mut Viewer,
     feed: usize,
     frame: &RtpFrame,
-    gop: Option<&Gop>,
     keyframe_skips: &mut u64,
     now: Instant,
 ) -> bool {
@@ -1220,28 +1276,6 @@ fn write_video(
     if backed_up && !v.need_keyframe {
         v.need_keyframe = true;
         *keyframe_skips += 1;
-    }
-    if v.need_keyframe
-        && !v.video_started
-        && !backed_up
-        && !frame.keyframe
-        && let Some(group) = gop.and_then(|g| g.ending_with(frame))
-    {
-        v.need_keyframe = false;
-        v.video_started = true;
-        metrics::counter!("streamd_webrtc_group_starts_total").increment(1);
-        for (i, f) in group.iter().enumerate() {
-            let ts = v.video.map(burst_ts(frame.ts, i, group.len()), f.session);
-            for p in &f.payloads {
-                let seq = v.video.next_seq();
-                tx.write_rtp(
-                    RtpWrite::new(v.video_pt, seq.into(), ts, frame.wallclock, p.data.clone())
-                        .marker(p.marker)
-                        .nackable(true),
-                );
-            }
-        }
-        return true;
     }
     if v.need_keyframe {
         if !frame.keyframe || backed_up {
