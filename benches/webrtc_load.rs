@@ -320,6 +320,19 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = (proc::cpu_ticks(pid) - idle0) / ticks / idle_t.elapsed().as_secs_f64();
     println!("   idle {:>16.3} cores (subtracted)", idle);
+    // Glass to glass with no load viewer: what the publisher, the server
+    // and the player take; each step's figure against it is what the load
+    // adds.
+    let unloaded = if !smoke && server == Server::Streamd {
+        let g = probe::aiortc_glass(&at, 8).await;
+        println!(
+            "        glass to glass with no load (aiortc, 8 s): p50 {} ms, p99 {} ms",
+            g["p50_ms"], g["p99_ms"]
+        );
+        Some(g)
+    } else {
+        None
+    };
     for &target in steps {
         while viewers < target {
             let (at, totals, stop) = (at.clone(), totals.clone(), stop.clone());
@@ -395,14 +408,21 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
         if failed > 0 {
             println!("        ({failed} viewers failed to connect)");
         }
-        if !smoke && server == Server::Streamd {
+        if let Some(base) = &unloaded {
             // One more viewer that decodes (aiortc), after the measured
             // window, while the others keep watching: how old what it
-            // shows is, from the clock in the picture.
+            // shows is, from the clock in the picture, and how much older
+            // than with no load.
             let g = probe::aiortc_glass(&at, 8).await;
+            let added = |k: &str| g[k].as_i64().unwrap_or(0) - base[k].as_i64().unwrap_or(0);
             println!(
-                "        glass to glass at {connected} viewers (aiortc, 8 s): p50 {} ms, p95 {} ms",
-                g["p50_ms"], g["p95_ms"]
+                "        glass to glass at {connected} viewers (aiortc, 8 s): p50 {} ms, p95 {} ms, p99 {} ms; \
+                 added by the load: p50 {} ms, p99 {} ms",
+                g["p50_ms"],
+                g["p95_ms"],
+                g["p99_ms"],
+                added("p50_ms"),
+                added("p99_ms")
             );
         }
         if smoke {
