@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -36,6 +36,10 @@ pub struct Seen {
     /// Per viewer, ms from the start of its join (before signalling) to
     /// the end of the first whole video frame it received.
     pub joins: std::sync::Mutex<Vec<u32>>,
+    /// Per viewer, ms from its DTLS handshake's end (str0m's `Connected`)
+    /// to the end of that frame: the server's part once the handshakes,
+    /// which the load generator's one thread does in turn, are done.
+    pub starts: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Seen {
@@ -146,6 +150,7 @@ impl Peer {
         let mut last_at: Option<Instant> = None;
         let mut connected = false;
         let mut first_frame = false;
+        let mut handshaken: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             if !reading.load(Ordering::Relaxed) {
                 hang();
@@ -158,6 +163,9 @@ impl Peer {
                         let _ = socket.send_to(&t.contents, t.destination).await;
                     }
                     Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Event(Event::Connected)) => {
+                        handshaken.get_or_insert_with(Instant::now);
+                    }
                     Ok(Output::Event(_)) => {}
                     Err(e) => return Err(e.to_string()),
                 }
@@ -183,6 +191,10 @@ impl Peer {
                                 first_frame = true;
                                 let ms = now.duration_since(self.started).as_millis() as u32;
                                 seen.joins.lock().unwrap().push(ms);
+                                if let Some(h) = handshaken {
+                                    let ms = now.saturating_duration_since(h).as_millis() as u32;
+                                    seen.starts.lock().unwrap().push(ms);
+                                }
                             }
                             if let Some(prev) = last_seq {
                                 let gap = seq.wrapping_sub(prev);
