@@ -31,11 +31,12 @@ use str0m::format::Codec;
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{RtpWrite, StreamTx};
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
 use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
+use super::packetize::Payload;
 use super::{Rendition, StreamPlan};
 use crate::bus::BroadcastConsumer;
 use crate::config::WebRtcConfig;
@@ -1241,14 +1242,13 @@ fn start_from_group(
             let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
                 return;
             };
-            for p in &f.payloads {
-                let seq = v.video.next_seq();
-                tx.write_rtp(
-                    RtpWrite::new(v.video_pt, seq.into(), ts, newest.wallclock, p.data.clone())
-                        .marker(p.marker)
-                        .nackable(last),
-                );
-            }
+            let frame = VideoWrite {
+                pt: v.video_pt,
+                ts,
+                wallclock: newest.wallclock,
+                nackable: last,
+            };
+            frame.write(tx, &mut v.video, &f.payloads);
         }
         drive(id, v, io, now);
     }
@@ -1288,15 +1288,38 @@ fn write_video(
     }
     v.video_started = true;
     let ts = v.video.map(frame.ts, frame.session);
-    for p in &frame.payloads {
-        let seq = v.video.next_seq();
-        tx.write_rtp(
-            RtpWrite::new(v.video_pt, seq.into(), ts, frame.wallclock, p.data.clone())
-                .marker(p.marker)
-                .nackable(true),
-        );
+    VideoWrite {
+        pt: v.video_pt,
+        ts,
+        wallclock: frame.wallclock,
+        nackable: true,
     }
+    .write(tx, &mut v.video, &frame.payloads);
     true
+}
+
+/// How one video frame goes out to a viewer.
+struct VideoWrite {
+    pt: Pt,
+    /// On the viewer's timeline.
+    ts: u32,
+    wallclock: Instant,
+    /// Kept for retransmission.
+    nackable: bool,
+}
+
+impl VideoWrite {
+    /// Writes `payloads` (the frame's packets) on `clock`'s sequence.
+    fn write(&self, tx: &mut StreamTx, clock: &mut RtpClock, payloads: &[Payload]) {
+        for p in payloads {
+            let seq = clock.next_seq();
+            tx.write_rtp(
+                RtpWrite::new(self.pt, seq.into(), self.ts, self.wallclock, p.data.clone())
+                    .marker(p.marker)
+                    .nackable(self.nackable),
+            );
+        }
+    }
 }
 
 fn write_audio(v: &mut Viewer, frame: &RtpFrame) -> bool {
