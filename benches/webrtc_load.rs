@@ -12,7 +12,7 @@
 //! and prints, per step: server CPU seconds per viewer-second, egress
 //! Mbit/s, server RSS per viewer, and packet loss seen by the viewers. The
 //! ramp stops when loss passes 1% or delivery falls below 95% of the
-//! published rate: that step's count is the ceiling. After each step, one
+//! published rate: the step before it is the ceiling. After each step, one
 //! more viewer that decodes (aiortc) reads the glass-to-glass clock from
 //! the picture for 8 s while the load keeps going. Each step also reports
 //! how long its viewers took to join (from the start of signalling to the
@@ -90,8 +90,8 @@ struct Step {
     start: (u32, u32),
 }
 
-/// What a ramp measured: its steps, the last one past the ceiling if it
-/// was reached.
+/// What a ramp measured: the steps served without loss, and when a step
+/// was not, the last one that was (0: none).
 struct Ramp {
     steps: Vec<Step>,
     ceiling: Option<u64>,
@@ -198,7 +198,7 @@ fn compare(r: &Rendition, ours: &Ramp, theirs: &Ramp) {
     }
     let show = |c: Option<u64>| c.map_or("not reached".to_owned(), |c| format!("{c} viewers"));
     println!(
-        "        ceiling: streamd {}, Janus {}",
+        "        ceiling (the most viewers served without loss): streamd {}, Janus {}",
         show(ours.ceiling),
         show(theirs.ceiling)
     );
@@ -226,7 +226,12 @@ async fn view(
         Server::Streamd => viewer::viewer(at, seen, stop, Arc::new(AtomicBool::new(true))).await,
         Server::Janus => {
             let started = Instant::now();
-            let (offer, session) = janus::offer(at).await?;
+            // Janus answers `start` at once and reports its errors on a
+            // long-poll no longer read: a viewer not playing within the
+            // ramp's wait counts as not connected (reported per step).
+            let (offer, session) = tokio::time::timeout(Duration::from_secs(30), janus::offer(at))
+                .await
+                .map_err(|_| "no offer from Janus in 30 s".to_string())??;
             let (peer, answer) = viewer::Peer::accept(&offer, started).await?;
             session.answer(&answer).await?;
             peer.receive(&seen, &stop, &AtomicBool::new(true), || {})
@@ -412,28 +417,44 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
             format!("{} / {}", join.0, join.1),
             format!("{} / {}", start.0, start.1),
         );
-        ramp.steps.push(step);
         let failed = totals.failed.load(Ordering::Relaxed);
         if failed > 0 {
             println!("        ({failed} viewers failed to connect)");
+        }
+        // Join times cover only viewers that got a frame.
+        let waiting = (viewers as u64).saturating_sub(connected + failed);
+        if waiting > 0 {
+            println!("        ({waiting} viewers still without video: not in the join figures)");
         }
         let past_ceiling = loss > 1.0 || delivered < 0.95;
         if let Some(base) = unloaded.as_ref().filter(|_| !past_ceiling) {
             // One more viewer that decodes (aiortc), after the measured
             // window, while the others keep watching: how old what it
             // shows is, from the clock in the picture, and how much older
-            // than with no load.
-            let g = probe::aiortc_glass(&at, 8).await;
-            let added = |k: &str| g[k].as_i64().unwrap_or(0) - base[k].as_i64().unwrap_or(0);
-            println!(
-                "        glass to glass at {connected} viewers (aiortc, 8 s): p50 {} ms, p95 {} ms, p99 {} ms; \
+            // than with no load. A probe that cannot keep up on a full
+            // machine gives no figure, and the run goes on.
+            let probe = tokio::spawn({
+                let at = at.clone();
+                async move { probe::aiortc_glass(&at, 8).await }
+            });
+            match probe.await {
+                Err(e) => println!(
+                    "        glass to glass at {connected} viewers: the probe failed ({e}); no figure"
+                ),
+                Ok(g) => {
+                    let added =
+                        |k: &str| g[k].as_i64().unwrap_or(0) - base[k].as_i64().unwrap_or(0);
+                    println!(
+                        "        glass to glass at {connected} viewers (aiortc, 8 s): p50 {} ms, p95 {} ms, p99 {} ms; \
                  added by the load: p50 {} ms, p99 {} ms",
-                g["p50_ms"],
-                g["p95_ms"],
-                g["p99_ms"],
-                added("p50_ms"),
-                added("p99_ms")
-            );
+                        g["p50_ms"],
+                        g["p95_ms"],
+                        g["p99_ms"],
+                        added("p50_ms"),
+                        added("p99_ms")
+                    );
+                }
+            }
         }
         if smoke {
             // The smoke run (in the test command) asserts what the full
@@ -454,10 +475,12 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
         if past_ceiling {
             // No glass-to-glass figure here: the machine is full, and a
             // probe that cannot keep up proves nothing about the server.
-            println!("        ceiling: packets late or lost at {connected} viewers");
-            ramp.ceiling = Some(connected);
+            // The ceiling is the last step before it.
+            println!("        packets late or lost at {connected} viewers: past the ceiling");
+            ramp.ceiling = Some(ramp.steps.last().map_or(0, |s| s.viewers));
             break;
         }
+        ramp.steps.push(step);
     }
     stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -322,6 +322,13 @@ pub async fn offer(addr: &str) -> Result<(String, Session), String> {
             Value::Array(a) => a,
             one => vec![one],
         };
+        // The plugin's own errors come as events too, with status 200.
+        if let Some(e) = events
+            .iter()
+            .find(|e| !e["plugindata"]["data"]["error"].is_null())
+        {
+            return Err(format!("watch refused: {e}"));
+        }
         if let Some(sdp) = events.iter().find_map(|e| e["jsep"]["sdp"].as_str()) {
             return Ok((
                 sdp.to_owned(),

@@ -78,6 +78,9 @@ pub type ViewerId = u32;
 /// A viewer whose oldest unsent packet is older than this skips video to
 /// the next keyframe.
 const MAX_QUEUE_AGE: Duration = Duration::from_millis(500);
+/// How long a paced viewer's pacer may take to send a group it starts
+/// from (see `group_budget`).
+const PACED_GROUP: Duration = Duration::from_millis(300);
 /// Keyframe requests per viewer: at most one per this (the encoder
 /// coalesces across viewers to one per second per rung).
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -918,6 +921,7 @@ impl SfuCore {
             viewers,
             timers,
             keyframe_skips,
+            config,
             ..
         } = self;
         let Some(v) = viewers.get_mut(&id) else {
@@ -926,6 +930,7 @@ impl SfuCore {
         if !v.connected {
             return;
         }
+        let budget = group_budget(v, renditions.len(), config.start_bitrate_kbps);
         let wrote = if feed == audio_feed {
             write_audio(v, frame)
         } else {
@@ -941,7 +946,7 @@ impl SfuCore {
                     },
                 );
             }
-            if let Some(group) = joinable_group(v, feed, frame, stream.gops.get(feed)) {
+            if let Some(group) = joinable_group(v, feed, frame, stream.gops.get(feed), budget) {
                 let mut io = Io { out, timers };
                 start_from_group(id, v, group, frame, &mut io, now);
                 self.after_drive(id, now);
@@ -949,9 +954,14 @@ impl SfuCore {
             }
             write_video(v, feed, frame, keyframe_skips, now)
         };
+        // A keyframe wanted (a group that stopped being usable) is asked
+        // for now, not at the viewer's next timer.
+        let wanted = v.keyframe_wanted;
         if wrote {
             let mut io = Io { out, timers };
             drive(id, v, &mut io, now);
+        }
+        if wrote || wanted {
             self.after_drive(id, now);
         }
     }
@@ -970,7 +980,14 @@ impl SfuCore {
             && let Some(stream) = self.streams.get(&v.broadcast)
         {
             let r = v.target.unwrap_or(v.current);
-            if !v.video_started && v.target.is_none() && stream.gops.get(r).is_some_and(Gop::usable)
+            let budget = group_budget(
+                v,
+                stream.plan.renditions.len(),
+                self.config.start_bitrate_kbps,
+            );
+            if !v.video_started
+                && v.target.is_none()
+                && stream.gops.get(r).is_some_and(|g| g.usable(budget))
             {
                 // It starts from the group in progress with the next frame:
                 // no keyframe of its own.
@@ -982,10 +999,18 @@ impl SfuCore {
     }
 
     fn fire_timers(&mut self, now: Instant, out: &mut dyn Sink) {
-        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+        // At most the timers there were on entry: a viewer still due after
+        // its rounds (`drive`) is scheduled at `now` again and waits for the
+        // next call, or a session that keeps asking for `now` (str0m's pacer
+        // with a backlog did, on simulated time) would spin here for good.
+        let mut left = self.timers.len();
+        while left > 0
+            && let Some(Reverse((t, id))) = self.timers.peek().copied()
+        {
             if t > now {
                 break;
             }
+            left -= 1;
             self.timers.pop();
             let Some(v) = self.viewers.get_mut(&id) else {
                 continue;
@@ -1202,19 +1227,35 @@ fn notify(v: &Viewer, e: ViewerEvent) {
     let _ = v.events.try_send(e);
 }
 
+/// The most bytes of a group viewer `v` can start from. A viewer that
+/// estimates bandwidth has str0m's pacer, which releases packets at about
+/// the estimate (at first, `start_kbps`): a group must drain in
+/// [`PACED_GROUP`], well inside [`MAX_QUEUE_AGE`], or the live frames
+/// behind it would find the queue backed up and the viewer would skip to
+/// the next keyframe. Others are not paced: any group the core keeps.
+fn group_budget(v: &Viewer, renditions: usize, start_kbps: u32) -> usize {
+    if !(v.auto && renditions > 1) {
+        return usize::MAX;
+    }
+    let bps = v.abr.estimate.unwrap_or(u64::from(start_kbps) * 1000);
+    usize::try_from(bps * PACED_GROUP.as_millis() as u64 / 8000).unwrap_or(usize::MAX)
+}
+
 /// The group a viewer that has had no video yet starts from when `frame`
 /// of rendition `feed` comes: the rendition's group in progress, if `frame`
-/// is its newest and the viewer watches that rendition.
+/// is its newest, the viewer watches that rendition, and the group is at
+/// most `budget` bytes.
 fn joinable_group<'g>(
     v: &Viewer,
     feed: usize,
     frame: &RtpFrame,
     gop: Option<&'g Gop>,
+    budget: usize,
 ) -> Option<&'g [Arc<RtpFrame>]> {
     if v.current != feed || !v.need_keyframe || v.video_started || frame.keyframe {
         return None;
     }
-    gop?.ending_with(frame)
+    gop.filter(|g| g.usable(budget))?.ending_with(frame)
 }
 
 /// Starts viewer `id` from `group` (keyframe first, `newest` last): each
@@ -1231,10 +1272,10 @@ fn start_from_group(
     io: &mut Io<'_>,
     now: Instant,
 ) {
-    v.need_keyframe = false;
-    v.video_started = true;
-    metrics::counter!("streamd_webrtc_group_starts_total").increment(1);
     for (i, f) in group.iter().enumerate() {
+        if !v.rtc.is_alive() {
+            return;
+        }
         let ts = v.video.map(burst_ts(newest.ts, i, group.len()), f.session);
         let last = i + 1 == group.len();
         {
@@ -1242,6 +1283,11 @@ fn start_from_group(
             let Some(tx) = api.stream_tx_by_mid(v.video_mid, None) else {
                 return;
             };
+            if i == 0 {
+                v.need_keyframe = false;
+                v.video_started = true;
+                metrics::counter!("streamd_webrtc_group_starts_total").increment(1);
+            }
             let frame = VideoWrite {
                 pt: v.video_pt,
                 ts,

@@ -163,6 +163,7 @@ async def run(ws_url, seconds, rendition):
         while True:
             try:
                 frame = await track.recv()
+                handed_over = time.time() * 1000
             except MediaStreamError:
                 return
             except Exception as e:  # decoder or transport trouble
@@ -182,11 +183,11 @@ async def run(ws_url, seconds, rendition):
                 pts = None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base)
                 held = pending[0]
                 if held is not None:
-                    if pts is not None and held[1] is not None and pts - held[1] < 0.001:
+                    if pts is not None and held[1] is not None and 0 <= pts - held[1] < 0.001:
                         clock["superseded"] += 1  # never on screen
                     else:
                         read_picture(*held)
-                pending[0] = (frame, pts, time.time() * 1000)
+                pending[0] = (frame, pts, handed_over)
                 if getattr(frame, "key_frame", False):
                     report["key_frames"] += 1
                     report["key_frame_ms"].append(ms())

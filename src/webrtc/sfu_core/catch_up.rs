@@ -3,11 +3,12 @@
 //! once instead of waiting for the next one (up to a GOP, 2 s with OBS's
 //! defaults) or making the encoder spend an IDR on every wave of joins.
 //!
-//! The group goes to the new viewer in one burst, its timestamps pressed
-//! together just behind the newest frame's (one tick apart), so the decoder
-//! has every reference and the player shows the live picture at once rather
-//! than replaying the group at its own pace, which would leave the viewer a
-//! group's length behind live for good.
+//! The group goes to the new viewer at once (frame by frame, each sent
+//! before the next is written), its timestamps pressed together just behind
+//! the newest frame's (one tick apart), so the decoder has every reference
+//! and the player reaches live within a few pictures rather than replaying
+//! the group at its own pace, which would leave the viewer a group's length
+//! behind live for good.
 //!
 //! A group is kept only while it is small enough to burst (frames and
 //! bytes below); past that, or across a publisher session change, it is
@@ -57,9 +58,10 @@ impl Gop {
         self.bytes += size;
     }
 
-    /// Whether a joiner can start from the group now.
-    pub(super) fn usable(&self) -> bool {
-        !self.frames.is_empty()
+    /// Whether a joiner that can take `budget` bytes at once can start
+    /// from the group now.
+    pub(super) fn usable(&self, budget: usize) -> bool {
+        !self.frames.is_empty() && self.bytes <= budget
     }
 
     /// The group, keyframe first, if its newest frame is `frame`: what a
@@ -101,7 +103,7 @@ mod tests {
         let mut g = Gop::default();
         let d = frame(0, false, 0, 100);
         g.push(&d);
-        assert!(!g.usable(), "no keyframe yet");
+        assert!(!g.usable(usize::MAX), "no keyframe yet");
         let k = frame(3000, true, 0, 1000);
         g.push(&k);
         let d1 = frame(6000, false, 0, 100);
@@ -110,26 +112,30 @@ mod tests {
         assert_eq!(group.len(), 2);
         assert!(group[0].keyframe);
         assert!(g.ending_with(&k).is_none(), "only the newest frame ends it");
+        assert!(
+            g.usable(1100) && !g.usable(1099),
+            "1,100 bytes: over a smaller budget"
+        );
         // Another publisher session: dropped until its keyframe.
         g.push(&frame(9000, false, 1, 100));
-        assert!(!g.usable());
+        assert!(!g.usable(usize::MAX));
         g.push(&frame(12000, false, 1, 100));
-        assert!(!g.usable());
+        assert!(!g.usable(usize::MAX));
         g.push(&frame(15000, true, 1, 100));
-        assert!(g.usable());
+        assert!(g.usable(usize::MAX));
         // Too many frames.
         for i in 1..MAX_FRAMES {
             g.push(&frame(15000 + i as i64 * 3000, false, 1, 10));
         }
-        assert!(g.usable());
+        assert!(g.usable(usize::MAX));
         g.push(&frame(999_000, false, 1, 10));
-        assert!(!g.usable());
+        assert!(!g.usable(usize::MAX));
         // Too many bytes, and a keyframe too big to burst alone.
         g.push(&frame(0, true, 1, MAX_BYTES / 2));
         g.push(&frame(1, false, 1, MAX_BYTES / 2 + 1));
-        assert!(!g.usable());
+        assert!(!g.usable(usize::MAX));
         g.push(&frame(2, true, 1, MAX_BYTES + 1));
-        assert!(!g.usable());
+        assert!(!g.usable(usize::MAX));
     }
 
     #[test]

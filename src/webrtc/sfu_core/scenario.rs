@@ -298,6 +298,28 @@ impl Scene {
         self.core.handle_media(msg, self.now, &mut self.out);
     }
 
+    /// A frame of rendition 0 in `packets` packets of 1,000 bytes.
+    fn media_packets(&mut self, ts: i64, keyframe: bool, packets: usize) {
+        let frame = RtpFrame {
+            ts,
+            wallclock: self.now,
+            keyframe,
+            session: 0,
+            payloads: (0..packets)
+                .map(|i| Payload {
+                    data: vec![7u8; 1000].into(),
+                    marker: i + 1 == packets,
+                })
+                .collect(),
+        };
+        let msg = FeedMsg {
+            broadcast: self.broadcast,
+            feed: 0,
+            kind: FeedMsgKind::Frame(Arc::new(frame)),
+        };
+        self.core.handle_media(msg, self.now, &mut self.out);
+    }
+
     fn video(&self) -> Vec<&Got> {
         self.received.iter().filter(|g| g.pt == VIDEO_PT).collect()
     }
@@ -380,6 +402,53 @@ fn a_viewer_that_joins_mid_group_starts_at_once_from_its_keyframe() {
     let d3 = ts[3];
     assert_eq!(ts[..4], [d3 - 3, d3 - 2, d3 - 1, d3], "{ts:?}");
     assert_eq!(ts[4], d3 + 3000, "{ts:?}");
+}
+
+#[test]
+fn a_paced_viewer_starts_from_a_group_only_if_its_pacer_sends_it_in_time() {
+    // Automatic ABR over two renditions: the viewer estimates and is paced
+    // at about the start bitrate (2,500 kbps: 93,750 B in 300 ms).
+    let mut s = Scene::with(&[("a", 600_000), ("b", 150_000)], None);
+    s.media_packets(3000, true, 50);
+    s.media_packets(6000, false, 50);
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    assert!(
+        s.tracks[0].keyframe_requested(),
+        "100 kB would hold the pacer past the backlog limit: a keyframe is asked for"
+    );
+    s.media(9000, false, b"d");
+    s.run(Duration::from_millis(50), true);
+    assert!(
+        s.video().is_empty(),
+        "no group start: {} packets",
+        s.video().len()
+    );
+
+    let mut s = Scene::with(&[("a", 600_000), ("b", 150_000)], None);
+    s.media_packets(3000, true, 20);
+    s.media_packets(6000, false, 20);
+    s.run(Duration::from_millis(500), true);
+    assert!(
+        !s.tracks[0].keyframe_requested(),
+        "40 kB fits: no keyframe asked"
+    );
+    s.media(9000, false, b"d");
+    s.run(Duration::from_millis(300), true);
+    assert_eq!(s.video().len(), 41, "the group and the frame");
+    // Live frames go on without a skip to the next keyframe.
+    for k in 4..10 {
+        s.media(k * 3000, false, b"live");
+        s.run(Duration::from_millis(33), true);
+    }
+    assert_eq!(
+        s.video_payloads()
+            .iter()
+            .filter(|p| p.as_slice() == b"live")
+            .count(),
+        6,
+        "every live frame after the group arrived"
+    );
 }
 
 #[test]
