@@ -930,7 +930,6 @@ impl SfuCore {
         if !v.connected {
             return;
         }
-        let budget = group_budget(v, renditions.len(), config.start_bitrate_kbps);
         let wrote = if feed == audio_feed {
             write_audio(v, frame)
         } else {
@@ -946,7 +945,9 @@ impl SfuCore {
                     },
                 );
             }
-            if let Some(group) = joinable_group(v, feed, frame, stream.gops.get(feed), budget) {
+            let start_kbps = config.start_bitrate_kbps;
+            let gop = stream.gops.get(feed);
+            if let Some(group) = joinable_group(v, feed, frame, gop, renditions.len(), start_kbps) {
                 let mut io = Io { out, timers };
                 start_from_group(id, v, group, frame, &mut io, now);
                 self.after_drive(id, now);
@@ -1243,18 +1244,20 @@ fn group_budget(v: &Viewer, renditions: usize, start_kbps: u32) -> usize {
 
 /// The group a viewer that has had no video yet starts from when `frame`
 /// of rendition `feed` comes: the rendition's group in progress, if `frame`
-/// is its newest, the viewer watches that rendition, and the group is at
-/// most `budget` bytes.
+/// is its newest, the viewer watches that rendition, and the group fits
+/// the viewer's [`group_budget`].
 fn joinable_group<'g>(
     v: &Viewer,
     feed: usize,
     frame: &RtpFrame,
     gop: Option<&'g Gop>,
-    budget: usize,
+    renditions: usize,
+    start_kbps: u32,
 ) -> Option<&'g [Arc<RtpFrame>]> {
     if v.current != feed || !v.need_keyframe || v.video_started || frame.keyframe {
         return None;
     }
+    let budget = group_budget(v, renditions, start_kbps);
     gop.filter(|g| g.usable(budget))?.ending_with(frame)
 }
 

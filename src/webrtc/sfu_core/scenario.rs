@@ -280,41 +280,43 @@ impl Scene {
 
     /// A frame of rendition `feed`, from publisher session `session`.
     fn media_of(&mut self, feed: usize, session: u32, ts: i64, keyframe: bool, payload: &[u8]) {
+        let payloads = vec![Payload {
+            data: payload.into(),
+            marker: true,
+        }];
+        self.frame(feed, session, ts, keyframe, payloads);
+    }
+
+    /// A frame of rendition 0 in `packets` packets of 1,000 bytes.
+    fn media_packets(&mut self, ts: i64, keyframe: bool, packets: usize) {
+        let payloads = (0..packets)
+            .map(|i| Payload {
+                data: vec![7u8; 1000].into(),
+                marker: i + 1 == packets,
+            })
+            .collect();
+        self.frame(0, 0, ts, keyframe, payloads);
+    }
+
+    /// Hands the core a frame of rendition `feed` made of `payloads`.
+    fn frame(
+        &mut self,
+        feed: usize,
+        session: u32,
+        ts: i64,
+        keyframe: bool,
+        payloads: Vec<Payload>,
+    ) {
         let frame = RtpFrame {
             ts,
             wallclock: self.now,
             keyframe,
             session,
-            payloads: vec![Payload {
-                data: payload.into(),
-                marker: true,
-            }],
+            payloads,
         };
         let msg = FeedMsg {
             broadcast: self.broadcast,
             feed,
-            kind: FeedMsgKind::Frame(Arc::new(frame)),
-        };
-        self.core.handle_media(msg, self.now, &mut self.out);
-    }
-
-    /// A frame of rendition 0 in `packets` packets of 1,000 bytes.
-    fn media_packets(&mut self, ts: i64, keyframe: bool, packets: usize) {
-        let frame = RtpFrame {
-            ts,
-            wallclock: self.now,
-            keyframe,
-            session: 0,
-            payloads: (0..packets)
-                .map(|i| Payload {
-                    data: vec![7u8; 1000].into(),
-                    marker: i + 1 == packets,
-                })
-                .collect(),
-        };
-        let msg = FeedMsg {
-            broadcast: self.broadcast,
-            feed: 0,
             kind: FeedMsgKind::Frame(Arc::new(frame)),
         };
         self.core.handle_media(msg, self.now, &mut self.out);
