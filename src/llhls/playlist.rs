@@ -97,6 +97,9 @@ pub struct Rendition {
     pub peak_bps: f64,
     /// The ladder's configured bitrate for a transcoded rung.
     pub configured_bps: Option<u64>,
+    /// A video rendition's place in the catalog (largest first): the
+    /// master lists them in this order, whatever order they started in.
+    pub rank: usize,
     total_bytes: u64,
     total_secs: f64,
     total_frames: u64,
@@ -119,6 +122,7 @@ impl Rendition {
             config: None,
             peak_bps: 0.0,
             configured_bps: None,
+            rank: 0,
             total_bytes: 0,
             total_secs: 0.0,
             total_frames: 0,
@@ -518,10 +522,11 @@ pub fn render_master(renditions: &[&Rendition], instance: &str, query: UriQuery<
         .iter()
         .filter(|r| r.kind == TrackKind::Audio && r.has_complete_segment())
         .collect();
-    let video: Vec<_> = renditions
+    let mut video: Vec<_> = renditions
         .iter()
         .filter(|r| r.kind == TrackKind::Video && r.has_complete_segment())
         .collect();
+    video.sort_by_key(|r| r.rank);
     for (i, a) in audio.iter().enumerate() {
         let channels = match &a.config {
             Some(CodecConfig::Aac(c)) if c.channels > 0 => c.channels,

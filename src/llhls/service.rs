@@ -88,6 +88,8 @@ struct Packaging {
     kinds: HashMap<String, TrackKind>,
     /// The ladder's bitrate of each rung.
     configured_bps: HashMap<String, u64>,
+    /// Each video track's place in the catalog.
+    ranks: HashMap<String, usize>,
     notice_log: LogLimiter,
     segments_kept: usize,
     /// The archive's copy of everything packaged.
@@ -105,6 +107,25 @@ impl Packaging {
         let Some(catalog) = snap.catalog else {
             return;
         };
+        // The catalog's order (largest first) for the master, which a
+        // publisher's renditions, known one by one, may not start in.
+        let moved: HashMap<String, usize> = catalog
+            .video
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| self.ranks.get(&v.track) != Some(i))
+            .map(|(i, v)| (v.track.clone(), i))
+            .collect();
+        if !moved.is_empty() {
+            self.output.update(|st| {
+                for r in st.renditions.iter_mut() {
+                    if let Some(rank) = moved.get(&r.name) {
+                        r.rank = *rank;
+                    }
+                }
+            });
+            self.ranks.extend(moved);
+        }
         let video = catalog
             .video
             .iter()
@@ -142,6 +163,7 @@ impl Packaging {
         let mut rendition =
             Rendition::new(name.to_owned(), kind, timescale.hz(), self.segments_kept);
         rendition.configured_bps = self.configured_bps.get(name).copied();
+        rendition.rank = self.ranks.get(name).copied().unwrap_or(0);
         if let Some(tap) = &self.tap {
             tap.send(Packaged::Track {
                 track: idx,
@@ -272,6 +294,7 @@ async fn package(
         tracks: HashMap::new(),
         kinds: HashMap::new(),
         configured_bps: HashMap::new(),
+        ranks: HashMap::new(),
         notice_log: LogLimiter::new(Duration::from_secs(5)),
         segments_kept: config.segments_kept,
         tap,

@@ -518,6 +518,31 @@ fn master_playlist_describes_the_stream() {
     assert_eq!(inf.4.as_deref(), Some("audio"));
 }
 
+/// The master lists video in the catalog's order (rank), not in the order
+/// the renditions started: a simulcast publisher's small layer may come
+/// first, and the first variant listed is where many players start.
+#[test]
+fn master_lists_video_in_catalog_order() {
+    let (mut p, v, a) = new_packager();
+    let mut out = vec![];
+    feed(&mut p, v, a, 0, 3, 0, &mut out);
+    let pt = p.segmenter(v).part_target_secs().unwrap();
+    let mut small = rendition_from(&out, v, TrackKind::Video, 90_000, 10, pt);
+    let mut large = rendition_from(&out, v, TrackKind::Video, 90_000, 10, pt);
+    small.config = Some((*avc()).clone());
+    large.config = small.config.clone();
+    small.name = "video2".into();
+    large.name = "video".into();
+    (small.rank, large.rank) = (1, 0);
+    let text = playlist::render_master(&[&small, &large], "x", UriQuery::NONE);
+    let uris: Vec<&str> = text.lines().filter(|l| l.ends_with(".m3u8")).collect();
+    assert_eq!(uris, ["video_x.m3u8", "video2_x.m3u8"], "{text}");
+    (small.rank, large.rank) = (0, 1);
+    let text = playlist::render_master(&[&small, &large], "x", UriQuery::NONE);
+    let uris: Vec<&str> = text.lines().filter(|l| l.ends_with(".m3u8")).collect();
+    assert_eq!(uris, ["video2_x.m3u8", "video_x.m3u8"], "{text}");
+}
+
 // Regression tests for hostile or broken sources: each names the defect it
 // guards against.
 
