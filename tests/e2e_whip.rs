@@ -409,6 +409,16 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
     assert_eq!(r.status, 400, "{}", r.text());
     let r = post_offer(&server, at, Some(&k2), offer("VP8", false)).await;
     assert_eq!(r.status, 406, "{}", r.text());
+    // Simulcast beyond the four layers a publisher may send.
+    let rids = ["a", "b", "c", "d", "e"];
+    let mut layers = String::from("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n");
+    for rid in rids {
+        layers.push_str(&format!("a=rid:{rid} send\r\n"));
+    }
+    layers.push_str(&format!("a=simulcast:send {}\r\n", rids.join(";")));
+    let r = post_offer(&server, at, Some(&k2), offer("H264", false) + &layers).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("5 simulcast layers"), "{}", r.text());
     let r = post_offer(&server, at, Some(&k2), "v=0\r\n".repeat(20_000)).await;
     assert_eq!(r.status, 413, "{}", r.text());
     let r = request_with(
@@ -732,4 +742,89 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     assert!(restart["packetsAfter"].as_u64().unwrap_or(0) > 10, "{r}");
     assert_eq!(restart["connectionState"], "connected", "{r}");
     assert_eq!(r["deleteStatus"], 200, "{r}");
+}
+
+/// Chromium publishes its fake camera at 1280x720 as three simulcast
+/// layers (full, half and quarter size) to an app with a ladder. The
+/// layers are served as they came, not transcoded: OME signalling lists
+/// three renditions, largest first, each with its measured bitrate; a WHEP
+/// viewer pinned to each decodes that layer's picture; the LL-HLS master
+/// has the three (and no ladder rung), with the Opus as AAC, and hls.js
+/// plays it.
+#[tokio::test]
+async fn chromium_publishes_simulcast_over_whip_and_the_layers_are_the_renditions() {
+    let _one = SERIAL.lock().await;
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    let (r, err) = in_netns(
+        &config,
+        "http://127.0.0.1:3333/live/layers",
+        6,
+        &[
+            ("RTMP_URL", "none"),
+            ("PLAYER", "whip_publish.mjs"),
+            ("WHIP_SIMULCAST", "1"),
+        ],
+    )
+    .await;
+    eprintln!("Chromium WHIP simulcast: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
+    assert_eq!(r["whip"]["connectionState"], "connected", "{r}");
+    let sim = &r["simulcast"];
+    let layers = sim["layers"].as_array().expect("layer stats");
+    let mut rids: Vec<&str> = layers.iter().filter_map(|l| l["rid"].as_str()).collect();
+    rids.sort_unstable();
+    assert_eq!(rids, ["h", "l", "m"], "Chromium sent three layers: {sim}");
+    // What OME signalling lists: three renditions, largest first, each
+    // with a measured bitrate, the larger costing more.
+    let renditions = sim["playlist"]["renditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a playlist: {sim}"));
+    assert_eq!(renditions.len(), 3, "{sim}");
+    let video = |r: &serde_json::Value, k: &str| r["video_track"]["video"][k].as_u64().unwrap_or(0);
+    let widths: Vec<u64> = renditions.iter().map(|r| video(r, "width")).collect();
+    let rates: Vec<u64> = renditions.iter().map(|r| video(r, "bitrate")).collect();
+    assert!(
+        widths.windows(2).all(|w| w[0] > w[1]) && widths[2] > 0,
+        "three sizes, largest first: {widths:?}"
+    );
+    assert!(
+        rates.iter().all(|b| *b > 0) && rates[0] > rates[2],
+        "measured bitrates, the largest layer's above the smallest's: {rates:?}"
+    );
+    // A WHEP viewer pinned to each rendition decodes that layer.
+    for (rendition, width) in renditions.iter().zip(&widths) {
+        let name = rendition["name"].as_str().unwrap();
+        let w = &sim["whep"][name];
+        assert_eq!(w["status"], 201, "{name}: {w}");
+        assert_eq!(w["playing"], true, "{name}: {w}");
+        assert_eq!(w["codec"], "video/H264", "{name}: {w}");
+        assert_eq!(
+            w["width"].as_u64(),
+            Some(*width),
+            "{name} is its layer: {w}"
+        );
+    }
+    // LL-HLS: the three layers (no ladder rung) and the AAC; hls.js plays.
+    let master = r["master"].as_str().unwrap_or("");
+    assert_eq!(
+        master.matches("#EXT-X-STREAM-INF").count(),
+        3,
+        "the layers, not the ladder: {master}"
+    );
+    // In the catalog's order, largest first, whichever layer started first.
+    let sizes: Vec<String> = renditions
+        .iter()
+        .zip(&widths)
+        .map(|(r, w)| format!("{w}x{}", video(r, "height")))
+        .collect();
+    let listed: Vec<&str> = master
+        .split("RESOLUTION=")
+        .skip(1)
+        .filter_map(|s| s.split(',').next())
+        .collect();
+    assert_eq!(listed, sizes, "{master}");
+    assert!(master.contains("mp4a.40.2"), "{master}");
+    assert_eq!(r["playing"], true, "hls.js played: {r}\n{err}");
 }

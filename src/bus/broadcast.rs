@@ -27,6 +27,9 @@ pub struct BroadcastMeta {
     /// How it is published, as OME's API names it (`sourceType`: `Rtmp`,
     /// `WebRTC`, `SRT`).
     pub source: Option<&'static str>,
+    /// The publisher sends its own renditions (WHIP simulcast): they are
+    /// served as they came, never transcoded.
+    pub simulcast: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +176,17 @@ impl BroadcastProducer {
     /// consumer's registration.
     pub fn status(&self) -> BroadcastStatus {
         self.shared.lock().status
+    }
+
+    /// Whether the catalog serves the publisher's video track `track` as
+    /// it comes (not transcoded): its keyframes are then the outputs'.
+    pub fn passed_through(&self, track: &str) -> bool {
+        self.shared
+            .lock()
+            .catalog
+            .as_ref()
+            .and_then(|c| c.video_entry(track))
+            .is_some_and(|v| v.passthrough)
     }
 
     /// Resolves when the broadcast was ended under its publisher (the

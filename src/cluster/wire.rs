@@ -153,6 +153,8 @@ impl MetaEntry {
                 Some("SRT") => Some("SRT"),
                 _ => None,
             },
+            // An edge serves the origin's catalog and transcodes nothing.
+            simulcast: false,
         }
     }
 }

@@ -424,6 +424,10 @@ mod tests {
                 "webrtc.candidate_ips",
             ),
             ("[webrtc]\nice_timeout = \"1s\"", "webrtc.ice_timeout"),
+            (
+                "[whip]\nkeyframe_interval = \"100ms\"",
+                "whip.keyframe_interval",
+            ),
         ] {
             let err = Config::parse(text).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");

@@ -27,6 +27,13 @@ pub struct WhipConfig {
     /// A publisher that sends no ICE (STUN) for this long is dropped.
     #[serde(with = "humantime_serde")]
     pub ice_timeout: Duration,
+    /// When a publisher's video is served as it comes (an app that does
+    /// not transcode, or simulcast layers), it is asked for a keyframe
+    /// (PLI) once its group has run this long: browsers send one only
+    /// every 100 s or when asked, and LL-HLS segments start at keyframes.
+    /// 0 never asks.
+    #[serde(with = "humantime_serde")]
+    pub keyframe_interval: Duration,
 }
 
 impl Default for WhipConfig {
@@ -37,6 +44,7 @@ impl Default for WhipConfig {
             max_publishers: 100,
             max_publishers_per_ip: 8,
             ice_timeout: Duration::from_secs(30),
+            keyframe_interval: Duration::from_secs(2),
         }
     }
 }
@@ -53,6 +61,18 @@ impl WhipConfig {
             return invalid(
                 "whip.ice_timeout",
                 "must be at least 5s (browsers send consent checks every 5s)".into(),
+            );
+        }
+        if !self.keyframe_interval.is_zero()
+            && !(Duration::from_millis(500)..=Duration::from_secs(10))
+                .contains(&self.keyframe_interval)
+        {
+            return invalid(
+                "whip.keyframe_interval",
+                format!(
+                    "must be 0 (never ask) or between 500ms and 10s, got {:?}",
+                    self.keyframe_interval
+                ),
             );
         }
         Ok(())

@@ -28,11 +28,16 @@ pub struct Step {
     pub need_keyframe: bool,
 }
 
-/// The video track of one publisher whose H.264 arrives in Annex B.
+/// One video track of a publisher whose H.264 arrives in Annex B.
 pub struct AnnexBVideo {
+    /// The bus track it writes: `video`, or `video1`… for a simulcast
+    /// publisher's other layers.
+    name: String,
     track: Option<TrackProducer>,
     need_keyframe: bool,
     dropped_waiting: u64,
+    /// When the last keyframe written arrived.
+    last_keyframe: Option<std::time::Instant>,
 }
 
 /// One access unit, placed on the timeline.
@@ -50,15 +55,32 @@ pub struct AccessUnit<'a> {
 
 impl Default for AnnexBVideo {
     fn default() -> Self {
-        AnnexBVideo {
-            track: None,
-            need_keyframe: true,
-            dropped_waiting: 0,
-        }
+        AnnexBVideo::named(VIDEO_TRACK.to_owned())
     }
 }
 
 impl AnnexBVideo {
+    /// A writer of the bus track `name`.
+    pub fn named(name: String) -> AnnexBVideo {
+        AnnexBVideo {
+            name,
+            track: None,
+            need_keyframe: true,
+            dropped_waiting: 0,
+            last_keyframe: None,
+        }
+    }
+
+    /// The bus track it writes.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When the last keyframe written arrived; None before the first.
+    pub fn last_keyframe(&self) -> Option<std::time::Instant> {
+        self.last_keyframe
+    }
+
     /// Whether a keyframe is awaited, by this writer or by a consumer.
     pub fn keyframe_requested(&self) -> bool {
         self.need_keyframe || self.track.as_ref().is_some_and(|v| v.keyframe_requested())
@@ -153,6 +175,9 @@ impl AnnexBVideo {
             });
         }
         stats.video_frames += 1;
+        if keyframe {
+            self.last_keyframe = Some(au.at.instant);
+        }
         if keyframe && self.need_keyframe {
             self.need_keyframe = false;
             if self.dropped_waiting > 0 {
@@ -231,7 +256,7 @@ impl AnnexBVideo {
         let (width, height) = config.video_size().unwrap_or_default();
         let description = format!("{} {width}x{height}", config.codec_string());
         let track = self.track.get_or_insert_with(|| {
-            broadcast.track(TrackInfo::source(VIDEO_TRACK, TrackKind::Video))
+            broadcast.track(TrackInfo::source(&self.name, TrackKind::Video))
         });
         track.set_config(config);
         self.need_keyframe = true;

@@ -430,6 +430,7 @@ async fn on_event<S: AsyncWrite + Unpin>(
                     has_audio: m.declares_audio.then_some(true),
                     opus_audio: false,
                     source: Some("Rtmp"),
+                    simulcast: false,
                 });
             }
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::bus::{BroadcastUpdate, Catalog, SOURCE_VIDEO, TrackInfo, TrackKind, VideoEntry};
 use crate::media::CodecConfig;
+use crate::time::MediaTime;
 
 /// The publisher's track of `kind`: its default video track where it has
 /// one (a multitrack publisher may start another first), else the first.
@@ -109,6 +110,66 @@ pub fn source_catalog(
         webrtc_audio,
         complete,
         fallback,
+    }
+}
+
+/// Gives the source renditions their measured bitrates (`rates`, by
+/// track), so that WebRTC's ABR can choose between a simulcast or
+/// multitrack publisher's layers; a rendition not measured yet stays 0.
+pub fn with_rates(mut catalog: Catalog, rates: &HashMap<String, u32>) -> Catalog {
+    for v in catalog.video.iter_mut().filter(|v| v.passthrough) {
+        if let Some(r) = rates.get(&v.track) {
+            v.bitrate = *r;
+        }
+    }
+    catalog
+}
+
+/// The media time a bitrate is measured over.
+const RATE_WINDOW: MediaTime = MediaTime::from_millis(2000);
+/// A measured bitrate is reported again once it moves by this fraction.
+const RATE_CHANGE: f64 = 0.2;
+
+/// A source track's bitrate as it comes, measured over windows of media
+/// time (a publisher's declared rate is only a hint, and simulcast layers
+/// declare none). Sans-IO: frames in, a rate out when it is new.
+#[derive(Default)]
+pub struct RateMeter {
+    /// The window's first frame's time, and the publisher session.
+    start: Option<(u32, MediaTime)>,
+    bytes: u64,
+    reported: Option<u32>,
+}
+
+impl RateMeter {
+    /// Counts a frame of `bytes` at `dts` from publisher session `session`;
+    /// at the end of a window, the rate in bits per second when it is the
+    /// first or moved by more than [`RATE_CHANGE`] from the last reported.
+    pub fn frame(&mut self, session: u32, dts: MediaTime, bytes: usize) -> Option<u32> {
+        let (s, start) = match self.start {
+            // A new publisher session, or time that went back: start over.
+            Some((s, start)) if s == session && dts >= start => (s, start),
+            _ => {
+                self.start = Some((session, dts));
+                self.bytes = bytes as u64;
+                return None;
+            }
+        };
+        let span = dts - start;
+        if span < RATE_WINDOW.rescale(span.timescale()) {
+            self.bytes += bytes as u64;
+            return None;
+        }
+        let bps = (self.bytes as f64 * 8.0 / span.as_secs_f64()).min(f64::from(u32::MAX)) as u32;
+        self.start = Some((s, dts));
+        self.bytes = bytes as u64;
+        let moved = self
+            .reported
+            .is_none_or(|r| (f64::from(bps) - f64::from(r)).abs() > f64::from(r) * RATE_CHANGE);
+        if moved {
+            self.reported = Some(bps);
+        }
+        moved.then_some(bps)
     }
 }
 
@@ -288,5 +349,49 @@ mod tests {
         // An RTMP publisher's AAC is listed as it came.
         let u = update(vec![v, opus], Some(true));
         assert_eq!(source_audio(&u), (Some("audio".into()), None));
+    }
+
+    /// 30 fps of 2,500-byte frames is 600 kbps: reported at the end of the
+    /// first 2 s window, then only when it moves by more than 20%; a new
+    /// publisher session starts over.
+    #[test]
+    fn a_rate_meter_reports_a_tracks_bitrate_when_it_moves() {
+        use crate::time::Timescale;
+        // Frame i of an exact 30 fps in 90 kHz.
+        let feed = |m: &mut RateMeter, session, frames: std::ops::RangeInclusive<i64>, bytes| {
+            frames
+                .filter_map(|i| m.frame(session, MediaTime::new(i * 3000, Timescale::MPEG), bytes))
+                .collect::<Vec<u32>>()
+        };
+        let mut m = RateMeter::default();
+        // The window of frames 0-59 closes at frame 60 (2 s).
+        assert_eq!(feed(&mut m, 0, 0..=60, 2500), [600_000]);
+        // Up by 12% (2,500 + 59 × 2,800 bytes): nothing new.
+        assert_eq!(feed(&mut m, 0, 61..=120, 2800), Vec::<u32>::new());
+        // Halved (2,800 + 59 × 1,250): reported; then steady at 300 kbps.
+        assert_eq!(feed(&mut m, 0, 121..=240, 1250), [306_200]);
+        // Session 1 starts over: no rate until its first window ends.
+        assert!(feed(&mut m, 1, 0..=30, 5000).is_empty());
+        assert_eq!(feed(&mut m, 1, 31..=60, 5000), [1_200_000]);
+        // Time that goes back starts a window over too.
+        assert!(feed(&mut m, 1, 10..=40, 5000).is_empty());
+    }
+
+    #[test]
+    fn measured_rates_go_to_the_source_renditions_only() {
+        // A rung of the ladder, and a publisher's rendition.
+        let c = Catalog {
+            video: vec![
+                VideoEntry::rung("720p", 2_500_000, true),
+                VideoEntry::rung("video1", 0, false),
+            ],
+            ..Default::default()
+        };
+        let rates = HashMap::from([("720p".into(), 9), ("video1".into(), 350_000)]);
+        let c = with_rates(c, &rates);
+        assert_eq!(
+            c.video.iter().map(|v| v.bitrate).collect::<Vec<_>>(),
+            [2_500_000, 350_000]
+        );
     }
 }

@@ -12,7 +12,9 @@ use futures_util::stream::{self, BoxStream, SelectAll};
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument;
 
-use super::catalog::{aac_pending, ladder_complete, source_audio, source_catalog, source_track};
+use super::catalog::{
+    RateMeter, aac_pending, ladder_complete, source_audio, source_catalog, source_track, with_rates,
+};
 use super::pipeline::{
     AudioIn, AudioTarget, Boundaries, Pipeline, StreamContext, Transcoders, VideoIn, dropped,
 };
@@ -51,9 +53,9 @@ pub async fn run(
                 let config = config.clone();
                 let transcoders = transcoders.clone();
                 let task = async move {
-                    if config.enabled_for(b.path().app()) {
-                        transcode(b, config, transcoders).await
-                    } else {
+                    let transcoded = config.enabled_for(b.path().app())
+                        && transcode(b.clone(), config, transcoders).await == Transcoded::Done;
+                    if !transcoded {
                         pass_through(b).await
                     }
                 }
@@ -80,9 +82,10 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
     // publisher's renditions are listed once known, and only those of the
     // current session), and the consumers watching for changes.
     let mut seen: HashMap<String, (u32, Arc<CodecConfig>)> = HashMap::new();
+    // Each source video track's measured bitrate.
+    let mut rates: HashMap<String, u32> = HashMap::new();
     let mut watched: HashSet<String> = HashSet::new();
-    let mut changes: SelectAll<BoxStream<'static, (String, u32, Arc<CodecConfig>)>> =
-        SelectAll::new();
+    let mut changes: SelectAll<BoxStream<'static, (String, TrackNote)>> = SelectAll::new();
     loop {
         let session = seen.values().map(|(s, _)| *s).max();
         let configs: HashMap<String, Arc<CodecConfig>> = seen
@@ -90,7 +93,7 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
             .filter(|(_, (s, _))| Some(*s) == session)
             .map(|(name, (_, c))| (name.clone(), c.clone()))
             .collect();
-        broadcast.publish_catalog(source_catalog(&update, &configs, None));
+        broadcast.publish_catalog(with_rates(source_catalog(&update, &configs, None), &rates));
         if update.status == BroadcastStatus::Ended {
             break;
         }
@@ -102,7 +105,7 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
             if watched.insert(t.name.clone())
                 && let Some(consumer) = broadcast.subscribe_at(&t.name, StartAt::Oldest, None)
             {
-                changes.push(config_changes(t.name.clone(), consumer));
+                changes.push(track_notes(t.name.clone(), consumer));
             }
         }
         if aac.is_none()
@@ -140,9 +143,14 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
         tokio::select! {
             u = broadcast.update() => update = u,
             () = forward => {}
-            Some((name, session, config)) = changes.next(), if !changes.is_empty() => {
-                seen.insert(name, (session, config));
-            }
+            Some((name, note)) = changes.next(), if !changes.is_empty() => match note {
+                TrackNote::Config(session, config) => {
+                    seen.insert(name, (session, config));
+                }
+                TrackNote::Rate(bps) => {
+                    rates.insert(name, bps);
+                }
+            },
         }
     }
     if let Some((pipeline, _)) = aac {
@@ -150,37 +158,57 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
     }
 }
 
-/// A track's configuration and publisher session, each time either
-/// changes (read at group starts).
-fn config_changes(
-    name: String,
-    consumer: TrackConsumer,
-) -> BoxStream<'static, (String, u32, Arc<CodecConfig>)> {
-    type Last = Option<(u32, Arc<CodecConfig>)>;
-    stream::unfold(
-        (consumer, None::<(u32, Arc<CodecConfig>)>),
-        move |(mut c, mut last): (TrackConsumer, Last)| {
-            let name = name.clone();
-            async move {
-                loop {
-                    let TrackEvent::Frame(f) = c.next().await? else {
-                        continue;
-                    };
-                    if !f.group_start && last.is_some() {
-                        continue;
-                    }
-                    let now = (f.group.session, f.group.config.clone());
-                    let changed = last
-                        .as_ref()
-                        .is_none_or(|(s, config)| *s != now.0 || **config != *now.1);
-                    if changed {
-                        last = Some(now.clone());
-                        return Some(((name, now.0, now.1), (c, last)));
-                    }
+/// What a source video track's frames say, as it changes.
+enum TrackNote {
+    /// Its configuration and publisher session (read at group starts).
+    Config(u32, Arc<CodecConfig>),
+    /// Its measured bitrate ([`RateMeter`]).
+    Rate(u32),
+}
+
+/// A source video track's notes: its configuration and publisher session
+/// each time either changes, and its bitrate each time that moves.
+fn track_notes(name: String, consumer: TrackConsumer) -> BoxStream<'static, (String, TrackNote)> {
+    struct State {
+        consumer: TrackConsumer,
+        last: Option<(u32, Arc<CodecConfig>)>,
+        rate: RateMeter,
+        /// A frame can say both: the rate waits its turn.
+        pending: Option<u32>,
+    }
+    let state = State {
+        consumer,
+        last: None,
+        rate: RateMeter::default(),
+        pending: None,
+    };
+    stream::unfold(state, move |mut st: State| {
+        let name = name.clone();
+        async move {
+            loop {
+                if let Some(bps) = st.pending.take() {
+                    return Some(((name, TrackNote::Rate(bps)), st));
+                }
+                let TrackEvent::Frame(f) = st.consumer.next().await? else {
+                    continue;
+                };
+                let session = f.group.session;
+                st.pending = st.rate.frame(session, f.frame.dts, f.frame.data.len());
+                if !f.group_start && st.last.is_some() {
+                    continue;
+                }
+                let changed = st
+                    .last
+                    .as_ref()
+                    .is_none_or(|(s, config)| *s != session || **config != *f.group.config);
+                if changed {
+                    st.last = Some((session, f.group.config.clone()));
+                    let note = TrackNote::Config(session, f.group.config.clone());
+                    return Some(((name, note), st));
                 }
             }
-        },
-    )
+        }
+    })
     .boxed()
 }
 
@@ -589,11 +617,27 @@ fn describe(rungs: &[PlannedRung]) -> String {
         .join(", ")
 }
 
+/// How a transcoder task ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Transcoded {
+    /// The broadcast ended.
+    Done,
+    /// The publisher sends its own renditions (simulcast): they are passed
+    /// through instead, untouched.
+    NotHere,
+}
+
 async fn transcode(
     broadcast: BroadcastConsumer,
     config: TranscodeConfig,
     transcoders: Arc<Transcoders>,
-) {
+) -> Transcoded {
+    // Ingest marks a simulcast broadcast before it makes any track, so the
+    // mark is seen before anything is subscribed.
+    if broadcast.snapshot().meta.simulcast {
+        tracing::info!("the publisher sends simulcast layers: serving them as they come");
+        return Transcoded::NotHere;
+    }
     let _live = super::pipeline::Live::new("streamd_transcode_streams");
     let mut reader = Reader::new(broadcast.clone(), config, transcoders, false);
     let mut events: Events = SelectAll::new();
@@ -617,6 +661,10 @@ async fn transcode(
     while !(ended && events.is_empty()) {
         tokio::select! {
             update = watch.update(), if !ended => {
+                if update.meta.simulcast && events.is_empty() {
+                    tracing::info!("the publisher sends simulcast layers: serving them as they come");
+                    return Transcoded::NotHere;
+                }
                 ended = update.status == BroadcastStatus::Ended;
                 subscribe(&mut events, &mut subscribed);
                 reader.refresh_catalog(&update);
@@ -634,6 +682,7 @@ async fn transcode(
     drop(reader);
     let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
     tracing::info!("transcoder stopped");
+    Transcoded::Done
 }
 
 /// The ladder without a server or a clock: video frames are pushed with

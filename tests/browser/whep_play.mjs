@@ -10,6 +10,7 @@
 // Exit code 0 whether or not it played (the caller judges `playing`).
 
 import { openPage } from './chromium.mjs';
+import { playWhep, rising } from './whep.mjs';
 
 const [url, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 8);
@@ -20,71 +21,13 @@ if (!url) {
 const base = url.replace(/^ws(s?):/, 'http$1:').replace(/\?.*$/, '').replace(/\/+$/, '');
 const report = { errors: [], playing: false };
 const { page, logs, version, close } = await openPage({
-  html: '<!doctype html><html><body><video id="v" muted autoplay playsinline></video></body></html>',
+  html: '<!doctype html><html><body></body></html>',
   webrtc: true,
 });
 try {
   report.chromium = version;
-  Object.assign(report, await page.evaluate(async ({ base, seconds }) => {
-    const out = { framesDecoded: [], errors: [] };
-    const pc = new RTCPeerConnection();
-    pc.addTransceiver('video', { direction: 'recvonly' });
-    pc.addTransceiver('audio', { direction: 'recvonly' });
-    const video = document.getElementById('v');
-    const stream = new MediaStream();
-    pc.ontrack = (e) => {
-      stream.addTrack(e.track);
-      video.srcObject = stream;
-    };
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') return resolve();
-      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
-      setTimeout(resolve, 2000);
-    });
-    const t0 = performance.now();
-    const r = await fetch(`${base}/whep`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/sdp' },
-      body: pc.localDescription.sdp,
-    });
-    const answer = await r.text();
-    out.status = r.status;
-    out.location = r.headers.get('location');
-    if (r.status !== 201) {
-      out.errors.push(`WHEP POST ${r.status}: ${answer.slice(0, 300)}`);
-      return out;
-    }
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-    await video.play().catch(() => {});
-    const end = performance.now() + seconds * 1000;
-    while (performance.now() < end) {
-      await new Promise((res) => setTimeout(res, 500));
-      const stats = await pc.getStats();
-      const codecs = {};
-      stats.forEach((s) => s.type === 'codec' && (codecs[s.id] = s.mimeType));
-      stats.forEach((s) => {
-        if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') {
-          out.framesDecoded.push(s.framesDecoded ?? 0);
-          out.videoCodec = codecs[s.codecId];
-          out.width = s.frameWidth;
-          if (out.firstFrameMs === undefined && s.framesDecoded > 0) out.firstFrameMs = Math.round(performance.now() - t0);
-        } else if (s.kind === 'audio') {
-          out.audioPacketsReceived = s.packetsReceived;
-          out.audioCodec = codecs[s.codecId];
-        }
-      });
-    }
-    out.connectionState = pc.connectionState;
-    const d = await fetch(new URL(base).origin + out.location, { method: 'DELETE' });
-    out.deleteStatus = d.status;
-    pc.close();
-    return out;
-  }, { base, seconds }));
-  const f = report.framesDecoded;
-  const last = f[f.length - 1] ?? 0;
-  report.playing = last > 0 && last > (f[Math.floor(f.length / 2)] ?? 0);
+  Object.assign(report, await playWhep(page, { base, seconds }));
+  report.playing = rising(report.framesDecoded);
 } catch (e) {
   report.errors.push(`script: ${e.message}`);
 } finally {

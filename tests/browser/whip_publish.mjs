@@ -10,6 +10,10 @@
 //   LL-HLS at BASE_URL/llhls.m3u8). SECONDS: how long hls.js plays.
 //   WHIP_VIDEO_CODEC=AV1 (or H265): offer only that video codec
 //   (setCodecPreferences), as a publisher that prefers it would.
+//   WHIP_SIMULCAST=1: publish 1280x720 as three simulcast layers (rids h,
+//   m, l: full, half and quarter size), and report `simulcast`: each
+//   layer's outbound stats, the renditions OME signalling lists, and a
+//   WHEP play pinned to each of them.
 // Exit code 0 whether or not it worked (the caller judges `playing` and
 // `errors`); nonzero only if this script fails. netns.sh runs streamd and
 // this script in a loopback-only network namespace (RTMP_URL=none).
@@ -17,12 +21,14 @@
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { openPage } from './chromium.mjs';
+import { playWhep, rising } from './whep.mjs';
 
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
 const [base, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 8);
 const videoCodec = process.env.WHIP_VIDEO_CODEC || '';
+const simulcast = process.env.WHIP_SIMULCAST === '1';
 if (!base) {
   console.error('usage: node whip_publish.mjs BASE_URL SECONDS');
   process.exit(2);
@@ -38,15 +44,23 @@ const publisher = await openPage({
 let player;
 try {
   report.chromium = publisher.version;
-  report.whip = await publisher.page.evaluate(async ({ url, videoCodec }) => {
+  report.whip = await publisher.page.evaluate(async ({ url, videoCodec, simulcast }) => {
     const stream = await navigator.mediaDevices.getUserMedia({
-      video: { width: 640, height: 360, frameRate: 30 },
+      video: simulcast ? { width: 1280, height: 720, frameRate: 30 } : { width: 640, height: 360, frameRate: 30 },
       audio: true,
     });
     const pc = new RTCPeerConnection();
     window.__pc = pc;
     for (const track of stream.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: 'sendonly' });
+      const init = { direction: 'sendonly' };
+      if (track.kind === 'video' && simulcast) {
+        init.sendEncodings = [
+          { rid: 'h' },
+          { rid: 'm', scaleResolutionDownBy: 2 },
+          { rid: 'l', scaleResolutionDownBy: 4 },
+        ];
+      }
+      const t = pc.addTransceiver(track, init);
       if (track.kind === 'video' && videoCodec) {
         const caps = RTCRtpSender.getCapabilities('video') || RTCRtpReceiver.getCapabilities('video');
         const wanted = caps.codecs.filter((c) => c.mimeType.toLowerCase() === `video/${videoCodec.toLowerCase()}`);
@@ -80,7 +94,7 @@ try {
     out.connectionState = pc.connectionState;
     out.connectedMs = Math.round(performance.now() - t0);
     return out;
-  }, { url: base, videoCodec });
+  }, { url: base, videoCodec, simulcast });
   if (report.whip.status !== 201 || report.whip.connectionState !== 'connected') {
     report.errors.push(`WHIP publish failed: ${JSON.stringify(report.whip).slice(0, 500)}`);
   } else {
@@ -95,6 +109,7 @@ try {
       await sleep(250);
     }
     if (!report.master) report.errors.push('no LL-HLS master playlist within 15 s');
+    if (simulcast) report.simulcast = await simulcastChecks();
     player = await openPage({
       html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>',
       scripts: { '/hls.min.js': hlsSource },
@@ -240,3 +255,64 @@ try {
   await publisher.close();
 }
 console.log(JSON.stringify(report));
+
+// The simulcast checks: every layer sending for 4 s (Chromium starts the
+// upper layers as its bandwidth estimate grows), then what OME signalling
+// lists (names, sizes, measured bitrates), then a WHEP play pinned to each
+// rendition it lists.
+async function simulcastChecks() {
+  const out = {};
+  out.layers = await publisher.page.evaluate(async () => {
+    const since = {};
+    let layers = [];
+    const t0 = performance.now();
+    while (performance.now() - t0 < 30000) {
+      layers = [];
+      (await window.__pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') {
+          layers.push({ rid: s.rid, width: s.frameWidth, height: s.frameHeight, framesEncoded: s.framesEncoded, active: s.active });
+          if (s.framesEncoded > 0 && since[s.rid] === undefined) since[s.rid] = performance.now();
+        }
+      });
+      const started = Object.values(since);
+      if (started.length === 3 && performance.now() - Math.max(...started) > 4000) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return layers;
+  });
+  const ws = base.replace(/^http/, 'ws');
+  out.playlist = await publisher.page.evaluate(async (ws) => {
+    const socket = new WebSocket(ws);
+    const pc = new RTCPeerConnection();
+    const result = await new Promise((resolve) => {
+      setTimeout(() => resolve({ error: 'no playlist within 10 s' }), 10000);
+      socket.onopen = () => socket.send(JSON.stringify({ command: 'request_offer' }));
+      socket.onmessage = async (e) => {
+        const m = JSON.parse(e.data);
+        if (m.command === 'offer') {
+          await pc.setRemoteDescription(m.sdp);
+          await pc.setLocalDescription(await pc.createAnswer());
+          socket.send(JSON.stringify({ command: 'answer', id: m.id, peer_id: 0, sdp: pc.localDescription }));
+        } else if (m.command === 'notification' && m.type === 'playlist') {
+          resolve(m.message);
+        } else if (m.error || m.code) {
+          resolve({ error: e.data });
+        }
+      };
+    });
+    socket.close();
+    pc.close();
+    return result;
+  }, ws);
+  out.whep = {};
+  for (const r of out.playlist.renditions ?? []) {
+    const viewer = await openPage({ html: '<!doctype html><html><body></body></html>', webrtc: true });
+    try {
+      const w = await playWhep(viewer.page, { base, seconds: 4, rendition: r.name });
+      out.whep[r.name] = { status: w.status, width: w.width, height: w.height, codec: w.videoCodec, playing: rising(w.framesDecoded), errors: w.errors };
+    } finally {
+      await viewer.close();
+    }
+  }
+  return out;
+}

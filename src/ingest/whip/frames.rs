@@ -17,7 +17,9 @@ use bytes::Bytes;
 use crate::bus::{BroadcastMeta, BroadcastProducer, TrackInfo, TrackKind, TrackProducer};
 pub use crate::ingest::annexb::Step;
 use crate::ingest::annexb::{AccessUnit, AnnexBVideo};
-use crate::ingest::tags::{AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, write_audio};
+use crate::ingest::tags::{
+    AUDIO_TRACK, Arrival, IngestError, IngestStats, Notice, video_track_name, write_audio,
+};
 use crate::media::{CodecConfig, OpusConfig, VideoCodec};
 use crate::time::{MediaTime, RtpTimestampUnwrapper, Timescale};
 
@@ -30,8 +32,13 @@ const OPUS_CLOCK: Timescale = match Timescale::new(OpusConfig::CLOCK_RATE) {
 /// The payload of one depacketised RTP frame.
 #[derive(Clone, Copy, Debug)]
 pub enum Payload<'a> {
-    /// An access unit: H.264 or HEVC in Annex B, or an AV1 temporal unit.
-    Video { codec: VideoCodec, data: &'a [u8] },
+    /// An access unit: H.264 or HEVC in Annex B, or an AV1 temporal unit,
+    /// of simulcast layer `layer` (0 without simulcast).
+    Video {
+        codec: VideoCodec,
+        data: &'a [u8],
+        layer: usize,
+    },
     /// One Opus packet.
     Opus { data: &'a [u8], channels: u8 },
 }
@@ -73,42 +80,63 @@ impl Timeline {
     }
 }
 
+/// A simulcast publisher's video is taken in at most this many layers.
+pub const MAX_LAYERS: usize = 4;
+
+/// One video track: the publisher's video, or one of its simulcast layers.
+/// Each layer has its own RTP clock (its own SSRC), placed at its first
+/// arrival like the audio's.
+struct Layer {
+    writer: AnnexBVideo,
+    time: Timeline,
+}
+
 pub struct RtpIngest {
     // Fields drop in order: the tracks finish their groups before the
     // broadcast is marked interrupted.
-    video: AnnexBVideo,
+    video: Vec<Layer>,
     audio: Option<TrackProducer>,
     broadcast: BroadcastProducer,
     started: std::time::Instant,
-    video_time: Timeline,
     audio_time: Timeline,
     stats: IngestStats,
 }
 
 impl RtpIngest {
     /// A publisher whose session began at `started`; `has_video` and
-    /// `has_audio` are what its offer carries.
+    /// `has_audio` are what its offer carries, and `layers` how many
+    /// simulcast layers of video it sends (1 without simulcast; at most
+    /// [`MAX_LAYERS`]). Layer 0 is the bus track `video`, the others
+    /// `video1`…; with several, the broadcast is marked simulcast, so its
+    /// layers are served as they come rather than transcoded.
     pub fn new(
         mut broadcast: BroadcastProducer,
         started: std::time::Instant,
         has_video: bool,
         has_audio: bool,
         encoder: Option<String>,
+        layers: usize,
     ) -> RtpIngest {
+        let layers = layers.clamp(1, MAX_LAYERS);
         broadcast.set_meta(BroadcastMeta {
             has_video: Some(has_video),
             has_audio: Some(has_audio),
             opus_audio: has_audio,
             encoder,
             source: Some("WebRTC"),
+            simulcast: has_video && layers > 1,
             ..Default::default()
         });
         RtpIngest {
-            video: AnnexBVideo::default(),
+            video: (0..layers)
+                .map(|i| Layer {
+                    writer: AnnexBVideo::named(video_track_name(i as u8)),
+                    time: Timeline::new(Timescale::MPEG),
+                })
+                .collect(),
             audio: None,
             broadcast,
             started,
-            video_time: Timeline::new(Timescale::MPEG),
             audio_time: Timeline::new(OPUS_CLOCK),
             stats: IngestStats::default(),
         }
@@ -122,9 +150,36 @@ impl RtpIngest {
         &self.stats
     }
 
-    /// A consumer asked for a keyframe that has not come yet.
-    pub fn keyframe_requested(&self) -> bool {
-        self.video.keyframe_requested()
+    /// The layers a keyframe is awaited on (asked for by a consumer, or
+    /// wanted after lost packets), by index.
+    pub fn keyframes_requested(&self) -> impl Iterator<Item = usize> + '_ {
+        self.video
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.writer.keyframe_requested())
+            .map(|(i, _)| i)
+    }
+
+    /// The layers whose group has run `max` or longer by `now` while the
+    /// outputs serve them as they come (a group starts at a keyframe, and
+    /// LL-HLS segments and joining viewers start at groups): the publisher
+    /// should be asked for a keyframe. A layer with no keyframe yet is in
+    /// [`Self::keyframes_requested`] already.
+    pub fn long_groups(
+        &self,
+        now: std::time::Instant,
+        max: std::time::Duration,
+    ) -> impl Iterator<Item = usize> + '_ {
+        self.video
+            .iter()
+            .enumerate()
+            .filter(move |(_, l)| {
+                l.writer
+                    .last_keyframe()
+                    .is_some_and(|t| now.saturating_duration_since(t) >= max)
+                    && self.broadcast.passed_through(l.writer.name())
+            })
+            .map(|(i, _)| i)
     }
 
     /// Takes one frame. `contiguous` is false when packets before it were
@@ -137,7 +192,9 @@ impl RtpIngest {
         at: Arrival,
     ) -> Result<Step, IngestError> {
         match payload {
-            Payload::Video { codec, data } => self.video(codec, data, rtp_time, contiguous, at),
+            Payload::Video { codec, data, layer } => {
+                self.video(codec, data, layer, rtp_time, contiguous, at)
+            }
             Payload::Opus { data, channels } => Ok(Step {
                 notice: self.audio(data, channels, rtp_time, at),
                 need_keyframe: false,
@@ -149,12 +206,18 @@ impl RtpIngest {
         &mut self,
         codec: VideoCodec,
         data: &[u8],
+        layer: usize,
         rtp_time: u32,
         contiguous: bool,
         at: Arrival,
     ) -> Result<Step, IngestError> {
+        // The caller maps a layer's rid to its index; one it did not
+        // negotiate never gets here.
+        let Some(Layer { writer, time }) = self.video.get_mut(layer) else {
+            return Ok(Step::default());
+        };
         let since = at.instant.saturating_duration_since(self.started);
-        let dts = self.video_time.time(rtp_time, since);
+        let dts = time.time(rtp_time, since);
         let au = AccessUnit {
             codec,
             data,
@@ -163,7 +226,7 @@ impl RtpIngest {
             contiguous,
             at,
         };
-        self.video.write(&mut self.broadcast, au, &mut self.stats)
+        writer.write(&mut self.broadcast, au, &mut self.stats)
     }
 
     fn audio(&mut self, data: &[u8], channels: u8, rtp_time: u32, at: Arrival) -> Option<Notice> {
@@ -209,9 +272,14 @@ mod tests {
     const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
     fn h264(data: &[u8]) -> Payload<'_> {
+        layer(0, data)
+    }
+
+    fn layer(layer: usize, data: &[u8]) -> Payload<'_> {
         Payload::Video {
             codec: VideoCodec::H264,
             data,
+            layer,
         }
     }
 
@@ -228,7 +296,7 @@ mod tests {
         let reg = Registry::new(Duration::ZERO, Retention::default());
         let b = reg.publish(StreamPath::new("app", "s").unwrap()).unwrap();
         let at = Arrival::now();
-        (reg, RtpIngest::new(b, at.instant, true, true, None), at)
+        (reg, RtpIngest::new(b, at.instant, true, true, None, 1), at)
     }
 
     fn later(at: Arrival, ms: u64) -> Arrival {
@@ -295,7 +363,8 @@ mod tests {
             .frame(h264(&annexb(&[&[0x41, 2]])), 3000, false, at)
             .unwrap();
         assert_eq!(step.notice, Some(Notice::WaitingForKeyframe));
-        assert!(step.need_keyframe && ing.keyframe_requested());
+        assert!(step.need_keyframe);
+        assert_eq!(ing.keyframes_requested().collect::<Vec<_>>(), [0]);
         let step = ing
             .frame(h264(&annexb(&[&[0x41, 3]])), 6000, true, at)
             .unwrap();
@@ -304,8 +373,82 @@ mod tests {
             .frame(h264(&annexb(&[&[0x65, 4]])), 9000, true, at)
             .unwrap();
         assert_eq!(step.notice, Some(Notice::KeyframeAfterDrops { dropped: 2 }));
-        assert!(!ing.keyframe_requested());
+        assert_eq!(ing.keyframes_requested().count(), 0);
         assert_eq!(frames(&ing, VIDEO_TRACK).len(), 2);
+    }
+
+    /// Simulcast: each layer is its own bus track (`video`, `video1`…),
+    /// with its own RTP clock placed at its first arrival, its own wait for
+    /// a keyframe, and the broadcast marked simulcast. A layer index past
+    /// the negotiated ones is ignored; the count is capped.
+    #[test]
+    fn simulcast_layers_are_tracks_of_their_own() {
+        let reg = Registry::new(Duration::ZERO, Retention::default());
+        let b = reg.publish(StreamPath::new("app", "sim").unwrap()).unwrap();
+        let at = Arrival::now();
+        let mut ing = RtpIngest::new(b, at.instant, true, true, None, 3);
+        assert!(ing.broadcast().consumer().snapshot().meta.simulcast);
+        assert_eq!(ing.keyframes_requested().collect::<Vec<_>>(), [0, 1, 2]);
+        let idr = annexb(&[SPS, PPS, &[0x65, 1]]);
+        // Layer 2 starts first, 10 ms in; layer 0 at 12 ms, on another
+        // RTP clock; layer 1 has sent nothing yet.
+        ing.frame(layer(2, &idr), 777_000, true, later(at, 10))
+            .unwrap();
+        ing.frame(layer(0, &idr), 5, true, later(at, 12)).unwrap();
+        ing.frame(layer(0, &annexb(&[&[0x41, 2]])), 3005, true, later(at, 45))
+            .unwrap();
+        // A P frame on layer 1 waits for its own keyframe.
+        let step = ing
+            .frame(layer(1, &annexb(&[&[0x41, 2]])), 9, true, later(at, 12))
+            .unwrap();
+        assert!(step.need_keyframe);
+        assert_eq!(ing.keyframes_requested().collect::<Vec<_>>(), [1]);
+        // Past the layers: nothing.
+        assert_eq!(
+            ing.frame(layer(3, &idr), 0, true, at).unwrap(),
+            Step::default()
+        );
+        let top = frames(&ing, VIDEO_TRACK);
+        let low = frames(&ing, "video2");
+        assert_eq!((top.len(), low.len()), (2, 1));
+        let tracks = ing.broadcast().consumer().snapshot().tracks;
+        assert!(!tracks.iter().any(|t| t.name == "video1"), "{tracks:?}");
+        let ms = |f: &crate::bus::FrameEvent| f.frame.dts.rescale(Timescale::MILLIS).ticks();
+        assert_eq!((ms(&top[0]), ms(&top[1]), ms(&low[0])), (12, 45, 10));
+        // Groups that run long are reported once the catalog serves their
+        // layer as it came (and only then).
+        let now = at.instant + Duration::from_millis(2100);
+        let long = |ing: &RtpIngest| {
+            ing.long_groups(now, Duration::from_secs(2))
+                .collect::<Vec<_>>()
+        };
+        assert!(long(&ing).is_empty(), "not served as it came yet");
+        let entry = |track: &str| crate::bus::VideoEntry {
+            name: track.into(),
+            track: track.into(),
+            bitrate: 0,
+            width: 320,
+            height: 240,
+            passthrough: true,
+            webrtc_safe: true,
+        };
+        ing.broadcast()
+            .consumer()
+            .publish_catalog(crate::bus::Catalog {
+                video: vec![entry(VIDEO_TRACK), entry("video2")],
+                ..Default::default()
+            });
+        // Layer 2's keyframe came at 10 ms, layer 0's at 12 ms: both due at
+        // 2.1 s; neither at 2.009 s.
+        assert_eq!(long(&ing), [0, 2]);
+        let soon = at.instant + Duration::from_millis(2009);
+        assert_eq!(ing.long_groups(soon, Duration::from_secs(2)).count(), 0);
+        // Capped: a publisher cannot make more than MAX_LAYERS tracks.
+        let b = reg
+            .publish(StreamPath::new("app", "many").unwrap())
+            .unwrap();
+        let ing = RtpIngest::new(b, at.instant, true, false, None, 100);
+        assert_eq!(ing.keyframes_requested().count(), MAX_LAYERS);
     }
 
     #[test]

@@ -202,7 +202,9 @@ async fn publish(
         }
         Err(e) => {
             let status = match e {
-                WhipError::BadOffer(_) | WhipError::NoMedia => StatusCode::BAD_REQUEST,
+                WhipError::BadOffer(_) | WhipError::NoMedia | WhipError::TooManyLayers(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 WhipError::NoCodec => StatusCode::NOT_ACCEPTABLE,
                 WhipError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
                 WhipError::AlreadyPublishing(_) => StatusCode::CONFLICT,

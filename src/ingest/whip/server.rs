@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::frames::{Payload, RtpIngest};
+use str0m::media::Rid;
+
+use super::frames::{MAX_LAYERS, Payload, RtpIngest};
 use super::session::{Ended, SessionId, WhipCore, WhipError, WhipEvent};
 use crate::auth::Admitted;
 use crate::bus::{BroadcastStatus, PublishError, Registry, StreamPath};
@@ -117,7 +119,11 @@ struct Publisher {
     admitted: Admitted,
     /// Held for its drop: the address's place among its sessions.
     _permit: ConnectionPermit,
-    last_keyframe_request: Option<Instant>,
+    /// The simulcast layers' rids, by layer (bus track `video`, `video1`…);
+    /// empty without simulcast.
+    layers: Vec<Rid>,
+    /// When each layer was last asked for a keyframe.
+    last_keyframe_request: [Option<Instant>; MAX_LAYERS],
     log: LogLimiter,
 }
 
@@ -128,6 +134,8 @@ pub struct WhipServer {
     commands: mpsc::Receiver<Command>,
     publishers: HashMap<SessionId, Publisher>,
     out: Vec<(SocketAddr, Vec<u8>)>,
+    /// `whip.keyframe_interval`.
+    keyframe_interval: Duration,
 }
 
 impl WhipServer {
@@ -148,6 +156,7 @@ impl WhipServer {
                 commands,
                 publishers: HashMap::new(),
                 out: Vec::new(),
+                keyframe_interval: config.keyframe_interval,
             },
             Whip { commands: tx },
         ))
@@ -276,7 +285,8 @@ impl WhipServer {
         };
         let resource = crate::random::string(22, crate::random::ALPHANUMERIC);
         let etag = crate::random::string(16, crate::random::ALPHANUMERIC);
-        tracing::info!(stream = %path, session = broadcast.session(), video = accepted.has_video, audio = accepted.has_audio, "WHIP publishing");
+        let layers: Vec<String> = accepted.layers.iter().map(|r| r.to_string()).collect();
+        tracing::info!(stream = %path, session = broadcast.session(), video = accepted.has_video, audio = accepted.has_audio, simulcast = ?layers, "WHIP publishing");
         metrics::gauge!("streamd_whip_publishers").increment(1.0);
         self.publishers.insert(
             accepted.session,
@@ -287,13 +297,15 @@ impl WhipServer {
                     accepted.has_video,
                     accepted.has_audio,
                     user_agent,
+                    accepted.layers.len(),
                 ),
                 path,
                 resource: resource.clone(),
                 etag: etag.clone(),
                 admitted,
                 _permit: permit,
-                last_keyframe_request: None,
+                layers: accepted.layers,
+                last_keyframe_request: [None; MAX_LAYERS],
                 log: LogLimiter::new(Duration::from_secs(5)),
             },
         );
@@ -315,30 +327,37 @@ impl WhipServer {
                 gone.push((*id, "its broadcast was ended (stream deleted)"));
             } else if p.admitted.until.is_some_and(|u| u.into_std() <= now) {
                 gone.push((*id, "its admission lifetime is over"));
-            } else if p.ingest.keyframe_requested() {
-                keyframes.push(*id);
+            } else {
+                keyframes.extend(p.ingest.keyframes_requested().map(|layer| (*id, layer)));
+                if !self.keyframe_interval.is_zero() {
+                    let long = p.ingest.long_groups(now, self.keyframe_interval);
+                    keyframes.extend(long.map(|layer| (*id, layer)));
+                }
             }
         }
         for (id, why) in gone {
             self.core.close(id);
             self.remove(id, why);
         }
-        for id in keyframes {
-            self.keyframe(id, now);
+        for (id, layer) in keyframes {
+            self.keyframe(id, layer, now);
         }
     }
 
-    fn keyframe(&mut self, id: SessionId, now: Instant) {
+    /// Asks for a keyframe of video layer `layer` (throttled per layer).
+    fn keyframe(&mut self, id: SessionId, layer: usize, now: Instant) {
         let Some(p) = self.publishers.get_mut(&id) else {
             return;
         };
-        if p.last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-        {
+        let Some(last) = p.last_keyframe_request.get_mut(layer) else {
+            return;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
             return;
         }
-        p.last_keyframe_request = Some(now);
-        self.core.request_keyframe(id, now, &mut self.out);
+        *last = Some(now);
+        let rid = p.layers.get(layer).copied();
+        self.core.request_keyframe(id, rid, now, &mut self.out);
     }
 
     fn on_events(&mut self, now: Instant) {
@@ -362,24 +381,33 @@ impl WhipServer {
                         continue;
                     };
                     let spec = m.params.spec();
+                    // A simulcast layer by its rid (one the offer did not
+                    // list is dropped); without simulcast, the one video
+                    // track.
+                    let layer = match (&p.layers[..], m.rid) {
+                        ([], _) => Some(0),
+                        (rids, Some(rid)) => rids.iter().position(|r| *r == rid),
+                        (_, None) => None,
+                    };
+                    let video = |codec| {
+                        layer.map(|layer| Payload::Video {
+                            codec,
+                            data: &m.data,
+                            layer,
+                        })
+                    };
                     let payload = match spec.codec {
-                        str0m::format::Codec::H264 => Payload::Video {
-                            codec: VideoCodec::H264,
-                            data: &m.data,
-                        },
-                        str0m::format::Codec::H265 => Payload::Video {
-                            codec: VideoCodec::Hevc,
-                            data: &m.data,
-                        },
-                        str0m::format::Codec::Av1 => Payload::Video {
-                            codec: VideoCodec::Av1,
-                            data: &m.data,
-                        },
-                        str0m::format::Codec::Opus => Payload::Opus {
+                        str0m::format::Codec::H264 => video(VideoCodec::H264),
+                        str0m::format::Codec::H265 => video(VideoCodec::Hevc),
+                        str0m::format::Codec::Av1 => video(VideoCodec::Av1),
+                        str0m::format::Codec::Opus => Some(Payload::Opus {
                             data: &m.data,
                             channels: spec.channels.unwrap_or(2),
-                        },
-                        _ => continue,
+                        }),
+                        _ => None,
+                    };
+                    let Some(payload) = payload else {
+                        continue;
                     };
                     let at = Arrival {
                         wallclock: SystemTime::now()
@@ -394,8 +422,10 @@ impl WhipServer {
                             if let Some(n) = step.notice {
                                 log_notice(p, n, now);
                             }
-                            if step.need_keyframe {
-                                self.keyframe(id, now);
+                            if step.need_keyframe
+                                && let Some(layer) = layer
+                            {
+                                self.keyframe(id, layer, now);
                             }
                         }
                         Err(e) => {

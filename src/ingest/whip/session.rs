@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::ice::{IceCreds, StunMessage};
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid, Rids};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
@@ -41,6 +41,8 @@ pub enum WhipError {
     NoMedia,
     #[error("the offer has no codec this server takes (H.264, HEVC or AV1 video, Opus audio)")]
     NoCodec,
+    #[error("the offer sends {0} simulcast layers; this server takes at most {max}", max = super::frames::MAX_LAYERS)]
+    TooManyLayers(usize),
     #[error("this server takes at most {0} WHIP publishers")]
     Full(usize),
     #[error("{0}")]
@@ -76,6 +78,9 @@ pub struct Accepted {
     pub answer: String,
     pub has_video: bool,
     pub has_audio: bool,
+    /// The video's simulcast layers (RFC 8853 `a=rid`), in the order the
+    /// offer lists them; empty without simulcast.
+    pub layers: Vec<Rid>,
 }
 
 struct Session {
@@ -175,6 +180,7 @@ impl WhipCore {
         // the answer, as str0m set it up.
         let answer_sdp = answer.to_sdp_string();
         let mut video = None;
+        let mut layers = Vec::new();
         let (mut has_video, mut has_audio, mut any_media) = (false, false, false);
         for mid in answer_sdp.lines().filter_map(|l| l.strip_prefix("a=mid:")) {
             let Some(m) = rtc.media(Mid::from(mid.trim())) else {
@@ -188,7 +194,12 @@ impl WhipCore {
             match m.kind() {
                 MediaKind::Video if usable => {
                     has_video = true;
-                    video.get_or_insert(m.mid());
+                    if video.is_none() {
+                        video = Some(m.mid());
+                        if let Rids::Specific(rids) = m.rids_rx() {
+                            layers = rids.clone();
+                        }
+                    }
                 }
                 MediaKind::Audio if usable => has_audio = true,
                 _ => {}
@@ -199,6 +210,9 @@ impl WhipCore {
         }
         if !has_video && !has_audio {
             return Err(WhipError::NoCodec);
+        }
+        if layers.len() > super::frames::MAX_LAYERS {
+            return Err(WhipError::TooManyLayers(layers.len()));
         }
         let first_media = sdp::first_media(&answer_sdp)
             .ok_or_else(|| WhipError::Rtc("an answer without an m-line".into()))?;
@@ -223,6 +237,7 @@ impl WhipCore {
             answer: answer_sdp,
             has_video,
             has_audio,
+            layers,
         })
     }
 
@@ -297,10 +312,12 @@ impl WhipCore {
         })
     }
 
-    /// Asks the publisher for a keyframe (PLI), when it has video.
+    /// Asks the publisher for a keyframe (PLI) of its video, or of one
+    /// simulcast layer of it.
     pub fn request_keyframe(
         &mut self,
         id: SessionId,
+        layer: Option<Rid>,
         now: Instant,
         out: &mut Vec<(SocketAddr, Vec<u8>)>,
     ) {
@@ -309,7 +326,7 @@ impl WhipCore {
         };
         let Some(mid) = s.video else { return };
         if let Some(mut w) = s.rtc.writer(mid) {
-            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+            let _ = w.request_keyframe(layer, KeyframeRequestKind::Pli);
         }
         self.drive(id, now, out);
     }
