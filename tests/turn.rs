@@ -185,3 +185,114 @@ async fn ovenplayer_plays_through_turn_over_tls_when_only_tls_gets_out() {
         "coturn logged no TLS session\n{stderr}"
     );
 }
+
+/// `turn.ttl` holds at coturn: the credentials streamd hands out in OME
+/// signalling's offer (ttl 60 s) allocate a relay at once, and coturn
+/// refuses the same credentials (401) once their minute is over. The
+/// client is coturn's own `turnutils_uclient`; coturn's log is the judge.
+#[tokio::test]
+async fn coturn_refuses_minted_credentials_once_turn_ttl_is_over() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("turn.log");
+    let _turn = coturn(port, &log);
+    let server = TestServer::start(|c| {
+        common::webrtc::small_ladder(c);
+        c.turn.urls = vec![format!("turn:127.0.0.1:{port}?transport=tcp")];
+        c.turn.secret = SECRET.into();
+        c.turn.ttl = Duration::from_secs(60);
+    })
+    .await;
+    let publisher = server.publish("live", "expiring", 120, "320x240");
+    server.master_when_ready("live", "expiring").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/live/expiring"))
+        .await
+        .expect("signalling connects");
+    common::webrtc::send(&mut ws, serde_json::json!({"command": "request_offer"})).await;
+    let offer = common::webrtc::next_json(&mut ws).await.expect("an offer");
+    let ice = &offer["iceServers"][0];
+    let user = ice["username"].as_str().expect("a username").to_owned();
+    let pass = ice["credential"].as_str().expect("a credential").to_owned();
+    drop(ws);
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    assert!(
+        (now() + 55..=now() + 61).contains(&expiry),
+        "valid for turn.ttl (60 s): {user}"
+    );
+
+    let fresh = allocate(port, &user, &pass, &log).await;
+    assert!(
+        fresh.contains(&format!(
+            "user <{user}>: incoming packet ALLOCATE processed, success"
+        )),
+        "coturn took the fresh credentials:\n{fresh}"
+    );
+    // Past the expiry (coturn's clock is this machine's).
+    while now() <= expiry + 1 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stale = allocate(port, &user, &pass, &log).await;
+    assert!(
+        stale.contains(&format!(
+            "user <{user}>: incoming packet message processed, error 401"
+        )),
+        "coturn refused the expired credentials:\n{stale}"
+    );
+    assert!(
+        !stale.contains("ALLOCATE processed, success"),
+        "an expired credential allocated:\n{stale}"
+    );
+    drop(publisher);
+    server.stop().await;
+}
+
+/// One allocation attempt with `user`/`pass` by `turnutils_uclient` over
+/// TCP, and what coturn logged meanwhile (until it logged the outcome, or
+/// for 10 s).
+async fn allocate(port: u16, user: &str, pass: &str, log: &Path) -> String {
+    let before = std::fs::read_to_string(log).unwrap_or_default().len();
+    let mut client = Command::new("turnutils_uclient")
+        .args(["-t", "-u", user, "-w", pass, "-p", &port.to_string()])
+        .args([
+            "-n",
+            "1",
+            "-m",
+            "1",
+            "-l",
+            "100",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            "9",
+        ])
+        .arg("127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnutils_uclient (apt coturn; the README's test command installs it)");
+    let mut seen = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        seen = text.get(before..).unwrap_or_default().to_owned();
+        // A client's first request goes without credentials and is
+        // answered 401 (user <>): only this user's outcome counts.
+        if seen.contains(&format!(
+            "user <{user}>: incoming packet ALLOCATE processed, success"
+        )) || seen.contains(&format!(
+            "user <{user}>: incoming packet message processed, error 401"
+        )) {
+            break;
+        }
+    }
+    let _ = client.kill().await;
+    seen
+}
