@@ -676,7 +676,11 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
         &config,
         "http://127.0.0.1:3333/live/browser",
         8,
-        &[("RTMP_URL", "none"), ("PLAYER", "whip_publish.mjs")],
+        &[
+            ("RTMP_URL", "none"),
+            ("PLAYER", "whip_publish.mjs"),
+            ("WHIP_OVENPLAYER", "6"),
+        ],
     )
     .await;
     eprintln!("Chromium WHIP: {r}");
@@ -725,6 +729,15 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     }
     assert_eq!(r["hls"]["width"], 640, "{r}");
     assert!(r["hls"]["audioTracks"].as_u64().unwrap() >= 1, "{r}");
+    // OvenPlayer plays it over WebRTC: the ladder's H.264 and the
+    // publisher's Opus as it came.
+    let op = &r["ovenplayer"];
+    assert_eq!(
+        op["playing"], true,
+        "OvenPlayer played the WHIP stream: {op}"
+    );
+    assert_eq!(op["videoCodec"], "video/H264", "{op}");
+    assert_eq!(op["audioCodec"], "audio/opus", "{op}");
     // The ICE restart by PATCH: a new pair, checked with the new
     // credentials (Chromium keeps the old one until a new one succeeds),
     // and video on over it.
@@ -765,6 +778,7 @@ async fn chromium_publishes_simulcast_over_whip_and_the_layers_are_the_rendition
             ("RTMP_URL", "none"),
             ("PLAYER", "whip_publish.mjs"),
             ("WHIP_SIMULCAST", "1"),
+            ("WHIP_OVENPLAYER", "6"),
         ],
     )
     .await;
@@ -827,4 +841,12 @@ async fn chromium_publishes_simulcast_over_whip_and_the_layers_are_the_rendition
     assert_eq!(listed, sizes, "{master}");
     assert!(master.contains("mp4a.40.2"), "{master}");
     assert_eq!(r["playing"], true, "hls.js played: {r}\n{err}");
+    // OvenPlayer plays over WebRTC and offers the three layers.
+    let op = &r["ovenplayer"];
+    assert_eq!(op["playing"], true, "OvenPlayer played the layers: {op}");
+    assert_eq!(
+        op["qualityLevels"].as_array().map(Vec::len),
+        Some(3),
+        "OvenPlayer's quality levels are the layers: {op}"
+    );
 }

@@ -14,12 +14,17 @@
 //   m, l: full, half and quarter size), and report `simulcast`: each
 //   layer's outbound stats, the renditions OME signalling lists, and a
 //   WHEP play pinned to each of them.
+//   WHIP_OVENPLAYER=SECONDS: also play the stream over WebRTC with
+//   OvenPlayer (ovenplayer.mjs, run as it is) for that long, and report
+//   `ovenplayer`: whether it played, its frames, size, audio, quality
+//   levels and rendition changes.
 // Exit code 0 whether or not it worked (the caller judges `playing` and
 // `errors`); nonzero only if this script fails. netns.sh runs streamd and
 // this script in a loopback-only network namespace (RTMP_URL=none).
 
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { openPage } from './chromium.mjs';
 import { playWhep, rising } from './whep.mjs';
 
@@ -29,6 +34,7 @@ const [base, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 8);
 const videoCodec = process.env.WHIP_VIDEO_CODEC || '';
 const simulcast = process.env.WHIP_SIMULCAST === '1';
+const ovenplayerSeconds = Number(process.env.WHIP_OVENPLAYER || 0);
 if (!base) {
   console.error('usage: node whip_publish.mjs BASE_URL SECONDS');
   process.exit(2);
@@ -109,7 +115,14 @@ try {
       await sleep(250);
     }
     if (!report.master) report.errors.push('no LL-HLS master playlist within 15 s');
-    if (simulcast) report.simulcast = await simulcastChecks();
+    if (simulcast) {
+      report.simulcast = await simulcastChecks();
+      // Every layer has sent for a while now: each has whole segments,
+      // which is when the master lists it.
+      const r = await fetch(master).catch(() => null);
+      if (r?.status === 200) report.master = await r.text();
+    }
+    if (ovenplayerSeconds > 0) report.ovenplayer = await ovenplayer(ovenplayerSeconds);
     player = await openPage({
       html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>',
       scripts: { '/hls.min.js': hlsSource },
@@ -255,6 +268,37 @@ try {
   await publisher.close();
 }
 console.log(JSON.stringify(report));
+
+// OvenPlayer over WebRTC (OME signalling on the stream's ws:// URL), by
+// ovenplayer.mjs in its own Chromium: the summary of its report.
+async function ovenplayer(seconds) {
+  const script = new URL('./ovenplayer.mjs', import.meta.url).pathname;
+  const ws = base.replace(/^http/, 'ws');
+  const stdout = await new Promise((resolve) => {
+    execFile(process.execPath, [script, ws, String(seconds)], { maxBuffer: 16 << 20 }, (err, out, errText) => {
+      resolve(err ? `${out}\n${JSON.stringify({ errors: [`ovenplayer.mjs: ${err.message} ${errText}`.slice(0, 500)] })}` : out);
+    });
+  });
+  let r;
+  try {
+    r = JSON.parse(stdout.trim().split('\n').pop());
+  } catch (e) {
+    return { playing: false, errors: [`no report from ovenplayer.mjs: ${stdout.slice(-300)}`] };
+  }
+  return {
+    playing: r.playing,
+    errors: r.errors,
+    framesDecoded: r.framesDecoded?.[r.framesDecoded.length - 1],
+    width: r.frameWidth,
+    height: r.frameHeight,
+    videoCodec: r.videoCodec,
+    audioCodec: r.audioCodec,
+    audioPacketsReceived: r.audioPacketsReceived,
+    qualityLevels: r.qualityLevels,
+    qualityChanges: (r.events ?? []).filter((e) => e.event === 'qualityLevelChanged'),
+    candidatePair: r.candidatePair,
+  };
+}
 
 // The simulcast checks: every layer sending for 4 s (Chromium starts the
 // upper layers as its bandwidth estimate grows), then what OME signalling
