@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod connlimit;
 pub mod http;
+pub mod ice_tcp;
 pub mod ingest;
 pub mod llhls;
 pub mod media;

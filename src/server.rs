@@ -48,7 +48,11 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 
 /// Binds the WHIP publishers' socket; its candidates are the viewers'
 /// addresses (`webrtc.candidate_ips`) at its own port.
-async fn bind_whip(config: &Config, registry: Registry) -> anyhow::Result<(WhipServer, Whip)> {
+async fn bind_whip(
+    config: &Config,
+    registry: Registry,
+    tcp: Option<crate::ice_tcp::Route>,
+) -> anyhow::Result<(WhipServer, Whip)> {
     let addr = config.whip.udp_listen;
     let socket = tokio::net::UdpSocket::bind(addr)
         .await
@@ -63,8 +67,9 @@ async fn bind_whip(config: &Config, registry: Registry) -> anyhow::Result<(WhipS
         .iter()
         .map(|ip| SocketAddr::new(*ip, bound.port()))
         .collect();
-    tracing::info!(udp = %bound, ?candidates, "whip listening");
-    WhipServer::new(socket, candidates, registry, &config.whip)
+    let tcp_candidates = tcp.as_ref().map(|t| t.candidates.clone());
+    tracing::info!(udp = %bound, ?candidates, ice_tcp = ?tcp_candidates, "whip listening");
+    WhipServer::new(socket, candidates, tcp, registry, &config.whip)
         .map_err(|e| anyhow::anyhow!("whip: {e}"))
 }
 
@@ -179,13 +184,15 @@ impl Server {
             tracing::info!(%addr, "https listening");
         }
         let transcoders = Arc::new(Transcoders::default());
-        let webrtc = if config.webrtc.enabled {
+        let mut webrtc = if config.webrtc.enabled {
             Some(WebRtcServer::bind(config.webrtc.clone()).await?)
         } else {
             None
         };
         let whip = if config.whip.enabled {
-            Some(bind_whip(&config, registry.clone()).await?)
+            // Publishers share the viewers' ICE-TCP port, when it is on.
+            let tcp = webrtc.as_mut().and_then(WebRtcServer::ice_tcp_route);
+            Some(bind_whip(&config, registry.clone(), tcp).await?)
         } else {
             None
         };

@@ -850,3 +850,43 @@ async fn chromium_publishes_simulcast_over_whip_and_the_layers_are_the_rendition
         "OvenPlayer's quality levels are the layers: {op}"
     );
 }
+
+/// ICE-TCP for publishers (OME's `?transport=tcp`): the answer offers only
+/// the passive ICE-TCP candidate of the viewers' listener (3478), which
+/// routes the connection to WHIP by its ufrag; Chromium publishes over it,
+/// restarts ICE over it, and hls.js plays the stream.
+#[tokio::test]
+async fn chromium_publishes_over_ice_tcp() {
+    let _one = SERIAL.lock().await;
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    let (r, err) = in_netns(
+        &config,
+        "http://127.0.0.1:3333/live/tcp",
+        6,
+        &[
+            ("RTMP_URL", "none"),
+            ("PLAYER", "whip_publish.mjs"),
+            ("WHIP_TRANSPORT", "tcp"),
+        ],
+    )
+    .await;
+    eprintln!("Chromium WHIP over ICE-TCP: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
+    assert_eq!(r["whip"]["connectionState"], "connected", "{r}");
+    let remote = r["whip"]["pair"]["remote"].as_str().unwrap_or("");
+    assert!(
+        remote.starts_with("127.0.0.1:3478/tcp host"),
+        "the selected pair is ICE-TCP: {r}"
+    );
+    assert_eq!(r["playing"], true, "hls.js played: {r}\n{err}");
+    // An ICE restart over TCP: a new connection with the new ufrag.
+    let restart = &r["restart"];
+    assert_eq!(restart["status"], 200, "{restart}");
+    assert_eq!(restart["pairState"], "succeeded", "{restart}");
+    assert!(
+        restart["packetsAfter"].as_u64().unwrap_or(0) > 0,
+        "{restart}"
+    );
+}

@@ -192,7 +192,7 @@ proptest! {
         step in 1usize..700,
     ) {
         let wire = framed(&payloads);
-        let mut d = streamd::webrtc::tcp::Deframer::default();
+        let mut d = streamd::ice_tcp::Deframer::default();
         let mut got = Vec::new();
         for read in wire.chunks(step) {
             d.push(read);

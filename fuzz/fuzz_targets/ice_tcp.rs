@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamd::webrtc::tcp::{Deframer, LiveUfrags, route};
+use streamd::ice_tcp::{Deframer, LiveUfrags, route};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte says how big the reads are.
@@ -14,8 +14,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let step = usize::from(step).max(1);
     let live = LiveUfrags::default();
-    live.insert("00abcdef");
-    live.insert("01abcdef");
+    live.insert("00abcdef", 0);
+    live.insert("01abcdef", 1);
     let mut frames = Deframer::default();
     let mut first = true;
     let mut taken = 0;

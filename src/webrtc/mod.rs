@@ -24,7 +24,6 @@ pub mod packetize;
 pub mod sfu;
 pub mod sfu_core;
 pub mod signal;
-pub mod tcp;
 pub mod udp;
 pub mod whep;
 pub mod ws;
@@ -32,7 +31,6 @@ pub mod ws;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 
 use crate::bus::Catalog;
 use crate::config::WebRtcConfig;
@@ -90,13 +88,9 @@ pub struct WebRtcServer {
     engines: Vec<Engine>,
     sfu: Sfu,
     local: Vec<SocketAddr>,
-    /// The ICE-TCP listener, each engine's queue for its connections, and
-    /// the ufrags it admits.
-    tcp: Option<(
-        TcpListener,
-        Vec<mpsc::Sender<tcp::TcpEvent>>,
-        tcp::LiveUfrags,
-    )>,
+    /// The ICE-TCP listener, routing to each engine (and to whatever else
+    /// takes a [`Self::ice_tcp_route`]).
+    tcp: Option<crate::ice_tcp::Listener>,
     max_viewers: usize,
     /// An ICE-TCP connection silent this long is closed.
     idle: std::time::Duration,
@@ -153,12 +147,14 @@ impl WebRtcServer {
         }
         let max_viewers = config.max_viewers;
         let idle = config.ice_timeout;
-        let started = Engine::start(config, sockets, tcp_candidates)?;
+        let started = Engine::start(config, sockets, tcp_candidates.clone())?;
         Ok(WebRtcServer {
             engines: started.engines,
             sfu: started.sfu,
             local,
-            tcp: listener.map(|l| (l, started.tcp, started.ufrags)),
+            tcp: listener.map(|l| {
+                crate::ice_tcp::Listener::new(l, tcp_candidates, started.tcp, started.ufrags)
+            }),
             max_viewers,
             idle,
         })
@@ -166,7 +162,13 @@ impl WebRtcServer {
 
     /// The ICE-TCP listener's address, if on.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A route of the ICE-TCP listener (if on) for another kind of
+    /// session: WHIP publishers share the viewers' ICE-TCP port.
+    pub fn ice_tcp_route(&mut self) -> Option<crate::ice_tcp::Route> {
+        self.tcp.as_mut().map(crate::ice_tcp::Listener::route)
     }
 
     /// The first engine's UDP address.
@@ -191,11 +193,8 @@ impl WebRtcServer {
             .into_iter()
             .map(|e| tokio::spawn(e.run(shutdown.clone())))
             .collect();
-        if let Some((listener, links, ufrags)) = self.tcp {
-            tasks.push(tokio::spawn(tcp::serve(
-                listener,
-                links,
-                ufrags,
+        if let Some(listener) = self.tcp {
+            tasks.push(tokio::spawn(listener.serve(
                 self.max_viewers,
                 self.idle,
                 shutdown,

@@ -26,9 +26,9 @@ pub use super::sfu_core::{
     Choice, CloseReason, JoinRequest, Joined, SfuError, VIEWER_EVENTS, ViewerEvent, ViewerId,
 };
 use super::sfu_core::{FeedChange, SfuCore, Shared, Sink, Templates};
-use super::tcp::TcpEvent;
 use super::udp::{Flushed, SendQueue};
 use crate::config::WebRtcConfig;
+use crate::ice_tcp::TcpEvent;
 use crate::ratelimit::LogLimiter;
 use crate::shutdown::Shutdown;
 
@@ -204,7 +204,7 @@ pub struct Started {
     /// Each engine's queue for its ICE-TCP connections.
     pub tcp: Vec<mpsc::Sender<TcpEvent>>,
     /// The ufrags of the viewers of every engine, for the ICE-TCP listener.
-    pub ufrags: super::tcp::LiveUfrags,
+    pub ufrags: crate::ice_tcp::LiveUfrags,
 }
 
 impl Engine {

@@ -116,13 +116,14 @@ pub enum SfuError {
     Stopped,
 }
 
-/// A viewer's ICE credentials on core `index` (its ufrag names the core,
-/// for the ICE-TCP listener).
+/// A viewer's ICE credentials on core `index` (its ufrag starts with the
+/// core's two digits, which the logs show).
 fn new_credentials(index: usize) -> IceCreds {
     IceCreds {
-        ufrag: super::tcp::ufrag_for(
-            index,
-            &crate::random::string(6, crate::random::ALPHANUMERIC),
+        ufrag: format!(
+            "{:02}{}",
+            index % 100,
+            crate::random::string(6, crate::random::ALPHANUMERIC)
         ),
         pass: crate::random::string(24, crate::random::ALPHANUMERIC),
     }
@@ -255,8 +256,9 @@ pub struct SfuCore {
     id_step: ViewerId,
     /// Viewers on every core (for max_viewers and the gauge).
     total: Arc<AtomicUsize>,
-    /// Every core's viewers' ufrags (ICE-TCP admits only these).
-    ufrags: super::tcp::LiveUfrags,
+    /// Every core's viewers' ufrags, each with its core's index (ICE-TCP
+    /// admits only these, and routes each to its core).
+    ufrags: crate::ice_tcp::LiveUfrags,
     /// Video frames skipped to a keyframe since the last housekeeping.
     keyframe_skips: u64,
     feed_changes: Vec<FeedChange>,
@@ -268,7 +270,7 @@ pub struct Shared {
     /// Viewers on every core.
     pub total: Arc<AtomicUsize>,
     /// Their ufrags.
-    pub ufrags: super::tcp::LiveUfrags,
+    pub ufrags: crate::ice_tcp::LiveUfrags,
 }
 
 impl SfuCore {
@@ -518,7 +520,7 @@ impl SfuCore {
             self.ufrags.remove(&v.ufrag);
             v.ufrag = creds.ufrag.clone();
             self.by_ufrag.insert(v.ufrag.clone(), id);
-            self.ufrags.insert(&v.ufrag);
+            self.ufrags.insert(&v.ufrag, self.index);
             creds
         });
         for c in candidates {
@@ -695,7 +697,7 @@ impl SfuCore {
         let rendition = renditions[current].name.clone();
         stream.viewers.push(id);
         self.by_ufrag.insert(ufrag.clone(), id);
-        self.ufrags.insert(&ufrag);
+        self.ufrags.insert(&ufrag, self.index);
         let answered = pending.is_none();
         if answered && let Some(tx) = rtc.direct_api().stream_tx_by_mid(video_mid, None) {
             tx.set_rtx_cache(

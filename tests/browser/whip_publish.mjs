@@ -14,6 +14,9 @@
 //   m, l: full, half and quarter size), and report `simulcast`: each
 //   layer's outbound stats, the renditions OME signalling lists, and a
 //   WHEP play pinned to each of them.
+//   WHIP_TRANSPORT=tcp: publish to BASE_URL/whip?transport=tcp (ICE-TCP
+//   candidates only in the answer); `whip.pair` is the selected candidate
+//   pair either way.
 //   WHIP_OVENPLAYER=SECONDS: also play the stream over WebRTC with
 //   OvenPlayer (ovenplayer.mjs, run as it is) for that long, and report
 //   `ovenplayer`: whether it played, its frames, size, audio, quality
@@ -35,6 +38,7 @@ const seconds = Number(secondsArg || 8);
 const videoCodec = process.env.WHIP_VIDEO_CODEC || '';
 const simulcast = process.env.WHIP_SIMULCAST === '1';
 const ovenplayerSeconds = Number(process.env.WHIP_OVENPLAYER || 0);
+const transport = process.env.WHIP_TRANSPORT ? `?transport=${process.env.WHIP_TRANSPORT}` : '';
 if (!base) {
   console.error('usage: node whip_publish.mjs BASE_URL SECONDS');
   process.exit(2);
@@ -50,7 +54,7 @@ const publisher = await openPage({
 let player;
 try {
   report.chromium = publisher.version;
-  report.whip = await publisher.page.evaluate(async ({ url, videoCodec, simulcast }) => {
+  report.whip = await publisher.page.evaluate(async ({ url, videoCodec, simulcast, transport }) => {
     const stream = await navigator.mediaDevices.getUserMedia({
       video: simulcast ? { width: 1280, height: 720, frameRate: 30 } : { width: 640, height: 360, frameRate: 30 },
       audio: true,
@@ -83,7 +87,7 @@ try {
       setTimeout(resolve, 2000);
     });
     const t0 = performance.now();
-    const r = await fetch(`${url}/whip`, {
+    const r = await fetch(`${url}/whip${transport}`, {
       method: 'POST',
       headers: { 'content-type': 'application/sdp' },
       body: pc.localDescription.sdp,
@@ -99,8 +103,19 @@ try {
     });
     out.connectionState = pc.connectionState;
     out.connectedMs = Math.round(performance.now() - t0);
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+      const pair = stats.get(s.selectedCandidatePairId);
+      const l = stats.get(pair.localCandidateId) || {};
+      const rm = stats.get(pair.remoteCandidateId) || {};
+      out.pair = {
+        local: `${l.address}:${l.port}/${l.protocol} ${l.candidateType}`,
+        remote: `${rm.address}:${rm.port}/${rm.protocol} ${rm.candidateType}`,
+      };
+    });
     return out;
-  }, { url: base, videoCodec, simulcast });
+  }, { url: base, videoCodec, simulcast, transport });
   if (report.whip.status !== 201 || report.whip.connectionState !== 'connected') {
     report.errors.push(`WHIP publish failed: ${JSON.stringify(report.whip).slice(0, 500)}`);
   } else {

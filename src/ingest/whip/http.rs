@@ -136,6 +136,8 @@ async fn publish(
         Ok(o) => o,
         Err(r) => return r,
     };
+    // OME's `?transport=tcp`: answer with ICE-TCP candidates only.
+    let tcp_only = crate::http::query_param(query.as_deref(), "transport") == Some("tcp");
     // The bearer token joins the URL's credentials: a JWT is a publish
     // token, anything else a stream key.
     let Ok(query) = crate::http::query_with_bearer(query, &headers, true) else {
@@ -192,6 +194,7 @@ async fn publish(
             admitted,
             permit,
             user_agent,
+            tcp_only,
         })
         .await;
     match published {

@@ -6,18 +6,21 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use str0m::media::Rid;
 
 use super::frames::{MAX_LAYERS, Payload, RtpIngest};
-use super::session::{Ended, SessionId, WhipCore, WhipError, WhipEvent};
+use super::session::{Ended, IceTcp, SessionId, Transmit, WhipCore, WhipError, WhipEvent};
 use crate::auth::Admitted;
 use crate::bus::{BroadcastStatus, PublishError, Registry, StreamPath};
 use crate::config::WhipConfig;
 use crate::connlimit::ConnectionPermit;
 use crate::http::sdp::{self, IceAnswer, IceChange, IceFragment, PatchError};
+use crate::ice_tcp::{Route, TcpEvent};
 use crate::ingest::tags::{Arrival, Notice};
 use crate::media::VideoCodec;
 use crate::ratelimit::LogLimiter;
@@ -33,6 +36,8 @@ pub struct PublishRequest {
     /// The client address's place among its WHIP sessions.
     pub permit: ConnectionPermit,
     pub user_agent: Option<String>,
+    /// The publisher asked for ICE-TCP only (`?transport=tcp`).
+    pub tcp_only: bool,
 }
 
 /// What the publisher is told.
@@ -133,20 +138,37 @@ pub struct WhipServer {
     core: WhipCore,
     commands: mpsc::Receiver<Command>,
     publishers: HashMap<SessionId, Publisher>,
-    out: Vec<(SocketAddr, Vec<u8>)>,
+    out: Vec<Transmit>,
+    /// ICE-TCP connections routed here, and their write queues by remote
+    /// address.
+    tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     /// `whip.keyframe_interval`.
     keyframe_interval: Duration,
 }
 
 impl WhipServer {
-    /// Takes the bound socket and the addresses its ICE candidates name.
+    /// Takes the bound socket and the addresses its ICE candidates name,
+    /// and a route of the ICE-TCP listener, if it runs.
     pub fn new(
         socket: UdpSocket,
         candidates: Vec<SocketAddr>,
+        tcp: Option<Route>,
         registry: Registry,
         config: &WhipConfig,
     ) -> Result<(WhipServer, Whip), WhipError> {
-        let core = WhipCore::new(candidates, config.ice_timeout, config.max_publishers)?;
+        let (tcp_events, tcp) = match tcp {
+            Some(r) => (
+                Some(r.events),
+                Some(IceTcp {
+                    candidates: r.candidates,
+                    ufrags: r.ufrags,
+                    destination: r.destination,
+                }),
+            ),
+            None => (None, None),
+        };
+        let core = WhipCore::new(candidates, tcp, config.ice_timeout, config.max_publishers)?;
         let (tx, commands) = mpsc::channel(64);
         Ok((
             WhipServer {
@@ -156,6 +178,8 @@ impl WhipServer {
                 commands,
                 publishers: HashMap::new(),
                 out: Vec::new(),
+                tcp_events,
+                tcp_conns: HashMap::new(),
                 keyframe_interval: config.keyframe_interval,
             },
             Whip { commands: tx },
@@ -182,15 +206,16 @@ impl WhipServer {
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r {
-                        self.core.handle_datagram(&buf[..n], src, local, Instant::now(), &mut self.out);
+                        self.core.handle_datagram(Protocol::Udp, &buf[..n], src, local, Instant::now(), &mut self.out);
                         for _ in 0..64 {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => self.core.handle_datagram(&buf[..n], src, local, Instant::now(), &mut self.out),
+                                Ok((n, src)) => self.core.handle_datagram(Protocol::Udp, &buf[..n], src, local, Instant::now(), &mut self.out),
                                 Err(_) => break,
                             }
                         }
                     }
                 }
+                Some(ev) = recv(&mut self.tcp_events) => self.on_tcp(ev, local),
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = tick.tick() => self.housekeeping(Instant::now()),
             }
@@ -204,9 +229,41 @@ impl WhipServer {
     }
 
     fn flush(&mut self) {
-        for (to, data) in self.out.drain(..) {
-            // UDP: a send that would block is a lost packet, as on the wire.
-            let _ = self.socket.try_send_to(&data, to);
+        for (proto, to, data) in self.out.drain(..) {
+            // A send that would block (a full socket or connection queue)
+            // is a lost packet, as on the wire.
+            match proto {
+                Protocol::Udp => {
+                    let _ = self.socket.try_send_to(&data, to);
+                }
+                _ => {
+                    if let Some(w) = self.tcp_conns.get(&to) {
+                        let _ = w.try_send(Bytes::from(data));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_tcp(&mut self, ev: TcpEvent, local: SocketAddr) {
+        match ev {
+            TcpEvent::Opened { remote, writer } => {
+                self.tcp_conns.insert(remote, writer);
+            }
+            TcpEvent::Packet { remote, data } => {
+                self.core.handle_datagram(
+                    Protocol::Tcp,
+                    &data,
+                    remote,
+                    local,
+                    Instant::now(),
+                    &mut self.out,
+                );
+            }
+            TcpEvent::Closed { remote } => {
+                self.tcp_conns.remove(&remote);
+                self.core.tcp_closed(remote);
+            }
         }
     }
 
@@ -268,8 +325,9 @@ impl WhipServer {
             admitted,
             permit,
             user_agent,
+            tcp_only,
         } = req;
-        let accepted = self.core.accept(&offer, now)?;
+        let accepted = self.core.accept(&offer, tcp_only, now)?;
         let path = admitted.path.clone();
         let broadcast = match self.registry.publish(path.clone()) {
             Ok(b) => b,
@@ -461,5 +519,13 @@ fn log_notice(p: &mut Publisher, notice: Notice, now: Instant) {
                 tracing::debug!(%stream, notice = ?other, suppressed, "WHIP media");
             }
         }
+    }
+}
+
+/// The next event of an optional receiver; never, without one.
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -3,9 +3,13 @@
 //! The driver ([`super::server`]) passes in offers, datagrams and the time;
 //! this answers offers (ICE-lite, our candidates in the answer, so an offer
 //! without candidates, as OBS and ffmpeg send, works), routes each datagram
-//! to its session (STUN by the ufrag we issued, the rest by the address
-//! that STUN came from), and gives back datagrams to send and
+//! to its session (STUN by the ufrag we issued, the rest by the transport
+//! and address that STUN came from), and gives back datagrams to send and
 //! [`WhipEvent`]s: depacketised media, and sessions that ended.
+//!
+//! Datagrams come over UDP, or over ICE-TCP (RFC 6544: the viewers' ICE-TCP
+//! listener routes a connection here when its first STUN names one of our
+//! sessions' ufrags, which this registers there).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,10 +19,23 @@ use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::ice::{IceCreds, StunMessage};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid, Rids};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::http::sdp::{self, IceAnswer, IceFragment, PatchError};
+use crate::ice_tcp::LiveUfrags;
+
+/// A datagram to send: over UDP, or on the ICE-TCP connection from `to`.
+pub type Transmit = (Protocol, SocketAddr, Vec<u8>);
+
+/// The ICE-TCP listener's side for WHIP: the passive candidates to offer,
+/// and where our sessions' ufrags are registered for it to route.
+pub struct IceTcp {
+    pub candidates: Vec<SocketAddr>,
+    pub ufrags: LiveUfrags,
+    /// Our index among the listener's destinations.
+    pub destination: usize,
+}
 
 pub type SessionId = u64;
 
@@ -91,7 +108,9 @@ struct Session {
     remote: (String, String),
     /// The answer's first m-line and its mid (an ICE restart's answer).
     first_media: (String, String),
-    addrs: Vec<SocketAddr>,
+    /// The answer offered ICE-TCP only (`?transport=tcp`).
+    tcp_only: bool,
+    addrs: Vec<(Protocol, SocketAddr)>,
     video: Option<Mid>,
     last_stun: Instant,
     next_timeout: Option<Instant>,
@@ -100,20 +119,23 @@ struct Session {
 pub struct WhipCore {
     template: RtcConfig,
     candidates: Vec<SocketAddr>,
+    tcp: Option<IceTcp>,
     timeout: Duration,
     max_sessions: usize,
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
-    by_addr: HashMap<SocketAddr, SessionId>,
+    by_addr: HashMap<(Protocol, SocketAddr), SessionId>,
     events: VecDeque<WhipEvent>,
     next_id: SessionId,
 }
 
 impl WhipCore {
-    /// Sessions answer with `candidates` (the socket's public addresses);
-    /// one that sends no STUN for `timeout` ends.
+    /// Sessions answer with `candidates` (the socket's public addresses),
+    /// and the passive ICE-TCP candidates of `tcp` when there is one; one
+    /// that sends no STUN for `timeout` ends.
     pub fn new(
         candidates: Vec<SocketAddr>,
+        tcp: Option<IceTcp>,
         timeout: Duration,
         max_sessions: usize,
     ) -> Result<WhipCore, WhipError> {
@@ -138,6 +160,7 @@ impl WhipCore {
         Ok(WhipCore {
             template,
             candidates,
+            tcp,
             timeout,
             max_sessions,
             sessions: HashMap::new(),
@@ -152,8 +175,15 @@ impl WhipCore {
         self.sessions.len()
     }
 
-    /// Answers a publisher's offer with a new session.
-    pub fn accept(&mut self, offer: &str, now: Instant) -> Result<Accepted, WhipError> {
+    /// Answers a publisher's offer with a new session; `tcp_only` (the
+    /// publisher asked `?transport=tcp`) offers only ICE-TCP candidates,
+    /// where there are some.
+    pub fn accept(
+        &mut self,
+        offer: &str,
+        tcp_only: bool,
+        now: Instant,
+    ) -> Result<Accepted, WhipError> {
         if self.sessions.len() >= self.max_sessions {
             return Err(WhipError::Full(self.max_sessions));
         }
@@ -168,8 +198,8 @@ impl WhipCore {
             .clone()
             .set_local_ice_credentials(creds)
             .build(now);
-        for addr in &self.candidates {
-            let c = Candidate::host(*addr, "udp").map_err(|e| WhipError::Rtc(e.to_string()))?;
+        let tcp_only = tcp_only && self.tcp.is_some();
+        for c in self.local_candidates(tcp_only) {
             rtc.add_local_candidate(c);
         }
         let answer = rtc
@@ -219,6 +249,9 @@ impl WhipCore {
         let id = self.next_id;
         self.next_id += 1;
         self.by_ufrag.insert(ufrag.clone(), id);
+        if let Some(tcp) = &self.tcp {
+            tcp.ufrags.insert(&ufrag, tcp.destination);
+        }
         self.sessions.insert(
             id,
             Session {
@@ -226,6 +259,7 @@ impl WhipCore {
                 ufrag,
                 remote,
                 first_media,
+                tcp_only,
                 addrs: Vec::new(),
                 video,
                 last_stun: now,
@@ -295,21 +329,49 @@ impl WhipCore {
         }
         s.remote = (ufrag.clone(), pwd.clone());
         self.by_ufrag.remove(&s.ufrag);
+        if let Some(tcp) = &self.tcp {
+            tcp.ufrags.remove(&s.ufrag);
+            tcp.ufrags.insert(&creds.ufrag, tcp.destination);
+        }
         s.ufrag = creds.ufrag.clone();
         self.by_ufrag.insert(creds.ufrag.clone(), id);
-        let mut ours = Vec::new();
-        for addr in &self.candidates {
-            if let Ok(c) = Candidate::host(*addr, "udp") {
-                ours.push(c.to_sdp_string().trim_start_matches("a=").to_owned());
-            }
-        }
+        let (tcp_only, (media_line, mid)) = (s.tcp_only, s.first_media.clone());
+        let ours = self
+            .local_candidates(tcp_only)
+            .map(|c| c.to_sdp_string().trim_start_matches("a=").to_owned())
+            .collect();
         Ok(IceAnswer {
             ufrag: creds.ufrag,
             pwd: creds.pass,
             candidates: ours,
-            media_line: s.first_media.0.clone(),
-            mid: s.first_media.1.clone(),
+            media_line,
+            mid,
         })
+    }
+
+    /// Our candidates for an answer: UDP first (publishers prefer it by
+    /// priority), then passive ICE-TCP; only ICE-TCP if `tcp_only`.
+    fn local_candidates(&self, tcp_only: bool) -> impl Iterator<Item = Candidate> + '_ {
+        let udp = self
+            .candidates
+            .iter()
+            .filter(move |_| !tcp_only)
+            .filter_map(|a| Candidate::host(*a, "udp").ok());
+        let tcp = self.tcp.iter().flat_map(|t| &t.candidates).filter_map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build()
+                .ok()
+        });
+        udp.chain(tcp)
+    }
+
+    /// The ICE-TCP connection from `remote` closed: a session with no
+    /// other path times out (ICE).
+    pub fn tcp_closed(&mut self, remote: SocketAddr) {
+        self.by_addr.remove(&(Protocol::Tcp, remote));
     }
 
     /// Asks the publisher for a keyframe (PLI) of its video, or of one
@@ -319,7 +381,7 @@ impl WhipCore {
         id: SessionId,
         layer: Option<Rid>,
         now: Instant,
-        out: &mut Vec<(SocketAddr, Vec<u8>)>,
+        out: &mut Vec<Transmit>,
     ) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -340,13 +402,16 @@ impl WhipCore {
         self.sessions.values().filter_map(|s| s.next_timeout).min()
     }
 
+    /// A datagram from `src` over `proto`; `local` is the UDP socket's
+    /// address it reached.
     pub fn handle_datagram(
         &mut self,
+        proto: Protocol,
         data: &[u8],
         src: SocketAddr,
         local: SocketAddr,
         now: Instant,
-        out: &mut Vec<(SocketAddr, Vec<u8>)>,
+        out: &mut Vec<Transmit>,
     ) {
         let stun = data.first().is_some_and(|b| *b < 2);
         let id = if stun {
@@ -355,11 +420,14 @@ impl WhipCore {
                 .and_then(|m| m.split_username().map(|(l, _)| l.to_owned()))
                 .and_then(|l| self.by_ufrag.get(&l).copied())
         } else {
-            self.by_addr.get(&src).copied()
+            self.by_addr.get(&(proto, src)).copied()
         };
         let Some(id) = id else { return };
-        let destination = self.destination_for(src, local);
-        let Ok(receive) = Receive::new(Protocol::Udp, src, destination, data) else {
+        let destination = match (proto, &self.tcp) {
+            (Protocol::Tcp, Some(tcp)) => tcp_destination(&tcp.candidates, src),
+            _ => self.destination_for(src, local),
+        };
+        let Ok(receive) = Receive::new(proto, src, destination, data) else {
             return;
         };
         let input = Input::Receive(now, receive);
@@ -371,9 +439,9 @@ impl WhipCore {
         }
         if stun {
             s.last_stun = now;
-            if !s.addrs.contains(&src) && s.addrs.len() < MAX_ADDRS {
-                s.addrs.push(src);
-                self.by_addr.insert(src, id);
+            if !s.addrs.contains(&(proto, src)) && s.addrs.len() < MAX_ADDRS {
+                s.addrs.push((proto, src));
+                self.by_addr.insert((proto, src), id);
             }
         }
         if let Err(e) = s.rtc.handle_input(input) {
@@ -384,7 +452,7 @@ impl WhipCore {
     }
 
     /// Runs due timers and ends sessions that went quiet.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         let due: Vec<SessionId> = self
             .sessions
             .iter()
@@ -429,14 +497,14 @@ impl WhipCore {
     }
 
     /// Polls a session until it waits: datagrams out, events queued.
-    fn drive(&mut self, id: SessionId, now: Instant, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    fn drive(&mut self, id: SessionId, now: Instant, out: &mut Vec<Transmit>) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
         let mut ended = None;
         loop {
             match s.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => out.push((t.destination, t.contents.to_vec())),
+                Ok(Output::Transmit(t)) => out.push((t.proto, t.destination, t.contents.to_vec())),
                 Ok(Output::Timeout(t)) => {
                     s.next_timeout = Some(
                         t.max(now + Duration::from_millis(1))
@@ -476,8 +544,23 @@ impl WhipCore {
 
     fn forget(&mut self, s: &Session) {
         self.by_ufrag.remove(&s.ufrag);
+        if let Some(tcp) = &self.tcp {
+            tcp.ufrags.remove(&s.ufrag);
+        }
         for a in &s.addrs {
             self.by_addr.remove(a);
         }
     }
+}
+
+/// The passive ICE-TCP candidate a connection from `src` reached: one of
+/// its address family, loopback for loopback.
+fn tcp_destination(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
+    candidates
+        .iter()
+        .find(|c| c.is_ipv4() == src.is_ipv4() && c.ip().is_loopback() == src.ip().is_loopback())
+        .or_else(|| candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()))
+        .or(candidates.first())
+        .copied()
+        .unwrap_or(src)
 }

@@ -1,19 +1,20 @@
 //! ICE-TCP (RFC 6544): a passive TCP host candidate beside the UDP ones,
-//! for viewers whose network blocks UDP. The browser connects to it and
-//! ICE, DTLS and SRTP run over the connection, each packet framed as RFC
-//! 4571 says (a two-byte big-endian length before it).
+//! for peers whose network blocks UDP: WebRTC viewers and WHIP publishers.
+//! The browser connects to it and ICE, DTLS and SRTP run over the
+//! connection, each packet framed as RFC 4571 says (a two-byte big-endian
+//! length before it).
 //!
-//! One listener serves every engine. A connection's first packet must be a
-//! STUN binding request; its USERNAME must name the ICE ufrag of a viewer
-//! that exists now ([`LiveUfrags`]), whose first two characters say which
-//! engine has it (see `ufrag_for`). Anything else is closed at once; a
-//! connection silent for the idle timeout is closed too. From
-//! then on the connection's packets go to that engine, and the engine's
-//! packets for it come back through a bounded queue: a viewer that cannot
-//! keep up loses packets (NACK and keyframes recover), it never holds the
-//! engine.
+//! One listener serves every destination: each WebRTC engine, and WHIP
+//! ingest. A connection's first packet must be a STUN binding request; its
+//! USERNAME must name the ICE ufrag of a session that exists now, which its
+//! owner registered in [`LiveUfrags`] with its destination. Anything else
+//! is closed at once; a connection silent for the idle timeout is closed
+//! too. From then on the connection's packets go to that destination, and
+//! the destination's packets for it come back through a bounded queue: a
+//! peer that cannot keep up loses packets (NACK and keyframes recover), it
+//! never holds the engine.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,10 +32,10 @@ const FIRST_PACKET: Duration = Duration::from_secs(10);
 /// Packets waiting to be written to one connection.
 const WRITE_QUEUE: usize = 1024;
 
-/// What a connection tells its engine.
+/// What a connection tells its destination.
 #[derive(Debug)]
 pub enum TcpEvent {
-    /// A connection that named one of this engine's ufrags; `writer`
+    /// A connection that named one of this destination's ufrags; `writer`
     /// takes packets for it (unframed).
     Opened {
         remote: SocketAddr,
@@ -49,40 +50,108 @@ pub enum TcpEvent {
     },
 }
 
-/// The ICE ufrags of the viewers the engines have now (engines add and
-/// remove theirs): the ICE-TCP listener takes a connection only for one.
+/// The ICE ufrags of the sessions that exist now, each with the
+/// destination (an index into the listener's senders) that has it: the
+/// listener takes a connection only for one of them.
 #[derive(Clone, Debug, Default)]
-pub struct LiveUfrags(Arc<Mutex<HashSet<String>>>);
+pub struct LiveUfrags(Arc<Mutex<HashMap<String, usize>>>);
 
 impl LiveUfrags {
-    pub fn insert(&self, ufrag: &str) {
-        self.0.lock().expect("ufrags lock").insert(ufrag.to_owned());
+    pub fn insert(&self, ufrag: &str, destination: usize) {
+        self.0
+            .lock()
+            .expect("ufrags lock")
+            .insert(ufrag.to_owned(), destination);
     }
 
     pub fn remove(&self, ufrag: &str) {
         self.0.lock().expect("ufrags lock").remove(ufrag);
     }
 
-    pub fn contains(&self, ufrag: &str) -> bool {
-        self.0.lock().expect("ufrags lock").contains(ufrag)
+    /// The destination that has `ufrag`, if a session has it now.
+    pub fn destination(&self, ufrag: &str) -> Option<usize> {
+        self.0.lock().expect("ufrags lock").get(ufrag).copied()
     }
 }
 
-/// A ufrag for engine `engine`'s viewer: two digits naming the engine,
-/// then `token`.
-pub fn ufrag_for(engine: usize, token: &str) -> String {
-    format!("{:02}{token}", engine % 100)
+/// The listener's side of one destination: the sender it hands that
+/// destination's connections to. Made by [`Listener::route`].
+pub struct Route {
+    /// The index that destination registers its ufrags with.
+    pub destination: usize,
+    pub events: mpsc::Receiver<TcpEvent>,
+    pub ufrags: LiveUfrags,
+    /// The passive candidates to offer (the listener's address as peers
+    /// reach it).
+    pub candidates: Vec<SocketAddr>,
 }
 
-/// The engine a ufrag (as `ufrag_for` made it) belongs to.
-pub fn engine_of(ufrag: &str) -> Option<usize> {
-    ufrag.get(..2)?.parse().ok()
+/// The ICE-TCP listener and the destinations it routes to.
+pub struct Listener {
+    listener: TcpListener,
+    destinations: Vec<mpsc::Sender<TcpEvent>>,
+    ufrags: LiveUfrags,
+    candidates: Vec<SocketAddr>,
 }
 
-/// Accepts connections until `shutdown`, each handled on its own task; at
-/// most `max` at once (more are closed at once). A connection that sends
-/// nothing for `idle` is closed.
-pub async fn serve(
+/// Connection events waiting for a destination.
+const EVENT_QUEUE: usize = 1024;
+
+impl Listener {
+    /// A bound listener whose passive candidates are `candidates`, with its
+    /// first destinations (`destinations[k]` has the ufrags registered with
+    /// `k` in `ufrags`); [`Self::route`] adds more.
+    pub fn new(
+        listener: TcpListener,
+        candidates: Vec<SocketAddr>,
+        destinations: Vec<mpsc::Sender<TcpEvent>>,
+        ufrags: LiveUfrags,
+    ) -> Listener {
+        Listener {
+            listener,
+            destinations,
+            ufrags,
+            candidates,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// A new destination.
+    pub fn route(&mut self) -> Route {
+        let (tx, events) = mpsc::channel(EVENT_QUEUE);
+        self.destinations.push(tx);
+        Route {
+            destination: self.destinations.len() - 1,
+            events,
+            ufrags: self.ufrags.clone(),
+            candidates: self.candidates.clone(),
+        }
+    }
+
+    /// Accepts connections until `shutdown`, each handled on its own task;
+    /// at most `max` at once (more are closed at once). A connection that
+    /// sends nothing for `idle` is closed.
+    pub async fn serve(self, max: usize, idle: Duration, shutdown: Shutdown) {
+        serve(
+            self.listener,
+            self.destinations,
+            self.ufrags,
+            max,
+            idle,
+            shutdown,
+        )
+        .await
+    }
+}
+
+async fn serve(
     listener: TcpListener,
     engines: Vec<mpsc::Sender<TcpEvent>>,
     live: LiveUfrags,
@@ -97,7 +166,7 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracing::debug!(%remote, "webrtc tcp: too many connections");
+                        tracing::debug!(%remote, "ice-tcp: too many connections");
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
@@ -108,7 +177,7 @@ pub async fn serve(
                     });
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "webrtc tcp accept failed");
+                    tracing::debug!(error = %e, "ice-tcp: accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -170,15 +239,12 @@ async fn read_frame(
     }
 }
 
-/// The engine a connection's first packet is for: a STUN message whose
-/// USERNAME starts with the ufrag of a viewer that exists now.
-pub fn route(first: &[u8], engines: usize, live: &LiveUfrags) -> Option<usize> {
+/// The destination a connection's first packet is for: a STUN message
+/// whose USERNAME starts with the ufrag of a session that exists now.
+pub fn route(first: &[u8], destinations: usize, live: &LiveUfrags) -> Option<usize> {
     let msg = StunMessage::parse(first).ok()?;
     let (local, _) = msg.split_username()?;
-    if !live.contains(local) {
-        return None;
-    }
-    engine_of(local).filter(|k| *k < engines)
+    live.destination(local).filter(|k| *k < destinations)
 }
 
 async fn connection(
@@ -196,7 +262,7 @@ async fn connection(
         return;
     };
     let Some(k) = route(&first, engines.len(), live) else {
-        tracing::debug!(%remote, "webrtc tcp: first packet is not STUN for a live viewer of ours");
+        tracing::debug!(%remote, "ice-tcp: first packet is not STUN for a live session of ours");
         return;
     };
     let engine = &engines[k];
@@ -241,7 +307,7 @@ async fn connection(
             data = match tokio::time::timeout(idle, read_frame(&mut rd, &mut frames)).await {
                 Ok(Ok(Some(frame))) => frame,
                 Err(_) => {
-                    tracing::debug!(%remote, ?idle, "webrtc tcp: idle connection closed");
+                    tracing::debug!(%remote, ?idle, "ice-tcp: idle connection closed");
                     return;
                 }
                 _ => return,
@@ -259,15 +325,6 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ufrags_name_their_engine() {
-        let u = ufrag_for(3, "abcdef");
-        assert_eq!(u, "03abcdef");
-        assert_eq!(engine_of(&u), Some(3));
-        assert_eq!(engine_of("x"), None);
-        assert_eq!(engine_of("ab12"), None);
-    }
 
     #[tokio::test]
     async fn frames_are_read_whole_and_eof_is_clean() {
@@ -327,17 +384,20 @@ mod tests {
     }
 
     #[test]
-    fn only_stun_for_a_live_viewer_is_routed() {
+    fn only_stun_for_a_live_session_is_routed() {
         let live = LiveUfrags::default();
         assert_eq!(route(b"not stun at all", 2, &live), None);
         assert_eq!(route(&[], 2, &live), None);
         let req = binding_request(b"01abcdef:remote");
-        // The right engine digits, but no such viewer (yet, or any more).
+        // No such session (yet, or any more).
         assert_eq!(route(&req, 2, &live), None);
-        live.insert("01abcdef");
+        live.insert("01abcdef", 1);
         assert_eq!(route(&req, 2, &live), Some(1));
-        // An engine this server does not have.
-        live.insert("99abcdef");
+        // A WHIP session's ufrag, at its own destination.
+        live.insert("wxyz", 0);
+        assert_eq!(route(&binding_request(b"wxyz:r"), 2, &live), Some(0));
+        // A destination this listener does not have.
+        live.insert("99abcdef", 7);
         assert_eq!(route(&binding_request(b"99abcdef:r"), 2, &live), None);
         live.remove("01abcdef");
         assert_eq!(route(&req, 2, &live), None);
