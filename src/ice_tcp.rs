@@ -52,7 +52,9 @@ pub enum TcpEvent {
 
 /// The ICE ufrags of the sessions that exist now, each with the
 /// destination (an index into the listener's senders) that has it: the
-/// listener takes a connection only for one of them.
+/// listener takes a connection only for one of them. Owners keep their
+/// ufrags apart: a viewer's starts with its engine's two digits, a WHIP
+/// publisher's with `w`.
 #[derive(Clone, Debug, Default)]
 pub struct LiveUfrags(Arc<Mutex<HashMap<String, usize>>>);
 

@@ -1,5 +1,6 @@
 //! Client addresses: blocks of them (trusted proxies), shared by the
-//! configuration's checks and the listeners; and binding those listeners.
+//! configuration's checks and the listeners; binding those listeners; and
+//! which of our ICE candidates a peer's packet reached.
 
 /// Binds a TCP listener on each of `addrs`; the first that cannot be bound
 /// is an error naming the protocol (`what`) and the address.
@@ -136,6 +137,23 @@ impl IpBlock {
     }
 }
 
+/// The advertised candidate address a datagram (or ICE-TCP connection)
+/// from `src` most likely reached (str0m matches STUN to a local candidate
+/// by it): one of the same family and the same loopback-ness, else one of
+/// the same family, else the first.
+pub fn candidate_reached(
+    candidates: &[std::net::SocketAddr],
+    src: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    candidates
+        .iter()
+        .find(|c| c.is_ipv4() == src.is_ipv4() && c.ip().is_loopback() == src.ip().is_loopback())
+        .or_else(|| candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()))
+        .or(candidates.first())
+        .copied()
+        .unwrap_or(src)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +175,28 @@ mod tests {
         for bad in ["10.0.0.0/33", "::/129", "host", "10.0.0.0/x", ""] {
             assert!(IpBlock::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_candidate_reached_matches_family_and_loopback() {
+        let c: Vec<std::net::SocketAddr> = vec![
+            "10.0.0.5:10000".parse().unwrap(),
+            "127.0.0.1:10000".parse().unwrap(),
+        ];
+        assert_eq!(
+            candidate_reached(&c, "127.0.0.1:5000".parse().unwrap()),
+            c[1]
+        );
+        assert_eq!(
+            candidate_reached(&c, "192.168.1.9:5000".parse().unwrap()),
+            c[0]
+        );
+        let none = "[::1]:5000".parse().unwrap();
+        assert_eq!(
+            candidate_reached(&c, none),
+            c[0],
+            "no family match: the first"
+        );
+        assert_eq!(candidate_reached(&[], none), none);
     }
 }

@@ -446,7 +446,13 @@ impl SfuCore {
     /// The ICE-TCP connection from `remote` closed: a viewer with no other
     /// path times out (ICE).
     pub fn tcp_closed(&mut self, remote: SocketAddr) {
-        self.by_addr.remove(&(Protocol::Tcp, remote));
+        let path = (Protocol::Tcp, remote);
+        if let Some(id) = self.by_addr.remove(&path)
+            && let Some(v) = self.viewers.get_mut(&id)
+        {
+            // Its place among the viewer's paths is free for a new one.
+            v.addrs.retain(|a| *a != path);
+        }
     }
 
     /// Offers a new viewer a session.
@@ -842,7 +848,7 @@ impl SfuCore {
             Protocol::Tcp => &self.tcp_candidates,
             _ => &self.candidates,
         };
-        let destination = destination_for(candidates, src);
+        let destination = crate::net::candidate_reached(candidates, src);
         let Ok(receive) = Receive::new(proto, src, destination, data) else {
             return;
         };
@@ -1444,37 +1450,6 @@ fn answer_offer(rtc: &mut Rtc, offer: &str, with_audio: bool) -> Result<Answered
         video_pt,
         audio_pt: audio.map_or(Pt::from(super::feed::OPUS_PT), |a| a.1),
     })
-}
-
-/// The advertised address a datagram from `src` was most likely sent to
-/// (str0m matches STUN to a local candidate by it): one of the same family
-/// and the same loopback-ness, else the first.
-fn destination_for(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
-    candidates
-        .iter()
-        .find(|c| c.is_ipv4() == src.is_ipv4() && c.ip().is_loopback() == src.ip().is_loopback())
-        .or_else(|| candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()))
-        .or(candidates.first())
-        .copied()
-        .unwrap_or(src)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn destination_prefers_a_matching_candidate() {
-        let c: Vec<SocketAddr> = vec![
-            "10.0.0.5:10000".parse().unwrap(),
-            "127.0.0.1:10000".parse().unwrap(),
-        ];
-        assert_eq!(destination_for(&c, "127.0.0.1:5000".parse().unwrap()), c[1]);
-        assert_eq!(
-            destination_for(&c, "192.168.1.9:5000".parse().unwrap()),
-            c[0]
-        );
-    }
 }
 
 #[cfg(test)]

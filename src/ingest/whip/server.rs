@@ -222,6 +222,11 @@ impl WhipServer {
             self.core.handle_timeout(Instant::now(), &mut self.out);
             self.on_events(Instant::now());
             self.flush();
+            // An ended session's ICE-TCP connections close with it (its
+            // writer dropped ends the connection).
+            for remote in self.core.take_closed_tcp() {
+                self.tcp_conns.remove(&remote);
+            }
         }
         for (_, p) in self.publishers.drain() {
             tracing::info!(stream = %p.path, stats = ?p.ingest.stats(), "closing WHIP publisher: server shutting down");
@@ -386,10 +391,15 @@ impl WhipServer {
             } else if p.admitted.until.is_some_and(|u| u.into_std() <= now) {
                 gone.push((*id, "its admission lifetime is over"));
             } else {
-                keyframes.extend(p.ingest.keyframes_requested().map(|layer| (*id, layer)));
+                let asked = p.ingest.keyframes_requested();
+                keyframes.extend(asked.map(|layer| (*id, layer, KEYFRAME_REQUEST_INTERVAL)));
                 if !self.keyframe_interval.is_zero() {
-                    let long = p.ingest.long_groups(now, self.keyframe_interval);
-                    keyframes.extend(long.map(|layer| (*id, layer)));
+                    // 10% of slack: a publisher whose own keyframes come at
+                    // the interval is not asked just before one. One that
+                    // does not answer is asked once per interval.
+                    let interval = self.keyframe_interval;
+                    let long = p.ingest.long_groups(now, interval + interval / 10);
+                    keyframes.extend(long.map(|layer| (*id, layer, interval)));
                 }
             }
         }
@@ -397,20 +407,21 @@ impl WhipServer {
             self.core.close(id);
             self.remove(id, why);
         }
-        for (id, layer) in keyframes {
-            self.keyframe(id, layer, now);
+        for (id, layer, every) in keyframes {
+            self.keyframe(id, layer, now, every);
         }
     }
 
-    /// Asks for a keyframe of video layer `layer` (throttled per layer).
-    fn keyframe(&mut self, id: SessionId, layer: usize, now: Instant) {
+    /// Asks for a keyframe of video layer `layer`, unless one was asked
+    /// for within `every`.
+    fn keyframe(&mut self, id: SessionId, layer: usize, now: Instant, every: Duration) {
         let Some(p) = self.publishers.get_mut(&id) else {
             return;
         };
         let Some(last) = p.last_keyframe_request.get_mut(layer) else {
             return;
         };
-        if last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+        if last.is_some_and(|t| now.saturating_duration_since(t) < every) {
             return;
         }
         *last = Some(now);
@@ -483,7 +494,7 @@ impl WhipServer {
                             if step.need_keyframe
                                 && let Some(layer) = layer
                             {
-                                self.keyframe(id, layer, now);
+                                self.keyframe(id, layer, now, KEYFRAME_REQUEST_INTERVAL);
                             }
                         }
                         Err(e) => {

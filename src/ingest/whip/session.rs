@@ -125,6 +125,8 @@ pub struct WhipCore {
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
     by_addr: HashMap<(Protocol, SocketAddr), SessionId>,
+    /// ICE-TCP connections of ended sessions, for the driver to close.
+    closed_tcp: Vec<SocketAddr>,
     events: VecDeque<WhipEvent>,
     next_id: SessionId,
 }
@@ -166,6 +168,7 @@ impl WhipCore {
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            closed_tcp: Vec::new(),
             events: VecDeque::new(),
             next_id: 1,
         })
@@ -198,6 +201,11 @@ impl WhipCore {
             .clone()
             .set_local_ice_credentials(creds)
             .build(now);
+        if tcp_only && self.tcp.is_none() {
+            tracing::info!(
+                "a WHIP publisher asked for ICE-TCP (?transport=tcp), which is off (webrtc.ice_tcp): answering with UDP"
+            );
+        }
         let tcp_only = tcp_only && self.tcp.is_some();
         for c in self.local_candidates(tcp_only) {
             rtc.add_local_candidate(c);
@@ -371,7 +379,19 @@ impl WhipCore {
     /// The ICE-TCP connection from `remote` closed: a session with no
     /// other path times out (ICE).
     pub fn tcp_closed(&mut self, remote: SocketAddr) {
-        self.by_addr.remove(&(Protocol::Tcp, remote));
+        let path = (Protocol::Tcp, remote);
+        if let Some(id) = self.by_addr.remove(&path)
+            && let Some(s) = self.sessions.get_mut(&id)
+        {
+            // Its place among the session's paths is free for a new one.
+            s.addrs.retain(|a| *a != path);
+        }
+    }
+
+    /// The ICE-TCP connections of sessions that ended since the last call:
+    /// the driver closes them.
+    pub fn take_closed_tcp(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.closed_tcp)
     }
 
     /// Asks the publisher for a keyframe (PLI) of its video, or of one
@@ -424,7 +444,7 @@ impl WhipCore {
         };
         let Some(id) = id else { return };
         let destination = match (proto, &self.tcp) {
-            (Protocol::Tcp, Some(tcp)) => tcp_destination(&tcp.candidates, src),
+            (Protocol::Tcp, Some(tcp)) => crate::net::candidate_reached(&tcp.candidates, src),
             _ => self.destination_for(src, local),
         };
         let Ok(receive) = Receive::new(proto, src, destination, data) else {
@@ -549,18 +569,119 @@ impl WhipCore {
         }
         for a in &s.addrs {
             self.by_addr.remove(a);
+            if a.0 == Protocol::Tcp {
+                self.closed_tcp.push(a.1);
+            }
         }
     }
 }
 
-/// The passive ICE-TCP candidate a connection from `src` reached: one of
-/// its address family, loopback for loopback.
-fn tcp_destination(candidates: &[SocketAddr], src: SocketAddr) -> SocketAddr {
-    candidates
-        .iter()
-        .find(|c| c.is_ipv4() == src.is_ipv4() && c.ip().is_loopback() == src.ip().is_loopback())
-        .or_else(|| candidates.iter().find(|c| c.is_ipv4() == src.is_ipv4()))
-        .or(candidates.first())
-        .copied()
-        .unwrap_or(src)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::ice::TransId;
+
+    /// FFmpeg 9's WHIP offer, video only.
+    const OFFER: &str = "v=0\r\no=FFmpeg 4489045141692799359 2 IN IP4 127.0.0.1\r\n\
+s=FFmpegPublishSession\r\nt=0 0\r\na=group:BUNDLE 1\r\na=msid-semantic: WMS\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 106\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:be76892c\r\n\
+a=ice-pwd:38769dd066d05368ef6a98cb871ada2b\r\n\
+a=fingerprint:sha-256 DB:F1:BE:BB:DD:BE:FB:FE:A3:62:D7:B0:C1:0B:DA:B7:E6:DB:4C:9B:EA:52:23:D9:B0:20:88:A6:E9:8A:8E:22\r\n\
+a=setup:passive\r\na=mid:1\r\na=sendonly\r\na=rtcp-mux\r\na=rtpmap:106 H264/90000\r\n\
+a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001e\r\n\
+a=ssrc:369817149 cname:FFmpeg\r\n";
+
+    fn attr<'a>(sdp: &'a str, name: &str) -> &'a str {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(&format!("a={name}:")))
+            .unwrap()
+            .trim()
+    }
+
+    /// A publisher's connectivity check on our ufrag, signed with our
+    /// password, as a browser sends it over its ICE-TCP connection.
+    fn check(ufrag: &str, pwd: &str) -> Vec<u8> {
+        let username = format!("{ufrag}:be76892c");
+        let msg = StunMessage::binding_request(&username, TransId::new(), true, 7, 1, true);
+        let mut buf = vec![0u8; 512];
+        let hmac = |key: &[u8], parts: &[&[u8]]| -> [u8; 20] {
+            use aws_lc_rs::hmac;
+            let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+            let mut ctx = hmac::Context::with_key(&key);
+            parts.iter().for_each(|p| ctx.update(p));
+            ctx.sign().as_ref().try_into().unwrap()
+        };
+        let n = msg.to_bytes(Some(pwd.as_bytes()), &mut buf, hmac).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// `?transport=tcp` answers with the passive ICE-TCP candidate alone
+    /// and registers the session's ufrag with the listener. A closed
+    /// connection frees its place among the session's paths, so a
+    /// publisher that reconnects more often than there are places still
+    /// gets through; and when the session ends, its ufrag is dropped and
+    /// its open connections are handed back to be closed.
+    #[test]
+    fn ice_tcp_paths_come_and_go_with_their_connections() {
+        let ufrags = LiveUfrags::default();
+        let listener: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let udp: SocketAddr = "127.0.0.1:10100".parse().unwrap();
+        let tcp = IceTcp {
+            candidates: vec![listener],
+            ufrags: ufrags.clone(),
+            destination: 3,
+        };
+        let mut core = WhipCore::new(vec![udp], Some(tcp), Duration::from_secs(30), 4).unwrap();
+        let now = Instant::now();
+        let accepted = core.accept(OFFER, true, now).unwrap();
+        let candidates: Vec<&str> = accepted
+            .answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .collect();
+        assert_eq!(candidates.len(), 1, "{candidates:?}");
+        assert!(
+            candidates[0].contains("3478 typ host tcptype passive"),
+            "{candidates:?}"
+        );
+        let (ufrag, pwd) = (
+            attr(&accepted.answer, "ice-ufrag"),
+            attr(&accepted.answer, "ice-pwd"),
+        );
+        assert_eq!(ufrags.destination(ufrag), Some(3));
+        let mut out = Vec::new();
+        for port in 0..(3 * MAX_ADDRS as u16) {
+            let remote = SocketAddr::from(([127, 0, 0, 1], 40_000 + port));
+            core.handle_datagram(
+                Protocol::Tcp,
+                &check(ufrag, pwd),
+                remote,
+                udp,
+                now,
+                &mut out,
+            );
+            assert!(
+                out.iter()
+                    .any(|(p, to, _)| *p == Protocol::Tcp && *to == remote),
+                "connection {port} was answered"
+            );
+            assert_eq!(
+                core.by_addr.get(&(Protocol::Tcp, remote)),
+                Some(&accepted.session),
+                "connection {port} is a path of the session"
+            );
+            out.clear();
+            // All but the last close again.
+            if port + 1 < 3 * MAX_ADDRS as u16 {
+                core.tcp_closed(remote);
+            }
+        }
+        assert_eq!(core.sessions[&accepted.session].addrs.len(), 1);
+        assert!(core.close(accepted.session));
+        assert_eq!(ufrags.destination(ufrag), None);
+        let last = SocketAddr::from(([127, 0, 0, 1], 40_000 + 3 * MAX_ADDRS as u16 - 1));
+        assert_eq!(core.take_closed_tcp(), [last]);
+        assert!(core.by_addr.is_empty());
+    }
 }
