@@ -57,9 +57,12 @@ impl Catalog {
         self.video.iter().find(|v| v.track == track)
     }
 
-    /// Sorts the video renditions largest first (stable for equal bitrates).
+    /// Sorts the video renditions largest first: by bitrate, then by
+    /// picture size (stable for equal both).
     pub fn sort(&mut self) {
-        self.video.sort_by_key(|v| std::cmp::Reverse(v.bitrate));
+        self.video.sort_by_key(|v| {
+            std::cmp::Reverse((v.bitrate, u64::from(v.width) * u64::from(v.height)))
+        });
     }
 }
 

@@ -129,7 +129,12 @@ impl Packaging {
         let video = catalog
             .video
             .iter()
-            .map(|v| (v.track.clone(), TrackKind::Video, v.bitrate));
+            // A rung's configured rate; a publisher's measured one is no
+            // VBV maximum (the master measures its own peak).
+            .map(|v| {
+                let configured = if v.passthrough { 0 } else { v.bitrate };
+                (v.track.clone(), TrackKind::Video, configured)
+            });
         let audio = catalog
             .audio
             .iter()

@@ -66,8 +66,11 @@ pub fn aac_pending(update: &BroadcastUpdate, c: &Catalog) -> bool {
 /// LL-HLS, or Opus (WHIP) for WebRTC.
 ///
 /// The first video track is `source`; a multitrack publisher's other
-/// renditions are listed by their track names once their codec is known,
-/// largest picture first. `configs` has each video track's configuration
+/// renditions (or a simulcast publisher's layers) are listed by their
+/// track names once their codec is known, largest picture first (the
+/// catalog then sorts by bitrate once [`with_rates`] has them all, which
+/// for layers of one picture is the same order). `configs` has each video
+/// track's configuration
 /// once its first frame is there. Complete once the first track's codec is
 /// known and the audio is there, unless the publisher did not declare any.
 pub fn source_catalog(
@@ -115,11 +118,14 @@ pub fn source_catalog(
 
 /// Gives the source renditions their measured bitrates (`rates`, by
 /// track), so that WebRTC's ABR can choose between a simulcast or
-/// multitrack publisher's layers; a rendition not measured yet stays 0.
+/// multitrack publisher's layers. All or none: until every one listed is
+/// measured they all stay 0 (the catalog sorts by bitrate, and one layer
+/// measured before the others would lead it).
 pub fn with_rates(mut catalog: Catalog, rates: &HashMap<String, u32>) -> Catalog {
-    for v in catalog.video.iter_mut().filter(|v| v.passthrough) {
-        if let Some(r) = rates.get(&v.track) {
-            v.bitrate = *r;
+    let mut sources = catalog.video.iter_mut().filter(|v| v.passthrough);
+    if sources.all(|v| rates.contains_key(&v.track)) {
+        for v in catalog.video.iter_mut().filter(|v| v.passthrough) {
+            v.bitrate = rates[&v.track];
         }
     }
     catalog
@@ -392,6 +398,23 @@ mod tests {
         assert_eq!(
             c.video.iter().map(|v| v.bitrate).collect::<Vec<_>>(),
             [2_500_000, 350_000]
+        );
+        // All or none: one of two layers measured leaves both at 0.
+        let layers = Catalog {
+            video: vec![
+                VideoEntry::rung("video", 0, false),
+                VideoEntry::rung("video1", 0, false),
+            ],
+            ..Default::default()
+        };
+        let one = HashMap::from([("video1".into(), 350_000)]);
+        let c = with_rates(layers.clone(), &one);
+        assert!(c.video.iter().all(|v| v.bitrate == 0), "{c:?}");
+        let both = HashMap::from([("video".into(), 900_000), ("video1".into(), 350_000)]);
+        let c = with_rates(layers, &both);
+        assert_eq!(
+            c.video.iter().map(|v| v.bitrate).collect::<Vec<_>>(),
+            [900_000, 350_000]
         );
     }
 }

@@ -53,10 +53,20 @@ pub async fn run(
                 let config = config.clone();
                 let transcoders = transcoders.clone();
                 let task = async move {
-                    let transcoded = config.enabled_for(b.path().app())
-                        && transcode(b.clone(), config, transcoders).await == Transcoded::Done;
-                    if !transcoded {
-                        pass_through(b).await
+                    let transcodes = config.enabled_for(b.path().app());
+                    // The publisher's session decides: simulcast layers
+                    // are passed through, anything else is transcoded where
+                    // the app does; a publisher that resumes the broadcast
+                    // the other way switches it.
+                    loop {
+                        let next = if transcodes && !b.snapshot().meta.simulcast {
+                            transcode(b.clone(), config.clone(), transcoders.clone()).await
+                        } else {
+                            pass_through(b.clone(), transcodes).await
+                        };
+                        if next == Next::Ended {
+                            break;
+                        }
                     }
                 }
                 .instrument(span);
@@ -71,10 +81,22 @@ pub async fn run(
         .await;
 }
 
+/// How a stage's task for a broadcast ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The broadcast ended.
+    Ended,
+    /// A publisher resumed the broadcast the other way (simulcast or not):
+    /// the other stage takes over.
+    Switch,
+}
+
 /// Publishes the source as the catalog, as its tracks appear, until the
-/// broadcast ends. A WHIP publisher's Opus is still transcoded to AAC, as
-/// LL-HLS and recordings carry no Opus.
-async fn pass_through(mut broadcast: BroadcastConsumer) {
+/// broadcast ends, or (where the app `transcodes`, and this serves a
+/// simulcast publisher) until a publisher that is not simulcast resumes
+/// it. A WHIP publisher's Opus is still transcoded to AAC, as LL-HLS and
+/// recordings carry no Opus.
+async fn pass_through(mut broadcast: BroadcastConsumer, transcodes: bool) -> Next {
     let mut update = broadcast.snapshot();
     let mut aac: Option<(Pipeline, TrackConsumer)> = None;
     // Each source video track's codec and the publisher session it was
@@ -86,7 +108,16 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
     let mut rates: HashMap<String, u32> = HashMap::new();
     let mut watched: HashSet<String> = HashSet::new();
     let mut changes: SelectAll<BoxStream<'static, (String, TrackNote)>> = SelectAll::new();
+    let mut next = Next::Ended;
     loop {
+        if transcodes
+            && !update.meta.simulcast
+            && matches!(update.status, BroadcastStatus::Live { .. })
+        {
+            tracing::info!("the publisher sends no simulcast layers: transcoding");
+            next = Next::Switch;
+            break;
+        }
         let session = seen.values().map(|(s, _)| *s).max();
         let configs: HashMap<String, Arc<CodecConfig>> = seen
             .iter()
@@ -145,6 +176,10 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
             () = forward => {}
             Some((name, note)) = changes.next(), if !changes.is_empty() => match note {
                 TrackNote::Config(session, config) => {
+                    // A new publisher session is measured anew.
+                    if seen.get(&name).is_some_and(|(s, _)| *s != session) {
+                        rates.remove(&name);
+                    }
                     seen.insert(name, (session, config));
                 }
                 TrackNote::Rate(bps) => {
@@ -156,6 +191,7 @@ async fn pass_through(mut broadcast: BroadcastConsumer) {
     if let Some((pipeline, _)) = aac {
         let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
     }
+    next
 }
 
 /// What a source video track's frames say, as it changes.
@@ -617,27 +653,14 @@ fn describe(rungs: &[PlannedRung]) -> String {
         .join(", ")
 }
 
-/// How a transcoder task ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Transcoded {
-    /// The broadcast ended.
-    Done,
-    /// The publisher sends its own renditions (simulcast): they are passed
-    /// through instead, untouched.
-    NotHere,
-}
-
+/// Transcodes the broadcast until it ends, or until a simulcast publisher
+/// resumes it (ingest marks a simulcast session before it makes any
+/// track, so the mark is seen before its frames are).
 async fn transcode(
     broadcast: BroadcastConsumer,
     config: TranscodeConfig,
     transcoders: Arc<Transcoders>,
-) -> Transcoded {
-    // Ingest marks a simulcast broadcast before it makes any track, so the
-    // mark is seen before anything is subscribed.
-    if broadcast.snapshot().meta.simulcast {
-        tracing::info!("the publisher sends simulcast layers: serving them as they come");
-        return Transcoded::NotHere;
-    }
+) -> Next {
     let _live = super::pipeline::Live::new("streamd_transcode_streams");
     let mut reader = Reader::new(broadcast.clone(), config, transcoders, false);
     let mut events: Events = SelectAll::new();
@@ -658,12 +681,14 @@ async fn transcode(
     let mut watch = broadcast.clone();
     subscribe(&mut events, &mut subscribed);
     let mut ended = broadcast.status() == BroadcastStatus::Ended;
+    let mut next = Next::Ended;
     while !(ended && events.is_empty()) {
         tokio::select! {
             update = watch.update(), if !ended => {
-                if update.meta.simulcast && events.is_empty() {
+                if update.meta.simulcast {
                     tracing::info!("the publisher sends simulcast layers: serving them as they come");
-                    return Transcoded::NotHere;
+                    next = Next::Switch;
+                    break;
                 }
                 ended = update.status == BroadcastStatus::Ended;
                 subscribe(&mut events, &mut subscribed);
@@ -682,7 +707,7 @@ async fn transcode(
     drop(reader);
     let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
     tracing::info!("transcoder stopped");
-    Transcoded::Done
+    next
 }
 
 /// The ladder without a server or a clock: video frames are pushed with
@@ -724,7 +749,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::bus::{Frame, GroupInfo, Retention, StreamPath};
+    use crate::bus::{Catalog, Frame, GroupInfo, Retention, StreamPath};
     use crate::media::AacConfig;
 
     /// A video frame whose codec the ladder cannot decode.
@@ -778,5 +803,87 @@ mod tests {
             assert_eq!(c.complete, !opus, "{c:?}");
             ladder.finish();
         }
+    }
+
+    /// Polls the broadcast's catalog until `ok` holds (5 s at most).
+    async fn catalog_until(b: &BroadcastConsumer, what: &str, ok: impl Fn(&Catalog) -> bool) {
+        for _ in 0..100 {
+            if b.catalog().as_ref().is_some_and(&ok) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: {:?}", b.catalog());
+    }
+
+    /// The stage follows each publisher session: a simulcast publisher's
+    /// layers are passed through, a plain publisher that resumes the
+    /// broadcast gets the ladder, and a simulcast one that resumes it
+    /// after that gets its layers passed through again.
+    #[tokio::test]
+    async fn a_publisher_that_resumes_the_other_way_switches_the_stage() {
+        let registry = Registry::new(Duration::from_secs(30), Retention::default());
+        let (_stop, shutdown) = crate::shutdown::channel();
+        let config = TranscodeConfig {
+            opus: false,
+            ladder: vec![crate::config::RungConfig::new("120p", 160, 120, 200)],
+            ..TranscodeConfig::default()
+        };
+        let transcoders = Arc::new(Transcoders::default());
+        tokio::spawn(run(registry.clone(), config, transcoders, shutdown));
+        let path = StreamPath::new("live", "modes").unwrap();
+        let avc = CodecConfig::H264(
+            crate::media::AvcConfig::parse(Bytes::from_static(
+                crate::media::h264::tests::AVCC_320X240,
+            ))
+            .unwrap(),
+        );
+        let frame = || Frame {
+            dts: MediaTime::from_millis(0),
+            pts: MediaTime::from_millis(0),
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+            wallclock: SystemTime::now(),
+            received: Instant::now(),
+        };
+        // Publishes a session with `layers` video tracks (simulcast if more
+        // than one), one keyframe each.
+        let publish = |layers: usize| {
+            let mut b = registry.publish(path.clone()).unwrap();
+            b.set_meta(crate::bus::BroadcastMeta {
+                has_video: Some(true),
+                has_audio: Some(false),
+                simulcast: layers > 1,
+                ..Default::default()
+            });
+            let tracks: Vec<_> = (0..layers)
+                .map(|i| {
+                    let name = crate::ingest::tags::video_track_name(i as u8);
+                    let mut t = b.track(TrackInfo::source(&name, TrackKind::Video));
+                    t.set_config(avc.clone());
+                    t.write(frame(), true).unwrap();
+                    t
+                })
+                .collect();
+            (b, tracks)
+        };
+        let layers_served =
+            |c: &Catalog| c.video.len() == 2 && c.video.iter().all(|v| v.passthrough);
+        let laddered = |c: &Catalog| c.video.iter().any(|v| v.track == "120p" && !v.passthrough);
+
+        let session = publish(2);
+        let b = registry.get(&path).unwrap();
+        catalog_until(&b, "the simulcast layers as they came", layers_served).await;
+        drop(session);
+        let session = publish(1);
+        catalog_until(&b, "a plain publisher gets the ladder", laddered).await;
+        drop(session);
+        let _session = publish(2);
+        catalog_until(
+            &b,
+            "simulcast again: the layers as they came",
+            layers_served,
+        )
+        .await;
     }
 }
