@@ -29,8 +29,9 @@ pub struct WhipConfig {
     pub ice_timeout: Duration,
     /// When a publisher's video is served as it comes (an app that does
     /// not transcode, or simulcast layers), it is asked for a keyframe
-    /// (PLI) once its group has run this long: browsers send one only
-    /// every 100 s or when asked, and LL-HLS segments start at keyframes.
+    /// (PLI) once its group has run 10% past this (and again every this
+    /// long until one comes): browsers send one only every 100 s or when
+    /// asked, and LL-HLS segments start at keyframes.
     /// 0 never asks.
     #[serde(with = "humantime_serde")]
     pub keyframe_interval: Duration,
