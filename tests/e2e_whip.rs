@@ -628,20 +628,7 @@ async fn whip_refuses_bad_requests_and_delete_ends_only_its_session() {
 #[tokio::test]
 async fn chromium_publishes_av1_over_whip_through_the_ladder() {
     let _one = SERIAL.lock().await;
-    browser_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
-    let (r, err) = in_netns(
-        &config,
-        "http://127.0.0.1:3333/live/av1",
-        8,
-        &[
-            ("RTMP_URL", "none"),
-            ("PLAYER", "whip_publish.mjs"),
-            ("WHIP_VIDEO_CODEC", "AV1"),
-        ],
-    )
-    .await;
+    let (r, err) = chromium_whip("av1", 8, &[("WHIP_VIDEO_CODEC", "AV1")]).await;
     eprintln!("Chromium WHIP (AV1): {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
     assert_eq!(r["whip"]["connectionState"], "connected", "{r}");
@@ -669,20 +656,7 @@ async fn chromium_publishes_av1_over_whip_through_the_ladder() {
 #[tokio::test]
 async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     let _one = SERIAL.lock().await;
-    browser_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
-    let (r, err) = in_netns(
-        &config,
-        "http://127.0.0.1:3333/live/browser",
-        8,
-        &[
-            ("RTMP_URL", "none"),
-            ("PLAYER", "whip_publish.mjs"),
-            ("WHIP_OVENPLAYER", "6"),
-        ],
-    )
-    .await;
+    let (r, err) = chromium_whip("browser", 8, &[("WHIP_OVENPLAYER", "6")]).await;
     eprintln!("Chromium WHIP: {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
     assert_eq!(r["whip"]["status"], 201, "{r}");
@@ -767,19 +741,10 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
 #[tokio::test]
 async fn chromium_publishes_simulcast_over_whip_and_the_layers_are_the_renditions() {
     let _one = SERIAL.lock().await;
-    browser_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
-    let (r, err) = in_netns(
-        &config,
-        "http://127.0.0.1:3333/live/layers",
+    let (r, err) = chromium_whip(
+        "layers",
         6,
-        &[
-            ("RTMP_URL", "none"),
-            ("PLAYER", "whip_publish.mjs"),
-            ("WHIP_SIMULCAST", "1"),
-            ("WHIP_OVENPLAYER", "6"),
-        ],
+        &[("WHIP_SIMULCAST", "1"), ("WHIP_OVENPLAYER", "6")],
     )
     .await;
     eprintln!("Chromium WHIP simulcast: {r}");
@@ -858,20 +823,7 @@ async fn chromium_publishes_simulcast_over_whip_and_the_layers_are_the_rendition
 #[tokio::test]
 async fn chromium_publishes_over_ice_tcp() {
     let _one = SERIAL.lock().await;
-    browser_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
-    let (r, err) = in_netns(
-        &config,
-        "http://127.0.0.1:3333/live/tcp",
-        6,
-        &[
-            ("RTMP_URL", "none"),
-            ("PLAYER", "whip_publish.mjs"),
-            ("WHIP_TRANSPORT", "tcp"),
-        ],
-    )
-    .await;
+    let (r, err) = chromium_whip("tcp", 6, &[("WHIP_TRANSPORT", "tcp")]).await;
     eprintln!("Chromium WHIP over ICE-TCP: {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
     assert_eq!(r["whip"]["connectionState"], "connected", "{r}");
@@ -889,4 +841,22 @@ async fn chromium_publishes_over_ice_tcp() {
         restart["packetsAfter"].as_u64().unwrap_or(0) > 0,
         "{restart}"
     );
+}
+
+/// Chromium publishing over WHIP to `/live/{stream}` through a one-rung
+/// ladder, inside the loopback-only namespace (tests/browser/netns.sh and
+/// whip_publish.mjs, given `env`), then hls.js playing it for `seconds`:
+/// the script's report and streamd's log.
+async fn chromium_whip(
+    stream: &str,
+    seconds: u32,
+    env: &[(&str, &str)],
+) -> (serde_json::Value, String) {
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    let mut all = vec![("RTMP_URL", "none"), ("PLAYER", "whip_publish.mjs")];
+    all.extend_from_slice(env);
+    let url = format!("http://127.0.0.1:3333/live/{stream}");
+    in_netns(&config, &url, seconds, &all).await
 }

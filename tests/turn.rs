@@ -49,18 +49,29 @@ fn coturn(port: u16, log: &Path) -> Child {
         .expect("coturn's turnserver (apt coturn; the README's test command installs it)")
 }
 
-#[tokio::test]
-async fn aiortc_plays_through_coturn_with_minted_credentials() {
+/// coturn on a free port (its log in `dir`), and streamd with a small
+/// ladder naming it over TCP, minting credentials for `ttl` (else the
+/// default).
+async fn with_coturn(dir: &Path, ttl: Option<Duration>) -> (u16, PathBuf, Child, TestServer) {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("turn.log");
-    let _turn = coturn(port, &log);
+    let log = dir.join("turn.log");
+    let turn = coturn(port, &log);
     let server = TestServer::start(|c| {
         common::webrtc::small_ladder(c);
         c.turn.urls = vec![format!("turn:127.0.0.1:{port}?transport=tcp")];
         c.turn.secret = SECRET.into();
+        if let Some(ttl) = ttl {
+            c.turn.ttl = ttl;
+        }
     })
     .await;
+    (port, log, turn, server)
+}
+
+#[tokio::test]
+async fn aiortc_plays_through_coturn_with_minted_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_port, log, _turn, server) = with_coturn(dir.path(), None).await;
     let publisher = server.publish("live", "relay", 60, "640x360");
     server.master_when_ready("live", "relay").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -192,17 +203,9 @@ async fn ovenplayer_plays_through_turn_over_tls_when_only_tls_gets_out() {
 /// client is coturn's own `turnutils_uclient`; coturn's log is the judge.
 #[tokio::test]
 async fn coturn_refuses_minted_credentials_once_turn_ttl_is_over() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("turn.log");
-    let _turn = coturn(port, &log);
-    let server = TestServer::start(|c| {
-        common::webrtc::small_ladder(c);
-        c.turn.urls = vec![format!("turn:127.0.0.1:{port}?transport=tcp")];
-        c.turn.secret = SECRET.into();
-        c.turn.ttl = Duration::from_secs(60);
-    })
-    .await;
+    let ttl = Duration::from_secs(60);
+    let (port, log, _turn, server) = with_coturn(dir.path(), Some(ttl)).await;
     let publisher = server.publish("live", "expiring", 120, "320x240");
     server.master_when_ready("live", "expiring").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/live/expiring"))
