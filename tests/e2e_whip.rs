@@ -656,7 +656,12 @@ async fn chromium_publishes_av1_over_whip_through_the_ladder() {
 #[tokio::test]
 async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     let _one = SERIAL.lock().await;
-    let (r, err) = chromium_whip("browser", 8, &[("WHIP_OVENPLAYER", "6")]).await;
+    let token = netns_api_token();
+    let env = [
+        ("WHIP_OVENPLAYER", "6"),
+        ("WHIP_RECORDING_TOKEN", token.as_str()),
+    ];
+    let (r, err) = chromium_whip("browser", 8, &env).await;
     eprintln!("Chromium WHIP: {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}\n{err}");
     assert_eq!(r["whip"]["status"], 201, "{r}");
@@ -712,6 +717,26 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     );
     assert_eq!(op["videoCodec"], "video/H264", "{op}");
     assert_eq!(op["audioCodec"], "audio/opus", "{op}");
+    // Its recording: ready once the publisher left, with the rung's H.264
+    // and the AAC made from the Opus, and FFmpeg decodes all of it.
+    let rec = &r["recording"];
+    assert_eq!(rec["status"], "ready", "{rec}");
+    let packets = |codec: &str| -> u64 {
+        rec["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str())
+            .filter(|l| l.starts_with(&format!("{codec},")))
+            .find_map(|l| l.rsplit(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    // 8 s and more of hls.js, OvenPlayer and the restart at 30 fps, and
+    // AAC at 47 frames a second.
+    assert!(packets("h264") >= 300, "{rec}");
+    assert!(packets("aac") >= 400, "{rec}");
+    assert_eq!(rec["decoded"], true, "{rec}");
+    assert_eq!(rec["decodeErrors"], "", "{rec}");
     // The ICE restart by PATCH: a new pair, checked with the new
     // credentials (Chromium keeps the old one until a new one succeeds),
     // and video on over it.
@@ -843,6 +868,15 @@ async fn chromium_publishes_over_ice_tcp() {
     );
 }
 
+/// The root secret of the streamd that `chromium_whip` runs.
+const NETNS_SECRET: &str = "a-root-secret-for-the-netns-whip-runs-0123456789";
+
+/// An API token for that streamd.
+fn netns_api_token() -> String {
+    streamd::auth::Auth::new(NETNS_SECRET, streamd::config::AuthConfig::default())
+        .mint_api("test", Duration::from_secs(600))
+}
+
 /// Chromium publishing over WHIP to `/live/{stream}` through a one-rung
 /// ladder, inside the loopback-only namespace (tests/browser/netns.sh and
 /// whip_publish.mjs, given `env`), then hls.js playing it for `seconds`:
@@ -855,8 +889,43 @@ async fn chromium_whip(
     browser_dir();
     let dir = tempfile::tempdir().unwrap();
     let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    // A known root secret, so that the test can mint API tokens.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen(
+        "[auth]\n",
+        &format!("[auth]\njwt_secret = \"{NETNS_SECRET}\"\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
     let mut all = vec![("RTMP_URL", "none"), ("PLAYER", "whip_publish.mjs")];
     all.extend_from_slice(env);
     let url = format!("http://127.0.0.1:3333/live/{stream}");
     in_netns(&config, &url, seconds, &all).await
+}
+
+/// FFmpeg 9 publishes over WHIP (H.264 baseline and Opus) through the
+/// ladder, and the real OvenPlayer plays the stream over WebRTC in
+/// Chromium: the rung's H.264 with the publisher's Opus as it came.
+#[tokio::test]
+async fn ovenplayer_plays_an_ffmpeg_whip_stream() {
+    let _one = SERIAL.lock().await;
+    browser_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    let ffmpeg = ffmpeg9();
+    let (r, err) = in_netns(
+        &config,
+        "ws://127.0.0.1:3333/live/fw",
+        6,
+        &[
+            ("RTMP_URL", "http://127.0.0.1:3333/live/fw/whip"),
+            ("FFMPEG", ffmpeg.to_str().unwrap()),
+        ],
+    )
+    .await;
+    eprintln!("OvenPlayer on an FFmpeg WHIP stream: {r}");
+    assert_eq!(r["playing"], true, "{r}\n{err}");
+    assert_eq!(r["videoCodec"], "video/H264", "{r}");
+    assert_eq!(r["audioCodec"], "audio/opus", "{r}");
+    assert!(r["audioPacketsReceived"].as_u64().unwrap_or(0) > 100, "{r}");
 }

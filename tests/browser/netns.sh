@@ -18,6 +18,8 @@
 #   RTMP_URL   where the publisher pushes (default rtmp://127.0.0.1:1935/live/cam;
 #              must match CONFIG's [rtmp] listen and the app/stream of WS_URL);
 #              an srt:// URL publishes MPEG-TS over SRT instead (CONFIG's [srt]);
+#              an http://…/whip URL publishes over WHIP (H.264 baseline and
+#              Opus; FFMPEG must then be an FFmpeg with WHIP, FFmpeg 9);
 #              "none": no publisher (the player script publishes itself), and
 #              readiness is WS_URL's /healthz
 #   PLAYER     the script run with WS_URL SECONDS (default ovenplayer.mjs)
@@ -26,6 +28,7 @@
 #              (tests/common/clock.rs filter_graph(); the tests set it)
 #   RUST_LOG   passed to streamd (e.g. streamd=debug)
 #   NODE       node binary (default: node)
+#   FFMPEG     the publisher's ffmpeg (default: ffmpeg)
 #   STREAMD_LOG_OUT  if set, streamd's log is copied to this file at the end
 #
 # Readiness: waits (up to 20 s) until http://HOST:PORT/APP/STREAM/llhls.m3u8,
@@ -89,14 +92,21 @@ PUBLISH_SECONDS=$(( SECONDS_ARG + 30 > 60 ? SECONDS_ARG + 30 : 60 ))
 # streamd needs a moment to bind; the publisher starts once it has, and is
 # retried until it connects.
 start_publisher() {
-  local map=(-map 0:v -map 1:a) format=flv
-  case "$RTMP_URL" in srt://*) format=mpegts ;; esac
+  local map=(-map 0:v -map 1:a) format=flv video=() audio=(-c:a aac -b:a 64k -ac 2)
+  case "$RTMP_URL" in
+    srt://*) format=mpegts ;;
+    http://*/whip)
+      format=whip
+      video=(-profile:v baseline -bf 0)
+      audio=(-c:a libopus -b:a 64k -ac 2 -ar 48000)
+      ;;
+  esac
   [ -n "${CLOCK_FILTER:-}" ] && map=(-filter_complex "$CLOCK_FILTER" -map '[v]' -map '[a]')
-  ffmpeg -hide_banner -loglevel error -nostdin \
+  "${FFMPEG:-ffmpeg}" -hide_banner -loglevel error -nostdin \
     -re -f lavfi -i testsrc2=size=640x360:rate=30 \
     -re -f lavfi -i sine=frequency=1000:sample_rate=44100 "${map[@]}" \
-    -t "$PUBLISH_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -b:v 500k \
-    -c:a aac -b:a 64k -ac 2 -f "$format" "$RTMP_URL" >>"$FFMPEG_LOG" 2>&1 &
+    -t "$PUBLISH_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -b:v 500k "${video[@]}" \
+    "${audio[@]}" -f "$format" "$RTMP_URL" >>"$FFMPEG_LOG" 2>&1 &
   FFMPEG_PID=$!
 }
 

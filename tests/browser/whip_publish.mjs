@@ -17,6 +17,10 @@
 //   WHIP_TRANSPORT=tcp: publish to BASE_URL/whip?transport=tcp (ICE-TCP
 //   candidates only in the answer); `whip.pair` is the selected candidate
 //   pair either way.
+//   WHIP_RECORDING_TOKEN=JWT: after the DELETE, wait for the stream's
+//   recording to be ready (the REST API, with this API token), then count
+//   its MP4's packets with ffprobe and decode it whole with ffmpeg:
+//   `recording`.
 //   WHIP_OVENPLAYER=SECONDS: also play the stream over WebRTC with
 //   OvenPlayer (ovenplayer.mjs, run as it is) for that long, and report
 //   `ovenplayer`: whether it played, its frames, size, audio, quality
@@ -274,6 +278,7 @@ try {
       const r = await fetch(origin + location, { method: 'DELETE' });
       return r.status;
     }, { url: base, location: report.whip.location });
+    if (process.env.WHIP_RECORDING_TOKEN) report.recording = await recording(process.env.WHIP_RECORDING_TOKEN);
   }
 } catch (e) {
   report.errors.push(`script: ${e.message}`);
@@ -283,6 +288,33 @@ try {
   await publisher.close();
 }
 console.log(JSON.stringify(report));
+
+// The stream's recording once the publisher has left: ready (as the REST
+// API says), its MP4's packets counted by ffprobe, and ffmpeg's errors
+// decoding all of it.
+async function recording(token) {
+  const { origin, pathname } = new URL(base);
+  const stream = pathname.replace(/^\//, '');
+  const out = {};
+  for (let i = 0; i < 120 && out.status !== 'ready'; i++) {
+    await sleep(250);
+    const r = await fetch(`${origin}/api/recordings?stream=${stream}`, { headers: { authorization: `Bearer ${token}` } }).catch(() => null);
+    const list = r?.status === 200 ? await r.json() : [];
+    Object.assign(out, { id: list[0]?.id, status: list[0]?.status });
+  }
+  if (out.status !== 'ready') return out;
+  const mp4 = `${origin}/vod/${out.id}/recording.mp4`;
+  const run = (cmd, args) => new Promise((resolve) => {
+    execFile(cmd, args, { maxBuffer: 16 << 20 }, (err, stdout, stderr) => resolve({ ok: !err, stdout, stderr }));
+  });
+  const probe = await run('ffprobe', ['-v', 'error', '-count_packets', '-show_entries', 'stream=codec_name,width,nb_read_packets', '-of', 'csv=p=0', mp4]);
+  out.streams = probe.stdout.trim().split('\n');
+  out.probeErrors = probe.stderr.trim();
+  const decode = await run('ffmpeg', ['-v', 'error', '-nostdin', '-i', mp4, '-map', '0', '-f', 'null', '-']);
+  out.decoded = decode.ok;
+  out.decodeErrors = decode.stderr.trim().slice(0, 2000);
+  return out;
+}
 
 // OvenPlayer over WebRTC (OME signalling on the stream's ws:// URL), by
 // ovenplayer.mjs in its own Chromium: the summary of its report.
