@@ -706,7 +706,7 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
             .unwrap_or(0);
         assert!(msn >= 3, "{uri} stopped early: {lines:?}");
     }
-    assert_eq!(r["hls"]["width"], 640, "{r}");
+    assert_eq!(r["hls"]["width"], 320, "hls.js plays the 180p rung: {r}");
     assert!(r["hls"]["audioTracks"].as_u64().unwrap() >= 1, "{r}");
     // OvenPlayer plays it over WebRTC: the ladder's H.264 and the
     // publisher's Opus as it came.
@@ -716,6 +716,7 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
         "OvenPlayer played the WHIP stream: {op}"
     );
     assert_eq!(op["videoCodec"], "video/H264", "{op}");
+    assert_eq!(op["width"], 320, "the 180p rung: {op}");
     assert_eq!(op["audioCodec"], "audio/opus", "{op}");
     // Its recording: ready once the publisher left, with the rung's H.264
     // and the AAC made from the Opus, and FFmpeg decodes all of it.
@@ -734,6 +735,13 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     // 8 s and more of hls.js, OvenPlayer and the restart at 30 fps, and
     // AAC at 47 frames a second.
     assert!(packets("h264") >= 300, "{rec}");
+    let rung = rec["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+        .any(|l| l.starts_with("h264,320,"));
+    assert!(rung, "the 180p rung is recorded: {rec}");
     assert!(packets("aac") >= 400, "{rec}");
     assert_eq!(rec["decoded"], true, "{rec}");
     assert_eq!(rec["decodeErrors"], "", "{rec}");
@@ -878,7 +886,7 @@ fn netns_api_token() -> String {
 }
 
 /// Chromium publishing over WHIP to `/live/{stream}` through a one-rung
-/// ladder, inside the loopback-only namespace (tests/browser/netns.sh and
+/// ladder (180p), inside the loopback-only namespace (tests/browser/netns.sh and
 /// whip_publish.mjs, given `env`), then hls.js playing it for `seconds`:
 /// the script's report and streamd's log.
 async fn chromium_whip(
@@ -888,15 +896,18 @@ async fn chromium_whip(
 ) -> (serde_json::Value, String) {
     browser_dir();
     let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    // A rung smaller than the publishers' 640x360, so that what players
+    // get can be told from the source.
+    let config = netns_config(dir.path(), &[("180p", 320, 180, 300)]);
     // A known root secret, so that the test can mint API tokens.
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replacen(
+    let with_secret = text.replacen(
         "[auth]\n",
         &format!("[auth]\njwt_secret = \"{NETNS_SECRET}\"\n"),
         1,
     );
-    std::fs::write(&config, text).unwrap();
+    assert_ne!(text, with_secret, "netns_config has an [auth] table");
+    std::fs::write(&config, with_secret).unwrap();
     let mut all = vec![("RTMP_URL", "none"), ("PLAYER", "whip_publish.mjs")];
     all.extend_from_slice(env);
     let url = format!("http://127.0.0.1:3333/live/{stream}");
@@ -911,7 +922,7 @@ async fn ovenplayer_plays_an_ffmpeg_whip_stream() {
     let _one = SERIAL.lock().await;
     browser_dir();
     let dir = tempfile::tempdir().unwrap();
-    let config = netns_config(dir.path(), &[("360p", 640, 360, 600)]);
+    let config = netns_config(dir.path(), &[("180p", 320, 180, 300)]);
     let ffmpeg = ffmpeg9();
     let (r, err) = in_netns(
         &config,
@@ -926,6 +937,7 @@ async fn ovenplayer_plays_an_ffmpeg_whip_stream() {
     eprintln!("OvenPlayer on an FFmpeg WHIP stream: {r}");
     assert_eq!(r["playing"], true, "{r}\n{err}");
     assert_eq!(r["videoCodec"], "video/H264", "{r}");
+    assert_eq!(r["frameWidth"], 320, "the 180p rung, not the source: {r}");
     assert_eq!(r["audioCodec"], "audio/opus", "{r}");
     assert!(r["audioPacketsReceived"].as_u64().unwrap_or(0) > 100, "{r}");
 }

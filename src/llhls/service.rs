@@ -129,10 +129,12 @@ impl Packaging {
         let video = catalog
             .video
             .iter()
-            // A rung's configured rate; a publisher's measured one is no
-            // VBV maximum (the master measures its own peak).
+            // A rung's configured rate (a bypass rung's too); the rate of a
+            // publisher's own track is measured, no VBV maximum (the
+            // master measures its own peak).
             .map(|v| {
-                let configured = if v.passthrough { 0 } else { v.bitrate };
+                let source = snap.tracks.iter().any(|t| t.name == v.track && !t.derived);
+                let configured = if source { 0 } else { v.bitrate };
                 (v.track.clone(), TrackKind::Video, configured)
             });
         let audio = catalog

@@ -155,7 +155,11 @@ impl RateMeter {
         let (s, start) = match self.start {
             // A new publisher session, or time that went back: start over.
             Some((s, start)) if s == session && dts >= start => (s, start),
-            _ => {
+            other => {
+                // A new session is reported anew, even at the same rate.
+                if other.is_some_and(|(s, _)| s != session) {
+                    self.reported = None;
+                }
                 self.start = Some((session, dts));
                 self.bytes = bytes as u64;
                 return None;
@@ -379,6 +383,10 @@ mod tests {
         // Session 1 starts over: no rate until its first window ends.
         assert!(feed(&mut m, 1, 0..=30, 5000).is_empty());
         assert_eq!(feed(&mut m, 1, 31..=60, 5000), [1_200_000]);
+        // Session 2 at the same rate is reported again (its outputs start
+        // with no rate).
+        assert!(feed(&mut m, 2, 0..=30, 5000).is_empty());
+        assert_eq!(feed(&mut m, 2, 31..=60, 5000), [1_200_000]);
         // Time that goes back starts a window over too.
         assert!(feed(&mut m, 1, 10..=40, 5000).is_empty());
     }

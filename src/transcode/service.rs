@@ -58,14 +58,16 @@ pub async fn run(
                     // are passed through, anything else is transcoded where
                     // the app does; a publisher that resumes the broadcast
                     // the other way switches it.
+                    let mut from = 0;
                     loop {
                         let next = if transcodes && !b.snapshot().meta.simulcast {
-                            transcode(b.clone(), config.clone(), transcoders.clone()).await
+                            transcode(b.clone(), config.clone(), transcoders.clone(), from).await
                         } else {
-                            pass_through(b.clone(), transcodes).await
+                            pass_through(b.clone(), transcodes, from).await
                         };
-                        if next == Next::Ended {
-                            break;
+                        match next {
+                            Next::Ended => break,
+                            Next::Switch { session } => from = session,
                         }
                     }
                 }
@@ -86,17 +88,25 @@ pub async fn run(
 enum Next {
     /// The broadcast ended.
     Ended,
-    /// A publisher resumed the broadcast the other way (simulcast or not):
-    /// the other stage takes over.
-    Switch,
+    /// A publisher resumed the broadcast the other way (simulcast or not)
+    /// as publisher session `session`: the other stage takes over from it.
+    Switch { session: u32 },
+}
+
+/// Whether a frame of publisher session `session` is one for a stage that
+/// took over from session `from` (what earlier sessions left on the bus
+/// was served by the other stage).
+fn current(session: u32, from: u32) -> bool {
+    session >= from
 }
 
 /// Publishes the source as the catalog, as its tracks appear, until the
 /// broadcast ends, or (where the app `transcodes`, and this serves a
 /// simulcast publisher) until a publisher that is not simulcast resumes
 /// it. A WHIP publisher's Opus is still transcoded to AAC, as LL-HLS and
-/// recordings carry no Opus.
-async fn pass_through(mut broadcast: BroadcastConsumer, transcodes: bool) -> Next {
+/// recordings carry no Opus. Frames of publisher sessions before `from`
+/// are left alone.
+async fn pass_through(mut broadcast: BroadcastConsumer, transcodes: bool, from: u32) -> Next {
     let mut update = broadcast.snapshot();
     let mut aac: Option<(Pipeline, TrackConsumer)> = None;
     // Each source video track's codec and the publisher session it was
@@ -112,10 +122,10 @@ async fn pass_through(mut broadcast: BroadcastConsumer, transcodes: bool) -> Nex
     loop {
         if transcodes
             && !update.meta.simulcast
-            && matches!(update.status, BroadcastStatus::Live { .. })
+            && let BroadcastStatus::Live { session } = update.status
         {
             tracing::info!("the publisher sends no simulcast layers: transcoding");
-            next = Next::Switch;
+            next = Next::Switch { session };
             break;
         }
         let session = seen.values().map(|(s, _)| *s).max();
@@ -136,7 +146,7 @@ async fn pass_through(mut broadcast: BroadcastConsumer, transcodes: bool) -> Nex
             if watched.insert(t.name.clone())
                 && let Some(consumer) = broadcast.subscribe_at(&t.name, StartAt::Oldest, None)
             {
-                changes.push(track_notes(t.name.clone(), consumer));
+                changes.push(track_notes(t.name.clone(), consumer, from));
             }
         }
         if aac.is_none()
@@ -160,6 +170,7 @@ async fn pass_through(mut broadcast: BroadcastConsumer, transcodes: bool) -> Nex
             };
             while let Some(ev) = consumer.next().await {
                 let input = match ev {
+                    TrackEvent::Frame(ev) if !current(ev.group.session, from) => continue,
                     TrackEvent::Frame(ev) => AudioIn::Frame(ev),
                     TrackEvent::Interrupted => AudioIn::Interrupted,
                 };
@@ -204,7 +215,11 @@ enum TrackNote {
 
 /// A source video track's notes: its configuration and publisher session
 /// each time either changes, and its bitrate each time that moves.
-fn track_notes(name: String, consumer: TrackConsumer) -> BoxStream<'static, (String, TrackNote)> {
+fn track_notes(
+    name: String,
+    consumer: TrackConsumer,
+    from: u32,
+) -> BoxStream<'static, (String, TrackNote)> {
     struct State {
         consumer: TrackConsumer,
         last: Option<(u32, Arc<CodecConfig>)>,
@@ -229,6 +244,9 @@ fn track_notes(name: String, consumer: TrackConsumer) -> BoxStream<'static, (Str
                     continue;
                 };
                 let session = f.group.session;
+                if !current(session, from) {
+                    continue;
+                }
                 st.pending = st.rate.frame(session, f.frame.dts, f.frame.data.len());
                 if !f.group_start && st.last.is_some() {
                     continue;
@@ -260,13 +278,20 @@ const AUDIO_ONLY_AFTER: MediaTime = MediaTime::from_millis(2000);
 
 type Events = SelectAll<BoxStream<'static, (TrackKind, TrackEvent)>>;
 
+/// A source track's events, without the frames of publisher sessions
+/// before `from`.
 fn track_events(
     kind: TrackKind,
     consumer: crate::bus::TrackConsumer,
+    from: u32,
 ) -> BoxStream<'static, (TrackKind, TrackEvent)> {
     stream::unfold(consumer, move |mut c| async move {
-        let ev = c.next().await?;
-        Some(((kind, ev), c))
+        loop {
+            match c.next().await? {
+                TrackEvent::Frame(f) if !current(f.group.session, from) => continue,
+                ev => return Some(((kind, ev), c)),
+            }
+        }
     })
     .boxed()
 }
@@ -655,11 +680,13 @@ fn describe(rungs: &[PlannedRung]) -> String {
 
 /// Transcodes the broadcast until it ends, or until a simulcast publisher
 /// resumes it (ingest marks a simulcast session before it makes any
-/// track, so the mark is seen before its frames are).
+/// track; a few of its frames may still reach the ladder before the mark
+/// is seen). Frames of publisher sessions before `from` are left alone.
 async fn transcode(
     broadcast: BroadcastConsumer,
     config: TranscodeConfig,
     transcoders: Arc<Transcoders>,
+    from: u32,
 ) -> Next {
     let _live = super::pipeline::Live::new("streamd_transcode_streams");
     let mut reader = Reader::new(broadcast.clone(), config, transcoders, false);
@@ -674,7 +701,7 @@ async fn transcode(
             // cover everything the source does.
             if let Some(c) = broadcast.subscribe_at(&info.name, StartAt::Oldest, None) {
                 subscribed.insert(info.kind);
-                events.push(track_events(info.kind, c));
+                events.push(track_events(info.kind, c, from));
             }
         }
     };
@@ -687,7 +714,12 @@ async fn transcode(
             update = watch.update(), if !ended => {
                 if update.meta.simulcast {
                     tracing::info!("the publisher sends simulcast layers: serving them as they come");
-                    next = Next::Switch;
+                    let (BroadcastStatus::Live { session } | BroadcastStatus::Interrupted { session }) =
+                        update.status
+                    else {
+                        break;
+                    };
+                    next = Next::Switch { session };
                     break;
                 }
                 ended = update.status == BroadcastStatus::Ended;
