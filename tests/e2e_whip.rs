@@ -719,10 +719,10 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     assert_eq!(op["width"], 320, "the 180p rung: {op}");
     assert_eq!(op["audioCodec"], "audio/opus", "{op}");
     // Its recording: ready once the publisher left, with the rung's H.264
-    // and the AAC made from the Opus, and FFmpeg decodes all of it.
+    // and the AAC made from the Opus, every frame of which FFmpeg decodes.
     let rec = &r["recording"];
     assert_eq!(rec["status"], "ready", "{rec}");
-    let packets = |codec: &str| -> u64 {
+    let frames = |codec: &str| -> u64 {
         rec["streams"]
             .as_array()
             .into_iter()
@@ -734,7 +734,7 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
     };
     // 8 s and more of hls.js, OvenPlayer and the restart at 30 fps, and
     // AAC at 47 frames a second.
-    assert!(packets("h264") >= 300, "{rec}");
+    assert!(frames("h264") >= 300, "{rec}");
     let rung = rec["streams"]
         .as_array()
         .into_iter()
@@ -742,7 +742,7 @@ async fn chromium_publishes_over_whip_and_hlsjs_plays_it() {
         .filter_map(|l| l.as_str())
         .any(|l| l.starts_with("h264,320,"));
     assert!(rung, "the 180p rung is recorded: {rec}");
-    assert!(packets("aac") >= 400, "{rec}");
+    assert!(frames("aac") >= 400, "{rec}");
     assert_eq!(rec["decoded"], true, "{rec}");
     assert_eq!(rec["decodeErrors"], "", "{rec}");
     // The ICE restart by PATCH: a new pair, checked with the new
