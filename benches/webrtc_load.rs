@@ -24,7 +24,8 @@
 //!
 //! `WEBRTC_LOAD_STEPS=400,800` ramps through those counts only, and
 //! `WEBRTC_LOAD_SECONDS=30` measures each step that long (8 s by default).
-//! `WEBRTC_LOAD_ONLY=janus` (or `streamd`) runs one side only, and
+//! `WEBRTC_LOAD_ONLY=janus` (or `streamd`) runs one side only,
+//! `WEBRTC_LOAD_RENDITION=abr` (or `720p`) the renditions so named, and
 //! `WEBRTC_LOAD_JANUS=LOOPS,HELPERS` gives Janus other thread counts.
 //!
 //! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
@@ -136,7 +137,14 @@ fn main() {
         // WEBRTC_LOAD_ONLY=janus (or streamd) runs one side.
         let only = std::env::var("WEBRTC_LOAD_ONLY").unwrap_or_default();
         let wanted = |s: Server| only.is_empty() || only.eq_ignore_ascii_case(s.name());
-        for r in &renditions {
+        // WEBRTC_LOAD_RENDITION=ABR runs the renditions whose name has it.
+        let rendition = std::env::var("WEBRTC_LOAD_RENDITION")
+            .unwrap_or_default()
+            .to_lowercase();
+        for r in renditions
+            .iter()
+            .filter(|r| r.name.to_lowercase().contains(&rendition))
+        {
             let ours = wanted(Server::Streamd)
                 .then(|| rt.block_on(ramp(Server::Streamd, r, &steps, seconds, false)));
             // Janus's streaming plugin has no ABR: it is the baseline of

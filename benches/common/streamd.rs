@@ -47,7 +47,19 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamd"));
+    // STREAMD_BENCH_ENV="K=V;K2=V2" sets variables for the server alone,
+    // for profiling it in place (a heaptrack LD_PRELOAD, MALLOC_ARENA_MAX)
+    // while the figures still come from its own pid.
+    for kv in std::env::var("STREAMD_BENCH_ENV")
+        .unwrap_or_default()
+        .split(';')
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd
         .arg("--config")
         .arg(&config)
         .env("NO_COLOR", "1")

@@ -20,7 +20,14 @@ use std::ops::Range;
 use tokio::net::UdpSocket;
 
 /// Most datagrams queued before a push flushes by itself.
-const MAX_QUEUED: usize = 4096;
+const MAX_QUEUED: usize = 512;
+/// Most bytes queued before a push flushes by itself. A frame fanned out
+/// to every viewer is queued at once (a keyframe to 1,000 viewers is tens
+/// of megabytes), and a buffer keeps the size of its largest fill: with
+/// 4,096 datagrams and no byte bound, a 400-viewer run held 8 MB here, a
+/// fifth of the server's heap (benches/README.md, `webrtc_load`). A flush
+/// of this much is still a few full `sendmmsg` calls.
+const MAX_QUEUED_BYTES: usize = 256 * 1024;
 /// Linux's UDP_MAX_SEGMENTS.
 const MAX_SEGMENTS: usize = 64;
 /// A GSO super-packet's payload must fit one IP packet.
@@ -77,8 +84,8 @@ struct Group {
 impl SendQueue {
     pub fn new() -> SendQueue {
         SendQueue {
-            buf: Vec::with_capacity(256 * 1024),
-            items: Vec::with_capacity(256),
+            buf: Vec::with_capacity(MAX_QUEUED_BYTES + 2048),
+            items: Vec::with_capacity(MAX_QUEUED),
             gso: cfg!(target_os = "linux"),
         }
     }
@@ -89,11 +96,12 @@ impl SendQueue {
 
     /// Queues `data` for `to`; flushes first when the queue is full.
     pub fn push(&mut self, socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Flushed {
-        let flushed = if self.items.len() >= MAX_QUEUED {
-            self.flush(socket)
-        } else {
-            Flushed::default()
-        };
+        let flushed =
+            if self.items.len() >= MAX_QUEUED || self.buf.len() + data.len() > MAX_QUEUED_BYTES {
+                self.flush(socket)
+            } else {
+                Flushed::default()
+            };
         let start = self.buf.len();
         self.buf.extend_from_slice(data);
         self.items.push((to, start..self.buf.len()));
@@ -411,6 +419,29 @@ mod tests {
                 assert_eq!(&buf[..n], &data[..]);
             }
         }
+    }
+
+    /// A fan-out far larger than the queue goes out in flushes of its
+    /// own, and the queue's buffers never grow past their bound.
+    #[tokio::test]
+    async fn a_large_fan_out_flushes_as_it_goes_and_keeps_the_queue_small() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut q = SendQueue::new();
+        let (buf_cap, items_cap) = (q.buf.capacity(), q.items.capacity());
+        let mut pushed = Flushed::default();
+        // 4 MB: what one keyframe to a few hundred viewers queues.
+        for _ in 0..3500 {
+            pushed.add(q.push(&tx, to, &[9; 1200]));
+            assert!(q.buf.len() <= MAX_QUEUED_BYTES);
+            assert!(q.items.len() <= MAX_QUEUED);
+        }
+        pushed.add(q.flush(&tx));
+        assert_eq!(pushed.packets + pushed.dropped, 3500, "{pushed:?}");
+        assert!(pushed.packets > 0, "{pushed:?}");
+        assert_eq!(q.buf.capacity(), buf_cap);
+        assert_eq!(q.items.capacity(), items_cap);
     }
 
     #[tokio::test]

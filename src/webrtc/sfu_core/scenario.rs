@@ -76,6 +76,7 @@ struct Got {
     pt: u8,
     seq: u16,
     ts: u32,
+    marker: bool,
     payload: Vec<u8>,
 }
 
@@ -215,6 +216,7 @@ impl Scene {
                     pt: *p.header.payload_type,
                     seq: p.header.sequence_number,
                     ts: p.header.timestamp,
+                    marker: p.header.marker,
                     payload: p.payload.to_vec(),
                 }),
                 Output::Event(_) => {}
@@ -611,6 +613,16 @@ fn a_lost_packet_is_asked_for_again_and_resent() {
     assert_eq!(got, want, "the lost packet came back (NACK, then RTX)");
     assert_eq!(s.video_sent, 4);
     assert!(s.rtx_sent >= 1, "it came back as a retransmission (RTX)");
+    // The resend is the packet that was lost, header and all: the RTX
+    // cache keeps sent packets in a compact form and rebuilds them
+    // (vendor/str0m/PATCHES.md).
+    let find = |p: &[u8]| s.video().into_iter().find(|g| g.payload == p).unwrap();
+    let (key, one, two) = (find(b"key"), find(b"one"), find(b"two"));
+    assert_eq!(one.pt, VIDEO_PT, "unwrapped from RTX to the media PT");
+    assert_eq!(one.seq, key.seq.wrapping_add(1));
+    assert_eq!(two.seq, key.seq.wrapping_add(2));
+    assert_eq!(one.ts.wrapping_sub(key.ts), 3000);
+    assert!(one.marker && key.marker && two.marker);
 }
 
 #[test]

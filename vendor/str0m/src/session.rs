@@ -925,7 +925,10 @@ impl Session {
             }
         }
 
-        for fb in RtcpFb::from_rtcp(self.feedback_rx.drain(..)) {
+        // streamd: the queue is taken, and freed after the loop, so it
+        // does not keep its room between reports (vendor/str0m/PATCHES.md,
+        // "RTCP queues").
+        for fb in RtcpFb::from_rtcp(std::mem::take(&mut self.feedback_rx)) {
             if let RtcpFb::AppSpecificFeedback(asf) = fb {
                 self.pending_app_feedback = Some(AppSpecificFeedback {
                     sender_ssrc: asf.sender_ssrc,
@@ -1210,6 +1213,13 @@ impl Session {
         };
 
         let len = Rtcp::write_packet(&mut self.feedback_tx, &mut data, output);
+
+        // streamd: an `Rtcp` is a few hundred bytes, and the queue kept the
+        // room of its largest batch (4 KB a viewer) between reports sent
+        // about once a second (vendor/str0m/PATCHES.md, "RTCP queues").
+        if self.feedback_tx.is_empty() {
+            self.feedback_tx = VecDeque::new();
+        }
 
         if len == 0 {
             return None;

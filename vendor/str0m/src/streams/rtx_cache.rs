@@ -1,8 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
-use crate::rtp_::SeqNo;
+use crate::packet::Vp8Patch;
+use crate::rtp_::{ExtensionValues, MediaTime, Pt, SenderInfo, SeqNo, Ssrc};
 
 use super::RtpPacket;
 use super::rtx_cache_buf::EvictingBuffer;
@@ -13,12 +15,125 @@ const RTX_CACHE_QUANTIZE_SLOTS: usize = DATAGRAM_MAX_PACKET_SIZE / RTX_CACHE_SIZ
 #[derive(Debug)]
 pub(crate) struct RtxCache {
     // Data, new additions here probably need to be cleared in [`clear`].
-    packet_by_seq_no: EvictingBuffer<RtpPacket>,
+    packet_by_seq_no: EvictingBuffer<Cached>,
 
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+
+    // streamd: the packet a lookup hands out, rebuilt from its compact
+    // entry (vendor/str0m/PATCHES.md, "compact RTX cache").
+    out: RtpPacket,
+}
+
+/// A sent packet as the cache keeps it (streamd patch): the header's
+/// fixed fields and the shared payload, about 100 bytes. A full
+/// `RtpPacket` is 408 bytes, most of it the header's extension values and
+/// CSRC list, which a server's packets rarely carry once the peer has
+/// bound its SSRC; those are boxed beside the entry only when present.
+#[derive(Debug)]
+struct Cached {
+    seq_no: SeqNo,
+    time: MediaTime,
+    payload: Arc<[u8]>,
+    timestamp: Instant,
+    ssrc: Ssrc,
+    rtp_time: u32,
+    sequence_number: u16,
+    payload_type: Pt,
+    marker: bool,
+    has_padding: bool,
+    has_extension: bool,
+    header_len: u16,
+    rare: Option<Box<Rare>>,
+}
+
+/// What most packets do not carry.
+#[derive(Debug)]
+struct Rare {
+    csrc_count: usize,
+    csrc: [u32; 15],
+    ext_vals: ExtensionValues,
+    vp8_patch: Option<Vp8Patch>,
+    last_sender_info: Option<SenderInfo>,
+}
+
+impl Cached {
+    fn new(p: RtpPacket) -> Cached {
+        let mut h = p.header;
+        // MID and RID are not kept: `StreamTx::poll_packet` writes them
+        // into a resend's header again for as long as the peer has not
+        // bound the SSRCs, which is the only time they are sent.
+        h.ext_vals.mid = None;
+        h.ext_vals.rid = None;
+        let plain = h.csrc_count == 0
+            && h.ext_vals == ExtensionValues::default()
+            && p.vp8_patch.is_none()
+            && p.last_sender_info.is_none();
+        let rare = (!plain).then(|| {
+            Box::new(Rare {
+                csrc_count: h.csrc_count,
+                csrc: h.csrc,
+                ext_vals: h.ext_vals,
+                vp8_patch: p.vp8_patch,
+                last_sender_info: p.last_sender_info,
+            })
+        });
+        Cached {
+            seq_no: p.seq_no,
+            time: p.time,
+            payload: p.payload,
+            timestamp: p.timestamp,
+            ssrc: h.ssrc,
+            rtp_time: h.timestamp,
+            sequence_number: h.sequence_number,
+            payload_type: h.payload_type,
+            marker: h.marker,
+            has_padding: h.has_padding,
+            has_extension: h.has_extension,
+            // An RTP header is at most 12 + 60 + 4 + 4 * 65535 bytes; the
+            // ones str0m writes are under 100.
+            header_len: h.header_len.min(usize::from(u16::MAX)) as u16,
+            rare,
+        }
+    }
+
+    /// Writes the packet this entry stands for into `out`.
+    fn restore(&self, out: &mut RtpPacket) {
+        let h = &mut out.header;
+        h.version = 2;
+        h.has_padding = self.has_padding;
+        h.has_extension = self.has_extension;
+        h.marker = self.marker;
+        h.payload_type = self.payload_type;
+        h.sequence_number = self.sequence_number;
+        h.timestamp = self.rtp_time;
+        h.ssrc = self.ssrc;
+        h.header_len = usize::from(self.header_len);
+        match &self.rare {
+            Some(r) => {
+                h.csrc_count = r.csrc_count;
+                h.csrc = r.csrc;
+                h.ext_vals = r.ext_vals.clone();
+                out.vp8_patch = r.vp8_patch;
+                out.last_sender_info = r.last_sender_info;
+            }
+            None => {
+                h.csrc_count = 0;
+                h.csrc = [0; 15];
+                h.ext_vals = ExtensionValues::default();
+                out.vp8_patch = None;
+                out.last_sender_info = None;
+            }
+        }
+        out.seq_no = self.seq_no;
+        out.time = self.time;
+        out.payload = self.payload.clone();
+        out.timestamp = self.timestamp;
+        // Only nackable packets are cached.
+        out.nackable = true;
+    }
 }
 
 impl RtxCache {
@@ -26,6 +141,7 @@ impl RtxCache {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            out: RtpPacket::blank(),
         }
     }
 
@@ -33,7 +149,8 @@ impl RtxCache {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
-        self.packet_by_seq_no.push(*seq_no, now, packet);
+        self.packet_by_seq_no
+            .push(*seq_no, now, Cached::new(packet));
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
@@ -42,8 +159,12 @@ impl RtxCache {
         Some(self.packet_by_seq_no.last_position()?.into())
     }
 
+    /// The cached packet, rebuilt into a buffer of the cache's: changes to
+    /// it are not kept (the callers change only their copy of the header).
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
-        self.packet_by_seq_no.get_mut(*seq_no)
+        let cached = self.packet_by_seq_no.get(*seq_no)?;
+        cached.restore(&mut self.out);
+        Some(&mut self.out)
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {

@@ -13,6 +13,8 @@ pub(crate) struct ValueHistory<T> {
 }
 
 const DEFAULT_VALUE_HISTORY_DURATION: Duration = Duration::from_secs(1);
+/// Values closer than this to the newest entry are added to it.
+const COALESCE: Duration = Duration::from_millis(20);
 
 impl<T: Default> Default for ValueHistory<T> {
     fn default() -> Self {
@@ -32,6 +34,15 @@ where
     /// Note: time should always monotonically increase in subsequent calls to add()
     pub fn push(&mut self, t: Instant, v: T) {
         self.value += v;
+        // streamd: values within COALESCE of the newest entry join it, so
+        // the history holds at most ~50 entries a second instead of one per
+        // packet sent (vendor/str0m/PATCHES.md, "coalesced value history").
+        if let Some((back_t, back_v)) = self.history.back_mut()
+            && t.saturating_duration_since(*back_t) < COALESCE
+        {
+            *back_v += v;
+            return;
+        }
         self.history.push_back((t, v));
     }
 
