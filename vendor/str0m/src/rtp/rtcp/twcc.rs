@@ -1168,6 +1168,9 @@ pub struct TwccRecvReport {
     apply_report_counter: u64,
 }
 
+/// How long a send record is kept for feedback that has not come.
+const KEEP_FOR: Duration = Duration::from_secs(2);
+
 impl TwccSendRegister {
     pub fn new(keep: usize) -> Self {
         TwccSendRegister {
@@ -1190,7 +1193,17 @@ impl TwccSendRegister {
             // The recv report, derived from TWCC feedback later.
             recv_report: None,
         });
-        while self.queue.len() > self.keep {
+        // streamd: records are also dropped once older than KEEP_FOR. A
+        // record is ~100 bytes, and the 1,000 kept were 14 s of a 600 kbps
+        // stream: 100 KB a viewer, though feedback comes within a round
+        // trip and `loss` looks back one second (vendor/str0m/PATCHES.md,
+        // "TWCC send records by age").
+        while self.queue.len() > self.keep
+            || self
+                .queue
+                .front()
+                .is_some_and(|r| now.saturating_duration_since(r.local_send_time) > KEEP_FOR)
+        {
             self.queue.pop_front();
         }
     }
