@@ -22,7 +22,9 @@
 //! for 5 s each (`WEBRTC_CORE_STEPS=100,200` for other counts,
 //! `WEBRTC_CORE_SECONDS=20` for longer, `WEBRTC_CORE_NACK_BUFFER=128` for
 //! another `webrtc.nack_buffer_packets`, `WEBRTC_CORE_PREROLL=45` to have
-//! the viewers join 45 frames into a group and start from it). Run by `cargo
+//! the viewers join 45 frames into a group and start from it,
+//! `WEBRTC_CORE_ABR=1` to add a 200 kbps rendition and put every viewer on
+//! automatic ABR, with str0m's estimator and pacer). Run by `cargo
 //! test` (no `--bench`), it is a smoke run: 4 viewers, 1 s, checked and not
 //! reported.
 
@@ -143,7 +145,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         .unwrap();
     let _video = publisher.track(TrackInfo::source("video", TrackKind::Video));
     let broadcast = publisher.consumer();
-    let plan = StreamPlan {
+    let mut plan = StreamPlan {
         renditions: vec![Rendition {
             name: "source".into(),
             track: "video".into(),
@@ -153,6 +155,17 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         }],
         audio: None,
     };
+    // WEBRTC_CORE_ABR=1: a second, smaller rendition, so every viewer is
+    // on automatic ABR with str0m's bandwidth estimation and pacer.
+    if abr() {
+        plan.renditions.push(Rendition {
+            name: "low".into(),
+            track: "video_low".into(),
+            bitrate: 200_000,
+            width: 320,
+            height: 180,
+        });
+    }
     let mut config = WebRtcConfig {
         max_viewers: viewers + 1,
         ..WebRtcConfig::default()
@@ -239,6 +252,22 @@ fn run(viewers: usize, seconds: u64) -> Figures {
             ],
         })),
     };
+    // The small rendition: one 800 B packet a frame.
+    let low: Arc<[u8]> = vec![0x41u8; 800].into();
+    let frame_low = |n: u64, now: Instant| FeedMsg {
+        broadcast: broadcast.id(),
+        feed: 1,
+        kind: FeedMsgKind::Frame(Arc::new(RtpFrame {
+            ts: n as i64 * 3000,
+            wallclock: now,
+            keyframe: n.is_multiple_of(60),
+            session: 0,
+            payloads: vec![Payload {
+                data: low.clone(),
+                marker: true,
+            }],
+        })),
+    };
     let preroll = env("WEBRTC_CORE_PREROLL").unwrap_or(0);
     for n in 0..preroll {
         let msg = frame(n, now);
@@ -257,6 +286,10 @@ fn run(viewers: usize, seconds: u64) -> Figures {
     for n in preroll..preroll + frames {
         let msg = frame(n, now);
         core.call(|c, out| c.handle_media(msg, now, out));
+        if abr() {
+            let msg = frame_low(n, now);
+            core.call(|c, out| c.handle_media(msg, now, out));
+        }
         // 33 ms a frame, in steps of 11 ms.
         for _ in 0..3 {
             pump(&mut core, &mut clients, &by_addr, server, now);
@@ -340,6 +373,11 @@ fn tick(core: &mut Core, clients: &mut [Client], now: Instant) {
     core.call(|k, out| k.handle_timeout(now, out));
 }
 
+/// Viewers on automatic ABR (`WEBRTC_CORE_ABR=1`).
+fn abr() -> bool {
+    env("WEBRTC_CORE_ABR") == Some(1)
+}
+
 /// A number from the environment.
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -365,8 +403,13 @@ fn main() {
         .unwrap_or_else(|| vec![100, 500, 1000, 2000]);
     let seconds = env("WEBRTC_CORE_SECONDS").unwrap_or(5);
     println!(
-        "SFU core, one 600 kbps rendition, {seconds} s of simulated media per step, \
+        "SFU core, {}, {seconds} s of simulated media per step, \
          NACK buffer {} packets",
+        if abr() {
+            "600 and 200 kbps renditions, every viewer on automatic ABR"
+        } else {
+            "one 600 kbps rendition"
+        },
         env("WEBRTC_CORE_NACK_BUFFER")
             .unwrap_or(WebRtcConfig::default().nack_buffer_packets as u64)
     );
