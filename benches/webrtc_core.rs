@@ -135,6 +135,10 @@ struct Figures {
     bytes: f64,
     cpu_per_viewer_second: f64,
     delivered: f64,
+    /// Core CPU per viewer for its offer and answer.
+    join_cpu: Duration,
+    /// ... and up to its connection (ICE, DTLS, SRTP keys) too.
+    connect_cpu: Duration,
 }
 
 fn run(viewers: usize, seconds: u64) -> Figures {
@@ -220,6 +224,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         });
     }
     let join_bytes = (LIVE.load(Ordering::Relaxed) - start) as f64 / viewers as f64;
+    let join_cpu = core.cpu;
     let _ = core.core.take_feed_changes();
     let by_addr: std::collections::HashMap<SocketAddr, usize> = clients
         .iter()
@@ -281,6 +286,8 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         tick(&mut core, &mut clients, now);
     }
     let connected = clients.iter().filter(|c| c.connected).count();
+    // The joins (offer and answer) and the connects (ICE, DTLS, SRTP).
+    let connect_cpu = core.cpu;
     let cpu_before = core.cpu;
     let frames = seconds * 30;
     for n in preroll..preroll + frames {
@@ -312,6 +319,8 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         join_bytes,
         bytes,
         cpu_per_viewer_second: media_cpu.as_secs_f64() / (viewers as f64 * seconds as f64),
+        join_cpu: join_cpu / viewers as u32,
+        connect_cpu: connect_cpu / viewers as u32,
         delivered: received as f64 / expected.max(1.0),
     }
 }
@@ -414,7 +423,7 @@ fn main() {
             .unwrap_or(WebRtcConfig::default().nack_buffer_packets as u64)
     );
     println!(
-        "{:>8} {:>10} {:>12} {:>12} {:>10} {:>14} {:>12} {:>10}",
+        "{:>8} {:>10} {:>12} {:>12} {:>10} {:>14} {:>12} {:>10} {:>18}",
         "viewers",
         "connected",
         "KB/viewer",
@@ -422,7 +431,8 @@ fn main() {
         "x target",
         "CPU µs/v-s",
         "viewers/core",
-        "x target"
+        "x target",
+        "join/connect µs"
     );
     for n in steps {
         let f = run(n, seconds);
@@ -438,7 +448,7 @@ fn main() {
         }
         let per_core = 1.0 / f.cpu_per_viewer_second;
         println!(
-            "{:>8} {:>10} {:>12.1} {:>12.1} {:>10.2} {:>14.0} {:>12.0} {:>10.2}",
+            "{:>8} {:>10} {:>12.1} {:>12.1} {:>10.2} {:>14.0} {:>12.0} {:>10.2} {:>18}",
             f.viewers,
             f.connected,
             f.bytes / 1000.0,
@@ -446,7 +456,8 @@ fn main() {
             f.bytes / 50_000.0,
             f.cpu_per_viewer_second * 1e6,
             per_core,
-            per_core / 2000.0
+            per_core / 2000.0,
+            format!("{} / {}", f.join_cpu.as_micros(), f.connect_cpu.as_micros())
         );
     }
 }

@@ -12,6 +12,40 @@ use str0m_proto::crypto::dtls::{DtlsCert, DtlsImplError, DtlsInstance, DtlsOutpu
 // DTLS Provider Implementation
 // ============================================================================
 
+/// The dimpl configurations built so far, by MTU and test mode.
+type Configs = Vec<((Option<usize>, bool), Arc<dimpl::Config>)>;
+
+/// streamd patch (vendor/str0m/PATCHES.md, "one DTLS configuration"):
+/// dimpl's `ConfigBuilder::build` validates its crypto provider by running
+/// real key exchanges and signature checks (P-256, P-384, X25519, ECDSA),
+/// about a millisecond of CPU, and it ran for every `Rtc` created: every
+/// viewer's join. A configuration holds only settings and the provider
+/// (dimpl takes it as an `Arc` to share), so it is built and validated
+/// once per MTU and test mode, and shared.
+fn shared_config(mtu: Option<usize>, test: bool) -> Result<Arc<dimpl::Config>, CryptoError> {
+    static CONFIGS: std::sync::Mutex<Configs> = std::sync::Mutex::new(Vec::new());
+    let mut configs = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = configs.iter().find(|(k, _)| *k == (mtu, test)) {
+        return Ok(c.clone());
+    }
+    // Create a default dimpl Config with AWS-LC-RS crypto provider
+    // ICE verifies return routability before DTLS, making server cookies redundant.
+    let mut builder = dimpl::Config::builder().use_server_cookie(false);
+    if let Some(mtu) = mtu {
+        builder = builder.mtu(mtu);
+    }
+    if test {
+        // We need the DTLS impl to be deterministic for the BWE tests.
+        builder = builder.dangerously_set_rng_seed(42);
+    }
+    let config = builder
+        .build()
+        .map_err(|e| CryptoError::Other(format!("dimpl config creation failed: {}", e)))?;
+    let config = Arc::new(config);
+    configs.push(((mtu, test), config.clone()));
+    Ok(config)
+}
+
 #[derive(Debug)]
 pub(super) struct AwsLcRsDtlsProvider;
 
@@ -38,22 +72,7 @@ impl DtlsProvider for AwsLcRsDtlsProvider {
             private_key: cert.private_key.clone(),
         };
 
-        // Create a default dimpl Config with AWS-LC-RS crypto provider
-        // ICE verifies return routability before DTLS, making server cookies redundant.
-        let mut builder = dimpl::Config::builder().use_server_cookie(false);
-        if let Some(mtu) = mtu {
-            builder = builder.mtu(mtu);
-        }
-        if self.is_test() {
-            // We need the DTLS impl to be deterministic for the BWE tests.
-            builder = builder.dangerously_set_rng_seed(42);
-        }
-
-        let config = builder
-            .build()
-            .map_err(|e| CryptoError::Other(format!("dimpl config creation failed: {}", e)))?;
-
-        let config = Arc::new(config);
+        let config = shared_config(mtu, self.is_test())?;
         let dtls = match dtls_version {
             DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, dimpl_cert, now),
             DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, dimpl_cert, now),
