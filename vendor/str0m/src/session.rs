@@ -97,7 +97,10 @@ pub(crate) struct Session {
     twcc_tx_register: TwccSendRegister,
     max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
 
-    bwe: Option<Bwe>,
+    /// streamd: boxed, as only sessions with an estimator have one (1.9 KB
+    /// inline in every session before; vendor/str0m/PATCHES.md, "smaller
+    /// sessions").
+    bwe: Option<Box<Bwe>>,
     bwe_last_event: Option<(Bitrate, bool)>,
 
     enable_twcc_feedback: bool,
@@ -168,7 +171,7 @@ impl Session {
         let (pacer, bwe) = if let Some(config) = &config.bwe_config {
             let rate = config.initial_bitrate;
             let pacer = PacerImpl::leaky_bucket(rate * 2.0);
-            let bwe = Bwe::new(rate);
+            let bwe = Box::new(Bwe::new(rate));
             (pacer, Some(bwe))
         } else {
             (PacerImpl::null(), None)

@@ -134,10 +134,15 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    ///
+    /// streamd: boxed (vendor/str0m/PATCHES.md, "smaller sessions"). A
+    /// `StreamTx` is 2.2 KB, and the map's spare buckets held that much
+    /// each: 9 KB for a viewer's audio and video.
+    streams_tx: HashMap<Ssrc, Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
-    probe_tx: StreamTx,
+    /// streamd: boxed, see `streams_tx`.
+    probe_tx: Box<StreamTx>,
     probe_media: Option<(Mid, Pt)>,
 
     /// Local SSRC used before we got any StreamTx. This is used for RTCP if we don't
@@ -178,7 +183,7 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
-            probe_tx: StreamTx::new_probe(mtu_warn),
+            probe_tx: Box::new(StreamTx::new_probe(mtu_warn)),
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
             mids_to_report: Vec::with_capacity(10),
@@ -333,9 +338,15 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        self.streams_tx
-            .entry(ssrc)
-            .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
+        self.streams_tx.entry(ssrc).or_insert_with(|| {
+            Box::new(StreamTx::new(
+                ssrc,
+                rtx,
+                midrid,
+                self.enable_stats,
+                self.mtu_warn,
+            ))
+        })
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
@@ -360,7 +371,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc)
+        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -551,7 +562,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut()
+        self.streams_tx.values_mut().map(|s| &mut **s)
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
@@ -670,9 +681,12 @@ impl Streams {
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;
-            return Some(&mut self.probe_tx);
+            return Some(&mut *self.probe_tx);
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        self.streams_tx
+            .values_mut()
+            .map(|s| &mut **s)
+            .find(|s| s.is_midrid(midrid))
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -687,7 +701,10 @@ impl Streams {
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
+        self.streams_tx
+            .values_mut()
+            .map(|s| &mut **s)
+            .filter(move |s| s.mid() == mid)
     }
 
     /// An iterator over all the rx streams for a given mid.

@@ -23,8 +23,9 @@ pub(crate) struct RtxCache {
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
 
     // streamd: the packet a lookup hands out, rebuilt from its compact
-    // entry (vendor/str0m/PATCHES.md, "compact RTX cache").
-    out: RtpPacket,
+    // entry (vendor/str0m/PATCHES.md, "compact RTX cache"); made at the
+    // first lookup, as most streams never have one.
+    out: Option<Box<RtpPacket>>,
 }
 
 /// A sent packet as the cache keeps it (streamd patch): the header's
@@ -141,7 +142,7 @@ impl RtxCache {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
-            out: RtpPacket::blank(),
+            out: None,
         }
     }
 
@@ -163,8 +164,9 @@ impl RtxCache {
     /// it are not kept (the callers change only their copy of the header).
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
         let cached = self.packet_by_seq_no.get(*seq_no)?;
-        cached.restore(&mut self.out);
-        Some(&mut self.out)
+        let out = self.out.get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        cached.restore(out);
+        Some(out)
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
