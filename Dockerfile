@@ -25,8 +25,10 @@ RUN apt-get update \
         nodejs npm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so a source change does not rebuild them.
+# Dependencies first, so a source change does not rebuild them (the
+# patched str0m is one: vendor/str0m/PATCHES.md).
 COPY Cargo.toml Cargo.lock ./
+COPY vendor vendor
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
