@@ -236,43 +236,30 @@ fn run(viewers: usize, seconds: u64) -> Figures {
     // keyframe every 60. WEBRTC_CORE_PREROLL=N: the stream's first N frames
     // come before the viewers connect, so they join N frames into a group
     // and start from it (the core's catch-up).
-    let payload: Arc<[u8]> = vec![0x41u8; 1250].into();
-    let frame = |n: u64, now: Instant| FeedMsg {
-        broadcast: broadcast.id(),
-        feed: 0,
-        kind: FeedMsgKind::Frame(Arc::new(RtpFrame {
-            ts: n as i64 * 3000,
-            wallclock: now,
-            keyframe: n.is_multiple_of(60),
-            session: 0,
-            payloads: vec![
-                Payload {
-                    data: payload.clone(),
-                    marker: false,
-                },
-                Payload {
-                    data: payload.clone(),
-                    marker: true,
-                },
-            ],
-        })),
-    };
+    let full: Arc<[u8]> = vec![0x41u8; 1250].into();
     // The small rendition: one 800 B packet a frame.
-    let low: Arc<[u8]> = vec![0x41u8; 800].into();
-    let frame_low = |n: u64, now: Instant| FeedMsg {
+    let small: Arc<[u8]> = vec![0x41u8; 800].into();
+    // Frame n of rendition `feed`, made of these packets.
+    let feed_frame = |feed: usize, n: u64, now: Instant, packets: &[&Arc<[u8]>]| FeedMsg {
         broadcast: broadcast.id(),
-        feed: 1,
+        feed,
         kind: FeedMsgKind::Frame(Arc::new(RtpFrame {
             ts: n as i64 * 3000,
             wallclock: now,
             keyframe: n.is_multiple_of(60),
             session: 0,
-            payloads: vec![Payload {
-                data: low.clone(),
-                marker: true,
-            }],
+            payloads: packets
+                .iter()
+                .enumerate()
+                .map(|(i, data)| Payload {
+                    data: Arc::clone(data),
+                    marker: i + 1 == packets.len(),
+                })
+                .collect(),
         })),
     };
+    let frame = |n: u64, now: Instant| feed_frame(0, n, now, &[&full, &full]);
+    let frame_low = |n: u64, now: Instant| feed_frame(1, n, now, &[&small]);
     let preroll = env("WEBRTC_CORE_PREROLL").unwrap_or(0);
     for n in 0..preroll {
         let msg = frame(n, now);
