@@ -131,6 +131,9 @@ struct Counters {
     send_dropped: u64,
     /// Send system calls (packets / calls is the batching factor).
     send_calls: u64,
+    /// The error of the last flush that dropped datagrams, not yet logged
+    /// (a push flushes by itself when the queue is full).
+    send_error: Option<i32>,
 }
 
 impl Counters {
@@ -139,6 +142,9 @@ impl Counters {
         self.bytes += f.bytes;
         self.send_dropped += f.dropped;
         self.send_calls += f.calls;
+        if f.dropped > 0 {
+            self.send_error = Some(f.error.unwrap_or(0));
+        }
     }
 
     fn report(&mut self) {
@@ -402,10 +408,11 @@ impl Engine {
     fn flush(&mut self, now: Instant) {
         let flushed = self.queue.flush(&self.socket);
         self.counters.sent(flushed);
-        if flushed.dropped > 0
+        // This flush's drops, or those of the flushes the pushes made.
+        if let Some(error) = self.counters.send_error.take()
             && let Some(n) = self.send_log.check(now)
         {
-            let e = std::io::Error::from_raw_os_error(flushed.error.unwrap_or(0));
+            let e = std::io::Error::from_raw_os_error(error);
             tracing::warn!(error = %e, dropped = n, "webrtc send failed");
         }
     }

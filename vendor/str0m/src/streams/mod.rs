@@ -136,8 +136,8 @@ pub(crate) struct Streams {
     /// All outgoing encoded streams.
     ///
     /// streamd: boxed (vendor/str0m/PATCHES.md, "smaller sessions"). A
-    /// `StreamTx` is 2.2 KB, and the map's spare buckets held that much
-    /// each: 9 KB for a viewer's audio and video.
+    /// `StreamTx` is 1.8 KB (2.2 KB before these patches), and the map's
+    /// spare buckets held that much each: 9 KB for a viewer's audio and video.
     streams_tx: HashMap<Ssrc, Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.

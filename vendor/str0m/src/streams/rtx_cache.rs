@@ -169,6 +169,11 @@ impl RtxCache {
         Some(out)
     }
 
+    /// The cached packet's payload length.
+    pub fn cached_payload_len(&self, seq_no: SeqNo) -> Option<usize> {
+        Some(self.packet_by_seq_no.get(*seq_no)?.payload.len())
+    }
+
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
         let quantized_size = max_size / RTX_CACHE_SIZE_QUANTIZER;
 
@@ -192,6 +197,7 @@ impl RtxCache {
 
     pub(crate) fn clear(&mut self) {
         self.packet_by_seq_no.clear();
+        self.out = None;
         self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
     }
 }

@@ -1067,7 +1067,9 @@ impl StreamTx {
 
         // Schedule all resends. They will be handled on next poll_packet
         for seq_no in iter {
-            let Some(packet) = self.rtx_cache.get_cached_packet_by_seq_no(seq_no) else {
+            // streamd: the payload's length, without rebuilding the packet
+            // (a NACK flood names many).
+            let Some(payload_size) = self.rtx_cache.cached_payload_len(seq_no) else {
                 // Packet was not available in RTX cache, it has probably expired.
                 continue;
             };
@@ -1075,7 +1077,7 @@ impl StreamTx {
             let resend = Resend {
                 seq_no,
                 queued_at: now,
-                payload_size: packet.payload.len(),
+                payload_size,
             };
             self.resends.push_back(resend);
         }
@@ -1360,6 +1362,9 @@ impl StreamTx {
         self.stats = StreamTxStats::new(stats_enabled);
         self.rtx_ratio = (0.0, already_happened());
         self.remote_acked_ssrc = false;
+        // streamd: the RTX SSRC is new too (PATCHES.md, "MID stops once
+        // acknowledged").
+        self.remote_acked_rtx_ssrc = false;
 
         // Clear all buffers
         self.reset_buffers();
