@@ -149,6 +149,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         .unwrap();
     let _video = publisher.track(TrackInfo::source("video", TrackKind::Video));
     let broadcast = publisher.consumer();
+    let abr = abr();
     let mut plan = StreamPlan {
         renditions: vec![Rendition {
             name: "source".into(),
@@ -161,7 +162,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
     };
     // WEBRTC_CORE_ABR=1: a second, smaller rendition, so every viewer is
     // on automatic ABR with str0m's bandwidth estimation and pacer.
-    if abr() {
+    if abr {
         plan.renditions.push(Rendition {
             name: "low".into(),
             track: "video_low".into(),
@@ -275,12 +276,11 @@ fn run(viewers: usize, seconds: u64) -> Figures {
     let connected = clients.iter().filter(|c| c.connected).count();
     // The joins (offer and answer) and the connects (ICE, DTLS, SRTP).
     let connect_cpu = core.cpu;
-    let cpu_before = core.cpu;
     let frames = seconds * 30;
     for n in preroll..preroll + frames {
         let msg = frame(n, now);
         core.call(|c, out| c.handle_media(msg, now, out));
-        if abr() {
+        if abr {
             let msg = frame_low(n, now);
             core.call(|c, out| c.handle_media(msg, now, out));
         }
@@ -295,7 +295,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
         }
     }
     pump(&mut core, &mut clients, &by_addr, server, now);
-    let media_cpu = core.cpu - cpu_before;
+    let media_cpu = core.cpu - connect_cpu;
     let bytes = (LIVE.load(Ordering::Relaxed) - start) as f64 / viewers as f64;
     let received: u64 = clients.iter().map(|c| c.media_packets).sum();
     let expected = (frames * 2) as f64 * connected as f64;

@@ -134,22 +134,6 @@ impl<T> EvictingBuffer<T> {
         None
     }
 
-    // streamd: the RTX cache now reads entries and rebuilds a packet.
-    #[allow(dead_code)]
-    pub fn get_mut(&mut self, position: u64) -> Option<&mut T> {
-        if self.is_inert() {
-            return None;
-        }
-
-        let index = (position % self.buf.len() as u64) as usize;
-        if let Some(entry) = &mut self.buf[index] {
-            if entry.position == position {
-                return Some(&mut entry.value);
-            }
-        }
-        None
-    }
-
     pub fn maybe_evict(&mut self, now: Instant) {
         if self.is_inert() {
             return;
