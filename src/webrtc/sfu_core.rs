@@ -212,7 +212,8 @@ struct Viewer {
     /// rendition switches alike).
     keyframe_budget: TokenBucket,
     abr: Abr,
-    /// The earliest timer in the heap for this viewer.
+    /// The timer in the heap this viewer waits for (older entries of it
+    /// are stale and skipped).
     scheduled: Option<Instant>,
 }
 
@@ -1150,7 +1151,12 @@ fn drive(id: ViewerId, v: &mut Viewer, io: &mut Io<'_>, now: Instant) {
         };
         let Some(next) = next else { return };
         if next > now {
-            if v.scheduled.is_none_or(|s| next < s || s <= now) {
+            // A later deadline replaces an earlier one too: the session
+            // no longer wants the earlier wake (a write moved its pacer and
+            // estimator timers on), and the old heap entry is skipped when
+            // it comes due (`fire_timers`). Keeping the earliest woke every
+            // ABR viewer once a frame for nothing.
+            if v.scheduled != Some(next) {
                 v.scheduled = Some(next);
                 io.timers.push(Reverse((next, id)));
             }

@@ -626,6 +626,59 @@ fn a_lost_packet_is_asked_for_again_and_resent() {
 }
 
 #[test]
+fn a_paced_viewer_gets_a_frame_in_one_burst() {
+    // A frame well under the pacer's burst (40 ms of its rate) goes out at
+    // once, not one packet per pacer timeout (vendor/str0m/PATCHES.md,
+    // "Pacer bursts").
+    let mut s = Scene::with(&[("a", 600_000), ("b", 150_000)], None);
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    s.media(0, true, b"key");
+    s.run(Duration::from_millis(40), true);
+    assert_eq!(s.video().len(), 1);
+    s.media_packets(3000, false, 8);
+    s.tick(Duration::from_millis(1), true);
+    assert_eq!(s.video().len(), 9, "the frame's 8 packets in one go");
+}
+
+/// Milliseconds from the frame after a lost packet (the frame that shows
+/// the viewer the gap) to the lost packet's arrival, resent.
+fn resend_delay(mut s: Scene) -> u64 {
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    s.media(0, true, b"key");
+    s.run(Duration::from_millis(40), true);
+    assert_eq!(s.video_payloads(), [b"key".to_vec()]);
+    s.lose_video = vec![s.video_sent];
+    s.media(3000, false, b"one");
+    s.run(Duration::from_millis(40), true);
+    s.media(6000, false, b"two");
+    // "one" was lost on its way: its arrival is the resend (RTX also
+    // carries the estimator's probes, so RTX packets alone prove nothing).
+    let mut ms = 0;
+    while !s.video_payloads().contains(&b"one".to_vec()) && ms < 500 {
+        s.tick(Duration::from_millis(1), true);
+        ms += 1;
+    }
+    let mut got = s.video_payloads();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, [b"key".to_vec(), b"one".to_vec(), b"two".to_vec()]);
+    ms
+}
+
+#[test]
+fn a_paced_viewers_lost_packet_is_resent_as_soon_as_it_is_asked_for() {
+    // Automatic ABR: the viewer is paced, and its pacer sends a frame in
+    // one burst and then goes idle (vendor/str0m/PATCHES.md, "Pacer
+    // bursts"). A NACK's resend still goes out as soon as it would to an
+    // unpaced viewer: not at the pacer's next 40 ms turn or the next frame.
+    let paced = resend_delay(Scene::with(&[("a", 600_000), ("b", 150_000)], None));
+    let unpaced = resend_delay(Scene::new());
+    assert!(paced <= unpaced, "paced {paced} ms, unpaced {unpaced} ms");
+}
+
+#[test]
 fn a_publisher_blip_keeps_the_viewers_timeline_moving_forward() {
     let mut s = Scene::new();
     s.run(Duration::from_millis(500), true);

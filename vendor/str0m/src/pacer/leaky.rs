@@ -125,10 +125,13 @@ impl Pacer for LeakyBucketPacer {
     fn poll_queue(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {
         // GATE: Block if we need timeout first
         if self.needs_timeout_before_next_poll {
-            return None;
+            // streamd: unless the debt is under one burst: then the rest of
+            // the snapshot goes out now, not one packet per timeout.
+            return self.poll_burst();
         }
 
         let next = self.next_poll_queue.take()?;
+        self.count_sent(&next);
 
         // Mark that we need timeout before next poll
         self.needs_timeout_before_next_poll = true;
@@ -462,6 +465,47 @@ impl LeakyBucketPacer {
             midrid: queue.midrid,
             padding,
         })
+    }
+
+    // streamd: one packet of the snapshot is on its way.
+    fn count_sent(&mut self, midrid: &MidRid) {
+        if let Some(q) = self.queue_states.iter_mut().find(|q| q.midrid == *midrid) {
+            q.snapshot.packet_count = q.snapshot.packet_count.saturating_sub(1);
+        }
+    }
+
+    // streamd: the next packet of the last snapshot, sent without another
+    // timeout, while no probe runs and the media debt is under the burst
+    // that `next_poll` would send at once anyway (`PACING`, at most
+    // `MAX_BURST_SIZE`). Unpaced queues (audio) first, then as `next_poll`
+    // orders paced ones. Upstream polls one packet per `handle_timeout`,
+    // so a frame of n packets cost n full timeouts of the session and, on a
+    // real clock, n timer wakes of at least a millisecond each.
+    fn poll_burst(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {
+        if !self.probe_queue.is_empty() || self.adjusted_bitrate == Bitrate::ZERO {
+            return None;
+        }
+        let burst_interval = PACING.min(MAX_BURST_SIZE / self.adjusted_bitrate);
+        if self.media_debt / self.adjusted_bitrate >= burst_interval {
+            return None;
+        }
+        let queue = self
+            .queue_states
+            .iter_mut()
+            .filter(|q| q.snapshot.packet_count > 0)
+            .min_by_key(|q| (!q.unpaced, q.snapshot.priority, q.snapshot.last_emitted));
+        let Some(queue) = queue else {
+            // The snapshot is sent: the immediate re-poll after the last
+            // packet would find nothing. Upstream's found nothing and went
+            // idle the same way; a write's packets ask for their own
+            // timeout (`StreamTx::need_timeout`).
+            if matches!(self.next_poll_time, Some((_, PacerReason::Immediate))) {
+                self.next_poll_time = None;
+            }
+            return None;
+        };
+        queue.snapshot.packet_count -= 1;
+        Some((queue.midrid, None))
     }
 
     fn request_immediate_timeout(&mut self) {
