@@ -320,9 +320,10 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
     };
     println!("\n== {}: {} ==", server.name(), r.name);
     println!(
-        "{:>7} {:>16} {:>12} {:>14} {:>10} {:>10} {:>12} {:>16} {:>18}",
+        "{:>7} {:>16} {:>7} {:>12} {:>14} {:>10} {:>10} {:>12} {:>16} {:>18}",
         "viewers",
         "cpu s/viewer-s",
+        "kernel",
         "egress Mb/s",
         "RSS/viewer kB",
         "loss %",
@@ -383,12 +384,16 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
             totals.bytes.load(Ordering::Relaxed),
             totals.lost.load(Ordering::Relaxed),
         );
-        let cpu0 = proc::cpu_ticks(pid);
+        let (user0, system0) = proc::cpu_ticks_split(pid);
         let gen0 = proc::cpu_ticks("self");
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let secs = t0.elapsed().as_secs_f64();
-        let cpu = ((proc::cpu_ticks(pid) - cpu0) / ticks - idle * secs).max(0.0);
+        let (user1, system1) = proc::cpu_ticks_split(pid);
+        let cpu = ((user1 + system1 - user0 - system0) / ticks - idle * secs).max(0.0);
+        // The kernel's share of the server's whole CPU in the window (idle
+        // included): sends, and on loopback the receivers' delivery too.
+        let kernel = (system1 - system0) / (user1 + system1 - user0 - system0).max(1.0);
         let gen_cpu = (proc::cpu_ticks("self") - gen0) / ticks / secs;
         let packets = totals.packets.load(Ordering::Relaxed) - p0;
         let bytes = totals.bytes.load(Ordering::Relaxed) - b0;
@@ -414,9 +419,10 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
             start,
         };
         println!(
-            "{:>7} {:>16.6} {:>12.1} {:>14.1} {:>10.3} {:>9.0}% {:>11.0}% {:>16} {:>18}",
+            "{:>7} {:>16.6} {:>6.0}% {:>12.1} {:>14.1} {:>10.3} {:>9.0}% {:>11.0}% {:>16} {:>18}",
             connected,
             step.cpu_per_viewer_s,
+            kernel * 100.0,
             egress,
             step.rss_per_viewer_kb,
             loss,

@@ -19,14 +19,22 @@ pub fn status_kb(pid: impl Display, key: &str) -> u64 {
 /// User + system CPU time in clock ticks (utime and stime, fields 14 and
 /// 15 of `/proc/PID/stat`), 0 if unknown.
 pub fn cpu_ticks(pid: impl Display) -> f64 {
+    let (user, system) = cpu_ticks_split(pid);
+    user + system
+}
+
+/// User and system CPU time in clock ticks, apart (on loopback, the
+/// kernel's delivery of a sent datagram to its receiver is charged to the
+/// sender's system time).
+pub fn cpu_ticks_split(pid: impl Display) -> (f64, f64) {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     // Fields after the ")" of the command name start at field 3.
     let rest = s.rsplit_once(')').map_or("", |r| r.1);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    field(11) + field(12)
+    (field(11), field(12))
 }
 
 /// CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID): what a
