@@ -920,6 +920,8 @@ pub struct Rtc {
     // streamd: something was handed to DTLS since its output was last
     // drained. Once connected, its output is only polled then.
     dtls_fed: bool,
+    // streamd: a STUN message reached ICE since it last ran.
+    ice_fed: bool,
     dtls_buf: Vec<u8>,
     next_dtls_timeout: Option<Instant>,
     sctp: RtcSctp,
@@ -1299,6 +1301,7 @@ impl Rtc {
             .expect("DTLS to init without problem"),
             dtls_connected: false,
             dtls_fed: true,
+            ice_fed: true,
             dtls_buf: vec![0; 2000],
             next_dtls_timeout: None,
             session,
@@ -1913,9 +1916,15 @@ impl Rtc {
     fn poll_timeout(&mut self) -> Instant {
         if self.readiness.wants_timeout() {
             let stats_timeout = self.stats.as_mut().and_then(|s| s.poll_timeout());
+            // streamd: a STUN message waits for ICE's turn (`ice_fed`).
+            let ice_timeout = if self.ice_fed {
+                Some(self.last_now)
+            } else {
+                self.ice.poll_timeout()
+            };
             let time_and_reason = (None, Reason::NotHappening)
                 .soonest((self.next_dtls_timeout, Reason::DTLS))
-                .soonest((self.ice.poll_timeout(), Reason::Ice))
+                .soonest((ice_timeout, Reason::Ice))
                 .soonest(self.session.poll_timeout())
                 .soonest((self.sctp.poll_timeout(), Reason::Sctp))
                 .soonest((self.chan.poll_timeout(&self.sctp), Reason::Channel))
@@ -2126,6 +2135,8 @@ impl Rtc {
         // independently as each statement ends.
         let Rtc {
             ice,
+            ice_fed,
+            next_dtls_timeout,
             sctp,
             chan,
             session,
@@ -2139,12 +2150,21 @@ impl Rtc {
 
         // ICE is an external crate and can't be handed a `Wake`. Driving it can
         // transmit and re-arm timers, so arm both on its behalf at the boundary.
-        // streamd: only when its own timer is due (or it never ran). Every
-        // session timeout drove it, and woke the whole session for it: a
-        // viewer's frames did, 30 times a second, for an agent that (ice-lite)
-        // wants to run every 3 s. A received STUN request makes it due at once.
-        if ice.poll_timeout().is_none_or(|t| t <= now) {
+        // streamd: once connected, only when its own timer is due or a STUN
+        // message reached it since it last ran (an ice-lite agent acts on a
+        // nomination only here). Every session timeout drove it, and woke
+        // the whole session for it: a viewer's frames did, 30 times a
+        // second, for an agent that (ice-lite) wants to run every 3 s.
+        let ice_due = ice.poll_timeout().is_none_or(|t| t <= now);
+        if *ice_fed || ice_due || !ice.state().is_connected() {
+            *ice_fed = false;
             ice.handle_timeout(now);
+            drop(readiness.wake());
+        }
+
+        // streamd: a due DTLS timer is handled in the poll; ICE's wake used
+        // to get the poll there on every timeout.
+        if next_dtls_timeout.is_some_and(|t| t <= now) {
             drop(readiness.wake());
         }
 
@@ -2197,6 +2217,7 @@ impl Rtc {
         // Disjoint borrows so each subsystem gets its own armed `Wake`.
         let Rtc {
             ice,
+            ice_fed,
             dtls,
             dtls_fed,
             session,
@@ -2213,6 +2234,7 @@ impl Rtc {
                     message: stun,
                 };
                 // ICE is an external crate; arm both on its behalf.
+                *ice_fed = true;
                 ice.handle_packet(recv_time, packet);
                 drop(readiness.wake());
             }

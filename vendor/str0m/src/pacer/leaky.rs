@@ -495,17 +495,37 @@ impl LeakyBucketPacer {
             .filter(|q| q.snapshot.packet_count > 0)
             .min_by_key(|q| (!q.unpaced, q.snapshot.priority, q.snapshot.last_emitted));
         let Some(queue) = queue else {
-            // The snapshot is sent: the immediate re-poll after the last
-            // packet would find nothing. Upstream's found nothing and went
-            // idle the same way; a write's packets ask for their own
-            // timeout (`StreamTx::need_timeout`).
-            if matches!(self.next_poll_time, Some((_, PacerReason::Immediate))) {
-                self.next_poll_time = None;
+            // The snapshot is sent. Upstream's immediate re-poll after the
+            // last packet found every queue empty and scheduled what
+            // `next_poll` gives then: padding once the debts allow, or
+            // nothing. That deadline is set here instead, without the
+            // re-poll; a write's packets ask for their own timeout
+            // (`StreamTx::need_timeout`). A finished probe keeps the re-poll.
+            if matches!(self.next_poll_time, Some((_, PacerReason::Immediate)))
+                && self.completed_probe.is_none()
+            {
+                self.next_poll_time = self.padding_deadline();
             }
             return None;
         };
         queue.snapshot.packet_count -= 1;
         Some((queue.midrid, None))
+    }
+
+    // streamd: `next_poll`'s deadline when every queue is empty and no
+    // probe runs (the only case `poll_burst` drains).
+    fn padding_deadline(&self) -> Option<(Instant, PacerReason)> {
+        let padding_queue = self.queue_states.iter().any(|q| q.use_for_padding);
+        if self.padding_bitrate == Bitrate::ZERO || !padding_queue {
+            return None;
+        }
+        let mut drain_debt_time =
+            (self.media_debt / self.adjusted_bitrate).max(self.padding_debt / self.padding_bitrate);
+        if drain_debt_time.is_zero() {
+            drain_debt_time = Duration::from_micros(1);
+        }
+        let at = self.last_handle_time? + drain_debt_time;
+        Some((at, PacerReason::Padding))
     }
 
     fn request_immediate_timeout(&mut self) {
