@@ -1696,9 +1696,9 @@ impl Rtc {
         let mut just_connected = false;
         // streamd: once connected, only when DTLS was given something: an
         // idle connected session's every poll polled it (5% of the SFU
-        // core's time with 2,000 viewers).
-        // It counts as drained at its timeout (an early return, such as a
-        // close, leaves it to poll again).
+        // core's time with 2,000 viewers). It counts as drained at its
+        // timeout (an early return, such as a close, leaves it to poll
+        // again).
         let poll_dtls = !self.dtls_connected || self.dtls_fed;
         while poll_dtls {
             match self.dtls.poll_output(&mut self.dtls_buf) {

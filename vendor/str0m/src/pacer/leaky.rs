@@ -332,27 +332,14 @@ impl LeakyBucketPacer {
             return Some(((next_probe_time, PacerReason::Probe2), None));
         }
 
-        if self.padding_bitrate == Bitrate::ZERO {
-            return None;
-        }
-
-        // If all queues are empty and we have a padding rate, wait until we have drained
-        // both the media debt and padding debt to send some padding.
-        let mut drain_debt_time =
-            (self.media_debt / self.adjusted_bitrate).max(self.padding_debt / self.padding_bitrate);
-        if drain_debt_time.is_zero() {
-            // Give the main loop some time to do something else e.g. queue media.
-            drain_debt_time = Duration::from_micros(1);
-        }
-
-        let padding_at = self
-            .last_handle_time
-            .map(|h| h + drain_debt_time)
-            .unwrap_or(now);
+        // streamd: the deadline is computed in `padding_deadline`, which
+        // `poll_burst` shares (`last_handle_time` is set: `handle_timeout`
+        // set it just before calling this).
+        let padding_at = self.padding_deadline()?;
 
         // We explicitly don't return a queue to poll here. We need another call to
         // handle_timeout to request the padding before we can poll the selected queue.
-        Some(((padding_at, PacerReason::Padding), None))
+        Some((padding_at, None))
     }
 
     fn maybe_update_adjusted_bitrate(&mut self, now: Instant) {
@@ -504,7 +491,8 @@ impl LeakyBucketPacer {
             if matches!(self.next_poll_time, Some((_, PacerReason::Immediate)))
                 && self.completed_probe.is_none()
             {
-                self.next_poll_time = self.padding_deadline();
+                let padding_queue = self.queue_states.iter().any(|q| q.use_for_padding);
+                self.next_poll_time = self.padding_deadline().filter(|_| padding_queue);
             }
             return None;
         };
@@ -512,16 +500,18 @@ impl LeakyBucketPacer {
         Some((queue.midrid, None))
     }
 
-    // streamd: `next_poll`'s deadline when every queue is empty and no
-    // probe runs (the only case `poll_burst` drains).
+    // streamd: upstream's padding deadline from `next_poll`, shared with
+    // `poll_burst`: with every queue empty, no probe running and a queue to
+    // pad on, padding waits until both the media and the padding debt are
+    // drained; without a padding rate there is none.
     fn padding_deadline(&self) -> Option<(Instant, PacerReason)> {
-        let padding_queue = self.queue_states.iter().any(|q| q.use_for_padding);
-        if self.padding_bitrate == Bitrate::ZERO || !padding_queue {
+        if self.padding_bitrate == Bitrate::ZERO {
             return None;
         }
         let mut drain_debt_time =
             (self.media_debt / self.adjusted_bitrate).max(self.padding_debt / self.padding_bitrate);
         if drain_debt_time.is_zero() {
+            // Give the main loop some time to do something else e.g. queue media.
             drain_debt_time = Duration::from_micros(1);
         }
         let at = self.last_handle_time? + drain_debt_time;
