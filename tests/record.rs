@@ -802,6 +802,19 @@ async fn a_full_spool_skips_segments_and_live_carries_on() {
     );
     // Live playback is not affected.
     common::stream_advances(&server, "live", "full", Duration::from_secs(10)).await;
+    // The store stays down until four moments (video and audio each) were
+    // skipped, so the hole is there whenever the uploader's retry lands.
+    while server
+        .metric(&rec_metric("streamd_record_spool_full_total", "full-spool"))
+        .await
+        < 8.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(10),
+            "the spool did not stay full while the store was down"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     gate.mode.send_replace(Mode::Open);
     let (status, err) = common::finish(publisher).await;
     assert!(status.success(), "publisher: {err}");
@@ -811,7 +824,8 @@ async fn a_full_spool_skips_segments_and_live_carries_on() {
         .await
         .text();
     assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
-    // Recorded before the budget and after the drain, not between.
+    // Recorded before the budget and after the drain, not between: at
+    // least four of the 40 published seconds are missing.
     let duration = r["durationMs"].as_f64().unwrap() / 1000.0;
     assert!((2.0..38.0).contains(&duration), "{duration} s recorded");
     // The same moments are missing from video and audio: a player that
