@@ -42,6 +42,9 @@ install_test_deps() {
     apt_install coturn iptables
     # srt-live-transmit: the SRT tests' raw sender (hand-made MPEG-TS).
     apt_install srt-tools
+    # openssl: the fake GCS's service-account key, and its check of V4
+    # signatures with an implementation other than the signer's.
+    apt_install openssl
     # The serving bench's baseline and load tools (its smoke run is part of
     # the suite): nginx, wrk (HTTP/1.1), h2load (HTTP/2).
     apt_install nginx-light wrk nghttp2-client

@@ -9,12 +9,11 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::gate::{Mode, gate};
 use common::{TestServer, free_port, get, request};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamd");
 const FPS: f64 = 30.0;
@@ -62,58 +61,6 @@ async fn moto(bucket: &str) -> Moto {
         _child: child,
         addr,
     }
-}
-
-/// What the gate in front of a store does.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    /// Passes requests through.
-    Open,
-    /// Answers every request with a 503.
-    Refuse,
-    /// Answers every request with bytes that are not HTTP.
-    Garbage,
-}
-
-/// A TCP proxy in front of a store that can go down: unless open, it cuts
-/// the connections it carries and answers new ones as its mode says.
-struct Gate {
-    addr: SocketAddr,
-    mode: watch::Sender<Mode>,
-}
-
-async fn gate(target: SocketAddr) -> Gate {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (mode, rx) = watch::channel(Mode::Open);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            let mut rx = rx.clone();
-            tokio::spawn(async move {
-                let now = *rx.borrow();
-                let reply: &[u8] = match now {
-                    Mode::Open => b"",
-                    Mode::Refuse => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    Mode::Garbage => b"\x00\xff\x13not http at all\r\n\r\n\x00",
-                };
-                if now != Mode::Open {
-                    let _ = client.write_all(reply).await;
-                    return;
-                }
-                let Ok(mut upstream) = TcpStream::connect(target).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                    _ = rx.wait_for(|m| *m != Mode::Open) => {}
-                }
-            });
-        }
-    });
-    Gate { addr, mode }
 }
 
 /// A recorder metric of node `node` (metrics are process-wide, and tests
@@ -913,9 +860,8 @@ async fn hostile_recording_ids_and_names_are_refused() {
 /// VOD served back from it, and DELETE emptying it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gcs_location_records_through_the_gcs_client() {
-    let (fake, addr) = common::gcs_fake::FakeGcs::start().await;
     let keys = tempfile::tempdir().unwrap();
-    let key_file = common::gcs_fake::FakeGcs::key_file(addr, keys.path());
+    let (fake, addr, key_file) = common::gcs_fake::FakeGcs::start(keys.path()).await;
     let server = TestServer::start(|c| {
         c.bus.reconnect_grace = Duration::from_secs(1);
         c.record.location = "gs://streamd-vod/site-a".into();
@@ -955,6 +901,78 @@ async fn a_gcs_location_records_through_the_gcs_client() {
         204
     );
     assert_eq!(fake.names("streamd-vod", &prefix), Vec::<String>::new());
+    // Every call carried the service account's token; one without is
+    // refused.
+    assert_eq!(*fake.refused.lock().unwrap(), Vec::<String>::new());
+    let bare = get(&format!(
+        "http://{addr}/streamd-vod/{prefix}video/init_0.mp4"
+    ))
+    .await;
+    assert_eq!(bare.status, 401);
+    server.stop().await;
+}
+
+/// With `signed_urls` on a `gs://` location, an uploaded segment is
+/// answered with a redirect to a V4-signed URL (GOOG4-RSA-SHA256, signed
+/// with the service account's key), which the FAKE GCS verifies as Google
+/// documents it (tests/common/gcs_fake.rs): the bytes are the segment's,
+/// ffmpeg plays the VOD through the redirects, and a URL changed in its
+/// object, expiry or signature is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_gcs_segments_redirect_to_v4_signed_urls() {
+    let keys = tempfile::tempdir().unwrap();
+    let (fake, addr, key_file) = common::gcs_fake::FakeGcs::start(keys.path()).await;
+    let server = TestServer::start(|c| {
+        c.bus.reconnect_grace = Duration::from_secs(1);
+        c.record.location = "gs://streamd-vod/signed".into();
+        c.record.gcs_credentials = key_file;
+        c.record.segment_target = Duration::from_secs(2);
+        c.record.signed_urls = Duration::from_secs(300);
+    })
+    .await;
+    let (status, err) = common::finish(server.publish("live", "gsigned", 4, "320x240")).await;
+    assert!(status.success(), "publisher: {err}");
+    let r = wait_status(&server, "live", "gsigned", "ready", Duration::from_secs(30)).await;
+    let id = r["id"].as_str().unwrap();
+    let seg = get(&server.url(&format!("/vod/{id}/video/0.m4s"))).await;
+    assert_eq!(seg.status, 302);
+    let location = seg.header("location").unwrap().to_owned();
+    let object = format!("http://{addr}/streamd-vod/signed/live/gsigned/{id}/video/0.m4s?");
+    assert!(
+        location.starts_with(&object)
+            && location.contains("X-Goog-Algorithm=GOOG4-RSA-SHA256")
+            && location.contains("X-Goog-Expires=300")
+            && location.contains("X-Goog-Signature="),
+        "{location}"
+    );
+    let body = get(&location).await;
+    assert_eq!(body.status, 200, "{}", String::from_utf8_lossy(&body.body));
+    assert_eq!(&body.body[4..8], b"moof", "a CMAF fragment");
+    decodes_cleanly(&server.url(&format!("/vod/{id}/master.m3u8"))).await;
+    assert_eq!(*fake.refused.lock().unwrap(), Vec::<String>::new());
+    // Changed after signing: another object, a longer life, a signature
+    // with one digit changed. Each is refused.
+    let signature_at = location.find("X-Goog-Signature=").unwrap() + "X-Goog-Signature=".len();
+    let mut forged = location.clone().into_bytes();
+    forged[signature_at] = if forged[signature_at] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    for (what, url) in [
+        (
+            "another object",
+            location.replace("/video/0.m4s?", "/audio/0.m4s?"),
+        ),
+        (
+            "a longer life",
+            location.replace("X-Goog-Expires=300", "X-Goog-Expires=900"),
+        ),
+        ("a changed signature", String::from_utf8(forged).unwrap()),
+    ] {
+        assert_eq!(get(&url).await.status, 403, "{what}: {url}");
+    }
+    assert_eq!(fake.refused.lock().unwrap().len(), 3);
     server.stop().await;
 }
 

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod cluster;
 mod ffmpeg9;
+pub mod gate;
 pub mod gcs_fake;
 pub mod llhls;
 pub mod rtmp;
