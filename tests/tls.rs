@@ -355,6 +355,93 @@ async fn playback_urls_say_https_and_wss_when_reached_over_tls() {
     server.stop().await;
 }
 
+/// An HTTP/2 client over TLS (ALPN h2) trusting `ca` alone: its request
+/// sender, and the connection's task, which ends when the connection does.
+async fn h2_connect(
+    port: u16,
+    ca: &Path,
+) -> (
+    hyper::client::conn::http2::SendRequest<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    use base64::Engine;
+    let pem = std::fs::read_to_string(ca).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+/// An HTTP/2 connection in use stays open however long it lives; once no
+/// request has started on it for `http.idle_timeout`, the server closes
+/// it (HTTP/2 answers pings, so nothing else would).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_a_busy_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |c| c.http.idle_timeout = Duration::from_secs(1)).await;
+    let port = server.https.expect("https listens").port();
+    let (mut send, mut conn) = h2_connect(port, &dir.path().join("a.crt")).await;
+    // Busy: a request every 300 ms for three idle timeouts.
+    for _ in 0..10 {
+        send.ready().await.expect("the busy connection is open");
+        let req = hyper::Request::get(format!("https://localhost:{port}/healthz"))
+            .body(String::new())
+            .unwrap();
+        let r = send.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut conn)
+                .await
+                .is_err(),
+            "a busy HTTP/2 connection was closed"
+        );
+    }
+    // Idle: closed by the server.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), &mut conn)
+            .await
+            .is_ok(),
+        "an idle HTTP/2 connection was kept open"
+    );
+    assert_eq!(server.metric("streamd_http2_idle_closed_total").await, 1.0);
+    server.stop().await;
+}
+
 /// `http.listen` with two addresses serves alike on both (the seed's
 /// deployment: signalling on :3333, LL-HLS on :8080).
 #[tokio::test]

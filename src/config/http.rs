@@ -36,6 +36,12 @@ pub struct HttpConfig {
     /// connection is closed after it too.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// An HTTP/2 connection on which no request started for this long is
+    /// closed: GOAWAY, with the requests in flight served to their end.
+    /// (HTTP/2 answers pings, so without it a client that makes no
+    /// requests could hold its connection for ever.)
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// At shutdown, requests in flight get this long to finish; then their
     /// connections are closed.
     #[serde(with = "humantime_serde")]
@@ -55,6 +61,7 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             max_connections_per_ip: 500,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
         }
@@ -88,6 +95,9 @@ impl HttpConfig {
         }
         if self.header_timeout < Duration::from_millis(100) {
             return invalid("http.header_timeout", "must be at least 100ms".into());
+        }
+        if self.idle_timeout < Duration::from_millis(100) {
+            return invalid("http.idle_timeout", "must be at least 100ms".into());
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -517,6 +518,7 @@ impl Serve {
             secure,
             // Only a trusted proxy may say who the client is.
             forwarded_ok: self.trusted.iter().any(|b| b.contains(peer.ip())),
+            last_request: None,
         }
     }
 
@@ -551,9 +553,35 @@ impl Serve {
             // A peer that stops answering pings is gone.
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let conn = builder.serve_connection(io, self.service(peer, true));
-        let conn = std::pin::pin!(conn);
-        let result = until_stopped(conn, &mut stop, |c| c.graceful_shutdown()).await;
+        let mut service = self.service(peer, true);
+        let started = tokio::time::Instant::now();
+        let last = Arc::new(AtomicU64::new(0));
+        service.last_request = Some((started, last.clone()));
+        let conn = builder.serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        // Idle: no request started for `idle_timeout`. Then GOAWAY, and
+        // the requests in flight are served to their end.
+        let idle = self.config.idle_timeout;
+        let idle_since = || started + Duration::from_millis(last.load(Ordering::Relaxed));
+        let mut wake = idle_since() + idle;
+        let result = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = stop.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.as_mut().await;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    wake = idle_since() + idle;
+                    if wake <= tokio::time::Instant::now() {
+                        tracing::debug!(%peer, "closing an idle http/2 connection");
+                        metrics::counter!("streamd_http2_idle_closed_total").increment(1);
+                        conn.as_mut().graceful_shutdown();
+                        break conn.as_mut().await;
+                    }
+                }
+            }
+        };
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "http/2 connection ended");
         }
@@ -586,6 +614,8 @@ struct PeerService {
     peer: SocketAddr,
     secure: bool,
     forwarded_ok: bool,
+    /// HTTP/2: when the last request started, in ms after the instant.
+    last_request: Option<(tokio::time::Instant, Arc<AtomicU64>)>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for PeerService {
@@ -594,6 +624,9 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
     type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some((since, last)) = &self.last_request {
+            last.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
         if !self.forwarded_ok {
             for h in FORWARDING_HEADERS {
                 req.headers_mut().remove(h);
