@@ -361,10 +361,16 @@ async fn an_ome_admission_backend_decides() {
 /// `X-Forwarded-For` is believed only from `http.trusted_proxies`: the
 /// admission backend is told the forwarded address when the request comes
 /// through a trusted proxy, and the connection's own address otherwise.
+/// The LL-HLS admission cache is keyed by that same address: behind a
+/// trusted proxy each client is asked about once; from anyone else, the
+/// header changes nothing.
 #[tokio::test]
 async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     let (addr, seen) = recording_receiver(Duration::ZERO).await;
-    for (trusted, expect) in [(vec![], "127.0.0.1"), (vec!["127.0.0.0/8"], "203.0.113.9")] {
+    for (trusted, expect, asks) in [
+        (vec![], "127.0.0.1", 1),
+        (vec!["127.0.0.0/8"], "203.0.113.9", 2),
+    ] {
         seen.lock().unwrap().clear();
         let server = TestServer::start(|c| {
             c.admission.url = format!("http://{addr}/admission");
@@ -381,8 +387,8 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let seen = seen.lock().unwrap().clone();
-        let asked: Vec<&Value> = seen
+        let first = seen.lock().unwrap().clone();
+        let asked: Vec<&Value> = first
             .iter()
             .filter(|v| {
                 v["request"]["url"]
@@ -390,8 +396,28 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
                     .is_some_and(|u| u.contains("token=t"))
             })
             .collect();
-        assert_eq!(asked.len(), 1, "{seen:?}");
+        assert_eq!(asked.len(), 1, "{first:?}");
         assert_eq!(asked[0]["client"]["real_ip"], expect, "trusted {trusted:?}");
+        // The same client again, then another one behind the same proxy.
+        for forwarded in ["203.0.113.9", "203.0.113.10", "203.0.113.10"] {
+            let r = request(
+                "GET",
+                &server.url("/live/fwd/llhls.m3u8?token=t"),
+                &[("x-forwarded-for", forwarded)],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let seen = seen.lock().unwrap().clone();
+        let asked = seen
+            .iter()
+            .filter(|v| {
+                v["request"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("token=t"))
+            })
+            .count();
+        assert_eq!(asked, asks, "trusted {trusted:?}: {seen:?}");
         server.stop().await;
     }
 }

@@ -116,6 +116,16 @@ impl Client {
                 .map(|s| s.chars().take(256).collect()),
         }
     }
+
+    /// The client's address: what a trusted proxy forwards (the listener
+    /// keeps those headers only from `http.trusted_proxies`), else the
+    /// peer's.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.real_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .or(self.addr.map(|a| a.ip()))
+    }
 }
 
 /// One request to publish or play.
@@ -368,10 +378,10 @@ impl Access {
             });
         };
         if r.protocol == Protocol::LlHls {
-            // Per client, stream and credential: a new token is a new
-            // question.
+            // Per client (behind a trusted proxy, the one it forwards),
+            // stream and credential: a new token is a new question.
             let key = (
-                r.client.addr.map(|a| a.ip()),
+                r.client.ip(),
                 path.to_string(),
                 token.unwrap_or_default().to_owned(),
             );

@@ -454,10 +454,7 @@ impl Session {
     /// reported, else the peer's.
     fn client_ip(&self) -> IpAddr {
         self.client
-            .real_ip
-            .as_deref()
-            .and_then(|r| r.parse().ok())
-            .or(self.client.addr.map(|a| a.ip()))
+            .ip()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 

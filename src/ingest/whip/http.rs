@@ -10,7 +10,7 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -31,7 +31,8 @@ const ERRORS: &str = "streamd_whip_errors_total";
 #[derive(Clone)]
 pub struct WhipHttp {
     pub whip: Whip,
-    /// WHIP sessions per client address (the socket's peer).
+    /// WHIP sessions per client address (the peer's, or the one a trusted
+    /// proxy forwards).
     pub per_ip: ConnectionLimit,
     /// The TURN servers publishers are told about (`Link` headers).
     pub ice: Arc<IceServers>,
@@ -146,8 +147,11 @@ async fn publish(
             "Authorization must be `Bearer <stream key or publish token>`",
         );
     };
-    // A session, connected or not, holds its place from the offer on.
-    let ip = connect.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // A session, connected or not, holds its place from the offer on,
+    // counted against the client's address (the one a trusted proxy
+    // forwards, when it came through one).
+    let client = Client::from_headers(connect, &headers);
+    let ip = client.ip().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let Ok(permit) = state.per_ip.try_acquire(ip) else {
         tracing::info!(client = %ip, "WHIP offer refused: too many sessions from this address");
         return error(
@@ -156,10 +160,7 @@ async fn publish(
         );
     };
     let host = crate::http::request_host(&headers);
-    let user_agent: Option<String> = headers
-        .get(header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .map(|s| s.chars().take(256).collect());
+    let user_agent = client.user_agent.clone();
     let request = AccessRequest {
         protocol: Protocol::Whip,
         url: format!("http://{host}/{app}/{stream}?direction=whip"),
@@ -167,11 +168,7 @@ async fn publish(
         stream,
         query: (!query.is_empty()).then_some(query),
         new_session: true,
-        client: Client {
-            addr: connect,
-            real_ip: crate::http::real_ip(&headers).map(str::to_owned),
-            user_agent: user_agent.clone(),
-        },
+        client,
     };
     let admitted = match state.access.admit(request).await {
         Ok(a) => a,
