@@ -150,6 +150,12 @@ async fn sigterm_drains_then_exits_0_with_the_recording_whole() {
         .find(|u| u.starts_with("video"))
         .expect("a video playlist");
     let (highest, viewer) = llhls_viewer(format!("{base}/live/drain/{video}"));
+    // A WebRTC viewer too, playing before the signal.
+    let mut webrtc =
+        common::webrtc::Viewer::connect(&format!("ws://{}/live/drain", node.http), false)
+            .await
+            .expect("a WebRTC viewer before the drain");
+    assert!(webrtc.video_frames(30, Duration::from_secs(15)).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let live_since = tokio::time::Instant::now() - Duration::from_secs(3);
 
@@ -190,8 +196,26 @@ async fn sigterm_drains_then_exits_0_with_the_recording_whole() {
         other => panic!("a new publisher was not refused: {other:?}"),
     }
 
-    // The connected viewer keeps getting new segments during the drain.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The connected viewers keep playing during the drain: the WebRTC
+    // one gets 3 s of media time in 4 s (at most what queued while the
+    // checks above ran came before), the LL-HLS one new segments.
+    let mut times = Vec::new();
+    webrtc
+        .run_until(Duration::from_secs(4), |ev| {
+            if let common::webrtc::ViewerEvent::Video { rtp_time, .. } = ev {
+                times.push(*rtp_time);
+            }
+            false
+        })
+        .await;
+    let span_ms = match (times.iter().min(), times.iter().max()) {
+        (Some(a), Some(b)) => (b - a) / 90,
+        _ => 0,
+    };
+    assert!(
+        span_ms >= 3000,
+        "the WebRTC viewer got {span_ms} ms of media in 4 s of the drain"
+    );
     let during = highest.load(Ordering::SeqCst);
     assert!(
         during >= at_signal + 2,

@@ -137,3 +137,79 @@ async fn shutdown_does_not_wait_for_a_half_sent_request() {
     )
     .await;
 }
+
+/// A connection from `src` (a loopback address) to `to`.
+async fn connect_from(src: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((std::net::Ipv4Addr::from(src), 0).into()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Whether the server closes `s` within 10 s without a byte sent.
+async fn closed_at_once(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// One address holds at most `http.max_connections_per_ip` connections,
+/// and the server at most `http.max_connections`: each one past a cap is
+/// closed at accept and counted, and a freed place is taken again.
+#[tokio::test(flavor = "current_thread")]
+async fn http_connections_are_capped_per_address_and_in_total() {
+    let server = TestServer::start(|c| {
+        c.http.max_connections_per_ip = 3;
+        c.http.max_connections = 6;
+        // Idle connections must outlive the test's checks.
+        c.http.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let refused = "streamd_http_refused_connections_total";
+    let mut a = Vec::new();
+    for _ in 0..3 {
+        a.push(connect_from([127, 0, 3, 1], server.http).await);
+    }
+    let mut over = connect_from([127, 0, 3, 1], server.http).await;
+    assert!(closed_at_once(&mut over).await, "a 4th from one address");
+    // Another address still gets in, up to the total.
+    let mut b = Vec::new();
+    for _ in 0..3 {
+        b.push(connect_from([127, 0, 3, 2], server.http).await);
+    }
+    let mut over = connect_from([127, 0, 3, 3], server.http).await;
+    assert!(closed_at_once(&mut over).await, "a 7th in all");
+    // The places held are real: each still serves a request.
+    let r = b[0]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(r.is_ok());
+    let mut answer = Vec::new();
+    b[0].read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // That one is closed now: its place is free again (once the server
+    // has seen it close; until then a newcomer is refused and counted).
+    let mut freed = None;
+    let mut refused_meanwhile = 0.0;
+    for _ in 0..50 {
+        let mut s = connect_from([127, 0, 3, 3], server.http).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            freed = Some(answer);
+            break;
+        }
+        refused_meanwhile += 1.0;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed.is_some(), "the freed place was not given again");
+    // Room for the check: five places held at most.
+    drop(a);
+    assert_eq!(server.metric(refused).await, 2.0 + refused_meanwhile);
+    drop(b);
+    server.stop().await;
+}

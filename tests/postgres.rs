@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::Value;
 use streamd::store::Store;
@@ -179,4 +181,58 @@ async fn the_recording_journal_works_on_postgres() {
     assert!(s.delete_recording(&id).await.unwrap());
     assert!(!s.update_segment(&rows[0]).await.unwrap());
     assert!(s.segments(&id).await.unwrap().is_empty());
+}
+
+/// `/readyz` says what is wrong: 503 naming the database while Postgres
+/// cannot be reached (through a gate the test closes), and naming the
+/// spool while it cannot be written (its directory replaced by a file);
+/// 200 again once each is back, with no restart.
+#[tokio::test]
+async fn readyz_names_an_unreachable_database_and_an_unwritable_spool() {
+    let Some(url) = postgres_database().await else {
+        return;
+    };
+    // postgres://user@HOST:PORT/db, reached through the gate.
+    let (head, rest) = url.split_once('@').unwrap();
+    let (target, name) = rest.split_once('/').unwrap();
+    let gate = common::gate::gate(target.parse().unwrap()).await;
+    let through = format!("{head}@{}/{name}", gate.addr);
+    let data = tempfile::tempdir().unwrap();
+    let spool = data.path().join("spool");
+    let server = TestServer::start(|c| {
+        c.database.url = through.clone();
+        c.record.spool_dir = spool.clone();
+    })
+    .await;
+    let readyz = server.url("/readyz");
+    let ready = |r: &Response| r.status == 200;
+    let r = poll(&readyz, Duration::from_secs(10), ready).await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (&body["database"], &body["spool"]),
+        (&Value::from("ok"), &Value::from("ok"))
+    );
+
+    gate.mode.send_replace(common::gate::Mode::Closed);
+    let r = poll(&readyz, Duration::from_secs(10), |r| r.status == 503).await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_ne!(body["database"], "ok", "{body}");
+    assert_eq!(body["spool"], "ok", "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    gate.mode.send_replace(common::gate::Mode::Open);
+    poll(&readyz, Duration::from_secs(30), ready).await;
+
+    std::fs::remove_dir_all(&spool).unwrap();
+    std::fs::write(&spool, b"not a directory").unwrap();
+    let r = poll(&readyz, Duration::from_secs(10), |r| r.status == 503).await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        body["spool"].as_str().unwrap().starts_with("error"),
+        "{body}"
+    );
+    assert_eq!(body["database"], "ok", "{body}");
+    std::fs::remove_file(&spool).unwrap();
+    std::fs::create_dir(&spool).unwrap();
+    poll(&readyz, Duration::from_secs(10), ready).await;
+    server.stop().await;
 }
