@@ -87,6 +87,24 @@ async fn an_origin_and_two_edges_serve_one_publish() {
         )
         .await;
     assert!(asked > 0.0, "no keyframe request reached the origin");
+    // Throttled: both viewers ask for a keyframe every 50 ms for 4 s; each
+    // edge passes at most one a second per track to the origin.
+    let flood = std::time::Instant::now();
+    while flood.elapsed() < Duration::from_secs(4) {
+        v1.request_keyframe();
+        v2.request_keyframe();
+        v1.run_until(Duration::from_millis(25), |_| false).await;
+        v2.run_until(Duration::from_millis(25), |_| false).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = origin
+        .metric("streamd_cluster_keyframe_requests_total")
+        .await;
+    assert!(
+        after - asked <= 2.0 * 5.0,
+        "{} keyframe requests reached the origin from 160 in 4 s",
+        after - asked
+    );
 
     // A stream nobody publishes: 404 from the edge, quickly.
     let started = std::time::Instant::now();
