@@ -143,6 +143,40 @@ for name, msg in [
     write("signalling", name, json.dumps(msg).encode())
 
 
+# A WHIP offer as a browser sends it: Opus and H.264 (with RTX), then the
+# same with two simulcast layers (RFC 8853) instead of SSRCs.
+def whip_offer(simulcast):
+    common = (
+        "c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+        "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\na=ice-options:trickle\r\n"
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    )
+    video_tail = (
+        "a=rid:h send\r\na=rid:l send\r\na=simulcast:send h;l\r\n" if simulcast
+        else "a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n"
+    )
+    return (
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "a=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" + common + "a=mid:0\r\n"
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=sendonly\r\na=msid:- a\r\n"
+        "a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\n"
+        "a=fmtp:111 minptime=10;useinbandfec=1\r\na=ssrc:1001 cname:x\r\n"
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n" + common + "a=mid:1\r\n"
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+        "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
+        "a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id\r\n"
+        "a=sendonly\r\na=msid:- b\r\na=rtcp-mux\r\na=rtcp-rsize\r\n"
+        "a=rtpmap:96 H264/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n"
+        "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+        "a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n" + video_tail
+    )
+
+
+write("whip_offer", "opus-h264", whip_offer(False).encode())
+write("whip_offer", "simulcast", whip_offer(True).encode())
+
+
 # ICE-TCP: the first byte is the read size; then a framed STUN binding
 # request naming a live viewer, and a framed DTLS-looking record.
 def stun_binding(username):

@@ -616,6 +616,41 @@ a=ssrc:369817149 cname:FFmpeg\r\n";
         buf
     }
 
+    /// The whip_offer fuzz target's seeds (fuzz/make_seeds.py) are offers
+    /// the core takes, so fuzzing starts from inside the accepting path:
+    /// a browser's Opus and H.264, and the same with two simulcast layers.
+    #[test]
+    fn the_fuzz_seed_offers_are_accepted() {
+        let mut core = WhipCore::new(
+            vec!["127.0.0.1:9".parse().unwrap()],
+            None,
+            Duration::from_secs(30),
+            4,
+        )
+        .unwrap();
+        let now = Instant::now();
+        let plain = core
+            .accept(
+                include_str!("../../../fuzz/corpus/whip_offer/opus-h264"),
+                false,
+                now,
+            )
+            .unwrap();
+        assert!(plain.has_video && plain.has_audio);
+        assert!(plain.layers.is_empty());
+        let simulcast = core
+            .accept(
+                include_str!("../../../fuzz/corpus/whip_offer/simulcast"),
+                false,
+                now,
+            )
+            .unwrap();
+        let layers: Vec<String> = simulcast.layers.iter().map(|r| r.to_string()).collect();
+        assert_eq!(layers, ["h", "l"]);
+        assert!(core.close(plain.session) && core.close(simulcast.session));
+        assert_eq!(core.sessions(), 0);
+    }
+
     /// `?transport=tcp` answers with the passive ICE-TCP candidate alone
     /// and registers the session's ufrag with the listener. A closed
     /// connection frees its place among the session's paths, so a
