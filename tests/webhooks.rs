@@ -361,15 +361,16 @@ async fn an_ome_admission_backend_decides() {
 /// `X-Forwarded-For` is believed only from `http.trusted_proxies`: the
 /// admission backend is told the forwarded address when the request comes
 /// through a trusted proxy, and the connection's own address otherwise.
-/// The LL-HLS admission cache is keyed by that same address: behind a
-/// trusted proxy each client is asked about once; from anyone else, the
-/// header changes nothing.
+/// The client is the rightmost address that is not a trusted proxy: what
+/// the client itself wrote to its left is ignored. The LL-HLS admission
+/// cache is keyed by that same address: behind a trusted proxy each client
+/// is asked about once; from anyone else, the header changes nothing.
 #[tokio::test]
 async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     let (addr, seen) = recording_receiver(Duration::ZERO).await;
     for (trusted, expect, asks) in [
         (vec![], "127.0.0.1", 1),
-        (vec!["127.0.0.0/8"], "203.0.113.9", 2),
+        (vec!["127.0.0.0/8", "10.0.0.0/8"], "203.0.113.9", 2),
     ] {
         seen.lock().unwrap().clear();
         let server = TestServer::start(|c| {
@@ -383,7 +384,9 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
         let r = request(
             "GET",
             &server.url("/live/fwd/llhls.m3u8?token=t"),
-            &[("x-forwarded-for", "203.0.113.9, 10.0.0.1")],
+            // What the client wrote (a forged address), the client as our
+            // first proxy saw it, and that proxy as the next one saw it.
+            &[("x-forwarded-for", "198.51.100.66, 203.0.113.9, 10.0.0.1")],
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -398,8 +401,9 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
             .collect();
         assert_eq!(asked.len(), 1, "{first:?}");
         assert_eq!(asked[0]["client"]["real_ip"], expect, "trusted {trusted:?}");
-        // The same client again, then another one behind the same proxy.
-        for forwarded in ["203.0.113.9", "203.0.113.10", "203.0.113.10"] {
+        // The same client again, then another one behind the same proxy
+        // (once with a forged address of its own in front).
+        for forwarded in ["203.0.113.9", "1.2.3.4, 203.0.113.10", "203.0.113.10"] {
             let r = request(
                 "GET",
                 &server.url("/live/fwd/llhls.m3u8?token=t"),

@@ -47,8 +47,9 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
-    /// and `X-Real-IP` are believed; from anyone else those headers are
-    /// dropped on arrival.
+    /// and `X-Real-IP` are believed: the client is the rightmost
+    /// `X-Forwarded-For` address that is not one of them. From anyone else
+    /// those headers are dropped on arrival.
     pub trusted_proxies: Vec<String>,
 }
 

@@ -22,7 +22,8 @@ pub struct WhipConfig {
     pub max_publishers: usize,
     /// WHIP sessions one client address may hold at once (counted from
     /// the offer, connected or not); more are refused (429). Behind a
-    /// reverse proxy every publisher shares its address: raise this.
+    /// reverse proxy every publisher shares its address, unless the proxy
+    /// is in `http.trusted_proxies` (then the address it forwards counts).
     pub max_publishers_per_ip: usize,
     /// A publisher that sends no ICE (STUN) for this long is dropped.
     #[serde(with = "humantime_serde")]

@@ -161,8 +161,9 @@ pub fn ws_origin(http_origin: &str) -> String {
 }
 
 /// The client's own address as a trusted proxy reports it
-/// (X-Forwarded-For's first entry, or X-Real-IP): the listener drops those
-/// headers from anyone not in `http.trusted_proxies`.
+/// (X-Forwarded-For, or X-Real-IP): the listener drops those headers from
+/// anyone not in `http.trusted_proxies`, and leaves in X-Forwarded-For only
+/// the address [`forwarded_client`] found.
 pub fn real_ip(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
         .get("x-forwarded-for")
@@ -171,6 +172,29 @@ pub fn real_ip(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
         .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
         .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// The client behind a chain of proxies: X-Forwarded-For read from the
+/// right (each proxy appends the address it was reached from), past the
+/// entries that are proxies of ours, to the first that is not. What is to
+/// the left of it was written by the client and proves nothing. None when
+/// there is no X-Forwarded-For, or an entry on the way is not an address.
+pub fn forwarded_client(
+    headers: &axum::http::HeaderMap,
+    trusted: &[crate::net::IpBlock],
+) -> Option<std::net::IpAddr> {
+    let mut last = None;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        for entry in value.to_str().ok()?.rsplit(',') {
+            let ip: std::net::IpAddr = entry.trim().parse().ok()?;
+            if !trusted.iter().any(|b| b.contains(ip)) {
+                return Some(ip);
+            }
+            last = Some(ip);
+        }
+    }
+    // Every hop is a proxy of ours: the first of them is the client.
+    last
 }
 
 /// The value of `key` in a query string (`a=1&key=value`).
@@ -518,6 +542,7 @@ impl Serve {
             secure,
             // Only a trusted proxy may say who the client is.
             forwarded_ok: self.trusted.iter().any(|b| b.contains(peer.ip())),
+            trusted: self.trusted.clone(),
             last_request: None,
         }
     }
@@ -614,6 +639,8 @@ struct PeerService {
     peer: SocketAddr,
     secure: bool,
     forwarded_ok: bool,
+    /// `http.trusted_proxies`.
+    trusted: Arc<Vec<crate::net::IpBlock>>,
     /// HTTP/2: when the last request started, in ms after the instant.
     last_request: Option<(tokio::time::Instant, Arc<AtomicU64>)>,
 }
@@ -630,6 +657,17 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
         if !self.forwarded_ok {
             for h in FORWARDING_HEADERS {
                 req.headers_mut().remove(h);
+            }
+        } else if req.headers().contains_key("x-forwarded-for") {
+            // Handlers read one address: the client's, not what it wrote.
+            let client = forwarded_client(req.headers(), &self.trusted);
+            let headers = req.headers_mut();
+            headers.remove("x-forwarded-for");
+            if let Some(ip) = client {
+                headers.insert(
+                    "x-forwarded-for",
+                    HeaderValue::from_str(&ip.to_string()).expect("an address is a header value"),
+                );
             }
         }
         // Handlers see the peer's address (admission webhooks report it;
@@ -659,6 +697,44 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    /// The client behind proxies is the rightmost X-Forwarded-For entry
+    /// that is not one of ours: what the client wrote to its left is
+    /// ignored; a broken chain names nobody.
+    #[test]
+    fn the_forwarded_client_is_read_from_the_right() {
+        let trusted = [
+            crate::net::IpBlock::parse("10.0.0.0/8").unwrap(),
+            crate::net::IpBlock::parse("192.0.2.1").unwrap(),
+        ];
+        let xff = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            forwarded_client(&h, &trusted).map(|ip| ip.to_string())
+        };
+        assert_eq!(xff(&["203.0.113.9"]).as_deref(), Some("203.0.113.9"));
+        // A forged entry on the left, the real client appended by our proxy.
+        assert_eq!(
+            xff(&["198.51.100.66, 203.0.113.9"]).as_deref(),
+            Some("203.0.113.9")
+        );
+        // Through two of ours, in one header or two.
+        assert_eq!(
+            xff(&["198.51.100.66, 203.0.113.9, 10.1.2.3"]).as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            xff(&["198.51.100.66, 203.0.113.9", "10.1.2.3"]).as_deref(),
+            Some("203.0.113.9")
+        );
+        // Only proxies of ours: the first is the client.
+        assert_eq!(xff(&["10.0.0.1, 192.0.2.1"]).as_deref(), Some("10.0.0.1"));
+        // Garbage on the way: nobody.
+        assert_eq!(xff(&["203.0.113.9, unknown"]), None);
+        assert_eq!(xff(&[]), None);
     }
 
     /// A bearer joins the query as the credential admission reads: a key
