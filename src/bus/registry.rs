@@ -26,6 +26,9 @@ pub const DEMAND_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Demand {
     pub path: StreamPath,
+    /// The viewer's address, when known: one client may not keep the
+    /// handler busy with names nobody publishes.
+    pub client: Option<std::net::IpAddr>,
     pub reply: oneshot::Sender<bool>,
 }
 
@@ -219,10 +222,15 @@ impl Registry {
         *self.inner.demand.lock().unwrap_or_else(|e| e.into_inner()) = Some(demand);
     }
 
-    /// The broadcast at `path` for a viewer: the one here, or one the
-    /// demand handler brings here (it answers within [`DEMAND_WAIT`] or
-    /// the stream counts as absent). `None` when there is no such stream.
-    pub async fn find(&self, path: &StreamPath) -> Option<BroadcastConsumer> {
+    /// The broadcast at `path` for a viewer at `client`: the one here, or
+    /// one the demand handler brings here (it answers within
+    /// [`DEMAND_WAIT`] or the stream counts as absent). `None` when there
+    /// is no such stream.
+    pub async fn find(
+        &self,
+        path: &StreamPath,
+        client: Option<std::net::IpAddr>,
+    ) -> Option<BroadcastConsumer> {
         if let Some(b) = self.get(path) {
             return Some(b);
         }
@@ -237,6 +245,7 @@ impl Registry {
         demand
             .try_send(Demand {
                 path: path.clone(),
+                client,
                 reply,
             })
             .ok()?;

@@ -623,7 +623,7 @@ async fn relays_are_marked_and_a_publisher_here_replaces_one() {
 async fn find_asks_the_demand_handler_for_what_is_not_here() {
     let reg = registry();
     // Without a handler, find is get.
-    assert!(reg.find(&path("x")).await.is_none());
+    assert!(reg.find(&path("x"), None).await.is_none());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Demand>(4);
     reg.set_demand(tx);
     let handler = {
@@ -641,11 +641,11 @@ async fn find_asks_the_demand_handler_for_what_is_not_here() {
             held.len()
         })
     };
-    let b = reg.find(&path("here")).await.expect("brought here");
+    let b = reg.find(&path("here"), None).await.expect("brought here");
     assert!(b.relayed());
-    assert!(reg.find(&path("nowhere")).await.is_none());
+    assert!(reg.find(&path("nowhere"), None).await.is_none());
     // Found locally: the handler is not asked again.
-    assert!(reg.find(&path("here")).await.is_some());
+    assert!(reg.find(&path("here"), None).await.is_some());
     drop(reg);
     handler.abort();
 }

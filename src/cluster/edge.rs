@@ -46,6 +46,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
 /// Streams pulled at once, at most.
 const MAX_PULLS: usize = 1000;
+/// Names one client address may have being looked for, or remembered as
+/// not found, at once: past it, its requests for other names are answered
+/// "not found" without a directory query, so one client cannot fill
+/// [`MAX_PULLS`] with names nobody publishes and keep others' streams from
+/// being pulled.
+const MAX_LOOKUPS_PER_CLIENT: usize = 16;
 /// The largest description taken from an origin.
 const MAX_DESCRIPTION: usize = 1 << 20;
 /// A relay that ran this long was a success: losing it starts a new grace.
@@ -59,6 +65,14 @@ enum PullState {
     Relaying,
     /// Not found, or over.
     Gone,
+}
+
+/// A stream the edge pulls, or looked for.
+struct Pull {
+    state: watch::Receiver<PullState>,
+    since: Instant,
+    /// The address whose request started it.
+    client: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone)]
@@ -77,7 +91,9 @@ pub struct Edge {
 impl Edge {
     /// Answers viewers' demands until `shutdown`.
     pub async fn run(self, mut demands: mpsc::Receiver<Demand>, mut shutdown: Shutdown) {
-        let mut pulls: HashMap<StreamPath, (watch::Receiver<PullState>, Instant)> = HashMap::new();
+        // Each pull: its state, when it started, and the address whose
+        // request started it.
+        let mut pulls: HashMap<StreamPath, Pull> = HashMap::new();
         loop {
             let demand = tokio::select! {
                 _ = shutdown.wait() => return,
@@ -87,19 +103,38 @@ impl Edge {
                 },
             };
             let now = Instant::now();
-            pulls.retain(|_, (state, since)| match *state.borrow() {
-                PullState::Gone => now.duration_since(*since) < NOT_FOUND_FOR,
+            pulls.retain(|_, p| match *p.state.borrow() {
+                PullState::Gone => now.duration_since(p.since) < NOT_FOUND_FOR,
                 _ => true,
             });
             let state = match pulls.get(&demand.path) {
-                Some((state, _)) => state.clone(),
+                Some(p) => p.state.clone(),
                 None if pulls.len() >= MAX_PULLS => {
+                    let _ = demand.reply.send(false);
+                    continue;
+                }
+                None if demand.client.is_some_and(|c| {
+                    let looking = pulls
+                        .values()
+                        .filter(|p| p.client == Some(c) && *p.state.borrow() != PullState::Relaying)
+                        .count();
+                    looking >= MAX_LOOKUPS_PER_CLIENT
+                }) =>
+                {
+                    metrics::counter!("streamd_cluster_lookups_refused_total").increment(1);
                     let _ = demand.reply.send(false);
                     continue;
                 }
                 None => {
                     let (tx, rx) = watch::channel(PullState::Starting);
-                    pulls.insert(demand.path.clone(), (rx.clone(), now));
+                    pulls.insert(
+                        demand.path.clone(),
+                        Pull {
+                            state: rx.clone(),
+                            since: now,
+                            client: demand.client,
+                        },
+                    );
                     let edge = self.clone();
                     let path = demand.path.clone();
                     let shutdown = shutdown.clone();

@@ -160,7 +160,8 @@ async fn serve(
         if !from_cache && let Err(e) = state.access.playback(&path, token).await {
             return refused(Refusal::Auth(e));
         }
-        if state.registry.find(&path).await.is_none() {
+        let client = Client::of(&req).ip();
+        if state.registry.find(&path, client).await.is_none() {
             return error(StatusCode::NOT_FOUND, "no such stream");
         }
     }

@@ -218,6 +218,7 @@ async fn play(
         new_session: true,
         client: Client::from_headers(addr, &headers),
     };
+    let client = request.client.ip();
     let admitted = match w.s.access.admit(request).await {
         Ok(a) => a,
         Err(refusal) => {
@@ -231,7 +232,7 @@ async fn play(
             return error(status, format!("playback refused: {refusal}"));
         }
     };
-    let Some((broadcast, plan)) = ready_plan(&w.s.registry, &path).await else {
+    let Some((broadcast, plan)) = ready_plan(&w.s.registry, &path, client).await else {
         return error(
             StatusCode::NOT_FOUND,
             "no such stream, or nothing WebRTC can play",

@@ -497,7 +497,7 @@ impl Session {
                 }
             }
         }
-        let (broadcast, plan) = ready_plan(&self.s.registry, &self.path)
+        let (broadcast, plan) = ready_plan(&self.s.registry, &self.path, self.client.ip())
             .await
             .ok_or_else(not_found)?;
         self.plan = Some(plan.clone());
@@ -525,15 +525,16 @@ impl Session {
     }
 }
 
-/// The stream and what it offers WebRTC, once its catalog is complete (a
-/// stream that just started may not have its renditions or its audio yet),
-/// or after [`CATALOG_WAIT`] what it lists then; `None` when there is no
-/// such stream or nothing WebRTC can play.
+/// The stream (for a viewer at `client`) and what it offers WebRTC, once
+/// its catalog is complete (a stream that just started may not have its
+/// renditions or its audio yet), or after [`CATALOG_WAIT`] what it lists
+/// then; `None` when there is no such stream or nothing WebRTC can play.
 pub(super) async fn ready_plan(
     registry: &Registry,
     path: &StreamPath,
+    client: Option<IpAddr>,
 ) -> Option<(BroadcastConsumer, StreamPlan)> {
-    let mut broadcast = registry.find(path).await?;
+    let mut broadcast = registry.find(path, client).await?;
     let deadline = tokio::time::Instant::now() + CATALOG_WAIT;
     let mut update = broadcast.snapshot();
     let plan = loop {
