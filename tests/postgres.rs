@@ -195,7 +195,12 @@ async fn readyz_names_an_unreachable_database_and_an_unwritable_spool() {
     // postgres://user@HOST:PORT/db, reached through the gate.
     let (head, rest) = url.split_once('@').unwrap();
     let (target, name) = rest.split_once('/').unwrap();
-    let gate = common::gate::gate(target.parse().unwrap()).await;
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .expect("the test Postgres's address");
+    let gate = common::gate::gate(target).await;
     let through = format!("{head}@{}/{name}", gate.addr);
     let data = tempfile::tempdir().unwrap();
     let spool = data.path().join("spool");

@@ -413,11 +413,11 @@ async fn h2_connect(
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_and_a_busy_one_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let server = tls_server(dir.path(), |c| c.http.idle_timeout = Duration::from_secs(1)).await;
+    let server = tls_server(dir.path(), |c| c.http.idle_timeout = Duration::from_secs(3)).await;
     let port = server.https.expect("https listens").port();
     let (mut send, mut conn) = h2_connect(port, &dir.path().join("a.crt")).await;
-    // Busy: a request every 300 ms for three idle timeouts.
-    for _ in 0..10 {
+    // Busy: a request every 300 ms for two idle timeouts.
+    for _ in 0..20 {
         send.ready().await.expect("the busy connection is open");
         let req = hyper::Request::get(format!("https://localhost:{port}/healthz"))
             .body(String::new())
