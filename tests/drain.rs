@@ -230,11 +230,17 @@ async fn sigterm_drains_then_exits_0_with_the_recording_whole() {
     );
 
     // Then, at the deadline, the stream ends and streamd exits 0.
-    let status = tokio::time::timeout(Duration::from_secs(30), node.child.wait())
-        .await
-        .expect("streamd exits after its drain")
-        .unwrap();
+    // The WebRTC viewer, played on, is closed when the deadline ends the
+    // stream (and answers the Close, as a browser does).
+    let (status, closed) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(30), node.child.wait()),
+        webrtc.run_until(Duration::from_secs(30), |ev| {
+            matches!(ev, common::webrtc::ViewerEvent::Closed)
+        }),
+    );
+    let status = status.expect("streamd exits after its drain").unwrap();
     let exit_ms = t0.elapsed().as_millis();
+    assert!(closed, "the WebRTC viewer was not closed by the drain");
     // The stream was live from `live_since` until the drain deadline
     // ended it.
     let live_for = (t0 - live_since).as_secs_f64() + 6.0;

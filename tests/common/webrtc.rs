@@ -341,7 +341,14 @@ impl Viewer {
                 m = async { self.ws.as_mut().expect("guarded").next().await }, if self.ws_open => {
                     let ev = match m {
                         Some(Ok(Message::Text(t))) => ViewerEvent::Signal(serde_json::from_str(&t).expect("server sends JSON")),
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        Some(Ok(Message::Close(_))) => {
+                            // The closing handshake's reply, sent at once
+                            // as a browser sends it.
+                            let _ = self.ws.as_mut().expect("guarded").close(None).await;
+                            self.ws_open = false;
+                            ViewerEvent::Closed
+                        }
+                        None | Some(Err(_)) => {
                             self.ws_open = false;
                             ViewerEvent::Closed
                         }
