@@ -301,6 +301,59 @@ impl Hosts {
         ));
     }
 
+    /// Makes `place`'s link lose each packet with `probability`, in and out
+    /// (iptables' random match: this kernel has no netem), or, with
+    /// `None`, lossless again.
+    pub fn lossy(&self, place: &Place, probability: Option<f64>) {
+        let Place::Host { ns, .. } = place else {
+            panic!("only a host's link can lose packets")
+        };
+        for chain in ["INPUT", "OUTPUT"] {
+            match probability {
+                Some(p) => sh(&format!(
+                    "ip netns exec {ns} iptables -I {chain} -m statistic \
+                     --mode random --probability {p} -m comment --comment sd-loss -j DROP"
+                )),
+                None => {
+                    // Deleted as iptables lists it (it keeps the
+                    // probability as a fraction of 2^32).
+                    let out = std::process::Command::new("ip")
+                        .args(["netns", "exec", ns, "iptables", "-S", chain])
+                        .output()
+                        .expect("iptables");
+                    let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let rule = rules
+                        .lines()
+                        .find(|l| l.contains("sd-loss"))
+                        .and_then(|l| l.strip_prefix("-A "))
+                        .unwrap_or_else(|| panic!("no loss rule in {chain}: {rules}"));
+                    sh(&format!("ip netns exec {ns} iptables -D {rule}"));
+                }
+            }
+        }
+    }
+
+    /// Packets `place`'s loss rules have dropped so far, (in, out).
+    pub fn lost(&self, place: &Place) -> (u64, u64) {
+        let Place::Host { ns, .. } = place else {
+            panic!("only a host's link can lose packets")
+        };
+        let count = |chain: &str| -> u64 {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", ns, "iptables", "-L", chain, "-v", "-n", "-x",
+                ])
+                .output()
+                .expect("iptables");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("sd-loss"))
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        };
+        (count("INPUT"), count("OUTPUT"))
+    }
+
     /// Relays TCP from `{here}:{port}` to `target` (say, the test Postgres
     /// on this namespace's loopback) for as long as the returned task runs.
     pub async fn relay(&self, port: u16, target: String) -> tokio::task::JoinHandle<()> {

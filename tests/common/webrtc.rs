@@ -30,6 +30,9 @@ pub enum ViewerEvent {
         keyframe: bool,
         rtp_time: u64,
         at: Instant,
+        /// No RTP packet is missing between this frame and the one before
+        /// (str0m's depacketiser: a loss not repaired in time breaks it).
+        contiguous: bool,
     },
     Audio {
         data: Vec<u8>,
@@ -385,6 +388,7 @@ impl Viewer {
                         data: d.data.to_vec(),
                         rtp_time,
                         at: d.network_time,
+                        contiguous: d.contiguous,
                     }
                 } else {
                     ViewerEvent::Audio {
