@@ -346,8 +346,11 @@ impl Viewer {
                         Some(Ok(Message::Text(t))) => ViewerEvent::Signal(serde_json::from_str(&t).expect("server sends JSON")),
                         Some(Ok(Message::Close(_))) => {
                             // The closing handshake's reply, sent at once
-                            // as a browser sends it.
-                            let _ = self.ws.as_mut().expect("guarded").close(None).await;
+                            // as a browser sends it: tungstenite queued it
+                            // when it read the Close, and a flush writes it
+                            // (`close` would refuse, "SendAfterClosing",
+                            // and leave it unsent).
+                            let _ = self.ws.as_mut().expect("guarded").flush().await;
                             self.ws_open = false;
                             ViewerEvent::Closed
                         }
