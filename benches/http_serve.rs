@@ -1,8 +1,9 @@
 //! Serving speed beside nginx: the same bytes, the same load, alternated.
 //!
-//! streamd packages a 720p 2.5 Mbps publish; one complete LL-HLS part
-//! (~60 KB) and one complete segment (~630 KB) it serves are saved to files
-//! nginx serves. Then each load runs against streamd and nginx in turn
+//! streamd packages a 720p 2.5 Mbps publish with 128 kbps AAC; one
+//! complete LL-HLS video part (~100 KB), one complete video segment
+//! (~700 KB) and one audio part (a few KB: per-request cost is nearly all
+//! of it) it serves are saved to files nginx serves. Then each load runs against streamd and nginx in turn
 //! (A B A B, `ROUNDS` pairs) and the requests per second are compared pair
 //! by pair:
 //! - HTTP/1.1, plain: `wrk -t2 -c64`;
@@ -143,6 +144,29 @@ async fn load(tool: &str, url: &str, seconds: u64) -> Option<Run> {
     }
 }
 
+/// Once `playlist` lists three complete segments: its first complete
+/// segment and the first part of a complete segment.
+async fn complete(base: &str, playlist: &str) -> (String, String) {
+    loop {
+        let text =
+            String::from_utf8_lossy(&fetch(&format!("{base}/{playlist}")).await).into_owned();
+        let segments: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        // Parts of complete segments are listed before their segment line.
+        let parts: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+            .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+            .collect();
+        if segments.len() >= 3 && !parts.is_empty() {
+            return (segments[0].to_owned(), parts[0].to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -171,12 +195,24 @@ async fn main() {
         ),
     )
     .await;
-    let mut publisher = streamd::publish_cbr(
-        &format!("rtmp://{}/live/serve", server.rtmp),
-        "1280x720",
-        2500,
-        None,
-    );
+    // 720p 2.5 Mbps video and 128 kbps AAC (its parts are the smallest
+    // responses a player fetches, where per-request cost is nearly all).
+    let mut publisher = streamd::test_pattern("1280x720", Some(48_000))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
+        .args(["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "2500k"])
+        .args(["-c:a", "aac", "-b:a", "128k"])
+        .args(["-f", "flv", &format!("rtmp://{}/live/serve", server.rtmp)])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
     // Wait for three complete segments, then take the first complete one
     // and a part of the newest complete segment.
     let base = format!("http://{}/live/serve", server.http);
@@ -205,30 +241,24 @@ async fn main() {
         .next()
         .unwrap()
         .to_owned();
-    let (segment, part) = loop {
-        let playlist =
-            String::from_utf8_lossy(&fetch(&format!("{base}/{video}")).await).into_owned();
-        let segments: Vec<&str> = playlist
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .collect();
-        // Parts of complete segments are listed before their segment line.
-        let parts: Vec<&str> = playlist
-            .lines()
-            .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
-            .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
-            .collect();
-        if segments.len() >= 3 && !parts.is_empty() {
-            break (segments[0].to_owned(), parts[0].to_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let audio = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-MEDIA:") && l.contains("TYPE=AUDIO"))
+        .find_map(|l| l.split("URI=\"").nth(1)?.split(['"', '?']).next())
+        .expect("an audio playlist")
+        .to_owned();
+    let (segment, part) = complete(&base, &video).await;
+    let (_, audio_part) = complete(&base, &audio).await;
     let _ = publisher.kill().await;
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
     let (nginx, port, tls_port) = start_nginx(dir.path(), &root, &cert, &key);
     let mut files = Vec::new();
-    for (what, name) in [("part", &part), ("segment", &segment)] {
+    for (what, name) in [
+        ("audio_part", &audio_part),
+        ("part", &part),
+        ("segment", &segment),
+    ] {
         let body = fetch(&format!("{base}/{name}")).await;
         std::fs::write(root.join(name), &body).unwrap();
         files.push((what, name.clone(), body.len()));

@@ -22,7 +22,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::stream;
 
 use super::playlist::{UriQuery, advance_part_limit};
 use super::request::{Directives, File, parse_directives, parse_file};
@@ -477,11 +476,55 @@ enum Lookup {
 }
 
 fn body_of(chunks: Vec<Bytes>) -> (Body, usize) {
-    let len = chunks.iter().map(|c| c.len()).sum();
-    let body = Body::from_stream(stream::iter(
-        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
-    ));
-    (body, len)
+    let body = Chunks::new(chunks);
+    let len = body.left as usize;
+    (Body::new(body), len)
+}
+
+/// A response body of the pieces a part or segment is kept in, sent as
+/// they are (no copy). It knows its length and says it is done with its
+/// last piece, so HTTP/2 ends the stream on that piece's DATA frame. A
+/// body that learns it is done only when asked once more (a stream) ends
+/// with an empty DATA frame of its own, written separately: one more TLS
+/// record and write per response, which cost small parts a third of
+/// their HTTP/2 rate (benches/README.md, http_serve).
+struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<Bytes>) -> Chunks {
+        let chunks: std::collections::VecDeque<Bytes> =
+            chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let left = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks { chunks, left }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let me = self.get_mut();
+        let next = me.chunks.pop_front().map(|c| {
+            me.left -= c.len() as u64;
+            Ok(http_body::Frame::data(c))
+        });
+        std::task::Poll::Ready(next)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 async fn serve_lookup(
@@ -548,4 +591,33 @@ async fn part(out: &StreamOutput, track: &str, msn: u64, index: u32) -> Response
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_chunked_body_knows_its_length_and_ends_with_its_last_piece() {
+        let mut body = Chunks::new(vec![
+            Bytes::from_static(b"moof"),
+            Bytes::new(),
+            Bytes::from_static(b"mdat!"),
+        ]);
+        assert_eq!(body.size_hint().exact(), Some(9));
+        assert!(!body.is_end_stream());
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"moof");
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        // The empty piece was left out: the next is the last, and with it
+        // the body says it is done (HTTP/2 sets END_STREAM on its frame).
+        let last = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&last[..], b"mdat!");
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.frame().await.is_none());
+    }
 }
