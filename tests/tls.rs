@@ -364,6 +364,23 @@ async fn h2_connect(
     hyper::client::conn::http2::SendRequest<String>,
     tokio::task::JoinHandle<()>,
 ) {
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2_tls(port, ca).await),
+    )
+    .await
+    .unwrap();
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+/// A TLS connection to `port` that agreed on HTTP/2 (ALPN h2), trusting
+/// `ca` alone.
+async fn h2_tls(port: u16, ca: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use base64::Engine;
     let pem = std::fs::read_to_string(ca).unwrap();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -393,18 +410,66 @@ async fn h2_connect(
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    (
-        send,
-        tokio::spawn(async move {
-            let _ = conn.await;
-        }),
-    )
+    tls
+}
+
+/// HTTP/2 "rapid reset" (CVE-2023-44487): a client that opens streams and
+/// cancels each at once, as fast as it can, is told to calm down (GOAWAY,
+/// ENHANCE_YOUR_CALM) and its connection closed long before it has sent
+/// 20,000, and the server serves others after.
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |_| {}).await;
+    let port = server.https.expect("https listens").port();
+    let ca = dir.path().join("a.crt");
+    let (mut client, conn) = h2::client::handshake(h2_tls(port, &ca).await)
+        .await
+        .expect("an HTTP/2 connection");
+    let mut conn = tokio::spawn(conn);
+    let url = format!("https://localhost:{port}/live/nothing/llhls.m3u8");
+    let mut sent = 0u32;
+    let cut_off = loop {
+        if sent == 20_000 {
+            break None;
+        }
+        // A ready client has a stream slot; an error is the server's
+        // GOAWAY.
+        let ready = match client.ready().await {
+            Ok(ready) => ready,
+            Err(e) => break Some(e),
+        };
+        client = ready;
+        let req = hyper::Request::get(&url).body(()).unwrap();
+        match client.send_request(req, true) {
+            // Dropping the response cancels the stream (RST_STREAM CANCEL).
+            Ok((response, _)) => drop(response),
+            Err(e) => break Some(e),
+        }
+        sent += 1;
+        if sent.is_multiple_of(64) {
+            tokio::task::yield_now().await;
+        }
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(10), &mut conn).await;
+    eprintln!("rapid reset: cut off after {sent} cancelled streams by {cut_off:?}");
+    let e = cut_off.expect("20,000 cancelled streams and the connection is still open");
+    assert!(e.is_go_away(), "{e:?}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e:?}");
+    assert!(ended.is_ok(), "the flooding connection was not closed");
+    // Others are served.
+    let (mut send, _conn) = h2_connect(port, &ca).await;
+    send.ready().await.unwrap();
+    let r = send
+        .send_request(
+            hyper::Request::get(format!("https://localhost:{port}/healthz"))
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
 }
 
 /// An HTTP/2 connection in use stays open however long it lives; once no
@@ -439,6 +504,84 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_kept() {
         "an idle HTTP/2 connection was kept open"
     );
     assert_eq!(server.metric("streamd_http2_idle_closed_total").await, 1.0);
+    server.stop().await;
+}
+
+/// HTTP/2 CONTINUATION flood: a HEADERS frame never ended, followed by
+/// CONTINUATION frames without end, is not buffered without bound. The
+/// server answers GOAWAY and closes the connection once the header block
+/// passes its limit (64 KiB), long before the 1 MB the client would send,
+/// and serves others after.
+#[tokio::test]
+async fn an_http2_continuation_flood_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tls_server(dir.path(), |_| {}).await;
+    let port = server.https.expect("https listens").port();
+    let ca = dir.path().join("a.crt");
+    let mut tls = h2_tls(port, &ca).await;
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    // One literal header (no indexing, new name): "x-a" and 100 bytes.
+    let mut field = vec![0x00, 3];
+    field.extend_from_slice(b"x-a");
+    field.push(100);
+    field.extend_from_slice(&[b'v'; 100]);
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    // HEADERS on stream 1: END_STREAM, not END_HEADERS.
+    start.extend(frame(0x1, 0x1, 1, &field));
+    tls.write_all(&start).await.unwrap();
+    let continuation = frame(0x9, 0, 1, &field);
+    let mut sent = start.len();
+    while sent < 1 << 20 {
+        if tls.write_all(&continuation).await.is_err() {
+            break;
+        }
+        sent += continuation.len();
+    }
+    // What the server said: a GOAWAY (type 7) among its frames, then the
+    // end of the connection.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the flooding connection was not closed");
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = (got[at] as usize) << 16 | (got[at + 1] as usize) << 8 | got[at + 2] as usize;
+        frames.push(got[at + 3]);
+        at += 9 + len;
+    }
+    eprintln!("continuation flood: {sent} bytes written; the server sent frames {frames:?}");
+    assert!(frames.contains(&0x7), "no GOAWAY: {frames:?}");
+    assert!(
+        sent < 1 << 20,
+        "the server took 1 MB of one header block without closing"
+    );
+    let (mut send, _conn) = h2_connect(port, &ca).await;
+    send.ready().await.unwrap();
+    let r = send
+        .send_request(
+            hyper::Request::get(format!("https://localhost:{port}/healthz"))
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     server.stop().await;
 }
 
