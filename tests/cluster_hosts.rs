@@ -226,7 +226,8 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
 }
 
 /// An edge whose link loses 5% of its packets each way (iptables' random
-/// match in the edge's namespace; this kernel has no netem). Its pull from
+/// match in the edge's namespace; this kernel has no netem; outgoing, a
+/// dropped send can be a GSO batch, so losses come in runs). Its pull from
 /// the origin (TCP) and its viewers' media (UDP, with NACK and RTX) both
 /// cross that link. A str0m viewer gets every frame whole and in order,
 /// with no frame missing from the media it was sent, and aiortc (which

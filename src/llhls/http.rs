@@ -486,7 +486,7 @@ fn body_of(chunks: Vec<Bytes>) -> (Body, usize) {
 /// last piece, so HTTP/2 ends the stream on that piece's DATA frame. A
 /// body that learns it is done only when asked once more (a stream) ends
 /// with an empty DATA frame of its own, written separately: one more TLS
-/// record and write per response, which cost small parts a third of
+/// record and write per response, which cost small parts a quarter of
 /// their HTTP/2 rate (benches/README.md, http_serve).
 struct Chunks {
     chunks: std::collections::VecDeque<Bytes>,

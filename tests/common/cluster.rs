@@ -301,9 +301,12 @@ impl Hosts {
         ));
     }
 
-    /// Makes `place`'s link lose each packet with `probability`, in and out
-    /// (iptables' random match: this kernel has no netem), or, with
-    /// `None`, lossless again.
+    /// Makes `place`'s link lose each packet coming in, and each send going
+    /// out, with `probability` (iptables' random match: this kernel has no
+    /// netem), or, with `None`, lossless again. A send dropped on the way
+    /// out fails with EPERM, and with UDP GSO one send is a batch of
+    /// datagrams (say, one frame's RTP packets): outgoing losses come in
+    /// runs.
     pub fn lossy(&self, place: &Place, probability: Option<f64>) {
         let Place::Host { ns, .. } = place else {
             panic!("only a host's link can lose packets")
@@ -333,7 +336,8 @@ impl Hosts {
         }
     }
 
-    /// Packets `place`'s loss rules have dropped so far, (in, out).
+    /// Packets (out: sends, GSO batches counted once) `place`'s loss rules
+    /// have dropped so far, (in, out).
     pub fn lost(&self, place: &Place) -> (u64, u64) {
         let Place::Host { ns, .. } = place else {
             panic!("only a host's link can lose packets")
