@@ -197,22 +197,14 @@ async fn main() {
     .await;
     // 720p 2.5 Mbps video and 128 kbps AAC (its parts are the smallest
     // responses a player fetches, where per-request cost is nearly all).
-    let mut publisher = streamd::test_pattern("1280x720", Some(48_000))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
-        .args(["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "2500k"])
-        .args(["-c:a", "aac", "-b:a", "128k"])
-        .args(["-f", "flv", &format!("rtmp://{}/live/serve", server.rtmp)])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("ffmpeg");
+    let mut publisher = streamd::publish_cbr_with(
+        &format!("rtmp://{}/live/serve", server.rtmp),
+        "1280x720",
+        2500,
+        None,
+        60,
+        Some(48_000),
+    );
     // Wait for three complete segments, then take the first complete one
     // and a part of the newest complete segment.
     let base = format!("http://{}/live/serve", server.http);

@@ -118,23 +118,14 @@ fn segments_under(dir: &Path) -> usize {
 }
 
 fn publisher(url: &str, plan: &Plan) -> Child {
-    let rate = format!("{}k", plan.kbps);
-    let mut cmd = binary::test_pattern(plan.size, Some(44_100));
-    cmd.args(["-t", &plan.seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
-        .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
-        .args(["-c:a", "aac", "-b:a", "128k"])
-        .args(["-f", "flv", url])
-        .stderr(Stdio::null());
-    cmd.spawn().expect("ffmpeg")
+    binary::publish_cbr_with(
+        url,
+        plan.size,
+        plan.kbps,
+        Some(u32::try_from(plan.seconds).expect("seconds fit")),
+        60,
+        Some(44_100),
+    )
 }
 
 struct Run {

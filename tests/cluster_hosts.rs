@@ -31,6 +31,18 @@ async fn viewer(hosts: &Hosts, url: &str) -> Viewer {
         .expect("an offer")
 }
 
+/// The test Postgres's `db`, reached from the hosts at .254:5432 through a
+/// relay (kept for as long as the returned task runs): its URL there.
+async fn database_on(hosts: &Hosts, db: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let rest = db.split_once('@').unwrap().1;
+    let (target, name) = rest.split_once('/').unwrap();
+    let relay = hosts.relay(5432, target.to_owned()).await;
+    (
+        format!("postgres://streamd@{}:5432/{name}", hosts.here()),
+        relay,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     let Some(db) = postgres_database().await else {
@@ -43,11 +55,7 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     let edge1_at = hosts.add("e1", 2);
     let edge2_at = hosts.add("e2", 3);
     let cache_at = hosts.add("ca", 4);
-    // Postgres, reached from the hosts at .254:5432.
-    let rest = db.split_once('@').unwrap().1;
-    let (target, name) = rest.split_once('/').unwrap();
-    let _relay = hosts.relay(5432, target.to_owned()).await;
-    let db = format!("postgres://streamd@{}:5432/{name}", hosts.here());
+    let (db, _relay) = database_on(&hosts, &db).await;
 
     let origin = Node::start(dir.path(), "origin", "origin", &db, "30s", &origin_at).await;
     let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "30s", &edge1_at).await;
@@ -242,10 +250,7 @@ async fn edge_viewers_get_whole_frames_through_a_lossy_link() {
     let mut hosts = Hosts::new();
     let origin_at = hosts.add("or", 1);
     let edge_at = hosts.add("ed", 2);
-    let rest = db.split_once('@').unwrap().1;
-    let (target, name) = rest.split_once('/').unwrap();
-    let _relay = hosts.relay(5432, target.to_owned()).await;
-    let db = format!("postgres://streamd@{}:5432/{name}", hosts.here());
+    let (db, _relay) = database_on(&hosts, &db).await;
     let origin = Node::start(dir.path(), "origin", "origin", &db, "30s", &origin_at).await;
     let edge = Node::start(dir.path(), "edge", "edge", &db, "30s", &edge_at).await;
     let _publisher = origin.publish("lossy", 120);

@@ -378,6 +378,16 @@ async fn h2_connect(
     )
 }
 
+/// `/healthz`'s status over a new HTTP/2 connection.
+async fn h2_healthz(port: u16, ca: &Path) -> hyper::StatusCode {
+    let (mut send, _conn) = h2_connect(port, ca).await;
+    send.ready().await.unwrap();
+    let req = hyper::Request::get(format!("https://localhost:{port}/healthz"))
+        .body(String::new())
+        .unwrap();
+    send.send_request(req).await.unwrap().status()
+}
+
 /// A TLS connection to `port` that agreed on HTTP/2 (ALPN h2), trusting
 /// `ca` alone.
 async fn h2_tls(port: u16, ca: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -462,17 +472,7 @@ async fn an_http2_rapid_reset_flood_is_cut_off() {
     );
     assert!(ended.is_ok(), "the flooding connection was not closed");
     // Others are served.
-    let (mut send, _conn) = h2_connect(port, &ca).await;
-    send.ready().await.unwrap();
-    let r = send
-        .send_request(
-            hyper::Request::get(format!("https://localhost:{port}/healthz"))
-                .body(String::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(h2_healthz(port, &ca).await, 200, "others are not served");
     server.stop().await;
 }
 
@@ -576,17 +576,7 @@ async fn an_http2_continuation_flood_is_cut_off() {
         sent < 1 << 20,
         "the server took 1 MB of one header block without closing"
     );
-    let (mut send, _conn) = h2_connect(port, &ca).await;
-    send.ready().await.unwrap();
-    let r = send
-        .send_request(
-            hyper::Request::get(format!("https://localhost:{port}/healthz"))
-                .body(String::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(h2_healthz(port, &ca).await, 200, "others are not served");
     server.stop().await;
 }
 

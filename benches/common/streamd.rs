@@ -133,8 +133,21 @@ pub fn publish_cbr(url: &str, size: &str, kbps: u32, seconds: Option<u32>) -> Ch
 
 /// [`publish_cbr`] with a keyframe every `gop` frames (30 fps).
 pub fn publish_cbr_gop(url: &str, size: &str, kbps: u32, seconds: Option<u32>, gop: u32) -> Child {
+    publish_cbr_with(url, size, kbps, seconds, gop, None)
+}
+
+/// [`publish_cbr_gop`], with 128 kbps AAC at `audio` Hz (the test clock's
+/// sound) when it is given.
+pub fn publish_cbr_with(
+    url: &str,
+    size: &str,
+    kbps: u32,
+    seconds: Option<u32>,
+    gop: u32,
+    audio: Option<u32>,
+) -> Child {
     let rate = format!("{kbps}k");
-    let mut cmd = test_pattern(size, None);
+    let mut cmd = test_pattern(size, audio);
     if let Some(s) = seconds {
         cmd.args(["-t", &s.to_string()]);
     }
@@ -147,9 +160,12 @@ pub fn publish_cbr_gop(url: &str, size: &str, kbps: u32, seconds: Option<u32>, g
         "zerolatency",
     ])
     .args(["-bf", "0", "-pix_fmt", "yuv420p", "-g", &gop.to_string()])
-    .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
-    .args(["-f", "flv", url])
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("ffmpeg")
+    .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate]);
+    if audio.is_some() {
+        cmd.args(["-c:a", "aac", "-b:a", "128k"]);
+    }
+    cmd.args(["-f", "flv", url])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg")
 }
