@@ -158,15 +158,7 @@ async fn sigterm_drains_then_exits_0_with_the_recording_whole() {
     assert!(webrtc.video_frames(30, Duration::from_secs(15)).await);
     // Playing until the signal: the newest media time it got before.
     let newest = |times: &[u64]| times.iter().copied().max().unwrap_or(0);
-    let mut before = Vec::new();
-    webrtc
-        .run_until(Duration::from_secs(3), |ev| {
-            if let common::webrtc::ViewerEvent::Video { rtp_time, .. } = ev {
-                before.push(*rtp_time);
-            }
-            false
-        })
-        .await;
+    let before = webrtc.video_times(Duration::from_secs(3)).await;
     let live_since = tokio::time::Instant::now() - Duration::from_secs(3);
 
     // SIGTERM.
@@ -209,15 +201,7 @@ async fn sigterm_drains_then_exits_0_with_the_recording_whole() {
     // The connected viewers keep playing during the drain: the WebRTC
     // one gets media made after the signal (2.5 s past the newest it had
     // before, in the ~5 s since), the LL-HLS one new segments.
-    let mut during = Vec::new();
-    webrtc
-        .run_until(Duration::from_secs(4), |ev| {
-            if let common::webrtc::ViewerEvent::Video { rtp_time, .. } = ev {
-                during.push(*rtp_time);
-            }
-            false
-        })
-        .await;
+    let during = webrtc.video_times(Duration::from_secs(4)).await;
     let past_ms = newest(&during).saturating_sub(newest(&before)) / 90;
     assert!(
         past_ms >= 2500,

@@ -286,6 +286,20 @@ impl Viewer {
         }
     }
 
+    /// The RTP times of the video frames that arrive while the connection
+    /// runs for `span`.
+    pub async fn video_times(&mut self, span: Duration) -> Vec<u64> {
+        let mut times = Vec::new();
+        self.run_until(span, |ev| {
+            if let ViewerEvent::Video { rtp_time, .. } = ev {
+                times.push(*rtp_time);
+            }
+            false
+        })
+        .await;
+        times
+    }
+
     /// Whether `frames` video frames arrive within `timeout`.
     pub async fn video_frames(&mut self, frames: usize, timeout: Duration) -> bool {
         let mut n = 0;
