@@ -45,7 +45,9 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     };
     let _one = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s", &Place::Loopback).await;
+    let cert = tls::make_cert(dir.path(), "origin", tls::in_a_month());
+    let origin =
+        Node::start_tls(dir.path(), "origin", "origin", &db, &Place::Loopback, &cert).await;
     let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "5s", &Place::Loopback).await;
     let edge2 = Node::start(dir.path(), "edge2", "edge", &db, "5s", &Place::Loopback).await;
     let _publisher = origin.publish("cl1", 120);
@@ -196,6 +198,86 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     }
     println!("the stalled pull was dropped after {:?}", started.elapsed());
     drop(stalled);
+
+    // Over HTTP/2 a pull can stall while its socket does not: the client
+    // reads every frame, answers pings, and grants the stream no window.
+    // The origin ends that pull itself, and the connection serves on.
+    let https = origin
+        .https
+        .as_deref()
+        .expect("the origin listens for HTTPS");
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, bytes::Bytes>(tls::h2_tls(https, &cert.cert).await)
+        .await
+        .expect("an HTTP/2 connection");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req =
+        hyper::Request::get("https://localhost/cluster/v1/streams/live/cl1/tracks/360p?session=0")
+            .header("authorization", format!("Bearer {CLUSTER_SECRET}"))
+            .body(())
+            .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = response.await.expect("the pull's response head");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // Its first bytes arrive, and then no more: nothing is released.
+    let first = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .expect("the pull's first bytes")
+        .expect("a DATA frame")
+        .unwrap();
+    assert!(!first.is_empty());
+    let socket_stalls = origin.metric("streamd_http_write_stalls_total").await;
+    let started = std::time::Instant::now();
+    loop {
+        assert!(v1.video_frames(15, Duration::from_secs(5)).await);
+        if origin.metric("streamd_cluster_pull_stalls_total").await >= 1.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the origin kept a pull over HTTP/2 that got no window: {}",
+            origin.logs()
+        );
+    }
+    println!(
+        "the HTTP/2 pull with no window was ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        origin.metric("streamd_http_write_stalls_total").await,
+        socket_stalls,
+        "the socket never stalled: the pull itself saw it"
+    );
+    // The same connection serves another request...
+    let mut client = client.ready().await.expect("the connection is open");
+    let (health, _) = client
+        .send_request(
+            hyper::Request::get("https://localhost/healthz")
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    assert_eq!(health.await.unwrap().status(), 200);
+    // ...and the stalled response ends once its window opens.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut got = first.len();
+        body.flow_control().release_capacity(got).unwrap();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("an ended body, not a reset");
+            got += chunk.len();
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+        }
+        got
+    })
+    .await
+    .expect("the stalled response ends");
+    println!("the stalled HTTP/2 pull ended after {ended} bytes");
+    drop(client);
+    conn.abort();
 
     // The last viewers leave: each edge lets the stream go, and the origin
     // serves no pulls.

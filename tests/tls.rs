@@ -388,39 +388,9 @@ async fn h2_healthz(port: u16, ca: &Path) -> hyper::StatusCode {
     send.send_request(req).await.unwrap().status()
 }
 
-/// A TLS connection to `port` that agreed on HTTP/2 (ALPN h2), trusting
-/// `ca` alone.
+/// A TLS connection to `port` on loopback that agreed on HTTP/2.
 async fn h2_tls(port: u16, ca: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use base64::Engine;
-    let pem = std::fs::read_to_string(ca).unwrap();
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(der))
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
+    tls::h2_tls(&format!("127.0.0.1:{port}"), ca).await
 }
 
 /// HTTP/2 "rapid reset" (CVE-2023-44487): a client that opens streams and

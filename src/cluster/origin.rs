@@ -31,6 +31,11 @@ const PULL_MAX_LAG: Duration = Duration::from_secs(2);
 /// Frames queued per pull beyond what the socket takes. With the socket's
 /// own write deadline ([`crate::http::stall`]) this bounds a stalled edge.
 const PULL_QUEUE: usize = 64;
+/// A pull whose queue stays full this long is ended. Over HTTP/1.1 the
+/// socket's write deadline sees a reader that stopped; over HTTP/2 the
+/// socket keeps moving (other streams, pings) while an edge that grants
+/// the stream no window stops this one alone, and only this sees it.
+const PULL_STALL: Duration = crate::http::stall::WRITE_STALL;
 
 /// Repeated warnings are logged once per this.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -207,10 +212,15 @@ async fn pull(
                 }
             };
             metrics::counter!("streamd_cluster_pull_bytes_total").increment(bytes.len() as u64);
-            // A full queue waits for the socket, whose writes fail when the
-            // edge reads nothing for a while; the body then ends.
-            if tx.send(bytes).await.is_err() {
-                break "the edge went away";
+            // A full queue waits for the socket (or, over HTTP/2, for the
+            // stream's window), for at most PULL_STALL; the body then ends.
+            match tokio::time::timeout(PULL_STALL, tx.send(bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break "the edge went away",
+                Err(_) => {
+                    metrics::counter!("streamd_cluster_pull_stalls_total").increment(1);
+                    break "the edge read nothing of it for a while";
+                }
             }
         };
         metrics::gauge!("streamd_cluster_pulls_served").decrement(1.0);

@@ -27,6 +27,8 @@ pub struct Node {
     /// host:port
     pub rtmp: String,
     pub http: String,
+    /// host:port of its HTTPS listener (HTTP/2 by ALPN), if it has one.
+    pub https: Option<String>,
     pub log: PathBuf,
 }
 
@@ -42,6 +44,30 @@ impl Node {
         grace: &str,
         place: &Place,
     ) -> Node {
+        Node::launch(dir, name, role, database, grace, place, None).await
+    }
+
+    /// [`Node::start`] with an HTTPS listener too, serving `cert`.
+    pub async fn start_tls(
+        dir: &Path,
+        name: &str,
+        role: &str,
+        database: &str,
+        place: &Place,
+        cert: &super::tls::TestCert,
+    ) -> Node {
+        Node::launch(dir, name, role, database, "5s", place, Some(cert)).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        name: &str,
+        role: &str,
+        database: &str,
+        grace: &str,
+        place: &Place,
+        cert: Option<&super::tls::TestCert>,
+    ) -> Node {
         let (ip, rtmp, http) = match place {
             Place::Loopback => (
                 "127.0.0.1".to_owned(),
@@ -49,6 +75,18 @@ impl Node {
                 format!("127.0.0.1:{}", free_port()),
             ),
             Place::Host { ip, .. } => (ip.clone(), format!("{ip}:1935"), format!("{ip}:8080")),
+        };
+        let https = cert.map(|_| match place {
+            Place::Loopback => format!("127.0.0.1:{}", free_port()),
+            Place::Host { ip, .. } => format!("{ip}:8443"),
+        });
+        let tls = match (cert, &https) {
+            (Some(c), Some(at)) => format!(
+                "[tls]\nlisten = [\"{at}\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+                c.cert.display(),
+                c.key.display()
+            ),
+            _ => String::new(),
         };
         let data = dir.join(name);
         let config = dir.join(format!("{name}.toml"));
@@ -71,7 +109,7 @@ impl Node {
                  [webrtc]\nudp_listen = \"{ip}:0\"\ntcp_listen = \"{ip}:0\"\n\
                  candidate_ips = [\"{ip}\"]\nstart_bitrate_kbps = 1000\n\
                  [whip]\nudp_listen = \"{ip}:0\"\n\
-                 {transcode}\
+                 {transcode}{tls}\
                  [auth]\npublish = \"open\"\njwt_secret = \"{TEST_SECRET}\"\n\
                  [bus]\nreconnect_grace = \"{grace}\"\n\
                  [record]\nenabled = false\n\
@@ -108,6 +146,7 @@ impl Node {
             child,
             rtmp,
             http,
+            https,
             log,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
