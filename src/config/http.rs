@@ -42,6 +42,12 @@ pub struct HttpConfig {
     /// requests could hold its connection for ever.)
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// An HTTP/2 connection owing responses whose client takes almost
+    /// none of them (under 16 KiB) for this long is closed. (A client can
+    /// keep the socket busy while granting a stream no window; HTTP/1.1's
+    /// stalled socket is dropped after 10 s.)
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// At shutdown, requests in flight get this long to finish; then their
     /// connections are closed.
     #[serde(with = "humantime_serde")]
@@ -63,6 +69,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 500,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
         }
@@ -96,6 +103,9 @@ impl HttpConfig {
         }
         if self.header_timeout < Duration::from_millis(100) {
             return invalid("http.header_timeout", "must be at least 100ms".into());
+        }
+        if self.send_timeout < Duration::from_millis(100) {
+            return invalid("http.send_timeout", "must be at least 100ms".into());
         }
         if self.idle_timeout < Duration::from_millis(100) {
             return invalid("http.idle_timeout", "must be at least 100ms".into());

@@ -30,6 +30,7 @@ pub mod client;
 pub mod sdp;
 pub mod stall;
 pub mod tls;
+pub mod window;
 
 /// How often histogram samples are folded into their summaries.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -528,7 +529,7 @@ impl Serve {
             }
         };
         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-            self.http2(TokioIo::new(tls), peer, shutdown).await
+            self.http2(tls, peer, shutdown).await
         } else {
             self.http1(TokioIo::new(tls), peer, true, shutdown).await
         }
@@ -544,6 +545,7 @@ impl Serve {
             forwarded_ok: self.trusted.iter().any(|b| b.contains(peer.ip())),
             trusted: self.trusted.clone(),
             last_request: None,
+            flow: None,
         }
     }
 
@@ -566,7 +568,7 @@ impl Serve {
         }
     }
 
-    async fn http2<I>(&self, io: TokioIo<I>, peer: SocketAddr, mut stop: Shutdown)
+    async fn http2<I>(&self, io: I, peer: SocketAddr, mut stop: Shutdown)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -578,10 +580,13 @@ impl Serve {
             // A peer that stops answering pings is gone.
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let flow = Arc::new(window::Flow::default());
+        let io = TokioIo::new(window::DataWriter::new(io, flow.clone()));
         let mut service = self.service(peer, true);
         let started = tokio::time::Instant::now();
         let last = Arc::new(AtomicU64::new(0));
         service.last_request = Some((started, last.clone()));
+        service.flow = Some(flow.clone());
         let conn = builder.serve_connection(io, service);
         let mut conn = std::pin::pin!(conn);
         // Idle: no request started for `idle_timeout`. Then GOAWAY, and
@@ -589,20 +594,36 @@ impl Serve {
         let idle = self.config.idle_timeout;
         let idle_since = || started + Duration::from_millis(last.load(Ordering::Relaxed));
         let mut wake = idle_since() + idle;
+        // Stalled: responses are owed and the client takes (almost) none
+        // of them for `send_timeout` (see `window`). Then the connection
+        // is closed, even while closing: those responses would never end.
+        let send_timeout = self.config.send_timeout;
+        let mut watch = window::Watch::new(started);
+        let mut tick = tokio::time::interval((send_timeout / 4).max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing = false;
         let result = loop {
             tokio::select! {
                 r = conn.as_mut() => break r,
-                _ = stop.wait() => {
+                _ = stop.wait(), if !closing => {
                     conn.as_mut().graceful_shutdown();
-                    break conn.as_mut().await;
+                    closing = true;
                 }
-                _ = tokio::time::sleep_until(wake) => {
+                _ = tokio::time::sleep_until(wake), if !closing => {
                     wake = idle_since() + idle;
                     if wake <= tokio::time::Instant::now() {
                         tracing::debug!(%peer, "closing an idle http/2 connection");
                         metrics::counter!("streamd_http2_idle_closed_total").increment(1);
                         conn.as_mut().graceful_shutdown();
-                        break conn.as_mut().await;
+                        closing = true;
+                    }
+                }
+                now = tick.tick() => {
+                    if watch.stalled(flow.status(), now, send_timeout) {
+                        let (written, owed) = flow.status();
+                        tracing::debug!(%peer, written, owed, "closing an http/2 connection whose client takes no data");
+                        metrics::counter!("streamd_http2_send_stalls_total").increment(1);
+                        break Ok(());
                     }
                 }
             }
@@ -643,12 +664,16 @@ struct PeerService {
     trusted: Arc<Vec<crate::net::IpBlock>>,
     /// HTTP/2: when the last request started, in ms after the instant.
     last_request: Option<(tokio::time::Instant, Arc<AtomicU64>)>,
+    /// HTTP/2: the connection's DATA, counted as responses hand it over.
+    flow: Option<Arc<window::Flow>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for PeerService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         if let Some((since, last)) = &self.last_request {
@@ -684,7 +709,15 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
         {
             req.headers_mut().insert(axum::http::header::HOST, host);
         }
-        self.app.clone().call(req)
+        let response = self.app.clone().call(req);
+        let flow = self.flow.clone();
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match flow {
+                Some(flow) => response.map(|body| window::counted(body, flow)),
+                None => response,
+            })
+        })
     }
 }
 
