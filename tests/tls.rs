@@ -482,8 +482,8 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_kept() {
 }
 
 /// HTTP/2 responses a client takes none of: it reads the first KiB of
-/// a 600 KB file, grants that stream no more window, and keeps its
-/// connection busy with other requests (so neither the socket nor the
+/// a 600 KB file (or none: a window of 0), grants that stream no more
+/// window, and keeps its connection busy with other requests (so neither the socket nor the
 /// idle timeout sees anything wrong). The server closes that connection
 /// after `send_timeout`. A client that reads as slowly as it likes, but
 /// reads, gets the whole file on another connection.
@@ -504,52 +504,62 @@ async fn an_http2_client_that_takes_no_data_is_closed_and_a_slow_reader_kept() {
     let url = format!("https://localhost:{port}{FILE}");
     let get = |url: &str| hyper::Request::get(url).body(()).unwrap();
 
-    // The stalled client: a 1 KiB stream window, never released.
-    let (client, conn) = h2::client::Builder::new()
-        .initial_window_size(1024)
-        .handshake::<_, bytes::Bytes>(h2_tls(port, &ca).await)
-        .await
-        .expect("an HTTP/2 connection");
-    let mut conn = tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
-    let (response, _) = client.send_request(get(&url), true).unwrap();
-    let response = response.await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stalled = response.into_body();
-    let first = stalled.data().await.expect("DATA").unwrap();
-    assert!(!first.is_empty() && first.len() <= 1024);
-    // Busy: a request every 300 ms, each answered, until the server
-    // closes the connection.
-    let health = format!("https://localhost:{port}/healthz");
-    let mut answered = 0;
-    let closed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let Ok(mut ready) = client.clone().ready().await else {
-                break;
-            };
-            let Ok((response, _)) = ready.send_request(get(&health), true) else {
-                break;
-            };
-            match response.await {
-                Ok(r) if r.status() == 200 => answered += 1,
-                _ => break,
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "a connection that took no data for 20 s was kept"
-    );
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), &mut conn)
+    // The stalled clients: one reads the first KiB and releases nothing;
+    // one grants the stream no window at all (hyper still takes the
+    // body's first chunk, which h2 then holds).
+    for (window, stalls) in [(1024, 1.0), (0, 2.0)] {
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(window)
+            .handshake::<_, bytes::Bytes>(h2_tls(port, &ca).await)
             .await
-            .is_ok(),
-        "the connection did not end"
-    );
-    assert!(answered >= 3, "the connection was busy: {answered} answers");
-    assert_eq!(server.metric("streamd_http2_send_stalls_total").await, 1.0);
+            .expect("an HTTP/2 connection");
+        let mut conn = tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(get(&url), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stalled = response.into_body();
+        if window > 0 {
+            let first = stalled.data().await.expect("DATA").unwrap();
+            assert!(!first.is_empty() && first.len() <= window as usize);
+        }
+        // Busy: a request every 300 ms, each answered, until the server
+        // closes the connection.
+        let health = format!("https://localhost:{port}/healthz");
+        let mut answered = 0;
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let Ok(mut ready) = client.clone().ready().await else {
+                    break;
+                };
+                let Ok((response, _)) = ready.send_request(get(&health), true) else {
+                    break;
+                };
+                match response.await {
+                    Ok(r) if r.status() == 200 => answered += 1,
+                    _ => break,
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a connection that took no data for 20 s was kept (window {window})"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), &mut conn)
+                .await
+                .is_ok(),
+            "the connection did not end"
+        );
+        assert!(answered >= 3, "the connection was busy: {answered} answers");
+        assert_eq!(
+            server.metric("streamd_http2_send_stalls_total").await,
+            stalls
+        );
+        drop(stalled);
+    }
 
     // The slow reader: 16 KiB of window every 200 ms, about 80 KB/s.
     let (client, conn) = h2::client::Builder::new()
@@ -571,7 +581,7 @@ async fn an_http2_client_that_takes_no_data_is_closed_and_a_slow_reader_kept() {
     assert_eq!(got, size);
     assert_eq!(
         server.metric("streamd_http2_send_stalls_total").await,
-        1.0,
+        2.0,
         "the slow reader's connection was closed"
     );
     server.stop().await;
