@@ -485,8 +485,9 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_kept() {
 /// a 600 KB file (or none: a window of 0), grants that stream no more
 /// window, and keeps its connection busy with other requests (so neither the socket nor the
 /// idle timeout sees anything wrong). The server closes that connection
-/// after `send_timeout`. A client that reads as slowly as it likes, but
-/// reads, gets the whole file on another connection.
+/// after `send_timeout`. A client that cancels a response and goes on with
+/// small requests is kept; one that reads as slowly as it likes, but
+/// reads, gets the whole file.
 #[tokio::test]
 async fn an_http2_client_that_takes_no_data_is_closed_and_a_slow_reader_kept() {
     const FILE: &str = "/vendor/hls.min.js";
@@ -560,6 +561,38 @@ async fn an_http2_client_that_takes_no_data_is_closed_and_a_slow_reader_kept() {
         );
         drop(stalled);
     }
+
+    // A client that cancels a response it has had enough of (a player
+    // seeking) and goes on with small requests owes nothing: its
+    // connection is kept well past send_timeout.
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 << 10)
+        .handshake::<_, bytes::Bytes>(h2_tls(port, &ca).await)
+        .await
+        .expect("an HTTP/2 connection");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(get(&url), true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    body.data().await.expect("DATA").unwrap();
+    drop(body); // RST_STREAM CANCEL
+    let health = format!("https://localhost:{port}/healthz");
+    for _ in 0..20 {
+        let mut ready = client
+            .clone()
+            .ready()
+            .await
+            .expect("the connection is kept");
+        let (response, _) = ready.send_request(get(&health), true).unwrap();
+        assert_eq!(response.await.expect("answered").status(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !conn.is_finished(),
+        "a connection that cancelled a response was closed"
+    );
+    conn.abort();
+    assert_eq!(server.metric("streamd_http2_send_stalls_total").await, 2.0);
 
     // The slow reader: 16 KiB of window every 200 ms, about 80 KB/s.
     let (client, conn) = h2::client::Builder::new()

@@ -545,7 +545,6 @@ impl Serve {
             forwarded_ok: self.trusted.iter().any(|b| b.contains(peer.ip())),
             trusted: self.trusted.clone(),
             last_request: None,
-            flow: None,
         }
     }
 
@@ -580,13 +579,12 @@ impl Serve {
             // A peer that stops answering pings is gone.
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let flow = Arc::new(window::Flow::default());
-        let io = TokioIo::new(window::DataWriter::new(io, flow.clone()));
+        let frames = Arc::new(std::sync::Mutex::new(window::Frames::default()));
+        let io = TokioIo::new(window::Watched::new(io, frames.clone()));
         let mut service = self.service(peer, true);
         let started = tokio::time::Instant::now();
         let last = Arc::new(AtomicU64::new(0));
         service.last_request = Some((started, last.clone()));
-        service.flow = Some(flow.clone());
         let conn = builder.serve_connection(io, service);
         let mut conn = std::pin::pin!(conn);
         // Idle: no request started for `idle_timeout`. Then GOAWAY, and
@@ -594,14 +592,17 @@ impl Serve {
         let idle = self.config.idle_timeout;
         let idle_since = || started + Duration::from_millis(last.load(Ordering::Relaxed));
         let mut wake = idle_since() + idle;
-        // Stalled: responses are owed and the client takes (almost) none
-        // of them for `send_timeout` (see `window`). Then the connection
-        // is closed, even while closing: those responses would never end.
+        // Stalled: a response is open and the client takes (almost) none
+        // of its data for `send_timeout` (see `window`). Then GOAWAY, and
+        // the connection is closed at the next tick, even while closing:
+        // the responses it owes would never end.
         let send_timeout = self.config.send_timeout;
         let mut watch = window::Watch::new(started);
         let mut tick = tokio::time::interval((send_timeout / 4).max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let status = || frames.lock().unwrap_or_else(|e| e.into_inner()).status();
         let mut closing = false;
+        let mut stalled = false;
         let result = loop {
             tokio::select! {
                 r = conn.as_mut() => break r,
@@ -619,11 +620,15 @@ impl Serve {
                     }
                 }
                 now = tick.tick() => {
-                    if watch.stalled(flow.status(), now, send_timeout) {
-                        let (written, owed) = flow.status();
-                        tracing::debug!(%peer, written, owed, "closing an http/2 connection whose client takes no data");
-                        metrics::counter!("streamd_http2_send_stalls_total").increment(1);
+                    if stalled {
                         break Ok(());
+                    }
+                    if watch.stalled(status(), now, send_timeout) {
+                        tracing::debug!(%peer, "closing an http/2 connection whose client takes no data");
+                        metrics::counter!("streamd_http2_send_stalls_total").increment(1);
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        stalled = true;
                     }
                 }
             }
@@ -664,16 +669,12 @@ struct PeerService {
     trusted: Arc<Vec<crate::net::IpBlock>>,
     /// HTTP/2: when the last request started, in ms after the instant.
     last_request: Option<(tokio::time::Instant, Arc<AtomicU64>)>,
-    /// HTTP/2: the connection's DATA, counted as responses hand it over.
-    flow: Option<Arc<window::Flow>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for PeerService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
-    >;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         if let Some((since, last)) = &self.last_request {
@@ -709,15 +710,7 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
         {
             req.headers_mut().insert(axum::http::header::HOST, host);
         }
-        let response = self.app.clone().call(req);
-        let flow = self.flow.clone();
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(match flow {
-                Some(flow) => response.map(|body| window::counted(body, flow)),
-                None => response,
-            })
-        })
+        self.app.clone().call(req)
     }
 }
 
