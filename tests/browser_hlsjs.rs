@@ -127,6 +127,9 @@ async fn hlsjs_plays_over_https_and_http2() {
         c.tls.cert = cert.cert.clone();
         c.tls.key = cert.key.clone();
         c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        // A player that takes its responses is never taken for one that
+        // stalls them, even at a send timeout far below the default.
+        c.http.send_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let publisher = server.publish("live", "tls", 60, "320x240");
@@ -148,6 +151,11 @@ async fn hlsjs_plays_over_https_and_http2() {
     // Playlists (blocking reloads), parts and the init segments.
     assert!(h2 >= 20, "{result}");
     assert_eq!(protocols.len(), 1, "every request over h2: {protocols:?}");
+    assert_eq!(
+        server.metric("streamd_http2_send_stalls_total").await,
+        0.0,
+        "a playing hls.js's connection was closed as stalled"
+    );
     drop(publisher);
     server.stop().await;
 }
