@@ -42,8 +42,8 @@ pub struct HttpConfig {
     /// requests could hold its connection for ever.)
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// An HTTP/2 connection with a response open whose client takes
-    /// almost none of its data (under 16 KiB) for this long is closed. (A client can
+    /// An HTTP/2 connection with a response its client grants no window
+    /// (under 16 KiB of it sent meanwhile) for this long is closed. (A client can
     /// keep the socket busy while granting a stream no window; HTTP/1.1's
     /// stalled socket is dropped after 10 s.)
     #[serde(with = "humantime_serde")]

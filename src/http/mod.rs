@@ -592,15 +592,19 @@ impl Serve {
         let idle = self.config.idle_timeout;
         let idle_since = || started + Duration::from_millis(last.load(Ordering::Relaxed));
         let mut wake = idle_since() + idle;
-        // Stalled: a response is open and the client takes (almost) none
-        // of its data for `send_timeout` (see `window`). Then GOAWAY, and
-        // the connection is closed at the next tick, even while closing:
-        // the responses it owes would never end.
+        // Stalled: a response the client gives no window takes (almost)
+        // none of its data for `send_timeout` (see `window`). Then GOAWAY,
+        // and the connection is closed at the next tick if it is still
+        // stalled, even while closing: that response would never end.
         let send_timeout = self.config.send_timeout;
-        let mut watch = window::Watch::new(started);
         let mut tick = tokio::time::interval((send_timeout / 4).max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let status = || frames.lock().unwrap_or_else(|e| e.into_inner()).status();
+        let stalled_now = |now| {
+            frames
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stalled(now, send_timeout)
+        };
         let mut closing = false;
         let mut stalled = false;
         let result = loop {
@@ -620,10 +624,12 @@ impl Serve {
                     }
                 }
                 now = tick.tick() => {
-                    if stalled {
+                    if !stalled_now(now) {
+                        stalled = false;
+                    } else if stalled {
+                        // Still stalled a tick after the GOAWAY.
                         break Ok(());
-                    }
-                    if watch.stalled(status(), now, send_timeout) {
+                    } else {
                         tracing::debug!(%peer, "closing an http/2 connection whose client takes no data");
                         metrics::counter!("streamd_http2_send_stalls_total").increment(1);
                         conn.as_mut().graceful_shutdown();
