@@ -594,8 +594,9 @@ impl Serve {
         let mut wake = idle_since() + idle;
         // Stalled: a response the client gives no window takes (almost)
         // none of its data for `send_timeout` (see `window`). Then GOAWAY,
-        // and the connection is closed at the next tick if it is still
-        // stalled, even while closing: that response would never end.
+        // counted once, and the connection is closed at any later tick at
+        // which it is stalled, even while closing: that response would
+        // never end.
         let send_timeout = self.config.send_timeout;
         let mut tick = tokio::time::interval((send_timeout / 4).max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -606,7 +607,7 @@ impl Serve {
                 .stalled(now, send_timeout)
         };
         let mut closing = false;
-        let mut stalled = false;
+        let mut warned = false;
         let result = loop {
             tokio::select! {
                 r = conn.as_mut() => break r,
@@ -625,16 +626,15 @@ impl Serve {
                 }
                 now = tick.tick() => {
                     if !stalled_now(now) {
-                        stalled = false;
-                    } else if stalled {
-                        // Still stalled a tick after the GOAWAY.
+                    } else if warned {
+                        // Stalled at a tick after the GOAWAY.
                         break Ok(());
                     } else {
                         tracing::debug!(%peer, "closing an http/2 connection whose client takes no data");
                         metrics::counter!("streamd_http2_send_stalls_total").increment(1);
                         conn.as_mut().graceful_shutdown();
                         closing = true;
-                        stalled = true;
+                        warned = true;
                     }
                 }
             }

@@ -12,13 +12,23 @@
 //! the client opened, which of them the server is answering, the send
 //! windows the client grants (SETTINGS_INITIAL_WINDOW_SIZE and
 //! WINDOW_UPDATE, per stream and for the connection) and the DATA written
-//! on each. A response whose stream (or the connection) has had no send
-//! window, with under [`MIN_PROGRESS`] of its DATA written meanwhile, for
-//! `http.send_timeout` is stalled, and its connection closed, as nginx's
-//! `send_timeout` does. A response that is quiet because the server has
-//! nothing to send yet (a slow store, a sparse track) still has window and
-//! is not stalled. A stream ends at the server's END_STREAM or a
-//! RST_STREAM either way; what h2 drops at a reset is not owed.
+//! on each. The connection is stalled, and closed as nginx's
+//! `send_timeout` does, when for `http.send_timeout`
+//! - a response's own stream has had too little window to send, with under
+//!   [`MIN_PROGRESS`] of its DATA written meanwhile, or
+//! - the connection has had no window while it answers, with under
+//!   [`MIN_PROGRESS`] of DATA written on it in all.
+//!
+//! A response that is quiet because the server has nothing to send yet (a
+//! slow store, a sparse track) still has window and is not stalled. A
+//! stream ends at the server's END_STREAM or a RST_STREAM either way; what
+//! h2 drops at a reset is not owed. Streams above the last one a GOAWAY
+//! names are never answered, and are not kept.
+//!
+//! Nothing here allocates on the peer's word: frames are cut by their
+//! headers, the few payload fields read (SETTINGS entries, WINDOW_UPDATE
+//! and GOAWAY's stream) are gathered in a fixed buffer, and the streams
+//! kept are at most [`STREAMS_MAX`].
 
 use std::collections::HashMap;
 use std::io;
@@ -31,13 +41,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// Writing less DATA than this on a response in `send_timeout`, while it
-/// has no window, is a stall. (A trickle of window is not progress.)
+/// has too little window, is a stall. (A trickle of window is not
+/// progress.) A blocked response with this much window again is not
+/// blocked any more.
 pub const MIN_PROGRESS: u64 = 16 << 10;
+
+/// Streams followed at once, at most: h2 refuses (and resets) those over
+/// its concurrency limit, so this is only a backstop.
+pub const STREAMS_MAX: usize = 2 * super::H2_MAX_STREAMS as usize;
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
 const WINDOW_UPDATE: u8 = 0x8;
 const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
@@ -46,22 +63,33 @@ const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 const DEFAULT_WINDOW: i64 = 65_535;
 /// What a client sends before its first frame.
 const PREFACE_LEN: usize = 24;
-/// Payloads kept to be read (SETTINGS, WINDOW_UPDATE) up to this size;
-/// longer ones are not believed.
-const KEEP_MAX: usize = 1024;
 
-/// A frame: its type, flags, stream and length, and its payload when it
-/// is one that is read (SETTINGS, WINDOW_UPDATE).
-struct Frame<'a> {
+/// A frame's header.
+#[derive(Debug, Clone, Copy)]
+struct Head {
     kind: u8,
     flags: u8,
     stream: u32,
     len: u32,
-    payload: &'a [u8],
+}
+
+/// What a [`Splitter`] sees: each frame at its header, then each unit of
+/// its payload that is read (see [`Units`]).
+enum Event<'a> {
+    Head(Head),
+    Unit(Head, &'a [u8]),
+}
+
+/// Which part of a frame's payload is read: units of `size` bytes (at
+/// most 8), every one or only the first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Units {
+    size: usize,
+    every: bool,
 }
 
 /// Frames cut out of a byte stream fed in any pieces.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Splitter {
     /// Bytes still to skip before the first frame (the client's preface).
     skip: usize,
@@ -69,48 +97,61 @@ struct Splitter {
     have: usize,
     /// Payload bytes left in the current frame.
     left: u32,
-    /// The current frame's payload, kept when it is to be read.
-    keep: Option<Vec<u8>>,
+    /// What of the current frame's payload is read, and the unit so far.
+    units: Units,
+    unit: [u8; 8],
+    got: usize,
+    /// Which units a frame has.
+    read: fn(&Head) -> Units,
 }
 
 impl Splitter {
-    fn head(&self) -> (u8, u8, u32, u32) {
-        let h = &self.header;
-        (
-            h[3],
-            h[4],
-            u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-            u32::from_be_bytes([0, h[0], h[1], h[2]]),
-        )
+    fn new(skip: usize, read: fn(&Head) -> Units) -> Self {
+        Splitter {
+            skip,
+            header: [0; 9],
+            have: 0,
+            left: 0,
+            units: Units::default(),
+            unit: [0; 8],
+            got: 0,
+            read,
+        }
     }
 
-    /// Feeds bytes; `on` sees each frame, at its header, or once its
-    /// payload is complete if that is kept.
-    fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(Frame<'_>)) {
+    fn head(&self) -> Head {
+        let h = &self.header;
+        Head {
+            kind: h[3],
+            flags: h[4],
+            stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+            len: u32::from_be_bytes([0, h[0], h[1], h[2]]),
+        }
+    }
+
+    /// Feeds bytes; `on` sees each frame and unit as it completes.
+    fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(Event<'_>)) {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let take = self.skip.min(bytes.len());
                 self.skip -= take;
                 bytes = &bytes[take..];
             } else if self.left > 0 {
-                let take = (self.left as usize).min(bytes.len());
-                if let Some(keep) = &mut self.keep {
-                    keep.extend_from_slice(&bytes[..take]);
+                let mut take = (self.left as usize).min(bytes.len());
+                if self.units.size > 0 {
+                    take = take.min(self.units.size - self.got);
+                    self.unit[self.got..self.got + take].copy_from_slice(&bytes[..take]);
+                    self.got += take;
+                    if self.got == self.units.size {
+                        on(Event::Unit(self.head(), &self.unit[..self.got]));
+                        self.got = 0;
+                        if !self.units.every {
+                            self.units.size = 0;
+                        }
+                    }
                 }
                 self.left -= take as u32;
                 bytes = &bytes[take..];
-                if self.left == 0
-                    && let Some(keep) = self.keep.take()
-                {
-                    let (kind, flags, stream, len) = self.head();
-                    on(Frame {
-                        kind,
-                        flags,
-                        stream,
-                        len,
-                        payload: &keep,
-                    });
-                }
             } else {
                 let take = (9 - self.have).min(bytes.len());
                 self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
@@ -118,37 +159,86 @@ impl Splitter {
                 bytes = &bytes[take..];
                 if self.have == 9 {
                     self.have = 0;
-                    let (kind, flags, stream, len) = self.head();
-                    self.left = len;
-                    let read = matches!(kind, SETTINGS | WINDOW_UPDATE);
-                    if read && len > 0 && len as usize <= KEEP_MAX {
-                        self.keep = Some(Vec::with_capacity(len as usize));
-                    } else {
-                        on(Frame {
-                            kind,
-                            flags,
-                            stream,
-                            len,
-                            payload: &[],
-                        });
-                    }
+                    let head = self.head();
+                    self.left = head.len;
+                    self.units = (self.read)(&head);
+                    self.got = 0;
+                    on(Event::Head(head));
                 }
             }
         }
     }
 }
 
+/// What of the client's frames is read: SETTINGS entries and
+/// WINDOW_UPDATE's increment.
+fn client_units(h: &Head) -> Units {
+    match h.kind {
+        SETTINGS if h.stream == 0 && h.flags & ACK == 0 => Units {
+            size: 6,
+            every: true,
+        },
+        WINDOW_UPDATE if h.len == 4 => Units {
+            size: 4,
+            every: false,
+        },
+        _ => Units::default(),
+    }
+}
+
+/// What of the server's frames is read: GOAWAY's last stream.
+fn server_units(h: &Head) -> Units {
+    match h.kind {
+        GOAWAY if h.stream == 0 && h.len >= 8 => Units {
+            size: 4,
+            every: false,
+        },
+        _ => Units::default(),
+    }
+}
+
+fn u31(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff
+}
+
+/// Since when a send window has been too small, and the DATA written
+/// then.
+#[derive(Debug, Default)]
+struct Block(Option<(Instant, u64)>);
+
+impl Block {
+    /// Judges a window now, with `written` the DATA written so far: true
+    /// once it has been blocked for `limit` with under [`MIN_PROGRESS`]
+    /// written since. A block starts when the window is used up, and ends
+    /// with [`MIN_PROGRESS`] written or as much window again (a window
+    /// opened for a moment, and used at once, does not end it).
+    fn stalled(&mut self, window: i64, written: u64, now: Instant, limit: Duration) -> bool {
+        match self.0 {
+            Some((since, mark))
+                if written < mark + MIN_PROGRESS && window < MIN_PROGRESS as i64 =>
+            {
+                now.duration_since(since) >= limit
+            }
+            _ => {
+                self.0 = (window <= 0).then_some((now, written));
+                false
+            }
+        }
+    }
+}
+
 /// A stream the client opened.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Stream {
-    /// Its send window.
-    window: i64,
+    /// Its send window less the client's SETTINGS_INITIAL_WINDOW_SIZE:
+    /// the WINDOW_UPDATEs on it less the DATA written, so that a new
+    /// setting moves every stream's window at once.
+    granted: i64,
     /// The server has sent its response's HEADERS (not ending it).
     answering: bool,
     /// DATA written on it.
     written: u64,
-    /// While it has no window: since when, and its DATA written then.
-    blocked: Option<(Instant, u64)>,
+    blocked: Block,
 }
 
 /// One HTTP/2 connection's frames, as the server reads and writes them.
@@ -161,24 +251,29 @@ pub struct Frames {
     streams: HashMap<u32, Stream>,
     /// The highest stream the client opened.
     last: u32,
+    /// The last stream the server's GOAWAY will answer.
+    goaway: u32,
     /// The client's SETTINGS_INITIAL_WINDOW_SIZE.
     initial: i64,
     /// The connection's send window.
     connection: i64,
+    /// DATA written on the connection.
+    total: u64,
+    blocked: Block,
 }
 
 impl Default for Frames {
     fn default() -> Self {
         Frames {
-            read: Splitter {
-                skip: PREFACE_LEN,
-                ..Splitter::default()
-            },
-            written: Splitter::default(),
+            read: Splitter::new(PREFACE_LEN, client_units),
+            written: Splitter::new(0, server_units),
             streams: HashMap::new(),
             last: 0,
+            goaway: u32::MAX,
             initial: DEFAULT_WINDOW,
             connection: DEFAULT_WINDOW,
+            total: 0,
+            blocked: Block::default(),
         }
     }
 }
@@ -190,47 +285,35 @@ impl Frames {
             read,
             streams,
             last,
+            goaway,
             initial,
             connection,
             ..
         } = self;
-        read.feed(bytes, |f| match f.kind {
+        read.feed(bytes, |e| match e {
             // A request opens a stream (a later HEADERS on it is trailers).
-            HEADERS if f.stream % 2 == 1 && f.stream > *last => {
-                *last = f.stream;
-                streams.insert(
-                    f.stream,
-                    Stream {
-                        window: *initial,
-                        answering: false,
-                        written: 0,
-                        blocked: None,
-                    },
-                );
-            }
-            RST_STREAM => {
-                streams.remove(&f.stream);
-            }
-            SETTINGS if f.stream == 0 && f.flags & ACK == 0 => {
-                for entry in f.payload.chunks_exact(6) {
-                    let id = u16::from_be_bytes([entry[0], entry[1]]);
-                    let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
-                    if id == SETTINGS_INITIAL_WINDOW_SIZE {
-                        let delta = value as i64 - *initial;
-                        *initial = value as i64;
-                        for s in streams.values_mut() {
-                            s.window += delta;
-                        }
-                    }
+            Event::Head(h) if h.kind == HEADERS && h.stream % 2 == 1 && h.stream > *last => {
+                *last = h.stream;
+                if h.stream <= *goaway && streams.len() < STREAMS_MAX {
+                    streams.insert(h.stream, Stream::default());
                 }
             }
-            WINDOW_UPDATE if f.payload.len() == 4 => {
-                let p = f.payload;
-                let more = (u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff) as i64;
-                if f.stream == 0 {
-                    *connection += more;
-                } else if let Some(s) = streams.get_mut(&f.stream) {
-                    s.window += more;
+            Event::Head(h) if h.kind == RST_STREAM => {
+                streams.remove(&h.stream);
+            }
+            Event::Unit(h, entry)
+                if h.kind == SETTINGS
+                    && u16::from_be_bytes([entry[0], entry[1]]) == SETTINGS_INITIAL_WINDOW_SIZE =>
+            {
+                *initial = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]) as i64;
+            }
+            Event::Unit(h, more) if h.kind == WINDOW_UPDATE => {
+                let more = u31(more) as i64;
+                // (h2 ends a connection whose window passes 2^31 - 1.)
+                if h.stream == 0 {
+                    *connection = connection.saturating_add(more);
+                } else if let Some(s) = streams.get_mut(&h.stream) {
+                    s.granted = s.granted.saturating_add(more);
                 }
             }
             _ => {}
@@ -242,56 +325,72 @@ impl Frames {
         let Frames {
             written,
             streams,
+            goaway,
             connection,
+            total,
             ..
         } = self;
-        written.feed(bytes, |f| {
-            let ends = f.flags & END_STREAM != 0;
-            match f.kind {
-                HEADERS if ends => {
-                    streams.remove(&f.stream);
-                }
-                // A stream the client reset before these HEADERS went out
-                // is not known any more, and stays so.
-                HEADERS => {
-                    if let Some(s) = streams.get_mut(&f.stream) {
-                        s.answering = true;
+        written.feed(bytes, |e| match e {
+            Event::Head(h) => {
+                let ends = h.flags & END_STREAM != 0;
+                match h.kind {
+                    HEADERS if ends => {
+                        streams.remove(&h.stream);
                     }
-                }
-                DATA => {
-                    *connection -= f.len as i64;
-                    if ends {
-                        streams.remove(&f.stream);
-                    } else if let Some(s) = streams.get_mut(&f.stream) {
-                        s.window -= f.len as i64;
-                        s.written += f.len as u64;
+                    // A stream the client reset before these HEADERS went
+                    // out is not known any more, and stays so.
+                    HEADERS => {
+                        if let Some(s) = streams.get_mut(&h.stream) {
+                            s.answering = true;
+                        }
                     }
+                    DATA => {
+                        *connection -= h.len as i64;
+                        *total += h.len as u64;
+                        if ends {
+                            streams.remove(&h.stream);
+                        } else if let Some(s) = streams.get_mut(&h.stream) {
+                            s.granted -= h.len as i64;
+                            s.written += h.len as u64;
+                        }
+                    }
+                    RST_STREAM => {
+                        streams.remove(&h.stream);
+                    }
+                    _ => {}
                 }
-                RST_STREAM => {
-                    streams.remove(&f.stream);
-                }
-                _ => {}
             }
+            // h2's graceful GOAWAY names every stream first, then the last
+            // one it took: those above are never answered.
+            Event::Unit(h, last) if h.kind == GOAWAY => {
+                *goaway = (*goaway).min(u31(last));
+                let goaway = *goaway;
+                streams.retain(|id, _| *id <= goaway);
+            }
+            Event::Unit(..) => {}
         });
     }
 
-    /// Whether a response has had no send window, and under
-    /// [`MIN_PROGRESS`] of its DATA written, for `limit` (as seen at the
-    /// calls, which should come several times within `limit`).
+    /// Whether a response's stream, or the connection while it answers,
+    /// has had too little send window, with under [`MIN_PROGRESS`] of
+    /// DATA written on it, for `limit` (as seen at the calls, which should
+    /// come several times within `limit`).
     pub fn stalled(&mut self, now: Instant, limit: Duration) -> bool {
-        let connection_open = self.connection > 0;
+        let initial = self.initial;
+        let mut answering = false;
         let mut stalled = false;
         for s in self.streams.values_mut().filter(|s| s.answering) {
-            if connection_open && s.window > 0 {
-                s.blocked = None;
-                continue;
-            }
-            match s.blocked {
-                Some((since, mark)) if s.written < mark + MIN_PROGRESS => {
-                    stalled |= now.duration_since(since) >= limit;
-                }
-                _ => s.blocked = Some((now, s.written)),
-            }
+            answering = true;
+            stalled |= s
+                .blocked
+                .stalled(initial + s.granted, s.written, now, limit);
+        }
+        if answering {
+            stalled |= self
+                .blocked
+                .stalled(self.connection, self.total, now, limit);
+        } else {
+            self.blocked = Block::default();
         }
         stalled
     }
@@ -302,6 +401,12 @@ impl Frames {
         let mut v: Vec<u32> = self.streams.keys().copied().collect();
         v.sort();
         v
+    }
+
+    /// A stream's send window (for tests).
+    #[cfg(test)]
+    fn window(&self, stream: u32) -> i64 {
+        self.initial + self.streams[&stream].granted
     }
 }
 
@@ -449,9 +554,9 @@ mod tests {
             }
             assert_eq!(f.open(), vec![5, 7], "split {split}");
             assert_eq!(f.initial, 1000);
-            assert_eq!(f.streams[&5].window, 500, "split {split}");
+            assert_eq!(f.window(5), 500, "split {split}");
             assert_eq!(f.streams[&5].written, 1000);
-            assert_eq!(f.streams[&7].window, 1000);
+            assert_eq!(f.window(7), 1000);
             assert_eq!(f.connection, DEFAULT_WINDOW + (1 << 20) - 2900);
         }
     }
@@ -500,17 +605,155 @@ mod tests {
             assert!(!f.stalled(at(t), limit), "{t}");
         }
         assert!(f.stalled(at(131), limit));
-        // ...but 16 KiB is, and window given back ends the block.
+        // ...but 16 KiB is (and, used up again, starts a new block)...
         f.read(&window_update(1, 20_000));
         f.written(&frame(DATA, 0, 1, &vec![0; 20_000]));
         assert!(!f.stalled(at(132), limit));
-        f.read(&window_update(1, 1));
+        // ...a window opened for a moment does not end it...
+        f.read(&window_update(1, 100));
+        assert!(!f.stalled(at(140), limit));
+        assert!(f.stalled(at(162), limit));
+        // ...and 16 KiB of window does.
+        f.read(&window_update(1, 16 << 10));
+        assert!(!f.stalled(at(163), limit));
         assert!(!f.stalled(at(200), limit));
         // The connection's window counts too.
         f.written(&frame(DATA, 0, 0, &[]));
         f.connection = 0;
         assert!(!f.stalled(at(201), limit));
         assert!(f.stalled(at(231), limit));
+    }
+
+    #[test]
+    fn a_quiet_response_is_not_blamed_for_the_connection_window() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(30);
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut f = Frames::default();
+        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        r.extend(frame(HEADERS, 0x5, 1, b"request"));
+        r.extend(frame(HEADERS, 0x5, 3, b"request"));
+        r.extend(window_update(1, 1 << 30));
+        f.read(&r);
+        f.written(&frame(HEADERS, 0x4, 1, b"head"));
+        f.written(&frame(HEADERS, 0x4, 3, b"head"));
+        // 1 uses up the connection's window at every tick and gets it back
+        // as it is read; 3, with its own window, has nothing to send.
+        f.written(&frame(DATA, 0, 1, &vec![0; 65_535]));
+        for t in 0..100 {
+            assert!(!f.stalled(at(t), limit), "{t}");
+            f.read(&window_update(0, 1000));
+            f.written(&frame(DATA, 0, 1, &[0; 1000]));
+        }
+        // The client stops reading: the connection is stalled.
+        assert!(!f.stalled(at(100), limit));
+        assert!(f.stalled(at(130), limit));
+        // With nothing answered, a closed connection window is no stall.
+        f.written(&frame(DATA, END_STREAM, 1, &[]));
+        f.written(&frame(HEADERS, 0x5, 3, b"trailers"));
+        assert!(!f.stalled(at(131), limit));
+        assert!(!f.stalled(at(200), limit));
+    }
+
+    #[test]
+    fn settings_of_any_length_are_read_without_keeping_them() {
+        // 300 entries (1,800 bytes), the initial window last.
+        let mut settings = Vec::new();
+        for _ in 0..299 {
+            settings.extend([0, 3, 0, 0, 0, 100]);
+        }
+        settings.extend([0, 4, 0, 0, 0, 0]);
+        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        r.extend(frame(SETTINGS, 0, 0, &settings));
+        r.extend(frame(HEADERS, 0x5, 1, b"request"));
+        // Its ACK, and a WINDOW_UPDATE of the wrong length, read as nothing.
+        r.extend(frame(SETTINGS, ACK, 0, &[0, 4, 0, 0, 0, 9]));
+        r.extend(frame(WINDOW_UPDATE, 0, 1, &[0, 0, 0, 9, 0]));
+        for split in [1, 5, 7, 1000, r.len()] {
+            let mut f = Frames::default();
+            for piece in r.chunks(split) {
+                f.read(piece);
+            }
+            assert_eq!(f.initial, 0, "split {split}");
+            assert_eq!(f.window(1), 0, "split {split}");
+            // A later setting moves the open stream's window.
+            f.read(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0x03, 0xe8]));
+            f.read(&window_update(1, 24));
+            assert_eq!(f.window(1), 1024, "split {split}");
+        }
+    }
+
+    #[test]
+    fn streams_past_a_goaway_or_the_cap_are_not_kept() {
+        let mut f = Frames::default();
+        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for s in [1, 3, 5] {
+            r.extend(frame(HEADERS, 0x5, s, b"request"));
+        }
+        f.read(&r);
+        // h2's graceful shutdown: every stream, then the last taken (3).
+        let goaway = |last: u32| {
+            let mut p = last.to_be_bytes().to_vec();
+            p.extend(0u32.to_be_bytes());
+            frame(GOAWAY, 0, 0, &p)
+        };
+        f.written(&goaway(0x7fff_ffff));
+        assert_eq!(f.open(), vec![1, 3, 5]);
+        for piece in goaway(3).chunks(2) {
+            f.written(piece);
+        }
+        assert_eq!(f.open(), vec![1, 3]);
+        f.read(&frame(HEADERS, 0x5, 7, b"request"));
+        assert_eq!(f.open(), vec![1, 3]);
+
+        let mut f = Frames::default();
+        f.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        for s in 0..STREAMS_MAX as u32 + 10 {
+            f.read(&frame(HEADERS, 0x5, 2 * s + 1, b"request"));
+        }
+        assert_eq!(f.open().len(), STREAMS_MAX);
+    }
+
+    #[test]
+    fn any_bytes_either_way_are_taken_within_bounds() {
+        // xorshift: the same bytes every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let t0 = Instant::now();
+        for round in 0..200 {
+            let mut f = Frames::default();
+            for _ in 0..50 {
+                // Frame-shaped pieces (small lengths, the types read) and
+                // plain noise.
+                let kind = [DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, WINDOW_UPDATE]
+                    [next() as usize % 6];
+                let len = (next() % 40) as usize;
+                let mut bytes = frame(
+                    kind,
+                    next() as u8,
+                    (next() % 1024) as u32,
+                    &vec![next() as u8; len],
+                );
+                if round % 4 == 0 {
+                    bytes = (0..len * 3).map(|_| next() as u8).collect();
+                }
+                if next() % 2 == 0 {
+                    f.read(&bytes);
+                } else {
+                    f.written(&bytes);
+                }
+                f.stalled(
+                    t0 + Duration::from_secs(next() % 100),
+                    Duration::from_secs(30),
+                );
+                assert!(f.streams.len() <= STREAMS_MAX);
+            }
+        }
     }
 
     /// A writer that takes at most `max` bytes a call.
