@@ -14,10 +14,10 @@
 //! WINDOW_UPDATE, per stream and for the connection) and the DATA written
 //! on each. The connection is stalled, and closed as nginx's
 //! `send_timeout` does, when for `http.send_timeout`
-//! - a response's own stream has had too little window to send, with under
+//! - a response's own stream has had no window to send, with under
 //!   [`MIN_PROGRESS`] of its DATA written meanwhile, or
 //! - the connection has had no window while it answers, with under
-//!   [`MIN_PROGRESS`] of DATA written on it in all.
+//!   [`MIN_PROGRESS`] of DATA written on it for each response it answers.
 //!
 //! A response that is quiet because the server has nothing to send yet (a
 //! slow store, a sparse track) still has window and is not stalled. A
@@ -41,9 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// Writing less DATA than this on a response in `send_timeout`, while it
-/// has too little window, is a stall. (A trickle of window is not
-/// progress.) A blocked response with this much window again is not
-/// blocked any more.
+/// has no window, is a stall. (A trickle of window is not progress.)
 pub const MIN_PROGRESS: u64 = 16 << 10;
 
 /// Streams followed at once, at most: h2 refuses (and resets) those over
@@ -201,29 +199,35 @@ fn u31(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff
 }
 
-/// Since when a send window has been too small, and the DATA written
+/// Since when a send window has been used up, and the DATA written
 /// then.
 #[derive(Debug, Default)]
 struct Block(Option<(Instant, u64)>);
 
 impl Block {
-    /// Judges a window now, with `written` the DATA written so far: true
-    /// once it has been blocked for `limit` with under [`MIN_PROGRESS`]
-    /// written since. A block starts when the window is used up, and ends
-    /// with [`MIN_PROGRESS`] written or as much window again (a window
-    /// opened for a moment, and used at once, does not end it).
-    fn stalled(&mut self, window: i64, written: u64, now: Instant, limit: Duration) -> bool {
-        match self.0 {
-            Some((since, mark))
-                if written < mark + MIN_PROGRESS && window < MIN_PROGRESS as i64 =>
-            {
-                now.duration_since(since) >= limit
-            }
-            _ => {
-                self.0 = (window <= 0).then_some((now, written));
-                false
-            }
+    /// Judges a window now: `used_up` whether it has none left (`None`:
+    /// not known from it alone), `written` the DATA written so far, and
+    /// `need` the progress that ends a block. True once it has been
+    /// blocked for `limit` with under `need` written since. A block starts
+    /// when the window is used up, and ends with `need` written or with
+    /// window left at a call: h2 sends at once what a window allows, so
+    /// window left means the server had nothing to send.
+    fn stalled(
+        &mut self,
+        used_up: Option<bool>,
+        written: u64,
+        need: u64,
+        now: Instant,
+        limit: Duration,
+    ) -> bool {
+        if let Some((since, mark)) = self.0
+            && written < mark.saturating_add(need)
+            && used_up != Some(false)
+        {
+            return now.duration_since(since) >= limit;
         }
+        self.0 = (used_up == Some(true)).then_some((now, written));
+        false
     }
 }
 
@@ -372,23 +376,40 @@ impl Frames {
     }
 
     /// Whether a response's stream, or the connection while it answers,
-    /// has had too little send window, with under [`MIN_PROGRESS`] of
-    /// DATA written on it, for `limit` (as seen at the calls, which should
-    /// come several times within `limit`).
+    /// has had no send window, with too little DATA written on it (see
+    /// the module's rules), for `limit` (as seen at the calls, which
+    /// should come several times within `limit`).
     pub fn stalled(&mut self, now: Instant, limit: Duration) -> bool {
-        let initial = self.initial;
-        let mut answering = false;
+        let (initial, connection) = (self.initial, self.connection);
+        let mut answering = 0;
         let mut stalled = false;
         for s in self.streams.values_mut().filter(|s| s.answering) {
-            answering = true;
+            answering += 1;
+            // With window of its own on a connection that has none, a
+            // stream may or may not have data waiting: the connection's
+            // rule judges it.
+            let used_up = if initial + s.granted <= 0 {
+                Some(true)
+            } else if connection > 0 {
+                Some(false)
+            } else {
+                None
+            };
             stalled |= s
                 .blocked
-                .stalled(initial + s.granted, s.written, now, limit);
+                .stalled(used_up, s.written, MIN_PROGRESS, now, limit);
         }
-        if answering {
-            stalled |= self
-                .blocked
-                .stalled(self.connection, self.total, now, limit);
+        // A connection with no window must move as much as each response
+        // it answers would on its own: else granting a trickle of window
+        // to the connection would pin every response on it at once.
+        if answering > 0 {
+            stalled |= self.blocked.stalled(
+                Some(connection <= 0),
+                self.total,
+                MIN_PROGRESS * answering,
+                now,
+                limit,
+            );
         } else {
             self.blocked = Block::default();
         }
@@ -609,12 +630,10 @@ mod tests {
         f.read(&window_update(1, 20_000));
         f.written(&frame(DATA, 0, 1, &vec![0; 20_000]));
         assert!(!f.stalled(at(132), limit));
-        // ...a window opened for a moment does not end it...
-        f.read(&window_update(1, 100));
-        assert!(!f.stalled(at(140), limit));
         assert!(f.stalled(at(162), limit));
-        // ...and 16 KiB of window does.
-        f.read(&window_update(1, 16 << 10));
+        // ...and window left at a call (h2 sends at once what a window
+        // allows: the server has nothing more yet) ends it.
+        f.read(&window_update(1, 1));
         assert!(!f.stalled(at(163), limit));
         assert!(!f.stalled(at(200), limit));
         // The connection's window counts too.
@@ -642,8 +661,8 @@ mod tests {
         f.written(&frame(DATA, 0, 1, &vec![0; 65_535]));
         for t in 0..100 {
             assert!(!f.stalled(at(t), limit), "{t}");
-            f.read(&window_update(0, 1000));
-            f.written(&frame(DATA, 0, 1, &[0; 1000]));
+            f.read(&window_update(0, 2000));
+            f.written(&frame(DATA, 0, 1, &[0; 2000]));
         }
         // The client stops reading: the connection is stalled.
         assert!(!f.stalled(at(100), limit));
@@ -653,6 +672,53 @@ mod tests {
         f.written(&frame(HEADERS, 0x5, 3, b"trailers"));
         assert!(!f.stalled(at(131), limit));
         assert!(!f.stalled(at(200), limit));
+    }
+
+    #[test]
+    fn a_trickle_of_connection_window_does_not_keep_many_responses() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(30);
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut f = Frames::default();
+        // Every stream's own window as large as can be; 256 responses.
+        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        r.extend(frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+        for s in 0..256 {
+            r.extend(frame(HEADERS, 0x5, 2 * s + 1, b"request"));
+        }
+        f.read(&r);
+        for s in 0..256 {
+            f.written(&frame(HEADERS, 0x4, 2 * s + 1, b"head"));
+        }
+        f.written(&frame(DATA, 0, 1, &vec![0; 65_535]));
+        // 16 KiB of connection window every 30 s (4 KiB a tick) would do
+        // for one response, not for 256.
+        for t in (0..30).step_by(7) {
+            assert!(!f.stalled(at(t), limit), "{t}");
+            f.read(&window_update(0, 4096));
+            f.written(&frame(DATA, 0, 3, &[0; 4096]));
+        }
+        assert!(f.stalled(at(30), limit));
+    }
+
+    #[test]
+    fn a_request_not_yet_answered_is_not_blocked_by_its_window() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(30);
+        let mut f = Frames::default();
+        // Initial window 0: the client opens each stream's window later.
+        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        r.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+        r.extend(frame(HEADERS, 0x5, 1, b"request"));
+        f.read(&r);
+        assert_eq!(f.window(1), 0);
+        // A blocking playlist reload, say, held for a minute.
+        assert!(!f.stalled(t0, limit));
+        assert!(!f.stalled(t0 + Duration::from_secs(60), limit));
+        // Answered: from here its window counts.
+        f.written(&frame(HEADERS, 0x4, 1, b"head"));
+        assert!(!f.stalled(t0 + Duration::from_secs(61), limit));
+        assert!(f.stalled(t0 + Duration::from_secs(91), limit));
     }
 
     #[test]
@@ -747,11 +813,12 @@ mod tests {
                 } else {
                     f.written(&bytes);
                 }
+                // (This looks for panics and overflows; the cap has its
+                // own test.)
                 f.stalled(
                     t0 + Duration::from_secs(next() % 100),
                     Duration::from_secs(30),
                 );
-                assert!(f.streams.len() <= STREAMS_MAX);
             }
         }
     }
