@@ -499,12 +499,12 @@ def attack_h2_continuation(args):
           f"{h2_ending(c)} after {sent // 1024} KiB sent", ok=cut_off)
 
 
-def attack_h2_no_window(args):
-    """Responses granted no flow-control window (SETTINGS
-    INITIAL_WINDOW_SIZE 0), the connection kept busy with a request every
-    300 ms and its pings answered: the server must drop it (its
-    http.send_timeout), not hold the responses for ever."""
-    settings = struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+def h2_pinned(args, what, settings, grant=0):
+    """`args.h2_stalled` connections, each with 16 requests for a large
+    response, kept busy with a request every 300 ms and their pings
+    answered, and granted `grant` bytes of connection window each time:
+    the server must drop them (its http.send_timeout), not hold the
+    responses for ever."""
     conns = [H2(args, 2 + i, settings) for i in range(args.h2_stalled)]
     for c in conns:
         for _ in range(16):
@@ -515,6 +515,8 @@ def attack_h2_no_window(args):
             if not c.closed and c.goaway is None:
                 try:
                     c.request("/healthz")
+                    if grant:
+                        c.send(h2_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", grant)))
                 except OSError:
                     c.closed = True
                 c.read(0.3 / len(conns))
@@ -522,9 +524,22 @@ def attack_h2_no_window(args):
     left = sum(1 for c in conns if not c.closed and c.goaway is None)
     for c in conns:
         c.close()
-    check(args, f"HTTP/2: {len(conns)} connections x 16 responses given no window, kept busy",
+    check(args, f"HTTP/2: {len(conns)} connections x 16 responses {what}, kept busy",
           f"{len(conns) - left} closed within {took:.0f} s, {left} LEFT OPEN after 90 s" if left
           else f"all closed within {took:.0f} s", ok=left == 0)
+
+
+def attack_h2_no_window(args):
+    """Responses granted no stream window (SETTINGS_INITIAL_WINDOW_SIZE 0)."""
+    h2_pinned(args, "given no window", struct.pack(">HI", 4, 0))
+
+
+def attack_h2_connection_trickle(args):
+    """Every stream's window as large as can be, and the connection's
+    trickled: 16 KiB per 30 s, what one response needs to count as moving,
+    shared by 16."""
+    h2_pinned(args, "sharing a trickle of connection window (16 KiB per 30 s)",
+              struct.pack(">HI", 4, 0x7FFFFFFF), grant=16384 * 3 // 300)
 
 
 def raw_http(args, i, method, path, body=b"", headers=None, timeout=10):
@@ -674,6 +689,7 @@ def main():
         attack_h2_rapid_reset,
         attack_h2_continuation,
         attack_h2_no_window,
+        attack_h2_connection_trickle,
     ]:
         if args.only and attack.__name__.removeprefix("attack_") not in args.only:
             continue

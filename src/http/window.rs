@@ -205,13 +205,13 @@ fn u31(b: &[u8]) -> u32 {
 struct Block(Option<(Instant, u64)>);
 
 impl Block {
-    /// Judges a window now: `used_up` whether it has none left (`None`:
-    /// not known from it alone), `written` the DATA written so far, and
-    /// `need` the progress that ends a block. True once it has been
-    /// blocked for `limit` with under `need` written since. A block starts
-    /// when the window is used up, and ends with `need` written or with
-    /// window left at a call: h2 sends at once what a window allows, so
-    /// window left means the server had nothing to send.
+    /// Judges a window now: `used_up` whether it has none left, or enough
+    /// left that h2, which sends at once what a window allows, would have
+    /// used it had the server anything to send (`None`: neither), with
+    /// `written` the DATA written so far and `need` the progress that ends
+    /// a block. True once it has been blocked for `limit` with under
+    /// `need` written since. A block starts when the window is used up,
+    /// and ends with `need` written or enough window left.
     fn stalled(
         &mut self,
         used_up: Option<bool>,
@@ -381,6 +381,9 @@ impl Frames {
     /// should come several times within `limit`).
     pub fn stalled(&mut self, now: Instant, limit: Duration) -> bool {
         let (initial, connection) = (self.initial, self.connection);
+        // Window enough to end a block: a little window left may be one
+        // h2 has read and not yet used (the tick fell between the two).
+        let enough = (MIN_PROGRESS as i64).min(initial / 2).max(1);
         let mut answering = 0;
         let mut stalled = false;
         for s in self.streams.values_mut().filter(|s| s.answering) {
@@ -388,9 +391,10 @@ impl Frames {
             // With window of its own on a connection that has none, a
             // stream may or may not have data waiting: the connection's
             // rule judges it.
-            let used_up = if initial + s.granted <= 0 {
+            let window = initial + s.granted;
+            let used_up = if window <= 0 {
                 Some(true)
-            } else if connection > 0 {
+            } else if window >= enough && connection > 0 {
                 Some(false)
             } else {
                 None
@@ -403,13 +407,16 @@ impl Frames {
         // it answers would on its own: else granting a trickle of window
         // to the connection would pin every response on it at once.
         if answering > 0 {
-            stalled |= self.blocked.stalled(
-                Some(connection <= 0),
-                self.total,
-                MIN_PROGRESS * answering,
-                now,
-                limit,
-            );
+            let used_up = if connection <= 0 {
+                Some(true)
+            } else if connection >= MIN_PROGRESS as i64 {
+                Some(false)
+            } else {
+                None
+            };
+            stalled |=
+                self.blocked
+                    .stalled(used_up, self.total, MIN_PROGRESS * answering, now, limit);
         } else {
             self.blocked = Block::default();
         }
@@ -631,10 +638,13 @@ mod tests {
         f.written(&frame(DATA, 0, 1, &vec![0; 20_000]));
         assert!(!f.stalled(at(132), limit));
         assert!(f.stalled(at(162), limit));
-        // ...and window left at a call (h2 sends at once what a window
-        // allows: the server has nothing more yet) ends it.
-        f.read(&window_update(1, 1));
-        assert!(!f.stalled(at(163), limit));
+        // ...a little window seen at a call (read by h2, not yet used)
+        // does not end it...
+        f.read(&window_update(1, 100));
+        assert!(f.stalled(at(163), limit));
+        // ...but window that h2 would have used, had it data, does.
+        f.read(&window_update(1, 16 << 10));
+        assert!(!f.stalled(at(164), limit));
         assert!(!f.stalled(at(200), limit));
         // The connection's window counts too.
         f.written(&frame(DATA, 0, 0, &[]));
@@ -693,9 +703,11 @@ mod tests {
         f.written(&frame(DATA, 0, 1, &vec![0; 65_535]));
         // 16 KiB of connection window every 30 s (4 KiB a tick) would do
         // for one response, not for 256.
+        // (Seen at a tick between h2 reading a grant and using it too.)
         for t in (0..30).step_by(7) {
             assert!(!f.stalled(at(t), limit), "{t}");
             f.read(&window_update(0, 4096));
+            assert!(!f.stalled(at(t + 1), limit), "{t}");
             f.written(&frame(DATA, 0, 3, &[0; 4096]));
         }
         assert!(f.stalled(at(30), limit));
