@@ -97,15 +97,7 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
         assert!(r["audio_frames"].as_u64().unwrap() >= 100, "{r}");
     }
     // OvenPlayer, unmodified, in Chromium, on edge 1.
-    let script = browser_dir().join("ovenplayer.mjs");
-    let (ok, out, err) = run_with_env(
-        "node",
-        &[script.to_str().unwrap(), &edge1.ws("/live/hx"), "10"],
-        &[],
-    )
-    .await;
-    assert!(ok, "ovenplayer.mjs failed: {err}\n{out}");
-    let op = report(&out, &err);
+    let op = ovenplayer(&edge1.ws("/live/hx"), 10).await;
     assert_eq!(op["playing"], true, "{op}\n{}", edge1.logs());
     let decoded = op["framesDecoded"]
         .as_array()
@@ -292,15 +284,7 @@ async fn edge_viewers_get_whole_frames_through_a_lossy_link() {
     v.stop().await;
     let here = hosts.here();
     let r = aiortc(&edge.ws("/live/lossy"), 10, &[("STREAMD_VIEWER_IP", &here)]).await;
-    let script = browser_dir().join("ovenplayer.mjs");
-    let (ok, out, err) = run_with_env(
-        "node",
-        &[script.to_str().unwrap(), &edge.ws("/live/lossy"), "10"],
-        &[],
-    )
-    .await;
-    assert!(ok, "ovenplayer.mjs failed: {err}\n{out}");
-    let op = report(&out, &err);
+    let op = ovenplayer(&edge.ws("/live/lossy"), 10).await;
     let (in1, out1) = hosts.lost(&edge_at);
     hosts.lossy(&edge_at, None);
     let (lost_in, lost_out) = (in1 - in0, out1 - out0);

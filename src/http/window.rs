@@ -537,6 +537,19 @@ mod tests {
         frame(WINDOW_UPDATE, 0, stream, &more.to_be_bytes())
     }
 
+    /// A client's first bytes: the preface, a SETTINGS frame with
+    /// `settings` if any, and a request (ending its side) on each stream.
+    fn opening(settings: &[u8], streams: impl IntoIterator<Item = u32>) -> Vec<u8> {
+        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        if !settings.is_empty() {
+            r.extend(frame(SETTINGS, 0, 0, settings));
+        }
+        for s in streams {
+            r.extend(frame(HEADERS, 0x5, s, b"request"));
+        }
+        r
+    }
+
     /// The client: preface, SETTINGS (initial window 1,000), requests on
     /// 1, 3, 5 and 7, 500 more bytes of window for 5.
     fn client_bytes() -> Vec<u8> {
@@ -615,8 +628,7 @@ mod tests {
         let limit = Duration::from_secs(30);
         let at = |s| t0 + Duration::from_secs(s);
         let mut f = Frames::default();
-        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        r.extend(frame(HEADERS, 0x5, 1, b"request"));
+        let mut r = opening(&[], [1]);
         r.extend(window_update(0, 1 << 30));
         f.read(&r);
         f.written(&frame(HEADERS, 0x4, 1, b"head"));
@@ -659,9 +671,7 @@ mod tests {
         let limit = Duration::from_secs(30);
         let at = |s| t0 + Duration::from_secs(s);
         let mut f = Frames::default();
-        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        r.extend(frame(HEADERS, 0x5, 1, b"request"));
-        r.extend(frame(HEADERS, 0x5, 3, b"request"));
+        let mut r = opening(&[], [1, 3]);
         r.extend(window_update(1, 1 << 30));
         f.read(&r);
         f.written(&frame(HEADERS, 0x4, 1, b"head"));
@@ -691,12 +701,10 @@ mod tests {
         let at = |s| t0 + Duration::from_secs(s);
         let mut f = Frames::default();
         // Every stream's own window as large as can be; 256 responses.
-        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        r.extend(frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
-        for s in 0..256 {
-            r.extend(frame(HEADERS, 0x5, 2 * s + 1, b"request"));
-        }
-        f.read(&r);
+        f.read(&opening(
+            &[0, 4, 0x7f, 0xff, 0xff, 0xff],
+            (0..256).map(|s| 2 * s + 1),
+        ));
         for s in 0..256 {
             f.written(&frame(HEADERS, 0x4, 2 * s + 1, b"head"));
         }
@@ -719,10 +727,7 @@ mod tests {
         let limit = Duration::from_secs(30);
         let mut f = Frames::default();
         // Initial window 0: the client opens each stream's window later.
-        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        r.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
-        r.extend(frame(HEADERS, 0x5, 1, b"request"));
-        f.read(&r);
+        f.read(&opening(&[0, 4, 0, 0, 0, 0], [1]));
         assert_eq!(f.window(1), 0);
         // A blocking playlist reload, say, held for a minute.
         assert!(!f.stalled(t0, limit));
@@ -764,11 +769,7 @@ mod tests {
     #[test]
     fn streams_past_a_goaway_or_the_cap_are_not_kept() {
         let mut f = Frames::default();
-        let mut r = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        for s in [1, 3, 5] {
-            r.extend(frame(HEADERS, 0x5, s, b"request"));
-        }
-        f.read(&r);
+        f.read(&opening(&[], [1, 3, 5]));
         // h2's graceful shutdown: every stream, then the last taken (3).
         let goaway = |last: u32| {
             let mut p = last.to_be_bytes().to_vec();
@@ -785,10 +786,10 @@ mod tests {
         assert_eq!(f.open(), vec![1, 3]);
 
         let mut f = Frames::default();
-        f.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        for s in 0..STREAMS_MAX as u32 + 10 {
-            f.read(&frame(HEADERS, 0x5, 2 * s + 1, b"request"));
-        }
+        f.read(&opening(
+            &[],
+            (0..STREAMS_MAX as u32 + 10).map(|s| 2 * s + 1),
+        ));
         assert_eq!(f.open().len(), STREAMS_MAX);
     }
 

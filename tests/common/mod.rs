@@ -840,6 +840,20 @@ pub async fn aiortc(url: &str, seconds: u32, env: &[(&str, &str)]) -> serde_json
     report(&out, &err)
 }
 
+/// OvenPlayer, unmodified, in headless Chromium, playing `ws_url` for
+/// `seconds` (tests/browser/ovenplayer.mjs): its report.
+pub async fn ovenplayer(ws_url: &str, seconds: u32) -> serde_json::Value {
+    let script = browser_dir().join("ovenplayer.mjs");
+    let (ok, out, err) = run_with_env(
+        "node",
+        &[script.to_str().unwrap(), ws_url, &seconds.to_string()],
+        &[],
+    )
+    .await;
+    assert!(ok, "ovenplayer.mjs failed: {err}\n{out}");
+    report(&out, &err)
+}
+
 /// The sum of metric `name`'s series at `url` (a `/metrics` page).
 pub async fn metric(url: &str, name: &str) -> f64 {
     let text = get(url).await.text();
