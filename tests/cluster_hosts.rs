@@ -7,7 +7,8 @@
 //! a private stream is refused without its token on the edges and at the
 //! cache. A second test puts 5% loss each way on an edge's link (iptables'
 //! random match: this kernel has no netem) and checks that its viewers'
-//! losses are repaired (NACK, RTX).
+//! losses are repaired (NACK, RTX). A third puts an edge 100 ms each way
+//! from its origin (a delaying relay) and checks it serves every frame.
 //! Needs root (ip netns, veth, iptables) and the test Postgres.
 
 mod common;
@@ -344,4 +345,95 @@ async fn edge_viewers_get_whole_frames_through_a_lossy_link() {
         .and_then(|s| s.last()?.as_u64())
         .unwrap_or(0);
     assert!(decoded >= 240, "{op}");
+}
+
+/// An edge far from its origin: every byte between them is held 100 ms
+/// each way (a userspace relay: this kernel has no netem), so the pull
+/// starts across a 200 ms round trip and each frame reaches the edge late.
+/// The edge's str0m viewer still gets every frame whole and in order, at
+/// the rate it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_far_from_its_origin_serves_every_frame() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts = Hosts::new();
+    let origin_at = hosts.add("or", 1);
+    let edge_at = hosts.add("ed", 2);
+    let (db, _relay) = database_on(&hosts, &db).await;
+    let Place::Host { ip: origin_ip, .. } = &origin_at else {
+        unreachable!()
+    };
+    // The origin tells the cluster to reach it through the long link: the
+    // edge learns its address only from there.
+    let far = format!("http://{}:8081", hosts.here());
+    let _link = hosts
+        .relay_delayed(
+            8081,
+            format!("{origin_ip}:8080"),
+            Duration::from_millis(100),
+        )
+        .await;
+    let origin = Node::start_env(
+        dir.path(),
+        "origin",
+        "origin",
+        &db,
+        &origin_at,
+        &[("STREAMD_CLUSTER__ADVERTISE_URL", &far)],
+    )
+    .await;
+    let edge = Node::start(dir.path(), "edge", "edge", &db, "30s", &edge_at).await;
+    let _publisher = origin.publish("far", 60);
+    assert_eq!(
+        origin.master("far", "").await.status,
+        200,
+        "{}",
+        origin.logs()
+    );
+    let asked = std::time::Instant::now();
+    let mut v = viewer(&hosts, &edge.ws("/live/far")).await;
+    assert!(
+        v.video_frames(30, Duration::from_secs(20)).await,
+        "{}",
+        edge.logs()
+    );
+    let joined = asked.elapsed();
+    let mut frames = Vec::new();
+    v.run_until(Duration::from_secs(10), |ev| {
+        if let ViewerEvent::Video {
+            rtp_time,
+            contiguous,
+            ..
+        } = ev
+        {
+            frames.push((*rtp_time, *contiguous));
+        }
+        false
+    })
+    .await;
+    v.stop().await;
+    let broken = frames.iter().filter(|(_, whole)| !whole).count();
+    let span_s = match (frames.first(), frames.last()) {
+        (Some((a, _)), Some((b, _))) => b.saturating_sub(*a) as f64 / 90_000.0,
+        _ => 0.0,
+    };
+    let widest = frames
+        .windows(2)
+        .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 3000.0)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "through a 200 ms round trip: 30 frames {} ms after the offer; then {} frames over \
+         {span_s:.1} s of media in 10 s, {broken} not whole, widest step {widest:.1} frames",
+        joined.as_millis(),
+        frames.len()
+    );
+    assert_eq!(broken, 0, "frames with a packet missing");
+    assert!(span_s >= 8.0, "{span_s} s of media in 10 s");
+    assert!(
+        widest < 1.5,
+        "a frame is missing from the media sent (a step of {widest:.1} frames)"
+    );
 }

@@ -44,7 +44,20 @@ impl Node {
         grace: &str,
         place: &Place,
     ) -> Node {
-        Node::launch(dir, name, role, database, grace, place, None).await
+        Node::launch(dir, name, role, database, grace, place, None, &[]).await
+    }
+
+    /// [`Node::start`] with `env` set too (`STREAMD_SECTION__KEY`
+    /// variables override its configuration).
+    pub async fn start_env(
+        dir: &Path,
+        name: &str,
+        role: &str,
+        database: &str,
+        place: &Place,
+        env: &[(&str, &str)],
+    ) -> Node {
+        Node::launch(dir, name, role, database, "30s", place, None, env).await
     }
 
     /// [`Node::start`] with an HTTPS listener too, serving `cert`.
@@ -56,7 +69,7 @@ impl Node {
         place: &Place,
         cert: &super::tls::TestCert,
     ) -> Node {
-        Node::launch(dir, name, role, database, "5s", place, Some(cert)).await
+        Node::launch(dir, name, role, database, "5s", place, Some(cert), &[]).await
     }
 
     async fn launch(
@@ -67,6 +80,7 @@ impl Node {
         grace: &str,
         place: &Place,
         cert: Option<&super::tls::TestCert>,
+        env: &[(&str, &str)],
     ) -> Node {
         let (ip, rtmp, http) = match place {
             Place::Loopback => (
@@ -136,6 +150,7 @@ impl Node {
             .arg(&config)
             .env("RUST_LOG", "info,streamd::cluster=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
@@ -400,6 +415,17 @@ impl Hosts {
     /// Relays TCP from `{here}:{port}` to `target` (say, the test Postgres
     /// on this namespace's loopback) for as long as the returned task runs.
     pub async fn relay(&self, port: u16, target: String) -> tokio::task::JoinHandle<()> {
+        self.relay_delayed(port, target, Duration::ZERO).await
+    }
+
+    /// [`Hosts::relay`], holding every byte `delay` before it is passed on,
+    /// each way: a long link (this kernel has no netem).
+    pub async fn relay_delayed(
+        &self,
+        port: u16,
+        target: String,
+        delay: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let listener = tokio::net::TcpListener::bind(format!("{}:{port}", self.here()))
             .await
             .expect("the relay binds on the hosts' network");
@@ -410,13 +436,53 @@ impl Hosts {
                 };
                 let target = target.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    if delay.is_zero() {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
                     }
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        delayed(in_read, out_write, delay),
+                        delayed(out_read, in_write, delay)
+                    );
                 });
             }
         })
     }
+}
+
+/// Copies `from` to `to`, each piece `delay` after it was read.
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Bounded: a reader ahead of its writer by 256 pieces waits.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
+    let read = async move {
+        let mut buf = vec![0; 16 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            let due = tokio::time::Instant::now() + delay;
+            if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, piece)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 impl Drop for Hosts {
