@@ -22,6 +22,32 @@ pub enum Place {
     Host { ns: String, ip: String },
 }
 
+/// How a node is started (see [`Node::start`] and its kin).
+struct Spec<'a> {
+    name: &'a str,
+    role: &'a str,
+    database: &'a str,
+    grace: &'a str,
+    place: &'a Place,
+    cert: Option<&'a super::tls::TestCert>,
+    env: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Spec<'a> {
+    /// A node on plain HTTP, with a reconnect grace of 30 s.
+    fn of(name: &'a str, role: &'a str, database: &'a str, place: &'a Place) -> Self {
+        Spec {
+            name,
+            role,
+            database,
+            grace: "30s",
+            place,
+            cert: None,
+            env: &[],
+        }
+    }
+}
+
 pub struct Node {
     pub child: Child,
     /// host:port
@@ -44,7 +70,14 @@ impl Node {
         grace: &str,
         place: &Place,
     ) -> Node {
-        Node::launch(dir, name, role, database, grace, place, None, &[]).await
+        Node::launch(
+            dir,
+            Spec {
+                grace,
+                ..Spec::of(name, role, database, place)
+            },
+        )
+        .await
     }
 
     /// [`Node::start`] with `env` set too (`STREAMD_SECTION__KEY`
@@ -57,7 +90,14 @@ impl Node {
         place: &Place,
         env: &[(&str, &str)],
     ) -> Node {
-        Node::launch(dir, name, role, database, "30s", place, None, env).await
+        Node::launch(
+            dir,
+            Spec {
+                env,
+                ..Spec::of(name, role, database, place)
+            },
+        )
+        .await
     }
 
     /// [`Node::start`] with an HTTPS listener too, serving `cert`.
@@ -69,19 +109,27 @@ impl Node {
         place: &Place,
         cert: &super::tls::TestCert,
     ) -> Node {
-        Node::launch(dir, name, role, database, "5s", place, Some(cert), &[]).await
+        Node::launch(
+            dir,
+            Spec {
+                grace: "5s",
+                cert: Some(cert),
+                ..Spec::of(name, role, database, place)
+            },
+        )
+        .await
     }
 
-    async fn launch(
-        dir: &Path,
-        name: &str,
-        role: &str,
-        database: &str,
-        grace: &str,
-        place: &Place,
-        cert: Option<&super::tls::TestCert>,
-        env: &[(&str, &str)],
-    ) -> Node {
+    async fn launch(dir: &Path, spec: Spec<'_>) -> Node {
+        let Spec {
+            name,
+            role,
+            database,
+            grace,
+            place,
+            cert,
+            env,
+        } = spec;
         let (ip, rtmp, http) = match place {
             Place::Loopback => (
                 "127.0.0.1".to_owned(),
