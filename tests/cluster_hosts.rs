@@ -233,7 +233,8 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
 /// cross that link. A str0m viewer gets every frame whole and in order,
 /// with no frame missing from the media it was sent. OvenPlayer in
 /// Chromium (libwebrtc, which asks again for a lost resend on a timer)
-/// decodes nearly every frame. aiortc plays through it with no error, but
+/// decodes at least 80% of the frames from its first on (seen: 95-100%).
+/// aiortc plays through it with no error, but
 /// is not held to a frame count: it asks again for a missing packet only
 /// when a newer loss follows within 128 packets, and otherwise waits for
 /// it until its 512-packet buffer overflows (seconds), so one lost resend
@@ -337,14 +338,17 @@ async fn edge_viewers_get_whole_frames_through_a_lossy_link() {
     );
     assert!(r["video_frames"].as_u64().unwrap() >= 30, "{r}");
     // OvenPlayer: losses seen and repaired (NACKs sent), and at least 80%
-    // of the 300 frames decoded, from a start that takes some of them.
+    // of the frames sent (30 fps) from its first one to the run's end
+    // decoded (connecting through the loss can take a second or two).
     assert_eq!(op["playing"], true, "{op}\n{}", edge.logs());
     assert!(op["nackCount"].as_u64().unwrap() > 0, "{op}");
     let decoded = op["framesDecoded"]
         .as_array()
         .and_then(|s| s.last()?.as_u64())
         .unwrap_or(0);
-    assert!(decoded >= 240, "{op}");
+    let first_ms = op["firstFrameMs"].as_u64().expect("a first frame");
+    let sent = 30 * 10_000u64.saturating_sub(first_ms) / 1000;
+    assert!(decoded * 10 >= sent * 8, "{decoded} of {sent} frames: {op}");
 }
 
 /// An edge far from its origin: every byte between them is held 100 ms
@@ -369,7 +373,7 @@ async fn an_edge_far_from_its_origin_serves_every_frame() {
     // The origin tells the cluster to reach it through the long link: the
     // edge learns its address only from there.
     let far = format!("http://{}:8081", hosts.here());
-    let _link = hosts
+    let (_link, passed) = hosts
         .relay_delayed(
             8081,
             format!("{origin_ip}:8080"),
@@ -426,10 +430,15 @@ async fn an_edge_far_from_its_origin_serves_every_frame() {
         .fold(0.0, f64::max);
     eprintln!(
         "through a 200 ms round trip: 30 frames {} ms after the offer; then {} frames over \
-         {span_s:.1} s of media in 10 s, {broken} not whole, widest step {widest:.1} frames",
+         {span_s:.1} s of media in 10 s, {broken} not whole, widest step {widest:.1} frames; \
+         {} bytes through the relay",
         joined.as_millis(),
-        frames.len()
+        frames.len(),
+        passed.load(std::sync::atomic::Ordering::Relaxed)
     );
+    // The pull did cross the long link.
+    let passed = passed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(passed > 100_000, "{passed} bytes through the relay");
     assert_eq!(broken, 0, "frames with a packet missing");
     assert!(span_s >= 8.0, "{span_s} s of media in 10 s");
     assert!(

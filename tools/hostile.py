@@ -536,10 +536,11 @@ def attack_h2_no_window(args):
 
 def attack_h2_connection_trickle(args):
     """Every stream's window as large as can be, and the connection's
-    trickled: 16 KiB per 30 s, what one response needs to count as moving,
-    shared by 16."""
-    h2_pinned(args, "sharing a trickle of connection window (16 KiB per 30 s)",
-              struct.pack(">HI", 4, 0x7FFFFFFF), grant=16384 * 3 // 300)
+    trickled: about 48 KiB per 30 s (a grant each round of at least
+    300 ms), more than one response needs to count as moving, far less
+    than 16 do."""
+    h2_pinned(args, "sharing a trickle of connection window (about 48 KiB per 30 s)",
+              struct.pack(">HI", 4, 0x7FFFFFFF), grant=16384 * 3 // 100)
 
 
 def raw_http(args, i, method, path, body=b"", headers=None, timeout=10):

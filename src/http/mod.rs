@@ -625,11 +625,11 @@ impl Serve {
                     }
                 }
                 now = tick.tick() => {
-                    if !stalled_now(now) {
-                    } else if warned {
-                        // Stalled at a tick after the GOAWAY.
-                        break Ok(());
-                    } else {
+                    if stalled_now(now) {
+                        if warned {
+                            // Stalled at a tick after the GOAWAY.
+                            break Ok(());
+                        }
                         tracing::debug!(%peer, "closing an http/2 connection whose client takes no data");
                         metrics::counter!("streamd_http2_send_stalls_total").increment(1);
                         conn.as_mut().graceful_shutdown();

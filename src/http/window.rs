@@ -677,7 +677,8 @@ mod tests {
         f.written(&frame(HEADERS, 0x4, 1, b"head"));
         f.written(&frame(HEADERS, 0x4, 3, b"head"));
         // 1 uses up the connection's window at every tick and gets it back
-        // as it is read; 3, with its own window, has nothing to send.
+        // as it is read; 3, with its own window, has nothing to send. The
+        // pair moves 60 KB in 30 s, over the 32 KiB two responses need.
         f.written(&frame(DATA, 0, 1, &vec![0; 65_535]));
         for t in 0..100 {
             assert!(!f.stalled(at(t), limit), "{t}");
@@ -709,8 +710,8 @@ mod tests {
             f.written(&frame(HEADERS, 0x4, 2 * s + 1, b"head"));
         }
         f.written(&frame(DATA, 0, 1, &vec![0; 65_535]));
-        // 16 KiB of connection window every 30 s (4 KiB a tick) would do
-        // for one response, not for 256.
+        // 20 KiB of connection window in 30 s (4 KiB a tick) would do for
+        // one response, not for 256.
         // (Seen at a tick between h2 reading a grant and using it too.)
         for t in (0..30).step_by(7) {
             assert!(!f.stalled(at(t), limit), "{t}");

@@ -463,26 +463,33 @@ impl Hosts {
     /// Relays TCP from `{here}:{port}` to `target` (say, the test Postgres
     /// on this namespace's loopback) for as long as the returned task runs.
     pub async fn relay(&self, port: u16, target: String) -> tokio::task::JoinHandle<()> {
-        self.relay_delayed(port, target, Duration::ZERO).await
+        self.relay_delayed(port, target, Duration::ZERO).await.0
     }
 
     /// [`Hosts::relay`], holding every byte `delay` before it is passed on,
-    /// each way: a long link (this kernel has no netem).
+    /// each way: a long link (this kernel has no netem). With it, a count
+    /// of the bytes a delayed relay has passed on, both ways.
     pub async fn relay_delayed(
         &self,
         port: u16,
         target: String,
         delay: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let passed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = passed.clone();
         let listener = tokio::net::TcpListener::bind(format!("{}:{port}", self.here()))
             .await
             .expect("the relay binds on the hosts' network");
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
                 let target = target.clone();
+                let passed = passed.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
@@ -494,20 +501,23 @@ impl Hosts {
                     let (in_read, in_write) = inbound.into_split();
                     let (out_read, out_write) = outbound.into_split();
                     tokio::join!(
-                        delayed(in_read, out_write, delay),
-                        delayed(out_read, in_write, delay)
+                        delayed(in_read, out_write, delay, &passed),
+                        delayed(out_read, in_write, delay, &passed)
                     );
                 });
             }
-        })
+        });
+        (task, counter)
     }
 }
 
-/// Copies `from` to `to`, each piece `delay` after it was read.
+/// Copies `from` to `to`, each piece `delay` after it was read, counting
+/// what it passes on in `passed`.
 async fn delayed(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    passed: &std::sync::atomic::AtomicU64,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Bounded: a reader ahead of its writer by 256 pieces waits.
@@ -527,6 +537,7 @@ async fn delayed(
             if to.write_all(&piece).await.is_err() {
                 break;
             }
+            passed.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = to.shutdown().await;
     };
