@@ -32,6 +32,48 @@ async fn viewer(hosts: &Hosts, url: &str) -> Viewer {
         .expect("an offer")
 }
 
+/// A viewer's video over a while: its frames, those not whole (a packet
+/// missing), the span of media they cover, and the widest step between
+/// two of them, in frames at 30 fps (over 1: a frame missing from the
+/// media it was sent).
+struct Seen {
+    frames: usize,
+    broken: usize,
+    span_s: f64,
+    widest: f64,
+}
+
+/// Watches `v`'s video for `seconds`.
+async fn watch(v: &mut Viewer, seconds: u64) -> Seen {
+    // (rtp time, whole and in order)
+    let mut frames = Vec::new();
+    v.run_until(Duration::from_secs(seconds), |ev| {
+        if let ViewerEvent::Video {
+            rtp_time,
+            contiguous,
+            ..
+        } = ev
+        {
+            frames.push((*rtp_time, *contiguous));
+        }
+        false
+    })
+    .await;
+    let span_s = match (frames.first(), frames.last()) {
+        (Some((a, _)), Some((b, _))) => b.saturating_sub(*a) as f64 / 90_000.0,
+        _ => 0.0,
+    };
+    Seen {
+        frames: frames.len(),
+        broken: frames.iter().filter(|(_, whole)| !whole).count(),
+        span_s,
+        widest: frames
+            .windows(2)
+            .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 3000.0)
+            .fold(0.0, f64::max),
+    }
+}
+
 /// The test Postgres's `db`, reached from the hosts at .254:5432 through a
 /// relay (kept for as long as the returned task runs): its URL there.
 async fn database_on(hosts: &Hosts, db: &str) -> (String, tokio::task::JoinHandle<()>) {
@@ -270,20 +312,7 @@ async fn edge_viewers_get_whole_frames_through_a_lossy_link() {
 
     hosts.lossy(&edge_at, Some(0.05));
     let (in0, out0) = hosts.lost(&edge_at);
-    // (rtp time, whole and in order)
-    let mut frames = Vec::new();
-    v.run_until(Duration::from_secs(20), |ev| {
-        if let ViewerEvent::Video {
-            rtp_time,
-            contiguous,
-            ..
-        } = ev
-        {
-            frames.push((*rtp_time, *contiguous));
-        }
-        false
-    })
-    .await;
+    let seen = watch(&mut v, 20).await;
     v.stop().await;
     let here = hosts.here();
     let r = aiortc(&edge.ws("/live/lossy"), 10, &[("STREAMD_VIEWER_IP", &here)]).await;
@@ -292,22 +321,18 @@ async fn edge_viewers_get_whole_frames_through_a_lossy_link() {
     hosts.lossy(&edge_at, None);
     let (lost_in, lost_out) = (in1 - in0, out1 - out0);
 
-    let broken = frames.iter().filter(|(_, whole)| !whole).count();
-    let span_s = match (frames.first(), frames.last()) {
-        (Some((a, _)), Some((b, _))) => b.saturating_sub(*a) as f64 / 90_000.0,
-        _ => 0.0,
-    };
-    // The largest step between frames, in frames at 30 fps.
-    let widest = frames
-        .windows(2)
-        .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 3000.0)
-        .fold(0.0, f64::max);
+    let Seen {
+        frames,
+        broken,
+        span_s,
+        widest,
+    } = seen;
     eprintln!(
         "through 5% loss: lost {lost_in} in, {lost_out} out; str0m viewer: {} frames \
          over {span_s:.1} s of media, {broken} not whole, widest step {widest:.1} frames; \
          aiortc: {} frames in 10 s, errors {}; OvenPlayer: {} frames decoded in 10 s \
          (first at {} ms), {} packets lost, {} NACKs, {} PLIs, {} keyframes",
-        frames.len(),
+        frames,
         r["video_frames"],
         r["errors"],
         op["framesDecoded"]
@@ -406,35 +431,19 @@ async fn an_edge_far_from_its_origin_serves_every_frame() {
         edge.logs()
     );
     let joined = asked.elapsed();
-    let mut frames = Vec::new();
-    v.run_until(Duration::from_secs(10), |ev| {
-        if let ViewerEvent::Video {
-            rtp_time,
-            contiguous,
-            ..
-        } = ev
-        {
-            frames.push((*rtp_time, *contiguous));
-        }
-        false
-    })
-    .await;
+    let Seen {
+        frames,
+        broken,
+        span_s,
+        widest,
+    } = watch(&mut v, 10).await;
     v.stop().await;
-    let broken = frames.iter().filter(|(_, whole)| !whole).count();
-    let span_s = match (frames.first(), frames.last()) {
-        (Some((a, _)), Some((b, _))) => b.saturating_sub(*a) as f64 / 90_000.0,
-        _ => 0.0,
-    };
-    let widest = frames
-        .windows(2)
-        .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 3000.0)
-        .fold(0.0, f64::max);
     eprintln!(
         "through a 200 ms round trip: 30 frames {} ms after the offer; then {} frames over \
          {span_s:.1} s of media in 10 s, {broken} not whole, widest step {widest:.1} frames; \
          {} bytes through the relay",
         joined.as_millis(),
-        frames.len(),
+        frames,
         passed.load(std::sync::atomic::Ordering::Relaxed)
     );
     // The pull did cross the long link.
