@@ -101,6 +101,28 @@ struct Session {
     anchor: Option<(SystemTime, MediaTime)>,
 }
 
+impl Session {
+    /// The wall-clock time of a sample decoded at output time `time`,
+    /// ingested at `wallclock`: derived from the session's anchor, so all
+    /// tracks agree.
+    fn date(&mut self, wallclock: SystemTime, time: MediaTime) -> SystemTime {
+        if let Some((w0, t0)) = self.anchor {
+            let delta = nanos(time) - nanos(t0);
+            if let Some(derived) = offset_nanos(w0, delta) {
+                let drift = match derived.duration_since(wallclock) {
+                    Ok(d) => d,
+                    Err(e) => e.duration(),
+                };
+                if drift <= MAX_CLOCK_DRIFT {
+                    return derived;
+                }
+            }
+        }
+        self.anchor = Some((wallclock, time));
+        wallclock
+    }
+}
+
 /// A leader segment start: followers cut at the same time, with the same
 /// number and discontinuity.
 #[derive(Clone, Copy, Debug)]
@@ -352,33 +374,6 @@ impl StreamPackager {
         input + s.offset
     }
 
-    /// The wall-clock time of a sample at output time `time`, ingested at
-    /// `wallclock`: derived from the session's anchor, so all tracks agree.
-    fn program_date_time(&mut self, wallclock: SystemTime, time: MediaTime) -> SystemTime {
-        let Some(session) = self.session.as_mut() else {
-            return wallclock;
-        };
-        if let Some((w0, t0)) = session.anchor {
-            let delta = time - t0;
-            let derived = if delta.ticks() >= 0 {
-                w0.checked_add(delta.to_duration())
-            } else {
-                w0.checked_sub(MediaTime::new(-delta.ticks(), delta.timescale()).to_duration())
-            };
-            if let Some(derived) = derived {
-                let drift = match derived.duration_since(wallclock) {
-                    Ok(d) => d,
-                    Err(e) => e.duration(),
-                };
-                if drift <= MAX_CLOCK_DRIFT {
-                    return derived;
-                }
-            }
-        }
-        session.anchor = Some((wallclock, time));
-        wallclock
-    }
-
     /// Where the leader has got to, if it is running.
     fn leader_at(&self) -> Option<MediaTime> {
         let l = self.leader?;
@@ -432,7 +427,6 @@ impl StreamPackager {
 
     fn process(&mut self, track: usize, ev: FrameEvent, time: MediaTime, out: &mut Vec<Output>) {
         let session = ev.group.session;
-        let program_date_time = self.program_date_time(ev.frame.wallclock, time);
         let frame_rate_hint = self.frame_rate_hint;
         let is_leader = Some(track) == self.leader;
         let follows = self.follows(track);
@@ -495,6 +489,15 @@ impl StreamPackager {
             t.audio_next = Some(dts.saturating_add(frame));
         }
         let composition_offset = (ev.frame.pts - ev.frame.dts).rescale(scale).ticks();
+        // A segment's date is that of its first presentation time, the time
+        // players place it by (for video that reorders, after its decode
+        // time), from the decode time it is written with (for audio, counted
+        // in samples, not the publisher's rounded timestamp).
+        let presented = MediaTime::new(dts.saturating_add(composition_offset), scale);
+        let program_date_time = match self.session.as_mut() {
+            Some(s) => whole_millis(s.date(ev.frame.wallclock, presented), t.kind),
+            None => ev.frame.wallclock,
+        };
 
         let opening = t.idle || !t.segmenter.has_open_segment();
         let open_start = t.segmenter.open_segment_start();
@@ -602,6 +605,43 @@ impl StreamPackager {
             .find(|b| b.msn == next)
             .filter(|b| b.time <= time)
             .copied()
+    }
+}
+
+/// A date on a whole millisecond, the precision of the playlists (and of
+/// hls.js, which places audio against video by the two dates): audio's
+/// rounded down, video's up, so audio is never placed after its media. A
+/// segment placed later than its media ends after the audio buffer does,
+/// and hls.js, having skipped the segment's first part at start-up, waits
+/// for that part instead of loading the next segment: a stall.
+fn whole_millis(at: SystemTime, kind: TrackKind) -> SystemTime {
+    let Ok(since) = at.duration_since(SystemTime::UNIX_EPOCH) else {
+        return at;
+    };
+    let sub_milli = Duration::from_nanos(u64::from(since.subsec_nanos() % 1_000_000));
+    if sub_milli.is_zero() {
+        return at;
+    }
+    let floor = at - sub_milli;
+    match kind {
+        TrackKind::Audio => floor,
+        TrackKind::Video => floor + Duration::from_millis(1),
+    }
+}
+
+/// A media time in nanoseconds, exact to the nanosecond whatever its
+/// timescale.
+fn nanos(t: MediaTime) -> i128 {
+    i128::from(t.ticks()) * 1_000_000_000 / i128::from(t.timescale().hz())
+}
+
+/// `at` moved by a signed number of nanoseconds.
+fn offset_nanos(at: SystemTime, delta: i128) -> Option<SystemTime> {
+    let d = Duration::from_nanos(u64::try_from(delta.unsigned_abs()).ok()?);
+    if delta >= 0 {
+        at.checked_add(d)
+    } else {
+        at.checked_sub(d)
     }
 }
 

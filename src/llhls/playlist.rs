@@ -467,7 +467,7 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
                 let _ = write!(
                     o,
                     "#EXT-X-PART:DURATION={:.5},URI=\"{}{}\"",
-                    p.duration,
+                    floor_5(p.duration),
                     names::part(&r.name, ctx.instance, s.msn, pi as u32),
                     ctx.query
                 );
@@ -478,7 +478,7 @@ pub fn render_media(r: &Rendition, ctx: &MediaContext<'_>) -> String {
             }
         }
         if let Some(d) = s.duration {
-            let _ = writeln!(o, "#EXTINF:{d:.5},");
+            let _ = writeln!(o, "#EXTINF:{:.5},", floor_5(d));
             let _ = writeln!(
                 o,
                 "{}{}",
@@ -589,4 +589,13 @@ pub fn render_master(renditions: &[&Rendition], instance: &str, query: UriQuery<
         let _ = writeln!(o, "{}{query}", names::media_playlist(&a.name, instance));
     }
     o
+}
+
+/// A duration for `{:.5}`, rounded down to the printed precision: a player
+/// places each segment and part at the sum of the durations before it, and
+/// one placed to end after its media waits for media that is not there
+/// (hls.js, with an audio segment whose first part it skipped at start-up).
+fn floor_5(seconds: f64) -> f64 {
+    // The nudge keeps an exact value (1.0 as 0.9999999999) from dropping a digit.
+    ((seconds * 1e5) + 1e-6).floor() / 1e5
 }

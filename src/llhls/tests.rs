@@ -997,3 +997,135 @@ fn a_followers_last_frames_after_the_leader_stopped_are_kept() {
     );
     assert_eq!(starts(&out, low), starts(&out, top), "and is cut the same");
 }
+
+/// hls.js places an audio playlist against the video by their
+/// PROGRAM-DATE-TIMEs, and each fragment by its first presentation time once
+/// loaded: a date taken at the first sample's decode time puts a video that
+/// reorders (every frame presented 67 ms after it is decoded, as x264 with
+/// B-frames sends it) 67 ms off its audio, and hls.js re-places the audio on
+/// each reload, leaving a hole it stalls on. Every segment's date is the
+/// date of its first presentation time, on a whole millisecond, rounded so
+/// that audio is never placed after its media.
+#[test]
+fn segment_dates_follow_presentation_time_on_every_track() {
+    let (mut p, v, a) = new_packager();
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (vc, ac) = (avc(), aac());
+    let mut out = vec![];
+    let mut ai = 0i64;
+    for i in 0..150i64 {
+        let vt = i * 1000 / 30;
+        loop {
+            let at = ai * 1024 * 1000 / 44_100;
+            if at > vt {
+                break;
+            }
+            out.extend(p.push(a, event(at, true, &ac, 0, wall)));
+            ai += 1;
+        }
+        let mut ev = event(vt, i % 30 == 0, &vc, 0, wall);
+        ev.frame.pts = ev.frame.dts + MediaTime::new(6006, Timescale::MPEG);
+        out.extend(p.push(v, ev));
+    }
+    let dated = |track: usize, scale: f64, cts: f64| -> Vec<(u64, f64, f64)> {
+        out.iter()
+            .filter(|o| o.track == track)
+            .filter_map(|o| match &o.output {
+                SegmenterOutput::SegmentStart {
+                    msn,
+                    start,
+                    program_date_time,
+                    ..
+                } => {
+                    let date = match program_date_time.duration_since(wall) {
+                        Ok(d) => d.as_secs_f64(),
+                        Err(e) => -e.duration().as_secs_f64(),
+                    };
+                    Some((*msn, *start as f64 / scale + cts, date))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let video = dated(v, 90_000.0, 6006.0 / 90_000.0);
+    let audio = dated(a, 44_100.0, 0.0);
+    assert!(video.len() >= 4 && audio.len() >= 4, "{video:?} {audio:?}");
+    let mut compared = 0;
+    for (msn, v_pts, v_date) in &video {
+        let Some((_, a_pts, a_date)) = audio.iter().find(|s| s.0 == *msn) else {
+            continue;
+        };
+        let by_date = a_date - v_date;
+        let by_pts = a_pts - v_pts;
+        // Within the dates' millisecond, and never later.
+        assert!(
+            by_date <= by_pts + 1e-9 && by_date > by_pts - 0.002,
+            "segment {msn}: audio starts {by_pts:.5} s after video by time, {by_date:.5} s by date"
+        );
+        for date in [a_date, v_date] {
+            assert!(
+                (date * 1000.0 - (date * 1000.0).round()).abs() < 1e-6,
+                "{date}"
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 3, "{video:?} {audio:?}");
+
+    // The playlist's durations never exceed the media's: a player sums
+    // them to place the next segment, and the next part.
+    let r = rendition_from(&out, a, TrackKind::Audio, 44_100, 12, 0.2);
+    let ctx = MediaContext {
+        instance: "x",
+        query: UriQuery::NONE,
+        target_duration: 1,
+        part_hold_back: 0.6,
+        reports: &[],
+        ended: false,
+        skip: false,
+    };
+    let text = playlist::render_media(&r, &ctx);
+    let listed = |prefix: &str| -> Vec<f64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let exact = |msn: u64, part: Option<u32>| -> f64 {
+        out.iter()
+            .filter(|o| o.track == a)
+            .find_map(|o| match (&o.output, part) {
+                (SegmenterOutput::SegmentEnd { msn: m, duration }, None) if *m == msn => {
+                    Some(*duration as f64 / 44_100.0)
+                }
+                (
+                    SegmenterOutput::Part {
+                        msn: m,
+                        index,
+                        duration,
+                        ..
+                    },
+                    Some(i),
+                ) if *m == msn && *index == i => Some(*duration as f64 / 44_100.0),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let extinf = listed("#EXTINF:");
+    let closed: Vec<u64> = ends(&out, a, 44_100.0).iter().map(|e| e.0).collect();
+    assert_eq!(extinf.len(), closed.len(), "{text}");
+    for (d, msn) in extinf.iter().zip(&closed) {
+        let e = exact(*msn, None);
+        assert!(
+            *d <= e && e - d < 1e-5,
+            "segment {msn}: listed {d}, lasts {e}\n{text}"
+        );
+    }
+    let first_part = parts(&out, a, 44_100.0)[0];
+    let part = listed("#EXT-X-PART:DURATION=")[0];
+    let e = exact(first_part.0, Some(first_part.1));
+    assert!(
+        part <= e && e - part < 1e-5,
+        "part listed {part}, lasts {e}\n{text}"
+    );
+}
