@@ -433,6 +433,7 @@ impl Server {
                     crate::cluster::directory::Node {
                         name: config.cluster.node_name(),
                         url: config.cluster.advertise_url.clone(),
+                        public_url: config.cluster.public_url.clone(),
                     },
                     config.cluster.heartbeat,
                     shutdown.clone(),

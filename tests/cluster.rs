@@ -457,3 +457,58 @@ async fn edge_viewers_follow_the_publisher_to_another_origin() {
         "{logs}"
     );
 }
+
+/// `cluster.redirect`: a node that lacks a stream sends the viewers that
+/// can follow an HTTP redirect (LL-HLS players, WHEP clients) to the
+/// public URL of the origin that has it, and still pulls the stream for
+/// OME signalling's WebSocket, which cannot follow one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_node_sends_hls_and_whep_viewers_to_the_origin() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Node::start(dir.path(), "origin", "origin", &db, "5s", &Place::Loopback).await;
+    let edge = Node::start_env(
+        dir.path(),
+        "edge",
+        "edge",
+        &db,
+        &Place::Loopback,
+        &[("STREAMD_CLUSTER__REDIRECT", "true")],
+    )
+    .await;
+    let _publisher = origin.publish("moved", 120);
+    assert_eq!(origin.master("moved", "").await.status, 200);
+
+    // LL-HLS: a 307 to the same path and query at the origin, which no
+    // cache keeps (the stream may move), and the origin serves it.
+    let asked = "/live/moved/llhls.m3u8?player=1";
+    let r = get(&edge.url(asked)).await;
+    assert_eq!(r.status, 307, "{}", edge.logs());
+    assert_eq!(r.header("location"), Some(origin.url(asked).as_str()));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let there = get(r.header("location").unwrap()).await;
+    assert_eq!(there.status, 200);
+    assert!(there.text().starts_with("#EXTM3U"), "{}", there.text());
+    assert_eq!(edge.metric("streamd_cluster_redirects_total").await, 1.0);
+    // A name no origin lists is not found, not redirected.
+    assert_eq!(get(&edge.url("/live/nobody/llhls.m3u8")).await.status, 404);
+
+    // WHEP: the client posts its offer again at the origin, and plays.
+    let (mut whep, _) = Viewer::whep(&edge.url("/live/moved/whep"), None)
+        .await
+        .unwrap_or_else(|r| panic!("WHEP through the redirect: {} {}", r.status, r.text()));
+    assert!(whep.video_frames(30, Duration::from_secs(15)).await);
+    assert_eq!(edge.metric("streamd_cluster_redirects_total").await, 2.0);
+
+    // OME signalling: the edge pulls the stream and plays it itself...
+    let mut viewer = Viewer::connect(&edge.ws("/live/moved"), false)
+        .await
+        .expect("an offer from the edge");
+    assert!(viewer.video_frames(30, Duration::from_secs(15)).await);
+    // ...and, having it, serves LL-HLS itself rather than redirecting.
+    assert_eq!(edge.master("moved", "").await.status, 200);
+    assert_eq!(edge.metric("streamd_cluster_redirects_total").await, 2.0);
+}

@@ -51,15 +51,16 @@ async fn the_cluster_directory_runs_on_the_database_clock() {
         .as_millis() as i64;
     let clock = s.clock_ms().await.unwrap();
     assert!((clock - now).abs() < 60_000, "{clock} vs {now}");
-    s.claim_stream("live", "a", "o1", "http://o1")
+    s.claim_stream("live", "a", "o1", "http://o1", "https://o1.example")
         .await
         .unwrap();
-    s.claim_stream("live", "b", "o1", "http://o1")
+    s.claim_stream("live", "b", "o1", "http://o1", "")
         .await
         .unwrap();
     assert_eq!(s.renew_node("o1").await.unwrap().len(), 2);
     let found = s.locate_stream("live", "a", 5000).await.unwrap().unwrap();
     assert_eq!(found.node, "o1");
+    assert_eq!(found.public_url, "https://o1.example");
     // An expiry of 0 ms finds nothing renewed before this instant.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(s.locate_stream("live", "a", 0).await.unwrap(), None);

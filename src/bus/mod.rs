@@ -33,7 +33,7 @@ pub use broadcast::{
 };
 pub use catalog::{Catalog, VideoEntry};
 pub use path::{PathError, StreamPath};
-pub use registry::{DEMAND_WAIT, Demand, PublishError, Registry};
+pub use registry::{DEMAND_WAIT, Demand, Located, PublishError, Registry, Supply};
 pub use track::{
     FrameEvent, Retention, StartAt, TrackConsumer, TrackEvent, TrackProducer, TryNext, WriteError,
 };

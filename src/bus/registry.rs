@@ -21,15 +21,37 @@ const ANNOUNCE_CAPACITY: usize = 256;
 /// brought here (see [`Registry::find`]).
 pub const DEMAND_WAIT: Duration = Duration::from_secs(5);
 
-/// A viewer wants `path`, which is not here. The handler answers `true`
-/// once the broadcast is in the registry, `false` when it cannot be had.
+/// A viewer wants `path`, which is not here. The handler answers once the
+/// broadcast is in the registry, or where else it is, or that it cannot be
+/// had.
 #[derive(Debug)]
 pub struct Demand {
     pub path: StreamPath,
     /// The viewer's address, when known: one client may not keep the
     /// handler busy with names nobody publishes.
     pub client: Option<std::net::IpAddr>,
-    pub reply: oneshot::Sender<bool>,
+    /// The viewer can be sent elsewhere (an HTTP redirect: LL-HLS, WHEP;
+    /// not OME signalling's WebSocket).
+    pub may_redirect: bool,
+    pub reply: oneshot::Sender<Supply>,
+}
+
+/// A demand handler's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Supply {
+    /// The broadcast is in the registry now.
+    Here,
+    /// Viewers get it from another node: its public base URL.
+    Elsewhere(String),
+    /// It cannot be had.
+    Absent,
+}
+
+/// Where a viewer's stream is.
+pub enum Located {
+    Here(BroadcastConsumer),
+    /// At another node, whose public base URL this is.
+    Elsewhere(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -231,8 +253,22 @@ impl Registry {
         path: &StreamPath,
         client: Option<std::net::IpAddr>,
     ) -> Option<BroadcastConsumer> {
+        match self.locate(path, client, false).await? {
+            Located::Here(b) => Some(b),
+            Located::Elsewhere(_) => None,
+        }
+    }
+
+    /// As [`find`](Self::find), for a viewer that can follow a redirect:
+    /// the demand handler may answer where else the stream is.
+    pub async fn locate(
+        &self,
+        path: &StreamPath,
+        client: Option<std::net::IpAddr>,
+        may_redirect: bool,
+    ) -> Option<Located> {
         if let Some(b) = self.get(path) {
-            return Some(b);
+            return Some(Located::Here(b));
         }
         let demand = self
             .inner
@@ -246,11 +282,13 @@ impl Registry {
             .try_send(Demand {
                 path: path.clone(),
                 client,
+                may_redirect,
                 reply,
             })
             .ok()?;
         match tokio::time::timeout(DEMAND_WAIT, answer).await {
-            Ok(Ok(true)) => self.get(path),
+            Ok(Ok(Supply::Here)) => self.get(path).map(Located::Here),
+            Ok(Ok(Supply::Elsewhere(url))) if may_redirect => Some(Located::Elsewhere(url)),
             _ => None,
         }
     }

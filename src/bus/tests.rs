@@ -633,9 +633,11 @@ async fn find_asks_the_demand_handler_for_what_is_not_here() {
             while let Some(d) = rx.recv().await {
                 if d.path.stream() == "here" {
                     held.push(reg.relay(d.path.clone()).unwrap());
-                    let _ = d.reply.send(true);
+                    let _ = d.reply.send(Supply::Here);
+                } else if d.path.stream() == "there" && d.may_redirect {
+                    let _ = d.reply.send(Supply::Elsewhere("https://o2.example".into()));
                 } else {
-                    let _ = d.reply.send(false);
+                    let _ = d.reply.send(Supply::Absent);
                 }
             }
             held.len()
@@ -644,6 +646,12 @@ async fn find_asks_the_demand_handler_for_what_is_not_here() {
     let b = reg.find(&path("here"), None).await.expect("brought here");
     assert!(b.relayed());
     assert!(reg.find(&path("nowhere"), None).await.is_none());
+    // Elsewhere: said only to a viewer that can follow a redirect.
+    assert!(matches!(
+        reg.locate(&path("there"), None, true).await,
+        Some(Located::Elsewhere(u)) if u == "https://o2.example"
+    ));
+    assert!(reg.find(&path("there"), None).await.is_none());
     // Found locally: the handler is not asked again.
     assert!(reg.find(&path("here"), None).await.is_some());
     drop(reg);

@@ -17,6 +17,8 @@ pub struct Node {
     pub name: String,
     /// Where other nodes reach its HTTP listener.
     pub url: String,
+    /// Where viewers reach it (empty: not said).
+    pub public_url: String,
 }
 
 /// Runs until `shutdown`, then releases what it claimed.
@@ -92,7 +94,13 @@ pub async fn announce(
         };
         for path in fresh {
             if let Err(e) = store
-                .claim_stream(path.app(), path.stream(), &node.name, &node.url)
+                .claim_stream(
+                    path.app(),
+                    path.stream(),
+                    &node.name,
+                    &node.url,
+                    &node.public_url,
+                )
                 .await
             {
                 errors.push(e.to_string());

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use super::wire::{PulledFrame, StreamInfo, TrackReader};
 use crate::bus::{
-    BroadcastStatus, Demand, Frame, PublishError, Registry, StreamPath, TrackProducer,
+    BroadcastStatus, Demand, Frame, PublishError, Registry, StreamPath, Supply, TrackProducer,
 };
 use crate::config::ClusterConfig;
 use crate::http::client::HttpsClient;
@@ -54,6 +54,9 @@ const MAX_PULLS: usize = 1000;
 const MAX_LOOKUPS_PER_CLIENT: usize = 16;
 /// The largest description taken from an origin.
 const MAX_DESCRIPTION: usize = 1 << 20;
+/// Directory lookups for redirects under way at once, at most; past it a
+/// viewer's demand is pulled as without `cluster.redirect`.
+const MAX_REDIRECT_LOOKUPS: usize = 64;
 /// A relay that ran this long was a success: losing it starts a new grace.
 const RELAY_OK: Duration = Duration::from_secs(5);
 
@@ -94,6 +97,9 @@ impl Edge {
         // Each pull: its state, when it started, and the address whose
         // request started it.
         let mut pulls: HashMap<StreamPath, Pull> = HashMap::new();
+        // Demands a redirect lookup handed back to be pulled.
+        let (to_pull, mut handed_back) = mpsc::channel::<Demand>(MAX_REDIRECT_LOOKUPS);
+        let lookups = Arc::new(Semaphore::new(MAX_REDIRECT_LOOKUPS));
         loop {
             let demand = tokio::select! {
                 _ = shutdown.wait() => return,
@@ -101,7 +107,23 @@ impl Edge {
                     Some(d) => d,
                     None => return,
                 },
+                Some(d) = handed_back.recv() => d,
             };
+            // Sent to the origin's public URL, when it has one, rather than
+            // pulled here (a pull already under way is served here).
+            if demand.may_redirect
+                && self.config.redirect
+                && !pulls.contains_key(&demand.path)
+                && let Ok(permit) = lookups.clone().try_acquire_owned()
+            {
+                let edge = self.clone();
+                let to_pull = to_pull.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    edge.redirect_or_pull(demand, &to_pull).await;
+                });
+                continue;
+            }
             let now = Instant::now();
             pulls.retain(|_, p| match *p.state.borrow() {
                 PullState::Gone => now.duration_since(p.since) < NOT_FOUND_FOR,
@@ -110,7 +132,7 @@ impl Edge {
             let state = match pulls.get(&demand.path) {
                 Some(p) => p.state.clone(),
                 None if pulls.len() >= MAX_PULLS => {
-                    let _ = demand.reply.send(false);
+                    let _ = demand.reply.send(Supply::Absent);
                     continue;
                 }
                 None if demand.client.is_some_and(|c| {
@@ -122,7 +144,7 @@ impl Edge {
                 }) =>
                 {
                     metrics::counter!("streamd_cluster_lookups_refused_total").increment(1);
-                    let _ = demand.reply.send(false);
+                    let _ = demand.reply.send(Supply::Absent);
                     continue;
                 }
                 None => {
@@ -159,8 +181,35 @@ impl Edge {
                     }
                     () = reply.closed() => return,
                 };
-                let _ = reply.send(ok);
+                let _ = reply.send(if ok { Supply::Here } else { Supply::Absent });
             });
+        }
+    }
+
+    /// Answers `demand` with its origin's public URL when the directory
+    /// lists one (and it is not this node); a stream listed without one,
+    /// or a directory that cannot be read, goes back to be pulled.
+    async fn redirect_or_pull(&self, mut demand: Demand, to_pull: &mpsc::Sender<Demand>) {
+        let expiry = i64::try_from(self.config.expiry.as_millis()).unwrap_or(i64::MAX);
+        let found = self
+            .store
+            .locate_stream(demand.path.app(), demand.path.stream(), expiry)
+            .await;
+        match found {
+            Ok(Some(o)) if o.node != self.node && !o.public_url.is_empty() => {
+                metrics::counter!("streamd_cluster_redirects_total").increment(1);
+                let url = o.public_url.trim_end_matches('/').to_owned();
+                let _ = demand.reply.send(Supply::Elsewhere(url));
+            }
+            Ok(None) => {
+                let _ = demand.reply.send(Supply::Absent);
+            }
+            Ok(Some(_)) | Err(_) => {
+                demand.may_redirect = false;
+                if let Err(e) = to_pull.try_send(demand) {
+                    let _ = e.into_inner().reply.send(Supply::Absent);
+                }
+            }
         }
     }
 

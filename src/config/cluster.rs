@@ -31,6 +31,15 @@ pub struct ClusterConfig {
     /// How other nodes reach this node's HTTP listener
     /// (`http://10.0.0.5:8080`; a Pod's address). Needed on an origin.
     pub advertise_url: String,
+    /// How viewers reach this node (`https://origin-1.example.com`), told
+    /// to nodes that redirect viewers here; empty: they pull instead.
+    pub public_url: String,
+    /// A viewer asking this node for a stream it lacks is sent (HTTP 307)
+    /// to the `public_url` of the origin that has it, instead of this
+    /// node pulling the stream. Only LL-HLS and WHEP can follow: OME
+    /// signalling (a WebSocket), and a stream whose origin has no
+    /// `public_url`, are still pulled.
+    pub redirect: bool,
     /// The credential nodes show each other on pulls (`Authorization:
     /// Bearer …`); the same on every node, at least 32 characters.
     pub secret: String,
@@ -53,6 +62,8 @@ impl Default for ClusterConfig {
             role: Role::Standalone,
             node: String::new(),
             advertise_url: String::new(),
+            public_url: String::new(),
+            redirect: false,
             secret: String::new(),
             heartbeat: Duration::from_secs(2),
             expiry: Duration::from_secs(6),
@@ -92,6 +103,14 @@ impl ClusterConfig {
             return invalid(
                 "cluster.advertise_url",
                 "an origin needs the http(s):// URL other nodes reach it at".into(),
+            );
+        }
+        if !self.public_url.is_empty()
+            && (!super::is_http_url(&self.public_url) || self.public_url.contains(['?', '#']))
+        {
+            return invalid(
+                "cluster.public_url",
+                "must be the http(s):// URL viewers reach this node at, without a query".into(),
             );
         }
         if !database_url.starts_with("postgres") {

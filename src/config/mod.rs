@@ -428,6 +428,16 @@ mod tests {
                 "[whip]\nkeyframe_interval = \"100ms\"",
                 "whip.keyframe_interval",
             ),
+            (
+                "[database]\nurl = \"postgres://u@db/s\"\n[cluster]\nrole = \"edge\"\n\
+                 secret = \"0123456789abcdef0123456789abcdef\"\npublic_url = \"ftp://x\"",
+                "cluster.public_url",
+            ),
+            (
+                "[database]\nurl = \"postgres://u@db/s\"\n[cluster]\nrole = \"edge\"\n\
+                 secret = \"0123456789abcdef0123456789abcdef\"\npublic_url = \"https://x/?a=1\"",
+                "cluster.public_url",
+            ),
         ] {
             let err = Config::parse(text).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");

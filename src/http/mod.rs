@@ -273,6 +273,26 @@ pub fn is_sdp(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
 }
 
+/// Sends a viewer to the same path and query at `base`, another node's
+/// public URL (`cluster.redirect`): a 307, so a WHEP offer is posted
+/// again there, and not stored by a cache (the stream may move).
+pub fn redirect_elsewhere(base: &str, path_and_query: &str) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let location = format!("{}{path_and_query}", base.trim_end_matches('/'));
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [
+                (header::LOCATION, v),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
 /// The `token` parameter of a query string.
 pub fn token_param(query: Option<&str>) -> Option<&str> {
     query_param(query, "token")

@@ -27,7 +27,7 @@ use super::playlist::{UriQuery, advance_part_limit};
 use super::request::{Directives, File, parse_directives, parse_file};
 use super::store::{OutputState, Outputs, StreamOutput};
 use crate::auth::{AccessRequest, AuthError, Client, Protocol, Refusal};
-use crate::bus::{Registry, StreamPath, TrackKind};
+use crate::bus::{Located, Registry, StreamPath, TrackKind};
 
 /// How long a request for a stream that exists but has no complete segment
 /// yet is held before a 503.
@@ -160,8 +160,14 @@ async fn serve(
             return refused(Refusal::Auth(e));
         }
         let client = Client::of(&req).ip();
-        if state.registry.find(&path, client).await.is_none() {
-            return error(StatusCode::NOT_FOUND, "no such stream");
+        match state.registry.locate(&path, client, true).await {
+            Some(Located::Here(_)) => {}
+            // The cluster sends viewers to the node that has it.
+            Some(Located::Elsewhere(base)) => {
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                return crate::http::redirect_elsewhere(&base, target);
+            }
+            None => return error(StatusCode::NOT_FOUND, "no such stream"),
         }
     }
     let private = if from_cache {

@@ -18,6 +18,9 @@ pub struct StreamOrigin {
     pub node: String,
     /// The origin's HTTP base URL (`cluster.advertise_url`).
     pub url: String,
+    /// Where viewers reach the origin (`cluster.public_url`; empty: not
+    /// said), for a node that redirects them.
+    pub public_url: String,
 }
 
 impl Store {
@@ -28,12 +31,14 @@ impl Store {
         stream: &str,
         node: &str,
         url: &str,
+        public_url: &str,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO cluster_streams (app, stream, node, url, heartbeat_at) \
-             VALUES ($1, $2, $3, $4, {}) \
+            "INSERT INTO cluster_streams (app, stream, node, url, public_url, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, {}) \
              ON CONFLICT (app, stream) DO UPDATE SET \
-             node = excluded.node, url = excluded.url, heartbeat_at = excluded.heartbeat_at",
+             node = excluded.node, url = excluded.url, public_url = excluded.public_url, \
+             heartbeat_at = excluded.heartbeat_at",
             self.db_now_ms()
         );
         sqlx::query(&sql)
@@ -41,6 +46,7 @@ impl Store {
             .bind(stream)
             .bind(node)
             .bind(url)
+            .bind(public_url)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -103,7 +109,7 @@ impl Store {
         expiry_ms: i64,
     ) -> Result<Option<StreamOrigin>, StoreError> {
         let sql = format!(
-            "SELECT node, url FROM cluster_streams \
+            "SELECT node, url, public_url FROM cluster_streams \
              WHERE app = $1 AND stream = $2 AND heartbeat_at >= {} - $3",
             self.db_now_ms()
         );
@@ -117,6 +123,7 @@ impl Store {
             Some(r) => Some(StreamOrigin {
                 node: r.try_get("node")?,
                 url: r.try_get("url")?,
+                public_url: r.try_get("public_url")?,
             }),
             None => None,
         })
@@ -133,24 +140,25 @@ mod tests {
         let url = format!("sqlite://{}/streamd.db?mode=rwc", dir.path().display());
         let s = Store::open(&url).await.unwrap();
         assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), None);
-        s.claim_stream("live", "a", "o1", "http://o1")
+        s.claim_stream("live", "a", "o1", "http://o1", "")
             .await
             .unwrap();
         let o1 = StreamOrigin {
             node: "o1".into(),
             url: "http://o1".into(),
+            public_url: String::new(),
         };
         assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), Some(o1));
         // The publisher moved to o2: its claim replaces o1's, and o1's
         // release (its stream ended later) leaves o2's row alone.
-        s.claim_stream("live", "a", "o2", "http://o2")
+        s.claim_stream("live", "a", "o2", "http://o2", "")
             .await
             .unwrap();
         s.release_stream("live", "a", "o1").await.unwrap();
         let found = s.locate_stream("live", "a", 5000).await.unwrap().unwrap();
         assert_eq!(found.node, "o2");
         // One statement renews every row a node holds, and only its own.
-        s.claim_stream("live", "b", "o2", "http://o2")
+        s.claim_stream("live", "b", "o2", "http://o2", "")
             .await
             .unwrap();
         let mut held = s.renew_node("o2").await.unwrap();
@@ -168,7 +176,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.locate_stream("live", "a", 5000).await.unwrap(), None);
         assert_eq!(s.release_node("o2").await.unwrap(), 1);
-        s.claim_stream("live", "a", "o2", "http://o2")
+        s.claim_stream("live", "a", "o2", "http://o2", "")
             .await
             .unwrap();
         s.release_stream("live", "a", "o2").await.unwrap();
@@ -182,7 +190,7 @@ mod tests {
         let s = Store::open(&url).await.unwrap();
         let clock = s.clock_ms().await.unwrap();
         assert!((clock - crate::store::now_ms()).abs() < 60_000, "{clock}");
-        s.claim_stream("live", "a", "o1", "http://o1")
+        s.claim_stream("live", "a", "o1", "http://o1", "")
             .await
             .unwrap();
         let beat: i64 = sqlx::query("SELECT heartbeat_at FROM cluster_streams")

@@ -64,6 +64,8 @@ const MIGRATIONS: &[&str] = &[
         heartbeat_at BIGINT NOT NULL,
         PRIMARY KEY (app, stream)
     )",
+    // Where viewers reach an origin, for nodes that redirect them.
+    "ALTER TABLE cluster_streams ADD COLUMN public_url TEXT NOT NULL DEFAULT ''",
 ];
 
 /// How long a looked-up stream is trusted before asking the database

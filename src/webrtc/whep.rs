@@ -23,7 +23,7 @@ use super::SfuError;
 use super::sfu::{CloseReason, JoinRequest, ViewerEvent, ViewerId};
 use super::ws::{Signalling, ready_plan};
 use crate::auth::{AccessRequest, Client, Protocol, Refusal};
-use crate::bus::StreamPath;
+use crate::bus::{Located, StreamPath};
 use crate::http::sdp::{self, IceAnswer, IceChange, PatchError};
 use str0m::IceCreds;
 
@@ -181,6 +181,10 @@ async fn play(
     RawQuery(query): RawQuery,
     req: Request,
 ) -> Response {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
     let sdp::Offer {
         headers,
         peer: addr,
@@ -232,6 +236,13 @@ async fn play(
             return error(status, format!("playback refused: {refusal}"));
         }
     };
+    // The cluster sends viewers to the node that has the stream: the
+    // client posts its offer again there.
+    if w.s.registry.get(&path).is_none()
+        && let Some(Located::Elsewhere(base)) = w.s.registry.locate(&path, client, true).await
+    {
+        return crate::http::redirect_elsewhere(&base, &target);
+    }
     let Some((broadcast, plan)) = ready_plan(&w.s.registry, &path, client).await else {
         return error(
             StatusCode::NOT_FOUND,

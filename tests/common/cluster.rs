@@ -177,7 +177,7 @@ impl Node {
                  [record]\nenabled = false\n\
                  [database]\ndata_dir = \"{}\"\nurl = \"{database}\"\n\
                  [cluster]\nrole = \"{role}\"\nnode = \"{name}\"\n\
-                 advertise_url = \"http://{http}\"\nsecret = \"{CLUSTER_SECRET}\"\n\
+                 advertise_url = \"http://{http}\"\npublic_url = \"http://{http}\"\nsecret = \"{CLUSTER_SECRET}\"\n\
                  heartbeat = \"500ms\"\nexpiry = \"2s\"\nidle_timeout = \"3s\"\n",
                 data.display()
             ),

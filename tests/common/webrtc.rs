@@ -159,7 +159,16 @@ impl Viewer {
         if let Some(a) = &auth {
             headers.push(("authorization", a.as_str()));
         }
-        let r = super::request_with("POST", url, &headers, offer.to_sdp_string()).await;
+        let mut r = super::request_with("POST", url, &headers, offer.to_sdp_string()).await;
+        // A cluster node may send the client to the node that has the
+        // stream: a 307, after which the offer is posted again there.
+        if r.status == 307 {
+            let there = r
+                .header("location")
+                .expect("a redirect's Location")
+                .to_owned();
+            r = super::request_with("POST", &there, &headers, offer.to_sdp_string()).await;
+        }
         if r.status != 201 {
             return Err(r);
         }
