@@ -25,8 +25,11 @@
 //! `WEBRTC_LOAD_STEPS=400,800` ramps through those counts only, and
 //! `WEBRTC_LOAD_SECONDS=30` measures each step that long (8 s by default).
 //! `WEBRTC_LOAD_ONLY=janus` (or `streamd`) runs one side only,
-//! `WEBRTC_LOAD_RENDITION=abr` (or `720p`) the renditions so named, and
-//! `WEBRTC_LOAD_JANUS=LOOPS,HELPERS` gives Janus other thread counts.
+//! `WEBRTC_LOAD_RENDITION=abr` (or `720p`) the renditions so named (a
+//! whole name, `600 kbps 360p`, that one alone), and
+//! `WEBRTC_LOAD_JANUS=LOOPS,HELPERS` gives Janus other thread counts, and
+//! `WEBRTC_LOAD_THREADS=2` runs the load viewers on two threads (one by
+//! default).
 //!
 //! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
 
@@ -100,10 +103,20 @@ struct Ramp {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // WEBRTC_LOAD_THREADS=2 runs the load viewers on two threads; by
+    // default they share one, so their handshakes at a join are done in turn.
+    let threads: usize = std::env::var("WEBRTC_LOAD_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut builder = if threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = builder.enable_all().build().unwrap();
     let renditions = [
         Rendition {
             name: "600 kbps 360p",
@@ -141,10 +154,18 @@ fn main() {
         let rendition = std::env::var("WEBRTC_LOAD_RENDITION")
             .unwrap_or_default()
             .to_lowercase();
-        for r in renditions
+        // A name given whole picks that rendition alone.
+        let exact = renditions
             .iter()
-            .filter(|r| r.name.to_lowercase().contains(&rendition))
-        {
+            .any(|r| r.name.to_lowercase() == rendition);
+        for r in renditions.iter().filter(|r| {
+            let name = r.name.to_lowercase();
+            if exact {
+                name == rendition
+            } else {
+                name.contains(&rendition)
+            }
+        }) {
             let ours = wanted(Server::Streamd)
                 .then(|| rt.block_on(ramp(Server::Streamd, r, &steps, seconds, false)));
             // Janus's streaming plugin has no ABR: it is the baseline of
