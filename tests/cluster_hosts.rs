@@ -5,7 +5,8 @@
 //! plays on both edges and OvenPlayer (Chromium) on one; hls.js plays
 //! through the cache; one edge is partitioned from the origin for 10 s;
 //! a private stream is refused without its token on the edges and at the
-//! cache. A second test puts 5% loss each way on an edge's link (iptables'
+//! cache; the origin's host dies and the publisher returns on a second
+//! origin's host, where both edges find it. A second test puts 5% loss each way on an edge's link (iptables'
 //! random match: this kernel has no netem) and checks that its viewers'
 //! losses are repaired (NACK, RTX). A third puts an edge 100 ms each way
 //! from its origin (a delaying relay) and checks it serves every frame.
@@ -98,9 +99,11 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     let edge1_at = hosts.add("e1", 2);
     let edge2_at = hosts.add("e2", 3);
     let cache_at = hosts.add("ca", 4);
+    let origin2_at = hosts.add("o2", 5);
     let (db, _relay) = database_on(&hosts, &db).await;
 
-    let origin = Node::start(dir.path(), "origin", "origin", &db, "30s", &origin_at).await;
+    let mut origin = Node::start(dir.path(), "origin", "origin", &db, "30s", &origin_at).await;
+    let origin2 = Node::start(dir.path(), "origin2", "origin", &db, "30s", &origin2_at).await;
     let edge1 = Node::start(dir.path(), "edge1", "edge", &db, "30s", &edge1_at).await;
     let edge2 = Node::start(dir.path(), "edge2", "edge", &db, "30s", &edge2_at).await;
     let Place::Host {
@@ -238,7 +241,7 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
     // A private stream: refused without its token, or with a bogus one, on
     // both edges and at the cache; served with it.
     let (id, key, token) = origin.private_stream().await;
-    let _private = origin.publish(&format!("{id}?key={key}"), 60);
+    let private = origin.publish(&format!("{id}?key={key}"), 60);
     for (at, base, logs) in [
         ("edge 1", edge1.url(""), edge1.log.clone()),
         ("edge 2", edge2.url(""), edge2.log.clone()),
@@ -266,6 +269,57 @@ async fn an_origin_two_edges_and_a_cache_on_several_hosts() {
             "{at}"
         );
     }
+    drop(private);
+
+    // The origin host dies with its publisher: both edges' viewers get
+    // nothing new; the publisher comes back on the second origin's host,
+    // and the edges find it there and their viewers play on.
+    let mut publisher = origin.publish("kx", 180);
+    assert_eq!(origin.master("kx", "").await.status, 200);
+    let mut v1 = viewer(&hosts, &edge1.ws("/live/kx")).await;
+    let mut v2 = viewer(&hosts, &edge2.ws("/live/kx")).await;
+    assert!(v1.video_frames(30, Duration::from_secs(15)).await);
+    assert!(v2.video_frames(30, Duration::from_secs(15)).await);
+    origin.child.start_kill().unwrap();
+    let _ = origin.child.wait().await;
+    let _ = publisher.start_kill();
+    let _ = publisher.wait().await;
+    for (at, v, edge) in [("edge 1", &mut v1, &edge1), ("edge 2", &mut v2, &edge2)] {
+        let mut times = Vec::new();
+        v.run_until(Duration::from_secs(4), |ev| {
+            if let ViewerEvent::Video { rtp_time, .. } = ev {
+                times.push(*rtp_time);
+            }
+            false
+        })
+        .await;
+        // What was in flight arrives; no new media follows (at most 2 s of
+        // media time in 4 s).
+        let media_ms = match (times.first(), times.last()) {
+            (Some(a), Some(b)) => b.saturating_sub(*a) / 90,
+            _ => 0,
+        };
+        assert!(
+            media_ms < 2000,
+            "{at}: {media_ms} ms of media after its origin died\n{}",
+            edge.logs()
+        );
+    }
+    let _publisher = origin2.publish("kx", 120);
+    for (at, v, edge) in [("edge 1", &mut v1, &edge1), ("edge 2", &mut v2, &edge2)] {
+        assert!(
+            v.video_frames(60, Duration::from_secs(30)).await,
+            "{at}'s viewer did not continue from the second origin: {}",
+            edge.logs()
+        );
+        assert!(
+            edge.logs().contains("origin=origin2"),
+            "{at}: {}",
+            edge.logs()
+        );
+    }
+    v1.stop().await;
+    v2.stop().await;
 }
 
 /// An edge whose link loses 5% of its packets each way (iptables' random
