@@ -574,6 +574,34 @@ fn parts(out: &[Output], track: usize, timescale: f64) -> Vec<(u64, u32, f64, bo
         .collect()
 }
 
+/// Pushes `frames` video frames at 30 fps from 0 with 44.1 kHz AAC
+/// interleaved by time, as RTMP delivers them: `audio(ms)` makes each
+/// audio frame (`None`: not sent), `video(i, ms)` each video frame.
+fn interleave(
+    p: &mut StreamPackager,
+    (v, a): (usize, usize),
+    frames: i64,
+    mut audio: impl FnMut(i64) -> Option<FrameEvent>,
+    mut video: impl FnMut(i64, i64) -> FrameEvent,
+    out: &mut Vec<Output>,
+) {
+    let mut ai = 0i64;
+    for i in 0..frames {
+        let vt = i * 1000 / 30;
+        loop {
+            let at = ai * 1024 * 1000 / 44_100;
+            if at > vt {
+                break;
+            }
+            if let Some(ev) = audio(at) {
+                out.extend(p.push(a, ev));
+            }
+            ai += 1;
+        }
+        out.extend(p.push(v, video(i, vt)));
+    }
+}
+
 /// Feeds video at 30 fps from `start_ms` for `ms`, keyframes per `key`, with
 /// audio interleaved.
 fn feed_custom(
@@ -647,21 +675,14 @@ fn audio_media_sequence_numbers_never_skip() {
     let (vc, ac) = (avc(), aac());
     let mut out = vec![];
     // 8 s of video; audio stops for 3 s in the middle.
-    let mut ai = 0i64;
-    for i in 0..240i64 {
-        let vt = i * 1000 / 30;
-        loop {
-            let at = ai * 1024 * 1000 / 44_100;
-            if at > vt {
-                break;
-            }
-            if !(2000..5000).contains(&at) {
-                out.extend(p.push(a, event(at, true, &ac, 0, wall)));
-            }
-            ai += 1;
-        }
-        out.extend(p.push(v, event(vt, i % 30 == 0, &vc, 0, wall)));
-    }
+    interleave(
+        &mut p,
+        (v, a),
+        240,
+        |at| (!(2000..5000).contains(&at)).then(|| event(at, true, &ac, 0, wall)),
+        |i, vt| event(vt, i % 30 == 0, &vc, 0, wall),
+        &mut out,
+    );
     let audio: Vec<u64> = starts(&out, a).iter().map(|s| s.0).collect();
     for w in audio.windows(2) {
         assert_eq!(w[1], w[0] + 1, "audio numbers skip: {audio:?}");
@@ -1012,21 +1033,18 @@ fn segment_dates_follow_presentation_time_on_every_track() {
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let (vc, ac) = (avc(), aac());
     let mut out = vec![];
-    let mut ai = 0i64;
-    for i in 0..150i64 {
-        let vt = i * 1000 / 30;
-        loop {
-            let at = ai * 1024 * 1000 / 44_100;
-            if at > vt {
-                break;
-            }
-            out.extend(p.push(a, event(at, true, &ac, 0, wall)));
-            ai += 1;
-        }
-        let mut ev = event(vt, i % 30 == 0, &vc, 0, wall);
-        ev.frame.pts = ev.frame.dts + MediaTime::new(6006, Timescale::MPEG);
-        out.extend(p.push(v, ev));
-    }
+    interleave(
+        &mut p,
+        (v, a),
+        150,
+        |at| Some(event(at, true, &ac, 0, wall)),
+        |i, vt| {
+            let mut ev = event(vt, i % 30 == 0, &vc, 0, wall);
+            ev.frame.pts = ev.frame.dts + MediaTime::new(6006, Timescale::MPEG);
+            ev
+        },
+        &mut out,
+    );
     let dated = |track: usize, scale: f64, cts: f64| -> Vec<(u64, f64, f64)> {
         out.iter()
             .filter(|o| o.track == track)
