@@ -280,6 +280,19 @@ fn rendition_from(
     r
 }
 
+/// A live playlist's context: target duration 1 s, no reports, no skip.
+fn live_context() -> MediaContext<'static> {
+    MediaContext {
+        instance: "x",
+        query: UriQuery::NONE,
+        target_duration: 1,
+        part_hold_back: 0.6,
+        reports: &[],
+        ended: false,
+        skip: false,
+    }
+}
+
 fn segments(text: &str) -> Vec<(u64, String)> {
     let pl = Playlist::from_reader(text.as_bytes()).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
     pl.media_segments()
@@ -400,15 +413,7 @@ fn discontinuity_sequence_counts_from_the_first_listed_segment() {
     out.extend(p.interrupt(a));
     feed(&mut p, v, a, 0, 4, 1, &mut out);
     let pt = p.segmenter(v).part_target_secs().unwrap();
-    let ctx = MediaContext {
-        instance: "x",
-        query: UriQuery::NONE,
-        target_duration: 1,
-        part_hold_back: 0.6,
-        reports: &[],
-        ended: false,
-        skip: false,
-    };
+    let ctx = live_context();
     // Keep 4 segments: the playlist holds seg 2 (session 0) then the
     // discontinuity.
     let r = rendition_from(&out, v, TrackKind::Video, 90_000, 4, pt);
@@ -1093,15 +1098,7 @@ fn segment_dates_follow_presentation_time_on_every_track() {
     // The playlist's durations never exceed the media's: a player sums
     // them to place the next segment, and the next part.
     let r = rendition_from(&out, a, TrackKind::Audio, 44_100, 12, 0.2);
-    let ctx = MediaContext {
-        instance: "x",
-        query: UriQuery::NONE,
-        target_duration: 1,
-        part_hold_back: 0.6,
-        reports: &[],
-        ended: false,
-        skip: false,
-    };
+    let ctx = live_context();
     let text = playlist::render_media(&r, &ctx);
     let listed = |prefix: &str| -> Vec<f64> {
         text.lines()
