@@ -493,9 +493,13 @@ impl StreamPackager {
         // players place it by (for video that reorders, after its decode
         // time), from the decode time it is written with (for audio, counted
         // in samples, not the publisher's rounded timestamp).
-        let presented = MediaTime::new(dts.saturating_add(composition_offset), scale);
         let program_date_time = match self.session.as_mut() {
-            Some(s) => whole_millis(s.date(ev.frame.wallclock, presented), t.kind),
+            Some(s) => {
+                let decoded_at = s.date(ev.frame.wallclock, MediaTime::new(dts, scale));
+                let reorder = nanos(MediaTime::new(composition_offset, scale));
+                let presented_at = offset_nanos(decoded_at, reorder).unwrap_or(decoded_at);
+                whole_millis(presented_at, t.kind)
+            }
             None => ev.frame.wallclock,
         };
 

@@ -1094,6 +1094,15 @@ fn segment_dates_follow_presentation_time_on_every_track() {
         compared += 1;
     }
     assert!(compared >= 3, "{video:?} {audio:?}");
+    // Each date is the ingest clock's at the sample's decode, plus its
+    // reordering: with the publisher's clock the ingest clock here, the
+    // date and the presentation time agree, to the millisecond.
+    for (msn, time, date) in video.iter().chain(&audio) {
+        assert!(
+            (date - time).abs() < 0.001,
+            "segment {msn}: at {time} dated {date}"
+        );
+    }
 
     // The playlist's durations never exceed the media's: a player sums
     // them to place the next segment, and the next part.
