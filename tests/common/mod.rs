@@ -162,6 +162,16 @@ impl TestServer {
         metric(&self.url("/metrics"), name).await
     }
 
+    /// Waits up to `timeout` until `f` holds for metric `name`; its value.
+    pub async fn metric_reaches(
+        &self,
+        name: &str,
+        timeout: Duration,
+        f: impl Fn(f64) -> bool,
+    ) -> f64 {
+        metric_reaches(&self.url("/metrics"), name, timeout, f).await
+    }
+
     pub fn transcoders(&self) -> &std::sync::Arc<streamd::transcode::Transcoders> {
         &self.transcoders
     }
@@ -862,6 +872,24 @@ pub async fn metric(url: &str, name: &str) -> f64 {
         .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
         .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
         .sum()
+}
+
+/// Polls metric `name` at `url` until `f` holds for it or `timeout` passes;
+/// its last value (the caller asserts on it).
+pub async fn metric_reaches(
+    url: &str,
+    name: &str,
+    timeout: Duration,
+    f: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let v = metric(url, name).await;
+        if f(v) || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A fresh database on the test server, and its URL; None without one.
