@@ -869,6 +869,10 @@ async fn chromium_publishes_over_ice_tcp() {
     // An ICE restart over TCP: a new connection with the new ufrag.
     let restart = &r["restart"];
     assert_eq!(restart["status"], 200, "{restart}");
+    assert!(
+        restart["after"].is_string() && restart["after"] != restart["before"],
+        "the restart made a new pair: {restart}"
+    );
     assert_eq!(restart["pairState"], "succeeded", "{restart}");
     assert!(
         restart["packetsAfter"].as_u64().unwrap_or(0) > 0,

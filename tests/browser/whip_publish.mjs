@@ -243,12 +243,15 @@ try {
       }
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
       const t0 = performance.now();
+      // The new pair is selected, then its checks succeed: a pair can be
+      // selected while its state still reads in-progress.
+      let pair;
       while (performance.now() - t0 < 10000) {
         out.after = await selected();
-        if (out.after && out.after !== before) break;
+        pair = out.after ? (await pc.getStats()).get(out.after) : undefined;
+        if (out.after && out.after !== before && pair?.state === 'succeeded') break;
         await new Promise((res) => setTimeout(res, 200));
       }
-      const pair = (await pc.getStats()).get(out.after);
       out.pairState = pair?.state;
       out.responsesReceived = pair?.responsesReceived;
       out.restartMs = Math.round(performance.now() - t0);
