@@ -6,7 +6,6 @@ use crate::crypto::dtls::{KeyingMaterial, SrtpProfile};
 use crate::crypto::{AeadAes128Gcm, AeadAes256Gcm, Aes128CmSha1_80};
 use crate::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher};
 use crate::crypto::{CryptoProvider, Sha1HmacProvider, SrtpProvider};
-use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 
 use super::header::RtpHeader;
 
@@ -38,10 +37,18 @@ pub const SRTP_OVERHEAD: usize = MAX_TAG_LEN;
 // This adds 15 bytes of padding that we truncate after encryption
 const CTR_BUFFER_PADDING: usize = SRTP_BLOCK_SIZE - 1;
 
-/// Initial capacity for the RTP decryption scratch buffer. Sized to fit the
-/// largest possible received datagram plus the CTR padding the AES-CM cipher
-/// needs, so `unprotect_rtp` never has to grow the buffer in practice.
-const RX_SCRATCH_CAPACITY: usize = DATAGRAM_MAX_PACKET_SIZE + CTR_BUFFER_PADDING;
+/// The largest the RTP decryption scratch buffer needs to be: the largest
+/// possible received datagram plus the CTR padding the AES-CM cipher needs.
+/// streamd: it starts empty and grows on the first packet it decrypts. A
+/// context that never decrypts RTP (the sending one, and the receiving one
+/// of a viewer, who sends only RTCP) no longer holds it.
+#[cfg(test)]
+const RX_SCRATCH_CAPACITY: usize = crate::io::DATAGRAM_MAX_PACKET_SIZE + CTR_BUFFER_PADDING;
+
+/// The scratch buffer a new context starts with: empty (streamd).
+fn rx_scratch() -> Vec<u8> {
+    Vec::new()
+}
 
 /// Start repeated warnings here, then double the failure count between reports.
 const DECRYPT_WARN_INITIAL_COUNT: u64 = 4_096;
@@ -70,7 +77,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: rx_scratch(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -86,7 +93,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: rx_scratch(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -102,7 +109,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: rx_scratch(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -123,25 +130,11 @@ impl SrtpContext {
         Self {
             rtp: Derived::AeadAes128Gcm {
                 salt: rtp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtp_key, false),
+                ciphers: Ciphers::new(provider.srtp_provider, rtp_key, make_aead_aes_128_gcm),
             },
             rtcp: Derived::AeadAes128Gcm {
                 salt: rtcp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtcp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtcp_key, false),
+                ciphers: Ciphers::new(provider.srtp_provider, rtcp_key, make_aead_aes_128_gcm),
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
@@ -163,25 +156,11 @@ impl SrtpContext {
         Self {
             rtp: Derived::AeadAes256Gcm {
                 salt: rtp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtp_key, false),
+                ciphers: Ciphers::new(provider.srtp_provider, rtp_key, make_aead_aes_256_gcm),
             },
             rtcp: Derived::AeadAes256Gcm {
                 salt: rtcp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtcp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtcp_key, false),
+                ciphers: Ciphers::new(provider.srtp_provider, rtcp_key, make_aead_aes_256_gcm),
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
@@ -285,7 +264,7 @@ impl SrtpContext {
         let input = &buf[hlen..];
 
         match &mut self.rtp {
-            Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
+            Derived::Aes128CmSha1_80 { key, salt, ciphers } => {
                 // arbitrary body lengths are fine: the output buffer below is
                 // allocated with the CTR scratch the ciphers need and truncated
                 // after encryption, so no 16-byte alignment is required.
@@ -298,7 +277,7 @@ impl SrtpContext {
                 let mut output =
                     vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
 
-                enc.encrypt(&iv, input, &mut output[hlen..])
+                ciphers.enc().encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output[..hlen].copy_from_slice(&buf[..hlen]);
@@ -310,7 +289,7 @@ impl SrtpContext {
                 output.truncate(buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN);
                 output
             }
-            Derived::AeadAes128Gcm { salt, enc, .. } => {
+            Derived::AeadAes128Gcm { salt, ciphers } => {
                 let roc = (srtp_index >> 16) as u32;
 
                 let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
@@ -319,14 +298,14 @@ impl SrtpContext {
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
                 let mut output = vec![0_u8; buf.len() + AeadAes128Gcm::TAG_LEN];
-                enc.encrypt(&iv, aad, input, &mut output[hlen..])
+                ciphers.enc().encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output[..hlen].copy_from_slice(aad);
 
                 output
             }
-            Derived::AeadAes256Gcm { salt, enc, .. } => {
+            Derived::AeadAes256Gcm { salt, ciphers } => {
                 let roc = (srtp_index >> 16) as u32;
 
                 let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
@@ -335,7 +314,7 @@ impl SrtpContext {
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
                 let mut output = vec![0_u8; buf.len() + AeadAes256Gcm::TAG_LEN];
-                enc.encrypt(&iv, aad, input, &mut output[hlen..])
+                ciphers.enc().encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output[..hlen].copy_from_slice(aad);
@@ -356,7 +335,7 @@ impl SrtpContext {
         srtp_index: u64, // same as ext_seq
     ) -> Option<&[u8]> {
         match &mut self.rtp {
-            Derived::Aes128CmSha1_80 { key, salt, dec, .. } => {
+            Derived::Aes128CmSha1_80 { key, salt, ciphers } => {
                 if buf.len() < header.header_len + Aes128CmSha1_80::HMAC_TAG_LEN {
                     return None;
                 }
@@ -381,7 +360,7 @@ impl SrtpContext {
                 // Sized with CTR padding (aws-lc-rs requirement).
                 self.rx_scratch.resize(input.len() + CTR_BUFFER_PADDING, 0);
 
-                if let Err(e) = dec.decrypt(&iv, input, &mut self.rx_scratch) {
+                if let Err(e) = ciphers.dec().decrypt(&iv, input, &mut self.rx_scratch) {
                     trace!(
                         "Failed to decrypt SRTP {} ({}): {}",
                         self.rtp.profile(),
@@ -394,7 +373,7 @@ impl SrtpContext {
 
                 Some(&self.rx_scratch[..input.len()])
             }
-            Derived::AeadAes128Gcm { salt, dec, .. } => {
+            Derived::AeadAes128Gcm { salt, ciphers } => {
                 if buf.len() < header.header_len + AeadAes128Gcm::TAG_LEN {
                     return None;
                 }
@@ -410,7 +389,7 @@ impl SrtpContext {
                 let out_len = input.len() - AeadAes128Gcm::TAG_LEN;
                 self.rx_scratch.resize(out_len, 0);
 
-                match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
+                match ciphers.dec().decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
                     Ok(v) => v,
                     Err(e) => {
                         trace!(
@@ -426,7 +405,7 @@ impl SrtpContext {
 
                 Some(&self.rx_scratch[..out_len])
             }
-            Derived::AeadAes256Gcm { salt, dec, .. } => {
+            Derived::AeadAes256Gcm { salt, ciphers } => {
                 if buf.len() < header.header_len + AeadAes256Gcm::TAG_LEN {
                     return None;
                 }
@@ -442,7 +421,7 @@ impl SrtpContext {
                 let out_len = input.len() - AeadAes256Gcm::TAG_LEN;
                 self.rx_scratch.resize(out_len, 0);
 
-                match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
+                match ciphers.dec().decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
                     Ok(v) => v,
                     Err(e) => {
                         trace!(
@@ -479,7 +458,7 @@ impl SrtpContext {
         }
 
         match &mut self.rtcp {
-            Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
+            Derived::Aes128CmSha1_80 { key, salt, ciphers } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, srtcp_index as u64);
 
                 let final_size = buf.len() + SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN;
@@ -491,7 +470,7 @@ impl SrtpContext {
 
                 output[0..8].copy_from_slice(&buf[0..8]);
                 let input = &buf[8..];
-                enc.encrypt(&iv, input, &mut output[8..])
+                ciphers.enc().encrypt(&iv, input, &mut output[8..])
                     .expect("rtcp encrypt");
 
                 let to = &mut output[buf.len()..];
@@ -504,7 +483,7 @@ impl SrtpContext {
                 output.truncate(final_size);
                 output
             }
-            Derived::AeadAes128Gcm { salt, enc, .. } => {
+            Derived::AeadAes128Gcm { salt, ciphers } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, srtcp_index);
 
                 let mut aad = [0; AeadAes128Gcm::RTCP_AAD_LEN];
@@ -519,14 +498,14 @@ impl SrtpContext {
                 let enc_end = input.len() + 8 + AeadAes128Gcm::TAG_LEN;
                 let encout = &mut output[enc_start..enc_end];
 
-                enc.encrypt(&iv, &aad, input, encout).expect("rtcp encrypt");
+                ciphers.enc().encrypt(&iv, &aad, input, encout).expect("rtcp encrypt");
 
                 let to = &mut output[enc_end..];
                 to[0..4].copy_from_slice(&e_and_si.to_be_bytes());
 
                 output
             }
-            Derived::AeadAes256Gcm { salt, enc, .. } => {
+            Derived::AeadAes256Gcm { salt, ciphers } => {
                 let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, srtcp_index);
 
                 let mut aad = [0; AeadAes256Gcm::RTCP_AAD_LEN];
@@ -541,7 +520,7 @@ impl SrtpContext {
                 let enc_end = input.len() + 8 + AeadAes256Gcm::TAG_LEN;
                 let encout = &mut output[enc_start..enc_end];
 
-                enc.encrypt(&iv, &aad, input, encout).expect("rtcp encrypt");
+                ciphers.enc().encrypt(&iv, &aad, input, encout).expect("rtcp encrypt");
 
                 let to = &mut output[enc_end..];
                 to[0..4].copy_from_slice(&e_and_si.to_be_bytes());
@@ -561,7 +540,7 @@ impl SrtpContext {
     //                              encrypted (aes)
     pub fn unprotect_rtcp(&mut self, buf: &[u8]) -> Option<Vec<u8>> {
         match &mut self.rtcp {
-            Derived::Aes128CmSha1_80 { key, salt, dec, .. } => {
+            Derived::Aes128CmSha1_80 { key, salt, ciphers } => {
                 if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN {
                     return None;
                 }
@@ -613,7 +592,7 @@ impl SrtpContext {
                 let mut output = vec![0_u8; input.len() + 8 + CTR_BUFFER_PADDING];
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                if let Err(e) = dec.decrypt(&iv, input, &mut output[8..]) {
+                if let Err(e) = ciphers.dec().decrypt(&iv, input, &mut output[8..]) {
                     trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
                     self.decrypt_warnings.warn(self.rtcp.profile(), true);
                     return None;
@@ -622,7 +601,7 @@ impl SrtpContext {
                 output.truncate(input.len() + 8);
                 Some(output)
             }
-            Derived::AeadAes128Gcm { salt, dec, .. } => {
+            Derived::AeadAes128Gcm { salt, ciphers } => {
                 if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + AeadAes128Gcm::TAG_LEN {
                     // Too short
                     return None;
@@ -675,7 +654,7 @@ impl SrtpContext {
                 let mut output = vec![0_u8; buf.len() - AeadAes128Gcm::TAG_LEN - SRTCP_INDEX_LEN];
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                let count = match dec.decrypt(&iv, &aads, input, &mut output[8..]) {
+                let count = match ciphers.dec().decrypt(&iv, &aads, input, &mut output[8..]) {
                     Ok(c) => c,
                     Err(e) => {
                         trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
@@ -695,7 +674,7 @@ impl SrtpContext {
 
                 Some(output)
             }
-            Derived::AeadAes256Gcm { salt, dec, .. } => {
+            Derived::AeadAes256Gcm { salt, ciphers } => {
                 if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + AeadAes256Gcm::TAG_LEN {
                     // Too short
                     return None;
@@ -748,7 +727,7 @@ impl SrtpContext {
                 let mut output = vec![0_u8; buf.len() - AeadAes256Gcm::TAG_LEN - SRTCP_INDEX_LEN];
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                let count = match dec.decrypt(&iv, &aads, input, &mut output[8..]) {
+                let count = match ciphers.dec().decrypt(&iv, &aads, input, &mut output[8..]) {
                     Ok(c) => c,
                     Err(e) => {
                         trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
@@ -852,24 +831,86 @@ enum Derived {
     Aes128CmSha1_80 {
         key: [u8; 20],
         salt: [u8; 14],
-        enc: Box<dyn Aes128CmSha1_80Cipher>,
-        dec: Box<dyn Aes128CmSha1_80Cipher>,
+        ciphers: Ciphers<dyn Aes128CmSha1_80Cipher, { Aes128CmSha1_80::KEY_LEN }>,
     },
     AeadAes128Gcm {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes128GcmCipher>,
-        dec: Box<dyn AeadAes128GcmCipher>,
+        ciphers: Ciphers<dyn AeadAes128GcmCipher, { AeadAes128Gcm::KEY_LEN }>,
     },
     AeadAes256Gcm {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes256GcmCipher>,
-        dec: Box<dyn AeadAes256GcmCipher>,
+        ciphers: Ciphers<dyn AeadAes256GcmCipher, { AeadAes256Gcm::KEY_LEN }>,
     },
+}
+
+/// streamd: the encrypting and the decrypting cipher of one session key,
+/// each made on its first use. A context has eight of them (RTP and RTCP,
+/// each way, in the sending and the receiving context), but a peer that
+/// only receives media uses three: its RTP and RTCP encryption and its
+/// RTCP decryption. With aws-lc-rs an AES-GCM cipher holds about 1.1 KB
+/// of key schedule and tables, so making the other five only when needed
+/// saves about 5 KB a viewer. Nothing changes on the wire.
+struct Ciphers<C: ?Sized, const N: usize> {
+    key: [u8; N],
+    provider: &'static dyn SrtpProvider,
+    make: fn(&'static dyn SrtpProvider, [u8; N], bool) -> Box<C>,
+    enc: Option<Box<C>>,
+    dec: Option<Box<C>>,
+}
+
+impl<C: ?Sized, const N: usize> Ciphers<C, N> {
+    fn new(
+        provider: &'static dyn SrtpProvider,
+        key: [u8; N],
+        make: fn(&'static dyn SrtpProvider, [u8; N], bool) -> Box<C>,
+    ) -> Self {
+        Ciphers {
+            key,
+            provider,
+            make,
+            enc: None,
+            dec: None,
+        }
+    }
+
+    fn enc(&mut self) -> &mut C {
+        let (make, provider, key) = (self.make, self.provider, self.key);
+        self.enc.get_or_insert_with(|| make(provider, key, true))
+    }
+
+    fn dec(&mut self) -> &mut C {
+        let (make, provider, key) = (self.make, self.provider, self.key);
+        self.dec.get_or_insert_with(|| make(provider, key, false))
+    }
+}
+
+fn make_aes_128_cm_sha1_80(
+    p: &'static dyn SrtpProvider,
+    key: [u8; Aes128CmSha1_80::KEY_LEN],
+    encrypt: bool,
+) -> Box<dyn Aes128CmSha1_80Cipher> {
+    p.aes_128_cm_sha1_80().create_cipher(key, encrypt)
+}
+
+fn make_aead_aes_128_gcm(
+    p: &'static dyn SrtpProvider,
+    key: [u8; AeadAes128Gcm::KEY_LEN],
+    encrypt: bool,
+) -> Box<dyn AeadAes128GcmCipher> {
+    p.aead_aes_128_gcm().create_cipher(key, encrypt)
+}
+
+fn make_aead_aes_256_gcm(
+    p: &'static dyn SrtpProvider,
+    key: [u8; AeadAes256Gcm::KEY_LEN],
+    encrypt: bool,
+) -> Box<dyn AeadAes256GcmCipher> {
+    p.aead_aes_256_gcm().create_cipher(key, encrypt)
 }
 
 impl Derived {
     fn aes_128_cm_sha1_80(
-        crypto: &dyn SrtpProvider,
+        crypto: &'static dyn SrtpProvider,
         srtp_key: &SrtpKey<{ Aes128CmSha1_80::KEY_LEN }, { Aes128CmSha1_80::SALT_LEN }>,
     ) -> (Self, Self) {
         // RTP AES Counter
@@ -905,22 +946,20 @@ impl Derived {
         let rtp = Derived::Aes128CmSha1_80 {
             key: rtp_hmac,
             salt: rtp_salt,
-            enc: crypto.aes_128_cm_sha1_80().create_cipher(rtp_aes, true),
-            dec: crypto.aes_128_cm_sha1_80().create_cipher(rtp_aes, false),
+            ciphers: Ciphers::new(crypto, rtp_aes, make_aes_128_cm_sha1_80),
         };
 
         let rtcp = Derived::Aes128CmSha1_80 {
             key: rtcp_hmac,
             salt: rtcp_salt,
-            enc: crypto.aes_128_cm_sha1_80().create_cipher(rtcp_aes, true),
-            dec: crypto.aes_128_cm_sha1_80().create_cipher(rtcp_aes, false),
+            ciphers: Ciphers::new(crypto, rtcp_aes, make_aes_128_cm_sha1_80),
         };
 
         (rtp, rtcp)
     }
 
     fn aead_aes_128_gcm(
-        crypto: &dyn SrtpProvider,
+        crypto: &'static dyn SrtpProvider,
         srtp_key: &SrtpKey<{ AeadAes128Gcm::KEY_LEN }, { AeadAes128Gcm::SALT_LEN }>,
     ) -> (Derived, Derived) {
         // RTP session key
@@ -941,21 +980,19 @@ impl Derived {
 
         let rtp = Derived::AeadAes128Gcm {
             salt: rtp_salt,
-            enc: crypto.aead_aes_128_gcm().create_cipher(rtp_aes, true),
-            dec: crypto.aead_aes_128_gcm().create_cipher(rtp_aes, false),
+            ciphers: Ciphers::new(crypto, rtp_aes, make_aead_aes_128_gcm),
         };
 
         let rtcp = Derived::AeadAes128Gcm {
             salt: rtcp_salt,
-            enc: crypto.aead_aes_128_gcm().create_cipher(rtcp_aes, true),
-            dec: crypto.aead_aes_128_gcm().create_cipher(rtcp_aes, false),
+            ciphers: Ciphers::new(crypto, rtcp_aes, make_aead_aes_128_gcm),
         };
 
         (rtp, rtcp)
     }
 
     fn aead_aes_256_gcm(
-        crypto: &dyn SrtpProvider,
+        crypto: &'static dyn SrtpProvider,
         srtp_key: &SrtpKey<{ AeadAes256Gcm::KEY_LEN }, { AeadAes256Gcm::SALT_LEN }>,
     ) -> (Derived, Derived) {
         // RTP session key
@@ -976,14 +1013,12 @@ impl Derived {
 
         let rtp = Derived::AeadAes256Gcm {
             salt: rtp_salt,
-            enc: crypto.aead_aes_256_gcm().create_cipher(rtp_aes, true),
-            dec: crypto.aead_aes_256_gcm().create_cipher(rtp_aes, false),
+            ciphers: Ciphers::new(crypto, rtp_aes, make_aead_aes_256_gcm),
         };
 
         let rtcp = Derived::AeadAes256Gcm {
             salt: rtcp_salt,
-            enc: crypto.aead_aes_256_gcm().create_cipher(rtcp_aes, true),
-            dec: crypto.aead_aes_256_gcm().create_cipher(rtcp_aes, false),
+            ciphers: Ciphers::new(crypto, rtcp_aes, make_aead_aes_256_gcm),
         };
 
         (rtp, rtcp)

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 use crate::packet::Vp8Patch;
-use crate::rtp_::{ExtensionValues, MediaTime, Pt, SenderInfo, SeqNo, Ssrc};
+use crate::rtp_::{ExtensionValues, Frequency, MediaTime, Pt, SenderInfo, SeqNo, Ssrc};
 
 use super::RtpPacket;
 use super::rtx_cache_buf::EvictingBuffer;
@@ -29,16 +29,23 @@ pub(crate) struct RtxCache {
 }
 
 /// A sent packet as the cache keeps it (streamd patch): the header's
-/// fixed fields and the shared payload, about 100 bytes. A full
-/// `RtpPacket` is 408 bytes, most of it the header's extension values and
-/// CSRC list, which a server's packets rarely carry once the peer has
-/// bound its SSRC; those are boxed beside the entry only when present.
+/// fixed fields and the shared payload, 56 bytes. A full `RtpPacket` is
+/// 408 bytes, most of it the header's extension values and CSRC list,
+/// which a server's packets rarely carry once the peer has bound its SSRC;
+/// those are boxed beside the entry only when present. The sequence
+/// number is the entry's position, and the time the packet was queued is
+/// kept as its wait before it was sent (the entry's time).
 #[derive(Debug)]
 struct Cached {
-    seq_no: SeqNo,
-    time: MediaTime,
     payload: Arc<[u8]>,
-    timestamp: Instant,
+    /// `time`, as its numerator and frequency: a `MediaTime` is 16 bytes
+    /// with its padding.
+    time_numer: u64,
+    time_frequency: Frequency,
+    /// The packet's `timestamp` (when it was queued) in microseconds from
+    /// the entry's time (when it was sent): negative, as a packet is
+    /// queued before it is sent, but either way is kept. Saturated.
+    queued_us: i32,
     ssrc: Ssrc,
     rtp_time: u32,
     sequence_number: u16,
@@ -61,7 +68,7 @@ struct Rare {
 }
 
 impl Cached {
-    fn new(p: RtpPacket) -> Cached {
+    fn new(p: RtpPacket, sent: Instant) -> Cached {
         let mut h = p.header;
         // MID and RID are not kept: `StreamTx::poll_packet` writes them
         // into a resend's header again for as long as the peer has not
@@ -81,11 +88,18 @@ impl Cached {
                 last_sender_info: p.last_sender_info,
             })
         });
+        let queued_us = if p.timestamp >= sent {
+            i32::try_from(p.timestamp.duration_since(sent).as_micros()).unwrap_or(i32::MAX)
+        } else {
+            i32::try_from(sent.duration_since(p.timestamp).as_micros())
+                .map(|us| -us)
+                .unwrap_or(i32::MIN)
+        };
         Cached {
-            seq_no: p.seq_no,
-            time: p.time,
             payload: p.payload,
-            timestamp: p.timestamp,
+            time_numer: p.time.numer(),
+            time_frequency: p.time.frequency(),
+            queued_us,
             ssrc: h.ssrc,
             rtp_time: h.timestamp,
             sequence_number: h.sequence_number,
@@ -100,8 +114,9 @@ impl Cached {
         }
     }
 
-    /// Writes the packet this entry stands for into `out`.
-    fn restore(&self, out: &mut RtpPacket) {
+    /// Writes the packet this entry stands for into `out`: the entry of
+    /// `seq_no`, cached (sent) at `sent`.
+    fn restore(&self, out: &mut RtpPacket, seq_no: SeqNo, sent: Instant) {
         let h = &mut out.header;
         h.version = 2;
         h.has_padding = self.has_padding;
@@ -128,10 +143,16 @@ impl Cached {
                 out.last_sender_info = None;
             }
         }
-        out.seq_no = self.seq_no;
-        out.time = self.time;
+        out.seq_no = seq_no;
+        out.time = MediaTime::new(self.time_numer, self.time_frequency);
         out.payload = self.payload.clone();
-        out.timestamp = self.timestamp;
+        let queued = Duration::from_micros(u64::from(self.queued_us.unsigned_abs()));
+        out.timestamp = if self.queued_us >= 0 {
+            sent.checked_add(queued)
+        } else {
+            sent.checked_sub(queued)
+        }
+        .unwrap_or(sent);
         // Only nackable packets are cached.
         out.nackable = true;
     }
@@ -151,7 +172,7 @@ impl RtxCache {
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
         self.packet_by_seq_no
-            .push(*seq_no, now, Cached::new(packet));
+            .push(*seq_no, now, Cached::new(packet, now));
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
@@ -163,9 +184,9 @@ impl RtxCache {
     /// The cached packet, rebuilt into a buffer of the cache's: changes to
     /// it are not kept (the callers change only their copy of the header).
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
-        let cached = self.packet_by_seq_no.get(*seq_no)?;
+        let (sent, cached) = self.packet_by_seq_no.get_with_time(*seq_no)?;
         let out = self.out.get_or_insert_with(|| Box::new(RtpPacket::blank()));
-        cached.restore(out);
+        cached.restore(out, seq_no, sent);
         Some(out)
     }
 

@@ -26,6 +26,11 @@ pub struct EvictingBuffer<T> {
     next_evict: Option<u64>,
     // Last timeout when we evicted elements.
     last_timeout: Instant,
+    /// streamd: entries' times are kept as nanoseconds since the first
+    /// push (8 bytes, where an `Instant` is 16): an entry of the RTX cache
+    /// went from 104 to 72 bytes (vendor/str0m/PATCHES.md, "compact RTX
+    /// cache").
+    epoch: Option<Instant>,
 }
 
 /// Entry in the buffer to keep track of position and time separately.
@@ -33,8 +38,8 @@ pub struct EvictingBuffer<T> {
 struct Entry<T> {
     /// Position is offset modulus the buffer size.
     position: u64,
-    /// Entry time. Used for eviction.
-    timestamp: Instant,
+    /// Entry time, in nanoseconds since the buffer's epoch. Used for eviction.
+    at: u64,
     /// The value held at this entry.
     value: T,
 }
@@ -59,6 +64,18 @@ impl<T> EvictingBuffer<T> {
             last_position: None,
             next_evict: None,
             last_timeout: already_happened(),
+            epoch: None,
+        }
+    }
+
+    /// `t` in nanoseconds since the epoch (a time before it counts as the
+    /// epoch itself: entries arrive roughly in time order).
+    fn since_epoch(&self, t: Instant) -> u64 {
+        match self.epoch {
+            Some(epoch) => {
+                u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+            }
+            None => 0,
         }
     }
 
@@ -111,9 +128,12 @@ impl<T> EvictingBuffer<T> {
         }
         self.last_position = Some(position);
 
+        let epoch = *self.epoch.get_or_insert(timestamp);
+        let at = u64::try_from(timestamp.saturating_duration_since(epoch).as_nanos())
+            .unwrap_or(u64::MAX);
         self.buf[index] = Some(Entry {
             position,
-            timestamp,
+            at,
             value,
         });
     }
@@ -121,6 +141,12 @@ impl<T> EvictingBuffer<T> {
     /// Get the entry for the previously inserted position.
     #[allow(unused)]
     pub fn get(&self, position: u64) -> Option<&T> {
+        Some(self.get_with_time(position)?.1)
+    }
+
+    /// The entry for the previously inserted position, and the time it
+    /// was pushed with (to the nanosecond).
+    pub fn get_with_time(&self, position: u64) -> Option<(Instant, &T)> {
         if self.is_inert() {
             return None;
         }
@@ -128,7 +154,8 @@ impl<T> EvictingBuffer<T> {
         let index = (position % self.buf.len() as u64) as usize;
         if let Some(entry) = &self.buf[index] {
             if entry.position == position {
-                return Some(&entry.value);
+                let epoch = self.epoch?;
+                return Some((epoch + Duration::from_nanos(entry.at), &entry.value));
             }
         }
         None
@@ -156,6 +183,7 @@ impl<T> EvictingBuffer<T> {
 
         let mut position = start_position;
         let start_index = self.index_for_position(position);
+        let now = self.since_epoch(now);
 
         loop {
             let index = self.index_for_position(position);
@@ -173,7 +201,7 @@ impl<T> EvictingBuffer<T> {
                 continue;
             };
 
-            let age = now.saturating_duration_since(entry.timestamp);
+            let age = Duration::from_nanos(now.saturating_sub(entry.at));
 
             if age > self.max_age {
                 // Evict.
@@ -246,6 +274,7 @@ impl<T> EvictingBuffer<T> {
         self.last_position = None;
         self.next_evict = None;
         self.last_timeout = already_happened();
+        self.epoch = None;
     }
 }
 

@@ -6,8 +6,6 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
-/// Packets' room a drained queue keeps: a delta frame's few packets.
-const KEPT_CAPACITY: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct SendQueue {
@@ -78,12 +76,14 @@ impl SendQueue {
         self.total.decrease(now, packet.payload.len(), queue_time);
         self.last_emitted = Some(now);
 
-        // streamd: a drained queue gives back what a burst (a keyframe)
-        // grew it to. A queued packet is 408 bytes, so a 60-packet
-        // keyframe left 26 KB held by every viewer of the stream for its
-        // life (vendor/str0m/PATCHES.md, "send queue shrinks").
-        if self.queue.is_empty() && self.queue.capacity() > KEPT_CAPACITY {
-            self.queue.shrink_to(KEPT_CAPACITY);
+        // streamd: a drained queue gives back its room. A queued packet is
+        // 408 bytes, so a 60-packet keyframe left 26 KB held by every
+        // viewer of the stream for its life, and even a delta frame's few
+        // packets 3 KB; a queue is drained most of the time, so the room
+        // is made again for each frame (vendor/str0m/PATCHES.md, "send
+        // queue shrinks").
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
         }
 
         Some(packet)
