@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::SfuError;
 use super::sfu::{CloseReason, JoinRequest, ViewerEvent, ViewerId};
-use super::ws::{Signalling, ready_plan};
+use super::ws::{Signalling, plan_of};
 use crate::auth::{AccessRequest, Client, Protocol, Refusal};
 use crate::bus::{Located, StreamPath};
 use crate::http::sdp::{self, IceAnswer, IceChange, PatchError};
@@ -236,18 +236,23 @@ async fn play(
             return error(status, format!("playback refused: {refusal}"));
         }
     };
-    // The cluster sends viewers to the node that has the stream: the
-    // client posts its offer again there.
-    if w.s.registry.get(&path).is_none()
-        && let Some(Located::Elsewhere(base)) = w.s.registry.locate(&path, client, true).await
-    {
-        return crate::http::redirect_elsewhere(&base, &target);
-    }
-    let Some((broadcast, plan)) = ready_plan(&w.s.registry, &path, client).await else {
-        return error(
+    let not_found = || {
+        error(
             StatusCode::NOT_FOUND,
             "no such stream, or nothing WebRTC can play",
-        );
+        )
+    };
+    let mut broadcast = match w.s.registry.locate(&path, client, true).await {
+        Some(Located::Here(b)) => b,
+        // The cluster sends viewers to the node that has the stream: the
+        // client posts its offer again there.
+        Some(Located::Elsewhere(base)) => {
+            return crate::http::redirect_elsewhere(&base, &target);
+        }
+        None => return not_found(),
+    };
+    let Some(plan) = plan_of(&mut broadcast).await else {
+        return not_found();
     };
     let pinned = pinned.filter(|p| plan.renditions.iter().any(|r| &r.name == p));
     let (events_tx, events) = mpsc::channel(super::sfu::VIEWER_EVENTS);

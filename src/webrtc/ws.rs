@@ -47,7 +47,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct Signalling {
     pub sfu: Sfu,
     pub registry: Registry,
-    pub config: WebRtcConfig,
+    /// Shared: every signalling session holds a `Signalling`.
+    pub config: Arc<WebRtcConfig>,
     pub access: Arc<Access>,
     pub viewers: Arc<ViewerCounts>,
     /// Unanswered offers, per client address.
@@ -116,7 +117,7 @@ impl Signalling {
         Signalling {
             sfu,
             registry,
-            config,
+            config: Arc::new(config),
             access,
             viewers,
             pending_offers,
@@ -169,25 +170,28 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
     );
     let client = Client::of(&req);
     let query = req.uri().query().map(str::to_owned);
+    // Boxed, and moved whole into the session's task: a task keeps what
+    // it captured for its life, so a session built inside it would be
+    // held twice.
+    let session = Box::new(Session::new(
+        s, path, playlist, tcp_only, query, url, client,
+    ));
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
     // Signalling is a few small frames per viewer: small buffers (the
-    // defaults, 128 KiB each way, would dominate a viewer's memory).
+    // defaults, 128 KiB each way, would dominate a viewer's memory). The
+    // read buffer is kept for the session's life, filled whole by each
+    // read: 512 bytes (a larger frame grows it to its length).
     upgrade
-        .read_buffer_size(4 << 10)
+        .read_buffer_size(512)
         .write_buffer_size(4 << 10)
         .max_write_buffer_size(MAX_MESSAGE * 2)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let _running = Running::new(&s.sessions);
-            Session::new(s, path, playlist, tcp_only, query, url, client)
-                .run(socket)
-                .await;
-        })
+        .on_upgrade(move |socket| session.run(socket))
 }
 
 fn is_websocket(h: &HeaderMap) -> bool {
@@ -217,10 +221,15 @@ struct Session {
     client: Client,
     /// Held while the viewer is admitted: its drop tells an admission
     /// backend the viewer left; its `until` ends the session.
-    admitted: Option<Admitted>,
+    admitted: Option<Box<Admitted>>,
     /// This session's slot among its address's unanswered offers, from the
     /// offer to the answer.
     pending: Option<ConnectionPermit>,
+    /// Counts the session among the running ones from its start. The last
+    /// field, so dropped last, even when the session panics: the drain
+    /// waits for the count, and `admitted` must have told the backend
+    /// first.
+    running: Option<Running>,
 }
 
 /// What the session does after a client frame.
@@ -249,6 +258,7 @@ impl Session {
             client,
             admitted: None,
             pending: None,
+            running: None,
             counted: false,
             viewer: None,
             answered: false,
@@ -257,99 +267,110 @@ impl Session {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
-        let (events_tx, mut events) = mpsc::channel(super::sfu::VIEWER_EVENTS);
-        let ping_every = self.s.config.ping_interval;
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        let mut silent_pings = 0u32;
-        // Until answered: a deadline for the offer/answer exchange.
-        let handshake = tokio::time::sleep(self.s.config.ice_timeout);
-        tokio::pin!(handshake);
-        let mut shutdown = self.s.shutdown.clone();
-        loop {
-            // An admission backend's `lifetime` ends the session.
-            let until = self.admitted.as_ref().and_then(|a| a.until);
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                frame = socket.recv() => {
-                    let Some(Ok(frame)) = frame else { break };
-                    silent_pings = 0;
-                    let text = match frame {
-                        Message::Text(t) => t,
-                        Message::Binary(_) => {
-                            self.fail(&mut socket, SignalError::new(400, "Invalid JSON")).await;
+    /// The session until it ends. Not an `async fn`: that would copy the
+    /// session and the socket from its arguments into its own state, and
+    /// a viewer's task would hold both twice for its life.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run(mut self: Box<Self>, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
+        async move {
+            self.running = Some(Running::new(&self.s.sessions));
+            let (events_tx, mut events) = mpsc::channel(super::sfu::VIEWER_EVENTS);
+            let ping_every = self.s.config.ping_interval;
+            let mut ping =
+                tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+            let mut silent_pings = 0u32;
+            // Until answered: a deadline for the offer/answer exchange.
+            let handshake = tokio::time::sleep(self.s.config.ice_timeout);
+            tokio::pin!(handshake);
+            let mut shutdown = self.s.shutdown.clone();
+            loop {
+                // An admission backend's `lifetime` ends the session.
+                let until = self.admitted.as_ref().and_then(|a| a.until);
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    frame = socket.recv() => {
+                        let Some(Ok(frame)) = frame else { break };
+                        silent_pings = 0;
+                        let text = match frame {
+                            Message::Text(t) => t,
+                            Message::Binary(_) => {
+                                self.fail(&mut socket, SignalError::new(400, "Invalid JSON")).await;
+                                break;
+                            }
+                            Message::Close(_) => break,
+                            _ => continue, // ping/pong
+                        };
+                        // Boxed: the offer's state lives only while it is
+                        // handled, not in every session's task for its life.
+                        match Box::pin(self.on_text(&text, &events_tx, &mut socket)).await {
+                            Ok(Next_::Continue) => {}
+                            Ok(Next_::Close) => break,
+                            Err(e) => {
+                                tracing::debug!(stream = %self.path, error = %e, "webrtc signalling error");
+                                self.fail(&mut socket, e).await;
+                                break;
+                            }
+                        }
+                    }
+                    Some(event) = events.recv() => match event {
+                        ViewerEvent::RenditionChanged { name, auto } => {
+                            if self.answered && !send(&mut socket, signal::rendition_changed_json(&name, auto)).await {
+                                break;
+                            }
+                        }
+                        ViewerEvent::Closed(reason) => {
+                            tracing::debug!(stream = %self.path, ?reason, "webrtc viewer closed");
+                            self.viewer = None; // the engine already forgot it
+                            if reason == CloseReason::AnswerTimeout {
+                                self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
+                            }
+                            // Otherwise (stream ended, ICE timeout) the socket
+                            // just closes, as OME does.
                             break;
                         }
-                        Message::Close(_) => break,
-                        _ => continue, // ping/pong
-                    };
-                    match self.on_text(&text, &events_tx, &mut socket).await {
-                        Ok(Next_::Continue) => {}
-                        Ok(Next_::Close) => break,
-                        Err(e) => {
-                            tracing::debug!(stream = %self.path, error = %e, "webrtc signalling error");
-                            self.fail(&mut socket, e).await;
+                    },
+                    _ = ping.tick() => {
+                        silent_pings += 1;
+                        if silent_pings > SILENT_PINGS {
+                            break;
+                        }
+                        if socket.send(Message::Ping("streamd".into())).await.is_err() {
                             break;
                         }
                     }
-                }
-                Some(event) = events.recv() => match event {
-                    ViewerEvent::RenditionChanged { name, auto } => {
-                        if self.answered && !send(&mut socket, signal::rendition_changed_json(&name, auto)).await {
-                            break;
-                        }
-                    }
-                    ViewerEvent::Closed(reason) => {
-                        tracing::debug!(stream = %self.path, ?reason, "webrtc viewer closed");
-                        self.viewer = None; // the engine already forgot it
-                        if reason == CloseReason::AnswerTimeout {
-                            self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
-                        }
-                        // Otherwise (stream ended, ICE timeout) the socket
-                        // just closes, as OME does.
+                    _ = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => {
+                        tracing::info!(stream = %self.path, "webrtc viewer closed: its admission lifetime is over");
                         break;
                     }
-                },
-                _ = ping.tick() => {
-                    silent_pings += 1;
-                    if silent_pings > SILENT_PINGS {
+                    _ = &mut handshake, if !self.answered => {
+                        self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
                         break;
                     }
-                    if socket.send(Message::Ping("streamd".into())).await.is_err() {
-                        break;
-                    }
-                }
-                _ = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => {
-                    tracing::info!(stream = %self.path, "webrtc viewer closed: its admission lifetime is over");
-                    break;
-                }
-                _ = &mut handshake, if !self.answered => {
-                    self.fail(&mut socket, SignalError::new(408, "No answer in time")).await;
-                    break;
                 }
             }
-        }
-        if let Some(id) = self.viewer.take() {
-            self.s.sfu.leave(id).await;
-        }
-        if self.counted {
-            self.s.viewers.remove(&self.path);
-        }
-        // The backend hears `closing` (if it admitted this viewer).
-        self.admitted = None;
-        // The closing handshake: wait (briefly) for the client's Close, so
-        // an error sent just before reaches a client that reads late (a
-        // plain TCP close could reset the connection and lose it).
-        if socket.send(Message::Close(None)).await.is_ok() {
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some(Ok(m)) = socket.recv().await {
-                    if matches!(m, Message::Close(_)) {
-                        break;
+            // The ends are boxed, as `on_text` is: their state would
+            // otherwise be kept in every session's task for its life.
+            if let Some(id) = self.viewer.take() {
+                Box::pin(self.s.sfu.leave(id)).await;
+            }
+            if self.counted {
+                self.s.viewers.remove(&self.path);
+            }
+            // The backend hears `closing` (if it admitted this viewer).
+            self.admitted = None;
+            // The closing handshake: wait (briefly) for the client's Close, so
+            // an error sent just before reaches a client that reads late (a
+            // plain TCP close could reset the connection and lose it).
+            if socket.send(Message::Close(None)).await.is_ok() {
+                let _ = Box::pin(tokio::time::timeout(CLOSE_WAIT, async {
+                    while let Some(Ok(m)) = socket.recv().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
                     }
-                }
-            })
-            .await;
+                }))
+                .await;
+            }
         }
     }
 
@@ -484,7 +505,7 @@ impl Session {
                 new_session: true,
             };
             match self.s.access.admit(request).await {
-                Ok(a) => self.admitted = Some(a),
+                Ok(a) => self.admitted = Some(Box::new(a)),
                 Err(Refusal::Draining) => {
                     return Err(SignalError::new(
                         503,
@@ -525,34 +546,41 @@ impl Session {
     }
 }
 
-/// The stream (for a viewer at `client`) and what it offers WebRTC, once
-/// its catalog is complete (a stream that just started may not have its
-/// renditions or its audio yet), or after [`CATALOG_WAIT`] what it lists
-/// then; `None` when there is no such stream or nothing WebRTC can play.
+/// The stream (for a viewer at `client`) and what it offers WebRTC
+/// ([`plan_of`]); `None` when there is no such stream or nothing WebRTC
+/// can play.
 pub(super) async fn ready_plan(
     registry: &Registry,
     path: &StreamPath,
     client: Option<IpAddr>,
 ) -> Option<(BroadcastConsumer, StreamPlan)> {
     let mut broadcast = registry.find(path, client).await?;
+    let plan = plan_of(&mut broadcast).await?;
+    Some((broadcast, plan))
+}
+
+/// What `broadcast` offers WebRTC once its catalog is complete (a stream
+/// that just started may not have its renditions or its audio yet), or
+/// after [`CATALOG_WAIT`] what it lists then; `None` when it ended or
+/// lists nothing WebRTC can play.
+pub(super) async fn plan_of(broadcast: &mut BroadcastConsumer) -> Option<StreamPlan> {
     let deadline = tokio::time::Instant::now() + CATALOG_WAIT;
     let mut update = broadcast.snapshot();
-    let plan = loop {
+    loop {
         if update.status == BroadcastStatus::Ended {
             return None;
         }
         if update.catalog.as_ref().is_some_and(|c| c.complete) {
-            break update.catalog.as_ref().and_then(StreamPlan::of);
+            return update.catalog.as_ref().and_then(StreamPlan::of);
         }
         match tokio::time::timeout_at(deadline, broadcast.update()).await {
             Ok(u) => update = u,
             Err(_) => {
-                tracing::warn!(stream = %path, catalog = ?update.catalog, "the stream's catalog is not complete; serving what it lists");
-                break update.catalog.as_ref().and_then(StreamPlan::of);
+                tracing::warn!(stream = %broadcast.path(), catalog = ?update.catalog, "the stream's catalog is not complete; serving what it lists");
+                return update.catalog.as_ref().and_then(StreamPlan::of);
             }
         }
-    }?;
-    Some((broadcast, plan))
+    }
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> bool {
