@@ -25,6 +25,23 @@ async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
 }
 
 /// A GET of `path` from the loopback address `src`: the response's head.
+/// One client asking `node` for many names no origin lists: all 404, and
+/// past its share (16 looked for or remembered as not found) without a
+/// directory query; another client's lookups go on.
+async fn flood_of_unknown_names_is_bounded_per_client(node: &Node) {
+    let lookups_refused = "streamd_cluster_lookups_refused_total";
+    let names: Vec<String> = (0..60)
+        .map(|i| node.url(&format!("/live/nobody{i}/llhls.m3u8")))
+        .collect();
+    let answers = futures_util::future::join_all(names.iter().map(|u| get(u))).await;
+    assert!(answers.iter().all(|r| r.status == 404));
+    let refused = node.metric(lookups_refused).await;
+    assert!(refused >= 20.0, "{refused} of 60 lookups refused");
+    let other = raw_get_from([127, 0, 0, 7], &node.http, "/live/nobody-else/llhls.m3u8").await;
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    assert_eq!(node.metric(lookups_refused).await, refused);
+}
+
 async fn raw_get_from(src: [u8; 4], to: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = tokio::net::TcpSocket::new_v4().unwrap();
@@ -131,20 +148,8 @@ async fn an_origin_and_two_edges_serve_one_publish() {
         "{:?}",
         started.elapsed()
     );
-    // One client asking for many names nobody publishes: all 404, and
-    // past its share (16 being looked for or remembered as not found)
-    // without a directory query; another client's lookups go on.
-    let lookups_refused = "streamd_cluster_lookups_refused_total";
-    let names: Vec<String> = (0..60)
-        .map(|i| edge1.url(&format!("/live/nobody{i}/llhls.m3u8")))
-        .collect();
-    let answers = futures_util::future::join_all(names.iter().map(|u| get(u))).await;
-    assert!(answers.iter().all(|r| r.status == 404));
-    let refused_one = edge1.metric(lookups_refused).await;
-    assert!(refused_one >= 20.0, "{refused_one} of 60 lookups refused");
-    let other = raw_get_from([127, 0, 0, 7], &edge1.http, "/live/nobody-else/llhls.m3u8").await;
-    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
-    assert_eq!(edge1.metric(lookups_refused).await, refused_one);
+    // A flood of names nobody publishes is bounded per client.
+    flood_of_unknown_names_is_bounded_per_client(&edge1).await;
     // An edge takes no publishers.
     let mut refused = edge1.publish("oops", 5);
     let status = tokio::time::timeout(Duration::from_secs(15), refused.wait())
@@ -493,15 +498,32 @@ async fn a_redirecting_node_sends_hls_and_whep_viewers_to_the_origin() {
     assert_eq!(there.status, 200);
     assert!(there.text().starts_with("#EXTM3U"), "{}", there.text());
     assert_eq!(edge.metric("streamd_cluster_redirects_total").await, 1.0);
+    // Many players behind one address (a NAT) asking at once: all sent on,
+    // none refused as past the address's share of lookups (those asking
+    // while a lookup is under way wait on its answer).
+    let url = edge.url(asked);
+    let crowd = futures_util::future::join_all((0..40).map(|_| get(&url))).await;
+    assert!(
+        crowd.iter().all(|r| r.status == 307),
+        "{:?}",
+        crowd.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        edge.metric("streamd_cluster_lookups_refused_total").await,
+        0.0
+    );
+    let redirected = edge.metric("streamd_cluster_redirects_total").await;
     // A name no origin lists is not found, not redirected.
     assert_eq!(get(&edge.url("/live/nobody/llhls.m3u8")).await.status, 404);
-
     // WHEP: the client posts its offer again at the origin, and plays.
     let (mut whep, _) = Viewer::whep(&edge.url("/live/moved/whep"), None)
         .await
         .unwrap_or_else(|r| panic!("WHEP through the redirect: {} {}", r.status, r.text()));
     assert!(whep.video_frames(30, Duration::from_secs(15)).await);
-    assert_eq!(edge.metric("streamd_cluster_redirects_total").await, 2.0);
+    assert_eq!(
+        edge.metric("streamd_cluster_redirects_total").await,
+        redirected + 1.0
+    );
 
     // OME signalling: the edge pulls the stream and plays it itself...
     let mut viewer = Viewer::connect(&edge.ws("/live/moved"), false)
@@ -510,5 +532,11 @@ async fn a_redirecting_node_sends_hls_and_whep_viewers_to_the_origin() {
     assert!(viewer.video_frames(30, Duration::from_secs(15)).await);
     // ...and, having it, serves LL-HLS itself rather than redirecting.
     assert_eq!(edge.master("moved", "").await.status, 200);
-    assert_eq!(edge.metric("streamd_cluster_redirects_total").await, 2.0);
+    assert_eq!(
+        edge.metric("streamd_cluster_redirects_total").await,
+        redirected + 1.0
+    );
+
+    // The same bound on a node that redirects.
+    flood_of_unknown_names_is_bounded_per_client(&edge).await;
 }

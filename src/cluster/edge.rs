@@ -14,7 +14,7 @@
 //! viewers continue after a discontinuity. The pull stops, and the
 //! broadcast ends, once no viewer has watched for `cluster.idle_timeout`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,10 @@ const MAX_DESCRIPTION: usize = 1 << 20;
 /// Directory lookups for redirects under way at once, at most; past it a
 /// viewer's demand is pulled as without `cluster.redirect`.
 const MAX_REDIRECT_LOOKUPS: usize = 64;
+/// Demands that may wait on one redirect lookup under way, at most (the
+/// viewers of a stream that starts, asking at once); past it they are
+/// answered "not found".
+const MAX_WAITING_ON_LOOKUP: usize = 4096;
 /// A relay that ran this long was a success: losing it starts a new grace.
 const RELAY_OK: Duration = Duration::from_secs(5);
 
@@ -68,6 +72,81 @@ enum PullState {
     Relaying,
     /// Not found, or over.
     Gone,
+}
+
+/// What a redirect lookup found, for the demand loop.
+enum Lookup {
+    /// The viewer (at this address) was sent to the origin at `url`.
+    Redirected {
+        path: StreamPath,
+        client: Option<std::net::IpAddr>,
+        url: String,
+    },
+    /// No origin lists the stream: remembered as not found.
+    NotFound(Demand),
+    /// Listed without a public URL, or the directory could not be read:
+    /// pulled here.
+    Pull(Demand),
+    /// The directory did not answer in time, or the lookup failed: the
+    /// viewer was answered "not found" (its reply dropped).
+    Unanswered {
+        path: StreamPath,
+        client: Option<std::net::IpAddr>,
+    },
+}
+
+impl Lookup {
+    fn path(&self) -> &StreamPath {
+        match self {
+            Lookup::Redirected { path, .. } | Lookup::Unanswered { path, .. } => path,
+            Lookup::NotFound(d) | Lookup::Pull(d) => &d.path,
+        }
+    }
+
+    fn client(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Lookup::Redirected { client, .. } | Lookup::Unanswered { client, .. } => *client,
+            Lookup::NotFound(d) | Lookup::Pull(d) => d.client,
+        }
+    }
+}
+
+/// A finished redirect lookup: its client has one lookup fewer under way,
+/// and the demands that waited on it are answered, or queued in
+/// `requeued` to be pulled when the stream is to be pulled here. The
+/// lookup's own demand, when it still needs an answer here (`true`: as
+/// not found).
+fn settle(
+    lookup: Lookup,
+    redirecting: &mut HashMap<std::net::IpAddr, usize>,
+    looking: &mut HashMap<StreamPath, Vec<Demand>>,
+    requeued: &mut VecDeque<Demand>,
+) -> Option<(Demand, bool)> {
+    if let Some(c) = lookup.client()
+        && let Some(n) = redirecting.get_mut(&c)
+    {
+        *n -= 1;
+        if *n == 0 {
+            redirecting.remove(&c);
+        }
+    }
+    let waiting = looking.remove(lookup.path()).unwrap_or_default();
+    let (answer, next) = match lookup {
+        Lookup::Redirected { url, .. } => (Supply::Elsewhere(url), None),
+        Lookup::Unanswered { .. } => (Supply::Absent, None),
+        Lookup::NotFound(d) => (Supply::Absent, Some((d, true))),
+        Lookup::Pull(d) => {
+            requeued.extend(waiting.into_iter().map(|mut w| {
+                w.may_redirect = false;
+                w
+            }));
+            return Some((d, false));
+        }
+    };
+    for w in waiting {
+        let _ = w.reply.send(answer.clone());
+    }
+    next
 }
 
 /// A stream the edge pulls, or looked for.
@@ -97,57 +176,124 @@ impl Edge {
         // Each pull: its state, when it started, and the address whose
         // request started it.
         let mut pulls: HashMap<StreamPath, Pull> = HashMap::new();
-        // Demands a redirect lookup handed back to be pulled.
-        let (to_pull, mut handed_back) = mpsc::channel::<Demand>(MAX_REDIRECT_LOOKUPS);
+        // What redirect lookups found, and how many each client started
+        // that are under way (they count against its share, as its pulls
+        // do). Later demands for a name being looked up wait on that
+        // lookup's answer, as they would on its pull.
+        let (found_tx, mut found) = mpsc::channel::<Lookup>(MAX_REDIRECT_LOOKUPS);
         let lookups = Arc::new(Semaphore::new(MAX_REDIRECT_LOOKUPS));
+        let mut redirecting: HashMap<std::net::IpAddr, usize> = HashMap::new();
+        let mut looking: HashMap<StreamPath, Vec<Demand>> = HashMap::new();
+        // Demands that waited on a lookup which found the stream must be
+        // pulled: taken before new ones.
+        let mut requeued: VecDeque<Demand> = VecDeque::new();
         loop {
-            let demand = tokio::select! {
-                _ = shutdown.wait() => return,
-                d = demands.recv() => match d {
-                    Some(d) => d,
-                    None => return,
-                },
-                Some(d) = handed_back.recv() => d,
+            let (demand, not_found) = if let Some(d) = requeued.pop_front() {
+                (d, false)
+            } else {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    d = demands.recv() => match d {
+                        Some(d) => (d, false),
+                        None => return,
+                    },
+                    Some(lookup) = found.recv() => {
+                        match settle(lookup, &mut redirecting, &mut looking, &mut requeued) {
+                            Some(next) => next,
+                            None => continue,
+                        }
+                    }
+                }
             };
-            // Sent to the origin's public URL, when it has one, rather than
-            // pulled here (a pull already under way is served here).
-            if demand.may_redirect
-                && self.config.redirect
-                && !pulls.contains_key(&demand.path)
-                && let Ok(permit) = lookups.clone().try_acquire_owned()
-            {
-                let edge = self.clone();
-                let to_pull = to_pull.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    edge.redirect_or_pull(demand, &to_pull).await;
-                });
-                continue;
-            }
             let now = Instant::now();
             pulls.retain(|_, p| match *p.state.borrow() {
                 PullState::Gone => now.duration_since(p.since) < NOT_FOUND_FOR,
                 _ => true,
             });
+            if not_found && !pulls.contains_key(&demand.path) {
+                // Remembered as a pull that found nothing: the same names
+                // are not looked up again for a while, and they count
+                // against the client's share (a pull started meanwhile,
+                // for a viewer that cannot be redirected, is waited on).
+                if pulls.len() < MAX_PULLS {
+                    let (_, gone) = watch::channel(PullState::Gone);
+                    pulls.insert(
+                        demand.path.clone(),
+                        Pull {
+                            state: gone,
+                            since: now,
+                            client: demand.client,
+                        },
+                    );
+                }
+                let _ = demand.reply.send(Supply::Absent);
+                continue;
+            }
             let state = match pulls.get(&demand.path) {
                 Some(p) => p.state.clone(),
-                None if pulls.len() >= MAX_PULLS => {
-                    let _ = demand.reply.send(Supply::Absent);
-                    continue;
-                }
-                None if demand.client.is_some_and(|c| {
-                    let looking = pulls
-                        .values()
-                        .filter(|p| p.client == Some(c) && *p.state.borrow() != PullState::Relaying)
-                        .count();
-                    looking >= MAX_LOOKUPS_PER_CLIENT
-                }) =>
-                {
-                    metrics::counter!("streamd_cluster_lookups_refused_total").increment(1);
-                    let _ = demand.reply.send(Supply::Absent);
-                    continue;
-                }
                 None => {
+                    if demand.may_redirect
+                        && let Some(waiting) = looking.get_mut(&demand.path)
+                    {
+                        if waiting.len() < MAX_WAITING_ON_LOOKUP {
+                            waiting.push(demand);
+                        } else {
+                            let _ = demand.reply.send(Supply::Absent);
+                        }
+                        continue;
+                    }
+                    let client_busy = demand.client.is_some_and(|c| {
+                        let looking = pulls
+                            .values()
+                            .filter(|p| {
+                                p.client == Some(c) && *p.state.borrow() != PullState::Relaying
+                            })
+                            .count();
+                        looking + redirecting.get(&c).copied().unwrap_or(0)
+                            >= MAX_LOOKUPS_PER_CLIENT
+                    });
+                    if client_busy {
+                        metrics::counter!("streamd_cluster_lookups_refused_total").increment(1);
+                        let _ = demand.reply.send(Supply::Absent);
+                        continue;
+                    }
+                    // Sent to the origin's public URL, when it has one,
+                    // rather than pulled here (a pull already under way is
+                    // served here, above). Past the lookups allowed at
+                    // once, pulled as without `cluster.redirect`.
+                    if demand.may_redirect
+                        && self.config.redirect
+                        && let Ok(permit) = lookups.clone().try_acquire_owned()
+                    {
+                        if let Some(c) = demand.client {
+                            *redirecting.entry(c).or_default() += 1;
+                        }
+                        looking.insert(demand.path.clone(), Vec::new());
+                        let edge = self.clone();
+                        let found_tx = found_tx.clone();
+                        tokio::spawn(async move {
+                            let (path, client) = (demand.path.clone(), demand.client);
+                            // In its own task, so that even a panic in it
+                            // is answered (and its waiters and its
+                            // client's count with it).
+                            let lookup = tokio::spawn(async move {
+                                tokio::time::timeout(REQUEST_TIMEOUT, edge.redirect_or_pull(demand))
+                                    .await
+                            })
+                            .await;
+                            let lookup = match lookup {
+                                Ok(Ok(lookup)) => lookup,
+                                _ => Lookup::Unanswered { path, client },
+                            };
+                            let _ = found_tx.send(lookup).await;
+                            drop(permit);
+                        });
+                        continue;
+                    }
+                    if pulls.len() >= MAX_PULLS {
+                        let _ = demand.reply.send(Supply::Absent);
+                        continue;
+                    }
                     let (tx, rx) = watch::channel(PullState::Starting);
                     pulls.insert(
                         demand.path.clone(),
@@ -187,9 +333,11 @@ impl Edge {
     }
 
     /// Answers `demand` with its origin's public URL when the directory
-    /// lists one (and it is not this node); a stream listed without one,
-    /// or a directory that cannot be read, goes back to be pulled.
-    async fn redirect_or_pull(&self, mut demand: Demand, to_pull: &mpsc::Sender<Demand>) {
+    /// lists one (and it is not this node). A name no origin lists goes
+    /// back to be remembered as not found; a stream listed without a
+    /// public URL, or a directory that cannot be read, goes back to be
+    /// pulled.
+    async fn redirect_or_pull(&self, mut demand: Demand) -> Lookup {
         let expiry = i64::try_from(self.config.expiry.as_millis()).unwrap_or(i64::MAX);
         let found = self
             .store
@@ -199,16 +347,14 @@ impl Edge {
             Ok(Some(o)) if o.node != self.node && !o.public_url.is_empty() => {
                 metrics::counter!("streamd_cluster_redirects_total").increment(1);
                 let url = o.public_url.trim_end_matches('/').to_owned();
-                let _ = demand.reply.send(Supply::Elsewhere(url));
+                let (path, client) = (demand.path.clone(), demand.client);
+                let _ = demand.reply.send(Supply::Elsewhere(url.clone()));
+                Lookup::Redirected { path, client, url }
             }
-            Ok(None) => {
-                let _ = demand.reply.send(Supply::Absent);
-            }
+            Ok(None) => Lookup::NotFound(demand),
             Ok(Some(_)) | Err(_) => {
                 demand.may_redirect = false;
-                if let Err(e) = to_pull.try_send(demand) {
-                    let _ = e.into_inner().reply.send(Supply::Absent);
-                }
+                Lookup::Pull(demand)
             }
         }
     }

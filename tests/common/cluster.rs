@@ -248,14 +248,7 @@ impl Node {
         timeout: Duration,
         f: impl Fn(f64) -> bool,
     ) -> f64 {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let v = self.metric(name).await;
-            if f(v) || tokio::time::Instant::now() >= deadline {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        metric_reaches(&self.url("/metrics"), name, timeout, f).await
     }
 
     pub fn logs(&self) -> String {
