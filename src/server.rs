@@ -29,8 +29,13 @@ const END_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// What `streamd check-config` checks beyond the file itself, without
 /// binding or opening anything that lasts: the recording location parses
 /// and names a store we can talk to, and the TLS certificate and key load,
-/// match and are valid now.
+/// match and are valid now, and the FFmpeg linked has every codec the
+/// transcoder opens.
 pub fn check(config: &Config) -> anyhow::Result<()> {
+    let missing = crate::transcode::codec::missing();
+    if !missing.is_empty() {
+        anyhow::bail!("transcode: the FFmpeg linked has no {}", missing.join(", "));
+    }
     if config.record.enabled || !config.record.apps.is_empty() {
         Recorder::open_store(&config.record, &config.database.data_dir)
             .map_err(|e| anyhow::anyhow!("recording: {e}"))?;

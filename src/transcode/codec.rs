@@ -42,6 +42,82 @@ pub fn init() {
     });
 }
 
+/// FFmpeg's names for the software codecs streamd opens by name.
+const LIBDAV1D: &str = "libdav1d";
+const LIBX264: &str = "libx264";
+const LIBOPUS: &str = "libopus";
+const AAC_ENCODER: &str = "aac";
+
+/// An FFmpeg codec the transcoder opens. The openers find their codecs
+/// here, and `missing()` checks the same list, so the check cannot drift
+/// from what is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    H264Decoder,
+    HevcDecoder,
+    /// FFmpeg's own AV1 decoder needs a hardware accelerator; libdav1d
+    /// decodes in software.
+    Av1Decoder,
+    AacDecoder,
+    OpusDecoder,
+    X264Encoder,
+    OpusEncoder,
+    AacEncoder,
+}
+
+impl Wanted {
+    const ALL: [Wanted; 8] = [
+        Wanted::H264Decoder,
+        Wanted::HevcDecoder,
+        Wanted::Av1Decoder,
+        Wanted::AacDecoder,
+        Wanted::OpusDecoder,
+        Wanted::X264Encoder,
+        Wanted::OpusEncoder,
+        Wanted::AacEncoder,
+    ];
+
+    /// As `streamd check-config` and the errors name it.
+    fn name(self) -> &'static str {
+        match self {
+            Wanted::H264Decoder => "H.264 decoder",
+            Wanted::HevcDecoder => "HEVC decoder",
+            Wanted::Av1Decoder => "libdav1d AV1 decoder",
+            Wanted::AacDecoder => "AAC decoder",
+            Wanted::OpusDecoder => "Opus decoder",
+            Wanted::X264Encoder => "libx264 encoder",
+            Wanted::OpusEncoder => "libopus encoder",
+            Wanted::AacEncoder => "AAC encoder",
+        }
+    }
+
+    fn find(self) -> Result<ff::Codec, CodecError> {
+        let found = match self {
+            Wanted::H264Decoder => ff::decoder::find(ff::codec::Id::H264),
+            Wanted::HevcDecoder => ff::decoder::find(ff::codec::Id::HEVC),
+            Wanted::Av1Decoder => ff::decoder::find_by_name(LIBDAV1D),
+            Wanted::AacDecoder => ff::decoder::find(ff::codec::Id::AAC),
+            Wanted::OpusDecoder => ff::decoder::find(ff::codec::Id::OPUS),
+            Wanted::X264Encoder => ff::encoder::find_by_name(LIBX264),
+            Wanted::OpusEncoder => ff::encoder::find_by_name(LIBOPUS),
+            Wanted::AacEncoder => ff::encoder::find_by_name(AAC_ENCODER),
+        };
+        found.ok_or(CodecError::Missing(self.name()))
+    }
+}
+
+/// Every FFmpeg codec the transcoder opens that the linked FFmpeg lacks,
+/// as `streamd check-config` names them: an FFmpeg built without one (the
+/// container image builds its own) is caught before a stream needs it.
+pub fn missing() -> Vec<&'static str> {
+    init();
+    Wanted::ALL
+        .into_iter()
+        .filter(|w| w.find().is_err())
+        .map(Wanted::name)
+        .collect()
+}
+
 /// Copies `data` into a new extradata buffer on `ctx` (FFmpeg frees it).
 ///
 /// # Safety
@@ -85,23 +161,9 @@ impl VideoDecoder {
     /// configuration record).
     pub fn decoder_for(config: &CodecConfig) -> Result<(ff::Codec, &Bytes), CodecError> {
         match config {
-            CodecConfig::H264(c) => Ok((
-                ff::decoder::find(ff::codec::Id::H264)
-                    .ok_or(CodecError::Missing("H.264 decoder"))?,
-                &c.raw,
-            )),
-            CodecConfig::Hevc(c) => Ok((
-                ff::decoder::find(ff::codec::Id::HEVC)
-                    .ok_or(CodecError::Missing("HEVC decoder"))?,
-                &c.raw,
-            )),
-            // FFmpeg's own AV1 decoder needs a hardware accelerator;
-            // libdav1d decodes in software.
-            CodecConfig::Av1(c) => Ok((
-                ff::decoder::find_by_name("libdav1d")
-                    .ok_or(CodecError::Missing("libdav1d AV1 decoder"))?,
-                &c.raw,
-            )),
+            CodecConfig::H264(c) => Ok((Wanted::H264Decoder.find()?, &c.raw)),
+            CodecConfig::Hevc(c) => Ok((Wanted::HevcDecoder.find()?, &c.raw)),
+            CodecConfig::Av1(c) => Ok((Wanted::Av1Decoder.find()?, &c.raw)),
             CodecConfig::Aac(_) | CodecConfig::Opus(_) => {
                 Err(CodecError::Missing("video decoder for audio"))
             }
@@ -202,8 +264,7 @@ pub struct VideoEncoder {
 
 impl VideoEncoder {
     pub fn new(params: EncoderParams) -> Result<VideoEncoder, CodecError> {
-        let codec =
-            ff::encoder::find_by_name("libx264").ok_or(CodecError::Missing("libx264 encoder"))?;
+        let codec = Wanted::X264Encoder.find()?;
         let mut enc = ff::codec::Context::new_with_codec(codec)
             .encoder()
             .video()
@@ -390,21 +451,21 @@ impl AudioTranscoder {
         bitrate: u32,
     ) -> Result<AudioTranscoder, CodecError> {
         use crate::media::CodecConfig;
-        let (id, extradata, input_frame) = match source {
+        let (decoder, extradata, input_frame) = match source {
             CodecConfig::Aac(aac) => (
-                ff::codec::Id::AAC,
+                Wanted::AacDecoder,
                 aac.raw.to_vec(),
                 (i64::from(aac.samples_per_frame) * i64::from(AUDIO_RATE)
                     / i64::from(aac.sample_rate.max(1)))
                 .max(1),
             ),
             // WebRTC's Opus frames are 20 ms.
-            CodecConfig::Opus(opus) => (ff::codec::Id::OPUS, opus.head(), 960),
+            CodecConfig::Opus(opus) => (Wanted::OpusDecoder, opus.head(), 960),
             CodecConfig::H264(_) | CodecConfig::Hevc(_) | CodecConfig::Av1(_) => {
                 return Err(CodecError::Missing("audio decoder for video"));
             }
         };
-        let dec_codec = ff::decoder::find(id).ok_or(CodecError::Missing("audio decoder"))?;
+        let dec_codec = decoder.find()?;
         let mut dctx = ff::codec::Context::new_with_codec(dec_codec);
         // SAFETY: a fresh, unopened context; the AudioSpecificConfig (AAC)
         // or OpusHead (Opus) is the decoder's extradata.
@@ -414,18 +475,17 @@ impl AudioTranscoder {
             .audio()
             .map_err(ff_err("opening the audio decoder"))?;
 
-        let (name, sample) = match target {
+        let (encoder, sample) = match target {
             AudioTarget::Opus => (
-                "libopus",
+                Wanted::OpusEncoder,
                 ff::format::Sample::F32(ff::format::sample::Type::Packed),
             ),
             AudioTarget::Aac => (
-                "aac",
+                Wanted::AacEncoder,
                 ff::format::Sample::F32(ff::format::sample::Type::Planar),
             ),
         };
-        let enc_codec =
-            ff::encoder::find_by_name(name).ok_or(CodecError::Missing("audio encoder"))?;
+        let enc_codec = encoder.find()?;
         let mut enc = ff::codec::Context::new_with_codec(enc_codec)
             .encoder()
             .audio()
@@ -667,5 +727,13 @@ impl AudioTranscoder {
                 duration: packet.duration().max(self.frame_size as i64),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_linked_ffmpeg_has_every_codec_the_transcoder_opens() {
+        assert_eq!(super::missing(), Vec::<&str>::new());
     }
 }
