@@ -341,12 +341,13 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
     };
     println!("\n== {}: {} ==", server.name(), r.name);
     println!(
-        "{:>7} {:>16} {:>7} {:>12} {:>14} {:>10} {:>10} {:>12} {:>16} {:>18}",
+        "{:>7} {:>16} {:>7} {:>12} {:>14} {:>13} {:>10} {:>10} {:>12} {:>16} {:>18}",
         "viewers",
         "cpu s/viewer-s",
         "kernel",
         "egress Mb/s",
         "RSS/viewer kB",
+        "added kB/vwr",
         "loss %",
         "delivered",
         "loadgen cpu",
@@ -354,6 +355,10 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
         "DTLS→frame p50/p95"
     );
     let rss_base = proc::status_kb(pid, "VmRSS:");
+    // The RSS and viewers of the step before: the RSS each step's new
+    // viewers added, which leaves out what the server holds whatever the
+    // count (its LL-HLS window, the probe's session, allocator arenas).
+    let mut before: Option<(u64, u64)> = None;
     // What the server spends with no viewer (ingest, and the encoders in
     // the ABR run) is not fan-out: measured first, subtracted below.
     let idle0 = proc::cpu_ticks(pid);
@@ -439,13 +444,24 @@ async fn ramp(server: Server, r: &Rendition, steps: &[usize], seconds: u64, smok
             join,
             start,
         };
+        let added = match before {
+            Some((rss0, n0)) if connected > n0 => {
+                format!(
+                    "{:.1}",
+                    (rss as f64 - rss0 as f64) / (connected - n0) as f64
+                )
+            }
+            _ => "-".to_owned(),
+        };
+        before = Some((rss, connected));
         println!(
-            "{:>7} {:>16.6} {:>6.0}% {:>12.1} {:>14.1} {:>10.3} {:>9.0}% {:>11.0}% {:>16} {:>18}",
+            "{:>7} {:>16.6} {:>6.0}% {:>12.1} {:>14.1} {:>13} {:>10.3} {:>9.0}% {:>11.0}% {:>16} {:>18}",
             connected,
             step.cpu_per_viewer_s,
             kernel * 100.0,
             egress,
             step.rss_per_viewer_kb,
+            added,
             loss,
             delivered * 100.0,
             gen_cpu * 100.0,
