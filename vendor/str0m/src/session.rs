@@ -56,6 +56,15 @@ const MAX_PENDING_RRTRS: usize = 300;
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
 
+thread_local! {
+    /// streamd: the buffer an RTP packet is made in before it is
+    /// encrypted into its own, shared by the sessions of a thread; each
+    /// session kept one (2 KB) for the moment of a poll
+    /// (vendor/str0m/PATCHES.md, "one packet buffer a thread").
+    static POLL_PACKET_BUF: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub(crate) struct Session {
     id: SessionId,
 
@@ -108,9 +117,6 @@ pub(crate) struct Session {
     /// A pacer for sending RTP at specific rate.
     pacer: PacerImpl,
     pacer_control: PacerControl,
-
-    // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
-    poll_packet_buf: Vec<u8>,
 
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
@@ -210,7 +216,6 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            poll_packet_buf: vec![0; 2000],
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -1242,6 +1247,11 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
+        POLL_PACKET_BUF.with_borrow_mut(|buf| self.poll_packet_into(now, buf))
+    }
+
+    /// The next RTP packet, made in `buf` before it is encrypted.
+    fn poll_packet_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<DatagramSend> {
         let srtp_tx = self.srtp_tx.as_mut()?;
 
         // Figure out which, if any, queue to poll
@@ -1252,7 +1262,6 @@ impl Session {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
             return None;
         };
-        let buf = &mut self.poll_packet_buf;
         let twcc_seq = self.twcc;
 
         let params = &self.codec_config;

@@ -26,38 +26,37 @@ pub(crate) struct RtxCache {
     // entry (vendor/str0m/PATCHES.md, "compact RTX cache"); made at the
     // first lookup, as most streams never have one.
     out: Option<Box<RtpPacket>>,
+
+    // streamd: the SSRC and clock rate of the first packet cached, which
+    // the entries of the packets that share them do not keep.
+    shared: Option<Shared>,
 }
 
 /// A sent packet as the cache keeps it (streamd patch): the header's
-/// fixed fields and the shared payload, 56 bytes. A full `RtpPacket` is
-/// 408 bytes, most of it the header's extension values and CSRC list,
-/// which a server's packets rarely carry once the peer has bound its SSRC;
-/// those are boxed beside the entry only when present. The sequence
-/// number is the entry's position, and the time the packet was queued is
-/// kept as its wait before it was sent (the entry's time).
+/// fixed fields and the shared payload, 32 bytes (40 with the buffer's
+/// position and time). A full `RtpPacket` is 408 bytes, most of it the
+/// header's extension values and CSRC list, which a server's packets
+/// rarely carry once the peer has bound its SSRC. What a packet has that
+/// its cache cannot work out is boxed beside the entry: those, and an
+/// SSRC, clock rate, sequence number or media time other than the
+/// cache's, its position and its RTP time give.
 #[derive(Debug)]
 struct Cached {
     payload: Arc<[u8]>,
-    /// `time`, as its numerator and frequency: a `MediaTime` is 16 bytes
-    /// with its padding.
-    time_numer: u64,
-    time_frequency: Frequency,
-    /// The packet's `timestamp` (when it was queued) in microseconds from
-    /// the entry's time (when it was sent): negative, as a packet is
-    /// queued before it is sent, but either way is kept. Saturated.
-    queued_us: i32,
-    ssrc: Ssrc,
+    /// The RTP header's timestamp, and the media time's numerator.
     rtp_time: u32,
-    sequence_number: u16,
-    payload_type: Pt,
-    marker: bool,
-    has_padding: bool,
-    has_extension: bool,
     header_len: u16,
+    payload_type: Pt,
+    /// `MARKER`, `PADDING`, `EXTENSION`.
+    flags: u8,
     rare: Option<Box<Rare>>,
 }
 
-/// What most packets do not carry.
+const MARKER: u8 = 1;
+const PADDING: u8 = 2;
+const EXTENSION: u8 = 4;
+
+/// What most packets do not carry, or carry as the cache works it out.
 #[derive(Debug)]
 struct Rare {
     csrc_count: usize,
@@ -65,10 +64,21 @@ struct Rare {
     ext_vals: ExtensionValues,
     vp8_patch: Option<Vp8Patch>,
     last_sender_info: Option<SenderInfo>,
+    ssrc: Ssrc,
+    sequence_number: u16,
+    time: MediaTime,
+}
+
+/// What every packet of a cache shares, unless boxed in its [`Rare`]:
+/// those of the first packet cached.
+#[derive(Debug, Clone, Copy)]
+struct Shared {
+    ssrc: Ssrc,
+    frequency: Frequency,
 }
 
 impl Cached {
-    fn new(p: RtpPacket, sent: Instant) -> Cached {
+    fn new(p: RtpPacket, shared: Shared) -> Cached {
         let mut h = p.header;
         // MID and RID are not kept: `StreamTx::poll_packet` writes them
         // into a resend's header again for as long as the peer has not
@@ -78,7 +88,11 @@ impl Cached {
         let plain = h.csrc_count == 0
             && h.ext_vals == ExtensionValues::default()
             && p.vp8_patch.is_none()
-            && p.last_sender_info.is_none();
+            && p.last_sender_info.is_none()
+            && h.ssrc == shared.ssrc
+            && h.sequence_number == *p.seq_no as u16
+            && p.time.numer() == u64::from(h.timestamp)
+            && p.time.frequency() == shared.frequency;
         let rare = (!plain).then(|| {
             Box::new(Rare {
                 csrc_count: h.csrc_count,
@@ -86,73 +100,64 @@ impl Cached {
                 ext_vals: h.ext_vals,
                 vp8_patch: p.vp8_patch,
                 last_sender_info: p.last_sender_info,
+                ssrc: h.ssrc,
+                sequence_number: h.sequence_number,
+                time: p.time,
             })
         });
-        let queued_us = if p.timestamp >= sent {
-            i32::try_from(p.timestamp.duration_since(sent).as_micros()).unwrap_or(i32::MAX)
-        } else {
-            i32::try_from(sent.duration_since(p.timestamp).as_micros())
-                .map(|us| -us)
-                .unwrap_or(i32::MIN)
-        };
+        let flags = if h.marker { MARKER } else { 0 }
+            | if h.has_padding { PADDING } else { 0 }
+            | if h.has_extension { EXTENSION } else { 0 };
         Cached {
             payload: p.payload,
-            time_numer: p.time.numer(),
-            time_frequency: p.time.frequency(),
-            queued_us,
-            ssrc: h.ssrc,
             rtp_time: h.timestamp,
-            sequence_number: h.sequence_number,
-            payload_type: h.payload_type,
-            marker: h.marker,
-            has_padding: h.has_padding,
-            has_extension: h.has_extension,
             // An RTP header is at most 12 + 60 + 4 + 4 * 65535 bytes; the
             // ones str0m writes are under 100.
             header_len: h.header_len.min(usize::from(u16::MAX)) as u16,
+            payload_type: h.payload_type,
+            flags,
             rare,
         }
     }
 
     /// Writes the packet this entry stands for into `out`: the entry of
-    /// `seq_no`, cached (sent) at `sent`.
-    fn restore(&self, out: &mut RtpPacket, seq_no: SeqNo, sent: Instant) {
+    /// `seq_no`, cached (sent) at `sent`. The packet's `timestamp` (when it
+    /// was queued) is given as `sent`: it is only read for the queue-delay
+    /// statistic of packets sent for the first time, never for a resend.
+    fn restore(&self, out: &mut RtpPacket, seq_no: SeqNo, sent: Instant, shared: Shared) {
         let h = &mut out.header;
         h.version = 2;
-        h.has_padding = self.has_padding;
-        h.has_extension = self.has_extension;
-        h.marker = self.marker;
+        h.has_padding = self.flags & PADDING != 0;
+        h.has_extension = self.flags & EXTENSION != 0;
+        h.marker = self.flags & MARKER != 0;
         h.payload_type = self.payload_type;
-        h.sequence_number = self.sequence_number;
         h.timestamp = self.rtp_time;
-        h.ssrc = self.ssrc;
         h.header_len = usize::from(self.header_len);
         match &self.rare {
             Some(r) => {
                 h.csrc_count = r.csrc_count;
                 h.csrc = r.csrc;
                 h.ext_vals = r.ext_vals.clone();
+                h.ssrc = r.ssrc;
+                h.sequence_number = r.sequence_number;
                 out.vp8_patch = r.vp8_patch;
                 out.last_sender_info = r.last_sender_info;
+                out.time = r.time;
             }
             None => {
                 h.csrc_count = 0;
                 h.csrc = [0; 15];
                 h.ext_vals = ExtensionValues::default();
+                h.ssrc = shared.ssrc;
+                h.sequence_number = *seq_no as u16;
                 out.vp8_patch = None;
                 out.last_sender_info = None;
+                out.time = MediaTime::new(u64::from(self.rtp_time), shared.frequency);
             }
         }
         out.seq_no = seq_no;
-        out.time = MediaTime::new(self.time_numer, self.time_frequency);
         out.payload = self.payload.clone();
-        let queued = Duration::from_micros(u64::from(self.queued_us.unsigned_abs()));
-        out.timestamp = if self.queued_us >= 0 {
-            sent.checked_add(queued)
-        } else {
-            sent.checked_sub(queued)
-        }
-        .unwrap_or(sent);
+        out.timestamp = sent;
         // Only nackable packets are cached.
         out.nackable = true;
     }
@@ -164,6 +169,7 @@ impl RtxCache {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
             out: None,
+            shared: None,
         }
     }
 
@@ -171,8 +177,12 @@ impl RtxCache {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
+        let shared = *self.shared.get_or_insert(Shared {
+            ssrc: packet.header.ssrc,
+            frequency: packet.time.frequency(),
+        });
         self.packet_by_seq_no
-            .push(*seq_no, now, Cached::new(packet, now));
+            .push(*seq_no, now, Cached::new(packet, shared));
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
@@ -185,8 +195,10 @@ impl RtxCache {
     /// it are not kept (the callers change only their copy of the header).
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
         let (sent, cached) = self.packet_by_seq_no.get_with_time(*seq_no)?;
+        // Set with the first entry, so there whenever an entry is.
+        let shared = self.shared?;
         let out = self.out.get_or_insert_with(|| Box::new(RtpPacket::blank()));
-        cached.restore(out, seq_no, sent);
+        cached.restore(out, seq_no, sent, shared);
         Some(out)
     }
 
@@ -219,6 +231,7 @@ impl RtxCache {
     pub(crate) fn clear(&mut self) {
         self.packet_by_seq_no.clear();
         self.out = None;
+        self.shared = None;
         self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
     }
 }
@@ -308,8 +321,11 @@ mod test {
             rtx_cache.cache_sent_packet(pkt, now);
         }
 
+        // streamd: a lookup gives the send time as the queueing time.
+        let mut expected = packet(now, 200, 2000);
+        expected.timestamp = after(now, 10);
         assert_eq!(
-            Some(&mut packet(now, 200, 2000)),
+            Some(&mut expected),
             rtx_cache.get_cached_packet_by_seq_no(200.into())
         );
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(100.into()));

@@ -14,7 +14,11 @@ use crate::util::already_happened;
 /// overwrite an entry that has not been evicted due to age, the buffer grows.
 #[derive(Debug)]
 pub struct EvictingBuffer<T> {
+    /// streamd: empty until the first push, when it is made
+    /// `initial_size` long (vendor/str0m/PATCHES.md): most send streams
+    /// (audio, the probe's) never cache a packet.
     buf: Vec<Option<Entry<T>>>,
+    initial_size: usize,
     /// How long to keep entries for.
     max_age: Duration,
     /// The maximum size allowed to grow to. Once this sized is reached, new pushed
@@ -26,20 +30,28 @@ pub struct EvictingBuffer<T> {
     next_evict: Option<u64>,
     // Last timeout when we evicted elements.
     last_timeout: Instant,
-    /// streamd: entries' times are kept as nanoseconds since the first
-    /// push (8 bytes, where an `Instant` is 16): an entry of the RTX cache
-    /// went from 104 to 72 bytes (vendor/str0m/PATCHES.md, "compact RTX
-    /// cache").
+    /// streamd: entries' times are kept as milliseconds since an epoch
+    /// (4 bytes, where an `Instant` is 16), moved forward as time passes so
+    /// that they fit (vendor/str0m/PATCHES.md, "compact RTX cache").
     epoch: Option<Instant>,
 }
+
+/// When an entry's time in milliseconds since the epoch would reach this
+/// (after about 25 days), the epoch moves forward by [`REBASE_BY`] (about
+/// 12 days) first.
+const REBASE_AT: u64 = 1 << 31;
+const REBASE_BY: u64 = 1 << 30;
 
 /// Entry in the buffer to keep track of position and time separately.
 #[derive(Debug)]
 struct Entry<T> {
-    /// Position is offset modulus the buffer size.
-    position: u64,
-    /// Entry time, in nanoseconds since the buffer's epoch. Used for eviction.
-    at: u64,
+    /// Position is offset modulus the buffer size. streamd: its low 32
+    /// bits; the whole position is the first with those bits from the next
+    /// to evict ([`EvictingBuffer::whole_position`]), as entries span far
+    /// fewer positions than 2^32.
+    position: u32,
+    /// Entry time, in milliseconds since the buffer's epoch. Used for eviction.
+    at: u32,
     /// The value held at this entry.
     value: T,
 }
@@ -58,7 +70,8 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            buf: Vec::new(),
+            initial_size,
             max_age,
             max_size,
             last_position: None,
@@ -68,15 +81,41 @@ impl<T> EvictingBuffer<T> {
         }
     }
 
-    /// `t` in nanoseconds since the epoch (a time before it counts as the
+    /// `t` in milliseconds since the epoch (a time before it counts as the
     /// epoch itself: entries arrive roughly in time order).
     fn since_epoch(&self, t: Instant) -> u64 {
         match self.epoch {
             Some(epoch) => {
-                u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+                u64::try_from(t.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
             }
             None => 0,
         }
+    }
+
+    /// Moves the epoch forward until `t` is under [`REBASE_AT`]
+    /// milliseconds from it; `t`'s milliseconds since the new epoch. An
+    /// entry older than the new epoch is kept as of the epoch: at least
+    /// [`REBASE_BY`] old, so still evicted by any `max_age` under 12 days.
+    fn time_of_push(&mut self, t: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(t);
+        let mut ms = self.since_epoch(t);
+        if ms >= REBASE_AT {
+            let steps = (ms - REBASE_AT) / REBASE_BY + 1;
+            let by = steps.saturating_mul(REBASE_BY);
+            self.epoch = Some(epoch + Duration::from_millis(by));
+            for e in self.buf.iter_mut().flatten() {
+                e.at = u64::from(e.at).saturating_sub(by) as u32;
+            }
+            ms -= by;
+        }
+        ms as u32
+    }
+
+    /// The whole position of an entry that keeps `low`, its low 32 bits:
+    /// the first at or after the next to evict, as no entry is before it.
+    fn whole_position(&self, low: u32) -> u64 {
+        let first = self.next_evict.unwrap_or(0);
+        first.wrapping_add(u64::from(low.wrapping_sub(first as u32)))
     }
 
     fn index_for_position(&self, position: u64) -> usize {
@@ -92,8 +131,11 @@ impl<T> EvictingBuffer<T> {
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
     pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
-        if self.is_inert() {
+        if self.initial_size == 0 || self.max_age.is_zero() {
             return;
+        }
+        if self.buf.is_empty() {
+            self.buf = prepare_buf(self.initial_size);
         }
 
         if timestamp < self.last_timeout {
@@ -120,7 +162,7 @@ impl<T> EvictingBuffer<T> {
             // If the position is exactly the same, we allow it since it's
             // replacing the current T value. If position differs, we've
             // wrapped around.
-            if entry.position != position {
+            if entry.position != position as u32 {
                 // Make space to continue.
                 self.grow();
                 index = self.index_for_position(position);
@@ -128,11 +170,9 @@ impl<T> EvictingBuffer<T> {
         }
         self.last_position = Some(position);
 
-        let epoch = *self.epoch.get_or_insert(timestamp);
-        let at = u64::try_from(timestamp.saturating_duration_since(epoch).as_nanos())
-            .unwrap_or(u64::MAX);
+        let at = self.time_of_push(timestamp);
         self.buf[index] = Some(Entry {
-            position,
+            position: position as u32,
             at,
             value,
         });
@@ -145,7 +185,7 @@ impl<T> EvictingBuffer<T> {
     }
 
     /// The entry for the previously inserted position, and the time it
-    /// was pushed with (to the nanosecond).
+    /// was pushed with (to the millisecond).
     pub fn get_with_time(&self, position: u64) -> Option<(Instant, &T)> {
         if self.is_inert() {
             return None;
@@ -153,9 +193,10 @@ impl<T> EvictingBuffer<T> {
 
         let index = (position % self.buf.len() as u64) as usize;
         if let Some(entry) = &self.buf[index] {
-            if entry.position == position {
+            if entry.position == position as u32 {
                 let epoch = self.epoch?;
-                return Some((epoch + Duration::from_nanos(entry.at), &entry.value));
+                let at = Duration::from_millis(u64::from(entry.at));
+                return Some((epoch + at, &entry.value));
             }
         }
         None
@@ -201,7 +242,7 @@ impl<T> EvictingBuffer<T> {
                 continue;
             };
 
-            let age = Duration::from_nanos(now.saturating_sub(entry.at));
+            let age = Duration::from_millis(now.saturating_sub(u64::from(entry.at)));
 
             if age > self.max_age {
                 // Evict.
@@ -236,7 +277,7 @@ impl<T> EvictingBuffer<T> {
         // index position. However max_position and next_evict are already containing positions
         // not index, which means they stay correct.
         for e in old_buffer.into_iter().flatten() {
-            let index = self.index_for_position(e.position);
+            let index = self.index_for_position(self.whole_position(e.position));
             self.buf[index] = Some(e);
         }
     }

@@ -6,7 +6,6 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
-
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
