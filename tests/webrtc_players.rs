@@ -79,7 +79,7 @@ async fn aiortc_plays_and_switches_rendition() {
     assert_eq!(r["audio_format"]["layout"], "stereo", "{r}");
     // Glass to glass, from the clock in the picture; the clicks heard, one
     // a second, in step with the pictures.
-    let (p50, p95) = clock::check(&r, 6.0, 2000);
+    let (p50, p95) = clock::check_joined(&r, 6.0, 2000, clock::LADDER_GROUP_MS);
     let clicks = r["audio_clock"]["clicks"].as_u64().unwrap();
     assert!(clicks >= 5, "{clicks} clicks heard in 8 s: {r}");
     let av = r["av_offset_ms"].as_i64().unwrap();
@@ -141,7 +141,7 @@ async fn aiortc_plays_over_whep() {
     assert_eq!(r["audio_format"]["rate"], 48000, "{r}");
     let sizes = r["sizes"].as_object().unwrap();
     assert!(sizes.contains_key("640x360"), "{r}");
-    let (p50, p95) = clock::check(&r, 6.0, 2000);
+    let (p50, p95) = clock::check_joined(&r, 6.0, 2000, clock::LADDER_GROUP_MS);
     eprintln!("aiortc WHEP glass-to-glass: p50 {p50} ms, p95 {p95} ms");
     assert_eq!(r["whep_delete_status"], 200, "{r}");
     assert!(
