@@ -26,6 +26,8 @@
 mod clock;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/nginx.rs"]
 mod nginx;
 #[path = "common/probe.rs"]

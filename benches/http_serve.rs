@@ -28,6 +28,8 @@ mod clock;
 #[path = "common/nginx.rs"]
 mod nginx;
 use nginx::free_port;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/streamd.rs"]
 mod streamd;
 

@@ -26,6 +26,8 @@ mod http;
 #[path = "common/nginx.rs"]
 mod nginx;
 use nginx::free_port;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/probe.rs"]
 mod probe;
 #[path = "common/proc.rs"]

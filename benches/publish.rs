@@ -21,6 +21,8 @@ mod clock;
 mod ffmpeg9;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/probe.rs"]
 mod probe;
 #[path = "common/proc.rs"]

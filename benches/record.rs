@@ -21,6 +21,8 @@
 mod binary;
 #[path = "../tests/common/clock.rs"]
 mod clock;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/proc.rs"]
 mod proc;
 

@@ -25,6 +25,8 @@
 mod clock;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/proc.rs"]
 mod proc;
 #[path = "common/streamd.rs"]

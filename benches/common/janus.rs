@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 /// A running Janus with one mountpoint (`MOUNTPOINT`) whose video is read
-/// from `video_port` on 127.0.0.1.
+/// from `video_port` on the bench's server address.
 pub struct Janus {
     pub child: Child,
     pub pid: u32,
@@ -62,16 +62,19 @@ fn modules() -> PathBuf {
         .expect("Janus is not installed (Debian package `janus`; scripts/lib.sh installs it)")
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port that was free a moment ago (on the veth pair: free on the load
+/// generator's side, where the bench runs; the two namespaces hand out
+/// ports apart, so a clash is as unlikely as a reuse on loopback).
 fn free_port(udp: bool) -> u16 {
+    let at = (crate::net::client_ip(), 0);
     if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")
+        std::net::UdpSocket::bind(at)
             .unwrap()
             .local_addr()
             .unwrap()
             .port()
     } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
+        std::net::TcpListener::bind(at)
             .unwrap()
             .local_addr()
             .unwrap()
@@ -100,6 +103,7 @@ pub async fn start(dir: &Path, event_loops: u32, helpers: u32) -> Janus {
         .expect("gcc");
     assert!(cc.success(), "building the loopback shim failed");
     let (http_port, video_port) = (free_port(false), free_port(true));
+    let ip = crate::net::server_ip();
     let m = modules.display();
     std::fs::write(
         conf.join("janus.jcfg"),
@@ -112,7 +116,7 @@ pub async fn start(dir: &Path, event_loops: u32, helpers: u32) -> Janus {
 	loggers_folder = "{m}/loggers"
 	debug_level = 4
 	server_name = "janus-baseline"
-	interface = "127.0.0.1"
+	interface = "{ip}"
 	session_timeout = 0
 	event_loops = {event_loops}
 }}
@@ -124,7 +128,7 @@ media: {{
 }}
 nat: {{
 	nice_debug = false
-	ice_enforce_list = "lo"
+	ice_enforce_list = "{iface}"
 	ignore_mdns = true
 }}
 plugins: {{
@@ -141,7 +145,8 @@ events: {{
 	disable = "libjanus_gelfevh.so,libjanus_mqttevh.so,libjanus_nanomsgevh.so,libjanus_rabbitmqevh.so,libjanus_sampleevh.so,libjanus_wsevh.so"
 }}
 "#,
-            conf = conf.display()
+            conf = conf.display(),
+            iface = crate::net::server_iface(),
         ),
     )
     .unwrap();
@@ -149,7 +154,7 @@ events: {{
         conf.join("janus.transport.http.jcfg"),
         format!(
             "general: {{\n\tjson = \"compact\"\n\tbase_path = \"/janus\"\n\thttp = true\n\
-             \tport = {http_port}\n\tip = \"127.0.0.1\"\n\thttps = false\n\
+             \tport = {http_port}\n\tip = \"{ip}\"\n\thttps = false\n\
              \tmhd_connection_limit = 20000\n}}\n\
              admin: {{\n\tadmin_http = false\n\tadmin_https = false\n}}\n"
         ),
@@ -162,13 +167,15 @@ events: {{
             "general: {{\n}}\nload: {{\n\ttype = \"rtp\"\n\tid = {MOUNTPOINT}\n\
              \tdescription = \"H.264 from ffmpeg over RTP\"\n\tmedia = (\n\
              \t\t{{ type = \"video\", mid = \"v\", label = \"video\", port = {video_port}, \
-             iface = \"127.0.0.1\", pt = 96, codec = \"h264\", \
+             iface = \"{ip}\", pt = 96, codec = \"h264\", \
              fmtp = \"profile-level-id=42e01f;packetization-mode=1\", bufferkf = true }}\n\
              \t)\n\tthreads = {helpers}\n}}\n"
         ),
     )
     .unwrap();
-    let mut child = Command::new("janus")
+    let mut cmd = Command::new("janus");
+    crate::net::server_side(&mut cmd);
+    let mut child = cmd
         .arg("-F")
         .arg(&conf)
         .arg("-L")
@@ -180,7 +187,7 @@ events: {{
         .spawn()
         .expect("janus");
     let pid = child.id().expect("a running child has a pid");
-    let http = format!("127.0.0.1:{http_port}");
+    let http = format!("{ip}:{http_port}");
     let mut last = String::new();
     for _ in 0..100 {
         match get(&http, "/janus/info").await {
@@ -221,7 +228,10 @@ pub fn publish_rtp(video_port: u16, size: &str, kbps: u32, seconds: Option<u32>)
         .args(["zerolatency", "-bf", "0", "-pix_fmt", "yuv420p", "-g", "60"])
         .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
         .args(["-payload_type", "96", "-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{video_port}?pkt_size=1112"))
+        .arg(format!(
+            "rtp://{}:{video_port}?pkt_size=1112",
+            crate::net::server_ip()
+        ))
         .stderr(Stdio::null())
         .spawn()
         .expect("ffmpeg")

@@ -56,6 +56,7 @@ pub async fn aiortc_glass(ws: &str, seconds: u32) -> serde_json::Value {
     let out = Command::new(tests.join("python/.venv/bin/python"))
         .arg(tests.join("python/aiortc_viewer.py"))
         .arg(ws)
+        .env("STREAMD_VIEWER_IP", crate::net::client_ip())
         .arg(seconds.to_string())
         .output()
         .await

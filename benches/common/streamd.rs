@@ -1,5 +1,6 @@
-//! The real `streamd` binary for the load benches: started on loopback
-//! port 0 with a config, its bound addresses read from its log.
+//! The real `streamd` binary for the load benches: started on port 0 of
+//! the bench's server address (`net.rs`: loopback unless told otherwise)
+//! with a config, its bound addresses read from its log.
 #![allow(dead_code)] // each bench uses a subset
 
 use std::path::Path;
@@ -18,21 +19,22 @@ pub struct Streamd {
 }
 
 /// Starts streamd with `extra` appended to a config that puts RTMP, HTTP
-/// and (unless `extra` has a `[webrtc]` table) WebRTC on loopback port 0,
+/// and (unless `extra` has a `[webrtc]` table) WebRTC on port 0 of the
+/// bench's server address,
 /// lets any name publish, and keeps its database in `dir`.
 pub async fn start(dir: &Path, extra: &str) -> Streamd {
     let config = dir.join("streamd.toml");
+    let ip = crate::net::server_ip();
     let mut webrtc = if extra.contains("[webrtc]") {
-        ""
+        String::new()
     } else {
-        "[webrtc]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n"
-    }
-    .to_owned();
+        format!("[webrtc]\nudp_listen = \"{ip}:0\"\ntcp_listen = \"{ip}:0\"\n")
+    };
     if !extra.contains("[whip]") {
-        webrtc.push_str("[whip]\nudp_listen = \"127.0.0.1:0\"\n");
+        webrtc.push_str(&format!("[whip]\nudp_listen = \"{ip}:0\"\n"));
     }
     if !extra.contains("[srt]") {
-        webrtc.push_str("[srt]\nlisten = \"127.0.0.1:0\"\n");
+        webrtc.push_str(&format!("[srt]\nlisten = \"{ip}:0\"\n"));
     }
     // Open publishing (the load runs pick their stream names), and the
     // database in the run's directory.
@@ -42,12 +44,11 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
     );
     std::fs::write(
         &config,
-        format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{webrtc}{state}{extra}"
-        ),
+        format!("[rtmp]\nlisten = \"{ip}:0\"\n[http]\nlisten = \"{ip}:0\"\n{webrtc}{state}{extra}"),
     )
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamd"));
+    crate::net::server_side(&mut cmd);
     // STREAMD_BENCH_ENV="K=V;K2=V2" sets variables for the server alone,
     // for profiling it in place (a heaptrack LD_PRELOAD, MALLOC_ARENA_MAX)
     // while the figures still come from its own pid.

@@ -25,6 +25,10 @@ pub struct Seen {
     pub bytes: AtomicU64,
     /// Video sequence numbers skipped.
     pub lost: AtomicU64,
+    /// Video packets that came after a later one (reordered on the way):
+    /// each was counted in `lost` when its gap was seen, so what never
+    /// came is `lost - late`.
+    pub late: AtomicU64,
     /// Viewers that received video.
     pub connected: AtomicU64,
     pub failed: AtomicU64,
@@ -115,9 +119,10 @@ impl Peer {
             .find_map(|l| l.strip_prefix("m=video "))
             .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
             .ok_or_else(|| format!("no video in the offer: {offer}"))?;
-        let socket = UdpSocket::bind("127.0.0.1:0")
+        let socket = UdpSocket::bind((crate::net::client_ip(), 0))
             .await
             .map_err(|e| e.to_string())?;
+        receive_buffer(&socket, 2 << 20);
         let local = socket.local_addr().unwrap();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
@@ -146,7 +151,8 @@ impl Peer {
     ) -> Result<(), String> {
         let (rtc, socket, local) = (&mut self.rtc, &self.socket, self.local);
         let mut buf = vec![0u8; 2048];
-        let mut last_seq: Option<u16> = None;
+        // The highest video sequence number so far.
+        let mut highest: Option<u16> = None;
         let mut last_at: Option<Instant> = None;
         let mut connected = false;
         let mut first_frame = false;
@@ -196,11 +202,16 @@ impl Peer {
                                     seen.starts.lock().unwrap().push(ms);
                                 }
                             }
-                            if let Some(prev) = last_seq {
-                                let gap = seq.wrapping_sub(prev);
-                                if (2..1000).contains(&gap) {
-                                    seen.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+                            match highest.map(|h| (seq.wrapping_sub(h), h.wrapping_sub(seq))) {
+                                Some((ahead, _)) if (1..1000).contains(&ahead) => {
+                                    seen.lost.fetch_add(u64::from(ahead - 1), Ordering::Relaxed);
+                                    highest = Some(seq);
                                 }
+                                Some((_, behind)) if (1..1000).contains(&behind) => {
+                                    seen.late.fetch_add(1, Ordering::Relaxed);
+                                }
+                                // The first packet, a repeat, or a jump: from here.
+                                _ => highest = Some(seq),
                             }
                             if let Some(t) = last_at {
                                 let ms = now.duration_since(t).as_millis() as u64;
@@ -209,7 +220,6 @@ impl Peer {
                             if seen.mark.load(Ordering::Relaxed) {
                                 seen.since_mark.fetch_add(1, Ordering::Relaxed);
                             }
-                            last_seq = Some(seq);
                             last_at = Some(now);
                         }
                         seen.packets.fetch_add(1, Ordering::Relaxed);
@@ -226,5 +236,29 @@ impl Peer {
             }
         }
         Ok(())
+    }
+}
+
+/// Gives a load viewer's socket a receive buffer of `bytes` (past the
+/// system's cap, as root may): the load generator's one thread reads
+/// thousands of sockets in turn, and a joining viewer is sent its group at
+/// once, which overflowed the default buffer (`UdpRcvbufErrors`) while it
+/// waited its turn. A real viewer is a machine of its own.
+fn receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let set = |opt| {
+        // SAFETY: a valid socket and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        set(libc::SO_RCVBUF);
     }
 }
