@@ -955,7 +955,10 @@ impl Session {
                 let maybe_records = self.twcc_tx_register.apply_report(twcc, now);
 
                 if let (Some(maybe_records), Some(bwe)) = (maybe_records, &mut self.bwe) {
-                    bwe.update(maybe_records, now);
+                    // streamd: the register hands out records made from
+                    // its compact entries.
+                    let records: Vec<_> = maybe_records.collect();
+                    bwe.update(records.iter(), now);
                 }
                 need_configure_pacer = true;
 

@@ -1,7 +1,5 @@
 use std::collections::VecDeque;
-use std::collections::vec_deque;
 use std::fmt;
-use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use super::{FeedbackMessageType, RtcpHeader, RtcpPacket, extend_u16};
@@ -1016,8 +1014,18 @@ pub struct TwccSendRegister {
     /// How many send records to keep.
     keep: usize,
 
-    /// Circular buffer of send records.
-    queue: VecDeque<TwccSendRecord>,
+    /// The send records, oldest first, of consecutive sequence numbers
+    /// from `front_seq`. streamd: kept compact (`SendEntry`, 32 bytes, and
+    /// no sequence number), made into `TwccSendRecord`s (88 bytes) only
+    /// when read (vendor/str0m/PATCHES.md, "TWCC send records, compact").
+    queue: VecDeque<SendEntry>,
+
+    /// The sequence number of `queue[0]`.
+    front_seq: TwccSeq,
+
+    /// The local times in `queue` are microseconds from this (the first
+    /// packet registered).
+    epoch: Option<Instant>,
 
     /// 0 offset for remote time in Twcc structs.
     time_zero: Option<Instant>,
@@ -1030,12 +1038,83 @@ pub struct TwccSendRegister {
     last_registered: TwccSeq,
 }
 
+/// A send record as the register keeps it (streamd).
+#[derive(Debug, Clone, Copy)]
+struct SendEntry {
+    /// Local send time, microseconds from the register's epoch.
+    send_us: u64,
+    /// The remote receive time, microseconds from the epoch (negative
+    /// before it); `NOT_RECEIVED` when no report said it arrived.
+    remote_us: i64,
+    /// When the report came, microseconds after `send_us` (saturating).
+    report_after_us: u32,
+    /// The `apply_report` call that last reported it (its low 32 bits).
+    report: u32,
+    /// The probe cluster plus one; 0 for none.
+    cluster: u32,
+    /// Size in bytes of the payload sent.
+    size: u16,
+    /// Whether a report has covered it (`report` and `report_after_us`
+    /// hold then).
+    reported: bool,
+}
+
+const NOT_RECEIVED: i64 = i64::MIN;
+
+fn micros_from(epoch: Instant, t: Instant) -> i64 {
+    match t.checked_duration_since(epoch) {
+        Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        None => -i64::try_from(epoch.duration_since(t).as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+fn instant_at(epoch: Instant, us: i64) -> Instant {
+    if us >= 0 {
+        epoch + Duration::from_micros(us as u64)
+    } else {
+        epoch
+            .checked_sub(Duration::from_micros(us.unsigned_abs()))
+            .unwrap_or(epoch)
+    }
+}
+
+impl SendEntry {
+    fn send_time(&self, epoch: Instant) -> Instant {
+        epoch + Duration::from_micros(self.send_us)
+    }
+
+    fn record(&self, seq: TwccSeq, epoch: Instant) -> TwccSendRecord {
+        let local_send_time = self.send_time(epoch);
+        TwccSendRecord {
+            packet_id: TwccPacketId {
+                seq,
+                cluster: (self.cluster > 0)
+                    .then(|| TwccClusterId::from(u64::from(self.cluster - 1))),
+            },
+            local_send_time,
+            size: self.size,
+            recv_report: self.reported.then(|| TwccRecvReport {
+                local_recv_time: local_send_time
+                    + Duration::from_micros(u64::from(self.report_after_us)),
+                remote_recv_time: (self.remote_us != NOT_RECEIVED)
+                    .then(|| instant_at(epoch, self.remote_us)),
+            }),
+        }
+    }
+}
+
 impl<'a> IntoIterator for &'a TwccSendRegister {
-    type Item = &'a TwccSendRecord;
-    type IntoIter = vec_deque::Iter<'a, TwccSendRecord>;
+    type Item = TwccSendRecord;
+    type IntoIter = Box<dyn Iterator<Item = TwccSendRecord> + 'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.queue.iter()
+        let (front, epoch) = (*self.front_seq, self.epoch);
+        Box::new(
+            self.queue
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, e)| Some(e.record(TwccSeq::from(front + i as u64), epoch?))),
+        )
     }
 }
 
@@ -1150,7 +1229,6 @@ impl TwccSendRecord {
             recv_report: Some(TwccRecvReport {
                 local_recv_time,
                 remote_recv_time,
-                apply_report_counter: 0,
             }),
         }
     }
@@ -1163,9 +1241,6 @@ pub struct TwccRecvReport {
 
     /// The remote time the other side received the seq.
     remote_recv_time: Option<Instant>,
-
-    /// The invocation count of apply_report(). Used for filtering.
-    apply_report_counter: u64,
 }
 
 /// How long a send record is kept for feedback that has not come. A report
@@ -1180,6 +1255,8 @@ impl TwccSendRegister {
         TwccSendRegister {
             keep,
             queue: VecDeque::new(),
+            front_seq: TwccSeq::from(0),
+            epoch: None,
             time_zero: None,
             apply_report_counter: 0,
             last_registered: 0.into(),
@@ -1187,28 +1264,46 @@ impl TwccSendRegister {
     }
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
-        self.last_registered = packet_id.seq();
-        self.queue.push_back(TwccSendRecord {
-            packet_id,
-            local_send_time: now,
+        let epoch = *self.epoch.get_or_insert(now);
+        let seq = packet_id.seq();
+        self.last_registered = seq;
+        // The queue holds consecutive sequence numbers; a packet that does
+        // not follow the last starts it again.
+        if *self.front_seq + self.queue.len() as u64 != *seq {
+            self.queue.clear();
+        }
+        if self.queue.is_empty() {
+            self.front_seq = seq;
+        }
+        self.queue.push_back(SendEntry {
+            send_us: micros_from(epoch, now).max(0) as u64,
+            remote_us: NOT_RECEIVED,
+            report_after_us: 0,
+            report: 0,
+            cluster: packet_id
+                .cluster()
+                .map_or(0, |c| (*c as u32).wrapping_add(1).max(1)),
             // In practice the max sizes is constrained by the MTU and will max out around 1200
             // bytes, hence this cast is fine.
             size: size as u16,
-            // The recv report, derived from TWCC feedback later.
-            recv_report: None,
+            reported: false,
         });
-        // streamd: records are also dropped once older than KEEP_FOR. A
-        // record is ~100 bytes, and the 1,000 kept were 14 s of a 600 kbps
-        // stream: 100 KB a viewer, though feedback comes within a round
-        // trip and `loss` looks back one second (vendor/str0m/PATCHES.md,
-        // "TWCC send records by age").
+        // streamd: records are also dropped once older than KEEP_FOR
+        // (vendor/str0m/PATCHES.md, "TWCC send records by age"): feedback
+        // comes within a round trip and `loss` looks back one second.
+        let oldest_us = micros_from(epoch, now).saturating_sub(KEEP_FOR.as_micros() as i64);
         while self.queue.len() > self.keep
             || self
                 .queue
                 .front()
-                .is_some_and(|r| now.saturating_duration_since(r.local_send_time) > KEEP_FOR)
+                .is_some_and(|r| (r.send_us as i64) < oldest_us)
         {
             self.queue.pop_front();
+            self.front_seq = TwccSeq::from(*self.front_seq + 1);
+        }
+        // A burst (probing) grows the queue; its room goes back after.
+        if self.queue.capacity() > 4 * self.queue.len().max(32) {
+            self.queue.shrink_to(2 * self.queue.len().max(32));
         }
     }
 
@@ -1220,115 +1315,78 @@ impl TwccSendRegister {
         &mut self,
         twcc: Twcc,
         now: Instant,
-    ) -> Option<impl Iterator<Item = &TwccSendRecord>> {
+    ) -> Option<impl Iterator<Item = TwccSendRecord> + '_> {
         if self.time_zero.is_none() {
             self.time_zero = Some(now);
         }
 
         self.apply_report_counter += 1;
-        let apply_report_counter = self.apply_report_counter;
+        let apply_report_counter = self.apply_report_counter as u32;
 
         let time_zero = self.time_zero.unwrap();
-        let head_seq = self.queue.front().map(|r| r.seq())?;
+        let epoch = self.epoch?;
+        if self.queue.is_empty() {
+            return None;
+        }
+        let head_seq = self.front_seq;
 
         let mut iter = twcc
             .into_iter(time_zero, self.last_registered)
             .skip_while(|(seq, _, _)| seq < &head_seq);
         let (first_seq_no, _, first_instant) = iter.next()?;
 
-        // The queue is in seq order: find the report's first record by
-        // binary search rather than walking every older record.
-        let Ok(first_index) = self.queue.binary_search_by_key(&first_seq_no, |r| r.seq()) else {
-            // Old report for which we no longer have any send records.
+        // The queue holds consecutive sequence numbers from `head_seq`.
+        let first_index = usize::try_from(*first_seq_no - *head_seq).ok()?;
+        if first_index >= self.queue.len() {
+            // A report of packets we hold no send records for.
             return None;
-        };
-        let mut iter2 = self.queue.range_mut(first_index..);
-        let first_record = iter2.next()?;
+        }
+        let now_us = micros_from(epoch, now);
 
-        fn update(
-            now: Instant,
-            r: &mut TwccSendRecord,
-            seq: TwccSeq,
-            remote_recv_time: Option<Instant>,
-            apply_report_counter: u64,
-        ) -> bool {
-            if r.seq() != seq {
-                return false;
-            }
-
-            let apply_report_counter = if let Some(rr) = r.recv_report {
+        let update = |r: &mut SendEntry, remote_recv_time: Option<Instant>| {
+            let report = if r.reported && r.remote_us != NOT_RECEIVED {
                 // This packed was already acked and handled before so carry
                 // over previous apply_report_counter, so it won't be included
                 // in the current apply_report() call result.
-                rr.remote_recv_time
-                    .map(|_| rr.apply_report_counter)
-                    .unwrap_or_else(|| apply_report_counter)
+                r.report
             } else {
                 apply_report_counter
             };
-
             // Carry over remote recv time if this packet was acked before.
-            let remote_recv_time = r.remote_recv_time().or(remote_recv_time);
-            let recv_report = TwccRecvReport {
-                local_recv_time: now,
-                remote_recv_time,
-                apply_report_counter,
-            };
-            r.recv_report = Some(recv_report);
+            if r.remote_us == NOT_RECEIVED {
+                r.remote_us = remote_recv_time.map_or(NOT_RECEIVED, |t| micros_from(epoch, t));
+            }
+            r.report_after_us =
+                u32::try_from(now_us.saturating_sub(r.send_us as i64).max(0)).unwrap_or(u32::MAX);
+            r.report = report;
+            r.reported = true;
+        };
 
-            true
-        }
-
-        let mut problematic_seq = None;
-
-        if !update(
-            now,
-            first_record,
-            first_seq_no,
-            first_instant,
-            apply_report_counter,
-        ) {
-            problematic_seq = Some((first_record.seq(), first_seq_no));
-        }
-
+        let mut records = self.queue.range_mut(first_index..);
+        update(records.next()?, first_instant);
         let mut last_seq_no = first_seq_no;
-        for ((seq, _, instant), record) in iter.zip(iter2) {
-            if problematic_seq.is_some() {
+        for ((seq, _, instant), record) in iter.zip(records) {
+            // Both run one sequence number at a time from the first.
+            if *seq != *last_seq_no + 1 {
                 break;
             }
-
-            if !update(now, record, seq, instant, apply_report_counter) {
-                problematic_seq = Some((record.seq(), seq));
-            }
+            update(record, instant);
             last_seq_no = seq;
         }
 
-        if let Some((record_seq, report_seq)) = problematic_seq {
-            let queue_tail: Vec<_> = self.queue.iter().rev().take(100).collect();
-            panic!(
-                "Unexpected TWCC sequence when applying TWCC report. \
-                    Send Record Seq({record_seq}) does not match Report Seq({report_seq}).\
-                    \nLast 100 entires in queue: {queue_tail:?}."
-            );
-        }
-
-        let range = first_seq_no..=last_seq_no;
-
+        let front = *head_seq;
+        let last_index = first_index + (*last_seq_no - *first_seq_no) as usize;
         Some(
-            TwccSendRecordsIter {
-                range: range.clone(),
-                index: first_index,
-                current: first_seq_no,
-                queue: &self.queue,
-            }
-            // We only want the records that were registered in this invocation of
-            // apply_report_counter(). This is to not double count in the BWE,
-            // which is the consumer of this returned iterator.
-            .filter(move |s| {
-                s.recv_report
-                    .map(|r| r.apply_report_counter == apply_report_counter)
-                    .unwrap_or_default()
-            }),
+            self.queue
+                .range(first_index..=last_index)
+                .enumerate()
+                // We only want the records that were registered in this invocation of
+                // apply_report_counter(). This is to not double count in the BWE,
+                // which is the consumer of this returned iterator.
+                .filter(move |(_, e)| e.reported && e.report == apply_report_counter)
+                .map(move |(k, e)| {
+                    e.record(TwccSeq::from(front + (first_index + k) as u64), epoch)
+                }),
         )
     }
 
@@ -1338,6 +1396,7 @@ impl TwccSendRegister {
     /// larger than ~1-2 seconds is liable to be inaccurate since some packets sent might have already
     /// been evicted from the register.
     pub fn loss(&self, duration: Duration, now: Instant) -> Option<f32> {
+        let epoch = self.epoch?;
         // Consider only packets in the span specified by the caller
         let lower_bound = now - duration;
 
@@ -1348,16 +1407,11 @@ impl TwccSendRegister {
             // If there's ingress loss but no egress loss, there's a chance the TWCC reports
             // themselves are lost. In this case considering packets that haven't been reported as
             // lost will incorrectly conclude that there is in fact egress loss.
-            .filter(|s| s.recv_report.is_some())
-            .take_while(|s| s.local_send_time >= lower_bound);
+            .filter(|s| s.reported)
+            .take_while(|s| s.send_time(epoch) >= lower_bound);
 
         let (total, lost) = packets.fold((0, 0), |(total, lost), s| {
-            let was_lost = s
-                .recv_report
-                .as_ref()
-                .map(|rr| rr.remote_recv_time.is_none())
-                .unwrap_or(true);
-
+            let was_lost = s.remote_us == NOT_RECEIVED;
             (total + 1, lost + u64::from(was_lost))
         });
 
@@ -1370,32 +1424,11 @@ impl TwccSendRegister {
 
     /// Calculate the RTT for the most recently reported packet.
     pub fn rtt(&self) -> Option<Duration> {
-        self.queue.iter().rev().find_map(|s| s.rtt())
-    }
-}
-
-#[derive()]
-struct TwccSendRecordsIter<'a> {
-    range: RangeInclusive<TwccSeq>,
-    current: TwccSeq,
-    index: usize,
-    queue: &'a VecDeque<TwccSendRecord>,
-}
-
-impl<'a> Iterator for TwccSendRecordsIter<'a> {
-    type Item = &'a TwccSendRecord;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.current > *self.range.end() || self.current < *self.range.start() {
-            return None;
-        }
-
-        let item = &self.queue[self.index];
-        assert!(self.current == item.seq());
-        self.current.inc();
-        self.index += 1;
-
-        Some(item)
+        self.queue
+            .iter()
+            .rev()
+            .find(|s| s.reported)
+            .map(|s| Duration::from_micros(u64::from(s.report_after_us)))
     }
 }
 
