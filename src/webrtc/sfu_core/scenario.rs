@@ -850,3 +850,27 @@ fn refused_whep_offers_leave_no_feeds_and_a_good_one_is_answered() {
         "payload type {pt} is the viewer's: {offer_sdp}"
     );
 }
+
+#[test]
+fn twcc_feedback_with_a_run_of_large_deltas_is_read_to_its_end() {
+    // A viewer's transport-wide feedback (RFC draft-holmer-rmcat-
+    // transport-wide-cc-extensions-01, after the RTCP header): packets
+    // 10-12, a run-length chunk of two large (2-byte) deltas, then one of a
+    // small (1-byte) delta. str0m read on from the middle of the large
+    // deltas, so the small one came out as 1 rather than 5
+    // (vendor/str0m/PATCHES.md).
+    let mut fci = Vec::new();
+    fci.extend_from_slice(&1u32.to_be_bytes()); // sender SSRC
+    fci.extend_from_slice(&2u32.to_be_bytes()); // media SSRC
+    fci.extend_from_slice(&10u16.to_be_bytes()); // base sequence number
+    fci.extend_from_slice(&3u16.to_be_bytes()); // status count
+    fci.extend_from_slice(&[0, 0, 1, 0]); // reference time, feedback count
+    fci.extend_from_slice(&0x4002u16.to_be_bytes()); // run: 2 large deltas
+    fci.extend_from_slice(&0x2001u16.to_be_bytes()); // run: 1 small delta
+    fci.extend_from_slice(&[0x00, 0x64, 0x01, 0x00, 0x05]);
+    let twcc = str0m::rtp::rtcp::Twcc::try_from(&fci[..]).expect("a valid report");
+    assert_eq!(
+        format!("{:?}", twcc.delta),
+        "[Large(100), Large(256), Small(5)]"
+    );
+}

@@ -948,7 +948,9 @@ impl<'a> TryFrom<&'a [u8]> for Twcc {
                 PacketChunk::Run(PacketStatus::ReceivedLargeOrNegativeDelta, n) => {
                     let n = *n as usize;
                     twcc.delta.extend(read_delta_large(buf, n)?);
-                    buf = &buf[n..];
+                    // streamd: a large delta is two bytes (this read on
+                    // from the middle of the run's deltas).
+                    buf = &buf[n * 2..];
                 }
                 PacketChunk::VectorSingle(v, _) => {
                     let n = v.count_ones() as usize;
