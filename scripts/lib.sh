@@ -55,8 +55,8 @@ install_test_deps() {
         apt_install janus
         if [ -d /run/systemd/system ]; then as_root systemctl disable --now janus.service || true; fi
     fi
-    # ethtool: `WEBRTC_LOAD_NET=veth` turns on the veth pair's threaded
-    # receive path with it (benches/common/net.rs).
+    # ethtool: the WebRTC fan-out bench (and its smoke run) turns on its
+    # veth pair's threaded receive path with it (benches/common/net.rs).
     apt_install ethtool
     command -v node >/dev/null 2>&1 || apt_install nodejs npm
     command -v npm >/dev/null 2>&1 || apt_install npm

@@ -151,8 +151,10 @@ impl Peer {
     ) -> Result<(), String> {
         let (rtc, socket, local) = (&mut self.rtc, &self.socket, self.local);
         let mut buf = vec![0u8; 2048];
-        // The highest video sequence number so far.
+        // The highest video sequence number so far, and how many below it
+        // have not come (yet).
         let mut highest: Option<u16> = None;
+        let mut missing: u64 = 0;
         let mut last_at: Option<Instant> = None;
         let mut connected = false;
         let mut first_frame = false;
@@ -205,13 +207,24 @@ impl Peer {
                             match highest.map(|h| (seq.wrapping_sub(h), h.wrapping_sub(seq))) {
                                 Some((ahead, _)) if (1..1000).contains(&ahead) => {
                                     seen.lost.fetch_add(u64::from(ahead - 1), Ordering::Relaxed);
+                                    missing += u64::from(ahead - 1);
                                     highest = Some(seq);
                                 }
+                                // One of this viewer's missing packets came
+                                // after all (with none missing: a repeat).
                                 Some((_, behind)) if (1..1000).contains(&behind) => {
-                                    seen.late.fetch_add(1, Ordering::Relaxed);
+                                    if missing > 0 {
+                                        missing -= 1;
+                                        seen.late.fetch_add(1, Ordering::Relaxed);
+                                    }
                                 }
-                                // The first packet, a repeat, or a jump: from here.
-                                _ => highest = Some(seq),
+                                // A repeat of the highest.
+                                Some((0, _)) => {}
+                                // The first packet, or a jump: from here.
+                                _ => {
+                                    highest = Some(seq);
+                                    missing = 0;
+                                }
                             }
                             if let Some(t) = last_at {
                                 let ms = now.duration_since(t).as_millis() as u64;
