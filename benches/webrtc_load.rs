@@ -44,7 +44,7 @@
 //! to neither side), how many datagrams streamd dropped because its socket
 //! was full (`streamd_webrtc_send_dropped_total`), and how many video
 //! packets came out of order (late, not lost: a receiver's jitter buffer
-//! takes them; the veth path reorders a few in a million, loopback none).
+//! takes them; the veth path reorders about one in 100,000, loopback none).
 //!
 //! Run by `cargo test` (no `--bench`), it is a smoke run: 4 viewers, 2 s.
 
