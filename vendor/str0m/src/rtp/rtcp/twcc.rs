@@ -1267,6 +1267,7 @@ impl TwccSendRegister {
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         let epoch = *self.epoch.get_or_insert(now);
+        let now_us = micros_from(epoch, now);
         let seq = packet_id.seq();
         self.last_registered = seq;
         // The queue holds consecutive sequence numbers; a packet that does
@@ -1278,7 +1279,7 @@ impl TwccSendRegister {
             self.front_seq = seq;
         }
         self.queue.push_back(SendEntry {
-            send_us: micros_from(epoch, now).max(0) as u64,
+            send_us: now_us.max(0) as u64,
             remote_us: NOT_RECEIVED,
             report_after_us: 0,
             report: 0,
@@ -1293,7 +1294,7 @@ impl TwccSendRegister {
         // streamd: records are also dropped once older than KEEP_FOR
         // (vendor/str0m/PATCHES.md, "TWCC send records by age"): feedback
         // comes within a round trip and `loss` looks back one second.
-        let oldest_us = micros_from(epoch, now).saturating_sub(KEEP_FOR.as_micros() as i64);
+        let oldest_us = now_us.saturating_sub(KEEP_FOR.as_micros() as i64);
         while self.queue.len() > self.keep
             || self
                 .queue
