@@ -122,7 +122,16 @@ impl Peer {
         let socket = UdpSocket::bind((crate::net::client_ip(), 0))
             .await
             .map_err(|e| e.to_string())?;
-        receive_buffer(&socket, 2 << 20);
+        // The load generator's one thread reads thousands of sockets in
+        // turn, and a joining viewer is sent its group at once, which
+        // overflowed the default buffer (`UdpRcvbufErrors`) while it waited
+        // its turn (past the system's cap, as root may). A real viewer is a
+        // machine of its own.
+        ::streamd::webrtc::candidates::socket_buffer(
+            &socket,
+            ::streamd::webrtc::candidates::Buffer::Receive,
+            2 << 20,
+        );
         let local = socket.local_addr().unwrap();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
@@ -249,29 +258,5 @@ impl Peer {
             }
         }
         Ok(())
-    }
-}
-
-/// Gives a load viewer's socket a receive buffer of `bytes` (past the
-/// system's cap, as root may): the load generator's one thread reads
-/// thousands of sockets in turn, and a joining viewer is sent its group at
-/// once, which overflowed the default buffer (`UdpRcvbufErrors`) while it
-/// waited its turn. A real viewer is a machine of its own.
-fn receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    let set = |opt| {
-        // SAFETY: a valid socket and a c_int option value of the right size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 {
-        set(libc::SO_RCVBUF);
     }
 }

@@ -116,30 +116,40 @@ fn interface_addresses() -> Vec<IpAddr> {
 /// Larger socket buffers: a keyframe for a thousand viewers is a burst of
 /// tens of thousands of datagrams.
 pub fn tune_socket(socket: &tokio::net::UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 8 << 20;
-    // The FORCE options pass net.core.{w,r}mem_max (they need
-    // CAP_NET_ADMIN); without it the plain ones are capped at that maximum.
-    for (force, opt) in [
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-    ] {
-        let set = |opt| {
-            // Safety: a valid socket fd and a c_int option value of the
-            // stated size. Failure only leaves the default size.
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &size as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                ) == 0
-            }
-        };
-        if !set(force) {
-            set(opt);
+    socket_buffer(socket, Buffer::Send, 8 << 20);
+    socket_buffer(socket, Buffer::Receive, 8 << 20);
+}
+
+/// A socket's send or receive buffer.
+#[derive(Clone, Copy)]
+pub enum Buffer {
+    Send,
+    Receive,
+}
+
+/// Sets `socket`'s `which` buffer to `bytes`. The FORCE options pass
+/// net.core.{w,r}mem_max (they need CAP_NET_ADMIN); without it the plain
+/// ones are capped at that maximum. Failure only leaves the default size.
+pub fn socket_buffer(socket: &impl std::os::fd::AsRawFd, which: Buffer, bytes: libc::c_int) {
+    let (force, plain) = match which {
+        Buffer::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        Buffer::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    };
+    let set = |opt| {
+        // Safety: a valid socket fd and a c_int option value of the
+        // stated size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &bytes as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
         }
+    };
+    if !set(force) {
+        set(plain);
     }
 }
 
