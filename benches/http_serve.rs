@@ -30,6 +30,8 @@ mod nginx;
 use nginx::free_port;
 #[path = "common/net.rs"]
 mod net;
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/streamd.rs"]
 mod streamd;
 

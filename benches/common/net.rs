@@ -87,7 +87,7 @@ fn sh(cmd: &str) {
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "`{cmd}` failed: WEBRTC_LOAD_NET=veth needs root, iproute2 and ethtool"
+        "`{cmd}` failed: the veth pair needs root, iproute2 and ethtool (WEBRTC_LOAD_NET=loopback goes without)"
     );
 }
 
@@ -204,16 +204,7 @@ fn threads_ticks(prefix: &str) -> f64 {
             std::fs::read_to_string(e.path().join("comm"))
                 .is_ok_and(|c| c.trim_end().starts_with(prefix))
         })
-        .map(|e| {
-            // utime + stime, fields 14 and 15 of /proc/PID/stat.
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map_or("", |r| r.1);
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse::<f64>().ok())
-                .sum::<f64>()
-        })
+        .map(|e| crate::proc::cpu_ticks(e.file_name().to_string_lossy()))
         .sum()
 }
 
