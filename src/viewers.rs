@@ -1,9 +1,11 @@
 //! Who is watching: viewers per stream, for the API, webhooks and
 //! admission. WebRTC sessions are counted by signalling (after the answer);
-//! LL-HLS players are seen polling media playlists.
+//! LL-HLS players are seen polling media playlists. A WebRTC viewer between
+//! its offer and its answer is not yet watching, but the stream is wanted:
+//! an edge keeps pulling it ([`ViewerCounts::wanted`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bus::StreamPath;
@@ -22,7 +24,36 @@ const MAX_HLS: usize = 200_000;
 #[derive(Default)]
 pub struct ViewerCounts {
     webrtc: Mutex<HashMap<String, usize>>,
+    /// WebRTC viewers offered a session and not yet answered.
+    joining: Mutex<HashMap<String, usize>>,
     hls: Mutex<HlsSeen>,
+}
+
+/// A WebRTC viewer joining a stream, from its offer until this is dropped
+/// (at the answer, or the session's end): see [`ViewerCounts::joining`].
+pub struct Joining {
+    counts: Arc<ViewerCounts>,
+    path: String,
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        step(&self.counts.joining, &self.path, false);
+    }
+}
+
+/// One more (`up`) or one less in `map`'s count for `key`; a count that
+/// reaches 0 is removed.
+fn step(map: &Mutex<HashMap<String, usize>>, key: &str, up: bool) {
+    let mut m = map.lock().expect("counts lock");
+    if up {
+        *m.entry(key.to_owned()).or_default() += 1;
+    } else if let Some(n) = m.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(key);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -34,22 +65,21 @@ struct HlsSeen {
 
 impl ViewerCounts {
     pub fn add(&self, path: &StreamPath) {
-        *self
-            .webrtc
-            .lock()
-            .expect("counts lock")
-            .entry(path.to_string())
-            .or_default() += 1;
+        step(&self.webrtc, &path.to_string(), true);
     }
 
     pub fn remove(&self, path: &StreamPath) {
-        let mut m = self.webrtc.lock().expect("counts lock");
-        let key = path.to_string();
-        if let Some(n) = m.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&key);
-            }
+        step(&self.webrtc, &path.to_string(), false);
+    }
+
+    /// A WebRTC viewer of `path` is joining (offered, not yet answered)
+    /// until the returned guard is dropped.
+    pub fn joining(self: &Arc<Self>, path: &StreamPath) -> Joining {
+        let path = path.to_string();
+        step(&self.joining, &path, true);
+        Joining {
+            counts: self.clone(),
+            path,
         }
     }
 
@@ -96,5 +126,42 @@ impl ViewerCounts {
     /// Every viewer of `path`.
     pub fn get(&self, path: &str) -> usize {
         self.webrtc(path) + self.hls(path)
+    }
+
+    /// Every viewer of `path` and every WebRTC viewer joining it: while
+    /// this is above 0 the stream is wanted here.
+    pub fn wanted(&self, path: &str) -> usize {
+        let joining = self
+            .joining
+            .lock()
+            .expect("counts lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0);
+        self.get(path) + joining
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joining_viewer_makes_the_stream_wanted_not_watched() {
+        let counts = Arc::new(ViewerCounts::default());
+        let path = StreamPath::new("live", "a").unwrap();
+        let joining = counts.joining(&path);
+        let other = counts.joining(&path);
+        assert_eq!((counts.get("live/a"), counts.wanted("live/a")), (0, 2));
+        assert_eq!(counts.wanted("live/b"), 0);
+        // Answered: watching, no longer joining.
+        counts.add(&path);
+        drop(joining);
+        assert_eq!((counts.get("live/a"), counts.wanted("live/a")), (1, 2));
+        // The other gives up; the viewer leaves.
+        drop(other);
+        counts.remove(&path);
+        assert_eq!((counts.get("live/a"), counts.wanted("live/a")), (0, 0));
+        assert!(counts.joining.lock().unwrap().is_empty());
     }
 }

@@ -286,10 +286,43 @@ async fn an_origin_and_two_edges_serve_one_publish() {
     drop(client);
     conn.abort();
 
-    // The last viewers leave: each edge lets the stream go, and the origin
-    // serves no pulls.
+    // A viewer joining edge 2 (offered, not answering yet) keeps its pull:
+    // the last watching viewers leave, and edge 2 still has the stream
+    // after edge 1 (whose LL-HLS players count for 10 s longer) has let it
+    // go.
+    let (mut joiner, _) = tokio_tungstenite::connect_async(edge2.ws("/live/cl1"))
+        .await
+        .expect("signalling connects");
+    common::webrtc::send(&mut joiner, serde_json::json!({"command": "request_offer"})).await;
+    let offer = common::webrtc::next_json(&mut joiner)
+        .await
+        .expect("an offer");
+    assert_eq!(offer["command"], "offer", "{offer}");
+    let let_go = |n: &Node| n.logs().matches("its last viewer left").count();
+    let (let_go1, let_go2) = (let_go(&edge1), let_go(&edge2));
     v1.stop().await;
     v2.stop().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while let_go(&edge1) == let_go1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edge 1 kept the stream: {}",
+            edge1.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past edge 2's next checks too (one a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(edge2.metric("streamd_streams_live").await, 1.0);
+    assert_eq!(
+        let_go(&edge2),
+        let_go2,
+        "edge 2 let the stream go under a joining viewer: {}",
+        edge2.logs()
+    );
+    // The joiner goes too: each edge lets the stream go, and the origin
+    // serves no pulls.
+    drop(joiner);
     let left = origin
         .metric_reaches(
             "streamd_cluster_pulls_served",

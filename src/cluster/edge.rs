@@ -492,7 +492,9 @@ impl Edge {
                     break Outcome::Lost(why);
                 }
                 _ = check.tick() => {
-                    if self.viewers.get(&path.to_string()) > 0 {
+                    // A viewer joining counts: the pull must not end
+                    // between its offer and its answer.
+                    if self.viewers.wanted(&path.to_string()) > 0 {
                         *idle_since = Instant::now();
                     } else if idle_since.elapsed() >= self.config.idle_timeout {
                         break Outcome::Stop("its last viewer left");

@@ -27,7 +27,7 @@ use crate::bus::{BroadcastConsumer, BroadcastStatus, Registry, StreamPath};
 use crate::config::WebRtcConfig;
 use crate::connlimit::{ConnectionLimit, ConnectionPermit};
 use crate::shutdown::Shutdown;
-use crate::viewers::ViewerCounts;
+use crate::viewers::{Joining, ViewerCounts};
 
 /// Largest signalling frame accepted (an SDP answer is a few KiB).
 const MAX_MESSAGE: usize = 64 << 10;
@@ -216,6 +216,8 @@ struct Session {
     query: Option<String>,
     /// Counted in the stream's viewers (after the answer).
     counted: bool,
+    /// Counted as joining the stream, from the offer to the answer.
+    joining: Option<Joining>,
     /// The URL the viewer used and who it is, for the admission path.
     url: String,
     client: Client,
@@ -260,6 +262,7 @@ impl Session {
             pending: None,
             running: None,
             counted: false,
+            joining: None,
             viewer: None,
             answered: false,
             plan: None,
@@ -395,8 +398,10 @@ impl Session {
                     SignalError::new(429, "Too many unanswered offers from this address")
                 })?;
                 self.pending = Some(permit);
+                let joining = self.s.viewers.joining(&self.path);
                 let joined = self.offer(events.clone()).await?;
                 self.viewer = Some(joined.viewer);
+                self.joining = Some(joining);
                 let ice = self.s.ice.at(std::time::SystemTime::now());
                 let msg = signal::offer_json(joined.viewer, &joined.sdp, &joined.candidates, &ice);
                 if !send(socket, msg).await {
@@ -414,6 +419,7 @@ impl Session {
                     Ok(()) => {}
                     Err(e) => {
                         self.viewer = None; // the engine dropped it
+                        self.joining = None;
                         return Err(match e {
                             SfuError::BadSdp(m) => {
                                 SignalError::new(400, format!("Could not parse SDP: {m:.200}"))
@@ -430,6 +436,7 @@ impl Session {
                 self.pending = None;
                 self.s.viewers.add(&self.path);
                 self.counted = true;
+                self.joining = None;
                 let plan = self.plan.as_ref().expect("an offer was made");
                 let name = self.playlist.as_deref().unwrap_or("webrtc_default");
                 let auto = self.pinned().is_none();
