@@ -12,7 +12,8 @@
 //! backing off, for as long as the bus's reconnect grace keeps the
 //! broadcast: when the publisher returns (here or on another origin) the
 //! viewers continue after a discontinuity. The pull stops, and the
-//! broadcast ends, once no viewer has watched for `cluster.idle_timeout`.
+//! broadcast ends, once no viewer has watched (or been joining: offered a
+//! WebRTC session, not yet answered) for `cluster.idle_timeout`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

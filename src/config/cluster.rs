@@ -49,7 +49,8 @@ pub struct ClusterConfig {
     /// A row not renewed for this long is a dead origin's, and ignored.
     #[serde(with = "humantime_serde")]
     pub expiry: Duration,
-    /// A pulled stream is let go this long after its last viewer left.
+    /// A pulled stream is let go this long after its last viewer left (a
+    /// WebRTC viewer counts from its offer, so one joining holds it).
     /// (A pull that loses its origin retries, backing off, for as long as
     /// `bus.reconnect_grace`: its viewers wait as for a publisher.)
     #[serde(with = "humantime_serde")]
