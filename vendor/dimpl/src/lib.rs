@@ -310,12 +310,15 @@ pub struct Dtls {
     inner: Option<Inner>,
 }
 
+// streamd: the DTLS 1.3 and auto-sensing states are boxed (see
+// vendor/dimpl/PATCHES.md), so that a DTLS 1.2 connection does not carry
+// their inline buffers in every instance.
 enum Inner {
     Client12(Client12),
     Server12(Server12),
-    Client13(Client13),
-    Server13(Server13),
-    ClientPending(ClientPending),
+    Client13(Box<Client13>),
+    Server13(Box<Server13>),
+    ClientPending(Box<ClientPending>),
 }
 
 fn is_dtls12_psk_only(config: &Config) -> bool {
@@ -515,7 +518,7 @@ impl Dtls {
     /// [`Output::PeerCert`]. It is up to the application to validate that
     /// certificate according to its security policy.
     pub fn new_13(config: Arc<Config>, certificate: DtlsCertificate, now: Instant) -> Self {
-        let inner = Inner::Server13(Server13::new(config, certificate, now));
+        let inner = Inner::Server13(Box::new(Server13::new(config, certificate, now)));
         Dtls { inner: Some(inner) }
     }
 
@@ -537,7 +540,7 @@ impl Dtls {
         let inner = if is_dtls12_psk_only(config.as_ref()) {
             Inner::Server12(Server12::new_psk(config, now))
         } else {
-            Inner::Server13(Server13::new_auto(config, certificate, now))
+            Inner::Server13(Box::new(Server13::new_auto(config, certificate, now)))
         };
         Dtls { inner: Some(inner) }
     }
@@ -638,7 +641,7 @@ impl Dtls {
                         self.inner = Some(Inner::Server12(c.into_server()));
                     }
                     Inner::Client13(c) => {
-                        self.inner = Some(Inner::Server13(c.into_server()));
+                        self.inner = Some(Inner::Server13(Box::new(c.into_server())));
                     }
                     Inner::ClientPending(_) => {
                         panic!("cannot switch auto-sense client back to server: version unknown");
@@ -657,10 +660,10 @@ impl Dtls {
                             let (config, certificate, now, _, _) = s.into_parts();
                             let cp = ClientPending::new(config, certificate, now)
                                 .expect("failed to build hybrid ClientHello");
-                            self.inner = Some(Inner::ClientPending(cp));
+                            self.inner = Some(Inner::ClientPending(Box::new(cp)));
                         } else {
                             // Not auto mode, or already consumed — just convert
-                            self.inner = Some(Inner::Client13(s.into_client()));
+                            self.inner = Some(Inner::Client13(Box::new(s.into_client())));
                         }
                     }
                     _ => unreachable!(),
@@ -752,10 +755,10 @@ impl Dtls {
                 let mut client13 =
                     Client13::new_from_hybrid(hybrid, config, certificate, now, timers);
                 if let Err(e) = client13.handle_packet(packet) {
-                    self.inner = Some(Inner::Client13(client13));
+                    self.inner = Some(Inner::Client13(Box::new(client13)));
                     return Err(e);
                 }
-                self.inner = Some(Inner::Client13(client13));
+                self.inner = Some(Inner::Client13(Box::new(client13)));
                 Ok(())
             }
             auto::DetectedVersion::Unknown => unreachable!(),
