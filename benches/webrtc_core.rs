@@ -48,10 +48,9 @@ use streamd::config::WebRtcConfig;
 use streamd::webrtc::feed::{FeedMsg, FeedMsgKind, RtpFrame};
 use streamd::webrtc::packetize::Payload;
 use streamd::webrtc::sfu_core::{
-    JoinRequest, SfuCore, Shared, Sink, Templates, VIEWER_EVENTS, ViewerEvent,
+    EventReceiver, JoinRequest, SfuCore, Shared, Sink, Templates, viewer_events,
 };
 use streamd::webrtc::{Rendition, StreamPlan};
-use tokio::sync::mpsc;
 
 /// Counts heap bytes allocated less freed while `IN_CORE` is set.
 struct Counting;
@@ -122,7 +121,7 @@ struct Client {
     addr: SocketAddr,
     connected: bool,
     media_packets: u64,
-    _events: mpsc::Receiver<ViewerEvent>,
+    _events: EventReceiver,
 }
 
 const SERVER: &str = "10.0.0.1:5000";
@@ -196,7 +195,7 @@ fn run(viewers: usize, seconds: u64) -> Figures {
     let start = LIVE.load(Ordering::Relaxed);
     let mut clients: Vec<Client> = Vec::with_capacity(viewers);
     for k in 0..viewers {
-        let (tx, rx) = mpsc::channel(VIEWER_EVENTS);
+        let (tx, rx) = viewer_events();
         let request = JoinRequest {
             broadcast: broadcast.clone(),
             plan: plan.clone(),

@@ -23,7 +23,8 @@ use tokio::task::AbortHandle;
 
 use super::feed::FeedMsg;
 pub use super::sfu_core::{
-    Choice, CloseReason, JoinRequest, Joined, SfuError, VIEWER_EVENTS, ViewerEvent, ViewerId,
+    Choice, CloseReason, EventSender, JoinRequest, Joined, SfuError, ViewerEvent, ViewerId,
+    viewer_events,
 };
 use super::sfu_core::{FeedChange, SfuCore, Shared, Sink, Templates};
 use super::udp::{Flushed, SendQueue};

@@ -33,7 +33,6 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpWrite, StreamTx};
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc};
-use tokio::sync::mpsc;
 
 use super::feed::{FeedMsg, FeedMsgKind, RtpFrame};
 use super::packetize::Payload;
@@ -44,11 +43,13 @@ use crate::ratelimit::TokenBucket;
 
 mod abr;
 mod catch_up;
+mod events;
 mod offer;
 mod timeline;
 
 use abr::{Abr, start_rendition};
 use catch_up::{Gop, burst_ts};
+pub use events::{EventReceiver, EventSender, VIEWER_EVENTS, channel as viewer_events};
 pub use offer::Templates;
 use offer::VIDEO_PT;
 use timeline::RtpClock;
@@ -93,8 +94,6 @@ const MAX_ADDRS: usize = 8;
 const NACK_WINDOW: Duration = Duration::from_secs(1);
 /// str0m's default cap on retransmissions, as a share of what is sent.
 const RTX_RATIO_CAP: f32 = 0.15;
-/// Notifications buffered per viewer for its signalling socket.
-pub const VIEWER_EVENTS: usize = 16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SfuError {
@@ -174,7 +173,7 @@ pub struct JoinRequest {
     pub pinned: Option<String>,
     /// Offer only ICE-TCP candidates (OvenPlayer's `?transport=tcp`).
     pub tcp_only: bool,
-    pub events: mpsc::Sender<ViewerEvent>,
+    pub events: EventSender,
     /// The viewer's own offer (WHEP): it is answered, where OME's
     /// signalling has the server offer.
     pub offer: Option<String>,
@@ -193,7 +192,7 @@ struct Viewer {
     audio_pt: Pt,
     ufrag: String,
     addrs: Vec<(Protocol, SocketAddr)>,
-    events: mpsc::Sender<ViewerEvent>,
+    events: EventSender,
     current: usize,
     target: Option<usize>,
     auto: bool,

@@ -17,7 +17,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::SfuError;
 use super::sfu::{CloseReason, JoinRequest, ViewerEvent, ViewerId};
@@ -255,7 +255,7 @@ async fn play(
         return not_found();
     };
     let pinned = pinned.filter(|p| plan.renditions.iter().any(|r| &r.name == p));
-    let (events_tx, events) = mpsc::channel(super::sfu::VIEWER_EVENTS);
+    let (events_tx, events) = super::sfu::viewer_events();
     let joined = match w
         .s
         .sfu

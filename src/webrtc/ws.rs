@@ -16,9 +16,9 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::sfu::{Choice, CloseReason, JoinRequest, ViewerEvent, ViewerId};
+use super::sfu::{Choice, CloseReason, EventSender, JoinRequest, ViewerEvent, ViewerId};
 use super::signal::{self, ClientMessage, SignalError};
 use super::{Sfu, SfuError, StreamPlan};
 use crate::auth::turn::IceServers;
@@ -277,7 +277,7 @@ impl Session {
     fn run(mut self: Box<Self>, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
         async move {
             self.running = Some(Running::new(&self.s.sessions));
-            let (events_tx, mut events) = mpsc::channel(super::sfu::VIEWER_EVENTS);
+            let (events_tx, mut events) = super::sfu::viewer_events();
             let ping_every = self.s.config.ping_interval;
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -384,7 +384,7 @@ impl Session {
     async fn on_text(
         &mut self,
         text: &str,
-        events: &mpsc::Sender<ViewerEvent>,
+        events: &EventSender,
         socket: &mut WebSocket,
     ) -> Result<Next_, SignalError> {
         match signal::parse(text, self.viewer)? {
@@ -493,10 +493,7 @@ impl Session {
         plan.renditions.iter().any(|r| r.name == p).then_some(p)
     }
 
-    async fn offer(
-        &mut self,
-        events: mpsc::Sender<ViewerEvent>,
-    ) -> Result<super::sfu::Joined, SignalError> {
+    async fn offer(&mut self, events: EventSender) -> Result<super::sfu::Joined, SignalError> {
         let not_found = || SignalError::new(404, "Cannot create offer");
         // One admission path (a private stream's playback token, an
         // admission backend); any refusal is answered as OME answers a

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::sync::mpsc;
 
 use super::offer::{VIDEO_PT, VIDEO_RTX_PT};
 use super::*;
@@ -54,7 +53,7 @@ struct Scene {
     /// The video m-line's mid.
     mid: str0m::media::Mid,
     broadcast: u64,
-    events: mpsc::Receiver<ViewerEvent>,
+    events: EventReceiver,
     /// Each rendition's track (the first is `video`): keyframe requests
     /// arrive here.
     tracks: Vec<TrackProducer>,
@@ -144,7 +143,7 @@ impl Scene {
         let mut core = core();
         let now = Instant::now();
         let mut out = Captured::default();
-        let (events_tx, events) = mpsc::channel(VIEWER_EVENTS);
+        let (events_tx, events) = viewer_events();
         let id = broadcast.id();
         let joined = core
             .join(
@@ -509,7 +508,7 @@ fn a_viewer_that_stops_answering_is_dropped_and_its_feeds_stop() {
     // Silent for just under the timeout: still there.
     s.run(timeout - Duration::from_secs(1), false);
     assert_eq!(s.core.viewers(), 1);
-    assert!(s.events.try_recv().is_err());
+    assert!(s.events.try_recv().is_none());
     s.run(Duration::from_secs(2), false);
     assert_eq!(s.core.viewers(), 0);
     assert_eq!(
@@ -546,7 +545,7 @@ fn garbage_from_a_connected_viewers_address_changes_nothing() {
     }
     s.run(Duration::from_millis(100), true);
     assert_eq!(s.core.viewers(), 1, "the viewer survives");
-    assert!(s.events.try_recv().is_err(), "and was not closed");
+    assert!(s.events.try_recv().is_none(), "and was not closed");
     s.media(0, true, b"key");
     s.run(Duration::from_millis(50), true);
     assert_eq!(s.video_payloads(), [b"key".to_vec()], "and still plays");
@@ -793,7 +792,7 @@ fn refused_whep_offers_leave_no_feeds_and_a_good_one_is_answered() {
         ("not sdp".to_owned(), "BadSdp"),
         (offer_of(&mut vp8), "NoH264"),
     ] {
-        let (tx, _rx) = mpsc::channel(VIEWER_EVENTS);
+        let (tx, _rx) = viewer_events();
         let err = core
             .join(
                 JoinRequest {
@@ -819,7 +818,7 @@ fn refused_whep_offers_leave_no_feeds_and_a_good_one_is_answered() {
     let mut client = Rtc::builder().build(now);
     client.add_local_candidate(Candidate::host(addr(CLIENT), "udp").unwrap());
     let offer_sdp = offer_of(&mut client);
-    let (tx, _rx) = mpsc::channel(VIEWER_EVENTS);
+    let (tx, _rx) = viewer_events();
     let joined = core
         .join(
             JoinRequest {
