@@ -359,6 +359,8 @@ impl Session {
             if self.counted {
                 self.s.viewers.remove(&self.path);
             }
+            // No longer joining either (before the closing handshake's wait).
+            self.joining = None;
             // The backend hears `closing` (if it admitted this viewer).
             self.admitted = None;
             // The closing handshake: wait (briefly) for the client's Close, so
