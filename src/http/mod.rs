@@ -299,13 +299,21 @@ pub fn token_param(query: Option<&str>) -> Option<&str> {
 }
 
 /// The web console (files in `web_dir`) for every path no route takes.
+///
+/// Either way the router gets a fallback of its own. The layers added after
+/// this (OME's WHIP form, WebSocket signalling on `/{app}/{stream}`) take
+/// paths no route takes; with axum's default fallback, once another router
+/// is merged in after them, those paths were a bare 404 that never reached
+/// them (no WHIP in OME's form and no signalling without a built console).
 pub fn console(routes: Router, web_dir: &Path) -> Router {
     if web_dir.join("index.html").is_file() {
         tracing::info!(dir = %web_dir.display(), "web console at /");
         routes.fallback_service(ServeDir::new(web_dir))
     } else {
         tracing::warn!(dir = %web_dir.display(), "web console not built (npm --prefix web ci && npm --prefix web run build)");
-        routes.route("/", get(|| std::future::ready(Html(NOT_BUILT))))
+        routes
+            .route("/", get(|| std::future::ready(Html(NOT_BUILT))))
+            .fallback(|| std::future::ready((axum::http::StatusCode::NOT_FOUND, "not found\n")))
     }
 }
 
@@ -743,7 +751,44 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderMap, HeaderValue, header};
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    /// A layer added over the console sees a path no route takes, whether
+    /// or not the console is built (OME's WHIP form and signalling are
+    /// such layers): without a built console they were axum's bare 404.
+    #[tokio::test]
+    async fn layers_over_the_console_see_every_path() {
+        let built = tempfile::tempdir().unwrap();
+        std::fs::write(built.path().join("index.html"), "console").unwrap();
+        let missing = built.path().join("not-built");
+        for dir in [built.path(), missing.as_path()] {
+            // As the server does: more routes merged and added after the
+            // layer.
+            let mut app = console(Router::new(), dir)
+                .layer(axum::middleware::from_fn(
+                    |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                        if req.uri().query() == Some("direction=whip") {
+                            return StatusCode::CREATED.into_response();
+                        }
+                        next.run(req).await
+                    },
+                ))
+                .merge(Router::new().route("/other", get(|| std::future::ready("other"))))
+                .route("/metrics", get(|| std::future::ready("metrics")));
+            let call = |uri: &str| {
+                Request::builder()
+                    .method(Method::POST)
+                    .uri(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap()
+            };
+            let r = app.call(call("/live/cam?direction=whip")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED, "{}", dir.display());
+            let r = app.call(call("/live/cam")).await.unwrap();
+            assert!(r.status().is_client_error(), "{}", dir.display());
+        }
+    }
 
     fn auth(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
