@@ -56,6 +56,15 @@ fn step(map: &Mutex<HashMap<String, usize>>, key: &str, up: bool) {
     }
 }
 
+/// `map`'s count for `key`.
+fn count(map: &Mutex<HashMap<String, usize>>, key: &str) -> usize {
+    map.lock()
+        .expect("counts lock")
+        .get(key)
+        .copied()
+        .unwrap_or(0)
+}
+
 #[derive(Default)]
 struct HlsSeen {
     /// (stream, client) -> last playlist request.
@@ -103,12 +112,7 @@ impl ViewerCounts {
 
     /// WebRTC viewers of `path` (`app/stream`).
     pub fn webrtc(&self, path: &str) -> usize {
-        self.webrtc
-            .lock()
-            .expect("counts lock")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        count(&self.webrtc, path)
     }
 
     /// LL-HLS players of `path` seen lately.
@@ -131,14 +135,7 @@ impl ViewerCounts {
     /// Every viewer of `path` and every WebRTC viewer joining it: while
     /// this is above 0 the stream is wanted here.
     pub fn wanted(&self, path: &str) -> usize {
-        let joining = self
-            .joining
-            .lock()
-            .expect("counts lock")
-            .get(path)
-            .copied()
-            .unwrap_or(0);
-        self.get(path) + joining
+        self.get(path) + count(&self.joining, path)
     }
 }
 
