@@ -36,6 +36,7 @@ import { playWhep, rising } from './whep.mjs';
 
 const require = createRequire(import.meta.url);
 const hlsSource = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
+const watchdogSource = readFileSync(new URL('../../web/src/hls-watchdog.js', import.meta.url));
 const [base, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 8);
 const videoCodec = process.env.WHIP_VIDEO_CODEC || '';
@@ -142,14 +143,26 @@ try {
     }
     if (ovenplayerSeconds > 0) report.ovenplayer = await ovenplayer(ovenplayerSeconds);
     player = await openPage({
-      html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script></body></html>',
-      scripts: { '/hls.min.js': hlsSource },
+      html: '<!doctype html><html><body><video id="v" muted playsinline></video><script src="/hls.min.js"></script><script src="/hls-watchdog.js"></script></body></html>',
+      scripts: { '/hls.min.js': hlsSource, '/hls-watchdog.js': watchdogSource },
     });
     report.hls = await player.page.evaluate(async ({ url, seconds }) => {
       const video = document.getElementById('v');
       const hls = new Hls({ lowLatencyMode: true });
       const errors = [];
       hls.on(Hls.Events.ERROR, (_, d) => d.fatal && errors.push(`${d.type}: ${d.details}`));
+      // The last parts and segments each loader buffered, to say which
+      // track stopped when one does.
+      const trail = [];
+      hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => {
+        const part = d.part ? `.${d.part.index}` : '';
+        trail.push(`${(performance.now() / 1000).toFixed(2)} ${d.frag.type} ${d.frag.sn}${part}`);
+        if (trail.length > 24) trail.shift();
+      });
+      // The console's watchdog for hls.js's stuck loaders, as the console's
+      // player runs it (web/src/hls-watchdog.js); its interventions are
+      // reported.
+      const watchdog = StreamdHlsWatchdog.attach(hls);
       hls.loadSource(url);
       hls.attachMedia(video);
       await video.play().catch((e) => errors.push(`play: ${e.message}`));
@@ -161,14 +174,26 @@ try {
       }
       const q = video.getVideoPlaybackQuality();
       const ranges = (b) => Array.from({ length: b.length }, (_, i) => [b.start(i).toFixed(2), b.end(i).toFixed(2)]);
-      const sb = video.srcObject ?? null;
+      watchdog.stop();
+      // Each loader's own buffer (hls.js 1.7 internals, read-only).
+      const own = (b) => {
+        try {
+          return b ? ranges(b.buffered) : null;
+        } catch (e) {
+          return `${e}`;
+        }
+      };
+      const main = hls.streamController;
       return {
         currentTime: video.currentTime,
         latency: hls.latency,
         levelDetails: hls.levels[hls.currentLevel]?.details?.fragments?.slice(-2).map((f) => [f.sn, f.start.toFixed(2), f.duration.toFixed(2)]),
         buffered: ranges(video.buffered),
-        sourceBuffers: hls.media?.ownerDocument ? Array.from((hls.mediaSource ?? {}).sourceBuffers ?? [], (b) => ranges(b.buffered)) : [],
-        stalledSb: sb,
+        videoBuffer: own(main && (main.videoBuffer || main.mediaBuffer)),
+        audioBuffer: own(hls.audioStreamController && hls.audioStreamController.mediaBuffer),
+        loaderStates: [main?.state, hls.audioStreamController?.state],
+        unstuck: watchdog.interventions,
+        trail,
         advanced: first === null ? 0 : video.currentTime - first,
         framesDecoded: q.totalVideoFrames,
         width: video.videoWidth,
@@ -186,9 +211,11 @@ try {
       report.playlistTails[uri] = text.split('\n').slice(-8);
     }
     // Started: hls.js decoded the WHIP stream's LL-HLS and advanced. Kept
-    // apart from a sustained run: about one run in five here, hls.js stops
-    // appending after 1-1.5 s while the playlists go on (an open defect,
-    // see issue 14's note); `sustained` says which this run was.
+    // apart from a sustained run: hls.js without the watchdog stopped
+    // appending after 0.1-1.5 s in some runs (about one in five once, one
+    // in CI's last two) while the playlists went on; `sustained` says which
+    // this run was, and `unstuck`, `trail` and each loader's buffer say
+    // where it stood.
     report.playing = report.hls.advanced > 0.5 && report.hls.framesDecoded > 0;
     report.sustained = report.hls.advanced > seconds / 2;
     // An ICE restart (RFC 9725 §4.3.2), as a browser WHIP client does one:
