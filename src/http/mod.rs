@@ -303,8 +303,9 @@ pub fn token_param(query: Option<&str>) -> Option<&str> {
 /// Either way the router gets a fallback of its own. The layers added after
 /// this (OME's WHIP form, WebSocket signalling on `/{app}/{stream}`) take
 /// paths no route takes; with axum's default fallback, once another router
-/// is merged in after them, those paths were a bare 404 that never reached
-/// them (no WHIP in OME's form and no signalling without a built console).
+/// is merged in after a layer, those paths are a bare 404 that never
+/// reaches it (OME's WHIP form, followed by the WHEP routes, was one
+/// without a built console).
 pub fn console(routes: Router, web_dir: &Path) -> Router {
     if web_dir.join("index.html").is_file() {
         tracing::info!(dir = %web_dir.display(), "web console at /");
