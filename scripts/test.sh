@@ -22,6 +22,9 @@ cargo fmt --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
+# The vendored str0m's own unit tests, run with streamd's patches (its
+# dev-dependencies are not vendored; the script adds them).
+bash scripts/str0m-unit-tests.sh
 
 # The fuzz targets: built with coverage instrumentation (stable toolchain)
 # and run briefly from their seeds; a crash fails the run. Long campaigns:

@@ -1017,7 +1017,7 @@ pub struct TwccSendRegister {
     keep: usize,
 
     /// The send records, oldest first, of consecutive sequence numbers
-    /// from `front_seq`. streamd: kept compact (`SendEntry`, 32 bytes, and
+    /// from `front_seq`. streamd: kept compact (`SendEntry`, 16 bytes, and
     /// no sequence number), made into `TwccSendRecord`s (88 bytes) only
     /// when read (vendor/str0m/PATCHES.md, "TWCC send records, compact").
     queue: VecDeque<SendEntry>,
@@ -1025,9 +1025,18 @@ pub struct TwccSendRegister {
     /// The sequence number of `queue[0]`.
     front_seq: TwccSeq,
 
-    /// The local times in `queue` are microseconds from this (the first
-    /// packet registered).
+    /// The local send times in `queue` are microseconds from this: the
+    /// first packet registered, moved forward every half hour or so
+    /// (`REBASE_US`).
     epoch: Option<Instant>,
+
+    /// The remote receive times in `queue` are microseconds from this:
+    /// the first one reported, moved when a report's times are far from it.
+    remote_epoch: Option<Instant>,
+
+    /// The newest probe cluster registered: an entry keeps its cluster's
+    /// low bits, and this gives back the rest.
+    last_cluster: u64,
 
     /// 0 offset for remote time in Twcc structs.
     time_zero: Option<Instant>,
@@ -1040,28 +1049,43 @@ pub struct TwccSendRegister {
     last_registered: TwccSeq,
 }
 
-/// A send record as the register keeps it (streamd).
+/// A send record as the register keeps it (streamd): 16 bytes.
 #[derive(Debug, Clone, Copy)]
 struct SendEntry {
-    /// Local send time, microseconds from the register's epoch.
-    send_us: u64,
-    /// The remote receive time, microseconds from the epoch (negative
-    /// before it); `NOT_RECEIVED` when no report said it arrived.
-    remote_us: i64,
-    /// When the report came, microseconds after `send_us` (saturating).
-    report_after_us: u32,
-    /// The `apply_report` call that last reported it (its low 32 bits).
-    report: u32,
-    /// The probe cluster plus one; 0 for none.
-    cluster: u32,
+    /// Local send time, microseconds from the register's `epoch`.
+    send_us: u32,
+    /// The remote receive time, microseconds from the register's
+    /// `remote_epoch` (saturating); `NOT_RECEIVED` when no report said it
+    /// arrived.
+    remote_us: i32,
+    /// When the report came after `send_us`, in `REPORT_UNIT_US` steps
+    /// (saturating, about 4.2 s); `NOT_REPORTED` before a report covered
+    /// it.
+    report_after: u16,
     /// Size in bytes of the payload sent.
     size: u16,
-    /// Whether a report has covered it (`report` and `report_after_us`
-    /// hold then).
-    reported: bool,
+    /// The `apply_report` call that last reported it (its low 16 bits:
+    /// only compared with the current call, and a record lives 2 s).
+    report: u16,
+    /// The probe cluster's id modulo `CLUSTER_MOD`, plus one; 0 for none.
+    cluster: u16,
 }
 
-const NOT_RECEIVED: i64 = i64::MIN;
+const _: () = assert!(std::mem::size_of::<SendEntry>() == 16);
+
+const NOT_RECEIVED: i32 = i32::MIN;
+const NOT_REPORTED: u16 = u16::MAX;
+/// The step of `SendEntry::report_after`: a round trip is kept to 64 µs.
+const REPORT_UNIT_US: u64 = 64;
+/// `SendEntry::cluster` keeps the cluster id modulo this (1 to 65,535 are
+/// cluster ids, 0 is none).
+const CLUSTER_MOD: u64 = u16::MAX as u64;
+/// Local send times are moved to a later epoch once they reach this (about
+/// 36 minutes), so that they fit 32 bits.
+const REBASE_US: i64 = 1 << 31;
+/// A report whose first receive time is this far from `remote_epoch`
+/// (about 18 minutes) moves it there.
+const REMOTE_REBASE_US: i64 = 1 << 30;
 
 fn micros_from(epoch: Instant, t: Instant) -> i64 {
     match t.checked_duration_since(epoch) {
@@ -1080,26 +1104,50 @@ fn instant_at(epoch: Instant, us: i64) -> Instant {
     }
 }
 
+/// `us` as a received remote time, saturating (never `NOT_RECEIVED`).
+fn remote_value(us: i64) -> i32 {
+    us.clamp(i64::from(NOT_RECEIVED) + 1, i64::from(i32::MAX)) as i32
+}
+
 impl SendEntry {
     fn send_time(&self, epoch: Instant) -> Instant {
-        epoch + Duration::from_micros(self.send_us)
+        epoch + Duration::from_micros(u64::from(self.send_us))
     }
 
-    fn record(&self, seq: TwccSeq, epoch: Instant) -> TwccSendRecord {
+    fn reported(&self) -> bool {
+        self.report_after != NOT_REPORTED
+    }
+
+    fn report_after(&self) -> Duration {
+        Duration::from_micros(u64::from(self.report_after) * REPORT_UNIT_US)
+    }
+
+    fn record(
+        &self,
+        seq: TwccSeq,
+        epoch: Instant,
+        remote_epoch: Option<Instant>,
+        last_cluster: u64,
+    ) -> TwccSendRecord {
         let local_send_time = self.send_time(epoch);
         TwccSendRecord {
             packet_id: TwccPacketId {
                 seq,
-                cluster: (self.cluster > 0)
-                    .then(|| TwccClusterId::from(u64::from(self.cluster - 1))),
+                cluster: (self.cluster > 0).then(|| {
+                    // The newest cluster id up to `last_cluster` with
+                    // these low bits.
+                    let low = u64::from(self.cluster - 1);
+                    let back = (last_cluster % CLUSTER_MOD + CLUSTER_MOD - low) % CLUSTER_MOD;
+                    TwccClusterId::from(last_cluster.saturating_sub(back))
+                }),
             },
             local_send_time,
             size: self.size,
-            recv_report: self.reported.then(|| TwccRecvReport {
-                local_recv_time: local_send_time
-                    + Duration::from_micros(u64::from(self.report_after_us)),
-                remote_recv_time: (self.remote_us != NOT_RECEIVED)
-                    .then(|| instant_at(epoch, self.remote_us)),
+            recv_report: self.reported().then(|| TwccRecvReport {
+                local_recv_time: local_send_time + self.report_after(),
+                remote_recv_time: remote_epoch
+                    .filter(|_| self.remote_us != NOT_RECEIVED)
+                    .map(|e| instant_at(e, i64::from(self.remote_us))),
             }),
         }
     }
@@ -1111,12 +1159,15 @@ impl<'a> IntoIterator for &'a TwccSendRegister {
 
     fn into_iter(self) -> Self::IntoIter {
         let (front, epoch) = (*self.front_seq, self.epoch);
-        Box::new(
-            self.queue
-                .iter()
-                .enumerate()
-                .filter_map(move |(i, e)| Some(e.record(TwccSeq::from(front + i as u64), epoch?))),
-        )
+        let (remote_epoch, last_cluster) = (self.remote_epoch, self.last_cluster);
+        Box::new(self.queue.iter().enumerate().filter_map(move |(i, e)| {
+            Some(e.record(
+                TwccSeq::from(front + i as u64),
+                epoch?,
+                remote_epoch,
+                last_cluster,
+            ))
+        }))
     }
 }
 
@@ -1259,6 +1310,8 @@ impl TwccSendRegister {
             queue: VecDeque::new(),
             front_seq: TwccSeq::from(0),
             epoch: None,
+            remote_epoch: None,
+            last_cluster: 0,
             time_zero: None,
             apply_report_counter: 0,
             last_registered: 0.into(),
@@ -1267,7 +1320,7 @@ impl TwccSendRegister {
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         let epoch = *self.epoch.get_or_insert(now);
-        let now_us = micros_from(epoch, now);
+        let mut now_us = micros_from(epoch, now).max(0);
         let seq = packet_id.seq();
         self.last_registered = seq;
         // The queue holds consecutive sequence numbers; a packet that does
@@ -1275,32 +1328,46 @@ impl TwccSendRegister {
         if *self.front_seq + self.queue.len() as u64 != *seq {
             self.queue.clear();
         }
-        if self.queue.is_empty() {
-            self.front_seq = seq;
-        }
-        self.queue.push_back(SendEntry {
-            send_us: now_us.max(0) as u64,
-            remote_us: NOT_RECEIVED,
-            report_after_us: 0,
-            report: 0,
-            cluster: packet_id
-                .cluster()
-                .map_or(0, |c| (*c as u32).wrapping_add(1).max(1)),
-            // In practice the max sizes is constrained by the MTU and will max out around 1200
-            // bytes, hence this cast is fine.
-            size: size as u16,
-            reported: false,
-        });
         // streamd: records are also dropped once older than KEEP_FOR
         // (vendor/str0m/PATCHES.md, "TWCC send records by age"): feedback
         // comes within a round trip and `loss` looks back one second.
         let oldest_us = now_us.saturating_sub(KEEP_FOR.as_micros() as i64);
-        while self.queue.len() > self.keep
-            || self
-                .queue
-                .front()
-                .is_some_and(|r| (r.send_us as i64) < oldest_us)
+        while self
+            .queue
+            .front()
+            .is_some_and(|r| i64::from(r.send_us) < oldest_us)
         {
+            self.queue.pop_front();
+            self.front_seq = TwccSeq::from(*self.front_seq + 1);
+        }
+        if self.queue.is_empty() {
+            self.front_seq = seq;
+        }
+        // Send times are kept in 32 bits: every half hour or so, the epoch
+        // moves to the oldest time a record can have (all are younger).
+        if now_us >= REBASE_US {
+            let shift = oldest_us.max(0);
+            self.epoch = Some(instant_at(epoch, shift));
+            for r in &mut self.queue {
+                r.send_us = (i64::from(r.send_us) - shift).max(0) as u32;
+            }
+            now_us -= shift;
+        }
+        let cluster = packet_id.cluster().map_or(0, |c| {
+            self.last_cluster = self.last_cluster.max(*c);
+            (*c % CLUSTER_MOD) as u16 + 1
+        });
+        self.queue.push_back(SendEntry {
+            send_us: now_us as u32,
+            remote_us: NOT_RECEIVED,
+            report_after: NOT_REPORTED,
+            report: 0,
+            cluster,
+            // In practice the max sizes is constrained by the MTU and will max out around 1200
+            // bytes, hence this cast is fine.
+            size: size as u16,
+        });
+        while self.queue.len() > self.keep {
             self.queue.pop_front();
             self.front_seq = TwccSeq::from(*self.front_seq + 1);
         }
@@ -1324,7 +1391,7 @@ impl TwccSendRegister {
         }
 
         self.apply_report_counter += 1;
-        let apply_report_counter = self.apply_report_counter as u32;
+        let apply_report_counter = self.apply_report_counter as u16;
 
         let time_zero = self.time_zero.unwrap();
         let epoch = self.epoch?;
@@ -1346,8 +1413,27 @@ impl TwccSendRegister {
         }
         let now_us = micros_from(epoch, now);
 
-        let update = |r: &mut SendEntry, remote_recv_time: Option<Instant>| {
-            let report = if r.reported && r.remote_us != NOT_RECEIVED {
+        // Remote times are kept as 32 bits from `remote_epoch`: a report
+        // far from it (the remote clock moves on, or jumps) moves it to its
+        // first time, and the records already received move with it
+        // (saturating: their times are never given to the estimator again).
+        if let Some(first) = first_instant {
+            let remote_epoch = *self.remote_epoch.get_or_insert(first);
+            let off = micros_from(remote_epoch, first);
+            if off.abs() >= REMOTE_REBASE_US {
+                self.remote_epoch = Some(first);
+                for r in &mut self.queue {
+                    if r.remote_us != NOT_RECEIVED {
+                        r.remote_us = remote_value(i64::from(r.remote_us) - off);
+                    }
+                }
+            }
+        }
+        let mut remote_epoch = self.remote_epoch;
+        let last_cluster = self.last_cluster;
+
+        let mut update = |r: &mut SendEntry, remote_recv_time: Option<Instant>| {
+            let report = if r.reported() && r.remote_us != NOT_RECEIVED {
                 // This packed was already acked and handled before so carry
                 // over previous apply_report_counter, so it won't be included
                 // in the current apply_report() call result.
@@ -1357,12 +1443,13 @@ impl TwccSendRegister {
             };
             // Carry over remote recv time if this packet was acked before.
             if r.remote_us == NOT_RECEIVED {
-                r.remote_us = remote_recv_time.map_or(NOT_RECEIVED, |t| micros_from(epoch, t));
+                r.remote_us = remote_recv_time.map_or(NOT_RECEIVED, |t| {
+                    remote_value(micros_from(*remote_epoch.get_or_insert(t), t))
+                });
             }
-            r.report_after_us =
-                u32::try_from(now_us.saturating_sub(r.send_us as i64).max(0)).unwrap_or(u32::MAX);
+            let after = now_us.saturating_sub(i64::from(r.send_us)).max(0) as u64;
+            r.report_after = (after / REPORT_UNIT_US).min(u64::from(NOT_REPORTED - 1)) as u16;
             r.report = report;
-            r.reported = true;
         };
 
         let mut records = self.queue.range_mut(first_index..);
@@ -1376,6 +1463,7 @@ impl TwccSendRegister {
             update(record, instant);
             last_seq_no = seq;
         }
+        self.remote_epoch = remote_epoch;
 
         let front = *head_seq;
         let last_index = first_index + (*last_seq_no - *first_seq_no) as usize;
@@ -1386,9 +1474,14 @@ impl TwccSendRegister {
                 // We only want the records that were registered in this invocation of
                 // apply_report_counter(). This is to not double count in the BWE,
                 // which is the consumer of this returned iterator.
-                .filter(move |(_, e)| e.reported && e.report == apply_report_counter)
+                .filter(move |(_, e)| e.reported() && e.report == apply_report_counter)
                 .map(move |(k, e)| {
-                    e.record(TwccSeq::from(front + (first_index + k) as u64), epoch)
+                    e.record(
+                        TwccSeq::from(front + (first_index + k) as u64),
+                        epoch,
+                        remote_epoch,
+                        last_cluster,
+                    )
                 }),
         )
     }
@@ -1410,7 +1503,7 @@ impl TwccSendRegister {
             // If there's ingress loss but no egress loss, there's a chance the TWCC reports
             // themselves are lost. In this case considering packets that haven't been reported as
             // lost will incorrectly conclude that there is in fact egress loss.
-            .filter(|s| s.reported)
+            .filter(|s| s.reported())
             .take_while(|s| s.send_time(epoch) >= lower_bound);
 
         let (total, lost) = packets.fold((0, 0), |(total, lost), s| {
@@ -1430,8 +1523,8 @@ impl TwccSendRegister {
         self.queue
             .iter()
             .rev()
-            .find(|s| s.reported)
-            .map(|s| Duration::from_micros(u64::from(s.report_after_us)))
+            .find(|s| s.reported())
+            .map(|s| s.report_after())
     }
 }
 
@@ -2533,6 +2626,83 @@ mod test {
                 "Should not create excessive chunks for {}",
                 description
             );
+        }
+    }
+
+    // streamd: the compact send records (16 bytes) keep their times across
+    // the moves of their epochs, and their probe clusters.
+    #[test]
+    fn send_records_keep_times_across_epoch_moves() {
+        let mut reg = TwccSendRegister::new(1000);
+        let start = Instant::now();
+        // 40 minutes of a packet every 100 ms: the local epoch moves once.
+        let mut sent = Vec::new();
+        for i in 0..24_000u64 {
+            let t = start + Duration::from_millis(100 * i);
+            reg.register_seq(TwccPacketId::new(i), t, 1000);
+            sent.push(t);
+        }
+        assert!(reg.epoch.unwrap() > start, "the epoch moved");
+        assert_eq!(reg.queue.len(), 21, "2 s of records");
+        let now = *sent.last().unwrap() + Duration::from_millis(30);
+        // A report of the last 8, received 10 ms after the 40 minutes.
+        let mut report = received((23_992 % 65536) as u16, 8);
+        report.reference_time = 37_500; // 40 min in 64 ms steps
+        let records: Vec<_> = reg.apply_report(report.clone(), now).unwrap().collect();
+        let times = reported_times(report.clone(), reg.time_zero.unwrap());
+        assert_eq!(records.len(), 8);
+        for (k, r) in records.iter().enumerate() {
+            assert_eq!(*r.seq(), 23_992 + k as u64);
+            let t = sent[23_992 + k];
+            assert_eq!(r.local_send_time(), t);
+            assert_eq!(r.size(), 1000);
+            assert_eq!(r.remote_recv_time(), Some(times[k]));
+            let rtt = r.rtt().unwrap();
+            assert!(now - t - rtt < Duration::from_micros(64), "{rtt:?}");
+        }
+        // The remote clock jumps an hour: the remote epoch moves, and the
+        // new report's times are kept.
+        for i in 24_000..24_010u64 {
+            reg.register_seq(
+                TwccPacketId::new(i),
+                now + Duration::from_millis(i - 23_999),
+                1000,
+            );
+        }
+        let mut later = received((24_000 % 65536) as u16, 8);
+        later.reference_time = 37_500 + 56_250; // + 1 h
+        let at = now + Duration::from_millis(20);
+        let records: Vec<_> = reg.apply_report(later.clone(), at).unwrap().collect();
+        let times = reported_times(later, reg.time_zero.unwrap());
+        assert_eq!(records.len(), 8);
+        for (r, t) in records.iter().zip(&times) {
+            assert_eq!(r.remote_recv_time(), Some(*t));
+        }
+        assert_eq!(reg.loss(Duration::from_secs(1), at), Some(0.0));
+    }
+
+    #[test]
+    fn send_records_keep_their_probe_clusters() {
+        // Exact while within 65,535 of the newest cluster (a record lives
+        // 2 s; a cluster is a probe).
+        for ids in [
+            &[0u64, 1, 2][..],
+            &[65_534, 65_535, 65_536],
+            &[70_000, 131_070, 131_071],
+        ] {
+            let mut reg = TwccSendRegister::new(1000);
+            let now = Instant::now();
+            for (i, c) in ids.iter().enumerate() {
+                reg.register_seq(TwccPacketId::with_cluster(i as u64, *c), now, 100);
+            }
+            reg.register_seq(TwccPacketId::new(ids.len() as u64), now, 100);
+            let clusters: Vec<_> = (&reg)
+                .into_iter()
+                .map(|r| r.cluster().map(|c| *c))
+                .collect();
+            let mut want: Vec<_> = ids.iter().map(|c| Some(*c)).collect();
+            want.push(None);
+            assert_eq!(clusters, want);
         }
     }
 }
