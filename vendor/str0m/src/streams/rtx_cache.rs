@@ -20,7 +20,13 @@ pub(crate) struct RtxCache {
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
-    seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+    //
+    // streamd: made (from the packets cached then) at the first padding
+    // lookup, and kept up from there: only a stream asked for padding
+    // reads it, and 680 bytes inline were in every stream
+    // (vendor/str0m/PATCHES.md, "Padding's size index and blank packet on
+    // demand").
+    seq_no_by_quantized_size: Option<Box<[SeqNo; RTX_CACHE_QUANTIZE_SLOTS]>>,
 
     // streamd: the packet a lookup hands out, rebuilt from its compact
     // entry (vendor/str0m/PATCHES.md, "compact RTX cache"); made at the
@@ -167,7 +173,7 @@ impl RtxCache {
     pub fn new(max_packet_count: usize, max_packet_age: Duration) -> Self {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
-            seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            seq_no_by_quantized_size: None,
             out: None,
             shared: None,
         }
@@ -183,7 +189,9 @@ impl RtxCache {
         });
         self.packet_by_seq_no
             .push(*seq_no, now, Cached::new(packet, shared));
-        self.seq_no_by_quantized_size[quantized_size] = seq_no;
+        if let Some(index) = &mut self.seq_no_by_quantized_size {
+            index[quantized_size] = seq_no;
+        }
         self.remove_old_packets(now);
     }
 
@@ -210,13 +218,29 @@ impl RtxCache {
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
         let quantized_size = max_size / RTX_CACHE_SIZE_QUANTIZER;
 
-        let seq_no = self.seq_no_by_quantized_size[..quantized_size]
+        let buffer = &self.packet_by_seq_no;
+        let index = self.seq_no_by_quantized_size.get_or_insert_with(|| {
+            // The newest cached packet of each size, as keeping it up from
+            // the first packet would have made it (but for packets gone
+            // since, which a lookup skips anyway).
+            let mut index = Box::new([SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS]);
+            if let Some(last) = buffer.last_position() {
+                let first = last.saturating_sub(buffer.room() as u64);
+                for position in first..=last {
+                    if let Some(cached) = buffer.get(position) {
+                        index[cached.payload.len() / RTX_CACHE_SIZE_QUANTIZER] = position.into();
+                    }
+                }
+            }
+            index
+        });
+        let seq_no = *index[..quantized_size]
             .iter()
             .rev()
             .filter(|seq_no| !seq_no.is_max())
             .find(|seq_no| self.packet_by_seq_no.contains(***seq_no))?;
 
-        self.get_cached_packet_by_seq_no(*seq_no)
+        self.get_cached_packet_by_seq_no(seq_no)
     }
 
     fn remove_old_packets(&mut self, now: Instant) {
@@ -232,7 +256,7 @@ impl RtxCache {
         self.packet_by_seq_no.clear();
         self.out = None;
         self.shared = None;
-        self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
+        self.seq_no_by_quantized_size = None;
     }
 }
 
@@ -354,5 +378,35 @@ mod test {
             Some(&mut packet(now, 200, 2000)),
             rtx_cache.get_cached_packet_by_seq_no(200.into())
         );
+    }
+
+    // streamd: the size index is made at the first padding lookup, from
+    // what is cached then, and kept up from there.
+    #[test]
+    fn padding_index_made_on_demand_and_kept_up() {
+        let now = Instant::now();
+        let mut rtx_cache = RtxCache::new(100, Duration::from_secs(3));
+        let sized = |seq_no: u64, len: usize| RtpPacket {
+            payload: vec![seq_no as u8; len].into(),
+            ..packet(now, seq_no, seq_no)
+        };
+        rtx_cache.cache_sent_packet(sized(1, 100), after(now, 1));
+        rtx_cache.cache_sent_packet(sized(2, 300), after(now, 2));
+        rtx_cache.cache_sent_packet(sized(3, 100), after(now, 3));
+        assert!(rtx_cache.seq_no_by_quantized_size.is_none());
+        // The newest packet below the size, and the largest such.
+        let found =
+            |c: &mut RtxCache, max: usize| c.get_cached_packet_smaller_than(max).map(|p| *p.seq_no);
+        assert_eq!(found(&mut rtx_cache, 200), Some(3));
+        assert_eq!(found(&mut rtx_cache, 1000), Some(2));
+        assert!(rtx_cache.seq_no_by_quantized_size.is_some());
+        // Kept up after it was made.
+        rtx_cache.cache_sent_packet(sized(4, 300), after(now, 4));
+        rtx_cache.cache_sent_packet(sized(5, 600), after(now, 5));
+        assert_eq!(found(&mut rtx_cache, 500), Some(4));
+        assert_eq!(found(&mut rtx_cache, 1000), Some(5));
+        rtx_cache.clear();
+        assert!(rtx_cache.seq_no_by_quantized_size.is_none());
+        assert_eq!(found(&mut rtx_cache, 1000), None);
     }
 }

@@ -291,6 +291,12 @@ impl<T> EvictingBuffer<T> {
         self.buf[index].is_some()
     }
 
+    /// How many entries the buffer has room for now (0 before the first
+    /// push): live positions are at most this many back from the last.
+    pub fn room(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn last_position(&self) -> Option<u64> {
         if self.is_inert() {
             return None;
