@@ -9,7 +9,8 @@
 # manifest, adds the three dev-dependencies its tests use (serde_json,
 # tracing-subscriber, systemstat, from crates.io), points str0m-aws-lc-rs
 # and dimpl at the vendored copies as streamd does, and runs
-# `cargo test --lib` there (built in target/str0m-unit-tests). Two SDP tests read docs/chrome-sdp.json from str0m's
+# `cargo test --lib` there (built in target/str0m-unit-tests). Two SDP
+# tests read docs/chrome-sdp.json from str0m's
 # repository, which the crate does not ship: they are skipped, by name, and
 # the script says so.
 #

@@ -1318,6 +1318,12 @@ impl TwccSendRegister {
         }
     }
 
+    /// Drops the oldest record; the next is then the front.
+    fn pop_front(&mut self) {
+        self.queue.pop_front();
+        self.front_seq = TwccSeq::from(*self.front_seq + 1);
+    }
+
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         let epoch = *self.epoch.get_or_insert(now);
         let mut now_us = micros_from(epoch, now).max(0);
@@ -1337,8 +1343,7 @@ impl TwccSendRegister {
             .front()
             .is_some_and(|r| i64::from(r.send_us) < oldest_us)
         {
-            self.queue.pop_front();
-            self.front_seq = TwccSeq::from(*self.front_seq + 1);
+            self.pop_front();
         }
         if self.queue.is_empty() {
             self.front_seq = seq;
@@ -1368,8 +1373,7 @@ impl TwccSendRegister {
             size: size as u16,
         });
         while self.queue.len() > self.keep {
-            self.queue.pop_front();
-            self.front_seq = TwccSeq::from(*self.front_seq + 1);
+            self.pop_front();
         }
         // A burst (probing) grows the queue; its room goes back after.
         if self.queue.capacity() > 4 * self.queue.len().max(32) {
