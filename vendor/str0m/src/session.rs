@@ -119,7 +119,10 @@ pub(crate) struct Session {
     pacer_control: PacerControl,
 
     // Next packet for RtpPacket event.
-    pending_packet: Option<RtpPacket>,
+    // streamd: boxed. An `RtpPacket` is 408 bytes, held only between a
+    // received packet and the next poll, and a session that only sends (an
+    // SFU's viewer) never holds one (vendor/str0m/PATCHES.md).
+    pending_packet: Option<Box<RtpPacket>>,
 
     // Total RTP payload bytes for media, including retransmissions.
     media_bytes_rx: u64,
@@ -866,7 +869,7 @@ impl Session {
             // However only if this is a packet not seen before. This filters out spurious
             // resends for padding.
             if receipt.is_new_packet {
-                self.pending_packet = Some(packet);
+                self.pending_packet = Some(Box::new(packet));
             }
         } else {
             // In non-RTP mode, we let the Media use a Depayloader.
@@ -1074,7 +1077,7 @@ impl Session {
 
         if self.rtp_mode {
             if let Some(packet) = self.pending_packet.take() {
-                return Some(Event::RtpPacket(packet));
+                return Some(Event::RtpPacket(*packet));
             }
         }
 

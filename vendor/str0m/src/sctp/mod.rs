@@ -41,9 +41,15 @@ pub const DEFAULT_REMOTE_MAX_MESSAGE_SIZE: u32 = 64 * 1024;
 
 pub(crate) struct RtcSctp {
     state: RtcSctpState,
-    endpoint: Endpoint,
     fake_addr: SocketAddr,
     handle: AssociationHandle,
+    // streamd: made at first use, as `assoc` is. An `Endpoint` is about
+    // 500 bytes inline with three shared configurations on the heap, and
+    // a session that never receives SCTP and never opens a data channel
+    // (an SFU's viewers) never needs one (vendor/str0m/PATCHES.md).
+    endpoint: Option<Box<Endpoint>>,
+    // What the endpoint is made with.
+    max_payload: u32,
     // streamd: boxed. An `Association` is 1.5 KB, and a session that
     // never opens a data channel (an SFU's viewers) never has one
     // (vendor/str0m/PATCHES.md, "smaller sessions").
@@ -296,21 +302,17 @@ const _: () = assert!(
 
 impl RtcSctp {
     pub fn new(mtu: usize, local_max_message_size: u32) -> Self {
-        let mut config = EndpointConfig::default();
         let max_payload = mtu
             .saturating_sub(crate::io::MAX_DTLS_OVERHEAD)
             .saturating_sub(SCTP_OVERHEAD);
-        config.max_payload_size(max_payload as u32);
         #[cfg(test)]
         let max_payload_size = max_payload;
-        let mut server_config = ServerConfig::default();
-        server_config.transport = webrtc_transport_config(local_max_message_size);
-        let endpoint = Endpoint::new(Arc::new(config), Some(Arc::new(server_config)));
         let fake_addr = "1.1.1.1:5000".parse().unwrap();
 
         RtcSctp {
             state: RtcSctpState::Uninited,
-            endpoint,
+            endpoint: None,
+            max_payload: max_payload as u32,
             fake_addr,
             handle: AssociationHandle(0), // temporary
             assoc: None,
@@ -328,6 +330,20 @@ impl RtcSctp {
             #[cfg(test)]
             max_payload_size,
         }
+    }
+
+    /// The endpoint, made on first use.
+    fn endpoint(&mut self) -> &mut Endpoint {
+        self.endpoint.get_or_insert_with(|| {
+            let mut config = EndpointConfig::default();
+            config.max_payload_size(self.max_payload);
+            let mut server_config = ServerConfig::default();
+            server_config.transport = webrtc_transport_config(self.local_max_message_size);
+            Box::new(Endpoint::new(
+                Arc::new(config),
+                Some(Arc::new(server_config)),
+            ))
+        })
     }
 
     #[cfg(test)]
@@ -380,9 +396,10 @@ impl RtcSctp {
                 "New {} association (out-of-band: true)",
                 if client { "local" } else { "server" },
             );
+            let addr = self.fake_addr;
             let (handle, mut assoc) = self
-                .endpoint
-                .connect(config, self.fake_addr)
+                .endpoint()
+                .connect(config, addr)
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
@@ -401,9 +418,10 @@ impl RtcSctp {
             let config = SctpInitData::default().into_client_config(self.local_max_message_size);
 
             debug!("New local association (out-of-band: false)");
+            let addr = self.fake_addr;
             let (handle, mut assoc) = self
-                .endpoint
-                .connect(config, self.fake_addr)
+                .endpoint()
+                .connect(config, addr)
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
@@ -680,7 +698,8 @@ impl RtcSctp {
 
         // TODO, remove Bytes in sctp and just use &[u8].
         let data = data.to_vec().into();
-        let r = self.endpoint.handle(now, self.fake_addr, None, None, data);
+        let addr = self.fake_addr;
+        let r = self.endpoint().handle(now, addr, None, None, data);
 
         let Some((handle, event)) = r else {
             return;
@@ -732,8 +751,12 @@ impl RtcSctp {
         assoc.handle_timeout(now);
 
         // propagate events between endpoint and association.
+        // An association is made by the endpoint, so it has one.
+        let Some(endpoint) = &mut self.endpoint else {
+            return;
+        };
         while let Some(e) = assoc.poll_endpoint_event() {
-            if let Some(ae) = self.endpoint.handle_event(self.handle, e) {
+            if let Some(ae) = endpoint.handle_event(self.handle, e) {
                 assoc.handle_event(ae);
             }
         }
@@ -1180,7 +1203,7 @@ impl RtcSctp {
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.endpoint.poll_transmit() {
+        if let Some(t) = self.endpoint.as_mut().and_then(|e| e.poll_transmit()) {
             return Some(t);
         }
 
@@ -1894,6 +1917,28 @@ mod tests {
             wire[pos - 15] & 0x04 != 0,
             "DCEP receiver should send unordered"
         );
+    }
+
+    // streamd: the endpoint is made only when SCTP is used.
+    #[test]
+    fn endpoint_made_on_first_use() {
+        let now = Instant::now();
+        let mut idle = RtcSctp::new(DATAGRAM_MTU_TARGET, LOCAL_MAX_MESSAGE_SIZE);
+        idle.init(false, now, None, None).unwrap();
+        let mut readiness = Readiness::idle();
+        idle.handle_timeout(now, &mut readiness.wake());
+        assert!(idle.poll().is_none());
+        assert!(idle.poll_transmit().is_none());
+        assert!(
+            idle.endpoint.is_none(),
+            "a passive session without SCTP input"
+        );
+
+        // The client's endpoint is made by its connect, the server's by
+        // the first packet it is given; both then carry an association.
+        let (client, server) = connect_client_server();
+        assert!(client.endpoint.is_some() && client.assoc.is_some());
+        assert!(server.endpoint.is_some() && server.assoc.is_some());
     }
 
     #[test]
