@@ -66,6 +66,8 @@ struct Scene {
     video_sent: usize,
     /// Retransmissions (RTX) sent to the client.
     rtx_sent: usize,
+    /// The client's RTCP datagrams (SRTCP, as sent), kept while `Some`.
+    client_rtcp: Option<Vec<Vec<u8>>>,
     _registry: Registry,
 }
 
@@ -187,6 +189,7 @@ impl Scene {
             lose_video: Vec::new(),
             video_sent: 0,
             rtx_sent: 0,
+            client_rtcp: None,
             _registry: registry,
         }
     }
@@ -202,6 +205,13 @@ impl Scene {
                 Output::Transmit(t) => {
                     sent = true;
                     assert_eq!(t.destination, addr(SERVER));
+                    // RTCP's packet types are 192-223 in the second byte.
+                    if let Some(kept) = &mut self.client_rtcp
+                        && t.contents.len() >= 8
+                        && (192..=223).contains(&t.contents[1])
+                    {
+                        kept.push(t.contents.to_vec());
+                    }
                     self.core.handle_datagram(
                         Protocol::Udp,
                         &t.contents,
@@ -699,6 +709,68 @@ fn a_paced_viewers_lost_packet_is_resent_as_soon_as_it_is_asked_for() {
     let paced = resend_delay(Scene::with(&[("a", 600_000), ("b", 150_000)], None));
     let unpaced = resend_delay(Scene::new());
     assert!(paced <= unpaced, "paced {paced} ms, unpaced {unpaced} ms");
+}
+
+#[test]
+fn a_flood_of_nacks_gets_resends_within_the_cap_and_the_viewer_plays_on() {
+    // A viewer that asks for the same packet again and again: the client's
+    // own SRTCP datagrams after a loss, its NACK among them, replayed to
+    // the core (SRTCP in str0m has no replay window, so each one counts),
+    // 20 times every millisecond for 2 s while media flows at 30 fps.
+    // Resends stay under the RTX ratio cap and the NACK window, and the
+    // viewer keeps playing.
+    let mut s = Scene::new();
+    s.run(Duration::from_millis(500), true);
+    assert!(s.connected);
+    // Frames of one 1,000-byte packet, 33 ms apart.
+    fn frames(s: &mut Scene, ts: &mut i64, n: usize) {
+        for _ in 0..n {
+            s.media_packets(*ts, *ts == 0, 1);
+            *ts += 3000;
+            s.run(Duration::from_micros(33_333), true);
+        }
+    }
+    let mut ts = 0;
+    frames(&mut s, &mut ts, 3);
+    s.lose_video = vec![s.video_sent];
+    s.client_rtcp = Some(Vec::new());
+    frames(&mut s, &mut ts, 6);
+    let rtcp = s.client_rtcp.take().unwrap();
+    assert!(s.rtx_sent >= 1, "the loss was asked for and resent");
+    assert!(!rtcp.is_empty());
+
+    let (rtx_before, video_before) = (s.rtx_sent, s.video_sent);
+    let mut replayed = 0;
+    for k in 0..2000 {
+        if k % 33 == 0 {
+            s.media_packets(ts, false, 1);
+            ts += 3000;
+        }
+        for _ in 0..20 {
+            for d in &rtcp {
+                s.core
+                    .handle_datagram(Protocol::Udp, d, addr(CLIENT), s.now, &mut s.out);
+                replayed += 1;
+            }
+        }
+        s.tick(Duration::from_millis(1), true);
+    }
+    let resent = s.rtx_sent - rtx_before;
+    let media = s.video_sent - video_before;
+    assert!(media >= 55, "media went on: {media} packets");
+    // Every resend is one of the 1,000-byte packets, as is the media: the
+    // cap (15% of what is sent, over a second) allows about 0.18 resends a
+    // packet sent, and the lost packet is kept only 1 s.
+    assert!(
+        (1..=media / 4).contains(&resent),
+        "{replayed} replayed datagrams made {resent} resends beside {media} media packets"
+    );
+    assert_eq!(s.core.viewers(), 1);
+    assert!(s.events.try_recv().is_none(), "the viewer was not closed");
+    let before = s.video().len();
+    s.lose_video.clear();
+    frames(&mut s, &mut ts, 3);
+    assert!(s.video().len() >= before + 3, "and still plays");
 }
 
 #[test]

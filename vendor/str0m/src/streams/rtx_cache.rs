@@ -195,6 +195,11 @@ impl RtxCache {
         self.remove_old_packets(now);
     }
 
+    /// streamd: the most packets it keeps.
+    pub fn max_packets(&self) -> usize {
+        self.packet_by_seq_no.max_size()
+    }
+
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {
         Some(self.packet_by_seq_no.last_position()?.into())
     }

@@ -297,6 +297,11 @@ impl<T> EvictingBuffer<T> {
         self.buf.len()
     }
 
+    /// streamd: the most entries it keeps.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
     pub fn last_position(&self) -> Option<u64> {
         if self.is_inert() {
             return None;

@@ -899,6 +899,10 @@ impl StreamTx {
         self.stats.update_packet_counts(len, true);
         if let Some(h) = &mut self.stats.bytes_retransmitted {
             h.push(now, len);
+            // streamd: the ratio is worked out again before the next
+            // resend, not up to 50 ms later: in between, a NACK flood got
+            // every resend it asked for (vendor/str0m/PATCHES.md).
+            self.rtx_ratio.1 = already_happened();
         }
 
         let seq_no = self.seq_no_rtx.inc();
@@ -1072,6 +1076,12 @@ impl StreamTx {
 
         // Schedule all resends. They will be handled on next poll_packet
         for seq_no in iter {
+            // streamd: a resend waits here only until the next poll, and a
+            // NACK flood names the same packets again and again: no more
+            // are queued than the cache holds (vendor/str0m/PATCHES.md).
+            if self.resends.len() >= self.rtx_cache.max_packets() {
+                break;
+            }
             // streamd: the payload's length, without rebuilding the packet
             // (a NACK flood names many).
             let Some(payload_size) = self.rtx_cache.cached_payload_len(seq_no) else {
@@ -1593,6 +1603,57 @@ mod test {
 
         assert_eq!(snapshot.byte_size, 240);
         assert_eq!(snapshot.packet_count, 1);
+    }
+
+    // streamd: a NACK flood gets no more queued than the cache holds, and
+    // resends within the ratio cap however fast it comes.
+    #[test]
+    fn nack_flood_is_bounded_by_the_cache_and_the_ratio_cap() {
+        let now = Instant::now();
+        let mut stream = StreamTx::new(
+            42.into(),
+            Some(44.into()),
+            MidRid(Mid::from("0"), None),
+            false,
+            1200,
+        );
+        stream.set_rtx_cache(8, Duration::from_secs(1), Some(0.15));
+        // 8 packets of 100 bytes sent and cached.
+        for seq in 1..=8u64 {
+            let pkt = RtpPacket {
+                header: RtpHeader::default(),
+                seq_no: seq.into(),
+                time: MediaTime::from_90khz(0),
+                payload: vec![0u8; 100].into(),
+                vp8_patch: None,
+                timestamp: now,
+                last_sender_info: None,
+                nackable: true,
+            };
+            stream.stats.update_packet_counts(100, false);
+            if let Some(h) = &mut stream.stats.bytes_transmitted {
+                h.push(now, 100);
+            }
+            stream.rtx_cache.cache_sent_packet(pkt, now);
+        }
+        // One NACK naming all 8 (pid 1, bits for 2-8), 500 times over.
+        let entries = std::iter::repeat_n(NackEntry { pid: 1, blp: 0x7f }, 500);
+        stream.handle_nack(entries, now);
+        assert_eq!(stream.resends.len(), 8, "no more than the cache holds");
+
+        // The cap (15% of bytes) is checked before each resend: after one
+        // (100 of 900 bytes, 11%) another goes, after two (200 of 1,000,
+        // 20%) the rest are dropped at once. The ratio used to be kept for
+        // 50 ms, and all 8 went.
+        let mut resent = 0;
+        while stream.poll_packet_resend(now).is_some() {
+            resent += 1;
+        }
+        assert_eq!(resent, 2);
+        assert!(stream.resends.is_empty());
+        let later = now + Duration::from_millis(10);
+        stream.handle_nack([NackEntry { pid: 1, blp: 0 }].into_iter(), later);
+        assert!(stream.poll_packet_resend(later).is_none(), "over the cap");
     }
 
     #[test]
