@@ -2,7 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::panic::UnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,9 +39,12 @@ pub const LOCAL_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
 /// Default max message size if remote doesn't advertise
 pub const DEFAULT_REMOTE_MAX_MESSAGE_SIZE: u32 = 64 * 1024;
 
+/// The address the SCTP endpoint is given for its one peer (it runs over
+/// DTLS, not UDP). streamd: a constant, not a field every session parses.
+const FAKE_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(1, 1, 1, 1), 5000));
+
 pub(crate) struct RtcSctp {
     state: RtcSctpState,
-    fake_addr: SocketAddr,
     handle: AssociationHandle,
     // streamd: made at first use, as `assoc` is. An `Endpoint` is about
     // 500 bytes inline with three shared configurations on the heap, and
@@ -307,13 +310,11 @@ impl RtcSctp {
             .saturating_sub(SCTP_OVERHEAD);
         #[cfg(test)]
         let max_payload_size = max_payload;
-        let fake_addr = "1.1.1.1:5000".parse().unwrap();
 
         RtcSctp {
             state: RtcSctpState::Uninited,
             endpoint: None,
             max_payload: max_payload as u32,
-            fake_addr,
             handle: AssociationHandle(0), // temporary
             assoc: None,
             entries: Vec::new(),
@@ -396,10 +397,9 @@ impl RtcSctp {
                 "New {} association (out-of-band: true)",
                 if client { "local" } else { "server" },
             );
-            let addr = self.fake_addr;
             let (handle, mut assoc) = self
                 .endpoint()
-                .connect(config, addr)
+                .connect(config, FAKE_ADDR)
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
@@ -418,10 +418,9 @@ impl RtcSctp {
             let config = SctpInitData::default().into_client_config(self.local_max_message_size);
 
             debug!("New local association (out-of-band: false)");
-            let addr = self.fake_addr;
             let (handle, mut assoc) = self
                 .endpoint()
-                .connect(config, addr)
+                .connect(config, FAKE_ADDR)
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
@@ -698,8 +697,7 @@ impl RtcSctp {
 
         // TODO, remove Bytes in sctp and just use &[u8].
         let data = data.to_vec().into();
-        let addr = self.fake_addr;
-        let r = self.endpoint().handle(now, addr, None, None, data);
+        let r = self.endpoint().handle(now, FAKE_ADDR, None, None, data);
 
         let Some((handle, event)) = r else {
             return;
