@@ -1106,6 +1106,95 @@ mod test {
         );
     }
 
+    /// streamd: the DTLS 1.2 side of `inner`, for the test below.
+    fn saved_flight_and_credentials(dtls: &Dtls) -> (usize, bool) {
+        match dtls.inner.as_ref() {
+            Some(Inner::Client12(c)) => c.saved_flight_and_credentials(),
+            Some(Inner::Server12(s)) => s.saved_flight_and_credentials(),
+            _ => panic!("not a DTLS 1.2 instance"),
+        }
+    }
+
+    /// Moves every datagram `from` has to send into `to`; whether `from`
+    /// reported `Connected`.
+    fn pump(from: &mut Dtls, to: &mut Dtls, now: Instant) -> bool {
+        let mut buf = vec![0; 2000];
+        let mut connected = false;
+        from.handle_timeout(now).expect("handle_timeout");
+        loop {
+            match from.poll_output(&mut buf) {
+                Output::Packet(p) => {
+                    let p = p.to_vec();
+                    to.handle_packet(&p).expect("handle_packet");
+                }
+                Output::Connected => connected = true,
+                Output::Timeout(_) => return connected,
+                _ => {}
+            }
+        }
+    }
+
+    /// streamd (vendor/dimpl/PATCHES.md, "Final flight and credentials
+    /// freed"): once connected, neither side holds its certificate and
+    /// key; the client frees the final flight it saved for resending at
+    /// once (the server's Finished proves it arrived), the server its own
+    /// at the client's first application data, and not before (a client
+    /// that did not get it resends its flight and is answered).
+    #[test]
+    fn final_flight_and_credentials_are_freed_once_connected() {
+        let now = Instant::now();
+        let mut client = new_instance();
+        let mut server = new_instance();
+        client.set_active(true);
+        server.set_active(false);
+        let (mut client_up, mut server_up) = (false, false);
+        for _ in 0..20 {
+            client_up |= pump(&mut client, &mut server, now);
+            server_up |= pump(&mut server, &mut client, now);
+            if client_up && server_up {
+                break;
+            }
+        }
+        assert!(client_up && server_up, "the handshake did not complete");
+
+        let (client_flight, client_key) = saved_flight_and_credentials(&client);
+        assert_eq!(client_flight, 0, "the client kept its final flight");
+        assert!(!client_key, "the client kept its certificate and key");
+        let (server_flight, server_key) = saved_flight_and_credentials(&server);
+        assert!(server_flight > 0, "the server must keep its final flight");
+        assert!(!server_key, "the server kept its certificate and key");
+
+        // Data both ways still works with the credentials gone.
+        client.send_application_data(b"ping").expect("client send");
+        let mut buf = vec![0; 2000];
+        let mut got = Vec::new();
+        pump(&mut client, &mut server, now);
+        while let Output::Packet(_) | Output::ApplicationData(_) = {
+            let o = server.poll_output(&mut buf);
+            if let Output::ApplicationData(d) = &o {
+                got.extend_from_slice(d);
+            }
+            o
+        } {}
+        assert_eq!(got, b"ping");
+        assert_eq!(
+            saved_flight_and_credentials(&server).0,
+            0,
+            "the server kept its flight after the client's application data"
+        );
+        server.send_application_data(b"pong").expect("server send");
+        pump(&mut server, &mut client, now);
+        let mut got = Vec::new();
+        while let Output::Packet(_) | Output::ApplicationData(_) = {
+            let o = client.poll_output(&mut buf);
+            if let Output::ApplicationData(d) = &o {
+                got.extend_from_slice(d);
+            }
+            o
+        } {}
+        assert_eq!(got, b"pong");
+    }
+
     #[test]
     fn is_send() {
         fn is_send<T: Send>(_t: T) {}

@@ -179,6 +179,12 @@ impl Client {
         }
     }
 
+    /// streamd, for tests: the engine's saved flight and credentials.
+    #[cfg(test)]
+    pub(crate) fn saved_flight_and_credentials(&self) -> (usize, bool) {
+        self.engine.saved_flight_and_credentials()
+    }
+
     pub fn into_server(self) -> Server {
         Server::new_with_engine(self.engine, self.last_now)
     }

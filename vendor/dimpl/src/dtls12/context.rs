@@ -83,6 +83,12 @@ pub enum AuthMode {
     /// Pre-shared key authentication (PSK suites).
     /// The actual PSK value is resolved during the handshake via [`CryptoContext::set_psk`].
     Psk,
+    /// streamd: certificate authentication whose handshake is over. The
+    /// certificate and the parsed key are used only to handshake, and
+    /// renegotiation is not supported, so they are freed
+    /// ([`CryptoContext::release_credentials`]): a copy of the certificate
+    /// and a key a connection, which a WebRTC server holds per viewer.
+    Spent,
 }
 
 impl CryptoContext {
@@ -418,6 +424,20 @@ impl CryptoContext {
         cert.serialize(certificate, output);
     }
 
+    /// streamd: frees the certificate and key once the handshake is over
+    /// (see [`AuthMode::Spent`]). PSK mode is left as it is.
+    pub fn release_credentials(&mut self) {
+        if matches!(self.auth, AuthMode::Certificate { .. }) {
+            self.auth = AuthMode::Spent;
+        }
+    }
+
+    /// streamd, for tests: whether the certificate and key are held.
+    #[cfg(test)]
+    pub(crate) fn holds_credentials(&self) -> bool {
+        matches!(self.auth, AuthMode::Certificate { .. })
+    }
+
     /// Sign the provided data using the client's private key.
     /// Returns an error if no private key is configured (PSK-only mode).
     pub fn sign_data(
@@ -527,7 +547,7 @@ impl CryptoContext {
     pub fn signature_algorithm(&self) -> Option<SignatureAlgorithm> {
         match &self.auth {
             AuthMode::Certificate { private_key, .. } => Some(private_key.algorithm()),
-            AuthMode::Psk => None,
+            AuthMode::Psk | AuthMode::Spent => None,
         }
     }
 
@@ -536,7 +556,7 @@ impl CryptoContext {
     pub fn private_key_default_hash_algorithm(&self) -> Option<HashAlgorithm> {
         match &self.auth {
             AuthMode::Certificate { private_key, .. } => Some(private_key.hash_algorithm()),
-            AuthMode::Psk => None,
+            AuthMode::Psk | AuthMode::Spent => None,
         }
     }
 
@@ -545,7 +565,7 @@ impl CryptoContext {
     pub fn private_key_supported_hash_algorithms(&self) -> &[HashAlgorithm] {
         match &self.auth {
             AuthMode::Certificate { private_key, .. } => private_key.supported_hash_algorithms(),
-            AuthMode::Psk => &[],
+            AuthMode::Psk | AuthMode::Spent => &[],
         }
     }
 

@@ -1050,9 +1050,24 @@ impl Engine {
         // streamd: the handshake is over. Its transcript (certificates
         // included) and the buffers its records went through were kept for
         // the connection's life: several KB a connection, which a WebRTC
-        // server holds per viewer. A flight saved for resending is kept.
+        // server holds per viewer. So are the certificate and key. A flight
+        // saved for resending is kept until the peer is confirmed.
         self.transcript.release();
         self.buffers_free.release();
+        self.crypto_context.release_credentials();
+        self.flight_release_if_confirmed();
+    }
+
+    /// streamd: once the peer is confirmed past its handshake, the flight
+    /// saved for resending can never be sent again (a resend needs an
+    /// unconfirmed peer, and the resend timer is stopped), so its records
+    /// are freed. The client confirms at completion, so its final flight
+    /// (certificate, key exchange, verify, finished: about 1.7 KB) goes then;
+    /// the server's, at the first authenticated application data.
+    fn flight_release_if_confirmed(&mut self) {
+        if self.peer_handshake_confirmed && self.release_app_data {
+            self.flight_saved_records = Vec::new();
+        }
     }
 
     /// Whether a close_notify alert has been received from the peer.
@@ -1084,6 +1099,16 @@ impl Engine {
         self.flight_saved_records.clear();
         self.flight_dupe_timeout = Timeout::Disabled;
         self.timers.stop();
+    }
+
+    /// streamd, for tests: how many records the flight saved for resending
+    /// has, and whether the certificate and key are still held.
+    #[cfg(test)]
+    pub(crate) fn saved_flight_and_credentials(&self) -> (usize, bool) {
+        (
+            self.flight_saved_records.len(),
+            self.crypto_context.holds_credentials(),
+        )
     }
 
     /// Pop a buffer from the buffer pool for temporary use
@@ -1418,6 +1443,7 @@ impl RecordHandler for Engine {
         if content_type == ContentType::ApplicationData {
             self.peer_handshake_confirmed = true;
             self.flight_dupe_timeout = Timeout::Disabled;
+            self.flight_release_if_confirmed();
         }
     }
 

@@ -185,6 +185,12 @@ impl Server {
         Client::new_with_engine(self.engine, self.last_now)
     }
 
+    /// streamd, for tests: the engine's saved flight and credentials.
+    #[cfg(test)]
+    pub(crate) fn saved_flight_and_credentials(&self) -> (usize, bool) {
+        self.engine.saved_flight_and_credentials()
+    }
+
     pub fn set_handshake_deadline(&mut self, deadline: Timeout) {
         self.engine.set_handshake_deadline(deadline);
     }
