@@ -7,8 +7,8 @@
 # It copies vendor/str0m to a temporary directory, drops the other crypto
 # backends (openssl, apple, rust-crypto, wincrypto, drv) from the copy's
 # manifest, adds the three dev-dependencies its tests use (serde_json,
-# tracing-subscriber, systemstat, from crates.io), points str0m-aws-lc-rs
-# and dimpl at the vendored copies as streamd does, and runs
+# tracing-subscriber, systemstat, from crates.io), points str0m-aws-lc-rs,
+# dimpl and is at the vendored copies as streamd does, and runs
 # `cargo test --lib` there (built in target/str0m-unit-tests). Two SDP
 # tests read docs/chrome-sdp.json from str0m's
 # repository, which the crate does not ship: they are skipped, by name, and
@@ -45,6 +45,7 @@ systemstat = "0.2"
 [patch.crates-io]
 str0m-aws-lc-rs = {{ path = "{root}/vendor/str0m-aws-lc-rs" }}
 dimpl = {{ path = "{root}/vendor/dimpl" }}
+is = {{ path = "{root}/vendor/is" }}
 
 [workspace]
 '''

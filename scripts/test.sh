@@ -25,8 +25,9 @@ cargo test --locked --all-targets
 # The vendored str0m's own unit tests, run with streamd's patches (its
 # dev-dependencies are not vendored; the script adds them).
 bash scripts/str0m-unit-tests.sh
-# And dimpl's (the DTLS under str0m), the same way.
-bash scripts/dimpl-unit-tests.sh
+# And those of its DTLS (dimpl) and ICE agent (is), vendored the same way.
+bash scripts/vendor-unit-tests.sh dimpl
+bash scripts/vendor-unit-tests.sh is
 
 # The fuzz targets: built with coverage instrumentation (stable toolchain)
 # and run briefly from their seeds; a crash fails the run. Long campaigns:
