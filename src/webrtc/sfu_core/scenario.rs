@@ -712,13 +712,17 @@ fn a_paced_viewers_lost_packet_is_resent_as_soon_as_it_is_asked_for() {
 }
 
 #[test]
-fn a_flood_of_nacks_gets_resends_within_the_cap_and_the_viewer_plays_on() {
-    // A viewer that asks for the same packet again and again: the client's
-    // own SRTCP datagrams after a loss, its NACK among them, replayed to
-    // the core (SRTCP in str0m has no replay window, so each one counts),
-    // 20 times every millisecond for 2 s while media flows at 30 fps.
-    // Resends stay under the RTX ratio cap and the NACK window, and the
-    // viewer keeps playing.
+fn a_flood_of_replayed_nacks_is_dropped_and_the_viewer_plays_on() {
+    // The viewer's own SRTCP datagrams after a loss, its NACK among them,
+    // replayed to the core 20 times every millisecond for 2 s while media
+    // flows at 30 fps (from its address: what anyone on the path could
+    // send). Each was accepted once; SRTCP's replay window
+    // (vendor/str0m/PATCHES.md, "SRTCP replay window") drops the replays
+    // before decryption, so they ask for nothing, and the viewer keeps
+    // playing. (Before the window, each replay counted: the test then
+    // checked the RTX ratio cap, 400 resends before that fix and 5 after;
+    // a flood of distinct NACKs, which only the peer itself can make, is
+    // bounded by that cap: str0m's `nack_flood_is_bounded_by_the_cache_and_the_ratio_cap`.)
     let mut s = Scene::new();
     s.run(Duration::from_millis(500), true);
     assert!(s.connected);
@@ -758,11 +762,8 @@ fn a_flood_of_nacks_gets_resends_within_the_cap_and_the_viewer_plays_on() {
     let resent = s.rtx_sent - rtx_before;
     let media = s.video_sent - video_before;
     assert!(media >= 55, "media went on: {media} packets");
-    // Every resend is one of the 1,000-byte packets, as is the media: the
-    // cap (15% of what is sent, over a second) allows about 0.18 resends a
-    // packet sent, and the lost packet is kept only 1 s.
-    assert!(
-        (1..=media / 4).contains(&resent),
+    assert_eq!(
+        resent, 0,
         "{replayed} replayed datagrams made {resent} resends beside {media} media packets"
     );
     assert_eq!(s.core.viewers(), 1);

@@ -79,6 +79,7 @@ impl SrtpContext {
                     sha1_hmac_provider,
                     rx_scratch: rx_scratch(),
                     decrypt_warnings: DecryptWarnings::default(),
+                    rtcp_replay: RtcpReplay::default(),
                 }
             }
             SrtpProfile::AEAD_AES_128_GCM => {
@@ -95,6 +96,7 @@ impl SrtpContext {
                     sha1_hmac_provider,
                     rx_scratch: rx_scratch(),
                     decrypt_warnings: DecryptWarnings::default(),
+                    rtcp_replay: RtcpReplay::default(),
                 }
             }
             SrtpProfile::AEAD_AES_256_GCM => {
@@ -111,6 +113,7 @@ impl SrtpContext {
                     sha1_hmac_provider,
                     rx_scratch: rx_scratch(),
                     decrypt_warnings: DecryptWarnings::default(),
+                    rtcp_replay: RtcpReplay::default(),
                 }
             }
             _ => panic!("Unexpected SRTP profile: {profile:?}"),
@@ -140,6 +143,7 @@ impl SrtpContext {
             sha1_hmac_provider: provider.sha1_hmac_provider,
             rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
             decrypt_warnings: DecryptWarnings::default(),
+            rtcp_replay: RtcpReplay::default(),
         }
     }
 
@@ -166,6 +170,7 @@ impl SrtpContext {
             sha1_hmac_provider: provider.sha1_hmac_provider,
             rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
             decrypt_warnings: DecryptWarnings::default(),
+            rtcp_replay: RtcpReplay::default(),
         }
     }
 }
@@ -184,6 +189,75 @@ pub struct SrtpContext {
     /// to `unprotect_rtp` so we don't allocate a fresh `Vec` per packet.
     rx_scratch: Vec<u8>,
     decrypt_warnings: DecryptWarnings,
+    /// streamd: the SRTCP indexes seen, per sender SSRC (RFC 3711 §3.3.2).
+    rtcp_replay: RtcpReplay,
+}
+
+/// streamd (vendor/str0m/PATCHES.md, "SRTCP replay window"): SRTCP
+/// packets already accepted, so that a replayed one is dropped, as RFC 3711
+/// (§3.3.2) asks. Per sender SSRC: the highest SRTCP index accepted and a
+/// 64-packet window below it. A packet is checked before its tag (a replay
+/// costs no decryption) and recorded only once authenticated, so only the
+/// peer's own SSRCs are ever kept; at most [`RTCP_REPLAY_STREAMS`] of them,
+/// the oldest forgotten first. The 31-bit index is not expected to wrap
+/// (2^31 packets; keys are renegotiated long before).
+#[derive(Debug, Default)]
+struct RtcpReplay {
+    streams: Vec<RtcpWindow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RtcpWindow {
+    ssrc: u32,
+    /// The highest index accepted.
+    top: u32,
+    /// Bit `n`: index `top - n` was accepted.
+    seen: u64,
+}
+
+const RTCP_REPLAY_STREAMS: usize = 8;
+
+impl RtcpReplay {
+    /// Whether `index` from `ssrc` may be new: above the window, or in it
+    /// and not seen. An index further back than the window is refused.
+    fn fresh(&self, ssrc: u32, index: u32) -> bool {
+        let Some(w) = self.streams.iter().find(|w| w.ssrc == ssrc) else {
+            return true;
+        };
+        if index > w.top {
+            return true;
+        }
+        let back = w.top - index;
+        back < u64::BITS && w.seen & (1 << back) == 0
+    }
+
+    /// Records an authenticated `index` from `ssrc`.
+    fn accept(&mut self, ssrc: u32, index: u32) {
+        let Some(w) = self.streams.iter_mut().find(|w| w.ssrc == ssrc) else {
+            if self.streams.len() >= RTCP_REPLAY_STREAMS {
+                self.streams.remove(0);
+            }
+            // One at a time: a peer has one or two RTCP senders.
+            self.streams.reserve_exact(1);
+            self.streams.push(RtcpWindow {
+                ssrc,
+                top: index,
+                seen: 1,
+            });
+            return;
+        };
+        if index > w.top {
+            let ahead = index - w.top;
+            w.seen = if ahead >= u64::BITS { 0 } else { w.seen << ahead };
+            w.seen |= 1;
+            w.top = index;
+        } else {
+            let back = w.top - index;
+            if back < u64::BITS {
+                w.seen |= 1 << back;
+            }
+        }
+    }
 }
 
 /// SrtpContext contains cipher contexts that can't observe broken invariants after a panic.
@@ -538,7 +612,37 @@ impl SrtpContext {
     //
     //                  |--------------------------------------|
     //                              encrypted (aes)
+    /// streamd: decrypts and authenticates an SRTCP packet, and drops one
+    /// already accepted (see [`RtcpReplay`]).
     pub fn unprotect_rtcp(&mut self, buf: &[u8]) -> Option<Vec<u8>> {
+        let (ssrc, index) = self.rtcp_ssrc_and_index(buf)?;
+        if !self.rtcp_replay.fresh(ssrc, index) {
+            trace!("unprotect_rtcp: SRTCP index {index} of SSRC {ssrc} replayed or too old");
+            return None;
+        }
+        let out = self.unprotect_rtcp_unchecked(buf)?;
+        self.rtcp_replay.accept(ssrc, index);
+        Some(out)
+    }
+
+    /// streamd: the sender SSRC and the SRTCP index (E flag cleared) of a
+    /// packet long enough to carry them, where its profile puts the index:
+    /// before the authentication tag (AES-CM), or last (AEAD).
+    fn rtcp_ssrc_and_index(&self, buf: &[u8]) -> Option<(u32, u32)> {
+        let tag_after_index = match &self.rtcp {
+            Derived::Aes128CmSha1_80 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
+            Derived::AeadAes128Gcm { .. } | Derived::AeadAes256Gcm { .. } => 0,
+        };
+        if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_after_index {
+            return None;
+        }
+        let at = buf.len() - tag_after_index - SRTCP_INDEX_LEN;
+        let e_and_si = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        Some((ssrc, e_and_si & 0x7fff_ffff))
+    }
+
+    fn unprotect_rtcp_unchecked(&mut self, buf: &[u8]) -> Option<Vec<u8>> {
         match &mut self.rtcp {
             Derived::Aes128CmSha1_80 { key, salt, ciphers } => {
                 if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN {
@@ -1116,6 +1220,12 @@ mod test {
             let valid_rtp = context.protect_rtp(&plaintext_rtp, &header, 1);
             let plaintext_rtcp = [0x80, 201, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0];
             let valid_rtcp = context.protect_rtcp(&plaintext_rtcp);
+            // streamd: an SRTCP index already accepted is dropped before
+            // decryption (no failure, no warning), so the packet corrupted
+            // below carries an index never accepted, and the second valid
+            // one an index of its own.
+            let corrupt_base = context.protect_rtcp(&plaintext_rtcp);
+            let valid_rtcp_2 = context.protect_rtcp(&plaintext_rtcp);
 
             assert_eq!(
                 context.unprotect_rtp(&valid_rtp, &header, 1).unwrap(),
@@ -1126,7 +1236,7 @@ mod test {
 
             // Corrupt both authentication tags.
             let mut rtp = valid_rtp.clone();
-            let mut rtcp = valid_rtcp.clone();
+            let mut rtcp = corrupt_base.clone();
             *rtp.last_mut().unwrap() ^= 1;
             let rtcp_tag_end = rtcp.len() - SRTCP_INDEX_LEN - 1;
             rtcp[rtcp_tag_end] ^= 1;
@@ -1151,7 +1261,7 @@ mod test {
 
             // Successful packets do not reset the warning budget or failure counts.
             assert!(context.unprotect_rtp(&valid_rtp, &header, 1).is_some());
-            assert!(context.unprotect_rtcp(&valid_rtcp).is_some());
+            assert!(context.unprotect_rtcp(&valid_rtcp_2).is_some());
             assert!(context.unprotect_rtp(&rtp, &header, 1).is_none());
             assert!(context.unprotect_rtcp(&rtcp).is_none());
             assert_eq!(
@@ -1277,6 +1387,47 @@ mod test {
                 0x85, 0xD4, 0x9D, 0xB3, 0x4A, 0x9A, 0xE1
             ]
         );
+    }
+
+    /// streamd (vendor/str0m/PATCHES.md, "SRTCP replay window"): with each
+    /// profile, an SRTCP packet is accepted once; late ones within the
+    /// window are accepted once too, and one further back is dropped.
+    #[test]
+    fn srtcp_replays_are_dropped() {
+        for (profile, mat_len) in [
+            (SrtpProfile::AES128_CM_SHA1_80, 60),
+            (SrtpProfile::AEAD_AES_128_GCM, 56),
+            (SrtpProfile::AEAD_AES_256_GCM, 88),
+        ] {
+            let mat: Vec<u8> = (0..mat_len as u8).collect();
+            let key_mat = KeyingMaterial::new(&mat);
+            let crypto = crate::crypto::test_default_provider();
+            let mut tx = SrtpContext::new(crypto, profile, &key_mat, true);
+            let mut rx = SrtpContext::new(crypto, profile, &key_mat, true);
+            // A receiver report with no blocks, from SSRC 0x01020304.
+            let rr = [0x80, 201, 0, 1, 1, 2, 3, 4];
+            let sent: Vec<Vec<u8>> = (0..70).map(|_| tx.protect_rtcp(&rr)).collect();
+
+            assert_eq!(rx.unprotect_rtcp(&sent[0]).as_deref(), Some(&rr[..]));
+            assert!(rx.unprotect_rtcp(&sent[0]).is_none(), "{profile:?}: a replay");
+            assert!(rx.unprotect_rtcp(&sent[2]).is_some());
+            // Late, not yet seen: accepted once.
+            assert!(rx.unprotect_rtcp(&sent[1]).is_some(), "{profile:?}: late");
+            assert!(rx.unprotect_rtcp(&sent[1]).is_none(), "{profile:?}: late replay");
+            assert!(rx.unprotect_rtcp(&sent[69]).is_some());
+            // 66 behind the newest: past the window.
+            assert!(rx.unprotect_rtcp(&sent[3]).is_none(), "{profile:?}: too old");
+            assert!(rx.unprotect_rtcp(&sent[10]).is_some(), "{profile:?}: 59 behind");
+            assert!(rx.unprotect_rtcp(&sent[69]).is_none(), "{profile:?}: a replay");
+
+            // A forged packet (one byte changed) is not recorded: the genuine
+            // one with its index still goes through.
+            let next = tx.protect_rtcp(&rr);
+            let mut forged = next.clone();
+            forged[9] ^= 1;
+            assert!(rx.unprotect_rtcp(&forged).is_none());
+            assert!(rx.unprotect_rtcp(&next).is_some(), "{profile:?}: after a forgery");
+        }
     }
 
     mod test_aes128_cm_sha1_80 {
