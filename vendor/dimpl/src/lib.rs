@@ -1195,6 +1195,69 @@ mod test {
         assert_eq!(got, b"pong");
     }
 
+    /// All a side sends for now, and whether it reported `Connected`.
+    fn drain(from: &mut Dtls, now: Instant) -> (Vec<Vec<u8>>, bool) {
+        let mut buf = vec![0; 2000];
+        let (mut packets, mut connected) = (Vec::new(), false);
+        from.handle_timeout(now).expect("handle_timeout");
+        loop {
+            match from.poll_output(&mut buf) {
+                Output::Packet(p) => packets.push(p.to_vec()),
+                Output::Connected => connected = true,
+                Output::Timeout(_) => return (packets, connected),
+                _ => {}
+            }
+        }
+    }
+
+    /// streamd: the server's final flight is lost after the server has
+    /// completed and freed its credentials. The client resends its own
+    /// flight on its timer, and the server answers from the flight it saved
+    /// (which needs no key): both end connected.
+    #[test]
+    fn a_lost_final_flight_is_answered_after_the_credentials_are_freed() {
+        let now = Instant::now();
+        let mut client = new_instance();
+        let mut server = new_instance();
+        client.set_active(true);
+        server.set_active(false);
+        let mut server_up = false;
+        for _ in 0..20 {
+            pump(&mut client, &mut server, now);
+            let (packets, up) = drain(&mut server, now);
+            if up {
+                // Its final flight, lost.
+                server_up = true;
+                break;
+            }
+            for p in packets {
+                client.handle_packet(&p).expect("handle_packet");
+            }
+        }
+        assert!(server_up, "the server did not complete");
+        assert!(!saved_flight_and_credentials(&server).1);
+        assert!(saved_flight_and_credentials(&server).0 > 0);
+
+        let mut client_up = false;
+        for step in 1..=10u64 {
+            let later = now + std::time::Duration::from_secs(step);
+            let (packets, up) = drain(&mut client, later);
+            client_up |= up;
+            for p in packets {
+                server.handle_packet(&p).expect("handle_packet");
+            }
+            let (packets, _) = drain(&mut server, later);
+            for p in packets {
+                client.handle_packet(&p).expect("handle_packet");
+            }
+            client_up |= drain(&mut client, later).1;
+            if client_up {
+                break;
+            }
+        }
+        assert!(client_up, "the client never got the server's final flight");
+    }
+
     #[test]
     fn is_send() {
         fn is_send<T: Send>(_t: T) {}

@@ -405,7 +405,9 @@ impl CryptoContext {
     /// programmer bug and panics.
     pub fn get_client_certificate(&self) -> Certificate {
         let AuthMode::Certificate { certificate, .. } = &self.auth else {
-            panic!("get_client_certificate called in PSK mode");
+            panic!(
+                "get_client_certificate called without a certificate (PSK mode, or after the handshake)"
+            );
         };
         let cert = Asn1Cert(0..certificate.len());
         let mut certs = ArrayVec::new();
@@ -419,7 +421,9 @@ impl CryptoContext {
     pub fn serialize_client_certificate(&self, output: &mut Buf) {
         let cert = self.get_client_certificate();
         let AuthMode::Certificate { certificate, .. } = &self.auth else {
-            panic!("serialize_client_certificate called in PSK mode");
+            panic!(
+                "serialize_client_certificate called without a certificate (PSK mode, or after the handshake)"
+            );
         };
         cert.serialize(certificate, output);
     }

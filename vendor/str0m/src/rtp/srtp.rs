@@ -199,7 +199,7 @@ pub struct SrtpContext {
 /// 64-packet window below it. A packet is checked before its tag (a replay
 /// costs no decryption) and recorded only once authenticated, so only the
 /// peer's own SSRCs are ever kept; at most [`RTCP_REPLAY_STREAMS`] of them,
-/// the oldest forgotten first. The 31-bit index is not expected to wrap
+/// the least recently heard forgotten first. The 31-bit index is not expected to wrap
 /// (2^31 packets; keys are renegotiated long before).
 #[derive(Debug, Default)]
 struct RtcpReplay {
@@ -215,7 +215,7 @@ struct RtcpWindow {
     seen: u64,
 }
 
-const RTCP_REPLAY_STREAMS: usize = 8;
+const RTCP_REPLAY_STREAMS: usize = 16;
 
 impl RtcpReplay {
     /// Whether `index` from `ssrc` may be new: above the window, or in it
@@ -231,9 +231,17 @@ impl RtcpReplay {
         back < u64::BITS && w.seen & (1 << back) == 0
     }
 
-    /// Records an authenticated `index` from `ssrc`.
+    /// Records an authenticated `index` from `ssrc`. The streams are kept
+    /// least recently heard first, and that one is forgotten for a new one
+    /// past [`RTCP_REPLAY_STREAMS`].
     fn accept(&mut self, ssrc: u32, index: u32) {
-        let Some(w) = self.streams.iter_mut().find(|w| w.ssrc == ssrc) else {
+        if let Some(at) = self.streams.iter().position(|w| w.ssrc == ssrc) {
+            if at + 1 != self.streams.len() {
+                let w = self.streams.remove(at);
+                self.streams.push(w);
+            }
+        }
+        let Some(w) = self.streams.last_mut().filter(|w| w.ssrc == ssrc) else {
             if self.streams.len() >= RTCP_REPLAY_STREAMS {
                 self.streams.remove(0);
             }
@@ -1419,6 +1427,19 @@ mod test {
             assert!(rx.unprotect_rtcp(&sent[3]).is_none(), "{profile:?}: too old");
             assert!(rx.unprotect_rtcp(&sent[10]).is_some(), "{profile:?}: 59 behind");
             assert!(rx.unprotect_rtcp(&sent[69]).is_none(), "{profile:?}: a replay");
+
+            // Sixteen other senders: the one heard most recently is kept.
+            for other in 0..16u8 {
+                let mut rr = rr;
+                rr[7] = 100 + other;
+                assert!(rx.unprotect_rtcp(&tx.protect_rtcp(&rr)).is_some());
+                if other == 7 {
+                    // Heard again: no longer the least recently heard.
+                    let again = tx.protect_rtcp(&[0x80, 201, 0, 1, 1, 2, 3, 4]);
+                    assert!(rx.unprotect_rtcp(&again).is_some());
+                }
+            }
+            assert!(rx.unprotect_rtcp(&sent[69]).is_none(), "{profile:?}: kept after others");
 
             // A forged packet (one byte changed) is not recorded: the genuine
             // one with its index still goes through.
