@@ -1118,18 +1118,22 @@ mod test {
     /// Moves every datagram `from` has to send into `to`; whether `from`
     /// reported `Connected`.
     fn pump(from: &mut Dtls, to: &mut Dtls, now: Instant) -> bool {
+        let (packets, connected) = drain(from, now);
+        for p in packets {
+            to.handle_packet(&p).expect("handle_packet");
+        }
+        connected
+    }
+
+    /// The application data `dtls` has to hand out now.
+    fn received(dtls: &mut Dtls) -> Vec<u8> {
         let mut buf = vec![0; 2000];
-        let mut connected = false;
-        from.handle_timeout(now).expect("handle_timeout");
+        let mut got = Vec::new();
         loop {
-            match from.poll_output(&mut buf) {
-                Output::Packet(p) => {
-                    let p = p.to_vec();
-                    to.handle_packet(&p).expect("handle_packet");
-                }
-                Output::Connected => connected = true,
-                Output::Timeout(_) => return connected,
-                _ => {}
+            match dtls.poll_output(&mut buf) {
+                Output::ApplicationData(d) => got.extend_from_slice(d),
+                Output::Packet(_) => {}
+                _ => return got,
             }
         }
     }
@@ -1166,17 +1170,8 @@ mod test {
 
         // Data both ways still works with the credentials gone.
         client.send_application_data(b"ping").expect("client send");
-        let mut buf = vec![0; 2000];
-        let mut got = Vec::new();
         pump(&mut client, &mut server, now);
-        while let Output::Packet(_) | Output::ApplicationData(_) = {
-            let o = server.poll_output(&mut buf);
-            if let Output::ApplicationData(d) = &o {
-                got.extend_from_slice(d);
-            }
-            o
-        } {}
-        assert_eq!(got, b"ping");
+        assert_eq!(received(&mut server), b"ping");
         assert_eq!(
             saved_flight_and_credentials(&server).0,
             0,
@@ -1184,15 +1179,7 @@ mod test {
         );
         server.send_application_data(b"pong").expect("server send");
         pump(&mut server, &mut client, now);
-        let mut got = Vec::new();
-        while let Output::Packet(_) | Output::ApplicationData(_) = {
-            let o = client.poll_output(&mut buf);
-            if let Output::ApplicationData(d) = &o {
-                got.extend_from_slice(d);
-            }
-            o
-        } {}
-        assert_eq!(got, b"pong");
+        assert_eq!(received(&mut client), b"pong");
     }
 
     /// All a side sends for now, and whether it reported `Connected`.
@@ -1241,15 +1228,8 @@ mod test {
         let mut client_up = false;
         for step in 1..=10u64 {
             let later = now + std::time::Duration::from_secs(step);
-            let (packets, up) = drain(&mut client, later);
-            client_up |= up;
-            for p in packets {
-                server.handle_packet(&p).expect("handle_packet");
-            }
-            let (packets, _) = drain(&mut server, later);
-            for p in packets {
-                client.handle_packet(&p).expect("handle_packet");
-            }
+            client_up |= pump(&mut client, &mut server, later);
+            pump(&mut server, &mut client, later);
             client_up |= drain(&mut client, later).1;
             if client_up {
                 break;

@@ -235,36 +235,27 @@ impl RtcpReplay {
     /// least recently heard first, and that one is forgotten for a new one
     /// past [`RTCP_REPLAY_STREAMS`].
     fn accept(&mut self, ssrc: u32, index: u32) {
-        if let Some(at) = self.streams.iter().position(|w| w.ssrc == ssrc) {
-            if at + 1 != self.streams.len() {
-                let w = self.streams.remove(at);
-                self.streams.push(w);
+        let mut w = match self.streams.iter().position(|w| w.ssrc == ssrc) {
+            Some(at) => self.streams.remove(at),
+            None => {
+                if self.streams.len() >= RTCP_REPLAY_STREAMS {
+                    self.streams.remove(0);
+                }
+                // One at a time: a peer has one or two RTCP senders.
+                self.streams.reserve_exact(1);
+                RtcpWindow { ssrc, top: index, seen: 0 }
             }
-        }
-        let Some(w) = self.streams.last_mut().filter(|w| w.ssrc == ssrc) else {
-            if self.streams.len() >= RTCP_REPLAY_STREAMS {
-                self.streams.remove(0);
-            }
-            // One at a time: a peer has one or two RTCP senders.
-            self.streams.reserve_exact(1);
-            self.streams.push(RtcpWindow {
-                ssrc,
-                top: index,
-                seen: 1,
-            });
-            return;
         };
         if index > w.top {
             let ahead = index - w.top;
             w.seen = if ahead >= u64::BITS { 0 } else { w.seen << ahead };
-            w.seen |= 1;
             w.top = index;
-        } else {
-            let back = w.top - index;
-            if back < u64::BITS {
-                w.seen |= 1 << back;
-            }
         }
+        let back = w.top - index;
+        if back < u64::BITS {
+            w.seen |= 1 << back;
+        }
+        self.streams.push(w);
     }
 }
 
