@@ -280,6 +280,7 @@ impl Recorder {
             open: HashMap::new(),
             skipping: HashMap::new(),
             spool: SpoolDecisions::default(),
+            write_failed: false,
             missing_inits: Default::default(),
             log: LogLimiter::new(Duration::from_secs(10)),
         };
@@ -402,8 +403,11 @@ impl Recorder {
                 // Decided once per moment for every rendition, so that a
                 // full spool leaves the same hole in video and audio (a
                 // player closing the hole keeps them in sync).
-                let full = self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget;
-                if !s.spool.record(msn, full) {
+                // A write that failed since (a full disk) skips the next
+                // moment in every rendition the same way.
+                let over = self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget;
+                let failed = &mut s.write_failed;
+                if !s.spool.record(msn, || over || std::mem::take(failed)) {
                     metrics::counter!("streamd_record_spool_full_total", "node" => self.node.clone()).increment(1);
                     if let Some(suppressed) = s.log.check(Instant::now()) {
                         tracing::error!(
@@ -450,6 +454,7 @@ impl Recorder {
                         tracing::error!(recording = %r.id, error = %e, "cannot create a spool file; a segment is not recorded");
                         let _ = self.store.forget_segment(&row).await;
                         s.skipping.insert(row.rendition, true);
+                        s.write_failed = true;
                     }
                 }
             }
@@ -475,6 +480,7 @@ impl Recorder {
                         let timescale = timescale_in(s.renditions(), &row.rendition);
                         self.close(row, f, None, timescale).await;
                         s.skipping.insert(rendition, true);
+                        s.write_failed = true;
                     }
                 }
             }
@@ -1039,6 +1045,9 @@ struct StreamRecording {
     skipping: HashMap<String, bool>,
     /// Whether the spool took each recent live segment.
     spool: SpoolDecisions,
+    /// A spool write failed (a full disk) since the last moment was
+    /// decided: the next is not recorded, in any rendition.
+    write_failed: bool,
     /// Init segments that could not be written: media needing them is
     /// not recorded.
     missing_inits: std::collections::HashSet<(String, i64)>,
@@ -1056,16 +1065,17 @@ impl SpoolDecisions {
     const KEPT: usize = 64;
 
     /// Whether the segment starting at live segment `msn` is recorded;
-    /// `full`: the spool is over its budget now.
-    fn record(&mut self, msn: u64, full: bool) -> bool {
+    /// `skip` is asked only by the first rendition to open it.
+    fn record(&mut self, msn: u64, skip: impl FnOnce() -> bool) -> bool {
         if let Some((_, take)) = self.0.iter().find(|(m, _)| *m == msn) {
             return *take;
         }
         if self.0.len() == Self::KEPT {
             self.0.pop_front();
         }
-        self.0.push_back((msn, !full));
-        !full
+        let take = !skip();
+        self.0.push_back((msn, take));
+        take
     }
 }
 
@@ -1103,17 +1113,23 @@ mod tests {
     #[test]
     fn every_rendition_skips_the_same_live_segments() {
         let mut d = SpoolDecisions::default();
-        assert!(d.record(10, false)); // video opens 10, room left
-        assert!(d.record(10, true)); // audio opens 10 after the spool filled
-        assert!(!d.record(11, true)); // video: full
-        assert!(!d.record(11, false)); // audio: drained meanwhile, still skipped
-        assert!(d.record(12, false));
+        assert!(d.record(10, || false)); // video opens 10, room left
+        assert!(d.record(10, || unreachable!("decided"))); // audio follows
+        assert!(!d.record(11, || true)); // video: full
+        assert!(!d.record(11, || false)); // audio: drained meanwhile, still skipped
+        assert!(d.record(12, || false));
         // Old decisions are forgotten, a bounded memory.
         for m in 13..13 + SpoolDecisions::KEPT as u64 {
-            d.record(m, true);
+            d.record(m, || true);
         }
         assert_eq!(d.0.len(), SpoolDecisions::KEPT);
-        assert!(d.record(10, false));
+        assert!(d.record(10, || false));
+        // A failed write is taken by the next moment's first rendition
+        // only: one moment skipped for all, then recording resumes.
+        let mut failed = true;
+        assert!(!d.record(100, || std::mem::take(&mut failed)));
+        assert!(!d.record(100, || std::mem::take(&mut failed)));
+        assert!(d.record(101, || std::mem::take(&mut failed)));
     }
 
     /// Open segments are repaired at start whatever their recording's
