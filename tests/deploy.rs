@@ -1,7 +1,8 @@
 //! The deployment files, checked here where there is no Docker engine or
 //! cluster: hadolint on the Dockerfile, the Compose file against the
 //! Compose specification's schema, every Kubernetes manifest against the
-//! Kubernetes API's schemas (strict: unknown fields fail), yamllint, and
+//! Kubernetes API's schemas (strict: unknown fields fail), each overlay as
+//! `kubectl kustomize` renders it (validated the same way), yamllint, and
 //! what no schema knows (tests/python/deploy_checks.py): kustomize
 //! overlays that patch what their base has, a termination grace that
 //! covers streamd's drain and shutdown deadlines for the configuration
@@ -152,6 +153,106 @@ fn the_kubernetes_manifests_validate_strictly() {
     }
     let (ok, out) = run(&tool("yamllint"), &["-s", "k8s"]);
     assert!(ok, "{out}");
+}
+
+/// `kubectl` from PATH, with the Kustomize it embeds (v4 or later: the
+/// overlays use `patches`); a clear failure if it is missing or older.
+fn kubectl() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "kubectl is missing: the overlays are rendered with `kubectl kustomize` \
+                 (no cluster needed); install kubectl 1.21 or later"
+            )
+        });
+    let (ok, out) = run(&found, &["version", "--client"]);
+    assert!(ok, "{out}");
+    let major = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Kustomize Version: v"))
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    assert!(
+        major.is_some_and(|m| m >= 4),
+        "{} embeds no Kustomize v4 or later:\n{out}",
+        found.display()
+    );
+    found
+}
+
+/// Each overlay as Kustomize renders it: it renders, every object passes
+/// the Kubernetes schemas strictly, and the merge is what the overlay
+/// means (tests/python/rendered_checks.py: the base's and the overlay's
+/// resources once each, in the namespace; the StatefulSet's variables of
+/// both; the image; every Secret and ConfigMap read is there). A patch of
+/// a resource the base lacks is first shown to fail, so a renderer that
+/// accepts anything fails the test.
+#[test]
+fn the_overlays_render_with_kustomize_and_validate() {
+    let kubectl = kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("k8s");
+    let (ok, out) = run(Path::new("cp"), &["-r", "k8s", copy.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let patch = copy.join("overlays/dev/statefulset.yaml");
+    let text = std::fs::read_to_string(&patch).unwrap();
+    std::fs::write(
+        &patch,
+        text.replacen("name: streamd\n", "name: streamd-typo\n", 1),
+    )
+    .unwrap();
+    let (ok, out) = run(
+        &kubectl,
+        &["kustomize", copy.join("overlays/dev").to_str().unwrap()],
+    );
+    assert!(!ok, "a patch of nothing rendered: {out}");
+
+    let validate = tool("kubernetes-validate");
+    let python = tool("python");
+    let overlays: Vec<String> = std::fs::read_dir(repo().join("k8s/overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(overlays.len() >= 3, "{overlays:?}");
+    for overlay in &overlays {
+        let out = Command::new(&kubectl)
+            .args(["kustomize", &format!("k8s/overlays/{overlay}")])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&rendered, &out.stdout).unwrap();
+        let objects = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("kind: "))
+            .count();
+        assert!(objects >= 8, "{overlay}: {objects} objects");
+        let (ok, out) = run(&validate, &["--strict", rendered.to_str().unwrap()]);
+        assert!(ok, "{overlay}: {out}");
+        assert_eq!(
+            out.matches(" passed").count(),
+            objects,
+            "{overlay}: not every object validated: {out}"
+        );
+        let (ok, out) = run(
+            &python,
+            &[
+                "tests/python/rendered_checks.py",
+                repo().to_str().unwrap(),
+                overlay,
+                rendered.to_str().unwrap(),
+            ],
+        );
+        eprintln!("{out}");
+        assert!(ok && !out.contains("FAIL"), "{out}");
+    }
 }
 
 /// The configuration the ConfigMap and the image ship is one streamd
