@@ -22,6 +22,7 @@
 //! Needs wrk, h2load (apt nghttp2-client), nginx (nginx-light) and ffmpeg.
 //!
 //!   cargo bench --bench http_serve
+//!   HTTP_SERVE_ONLY=audio_part_https_h2 cargo bench --bench http_serve
 
 #[path = "../tests/common/clock.rs"]
 mod clock;
@@ -185,6 +186,9 @@ async fn main() {
     } else {
         (1, 1)
     };
+    // HTTP_SERVE_ONLY=audio_part_https_h2 (a substring of the keys):
+    // only those loads, as when profiling one of them.
+    let only = std::env::var("HTTP_SERVE_ONLY").unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
     let https_port = free_port();
@@ -298,6 +302,9 @@ async fn main() {
                 format!("https://localhost:{tls_port}/{name}"),
             ),
         ] {
+            if !format!("{what}_{protocol}").contains(&only) {
+                continue;
+            }
             let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 let (Some(x), Some(y)) = (

@@ -501,7 +501,7 @@ impl Server {
         // every route and the console's files.
         if let Some(state) = whip_ome {
             routes = routes.layer(axum::middleware::from_fn_with_state(
-                state,
+                Arc::new(state),
                 crate::ingest::whip::http::intercept,
             ));
         }
@@ -520,7 +520,7 @@ impl Server {
             signalling_sessions = Some(signalling.sessions());
             routes = routes.merge(crate::webrtc::whep::routes(signalling.clone()));
             routes = routes.layer(axum::middleware::from_fn_with_state(
-                signalling,
+                Arc::new(signalling),
                 crate::webrtc::ws::intercept,
             ));
             webrtc_task = Some(tokio::spawn(webrtc.run(shutdown.clone())));

@@ -50,7 +50,8 @@ pub fn routes(state: LlhlsHttp) -> Router {
     Router::new()
         .route("/{app}/{stream}/{file}", get(serve))
         .route("/cluster/v1/authorize", get(authorize))
-        .with_state(state)
+        // Shared: each request clones the state.
+        .with_state(Arc::new(state))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -129,7 +130,7 @@ async fn find_output(state: &LlhlsHttp, path: &StreamPath) -> Option<Arc<StreamO
 }
 
 async fn serve(
-    State(state): State<LlhlsHttp>,
+    State(state): State<Arc<LlhlsHttp>>,
     Path((app, stream, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     req: axum::extract::Request,
@@ -299,7 +300,7 @@ fn refused(refusal: Refusal) -> Response {
 /// player is refused (no token, a bad one, an admission backend's no),
 /// else 204. Only the cache may ask (it shows the cluster secret): the
 /// answer is the same admission path as a player's own request.
-async fn authorize(State(state): State<LlhlsHttp>, req: axum::extract::Request) -> Response {
+async fn authorize(State(state): State<Arc<LlhlsHttp>>, req: axum::extract::Request) -> Response {
     if !state.is_cache_request(req.headers()) {
         return error(StatusCode::UNAUTHORIZED, "the cluster secret is required");
     }

@@ -144,7 +144,9 @@ impl Signalling {
 
 /// Middleware: WebSocket upgrades on `/{app}/{stream}[/{playlist}]` become
 /// signalling sessions.
-pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) -> Response {
+/// `s` is shared (an `Arc`): this runs for every HTTP request, and only a
+/// signalling connection needs its own copy.
+pub async fn intercept(State(s): State<Arc<Signalling>>, req: Request, next: Next) -> Response {
     if !is_websocket(req.headers()) {
         return next.run(req).await;
     }
@@ -174,7 +176,13 @@ pub async fn intercept(State(s): State<Signalling>, req: Request, next: Next) ->
     // it captured for its life, so a session built inside it would be
     // held twice.
     let session = Box::new(Session::new(
-        s, path, playlist, tcp_only, query, url, client,
+        Signalling::clone(&s),
+        path,
+        playlist,
+        tcp_only,
+        query,
+        url,
+        client,
     ));
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {

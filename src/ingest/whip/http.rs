@@ -98,9 +98,14 @@ async fn patch(
 /// Middleware for OME's form, `POST /{app}/{stream}?direction=whip`: a
 /// layer rather than a route, so other methods on two-segment paths (the
 /// console's files) still reach their handlers.
-pub async fn intercept(State(state): State<WhipHttp>, req: Request, next: Next) -> Response {
+/// `state` is shared (an `Arc`): this runs for every HTTP request, and only
+/// a publish needs its own copy; other requests pass without allocating.
+pub async fn intercept(State(state): State<Arc<WhipHttp>>, req: Request, next: Next) -> Response {
     let ome_form = req.method() == Method::POST
         && crate::http::query_param(req.uri().query(), "direction") == Some("whip");
+    if !ome_form {
+        return next.run(req).await;
+    }
     let segments: Vec<String> = req
         .uri()
         .path()
@@ -109,10 +114,10 @@ pub async fn intercept(State(state): State<WhipHttp>, req: Request, next: Next) 
         .map(str::to_owned)
         .collect();
     match segments.as_slice() {
-        [app, stream] if ome_form => {
+        [app, stream] => {
             let query = req.uri().query().map(str::to_owned);
             publish(
-                State(state),
+                State(WhipHttp::clone(&state)),
                 Path((app.clone(), stream.clone())),
                 RawQuery(query),
                 req,
