@@ -92,8 +92,13 @@ const MAX_ADDRS: usize = 8;
 /// this (libwebrtc's sender keeps at least 1 s too), and each cached
 /// packet costs about 340 B of the viewer's state (benches/README.md).
 const NACK_WINDOW: Duration = Duration::from_secs(1);
-/// str0m's default cap on retransmissions, as a share of what is sent.
-const RTX_RATIO_CAP: f32 = 0.15;
+/// The cap on retransmissions: resends stop while they are over this share
+/// of the bytes sent to the viewer in the last second (resends included).
+/// At 0.5 a viewer is resent at most as much as it is sent, which a second
+/// session of its own would cost anyway. str0m's default, 0.15, could not
+/// resend a keyframe lost whole: at 360p a keyframe can be a quarter of a
+/// second's bytes or more (scenario `a_keyframe_lost_whole_is_resent_whole`).
+const RTX_RATIO_CAP: f32 = 0.5;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SfuError {
