@@ -50,7 +50,7 @@ pub fn routes(state: LlhlsHttp) -> Router {
     Router::new()
         .route("/{app}/{stream}/{file}", get(serve))
         .route("/cluster/v1/authorize", get(authorize))
-        // Shared: each request clones the state.
+        // Shared: each request clones only the Arc.
         .with_state(Arc::new(state))
 }
 

@@ -281,6 +281,7 @@ impl Recorder {
             skipping: HashMap::new(),
             spool: SpoolDecisions::default(),
             write_failed: false,
+            write_error: String::new(),
             missing_inits: Default::default(),
             log: LogLimiter::new(Duration::from_secs(10)),
         };
@@ -404,18 +405,33 @@ impl Recorder {
                 // full spool leaves the same hole in video and audio (a
                 // player closing the hole keeps them in sync).
                 // A write that failed since (a full disk) skips the next
-                // moment in every rendition the same way.
+                // moment not yet decided, in every rendition the same way.
                 let over = self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_budget;
                 let failed = &mut s.write_failed;
-                if !s.spool.record(msn, || over || std::mem::take(failed)) {
+                let skip = s.spool.record(msn, || {
+                    if std::mem::take(failed) {
+                        Some(Skip::Disk)
+                    } else {
+                        over.then_some(Skip::Budget)
+                    }
+                });
+                if let Some(why) = skip {
                     metrics::counter!("streamd_record_spool_full_total", "node" => self.node.clone()).increment(1);
                     if let Some(suppressed) = s.log.check(Instant::now()) {
-                        tracing::error!(
-                            recording = %r.id,
-                            budget = self.config.spool_budget,
-                            suppressed,
-                            "the recording spool is full (record.spool_budget); a segment is not recorded"
-                        );
+                        match why {
+                            Skip::Budget => tracing::error!(
+                                recording = %r.id,
+                                budget = self.config.spool_budget,
+                                suppressed,
+                                "the recording spool is full (record.spool_budget); a segment is not recorded"
+                            ),
+                            Skip::Disk => tracing::error!(
+                                recording = %r.id,
+                                error = %s.write_error,
+                                suppressed,
+                                "cannot write to the spool; a segment is not recorded"
+                            ),
+                        }
                     }
                     s.skipping.insert(rendition, true);
                     return;
@@ -455,6 +471,7 @@ impl Recorder {
                         let _ = self.store.forget_segment(&row).await;
                         s.skipping.insert(row.rendition, true);
                         s.write_failed = true;
+                        s.write_error = e.to_string();
                     }
                 }
             }
@@ -481,6 +498,7 @@ impl Recorder {
                         self.close(row, f, None, timescale).await;
                         s.skipping.insert(rendition, true);
                         s.write_failed = true;
+                        s.write_error = e.to_string();
                     }
                 }
             }
@@ -491,7 +509,13 @@ impl Recorder {
             } => {
                 if let Some((row, f)) = s.open.remove(&rendition) {
                     let timescale = timescale_in(s.renditions(), &row.rendition);
-                    self.close(row, f, Some(duration_us), timescale).await;
+                    if let Err(e) = self.close(row, f, Some(duration_us), timescale).await {
+                        // A write the file's buffer took failed at the end
+                        // (a full disk): as a failed append.
+                        s.skipping.insert(rendition, true);
+                        s.write_failed = true;
+                        s.write_error = e;
+                    }
                 }
             }
         }
@@ -499,14 +523,15 @@ impl Recorder {
 
     /// Syncs a segment and journals it closed. `duration_us` None: the
     /// file may be torn (a write failed); it is cut to its whole fragments
-    /// and its duration read from them (in ticks of `timescale`).
+    /// and its duration read from them (in ticks of `timescale`). An
+    /// error if it did not reach the disk whole.
     async fn close(
         &self,
         mut row: SegmentRow,
         mut f: tokio::fs::File,
         duration_us: Option<i64>,
         timescale: u32,
-    ) {
+    ) -> Result<(), String> {
         let path = self.spool_path(&row.recording_id, &row.rendition, &row.file_name());
         // A write the file's buffer took may fail only here (a full disk).
         let flushed = f.flush().await;
@@ -514,6 +539,14 @@ impl Recorder {
         let size = f.metadata().await.map(|m| m.len());
         drop(f);
         let whole = flushed.is_ok() && synced.is_ok() && size.ok() == Some(row.bytes as u64);
+        let outcome = if whole {
+            Ok(())
+        } else {
+            Err(match flushed.as_ref().and(synced.as_ref()) {
+                Err(e) => e.to_string(),
+                Ok(()) => "the file is shorter than what was written".to_owned(),
+            })
+        };
         let duration = match duration_us {
             Some(d) if whole => Some(d),
             _ => {
@@ -542,6 +575,7 @@ impl Recorder {
                 let _ = self.store.forget_segment(&row).await;
             }
         }
+        outcome
     }
 
     /// Cuts a spooled segment to its last whole fragment and syncs it;
@@ -1048,6 +1082,8 @@ struct StreamRecording {
     /// A spool write failed (a full disk) since the last moment was
     /// decided: the next is not recorded, in any rendition.
     write_failed: bool,
+    /// The last spool write's error, for the log.
+    write_error: String,
     /// Init segments that could not be written: media needing them is
     /// not recorded.
     missing_inits: std::collections::HashSet<(String, i64)>,
@@ -1058,24 +1094,34 @@ struct StreamRecording {
 /// rendition to open it (the spool full or not then) and followed by the
 /// rest, which open it up to a second later.
 #[derive(Default)]
-struct SpoolDecisions(std::collections::VecDeque<(u64, bool)>);
+struct SpoolDecisions(std::collections::VecDeque<(u64, Option<Skip>)>);
+
+/// Why a live segment is not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    /// The spool is over `record.spool_budget`.
+    Budget,
+    /// A spool write failed (its disk is full).
+    Disk,
+}
 
 impl SpoolDecisions {
     /// Live segments remembered: far more than a follower lags.
     const KEPT: usize = 64;
 
-    /// Whether the segment starting at live segment `msn` is recorded;
-    /// `skip` is asked only by the first rendition to open it.
-    fn record(&mut self, msn: u64, skip: impl FnOnce() -> bool) -> bool {
-        if let Some((_, take)) = self.0.iter().find(|(m, _)| *m == msn) {
-            return *take;
+    /// Why the segment starting at live segment `msn` is not recorded
+    /// (None: it is); `skip` is asked only by the first rendition to open
+    /// it.
+    fn record(&mut self, msn: u64, skip: impl FnOnce() -> Option<Skip>) -> Option<Skip> {
+        if let Some((_, why)) = self.0.iter().find(|(m, _)| *m == msn) {
+            return *why;
         }
         if self.0.len() == Self::KEPT {
             self.0.pop_front();
         }
-        let take = !skip();
-        self.0.push_back((msn, take));
-        take
+        let why = skip();
+        self.0.push_back((msn, why));
+        why
     }
 }
 
@@ -1112,24 +1158,26 @@ mod tests {
     /// both skip the same moments.
     #[test]
     fn every_rendition_skips_the_same_live_segments() {
+        let (full, room) = (|| Some(Skip::Budget), || None);
         let mut d = SpoolDecisions::default();
-        assert!(d.record(10, || false)); // video opens 10, room left
-        assert!(d.record(10, || unreachable!("decided"))); // audio follows
-        assert!(!d.record(11, || true)); // video: full
-        assert!(!d.record(11, || false)); // audio: drained meanwhile, still skipped
-        assert!(d.record(12, || false));
+        assert_eq!(d.record(10, room), None); // video opens 10, room left
+        assert_eq!(d.record(10, || unreachable!("decided")), None); // audio follows
+        assert_eq!(d.record(11, full), Some(Skip::Budget)); // video: full
+        assert_eq!(d.record(11, room), Some(Skip::Budget)); // audio: drained meanwhile, still skipped
+        assert_eq!(d.record(12, room), None);
         // Old decisions are forgotten, a bounded memory.
         for m in 13..13 + SpoolDecisions::KEPT as u64 {
-            d.record(m, || true);
+            d.record(m, full);
         }
         assert_eq!(d.0.len(), SpoolDecisions::KEPT);
-        assert!(d.record(10, || false));
+        assert_eq!(d.record(10, room), None);
         // A failed write is taken by the next moment's first rendition
         // only: one moment skipped for all, then recording resumes.
         let mut failed = true;
-        assert!(!d.record(100, || std::mem::take(&mut failed)));
-        assert!(!d.record(100, || std::mem::take(&mut failed)));
-        assert!(d.record(101, || std::mem::take(&mut failed)));
+        let mut disk = || std::mem::take(&mut failed).then_some(Skip::Disk);
+        assert_eq!(d.record(100, &mut disk), Some(Skip::Disk));
+        assert_eq!(d.record(100, &mut disk), Some(Skip::Disk));
+        assert_eq!(d.record(101, &mut disk), None);
     }
 
     /// Open segments are repaired at start whatever their recording's

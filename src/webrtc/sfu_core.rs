@@ -94,10 +94,15 @@ const MAX_ADDRS: usize = 8;
 const NACK_WINDOW: Duration = Duration::from_secs(1);
 /// The cap on retransmissions: resends stop while they are over this share
 /// of the bytes sent to the viewer in the last second (resends included).
-/// At 0.5 a viewer is resent at most as much as it is sent, which a second
-/// session of its own would cost anyway. str0m's default, 0.15, could not
-/// resend a keyframe lost whole: at 360p a keyframe can be a quarter of a
-/// second's bytes or more (scenario `a_keyframe_lost_whole_is_resent_whole`).
+/// At 0.5 a viewer is resent at most as much media as it is sent (one
+/// packet more), to its own verified address. That is what a second
+/// session would cost, except that resends do not count against
+/// `webrtc.max_viewers`: a viewer asking for everything can make its video
+/// cost up to twice its rate. str0m's default, 0.15, could not resend a
+/// keyframe lost whole where a keyframe is a quarter of a second's bytes or
+/// more, as at low bitrates with short groups (scenario
+/// `a_keyframe_lost_whole_is_resent_whole`: any cap from about 0.17 passes
+/// it; 0.5 leaves room for other losses in the same second).
 const RTX_RATIO_CAP: f32 = 0.5;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

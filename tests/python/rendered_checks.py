@@ -5,8 +5,10 @@ what kubernetes-validate reads file by file cannot see
 - every resource of the base and the overlay is there, once, and every
   namespaced one is in the namespace the overlay names;
 - the streamd StatefulSet is the base's with the overlay's patch merged:
-  every variable of both (the overlay's value winning), the base's probes,
-  preStop and volumes kept, the overlay's resources;
+  every variable of both (the patch's value where both set one), each
+  `$(VAR)` a value refers to defined before it, the base's probes,
+  preStop, security context, mounts, pod volumes and claim templates kept
+  where the patch does not set them, the overlay's resources;
 - the image is the one the overlay's `images` names;
 - every Secret and ConfigMap a workload reads is rendered, or is one the
   overlay's comment says to create out of band (streamd-secrets).
@@ -16,6 +18,7 @@ Prints one line per check and exits 1 on any failure.
 """
 
 import pathlib
+import re
 import sys
 
 import yaml
@@ -72,6 +75,7 @@ sts = one("StatefulSet", "streamd", rendered)
 check(sts is not None, "the streamd StatefulSet is rendered")
 base = one("StatefulSet", "streamd", docs(repo / "k8s/base/statefulset.yaml"))
 patch = one("StatefulSet", "streamd", docs(overlay / "statefulset.yaml"))
+check(base is not None and patch is not None, "the base's StatefulSet and the overlay's patch of it are found")
 if sts and base and patch:
     c = sts["spec"]["template"]["spec"]["containers"][0]
     bc = base["spec"]["template"]["spec"]["containers"][0]
@@ -82,9 +86,23 @@ if sts and base and patch:
     check(set(env) == set(want), f"the variables are the base's and the patch's: {sorted(set(env) ^ set(want))} differ")
     for name, e in want.items():
         check(env.get(name) == e, f"{name} as the {'patch' if name in {x['name'] for x in pc.get('env', [])} else 'base'} sets it")
-    for key in ("livenessProbe", "readinessProbe", "lifecycle", "volumeMounts"):
+    # Kubernetes expands $(VAR) only from variables listed before it.
+    names = [e["name"] for e in c.get("env", [])]
+    for i, e in enumerate(c.get("env", [])):
+        for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", e.get("value", "")):
+            check(ref in names[:i], f"{e['name']}'s $({ref}) is defined before it")
+    for key in ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "volumeMounts", "securityContext"):
         if key in bc and key not in pc:
-            check(c.get(key) == bc[key], f"the base's {key} is kept")
+            check(c.get(key) == bc[key], f"the base's container {key} kept")
+    pod, base_pod, patch_pod = (x["spec"]["template"]["spec"] for x in (sts, base, patch))
+    for key in ("volumes", "securityContext"):
+        if key in base_pod and key not in patch_pod:
+            check(pod.get(key) == base_pod[key], f"the base's pod {key} kept")
+    if "volumeClaimTemplates" in base["spec"] and "volumeClaimTemplates" not in patch["spec"]:
+        check(
+            sts["spec"].get("volumeClaimTemplates") == base["spec"]["volumeClaimTemplates"],
+            "the base's volume claim templates are kept",
+        )
     if "resources" in pc:
         check(c["resources"] == pc["resources"], "the patch's resources")
     grace = patch["spec"]["template"]["spec"].get(
