@@ -495,7 +495,8 @@ impl Recorder {
                         }
                         let (row, f) = s.open.remove(&rendition).expect("just found");
                         let timescale = timescale_in(s.renditions(), &row.rendition);
-                        self.close(row, f, None, timescale).await;
+                        // Torn by this failure: its error is `e`.
+                        let _ = self.close(row, f, None, timescale).await;
                         s.skipping.insert(rendition, true);
                         s.write_failed = true;
                         s.write_error = e.to_string();
