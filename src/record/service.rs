@@ -469,9 +469,7 @@ impl Recorder {
                     Err(e) => {
                         tracing::error!(recording = %r.id, error = %e, "cannot create a spool file; a segment is not recorded");
                         let _ = self.store.forget_segment(&row).await;
-                        s.skipping.insert(row.rendition, true);
-                        s.write_failed = true;
-                        s.write_error = e.to_string();
+                        s.note_write_failure(row.rendition, e.to_string());
                     }
                 }
             }
@@ -497,9 +495,7 @@ impl Recorder {
                         let timescale = timescale_in(s.renditions(), &row.rendition);
                         // Torn by this failure: its error is `e`.
                         let _ = self.close(row, f, None, timescale).await;
-                        s.skipping.insert(rendition, true);
-                        s.write_failed = true;
-                        s.write_error = e.to_string();
+                        s.note_write_failure(rendition, e.to_string());
                     }
                 }
             }
@@ -513,9 +509,7 @@ impl Recorder {
                     if let Err(e) = self.close(row, f, Some(duration_us), timescale).await {
                         // A write the file's buffer took failed at the end
                         // (a full disk): as a failed append.
-                        s.skipping.insert(rendition, true);
-                        s.write_failed = true;
-                        s.write_error = e;
+                        s.note_write_failure(rendition, e);
                     }
                 }
             }
@@ -1129,6 +1123,15 @@ impl SpoolDecisions {
 impl StreamRecording {
     fn renditions(&self) -> &[RenditionInfo] {
         self.recording.as_ref().map_or(&[], |r| &r.renditions)
+    }
+
+    /// A spool write of `rendition`'s segment failed with `error`: its
+    /// next segment is marked discontinuous, and the next moment is not
+    /// recorded in any rendition.
+    fn note_write_failure(&mut self, rendition: String, error: String) {
+        self.skipping.insert(rendition, true);
+        self.write_failed = true;
+        self.write_error = error;
     }
 }
 

@@ -705,13 +705,10 @@ fn a_keyframe_lost_whole_is_resent_whole() {
         .filter(|g| g.pt == VIDEO_PT)
         .map(|g| g.seq)
         .collect();
-    let key_seq = |i: usize| {
-        // Sequence numbers run on from the first packet's.
-        let base = s.video().first().unwrap().seq;
-        base.wrapping_add(i as u16)
-    };
+    // Sequence numbers run on from the first packet's.
+    let base = s.video().first().unwrap().seq;
     let missing: Vec<usize> = (first..first + 20)
-        .filter(|i| !received.contains(&key_seq(*i)))
+        .filter(|i| !received.contains(&base.wrapping_add(*i as u16)))
         .collect();
     assert!(
         missing.is_empty(),
