@@ -499,11 +499,9 @@ impl Server {
         routes = crate::http::console(routes, &config.http.web_dir);
         // OME's WHIP form (`POST /{app}/{stream}?direction=whip`), over
         // every route and the console's files.
+        let mut intercepts: Vec<Arc<dyn crate::http::Intercept>> = Vec::new();
         if let Some(state) = whip_ome {
-            routes = routes.layer(axum::middleware::from_fn_with_state(
-                Arc::new(state),
-                crate::ingest::whip::http::intercept,
-            ));
+            intercepts.push(Arc::new(state));
         }
         let mut webrtc_task = None;
         let mut signalling_sessions = None;
@@ -519,17 +517,14 @@ impl Server {
             );
             signalling_sessions = Some(signalling.sessions());
             routes = routes.merge(crate::webrtc::whep::routes(signalling.clone()));
-            routes = routes.layer(axum::middleware::from_fn_with_state(
-                Arc::new(signalling),
-                crate::webrtc::ws::intercept,
-            ));
+            intercepts.push(Arc::new(signalling));
             webrtc_task = Some(tokio::spawn(webrtc.run(shutdown.clone())));
         }
         let collector: crate::http::Collector = {
             let (registry, viewers) = (registry.clone(), viewers.clone());
             Arc::new(move || stream_metrics(&registry, &viewers))
         };
-        let app = crate::http::app(routes, &config.llhls.cors_origins, collector);
+        let app = crate::http::app(routes, intercepts, &config.llhls.cors_origins, collector);
         let http_task = tokio::spawn(http.run(app, shutdown.clone()));
 
         let mut s = shutdown;

@@ -57,6 +57,10 @@ pub struct HttpConfig {
     /// `X-Forwarded-For` address that is not one of them. From anyone else
     /// those headers are dropped on arrival.
     pub trusted_proxies: Vec<String>,
+    /// Threads HTTP connections are served on, each with its own event
+    /// loop (as nginx has worker processes); a connection stays on one.
+    /// 0: one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for HttpConfig {
@@ -72,11 +76,20 @@ impl Default for HttpConfig {
             send_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            workers: 0,
         }
     }
 }
 
 impl HttpConfig {
+    /// `workers`, with 0 resolved to the number of CPU cores.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return invalid("http.listen", "must list at least one address".into());
@@ -100,6 +113,9 @@ impl HttpConfig {
             if let Err(e) = crate::net::IpBlock::parse(p) {
                 return invalid("http.trusted_proxies", e);
             }
+        }
+        if self.workers > 256 {
+            return invalid("http.workers", format!("{} is more than 256", self.workers));
         }
         if self.header_timeout < Duration::from_millis(100) {
             return invalid("http.header_timeout", "must be at least 100ms".into());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Method, Request};
-use axum::response::Html;
+use axum::response::{Html, Response};
 use axum::routing::get;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -300,12 +300,9 @@ pub fn token_param(query: Option<&str>) -> Option<&str> {
 
 /// The web console (files in `web_dir`) for every path no route takes.
 ///
-/// Either way the router gets a fallback of its own. The layers added after
-/// this (OME's WHIP form, WebSocket signalling on `/{app}/{stream}`) take
-/// paths no route takes; with axum's default fallback, once another router
-/// is merged in after a layer, those paths are a bare 404 that never
-/// reaches it (OME's WHIP form, followed by the WHEP routes, was one
-/// without a built console).
+/// Without a built console, `/` says how to build it and other paths are
+/// a 404. (OME's WHIP form and WebSocket signalling are taken before
+/// routing: see [`Intercept`].)
 pub fn console(routes: Router, web_dir: &Path) -> Router {
     if web_dir.join("index.html").is_file() {
         tracing::info!(dir = %web_dir.display(), "web console at /");
@@ -322,15 +319,123 @@ pub fn console(routes: Router, web_dir: &Path) -> Router {
 /// which exist exactly as long as their stream), appended to `/metrics`.
 pub type Collector = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Adds the server-wide routes and layers to the data-flow routes.
-pub fn app(routes: Router, cors_origins: &[String], collector: Collector) -> Router {
+/// A request a part of the data flow takes before routing, by what it is
+/// rather than by its path alone: OME's WHIP form (`POST
+/// /{app}/{stream}?direction=whip`) and WebSocket signalling (an upgrade on
+/// `/{app}/{stream}`), on paths the console's files share.
+pub trait Intercept: Send + Sync + 'static {
+    /// Whether this takes `req` (asked of every request: cheap, and
+    /// without allocating).
+    fn takes(&self, req: &axum::extract::Request) -> bool;
+    /// The response to a request it takes.
+    fn serve(self: Arc<Self>, req: axum::extract::Request) -> BoxFuture<'static, Response>;
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything HTTP serves: the intercepts, then the routes; CORS and the
+/// timing header over all of it. Wrapped once around the whole router (a
+/// layer on the router wraps every route in its own boxed copy, and each
+/// request then went through five boxed services).
+#[derive(Clone)]
+pub struct App {
+    service: tower_http::cors::Cors<Dispatch>,
+    /// `Timing-Allow-Origin`.
+    timing: HeaderValue,
+}
+
+#[derive(Clone)]
+struct Dispatch {
+    router: Router,
+    intercepts: Arc<[Arc<dyn Intercept>]>,
+}
+
+impl Service<axum::extract::Request> for Dispatch {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = DispatchFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> DispatchFuture {
+        match self.intercepts.iter().find(|i| i.takes(&req)) {
+            Some(i) => DispatchFuture::Taken(i.clone().serve(req)),
+            None => DispatchFuture::Routed(self.router.call(req)),
+        }
+    }
+}
+
+enum DispatchFuture {
+    Routed(axum::routing::future::RouteFuture<std::convert::Infallible>),
+    Taken(BoxFuture<'static, Response>),
+}
+
+impl Future for DispatchFuture {
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            DispatchFuture::Routed(f) => std::pin::Pin::new(f).poll(cx),
+            DispatchFuture::Taken(f) => f.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// A response on its way, given the timing header when it comes.
+pub struct AppFuture {
+    inner: tower_http::cors::ResponseFuture<DispatchFuture>,
+    timing: Option<HeaderValue>,
+}
+
+impl Future for AppFuture {
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let me = self.get_mut();
+        let mut r = std::task::ready!(std::pin::Pin::new(&mut me.inner).poll(cx));
+        if let (Ok(r), Some(timing)) = (&mut r, me.timing.take()) {
+            r.headers_mut().insert("timing-allow-origin", timing);
+        }
+        std::task::Poll::Ready(r)
+    }
+}
+
+impl App {
+    /// Serves one request.
+    pub fn call(&self, req: axum::extract::Request) -> AppFuture {
+        AppFuture {
+            inner: self.service.clone().call(req),
+            timing: Some(self.timing.clone()),
+        }
+    }
+}
+
+/// Everything HTTP serves: the data flow's routes and intercepts, with the
+/// server-wide routes, CORS and timing.
+pub fn app(
+    routes: Router,
+    intercepts: Vec<Arc<dyn Intercept>>,
+    cors_origins: &[String],
+    collector: Collector,
+) -> App {
     let metrics = metrics_handle();
     // The origins CORS lets read our responses may also read their timing
     // (Resource Timing's protocol, sizes and phases: a player's QoE
     // reports), as CDNs allow.
-    let timing_origins =
+    let timing =
         HeaderValue::from_str(&cors_origins.join(", ")).unwrap_or(HeaderValue::from_static("*"));
-    routes
+    let router = routes
         .route(
             "/metrics",
             get(move || {
@@ -339,15 +444,15 @@ pub fn app(routes: Router, cors_origins: &[String], collector: Collector) -> Rou
                 std::future::ready(text)
             }),
         )
-        .route("/healthz", get(|| std::future::ready("ok\n")))
-        .layer(cors(cors_origins))
-        .layer(axum::middleware::map_response(
-            move |mut r: axum::response::Response| {
-                r.headers_mut()
-                    .insert("timing-allow-origin", timing_origins.clone());
-                std::future::ready(r)
-            },
-        ))
+        .route("/healthz", get(|| std::future::ready("ok\n")));
+    let dispatch = Dispatch {
+        router,
+        intercepts: intercepts.into(),
+    };
+    App {
+        service: tower::Layer::layer(&cors(cors_origins), dispatch),
+        timing,
+    }
 }
 
 const NOT_BUILT: &str = "<!doctype html><title>streamd</title><p>streamd is running. \
@@ -422,7 +527,7 @@ impl HttpServer {
 
     /// Serves until `shutdown`; then lets requests in flight finish for up
     /// to `shutdown_timeout`, and closes what is left.
-    pub async fn run(self, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    pub async fn run(self, app: App, shutdown: Shutdown) -> std::io::Result<()> {
         let limit = ConnectionLimit::new(
             self.config.max_connections,
             self.config.max_connections_per_ip,
@@ -438,6 +543,10 @@ impl HttpServer {
             .certs
             .as_ref()
             .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config(HTTPS_ALPN)));
+        let workers = Arc::new(Workers::start(
+            self.config.worker_count(),
+            self.config.shutdown_timeout,
+        )?);
         let mut loops = tokio::task::JoinSet::new();
         let listeners = self
             .plain
@@ -450,6 +559,7 @@ impl HttpServer {
                 trusted: trusted.clone(),
                 config: self.config.clone(),
                 acceptor,
+                workers: workers.clone(),
             };
             let what = if serve.acceptor.is_some() {
                 "https"
@@ -471,10 +581,11 @@ impl HttpServer {
 
 /// One listener's accept loop and what each connection needs.
 struct Serve {
-    app: Router,
+    app: App,
     trusted: Arc<Vec<crate::net::IpBlock>>,
     config: HttpConfig,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
+    workers: Arc<Workers>,
 }
 
 impl Serve {
@@ -489,12 +600,28 @@ impl Serve {
             };
             // Reap finished connection tasks so the set stays small.
             while tasks.try_join_next().is_some() {}
+            // The connection moves to a serving thread's runtime.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot hand a connection over");
+                    continue;
+                }
+            };
+            let busy = me.workers.pick();
+            let handle = busy.0.handle.clone();
             let me = me.clone();
             let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                me.connection(stream, peer, shutdown).await;
-                drop(permit);
-            });
+            tasks.spawn_on(
+                async move {
+                    let _busy = busy;
+                    if let Ok(stream) = TcpStream::from_std(stream) {
+                        me.connection(stream, peer, shutdown).await;
+                    }
+                    drop(permit);
+                },
+                &handle,
+            );
         }
         let drained = tokio::time::timeout(me.config.shutdown_timeout, async {
             while tasks.join_next().await.is_some() {}
@@ -674,6 +801,83 @@ impl Serve {
     }
 }
 
+/// The threads HTTP connections are served on: one single-threaded
+/// runtime each, as nginx has worker processes. A connection stays on the
+/// thread it is given (the least busy), with its HTTP/2 streams: no
+/// wake-ups across threads for a request, as a shared runtime has. (On
+/// tokio's shared runtime a tiny HTTP/2 response took 12.6 us of user CPU;
+/// here 10.9, see benches/README.md.)
+struct Workers {
+    workers: Vec<Arc<Worker>>,
+    /// Dropped: the threads stop, once what runs on them has ended (a
+    /// WebSocket session outlives its request) or `linger` has passed.
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+struct Worker {
+    handle: tokio::runtime::Handle,
+    connections: AtomicU64,
+}
+
+/// Counts a connection on its worker while it lives.
+struct Busy(Arc<Worker>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    fn start(n: usize, linger: Duration) -> std::io::Result<Workers> {
+        let mut workers = Vec::new();
+        let mut stops = Vec::new();
+        for i in 0..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            workers.push(Arc::new(Worker {
+                handle: runtime.handle().clone(),
+                connections: AtomicU64::new(0),
+            }));
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                        let deadline = tokio::time::Instant::now() + linger;
+                        while tokio::runtime::Handle::current()
+                            .metrics()
+                            .num_alive_tasks()
+                            > 0
+                            && tokio::time::Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    })
+                })?;
+        }
+        Ok(Workers {
+            workers,
+            _stop: stops,
+        })
+    }
+
+    /// The worker with the fewest connections, counted as one more until
+    /// the guard is dropped.
+    fn pick(&self) -> Busy {
+        let w = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        w.connections.fetch_add(1, Ordering::Relaxed);
+        Busy(w.clone())
+    }
+}
+
 /// Serves `conn` to its end; at `stop`, `graceful` tells it to finish the
 /// requests in flight and take no more, and it is served until then.
 async fn until_stopped<C, T>(
@@ -696,7 +900,7 @@ where
 /// The router, serving one peer's requests.
 #[derive(Clone)]
 struct PeerService {
-    app: Router,
+    app: App,
     peer: SocketAddr,
     secure: bool,
     forwarded_ok: bool,
@@ -709,9 +913,10 @@ struct PeerService {
 impl hyper::service::Service<Request<Incoming>> for PeerService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Future = AppFuture;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let mut req = req.map(axum::body::Body::new);
         if let Some((since, last)) = &self.last_request {
             last.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
@@ -745,7 +950,7 @@ impl hyper::service::Service<Request<Incoming>> for PeerService {
         {
             req.headers_mut().insert(axum::http::header::HOST, host);
         }
-        self.app.clone().call(req)
+        self.app.call(req)
     }
 }
 
@@ -755,39 +960,77 @@ mod tests {
     use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
 
-    /// A layer added over the console sees a path no route takes, whether
-    /// or not the console is built (OME's WHIP form and signalling are
-    /// such layers): without a built console they were axum's bare 404.
+    /// Takes `POST ...?direction=whip`, as OME's WHIP form is taken.
+    struct TakesWhip;
+
+    impl Intercept for TakesWhip {
+        fn takes(&self, req: &axum::extract::Request) -> bool {
+            req.uri().query() == Some("direction=whip")
+        }
+
+        fn serve(self: Arc<Self>, _req: axum::extract::Request) -> BoxFuture<'static, Response> {
+            Box::pin(std::future::ready(StatusCode::CREATED.into_response()))
+        }
+    }
+
+    /// An intercept sees every path, whether or not a route or the
+    /// console's files take it, and whether or not the console is built;
+    /// what it does not take is routed, CORS and the timing header added
+    /// either way.
     #[tokio::test]
-    async fn layers_over_the_console_see_every_path() {
+    async fn intercepts_see_every_path_before_the_routes() {
         let built = tempfile::tempdir().unwrap();
         std::fs::write(built.path().join("index.html"), "console").unwrap();
         let missing = built.path().join("not-built");
         for dir in [built.path(), missing.as_path()] {
-            // As the server does: more routes merged and added after the
-            // layer.
-            let mut app = console(Router::new(), dir)
-                .layer(axum::middleware::from_fn(
-                    |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                        if req.uri().query() == Some("direction=whip") {
-                            return StatusCode::CREATED.into_response();
-                        }
-                        next.run(req).await
-                    },
-                ))
-                .merge(Router::new().route("/other", get(|| std::future::ready("other"))))
-                .route("/metrics", get(|| std::future::ready("metrics")));
-            let call = |uri: &str| {
+            let routes = console(Router::new(), dir)
+                .merge(Router::new().route("/other", get(|| std::future::ready("other"))));
+            let app = app(
+                routes,
+                vec![Arc::new(TakesWhip)],
+                &["*".to_owned()],
+                Arc::new(String::new),
+            );
+            let call = |method: Method, uri: &str| {
                 Request::builder()
-                    .method(Method::POST)
+                    .method(method)
                     .uri(uri)
+                    .header(header::ORIGIN, "https://player.example")
                     .body(axum::body::Body::empty())
                     .unwrap()
             };
-            let r = app.call(call("/live/cam?direction=whip")).await.unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED, "{}", dir.display());
-            let r = app.call(call("/live/cam")).await.unwrap();
+            for uri in ["/live/cam?direction=whip", "/other?direction=whip"] {
+                let r = app.call(call(Method::POST, uri)).await.unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED, "{uri} {}", dir.display());
+                assert_eq!(r.headers()["access-control-allow-origin"], "*");
+                assert_eq!(r.headers()["timing-allow-origin"], "*");
+            }
+            let r = app.call(call(Method::POST, "/live/cam")).await.unwrap();
             assert!(r.status().is_client_error(), "{}", dir.display());
+            let r = app.call(call(Method::GET, "/other")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()["access-control-allow-origin"], "*");
+            assert_eq!(r.headers()["timing-allow-origin"], "*");
+            // A preflight is CORS's to answer.
+            let r = app
+                .call(
+                    Request::builder()
+                        .method(Method::OPTIONS)
+                        .uri("/live/cam/whip")
+                        .header(header::ORIGIN, "https://player.example")
+                        .header("access-control-request-method", "POST")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            assert!(
+                r.headers()["access-control-allow-methods"]
+                    .to_str()
+                    .unwrap()
+                    .contains("POST")
+            );
         }
     }
 

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
@@ -142,20 +141,39 @@ impl Signalling {
     }
 }
 
-/// Middleware: WebSocket upgrades on `/{app}/{stream}[/{playlist}]` become
-/// signalling sessions.
-/// `s` is shared (an `Arc`): this runs for every HTTP request, and only a
-/// signalling connection needs its own copy.
-pub async fn intercept(State(s): State<Arc<Signalling>>, req: Request, next: Next) -> Response {
-    if !is_websocket(req.headers()) {
-        return next.run(req).await;
+/// WebSocket upgrades on `/{app}/{stream}[/{playlist}]` become signalling
+/// sessions, whatever the route for the path.
+impl crate::http::Intercept for Signalling {
+    fn takes(&self, req: &Request) -> bool {
+        is_websocket(req.headers()) && signalling_path(req.uri().path()).is_some()
     }
-    let path = req.uri().path().trim_start_matches('/').to_owned();
-    let segments: Vec<&str> = path.split('/').collect();
-    let (app, stream, playlist) = match segments.as_slice() {
-        [app, stream] => (*app, *stream, None),
-        [app, stream, playlist] if !playlist.is_empty() => (*app, *stream, Some(*playlist)),
-        _ => return next.run(req).await,
+
+    fn serve(
+        self: Arc<Self>,
+        req: Request,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> {
+        Box::pin(upgrade(self, req))
+    }
+}
+
+/// The stream and playlist a signalling URL's path names: `/{app}/{stream}`
+/// or `/{app}/{stream}/{playlist}`.
+fn signalling_path(path: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (app, stream) = (segments.next()?, segments.next()?);
+    match (segments.next(), segments.next()) {
+        (None, _) => Some((app, stream, None)),
+        (Some(playlist), None) if !playlist.is_empty() => Some((app, stream, Some(playlist))),
+        _ => None,
+    }
+}
+
+/// A signalling session on the upgraded connection.
+/// `s` is shared (an `Arc`): only a signalling connection needs its own
+/// copy.
+async fn upgrade(s: Arc<Signalling>, req: Request) -> Response {
+    let Some((app, stream, playlist)) = signalling_path(req.uri().path()) else {
+        return (StatusCode::NOT_FOUND, "no such stream\n").into_response();
     };
     let Ok(path) = StreamPath::new(app, stream) else {
         return (StatusCode::NOT_FOUND, "no such stream\n").into_response();

@@ -11,7 +11,6 @@
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::sdp;
@@ -95,36 +94,43 @@ async fn patch(
     sdp::patched(ERRORS, result)
 }
 
-/// Middleware for OME's form, `POST /{app}/{stream}?direction=whip`: a
-/// layer rather than a route, so other methods on two-segment paths (the
+/// OME's form, `POST /{app}/{stream}?direction=whip`: taken before
+/// routing rather than a route, so other methods on two-segment paths (the
 /// console's files) still reach their handlers.
-/// `state` is shared (an `Arc`): this runs for every HTTP request, and only
-/// a publish needs its own copy; other requests pass without allocating.
-pub async fn intercept(State(state): State<Arc<WhipHttp>>, req: Request, next: Next) -> Response {
-    let ome_form = req.method() == Method::POST
-        && crate::http::query_param(req.uri().query(), "direction") == Some("whip");
-    if !ome_form {
-        return next.run(req).await;
+impl crate::http::Intercept for WhipHttp {
+    fn takes(&self, req: &Request) -> bool {
+        req.method() == Method::POST
+            && crate::http::query_param(req.uri().query(), "direction") == Some("whip")
+            && ome_path(req.uri().path()).is_some()
     }
-    let segments: Vec<String> = req
-        .uri()
-        .path()
-        .trim_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect();
-    match segments.as_slice() {
-        [app, stream] => {
+
+    fn serve(
+        self: Arc<Self>,
+        req: Request,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> {
+        Box::pin(async move {
+            let Some((app, stream)) = ome_path(req.uri().path()) else {
+                return error(StatusCode::NOT_FOUND, "no such stream");
+            };
+            let (app, stream) = (app.to_owned(), stream.to_owned());
             let query = req.uri().query().map(str::to_owned);
             publish(
-                State(WhipHttp::clone(&state)),
-                Path((app.clone(), stream.clone())),
+                State(WhipHttp::clone(&self)),
+                Path((app, stream)),
                 RawQuery(query),
                 req,
             )
             .await
-        }
-        _ => next.run(req).await,
+        })
+    }
+}
+
+/// `/{app}/{stream}`, the path of OME's WHIP form.
+fn ome_path(path: &str) -> Option<(&str, &str)> {
+    let mut segments = path.trim_matches('/').split('/');
+    match (segments.next(), segments.next(), segments.next()) {
+        (Some(app), Some(stream), None) => Some((app, stream)),
+        _ => None,
     }
 }
 
