@@ -12,7 +12,7 @@
 //!   time, as a player makes its requests).
 //!
 //! Both servers get the machine's two cores (nginx `worker_processes 2`,
-//! streamd's two runtime threads); the load tool shares them. The
+//! streamd's two HTTP workers, `http.workers`); the load tool shares them. The
 //! publisher is stopped before the load (the stream waits in its
 //! reconnect grace, still served), so no encoder competes.
 //!
@@ -22,7 +22,7 @@
 //! Needs wrk, h2load (apt nghttp2-client), nginx (nginx-light) and ffmpeg.
 //!
 //!   cargo bench --bench http_serve
-//!   HTTP_SERVE_ONLY=audio_part_https_h2 cargo bench --bench http_serve
+//!   HTTP_SERVE_ONLY=audio_part_https_h2 HTTP_SERVE_ROUNDS=7 cargo bench --bench http_serve
 
 #[path = "../tests/common/clock.rs"]
 mod clock;
@@ -182,7 +182,12 @@ async fn main() {
     // `cargo bench` passes --bench: the measured run. Without it (the test
     // suite's smoke run) every load runs once, briefly.
     let (rounds, seconds) = if std::env::args().any(|a| a == "--bench") {
-        (3, 5)
+        // HTTP_SERVE_ROUNDS=7: more pairs, for a ratio near 1.
+        let rounds = std::env::var("HTTP_SERVE_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
+        (rounds, 5)
     } else {
         (1, 1)
     };

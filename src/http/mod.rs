@@ -115,11 +115,11 @@ pub fn request_host(headers: &axum::http::HeaderMap) -> String {
 }
 
 /// Headers that claim a client address or scheme on a proxy's behalf.
-const FORWARDING_HEADERS: [&str; 4] = [
-    "x-forwarded-for",
-    "x-real-ip",
-    "forwarded",
-    "x-forwarded-proto",
+const FORWARDING_HEADERS: [axum::http::HeaderName; 4] = [
+    axum::http::HeaderName::from_static("x-forwarded-for"),
+    axum::http::HeaderName::from_static("x-real-ip"),
+    axum::http::header::FORWARDED,
+    axum::http::HeaderName::from_static("x-forwarded-proto"),
 ];
 
 /// Whether a request came in over TLS (a request extension every listener
@@ -1032,6 +1032,31 @@ mod tests {
                     .contains("POST")
             );
         }
+    }
+
+    /// A connection goes to the least busy worker; a worker told to stop
+    /// first runs what it still has to its end (a WebSocket session
+    /// outlives its request), within the linger time.
+    #[test]
+    fn workers_take_the_least_busy_and_finish_what_they_run() {
+        let workers = Workers::start(2, Duration::from_secs(5)).unwrap();
+        let a = workers.pick();
+        let b = workers.pick();
+        assert!(!Arc::ptr_eq(&a.0, &b.0), "two connections, one worker");
+        let freed = a.0.clone();
+        drop(a);
+        let c = workers.pick();
+        assert!(Arc::ptr_eq(&c.0, &freed), "not the least busy worker");
+        let (done, finished) = std::sync::mpsc::channel();
+        c.0.handle.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            done.send(()).unwrap();
+        });
+        drop((b, c));
+        drop(workers);
+        finished
+            .recv_timeout(Duration::from_secs(3))
+            .expect("a task running when the workers stopped was dropped");
     }
 
     fn auth(v: &str) -> HeaderMap {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -47,11 +47,31 @@ pub struct LlhlsHttp {
 }
 
 pub fn routes(state: LlhlsHttp) -> Router {
+    // The recorder first, so the counter is its own (not a no-op).
+    crate::http::metrics_handle();
     Router::new()
         .route("/{app}/{stream}/{file}", get(serve))
         .route("/cluster/v1/authorize", get(authorize))
         // Shared: each request clones only the Arc.
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(Served {
+            http: state,
+            requests: metrics::counter!("streamd_llhls_requests_total"),
+        }))
+}
+
+/// What the handlers share: the state, and the counter every request
+/// increments (registered once, not looked up per request).
+struct Served {
+    http: LlhlsHttp,
+    requests: metrics::Counter,
+}
+
+impl std::ops::Deref for Served {
+    type Target = LlhlsHttp;
+
+    fn deref(&self) -> &LlhlsHttp {
+        &self.http
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -66,10 +86,22 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn with_headers(mut r: Response, content_type: &'static str, max_age: u64) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(header::CACHE_CONTROL, cache_control(max_age));
     r
+}
+
+/// `public, max-age=N`: made once for the lifetimes a stream uses (a few
+/// target durations), not formatted for every response.
+fn cache_control(max_age: u64) -> HeaderValue {
+    const KEPT: u64 = 128;
+    static VALUES: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let make = |n: u64| {
+        HeaderValue::from_str(&format!("public, max-age={n}")).expect("digits are a header value")
+    };
+    match max_age {
+        n if n < KEPT => VALUES.get_or_init(|| (0..KEPT).map(make).collect())[n as usize].clone(),
+        n => make(n),
+    }
 }
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -130,22 +162,29 @@ async fn find_output(state: &LlhlsHttp, path: &StreamPath) -> Option<Arc<StreamO
 }
 
 async fn serve(
-    State(state): State<Arc<LlhlsHttp>>,
-    Path((app, stream, file)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
+    State(state): State<Arc<Served>>,
+    params: RawPathParams,
     req: axum::extract::Request,
 ) -> Response {
     // Every LL-HLS request that reaches this node (behind a cache, the
     // ones the cache did not answer).
-    metrics::counter!("streamd_llhls_requests_total").increment(1);
-    let Ok(path) = StreamPath::new(&app, &stream) else {
+    state.requests.increment(1);
+    // The route's three parameters, percent-decoded (as `Path` gives them,
+    // without copying each into a String).
+    let mut params = params.iter().map(|(_, v)| v);
+    let (Some(app), Some(stream), Some(file)) = (params.next(), params.next(), params.next())
+    else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
-    let directives = match parse_directives(query.as_deref()) {
+    let query = req.uri().query();
+    let Ok(path) = StreamPath::new(app, stream) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    let directives = match parse_directives(query) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let token = crate::http::token_param(query.as_deref());
+    let token = crate::http::token_param(query);
     // A request from the cluster's HTTP cache (it shows the cluster
     // secret) was authorised there (`/cluster/v1/authorize`): the
     // response is for every player behind it. A private stream's
@@ -185,7 +224,7 @@ async fn serve(
         // (`?token=`, verified once, then found in the session cache),
         // and an OME admission backend (asked once per client, stream
         // and token).
-        let request = access_request(&app, &stream, &file, query.as_deref(), &req);
+        let request = access_request(app, stream, file, query, &req);
         match state.access.admit(request).await {
             Ok(a) => a.private,
             Err(refusal) => return refused(refusal),
@@ -194,7 +233,7 @@ async fn serve(
     let Some(out) = find_output(&state, &path).await else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
-    let Some(file) = parse_file(&file, &out.instance) else {
+    let Some(file) = parse_file(file, &out.instance) else {
         return error(StatusCode::NOT_FOUND, "no such file");
     };
     // Nothing is served before the first complete segment: until then the
@@ -300,7 +339,7 @@ fn refused(refusal: Refusal) -> Response {
 /// player is refused (no token, a bad one, an admission backend's no),
 /// else 204. Only the cache may ask (it shows the cluster secret): the
 /// answer is the same admission path as a player's own request.
-async fn authorize(State(state): State<Arc<LlhlsHttp>>, req: axum::extract::Request) -> Response {
+async fn authorize(State(state): State<Arc<Served>>, req: axum::extract::Request) -> Response {
     if !state.is_cache_request(req.headers()) {
         return error(StatusCode::UNAUTHORIZED, "the cluster secret is required");
     }
