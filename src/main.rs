@@ -11,10 +11,9 @@ use streamd::config::{Config, LogFormat};
 use streamd::server::Server;
 
 /// jemalloc rather than glibc's malloc: a request allocates and frees many
-/// small objects across threads (headers, HTTP/2 stream state, TLS
-/// records). A tiny LL-HLS part over HTTP/2 went from 0.93x nginx's
-/// requests per second to 1.04x, with the same CPU and memory per WebRTC
-/// viewer at 1,000 viewers (benches/README.md).
+/// small objects (headers, HTTP/2 stream state, TLS records). It took
+/// 0.83-0.93x the user CPU per tiny HTTP/2 response, with the same CPU and
+/// memory per WebRTC viewer at 1,000 viewers (benches/README.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
