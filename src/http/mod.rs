@@ -370,6 +370,8 @@ impl Service<axum::extract::Request> for Dispatch {
     }
 }
 
+// Routed is nearly every request: boxing its future would allocate for each.
+#[allow(clippy::large_enum_variant)]
 enum DispatchFuture {
     Routed(axum::routing::future::RouteFuture<std::convert::Infallible>),
     Taken(BoxFuture<'static, Response>),
