@@ -13,7 +13,9 @@ use streamd::server::Server;
 /// jemalloc rather than glibc's malloc: a request allocates and frees many
 /// small objects (headers, HTTP/2 stream state, TLS records). It took
 /// 0.83-0.93x the user CPU per tiny HTTP/2 response, with the same CPU and
-/// memory per WebRTC viewer at 1,000 viewers (benches/README.md).
+/// memory per WebRTC viewer at 1,000 viewers (benches/README.md). The
+/// `system-alloc` feature keeps glibc's, for heaptrack.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -453,8 +453,7 @@ impl Server {
             Role::Edge => access.refuse_publishers(),
             Role::Standalone => {}
         }
-        // The API's routes, then the signalling layer over all of them (it
-        // also answers WebSocket upgrades no route matches).
+        // The API's routes.
         routes = routes.merge(crate::api::routes(Api {
             access: access.clone(),
             registry: registry.clone(),
@@ -497,12 +496,10 @@ impl Server {
             }),
         );
         routes = crate::http::console(routes, &config.http.web_dir);
-        // OME's WHIP form (`POST /{app}/{stream}?direction=whip`), over
-        // every route and the console's files.
+        // Asked before any route, in this order: WebSocket signalling (an
+        // upgrade on `/{app}/{stream}[/{playlist}]`), then OME's WHIP form
+        // (`POST /{app}/{stream}?direction=whip`).
         let mut intercepts: Vec<Arc<dyn crate::http::Intercept>> = Vec::new();
-        if let Some(state) = whip_ome {
-            intercepts.push(Arc::new(state));
-        }
         let mut webrtc_task = None;
         let mut signalling_sessions = None;
         if let Some(webrtc) = webrtc {
@@ -520,11 +517,17 @@ impl Server {
             intercepts.push(Arc::new(signalling));
             webrtc_task = Some(tokio::spawn(webrtc.run(shutdown.clone())));
         }
+        if let Some(state) = whip_ome {
+            intercepts.push(Arc::new(state));
+        }
         let collector: crate::http::Collector = {
             let (registry, viewers) = (registry.clone(), viewers.clone());
             Arc::new(move || stream_metrics(&registry, &viewers))
         };
         let app = crate::http::app(routes, intercepts, &config.llhls.cors_origins, collector);
+        // Held to the end: sessions, and connections handlers opened, live
+        // on the HTTP workers past the HTTP server's own stop.
+        let http_workers = http.workers();
         let http_task = tokio::spawn(http.run(app, shutdown.clone()));
 
         let mut s = shutdown;
@@ -569,6 +572,7 @@ impl Server {
             }
         };
         tokio::join!(webhook_delivery.finished(), admission_drain);
+        drop(http_workers);
         http??;
         Ok(())
     }

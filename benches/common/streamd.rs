@@ -50,8 +50,10 @@ pub async fn start(dir: &Path, extra: &str) -> Streamd {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamd"));
     crate::net::server_side(&mut cmd);
     // STREAMD_BENCH_ENV="K=V;K2=V2" sets variables for the server alone,
-    // for profiling it in place (a heaptrack LD_PRELOAD, MALLOC_ARENA_MAX)
-    // while the figures still come from its own pid.
+    // for profiling it in place (a heaptrack LD_PRELOAD, MALLOC_ARENA_MAX:
+    // those need the binary built with `--features system-alloc`, as it
+    // otherwise allocates with jemalloc) while the figures still come from
+    // its own pid.
     for kv in std::env::var("STREAMD_BENCH_ENV")
         .unwrap_or_default()
         .split(';')

@@ -178,13 +178,14 @@ impl Admission {
     /// waited for; [`Admission::drain`] waits for the calls at shutdown).
     pub fn closing(self: &std::sync::Arc<Self>, r: &Request<'_>) {
         let body = self.body(r, "closing");
-        let me = self.clone();
         self.closing.send_modify(|n| *n += 1);
+        // Counted off when the call ends, or when its task is dropped
+        // unrun (its runtime stopping): the drain never waits for nothing.
+        let call = ClosingCall(self.clone());
         tokio::spawn(async move {
-            if let Err(e) = me.post(body).await {
+            if let Err(e) = call.0.post(body).await {
                 tracing::debug!(error = %e, "admission closing call failed");
             }
-            me.closing.send_modify(|n| *n -= 1);
         });
     }
 
@@ -200,6 +201,15 @@ impl Admission {
                 "admission closing calls still on their way at the shutdown deadline"
             );
         }
+    }
+}
+
+/// A `closing` call on its way, counted while it lives.
+struct ClosingCall(std::sync::Arc<Admission>);
+
+impl Drop for ClosingCall {
+    fn drop(&mut self) {
+        self.0.closing.send_modify(|n| *n -= 1);
     }
 }
 

@@ -49,7 +49,9 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
     /// At shutdown, requests in flight get this long to finish; then their
-    /// connections are closed.
+    /// connections are closed. What outlives a request on the HTTP workers
+    /// (WebSocket and WHEP sessions) gets as long again once the server's
+    /// last shutdown step is done.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
@@ -58,8 +60,8 @@ pub struct HttpConfig {
     /// those headers are dropped on arrival.
     pub trusted_proxies: Vec<String>,
     /// Threads HTTP connections are served on, each with its own event
-    /// loop (as nginx has worker processes); a connection stays on one.
-    /// 0: one per CPU core.
+    /// loop (as nginx has worker processes); a connection stays on one,
+    /// with its requests and sessions. 0: one per CPU core.
     pub workers: usize,
 }
 

@@ -473,7 +473,12 @@ pub struct HttpServer {
     tls: Vec<TcpListener>,
     certs: Option<Arc<tls::Certs>>,
     config: HttpConfig,
+    workers: Arc<Workers>,
 }
+
+/// Keeps the HTTP workers' threads running while held (see
+/// [`HttpServer::workers`]).
+pub struct HttpWorkers(#[allow(dead_code)] Arc<Workers>);
 
 /// The ALPN protocols HTTPS offers, preferred first.
 const HTTPS_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -498,12 +503,26 @@ impl HttpServer {
             Some(_) => crate::net::listen_all(tls, "HTTPS").await?,
             None => Vec::new(),
         };
+        let workers = Workers::start(config.worker_count(), config.shutdown_timeout)
+            .map_err(|e| anyhow::anyhow!("cannot start the HTTP workers: {e}"))?;
         Ok(HttpServer {
             plain,
             tls: tls_listeners,
             certs,
             config,
+            workers: Arc::new(workers),
         })
+    }
+
+    /// The worker threads connections are served on, kept running while
+    /// the returned guard (or the server) is held. What runs on them can
+    /// outlive [`HttpServer::run`]: WebSocket and WHEP sessions, and the
+    /// connections handlers opened (the database's, the admission
+    /// backend's, the object store's). Hold it until the server's last
+    /// shutdown step; then each thread finishes what it still runs, for up
+    /// to `http.shutdown_timeout`.
+    pub fn workers(&self) -> HttpWorkers {
+        HttpWorkers(self.workers.clone())
     }
 
     /// The first plain listener's address.
@@ -528,7 +547,8 @@ impl HttpServer {
     }
 
     /// Serves until `shutdown`; then lets requests in flight finish for up
-    /// to `shutdown_timeout`, and closes what is left.
+    /// to `shutdown_timeout`, and closes what is left. (The workers keep
+    /// running what outlives a request: see [`HttpServer::workers`].)
     pub async fn run(self, app: App, shutdown: Shutdown) -> std::io::Result<()> {
         let limit = ConnectionLimit::new(
             self.config.max_connections,
@@ -545,10 +565,7 @@ impl HttpServer {
             .certs
             .as_ref()
             .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config(HTTPS_ALPN)));
-        let workers = Arc::new(Workers::start(
-            self.config.worker_count(),
-            self.config.shutdown_timeout,
-        )?);
+        let workers = self.workers.clone();
         let mut loops = tokio::task::JoinSet::new();
         let listeners = self
             .plain
@@ -610,15 +627,16 @@ impl Serve {
                     continue;
                 }
             };
-            let busy = me.workers.pick();
-            let handle = busy.0.handle.clone();
+            let handle = me.workers.pick().clone();
             let me = me.clone();
             let shutdown = shutdown.clone();
             tasks.spawn_on(
                 async move {
-                    let _busy = busy;
-                    if let Ok(stream) = TcpStream::from_std(stream) {
-                        me.connection(stream, peer, shutdown).await;
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => me.connection(stream, peer, shutdown).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot take a connection over")
+                        }
                     }
                     drop(permit);
                 },
@@ -808,45 +826,37 @@ impl Serve {
 /// thread it is given (the least busy), with its HTTP/2 streams: no
 /// wake-ups across threads for a request, as a shared runtime has. (On
 /// tokio's shared runtime a tiny HTTP/2 response took 12.6 us of user CPU;
-/// here 10.9, see benches/README.md.)
+/// here 10.9, see benches/README.md.) As with nginx, one connection's
+/// requests are served by one core.
 struct Workers {
-    workers: Vec<Arc<Worker>>,
+    handles: Vec<tokio::runtime::Handle>,
     /// Dropped: the threads stop, once what runs on them has ended (a
     /// WebSocket session outlives its request) or `linger` has passed.
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
-struct Worker {
-    handle: tokio::runtime::Handle,
-    connections: AtomicU64,
-}
-
-/// Counts a connection on its worker while it lives.
-struct Busy(Arc<Worker>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Workers {
     fn start(n: usize, linger: Duration) -> std::io::Result<Workers> {
-        let mut workers = Vec::new();
+        let mut handles = Vec::new();
         let mut stops = Vec::new();
         for i in 0..n.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            workers.push(Arc::new(Worker {
-                handle: runtime.handle().clone(),
-                connections: AtomicU64::new(0),
-            }));
-            stops.push(stop);
+            let (started, handle) = std::sync::mpsc::channel();
+            // The runtime is made, run and dropped on its own thread.
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started.send(Ok(runtime.handle().clone()));
                     runtime.block_on(async {
                         let _ = stopped.await;
                         let deadline = tokio::time::Instant::now() + linger;
@@ -860,23 +870,25 @@ impl Workers {
                         }
                     })
                 })?;
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("an HTTP worker thread ended at start"))??;
+            handles.push(handle);
+            stops.push(stop);
         }
         Ok(Workers {
-            workers,
+            handles,
             _stop: stops,
         })
     }
 
-    /// The worker with the fewest connections, counted as one more until
-    /// the guard is dropped.
-    fn pick(&self) -> Busy {
-        let w = self
-            .workers
+    /// The worker running the fewest tasks: connections, their HTTP/2
+    /// streams, and what outlives a request (WebSocket and WHEP sessions).
+    fn pick(&self) -> &tokio::runtime::Handle {
+        self.handles
             .iter()
-            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
-            .expect("at least one worker");
-        w.connections.fetch_add(1, Ordering::Relaxed);
-        Busy(w.clone())
+            .min_by_key(|h| h.metrics().num_alive_tasks())
+            .expect("at least one worker")
     }
 }
 
@@ -1042,19 +1054,14 @@ mod tests {
     #[test]
     fn workers_take_the_least_busy_and_finish_what_they_run() {
         let workers = Workers::start(2, Duration::from_secs(5)).unwrap();
-        let a = workers.pick();
-        let b = workers.pick();
-        assert!(!Arc::ptr_eq(&a.0, &b.0), "two connections, one worker");
-        let freed = a.0.clone();
-        drop(a);
-        let c = workers.pick();
-        assert!(Arc::ptr_eq(&c.0, &freed), "not the least busy worker");
         let (done, finished) = std::sync::mpsc::channel();
-        c.0.handle.spawn(async move {
+        let first = workers.pick().clone();
+        first.spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             done.send(()).unwrap();
         });
-        drop((b, c));
+        let second = workers.pick();
+        assert_ne!(first.id(), second.id(), "not the least busy worker");
         drop(workers);
         finished
             .recv_timeout(Duration::from_secs(3))

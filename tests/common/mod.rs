@@ -397,7 +397,9 @@ pub async fn finish(child: Child) -> (std::process::ExitStatus, String) {
 }
 
 /// Captures this thread's log lines (use a current-thread runtime so the
-/// server's tasks log on the same thread).
+/// server's tasks log on the same thread). HTTP requests, connections and
+/// WebSocket sessions are served on the server's HTTP worker threads: their
+/// lines need [`Logs::capture_every_thread`].
 ///
 /// One global subscriber serves the whole test process and writes each
 /// event to the buffer of the thread that logged it. (Thread-local
