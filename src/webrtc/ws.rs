@@ -145,7 +145,7 @@ impl Signalling {
 /// sessions, whatever the route for the path.
 impl crate::http::Intercept for Signalling {
     fn takes(&self, req: &Request) -> bool {
-        is_websocket(req.headers()) && signalling_path(req.uri().path()).is_some()
+        is_signalling(req)
     }
 
     fn serve(
@@ -154,6 +154,12 @@ impl crate::http::Intercept for Signalling {
     ) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> {
         Box::pin(upgrade(self, req))
     }
+}
+
+/// A WebSocket upgrade to a signalling URL, whatever its method or query
+/// (the upgrade itself checks the rest).
+fn is_signalling(req: &Request) -> bool {
+    is_websocket(req.headers()) && signalling_path(req.uri().path()).is_some()
 }
 
 /// The stream and playlist a signalling URL's path names: `/{app}/{stream}`
@@ -617,4 +623,59 @@ pub(super) async fn plan_of(broadcast: &mut BroadcastConsumer) -> Option<StreamP
 
 async fn send(socket: &mut WebSocket, text: String) -> bool {
     socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, upgrade: Option<&str>) -> Request {
+        let mut b = Request::builder().uri(uri);
+        if let Some(u) = upgrade {
+            b = b
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, u);
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    /// What the HTTP server hands signalling, before any route: a
+    /// WebSocket upgrade to `/{app}/{stream}` or `/{app}/{stream}/{playlist}`
+    /// (OME's signalling URLs), never a plain request to the same paths
+    /// (LL-HLS, the API, the console) nor an upgrade to another path.
+    #[test]
+    fn takes_websocket_upgrades_to_signalling_paths() {
+        for uri in [
+            "/app/stream",
+            "/app/stream?transport=tcp",
+            "/app/stream/abr",
+            "/app/stream/webrtc_default?token=t",
+        ] {
+            for upgrade in ["websocket", "WebSocket"] {
+                assert!(
+                    is_signalling(&request(uri, Some(upgrade))),
+                    "{uri} {upgrade}"
+                );
+            }
+            assert!(!is_signalling(&request(uri, None)), "{uri} without upgrade");
+            assert!(!is_signalling(&request(uri, Some("h2c"))), "{uri} h2c");
+        }
+        for uri in [
+            "/",
+            "/app",
+            "/app/stream/",
+            "/app/stream/abr/x",
+            "/app/stream/abr/",
+        ] {
+            assert!(!is_signalling(&request(uri, Some("websocket"))), "{uri}");
+        }
+        assert_eq!(
+            signalling_path("/app/stream/abr"),
+            Some(("app", "stream", Some("abr")))
+        );
+        assert_eq!(
+            signalling_path("/app/stream"),
+            Some(("app", "stream", None))
+        );
+    }
 }

@@ -99,9 +99,7 @@ async fn patch(
 /// console's files) still reach their handlers.
 impl crate::http::Intercept for WhipHttp {
     fn takes(&self, req: &Request) -> bool {
-        req.method() == Method::POST
-            && crate::http::query_param(req.uri().query(), "direction") == Some("whip")
-            && ome_path(req.uri().path()).is_some()
+        is_ome_whip(req)
     }
 
     fn serve(
@@ -123,6 +121,13 @@ impl crate::http::Intercept for WhipHttp {
             .await
         })
     }
+}
+
+/// OME's WHIP form: `POST /{app}/{stream}?direction=whip`.
+fn is_ome_whip(req: &Request) -> bool {
+    req.method() == Method::POST
+        && crate::http::query_param(req.uri().query(), "direction") == Some("whip")
+        && ome_path(req.uri().path()).is_some()
 }
 
 /// `/{app}/{stream}`, the path of OME's WHIP form.
@@ -224,6 +229,56 @@ async fn publish(
             };
             tracing::info!(stream = %path, error = %e, "WHIP offer refused");
             error(status, e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, uri: &str) -> Request {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    /// What the HTTP server hands OME's WHIP form, before any route: only
+    /// a POST with `direction=whip` to `/{app}/{stream}`; the rest (this
+    /// server's own `/{app}/{stream}/whip`, WHEP, a playlist, other
+    /// methods) goes on to the routes.
+    #[test]
+    fn takes_only_omes_whip_form() {
+        for uri in [
+            "/app/stream?direction=whip",
+            "/app/stream/?direction=whip",
+            "//app/stream//?direction=whip",
+            "/app/stream?token=t&direction=whip",
+            "/app/stream?direction=whip&transport=tcp",
+        ] {
+            assert!(is_ome_whip(&request(Method::POST, uri)), "{uri}");
+        }
+        for (method, uri) in [
+            (Method::GET, "/app/stream?direction=whip"),
+            (Method::PATCH, "/app/stream?direction=whip"),
+            (Method::DELETE, "/app/stream?direction=whip"),
+            (Method::POST, "/app/stream"),
+            (Method::POST, "/app/stream?direction=whep"),
+            (Method::POST, "/app/stream?direction=WHIP"),
+            (Method::POST, "/app/stream?xdirection=whip"),
+            (Method::POST, "/app/stream/whip?direction=whip"),
+            (Method::POST, "/app/stream/whip"),
+            (Method::POST, "/app?direction=whip"),
+            (Method::POST, "/?direction=whip"),
+            (Method::POST, "/a//b?direction=whip"),
+            (Method::POST, "/app/stream/llhls.m3u8?direction=whip"),
+        ] {
+            assert!(
+                !is_ome_whip(&request(method.clone(), uri)),
+                "{method} {uri}"
+            );
         }
     }
 }
