@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Method, Request};
-use axum::response::{Html, Response};
+use axum::http::{HeaderValue, Method, Request, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -440,10 +440,25 @@ pub fn app(
     let router = routes
         .route(
             "/metrics",
+            // Rendered off the HTTP workers: a busy node's text is long
+            // (series per stream and protocol), and a worker serves many
+            // connections' requests in the meantime.
             get(move || {
-                let mut text = metrics.render();
-                text.push_str(&collector());
-                std::future::ready(text)
+                let (metrics, collector) = (metrics.clone(), collector.clone());
+                async move {
+                    let rendered = tokio::task::spawn_blocking(move || {
+                        let mut text = metrics.render();
+                        text.push_str(&collector());
+                        text
+                    })
+                    .await;
+                    match rendered {
+                        Ok(text) => text.into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                        }
+                    }
+                }
             }),
         )
         .route("/healthz", get(|| std::future::ready("ok\n")));
