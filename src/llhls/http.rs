@@ -121,6 +121,12 @@ async fn wait_for<T>(
     deadline: tokio::time::Instant,
     mut check: impl FnMut(&OutputState) -> Option<T>,
 ) -> Option<T> {
+    // Nearly every request finds what it asks for at once: it need not
+    // subscribe (a subscription and its drop touch the stream's shared
+    // counters and its sender's waiters, from every worker's requests).
+    if let Some(v) = check(&out.lock()) {
+        return Some(v);
+    }
     let mut rx = out.subscribe();
     let mut held = false;
     loop {
@@ -139,9 +145,15 @@ async fn wait_for<T>(
     }
 }
 
-async fn find_output(state: &LlhlsHttp, path: &StreamPath) -> Option<Arc<StreamOutput>> {
-    if let Some(o) = state.outputs.get(path) {
-        return Some(o);
+/// `path`'s output: `found` (what `Outputs::get` gave), else one that is
+/// starting for a broadcast here.
+async fn find_output(
+    state: &LlhlsHttp,
+    path: &StreamPath,
+    found: Option<Arc<StreamOutput>>,
+) -> Option<Arc<StreamOutput>> {
+    if found.is_some() {
+        return found;
     }
     state.registry.get(path)?;
     // The broadcast exists and its packager is starting.
@@ -195,7 +207,8 @@ async fn serve(
     // names). A cluster node brings a stream another node has here first
     // (`Registry::find`: a directory query), and only for a request that
     // may see it: a private stream's token is checked before.
-    if state.outputs.get(&path).is_none() && state.registry.get(&path).is_none() {
+    let found = state.outputs.get(&path);
+    if found.is_none() && state.registry.get(&path).is_none() {
         if !from_cache && let Err(e) = state.access.playback(&path, token).await {
             return refused(Refusal::Auth(e));
         }
@@ -230,7 +243,7 @@ async fn serve(
             Err(refusal) => return refused(refusal),
         }
     };
-    let Some(out) = find_output(&state, &path).await else {
+    let Some(out) = find_output(&state, &path, found).await else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
     let Some(file) = parse_file(file, &out.instance) else {
