@@ -105,6 +105,19 @@ impl Client {
         Client::from_headers(addr, req.headers())
     }
 
+    /// The peer alone, without what its headers say: for a request no
+    /// admission backend is told of.
+    pub fn peer<B>(req: &axum::http::Request<B>) -> Client {
+        Client {
+            addr: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            real_ip: None,
+            user_agent: None,
+        }
+    }
+
     /// As [`of`](Self::of), from the peer's address and the headers.
     pub fn from_headers(addr: Option<SocketAddr>, headers: &axum::http::HeaderMap) -> Client {
         Client {
@@ -137,7 +150,9 @@ pub struct AccessRequest {
     pub stream: String,
     /// What followed `?` (`key=`, `token=`).
     pub query: Option<String>,
-    /// The URL the client used, as an admission backend is told it.
+    /// The URL the client used, as an admission backend is told it (a
+    /// way in may leave it empty, and the client's headers out, when
+    /// there is no backend: `Access::admission`).
     pub url: String,
     pub client: Client,
     /// Whether this request opens a session: a publish, a WebRTC offer, an

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use super::playlist::{UriQuery, advance_part_limit};
 use super::request::{Directives, File, parse_directives, parse_file};
 use super::store::{OutputState, Outputs, StreamOutput};
-use crate::auth::{AccessRequest, AuthError, Client, Protocol, Refusal};
+use crate::auth::{Access, AccessRequest, AuthError, Client, Protocol, Refusal};
 use crate::bus::{Located, Registry, StreamPath, TrackKind};
 
 /// How long a request for a stream that exists but has no complete segment
@@ -237,7 +237,7 @@ async fn serve(
         // (`?token=`, verified once, then found in the session cache),
         // and an OME admission backend (asked once per client, stream
         // and token).
-        let request = access_request(app, stream, file, query, &req);
+        let request = access_request(&state.access, app, stream, file, query, &req);
         match state.access.admit(request).await {
             Ok(a) => a.private,
             Err(refusal) => return refused(refusal),
@@ -307,26 +307,39 @@ impl LlhlsHttp {
 }
 
 /// The admission question for an LL-HLS request of `file` in
-/// `app/stream` with `query`, asked by `req`'s client.
+/// `app/stream` with `query`, asked by `req`'s client. The URL, and the
+/// client's forwarded address and user agent, are what an admission
+/// backend is told: without one they are not made (every part and
+/// playlist request of every player comes here).
 fn access_request(
+    access: &Access,
     app: &str,
     stream: &str,
     file: &str,
     query: Option<&str>,
     req: &axum::extract::Request,
 ) -> AccessRequest {
+    let backend = access.admission.is_some();
     AccessRequest {
         protocol: Protocol::LlHls,
         app: app.to_owned(),
         stream: stream.to_owned(),
         query: query.map(str::to_owned),
-        url: format!(
-            "http://{}/{app}/{stream}/{file}{}",
-            crate::http::request_host(req.headers()),
-            query.map(|q| format!("?{q}")).unwrap_or_default()
-        ),
+        url: if backend {
+            format!(
+                "http://{}/{app}/{stream}/{file}{}",
+                crate::http::request_host(req.headers()),
+                query.map(|q| format!("?{q}")).unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
         new_session: file == "llhls.m3u8",
-        client: Client::of(req),
+        client: if backend {
+            Client::of(req)
+        } else {
+            Client::peer(req)
+        },
     }
 }
 
@@ -376,7 +389,7 @@ async fn authorize(State(state): State<Arc<Served>>, req: axum::extract::Request
     if StreamPath::new(app, stream).is_err() {
         return error(StatusCode::NOT_FOUND, "no such stream");
     }
-    let request = access_request(app, stream, file, query, &req);
+    let request = access_request(&state.access, app, stream, file, query, &req);
     match state.access.admit(request).await {
         // Only the player's own refusals are the cache's to give (nginx
         // passes 401 and 403 on and turns anything else into a 500): a
