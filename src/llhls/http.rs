@@ -207,6 +207,10 @@ async fn serve(
     // names). A cluster node brings a stream another node has here first
     // (`Registry::find`: a directory query), and only for a request that
     // may see it: a private stream's token is checked before.
+    // Looked up once: a republish while this request is admitted (an
+    // admission backend's first answer for this client) answers it from
+    // the output being replaced, as it would any request racing the
+    // republish; the player's next request finds the new one.
     let found = state.outputs.get(&path);
     if found.is_none() && state.registry.get(&path).is_none() {
         if !from_cache && let Err(e) = state.access.playback(&path, token).await {
