@@ -127,16 +127,14 @@ async fn wait_for<T>(
     if let Some(v) = check(&out.lock()) {
         return Some(v);
     }
+    // Held: not there at once (as a blocking playlist request's wait is
+    // timed from here).
+    metrics::counter!("streamd_llhls_held_requests_total").increment(1);
     let mut rx = out.subscribe();
-    let mut held = false;
     loop {
         rx.borrow_and_update();
         if let Some(v) = check(&out.lock()) {
             return Some(v);
-        }
-        if !held {
-            held = true;
-            metrics::counter!("streamd_llhls_held_requests_total").increment(1);
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
@@ -207,10 +205,11 @@ async fn serve(
     // names). A cluster node brings a stream another node has here first
     // (`Registry::find`: a directory query), and only for a request that
     // may see it: a private stream's token is checked before.
-    // Looked up once: a republish while this request is admitted (an
-    // admission backend's first answer for this client) answers it from
-    // the output being replaced, as it would any request racing the
-    // republish; the player's next request finds the new one.
+    // Looked up once, before admission: a republish while this request
+    // is admitted (an admission backend's first answer for this client,
+    // or the stream store on a cache miss) answers it from the output
+    // being replaced, as it would any request racing the republish; the
+    // player's next request finds the new one.
     let found = state.outputs.get(&path);
     if found.is_none() && state.registry.get(&path).is_none() {
         if !from_cache && let Err(e) = state.access.playback(&path, token).await {
