@@ -921,8 +921,27 @@ pub async fn postgres_database() -> Option<String> {
 }
 
 pub struct Nginx {
-    _child: Child,
+    child: Child,
     pub base: String,
+}
+
+impl Drop for Nginx {
+    /// Stops nginx as its docs say: SIGTERM to the master, which stops its
+    /// worker and cache manager. The SIGKILL dropping the child sends
+    /// would leave them running (and listening) after the test.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// nginx with the shipped LL-HLS cache configuration
@@ -994,7 +1013,7 @@ pub async fn nginx(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Nginx {
-        _child: child,
+        child,
         base: format!("http://{addr}"),
     }
 }
